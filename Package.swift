@@ -1,0 +1,41 @@
+// swift-tools-version: 6.2
+// Tern: a service-mesh sidecar proxy. Layers (ARCHITECTURE.md §2): C shims → TernCore → TernIO → TernProxy → tern.
+import PackageDescription
+
+/// Every Swift target: strict memory safety (unsafe code only in `*+Unsafe.swift`).
+/// TODO(#2): warnings as errors once the remaining strict-memory-safety warnings in TernIO are marked.
+let strict: [SwiftSetting] = [
+    .strictMemorySafety()
+]
+
+let package = Package(
+    name: "tern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tern", targets: ["tern"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        .target(
+            name: "CTernLinux",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(name: "TernCore", swiftSettings: strict),
+        .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
+        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO"], swiftSettings: strict),
+        .executableTarget(
+            name: "tern",
+            dependencies: [
+                "TernProxy", "TernIO", "TernCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
+        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["tern"]),
+    ]
+)

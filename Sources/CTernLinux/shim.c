@@ -1,0 +1,115 @@
+// See include/CTernLinux.h: thin wrappers only, each for a macro or something Swift cannot import.
+#include "CTernLinux.h"
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+
+int CTernLinux_affinity_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return -errno;
+    int n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[n++] = cpu;
+    }
+    return n;
+}
+
+int CTernLinux_pin_to_cpu(int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return -EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
+}
+
+_Static_assert(SPLICE_F_NONBLOCK == 0x02 && SPLICE_F_MOVE == 0x01, "splice flags");
+_Static_assert(POLLRDHUP == 0x2000, "POLLRDHUP");
+
+int CTernLinux_pipe_nonblocking(int fds[2]) {
+    return pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+int CTernLinux_pipe_capacity(int fd) {
+    int r = fcntl(fd, F_GETPIPE_SZ);
+    return r >= 0 ? r : -errno;
+}
+
+int CTernLinux_accept_nonblocking(int listener) {
+    int fd;
+    do {
+        fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    return fd >= 0 ? fd : -errno;
+}
+
+long CTernLinux_splice_nonblocking(int in, int out, size_t len) {
+    ssize_t n;
+    do {
+        n = splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    } while (n < 0 && errno == EINTR);
+    return n >= 0 ? (long)n : -errno;
+}
+
+int CTernLinux_eventfd(int nonblocking) {
+    int fd = eventfd(0, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
+    return fd >= 0 ? fd : -errno;
+}
+
+int CTernLinux_ring_supports(struct io_uring *ring, int op) {
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    if (probe == NULL) return -ENOMEM;
+    int supported = io_uring_opcode_supported(probe, op);
+    io_uring_free_probe(probe);
+    return supported ? 1 : 0;
+}
+
+int CTernLinux_set_linger_reset(int fd) {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    return setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 ? 0 : -errno;
+}
+
+static int fill_sigset(sigset_t *set, const int *signals, int count) {
+    if (sigemptyset(set) != 0) return -errno;
+    for (int i = 0; i < count; i++) {
+        if (sigaddset(set, signals[i]) != 0) return -errno;
+    }
+    return 0;
+}
+
+int CTernLinux_block_signals(const int *signals, int count) {
+    sigset_t set;
+    int rc = fill_sigset(&set, signals, count);
+    if (rc != 0) return rc;
+    rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    return rc == 0 ? 0 : -rc;
+}
+
+int CTernLinux_signalfd_for(const int *signals, int count) {
+    sigset_t set;
+    int rc = fill_sigset(&set, signals, count);
+    if (rc != 0) return rc;
+    rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (rc != 0) return -rc;
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return fd >= 0 ? fd : -errno;
+}
+
+int CTernLinux_parse_cpu_max(const char *text) {
+    if (text == NULL) return -EINVAL;
+    while (*text == ' ') text++;
+    if (strncmp(text, "max", 3) == 0) return 0;
+    char *end = NULL;
+    errno = 0;
+    long long quota = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || quota <= 0 || *end != ' ') return -EINVAL;
+    const char *p = end;
+    long long period = strtoll(p, &end, 10);
+    if (errno != 0 || end == p || period <= 0) return -EINVAL;
+    while (*end == ' ' || *end == '\n') end++;
+    if (*end != '\0') return -EINVAL;
+    long long cpus = (quota + period - 1) / period;
+    if (cpus < 1) cpus = 1;
+    if (cpus > 65536) cpus = 65536;
+    return (int)cpus;
+}

@@ -1,0 +1,121 @@
+/// A fixed-capacity store of `Element` values addressed by slot index and generation.
+///
+/// Reactors keep connection state here (anchors.md §4 rule 5): a completion token carries the slot and the
+/// generation it was issued for, and `isCurrent` tells a late completion for a slot that has since been
+/// freed and reused (stale: drop it) from a live one. Storage is reserved once at creation and pages are
+/// touched only as slots are first used, so a large capacity costs address space, not resident memory.
+/// Single-threaded: owned by one reactor.
+@safe public final class Slab<Element> {
+    /// Slot and generation. The generation uses the low 24 bits (the token format has room for 24).
+    public struct ID: Equatable, Hashable, Sendable {
+        public var index: UInt32
+        public var generation: UInt32
+        public init(index: UInt32, generation: UInt32) {
+            self.index = index
+            self.generation = generation
+        }
+    }
+
+    public let capacity: Int
+    public private(set) var count = 0
+    private let elements: UnsafeMutablePointer<Element>
+    private let generations: UnsafeMutablePointer<UInt32>
+    private let occupied: UnsafeMutablePointer<Bool>
+    private let freeList: UnsafeMutablePointer<UInt32>
+    private var freeCount = 0
+    /// Slots at and above this index were never used: their metadata is still uninitialised memory.
+    private var neverUsed: UInt32 = 0
+
+    public init(capacity: Int) {
+        precondition(capacity > 0 && capacity <= Int(UInt32.max), "slab capacity out of range")
+        self.capacity = capacity
+        // SAFETY: the slab owns these four allocations until deinit; every access below checks the index
+        // against `neverUsed` (≤ capacity) or comes from an ID this slab handed out.
+        unsafe elements = UnsafeMutablePointer<Element>.allocate(capacity: capacity)
+        unsafe generations = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        unsafe occupied = UnsafeMutablePointer<Bool>.allocate(capacity: capacity)
+        unsafe freeList = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+    }
+
+    deinit {
+        for i in 0..<Int(neverUsed) where unsafe occupied[i] {
+            // SAFETY: occupied slots below neverUsed hold an initialised element.
+            unsafe (elements + i).deinitialize(count: 1)
+        }
+        unsafe elements.deallocate()
+        unsafe generations.deallocate()
+        unsafe occupied.deallocate()
+        unsafe freeList.deallocate()
+    }
+
+    /// Stores `element` in a free slot; nil when the slab is full.
+    public func insert(_ element: Element) -> ID? {
+        let index: UInt32
+        if freeCount > 0 {
+            freeCount -= 1
+            // SAFETY: freeCount < capacity entries were written by remove().
+            unsafe index = freeList[freeCount]
+        } else if Int(neverUsed) < capacity {
+            index = neverUsed
+            neverUsed += 1
+            // SAFETY: index < capacity; first use of this slot initialises its metadata.
+            unsafe (generations + Int(index)).initialize(to: 0)
+            unsafe (occupied + Int(index)).initialize(to: false)
+        } else {
+            return nil
+        }
+        // SAFETY: index < neverUsed ≤ capacity and the slot is free, so its element memory is uninitialised.
+        unsafe (elements + Int(index)).initialize(to: element)
+        unsafe occupied[Int(index)] = true
+        count += 1
+        return ID(index: index, generation: unsafe generations[Int(index)])
+    }
+
+    /// Frees the slot and advances its generation, so tokens issued for it become stale.
+    public func remove(_ id: ID) {
+        precondition(isCurrent(id), "removing a slot that is not live")
+        let i = Int(id.index)
+        // SAFETY: isCurrent checked the index is below neverUsed and the slot holds an element.
+        unsafe (elements + i).deinitialize(count: 1)
+        unsafe occupied[i] = false
+        unsafe generations[i] = (unsafe generations[i] &+ 1) & 0xFF_FFFF
+        unsafe freeList[freeCount] = id.index
+        freeCount += 1
+        count -= 1
+    }
+
+    /// True when `id` names a live element (its slot is occupied and its generation matches).
+    public func isCurrent(_ id: ID) -> Bool {
+        guard id.index < neverUsed else { return false }
+        // SAFETY: index < neverUsed, so the metadata is initialised.
+        return unsafe (occupied[Int(id.index)] && generations[Int(id.index)] == id.generation)
+    }
+
+    /// The ID of the live element at `index`, or nil when that slot is free.
+    public func id(at index: UInt32) -> ID? {
+        guard index < neverUsed, unsafe occupied[Int(index)] else { return nil }
+        // SAFETY: index < neverUsed, so the metadata is initialised.
+        return ID(index: index, generation: unsafe generations[Int(index)])
+    }
+
+    /// The live element for `id`. Precondition: `isCurrent(id)`.
+    public subscript(id: ID) -> Element {
+        _read {
+            precondition(isCurrent(id), "stale slab ID")
+            // SAFETY: checked live just above.
+            yield unsafe elements[Int(id.index)]
+        }
+        _modify {
+            precondition(isCurrent(id), "stale slab ID")
+            // SAFETY: checked live just above.
+            yield unsafe &elements[Int(id.index)]
+        }
+    }
+
+    /// Calls `body` for every live slot (shutdown paths only).
+    public func forEachID(_ body: (ID) -> Void) {
+        for i in 0..<neverUsed where unsafe occupied[Int(i)] {
+            body(ID(index: i, generation: unsafe generations[Int(i)]))
+        }
+    }
+}

@@ -1,0 +1,349 @@
+// The epoll backend: the same completions as io_uring, emulated (ARCHITECTURE.md §3). Each operation is
+// tried at once with a non-blocking syscall; only on EAGAIN does it wait, edge-triggered, for readiness of
+// its descriptor, and it is retried when that readiness arrives. Completions produced meanwhile are queued
+// and handed out by the next `wait`, so handlers never re-enter. Container runtimes often block io_uring
+// with seccomp, so this is the common case in production: it must be just as careful.
+import CTernLinux
+import Glibc
+import TernCore
+
+@safe public final class EpollBackend: IOBackend {
+    public static let kind = IOBackendKind.epoll
+
+    /// What waits on one side (read or write) of a descriptor.
+    @safe private struct Waiter {
+        enum Kind: UInt8 { case none = 0, accept, receive, send, connect, splice, poll }
+        var kind: Kind = .none
+        var token: UInt64 = 0
+        var source: Int32 = -1
+        var destination: Int32 = -1
+        var count: Int = 0
+        var bytes: UnsafeRawPointer? = nil
+    }
+
+    private struct DescriptorState {
+        var inEpoll = false
+        var read = Waiter()
+        var write = Waiter()
+    }
+
+    private let epfd: Int32
+    private let wakeFD: Int32
+    public let buffers: BufferPool
+    private let tableSize: Int
+    /// Per-descriptor state, calloc'd so untouched entries cost no memory (a zeroed entry is "nothing waits").
+    private let states: UnsafeMutablePointer<DescriptorState>
+    private let events: UnsafeMutablePointer<epoll_event>
+    private static let maxEvents = 256
+    /// How many accepts or receives one readiness event may run before others get a turn.
+    private static let multishotBudget = 16
+
+    private var ready: [Completion] = []
+    private var queued: [Completion] = []
+    /// Descriptors whose read side used up its budget and must run again next iteration.
+    private var again: [Int32] = []
+    private var againRunning: [Int32] = []
+    private var starvedReceives: [Int32] = []
+
+    public private(set) var submissions: UInt64 = 0
+    public private(set) var completions: UInt64 = 0
+
+    public init(settings: BackendSettings) throws(IOError) {
+        let fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if fd < 0 { throw IOError("epoll_create1", errno: Glibc.errno) }
+        epfd = fd
+        wakeFD = CTernLinux_eventfd(1)
+        var ev = epoll_event()
+        ev.events = EPOLLIN.rawValue | EPOLLET.rawValue
+        ev.data.fd = wakeFD
+        unsafe _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
+        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize)
+        tableSize = max(Int(min(System.openFileLimit(), 1 << 20)), 1024)
+        // SAFETY: both allocations are owned until deinit; descriptor indexes are checked against tableSize.
+        unsafe states = calloc(tableSize, MemoryLayout<DescriptorState>.stride)!
+            .bindMemory(to: DescriptorState.self, capacity: tableSize)
+        unsafe events = .allocate(capacity: Self.maxEvents)
+        ready.reserveCapacity(4096)
+        queued.reserveCapacity(4096)
+        again.reserveCapacity(256)
+        againRunning.reserveCapacity(256)
+        starvedReceives.reserveCapacity(64)
+    }
+
+    deinit {
+        System.close(epfd)
+        System.close(wakeFD)
+        unsafe free(states)
+        unsafe events.deallocate()
+    }
+
+    @inline(__always)
+    private func state(_ fd: Int32) -> UnsafeMutablePointer<DescriptorState> {
+        precondition(fd >= 0 && Int(fd) < tableSize, "descriptor beyond the open-file limit")
+        // SAFETY: bounds checked above; states lives until deinit.
+        return unsafe states + Int(fd)
+    }
+
+    private func emit(_ token: UInt64, _ result: Int, flags: UInt32 = 0) {
+        queued.append(Completion(token: Token(raw: token), result: Int32(truncatingIfNeeded: result), flags: flags))
+    }
+
+    /// Adds the descriptor to the epoll set once, for both directions, edge-triggered.
+    private func watch(_ fd: Int32) {
+        let s = state(fd)
+        if unsafe s.pointee.inEpoll { return }
+        var ev = epoll_event()
+        ev.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+        ev.data.fd = fd
+        let r = unsafe epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)
+        if r == 0 || Glibc.errno == EEXIST { unsafe s.pointee.inEpoll = true }
+    }
+
+    private func park(_ fd: Int32, write: Bool, _ waiter: Waiter) {
+        watch(fd)
+        if write { unsafe state(fd).pointee.write = waiter } else { unsafe state(fd).pointee.read = waiter }
+    }
+
+    // MARK: - Operations: try now, wait on EAGAIN
+
+    public func accept(listener: Int32, token: Token) {
+        submissions &+= 1
+        park(listener, write: false, Waiter(kind: .accept, token: token.raw))
+        runRead(listener)
+    }
+
+    public func receive(fd: Int32, token: Token) {
+        submissions &+= 1
+        park(fd, write: false, Waiter(kind: .receive, token: token.raw))
+        runRead(fd)
+    }
+
+    public func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token) {
+        submissions &+= 1
+        let r = unsafe syscallResult { Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        if r == -Int(EAGAIN) {
+            park(fd, write: true, unsafe Waiter(kind: .send, token: token.raw, source: fd, count: bytes.count, bytes: bytes.baseAddress))
+        } else {
+            emit(token.raw, r)
+        }
+    }
+
+    public func connect(fd: Int32, to address: SocketAddress, token: Token) {
+        submissions &+= 1
+        let r = address.withSockAddr { (sa, len) in unsafe syscallResult { Int(Glibc.connect(fd, sa, len)) } }
+        if r == -Int(EINPROGRESS) || r == -Int(EAGAIN) {
+            park(fd, write: true, Waiter(kind: .connect, token: token.raw))
+        } else {
+            emit(token.raw, r)
+        }
+    }
+
+    public func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness, token: Token) {
+        submissions &+= 1
+        let r = spliceNow(source, destination, count)
+        if r == -Int(EAGAIN) {
+            let w = Waiter(kind: .splice, token: token.raw, source: source, destination: destination, count: count)
+            switch waitFor {
+            case .readable(let fd): park(fd, write: false, w)
+            case .writable(let fd): park(fd, write: true, w)
+            }
+        } else {
+            emit(token.raw, r)
+        }
+    }
+
+    private func spliceNow(_ source: Int32, _ destination: Int32, _ count: Int) -> Int {
+        Int(CTernLinux_splice_nonblocking(source, destination, count))
+    }
+
+    public func poll(_ readiness: Readiness, token: Token) {
+        submissions &+= 1
+        // Edge-triggered epoll reports changes only: ask the kernel for the current state first.
+        var p = pollfd()
+        p.fd = readiness.fd
+        switch readiness {
+        case .readable: p.events = Int16(POLLIN) | CTernLinux_POLLRDHUP
+        case .writable: p.events = Int16(POLLOUT)
+        }
+        let r = unsafe syscallResult { Int(Glibc.poll(&p, 1, 0)) }
+        if r > 0 {
+            emit(token.raw, Int(p.revents))
+            return
+        }
+        switch readiness {
+        case .readable(let fd): park(fd, write: false, Waiter(kind: .poll, token: token.raw))
+        case .writable(let fd): park(fd, write: true, Waiter(kind: .poll, token: token.raw))
+        }
+    }
+
+    public func cancel(fd: Int32, token: Token) {
+        guard fd >= 0, Int(fd) < tableSize else { return }
+        let s = state(fd)
+        if unsafe s.pointee.read.kind != .none && s.pointee.read.token == token.raw {
+            unsafe s.pointee.read = Waiter()
+            emit(token.raw, -Int(ECANCELED))
+        }
+        if unsafe s.pointee.write.kind != .none && s.pointee.write.token == token.raw {
+            unsafe s.pointee.write = Waiter()
+            emit(token.raw, -Int(ECANCELED))
+        }
+    }
+
+    public func register(fd: Int32) {}
+
+    public func unregister(fd: Int32) {
+        guard fd >= 0, Int(fd) < tableSize else { return }
+        let s = state(fd)
+        if unsafe s.pointee.inEpoll {
+            unsafe _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
+        }
+        unsafe s.pointee = DescriptorState()
+        if let i = starvedReceives.firstIndex(of: fd) { starvedReceives.remove(at: i) }
+    }
+
+    public func releaseBuffer(_ id: UInt16) {
+        buffers.put(id)
+        // Receives that found the pool empty wait here; a returned buffer lets them run again.
+        while buffers.available > 0, let fd = starvedReceives.popLast() {
+            runRead(fd)
+        }
+    }
+
+    // MARK: - Readiness
+
+    /// Runs what waits on the read side of `fd`.
+    private func runRead(_ fd: Int32) {
+        let s = state(fd)
+        var w = unsafe s.pointee.read
+        switch w.kind {
+        case .none:
+            return
+        case .accept:
+            for _ in 0..<Self.multishotBudget {
+                let r = Int(CTernLinux_accept_nonblocking(fd))
+                if r >= 0 {
+                    emit(w.token, r, flags: Completion.flagMore)
+                } else if r == -Int(EAGAIN) {
+                    return
+                } else if r == -Int(ECONNABORTED) {
+                    continue
+                } else {
+                    // EMFILE, ENFILE and the like end the multishot accept, as on io_uring; the owner backs off
+                    // and re-arms it.
+                    unsafe s.pointee.read = Waiter()
+                    emit(w.token, r)
+                    return
+                }
+            }
+            again.append(fd)
+        case .receive:
+            for _ in 0..<Self.multishotBudget {
+                guard let id = buffers.take() else {
+                    starvedReceives.append(fd)
+                    return
+                }
+                let r = unsafe syscallResult {
+                    Glibc.recv(fd, buffers.pointer(id), buffers.size, Int32(MSG_DONTWAIT))
+                }
+                if r > 0 {
+                    emit(w.token, r, flags: Completion.flagMore | Completion.flagBuffer | UInt32(id) << 16)
+                    continue
+                }
+                buffers.put(id)
+                if r == -Int(EAGAIN) { return }
+                unsafe s.pointee.read = Waiter()
+                emit(w.token, r)
+                return
+            }
+            again.append(fd)
+        case .splice:
+            let r = spliceNow(w.source, w.destination, w.count)
+            if r == -Int(EAGAIN) { return }
+            unsafe s.pointee.read = Waiter()
+            emit(w.token, r)
+        case .poll:
+            unsafe s.pointee.read = Waiter()
+            emit(w.token, Int(POLLIN))
+        case .send, .connect:
+            w.kind = .none
+            bug("write-side operation parked on the read side")
+        }
+    }
+
+    /// Runs what waits on the write side of `fd`.
+    private func runWrite(_ fd: Int32) {
+        let s = state(fd)
+        let w = unsafe s.pointee.write
+        switch w.kind {
+        case .none:
+            return
+        case .send:
+            let r = unsafe syscallResult { Glibc.send(fd, w.bytes, w.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            if r == -Int(EAGAIN) { return }
+            unsafe s.pointee.write = Waiter()
+            emit(w.token, r)
+        case .connect:
+            unsafe s.pointee.write = Waiter()
+            let e = System.socketError(fd)
+            emit(w.token, -Int(e))
+        case .splice:
+            let r = spliceNow(w.source, w.destination, w.count)
+            if r == -Int(EAGAIN) { return }
+            unsafe s.pointee.write = Waiter()
+            emit(w.token, r)
+        case .poll:
+            unsafe s.pointee.write = Waiter()
+            emit(w.token, Int(POLLOUT))
+        case .accept, .receive:
+            bug("read-side operation parked on the write side")
+        }
+    }
+
+    // MARK: - Completion
+
+    public func wait(timeoutNanos: UInt64?) throws(IOError) -> Int {
+        ready.removeAll(keepingCapacity: true)
+        swap(&ready, &queued)
+        if !again.isEmpty {
+            swap(&again, &againRunning)
+            for fd in againRunning { runRead(fd) }
+            againRunning.removeAll(keepingCapacity: true)
+        }
+        let mustNotBlock = !ready.isEmpty || !queued.isEmpty || !again.isEmpty
+        var ts = timespec()
+        var timeout: UnsafeMutablePointer<timespec>? = nil
+        let n: Int = unsafe withUnsafeMutablePointer(to: &ts) { tsp in
+            if mustNotBlock {
+                unsafe timeout = tsp
+            } else if let t = timeoutNanos {
+                unsafe tsp.pointee.tv_sec = Int(t / 1_000_000_000)
+                unsafe tsp.pointee.tv_nsec = Int(t % 1_000_000_000)
+                unsafe timeout = tsp
+            }
+            return unsafe syscallResult { Int(epoll_pwait2(epfd, events, Int32(Self.maxEvents), timeout, nil)) }
+        }
+        if n < 0 { throw IOError("epoll_pwait2", errno: Int32(-n)) }
+        for i in 0..<n {
+            // SAFETY: epoll_pwait2 filled the first n events.
+            let ev = unsafe events[i]
+            let fd = ev.data.fd
+            let flags = ev.events
+            if fd == wakeFD {
+                var value: UInt64 = 0
+                unsafe _ = Glibc.read(wakeFD, &value, 8)
+                continue
+            }
+            let errOrHup = EPOLLERR.rawValue | EPOLLHUP.rawValue
+            if flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue | errOrHup) != 0 { runRead(fd) }
+            if flags & (EPOLLOUT.rawValue | errOrHup) != 0 { runWrite(fd) }
+        }
+        ready.append(contentsOf: queued)
+        queued.removeAll(keepingCapacity: true)
+        completions &+= UInt64(ready.count)
+        return ready.count
+    }
+
+    public func completion(at index: Int) -> Completion { ready[index] }
+
+    public var waker: Waker { Waker(eventFD: wakeFD) }
+}

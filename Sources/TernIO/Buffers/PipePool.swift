@@ -1,0 +1,63 @@
+/// A pipe used to splice bytes between two sockets without copying them through user space.
+public struct Pipe: Equatable, Sendable {
+    public var readEnd: Int32
+    public var writeEnd: Int32
+    public var capacity: Int
+}
+
+/// A reactor's pipes (ARCHITECTURE.md §4). Pipes are created lazily, taken by a relay direction only while
+/// bytes move and returned as soon as the pipe is empty, so an idle connection holds none: that keeps a
+/// sidecar running as an unprivileged user (Istio's uid 1337) inside the per-user pipe memory quota, which
+/// otherwise bites after about a thousand pipes.
+///
+/// Policy: `acquire` reuses an idle pipe or creates one; when creation fails (EMFILE, ENFILE, quota) it
+/// returns nil and counts it, and the caller retries after a short back-off. At most `maxIdle` empty pipes
+/// are kept; beyond that, and for any pipe returned with bytes still in it (HAProxy's rule: never reuse a
+/// dirty pipe), the pipe is closed. Single-threaded: owned by one reactor.
+public final class PipePool {
+    private var idle: [Pipe] = []
+    public let maxIdle: Int
+    public private(set) var created = 0
+    public private(set) var inUse = 0
+    public private(set) var failures = 0
+
+    public init(maxIdle: Int = 64) {
+        self.maxIdle = maxIdle
+        idle.reserveCapacity(maxIdle)
+    }
+
+    deinit {
+        for p in idle { closePipe(p) }
+    }
+
+    public var idleCount: Int { idle.count }
+
+    public func acquire() -> Pipe? {
+        if let p = idle.popLast() {
+            inUse += 1
+            return p
+        }
+        guard let (r, w) = System.pipe() else {
+            failures += 1
+            return nil
+        }
+        created += 1
+        inUse += 1
+        return Pipe(readEnd: r, writeEnd: w, capacity: max(System.pipeCapacity(w), 4096))
+    }
+
+    /// Returns a pipe; `holdsData` when bytes may remain in it (the connection ended mid-transfer).
+    public func release(_ pipe: Pipe, holdsData: Bool) {
+        inUse -= 1
+        if holdsData || idle.count >= maxIdle {
+            closePipe(pipe)
+        } else {
+            idle.append(pipe)
+        }
+    }
+
+    private func closePipe(_ p: Pipe) {
+        System.close(p.readEnd)
+        System.close(p.writeEnd)
+    }
+}

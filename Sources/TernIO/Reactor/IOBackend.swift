@@ -1,0 +1,76 @@
+/// The completion-style API both backends implement (ARCHITECTURE.md §3). Code above the reactor is
+/// written once against it and specialised per backend through generics (`Reactor<Backend>`), never through
+/// an existential.
+///
+/// Every operation is submitted with a `Token` and finishes with exactly one `Completion` for that token,
+/// except the multishot ones (`accept`, `receive`), which produce completions with `more` set until one
+/// without it ends them. Submissions are batched and flushed once per loop iteration by `wait`. A backend
+/// belongs to the reactor thread that created it; only `wake()` may be called from other threads.
+///
+/// Contract shared by both backends:
+/// - `splice` and `send` move what they can and complete with the byte count; a short count is normal.
+///   A `splice` may complete with -EAGAIN when readiness was spurious: resubmit it.
+/// - An operation on a descriptor must finish (or be cancelled and its completion seen) before the
+///   descriptor is closed; `shutdown(2)` on a socket makes its pending waits finish promptly.
+/// - Buffers named by `Completion.bufferID` belong to the handler until `releaseBuffer`.
+/// - When the buffer pool is empty a receive waits (on io_uring, -ENOBUFS re-arms it once buffers return);
+///   nothing is allocated.
+public protocol IOBackend: AnyObject {
+    /// Which backend this is, for logs and the admin endpoint.
+    static var kind: IOBackendKind { get }
+
+    /// Multishot accept on a listening socket: each completion's result is a new non-blocking socket.
+    func accept(listener: Int32, token: Token)
+    /// Multishot receive into pooled buffers: result is the byte count (0 at end of stream).
+    func receive(fd: Int32, token: Token)
+    /// Sends from `bytes`, which must stay valid until the completion arrives.
+    func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token)
+    /// Connects a non-blocking socket: result 0 or -errno.
+    func connect(fd: Int32, to address: SocketAddress, token: Token)
+    /// Splices up to `count` bytes from `source` to `destination` (one of them a pipe) once `waitFor` is ready.
+    func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness, token: Token)
+    /// Completes once the descriptor is ready (or has an error or hang-up): result is the poll mask.
+    func poll(_ readiness: Readiness, token: Token)
+    /// Cancels the operation with `token` on `fd`; it completes with -ECANCELED unless it already finished.
+    func cancel(fd: Int32, token: Token)
+    /// Adds a descriptor to the registered-file table (io_uring), so its operations skip the fd lookup.
+    func register(fd: Int32)
+    /// Removes a descriptor before it is closed.
+    func unregister(fd: Int32)
+
+    /// Received-data buffers (the provided-buffer ring on io_uring).
+    var buffers: BufferPool { get }
+    /// Returns a buffer to the pool (and to the kernel on io_uring).
+    func releaseBuffer(_ id: UInt16)
+
+    /// Flushes queued submissions, waits up to `timeoutNanos` (nil: until something completes) and
+    /// returns how many completions are ready; read them with `completion(at:)`.
+    func wait(timeoutNanos: UInt64?) throws(IOError) -> Int
+    /// The i-th ready completion of the last `wait`.
+    func completion(at index: Int) -> Completion
+    /// Wakes a waiting `wait`; the one part of a backend other threads may use.
+    var waker: Waker { get }
+
+    /// Operations submitted and completions reaped so far (metrics).
+    var submissions: UInt64 { get }
+    var completions: UInt64 { get }
+}
+
+/// The backends, as named by `--io-backend`.
+public enum IOBackendKind: String, Sendable, CaseIterable {
+    case io_uring
+    case epoll
+}
+
+/// Settings a backend is created with.
+public struct BackendSettings: Sendable {
+    /// io_uring submission queue depth (`--ring-depth`); the completion queue is twice as deep.
+    public var ringDepth: UInt32 = 1024
+    /// Use a kernel submission-polling thread (`--sqpoll`).
+    public var sqpoll = false
+    /// Number and size of pooled receive buffers per reactor.
+    public var bufferCount = 256
+    public var bufferSize = 16 * 1024
+
+    public init() {}
+}

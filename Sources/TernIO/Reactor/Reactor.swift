@@ -1,0 +1,88 @@
+import Synchronization
+import TernCore
+
+/// What a reactor runs: a protocol handler written once and specialised per backend.
+public protocol ReactorHandler: AnyObject {
+    associatedtype Backend: IOBackend
+    /// Called once per loop iteration before waiting (drain control requests here).
+    func iteration(_ reactor: Reactor<Backend>)
+    /// A completion for one of the handler's tokens.
+    func handle(_ completion: Completion, _ reactor: Reactor<Backend>)
+    /// A timer scheduled with the handler's token fired.
+    func timerFired(_ token: Token, _ reactor: Reactor<Backend>)
+    /// The loop exits once this is true (checked after `iteration`).
+    var finished: Bool { get }
+}
+
+/// Requests from other threads to one reactor: flags set with release and read once per iteration, plus
+/// a wake-up of the backend. This is the whole cross-thread surface of a reactor.
+public final class ReactorControl: Sendable {
+    /// Stop accepting and finish open work (SIGTERM).
+    public let drainRequested = Atomic<Bool>(false)
+    /// Close everything now (drain timeout).
+    public let stopRequested = Atomic<Bool>(false)
+    /// Set by the reactor thread when its loop has exited.
+    public let exited = Atomic<Bool>(false)
+    /// Loop iterations so far (metrics; relaxed, single writer).
+    public let iterations = Atomic<UInt64>(0)
+    /// Live connections on this reactor (single writer).
+    public let activeConnections = Atomic<Int>(0)
+    let wakeHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public init() {}
+
+    public func requestDrain() {
+        drainRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    public func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    func wake() {
+        let hook = wakeHook.withLock { $0 }
+        hook?()
+    }
+}
+
+/// One event loop on one thread: a backend, a timer wheel and a pipe pool, all owned by that thread.
+public final class Reactor<Backend: IOBackend> {
+    public let index: Int
+    public let backend: Backend
+    public let timers: TimerWheel
+    public let pipes: PipePool
+    public let control: ReactorControl
+
+    public init(index: Int, backend: Backend, control: ReactorControl, timerCapacity: Int = 1 << 20) {
+        self.index = index
+        self.backend = backend
+        self.control = control
+        timers = TimerWheel(capacity: timerCapacity, now: System.monotonicNanos())
+        pipes = PipePool()
+        let waker = backend.waker
+        control.wakeHook.withLock { $0 = { waker.wake() } }
+    }
+
+    /// Runs the loop until the handler is finished. Submissions made while handling completions are
+    /// flushed by the next `wait` (one batch per iteration).
+    public func run<H: ReactorHandler>(_ handler: H) throws(IOError) where H.Backend == Backend {
+        defer {
+            control.wakeHook.withLock { $0 = nil }
+            control.exited.store(true, ordering: .releasing)
+        }
+        while true {
+            handler.iteration(self)
+            if handler.finished { return }
+            let now = System.monotonicNanos()
+            let timeout = timers.nanosUntilNext(now: now)
+            let n = try backend.wait(timeoutNanos: timeout)
+            for i in 0..<n {
+                handler.handle(backend.completion(at: i), self)
+            }
+            timers.expire(now: System.monotonicNanos()) { token in handler.timerFired(token, self) }
+            control.iterations.add(1, ordering: .relaxed)
+        }
+    }
+}

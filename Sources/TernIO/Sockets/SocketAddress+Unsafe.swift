@@ -1,0 +1,121 @@
+// An IPv4 or IPv6 socket address, parsed from the IP-literal forms users write (`1.2.3.4:80`, `[::1]:80`).
+import CTernLinux
+import Glibc
+
+public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
+    /// sockaddr_in or sockaddr_in6, stored in a sockaddr_storage.
+    public private(set) var storage: sockaddr_storage
+
+    public init(storage: sockaddr_storage) { self.storage = storage }
+
+    public var family: Int32 { Int32(storage.ss_family) }
+
+    public var length: socklen_t {
+        family == AF_INET6
+            ? socklen_t(MemoryLayout<sockaddr_in6>.size) : socklen_t(MemoryLayout<sockaddr_in>.size)
+    }
+
+    /// Parses `IPv4:port` or `[IPv6]:port`; nil when `text` is not such a literal or the port is not 0–65535.
+    public init?(parsing text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }  // IPv6 must be bracketed
+        }
+        guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), portText.count <= 5,
+            let port = UInt16(portText)
+        else { return nil }
+        var storage = sockaddr_storage()
+        let hostString = String(host)
+        let ok: Bool = unsafe withUnsafeMutablePointer(to: &storage) { p in
+            if text.hasPrefix("[") {
+                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6; p is a local.
+                return unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    unsafe sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                    unsafe sin6.pointee.sin6_port = port.bigEndian
+                    return unsafe inet_pton(AF_INET6, hostString, &sin6.pointee.sin6_addr) == 1
+                }
+            } else {
+                // SAFETY: as above, for sockaddr_in.
+                return unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    unsafe sin.pointee.sin_family = sa_family_t(AF_INET)
+                    unsafe sin.pointee.sin_port = port.bigEndian
+                    return unsafe inet_pton(AF_INET, hostString, &sin.pointee.sin_addr) == 1
+                }
+            }
+        }
+        guard ok else { return nil }
+        self.storage = storage
+    }
+
+    public var port: UInt16 {
+        var s = storage
+        // SAFETY: the family tells which sockaddr type the storage holds; s is a local copy.
+        return unsafe withUnsafePointer(to: &s) { p in
+            if family == AF_INET6 {
+                return unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+            }
+            return unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    /// The IP part as text (`127.0.0.1`, `::1`).
+    public var ip: String {
+        var s = storage
+        var out = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        // SAFETY: the family tells which address field to read; `out` has room for the longest IPv6 text.
+        unsafe withUnsafePointer(to: &s) { p in
+            unsafe out.withUnsafeMutableBufferPointer { buf in
+                if family == AF_INET6 {
+                    unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                        var a = unsafe sin6.pointee.sin6_addr
+                        unsafe _ = inet_ntop(AF_INET6, &a, buf.baseAddress, socklen_t(buf.count))
+                    }
+                } else {
+                    unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                        var a = unsafe sin.pointee.sin_addr
+                        unsafe _ = inet_ntop(AF_INET, &a, buf.baseAddress, socklen_t(buf.count))
+                    }
+                }
+            }
+        }
+        return unsafe out.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
+    }
+
+    /// `IP:PORT`, with IPv6 in brackets, as in the `listening` log line.
+    public var description: String { family == AF_INET6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+
+    /// The same address with another port.
+    public func withPort(_ port: UInt16) -> SocketAddress {
+        var copy = self
+        unsafe withUnsafeMutablePointer(to: &copy.storage) { p in
+            if family == AF_INET6 {
+                // SAFETY: family says the storage holds a sockaddr_in6; p points at a local copy.
+                unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { unsafe $0.pointee.sin6_port = port.bigEndian }
+            } else {
+                unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe $0.pointee.sin_port = port.bigEndian }
+            }
+        }
+        return copy
+    }
+
+    /// Calls `body` with a sockaddr pointer and length valid for the duration of the call.
+    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        var s = storage
+        // SAFETY: s is a local copy alive for the call; length matches the stored family.
+        return unsafe withUnsafePointer(to: &s) { p in
+            unsafe p.withMemoryRebound(to: sockaddr.self, capacity: 1) { unsafe body($0, length) }
+        }
+    }
+
+    public static func == (a: SocketAddress, b: SocketAddress) -> Bool { a.description == b.description }
+}

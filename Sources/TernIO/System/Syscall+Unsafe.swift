@@ -1,0 +1,281 @@
+// The only place in Tern that calls libc directly (anchors.md §4 rules 1 and 3). Every wrapper reads errno
+// straight after the call, inside an @inline(never) function so no ARC traffic can run in between, retries
+// EINTR, and returns either the result or a negative errno (the io_uring convention), so both backends
+// report failures the same way.
+import CTernLinux
+import Glibc
+
+/// Runs `body` (a libc call returning -1 and setting errno on failure), retrying EINTR.
+/// Returns the non-negative result or -errno.
+@inline(never)
+func syscallResult(_ body: () -> Int) -> Int {
+    while true {
+        let r = body()
+        if r >= 0 { return r }
+        let e = Glibc.errno
+        if e == EINTR { continue }
+        return -Int(e)
+    }
+}
+
+/// Like `syscallResult`, but throws `IOError(call:errno:)` on failure.
+@inline(__always)
+func syscallOrThrow(_ call: String, _ body: () -> Int) throws(IOError) -> Int {
+    let r = syscallResult(body)
+    if r < 0 { throw IOError(call, errno: Int32(-r)) }
+    return r
+}
+
+/// errno names and messages for logs and error lines.
+public enum Errno {
+    public static func name(_ e: Int32) -> String {
+        switch e {
+        case EPERM: return "EPERM"
+        case ENOENT: return "ENOENT"
+        case EINTR: return "EINTR"
+        case EBADF: return "EBADF"
+        case EAGAIN: return "EAGAIN"
+        case ENOMEM: return "ENOMEM"
+        case EACCES: return "EACCES"
+        case EFAULT: return "EFAULT"
+        case EBUSY: return "EBUSY"
+        case EINVAL: return "EINVAL"
+        case ENFILE: return "ENFILE"
+        case EMFILE: return "EMFILE"
+        case EPIPE: return "EPIPE"
+        case ENOSYS: return "ENOSYS"
+        case ENOBUFS: return "ENOBUFS"
+        case EADDRINUSE: return "EADDRINUSE"
+        case EADDRNOTAVAIL: return "EADDRNOTAVAIL"
+        case ENETUNREACH: return "ENETUNREACH"
+        case ECONNABORTED: return "ECONNABORTED"
+        case ECONNRESET: return "ECONNRESET"
+        case ENOTCONN: return "ENOTCONN"
+        case ETIMEDOUT: return "ETIMEDOUT"
+        case ECONNREFUSED: return "ECONNREFUSED"
+        case EHOSTUNREACH: return "EHOSTUNREACH"
+        case EALREADY: return "EALREADY"
+        case EINPROGRESS: return "EINPROGRESS"
+        case ECANCELED: return "ECANCELED"
+        case EOPNOTSUPP: return "EOPNOTSUPP"
+        default: return "errno \(e)"
+        }
+    }
+
+    public static func message(_ e: Int32) -> String {
+        // SAFETY: strerror returns a pointer to a static or thread-local NUL-terminated string that stays
+        // valid until the next strerror call on this thread; it is copied into a String at once.
+        guard let p = unsafe strerror(e) else { return "unknown error" }
+        return unsafe String(cString: p)
+    }
+}
+
+/// Thin, typed wrappers over the socket, file and process calls TernIO needs outside the backends.
+public enum System {
+    public static func close(_ fd: Int32) {
+        // close is not retried on EINTR: on Linux the descriptor is released regardless.
+        _ = Glibc.close(fd)
+    }
+
+    public static func shutdown(_ fd: Int32, write: Bool, read: Bool) -> Int {
+        let how: Int32 = read && write ? Int32(SHUT_RDWR) : (write ? Int32(SHUT_WR) : Int32(SHUT_RD))
+        return syscallResult { Int(Glibc.shutdown(fd, how)) }
+    }
+
+    /// A non-blocking, close-on-exec TCP socket of the address family.
+    public static func tcpSocket(family: Int32) throws(IOError) -> Int32 {
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        return Int32(try syscallOrThrow("socket") { Int(Glibc.socket(family, type, 0)) })
+    }
+
+    public static func setIntOption(_ fd: Int32, level: Int32, name: Int32, value: Int32) -> Int {
+        var v = value
+        // SAFETY: &v is a local Int32 alive for the call; the length passed is its size.
+        return unsafe syscallResult {
+            Int(setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)))
+        }
+    }
+
+    /// TCP_NODELAY: proxied bytes go out at once (Nagle would add up to 40 ms to small writes).
+    @discardableResult
+    public static func setNoDelay(_ fd: Int32) -> Int {
+        setIntOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+    }
+
+    /// SO_LINGER {1, 0}: the next close sends RST, which is how a reset is propagated to the other side.
+    @discardableResult
+    public static func setLingerReset(_ fd: Int32) -> Int {
+        let r = CTernLinux_set_linger_reset(fd)
+        return Int(r)
+    }
+
+    /// The pending error of a socket (SO_ERROR), as a positive errno or 0.
+    public static func socketError(_ fd: Int32) -> Int32 {
+        var value: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        // SAFETY: value and len are locals alive for the call; len states value's size.
+        let r = unsafe syscallResult { Int(getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len)) }
+        return r < 0 ? Int32(-r) : value
+    }
+
+    /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT (one socket per reactor, ARCHITECTURE.md §3).
+    public static func listen(on address: SocketAddress, backlog: Int32 = 4096) throws(IOError) -> Int32 {
+        let fd = try tcpSocket(family: address.family)
+        _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+        if setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) < 0 {
+            close(fd)
+            throw IOError("setsockopt(SO_REUSEPORT)", errno: Glibc.errno)
+        }
+        if address.family == AF_INET6 {
+            // An explicit [::] listener takes IPv6 only; 0.0.0.0 is a listener of its own.
+            _ = setIntOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
+        }
+        let bound = address.withSockAddr { (sa, len) in syscallResult { Int(Glibc.bind(fd, sa, len)) } }
+        if bound < 0 {
+            close(fd)
+            throw IOError("bind \(address)", errno: Int32(-bound))
+        }
+        let listened = syscallResult { Int(Glibc.listen(fd, backlog)) }
+        if listened < 0 {
+            close(fd)
+            throw IOError("listen \(address)", errno: Int32(-listened))
+        }
+        return fd
+    }
+
+    /// The local address a socket is bound to (learns the port chosen for port 0).
+    public static func localAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        // SAFETY: storage and len are locals alive for the call; len states storage's size.
+        let r = unsafe withUnsafeMutablePointer(to: &storage) { p in
+            unsafe p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                unsafe syscallResult { Int(getsockname(fd, sa, &len)) }
+            }
+        }
+        if r < 0 { throw IOError("getsockname", errno: Int32(-r)) }
+        return SocketAddress(storage: storage)
+    }
+
+    /// A non-blocking pipe; returns (read end, write end).
+    public static func pipe() -> (Int32, Int32)? {
+        var fds: [Int32] = [-1, -1]
+        // SAFETY: the array holds the two ints pipe2 writes.
+        let r = unsafe fds.withUnsafeMutableBufferPointer { unsafe CTernLinux_pipe_nonblocking($0.baseAddress!) }
+        return r < 0 ? nil : (fds[0], fds[1])
+    }
+
+    /// The capacity in bytes of a pipe (F_GETPIPE_SZ).
+    public static func pipeCapacity(_ fd: Int32) -> Int {
+        Int(CTernLinux_pipe_capacity(fd))
+    }
+
+    /// Bytes waiting in a pipe (FIONREAD).
+    public static func bytesReadable(_ fd: Int32) -> Int {
+        var n: Int32 = 0
+        // SAFETY: n is a local Int32, the size FIONREAD writes.
+        let r = unsafe syscallResult { Int(ioctl(fd, UInt(FIONREAD), &n)) }
+        return r < 0 ? 0 : Int(n)
+    }
+
+    /// Raises the open-file soft limit to the hard limit; returns (soft, hard) after the change.
+    @discardableResult
+    public static func raiseOpenFileLimit() -> (soft: UInt64, hard: UInt64) {
+        var lim = rlimit()
+        // SAFETY: lim is a local rlimit alive for both calls.
+        guard unsafe getrlimit(RLIMIT_NOFILE_VALUE, &lim) == 0 else { return (0, 0) }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max
+            unsafe _ = setrlimit(RLIMIT_NOFILE_VALUE, &lim)
+            unsafe _ = getrlimit(RLIMIT_NOFILE_VALUE, &lim)
+        }
+        return (UInt64(lim.rlim_cur), UInt64(lim.rlim_max))
+    }
+
+    private static var RLIMIT_NOFILE_VALUE: __rlimit_resource_t {
+        __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    }
+
+    /// The current open-file soft limit.
+    public static func openFileLimit() -> UInt64 {
+        var lim = rlimit()
+        // SAFETY: lim is a local rlimit alive for the call.
+        guard unsafe getrlimit(RLIMIT_NOFILE_VALUE, &lim) == 0 else { return 1024 }
+        return UInt64(lim.rlim_cur)
+    }
+
+    /// Reads a small file whole (proc and cgroup files); nil when it cannot be read.
+    public static func readSmallFile(_ path: String, limit: Int = 4096) -> String? {
+        let fd = syscallResult { Int(open(path, O_RDONLY | O_CLOEXEC)) }
+        if fd < 0 { return nil }
+        defer { close(Int32(fd)) }
+        var bytes = [UInt8](repeating: 0, count: limit)
+        var total = 0
+        while total < limit {
+            // SAFETY: the pointer covers bytes[total..<limit], inside the array alive for the call.
+            let n = unsafe bytes.withUnsafeMutableBytes { buf in
+                unsafe syscallResult { Glibc.read(Int32(fd), buf.baseAddress! + total, limit - total) }
+            }
+            if n <= 0 { break }
+            total += n
+        }
+        return String(decoding: bytes[0..<total], as: UTF8.self)
+    }
+
+    /// Monotonic clock in nanoseconds.
+    @inline(__always)
+    public static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        // SAFETY: ts is a local timespec alive for the call.
+        unsafe clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// Writes all of `bytes` to a blocking fd (the log writer thread only). Returns false on error.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            // SAFETY: offset < bytes.count, so the pointer and length stay inside the caller's buffer.
+            let n = unsafe syscallResult { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+            if n <= 0 { return false }
+            offset += n
+        }
+        return true
+    }
+
+    /// The process id.
+    public static var processID: Int32 { getpid() }
+
+    /// The CPUs in the affinity mask this process inherited (so `taskset -c 1 tern` stays on CPU 1).
+    public static func affinityCPUs() -> [Int] {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        // SAFETY: the buffer holds 1024 ints and that is the capacity passed.
+        let n = unsafe cpus.withUnsafeMutableBufferPointer { unsafe CTernLinux_affinity_cpus($0.baseAddress!, 1024) }
+        if n <= 0 { return [0] }
+        return cpus[0..<Int(n)].map(Int.init)
+    }
+
+    /// Pins the calling thread to one CPU.
+    public static func pinCurrentThread(to cpu: Int) -> Int32 {
+        CTernLinux_pin_to_cpu(Int32(cpu))
+    }
+
+    /// The CPU count a cgroup v2 CPU quota allows, or nil when there is none.
+    public static func cgroupCPUQuota() -> Int? {
+        // cgroup v2: /proc/self/cgroup has "0::/path"; the quota is in /sys/fs/cgroup/<path>/cpu.max.
+        var paths = ["/sys/fs/cgroup/cpu.max"]
+        if let cg = readSmallFile("/proc/self/cgroup") {
+            for line in cg.split(separator: "\n") where line.hasPrefix("0::") {
+                let rel = line.dropFirst(3)
+                if rel != "/" { paths.insert("/sys/fs/cgroup\(rel)/cpu.max", at: 0) }
+            }
+        }
+        for path in paths {
+            guard let text = readSmallFile(path) else { continue }
+            let n = unsafe text.withCString { unsafe CTernLinux_parse_cpu_max($0) }
+            if n > 0 { return Int(n) }
+            if n == 0 { return nil }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,110 @@
+import TernCore
+
+/// A hashed timer wheel (Varghese and Lauck): `slotCount` slots of one `tick` each. A timer goes into the
+/// slot of its deadline tick and fires when the hand passes that slot in the right revolution; scheduling
+/// and cancelling are O(1), expiring is O(timers due + slots passed). One per reactor (connect, idle and
+/// back-off timers); single-threaded.
+///
+/// Idle cost: `nanosUntilNext` looks one revolution ahead at most, so a reactor whose only timers are far
+/// away (a 1h idle timeout) wakes once a revolution (about a second) and goes back to sleep.
+public final class TimerWheel {
+    public struct ID: Equatable, Sendable {
+        fileprivate var slab: Slab<Entry>.ID
+    }
+
+    fileprivate struct Entry {
+        var deadline: UInt64
+        var token: Token
+        var slot: Int
+        var previous: UInt32
+        var next: UInt32
+    }
+
+    private static let none = UInt32.max
+    public let tick: UInt64
+    private let slotCount: Int
+    private var heads: [UInt32]
+    private let entries: Slab<Entry>
+    /// The last tick whose slot has been expired.
+    private var currentTick: UInt64
+    private var due: [Token] = []
+
+    public init(capacity: Int, tickNanos: UInt64 = 1_000_000, slotCount: Int = 1024, now: UInt64) {
+        tick = tickNanos
+        self.slotCount = slotCount
+        heads = [UInt32](repeating: Self.none, count: slotCount)
+        entries = Slab(capacity: capacity)
+        currentTick = now / tickNanos
+        due.reserveCapacity(256)
+    }
+
+    public var count: Int { entries.count }
+
+    /// Schedules `token` to fire at `deadline` (monotonic nanoseconds); nil when the wheel is full.
+    public func schedule(_ token: Token, at deadline: UInt64) -> ID? {
+        var t = deadline / tick
+        if deadline % tick != 0 { t += 1 }  // never fire early
+        if t <= currentTick { t = currentTick + 1 }
+        let slot = Int(t % UInt64(slotCount))
+        let head = heads[slot]
+        guard let id = entries.insert(Entry(deadline: deadline, token: token, slot: slot, previous: Self.none, next: head))
+        else { return nil }
+        if let h = entries.id(at: head) { entries[h].previous = id.index }
+        heads[slot] = id.index
+        return ID(slab: id)
+    }
+
+    /// Cancels a timer; a no-op when it already fired or was cancelled.
+    public func cancel(_ id: ID) {
+        guard entries.isCurrent(id.slab) else { return }
+        unlink(id.slab)
+    }
+
+    private func unlink(_ id: Slab<Entry>.ID) {
+        let e = entries[id]
+        if let p = entries.id(at: e.previous) { entries[p].next = e.next } else { heads[e.slot] = e.next }
+        if let n = entries.id(at: e.next) { entries[n].previous = e.previous }
+        entries.remove(id)
+    }
+
+    /// Nanoseconds until the next timer is due, looking at most one revolution ahead; nil when no timer is
+    /// set. A timer further away than a revolution yields one revolution (the reactor wakes and looks again).
+    public func nanosUntilNext(now: UInt64) -> UInt64? {
+        if entries.count == 0 { return nil }
+        var t = currentTick + 1
+        let end = currentTick + UInt64(slotCount)
+        while t <= end {
+            var i = heads[Int(t % UInt64(slotCount))]
+            while let id = entries.id(at: i) {
+                let e = entries[id]
+                if e.deadline <= t * tick { return e.deadline <= now ? 0 : e.deadline - now }
+                i = e.next
+            }
+            t += 1
+        }
+        return UInt64(slotCount) * tick
+    }
+
+    /// Fires every timer due at `now`, calling `fire` with its token. Due timers are unlinked first and
+    /// fired afterwards, so `fire` may schedule and cancel timers freely.
+    public func expire(now: UInt64, _ fire: (Token) -> Void) {
+        let nowTick = now / tick
+        if nowTick <= currentTick { return }
+        let steps = min(nowTick - currentTick, UInt64(slotCount))
+        for step in 1...steps {
+            let slot = Int((currentTick + step) % UInt64(slotCount))
+            var i = heads[slot]
+            while let id = entries.id(at: i) {
+                let e = entries[id]
+                i = e.next
+                if e.deadline <= now {
+                    unlink(id)
+                    due.append(e.token)
+                }
+            }
+        }
+        currentTick = nowTick
+        for token in due { fire(token) }
+        due.removeAll(keepingCapacity: true)
+    }
+}
