@@ -19,6 +19,10 @@ public protocol IOBackend: AnyObject {
     /// Which backend this is, for logs and the admin endpoint.
     static var kind: IOBackendKind { get }
 
+    /// Creates the backend on the calling thread (the reactor thread: io_uring binds a single-issuer ring
+    /// to the thread that first submits).
+    init(settings: BackendSettings) throws(IOError)
+
     /// Multishot accept on a listening socket: each completion's result is a new non-blocking socket.
     func accept(listener: Int32, token: Token)
     /// Multishot receive into pooled buffers: result is the byte count (0 at end of stream).

@@ -2,7 +2,7 @@
 import Glibc
 
 /// A joinable OS thread running one closure.
-public struct ReactorThread: ~Copyable {
+public struct ReactorThread {
     private let handle: pthread_t
 
     private final class Box {
@@ -30,7 +30,7 @@ public struct ReactorThread: ~Copyable {
     private init(handle: pthread_t) { self.handle = handle }
 
     /// Waits for the thread to finish.
-    public consuming func join() {
+    public func join() {
         unsafe _ = pthread_join(handle, nil)
     }
 }

@@ -50,7 +50,7 @@ public final class Log: Sendable {
         Bugs.reporter.withLock { $0 = { message in Log.shared.log(.error, message) } }
         let log = self
         let thread = ReactorThread.start(name: "tern-log") { log.writerLoop() }
-        if let thread { _ = consume thread }  // detached for the life of the process
+        _ = thread  // runs for the life of the process
     }
 
     public func enabled(_ level: LogLevel) -> Bool { level.rawValue >= levelValue.load(ordering: .relaxed) }

@@ -28,6 +28,12 @@ func syscallOrThrow(_ call: String, _ body: () -> Int) throws(IOError) -> Int {
 
 /// errno names and messages for logs and error lines.
 public enum Errno {
+    public static let EAGAIN = Glibc.EAGAIN
+    public static let ECANCELED = Glibc.ECANCELED
+    public static let ECONNRESET = Glibc.ECONNRESET
+    public static let EPERM = Glibc.EPERM
+    public static let ENOSYS = Glibc.ENOSYS
+    public static let EADDRINUSE = Glibc.EADDRINUSE
     public static func name(_ e: Int32) -> String {
         switch e {
         case EPERM: return "EPERM"
@@ -241,6 +247,13 @@ public enum System {
             offset += n
         }
         return true
+    }
+
+    /// Writes a line to stderr directly (usage errors, before logging starts).
+    public static func writeStderr(_ text: String) {
+        var bytes = Array(text.utf8)
+        bytes.append(10)
+        _ = unsafe bytes.withUnsafeBytes { unsafe writeAll(2, $0) }
     }
 
     /// The process id.

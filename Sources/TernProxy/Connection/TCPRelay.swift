@@ -1,0 +1,456 @@
+// The L4 relay (ARCHITECTURE.md §4): bytes move socket → pipe → socket with splice, in both directions,
+// without passing through user space. One `TCPRelay` per reactor; all its state is owned by that thread.
+//
+// Each direction of a connection runs this state machine (src is the socket read, dst the one written):
+//
+//     polling ──readable──▶ reading ──n>0──▶ writing ──pipe empty, last read filled it──▶ reading
+//        ▲                    │  │              │ ▲
+//        │                    │  │              │ └─partial─┘
+//        └───pipe empty, short read ────────────┘
+//                             │  └─EOF──▶ done (shutdown(dst, SHUT_WR): half-close)
+//                             └─error──▶ connection reset (RST propagated to the other peer)
+//
+// A pipe is taken when data is ready and returned as soon as it is empty after a short read, so an idle
+// connection holds no pipe and no buffer. At most one pipe of bytes is in flight per direction: a slow
+// reader stalls its writer's splices and, through TCP flow control, the sender (backpressure).
+import Synchronization
+import TernCore
+import TernIO
+
+/// Settings shared by every reactor's relay (immutable once the proxy starts).
+public struct RelaySettings: Sendable {
+    public var connectTimeout = TernDuration.seconds(5)
+    public var idleTimeout = TernDuration.seconds(3600)
+    /// Process-wide cap on open proxied connections; 0 means unlimited.
+    public var maxConnections = 0
+    public init() {}
+}
+
+/// Counters shared by all reactors. Written on accept and close only, never per byte.
+public final class RelayCounters: Sendable {
+    public let active = Atomic<Int>(0)
+    public let accepted = Atomic<Int>(0)
+    /// Connections closed at once because --max-connections was reached.
+    public let rejectedOverLimit = Atomic<Int>(0)
+    /// Connections whose upstream connect failed or timed out.
+    public let upstreamConnectFailures = Atomic<Int>(0)
+    /// Accept failures for lack of descriptors (EMFILE/ENFILE), each followed by a back-off.
+    public let acceptExhausted = Atomic<Int>(0)
+    public let resetsPropagated = Atomic<Int>(0)
+    public init() {}
+}
+
+/// A listening socket of this reactor and the upstream its connections go to.
+public struct RelayListener: Sendable {
+    public var fd: Int32
+    public var upstream: SocketAddress
+    public init(fd: Int32, upstream: SocketAddress) {
+        self.fd = fd
+        self.upstream = upstream
+    }
+}
+
+public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
+    /// Operation kinds carried in tokens. Direction d (0: client → upstream, 1: upstream → client) adds 3d.
+    private enum Op: UInt8 {
+        case accept = 1, connect = 2
+        case poll = 3, read = 4, write = 5
+        case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12
+    }
+
+    private enum Phase { case connecting, relaying, closing }
+
+    private struct Direction {
+        enum State { case idle, polling, waitingForPipe, reading, writing, done }
+        var state = State.idle
+        var pipe: Pipe? = nil
+        var buffered = 0
+        /// The last read filled the pipe: more is probably waiting, so keep the pipe and read again.
+        var lastReadFilled = false
+        /// The op kind in flight for this direction (its token is needed to cancel it).
+        var inFlight: UInt8 = 0
+    }
+
+    private struct Connection {
+        var client: Int32
+        var upstream: Int32
+        var phase = Phase.connecting
+        var directions = (Direction(), Direction())
+        var inflight = 0
+        var connectTimer: TimerWheel.ID? = nil
+        var idleTimer: TimerWheel.ID? = nil
+        var lastActivity: UInt64 = 0
+
+        subscript(d: Int) -> Direction {
+            get { d == 0 ? directions.0 : directions.1 }
+            set { if d == 0 { directions.0 = newValue } else { directions.1 = newValue } }
+        }
+        func source(_ d: Int) -> Int32 { d == 0 ? client : upstream }
+        func destination(_ d: Int) -> Int32 { d == 0 ? upstream : client }
+    }
+
+    private struct ListenerState {
+        var listener: RelayListener
+        var armed = false
+        var closed = false
+        var backoffNanos: UInt64 = 0
+    }
+
+    private let settings: RelaySettings
+    private let counters: RelayCounters
+    private var listeners: [ListenerState]
+    private let connections: Slab<Connection>
+    private var draining = false
+    private var stopping = false
+
+    public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int) {
+        self.listeners = listeners.map { ListenerState(listener: $0) }
+        self.settings = settings
+        self.counters = counters
+        connections = Slab(capacity: capacity)
+    }
+
+    public var finished: Bool {
+        (draining || stopping) && connections.count == 0 && listeners.allSatisfy { $0.closed }
+    }
+
+    /// Live connections on this reactor.
+    public var connectionCount: Int { connections.count }
+
+    // MARK: - Loop hooks
+
+    public func iteration(_ reactor: Reactor<Backend>) {
+        if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
+            draining = true
+            closeListeners(reactor)
+        }
+        if !stopping && reactor.control.stopRequested.load(ordering: .acquiring) {
+            stopping = true
+            draining = true
+            closeListeners(reactor)
+            connections.forEachID { close($0, reset: false, reactor) }
+        }
+        for i in listeners.indices where !listeners[i].armed && !listeners[i].closed && listeners[i].backoffNanos == 0 {
+            arm(i, reactor)
+        }
+    }
+
+    private func arm(_ i: Int, _ reactor: Reactor<Backend>) {
+        listeners[i].armed = true
+        reactor.backend.accept(listener: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
+    }
+
+    private func closeListeners(_ reactor: Reactor<Backend>) {
+        for i in listeners.indices where !listeners[i].closed {
+            if listeners[i].armed {
+                // The final accept completion (-ECANCELED) closes the socket.
+                reactor.backend.cancel(fd: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
+            } else {
+                closeListener(i, reactor)
+            }
+        }
+    }
+
+    private func closeListener(_ i: Int, _ reactor: Reactor<Backend>) {
+        listeners[i].closed = true
+        reactor.backend.unregister(fd: listeners[i].listener.fd)
+        System.close(listeners[i].listener.fd)
+    }
+
+    public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
+        let token = c.token
+        if token.op == Op.accept.rawValue {
+            accepted(listener: Int(token.slot), c, reactor)
+            return
+        }
+        let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
+        guard connections.isCurrent(id) else {
+            // A completion for a slot that has been freed (and perhaps reused): drop it.
+            if let b = c.bufferID { reactor.backend.releaseBuffer(b) }
+            return
+        }
+        connections[id].inflight -= 1
+        let op = token.op
+        if op == Op.connect.rawValue {
+            connected(id, c.result, reactor)
+            return
+        }
+        let d = Int((op - Op.poll.rawValue) / 3)
+        let kind = op - 3 * UInt8(d)
+        connections[id][d].inFlight = 0
+        if connections[id].phase == .closing {
+            finishIfQuiet(id, reactor)
+            return
+        }
+        switch kind {
+        case Op.poll.rawValue: polled(id, d, c.result, reactor)
+        case Op.read.rawValue: read(id, d, c.result, reactor)
+        case Op.write.rawValue: wrote(id, d, c.result, reactor)
+        default: bug("unknown relay op \(op)")
+        }
+    }
+
+    public func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
+        if token.op == Op.acceptBackoff.rawValue {
+            let i = Int(token.slot)
+            listeners[i].backoffNanos = 0
+            if !listeners[i].closed { arm(i, reactor) }
+            return
+        }
+        let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
+        guard connections.isCurrent(id), connections[id].phase != .closing else { return }
+        switch token.op {
+        case Op.connectTimer.rawValue:
+            connections[id].connectTimer = nil
+            if connections[id].phase == .connecting {
+                counters.upstreamConnectFailures.add(1, ordering: .relaxed)
+                Log.debug("upstream connect timed out after \(settings.connectTimeout)")
+                close(id, reset: false, reactor)
+            }
+        case Op.idleTimer.rawValue:
+            connections[id].idleTimer = nil
+            let now = System.monotonicNanos()
+            let deadline = connections[id].lastActivity + settings.idleTimeout.nanoseconds
+            if now >= deadline {
+                Log.debug("connection idle for \(settings.idleTimeout): closing")
+                close(id, reset: false, reactor)
+            } else {
+                connections[id].idleTimer = reactor.timers.schedule(token, at: deadline)
+            }
+        case Op.pipeRetry.rawValue, Op.pipeRetry.rawValue + 3:
+            let d = Int(token.op - Op.pipeRetry.rawValue) / 3
+            if connections[id][d].state == .waitingForPipe { polled(id, d, 0, reactor) }
+        default:
+            bug("unknown relay timer \(token.op)")
+        }
+    }
+
+    private func token(_ op: Op, _ id: Slab<Connection>.ID, direction d: Int = 0) -> Token {
+        Token(op: op.rawValue + 3 * UInt8(d), slot: id.index, generation: id.generation)
+    }
+
+    // MARK: - Accept and connect
+
+    private func accepted(listener i: Int, _ c: Completion, _ reactor: Reactor<Backend>) {
+        if !c.more { listeners[i].armed = false }
+        if c.result < 0 {
+            if draining || c.result == -Errno.ECANCELED {
+                if !listeners[i].armed && !listeners[i].closed && draining { closeListener(i, reactor) }
+                return
+            }
+            // Out of descriptors (EMFILE/ENFILE) or memory: back off, then re-arm. Connections wait in the
+            // listen backlog meanwhile; service resumes as descriptors are freed.
+            counters.acceptExhausted.add(1, ordering: .relaxed)
+            let next = listeners[i].backoffNanos == 0 ? 10_000_000 : min(listeners[i].backoffNanos * 2, 1_000_000_000)
+            if listeners[i].backoffNanos == 0 {
+                Log.warn("accept failed on \(listeners[i].listener.fd): \(Errno.name(-c.result)); backing off")
+            }
+            listeners[i].backoffNanos = next
+            if !listeners[i].armed {
+                _ = reactor.timers.schedule(Token(op: Op.acceptBackoff.rawValue, slot: UInt32(i), generation: 0),
+                                            at: System.monotonicNanos() + next)
+            }
+            return
+        }
+        listeners[i].backoffNanos = 0
+        let fd = c.result
+        if draining {
+            System.close(fd)
+            return
+        }
+        let active = counters.active.wrappingAdd(1, ordering: .relaxed).newValue
+        if settings.maxConnections > 0 && active > settings.maxConnections {
+            counters.active.subtract(1, ordering: .relaxed)
+            counters.rejectedOverLimit.add(1, ordering: .relaxed)
+            System.close(fd)
+            return
+        }
+        counters.accepted.add(1, ordering: .relaxed)
+        System.setNoDelay(fd)
+        let upstreamAddress = listeners[i].listener.upstream
+        let upstream: Int32
+        do {
+            upstream = try System.tcpSocket(family: upstreamAddress.family)
+        } catch {
+            Log.warn("upstream socket: \(error)")
+            counters.active.subtract(1, ordering: .relaxed)
+            System.close(fd)
+            return
+        }
+        System.setNoDelay(upstream)
+        guard let id = connections.insert(Connection(client: fd, upstream: upstream)) else {
+            counters.active.subtract(1, ordering: .relaxed)
+            counters.rejectedOverLimit.add(1, ordering: .relaxed)
+            System.close(fd)
+            System.close(upstream)
+            return
+        }
+        reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
+        reactor.backend.register(fd: fd)
+        reactor.backend.register(fd: upstream)
+        connections[id].inflight += 1
+        reactor.backend.connect(fd: upstream, to: upstreamAddress, token: token(.connect, id))
+        connections[id].connectTimer = reactor.timers.schedule(
+            token(.connectTimer, id), at: System.monotonicNanos() + settings.connectTimeout.nanoseconds)
+    }
+
+    private func connected(_ id: Slab<Connection>.ID, _ result: Int32, _ reactor: Reactor<Backend>) {
+        if connections[id].phase == .closing {
+            finishIfQuiet(id, reactor)
+            return
+        }
+        if let t = connections[id].connectTimer { reactor.timers.cancel(t) }
+        connections[id].connectTimer = nil
+        if result < 0 {
+            counters.upstreamConnectFailures.add(1, ordering: .relaxed)
+            Log.debug("upstream connect failed: \(Errno.name(-result))")
+            close(id, reset: false, reactor)
+            return
+        }
+        connections[id].phase = .relaying
+        let now = System.monotonicNanos()
+        connections[id].lastActivity = now
+        connections[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: now + settings.idleTimeout.nanoseconds)
+        startPoll(id, 0, reactor)
+        startPoll(id, 1, reactor)
+    }
+
+    // MARK: - Directions
+
+    private func startPoll(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+        connections[id][d].state = .polling
+        connections[id][d].inFlight = Op.poll.rawValue
+        connections[id].inflight += 1
+        reactor.backend.poll(.readable(connections[id].source(d)), token: token(.poll, id, direction: d))
+    }
+
+    private func polled(_ id: Slab<Connection>.ID, _ d: Int, _ result: Int32, _ reactor: Reactor<Backend>) {
+        if result < 0 {
+            close(id, reset: false, reactor)
+            return
+        }
+        guard let pipe = reactor.pipes.acquire() else {
+            // Pipe pool policy: creation failed (descriptors or the per-user pipe quota); retry shortly.
+            connections[id][d].state = .waitingForPipe
+            _ = reactor.timers.schedule(token(.pipeRetry, id, direction: d), at: System.monotonicNanos() + 10_000_000)
+            return
+        }
+        connections[id][d].pipe = pipe
+        startRead(id, d, reactor)
+    }
+
+    private func startRead(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+        let c = connections[id]
+        guard let pipe = c[d].pipe else { return bug("read without a pipe") }
+        connections[id][d].state = .reading
+        connections[id][d].inFlight = Op.read.rawValue
+        connections[id].inflight += 1
+        reactor.backend.splice(from: c.source(d), to: pipe.writeEnd, count: pipe.capacity,
+                               waitFor: .readable(c.source(d)), token: token(.read, id, direction: d))
+    }
+
+    private func read(_ id: Slab<Connection>.ID, _ d: Int, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n > 0 {
+            connections[id].lastActivity = System.monotonicNanos()
+            connections[id][d].buffered = Int(n)
+            connections[id][d].lastReadFilled = Int(n) == connections[id][d].pipe?.capacity
+            startWrite(id, d, reactor)
+        } else if n == 0 {
+            // End of stream from src: pass the FIN on and keep the other direction open (half-close).
+            releasePipe(id, d, reactor)
+            connections[id][d].state = .done
+            _ = System.shutdown(connections[id].destination(d), write: true, read: false)
+            if connections[id][1 - d].state == .done { close(id, reset: false, reactor) }
+        } else if n == -Errno.EAGAIN {
+            releasePipe(id, d, reactor)
+            startPoll(id, d, reactor)
+        } else {
+            // src was reset (or failed): reset the other side too.
+            Log.debug("read failed: \(Errno.name(-n)); resetting the peer")
+            close(id, reset: true, reactor)
+        }
+    }
+
+    private func startWrite(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+        let c = connections[id]
+        guard let pipe = c[d].pipe else { return bug("write without a pipe") }
+        connections[id][d].state = .writing
+        connections[id][d].inFlight = Op.write.rawValue
+        connections[id].inflight += 1
+        reactor.backend.splice(from: pipe.readEnd, to: c.destination(d), count: c[d].buffered,
+                               waitFor: .writable(c.destination(d)), token: token(.write, id, direction: d))
+    }
+
+    private func wrote(_ id: Slab<Connection>.ID, _ d: Int, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n > 0 {
+            connections[id].lastActivity = System.monotonicNanos()
+            connections[id][d].buffered -= Int(n)
+            if connections[id][d].buffered > 0 {
+                startWrite(id, d, reactor)
+            } else if connections[id][d].lastReadFilled {
+                startRead(id, d, reactor)
+            } else {
+                releasePipe(id, d, reactor)
+                startPoll(id, d, reactor)
+            }
+        } else if n == -Errno.EAGAIN {
+            startWrite(id, d, reactor)
+        } else {
+            // dst is gone (EPIPE, ECONNRESET): reset the side we read from.
+            Log.debug("write failed: \(Errno.name(-n)); resetting the peer")
+            close(id, reset: true, reactor)
+        }
+    }
+
+    private func releasePipe(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+        guard let pipe = connections[id][d].pipe else { return }
+        connections[id][d].pipe = nil
+        let holdsData = connections[id][d].buffered > 0 || System.bytesReadable(pipe.readEnd) > 0
+        connections[id][d].buffered = 0
+        reactor.pipes.release(pipe, holdsData: holdsData)
+    }
+
+    // MARK: - Closing
+
+    /// Starts closing: cancels what is in flight; the slot is freed once every operation has completed
+    /// (the kernel may still be using the pipes and descriptors until then).
+    private func close(_ id: Slab<Connection>.ID, reset: Bool, _ reactor: Reactor<Backend>) {
+        if reset {
+            counters.resetsPropagated.add(1, ordering: .relaxed)
+            System.setLingerReset(connections[id].client)
+            System.setLingerReset(connections[id].upstream)
+        }
+        if connections[id].phase == .closing { return }
+        connections[id].phase = .closing
+        if let t = connections[id].connectTimer { reactor.timers.cancel(t) }
+        if let t = connections[id].idleTimer { reactor.timers.cancel(t) }
+        connections[id].connectTimer = nil
+        connections[id].idleTimer = nil
+        let c = connections[id]
+        if c.inflight > 0 {
+            for d in 0..<2 where c[d].inFlight != 0 {
+                let fd = c[d].inFlight == Op.write.rawValue ? c.destination(d) : c.source(d)
+                reactor.backend.cancel(fd: fd, token: Token(op: c[d].inFlight + 3 * UInt8(d), slot: id.index, generation: id.generation))
+            }
+            reactor.backend.cancel(fd: c.upstream, token: token(.connect, id))
+            // Wake operations the kernel has already started.
+            _ = System.shutdown(c.client, write: false, read: true)
+            _ = System.shutdown(c.upstream, write: false, read: true)
+        }
+        finishIfQuiet(id, reactor)
+    }
+
+    private func finishIfQuiet(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
+        guard connections[id].inflight == 0 else { return }
+        releasePipe(id, 0, reactor)
+        releasePipe(id, 1, reactor)
+        let c = connections[id]
+        reactor.backend.unregister(fd: c.client)
+        reactor.backend.unregister(fd: c.upstream)
+        System.close(c.client)
+        System.close(c.upstream)
+        connections.remove(id)
+        counters.active.subtract(1, ordering: .relaxed)
+        reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
+    }
+}

@@ -1,0 +1,206 @@
+// The proxy process: resolves the backend and cores, binds every listener once per reactor
+// (SO_REUSEPORT), starts one pinned reactor thread per core, and runs the process life on the main
+// thread: SIGTERM/SIGINT stop accepting, open connections get --drain-timeout to finish, the rest are
+// closed, and the process exits 0.
+import Synchronization
+import TernCore
+import TernIO
+
+public struct ProxySettings: Sendable {
+    public var listen: [SocketAddress] = []
+    public var upstreams: [SocketAddress] = []
+    public var cores: Int? = nil
+    public var ioBackend = IOBackendChoice.auto
+    public var backend = BackendSettings()
+    public var relay = RelaySettings()
+    public var drainTimeout = TernDuration.seconds(5)
+    public init() {}
+}
+
+public enum IOBackendChoice: String, Sendable, CaseIterable {
+    case auto, io_uring, epoll
+}
+
+/// A startup failure, reported as one line and exit status 1.
+public struct ProxyError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// How reactor threads report that they are up, or why they are not.
+final class Startup: Sendable {
+    let ready = Atomic<Int>(0)
+    let failure = Mutex<String?>(nil)
+}
+
+public final class ProxyServer {
+    private let settings: ProxySettings
+    public let counters = RelayCounters()
+
+    public init(settings: ProxySettings) {
+        self.settings = settings
+    }
+
+    /// Which backend `choice` resolves to on this machine, and why when io_uring is not used.
+    public static func resolveBackend(_ choice: IOBackendChoice, settings: BackendSettings) throws(ProxyError) -> (IOBackendKind, String?) {
+        switch choice {
+        case .epoll:
+            return (.epoll, nil)
+        case .io_uring:
+            do {
+                _ = try URingBackend(settings: settings)
+                return (.io_uring, nil)
+            } catch {
+                throw ProxyError(description: "--io-backend io_uring: io_uring cannot be set up: \(error)")
+            }
+        case .auto:
+            do {
+                _ = try URingBackend(settings: settings)
+                return (.io_uring, nil)
+            } catch {
+                return (.epoll, "io_uring unavailable (\(error)), falling back to epoll")
+            }
+        }
+    }
+
+    /// The reactor count and CPUs: the CPUs of the inherited affinity mask, capped by a cgroup CPU quota,
+    /// or `--cores N` (reactors then take the first N CPUs of the mask, wrapping when N exceeds it).
+    public static func resolveCores(_ requested: Int?) -> [Int] {
+        let cpus = System.affinityCPUs()
+        var n = requested ?? cpus.count
+        if requested == nil, let quota = System.cgroupCPUQuota() { n = min(n, quota) }
+        return (0..<max(n, 1)).map { cpus[$0 % cpus.count] }
+    }
+
+    /// Runs until SIGTERM or SIGINT; returns the process exit status.
+    public func run() -> Int32 {
+        // Signals first: every thread started afterwards (the log writer, the reactors) inherits the mask.
+        Signals.ignoreBrokenPipe()
+        guard let signals = Signals.takeOver() else {
+            Log.error("cannot set up signal handling")
+            return 1
+        }
+        Log.shared.start()
+        let limits = System.raiseOpenFileLimit()
+        let kind: IOBackendKind
+        do {
+            let (k, why) = try Self.resolveBackend(settings.ioBackend, settings: settings.backend)
+            kind = k
+            if let why { Log.warn(why) }
+        } catch {
+            Log.error(error.description)
+            return 1
+        }
+        let cpus = Self.resolveCores(settings.cores)
+
+        // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
+        var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
+        var bound: [SocketAddress] = []
+        for (i, address) in settings.listen.enumerated() {
+            var address = address
+            for r in 0..<cpus.count {
+                do {
+                    let fd = try System.listen(on: address)
+                    if r == 0 {
+                        address = try System.localAddress(fd)
+                        bound.append(address)
+                    }
+                    perReactor[r].append(RelayListener(fd: fd, upstream: settings.upstreams[i]))
+                } catch {
+                    Log.error("cannot listen on \(address): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))")
+                    Log.shared.flush()
+                    return 1
+                }
+            }
+        }
+        Log.info("tern proxy starting backend=\(kind.rawValue) cores=\(cpus.count) cpus=\(cpus.map(String.init).joined(separator: ",")) ring-depth=\(settings.backend.ringDepth) nofile=\(limits.soft)")
+
+        let controls = cpus.map { _ in ReactorControl() }
+        let startup = Startup()
+        // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
+        let capacity = max(Int(limits.soft) / 2, 1024)
+        var threads: [ReactorThread] = []
+        for (r, cpu) in cpus.enumerated() {
+            let listeners = perReactor[r]
+            let control = controls[r]
+            let relay = settings.relay
+            let backend = settings.backend
+            let counters = self.counters
+            let body: @Sendable () -> Void = {
+                if System.pinCurrentThread(to: cpu) != 0 { Log.warn("cannot pin reactor \(r) to CPU \(cpu)") }
+                let error: IOError?
+                switch kind {
+                case .io_uring:
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, counters: counters, capacity: capacity, startup: startup)
+                case .epoll:
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, counters: counters, capacity: capacity, startup: startup)
+                }
+                if let error {
+                    startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
+                    control.exited.store(true, ordering: .releasing)
+                }
+            }
+            guard let t = ReactorThread.start(name: "tern-r\(r)", body) else {
+                Log.error("cannot start reactor thread \(r)")
+                return 1
+            }
+            threads.append(t)
+        }
+        // Wait until every reactor is up (or one failed) before announcing the listeners.
+        while startup.ready.load(ordering: .acquiring) < cpus.count && startup.failure.withLock({ $0 }) == nil {
+            Signals.sleep(milliseconds: 1)
+        }
+        if let f = startup.failure.withLock({ $0 }) {
+            Log.error(f)
+            controls.forEach { $0.requestStop() }
+            threads.forEach { $0.join() }
+            Log.shared.flush()
+            return 1
+        }
+        for a in bound { Log.info("listening kind=proxy addr=\(a)") }
+
+        // Process life: wait for a signal, or for a reactor that died.
+        var exitStatus: Int32 = 0
+        while true {
+            if let sig = signals.wait(milliseconds: 200) {
+                Log.info("received \(Signals.name(sig)): draining (timeout \(settings.drainTimeout))")
+                break
+            }
+            if let f = startup.failure.withLock({ $0 }) {
+                Log.error(f)
+                exitStatus = 1
+                break
+            }
+        }
+        controls.forEach { $0.requestDrain() }
+        let deadline = System.monotonicNanos() + settings.drainTimeout.nanoseconds
+        while !controls.allSatisfy({ $0.exited.load(ordering: .acquiring) }) && System.monotonicNanos() < deadline {
+            if let sig = signals.wait(milliseconds: 10) {
+                Log.info("received \(Signals.name(sig)) while draining: closing now")
+                break
+            }
+        }
+        let open = counters.active.load(ordering: .relaxed)
+        if open > 0 { Log.info("drain finished with \(open) connections open: closing them") }
+        controls.forEach { $0.requestStop() }
+        threads.forEach { $0.join() }
+        Log.info("tern proxy stopped")
+        Log.shared.flush()
+        return exitStatus
+    }
+
+    private static func runReactor<B: IOBackend>(
+        _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
+        relay: RelaySettings, counters: RelayCounters, capacity: Int, startup: Startup
+    ) -> IOError? {
+        do {
+            let b = try B(settings: backend)
+            let reactor = Reactor(index: index, backend: b, control: control)
+            let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity)
+            startup.ready.add(1, ordering: .releasing)
+            try reactor.run(handler)
+            return nil
+        } catch {
+            return error
+        }
+    }
+}

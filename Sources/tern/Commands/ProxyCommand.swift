@@ -1,0 +1,102 @@
+import ArgumentParser
+import TernCore
+import TernIO
+import TernProxy
+
+struct ProxyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Relay TCP connections from each --listen address to the --upstream at the same position."
+    )
+
+    @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one). Repeatable.")
+    var listen: [String] = []
+
+    @Option(name: .customLong("upstream"), help: "Address to relay to, paired with --listen by position. Repeatable.")
+    var upstream: [String] = []
+
+    @Option(help: "Reactor threads, one pinned per CPU (default: the CPUs of the inherited affinity mask, capped by the cgroup CPU quota).")
+    var cores: Int?
+
+    @Option(name: .customLong("io-backend"), help: "auto, io_uring or epoll (auto falls back to epoll when io_uring cannot be set up).")
+    var ioBackend: String = "auto"
+
+    @Option(name: .customLong("ring-depth"), help: "io_uring submission queue depth, a power of two from 8 to 32768.")
+    var ringDepth: Int = 1024
+
+    @Flag(help: "Use an io_uring kernel submission-polling thread.")
+    var sqpoll = false
+
+    @Option(name: .customLong("connect-timeout"), help: "Upstream connect timeout.")
+    var connectTimeout: String = "5s"
+
+    @Option(name: .customLong("idle-timeout"), help: "Close a connection with no bytes in either direction for this long.")
+    var idleTimeout: String = "1h"
+
+    @Option(name: .customLong("drain-timeout"), help: "On SIGTERM or SIGINT, how long open connections may finish before they are closed.")
+    var drainTimeout: String = "5s"
+
+    @Option(name: .customLong("max-connections"), help: "Process-wide cap on open proxied connections; beyond it new ones are closed at once (0: unlimited).")
+    var maxConnections: Int = 0
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, warn or error.")
+    var logLevel: String = "info"
+
+    /// Checks every flag and builds the settings; each failure names the flag and what it accepts.
+    func settings() throws(ValidationError) -> ProxySettings {
+        var s = ProxySettings()
+        if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
+        if listen.count != upstream.count {
+            throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
+        }
+        for l in listen {
+            guard let a = SocketAddress(parsing: l) else {
+                throw ValidationError("--listen must be IP:PORT or [IPv6]:PORT with a port from 0 to 65535, got '\(l)'")
+            }
+            s.listen.append(a)
+        }
+        for u in upstream {
+            guard let a = SocketAddress(parsing: u), a.port != 0 else {
+                throw ValidationError("--upstream must be IP:PORT or [IPv6]:PORT with a port from 1 to 65535, got '\(u)'")
+            }
+            s.upstreams.append(a)
+        }
+        if let c = cores, c < 1 || c > 1024 { throw ValidationError("--cores must be a whole number from 1 to 1024, got \(c)") }
+        s.cores = cores
+        guard let backend = IOBackendChoice(rawValue: ioBackend) else {
+            throw ValidationError("--io-backend must be auto, io_uring or epoll, got '\(ioBackend)'")
+        }
+        s.ioBackend = backend
+        guard ringDepth >= 8 && ringDepth <= 32768 && ringDepth & (ringDepth - 1) == 0 else {
+            throw ValidationError("--ring-depth must be a power of two from 8 to 32768, got \(ringDepth)")
+        }
+        s.backend.ringDepth = UInt32(ringDepth)
+        s.backend.sqpoll = sqpoll
+        s.relay.connectTimeout = try duration(connectTimeout, flag: "--connect-timeout")
+        s.relay.idleTimeout = try duration(idleTimeout, flag: "--idle-timeout")
+        s.drainTimeout = try duration(drainTimeout, flag: "--drain-timeout", allowZero: true)
+        guard maxConnections >= 0 else { throw ValidationError("--max-connections must be 0 (unlimited) or a positive whole number, got \(maxConnections)") }
+        s.relay.maxConnections = maxConnections
+        guard LogLevel(name: logLevel) != nil else {
+            throw ValidationError("--log-level must be trace, debug, info, warn or error, got '\(logLevel)'")
+        }
+        return s
+    }
+
+    private func duration(_ text: String, flag: String, allowZero: Bool = false) throws(ValidationError) -> TernDuration {
+        guard let d = TernDuration(parsing: text), allowZero || d.nanoseconds > 0 else {
+            throw ValidationError("\(flag) must be a duration such as 5s, 250ms or 1h30m\(allowZero ? "" : ", above zero"), got '\(text)'")
+        }
+        return d
+    }
+
+    func validate() throws {
+        _ = try settings()
+    }
+
+    mutating func runProxy() -> Int32 {
+        guard let s = try? settings() else { return 64 }
+        Log.shared.level = LogLevel(name: logLevel) ?? .info
+        return ProxyServer(settings: s).run()
+    }
+}
