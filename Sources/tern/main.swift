@@ -29,7 +29,7 @@ do {
         Tern.exit(withError: error)  // --help, --version
     }
     let message = Tern.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid usage"
-    var line = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
+    let line = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
     System.writeStderr("tern: " + line)
     exit(code == .validationFailure ? 64 : code.rawValue)
 }

@@ -31,10 +31,12 @@ public protocol IOBackend: AnyObject {
     func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token)
     /// Connects a non-blocking socket: result 0 or -errno.
     func connect(fd: Int32, to address: SocketAddress, token: Token)
-    /// Splices up to `count` bytes from `source` to `destination` (one of them a pipe) once `waitFor` is ready.
-    func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness, token: Token)
+    /// Splices up to `count` bytes from `source` to `destination` (one of them a pipe) once `waitFor` is
+    /// ready; with `waitFor` nil it tries once and completes with -EAGAIN when nothing can move.
+    func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness?, token: Token)
     /// Completes once the descriptor is ready (or has an error or hang-up): result is the poll mask.
-    func poll(_ readiness: Readiness, token: Token)
+    /// `knownNotReady`: the caller just saw EAGAIN on it, so the backend may skip checking the current state.
+    func poll(_ readiness: Readiness, knownNotReady: Bool, token: Token)
     /// Cancels the operation with `token` on `fd`; it completes with -ECANCELED unless it already finished.
     func cancel(fd: Int32, token: Token)
     /// Adds a descriptor to the registered-file table (io_uring), so its operations skip the fd lookup.
@@ -54,6 +56,10 @@ public protocol IOBackend: AnyObject {
     func completion(at index: Int) -> Completion
     /// Wakes a waiting `wait`; the one part of a backend other threads may use.
     var waker: Waker { get }
+
+    /// True when trying an operation that may find nothing to do is cheap (one non-blocking syscall on
+    /// epoll), false when it costs a round trip (an io_uring splice always runs in an io-wq worker).
+    static var speculativeIOIsCheap: Bool { get }
 
     /// Operations submitted and completions reaped so far (metrics).
     var submissions: UInt64 { get }

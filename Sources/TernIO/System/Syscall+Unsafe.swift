@@ -171,6 +171,12 @@ public enum System {
         return r < 0 ? nil : (fds[0], fds[1])
     }
 
+    /// Asks for a pipe capacity (F_SETPIPE_SZ); returns the capacity in force afterwards.
+    public static func setPipeCapacity(_ fd: Int32, _ bytes: Int) -> Int {
+        let r = CTernLinux_pipe_set_capacity(fd, Int32(bytes))
+        return r > 0 ? Int(r) : pipeCapacity(fd)
+    }
+
     /// The capacity in bytes of a pipe (F_GETPIPE_SZ).
     public static func pipeCapacity(_ fd: Int32) -> Int {
         Int(CTernLinux_pipe_capacity(fd))

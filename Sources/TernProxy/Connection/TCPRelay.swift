@@ -317,11 +317,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     // MARK: - Directions
 
-    private func startPoll(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+    private func startPoll(_ id: Slab<Connection>.ID, _ d: Int, knownNotReady: Bool = false, _ reactor: Reactor<Backend>) {
         connections[id][d].state = .polling
         connections[id][d].inFlight = Op.poll.rawValue
         connections[id].inflight += 1
-        reactor.backend.poll(.readable(connections[id].source(d)), token: token(.poll, id, direction: d))
+        reactor.backend.poll(.readable(connections[id].source(d)), knownNotReady: knownNotReady, token: token(.poll, id, direction: d))
     }
 
     private func polled(_ id: Slab<Connection>.ID, _ d: Int, _ result: Int32, _ reactor: Reactor<Backend>) {
@@ -339,14 +339,16 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         startRead(id, d, reactor)
     }
 
-    private func startRead(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
+    /// Splices from src into the direction's pipe. `speculative`: data may not be there; try once and
+    /// fall back to polling without the pipe on EAGAIN (so an idle connection holds no pipe).
+    private func startRead(_ id: Slab<Connection>.ID, _ d: Int, speculative: Bool = false, _ reactor: Reactor<Backend>) {
         let c = connections[id]
         guard let pipe = c[d].pipe else { return bug("read without a pipe") }
         connections[id][d].state = .reading
         connections[id][d].inFlight = Op.read.rawValue
         connections[id].inflight += 1
         reactor.backend.splice(from: c.source(d), to: pipe.writeEnd, count: pipe.capacity,
-                               waitFor: .readable(c.source(d)), token: token(.read, id, direction: d))
+                               waitFor: speculative ? nil : .readable(c.source(d)), token: token(.read, id, direction: d))
     }
 
     private func read(_ id: Slab<Connection>.ID, _ d: Int, _ n: Int32, _ reactor: Reactor<Backend>) {
@@ -363,7 +365,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             if connections[id][1 - d].state == .done { close(id, reset: false, reactor) }
         } else if n == -Errno.EAGAIN {
             releasePipe(id, d, reactor)
-            startPoll(id, d, reactor)
+            startPoll(id, d, knownNotReady: true, reactor)
         } else {
             // src was reset (or failed): reset the other side too.
             Log.debug("read failed: \(Errno.name(-n)); resetting the peer")
@@ -389,6 +391,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
                 startWrite(id, d, reactor)
             } else if connections[id][d].lastReadFilled {
                 startRead(id, d, reactor)
+            } else if Backend.speculativeIOIsCheap {
+                startRead(id, d, speculative: true, reactor)
             } else {
                 releasePipe(id, d, reactor)
                 startPoll(id, d, reactor)
@@ -405,7 +409,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private func releasePipe(_ id: Slab<Connection>.ID, _ d: Int, _ reactor: Reactor<Backend>) {
         guard let pipe = connections[id][d].pipe else { return }
         connections[id][d].pipe = nil
-        let holdsData = connections[id][d].buffered > 0 || System.bytesReadable(pipe.readEnd) > 0
+        // In the normal flow the pipe is released empty; after an interrupted transfer, ask the kernel.
+        let holdsData = connections[id][d].buffered > 0 || (connections[id].phase == .closing && System.bytesReadable(pipe.readEnd) > 0)
         connections[id][d].buffered = 0
         reactor.pipes.release(pipe, holdsData: holdsData)
     }

@@ -7,6 +7,7 @@ import Glibc
 
 @safe public final class URingBackend: IOBackend {
     public static let kind = IOBackendKind.io_uring
+    public static let speculativeIOIsCheap = false
 
     /// Internal operation kinds (Token.internalOp).
     private enum Internal: UInt8 {
@@ -220,19 +221,21 @@ import Glibc
         unsafe s.pointee.user_data = token.raw
     }
 
-    public func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness, token: Token) {
+    public func splice(from source: Int32, to destination: Int32, count: Int, waitFor: Readiness?, token: Token) {
         // IORING_OP_SPLICE always runs in an io-wq worker; with SPLICE_F_NONBLOCK it never parks that worker
         // on an empty socket. A poll heads the link so the splice is issued only once the socket is ready;
         // its CQE is skipped on success, and the splice's CQE answers for both.
         reserve(2)
-        let head = sqe()
-        switch waitFor {
-        case .readable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLIN))
-        case .writable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLOUT))
+        if let waitFor {
+            let head = sqe()
+            switch waitFor {
+            case .readable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLIN))
+            case .writable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLOUT))
+            }
+            unsafe markFixed(head, waitFor.fd)
+            unsafe CTernLinux_sqe_add_flags(head, CTernLinux_IOSQE_IO_LINK() | CTernLinux_IOSQE_CQE_SKIP_SUCCESS())
+            unsafe head.pointee.user_data = token.linkHead.raw
         }
-        unsafe markFixed(head, waitFor.fd)
-        unsafe CTernLinux_sqe_add_flags(head, CTernLinux_IOSQE_IO_LINK() | CTernLinux_IOSQE_CQE_SKIP_SUCCESS())
-        unsafe head.pointee.user_data = token.linkHead.raw
         let s = sqe()
         var flags = CTernLinux_SPLICE_F_NONBLOCK | CTernLinux_SPLICE_F_MOVE
         if fixed(source) { flags |= CTernLinux_SPLICE_F_FD_IN_FIXED() }
@@ -241,7 +244,7 @@ import Glibc
         unsafe s.pointee.user_data = token.raw
     }
 
-    public func poll(_ readiness: Readiness, token: Token) {
+    public func poll(_ readiness: Readiness, knownNotReady: Bool, token: Token) {
         let s = sqe()
         switch readiness {
         case .readable(let fd): unsafe io_uring_prep_poll_add(s, fd, UInt32(POLLIN) | UInt32(UInt16(bitPattern: CTernLinux_POLLRDHUP)))
