@@ -36,6 +36,5 @@ let package = Package(
         ),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["tern"]),
     ]
 )

@@ -1,0 +1,67 @@
+import Testing
+import TernIO
+
+@Suite struct TimerWheelTests {
+    let ms: UInt64 = 1_000_000
+
+    @Test func firesInDeadlineOrderAndNotEarly() {
+        let wheel = TimerWheel(capacity: 16, now: 0)
+        _ = wheel.schedule(Token(raw: 2), at: 20 * ms)
+        _ = wheel.schedule(Token(raw: 1), at: 10 * ms)
+        var fired: [UInt64] = []
+        wheel.expire(now: 9 * ms) { fired.append($0.raw) }
+        #expect(fired.isEmpty)
+        wheel.expire(now: 10 * ms) { fired.append($0.raw) }
+        #expect(fired == [1])
+        wheel.expire(now: 25 * ms) { fired.append($0.raw) }
+        #expect(fired == [1, 2])
+        #expect(wheel.count == 0)
+    }
+
+    @Test func cancelledTimerNeverFires() {
+        let wheel = TimerWheel(capacity: 16, now: 0)
+        let id = wheel.schedule(Token(raw: 7), at: 5 * ms)!
+        wheel.cancel(id)
+        wheel.cancel(id)  // twice is harmless
+        var fired = 0
+        wheel.expire(now: 100 * ms) { _ in fired += 1 }
+        #expect(fired == 0)
+    }
+
+    @Test func timersBeyondOneRevolutionWaitForTheirRound() {
+        let wheel = TimerWheel(capacity: 16, slotCount: 8, now: 0)
+        _ = wheel.schedule(Token(raw: 1), at: 20 * ms)  // 2.5 revolutions of 8 ms
+        var fired = 0
+        wheel.expire(now: 12 * ms) { _ in fired += 1 }
+        #expect(fired == 0)
+        #expect(wheel.nanosUntilNext(now: 12 * ms) == 8 * ms)  // nothing within a revolution: wake in one
+        wheel.expire(now: 20 * ms) { _ in fired += 1 }
+        #expect(fired == 1)
+    }
+
+    @Test func nanosUntilNextPointsAtTheEarliestTimer() {
+        let wheel = TimerWheel(capacity: 16, now: 0)
+        #expect(wheel.nanosUntilNext(now: 0) == nil)
+        _ = wheel.schedule(Token(raw: 1), at: 30 * ms)
+        _ = wheel.schedule(Token(raw: 2), at: 7 * ms)
+        #expect(wheel.nanosUntilNext(now: 2 * ms) == 5 * ms)
+    }
+
+    @Test func fireMayScheduleAndCancelOtherTimers() {
+        let wheel = TimerWheel(capacity: 16, now: 0)
+        let other = wheel.schedule(Token(raw: 2), at: 5 * ms)!
+        _ = wheel.schedule(Token(raw: 1), at: 5 * ms)
+        var fired: [UInt64] = []
+        wheel.expire(now: 5 * ms) { token in
+            fired.append(token.raw)
+            if token.raw == 1 {
+                wheel.cancel(other)
+                _ = wheel.schedule(Token(raw: 3), at: 9 * ms)
+            }
+        }
+        // Both were due and unlinked before either fired, so cancelling the second is a no-op.
+        #expect(Set(fired) == [1, 2])
+        wheel.expire(now: 10 * ms) { fired.append($0.raw) }
+        #expect(fired.last == 3)
+    }
+}
