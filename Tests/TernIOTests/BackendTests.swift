@@ -13,7 +13,7 @@ struct BackendChecks<B: IOBackend> {
         let h = try Harness<B>()
         let (l, address) = try TestSockets.listener()
         defer { close(l) }
-        h.backend.accept(listener: l, token: t1)
+        h.backend.accept(listener: l, multishot: true, token: t1)
         let c1 = TestSockets.connect(address)
         let c2 = TestSockets.connect(address)
         defer { close(c1); close(c2) }
@@ -30,6 +30,21 @@ struct BackendChecks<B: IOBackend> {
         h.backend.cancel(fd: l, token: t1)
         try h.run { $0.contains { $0.token == t1 && !$0.more } }
         #expect(h.completions(for: t1).last?.result == -ECANCELED)
+    }
+
+    func singleShotAcceptTakesOneConnection() throws {
+        let h = try Harness<B>()
+        let (l, address) = try TestSockets.listener()
+        defer { close(l) }
+        let c1 = TestSockets.connect(address)
+        let c2 = TestSockets.connect(address)
+        defer { close(c1); close(c2) }
+        h.backend.accept(listener: l, multishot: false, token: t1)
+        try h.run(timeoutSeconds: 1) { $0.filter { $0.token == t1 }.count >= 2 }
+        let accepted = h.completions(for: t1)
+        #expect(accepted.count == 1)
+        #expect(accepted.first.map { $0.result >= 0 && !$0.more } == true)
+        accepted.forEach { close($0.result) }
     }
 
     func receiveDeliversBytesInPooledBuffersAndEndOfStream() throws {
@@ -188,6 +203,7 @@ struct BackendChecks<B: IOBackend> {
 @Suite(.serialized) struct EpollBackendTests {
     let checks = BackendChecks<EpollBackend>()
     @Test func multishotAccept() throws { try checks.multishotAcceptDeliversEachConnection() }
+    @Test func singleShotAccept() throws { try checks.singleShotAcceptTakesOneConnection() }
     @Test func receive() throws { try checks.receiveDeliversBytesInPooledBuffersAndEndOfStream() }
     @Test func receiveWaitsForBuffer() throws { try checks.receiveWaitsForABufferWhenThePoolIsEmpty() }
     @Test func send() throws { try checks.sendWritesBytes() }
@@ -204,6 +220,7 @@ struct BackendChecks<B: IOBackend> {
 struct URingBackendTests {
     let checks = BackendChecks<URingBackend>()
     @Test func multishotAccept() throws { try checks.multishotAcceptDeliversEachConnection() }
+    @Test func singleShotAccept() throws { try checks.singleShotAcceptTakesOneConnection() }
     @Test func receive() throws { try checks.receiveDeliversBytesInPooledBuffersAndEndOfStream() }
     @Test func receiveWaitsForBuffer() throws { try checks.receiveWaitsForABufferWhenThePoolIsEmpty() }
     @Test func send() throws { try checks.sendWritesBytes() }

@@ -23,8 +23,10 @@ public protocol IOBackend: AnyObject {
     /// to the thread that first submits).
     init(settings: BackendSettings) throws(IOError)
 
-    /// Multishot accept on a listening socket: each completion's result is a new non-blocking socket.
-    func accept(listener: Int32, token: Token)
+    /// Accept on a listening socket: each completion's result is a new non-blocking socket. Multishot
+    /// keeps accepting (the kernel may take the whole backlog at once); single-shot takes one connection,
+    /// which lets a caller short of descriptors take exactly what it can serve.
+    func accept(listener: Int32, multishot: Bool, token: Token)
     /// Multishot receive into pooled buffers: result is the byte count (0 at end of stream).
     func receive(fd: Int32, token: Token)
     /// Sends from `bytes`, which must stay valid until the completion arrives.

@@ -125,7 +125,10 @@ public enum System {
     }
 
     /// Binds a listening socket with SO_REUSEADDR and SO_REUSEPORT (one socket per reactor, ARCHITECTURE.md §3).
-    public static func listen(on address: SocketAddress, backlog: Int32 = 4096) throws(IOError) -> Int32 {
+    /// The listen backlog Tern asks for (the kernel caps it at net.core.somaxconn).
+    public static let listenBacklog: Int32 = 4096
+
+    public static func listen(on address: SocketAddress, backlog: Int32 = listenBacklog) throws(IOError) -> Int32 {
         let fd = try tcpSocket(family: address.family)
         _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
         if setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) < 0 {
@@ -180,6 +183,14 @@ public enum System {
     /// The capacity in bytes of a pipe (F_GETPIPE_SZ).
     public static func pipeCapacity(_ fd: Int32) -> Int {
         Int(CTernLinux_pipe_capacity(fd))
+    }
+
+    /// Peeks at a socket without taking bytes: >0 data waits, 0 end of stream, -EAGAIN nothing yet,
+    /// another negative errno when the socket failed (ECONNRESET).
+    public static func peek(_ fd: Int32) -> Int {
+        var byte: UInt8 = 0
+        // SAFETY: byte is a local one-byte buffer and the length passed is 1.
+        return unsafe syscallResult { Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
     }
 
     /// Bytes waiting in a pipe (FIONREAD).

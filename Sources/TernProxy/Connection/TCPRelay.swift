@@ -21,8 +21,13 @@ import TernIO
 public struct RelaySettings: Sendable {
     public var connectTimeout = TernDuration.seconds(5)
     public var idleTimeout = TernDuration.seconds(3600)
-    /// Process-wide cap on open proxied connections; 0 means unlimited.
+    /// Process-wide cap on open proxied connections; 0 means unlimited. Beyond it new connections are
+    /// closed at once and counted (`--max-connections`).
     public var maxConnections = 0
+    /// How many connections the open-file limit leaves room for (two sockets each, plus pipes while bytes
+    /// move). At this many, reactors stop accepting and new connections wait in the listen backlog until
+    /// one closes: the limit slows service down, it never drops a connection or stalls the loop.
+    public var descriptorCap = Int.max
     public init() {}
 }
 
@@ -55,10 +60,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private enum Op: UInt8 {
         case accept = 1, connect = 2
         case poll = 3, read = 4, write = 5
-        case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12
+        case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12, socketRetry = 15
     }
 
-    private enum Phase { case connecting, relaying, closing }
+    private enum Phase {
+        /// Accepted, but no descriptor was left for the upstream socket: retried on a timer.
+        case waitingForSocket
+        case connecting, relaying, closing
+    }
 
     private struct Direction {
         enum State { case idle, polling, waitingForPipe, reading, writing, done }
@@ -74,6 +83,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private struct Connection {
         var client: Int32
         var upstream: Int32
+        var listener: Int
         var phase = Phase.connecting
         var directions = (Direction(), Direction())
         var inflight = 0
@@ -93,6 +103,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var listener: RelayListener
         var armed = false
         var closed = false
+        /// Accepting is paused because the descriptor cap was reached.
+        var paused = false
         var backoffNanos: UInt64 = 0
     }
 
@@ -130,14 +142,26 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             closeListeners(reactor)
             connections.forEachID { close($0, reset: false, reactor) }
         }
-        for i in listeners.indices where !listeners[i].armed && !listeners[i].closed && listeners[i].backoffNanos == 0 {
-            arm(i, reactor)
+        let atCap = counters.active.load(ordering: .relaxed) >= settings.descriptorCap
+        for i in listeners.indices where !listeners[i].closed {
+            if atCap && listeners[i].armed && !listeners[i].paused {
+                listeners[i].paused = true
+                reactor.backend.cancel(fd: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
+            } else if !atCap && !listeners[i].armed && listeners[i].backoffNanos == 0 {
+                listeners[i].paused = false
+                arm(i, reactor)
+            }
         }
     }
 
+    /// Arms accepting. Multishot only while the descriptor headroom exceeds a full listen backlog: the
+    /// kernel may accept the whole backlog in one go, and a connection accepted without a descriptor left
+    /// for its upstream socket can only wait. Short of that, one connection at a time.
     private func arm(_ i: Int, _ reactor: Reactor<Backend>) {
         listeners[i].armed = true
-        reactor.backend.accept(listener: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
+        let headroom = settings.descriptorCap - counters.active.load(ordering: .relaxed)
+        reactor.backend.accept(listener: listeners[i].listener.fd, multishot: headroom > Int(System.listenBacklog),
+                               token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
     }
 
     private func closeListeners(_ reactor: Reactor<Backend>) {
@@ -200,9 +224,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
         guard connections.isCurrent(id), connections[id].phase != .closing else { return }
         switch token.op {
+        case Op.socketRetry.rawValue:
+            if connections[id].phase == .waitingForSocket { connectUpstream(id, reactor) }
         case Op.connectTimer.rawValue:
             connections[id].connectTimer = nil
-            if connections[id].phase == .connecting {
+            if connections[id].phase == .connecting || connections[id].phase == .waitingForSocket {
                 counters.upstreamConnectFailures.add(1, ordering: .relaxed)
                 Log.debug("upstream connect timed out after \(settings.connectTimeout)")
                 close(id, reset: false, reactor)
@@ -238,6 +264,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
                 if !listeners[i].armed && !listeners[i].closed && draining { closeListener(i, reactor) }
                 return
             }
+            if listeners[i].paused { return }
             // Out of descriptors (EMFILE/ENFILE) or memory: back off, then re-arm. Connections wait in the
             // listen backlog meanwhile; service resumes as descriptors are freed.
             counters.acceptExhausted.add(1, ordering: .relaxed)
@@ -267,31 +294,41 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         counters.accepted.add(1, ordering: .relaxed)
         System.setNoDelay(fd)
-        let upstreamAddress = listeners[i].listener.upstream
-        let upstream: Int32
-        do {
-            upstream = try System.tcpSocket(family: upstreamAddress.family)
-        } catch {
-            Log.warn("upstream socket: \(error)")
-            counters.active.subtract(1, ordering: .relaxed)
-            System.close(fd)
-            return
-        }
-        System.setNoDelay(upstream)
-        guard let id = connections.insert(Connection(client: fd, upstream: upstream)) else {
+        guard let id = connections.insert(Connection(client: fd, upstream: -1, listener: i)) else {
             counters.active.subtract(1, ordering: .relaxed)
             counters.rejectedOverLimit.add(1, ordering: .relaxed)
             System.close(fd)
-            System.close(upstream)
             return
         }
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
         reactor.backend.register(fd: fd)
-        reactor.backend.register(fd: upstream)
-        connections[id].inflight += 1
-        reactor.backend.connect(fd: upstream, to: upstreamAddress, token: token(.connect, id))
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: System.monotonicNanos() + settings.connectTimeout.nanoseconds)
+        connectUpstream(id, reactor)
+    }
+
+    /// Opens the upstream socket and connects it. When no descriptor is left (EMFILE/ENFILE: more
+    /// connections were accepted than the cap, as a multishot accept can), the client waits, with its
+    /// bytes unread in the kernel, and the socket is retried shortly; the connect timeout still applies.
+    private func connectUpstream(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
+        let upstreamAddress = listeners[connections[id].listener].listener.upstream
+        let upstream: Int32
+        do {
+            upstream = try System.tcpSocket(family: upstreamAddress.family)
+        } catch {
+            if connections[id].phase != .waitingForSocket {
+                Log.debug("upstream socket: \(error); waiting for a descriptor")
+            }
+            connections[id].phase = .waitingForSocket
+            _ = reactor.timers.schedule(token(.socketRetry, id), at: System.monotonicNanos() + 5_000_000)
+            return
+        }
+        System.setNoDelay(upstream)
+        reactor.backend.register(fd: upstream)
+        connections[id].upstream = upstream
+        connections[id].phase = .connecting
+        connections[id].inflight += 1
+        reactor.backend.connect(fd: upstream, to: upstreamAddress, token: token(.connect, id))
     }
 
     private func connected(_ id: Slab<Connection>.ID, _ result: Int32, _ reactor: Reactor<Backend>) {
@@ -330,7 +367,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             return
         }
         guard let pipe = reactor.pipes.acquire() else {
-            // Pipe pool policy: creation failed (descriptors or the per-user pipe quota); retry shortly.
+            // No pipe can be had (descriptors ran out and the reserve is in use). A source that has only
+            // ended or failed needs no pipe: settle it now so the connection can finish and free its
+            // descriptors. Otherwise retry shortly.
+            let peeked = System.peek(connections[id].source(d))
+            if peeked == 0 || (peeked < 0 && peeked != -Int(Errno.EAGAIN)) {
+                read(id, d, Int32(peeked), reactor)
+                return
+            }
             connections[id][d].state = .waitingForPipe
             _ = reactor.timers.schedule(token(.pipeRetry, id, direction: d), at: System.monotonicNanos() + 10_000_000)
             return
@@ -423,7 +467,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         if reset {
             counters.resetsPropagated.add(1, ordering: .relaxed)
             System.setLingerReset(connections[id].client)
-            System.setLingerReset(connections[id].upstream)
+            if connections[id].upstream >= 0 { System.setLingerReset(connections[id].upstream) }
         }
         if connections[id].phase == .closing { return }
         connections[id].phase = .closing
@@ -440,7 +484,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             reactor.backend.cancel(fd: c.upstream, token: token(.connect, id))
             // Wake operations the kernel has already started.
             _ = System.shutdown(c.client, write: false, read: true)
-            _ = System.shutdown(c.upstream, write: false, read: true)
+            if c.upstream >= 0 { _ = System.shutdown(c.upstream, write: false, read: true) }
         }
         finishIfQuiet(id, reactor)
     }
@@ -451,9 +495,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         releasePipe(id, 1, reactor)
         let c = connections[id]
         reactor.backend.unregister(fd: c.client)
-        reactor.backend.unregister(fd: c.upstream)
         System.close(c.client)
-        System.close(c.upstream)
+        if c.upstream >= 0 {
+            reactor.backend.unregister(fd: c.upstream)
+            System.close(c.upstream)
+        }
         connections.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)

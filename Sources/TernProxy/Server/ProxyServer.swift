@@ -114,6 +114,10 @@ public final class ProxyServer {
         }
         Log.info("tern proxy starting backend=\(kind.rawValue) cores=\(cpus.count) cpus=\(cpus.map(String.init).joined(separator: ",")) ring-depth=\(settings.backend.ringDepth) nofile=\(limits.soft)")
 
+        var relaySettings = settings.relay
+        // Keep 64 descriptors for listeners, eventfds and logs; a connection needs two sockets and, while
+        // bytes move, up to two pipes (the pipe pool retries when one cannot be had).
+        relaySettings.descriptorCap = max(8, (Int(limits.soft) - 64 - 2 * settings.listen.count * cpus.count) / 3)
         let controls = cpus.map { _ in ReactorControl() }
         let startup = Startup()
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
@@ -122,7 +126,7 @@ public final class ProxyServer {
         for (r, cpu) in cpus.enumerated() {
             let listeners = perReactor[r]
             let control = controls[r]
-            let relay = settings.relay
+            let relay = relaySettings
             let backend = settings.backend
             let counters = self.counters
             let body: @Sendable () -> Void = {

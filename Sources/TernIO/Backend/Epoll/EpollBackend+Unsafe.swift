@@ -111,9 +111,9 @@ import TernCore
 
     // MARK: - Operations: try now, wait on EAGAIN
 
-    public func accept(listener: Int32, token: Token) {
+    public func accept(listener: Int32, multishot: Bool, token: Token) {
         submissions &+= 1
-        park(listener, write: false, Waiter(kind: .accept, token: token.raw))
+        park(listener, write: false, Waiter(kind: .accept, token: token.raw, count: multishot ? Self.multishotBudget : 1))
         runRead(listener)
     }
 
@@ -233,9 +233,14 @@ import TernCore
         case .none:
             return
         case .accept:
-            for _ in 0..<Self.multishotBudget {
+            // count is the budget per readiness event; 1 means single-shot.
+            for _ in 0..<w.count {
                 let r = Int(CTernLinux_accept_nonblocking(fd))
-                if r >= 0 {
+                if r >= 0 && w.count == 1 {
+                    unsafe s.pointee.read = Waiter()
+                    emit(w.token, r)
+                    return
+                } else if r >= 0 {
                     emit(w.token, r, flags: Completion.flagMore)
                 } else if r == -Int(EAGAIN) {
                     return

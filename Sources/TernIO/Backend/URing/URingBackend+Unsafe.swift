@@ -91,17 +91,16 @@ import Glibc
         // Descriptor tables cover every descriptor the process may open (the registered-file table at most
         // 65536 of them: beyond that an fd is simply used unregistered).
         let limit = Int(min(System.openFileLimit(), 1 << 20))
-        tableSize = max(limit, 1024)
-        fixedTableSize = min(tableSize, 65536)
+        tableSize = max(limit, 64)
+        let wantedFixed = min(tableSize, 65536)
         unsafe fdValues = calloc(tableSize, MemoryLayout<Int32>.stride)!.bindMemory(to: Int32.self, capacity: tableSize)
         unsafe isFixed = calloc(tableSize, 1)!.bindMemory(to: UInt8.self, capacity: tableSize)
         unsafe connectAddresses = calloc(tableSize, MemoryLayout<sockaddr_storage>.stride)!
             .bindMemory(to: sockaddr_storage.self, capacity: tableSize)
-        let sparse = unsafe io_uring_register_files_sparse(ring, UInt32(fixedTableSize))
-        if sparse < 0 {
-            // Registered files are an optimisation: without them every op names the plain descriptor.
-            unsafe memset(isFixed, 0, tableSize)
-        }
+        // Registered files are an optimisation: without a table (the kernel refuses one larger than
+        // RLIMIT_NOFILE, or lacks memory) every op names the plain descriptor.
+        let sparse = unsafe io_uring_register_files_sparse(ring, UInt32(wantedFixed))
+        fixedTableSize = sparse < 0 ? 0 : wantedFixed
         unsafe _ = io_uring_register_ring_fd(ring)
 
         // Provided-buffer ring, group 0 (liburing 2.3 lacks io_uring_setup_buf_ring: allocate and register).
@@ -186,9 +185,14 @@ import Glibc
         unsafe s.pointee.user_data = Token.internalOp(Internal.wake.rawValue).raw
     }
 
-    public func accept(listener: Int32, token: Token) {
+    public func accept(listener: Int32, multishot: Bool, token: Token) {
         let s = sqe()
-        unsafe io_uring_prep_multishot_accept(s, listener, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+        let flags = Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        if multishot {
+            unsafe io_uring_prep_multishot_accept(s, listener, nil, nil, flags)
+        } else {
+            unsafe io_uring_prep_accept(s, listener, nil, nil, flags)
+        }
         unsafe markFixed(s, listener)
         unsafe s.pointee.user_data = token.raw
     }
