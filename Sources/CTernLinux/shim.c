@@ -62,11 +62,18 @@ int CTernLinux_eventfd(int nonblocking) {
 }
 
 int CTernLinux_ring_supports(struct io_uring *ring, int op) {
-    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
-    if (probe == NULL) return -ENOMEM;
-    int supported = io_uring_opcode_supported(probe, op);
-    io_uring_free_probe(probe);
-    return supported ? 1 : 0;
+    // io_uring_opcode_supported indexes ops[op] after checking only the upper bound.
+    if (op < 0) return -EINVAL;
+    // The probe lives on the stack (2 KiB) rather than io_uring_get_probe_ring's malloc, which also turns every
+    // failure into NULL: this way the kernel's errno reaches the caller. The kernel wants it zeroed.
+    enum { probe_ops = 256 };  // the table size liburing's own probe uses
+    _Alignas(struct io_uring_probe) unsigned char storage[sizeof(struct io_uring_probe) +
+                                                          probe_ops * sizeof(struct io_uring_probe_op)];
+    memset(storage, 0, sizeof(storage));
+    struct io_uring_probe *probe = (struct io_uring_probe *)storage;
+    int rc = io_uring_register_probe(ring, probe, probe_ops);
+    if (rc < 0) return rc;
+    return io_uring_opcode_supported(probe, op) ? 1 : 0;
 }
 
 int CTernLinux_set_linger_reset(int fd) {
@@ -100,21 +107,33 @@ int CTernLinux_signalfd_for(const int *signals, int count) {
     return fd >= 0 ? fd : -errno;
 }
 
+// One positive decimal field of cpu.max. Digits only: strtoll alone would also take a sign or leading whitespace.
+static const char *parse_cpu_max_field(const char *p, long long *value) {
+    if (!isdigit((unsigned char)*p)) return NULL;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(p, &end, 10);
+    if (errno != 0 || v <= 0) return NULL;
+    *value = v;
+    return end;
+}
+
 int CTernLinux_parse_cpu_max(const char *text) {
     if (text == NULL) return -EINVAL;
     while (*text == ' ') text++;
-    if (strncmp(text, "max", 3) == 0) return 0;
-    char *end = NULL;
-    errno = 0;
-    long long quota = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || quota <= 0 || *end != ' ') return -EINVAL;
-    const char *p = end;
-    long long period = strtoll(p, &end, 10);
-    if (errno != 0 || end == p || period <= 0) return -EINVAL;
-    while (*end == ' ' || *end == '\n') end++;
-    if (*end != '\0') return -EINVAL;
-    long long cpus = (quota + period - 1) / period;
-    if (cpus < 1) cpus = 1;
-    if (cpus > 65536) cpus = 65536;
-    return (int)cpus;
+    long long quota = 0;  // stays 0 for "max": no quota
+    const char *p = text;
+    if (strncmp(p, "max", 3) == 0) {
+        p += 3;
+    } else if ((p = parse_cpu_max_field(p, &quota)) == NULL) {
+        return -EINVAL;
+    }
+    long long period = 0;
+    if (*p != ' ' || (p = parse_cpu_max_field(p + 1, &period)) == NULL) return -EINVAL;
+    while (*p == ' ' || *p == '\n') p++;
+    if (*p != '\0') return -EINVAL;
+    if (quota == 0) return 0;
+    // Rounded up without forming quota + period - 1, which overflows for a quota near LLONG_MAX.
+    long long cpus = quota / period + (quota % period != 0);
+    return cpus > 65536 ? 65536 : (int)cpus;
 }

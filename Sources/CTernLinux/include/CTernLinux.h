@@ -76,7 +76,7 @@ int CTernLinux_eventfd(int nonblocking);
 
 // MARK: - Feature probes
 
-/// 1 when the kernel supports opcode `op` on this ring, 0 when not, -errno when probing failed.
+/// 1 when the kernel supports opcode `op` on this ring, 0 when not, -errno when probing failed (-EINVAL for op < 0).
 int CTernLinux_ring_supports(struct io_uring *ring, int op);
 
 // MARK: - Sockets
@@ -93,8 +93,9 @@ int CTernLinux_block_signals(const int *signals, int count);
 
 // MARK: - cgroup CPU quota
 
-/// Parses the content of cgroup v2 `cpu.max` ("max 100000" or "QUOTA PERIOD"): returns the CPU count the
-/// quota allows (rounded up, at least 1), 0 when unlimited, -EINVAL when malformed.
+/// Parses the content of cgroup v2 `cpu.max` ("max PERIOD" or "QUOTA PERIOD", positive decimals, one space):
+/// returns the CPU count the quota allows (rounded up, at least 1, at most 65536), 0 when unlimited, -EINVAL
+/// when malformed.
 int CTernLinux_parse_cpu_max(const char *text);
 
 #endif
