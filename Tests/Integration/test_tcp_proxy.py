@@ -337,7 +337,6 @@ def test_more_clients_than_descriptors_stalls_nothing(start_tern, upstream, back
                     s.close()
                     done += 1
     assert done == n, f"only {done} of {n} clients were served"
-    assert "backing off" in t.rest() or True  # the log line is informative, not the contract
 
 
 def test_runs_as_unprivileged_user_1337(start_tern, upstream, backend):

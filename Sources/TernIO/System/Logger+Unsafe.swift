@@ -29,6 +29,9 @@ public final class Log: Sendable {
     private static let queueLimit = 1 << 20
     private let levelValue = Atomic<Int>(LogLevel.info.rawValue)
     private let queue = Mutex(Queue())
+    /// Held while a batch is taken and written, by the writer thread or a final flush, so a flush at
+    /// exit returns only after every line taken so far is on stderr. Reactors never take it.
+    private let writing = Mutex(())
     /// Lines dropped because the queue was full (exported as a metric).
     public let droppedLines = Atomic<Int>(0)
     private let wakeFD: Int32
@@ -87,6 +90,10 @@ public final class Log: Sendable {
 
     /// Writes everything queued, on the calling thread (at exit, or before the writer started).
     public func flush() {
+        writing.withLock { _ in flushLocked() }
+    }
+
+    private func flushLocked() {
         let (bytes, dropped) = queue.withLock { q -> ([UInt8], Int) in
             let out = (q.bytes, q.dropped)
             q.bytes = []

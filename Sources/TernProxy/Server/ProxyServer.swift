@@ -71,8 +71,10 @@ public final class ProxyServer {
         return (0..<max(n, 1)).map { cpus[$0 % cpus.count] }
     }
 
-    /// Runs until SIGTERM or SIGINT; returns the process exit status.
+    /// Runs until SIGTERM or SIGINT; returns the process exit status. Every line logged is on stderr
+    /// before it returns.
     public func run() -> Int32 {
+        defer { Log.shared.flush() }
         // Signals first: every thread started afterwards (the log writer, the reactors) inherits the mask.
         Signals.ignoreBrokenPipe()
         guard let signals = Signals.takeOver() else {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tern needs on Debian 12, only what is missing. Swift 6.3 itself must
+# already be on PATH (swift.org toolchain); everything else comes from Debian's packages and PyPI.
+#
+#   bash Tools/scripts/setup.sh            build and test dependencies
+#   bash Tools/scripts/setup.sh --bench    also the peers and load tools the benchmarks use
+set -euo pipefail
+
+packages=(liburing-dev libnghttp2-dev libssl-dev pkg-config cmake gcc libc6-dev curl iproute2 procps util-linux python3 python3-pip)
+if [[ ${1:-} == --bench ]]; then
+    packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    if [[ $(id -u) != 0 ]]; then
+        echo "setup: need root to install packages (sudo bash $0)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Debian starts the daemons it installs; the project runs its own instances, so keep them stopped.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "setup: swift not found on PATH: install the Swift 6.3 toolchain for Debian 12 from swift.org" >&2
+    exit 1
+fi
+
+python3 - <<'PY' || python3 -m pip install -q "pytest>=7"
+import pytest
+PY

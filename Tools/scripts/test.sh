@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). From a fresh clone on Debian 12 with Swift on
+# PATH: installs what is missing, then runs
+#   1. the C shims' tests under AddressSanitizer and UBSan (CMake + ctest),
+#   2. the unsafe-code lint,
+#   3. one debug build and every Swift unit test (swift test),
+#   4. the thread sanitizer on the cross-thread primitives (a small filtered run),
+#   5. the integration tests: the real `tern` binary with real sockets and peers (pytest).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "setup"
+bash Tools/scripts/setup.sh
+
+step "C shims (ASan + UBSan, ctest)"
+bash Tools/scripts/ctest.sh
+
+step "unsafe code only in *+Unsafe.swift"
+bash Tools/scripts/check-unsafe.sh
+
+step "swift build and unit tests"
+swift build --build-tests
+swift test --skip-build
+
+step "thread sanitizer (cross-thread primitives)"
+swift test --scratch-path .build-tsan --sanitize=thread --filter CrossThreadTests
+
+step "integration tests"
+TERN_BIN="$root/.build/debug/tern" python3 -m pytest -q -p no:warnings Tests/Integration
