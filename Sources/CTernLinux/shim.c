@@ -61,6 +61,14 @@ int CTernLinux_eventfd(int nonblocking) {
     return fd >= 0 ? fd : -errno;
 }
 
+int CTernLinux_set_thread_name(const char *name) {
+    char shortName[16];
+    strncpy(shortName, name, sizeof(shortName) - 1);
+    shortName[sizeof(shortName) - 1] = '\0';
+    int rc = pthread_setname_np(pthread_self(), shortName);
+    return -rc;
+}
+
 int CTernLinux_ring_supports(struct io_uring *ring, int op) {
     // io_uring_opcode_supported indexes ops[op] after checking only the upper bound.
     if (op < 0) return -EINVAL;

@@ -425,3 +425,80 @@ def test_help_lists_every_flag_with_default_and_version():
             assert f"(default: {default})" in out.split(flag, 1)[1].split("--", 1)[0], flag
     v = subprocess.run([tern_bin(), "--version"], capture_output=True, timeout=20)
     assert v.returncode == 0 and v.stdout.decode().strip()
+
+
+def reactor_cpus(pid):
+    """Cpus_allowed_list of each reactor thread (named tern-rN)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+        if name.startswith("tern-r"):
+            for line in open(f"/proc/{pid}/task/{tid}/status"):
+                if line.startswith("Cpus_allowed_list:"):
+                    out[name] = line.split(":", 1)[1].strip()
+    return out
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_reactors_pin_to_the_inherited_affinity_mask(start_tern, upstream):
+    up = upstream(echo)
+    t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, wrapper=["taskset", "-c", "1"])
+    assert "cores=1 cpus=1" in t.log()
+    assert list(reactor_cpus(t.proc.pid).values()) == ["1"]
+    t2 = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, "--cores", "2")
+    assert sorted(reactor_cpus(t2.proc.pid).values()) == ["0", "1"]
+    # Each reactor has its own SO_REUSEPORT socket on the same port; both serve.
+    for _ in range(20):
+        s = connect(t2.port)
+        s.sendall(b"r")
+        assert s.recv(1) == b"r"
+        s.close()
+
+
+def cpu_cgroup_dir():
+    for line in open("/proc/self/cgroup"):
+        num, controllers, path = line.strip().split(":", 2)
+        if "cpu" in controllers.split(","):
+            for base in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"):
+                if os.path.isdir(base + path):
+                    return "v1", base + path
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "v2", "/sys/fs/cgroup"
+    return None, None
+
+
+def test_cgroup_cpu_quota_caps_the_default_core_count(start_tern, upstream):
+    kind, parent = cpu_cgroup_dir()
+    if kind is None or not os.access(parent, os.W_OK):
+        pytest.skip("no writable cgroup cpu controller here")
+    group = os.path.join(parent, f"tern-test-{os.getpid()}")
+    os.mkdir(group)
+    try:
+        if kind == "v1":
+            open(os.path.join(group, "cpu.cfs_period_us"), "w").write("100000")
+            open(os.path.join(group, "cpu.cfs_quota_us"), "w").write("100000")
+        else:
+            open(os.path.join(group, "cpu.max"), "w").write("100000 100000")
+        procs = os.path.join(group, "cgroup.procs")
+
+        def enter():
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        up = upstream(echo)
+        t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, preexec_fn=enter)
+        assert "cores=1 " in t.log()
+        t.stop()
+    finally:
+        os.rmdir(group)
+
+
+@pytest.mark.parametrize("extra", [["--sqpoll"], ["--ring-depth", "8"]], ids=["sqpoll", "ring-depth-8"])
+def test_io_uring_options_relay(start_tern, upstream, extra):
+    from conftest import uring_available
+    if not uring_available():
+        pytest.skip("io_uring cannot be set up on this machine")
+    size = 4 * 1024 * 1024
+    up = upstream(hashing_sender(size))
+    t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", "io_uring", *extra)
+    assert transfer_both_ways(t.port, size) == (size, stream_sha256(size))

@@ -10,13 +10,14 @@ final class ControlWatcher<B: IOBackend>: ReactorHandler {
     typealias Backend = B
     var drained = false
     var stopped = false
-    var timerFired = false
+    let outcome: Outcome
+    init(outcome: Outcome) { self.outcome = outcome }
     func iteration(_ reactor: Reactor<B>) {
         drained = drained || reactor.control.drainRequested.load(ordering: .acquiring)
         stopped = stopped || reactor.control.stopRequested.load(ordering: .acquiring)
     }
     func handle(_ completion: Completion, _ reactor: Reactor<B>) {}
-    func timerFired(_ token: Token, _ reactor: Reactor<B>) { timerFired = true }
+    func timerFired(_ token: Token, _ reactor: Reactor<B>) { outcome.timerFired.store(true, ordering: .releasing) }
     var finished: Bool { drained && stopped }
 }
 
@@ -32,17 +33,16 @@ struct CrossThreadChecks<B: IOBackend> {
         let thread = try #require(ReactorThread.start(name: "test-reactor") {
             do {
                 let reactor = Reactor(index: 0, backend: try B(settings: BackendSettings()), control: control)
-                let handler = ControlWatcher<B>()
+                let handler = ControlWatcher<B>(outcome: outcome)
                 _ = reactor.timers.schedule(Token(op: 1, slot: 0, generation: 0), at: System.monotonicNanos() + 1_000_000)
                 try reactor.run(handler)
-                outcome.timerFired.store(handler.timerFired, ordering: .relaxed)
             } catch {
                 outcome.error.withLock { $0 = "\(error)" }
             }
         })
-        // Wait (bounded) until the loop is running, then ask from this thread.
+        // Wait (bounded) until the loop is running and its timer fired, then ask from this thread.
         let deadline = System.monotonicNanos() + 5_000_000_000
-        while control.iterations.load(ordering: .relaxed) < 2 && System.monotonicNanos() < deadline {
+        while !outcome.timerFired.load(ordering: .acquiring) && System.monotonicNanos() < deadline {
             Signals.sleep(milliseconds: 1)
         }
         control.requestDrain()
@@ -50,7 +50,7 @@ struct CrossThreadChecks<B: IOBackend> {
         thread.join()
         #expect(outcome.error.withLock { $0 } == nil)
         let exited = control.exited.load(ordering: .acquiring)
-        let fired = outcome.timerFired.load(ordering: .relaxed)
+        let fired = outcome.timerFired.load(ordering: .acquiring)
         #expect(exited)
         #expect(fired, "the reactor's timer wheel fired while it ran")
     }

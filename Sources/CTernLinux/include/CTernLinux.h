@@ -37,6 +37,8 @@
 int CTernLinux_affinity_cpus(int *cpus, int capacity);
 /// Pins the calling thread to one CPU; returns 0 or -errno.
 int CTernLinux_pin_to_cpu(int cpu);
+/// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc/PID/task/TID/comm show it.
+int CTernLinux_set_thread_name(const char *name);
 
 // MARK: - io_uring SQE flags and fields (IOSQE_* are shifted enums Swift does not import)
 

@@ -1,4 +1,5 @@
 // Plain pthreads for reactors (ARCHITECTURE.md §3: no Swift concurrency on reactor threads).
+import CTernLinux
 import Glibc
 
 /// A joinable OS thread running one closure.
@@ -12,7 +13,10 @@ public struct ReactorThread {
 
     /// Starts a thread running `body`; nil when the system refuses another thread.
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) -> ReactorThread? {
-        let box = Unmanaged.passRetained(Box(body))
+        let box = Unmanaged.passRetained(Box({
+            _ = unsafe name.withCString { unsafe CTernLinux_set_thread_name($0) }
+            body()
+        }))
         var handle = pthread_t()
         // SAFETY: the retained box is released by the thread itself after running the body.
         let rc = unsafe pthread_create(&handle, nil, { arg in

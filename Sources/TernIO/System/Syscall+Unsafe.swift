@@ -290,21 +290,30 @@ public enum System {
         CTernLinux_pin_to_cpu(Int32(cpu))
     }
 
-    /// The CPU count a cgroup v2 CPU quota allows, or nil when there is none.
+    /// The CPU count the process's cgroup CPU quota allows (rounded up), or nil when there is none.
+    /// cgroup v2 keeps it in `cpu.max` ("QUOTA PERIOD" or "max PERIOD"); cgroup v1 in the cpu controller's
+    /// `cpu.cfs_quota_us` (-1: none) and `cpu.cfs_period_us`. /proc/self/cgroup names the group's path.
     public static func cgroupCPUQuota() -> Int? {
-        // cgroup v2: /proc/self/cgroup has "0::/path"; the quota is in /sys/fs/cgroup/<path>/cpu.max.
-        var paths = ["/sys/fs/cgroup/cpu.max"]
-        if let cg = readSmallFile("/proc/self/cgroup") {
-            for line in cg.split(separator: "\n") where line.hasPrefix("0::") {
-                let rel = line.dropFirst(3)
-                if rel != "/" { paths.insert("/sys/fs/cgroup\(rel)/cpu.max", at: 0) }
+        let lines = (readSmallFile("/proc/self/cgroup") ?? "").split(separator: "\n")
+        for line in lines {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            let path = parts[2] == "/" ? "" : String(parts[2])
+            if parts[0] == "0" && parts[1].isEmpty {
+                for dir in ["/sys/fs/cgroup\(path)", "/sys/fs/cgroup/unified\(path)"] {
+                    guard let text = readSmallFile(dir + "/cpu.max") else { continue }
+                    let n = unsafe text.withCString { unsafe CTernLinux_parse_cpu_max($0) }
+                    if n > 0 { return Int(n) }
+                }
+            } else if parts[1].split(separator: ",").contains("cpu") {
+                for dir in ["/sys/fs/cgroup/cpu\(path)", "/sys/fs/cgroup/cpu,cpuacct\(path)"] {
+                    guard let q = readSmallFile(dir + "/cpu.cfs_quota_us"), let p = readSmallFile(dir + "/cpu.cfs_period_us"),
+                        let quota = Int(q.filter { !$0.isWhitespace }), let period = Int(p.filter { !$0.isWhitespace }),
+                        quota > 0, period > 0
+                    else { continue }
+                    return max(1, (quota + period - 1) / period)
+                }
             }
-        }
-        for path in paths {
-            guard let text = readSmallFile(path) else { continue }
-            let n = unsafe text.withCString { unsafe CTernLinux_parse_cpu_max($0) }
-            if n > 0 { return Int(n) }
-            if n == 0 { return nil }
         }
         return nil
     }
