@@ -2,10 +2,11 @@
 // Tern: a service-mesh sidecar proxy. Layers (ARCHITECTURE.md §2): C shims → TernCore → TernIO → TernProxy → tern.
 import PackageDescription
 
-/// Every Swift target: strict memory safety (unsafe code only in `*+Unsafe.swift`).
-/// TODO(#2): warnings as errors once the remaining strict-memory-safety warnings in TernIO are marked.
+/// Every Swift target: strict memory safety (unsafe code only in `*+Unsafe.swift`, enforced by
+/// Tools/scripts/check-unsafe.sh) and warnings as errors.
 let strict: [SwiftSetting] = [
-    .strictMemorySafety()
+    .strictMemorySafety(),
+    .treatAllWarnings(as: .error),
 ]
 
 let package = Package(

@@ -13,7 +13,7 @@ public struct ReactorThread {
 
     /// Starts a thread running `body`; nil when the system refuses another thread.
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) -> ReactorThread? {
-        let box = Unmanaged.passRetained(Box({
+        let box = unsafe Unmanaged.passRetained(Box({
             _ = unsafe name.withCString { unsafe CTernLinux_set_thread_name($0) }
             body()
         }))
@@ -25,7 +25,7 @@ public struct ReactorThread {
             return nil
         }, box.toOpaque())
         if rc != 0 {
-            box.release()
+            unsafe box.release()
             return nil
         }
         return ReactorThread(handle: handle)
@@ -35,6 +35,6 @@ public struct ReactorThread {
 
     /// Waits for the thread to finish.
     public func join() {
-        unsafe _ = pthread_join(handle, nil)
+        _ = pthread_join(handle, nil)
     }
 }

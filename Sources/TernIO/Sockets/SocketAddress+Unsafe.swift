@@ -62,9 +62,9 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
         // SAFETY: the family tells which sockaddr type the storage holds; s is a local copy.
         return unsafe withUnsafePointer(to: &s) { p in
             if family == AF_INET6 {
-                return unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin6_port) }
+                return unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { unsafe UInt16(bigEndian: $0.pointee.sin6_port) }
             }
-            return unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+            return unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe UInt16(bigEndian: $0.pointee.sin_port) }
         }
     }
 

@@ -121,7 +121,7 @@ public final class Log: Sendable {
     /// UTC time as 2026-11-29T02:15:41.123Z.
     static func timestamp() -> String {
         var ts = timespec()
-        var tm = tm()
+        var tm = unsafe tm()
         // SAFETY: ts and tm are locals alive for the calls.
         unsafe clock_gettime(CLOCK_REALTIME, &ts)
         var secs = ts.tv_sec
@@ -130,7 +130,7 @@ public final class Log: Sendable {
             let s = String(v)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
+        return unsafe "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
             + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
     }
 }

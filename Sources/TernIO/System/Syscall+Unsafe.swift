@@ -97,8 +97,8 @@ public enum System {
     public static func setIntOption(_ fd: Int32, level: Int32, name: Int32, value: Int32) -> Int {
         var v = value
         // SAFETY: &v is a local Int32 alive for the call; the length passed is its size.
-        return unsafe syscallResult {
-            Int(setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)))
+        return syscallResult {
+            unsafe Int(setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)))
         }
     }
 
@@ -120,7 +120,7 @@ public enum System {
         var value: Int32 = 0
         var len = socklen_t(MemoryLayout<Int32>.size)
         // SAFETY: value and len are locals alive for the call; len states value's size.
-        let r = unsafe syscallResult { Int(getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len)) }
+        let r = syscallResult { unsafe Int(getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &len)) }
         return r < 0 ? Int32(-r) : value
     }
 
@@ -139,7 +139,7 @@ public enum System {
             // An explicit [::] listener takes IPv6 only; 0.0.0.0 is a listener of its own.
             _ = setIntOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
         }
-        let bound = address.withSockAddr { (sa, len) in syscallResult { Int(Glibc.bind(fd, sa, len)) } }
+        let bound = unsafe address.withSockAddr { (sa, len) in syscallResult { unsafe Int(Glibc.bind(fd, sa, len)) } }
         if bound < 0 {
             close(fd)
             throw IOError("bind \(address)", errno: Int32(-bound))
@@ -159,7 +159,7 @@ public enum System {
         // SAFETY: storage and len are locals alive for the call; len states storage's size.
         let r = unsafe withUnsafeMutablePointer(to: &storage) { p in
             unsafe p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                unsafe syscallResult { Int(getsockname(fd, sa, &len)) }
+                syscallResult { unsafe Int(getsockname(fd, sa, &len)) }
             }
         }
         if r < 0 { throw IOError("getsockname", errno: Int32(-r)) }
@@ -190,14 +190,14 @@ public enum System {
     public static func peek(_ fd: Int32) -> Int {
         var byte: UInt8 = 0
         // SAFETY: byte is a local one-byte buffer and the length passed is 1.
-        return unsafe syscallResult { Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
+        return syscallResult { unsafe Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
     }
 
     /// Bytes waiting in a pipe (FIONREAD).
     public static func bytesReadable(_ fd: Int32) -> Int {
         var n: Int32 = 0
         // SAFETY: n is a local Int32, the size FIONREAD writes.
-        let r = unsafe syscallResult { Int(ioctl(fd, UInt(FIONREAD), &n)) }
+        let r = syscallResult { unsafe Int(ioctl(fd, UInt(FIONREAD), &n)) }
         return r < 0 ? 0 : Int(n)
     }
 
@@ -229,7 +229,7 @@ public enum System {
 
     /// Reads a small file whole (proc and cgroup files); nil when it cannot be read.
     public static func readSmallFile(_ path: String, limit: Int = 4096) -> String? {
-        let fd = syscallResult { Int(open(path, O_RDONLY | O_CLOEXEC)) }
+        let fd = syscallResult { unsafe Int(open(path, O_RDONLY | O_CLOEXEC)) }
         if fd < 0 { return nil }
         defer { close(Int32(fd)) }
         var bytes = [UInt8](repeating: 0, count: limit)
@@ -237,7 +237,7 @@ public enum System {
         while total < limit {
             // SAFETY: the pointer covers bytes[total..<limit], inside the array alive for the call.
             let n = unsafe bytes.withUnsafeMutableBytes { buf in
-                unsafe syscallResult { Glibc.read(Int32(fd), buf.baseAddress! + total, limit - total) }
+                syscallResult { unsafe Glibc.read(Int32(fd), buf.baseAddress! + total, limit - total) }
             }
             if n <= 0 { break }
             total += n
@@ -259,7 +259,7 @@ public enum System {
         var offset = 0
         while offset < bytes.count {
             // SAFETY: offset < bytes.count, so the pointer and length stay inside the caller's buffer.
-            let n = unsafe syscallResult { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+            let n = syscallResult { unsafe Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
             if n <= 0 { return false }
             offset += n
         }

@@ -58,9 +58,9 @@ import TernCore
         if fd < 0 { throw IOError("epoll_create1", errno: Glibc.errno) }
         epfd = fd
         wakeFD = CTernLinux_eventfd(1)
-        var ev = epoll_event()
-        ev.events = EPOLLIN.rawValue | EPOLLET.rawValue
-        ev.data.fd = wakeFD
+        var ev = unsafe epoll_event()
+        unsafe ev.events = EPOLLIN.rawValue | EPOLLET.rawValue
+        unsafe ev.data.fd = wakeFD
         unsafe _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
         buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize)
         tableSize = max(Int(min(System.openFileLimit(), 1 << 20)), 1024)
@@ -95,11 +95,11 @@ import TernCore
 
     /// Adds the descriptor to the epoll set once, for both directions, edge-triggered.
     private func watch(_ fd: Int32) {
-        let s = state(fd)
+        let s = unsafe state(fd)
         if unsafe s.pointee.inEpoll { return }
-        var ev = epoll_event()
-        ev.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
-        ev.data.fd = fd
+        var ev = unsafe epoll_event()
+        unsafe ev.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+        unsafe ev.data.fd = fd
         let r = unsafe epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev)
         if r == 0 || Glibc.errno == EEXIST { unsafe s.pointee.inEpoll = true }
     }
@@ -113,19 +113,19 @@ import TernCore
 
     public func accept(listener: Int32, multishot: Bool, token: Token) {
         submissions &+= 1
-        park(listener, write: false, Waiter(kind: .accept, token: token.raw, count: multishot ? Self.multishotBudget : 1))
+        unsafe park(listener, write: false, Waiter(kind: .accept, token: token.raw, count: multishot ? Self.multishotBudget : 1))
         runRead(listener)
     }
 
     public func receive(fd: Int32, token: Token) {
         submissions &+= 1
-        park(fd, write: false, Waiter(kind: .receive, token: token.raw))
+        unsafe park(fd, write: false, Waiter(kind: .receive, token: token.raw))
         runRead(fd)
     }
 
     public func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token) {
         submissions &+= 1
-        let r = unsafe syscallResult { Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        let r = syscallResult { unsafe Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
         if r == -Int(EAGAIN) {
             park(fd, write: true, unsafe Waiter(kind: .send, token: token.raw, source: fd, count: bytes.count, bytes: bytes.baseAddress))
         } else {
@@ -135,9 +135,9 @@ import TernCore
 
     public func connect(fd: Int32, to address: SocketAddress, token: Token) {
         submissions &+= 1
-        let r = address.withSockAddr { (sa, len) in unsafe syscallResult { Int(Glibc.connect(fd, sa, len)) } }
+        let r = unsafe address.withSockAddr { (sa, len) in syscallResult { unsafe Int(Glibc.connect(fd, sa, len)) } }
         if r == -Int(EINPROGRESS) || r == -Int(EAGAIN) {
-            park(fd, write: true, Waiter(kind: .connect, token: token.raw))
+            unsafe park(fd, write: true, Waiter(kind: .connect, token: token.raw))
         } else {
             emit(token.raw, r)
         }
@@ -147,7 +147,7 @@ import TernCore
         submissions &+= 1
         let r = spliceNow(source, destination, count)
         if r == -Int(EAGAIN), let waitFor {
-            let w = Waiter(kind: .splice, token: token.raw, source: source, destination: destination, count: count)
+            let w = unsafe Waiter(kind: .splice, token: token.raw, source: source, destination: destination, count: count)
             switch waitFor {
             case .readable(let fd): park(fd, write: false, w)
             case .writable(let fd): park(fd, write: true, w)
@@ -167,8 +167,8 @@ import TernCore
             // The caller's last non-blocking call on this descriptor said EAGAIN, so the next readiness is an
             // edge epoll will report.
             switch readiness {
-            case .readable(let fd): park(fd, write: false, Waiter(kind: .poll, token: token.raw))
-            case .writable(let fd): park(fd, write: true, Waiter(kind: .poll, token: token.raw))
+            case .readable(let fd): unsafe park(fd, write: false, Waiter(kind: .poll, token: token.raw))
+            case .writable(let fd): unsafe park(fd, write: true, Waiter(kind: .poll, token: token.raw))
             }
             return
         }
@@ -179,20 +179,20 @@ import TernCore
         case .readable: p.events = Int16(POLLIN) | CTernLinux_POLLRDHUP
         case .writable: p.events = Int16(POLLOUT)
         }
-        let r = unsafe syscallResult { Int(Glibc.poll(&p, 1, 0)) }
+        let r = syscallResult { unsafe Int(Glibc.poll(&p, 1, 0)) }
         if r > 0 {
             emit(token.raw, Int(p.revents))
             return
         }
         switch readiness {
-        case .readable(let fd): park(fd, write: false, Waiter(kind: .poll, token: token.raw))
-        case .writable(let fd): park(fd, write: true, Waiter(kind: .poll, token: token.raw))
+        case .readable(let fd): unsafe park(fd, write: false, Waiter(kind: .poll, token: token.raw))
+        case .writable(let fd): unsafe park(fd, write: true, Waiter(kind: .poll, token: token.raw))
         }
     }
 
     public func cancel(fd: Int32, token: Token) {
         guard fd >= 0, Int(fd) < tableSize else { return }
-        let s = state(fd)
+        let s = unsafe state(fd)
         if unsafe s.pointee.read.kind != .none && s.pointee.read.token == token.raw {
             unsafe s.pointee.read = Waiter()
             emit(token.raw, -Int(ECANCELED))
@@ -207,9 +207,9 @@ import TernCore
 
     public func unregister(fd: Int32) {
         guard fd >= 0, Int(fd) < tableSize else { return }
-        let s = state(fd)
+        let s = unsafe state(fd)
         if unsafe s.pointee.inEpoll {
-            unsafe _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
+            _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
         }
         unsafe s.pointee = DescriptorState()
         if let i = starvedReceives.firstIndex(of: fd) { starvedReceives.remove(at: i) }
@@ -227,7 +227,7 @@ import TernCore
 
     /// Runs what waits on the read side of `fd`.
     private func runRead(_ fd: Int32) {
-        let s = state(fd)
+        let s = unsafe state(fd)
         var w = unsafe s.pointee.read
         switch w.kind {
         case .none:
@@ -261,8 +261,8 @@ import TernCore
                     starvedReceives.append(fd)
                     return
                 }
-                let r = unsafe syscallResult {
-                    Glibc.recv(fd, buffers.pointer(id), buffers.size, Int32(MSG_DONTWAIT))
+                let r = syscallResult {
+                    unsafe Glibc.recv(fd, buffers.pointer(id), buffers.size, Int32(MSG_DONTWAIT))
                 }
                 if r > 0 {
                     emit(w.token, r, flags: Completion.flagMore | Completion.flagBuffer | UInt32(id) << 16)
@@ -291,13 +291,13 @@ import TernCore
 
     /// Runs what waits on the write side of `fd`.
     private func runWrite(_ fd: Int32) {
-        let s = state(fd)
+        let s = unsafe state(fd)
         let w = unsafe s.pointee.write
         switch w.kind {
         case .none:
             return
         case .send:
-            let r = unsafe syscallResult { Glibc.send(fd, w.bytes, w.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            let r = syscallResult { unsafe Glibc.send(fd, w.bytes, w.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
             if r == -Int(EAGAIN) { return }
             unsafe s.pointee.write = Waiter()
             emit(w.token, r)
@@ -347,14 +347,14 @@ import TernCore
                 unsafe tsp.pointee.tv_nsec = Int(t % 1_000_000_000)
                 unsafe timeout = tsp
             }
-            return unsafe syscallResult { Int(epoll_pwait2(epfd, events, Int32(Self.maxEvents), timeout, nil)) }
+            return syscallResult { unsafe Int(epoll_pwait2(epfd, events, Int32(Self.maxEvents), timeout, nil)) }
         }
         if n < 0 { throw IOError("epoll_pwait2", errno: Int32(-n)) }
         for i in 0..<n {
             // SAFETY: epoll_pwait2 filled the first n events.
             let ev = unsafe events[i]
-            let fd = ev.data.fd
-            let flags = ev.events
+            let fd = unsafe ev.data.fd
+            let flags = unsafe ev.events
             if fd == wakeFD {
                 var value: UInt64 = 0
                 unsafe _ = Glibc.read(wakeFD, &value, 8)

@@ -112,7 +112,7 @@ import Glibc
         unsafe memset(ringMemory!, 0, bytes)
         unsafe bufferRing = ringMemory!.bindMemory(to: io_uring_buf_ring.self, capacity: 1)
         var reg = io_uring_buf_reg()
-        reg.ring_addr = UInt64(UInt(bitPattern: unsafe ringMemory))
+        reg.ring_addr = UInt64(UInt(bitPattern: ringMemory))
         reg.ring_entries = UInt32(bufferRingEntries)
         reg.bgid = 0
         let registered = unsafe io_uring_register_buf_ring(ring, &reg, 0)
@@ -120,7 +120,7 @@ import Glibc
             unsafe io_uring_queue_exit(ring)
             throw IOError("io_uring_register_buf_ring", errno: -registered)
         }
-        let mask = unsafe io_uring_buf_ring_mask(UInt32(bufferRingEntries))
+        let mask = io_uring_buf_ring_mask(UInt32(bufferRingEntries))
         for id in 0..<bufferRingEntries {
             unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(UInt16(id)), UInt32(buffers.size), UInt16(id), mask, Int32(id))
         }
@@ -179,14 +179,14 @@ import Glibc
     }
 
     private func armWake() {
-        let s = sqe()
+        let s = unsafe sqe()
         // SAFETY: wakeValue lives until deinit; the read writes its 8 bytes.
         unsafe io_uring_prep_read(s, wakeFD, wakeValue, 8, 0)
         unsafe s.pointee.user_data = Token.internalOp(Internal.wake.rawValue).raw
     }
 
     public func accept(listener: Int32, multishot: Bool, token: Token) {
-        let s = sqe()
+        let s = unsafe sqe()
         let flags = Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         if multishot {
             unsafe io_uring_prep_multishot_accept(s, listener, nil, nil, flags)
@@ -199,7 +199,7 @@ import Glibc
 
     public func receive(fd: Int32, token: Token) {
         receiveFDs[token.raw] = fd
-        let s = sqe()
+        let s = unsafe sqe()
         unsafe io_uring_prep_recv_multishot(s, fd, nil, 0, 0)
         unsafe CTernLinux_sqe_set_buf_group(s, 0)
         unsafe markFixed(s, fd)
@@ -207,7 +207,7 @@ import Glibc
     }
 
     public func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token) {
-        let s = sqe()
+        let s = unsafe sqe()
         // SAFETY: the caller keeps `bytes` valid until this token's completion (IOBackend contract).
         unsafe io_uring_prep_send(s, fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
         unsafe markFixed(s, fd)
@@ -218,7 +218,7 @@ import Glibc
         precondition(Int(fd) < tableSize, "descriptor beyond the open-file limit")
         // SAFETY: fd < tableSize; the slot stays untouched until this connect is issued (one op per socket).
         unsafe connectAddresses[Int(fd)] = address.storage
-        let s = sqe()
+        let s = unsafe sqe()
         let sa = unsafe UnsafeRawPointer(connectAddresses + Int(fd)).assumingMemoryBound(to: sockaddr.self)
         unsafe io_uring_prep_connect(s, fd, sa, address.length)
         unsafe markFixed(s, fd)
@@ -231,7 +231,7 @@ import Glibc
         // its CQE is skipped on success, and the splice's CQE answers for both.
         reserve(2)
         if let waitFor {
-            let head = sqe()
+            let head = unsafe sqe()
             switch waitFor {
             case .readable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLIN))
             case .writable(let fd): unsafe io_uring_prep_poll_add(head, fd, UInt32(POLLOUT))
@@ -240,7 +240,7 @@ import Glibc
             unsafe CTernLinux_sqe_add_flags(head, CTernLinux_IOSQE_IO_LINK() | CTernLinux_IOSQE_CQE_SKIP_SUCCESS())
             unsafe head.pointee.user_data = token.linkHead.raw
         }
-        let s = sqe()
+        let s = unsafe sqe()
         var flags = CTernLinux_SPLICE_F_NONBLOCK | CTernLinux_SPLICE_F_MOVE
         if fixed(source) { flags |= CTernLinux_SPLICE_F_FD_IN_FIXED() }
         unsafe io_uring_prep_splice(s, source, -1, destination, -1, UInt32(min(count, Int(UInt32.max))), flags)
@@ -249,7 +249,7 @@ import Glibc
     }
 
     public func poll(_ readiness: Readiness, knownNotReady: Bool, token: Token) {
-        let s = sqe()
+        let s = unsafe sqe()
         switch readiness {
         case .readable(let fd): unsafe io_uring_prep_poll_add(s, fd, UInt32(POLLIN) | UInt32(UInt16(bitPattern: CTernLinux_POLLRDHUP)))
         case .writable(let fd): unsafe io_uring_prep_poll_add(s, fd, UInt32(POLLOUT))
@@ -270,7 +270,7 @@ import Glibc
     }
 
     private func cancelUserData(_ target: UInt64) {
-        let s = sqe()
+        let s = unsafe sqe()
         unsafe io_uring_prep_cancel64(s, target, 0)
         unsafe CTernLinux_sqe_add_flags(s, CTernLinux_IOSQE_CQE_SKIP_SUCCESS())
         unsafe s.pointee.user_data = Token.internalOp(Internal.cancel.rawValue).raw
@@ -291,7 +291,7 @@ import Glibc
     private func updateFixed(_ fd: Int32, value: Int32) {
         unsafe fdValues[Int(fd)] = value
         unsafe isFixed[Int(fd)] = value >= 0 ? 1 : 0
-        let s = sqe()
+        let s = unsafe sqe()
         // SAFETY: fdValues lives until deinit and fd < fixedTableSize ≤ tableSize.
         unsafe io_uring_prep_files_update(s, fdValues + Int(fd), 1, fd)
         unsafe CTernLinux_sqe_add_flags(s, CTernLinux_IOSQE_CQE_SKIP_SUCCESS())
@@ -299,7 +299,7 @@ import Glibc
     }
 
     public func releaseBuffer(_ id: UInt16) {
-        let mask = unsafe io_uring_buf_ring_mask(UInt32(bufferRingEntries))
+        let mask = io_uring_buf_ring_mask(UInt32(bufferRingEntries))
         unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(id), UInt32(buffers.size), id, mask, 0)
         unsafe io_uring_buf_ring_advance(bufferRing, 1)
         buffers.noteReturned()
