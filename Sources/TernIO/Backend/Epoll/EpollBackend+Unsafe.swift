@@ -228,7 +228,7 @@ import TernCore
     /// Runs what waits on the read side of `fd`.
     private func runRead(_ fd: Int32) {
         let s = unsafe state(fd)
-        var w = unsafe s.pointee.read
+        let w = unsafe s.pointee.read
         switch w.kind {
         case .none:
             return
@@ -284,7 +284,7 @@ import TernCore
             unsafe s.pointee.read = Waiter()
             emit(w.token, Int(POLLIN))
         case .send, .connect:
-            w.kind = .none
+            unsafe s.pointee.read = Waiter()
             bug("write-side operation parked on the read side")
         }
     }
@@ -314,6 +314,7 @@ import TernCore
             unsafe s.pointee.write = Waiter()
             emit(w.token, Int(POLLOUT))
         case .accept, .receive:
+            unsafe s.pointee.write = Waiter()
             bug("read-side operation parked on the write side")
         }
     }
