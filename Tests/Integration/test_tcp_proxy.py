@@ -502,3 +502,87 @@ def test_io_uring_options_relay(start_tern, upstream, extra):
     up = upstream(hashing_sender(size))
     t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", "io_uring", *extra)
     assert transfer_both_ways(t.port, size) == (size, stream_sha256(size))
+
+
+def test_slow_reader_bounds_what_is_in_flight(start_tern, backend):
+    """A client that stops reading must stop the upstream's writes: Tern buffers at most a pipe per
+    direction, so what the upstream manages to send is bounded by socket buffers plus one pipe."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sent = []
+
+    def flood():
+        conn, _ = listener.accept()
+        conn.setblocking(False)
+        total, stalled_since, chunk = 0, None, b"z" * 65536
+        while total < 512 * 1024 * 1024:
+            try:
+                total += conn.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                now = time.time()
+                stalled_since = stalled_since or now
+                if now - stalled_since > 1.0:
+                    break
+                time.sleep(0.01)
+        sent.append(total)
+        conn.setblocking(True)
+        conn.shutdown(socket.SHUT_RDWR) if total >= 512 * 1024 * 1024 else None
+        flood.conn = conn
+
+    th = threading.Thread(target=flood, daemon=True)
+    th.start()
+    t = start_tern("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:%d" % listener.getsockname()[1],
+                   "--io-backend", backend)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", t.port))
+    th.join(30)
+    assert sent, "the upstream never stalled: nothing held it back"
+    # Socket buffers on loopback can reach a few MiB each way; one 1 MiB pipe is Tern's share.
+    assert sent[0] < 64 * 1024 * 1024, f"the upstream pushed {sent[0]} bytes into a reader that reads nothing"
+    # Reading resumes the flow: everything sent arrives.
+    s.settimeout(30)
+    got = 0
+    while got < sent[0]:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        got += len(data)
+    assert got == sent[0]
+    s.close()
+    flood.conn.close()
+    listener.close()
+
+
+def test_a_full_stderr_never_stalls_the_proxy(upstream, backend):
+    """Logs go to a bounded queue: with stderr a pipe nobody reads, Tern drops lines and keeps relaying."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead = probe.getsockname()[1]
+    probe.close()
+    up = upstream(echo)
+    proc = subprocess.Popen([tern_bin(), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{dead}",
+                             "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                             "--log-level", "debug"], stderr=subprocess.PIPE)
+    try:
+        ports = []
+        while len(ports) < 2:
+            line = proc.stderr.readline().decode()
+            assert line, "tern exited"
+            if "listening kind=proxy" in line:
+                ports.append(int(line.strip().rsplit(":", 1)[1]))
+        # From here on nobody reads stderr. Each refused upstream logs a debug line: fill the pipe many times.
+        for _ in range(3000):
+            c = socket.create_connection(("127.0.0.1", ports[0]), timeout=10)
+            c.recv(1)
+            c.close()
+        start = time.time()
+        s = connect(ports[1])
+        s.sendall(b"still here")
+        assert s.recv(10, socket.MSG_WAITALL) == b"still here"
+        assert time.time() - start < 5
+    finally:
+        proc.kill()
+        proc.wait()

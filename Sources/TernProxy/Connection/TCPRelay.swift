@@ -24,8 +24,8 @@ public struct RelaySettings: Sendable {
     /// Process-wide cap on open proxied connections; 0 means unlimited. Beyond it new connections are
     /// closed at once and counted (`--max-connections`).
     public var maxConnections = 0
-    /// How many connections the open-file limit leaves room for (two sockets each, plus pipes while bytes
-    /// move). At this many, reactors stop accepting and new connections wait in the listen backlog until
+    /// How many connections the open-file limit leaves room for (two sockets each; pipes while bytes
+    /// move come out of a separate allowance). At this many, reactors stop accepting and new connections wait in the listen backlog until
     /// one closes: the limit slows service down, it never drops a connection or stalls the loop.
     public var descriptorCap = Int.max
     public init() {}
@@ -60,7 +60,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private enum Op: UInt8 {
         case accept = 1, connect = 2
         case poll = 3, read = 4, write = 5
-        case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12, socketRetry = 15
+        case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12, socketRetry = 20  // pipeRetry + 3 = 15 is direction 1
     }
 
     private enum Phase {
@@ -120,6 +120,10 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         self.settings = settings
         self.counters = counters
         connections = Slab(capacity: capacity)
+        // Direction 1 of a per-direction op is its raw value + 3: no other op may live there.
+        for op in [Op.poll, .read, .write, .pipeRetry] {
+            precondition(Op(rawValue: op.rawValue + 3) == nil, "relay op \(op) collides with another op in direction 1")
+        }
     }
 
     public var finished: Bool {

@@ -117,9 +117,10 @@ public final class ProxyServer {
         Log.info("tern proxy starting backend=\(kind.rawValue) cores=\(cpus.count) cpus=\(cpus.map(String.init).joined(separator: ",")) ring-depth=\(settings.backend.ringDepth) nofile=\(limits.soft)")
 
         var relaySettings = settings.relay
-        // Keep 64 descriptors for listeners, eventfds and logs; a connection needs two sockets and, while
-        // bytes move, up to two pipes (the pipe pool retries when one cannot be had).
-        relaySettings.descriptorCap = max(8, (Int(limits.soft) - 64 - 2 * settings.listen.count * cpus.count) / 3)
+        // A connection holds two sockets; pipes are held only while bytes move. Keep 64 descriptors for
+        // listeners, eventfds and logs and 16 per reactor for pipes (each pipe pool also keeps a reserve
+        // made at start, so some connections always progress when descriptors run out).
+        relaySettings.descriptorCap = max(8, (Int(limits.soft) - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
         let startup = Startup()
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
