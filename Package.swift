@@ -13,7 +13,8 @@ let package = Package(
     name: "tern",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "tern", targets: ["tern"])
+        .executable(name: "tern", targets: ["tern"]),
+        .executable(name: "tern-engine", targets: ["tern-engine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
@@ -35,6 +36,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The serving process `tern proxy` hands over to: no argument parser linked (see
+        // Sources/TernProxy/Server/ProxySettings+Encoding.swift), so an idle sidecar stays small.
+        .executableTarget(name: "tern-engine", dependencies: ["TernProxy", "TernIO"], swiftSettings: strict),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
     ]

@@ -7,7 +7,8 @@
 #
 # Environment:
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root; build it with
-#              `swift build -c release --static-swift-stdlib`)
+#              `swift build -c release --static-swift-stdlib`, which also builds
+#              tern-engine next to it)
 #   DURATION   seconds per iperf3 run (default 5)
 #   IDLE_CONNS idle proxied connections for the RSS test (default 10000)
 #   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and iperf3 JSON

@@ -586,3 +586,28 @@ def test_a_full_stderr_never_stalls_the_proxy(upstream, backend):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_proxy_hands_over_to_the_lean_engine(start_tern, upstream, tmp_path):
+    up = upstream(echo)
+    t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address)
+    assert open(f"/proc/{t.proc.pid}/comm").read().strip() == "tern-engine"
+    # Without tern-engine next to it, tern serves from its own process and says so.
+    import shutil
+    lone = tmp_path / "tern"
+    shutil.copy(tern_bin(), lone)
+    os.environ["TERN_BIN"], saved = str(lone), os.environ.get("TERN_BIN")
+    try:
+        t2 = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address)
+    finally:
+        if saved is None:
+            del os.environ["TERN_BIN"]
+        else:
+            os.environ["TERN_BIN"] = saved
+    assert "serving from this process" in t2.log()
+    s = connect(t2.port)
+    s.sendall(b"lone")
+    assert s.recv(4, socket.MSG_WAITALL) == b"lone"
+    engine = os.path.join(os.path.dirname(tern_bin()), "tern-engine")
+    r = subprocess.run([engine], capture_output=True, timeout=10)
+    assert r.returncode == 64 and b"run `tern proxy` instead" in r.stderr

@@ -19,6 +19,7 @@ fi
 
 echo "== building the release sidecar"
 swift build -c release --static-swift-stdlib --product tern
+swift build -c release --static-swift-stdlib --product tern-engine
 tern="$root/.build/release/tern"
 
 work=$(mktemp -d /tmp/tern-demo.XXXXXX)

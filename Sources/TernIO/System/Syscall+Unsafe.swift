@@ -273,6 +273,33 @@ public enum System {
         _ = unsafe bytes.withUnsafeBytes { unsafe writeAll(2, $0) }
     }
 
+    /// The path of an executable installed in the same directory as the running one.
+    public static func siblingExecutable(named name: String) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        // SAFETY: readlink writes at most count - 1 bytes into the buffer, which outlives the call.
+        let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe readlink("/proc/self/exe", $0.baseAddress!, $0.count - 1) }
+        guard n > 0 else { return name }
+        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = path.lastIndex(of: "/") else { return name }
+        return String(path[...slash]) + name
+    }
+
+    /// Replaces this process with `path` run with `arguments` (argv[0] is the path's last component).
+    /// Returns only on failure, with the error.
+    public static func exec(path: String, arguments: [String]) -> IOError {
+        let argv0 = String(path.split(separator: "/").last ?? Substring(path))
+        let all = [argv0] + arguments
+        // SAFETY: strdup'd copies live until execv replaces the image, or are freed below on failure;
+        // the array ends with the NULL execv requires.
+        var cArgs: [UnsafeMutablePointer<CChar>?] = unsafe all.map { unsafe strdup($0) }
+        unsafe cArgs.append(nil)
+        let r = unsafe cArgs.withUnsafeMutableBufferPointer { unsafe execv(path, $0.baseAddress!) }
+        let e = Glibc.errno
+        for unsafe p in unsafe cArgs { unsafe free(p) }
+        _ = r
+        return IOError("execv", errno: e)
+    }
+
     /// The process id.
     public static var processID: Int32 { getpid() }
 

@@ -14,6 +14,7 @@ public struct ProxySettings: Sendable {
     public var backend = BackendSettings()
     public var relay = RelaySettings()
     public var drainTimeout = TernDuration.seconds(5)
+    public var logLevel = LogLevel.info
     public init() {}
 }
 
@@ -81,6 +82,7 @@ public final class ProxyServer {
             Log.error("cannot set up signal handling")
             return 1
         }
+        Log.shared.level = settings.logLevel
         Log.shared.start()
         let limits = System.raiseOpenFileLimit()
         let kind: IOBackendKind

@@ -77,9 +77,10 @@ struct ProxyCommand: ParsableCommand {
         s.drainTimeout = try duration(drainTimeout, flag: "--drain-timeout", allowZero: true)
         guard maxConnections >= 0 else { throw ValidationError("--max-connections must be 0 (unlimited) or a positive whole number, got \(maxConnections)") }
         s.relay.maxConnections = maxConnections
-        guard LogLevel(name: logLevel) != nil else {
+        guard let level = LogLevel(name: logLevel) else {
             throw ValidationError("--log-level must be trace, debug, info, warn or error, got '\(logLevel)'")
         }
+        s.logLevel = level
         return s
     }
 
@@ -96,7 +97,11 @@ struct ProxyCommand: ParsableCommand {
 
     mutating func runProxy() -> Int32 {
         guard let s = try? settings() else { return 64 }
-        Log.shared.level = LogLevel(name: logLevel) ?? .info
+        // Hand over to tern-engine, installed next to this binary, which links no argument parser (see
+        // ProxySettings+Encoding.swift); same PID, same stderr. Without it, serve from here.
+        let engine = System.siblingExecutable(named: "tern-engine")
+        let error = System.exec(path: engine, arguments: [ProxySettings.serveCommand] + s.encoded())
+        System.writeStderr("tern: warning: cannot run \(engine) (\(error)); serving from this process, which uses about 2 MiB more memory")
         return ProxyServer(settings: s).run()
     }
 }
