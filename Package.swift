@@ -17,7 +17,8 @@ let package = Package(
         .executable(name: "tern-engine", targets: ["tern-engine"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -39,6 +40,14 @@ let package = Package(
         // The serving process `tern proxy` hands over to: no argument parser linked (see
         // Sources/TernProxy/Server/ProxySettings+Encoding.swift), so an idle sidecar stays small.
         .executableTarget(name: "tern-engine", dependencies: ["TernProxy", "TernIO"], swiftSettings: strict),
+        // tern-load's measurement core (issue 5): schedule, coordinated-omission correction, reports, plots.
+        .target(
+            name: "TernLoadCore",
+            dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "Tools/tern-load/Core",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
     ]

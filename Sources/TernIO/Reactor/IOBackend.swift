@@ -15,7 +15,7 @@
 /// - Buffers named by `Completion.bufferID` belong to the handler until `releaseBuffer`.
 /// - When the buffer pool is empty a receive waits (on io_uring, -ENOBUFS re-arms it once buffers return);
 ///   nothing is allocated.
-public protocol IOBackend: AnyObject {
+public protocol IOBackend: AnyObject, SendableMetatype {
     /// Which backend this is, for logs and the admin endpoint.
     static var kind: IOBackendKind { get }
 
