@@ -15,6 +15,8 @@ let package = Package(
     products: [
         .executable(name: "tern", targets: ["tern"]),
         .executable(name: "tern-engine", targets: ["tern-engine"]),
+        // For the separate Benchmarks package (package-benchmark), which measures these libraries.
+        .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -29,6 +29,10 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <stdint.h>
+// The kernel's io_uring.h before liburing.h, so liburing's own copy (same include guard) is skipped: a Swift
+// program that also imports swift-system (whose CSystem module includes the kernel's header) would otherwise
+// see two different definitions of struct io_uring_sqe and fail to build.
+#include <linux/io_uring.h>
 #include <liburing.h>
 
 // MARK: - CPU affinity (CPU_* are macros)

@@ -1,5 +1,5 @@
 // Plain pthreads for reactors (ARCHITECTURE.md §3: no Swift concurrency on reactor threads).
-import CTernLinux
+internal import CTernLinux
 import Glibc
 
 /// A joinable OS thread running one closure.

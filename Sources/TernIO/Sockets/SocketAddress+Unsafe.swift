@@ -1,5 +1,4 @@
 // An IPv4 or IPv6 socket address, parsed from the IP-literal forms users write (`1.2.3.4:80`, `[::1]:80`).
-import CTernLinux
 import Glibc
 
 public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {

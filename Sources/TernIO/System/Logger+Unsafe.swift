@@ -2,7 +2,7 @@
 // bounded in-memory queue; one writer thread empties the queue into stderr with blocking writes. When
 // stderr is a pipe nobody drains, the queue fills and further lines are dropped and counted instead of
 // stalling the caller. One line per event, never per byte.
-import CTernLinux
+internal import CTernLinux
 import Glibc
 import Synchronization
 import TernCore

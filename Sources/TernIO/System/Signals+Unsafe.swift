@@ -1,7 +1,7 @@
 // Process signals for the main thread. SIGTERM and SIGINT are blocked before any reactor thread starts
 // (threads inherit the mask) and read from a signalfd, so no handler ever runs on a reactor. SIGPIPE is
 // ignored: a splice into a socket the peer closed must fail with EPIPE, not kill the process.
-import CTernLinux
+internal import CTernLinux
 import Glibc
 
 public struct SignalSource: ~Copyable {

@@ -2,7 +2,7 @@
 // straight after the call, inside an @inline(never) function so no ARC traffic can run in between, retries
 // EINTR, and returns either the result or a negative errno (the io_uring convention), so both backends
 // report failures the same way.
-import CTernLinux
+internal import CTernLinux
 import Glibc
 
 /// Runs `body` (a libc call returning -1 and setting errno on failure), retrying EINTR.

@@ -3,7 +3,7 @@
 // its descriptor, and it is retried when that readiness arrives. Completions produced meanwhile are queued
 // and handed out by the next `wait`, so handlers never re-enter. Container runtimes often block io_uring
 // with seccomp, so this is the common case in production: it must be just as careful.
-import CTernLinux
+internal import CTernLinux
 import Glibc
 import TernCore
 

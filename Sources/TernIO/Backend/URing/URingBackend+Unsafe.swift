@@ -2,7 +2,7 @@
 // IORING_SETUP_SINGLE_ISSUER binds the ring to its first submitter. Submissions are queued in the SQ and
 // flushed once per loop iteration by `wait`, which also reaps completions in a batch and advances the CQ
 // once (liburing examples/proxy.c explains why batching the advance is cheaper).
-import CTernLinux
+internal import CTernLinux
 import Glibc
 
 @safe public final class URingBackend: IOBackend {
