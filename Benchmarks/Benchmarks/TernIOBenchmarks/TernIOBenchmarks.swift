@@ -53,6 +53,7 @@ final class SpliceRig<B: IOBackend> {
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
+        // Allocation counts are exact; times are reported, never gated (the machines are shared).
         metrics: [.mallocCountTotal, .wallClock],
         warmupIterations: 100,
         scalingFactor: .kilo,
