@@ -611,3 +611,17 @@ def test_proxy_hands_over_to_the_lean_engine(start_tern, upstream, tmp_path):
     engine = os.path.join(os.path.dirname(tern_bin()), "tern-engine")
     r = subprocess.run([engine], capture_output=True, timeout=10)
     assert r.returncode == 64 and b"run `tern proxy` instead" in r.stderr
+
+
+def test_sighup_and_sigusr1_do_not_stop_the_proxy(start_tern, upstream):
+    up = upstream(echo)
+    t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address)
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        t.signal(sig)
+    time.sleep(0.3)
+    assert t.proc.poll() is None
+    s = connect(t.port)
+    s.sendall(b"up")
+    assert s.recv(2, socket.MSG_WAITALL) == b"up"
+    t.signal(signal.SIGINT)
+    assert t.wait(10) == 0

@@ -43,6 +43,9 @@ public enum Signals {
         _ = unsafe nanosleep(&ts, nil)
     }
 
+    /// SIGTERM and SIGINT stop the process (after a drain).
+    public static func isStop(_ sig: Int32) -> Bool { sig == SIGTERM || sig == SIGINT }
+
     public static func name(_ sig: Int32) -> String {
         switch sig {
         case SIGTERM: return "SIGTERM"

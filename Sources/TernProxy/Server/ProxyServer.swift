@@ -171,6 +171,12 @@ public final class ProxyServer {
         var exitStatus: Int32 = 0
         while true {
             if let sig = signals.wait(milliseconds: 200) {
+                guard Signals.isStop(sig) else {
+                    // SIGHUP (config reload) and SIGUSR1 (log reopen) arrive with later features; until then
+                    // they must not stop the proxy.
+                    Log.info("received \(Signals.name(sig)): nothing to do yet")
+                    continue
+                }
                 Log.info("received \(Signals.name(sig)): draining (timeout \(settings.drainTimeout))")
                 break
             }
@@ -183,7 +189,7 @@ public final class ProxyServer {
         controls.forEach { $0.requestDrain() }
         let deadline = System.monotonicNanos() + settings.drainTimeout.nanoseconds
         while !controls.allSatisfy({ $0.exited.load(ordering: .acquiring) }) && System.monotonicNanos() < deadline {
-            if let sig = signals.wait(milliseconds: 10) {
+            if let sig = signals.wait(milliseconds: 10), Signals.isStop(sig) {
                 Log.info("received \(Signals.name(sig)) while draining: closing now")
                 break
             }
