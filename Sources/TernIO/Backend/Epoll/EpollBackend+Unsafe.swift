@@ -3,6 +3,11 @@
 // its descriptor, and it is retried when that readiness arrives. Completions produced meanwhile are queued
 // and handed out by the next `wait`, so handlers never re-enter. Container runtimes often block io_uring
 // with seccomp, so this is the common case in production: it must be just as careful.
+//
+// SAFETY, for every `unsafe` in this file that carries no note of its own: `states` and `events` are
+// allocated in init and freed only in deinit; `state(fd)` checks the descriptor against the table size
+// before forming the pointer; a parked send keeps the caller's bytes pointer, valid until its completion by
+// the IOBackend contract; locals passed by address (pollfd, epoll_event, timespec) outlive the call.
 internal import CTernLinux
 import Glibc
 import TernCore

@@ -2,6 +2,14 @@
 // IORING_SETUP_SINGLE_ISSUER binds the ring to its first submitter. Submissions are queued in the SQ and
 // flushed once per loop iteration by `wait`, which also reaps completions in a batch and advances the CQ
 // once (liburing examples/proxy.c explains why batching the advance is cheaper).
+//
+// SAFETY, for every `unsafe` in this file that carries no note of its own: `ring`, `bufferRing`, `cqeBatch`,
+// `wakeValue` and the descriptor-indexed tables are allocated in init and freed only in deinit, so they
+// outlive every call made through them; an SQE pointer comes from io_uring_get_sqe and is filled before the
+// next submit (the only thing that hands it to the kernel); table indexes are descriptors checked against
+// the table size first (`fixed`, `register`, `connect`); CQE pointers are read before io_uring_cq_advance.
+// Memory named in an SQE (send bytes, connect addresses, the wake buffer, fdValues) stays valid until its
+// completion: the caller's by the IOBackend contract, the rest owned here.
 internal import CTernLinux
 import Glibc
 
