@@ -27,6 +27,7 @@ let package = Package(
         ),
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
+        .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
         .target(name: "TernProxy", dependencies: ["TernCore", "TernIO"], swiftSettings: strict),
         .executableTarget(
             name: "tern",
@@ -41,5 +42,6 @@ let package = Package(
         .executableTarget(name: "tern-engine", dependencies: ["TernProxy", "TernIO"], swiftSettings: strict),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
+        .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
     ]
 )
