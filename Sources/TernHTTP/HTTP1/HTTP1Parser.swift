@@ -30,7 +30,7 @@
 ///   requests get smuggled, so Tern accepts only the form every implementation agrees on. Empty lines before a
 ///   request-line are skipped (§2.2 SHOULD); before a status-line they are refused.
 /// - §3 request-line = method SP request-target SP HTTP-version, single spaces; method a token (RFC 9110 §9.1).
-/// - §3.2 target forms: origin ("/..."), absolute ("scheme:..."), authority (CONNECT only, "host:port"), asterisk
+/// - §3.2 target forms: origin ("/..."), absolute ("scheme://..."), authority (CONNECT only, "host:port"), asterisk
 ///   (OPTIONS only). Target bytes are VCHAR without "#"; longer than `maxURIBytes` is 414.
 /// - §2.3 HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive; anything but 1.0 and 1.1 is 505.
 /// - §4 status-line = HTTP-version SP 3DIGIT SP reason; a missing SP before an empty reason is accepted (the reason
@@ -337,7 +337,11 @@ public struct HTTP1Parser: Sendable {
             }
             i += 1
         }
-        guard i < target.upperBound else { throw HTTPParseError(.targetFormMismatch) }
+        // "://" required: every scheme a proxy forwards has an authority, and without it "host:443" would pass
+        // as a URI with scheme "host" (authority-form belongs to CONNECT alone).
+        guard i + 2 < target.upperBound, bytes[i + 1] == 0x2F, bytes[i + 2] == 0x2F else {
+            throw HTTPParseError(.targetFormMismatch)
+        }
         return .absolute
     }
 
