@@ -30,6 +30,7 @@ let package = Package(
         ),
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
+        .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
         .target(name: "TernProxy", dependencies: ["TernCore", "TernIO"], swiftSettings: strict),
         .executableTarget(
             name: "tern",
@@ -52,5 +53,6 @@ let package = Package(
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
+        .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
     ]
 )
