@@ -146,6 +146,30 @@ struct BackendChecks<B: IOBackend> {
         pool.release(pipe, holdsData: false)
     }
 
+    func pollAfterEAGAINSeesDataThatArrivedMeanwhile() throws {
+        // A speculative splice finds nothing (EAGAIN); data arrives and the backend's next waits report it
+        // while nothing waits; then the caller polls with knownNotReady. It must not miss that data.
+        let h = try Harness<B>()
+        let (server, client) = try TestSockets.pair()
+        defer { close(server); close(client) }
+        let pool = PipePool(maxIdle: 1, preferredCapacity: 65536, reserve: 0)
+        let pipe = try #require(pool.acquire())
+        // An earlier wait leaves the descriptor watched, as in a relay that has been running.
+        let t0 = Token(op: 9, slot: 0, generation: 0)
+        h.backend.poll(.readable(server), knownNotReady: true, token: t0)
+        TestSockets.write(client, [1])
+        #expect(try h.first(t0) != nil)
+        var drained: UInt8 = 0
+        #expect(recv(server, &drained, 1, 0) == 1)
+        h.backend.splice(from: server, to: pipe.writeEnd, count: 4096, waitFor: nil, token: t1)
+        #expect(try h.first(t1)?.result == -EAGAIN)
+        TestSockets.write(client, [42])
+        for _ in 0..<20 { _ = try h.backend.wait(timeoutNanos: 1_000_000) }
+        h.backend.poll(.readable(server), knownNotReady: true, token: t2)
+        #expect(try h.first(t2) != nil, "the poll missed data that arrived after the EAGAIN")
+        pool.release(pipe, holdsData: false)
+    }
+
     func pollAndCancel() throws {
         let h = try Harness<B>()
         let (server, client) = try TestSockets.pair()
@@ -211,6 +235,7 @@ struct BackendChecks<B: IOBackend> {
     @Test func splice() throws { try checks.spliceMovesBytesThroughAPipe() }
     @Test func speculativeSplice() throws { try checks.speculativeSpliceReportsEAGAIN() }
     @Test func pollAndCancel() throws { try checks.pollAndCancel() }
+    @Test func pollAfterEAGAIN() throws { try checks.pollAfterEAGAINSeesDataThatArrivedMeanwhile() }
     @Test func shutdownWakesPoll() throws { try checks.shutdownWakesAPendingPoll() }
     @Test func staleCompletion() throws { try checks.staleCompletionForAReusedSlotIsRecognised() }
     @Test func wake() throws { try checks.wakeInterruptsAWait() }
@@ -228,6 +253,7 @@ struct URingBackendTests {
     @Test func splice() throws { try checks.spliceMovesBytesThroughAPipe() }
     @Test func speculativeSplice() throws { try checks.speculativeSpliceReportsEAGAIN() }
     @Test func pollAndCancel() throws { try checks.pollAndCancel() }
+    @Test func pollAfterEAGAIN() throws { try checks.pollAfterEAGAINSeesDataThatArrivedMeanwhile() }
     @Test func shutdownWakesPoll() throws { try checks.shutdownWakesAPendingPoll() }
     @Test func staleCompletion() throws { try checks.staleCompletionForAReusedSlotIsRecognised() }
     @Test func wake() throws { try checks.wakeInterruptsAWait() }

@@ -34,7 +34,7 @@ import TernIO
         var fired = 0
         wheel.expire(now: 12 * ms) { _ in fired += 1 }
         #expect(fired == 0)
-        #expect(wheel.nanosUntilNext(now: 12 * ms) == 8 * ms)  // nothing within a revolution: wake in one
+        #expect(wheel.nanosUntilNext(now: 12 * ms) == 8 * ms)
         wheel.expire(now: 20 * ms) { _ in fired += 1 }
         #expect(fired == 1)
     }
@@ -43,8 +43,18 @@ import TernIO
         let wheel = TimerWheel(capacity: 16, now: 0)
         #expect(wheel.nanosUntilNext(now: 0) == nil)
         _ = wheel.schedule(Token(raw: 1), at: 30 * ms)
-        _ = wheel.schedule(Token(raw: 2), at: 7 * ms)
+        let early = wheel.schedule(Token(raw: 2), at: 7 * ms)!
         #expect(wheel.nanosUntilNext(now: 2 * ms) == 5 * ms)
+        // A deadline inside a tick is reported at the end of that tick, when expire can fire it.
+        _ = wheel.schedule(Token(raw: 3), at: 4 * ms + 300)
+        #expect(wheel.nanosUntilNext(now: 2 * ms) == 3 * ms)
+        // Cancelling the earliest moves the answer to the next one.
+        wheel.cancel(early)
+        #expect(wheel.nanosUntilNext(now: 2 * ms) == 3 * ms)
+        var fired: [UInt64] = []
+        wheel.expire(now: 5 * ms) { fired.append($0.raw) }
+        #expect(fired == [3])
+        #expect(wheel.nanosUntilNext(now: 5 * ms) == 25 * ms)
     }
 
     @Test func fireMayScheduleAndCancelOtherTimers() {

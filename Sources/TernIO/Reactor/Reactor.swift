@@ -30,6 +30,9 @@ public final class ReactorControl: Sendable {
     /// The running reactor's wake-up eventfd, or -1 when it is not running. An atomic rather than a lock:
     /// the thread sanitizer can check it (it cannot see Synchronization.Mutex's futex on Linux).
     let wakeFD = Atomic<Int32>(-1)
+    /// Wake-ups in progress on other threads; the reactor waits for none to be left before its backend
+    /// (and so the eventfd) goes away, so a waker never writes into a descriptor number reused meanwhile.
+    let wakersActive = Atomic<Int>(0)
 
     public init() {}
 
@@ -44,8 +47,10 @@ public final class ReactorControl: Sendable {
     }
 
     func wake() {
-        let fd = wakeFD.load(ordering: .acquiring)
+        wakersActive.add(1, ordering: .sequentiallyConsistent)
+        let fd = wakeFD.load(ordering: .sequentiallyConsistent)
         if fd >= 0 { Waker(eventFD: fd).wake() }
+        wakersActive.subtract(1, ordering: .sequentiallyConsistent)
     }
 }
 
@@ -70,7 +75,8 @@ public final class Reactor<Backend: IOBackend> {
     /// flushed by the next `wait` (one batch per iteration).
     public func run<H: ReactorHandler>(_ handler: H) throws(IOError) where H.Backend == Backend {
         defer {
-            control.wakeFD.store(-1, ordering: .releasing)
+            control.wakeFD.store(-1, ordering: .sequentiallyConsistent)
+            while control.wakersActive.load(ordering: .sequentiallyConsistent) > 0 {}
             control.exited.store(true, ordering: .releasing)
         }
         while true {

@@ -14,7 +14,7 @@ public struct Token: Equatable, Hashable, Sendable, CustomStringConvertible {
     public init(raw: UInt64) { self.raw = raw }
 
     public init(op: UInt8, slot: UInt32, generation: UInt32) {
-        precondition(op & 0x80 == 0, "op kinds with the top bit set are reserved for backends")
+        precondition(op < 0x40, "op kinds from 0x40 up are reserved for backends")
         raw = UInt64(op) << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(slot)
     }
 
@@ -28,8 +28,9 @@ public struct Token: Equatable, Hashable, Sendable, CustomStringConvertible {
     /// The internal twin of a token (same slot and generation, top bit set): the poll heading a linked splice.
     var linkHead: Token { Token(raw: raw | (0x80 << 56)) }
 
+    /// A backend's own operation: op 0xC0 | kind, apart from link heads (0x80 | op, op < 0x40).
     static func internalOp(_ kind: UInt8, _ value: UInt32 = 0) -> Token {
-        Token(raw: UInt64(0x80 | kind) << 56 | UInt64(value))
+        Token(raw: UInt64(0xC0 | kind) << 56 | UInt64(value))
     }
 
     public var description: String { "op=\(op) slot=\(slot) gen=\(generation)" }

@@ -5,8 +5,8 @@ import TernCore
 /// and cancelling are O(1), expiring is O(timers due + slots passed). One per reactor (connect, idle and
 /// back-off timers); single-threaded.
 ///
-/// Idle cost: `nanosUntilNext` looks one revolution ahead at most, so a reactor whose only timers are far
-/// away (a 1h idle timeout) wakes once a revolution (about a second) and goes back to sleep.
+/// The earliest deadline is cached, so asking when to wake costs nothing per loop iteration; it is
+/// recomputed (one pass over the timers) only after the earliest timer itself fired or was cancelled.
 public final class TimerWheel {
     public struct ID: Equatable, Sendable {
         fileprivate var slab: Slab<Entry>.ID
@@ -28,6 +28,9 @@ public final class TimerWheel {
     /// The last tick whose slot has been expired.
     private var currentTick: UInt64
     private var due: [Token] = []
+    /// The earliest deadline of any timer; valid unless `earliestStale`.
+    private var earliest = UInt64.max
+    private var earliestStale = false
 
     public init(capacity: Int, tickNanos: UInt64 = 1_000_000, slotCount: Int = 1024, now: UInt64) {
         tick = tickNanos
@@ -51,6 +54,7 @@ public final class TimerWheel {
         else { return nil }
         if let h = entries.id(at: head) { entries[h].previous = id.index }
         heads[slot] = id.index
+        if !earliestStale { earliest = min(earliest, deadline) }
         return ID(slab: id)
     }
 
@@ -62,27 +66,32 @@ public final class TimerWheel {
 
     private func unlink(_ id: Slab<Entry>.ID) {
         let e = entries[id]
+        if e.deadline <= earliest { earliestStale = true }
         if let p = entries.id(at: e.previous) { entries[p].next = e.next } else { heads[e.slot] = e.next }
         if let n = entries.id(at: e.next) { entries[n].previous = e.previous }
         entries.remove(id)
     }
 
-    /// Nanoseconds until the next timer is due, looking at most one revolution ahead; nil when no timer is
-    /// set. A timer further away than a revolution yields one revolution (the reactor wakes and looks again).
+    /// Nanoseconds until `expire` will fire the next timer (the end of the tick its deadline falls in); nil
+    /// when no timer is set.
     public func nanosUntilNext(now: UInt64) -> UInt64? {
         if entries.count == 0 { return nil }
-        var t = currentTick + 1
-        let end = currentTick + UInt64(slotCount)
-        while t <= end {
-            var i = heads[Int(t % UInt64(slotCount))]
-            while let id = entries.id(at: i) {
-                let e = entries[id]
-                if e.deadline <= t * tick { return e.deadline <= now ? 0 : e.deadline - now }
-                i = e.next
+        if earliestStale {
+            earliest = UInt64.max
+            for head in heads {
+                var i = head
+                while let id = entries.id(at: i) {
+                    earliest = min(earliest, entries[id].deadline)
+                    i = entries[id].next
+                }
             }
-            t += 1
+            earliestStale = false
         }
-        return UInt64(slotCount) * tick
+        var t = earliest / tick
+        if earliest % tick != 0 { t += 1 }
+        let due = t.multipliedReportingOverflow(by: tick)
+        if due.overflow { return UInt64.max }
+        return due.partialValue <= now ? 0 : due.partialValue - now
     }
 
     /// Fires every timer due at `now`, calling `fire` with its token. Due timers are unlinked first and

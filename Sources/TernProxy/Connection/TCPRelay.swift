@@ -151,7 +151,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             if atCap && listeners[i].armed && !listeners[i].paused {
                 listeners[i].paused = true
                 reactor.backend.cancel(fd: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
-            } else if !atCap && !listeners[i].armed && listeners[i].backoffNanos == 0 {
+            } else if !atCap && !draining && !listeners[i].armed && listeners[i].backoffNanos == 0 {
                 listeners[i].paused = false
                 arm(i, reactor)
             }
@@ -240,7 +240,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         case Op.idleTimer.rawValue:
             connections[id].idleTimer = nil
             let now = System.monotonicNanos()
-            let deadline = connections[id].lastActivity + settings.idleTimeout.nanoseconds
+            let (sum, overflow) = connections[id].lastActivity.addingReportingOverflow(settings.idleTimeout.nanoseconds)
+            let deadline = overflow ? UInt64.max : sum
             if now >= deadline {
                 Log.debug("connection idle for \(settings.idleTimeout): closing")
                 close(id, reset: false, reactor)
@@ -253,6 +254,12 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         default:
             bug("unknown relay timer \(token.op)")
         }
+    }
+
+    /// `now + duration`, saturating (a duration of centuries must not trap).
+    private func deadline(after duration: TernDuration) -> UInt64 {
+        let (sum, overflow) = System.monotonicNanos().addingReportingOverflow(duration.nanoseconds)
+        return overflow ? UInt64.max : sum
     }
 
     private func token(_ op: Op, _ id: Slab<Connection>.ID, direction d: Int = 0) -> Token {
@@ -287,6 +294,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         let fd = c.result
         if draining {
             System.close(fd)
+            if !listeners[i].armed && !listeners[i].closed { closeListener(i, reactor) }
             return
         }
         let active = counters.active.wrappingAdd(1, ordering: .relaxed).newValue
@@ -307,7 +315,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
-            token(.connectTimer, id), at: System.monotonicNanos() + settings.connectTimeout.nanoseconds)
+            token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
         connectUpstream(id, reactor)
     }
 
@@ -351,7 +359,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         connections[id].phase = .relaying
         let now = System.monotonicNanos()
         connections[id].lastActivity = now
-        connections[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: now + settings.idleTimeout.nanoseconds)
+        connections[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: settings.idleTimeout))
         startPoll(id, 0, reactor)
         startPoll(id, 1, reactor)
     }

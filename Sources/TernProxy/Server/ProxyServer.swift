@@ -122,11 +122,14 @@ public final class ProxyServer {
         // A connection holds two sockets; pipes are held only while bytes move. Keep 64 descriptors for
         // listeners, eventfds and logs and 16 per reactor for pipes (each pipe pool also keeps a reserve
         // made at start, so some connections always progress when descriptors run out).
-        relaySettings.descriptorCap = max(8, (Int(limits.soft) - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
+        // The backends index descriptors up to 2^20 (the kernel's default nr_open); a "nofile infinity" limit
+        // must not size anything beyond that.
+        let usable = Int(min(limits.soft, 1 << 20))
+        relaySettings.descriptorCap = max(8, (usable - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
         let startup = Startup()
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
-        let capacity = max(Int(limits.soft) / 2, 1024)
+        let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
         for (r, cpu) in cpus.enumerated() {
             let listeners = perReactor[r]

@@ -18,6 +18,8 @@ import TernCore
     /// Iterations that may hand out immediate completions without asking epoll, before epoll gets a turn
     /// (bounds how long ready descriptors can wait behind a busy connection).
     private static let roundsBetweenPolls = 8
+    /// Set when the kernel (or a seccomp profile) refuses epoll_pwait2 (5.11+): use epoll_wait from then on.
+    private var pwait2Refused = false
     private var roundsSincePoll = 0
 
     /// What waits on one side (read or write) of a descriptor.
@@ -33,6 +35,9 @@ import TernCore
 
     private struct DescriptorState {
         var inEpoll = false
+        /// An edge arrived while nothing waited on that side: a caller's "known not ready" may predate it.
+        var unattendedRead = false
+        var unattendedWrite = false
         var read = Waiter()
         var write = Waiter()
     }
@@ -111,7 +116,13 @@ import TernCore
 
     private func park(_ fd: Int32, write: Bool, _ waiter: Waiter) {
         watch(fd)
-        if write { unsafe state(fd).pointee.write = waiter } else { unsafe state(fd).pointee.read = waiter }
+        if write {
+            unsafe state(fd).pointee.write = waiter
+            unsafe state(fd).pointee.unattendedWrite = false
+        } else {
+            unsafe state(fd).pointee.read = waiter
+            unsafe state(fd).pointee.unattendedRead = false
+        }
     }
 
     // MARK: - Operations: try now, wait on EAGAIN
@@ -168,9 +179,15 @@ import TernCore
 
     public func poll(_ readiness: Readiness, knownNotReady: Bool, token: Token) {
         submissions &+= 1
-        if knownNotReady {
-            // The caller's last non-blocking call on this descriptor said EAGAIN, so the next readiness is an
-            // edge epoll will report.
+        let s = unsafe state(readiness.fd)
+        let edgeSinceThen: Bool
+        switch readiness {
+        case .readable: edgeSinceThen = unsafe s.pointee.unattendedRead
+        case .writable: edgeSinceThen = unsafe s.pointee.unattendedWrite
+        }
+        if knownNotReady && !edgeSinceThen {
+            // The caller's last non-blocking call on this descriptor said EAGAIN and no edge has been reported
+            // since with nobody waiting, so the next readiness is an edge epoll will report.
             switch readiness {
             case .readable(let fd): unsafe park(fd, write: false, Waiter(kind: .poll, token: token.raw))
             case .writable(let fd): unsafe park(fd, write: true, Waiter(kind: .poll, token: token.raw))
@@ -236,6 +253,7 @@ import TernCore
         let w = unsafe s.pointee.read
         switch w.kind {
         case .none:
+            unsafe s.pointee.unattendedRead = true
             return
         case .accept:
             // count is the budget per readiness event; 1 means single-shot.
@@ -300,6 +318,7 @@ import TernCore
         let w = unsafe s.pointee.write
         switch w.kind {
         case .none:
+            unsafe s.pointee.unattendedWrite = true
             return
         case .send:
             let r = syscallResult { unsafe Glibc.send(fd, w.bytes, w.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
@@ -353,9 +372,16 @@ import TernCore
                 unsafe tsp.pointee.tv_nsec = Int(t % 1_000_000_000)
                 unsafe timeout = tsp
             }
-            return syscallResult { unsafe Int(epoll_pwait2(epfd, events, Int32(Self.maxEvents), timeout, nil)) }
+            if !pwait2Refused {
+                let r = syscallResult { unsafe Int(epoll_pwait2(epfd, events, Int32(Self.maxEvents), timeout, nil)) }
+                if r != -Int(ENOSYS) && r != -Int(EPERM) { return r }
+                pwait2Refused = true
+            }
+            // Millisecond resolution, rounded up so a timer is never woken for early.
+            let ms: Int32 = mustNotBlock ? 0 : timeoutNanos.map { Int32(min(($0 + 999_999) / 1_000_000, 3_600_000)) } ?? -1
+            return syscallResult { unsafe Int(epoll_wait(epfd, events, Int32(Self.maxEvents), ms)) }
         }
-        if n < 0 { throw IOError("epoll_pwait2", errno: Int32(-n)) }
+        if n < 0 { throw IOError("epoll_wait", errno: Int32(-n)) }
         for i in 0..<n {
             // SAFETY: epoll_pwait2 filled the first n events.
             let ev = unsafe events[i]

@@ -44,6 +44,9 @@ import Glibc
     /// Multishot receives by token, so one that ended with -ENOBUFS can be re-armed when buffers return.
     private var receiveFDs: [UInt64: Int32] = [:]
     private var starvedReceives: [(fd: Int32, token: Token)] = []
+    /// Completions produced here rather than by the kernel (a cancelled starved receive), handed out by the
+    /// next `wait`.
+    private var pendingCompletions: [Completion] = []
 
     public private(set) var submissions: UInt64 = 0
     public private(set) var completions: UInt64 = 0
@@ -273,7 +276,7 @@ import Glibc
         if let i = starvedReceives.firstIndex(where: { $0.token == token }) {
             starvedReceives.remove(at: i)
             receiveFDs[token.raw] = nil
-            ready.append(Completion(token: token, result: -ECANCELED))
+            pendingCompletions.append(Completion(token: token, result: -ECANCELED))
         }
     }
 
@@ -321,10 +324,14 @@ import Glibc
 
     public func wait(timeoutNanos: UInt64?) throws(IOError) -> Int {
         ready.removeAll(keepingCapacity: true)
+        if !pendingCompletions.isEmpty {
+            ready.append(contentsOf: pendingCompletions)
+            pendingCompletions.removeAll(keepingCapacity: true)
+        }
         var cqe: UnsafeMutablePointer<io_uring_cqe>? = nil
         var ts = __kernel_timespec()
         let rc: Int32
-        if let t = timeoutNanos {
+        if let t = ready.isEmpty ? timeoutNanos : 0 {
             ts.tv_sec = Int64(t / 1_000_000_000)
             ts.tv_nsec = Int64(t % 1_000_000_000)
             unsafe rc = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, nil)
@@ -351,7 +358,7 @@ import Glibc
 
     private func reap(_ c: Completion) {
         if c.token.isInternal {
-            if c.token.op & 0x7F == Internal.wake.rawValue { armWake() }
+            if c.token.op == 0xC0 | Internal.wake.rawValue { armWake() }
             return  // failed link heads, cancels, file-table updates: their owner's completion follows
         }
         if c.bufferID != nil { buffers.noteTaken() }
