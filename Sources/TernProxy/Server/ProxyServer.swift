@@ -212,8 +212,8 @@ public final class ProxyServer {
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
-            // A connection holds at most three timers at once (connect, idle, and one retry per direction is
-            // folded into the same budget); listeners hold one back-off each.
+            // A connection holds at most three timers at once (connect + socket retry while connecting; idle +
+            // a pipe retry per direction afterwards); listeners hold one back-off each.
             let reactor = Reactor(index: index, backend: b, control: control, timerCapacity: 4 * capacity + 64)
             let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity)
             startup.ready.add(1, ordering: .releasing)
