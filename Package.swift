@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "tern-engine", targets: ["tern-engine"]),
         // For the separate Benchmarks package (package-benchmark), which measures these libraries.
         .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
+        // For the fuzz package (Tools/fuzz).
+        .library(name: "TernHTTP", targets: ["TernHTTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -5,7 +5,8 @@
 #   2. the unsafe-code lint,
 #   3. one debug build and every Swift unit test (swift test),
 #   4. the thread sanitizer on the cross-thread primitives (a small filtered run),
-#   5. the integration tests: the real `tern` binary with real sockets and peers (pytest).
+#   5. the HTTP/1.1 parser's fuzz target: corpus and past crashers replayed, then a bounded fuzz run,
+#   6. the integration tests: the real `tern` binary with real sockets and peers (pytest).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -29,6 +30,9 @@ step "thread sanitizer (cross-thread primitives)"
 # stays out: on Linux it is a bare futex the sanitizer cannot see, so it would report false races.
 swift test --scratch-path .build-tsan --sanitize=thread --filter 'CrossThreadTests/(epoll|uring)LoopStopsOnRequest'
 
+
+step "fuzzing the HTTP/1.1 parser (bounded)"
+bash Tools/scripts/fuzz.sh
 
 step "integration tests"
 TERN_BIN="$root/.build/debug/tern" python3 -m pytest -q -p no:warnings Tests/Integration
