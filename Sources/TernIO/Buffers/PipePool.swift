@@ -56,8 +56,6 @@ public final class PipePool {
         return Pipe(readEnd: r, writeEnd: w, capacity: max(capacity, 4096))
     }
 
-    public var idleCount: Int { idle.count }
-
     public func acquire() -> Pipe? {
         if let p = idle.popLast() {
             inUse += 1

@@ -93,20 +93,6 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
     /// `IP:PORT`, with IPv6 in brackets, as in the `listening` log line.
     public var description: String { family == AF_INET6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 
-    /// The same address with another port.
-    public func withPort(_ port: UInt16) -> SocketAddress {
-        var copy = self
-        unsafe withUnsafeMutablePointer(to: &copy.storage) { p in
-            if family == AF_INET6 {
-                // SAFETY: family says the storage holds a sockaddr_in6; p points at a local copy.
-                unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { unsafe $0.pointee.sin6_port = port.bigEndian }
-            } else {
-                unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { unsafe $0.pointee.sin_port = port.bigEndian }
-            }
-        }
-        return copy
-    }
-
     /// Calls `body` with a sockaddr pointer and length valid for the duration of the call.
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         var s = storage

@@ -300,9 +300,6 @@ public enum System {
         return IOError("execv", errno: e)
     }
 
-    /// The process id.
-    public static var processID: Int32 { getpid() }
-
     /// The CPUs in the affinity mask this process inherited (so `taskset -c 1 tern` stays on CPU 1).
     public static func affinityCPUs() -> [Int] {
         var cpus = [Int32](repeating: 0, count: 1024)

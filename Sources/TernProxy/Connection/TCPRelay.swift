@@ -130,9 +130,6 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         (draining || stopping) && connections.count == 0 && listeners.allSatisfy { $0.closed }
     }
 
-    /// Live connections on this reactor.
-    public var connectionCount: Int { connections.count }
-
     // MARK: - Loop hooks
 
     public func iteration(_ reactor: Reactor<Backend>) {

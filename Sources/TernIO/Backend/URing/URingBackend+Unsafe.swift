@@ -50,8 +50,6 @@ import Glibc
 
     public private(set) var submissions: UInt64 = 0
     public private(set) var completions: UInt64 = 0
-    /// Setup flags the kernel accepted, for the log line.
-    public let setupDescription: String
 
     public init(settings: BackendSettings) throws(IOError) {
         let depth = settings.ringDepth
@@ -85,7 +83,7 @@ import Glibc
             unsafe ring.deallocate()
             throw IOError("io_uring_setup", errno: -rc)
         }
-        setupDescription = chosen
+        Log.debug("io_uring ring: depth \(depth), setup \(chosen)")
 
         // Every opcode the reactor relies on must exist (multishot accept needs 5.19, provided-buffer rings 5.19).
         for (op, name) in [
