@@ -27,10 +27,15 @@ public protocol IOBackend: AnyObject, SendableMetatype {
     /// keeps accepting (the kernel may take the whole backlog at once); single-shot takes one connection,
     /// which lets a caller short of descriptors take exactly what it can serve.
     func accept(listener: Int32, multishot: Bool, token: Token)
-    /// Multishot receive into pooled buffers: result is the byte count (0 at end of stream).
-    func receive(fd: Int32, token: Token)
+    /// Receive into pooled buffers: result is the byte count (0 at end of stream). Multishot keeps receiving
+    /// (the buffers pile up until the handler releases them); single-shot takes one buffer's worth, which
+    /// lets a handler that forwards what it reads hold one buffer per direction (backpressure).
+    func receive(fd: Int32, token: Token, multishot: Bool)
     /// Sends from `bytes`, which must stay valid until the completion arrives.
     func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token)
+    /// Sends what entry `index` of `vectors` names (sendmsg(2)); the entry and the bytes it names must stay
+    /// unchanged until the completion arrives. A short count is normal: `advance` and send again.
+    func send(fd: Int32, vectors: IOVecTable, index: Int, token: Token)
     /// Connects a non-blocking socket: result 0 or -errno.
     func connect(fd: Int32, to address: SocketAddress, token: Token)
     /// Splices up to `count` bytes from `source` to `destination` (one of them a pipe) once `waitFor` is
@@ -66,6 +71,11 @@ public protocol IOBackend: AnyObject, SendableMetatype {
     /// Operations submitted and completions reaped so far (metrics).
     var submissions: UInt64 { get }
     var completions: UInt64 { get }
+}
+
+extension IOBackend {
+    /// Multishot receive (see `receive(fd:token:multishot:)`).
+    public func receive(fd: Int32, token: Token) { receive(fd: fd, token: token, multishot: true) }
 }
 
 /// The backends, as named by `--io-backend`.

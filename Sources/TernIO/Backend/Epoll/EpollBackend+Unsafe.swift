@@ -24,7 +24,7 @@ import TernCore
 
     /// What waits on one side (read or write) of a descriptor.
     @safe private struct Waiter {
-        enum Kind: UInt8 { case none = 0, accept, receive, send, connect, splice, poll }
+        enum Kind: UInt8 { case none = 0, accept, receive, send, sendMessage, connect, splice, poll }
         var kind: Kind = .none
         var token: UInt64 = 0
         var source: Int32 = -1
@@ -133,10 +133,23 @@ import TernCore
         runRead(listener)
     }
 
-    public func receive(fd: Int32, token: Token) {
+    public func receive(fd: Int32, token: Token, multishot: Bool) {
         submissions &+= 1
-        unsafe park(fd, write: false, Waiter(kind: .receive, token: token.raw))
+        // count is the budget per readiness event; 1 means single-shot.
+        unsafe park(fd, write: false, Waiter(kind: .receive, token: token.raw, count: multishot ? Self.multishotBudget : 1))
         runRead(fd)
+    }
+
+    public func send(fd: Int32, vectors: IOVecTable, index: Int, token: Token) {
+        submissions &+= 1
+        let message = unsafe vectors.message(index)
+        // SAFETY: the caller keeps the entry and the bytes it names unchanged until this token's completion.
+        let r = syscallResult { unsafe Glibc.sendmsg(fd, message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        if r == -Int(EAGAIN) {
+            park(fd, write: true, unsafe Waiter(kind: .sendMessage, token: token.raw, source: fd, bytes: UnsafeRawPointer(message)))
+        } else {
+            emit(token.raw, r)
+        }
     }
 
     public func send(fd: Int32, bytes: UnsafeRawBufferPointer, token: Token) {
@@ -279,7 +292,7 @@ import TernCore
             }
             again.append(fd)
         case .receive:
-            for _ in 0..<Self.multishotBudget {
+            for _ in 0..<w.count {
                 guard let id = buffers.take() else {
                     starvedReceives.append(fd)
                     return
@@ -287,7 +300,11 @@ import TernCore
                 let r = syscallResult {
                     unsafe Glibc.recv(fd, buffers.pointer(id), buffers.size, Int32(MSG_DONTWAIT))
                 }
-                if r > 0 {
+                if r > 0 && w.count == 1 {
+                    unsafe s.pointee.read = Waiter()
+                    emit(w.token, r, flags: Completion.flagBuffer | UInt32(id) << 16)
+                    return
+                } else if r > 0 {
                     emit(w.token, r, flags: Completion.flagMore | Completion.flagBuffer | UInt32(id) << 16)
                     continue
                 }
@@ -306,7 +323,7 @@ import TernCore
         case .poll:
             unsafe s.pointee.read = Waiter()
             emit(w.token, Int(POLLIN))
-        case .send, .connect:
+        case .send, .sendMessage, .connect:
             unsafe s.pointee.read = Waiter()
             bug("write-side operation parked on the read side")
         }
@@ -322,6 +339,13 @@ import TernCore
             return
         case .send:
             let r = syscallResult { unsafe Glibc.send(fd, w.bytes, w.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+            if r == -Int(EAGAIN) { return }
+            unsafe s.pointee.write = Waiter()
+            emit(w.token, r)
+        case .sendMessage:
+            let r = syscallResult {
+                unsafe Glibc.sendmsg(fd, w.bytes?.assumingMemoryBound(to: msghdr.self), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            }
             if r == -Int(EAGAIN) { return }
             unsafe s.pointee.write = Waiter()
             emit(w.token, r)

@@ -41,9 +41,9 @@ import Glibc
 
     private let wakeFD: Int32
     private let wakeValue: UnsafeMutablePointer<UInt64>
-    /// Multishot receives by token, so one that ended with -ENOBUFS can be re-armed when buffers return.
-    private var receiveFDs: [UInt64: Int32] = [:]
-    private var starvedReceives: [(fd: Int32, token: Token)] = []
+    /// Receives by token, so one that ended with -ENOBUFS can be re-armed when buffers return.
+    private var receiveFDs: [UInt64: (fd: Int32, multishot: Bool)] = [:]
+    private var starvedReceives: [(fd: Int32, token: Token, multishot: Bool)] = []
     /// Completions produced here rather than by the kernel (a cancelled starved receive), handed out by the
     /// next `wait`.
     private var pendingCompletions: [Completion] = []
@@ -206,10 +206,14 @@ import Glibc
         unsafe s.pointee.user_data = token.raw
     }
 
-    public func receive(fd: Int32, token: Token) {
-        receiveFDs[token.raw] = fd
+    public func receive(fd: Int32, token: Token, multishot: Bool) {
+        receiveFDs[token.raw] = (fd, multishot)
         let s = unsafe sqe()
-        unsafe io_uring_prep_recv_multishot(s, fd, nil, 0, 0)
+        if multishot {
+            unsafe io_uring_prep_recv_multishot(s, fd, nil, 0, 0)
+        } else {
+            unsafe io_uring_prep_recv(s, fd, nil, 0, 0)
+        }
         unsafe CTernLinux_sqe_set_buf_group(s, 0)
         unsafe markFixed(s, fd)
         unsafe s.pointee.user_data = token.raw
@@ -219,6 +223,14 @@ import Glibc
         let s = unsafe sqe()
         // SAFETY: the caller keeps `bytes` valid until this token's completion (IOBackend contract).
         unsafe io_uring_prep_send(s, fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+        unsafe markFixed(s, fd)
+        unsafe s.pointee.user_data = token.raw
+    }
+
+    public func send(fd: Int32, vectors: IOVecTable, index: Int, token: Token) {
+        let s = unsafe sqe()
+        // SAFETY: the caller keeps the entry and the bytes it names unchanged until this token's completion.
+        unsafe io_uring_prep_sendmsg(s, fd, vectors.message(index), UInt32(MSG_NOSIGNAL))
         unsafe markFixed(s, fd)
         unsafe s.pointee.user_data = token.raw
     }
@@ -314,7 +326,7 @@ import Glibc
         buffers.noteReturned()
         // -ENOBUFS ended these receives; buffers are back, so re-arm them (ENOBUFS policy).
         while let starved = starvedReceives.popLast() {
-            receive(fd: starved.fd, token: starved.token)
+            receive(fd: starved.fd, token: starved.token, multishot: starved.multishot)
         }
     }
 
@@ -360,12 +372,12 @@ import Glibc
             return  // failed link heads, cancels, file-table updates: their owner's completion follows
         }
         if c.bufferID != nil { buffers.noteTaken() }
-        if !c.more, let fd = receiveFDs.removeValue(forKey: c.token.raw) {
+        if !c.more, let r = receiveFDs.removeValue(forKey: c.token.raw) {
             if c.result == -ENOBUFS {
-                // The provided-buffer ring ran dry and the multishot receive ended: park it until a buffer
-                // returns (releaseBuffer re-arms it). The handler never sees this completion.
-                receiveFDs[c.token.raw] = fd
-                starvedReceives.append((fd, c.token))
+                // The provided-buffer ring ran dry and the receive ended: park it until a buffer returns
+                // (releaseBuffer re-arms it). The handler never sees this completion.
+                receiveFDs[c.token.raw] = r
+                starvedReceives.append((r.fd, c.token, r.multishot))
                 return
             }
         }
