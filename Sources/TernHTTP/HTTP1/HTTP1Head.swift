@@ -83,5 +83,9 @@ public enum HTTPMethod: Equatable, Sendable {
 /// Field names the parser recognises (ASCII case-insensitive, RFC 9110 §5.1).
 public enum KnownField: Equatable, Sendable {
     case contentLength, transferEncoding, host, connection, upgrade, expect, te, trailer, keepAlive
-    case proxyConnection, other
+    case proxyConnection
+    /// Fields a proxy rewrites or strips (Envoy's conventions): X-Forwarded-For, X-Forwarded-Proto, X-Request-Id,
+    /// X-Forwarded-Client-Cert and any x-envoy-* field.
+    case xForwardedFor, xForwardedProto, xRequestID, xForwardedClientCert, xEnvoy
+    case other
 }

@@ -378,7 +378,9 @@ public struct HTTP1Parser: Sendable {
         case .connection: try noteConnection(bytes, value)
         case .upgrade: facts.upgradeField = true
         case .expect: if HTTPGrammar.equalsIgnoringCase(bytes, value, Names.continue100) { facts.expectContinue = true }
-        case .te, .trailer, .keepAlive, .proxyConnection, .other: break
+        case .te, .trailer, .keepAlive, .proxyConnection, .xForwardedFor, .xForwardedProto, .xRequestID,
+            .xForwardedClientCert, .xEnvoy, .other:
+            break
         }
     }
 
@@ -390,11 +392,22 @@ public struct HTTP1Parser: Sendable {
         case 6: return eq(Names.expect) ? .expect : .other
         case 7: return eq(Names.upgrade) ? .upgrade : eq(Names.trailer) ? .trailer : .other
         case 10: return eq(Names.connection) ? .connection : eq(Names.keepAlive) ? .keepAlive : .other
-        case 14: return eq(Names.contentLength) ? .contentLength : .other
-        case 16: return eq(Names.proxyConnection) ? .proxyConnection : .other
-        case 17: return eq(Names.transferEncoding) ? .transferEncoding : .other
-        default: return .other
+        case 12: return eq(Names.xRequestID) ? .xRequestID : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 14: return eq(Names.contentLength) ? .contentLength : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 15: return eq(Names.xForwardedFor) ? .xForwardedFor : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 16: return eq(Names.proxyConnection) ? .proxyConnection : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 17:
+            return eq(Names.transferEncoding) ? .transferEncoding : eq(Names.xForwardedProto) ? .xForwardedProto
+                : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 23: return eq(Names.xForwardedClientCert) ? .xForwardedClientCert : isEnvoy(bytes, name) ? .xEnvoy : .other
+        default: return isEnvoy(bytes, name) ? .xEnvoy : .other
         }
+    }
+
+    /// Whether a field name starts with "x-envoy-" (any case).
+    private static func isEnvoy(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> Bool {
+        name.count > Names.xEnvoyPrefix.count
+            && HTTPGrammar.equalsIgnoringCase(bytes, name.lowerBound..<(name.lowerBound + Names.xEnvoyPrefix.count), Names.xEnvoyPrefix)
     }
 
     /// RFC 9110 §8.6: Content-Length = 1*DIGIT. A list ("5, 5") or repeated field of one value is that value;
@@ -520,4 +533,7 @@ private enum Names {
     static let compress = StaticBytes("compress"), xGzip = StaticBytes("x-gzip")
     static let xCompress = StaticBytes("x-compress")
     static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue")
+    static let xForwardedFor = StaticBytes("x-forwarded-for"), xForwardedProto = StaticBytes("x-forwarded-proto")
+    static let xRequestID = StaticBytes("x-request-id"), xForwardedClientCert = StaticBytes("x-forwarded-client-cert")
+    static let xEnvoyPrefix = StaticBytes("x-envoy-")
 }

@@ -72,6 +72,19 @@ enum HTTPGrammar {
         return true
     }
 
+    /// Whether two ranges of `bytes` hold the same text, ignoring ASCII case.
+    static func equalsIgnoringCase(_ bytes: borrowing Span<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        guard a.count == b.count else { return false }
+        var i = a.lowerBound
+        var j = b.lowerBound
+        while i < a.upperBound {
+            if lowercased(bytes[i]) != lowercased(bytes[j]) { return false }
+            i += 1
+            j += 1
+        }
+        return true
+    }
+
     /// `range` without leading and trailing OWS.
     static func trimmingWhitespace(_ bytes: borrowing Span<UInt8>, _ range: Range<Int>) -> Range<Int> {
         var lo = range.lowerBound

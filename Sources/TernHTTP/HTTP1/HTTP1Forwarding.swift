@@ -1,0 +1,146 @@
+/// What a proxy sends instead of a received head: the same bytes where nothing changes, a few literals where
+/// something does (RFC 9110 §7.6: hop-by-hop fields; Envoy's X-Forwarded-* and x-request-id conventions).
+///
+/// The plan is a sequence of `Piece`s handed to `emit` in order; the caller turns them into iovecs that point into
+/// the receive buffer, so unchanged field lines are never copied (ARCHITECTURE.md §4). Consecutive kept lines
+/// come out as one piece. Nothing is allocated.
+public enum HTTP1Forwarding {
+    public enum Piece: Sendable {
+        /// Bytes of the received message, unchanged.
+        case bytes(Range<Int>)
+        case literal(StaticString)
+        /// The downstream peer's address as text (for X-Forwarded-For); the caller holds it.
+        case clientAddress
+        /// A fresh x-request-id (a UUIDv4, 36 characters); the caller makes it when asked.
+        case requestID
+    }
+
+    /// How a request is rewritten for the upstream.
+    public struct RequestOptions: Sendable {
+        /// The client is trusted (`--xff-trusted-hops` above 0): its x-envoy-* fields, X-Forwarded-Client-Cert and
+        /// X-Forwarded-Proto are kept. Untrusted clients' are removed, as Envoy does for external requests.
+        public var trustedClient = false
+        public init(trustedClient: Bool = false) { self.trustedClient = trustedClient }
+    }
+
+    /// The request as the upstream gets it: always HTTP/1.1; hop-by-hop fields removed (Connection and the
+    /// fields it names, Keep-Alive, Proxy-Connection, TE, and Upgrade unless upgrading, when
+    /// "connection: upgrade" is sent instead); the client's address appended to X-Forwarded-For (Envoy with
+    /// use_remote_address); X-Forwarded-Proto set to http; x-request-id added when absent. Content-Length and
+    /// Transfer-Encoding pass unchanged: the body is forwarded in the framing it arrived in, which the parser
+    /// has already checked to be unambiguous.
+    public static func request(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, options: RequestOptions,
+                               emit: (Piece) -> Void)
+    {
+        // "METHOD SP request-target SP", then our version.
+        emit(.bytes(head.startLineOffset..<(head.target.upperBound + 1)))
+        emit(.literal("HTTP/1.1\r\n"))
+        var hasRequestID = false
+        var keptProto = false
+        var run: Int? = nil
+        for i in head.fields.indices {
+            let field = head.fields[i]
+            let keep: Bool
+            switch field.known {
+            case .connection, .keepAlive, .proxyConnection, .te: keep = false
+            case .upgrade: keep = head.upgrade
+            case .xForwardedFor: keep = false  // re-added below with the client's address appended
+            case .xForwardedProto:
+                keep = options.trustedClient
+                keptProto = keptProto || keep
+            case .xEnvoy, .xForwardedClientCert: keep = options.trustedClient
+            case .xRequestID:
+                keep = true
+                hasRequestID = true
+            case .contentLength, .transferEncoding, .host, .expect, .trailer:
+                keep = true
+            case .other:
+                keep = !namedByConnection(head, bytes, field.name)
+            }
+            emitRun(head, i, keep: keep, run: &run, emit)
+        }
+        if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if head.upgrade { emit(.literal("connection: upgrade\r\n")) }
+        emit(.literal("x-forwarded-for: "))
+        for field in head.fields where field.known == .xForwardedFor && !field.value.isEmpty {
+            emit(.bytes(field.value))
+            emit(.literal(", "))
+        }
+        emit(.clientAddress)
+        emit(.literal("\r\n"))
+        if !keptProto { emit(.literal("x-forwarded-proto: http\r\n")) }
+        if !hasRequestID {
+            emit(.literal("x-request-id: "))
+            emit(.requestID)
+            emit(.literal("\r\n"))
+        }
+        emit(.literal("\r\n"))
+    }
+
+    /// How a response is rewritten for the client.
+    public enum Persistence: Sendable {
+        /// The client connection stays open after this response (HTTP/1.1 default: nothing to add).
+        case keepAlive
+        /// The client is HTTP/1.0 and asked for keep-alive: say so ("connection: keep-alive").
+        case keepAliveHTTP10
+        /// The client connection closes after this response ("connection: close").
+        case close
+    }
+
+    /// The response as the client gets it: status-line as HTTP/1.1, hop-by-hop fields removed as for requests
+    /// (Upgrade kept on a 101, with "connection: upgrade"), and the connection's fate stated.
+    public static func response(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, persistence: Persistence,
+                                emit: (Piece) -> Void)
+    {
+        // status-line = HTTP-version SP status-code SP reason: the version is always 8 bytes.
+        let lineEnd = head.fields.first?.name.lowerBound ?? (head.length - 2)
+        emit(.literal("HTTP/1.1 "))
+        emit(.bytes((head.startLineOffset + 9)..<lineEnd))
+        let switching = head.status == 101
+        var run: Int? = nil
+        for i in head.fields.indices {
+            let field = head.fields[i]
+            let keep: Bool
+            switch field.known {
+            case .connection, .keepAlive, .proxyConnection, .te: keep = false
+            case .upgrade: keep = switching
+            case .other: keep = !namedByConnection(head, bytes, field.name)
+            default: keep = true
+            }
+            emitRun(head, i, keep: keep, run: &run, emit)
+        }
+        if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if switching {
+            emit(.literal("connection: upgrade\r\n"))
+        } else if !head.isInterim {
+            switch persistence {
+            case .keepAlive: break
+            case .keepAliveHTTP10: emit(.literal("connection: keep-alive\r\n"))
+            case .close: emit(.literal("connection: close\r\n"))
+            }
+        }
+        emit(.literal("\r\n"))
+    }
+
+    /// Extends or ends the run of kept field lines at field `i` (a line runs to the next one's start).
+    private static func emitRun(_ head: HTTP1Head, _ i: Int, keep: Bool, run: inout Int?, _ emit: (Piece) -> Void) {
+        let start = head.fields[i].name.lowerBound
+        if keep {
+            if run == nil { run = start }
+        } else if let s = run {
+            emit(.bytes(s..<start))
+            run = nil
+        }
+    }
+
+    /// Whether a Connection field names `name` (RFC 9110 §7.6.1: those fields are hop-by-hop too).
+    private static func namedByConnection(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> Bool {
+        for field in head.fields where field.known == .connection {
+            var cursor = field.value.lowerBound
+            while let element = HTTPGrammar.nextListElement(bytes, &cursor, end: field.value.upperBound) {
+                if HTTPGrammar.equalsIgnoringCase(bytes, element, name) { return true }
+            }
+        }
+        return false
+    }
+}
