@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
-        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO"], swiftSettings: strict),
+        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP"], swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [
