@@ -512,11 +512,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].requestDecoder.reset()
         case .none, .untilClose: sessions[id].requestBody = .none
         }
-        var rp = responseParsers.parsers[Int(sessions[id].responseParser)]
-        rp.reset()
-        rp.respondingToHEAD = head.method == .head
-        rp.respondingToCONNECT = head.method == .connect
-        responseParsers.parsers[Int(sessions[id].responseParser)] = rp
+        prepareResponseParser(id)
         sessions[id].request = .waiting
         acquireUpstream(id, reactor)
     }
@@ -893,6 +889,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sendToClient(id, reactor)
     }
 
+    /// Readies the session's response parser for the response to its current request (in place: a copy
+    /// would share the field table, and resetting it would then allocate).
+    private func prepareResponseParser(_ id: SID) {
+        let p = Int(sessions[id].responseParser)
+        let method = sessions[id].method
+        responseParsers.parsers[p].reset()
+        responseParsers.parsers[p].respondingToHEAD = method == .head
+        responseParsers.parsers[p].respondingToCONNECT = method == .connect
+    }
+
     private func takeResponseBody(_ id: SID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
         let held = sessions[id].responseHeld
         switch sessions[id].responseBody {
@@ -983,13 +989,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if sessions[id].interimLength > 0 {
             // An interim response went out: the final one follows.
             sessions[id].interimLength = 0
-            var rp = responseParsers.parsers[Int(sessions[id].responseParser)]
-            let head = rp.head
-            rp.reset()
-            rp.respondingToHEAD = sessions[id].method == .head
-            rp.respondingToCONNECT = sessions[id].method == .connect
-            _ = head
-            responseParsers.parsers[Int(sessions[id].responseParser)] = rp
+            prepareResponseParser(id)
             sessions[id].response = .head
             if sessions[id].responseHeld.isEmpty {
                 dropHeld(&sessions[id].responseHeld, reactor)
