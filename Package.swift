@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
         // For the fuzz package (Tools/fuzz).
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernProxy", targets: ["TernProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

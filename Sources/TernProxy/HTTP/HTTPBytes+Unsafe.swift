@@ -151,26 +151,31 @@ struct Held {
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
-        var ok = true
-        func add(_ b: UnsafeRawBufferPointer) {
-            if unsafe !table.append(entry, b) { ok = false }
-        }
+        // A flag on self rather than a local captured by the closure: a captured local var would be boxed on the
+        // heap, one allocation per head.
+        appendFailed = false
         unsafe plan(head, bytes.span) { piece in
             switch piece {
             case .bytes(let r):
-                unsafe add(UnsafeRawBufferPointer(rebasing: whole[r]))
+                unsafe add(table, entry, UnsafeRawBufferPointer(rebasing: whole[r]))
             case .literal(let s):
-                unsafe add(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
             case .clientAddress:
                 let n = Int(unsafe scratchPointer(slot).load(fromByteOffset: Self.addressLength, as: UInt8.self))
-                unsafe add(UnsafeRawBufferPointer(start: scratchPointer(slot) + Self.addressStart, count: n))
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: scratchPointer(slot) + Self.addressStart, count: n))
             case .requestID:
                 let p = unsafe scratchPointer(slot) + Self.requestIDStart
                 unsafe writeUUIDv4(p)
-                unsafe add(UnsafeRawBufferPointer(start: p, count: 36))
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
             }
         }
-        return ok
+        return !appendFailed
+    }
+
+    private var appendFailed = false
+
+    private func add(_ table: IOVecTable, _ entry: Int, _ b: UnsafeRawBufferPointer) {
+        if unsafe !table.append(entry, b) { appendFailed = true }
     }
 
     /// Appends held bytes [range) to entry `entry`.
