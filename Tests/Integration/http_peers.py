@@ -17,9 +17,10 @@ needs, even on one keep-alive connection:
     /close                      reads the request, then closes cleanly (FIN) without answering
     /garbage/KIND               answers with an invalid status line (KIND: `not-http`, `bad-code`), then holds
     /hop-by-hop                 an answer carrying hop-by-hop fields (Connection and what it names, Keep-Alive,
-                                Proxy-Connection, Upgrade, TE, Trailer) next to an end-to-end one
+                                Proxy-Connection, Upgrade, TE) next to an end-to-end one
     /connection-close           answers with `Connection: close` and closes
     /close-after-response       answers normally (keep-alive), then closes the idle connection 100 ms later
+                                (`closed` is set once it did)
     anything else               200, the body is the request target
 
 Every answer carries `X-Upstream-Connection: K` (the accepting order of the connection, from 1), so tests see
@@ -303,6 +304,10 @@ class HttpUpstream(ThreadedServer):
     def paths(self):
         return [r.path for r in self.requests]
 
+    def all_raw(self):
+        """Every byte received (up to RAW_CAP per connection), connections in accepting order."""
+        return b"".join(bytes(c.raw) for c in self.connections)
+
     def serve(self, conn):
         leftover = b""
         request = None
@@ -396,8 +401,7 @@ class HttpUpstream(ThreadedServer):
         if route == "hop-by-hop":
             ex.respond(200, b"hop", [("Connection", "keep-alive, X-Upstream-Hop"), ("X-Upstream-Hop", "1"),
                                      ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "keep-alive"),
-                                     ("Upgrade", "h2c"), ("TE", "gzip"), ("Trailer", "X-Checksum"),
-                                     ("X-End-To-End", "kept")])
+                                     ("Upgrade", "h2c"), ("TE", "gzip"), ("X-End-To-End", "kept")])
             return True
         if route == "connection-close":
             ex.respond(200, b"bye", [("Connection", "close")])
@@ -406,9 +410,7 @@ class HttpUpstream(ThreadedServer):
         if route == "close-after-response":
             ex.respond(200, b"closing soon")
             time.sleep(0.1)
-            ex.conn.sock.shutdown(socket.SHUT_WR)
-            ex.conn.wait_for_peer_close()
-            return False
+            return False  # the socket is closed on return: later bytes from the peer get a reset
         ex.respond(200, ex.request.target.encode())
         return True
 
