@@ -95,6 +95,8 @@ public struct HTTP1Parser: Sendable {
         var keepAlive = false
         var upgradeOption = false
         var upgradeField = false
+        /// Every Upgrade field offered only "h2c" (RFC 7540 §3.2's cleartext HTTP/2 upgrade, removed in RFC 9113).
+        var upgradeOnlyH2C = true
         var expectContinue = false
     }
 
@@ -376,7 +378,9 @@ public struct HTTP1Parser: Sendable {
             for i in value where !HTTPGrammar.isHostChar(bytes[i]) { throw HTTPParseError(.invalidHost) }
             head.host = value
         case .connection: try noteConnection(bytes, value)
-        case .upgrade: facts.upgradeField = true
+        case .upgrade:
+            facts.upgradeField = true
+            if !HTTPGrammar.equalsIgnoringCase(bytes, value, Names.h2c) { facts.upgradeOnlyH2C = false }
         case .expect: if HTTPGrammar.equalsIgnoringCase(bytes, value, Names.continue100) { facts.expectContinue = true }
         case .te, .trailer, .keepAlive, .proxyConnection, .xForwardedFor, .xForwardedProto, .xRequestID,
             .xForwardedClientCert, .xEnvoy, .other:
@@ -514,7 +518,9 @@ public struct HTTP1Parser: Sendable {
         }
         head.framing = framing
         head.keepAlive = keepAlive
-        head.upgrade = http11 && facts.upgradeField && facts.upgradeOption
+        // An h2c upgrade is not honoured (as Envoy strips it): the request goes on as HTTP/1.1 and its Upgrade
+        // field, hop-by-hop, is removed.
+        head.upgrade = http11 && facts.upgradeField && facts.upgradeOption && !facts.upgradeOnlyH2C
         if facts.hostCount != 1 { head.host = nil }
     }
 }
@@ -532,7 +538,7 @@ private enum Names {
     static let chunked = StaticBytes("chunked"), gzip = StaticBytes("gzip"), deflate = StaticBytes("deflate")
     static let compress = StaticBytes("compress"), xGzip = StaticBytes("x-gzip")
     static let xCompress = StaticBytes("x-compress")
-    static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue")
+    static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue"), h2c = StaticBytes("h2c")
     static let xForwardedFor = StaticBytes("x-forwarded-for"), xForwardedProto = StaticBytes("x-forwarded-proto")
     static let xRequestID = StaticBytes("x-request-id"), xForwardedClientCert = StaticBytes("x-forwarded-client-cert")
     static let xEnvoyPrefix = StaticBytes("x-envoy-")

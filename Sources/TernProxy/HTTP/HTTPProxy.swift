@@ -226,11 +226,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
-            // Idle keep-alive connections close at once; exchanges in flight finish with "connection: close".
-            sessions.forEachID { id in
-                let s = sessions[id]
-                if s.phase == .open && !s.exchange && s.requestHeld.isEmpty { closeSession(id, reset: false, reactor) }
-            }
+            // Every client connection ends after its next response, which says "connection: close" (as Envoy
+            // drains HTTP/1.1). An idle keep-alive connection is not closed at once: a request may already be on
+            // its way, and closing under it would lose it; it closes with its next response, or when the drain
+            // timeout stops the reactor.
             for e in idle.indices {
                 while let u = idle[e].popLast() {
                     if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
@@ -1037,7 +1036,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         cancel(&sessions[id].upstreamTimer, reactor)
         sessions[id].exchange = false
         sessions[id].retryFrom = nil
-        if !sessions[id].keepAlive || (draining && sessions[id].requestHeld.isEmpty) {
+        // While draining, a connection whose response still promised keep-alive waits for one more request,
+        // answered with "connection: close" (closing now could lose a request already sent).
+        if !sessions[id].keepAlive {
             lingerClose(id, reactor)
             return
         }
