@@ -46,7 +46,8 @@ struct Held {
         scratchCount = slots
         // SAFETY: owned until deinit; indexes are checked against scratchCount.
         unsafe scratch = calloc(slots, Self.scratchSize)!
-        let rendered = LocalReply.allCases.map { Array($0.wire.utf8) }
+        // Index 2 × case + (close ? 1 : 0).
+        let rendered = LocalReply.allCases.flatMap { [Array($0.wire(close: false).utf8), Array($0.wire(close: true).utf8)] }
         // SAFETY: owned until deinit; filled once here and only read afterwards.
         let block = unsafe malloc(max(rendered.reduce(0) { $0 + $1.count }, 1))!
         var offset = 0
@@ -71,8 +72,8 @@ struct Held {
     }
 
     /// Appends a whole local reply to entry `entry`.
-    func append(_ table: IOVecTable, _ entry: Int, _ reply: LocalReply) -> Bool {
-        let (offset, count) = replySpans[reply.rawValue]
+    func append(_ table: IOVecTable, _ entry: Int, _ reply: LocalReply, close: Bool) -> Bool {
+        let (offset, count) = replySpans[2 * reply.rawValue + (close ? 1 : 0)]
         return unsafe table.append(entry, UnsafeRawBufferPointer(start: replies + offset, count: count))
     }
 

@@ -971,7 +971,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         if sessions[id].response == .reply {
-            lingerClose(id, reactor)
+            sessions[id].reply = nil
+            if sessions[id].keepAlive { exchangeDone(id, reactor) } else { lingerClose(id, reactor) }
             return
         }
         if let reply = sessions[id].pendingReply {
@@ -1122,8 +1123,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         cancel(&sessions[id].headerTimer, reactor)
         cancel(&sessions[id].upstreamTimer, reactor)
         cancel(&sessions[id].streamTimer, reactor)
+        // The connection stays open only when the whole request was read (and forwarded): otherwise the rest of
+        // it is still unread in the socket.
+        let keep = sessions[id].request == .done && sessions[id].keepAlive && !draining && reply.status >= 500
         sessions[id].reply = reply
-        sessions[id].keepAlive = false
+        sessions[id].keepAlive = keep
         sessions[id].responseStarted = true
         sessions[id].response = .reply
         // The request is abandoned: a queued one is skipped when its turn comes.
@@ -1131,7 +1135,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         dropHeld(&sessions[id].responseHeld, reactor)
         let entry = Int(id.index)
         toClient.reset(entry)
-        _ = bytes.append(toClient, entry, reply)
+        _ = bytes.append(toClient, entry, reply, close: !keep)
         sendToClient(id, reactor)
     }
 

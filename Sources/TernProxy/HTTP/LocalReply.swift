@@ -1,8 +1,9 @@
 import TernHTTP
 
 /// The responses Tern writes itself, with the bodies and response flags Envoy users know
-/// (../shared/reference/istio.md: response flags). Each closes the client connection afterwards: the request
-/// it answers may not have been read to its end.
+/// (../shared/reference/istio.md: response flags). The client connection stays open after a 5xx answering a
+/// request that was read to its end (as Envoy keeps it); otherwise the reply says "connection: close" and the
+/// connection closes, since the rest of the request is unread.
 enum LocalReply: Int, CaseIterable {
     case badRequest, uriTooLong, headersTooLarge, notImplemented, versionNotSupported
     case requestHeaderTimeout, streamTimeoutRequest, streamTimeoutResponse
@@ -65,8 +66,9 @@ enum LocalReply: Int, CaseIterable {
     }
 
     /// The whole response on the wire.
-    var wire: String {
-        "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n\(body)"
+    func wire(close: Bool) -> String {
+        "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"
+            + (close ? "connection: close\r\n" : "") + "\r\n\(body)"
     }
 
     /// The answer to a request head Tern refused.
