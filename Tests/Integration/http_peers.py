@@ -407,6 +407,12 @@ class HttpUpstream(ThreadedServer):
             ex.respond(200, b"bye", [("Connection", "close")])
             ex.keep_alive = False
             return False
+        if route == "stall-body":
+            # Announces 10 bytes, sends 5 and goes quiet until the peer closes.
+            ex.read_body()
+            ex.send(ex.head(200, [("Content-Length", "10")]) + b"12345")
+            ex.conn.wait_for_peer_close()
+            return False
         if route == "close-after-response":
             ex.respond(200, b"closing soon")
             time.sleep(0.1)

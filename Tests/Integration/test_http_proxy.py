@@ -882,6 +882,69 @@ def test_local_5xx_reply_keeps_the_client_connection(start_tern, http_upstream, 
     assert r.body == b"/fine"
 
 
+def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend):
+    """With one upstream connection allowed and one request allowed to wait for it, a third concurrent request
+    is refused at once with 503 and Envoy's overflow text (flag UO); the waiting one is served when the
+    connection frees up, on that same connection."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--max-upstream-connections", "1", "--max-pending-requests", "1")
+    results = {}
+
+    def get(name, delay):
+        time.sleep(delay)
+        results[name] = curl(t.port, "/delay/1000")
+
+    threads = [threading.Thread(target=get, args=(n, d)) for n, d in (("first", 0), ("second", 0.2), ("third", 0.4))]
+    [th.start() for th in threads]
+    [th.join(10) for th in threads]
+    assert results["first"][0] == 200 and results["second"][0] == 200, results
+    assert results["third"][0] == 503, results
+    assert b"reset reason: overflow" in results["third"][1], results
+    assert up.accepted == 1
+
+
+def test_stream_idle_timeout_ends_a_stalled_response(start_tern, http_upstream, backend):
+    """A response whose body stops moving is ended after --stream-idle-timeout (Envoy's stream_idle_timeout,
+    flag SI): its head already went out, so the client connection is reset rather than the body looking
+    complete, and the upstream connection is closed."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--stream-idle-timeout", "1s", "--upstream-timeout", "0s")
+    c = RawClient(t.port)
+    c.send(build_request("GET", "/stall-body"))
+    start = time.time()
+    got = read_until_closed(c.sock, 5)
+    elapsed = time.time() - start
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"12345"), got
+    assert 0.9 < elapsed < 3.5, elapsed
+    assert up.connections[0].closed.wait(5)
+
+
+def test_stream_idle_timeout_on_a_stalled_request_body_gives_408(start_tern, http_upstream, backend):
+    """A request body that stops arriving is ended after --stream-idle-timeout with 408 (no response had
+    started), and the connection closes."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--stream-idle-timeout", "1s")
+    c = RawClient(t.port)
+    c.send(b"POST /sha256 HTTP/1.1\r\nHost: tern.test\r\nContent-Length: 10\r\n\r\n12345")
+    start = time.time()
+    got = read_until_closed(c.sock, 5)
+    assert got.startswith(b"HTTP/1.1 408"), got
+    assert 0.9 < time.time() - start < 3.5
+
+
+def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):
+    """--max-idle-upstream 1: after three concurrent requests needed three upstream connections, only one
+    is kept idle; the other two are closed once their requests end."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--max-idle-upstream", "1")
+    threads = [threading.Thread(target=curl, args=(t.port, "/delay/500")) for _ in range(3)]
+    [th.start() for th in threads]
+    [th.join(10) for th in threads]
+    assert up.accepted == 3
+    closed = [conn.closed.wait(3) for conn in up.connections]
+    assert sorted(closed) == [False, True, True], closed
+
+
 def test_local_reply_before_the_body_was_read_closes(start_tern, backend):
     """A 503 (UF) answered before the request body was read says `connection: close` and closes: the unread
     rest of the body must not be taken for a next request."""
