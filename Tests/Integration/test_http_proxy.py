@@ -1133,6 +1133,33 @@ def test_connect_gives_200_and_a_tunnel(start_tern, http_upstream, backend):
     assert read_until_closed(c.sock, timeout=5) == b""
 
 
+def test_tunnel_is_spliced(start_tern, http_upstream, backend):
+    """Once the 2xx to CONNECT went out with nothing read beyond it, both sockets go to the splice relay: the
+    tunnel's bytes move socket → pipe → socket like any relayed TCP connection (the debug log says so), and
+    the tunnel still carries 8 MiB both ways and ends with a clean half-close."""
+    up = http_upstream(TunnelEcho)
+    t = proxy(start_tern, up, backend, "--log-level", "debug")
+    c = RawClient(t.port)
+    c.send(build_request("CONNECT", up.address, host=up.address))
+    r = c.read_response("CONNECT")
+    assert 200 <= r.status < 300, r
+    payload = b"".join(stream_bytes(8 * MiB))
+    sender = threading.Thread(target=c.sock.sendall, args=(payload,))
+    sender.start()
+    got = bytearray()
+    while len(got) < len(payload):
+        data = c.sock.recv(1 << 20)
+        assert data, f"tunnel closed after {len(got)} bytes"
+        got += data
+    sender.join(10)
+    assert bytes(got) == payload
+    c.sock.shutdown(socket.SHUT_WR)
+    assert read_until_closed(c.sock, timeout=5) == b""
+    t.stop()
+    t.rest()
+    assert "tunnel handed to the splice relay" in t.log()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Draining under load
 # ---------------------------------------------------------------------------------------------------------

@@ -123,6 +123,22 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         (draining || stopping) && connections.count == 0 && acceptor.allClosed
     }
 
+    /// Token op kinds the relay uses are below this; an owner that embeds a relay (the HTTP proxy, for its
+    /// tunnels) uses kinds from here up and passes the rest on.
+    static var opLimit: UInt8 { 32 }
+
+    /// Connections being relayed (an embedding owner waits for them when draining).
+    var count: Int { connections.count }
+
+    /// Relays an already connected pair (an HTTP Upgrade or CONNECT tunnel): from now on bytes are spliced
+    /// both ways as for any relayed connection, and closing it closes both sockets and counts the connection
+    /// (in `counters.active`) as gone. False when the relay is full; the caller keeps both sockets then.
+    func adopt(client: Int32, upstream: Int32, _ reactor: Reactor<Backend>) -> Bool {
+        guard let id = connections.insert(Connection(client: client, upstream: upstream, listener: -1)) else { return false }
+        connected(id, 0, reactor)
+        return true
+    }
+
     // MARK: - Loop hooks
 
     public func iteration(_ reactor: Reactor<Backend>) {

@@ -46,12 +46,13 @@ public struct HTTPSettings: Sendable {
 }
 
 public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
+    /// Op kinds from 32 up; those below belong to the embedded relay that splices tunnels.
     private enum Op: UInt8 {
-        case accept = 1, acceptBackoff = 2
-        case clientReceive = 3, clientSend = 4
-        case upstreamConnect = 5, upstreamReceive = 6, upstreamSend = 7
-        case headerTimer = 8, idleTimer = 9, upstreamTimer = 10, streamTimer = 11, lingerTimer = 12
-        case connectTimer = 13, poolTimer = 14
+        case accept = 32, acceptBackoff
+        case clientReceive, clientSend
+        case upstreamConnect, upstreamReceive, upstreamSend
+        case headerTimer, idleTimer, upstreamTimer, streamTimer, lingerTimer
+        case connectTimer, poolTimer
     }
 
     typealias SID = Slab<Session>.ID
@@ -190,6 +191,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var draining = false
     private var stopping = false
     private let trustedClient: Bool
+    /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4).
+    private let tunnels: TCPRelay<Backend>
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool)
@@ -213,16 +216,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         pending = listeners.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
         upstreamCount = listeners.map { _ in 0 }
         trustedClient = settings.xffTrustedHops > 0
+        tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity)
+        precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
         for i in idle.indices { idle[i].reserveCapacity(settings.maxIdleUpstream) }
     }
 
     public var finished: Bool {
-        (draining || stopping) && sessions.count == 0 && upstreams.count == 0 && acceptor.allClosed
+        (draining || stopping) && sessions.count == 0 && upstreams.count == 0 && tunnels.count == 0 && acceptor.allClosed
     }
 
     // MARK: - Loop hooks
 
     public func iteration(_ reactor: Reactor<Backend>) {
+        tunnels.iteration(reactor)
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
@@ -248,6 +254,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
+        if c.token.op < TCPRelay<Backend>.opLimit {
+            tunnels.handle(c, reactor)
+            return
+        }
         guard let op = Op(rawValue: c.token.op) else { return bug("unknown HTTP proxy op \(c.token.op)") }
         switch op {
         case .accept:
@@ -288,6 +298,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     public func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
+        if token.op < TCPRelay<Backend>.opLimit {
+            tunnels.timerFired(token, reactor)
+            return
+        }
         guard let op = Op(rawValue: token.op) else { return }
         switch op {
         case .acceptBackoff:
@@ -1065,6 +1079,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].response = .tunnel
         sessions[id].retryFrom = nil
         guard let u = sessions[id].upstream else { return bug("tunnel without an upstream") }
+        if sessions[id].requestHeld.isEmpty && sessions[id].responseHeld.isEmpty && sessions[id].inflight == 0
+            && upstreams[u].inflight == 0 && handOver(id, u, reactor)
+        {
+            return
+        }
+        // Bytes already read on either side (sent right after the request or the 101) go through buffers;
+        // such a tunnel stays here, forwarding buffer by buffer.
         // Bytes that followed the 101 head from the upstream, or the request from the client, go first.
         if !sessions[id].responseHeld.isEmpty {
             tunnelToClient(id, reactor)
@@ -1078,6 +1099,27 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             dropHeld(&sessions[id].requestHeld, reactor)
             receiveFromClient(id, reactor)
         }
+    }
+
+    /// Gives both sockets of a tunnel to the splicing relay and forgets the session and upstream connection
+    /// (without closing their sockets, and with the connection still counted as active: the relay ends it).
+    private func handOver(_ id: SID, _ u: UID, _ reactor: Reactor<Backend>) -> Bool {
+        let client = sessions[id].fd, upstream = upstreams[u].fd
+        guard tunnels.adopt(client: client, upstream: upstream, reactor) else { return false }
+        Log.debug("tunnel handed to the splice relay")
+        let e = upstreams[u].endpoint
+        upstreams.remove(u)
+        upstreamCount[e] -= 1
+        dropHeld(&sessions[id].requestHeld, reactor)
+        dropHeld(&sessions[id].responseHeld, reactor)
+        requestParsers.give(sessions[id].requestParser)
+        responseParsers.give(sessions[id].responseParser)
+        cancel(&sessions[id].idleTimer, reactor)
+        cancel(&sessions[id].headerTimer, reactor)
+        sessions.remove(id)
+        reactor.control.activeConnections.store(sessions.count + tunnels.count, ordering: .relaxed)
+        connectWaiting(e, reactor)
+        return true
     }
 
     private func tunnelToUpstream(_ id: SID, _ reactor: Reactor<Backend>) {
@@ -1223,7 +1265,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         System.close(upstreams[u].fd)
         upstreams.remove(u)
         upstreamCount[e] -= 1
-        // A slot opened: a waiting request gets a new connection.
+        connectWaiting(e, reactor)
+    }
+
+    /// A connection slot to endpoint `e` opened: the oldest waiting request gets a new connection.
+    private func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
         while let next = pending[e].pop() {
             guard sessions.isCurrent(next), sessions[next].phase == .open, sessions[next].request == .waiting,
                   sessions[next].upstream == nil else { continue }
