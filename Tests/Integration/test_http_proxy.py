@@ -976,6 +976,25 @@ def read_until_closed(sock, timeout):
         raise AssertionError(f"still open after {timeout} s (got {out[:200]!r})") from None
 
 
+def test_timeouts_count_from_their_own_request_on_a_kept_alive_connection(start_tern, http_upstream, backend):
+    """Tern's timers are set once and re-checked when they fire: each must still measure from its own
+    request. Requests that keep a connection busy past the idle and header timeouts do not trip them; then
+    a slow head on that same connection is cut 1 s after its first byte (408), not earlier."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--request-header-timeout", "1s", "--idle-timeout", "1s")
+    c = RawClient(t.port)
+    start = time.time()
+    while time.time() - start < 2.5:
+        r = c.exchange("GET", "/delay/300")
+        assert r.status == 200, r
+        time.sleep(0.5)  # idle, but for less than --idle-timeout
+    c.send(b"GET /slow HTTP/1.1\r\nHost: tern.test\r\n")
+    sent = time.time()
+    got = read_until_closed(c.sock, timeout=10)
+    assert 0.9 < time.time() - sent < 2.5
+    assert got.startswith(b"HTTP/1.1 408 "), got
+
+
 def test_slow_request_head_is_cut_after_request_header_timeout(start_tern, http_upstream, backend):
     """Half a head, then silence: with --request-header-timeout 1s the connection is closed (after a 408, or
     at once) within 1-3 s (Envoy's request_headers_timeout), and the upstream receives nothing."""

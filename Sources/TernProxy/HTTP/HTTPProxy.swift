@@ -112,12 +112,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var pendingReply: LocalReply? = nil
         var clientEOF = false
         var upstreamEOF = false
+        // Timers are lazy: each is set when first needed and, when it fires, checks the time it guards (below)
+        // and sets itself again if that moved; nothing is cancelled on the request path. A keep-alive request
+        // then costs no timer operation.
         var headerTimer: TimerWheel.ID? = nil
         var idleTimer: TimerWheel.ID? = nil
         var upstreamTimer: TimerWheel.ID? = nil
         var streamTimer: TimerWheel.ID? = nil
         var lingerTimer: TimerWheel.ID? = nil
         var lastActivity: UInt64 = 0
+        /// When the connection last became idle between requests (idle timeout).
+        var idleSince: UInt64 = 0
+        /// When the first byte of the current request head arrived (request header timeout).
+        var headStart: UInt64 = 0
+        /// When the current request was completely sent upstream (upstream timeout).
+        var requestEnd: UInt64 = 0
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -132,7 +141,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var sending = false
         var reused = false
         var connectTimer: TimerWheel.ID? = nil
+        /// Lazy, as the session timers: set when the connection first goes idle.
         var poolTimer: TimerWheel.ID? = nil
+        var idleSince: UInt64 = 0
     }
 
     /// Requests waiting for an upstream connection of one endpoint, oldest first (a fixed ring).
@@ -317,7 +328,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 }
             } else {
                 upstreams[u].poolTimer = nil
-                if upstreams[u].state == .idle { closeUpstream(u, reactor) }
+                guard upstreams[u].state == .idle else { return }
+                let due = saturatingAdd(upstreams[u].idleSince, settings.upstreamIdleTimeout.nanoseconds)
+                if System.monotonicNanos() >= due {
+                    closeUpstream(u, reactor)
+                } else {
+                    upstreams[u].poolTimer = reactor.timers.schedule(self.token(.poolTimer, u), at: due)
+                }
             }
         default:
             let id = SID(index: token.slot, generation: token.generation)
@@ -331,31 +348,43 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         switch op {
         case .idleTimer:
             sessions[id].idleTimer = nil
-            if s.phase == .open && !s.exchange && s.requestHeld.isEmpty {
+            guard s.phase == .open && !s.exchange && s.requestHeld.isEmpty else { return }
+            let due = saturatingAdd(s.idleSince, relay.idleTimeout.nanoseconds)
+            if System.monotonicNanos() >= due {
                 Log.debug("client connection idle for \(relay.idleTimeout): closing")
                 closeSession(id, reset: false, reactor)
+            } else {
+                sessions[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: due)
             }
         case .headerTimer:
             sessions[id].headerTimer = nil
-            if s.phase == .open && s.request == .head {
+            guard s.phase == .open && s.request == .head && !s.requestHeld.isEmpty else { return }
+            let due = saturatingAdd(s.headStart, settings.requestHeaderTimeout.nanoseconds)
+            if System.monotonicNanos() >= due {
                 Log.debug("request head not complete after \(settings.requestHeaderTimeout)")
                 fail(id, .requestHeaderTimeout, reactor)
+            } else {
+                sessions[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)
             }
         case .upstreamTimer:
             sessions[id].upstreamTimer = nil
-            if s.exchange && s.response != .done {
+            guard s.exchange && s.request == .done && s.response != .done && s.response != .reply && s.response != .tunnel else { return }
+            let due = saturatingAdd(s.requestEnd, settings.upstreamTimeout.nanoseconds)
+            if System.monotonicNanos() >= due {
                 Log.debug("upstream timeout (UT) after \(settings.upstreamTimeout)")
                 fail(id, .upstreamTimeout, reactor)
+            } else {
+                sessions[id].upstreamTimer = reactor.timers.schedule(token(.upstreamTimer, id), at: due)
             }
         case .streamTimer:
             sessions[id].streamTimer = nil
-            guard s.exchange, s.phase == .open else { return }
-            let deadline = saturatingAdd(s.lastActivity, settings.streamIdleTimeout.nanoseconds)
-            if System.monotonicNanos() >= deadline {
+            guard s.exchange, s.phase == .open, s.response != .reply else { return }
+            let due = saturatingAdd(s.lastActivity, settings.streamIdleTimeout.nanoseconds)
+            if System.monotonicNanos() >= due {
                 Log.debug("stream idle for \(settings.streamIdleTimeout) (SI)")
                 fail(id, s.request == .done ? .streamTimeoutResponse : .streamTimeoutRequest, reactor)
             } else {
-                sessions[id].streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: deadline)
+                sessions[id].streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: due)
             }
         case .lingerTimer:
             sessions[id].lingerTimer = nil
@@ -418,7 +447,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     /// Waits for the next request head on a client connection (idle keep-alive until its first byte).
     private func awaitRequest(_ id: SID, _ reactor: Reactor<Backend>) {
-        sessions[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: relay.idleTimeout))
+        sessions[id].idleSince = System.monotonicNanos()
+        if sessions[id].idleTimer == nil {
+            sessions[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: relay.idleTimeout))
+        }
         receiveFromClient(id, reactor)
     }
 
@@ -460,10 +492,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 fail(id, .headersTooLarge, reactor)
                 return
             }
-            if wasEmpty && !s.exchange {
-                cancel(&sessions[id].idleTimer, reactor)
-                sessions[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: deadline(after: settings.requestHeaderTimeout))
-            }
+            if wasEmpty && !s.exchange { sessions[id].headStart = sessions[id].lastActivity }
             requestHead(id, reactor)
         case .body, .tunnel:
             precondition(!s.requestHeld.holdsStorage, "request bytes held while receiving more")
@@ -504,11 +533,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         guard progress == .complete else {
+            if sessions[id].headerTimer == nil {
+                let due = saturatingAdd(sessions[id].headStart, settings.requestHeaderTimeout.nanoseconds)
+                sessions[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)
+            }
             receiveFromClient(id, reactor)
             return
         }
-        cancel(&sessions[id].headerTimer, reactor)
-        cancel(&sessions[id].idleTimer, reactor)
         let head = requestParsers.parsers[p].head
         sessions[id].exchange = true
         sessions[id].keepAlive = head.keepAlive && !draining
@@ -517,7 +548,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].upgrade = head.upgrade || head.method == .connect
         sessions[id].responseStarted = false
         sessions[id].lastActivity = System.monotonicNanos()
-        sessions[id].streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: deadline(after: settings.streamIdleTimeout))
+        if sessions[id].streamTimer == nil {
+            sessions[id].streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: deadline(after: settings.streamIdleTimeout))
+        }
         switch head.framing {
         case .contentLength(let n): sessions[id].requestBody = n == 0 ? .none : .length(n)
         case .chunked:
@@ -535,7 +568,6 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let e = sessions[id].endpoint
         while let u = idle[e].popLast() {
             guard upstreams.isCurrent(u), upstreams[u].state == .idle else { continue }
-            cancel(&upstreams[u].poolTimer, reactor)
             bind(u, to: id, reused: true, reactor)
             return
         }
@@ -724,6 +756,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             exchangeDone(id, reactor)
             return
         }
+        sessions[id].requestEnd = System.monotonicNanos()
         if settings.upstreamTimeout.nanoseconds > 0 && sessions[id].upstreamTimer == nil {
             sessions[id].upstreamTimer = reactor.timers.schedule(token(.upstreamTimer, id), at: deadline(after: settings.upstreamTimeout))
         }
@@ -1029,7 +1062,6 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// The whole response went to the client.
     private func responseDone(_ id: SID, reusable: Bool, _ reactor: Reactor<Backend>) {
         sessions[id].response = .done
-        cancel(&sessions[id].upstreamTimer, reactor)
         // Bytes after the response mean the upstream cannot be trusted with another request.
         let clean = reusable && sessions[id].responseHeld.isEmpty
         dropHeld(&sessions[id].responseHeld, reactor)
@@ -1047,8 +1079,6 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     /// Both sides of the exchange are finished: wait for the next request, or close.
     private func exchangeDone(_ id: SID, _ reactor: Reactor<Backend>) {
-        cancel(&sessions[id].streamTimer, reactor)
-        cancel(&sessions[id].upstreamTimer, reactor)
         sessions[id].exchange = false
         sessions[id].retryFrom = nil
         // While draining, a connection whose response still promised keep-alive waits for one more request,
@@ -1060,12 +1090,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         requestParsers.parsers[Int(sessions[id].requestParser)].reset()
         sessions[id].request = .head
         sessions[id].response = .idle
+        sessions[id].responseStarted = false
         if sessions[id].requestHeld.isEmpty {
             dropHeld(&sessions[id].requestHeld, reactor)
             awaitRequest(id, reactor)
         } else {
             // A pipelined request is already here.
-            sessions[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: deadline(after: settings.requestHeaderTimeout))
+            sessions[id].headStart = System.monotonicNanos()
             requestHead(id, reactor)
         }
     }
@@ -1224,8 +1255,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         upstreams[u].state = .idle
+        upstreams[u].idleSince = System.monotonicNanos()
         idle[e].append(u)
-        upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: deadline(after: settings.upstreamIdleTimeout))
+        if upstreams[u].poolTimer == nil {
+            upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: deadline(after: settings.upstreamIdleTimeout))
+        }
         // Armed while idle so a close by the upstream is seen at once (and the connection dropped).
         receiveFromUpstream(u, reactor)
     }
