@@ -1,0 +1,674 @@
+// One reactor's share of a tern-load run: its connections, its histograms, its counters. Everything here runs
+// on that reactor's thread; the main thread sees only the atomics of `ReactorLink` and, at the end, the result.
+//
+// A client is one HTTP/1.1 connection's worth of load (with --compare, one socket per target, used in turns).
+// It has at most one request in flight:
+//
+//     idle ──issue──▶ waiting for socket ──connected──▶ sending ──sent──▶ reading head ──▶ reading body
+//       ▲                   │ connect failed                │ reset          │ reset, timeout   │ end of body
+//       │                   ▼                               ▼                ▼                  ▼
+//       └────────────── failed (counted by kind; the socket is closed and reopened on demand) ◀── complete
+//                                                                                                 (recorded)
+//
+// Closed loop: a client issues its next request as soon as the last one ended. Open loop: request k of client i
+// is due at OpenLoopSchedule.intendedOffset(i, k); a client that is still busy when its next request is due
+// sends it as soon as it is free, and the latency counts from the due time (coordinated omission, corrected).
+//
+// Steady state allocates nothing: the request bytes are built once, parsers and decoders are reset, received
+// bytes are read in the pooled buffer they arrived in, timers live in the wheel's slab and due sends in a heap
+// of fixed capacity.
+import Glibc
+import Synchronization
+import TernCore
+import TernHTTP
+import TernIO
+import TernLoadCore
+
+/// Between the main thread and one reactor.
+final class ReactorLink: Sendable {
+    /// Set once every socket of the reactor has connected or failed to (the run starts after that).
+    let connected = Atomic<Bool>(false)
+    let exited = Atomic<Bool>(false)
+    /// Live counters for the progress line (single writer, relaxed).
+    let completed = Atomic<UInt64>(0)
+    let failed = Atomic<UInt64>(0)
+    let result = Mutex<ReactorResult?>(nil)
+    let failure = Mutex<String?>(nil)
+}
+
+/// Shared by every reactor: when the run starts and whether it must stop now.
+final class RunClock: Sendable {
+    /// Monotonic nanoseconds at which warm-up starts; 0 until the main thread publishes it.
+    let start = Atomic<UInt64>(0)
+    /// SIGINT: stop at once, keep what was measured.
+    let stop = Atomic<Bool>(false)
+}
+
+/// What one reactor measured, per target (one target unless --compare).
+struct ReactorResult: Sendable {
+    var recorders: [LatencyRecorder]
+    var errors: [ErrorCounts]
+    var bytesSent: [UInt64]
+    var bytesReceived: [UInt64]
+    /// When the last recorded response ended (monotonic ns), for runs that end on a request count.
+    var lastCompletion: UInt64 = 0
+}
+
+/// The part of the settings a reactor needs, with its share of the connections and requests.
+struct ReactorPlan: Sendable {
+    var settings: LoadSettings
+    /// Global indices of this reactor's clients (the open-loop schedule spreads the rate over all of them).
+    var clients: Range<Int>
+    /// --requests: how many this reactor sends after the warm-up.
+    var requestQuota: UInt64?
+}
+
+final class LoadClient<Backend: IOBackend> {
+    private enum Op: UInt8 {
+        case connect = 1, send = 2, receive = 3
+        case requestTimeout = 8, reconnect = 9
+    }
+
+    private enum SocketPhase { case closed, connecting, open, closing }
+
+    private struct Socket {
+        var fd: Int32 = -1
+        var phase = SocketPhase.closed
+        /// Bumped each time the socket is closed, so completions and timers of an earlier socket are dropped.
+        var generation: UInt32 = 0
+        /// Operations the kernel still owns (connect, the multishot receive, a send).
+        var pending = 0
+        var receiving = false
+        var sending = false
+        /// After a failed connect, not before this time (closed loop back-off).
+        var retryAt: UInt64 = 0
+    }
+
+    private enum Reading {
+        case head
+        case body(remaining: UInt64)
+        case chunked
+        case untilClose
+    }
+
+    private struct Client {
+        var global: Int
+        /// Target of the request in flight (or of the last one).
+        var target = 0
+        var busy = false
+        /// The request's bytes are on their way (its socket was open).
+        var transmitted = false
+        var sentBytes = 0
+        var intended: UInt64 = 0
+        var sent: UInt64 = 0
+        var reading = Reading.head
+        var status = 0
+        var keepAlive = true
+        /// Whether the request counts (it was due after the warm-up and before the end).
+        var measured = false
+        /// Serial of the request in flight, carried by its timeout timer.
+        var serial: UInt32 = 0
+        var timeout: TimerWheel.ID? = nil
+        /// Open loop: index of the next request in this client's schedule.
+        var nextRequest: UInt64 = 0
+    }
+
+    let backend: Backend
+    let timers: TimerWheel
+    private let plan: ReactorPlan
+    private let link: ReactorLink
+    private let clock: RunClock
+    private let targetCount: Int
+    private let compare: Bool
+    private let schedule: OpenLoopSchedule?
+    private let isHEAD: Bool
+    private let timeoutNanos: UInt64
+    let requests: [RequestBytes]
+
+    private var sockets: [Socket]
+    private var clients: [Client]
+    private var parsers: [HTTP1Parser]
+    private var decoders: [ChunkedDecoder]
+    /// Heads that arrived in more than one receive, gathered until complete (rare; capacity kept).
+    private var staging: [[UInt8]]
+    private var due: DueHeap
+
+    private var recorders: [LatencyRecorder]
+    private var errors: [ErrorCounts]
+    private var bytesSent: [UInt64]
+    private var bytesReceived: [UInt64]
+    private var lastCompletion: UInt64 = 0
+    private var completedCount: UInt64 = 0
+    private var failedCount: UInt64 = 0
+
+    private var start: UInt64 = 0
+    private var measureStart: UInt64 = .max
+    private var measureEnd: UInt64 = .max
+    private var measuredIssued: UInt64 = 0
+    private var ending = false
+    private var stopping = false
+    private var reportedMalformed = false
+
+    /// Past the end of a timed run, responses already on their way are awaited this long.
+    static var endGraceNanos: UInt64 { 1_000_000_000 }
+    /// Closed loop: how long a client waits before reconnecting after a failed connect.
+    static var reconnectBackoffNanos: UInt64 { 10_000_000 }
+
+    init(backend: Backend, plan: ReactorPlan, link: ReactorLink, clock: RunClock) {
+        self.backend = backend
+        self.plan = plan
+        self.link = link
+        self.clock = clock
+        let s = plan.settings
+        targetCount = s.compare ? 2 : s.targets.count
+        compare = s.compare
+        if case .openLoop(let rate) = s.mode {
+            schedule = OpenLoopSchedule(rate: rate, connections: s.connections)
+        } else {
+            schedule = nil
+        }
+        isHEAD = s.method == "HEAD"
+        timeoutNanos = s.timeoutNanos
+        requests = s.targets.map { RequestBytes(s.requestBytes(for: $0)) }
+        let n = plan.clients.count
+        // --compare: one socket per target for each client; otherwise client i uses target i mod targets.
+        let socketsPerClient = compare ? 2 : 1
+        sockets = [Socket](repeating: Socket(), count: n * socketsPerClient)
+        clients = plan.clients.map { Client(global: $0, target: s.compare ? 0 : $0 % s.targets.count) }
+        parsers = [HTTP1Parser](repeating: HTTP1Parser(kind: .response), count: n)
+        decoders = [ChunkedDecoder](repeating: ChunkedDecoder(), count: n)
+        staging = [[UInt8]](repeating: [], count: n)
+        due = DueHeap(capacity: n)
+        let perTarget = compare ? 2 : 1
+        recorders = [LatencyRecorder](repeating: LatencyRecorder(), count: perTarget)
+        errors = [ErrorCounts](repeating: ErrorCounts(), count: perTarget)
+        bytesSent = [UInt64](repeating: 0, count: perTarget)
+        bytesReceived = [UInt64](repeating: 0, count: perTarget)
+        // A timeout per client and a reconnect per socket at most.
+        timers = TimerWheel(capacity: 2 * (n * socketsPerClient) + 16, now: System.monotonicNanos())
+    }
+
+    // MARK: - The loop
+
+    /// Connects every socket, waits for the start, runs until the end (or SIGINT) and returns what it measured.
+    func run() throws(IOError) -> ReactorResult {
+        for s in sockets.indices { open(s, now: System.monotonicNanos()) }
+        var announced = false
+        while true {
+            let now = System.monotonicNanos()
+            if !announced && sockets.allSatisfy({ $0.phase != .connecting }) {
+                announced = true
+                link.connected.store(true, ordering: .releasing)
+            }
+            if start == 0 {
+                let s = clock.start.load(ordering: .acquiring)
+                if s != 0 && now >= s { begin(at: s, now: now) }
+            }
+            if !stopping && clock.stop.load(ordering: .relaxed) { stopAll() }
+            if start != 0 && !stopping { advance(now) }
+            if stopping && sockets.allSatisfy({ $0.phase == .closed }) { break }
+
+            // Sleep until the next due send exactly (the timer wheel has 1 ms ticks), the next timer, or 10 ms
+            // at most, so a stop request is seen promptly without a cross-thread wake-up.
+            var timeout: UInt64 = 10_000_000
+            if let t = timers.nanosUntilNext(now: now) { timeout = min(timeout, t) }
+            if !stopping, let next = due.top?.at { timeout = next > now ? min(timeout, next - now) : 0 }
+            let n = try backend.wait(timeoutNanos: timeout)
+            for i in 0..<n { handle(backend.completion(at: i)) }
+            timers.expire(now: System.monotonicNanos()) { fired($0) }
+        }
+        return ReactorResult(recorders: recorders, errors: errors, bytesSent: bytesSent, bytesReceived: bytesReceived,
+                             lastCompletion: lastCompletion)
+    }
+
+    private func begin(at s: UInt64, now: UInt64) {
+        start = s
+        measureStart = s + plan.settings.warmupNanos
+        if case .duration(let d) = plan.settings.stop { measureEnd = measureStart + d }
+        for c in clients.indices {
+            if let schedule {
+                let at = start + schedule.intendedOffset(connection: clients[c].global, request: 0)
+                due.push(at: at, client: c)
+            } else {
+                issue(c, now: now)
+            }
+        }
+    }
+
+    /// Sends what is due and ends the run when its time or its request count is reached.
+    private func advance(_ now: UInt64) {
+        while let top = due.top, top.at <= now {
+            due.pop()
+            issue(top.client, now: now, intended: top.at)
+        }
+        if !ending {
+            if now >= measureEnd { ending = true }
+            if let quota = plan.requestQuota, measuredIssued >= quota, now >= measureStart { ending = true }
+        }
+        if ending {
+            let graceOver = measureEnd != .max && now >= measureEnd + min(Self.endGraceNanos, timeoutNanos)
+            if graceOver || !clients.contains(where: { $0.busy }) { stopAll() }
+        }
+    }
+
+    private func stopAll() {
+        stopping = true
+        for s in sockets.indices { close(s, reset: false) }
+    }
+
+    // MARK: - Requests
+
+    private func socketIndex(_ c: Int, _ target: Int) -> Int { compare ? 2 * c + target : c }
+
+    /// Which target a request due at `t` goes to: with --compare, A and B take turns in slices.
+    private func target(for c: Int, at t: UInt64) -> Int {
+        guard compare else { return clients[c].target }
+        return Int(((t &- start) / LoadSettings.compareSliceNanos) % 2)
+    }
+
+    private func issue(_ c: Int, now: UInt64, intended: UInt64? = nil) {
+        if ending || stopping { return }
+        let intendedAt = intended ?? now
+        if intendedAt >= measureStart {
+            if let quota = plan.requestQuota, measuredIssued >= quota { return }
+            measuredIssued += 1
+        }
+        let t = target(for: c, at: intendedAt)
+        clients[c].busy = true
+        clients[c].transmitted = false
+        clients[c].target = t
+        clients[c].intended = intendedAt
+        clients[c].measured = intendedAt >= measureStart && intendedAt < measureEnd
+        clients[c].serial = (clients[c].serial &+ 1) & 0xFF_FFFF
+        if schedule != nil { clients[c].nextRequest += 1 }
+        clients[c].timeout = timers.schedule(
+            Token(op: Op.requestTimeout.rawValue, slot: UInt32(c), generation: clients[c].serial), at: now + timeoutNanos)
+        let s = socketIndex(c, t)
+        switch sockets[s].phase {
+        case .open: transmit(c, s, now: now)
+        case .closed:
+            reopen(s, now: now)
+        case .connecting, .closing: break  // sent once connected (or reopened)
+        }
+    }
+
+    private func transmit(_ c: Int, _ s: Int, now: UInt64) {
+        clients[c].transmitted = true
+        clients[c].sent = now
+        clients[c].sentBytes = 0
+        clients[c].reading = .head
+        parsers[c].reset()
+        parsers[c].respondingToHEAD = isHEAD
+        if !staging[c].isEmpty { staging[c].removeAll(keepingCapacity: true) }
+        sendRest(c, s)
+    }
+
+    private func sendRest(_ c: Int, _ s: Int) {
+        sockets[s].sending = true
+        sockets[s].pending += 1
+        requests[clients[c].target].send(on: backend, fd: sockets[s].fd, from: clients[c].sentBytes, token: token(.send, s))
+    }
+
+    /// The response ended: record it and go on.
+    private func complete(_ c: Int, now: UInt64) {
+        let t = clients[c].target
+        if let id = clients[c].timeout { timers.cancel(id) }
+        clients[c].timeout = nil
+        clients[c].busy = false
+        if clients[c].measured {
+            recorders[t].record(intended: clients[c].intended, sent: clients[c].sent, completed: now)
+            let status = clients[c].status
+            if status >= 500 { errors[t].status5xx += 1 } else if status >= 400 { errors[t].status4xx += 1 }
+            lastCompletion = now
+            completedCount += 1
+            link.completed.store(completedCount, ordering: .relaxed)
+        }
+        if !clients[c].keepAlive { close(socketIndex(c, t), reset: false) }
+        next(c, now: now)
+    }
+
+    private enum Failure { case connect, timeout, reset }
+
+    private func fail(_ c: Int, _ kind: Failure, now: UInt64) {
+        let t = clients[c].target
+        if let id = clients[c].timeout { timers.cancel(id) }
+        clients[c].timeout = nil
+        clients[c].busy = false
+        if now >= measureStart && (clients[c].measured || kind == .connect) {
+            switch kind {
+            case .connect: errors[t].connect += 1
+            case .timeout: errors[t].timeout += 1
+            case .reset: errors[t].reset += 1
+            }
+            failedCount += 1
+            link.failed.store(failedCount, ordering: .relaxed)
+        }
+        close(socketIndex(c, t), reset: kind == .timeout)
+        next(c, now: now)
+    }
+
+    private func next(_ c: Int, now: UInt64) {
+        if ending || stopping { return }
+        if let schedule {
+            let at = start + schedule.intendedOffset(connection: clients[c].global, request: clients[c].nextRequest)
+            if at <= now { issue(c, now: now, intended: at) } else { due.push(at: at, client: c) }
+        } else {
+            issue(c, now: now)
+        }
+    }
+
+    // MARK: - Sockets
+
+    private func token(_ op: Op, _ s: Int) -> Token {
+        Token(op: op.rawValue, slot: UInt32(s), generation: sockets[s].generation)
+    }
+
+    private func clientOf(_ s: Int) -> (client: Int, target: Int) { compare ? (s / 2, s % 2) : (s, clients[s].target) }
+
+    private func open(_ s: Int, now: UInt64) {
+        let address = plan.settings.targets[clientOf(s).target].address
+        let fd: Int32
+        do {
+            fd = try System.tcpSocket(family: address.family)
+        } catch {
+            connectFailed(s, now: now)
+            return
+        }
+        System.setNoDelay(fd)
+        backend.register(fd: fd)
+        sockets[s].fd = fd
+        sockets[s].phase = .connecting
+        sockets[s].pending = 1
+        backend.connect(fd: fd, to: address, token: token(.connect, s))
+    }
+
+    private func connectFailed(_ s: Int, now: UInt64) {
+        sockets[s].retryAt = now + Self.reconnectBackoffNanos
+        let (c, t) = clientOf(s)
+        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { fail(c, .connect, now: now) }
+    }
+
+    /// Closes a socket once the kernel has given back every operation on it; with `reset`, the peer gets a RST.
+    private func close(_ s: Int, reset: Bool) {
+        guard sockets[s].phase == .open || sockets[s].phase == .connecting else { return }
+        if reset { System.setLingerReset(sockets[s].fd) }
+        sockets[s].phase = .closing
+        let fd = sockets[s].fd
+        if sockets[s].pending > 0 {
+            if sockets[s].receiving { backend.cancel(fd: fd, token: token(.receive, s)) }
+            if sockets[s].sending { backend.cancel(fd: fd, token: token(.send, s)) }
+            backend.cancel(fd: fd, token: token(.connect, s))
+            _ = System.shutdown(fd, write: true, read: true)
+        }
+        finishClose(s)
+    }
+
+    private func finishClose(_ s: Int) {
+        guard sockets[s].phase == .closing && sockets[s].pending == 0 else { return }
+        backend.unregister(fd: sockets[s].fd)
+        System.close(sockets[s].fd)
+        sockets[s].fd = -1
+        sockets[s].phase = .closed
+        sockets[s].receiving = false
+        sockets[s].sending = false
+        sockets[s].generation = (sockets[s].generation &+ 1) & 0xFF_FFFF
+        // A request issued meanwhile waits for this socket: reopen it.
+        let (c, t) = clientOf(s)
+        if !stopping && clients[c].busy && clients[c].target == t && !clients[c].transmitted {
+            reopen(s, now: System.monotonicNanos())
+        }
+    }
+
+    /// Opens a closed socket now, or once the back-off after a failed connect is over.
+    private func reopen(_ s: Int, now: UInt64) {
+        if sockets[s].retryAt > now {
+            _ = timers.schedule(token(.reconnect, s), at: sockets[s].retryAt)
+        } else {
+            open(s, now: now)
+        }
+    }
+
+    // MARK: - Completions and timers
+
+    private func handle(_ completion: Completion) {
+        let tok = completion.token
+        let s = Int(tok.slot)
+        guard s < sockets.count, tok.generation == sockets[s].generation, sockets[s].phase != .closed else {
+            if let b = completion.bufferID { backend.releaseBuffer(b) }
+            return
+        }
+        let now = System.monotonicNanos()
+        switch tok.op {
+        case Op.connect.rawValue:
+            sockets[s].pending -= 1
+            connected(s, completion.result, now: now)
+        case Op.send.rawValue:
+            sockets[s].pending -= 1
+            sockets[s].sending = false
+            sent(s, completion.result, now: now)
+        case Op.receive.rawValue:
+            if !completion.more {
+                sockets[s].pending -= 1
+                sockets[s].receiving = false
+            }
+            received(s, completion, now: now)
+        default:
+            bug("tern-load: unknown op \(tok.op)")
+        }
+        if sockets[s].phase == .closing { finishClose(s) }
+    }
+
+    private func connected(_ s: Int, _ result: Int32, now: UInt64) {
+        guard sockets[s].phase == .connecting else { return }
+        if result < 0 {
+            // The client (if one waits) fails first, so closing does not reopen the socket at once.
+            connectFailed(s, now: now)
+            close(s, reset: false)
+            return
+        }
+        sockets[s].phase = .open
+        armReceive(s)
+        let (c, t) = clientOf(s)
+        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
+    }
+
+    private func armReceive(_ s: Int) {
+        sockets[s].receiving = true
+        sockets[s].pending += 1
+        backend.receive(fd: sockets[s].fd, token: token(.receive, s), multishot: true)
+    }
+
+    private func sent(_ s: Int, _ result: Int32, now: UInt64) {
+        let (c, t) = clientOf(s)
+        guard sockets[s].phase == .open, clients[c].busy, clients[c].target == t, clients[c].transmitted else { return }
+        if result <= 0 {
+            if result == -Errno.EAGAIN { sendRest(c, s); return }
+            fail(c, .reset, now: now)
+            return
+        }
+        if now >= measureStart { bytesSent[compare ? t : 0] += UInt64(result) }
+        clients[c].sentBytes += Int(result)
+        if clients[c].sentBytes < requests[t].count { sendRest(c, s) }
+    }
+
+    private func received(_ s: Int, _ completion: Completion, now: UInt64) {
+        let (c, t) = clientOf(s)
+        let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
+        let result = completion.result
+        if result > 0, let buffer = completion.bufferID {
+            if sockets[s].phase == .open && now >= measureStart { bytesReceived[compare ? t : 0] += UInt64(result) }
+            if mine && sockets[s].phase == .open {
+                withReceivedBytes(backend.buffers, buffer, length: Int(result)) { consume(c, $0, now: now) }
+            }
+            backend.releaseBuffer(buffer)
+            if sockets[s].phase == .open && !completion.more { armReceive(s) }
+            return
+        }
+        if let buffer = completion.bufferID { backend.releaseBuffer(buffer) }
+        if sockets[s].phase != .open { return }
+        if result == -ENOBUFS {
+            if !completion.more { armReceive(s) }
+            return
+        }
+        // End of stream or an error: a close-delimited body ends here; any other response in flight failed.
+        if mine {
+            if result == 0, case .untilClose = clients[c].reading {
+                clients[c].keepAlive = false
+                complete(c, now: now)
+            } else {
+                fail(c, .reset, now: now)
+            }
+        }
+        close(s, reset: false)
+    }
+
+    private func fired(_ tok: Token) {
+        let now = System.monotonicNanos()
+        switch tok.op {
+        case Op.requestTimeout.rawValue:
+            let c = Int(tok.slot)
+            guard c < clients.count, clients[c].busy, clients[c].serial == tok.generation else { return }
+            clients[c].timeout = nil
+            fail(c, clients[c].transmitted ? .timeout : .connect, now: now)
+        case Op.reconnect.rawValue:
+            let s = Int(tok.slot)
+            guard s < sockets.count, tok.generation == sockets[s].generation, sockets[s].phase == .closed else { return }
+            let (c, t) = clientOf(s)
+            if clients[c].busy && clients[c].target == t && !clients[c].transmitted { open(s, now: now) }
+        default:
+            bug("tern-load: unknown timer \(tok.op)")
+        }
+    }
+
+    // MARK: - Responses
+
+    /// Feeds received bytes (in place, in their pooled buffer) to client c's response.
+    /// Bytes after the end of the response are dropped (requests are not pipelined).
+    func consume(_ c: Int, _ piece: borrowing Span<UInt8>, now: UInt64) {
+        var offset = 0
+        let serial = clients[c].serial
+        while offset < piece.count && clients[c].busy && clients[c].serial == serial {
+            switch clients[c].reading {
+            case .head:
+                if staging[c].isEmpty {
+                    let rest = piece.extracting(offset..<piece.count)
+                    guard let length = parseHead(c, rest, now: now) else {
+                        if clients[c].busy { for i in offset..<piece.count { staging[c].append(piece[i]) } }
+                        return
+                    }
+                    offset += length
+                } else {
+                    for i in offset..<piece.count { staging[c].append(piece[i]) }
+                    consumeStaged(c, now: now)
+                    return
+                }
+            case .body(let remaining):
+                let n = min(UInt64(piece.count - offset), remaining)
+                offset += Int(n)
+                clients[c].reading = .body(remaining: remaining - n)
+                if remaining == n { complete(c, now: now) }
+            case .chunked:
+                do {
+                    let out = try decoders[c].decode(piece.extracting(offset..<piece.count))
+                    offset += out.consumed
+                    if out.event == .end { complete(c, now: now) }
+                } catch {
+                    malformed(c, "\(error)", now: now)
+                }
+            case .untilClose:
+                return
+            }
+        }
+    }
+
+    /// A head that arrived in pieces: parse the gathered bytes, then whatever followed the head.
+    private func consumeStaged(_ c: Int, now: UInt64) {
+        let buffer = staging[c]
+        guard let length = parseHead(c, buffer.span, now: now) else { return }
+        if length < buffer.count { consume(c, buffer.span.extracting(length..<buffer.count), now: now) }
+        staging[c].removeAll(keepingCapacity: true)
+    }
+
+    /// Parses client c's response head; returns its length once complete (and sets up the body), nil when
+    /// more is needed or the response was refused.
+    private func parseHead(_ c: Int, _ bytes: borrowing Span<UInt8>, now: UInt64) -> Int? {
+        let progress: HTTP1Parser.Progress
+        do {
+            progress = try parsers[c].parse(bytes)
+        } catch {
+            malformed(c, "\(error)", now: now)
+            return nil
+        }
+        guard progress == .complete else { return nil }
+        let head = parsers[c].head
+        let length = head.length
+        if head.isInterim {
+            // 1xx: the final response follows on the same connection.
+            parsers[c].reset()
+            parsers[c].respondingToHEAD = isHEAD
+            return length
+        }
+        clients[c].status = head.status
+        clients[c].keepAlive = head.keepAlive
+        switch head.framing {
+        case .none:
+            complete(c, now: now)
+        case .contentLength(let n):
+            clients[c].reading = .body(remaining: n)
+            if n == 0 { complete(c, now: now) }
+        case .chunked:
+            decoders[c].reset()
+            clients[c].reading = .chunked
+        case .untilClose:
+            clients[c].reading = .untilClose
+        }
+        return length
+    }
+
+    /// The server sent something that is not an HTTP/1.1 response: counted as a reset (the connection is
+    /// dropped), explained once on stderr.
+    private func malformed(_ c: Int, _ why: String, now: UInt64) {
+        if !reportedMalformed {
+            reportedMalformed = true
+            System.writeStderr("tern-load: malformed response from \(plan.settings.targets[clients[c].target].url): \(why) (counted as reset)")
+        }
+        fail(c, .reset, now: now)
+    }
+}
+
+/// Clients waiting for their next due send, earliest first: a binary heap of fixed capacity (one entry per
+/// client at most), so pushing never allocates.
+struct DueHeap {
+    struct Entry { var at: UInt64; var client: Int }
+    private var entries: [Entry]
+
+    init(capacity: Int) { entries = []; entries.reserveCapacity(capacity) }
+
+    var top: Entry? { entries.first }
+
+    mutating func push(at: UInt64, client: Int) {
+        entries.append(Entry(at: at, client: client))
+        var i = entries.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if entries[parent].at <= entries[i].at { break }
+            entries.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() {
+        entries.swapAt(0, entries.count - 1)
+        entries.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < entries.count && entries[l].at < entries[m].at { m = l }
+            if r < entries.count && entries[r].at < entries[m].at { m = r }
+            if m == i { return }
+            entries.swapAt(i, m)
+            i = m
+        }
+    }
+}
