@@ -67,7 +67,7 @@ let package = Package(
             path: "Tools/tern-load/Sources",
             swiftSettings: strict
         ),
-        .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore"]),
+        .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),

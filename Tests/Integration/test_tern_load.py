@@ -383,3 +383,11 @@ def test_bad_flags_exit_64_with_a_clear_message(args, message):
     code, out, err = run_load(*args)
     assert code == 64, (out, err)
     assert message in err
+
+
+def test_connections_are_spread_over_several_urls(server):
+    a = server()
+    b = server()
+    doc = run_json("--connections", "4", "--requests", "200", a.url(), b.url())
+    assert doc["requests"] == 200
+    assert a.requests >= 60 and b.requests >= 60

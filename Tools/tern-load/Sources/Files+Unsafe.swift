@@ -44,6 +44,14 @@ enum Files {
         _ = unsafe bytes.withUnsafeBytes { unsafe System.writeAll(2, $0) }
     }
 
+    /// Asks the kernel to wake this thread within `nanos` of a timeout instead of its default 50 µs slack
+    /// (epoll_pwait2 rounds a wake-up up by the slack: a send due at t would leave at t + 50 µs). Best effort:
+    /// false when the kernel refuses.
+    @discardableResult
+    static func setTimerSlack(nanos: UInt64) -> Bool {
+        write("/proc/thread-self/timerslack_ns", "\(nanos)\n") == nil
+    }
+
     static var stderrIsTerminal: Bool { isatty(2) == 1 }
 
     /// Seconds since the epoch (the HdrHistogram log's StartTime).

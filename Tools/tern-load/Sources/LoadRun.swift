@@ -43,6 +43,7 @@ enum LoadRun {
             let plan = plans[r], link = links[r], bs = backendSettings
             let body: @Sendable () -> Void = {
                 _ = System.pinCurrentThread(to: cpu)
+                Files.setTimerSlack(nanos: 1)
                 switch kind {
                 case .io_uring: runReactor(URingBackend.self, plan: plan, link: link, clock: clock, settings: bs)
                 case .epoll: runReactor(EpollBackend.self, plan: plan, link: link, clock: clock, settings: bs)
