@@ -66,7 +66,7 @@ struct ReactorPlan: Sendable {
 final class LoadClient<Backend: IOBackend> {
     private enum Op: UInt8 {
         case connect = 1, send = 2, receive = 3
-        case requestTimeout = 8, reconnect = 9
+        case reconnect = 9
     }
 
     private enum SocketPhase { case closed, connecting, open, closing }
@@ -80,8 +80,9 @@ final class LoadClient<Backend: IOBackend> {
         var pending = 0
         var receiving = false
         var sending = false
-        /// After a failed connect, not before this time (closed loop back-off).
+        /// After a failed connect, not before this time (back-off).
         var retryAt: UInt64 = 0
+        var reconnectScheduled = false
     }
 
     private enum Reading {
@@ -106,9 +107,10 @@ final class LoadClient<Backend: IOBackend> {
         var keepAlive = true
         /// Whether the request counts (it was due after the warm-up and before the end).
         var measured = false
-        /// Serial of the request in flight, carried by its timeout timer.
+        /// Serial of the request in flight (bytes left over from an earlier response are not fed to it).
         var serial: UInt32 = 0
-        var timeout: TimerWheel.ID? = nil
+        /// When the request in flight times out (found by the periodic sweep).
+        var deadline: UInt64 = .max
         /// Open loop: index of the next request in this client's schedule.
         var nextRequest: UInt64 = 0
     }
@@ -148,6 +150,8 @@ final class LoadClient<Backend: IOBackend> {
     private var ending = false
     private var stopping = false
     private var reportedMalformed = false
+    private var nextSweep: UInt64 = 0
+    private let sweepInterval: UInt64
 
     /// Past the end of a timed run, responses already on their way are awaited this long.
     static var endGraceNanos: UInt64 { 1_000_000_000 }
@@ -187,8 +191,9 @@ final class LoadClient<Backend: IOBackend> {
         errors = [ErrorCounts](repeating: ErrorCounts(), count: perTarget)
         bytesSent = [UInt64](repeating: 0, count: perTarget)
         bytesReceived = [UInt64](repeating: 0, count: perTarget)
-        // A timeout per client and a reconnect per socket at most.
-        timers = TimerWheel(capacity: 2 * (n * socketsPerClient) + 16, now: System.monotonicNanos())
+        // A reconnect per socket at most.
+        timers = TimerWheel(capacity: n * socketsPerClient + 16, now: System.monotonicNanos())
+        sweepInterval = max(1_000_000, min(s.timeoutNanos / 10, 100_000_000))
     }
 
     // MARK: - The loop
@@ -209,6 +214,10 @@ final class LoadClient<Backend: IOBackend> {
             }
             if !stopping && clock.stop.load(ordering: .relaxed) { stopAll() }
             if start != 0 && !stopping { advance(now) }
+            if start != 0 && !stopping && now >= nextSweep {
+                sweep(now)
+                nextSweep = now + sweepInterval
+            }
             if stopping && sockets.allSatisfy({ $0.phase == .closed }) { break }
 
             // Sleep until just before the next due send (the timer wheel's 1 ms ticks are too coarse for it), the
@@ -218,6 +227,7 @@ final class LoadClient<Backend: IOBackend> {
             // sends leave 2-7 µs after their due time at the median instead of 55-145 µs.
             var timeout: UInt64 = 10_000_000
             if let t = timers.nanosUntilNext(now: now) { timeout = min(timeout, t) }
+            if start != 0 { timeout = nextSweep > now ? min(timeout, nextSweep - now) : 0 }
             if !stopping, let next = due.top?.at { timeout = next > now + Self.spinNanos ? min(timeout, next - now - Self.spinNanos) : 0 }
             let n = try backend.wait(timeoutNanos: timeout)
             for i in 0..<n { handle(backend.completion(at: i)) }
@@ -290,8 +300,7 @@ final class LoadClient<Backend: IOBackend> {
         clients[c].measured = intendedAt >= measureStart && intendedAt < measureEnd
         clients[c].serial = (clients[c].serial &+ 1) & 0xFF_FFFF
         if schedule != nil { clients[c].nextRequest += 1 }
-        clients[c].timeout = timers.schedule(
-            Token(op: Op.requestTimeout.rawValue, slot: UInt32(c), generation: clients[c].serial), at: now + timeoutNanos)
+        clients[c].deadline = now + timeoutNanos
         let s = socketIndex(c, t)
         switch sockets[s].phase {
         case .open: transmit(c, s, now: now)
@@ -321,8 +330,6 @@ final class LoadClient<Backend: IOBackend> {
     /// The response ended: record it and go on.
     private func complete(_ c: Int, now: UInt64) {
         let t = clients[c].target, r = report(t)
-        if let id = clients[c].timeout { timers.cancel(id) }
-        clients[c].timeout = nil
         clients[c].busy = false
         if clients[c].measured {
             recorders[r].record(intended: clients[c].intended, sent: clients[c].sent, completed: now)
@@ -340,8 +347,6 @@ final class LoadClient<Backend: IOBackend> {
 
     private func fail(_ c: Int, _ kind: Failure, now: UInt64) {
         let t = clients[c].target, r = report(t)
-        if let id = clients[c].timeout { timers.cancel(id) }
-        clients[c].timeout = nil
         clients[c].busy = false
         if now >= measureStart && (clients[c].measured || kind == .connect) {
             switch kind {
@@ -431,7 +436,9 @@ final class LoadClient<Backend: IOBackend> {
     /// Opens a closed socket now, or once the back-off after a failed connect is over.
     private func reopen(_ s: Int, now: UInt64) {
         if sockets[s].retryAt > now {
-            _ = timers.schedule(token(.reconnect, s), at: sockets[s].retryAt)
+            if !sockets[s].reconnectScheduled {
+                sockets[s].reconnectScheduled = timers.schedule(token(.reconnect, s), at: sockets[s].retryAt) != nil
+            }
         } else {
             open(s, now: now)
         }
@@ -531,17 +538,23 @@ final class LoadClient<Backend: IOBackend> {
         close(s, reset: false)
     }
 
+    /// Fails the requests whose --timeout passed: a request never sent (its connection never came up) as a
+    /// connect error, one sent as a timeout. A sweep every `sweepInterval` rather than a timer per request:
+    /// cancelling the earliest timer of the wheel on every response would make it rescan itself each time.
+    private func sweep(_ now: UInt64) {
+        for c in clients.indices where clients[c].busy && clients[c].deadline <= now {
+            fail(c, clients[c].transmitted ? .timeout : .connect, now: now)
+        }
+    }
+
     private func fired(_ tok: Token) {
         let now = System.monotonicNanos()
         switch tok.op {
-        case Op.requestTimeout.rawValue:
-            let c = Int(tok.slot)
-            guard c < clients.count, clients[c].busy, clients[c].serial == tok.generation else { return }
-            clients[c].timeout = nil
-            fail(c, clients[c].transmitted ? .timeout : .connect, now: now)
         case Op.reconnect.rawValue:
             let s = Int(tok.slot)
-            guard s < sockets.count, tok.generation == sockets[s].generation, sockets[s].phase == .closed else { return }
+            guard s < sockets.count, tok.generation == sockets[s].generation else { return }
+            sockets[s].reconnectScheduled = false
+            guard sockets[s].phase == .closed else { return }
             let (c, t) = clientOf(s)
             if clients[c].busy && clients[c].target == t && !clients[c].transmitted { open(s, now: now) }
         default:
