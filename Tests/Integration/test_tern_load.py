@@ -1,5 +1,6 @@
 """tern-load (issue 5) end to end: the real binary (TERN_LOAD_BIN, default .build/debug/tern-load) against
-in-test HTTP/1.1 servers whose latency is known. Every run is bounded (a few seconds at most)."""
+in-test HTTP/1.1 servers whose latency is known. Every run is bounded (a few seconds at most). The `backend`
+fixture (conftest.py) runs a test on io_uring and on epoll."""
 import asyncio
 import base64
 import json
@@ -32,24 +33,6 @@ def run_json(*args, timeout=30):
     code, out, err = run_load("--json", *args, timeout=timeout)
     assert code == 0, err
     return json.loads(out)  # exactly one document: json.loads refuses anything after it
-
-
-_uring = None
-
-
-def uring_available():
-    global _uring
-    if _uring is None:
-        code, _, _ = run_load("--io-backend", "io_uring", "--requests", "1", "--timeout", "100ms", f"http://127.0.0.1:{closed_port()}/")
-        _uring = code == 0
-    return _uring
-
-
-@pytest.fixture(params=["io_uring", "epoll"])
-def backend(request):
-    if request.param == "io_uring" and not uring_available():
-        pytest.skip("io_uring cannot be set up on this machine")
-    return request.param
 
 
 def closed_port():
