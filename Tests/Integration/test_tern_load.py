@@ -374,3 +374,46 @@ def test_connections_are_spread_over_several_urls(server):
     doc = run_json("--connections", "4", "--requests", "200", a.url(), b.url())
     assert doc["requests"] == 200
     assert a.requests >= 60 and b.requests >= 60
+
+
+def test_heads_split_across_reads_interim_responses_and_head_requests(server):
+    async def split(reader, writer, up):
+        while True:
+            try:
+                head = await HTTPServer.read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            if head.startswith(b"HEAD "):
+                # Announces a body that a response to HEAD does not carry.
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Le")
+                await writer.drain()
+                await asyncio.sleep(0.002)
+                writer.write(b"ngth: 5\r\n\r\nhel")
+                await writer.drain()
+                await asyncio.sleep(0.002)
+                writer.write(b"lo")
+            await writer.drain()
+
+    s = server(behaviour=split)
+    doc = run_json("--connections", "2", "--requests", "100", s.url())
+    assert doc["requests"] == 100 and sum(doc["errors"].values()) == 0, doc
+    assert doc["latency_us"]["p50"] >= 4_000
+    doc = run_json("--connections", "2", "--requests", "100", "--method", "HEAD", s.url())
+    assert doc["requests"] == 100 and sum(doc["errors"].values()) == 0, doc
+
+
+def test_a_malformed_response_counts_as_reset_and_is_explained_once(server):
+    async def garbage(reader, writer, up):
+        await HTTPServer.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    s = server(behaviour=garbage)
+    code, out, err = run_load("--json", "--connections", "2", "--requests", "20", s.url())
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["errors"]["reset"] == 20 and doc["requests"] == 0
+    assert err.count("malformed response") == 1

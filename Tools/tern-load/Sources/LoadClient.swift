@@ -36,12 +36,14 @@ final class ReactorLink: Sendable {
     let failure = Mutex<String?>(nil)
 }
 
-/// Shared by every reactor: when the run starts and whether it must stop now.
+/// Shared by every reactor: when the run starts, whether it must stop now.
 final class RunClock: Sendable {
     /// Monotonic nanoseconds at which warm-up starts; 0 until the main thread publishes it.
     let start = Atomic<UInt64>(0)
     /// SIGINT: stop at once, keep what was measured.
     let stop = Atomic<Bool>(false)
+    /// A malformed response was explained on stderr (once per run, not per reactor).
+    let explainedMalformed = Atomic<Bool>(false)
 }
 
 /// What one reactor measured, per target (one target unless --compare).
@@ -149,7 +151,6 @@ final class LoadClient<Backend: IOBackend> {
     private var measuredIssued: UInt64 = 0
     private var ending = false
     private var stopping = false
-    private var reportedMalformed = false
     private var nextSweep: UInt64 = 0
     private let sweepInterval: UInt64
 
@@ -575,7 +576,10 @@ final class LoadClient<Backend: IOBackend> {
                 if staging[c].isEmpty {
                     let rest = piece.extracting(offset..<piece.count)
                     guard let length = parseHead(c, rest, now: now) else {
-                        if clients[c].busy { for i in offset..<piece.count { staging[c].append(piece[i]) } }
+                        // Incomplete: keep the bytes for the next piece (unless the response was refused).
+                        if clients[c].busy && clients[c].serial == serial {
+                            for i in offset..<piece.count { staging[c].append(piece[i]) }
+                        }
                         return
                     }
                     offset += length
@@ -605,10 +609,13 @@ final class LoadClient<Backend: IOBackend> {
 
     /// A head that arrived in pieces: parse the gathered bytes, then whatever followed the head.
     private func consumeStaged(_ c: Int, now: UInt64) {
+        let serial = clients[c].serial
         let buffer = staging[c]
         guard let length = parseHead(c, buffer.span, now: now) else { return }
-        if length < buffer.count { consume(c, buffer.span.extracting(length..<buffer.count), now: now) }
+        // The response may have ended with its head (and the next request begun): what follows is not its.
+        guard clients[c].busy && clients[c].serial == serial else { return }
         staging[c].removeAll(keepingCapacity: true)
+        if length < buffer.count { consume(c, buffer.span.extracting(length..<buffer.count), now: now) }
     }
 
     /// Parses client c's response head; returns its length once complete (and sets up the body), nil when
@@ -650,8 +657,7 @@ final class LoadClient<Backend: IOBackend> {
     /// The server sent something that is not an HTTP/1.1 response: counted as a reset (the connection is
     /// dropped), explained once on stderr.
     private func malformed(_ c: Int, _ why: String, now: UInt64) {
-        if !reportedMalformed {
-            reportedMalformed = true
+        if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
             System.writeStderr("tern-load: malformed response from \(plan.settings.targets[clients[c].target].url): \(why) (counted as reset)")
         }
         fail(c, .reset, now: now)

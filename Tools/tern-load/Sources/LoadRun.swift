@@ -34,8 +34,11 @@ enum LoadRun {
         let links = plans.map { _ in ReactorLink() }
         var backendSettings = BackendSettings()
         let perReactor = (settings.connections + cpus.count - 1) / cpus.count * (settings.compare ? 2 : 1)
+        // Received bytes are read in place and the buffer is returned at once, so a buffer per connection (up to
+        // 4,096 per reactor) covers a batch of responses; the provided-buffer ring cycles through every buffer,
+        // so this is also the resident memory they take.
         var buffers = 256
-        while buffers < min(2 * perReactor, 32768) { buffers *= 2 }
+        while buffers < min(perReactor, 4096) { buffers *= 2 }
         backendSettings.bufferCount = buffers
 
         var threads: [ReactorThread] = []
