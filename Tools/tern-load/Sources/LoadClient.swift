@@ -117,17 +117,16 @@ final class LoadClient<Backend: IOBackend> {
         var nextRequest: UInt64 = 0
     }
 
-    let backend: Backend
-    let timers: TimerWheel
+    private let backend: Backend
+    private let timers: TimerWheel
     private let plan: ReactorPlan
     private let link: ReactorLink
     private let clock: RunClock
-    private let targetCount: Int
     private let compare: Bool
     private let schedule: OpenLoopSchedule?
     private let isHEAD: Bool
     private let timeoutNanos: UInt64
-    let requests: [RequestBytes]
+    private let requests: [RequestBytes]
 
     private var sockets: [Socket]
     private var clients: [Client]
@@ -168,7 +167,6 @@ final class LoadClient<Backend: IOBackend> {
         self.link = link
         self.clock = clock
         let s = plan.settings
-        targetCount = s.compare ? 2 : s.targets.count
         compare = s.compare
         if case .openLoop(let rate) = s.mode {
             schedule = OpenLoopSchedule(rate: rate, connections: s.connections)
@@ -299,7 +297,7 @@ final class LoadClient<Backend: IOBackend> {
         clients[c].target = t
         clients[c].intended = intendedAt
         clients[c].measured = intendedAt >= measureStart && intendedAt < measureEnd
-        clients[c].serial = (clients[c].serial &+ 1) & 0xFF_FFFF
+        clients[c].serial &+= 1
         if schedule != nil { clients[c].nextRequest += 1 }
         clients[c].deadline = now + timeoutNanos
         let s = socketIndex(c, t)
@@ -426,6 +424,7 @@ final class LoadClient<Backend: IOBackend> {
         sockets[s].phase = .closed
         sockets[s].receiving = false
         sockets[s].sending = false
+        // Tokens carry 24 bits of generation.
         sockets[s].generation = (sockets[s].generation &+ 1) & 0xFF_FFFF
         // A request issued meanwhile waits for this socket: reopen it.
         let (c, t) = clientOf(s)
