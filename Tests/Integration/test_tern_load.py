@@ -417,3 +417,14 @@ def test_a_malformed_response_counts_as_reset_and_is_explained_once(server):
     doc = json.loads(out)
     assert doc["errors"]["reset"] == 20 and doc["requests"] == 0
     assert err.count("malformed response") == 1
+
+
+def test_a_stall_across_the_end_is_not_hidden(server):
+    # Open loop at 200 req/s for 1 s; the server stalls from 0.5 s to 1.2 s. The 100 requests due in the
+    # second half are sent after the end, once the stall is over, and counted from their due times.
+    s = server(delay=0.002)
+    s.stall(after=0.5, length=0.7)
+    doc = run_json("--connections", "1", "--rate", "200", "--duration", "1s", s.url())
+    assert doc["requests"] == 200, doc
+    assert doc["latency_us"]["p75"] >= 200_000, doc
+    assert doc["latency_us"]["max"] >= 650_000

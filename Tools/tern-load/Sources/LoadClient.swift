@@ -153,7 +153,9 @@ final class LoadClient<Backend: IOBackend> {
     private var nextSweep: UInt64 = 0
     private let sweepInterval: UInt64
 
-    /// Past the end of a timed run, responses already on their way are awaited this long.
+    /// Past the end of a timed run, responses on their way, and open-loop requests that were due before the
+    /// end but could not leave yet (a server stalling across the end must not hide its stall), are awaited
+    /// this long (or --timeout, if shorter).
     static var endGraceNanos: UInt64 { 1_000_000_000 }
     /// Closed loop: how long a client waits before reconnecting after a failed connect.
     static var reconnectBackoffNanos: UInt64 { 10_000_000 }
@@ -285,8 +287,9 @@ final class LoadClient<Backend: IOBackend> {
     }
 
     private func issue(_ c: Int, now: UInt64, intended: UInt64? = nil) {
-        if ending || stopping { return }
         let intendedAt = intended ?? now
+        // Past the end only requests that were due before it still go out (open loop, behind schedule).
+        if stopping || (ending && intendedAt >= measureEnd) { return }
         if intendedAt >= measureStart {
             if let quota = plan.requestQuota, measuredIssued >= quota { return }
             measuredIssued += 1
@@ -361,7 +364,7 @@ final class LoadClient<Backend: IOBackend> {
     }
 
     private func next(_ c: Int, now: UInt64) {
-        if ending || stopping { return }
+        if stopping || (ending && schedule == nil) { return }
         if let schedule {
             let at = start + schedule.intendedOffset(connection: clients[c].global, request: clients[c].nextRequest)
             if at <= now { issue(c, now: now, intended: at) } else { due.push(at: at, client: c) }
