@@ -282,8 +282,7 @@ final class LoadClient<Backend: IOBackend> {
 
     /// Which target a request due at `t` goes to: with --compare, A and B take turns in slices.
     private func target(for c: Int, at t: UInt64) -> Int {
-        guard compare else { return clients[c].target }
-        return Int(((t &- start) / LoadSettings.compareSliceNanos) % 2)
+        compare ? CompareSlices(start: start, length: LoadSettings.compareSliceNanos).target(at: t) : clients[c].target
     }
 
     private func issue(_ c: Int, now: UInt64, intended: UInt64? = nil) {
@@ -663,42 +662,5 @@ final class LoadClient<Backend: IOBackend> {
             System.writeStderr("tern-load: malformed response from \(plan.settings.targets[clients[c].target].url): \(why) (counted as reset)")
         }
         fail(c, .reset, now: now)
-    }
-}
-
-/// Clients waiting for their next due send, earliest first: a binary heap of fixed capacity (one entry per
-/// client at most), so pushing never allocates.
-struct DueHeap {
-    struct Entry { var at: UInt64; var client: Int }
-    private var entries: [Entry]
-
-    init(capacity: Int) { entries = []; entries.reserveCapacity(capacity) }
-
-    var top: Entry? { entries.first }
-
-    mutating func push(at: UInt64, client: Int) {
-        entries.append(Entry(at: at, client: client))
-        var i = entries.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if entries[parent].at <= entries[i].at { break }
-            entries.swapAt(parent, i)
-            i = parent
-        }
-    }
-
-    mutating func pop() {
-        entries.swapAt(0, entries.count - 1)
-        entries.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < entries.count && entries[l].at < entries[m].at { m = l }
-            if r < entries.count && entries[r].at < entries[m].at { m = r }
-            if m == i { return }
-            entries.swapAt(i, m)
-            i = m
-        }
     }
 }

@@ -34,17 +34,9 @@ struct Outcome {
         }
     }
 
-    /// With --compare, the part of the measured window that went to target `t` (slices alternate from the start).
+    /// With --compare, the part of the measured window that went to target `t`.
     func timeIn(target t: Int) -> UInt64 {
-        let slice = LoadSettings.compareSliceNanos
-        var total: UInt64 = 0
-        var k = (measureStart - start) / slice
-        while start + k * slice < measureEnd {
-            let a = max(start + k * slice, measureStart), b = min(start + (k + 1) * slice, measureEnd)
-            if Int(k % 2) == t && b > a { total += b - a }
-            k += 1
-        }
-        return total
+        CompareSlices(start: start, length: LoadSettings.compareSliceNanos).time(of: t, from: measureStart, to: measureEnd)
     }
 
     /// Writes every report asked for; returns the exit status.
