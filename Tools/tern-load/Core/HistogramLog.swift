@@ -26,17 +26,23 @@ public enum HistogramLog {
     static let maxValueUnitRatio = 1000.0
 
     public static func document(startEpochSeconds: Double, intervals: [Interval]) -> String {
+        header(startEpochSeconds: startEpochSeconds) + intervals.map(line).joined()
+    }
+
+    /// The comment lines and the legend.
+    public static func header(startEpochSeconds: Double) -> String {
         var out = "#[Histogram log format version 1.3]\n"
         out += "#[StartTime: \(RunReport.number(startEpochSeconds)) (seconds since epoch), \(iso8601(epochSeconds: startEpochSeconds))]\n"
         out += "#[Latency in microseconds; written by tern-load]\n"
-        out += "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
-        for i in intervals {
-            if let tag = i.tag { out += "Tag=\(tag)," }
-            let maxValue = i.histogram.totalCount == 0 ? 0 : Double(i.histogram.max) / maxValueUnitRatio
-            out += "\(RunReport.number(i.startSeconds)),\(RunReport.number(i.lengthSeconds)),\(RunReport.number(maxValue)),"
-            out += base64(compressedEncoding(i.histogram)) + "\n"
-        }
-        return out
+        return out + "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+    }
+
+    /// One interval's line.
+    public static func line(_ i: Interval) -> String {
+        var out = i.tag.map { "Tag=\($0)," } ?? ""
+        let maxValue = i.histogram.totalCount == 0 ? 0 : Double(i.histogram.max) / maxValueUnitRatio
+        out += "\(RunReport.number(i.startSeconds)),\(RunReport.number(i.lengthSeconds)),\(RunReport.number(maxValue)),"
+        return out + base64(compressedEncoding(i.histogram)) + "\n"
     }
 
     // MARK: - V2 encoding (AbstractHistogram.encodeIntoByteBuffer and encodeIntoCompressedByteBuffer)

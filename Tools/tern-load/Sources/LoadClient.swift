@@ -34,6 +34,17 @@ final class ReactorLink: Sendable {
     let failed = Atomic<UInt64>(0)
     let result = Mutex<ReactorResult?>(nil)
     let failure = Mutex<String?>(nil)
+    /// --hdr-log: one shard per second of measurement, taken by the main thread as they come.
+    let intervals = Mutex<[IntervalShard]>([])
+}
+
+/// One reactor's histograms for one interval of the HdrHistogram log (interval `index` from the start of
+/// the measurement), per report.
+struct IntervalShard: Sendable {
+    var index: Int
+    var recorders: [LatencyRecorder]
+    /// The reactor's last (its length is known only once the run ended).
+    var final: Bool
 }
 
 /// Shared by every reactor: when the run starts, whether it must stop now.
@@ -152,6 +163,11 @@ final class LoadClient<Backend: IOBackend> {
     private var stopping = false
     private var nextSweep: UInt64 = 0
     private let sweepInterval: UInt64
+    /// --hdr-log: what this interval recorded (a second of measurement), handed to the main thread at its end.
+    private let logsIntervals: Bool
+    private var intervalRecorders: [LatencyRecorder]
+    private var intervalIndex = 0
+    private var intervalEnd: UInt64 = .max
 
     /// Past the end of a timed run, responses on their way, and open-loop requests that were due before the
     /// end but could not leave yet (a server stalling across the end must not hide its stall), are awaited
@@ -189,6 +205,8 @@ final class LoadClient<Backend: IOBackend> {
         due = DueHeap(capacity: n)
         let perTarget = compare ? 2 : 1
         recorders = [LatencyRecorder](repeating: LatencyRecorder(), count: perTarget)
+        logsIntervals = s.hdrLogPath != nil
+        intervalRecorders = logsIntervals ? recorders : []
         errors = [ErrorCounts](repeating: ErrorCounts(), count: perTarget)
         bytesSent = [UInt64](repeating: 0, count: perTarget)
         bytesReceived = [UInt64](repeating: 0, count: perTarget)
@@ -215,6 +233,7 @@ final class LoadClient<Backend: IOBackend> {
             }
             if !stopping && clock.stop.load(ordering: .relaxed) { stopAll() }
             if start != 0 && !stopping { advance(now) }
+            if now >= intervalEnd { flushInterval() }
             if start != 0 && !stopping && now >= nextSweep {
                 sweep(now)
                 nextSweep = now + sweepInterval
@@ -229,11 +248,13 @@ final class LoadClient<Backend: IOBackend> {
             var timeout: UInt64 = 10_000_000
             if let t = timers.nanosUntilNext(now: now) { timeout = min(timeout, t) }
             if start != 0 { timeout = nextSweep > now ? min(timeout, nextSweep - now) : 0 }
+            if intervalEnd != .max { timeout = intervalEnd > now ? min(timeout, intervalEnd - now) : 0 }
             if !stopping, let next = due.top?.at { timeout = next > now + Self.spinNanos ? min(timeout, next - now - Self.spinNanos) : 0 }
             let n = try backend.wait(timeoutNanos: timeout)
             for i in 0..<n { handle(backend.completion(at: i)) }
             timers.expire(now: System.monotonicNanos()) { fired($0) }
         }
+        if logsIntervals && start != 0 { flushInterval(final: true) }
         return ReactorResult(recorders: recorders, errors: errors, bytesSent: bytesSent, bytesReceived: bytesReceived,
                              lastCompletion: lastCompletion)
     }
@@ -242,6 +263,7 @@ final class LoadClient<Backend: IOBackend> {
         start = s
         measureStart = s + plan.settings.warmupNanos
         if case .duration(let d) = plan.settings.stop { measureEnd = measureStart + d }
+        if logsIntervals { intervalEnd = boundary(after: measureStart) }
         for c in clients.indices {
             if let schedule {
                 let at = start + schedule.intendedOffset(connection: clients[c].global, request: 0)
@@ -266,6 +288,23 @@ final class LoadClient<Backend: IOBackend> {
             let graceOver = measureEnd != .max && now >= measureEnd + min(Self.endGraceNanos, timeoutNanos)
             if graceOver || !clients.contains(where: { $0.busy }) { stopAll() }
         }
+    }
+
+    /// Hands this interval's histograms to the main thread and starts the next (a fresh pair of histograms
+    /// once a second: not on the request path).
+    private func flushInterval(final: Bool = false) {
+        let shard = IntervalShard(index: intervalIndex, recorders: intervalRecorders, final: final)
+        link.intervals.withLock { $0.append(shard) }
+        for i in intervalRecorders.indices { intervalRecorders[i] = LatencyRecorder() }
+        intervalIndex += 1
+        if intervalEnd != .max { intervalEnd = boundary(after: intervalEnd) }
+    }
+
+    /// The end of the interval starting at `t`; none for the last one before the end of a timed run, which
+    /// also takes the responses that arrive after the end (their requests were due before it).
+    private func boundary(after t: UInt64) -> UInt64 {
+        let end = t + LoadSettings.hdrLogIntervalNanos
+        return end < measureEnd ? end : .max
     }
 
     private func stopAll() {
@@ -334,6 +373,7 @@ final class LoadClient<Backend: IOBackend> {
         clients[c].busy = false
         if clients[c].measured {
             recorders[r].record(intended: clients[c].intended, sent: clients[c].sent, completed: now)
+            if logsIntervals { intervalRecorders[r].record(intended: clients[c].intended, sent: clients[c].sent, completed: now) }
             let status = clients[c].status
             if status >= 500 { errors[r].status5xx += 1 } else if status >= 400 { errors[r].status4xx += 1 }
             lastCompletion = now

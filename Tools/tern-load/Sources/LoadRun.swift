@@ -70,6 +70,8 @@ enum LoadRun {
         }
         let start = System.monotonicNanos()
         let startEpoch = Files.wallClockSeconds()
+        var intervals = IntervalLog(reactors: cpus.count, compare: settings.compare)
+        intervals.offsetSeconds = Double(settings.warmupNanos) / 1e9
         clock.start.store(start, ordering: .releasing)
         if interrupted { clock.stop.store(true, ordering: .relaxed) }
 
@@ -83,6 +85,7 @@ enum LoadRun {
                 stoppedAt = System.monotonicNanos()
                 clock.stop.store(true, ordering: .relaxed)
             }
+            if settings.hdrLogPath != nil { intervals.take(from: links) }
             let now = System.monotonicNanos()
             if progress && stoppedAt == nil && now - lastShown >= 1_000_000_000 {
                 let completed = links.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
@@ -114,8 +117,11 @@ enum LoadRun {
         case .requests: measureEnd = max(results.map(\.lastCompletion).max() ?? measureStart, measureStart)
         }
         if let stoppedAt { measureEnd = min(measureEnd, max(stoppedAt, measureStart)) }
+        intervals.take(from: links)
+        intervals.finish(measuredSeconds: Double(measureEnd - measureStart) / 1e9)
         let outcome = Outcome(settings: settings, results: results, start: start, measureStart: measureStart,
-                              measureEnd: measureEnd, startEpoch: startEpoch, backend: kind, cores: cpus.count)
+                              measureEnd: measureEnd, startEpoch: startEpoch, backend: kind, cores: cpus.count,
+                              intervalLog: intervals.lines)
         return outcome.write()
     }
 

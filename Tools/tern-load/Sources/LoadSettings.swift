@@ -41,6 +41,9 @@ struct LoadSettings: Sendable {
     /// How long each `--compare` slice lasts: short enough that both targets see the same conditions, long
     /// enough that the switch (idle keep-alive connections taking over) is a small part of it.
     static let compareSliceNanos: UInt64 = 250_000_000
+
+    /// --hdr-log: the length of each interval of the log.
+    static let hdrLogIntervalNanos: UInt64 = 1_000_000_000
 }
 
 enum BackendChoice: String, Sendable, CaseIterable {

@@ -13,6 +13,8 @@ struct Outcome {
     var startEpoch: Double
     var backend: IOBackendKind
     var cores: Int
+    /// --hdr-log: the encoded interval lines.
+    var intervalLog: [String]
 
     /// Per target (one unless --compare): the merged recorder and its report.
     func merged() -> [(recorder: LatencyRecorder, report: RunReport)] {
@@ -60,15 +62,8 @@ struct Outcome {
             }
         }
         if let path = settings.hdrLogPath {
-            let offset = Double(measureStart - start) / 1e9
-            var intervals: [HistogramLog.Interval] = []
-            for (t, run) in runs.enumerated() {
-                let prefix = settings.compare ? (t == 0 ? "a-" : "b-") : ""
-                let length = run.report.durationSeconds
-                intervals.append(.init(tag: prefix + "corrected", startSeconds: offset, lengthSeconds: length, histogram: run.recorder.corrected))
-                intervals.append(.init(tag: prefix + "uncorrected", startSeconds: offset, lengthSeconds: length, histogram: run.recorder.uncorrected))
-            }
-            if let e = Files.write(path, HistogramLog.document(startEpochSeconds: startEpoch, intervals: intervals)) {
+            let text = HistogramLog.header(startEpochSeconds: startEpoch) + intervalLog.joined()
+            if let e = Files.write(path, text) {
                 System.writeStderr("tern-load: --hdr-log \(e)")
                 status = 1
             }
