@@ -5,18 +5,19 @@
 // It has at most one request in flight:
 //
 //     idle ──issue──▶ waiting for socket ──connected──▶ sending ──sent──▶ reading head ──▶ reading body
-//       ▲                   │ connect failed                │ reset          │ reset, timeout   │ end of body
-//       │                   ▼                               ▼                ▼                  ▼
-//       └────────────── failed (counted by kind; the socket is closed and reopened on demand) ◀── complete
-//                                                                                                 (recorded)
+//      ▲ ▲                  │ connect failed, timeout       │ reset          │ reset, timeout    │ end of body
+//      │ │                  ▼                               ▼                ▼                   │
+//      │ └──────── failed: counted by kind; the socket is closed (reopened for the next request)  │
+//      └──────────────────────────────────── complete: recorded ◀───────────────────────────────┘
 //
 // Closed loop: a client issues its next request as soon as the last one ended. Open loop: request k of client i
 // is due at OpenLoopSchedule.intendedOffset(i, k); a client that is still busy when its next request is due
 // sends it as soon as it is free, and the latency counts from the due time (coordinated omission, corrected).
 //
-// Steady state allocates nothing: the request bytes are built once, parsers and decoders are reset, received
-// bytes are read in the pooled buffer they arrived in, timers live in the wheel's slab and due sends in a heap
-// of fixed capacity.
+// Steady state allocates nothing per request: the request bytes are built once, parsers and decoders are reset,
+// received bytes are read in the pooled buffer they arrived in, timeouts are found by a periodic sweep (no
+// timer per request), due sends wait in a heap of fixed capacity. (--hdr-log takes fresh histograms once a
+// second.)
 import Glibc
 import Synchronization
 import TernCore
