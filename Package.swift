@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
         // For the fuzz package (Tools/fuzz).
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernProxy", targets: ["TernProxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,7 +35,7 @@ let package = Package(
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
-        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO"], swiftSettings: strict),
+        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP"], swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [

@@ -20,6 +20,17 @@ let package = Package(
             ],
             path: "Benchmarks/TernIOBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "TernHTTPBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "TernIO", package: "tern"),
+                .product(name: "TernHTTP", package: "tern"),
+                .product(name: "TernProxy", package: "tern"),
+            ],
+            path: "Benchmarks/TernHTTPBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -10,21 +10,24 @@
     public struct ID: Equatable, Hashable, Sendable {
         public var index: UInt32
         public var generation: UInt32
-        public init(index: UInt32, generation: UInt32) {
+        @inlinable public init(index: UInt32, generation: UInt32) {
             self.index = index
             self.generation = generation
         }
     }
 
     public let capacity: Int
-    public private(set) var count = 0
-    private let elements: UnsafeMutablePointer<Element>
-    private let generations: UnsafeMutablePointer<UInt32>
-    private let occupied: UnsafeMutablePointer<Bool>
-    private let freeList: UnsafeMutablePointer<UInt32>
-    private var freeCount = 0
+    // Inlinable hot paths (specialised in the reactor handlers' modules, so a slot access is a few loads, not
+    // a generic call): the storage is visible to them.
+    public var count: Int { live }
+    @usableFromInline var live = 0
+    @usableFromInline let elements: UnsafeMutablePointer<Element>
+    @usableFromInline let generations: UnsafeMutablePointer<UInt32>
+    @usableFromInline let occupied: UnsafeMutablePointer<Bool>
+    @usableFromInline let freeList: UnsafeMutablePointer<UInt32>
+    @usableFromInline var freeCount = 0
     /// Slots at and above this index were never used: their metadata is still uninitialised memory.
-    private var neverUsed: UInt32 = 0
+    @usableFromInline var neverUsed: UInt32 = 0
 
     public init(capacity: Int) {
         precondition(capacity > 0 && capacity <= Int(UInt32.max), "slab capacity out of range")
@@ -49,6 +52,7 @@
     }
 
     /// Stores `element` in a free slot; nil when the slab is full.
+    @inlinable
     public func insert(_ element: Element) -> ID? {
         let index: UInt32
         if freeCount > 0 {
@@ -67,11 +71,12 @@
         // SAFETY: index < neverUsed ≤ capacity and the slot is free, so its element memory is uninitialised.
         unsafe (elements + Int(index)).initialize(to: element)
         unsafe occupied[Int(index)] = true
-        count += 1
+        live += 1
         return ID(index: index, generation: unsafe generations[Int(index)])
     }
 
     /// Frees the slot and advances its generation, so tokens issued for it become stale.
+    @inlinable
     public func remove(_ id: ID) {
         precondition(isCurrent(id), "removing a slot that is not live")
         let i = Int(id.index)
@@ -81,10 +86,11 @@
         unsafe generations[i] = (unsafe generations[i] &+ 1) & 0xFF_FFFF
         unsafe freeList[freeCount] = id.index
         freeCount += 1
-        count -= 1
+        live -= 1
     }
 
     /// True when `id` names a live element (its slot is occupied and its generation matches).
+    @inlinable
     public func isCurrent(_ id: ID) -> Bool {
         guard id.index < neverUsed else { return false }
         // SAFETY: index < neverUsed, so the metadata is initialised.
@@ -92,6 +98,7 @@
     }
 
     /// The ID of the live element at `index`, or nil when that slot is free.
+    @inlinable
     public func id(at index: UInt32) -> ID? {
         guard index < neverUsed, unsafe occupied[Int(index)] else { return nil }
         // SAFETY: index < neverUsed, so the metadata is initialised.
@@ -99,6 +106,7 @@
     }
 
     /// The live element for `id`. Precondition: `isCurrent(id)`.
+    @inlinable
     public subscript(id: ID) -> Element {
         _read {
             precondition(isCurrent(id), "stale slab ID")

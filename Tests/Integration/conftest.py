@@ -14,6 +14,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 from peers import Upstream  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: moves hundreds of MiB or more (bounded, under a minute each)")
+
+
 def tern_bin():
     return os.environ.get("TERN_BIN", os.path.join(ROOT, ".build", "debug", "tern"))
 
@@ -59,7 +63,7 @@ class Tern:
                 if not line:
                     break
                 self.lines.append(line)
-                m = re.search(r"listening kind=proxy addr=(\S+):(\d+)$", line.strip())
+                m = re.search(r"listening kind=(?:proxy|http) addr=(\S+):(\d+)$", line.strip())
                 if m:
                     self.ports.append(int(m.group(2)))
             if len(self.ports) < want:

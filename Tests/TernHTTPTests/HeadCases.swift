@@ -156,6 +156,8 @@ extension HeadCase {
         req("Connection with a non-token", "GET / HTTP/1.1\r\n\(host)Connection: a b\r\n\r\n", .fail(400)),
         req("WebSocket upgrade", "GET /ws HTTP/1.1\r\n\(host)Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
             ok(.none, upgrade: true)),
+        req("h2c upgrade not honoured (as Envoy)", "GET / HTTP/1.1\r\n\(host)Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+            ok(.none, upgrade: false)),
         req("Upgrade without the connection option", "GET /ws HTTP/1.1\r\n\(host)Upgrade: websocket\r\n\r\n",
             ok(.none, upgrade: false)),
         req("Upgrade in HTTP/1.0 ignored", "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",

@@ -35,6 +35,14 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-python3 - <<'PY' || python3 -m pip install -q "pytest>=7"
-import pytest
-PY
+# PyPI packages the integration tests import, as module=requirement; only the missing ones are installed.
+pip_missing=()
+for pair in "pytest=pytest>=7" "httpx=httpx>=0.24" "h11=h11>=0.14" "websockets=websockets>=13"; do
+    python3 -c "import ${pair%%=*}" 2>/dev/null || pip_missing+=("${pair#*=}")
+done
+if ((${#pip_missing[@]})); then
+    echo "setup: installing ${pip_missing[*]} from PyPI" >&2
+    # Debian's own python3 is externally managed (PEP 668): its pip refuses unless told to go ahead.
+    python3 -m pip install -q "${pip_missing[@]}" 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+fi

@@ -76,6 +76,11 @@ public struct HTTP1Parser: Sendable {
     }
 
     private enum State: Sendable {
+        var isStartLine: Bool {
+            if case .startLine = self { return true }
+            return false
+        }
+
         /// Request-lines: spaces seen on the current line and where the target starts, for the 414 check while
         /// the line is still arriving.
         case startLine(spaces: Int, targetStart: Int)
@@ -95,6 +100,8 @@ public struct HTTP1Parser: Sendable {
         var keepAlive = false
         var upgradeOption = false
         var upgradeField = false
+        /// Every Upgrade field offered only "h2c" (RFC 7540 §3.2's cleartext HTTP/2 upgrade, removed in RFC 9113).
+        var upgradeOnlyH2C = true
         var expectContinue = false
     }
 
@@ -110,6 +117,10 @@ public struct HTTP1Parser: Sendable {
     private var state: State = .startLine(spaces: 0, targetStart: 0)
     private var lineStart = 0
     private var scanned = 0
+    /// The current line holds a control byte (or DEL): its parser must look at every byte to name the error.
+    private var lineHasControl = false
+    /// The request-line's target (bytes after its first SP) holds a byte `isTargetChar` refuses.
+    private var targetHasInvalidByte = false
     private var facts = Facts()
 
     public init(kind: Kind, limits: Limits = Limits()) {
@@ -127,6 +138,8 @@ public struct HTTP1Parser: Sendable {
         state = .startLine(spaces: 0, targetStart: 0)
         lineStart = 0
         scanned = 0
+        lineHasControl = false
+        targetHasInvalidByte = false
         facts = Facts()
         respondingToHEAD = false
         respondingToCONNECT = false
@@ -154,8 +167,14 @@ public struct HTTP1Parser: Sendable {
     private mutating func scan(_ bytes: borrowing Span<UInt8>) throws(HTTPParseError) -> Progress {
         var i = scanned
         let maxHead = limits.maxHeaderBytes
-        while i < bytes.count {
-            if i >= maxHead { throw HTTPParseError(.headTooLarge) }
+        let end = min(bytes.count, maxHead)
+        while i < end {
+            if kind == .response || !state.isStartLine {
+                // Outside a request-line only CR, LF and the bytes no line may hold need a look: skip the rest
+                // eight at a time. A control byte is only noted here; the line's parser names the error.
+                i = HTTPGrammar.firstSpecial(bytes, from: i, end: end)
+                if i == end { break }
+            }
             let b = bytes[i]
             if b == HTTPGrammar.cr {
                 guard i + 1 < bytes.count else { break }  // the LF decides; wait for it
@@ -164,6 +183,7 @@ public struct HTTP1Parser: Sendable {
                 try completeLine(bytes, end: i)
                 i += 2
                 lineStart = i
+                lineHasControl = false
                 if case .complete = state {
                     scanned = i
                     return .complete
@@ -172,16 +192,35 @@ public struct HTTP1Parser: Sendable {
             }
             if b == HTTPGrammar.lf { throw HTTPParseError(.bareLF) }
             if kind == .request, case .startLine(var spaces, var targetStart) = state {
-                if b == HTTPGrammar.sp {
-                    spaces += 1
-                    if spaces == 1 { targetStart = i + 1 }
-                    state = .startLine(spaces: spaces, targetStart: targetStart)
-                } else if spaces == 1, i - targetStart >= limits.maxURIBytes {
-                    throw HTTPParseError(.uriTooLong)
+                // A request-line, byte by byte up to its CR or LF: the spaces tell where the target starts, so a
+                // target over the limit is refused (414) while it is still arriving.
+                while i < end {
+                    if spaces == 1 {
+                        // Inside the target: skip its ordinary bytes eight at a time (none of them is SP).
+                        let j = HTTPGrammar.firstNonTarget(bytes, from: i, end: end)
+                        if j - targetStart > limits.maxURIBytes { throw HTTPParseError(.uriTooLong) }
+                        i = j
+                        if i == end { break }
+                    }
+                    let c = bytes[i]
+                    if c == HTTPGrammar.cr || c == HTTPGrammar.lf { break }
+                    if c == HTTPGrammar.sp {
+                        spaces += 1
+                        if spaces == 1 { targetStart = i + 1 }
+                    } else if spaces == 1 {
+                        if i - targetStart >= limits.maxURIBytes { throw HTTPParseError(.uriTooLong) }
+                        // Checked here, in the one pass over the target; refused in order by parseRequestLine.
+                        if !HTTPGrammar.isTargetChar(c) { targetHasInvalidByte = true }
+                    }
+                    i += 1
                 }
+                state = .startLine(spaces: spaces, targetStart: targetStart)
+                continue
             }
+            lineHasControl = true  // a control byte or DEL outside a request-line: named by the line's parser
             i += 1
         }
+        if i >= maxHead && bytes.count > maxHead { throw HTTPParseError(.headTooLarge) }
         scanned = i
         return .needMore(scanned: i)
     }
@@ -231,7 +270,10 @@ public struct HTTP1Parser: Sendable {
         let target = (sp1 + 1)..<sp2
         for i in methodRange where !HTTPGrammar.isTokenChar(bytes[i]) { throw HTTPParseError(.invalidMethod) }
         if target.count > limits.maxURIBytes { throw HTTPParseError(.uriTooLong) }
-        for i in target where !HTTPGrammar.isTargetChar(bytes[i]) { throw HTTPParseError(.invalidTarget) }
+        // The scan saw every target byte (and any after a second SP, which the checks below refuse anyway).
+        if targetHasInvalidByte {
+            for i in target where !HTTPGrammar.isTargetChar(bytes[i]) { throw HTTPParseError(.invalidTarget) }
+        }
         for i in (sp2 + 1)..<line.upperBound where bytes[i] == HTTPGrammar.sp {
             throw HTTPParseError(.malformedRequestLine)
         }
@@ -355,7 +397,7 @@ public struct HTTP1Parser: Sendable {
         var colon = line.lowerBound
         while colon < line.upperBound, bytes[colon] != HTTPGrammar.colon {
             let b = bytes[colon]
-            if !HTTPGrammar.isTokenChar(b) {
+            if !HTTPGrammar.isTokenCharFast(b) {
                 throw HTTPParseError(HTTPGrammar.isWhitespace(b) ? .whitespaceBeforeColon : .invalidFieldName)
             }
             colon += 1
@@ -364,7 +406,9 @@ public struct HTTP1Parser: Sendable {
         guard colon > line.lowerBound else { throw HTTPParseError(.invalidFieldName) }
         let name = line.lowerBound..<colon
         let value = HTTPGrammar.trimmingWhitespace(bytes, (colon + 1)..<line.upperBound)
-        for i in value where !HTTPGrammar.isFieldValueChar(bytes[i]) { throw HTTPParseError(.invalidFieldValue) }
+        if lineHasControl {
+            for i in value where !HTTPGrammar.isFieldValueChar(bytes[i]) { throw HTTPParseError(.invalidFieldValue) }
+        }
         guard head.fields.count < limits.maxHeaderCount else { throw HTTPParseError(.tooManyFields) }
         let known = Self.knownField(bytes, name)
         head.fields.append(HTTP1Head.Field(name: name, value: value, known: known))
@@ -376,7 +420,9 @@ public struct HTTP1Parser: Sendable {
             for i in value where !HTTPGrammar.isHostChar(bytes[i]) { throw HTTPParseError(.invalidHost) }
             head.host = value
         case .connection: try noteConnection(bytes, value)
-        case .upgrade: facts.upgradeField = true
+        case .upgrade:
+            facts.upgradeField = true
+            if !HTTPGrammar.equalsIgnoringCase(bytes, value, Names.h2c) { facts.upgradeOnlyH2C = false }
         case .expect: if HTTPGrammar.equalsIgnoringCase(bytes, value, Names.continue100) { facts.expectContinue = true }
         case .te, .trailer, .keepAlive, .proxyConnection, .xForwardedFor, .xForwardedProto, .xRequestID,
             .xForwardedClientCert, .xEnvoy, .other:
@@ -386,20 +432,32 @@ public struct HTTP1Parser: Sendable {
 
     private static func knownField(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> KnownField {
         func eq(_ literal: StaticBytes) -> Bool { HTTPGrammar.equalsIgnoringCase(bytes, name, literal) }
+        // The first letter rules out most names before any comparison (most fields are none of these).
+        let first = HTTPGrammar.lowercased(bytes[name.lowerBound])
+        if first == 0x78 { return knownX(bytes, name) }  // "x-…"
+        switch (name.count, first) {
+        case (2, 0x74): return eq(Names.te) ? .te : .other
+        case (4, 0x68): return eq(Names.host) ? .host : .other
+        case (6, 0x65): return eq(Names.expect) ? .expect : .other
+        case (7, 0x75): return eq(Names.upgrade) ? .upgrade : .other
+        case (7, 0x74): return eq(Names.trailer) ? .trailer : .other
+        case (10, 0x63): return eq(Names.connection) ? .connection : .other
+        case (10, 0x6B): return eq(Names.keepAlive) ? .keepAlive : .other
+        case (14, 0x63): return eq(Names.contentLength) ? .contentLength : .other
+        case (16, 0x70): return eq(Names.proxyConnection) ? .proxyConnection : .other
+        case (17, 0x74): return eq(Names.transferEncoding) ? .transferEncoding : .other
+        default: return .other
+        }
+    }
+
+    /// Names starting with "x".
+    private static func knownX(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> KnownField {
+        func eq(_ literal: StaticBytes) -> Bool { HTTPGrammar.equalsIgnoringCase(bytes, name, literal) }
         switch name.count {
-        case 2: return eq(Names.te) ? .te : .other
-        case 4: return eq(Names.host) ? .host : .other
-        case 6: return eq(Names.expect) ? .expect : .other
-        case 7: return eq(Names.upgrade) ? .upgrade : eq(Names.trailer) ? .trailer : .other
-        case 10: return eq(Names.connection) ? .connection : eq(Names.keepAlive) ? .keepAlive : .other
-        case 12: return eq(Names.xRequestID) ? .xRequestID : isEnvoy(bytes, name) ? .xEnvoy : .other
-        case 14: return eq(Names.contentLength) ? .contentLength : isEnvoy(bytes, name) ? .xEnvoy : .other
-        case 15: return eq(Names.xForwardedFor) ? .xForwardedFor : isEnvoy(bytes, name) ? .xEnvoy : .other
-        case 16: return eq(Names.proxyConnection) ? .proxyConnection : isEnvoy(bytes, name) ? .xEnvoy : .other
-        case 17:
-            return eq(Names.transferEncoding) ? .transferEncoding : eq(Names.xForwardedProto) ? .xForwardedProto
-                : isEnvoy(bytes, name) ? .xEnvoy : .other
-        case 23: return eq(Names.xForwardedClientCert) ? .xForwardedClientCert : isEnvoy(bytes, name) ? .xEnvoy : .other
+        case 12 where eq(Names.xRequestID): return .xRequestID
+        case 15 where eq(Names.xForwardedFor): return .xForwardedFor
+        case 17 where eq(Names.xForwardedProto): return .xForwardedProto
+        case 23 where eq(Names.xForwardedClientCert): return .xForwardedClientCert
         default: return isEnvoy(bytes, name) ? .xEnvoy : .other
         }
     }
@@ -514,7 +572,9 @@ public struct HTTP1Parser: Sendable {
         }
         head.framing = framing
         head.keepAlive = keepAlive
-        head.upgrade = http11 && facts.upgradeField && facts.upgradeOption
+        // An h2c upgrade is not honoured (as Envoy strips it): the request goes on as HTTP/1.1 and its Upgrade
+        // field, hop-by-hop, is removed.
+        head.upgrade = http11 && facts.upgradeField && facts.upgradeOption && !facts.upgradeOnlyH2C
         if facts.hostCount != 1 { head.host = nil }
     }
 }
@@ -532,7 +592,7 @@ private enum Names {
     static let chunked = StaticBytes("chunked"), gzip = StaticBytes("gzip"), deflate = StaticBytes("deflate")
     static let compress = StaticBytes("compress"), xGzip = StaticBytes("x-gzip")
     static let xCompress = StaticBytes("x-compress")
-    static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue")
+    static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue"), h2c = StaticBytes("h2c")
     static let xForwardedFor = StaticBytes("x-forwarded-for"), xForwardedProto = StaticBytes("x-forwarded-proto")
     static let xRequestID = StaticBytes("x-request-id"), xForwardedClientCert = StaticBytes("x-forwarded-client-cert")
     static let xEnvoyPrefix = StaticBytes("x-envoy-")

@@ -18,6 +18,16 @@ enum HTTPGrammar {
         }
     }
 
+    /// `isTokenChar` as a bit table (one load and a shift instead of range compares), for the per-byte loops.
+    @inline(__always) static func isTokenCharFast(_ b: UInt8) -> Bool {
+        // Bits for 0x00–0x3F and 0x40–0x7F; nothing at or above 0x80.
+        let low: UInt64 = 0x03FF_6CFA_0000_0000   // ! # $ % & ' * + - . 0-9
+        let high: UInt64 = 0x57FF_FFFF_C7FF_FFFE  // A-Z ^ _ ` a-z | ~
+        if b >= 0x80 { return false }
+        let word = b < 0x40 ? low : high
+        return (word >> UInt64(b & 0x3F)) & 1 == 1
+    }
+
     /// field-vchar / SP / HTAB (RFC 9110 §5.5): VCHAR, obs-text (0x80–0xFF), SP, HTAB. No NUL, no other CTL, no DEL.
     @inline(__always) static func isFieldValueChar(_ b: UInt8) -> Bool {
         b == htab || (b >= 0x20 && b != 0x7F)

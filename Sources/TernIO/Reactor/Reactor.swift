@@ -29,10 +29,10 @@ public final class ReactorControl: Sendable {
     public let activeConnections = Atomic<Int>(0)
     /// The running reactor's wake-up eventfd, or -1 when it is not running. An atomic rather than a lock:
     /// the thread sanitizer can check it (it cannot see Synchronization.Mutex's futex on Linux).
-    let wakeFD = Atomic<Int32>(-1)
+    @usableFromInline let wakeFD = Atomic<Int32>(-1)
     /// Wake-ups in progress on other threads; the reactor waits for none to be left before its backend
     /// (and so the eventfd) goes away, so a waker never writes into a descriptor number reused meanwhile.
-    let wakersActive = Atomic<Int>(0)
+    @usableFromInline let wakersActive = Atomic<Int>(0)
 
     public init() {}
 
@@ -73,6 +73,9 @@ public final class Reactor<Backend: IOBackend> {
 
     /// Runs the loop until the handler is finished. Submissions made while handling completions are
     /// flushed by the next `wait` (one batch per iteration).
+    /// Inlinable so the loop is specialised for each handler type where it is started: handler calls are then
+    /// direct calls, not generic dispatch with metadata look-ups on every completion.
+    @inlinable
     public func run<H: ReactorHandler>(_ handler: H) throws(IOError) where H.Backend == Backend {
         defer {
             control.wakeFD.store(-1, ordering: .sequentiallyConsistent)

@@ -154,15 +154,24 @@ public enum System {
 
     /// The local address a socket is bound to (learns the port chosen for port 0).
     public static func localAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
+        try socketName(fd, peer: false)
+    }
+
+    /// The address of a connected socket's peer.
+    public static func peerAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
+        try socketName(fd, peer: true)
+    }
+
+    private static func socketName(_ fd: Int32, peer: Bool) throws(IOError) -> SocketAddress {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         // SAFETY: storage and len are locals alive for the call; len states storage's size.
         let r = unsafe withUnsafeMutablePointer(to: &storage) { p in
             unsafe p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                syscallResult { unsafe Int(getsockname(fd, sa, &len)) }
+                syscallResult { unsafe Int(peer ? getpeername(fd, sa, &len) : getsockname(fd, sa, &len)) }
             }
         }
-        if r < 0 { throw IOError("getsockname", errno: Int32(-r)) }
+        if r < 0 { throw IOError(peer ? "getpeername" : "getsockname", errno: Int32(-r)) }
         return SocketAddress(storage: storage)
     }
 

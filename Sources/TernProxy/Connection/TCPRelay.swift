@@ -99,24 +99,17 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         func destination(_ d: Int) -> Int32 { d == 0 ? upstream : client }
     }
 
-    private struct ListenerState {
-        var listener: RelayListener
-        var armed = false
-        var closed = false
-        /// Accepting is paused because the descriptor cap was reached.
-        var paused = false
-        var backoffNanos: UInt64 = 0
-    }
-
     private let settings: RelaySettings
     private let counters: RelayCounters
-    private var listeners: [ListenerState]
+    private let listeners: [RelayListener]
+    private let acceptor: Acceptor<Backend>
     private let connections: Slab<Connection>
     private var draining = false
     private var stopping = false
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int) {
-        self.listeners = listeners.map { ListenerState(listener: $0) }
+        self.listeners = listeners
+        acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
         self.counters = counters
         connections = Slab(capacity: capacity)
@@ -127,7 +120,23 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     }
 
     public var finished: Bool {
-        (draining || stopping) && connections.count == 0 && listeners.allSatisfy { $0.closed }
+        (draining || stopping) && connections.count == 0 && acceptor.allClosed
+    }
+
+    /// Token op kinds the relay uses are below this; an owner that embeds a relay (the HTTP proxy, for its
+    /// tunnels) uses kinds from here up and passes the rest on.
+    static var opLimit: UInt8 { 32 }
+
+    /// Connections being relayed (an embedding owner waits for them when draining).
+    var count: Int { connections.count }
+
+    /// Relays an already connected pair (an HTTP Upgrade or CONNECT tunnel): from now on bytes are spliced
+    /// both ways as for any relayed connection, and closing it closes both sockets and counts the connection
+    /// (in `counters.active`) as gone. False when the relay is full; the caller keeps both sockets then.
+    func adopt(client: Int32, upstream: Int32, _ reactor: Reactor<Backend>) -> Bool {
+        guard let id = connections.insert(Connection(client: client, upstream: upstream, listener: -1)) else { return false }
+        connected(id, 0, reactor)
+        return true
     }
 
     // MARK: - Loop hooks
@@ -135,57 +144,22 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     public func iteration(_ reactor: Reactor<Backend>) {
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
-            closeListeners(reactor)
+            acceptor.closeAll(reactor)
         }
         if !stopping && reactor.control.stopRequested.load(ordering: .acquiring) {
             stopping = true
             draining = true
-            closeListeners(reactor)
+            acceptor.closeAll(reactor)
             connections.forEachID { close($0, reset: false, reactor) }
         }
-        let atCap = counters.active.load(ordering: .relaxed) >= settings.descriptorCap
-        for i in listeners.indices where !listeners[i].closed {
-            if atCap && listeners[i].armed && !listeners[i].paused {
-                listeners[i].paused = true
-                reactor.backend.cancel(fd: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
-            } else if !atCap && !draining && !listeners[i].armed && listeners[i].backoffNanos == 0 {
-                listeners[i].paused = false
-                arm(i, reactor)
-            }
-        }
-    }
-
-    /// Arms accepting. Multishot only while the descriptor headroom exceeds a full listen backlog: the
-    /// kernel may accept the whole backlog in one go, and a connection accepted without a descriptor left
-    /// for its upstream socket can only wait. Short of that, one connection at a time.
-    private func arm(_ i: Int, _ reactor: Reactor<Backend>) {
-        listeners[i].armed = true
-        let headroom = settings.descriptorCap - counters.active.load(ordering: .relaxed)
-        reactor.backend.accept(listener: listeners[i].listener.fd, multishot: headroom > Int(System.listenBacklog),
-                               token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
-    }
-
-    private func closeListeners(_ reactor: Reactor<Backend>) {
-        for i in listeners.indices where !listeners[i].closed {
-            if listeners[i].armed {
-                // The final accept completion (-ECANCELED) closes the socket.
-                reactor.backend.cancel(fd: listeners[i].listener.fd, token: Token(op: Op.accept.rawValue, slot: UInt32(i), generation: 0))
-            } else {
-                closeListener(i, reactor)
-            }
-        }
-    }
-
-    private func closeListener(_ i: Int, _ reactor: Reactor<Backend>) {
-        listeners[i].closed = true
-        reactor.backend.unregister(fd: listeners[i].listener.fd)
-        System.close(listeners[i].listener.fd)
+        let active = counters.active.load(ordering: .relaxed)
+        acceptor.update(atCap: active >= settings.descriptorCap, headroom: settings.descriptorCap - active, draining: draining, reactor)
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
         let token = c.token
         if token.op == Op.accept.rawValue {
-            accepted(listener: Int(token.slot), c, reactor)
+            if let (fd, i) = acceptor.accepted(c, draining: draining, reactor) { accepted(fd, listener: i, reactor) }
             return
         }
         let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
@@ -217,9 +191,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     public func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
         if token.op == Op.acceptBackoff.rawValue {
-            let i = Int(token.slot)
-            listeners[i].backoffNanos = 0
-            if !listeners[i].closed { arm(i, reactor) }
+            acceptor.backoffFired(token, headroom: settings.descriptorCap - counters.active.load(ordering: .relaxed), reactor)
             return
         }
         let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
@@ -265,35 +237,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     // MARK: - Accept and connect
 
-    private func accepted(listener i: Int, _ c: Completion, _ reactor: Reactor<Backend>) {
-        if !c.more { listeners[i].armed = false }
-        if c.result < 0 {
-            if draining || c.result == -Errno.ECANCELED {
-                if !listeners[i].armed && !listeners[i].closed && draining { closeListener(i, reactor) }
-                return
-            }
-            if listeners[i].paused { return }
-            // Out of descriptors (EMFILE/ENFILE) or memory: back off, then re-arm. Connections wait in the
-            // listen backlog meanwhile; service resumes as descriptors are freed.
-            counters.acceptExhausted.add(1, ordering: .relaxed)
-            let next = listeners[i].backoffNanos == 0 ? 10_000_000 : min(listeners[i].backoffNanos * 2, 1_000_000_000)
-            if listeners[i].backoffNanos == 0 {
-                Log.warn("accept failed on \(listeners[i].listener.fd): \(Errno.name(-c.result)); backing off")
-            }
-            listeners[i].backoffNanos = next
-            if !listeners[i].armed {
-                _ = reactor.timers.schedule(Token(op: Op.acceptBackoff.rawValue, slot: UInt32(i), generation: 0),
-                                            at: System.monotonicNanos() + next)
-            }
-            return
-        }
-        listeners[i].backoffNanos = 0
-        let fd = c.result
-        if draining {
-            System.close(fd)
-            if !listeners[i].armed && !listeners[i].closed { closeListener(i, reactor) }
-            return
-        }
+    private func accepted(_ fd: Int32, listener i: Int, _ reactor: Reactor<Backend>) {
         let active = counters.active.wrappingAdd(1, ordering: .relaxed).newValue
         if settings.maxConnections > 0 && active > settings.maxConnections {
             counters.active.subtract(1, ordering: .relaxed)
@@ -320,7 +264,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// connections were accepted than the cap, as a multishot accept can), the client waits, with its
     /// bytes unread in the kernel, and the socket is retried shortly; the connect timeout still applies.
     private func connectUpstream(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
-        let upstreamAddress = listeners[connections[id].listener].listener.upstream
+        let upstreamAddress = listeners[connections[id].listener].upstream
         let upstream: Int32
         do {
             upstream = try System.tcpSocket(family: upstreamAddress.family)

@@ -13,6 +13,8 @@ public struct ProxySettings: Sendable {
     public var ioBackend = IOBackendChoice.auto
     public var backend = BackendSettings()
     public var relay = RelaySettings()
+    /// HTTP/1.1 proxying (`--http`); nil relays TCP.
+    public var http: HTTPSettings? = nil
     public var drainTimeout = TernDuration.seconds(5)
     public var logLevel = LogLevel.info
     public init() {}
@@ -135,6 +137,7 @@ public final class ProxyServer {
             let listeners = perReactor[r]
             let control = controls[r]
             let relay = relaySettings
+            let http = settings.http
             let backend = settings.backend
             let counters = self.counters
             let body: @Sendable () -> Void = {
@@ -142,9 +145,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, counters: counters, capacity: capacity, startup: startup)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, counters: counters, capacity: capacity, startup: startup)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -168,7 +171,7 @@ public final class ProxyServer {
             Log.shared.flush()
             return 1
         }
-        for a in bound { Log.info("listening kind=proxy addr=\(a)") }
+        for a in bound { Log.info("listening kind=\(settings.http == nil ? "proxy" : "http") addr=\(a)") }
 
         // Process life: wait for a signal, or for a reactor that died.
         var exitStatus: Int32 = 0
@@ -208,16 +211,24 @@ public final class ProxyServer {
 
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
-        relay: RelaySettings, counters: RelayCounters, capacity: Int, startup: Startup
+        relay: RelaySettings, http: HTTPSettings?, counters: RelayCounters, capacity: Int, startup: Startup
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
             // A connection holds at most three timers at once (connect + socket retry while connecting; idle +
             // a pipe retry per direction afterwards); listeners hold one back-off each.
             let reactor = Reactor(index: index, backend: b, control: control, timerCapacity: 4 * capacity + 64)
-            let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity)
-            startup.ready.add(1, ordering: .releasing)
-            try reactor.run(handler)
+            if let http {
+                // A session holds at most five timers at once; an upstream connection one.
+                let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
+                                           capacity: capacity, bufferPool: b.buffers)
+                startup.ready.add(1, ordering: .releasing)
+                try reactor.run(handler)
+            } else {
+                let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity)
+                startup.ready.add(1, ordering: .releasing)
+                try reactor.run(handler)
+            }
             return nil
         } catch {
             return error

@@ -26,6 +26,20 @@ extension ProxySettings {
         out.append("drain-timeout-ns=\(drainTimeout.nanoseconds)")
         out.append("max-connections=\(relay.maxConnections)")
         out.append("log-level=\(logLevel)")
+        if let http {
+            out.append("http=1")
+            out.append("max-request-headers-bytes=\(http.limits.maxHeaderBytes)")
+            out.append("max-request-headers-count=\(http.limits.maxHeaderCount)")
+            out.append("max-uri-bytes=\(http.limits.maxURIBytes)")
+            out.append("xff-trusted-hops=\(http.xffTrustedHops)")
+            out.append("upstream-timeout-ns=\(http.upstreamTimeout.nanoseconds)")
+            out.append("request-header-timeout-ns=\(http.requestHeaderTimeout.nanoseconds)")
+            out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
+            out.append("max-pending-requests=\(http.maxPendingRequests)")
+            out.append("max-upstream-connections=\(http.maxUpstreamConnections)")
+            out.append("max-idle-upstream=\(http.maxIdleUpstream)")
+            out.append("upstream-idle-timeout-ns=\(http.upstreamIdleTimeout.nanoseconds)")
+        }
         return out
     }
 
@@ -61,11 +75,34 @@ extension ProxySettings {
             case "log-level":
                 guard let l = LogLevel(name: value) else { throw ProxyError(description: "log-level: '\(value)'") }
                 logLevel = l
-            default: throw ProxyError(description: "unknown setting '\(key)'")
+            case "http": http = HTTPSettings()
+            default:
+                guard http != nil else { throw ProxyError(description: "unknown setting '\(key)'") }
+                try decodeHTTP(key, try number())
             }
         }
         guard !listen.isEmpty, listen.count == upstreams.count else {
             throw ProxyError(description: "listen and upstream do not pair")
         }
+    }
+
+    private mutating func decodeHTTP(_ key: String, _ n: UInt64) throws(ProxyError) {
+        guard var h = http else { return }
+        let i = Int(truncatingIfNeeded: n)
+        switch key {
+        case "max-request-headers-bytes": h.limits = .init(maxHeaderBytes: i, maxHeaderCount: h.limits.maxHeaderCount, maxURIBytes: h.limits.maxURIBytes)
+        case "max-request-headers-count": h.limits = .init(maxHeaderBytes: h.limits.maxHeaderBytes, maxHeaderCount: i, maxURIBytes: h.limits.maxURIBytes)
+        case "max-uri-bytes": h.limits = .init(maxHeaderBytes: h.limits.maxHeaderBytes, maxHeaderCount: h.limits.maxHeaderCount, maxURIBytes: i)
+        case "xff-trusted-hops": h.xffTrustedHops = i
+        case "upstream-timeout-ns": h.upstreamTimeout = TernDuration(nanoseconds: n)
+        case "request-header-timeout-ns": h.requestHeaderTimeout = TernDuration(nanoseconds: n)
+        case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
+        case "max-pending-requests": h.maxPendingRequests = i
+        case "max-upstream-connections": h.maxUpstreamConnections = i
+        case "max-idle-upstream": h.maxIdleUpstream = i
+        case "upstream-idle-timeout-ns": h.upstreamIdleTimeout = TernDuration(nanoseconds: n)
+        default: throw ProxyError(description: "unknown setting '\(key)'")
+        }
+        http = h
     }
 }

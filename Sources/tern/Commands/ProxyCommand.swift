@@ -6,8 +6,44 @@ import TernProxy
 struct ProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Relay TCP connections from each --listen address to the --upstream at the same position."
+        abstract: "Relay TCP connections (or, with --http, proxy HTTP/1.1) from each --listen address to the --upstream at the same position."
     )
+
+    @Flag(help: "Proxy HTTP/1.1 instead of relaying TCP: keep-alive both sides, pooled upstream connections, Envoy-style local replies.")
+    var http = false
+
+    @Option(name: .customLong("max-request-headers-kb"), help: "--http: largest request head in KiB (beyond: 431).")
+    var maxRequestHeadersKB: Int = 60
+
+    @Option(name: .customLong("max-request-headers-count"), help: "--http: most request header fields (beyond: 431).")
+    var maxRequestHeadersCount: Int = 100
+
+    @Option(name: .customLong("max-uri-kb"), help: "--http: longest request-target in KiB (beyond: 414).")
+    var maxURIKB: Int = 16
+
+    @Option(name: .customLong("xff-trusted-hops"), help: "--http: proxies in front of Tern whose forwarding fields are trusted (Envoy's xff_num_trusted_hops).")
+    var xffTrustedHops: Int = 0
+
+    @Option(name: .customLong("upstream-timeout"), help: "--http: from the end of a request to the end of its response (504 UT beyond); 0 disables.")
+    var upstreamTimeout: String = "15s"
+
+    @Option(name: .customLong("request-header-timeout"), help: "--http: from the first byte of a request head to its end (408 beyond).")
+    var requestHeaderTimeout: String = "10s"
+
+    @Option(name: .customLong("stream-idle-timeout"), help: "--http: an exchange with no bytes moving this long is ended.")
+    var streamIdleTimeout: String = "5m"
+
+    @Option(name: .customLong("max-pending-requests"), help: "--http: requests waiting for an upstream connection, per core (beyond: 503 UO).")
+    var maxPendingRequests: Int = 1024
+
+    @Option(name: .customLong("max-upstream-connections"), help: "--http: connections to each upstream, per core.")
+    var maxUpstreamConnections: Int = 1024
+
+    @Option(name: .customLong("max-idle-upstream"), help: "--http: idle keep-alive connections kept to each upstream, per core.")
+    var maxIdleUpstream: Int = 64
+
+    @Option(name: .customLong("upstream-idle-timeout"), help: "--http: an idle pooled upstream connection closes after this long.")
+    var upstreamIdleTimeout: String = "1h"
 
     @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one). Repeatable.")
     var listen: [String] = []
@@ -81,7 +117,30 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--log-level must be trace, debug, info, warn or error, got '\(logLevel)'")
         }
         s.logLevel = level
+        if http { s.http = try httpSettings() }
         return s
+    }
+
+    private func httpSettings() throws(ValidationError) -> HTTPSettings {
+        var h = HTTPSettings()
+        func positive(_ v: Int, _ flag: String, max: Int) throws(ValidationError) -> Int {
+            guard v >= 1 && v <= max else { throw ValidationError("\(flag) must be a whole number from 1 to \(max), got \(v)") }
+            return v
+        }
+        h.limits = .init(maxHeaderBytes: try positive(maxRequestHeadersKB, "--max-request-headers-kb", max: 8192) * 1024,
+                         maxHeaderCount: try positive(maxRequestHeadersCount, "--max-request-headers-count", max: 10_000),
+                         maxURIBytes: try positive(maxURIKB, "--max-uri-kb", max: 8192) * 1024)
+        guard xffTrustedHops >= 0 && xffTrustedHops <= 64 else { throw ValidationError("--xff-trusted-hops must be from 0 to 64, got \(xffTrustedHops)") }
+        h.xffTrustedHops = xffTrustedHops
+        h.upstreamTimeout = try duration(upstreamTimeout, flag: "--upstream-timeout", allowZero: true)
+        h.requestHeaderTimeout = try duration(requestHeaderTimeout, flag: "--request-header-timeout")
+        h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
+        h.maxPendingRequests = try positive(maxPendingRequests, "--max-pending-requests", max: 1 << 20)
+        h.maxUpstreamConnections = try positive(maxUpstreamConnections, "--max-upstream-connections", max: 1 << 20)
+        guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
+        h.maxIdleUpstream = maxIdleUpstream
+        h.upstreamIdleTimeout = try duration(upstreamIdleTimeout, flag: "--upstream-idle-timeout")
+        return h
     }
 
     private func duration(_ text: String, flag: String, allowZero: Bool = false) throws(ValidationError) -> TernDuration {

@@ -1,0 +1,162 @@
+// The HTTP/1.1 codec and proxy path, per request, after warm-up: allocations (exact, the claim: none in steady
+// state) and wall-clock time (reported, never gated: the machines are shared). The parser's time per head gives
+// its throughput in bytes per nanosecond, that is GB/s.
+import Benchmark
+import Glibc
+import Synchronization
+import TernCore
+import TernHTTP
+import TernIO
+import TernProxy
+
+/// A typical service-to-service request head (about 400 bytes, 9 fields), as a mesh forwards them.
+let typicalHead = Array((
+    "GET /api/v1/carts/8f14e45f/items?limit=20&offset=40 HTTP/1.1\r\n"
+    + "Host: cart.shop.svc.cluster.local\r\n"
+    + "User-Agent: checkout/2.14.1 (okhttp/4.12.0)\r\n"
+    + "Accept: application/json\r\n"
+    + "Accept-Encoding: gzip\r\n"
+    + "Authorization: Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJjaGVja291dCJ9.c2lnbmF0dXJl\r\n"
+    + "x-request-id: 3f2a9c1e-7b4d-4e8a-9f6c-2d1b0a9e8c7f\r\n"
+    + "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+    + "Content-Type: application/json\r\n"
+    + "\r\n").utf8)
+
+/// A blocking loopback socket pair helper and an upstream that answers every request with a 100-byte body.
+enum Sockets {
+    static func listener() -> (Int32, SocketAddress) {
+        let l = try! System.listen(on: SocketAddress(parsing: "127.0.0.1:0")!)
+        return (l, try! System.localAddress(l))
+    }
+
+    static func connect(_ address: SocketAddress) -> Int32 {
+        let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var s = address.storage
+        _ = withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c, $0, address.length) } }
+        var one: Int32 = 1
+        setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
+        return c
+    }
+
+    /// Reads one response with a 100-byte body (head ends at CRLFCRLF) into `buffer`; false at end of stream.
+    static func readResponse(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ capacity: Int) -> Bool {
+        var have = 0
+        while true {
+            let n = read(fd, buffer + have, capacity - have)
+            if n <= 0 { return false }
+            have += n
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: have)
+            var i = 3
+            while i < have {
+                if bytes[i] == 10 && bytes[i - 1] == 13 && bytes[i - 2] == 10 && bytes[i - 3] == 13 {
+                    if have >= i + 1 + 100 { return true }
+                    break
+                }
+                i += 1
+            }
+        }
+    }
+}
+
+/// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread.
+final class ProxyRig<B: IOBackend>: @unchecked Sendable {
+    let control = ReactorControl()
+    let upstreamListener: Int32
+    let proxyListener: Int32
+    let proxyAddress: SocketAddress
+    var threads: [ReactorThread] = []
+    let client: Int32
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
+    let request = Array("GET /small HTTP/1.1\r\nHost: upstream\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
+
+    init() {
+        let (ul, ua) = Sockets.listener()
+        upstreamListener = ul
+        (proxyListener, proxyAddress) = Sockets.listener()
+        let listener = RelayListener(fd: proxyListener, upstream: ua)
+        let control = self.control
+        // Tern's listeners are non-blocking; this thread blocks.
+        _ = fcntl(ul, F_SETFL, fcntl(ul, F_GETFL) & ~O_NONBLOCK)
+        threads.append(ReactorThread.start(name: "bench-upstream") {
+            let fd = accept(ul, nil, nil)
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
+            let body = String(repeating: "x", count: 100)
+            let response = Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
+            while true {
+                let n = read(fd, buf, 65536)
+                if n <= 0 { break }
+                _ = response.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            }
+            close(fd)
+        }!)
+        threads.append(ReactorThread.start(name: "bench-proxy") {
+            let backend = try! B(settings: BackendSettings())
+            let reactor = Reactor(index: 0, backend: backend, control: control, timerCapacity: 4096)
+            let proxy = HTTPProxy<B>(listeners: [listener], settings: HTTPSettings(), relay: RelaySettings(),
+                                     counters: RelayCounters(), capacity: 256, bufferPool: backend.buffers)
+            try! reactor.run(proxy)
+        }!)
+        client = Sockets.connect(proxyAddress)
+    }
+
+    var count = 0
+
+    func roundTrip() {
+        _ = request.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        if !Sockets.readResponse(client, buffer, 65536) {
+            let text = String(decoding: UnsafeRawBufferPointer(start: buffer, count: 300), as: UTF8.self)
+            fatalError("proxy closed the connection after \(count) requests: \(text)")
+        }
+        count += 1
+    }
+
+    func stop() {
+        close(client)
+        control.requestStop()
+        threads.forEach { $0.join() }
+        close(upstreamListener)
+        buffer.deallocate()
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.mallocCountTotal, .wallClock],
+        warmupIterations: 100,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3),
+        maxIterations: 1_000
+    )
+
+    Benchmark("HTTP1 parse typical request head (\(typicalHead.count) B)") { benchmark in
+        var parser = HTTP1Parser(kind: .request)
+        for _ in benchmark.scaledIterations {
+            parser.reset()
+            blackHole(try typicalHead.withUnsafeBytes { try parser.parse($0) })
+        }
+    }
+
+    if getenv("TERN_BENCH_DEBUG") != nil {
+        Log.shared.level = .debug
+        Log.shared.start()
+    }
+
+    Benchmark("HTTP proxy request, epoll (client → Tern → upstream → client)") { benchmark in
+        let rig = ProxyRig<EpollBackend>()
+        for _ in 0..<1000 { rig.roundTrip() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("HTTP proxy request, io_uring (client → Tern → upstream → client)") { benchmark in
+        guard (try? URingBackend(settings: BackendSettings())) != nil else { return }
+        let rig = ProxyRig<URingBackend>()
+        for _ in 0..<1000 { rig.roundTrip() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+}

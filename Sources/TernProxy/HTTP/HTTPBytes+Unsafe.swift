@@ -1,0 +1,240 @@
+// The HTTP proxy's memory (ARCHITECTURE.md §4): where received bytes are held while a head is parsed and
+// forwarded, and the small per-connection bytes a forwarded head gains. Every raw pointer of the HTTP proxy
+// lives in this file; the state machine in HTTPProxy.swift sees only offsets.
+//
+// Received bytes stay in the pooled receive buffer they arrived in; a head is parsed and forwarded from there
+// with iovecs. Only a head split across reads is copied, into an assembly buffer taken from a small pool
+// (allocated on first need, kept for reuse: no allocation in steady state).
+import Glibc
+import TernCore
+import TernHTTP
+import TernIO
+
+/// Bytes received on one socket and not yet consumed: a range of one pooled buffer or of an assembly buffer.
+struct Held {
+    /// The pooled receive buffer holding the bytes, or -1.
+    var buffer: Int32 = -1
+    /// The assembly buffer holding the bytes, or -1.
+    var assembly: Int32 = -1
+    /// Unconsumed bytes: [start, end) of that buffer.
+    var start = 0
+    var end = 0
+
+    var isEmpty: Bool { start == end }
+    var holdsStorage: Bool { buffer >= 0 || assembly >= 0 }
+    var count: Int { end - start }
+}
+
+@safe final class HTTPBytes {
+    private let pool: BufferPool
+    let assemblySize: Int
+    private var assemblies: [UnsafeMutableRawPointer] = unsafe []
+    private var freeAssemblies: [Int32] = []
+    /// Per connection slot: the client's address as text (for X-Forwarded-For) and a request id.
+    private let scratch: UnsafeMutableRawPointer
+    private let scratchCount: Int
+    static let scratchSize = 128
+    private static let addressLength = 0, addressStart = 1, requestIDStart = 64
+    private var rng: SplitMix
+    /// Every local reply, rendered once at start: (offset, length) per `LocalReply` case in `replies`.
+    private let replies: UnsafeMutableRawPointer
+    private var replySpans: [(Int, Int)] = []
+
+    init(pool: BufferPool, assemblySize: Int, slots: Int) {
+        self.pool = pool
+        self.assemblySize = assemblySize
+        scratchCount = slots
+        // SAFETY: owned until deinit; indexes are checked against scratchCount.
+        unsafe scratch = calloc(slots, Self.scratchSize)!
+        // Index 2 × case + (close ? 1 : 0).
+        let rendered = LocalReply.allCases.flatMap { [Array($0.wire(close: false).utf8), Array($0.wire(close: true).utf8)] }
+        // SAFETY: owned until deinit; filled once here and only read afterwards.
+        let block = unsafe malloc(max(rendered.reduce(0) { $0 + $1.count }, 1))!
+        var offset = 0
+        var spans: [(Int, Int)] = []
+        for r in rendered {
+            unsafe r.withUnsafeBytes { unsafe (block + offset).copyMemory(from: $0.baseAddress!, byteCount: r.count) }
+            spans.append((offset, r.count))
+            offset += r.count
+        }
+        unsafe replies = block
+        replySpans = spans
+        var system = SystemRandomNumberGenerator()
+        rng = SplitMix(seed: system.next())
+        unsafe assemblies.reserveCapacity(64)
+        freeAssemblies.reserveCapacity(64)
+    }
+
+    deinit {
+        for unsafe a in unsafe assemblies { unsafe free(a) }
+        unsafe free(scratch)
+        unsafe free(replies)
+    }
+
+    /// Appends a whole local reply to entry `entry`.
+    func append(_ table: IOVecTable, _ entry: Int, _ reply: LocalReply, close: Bool) -> Bool {
+        let (offset, count) = replySpans[2 * reply.rawValue + (close ? 1 : 0)]
+        return unsafe table.append(entry, UnsafeRawBufferPointer(start: replies + offset, count: count))
+    }
+
+    private func base(_ h: Held) -> UnsafeMutableRawPointer {
+        if h.assembly >= 0 { return unsafe assemblies[Int(h.assembly)] }
+        precondition(h.buffer >= 0, "no storage held")
+        return unsafe UnsafeMutableRawPointer(mutating: pool.bytes(UInt16(h.buffer), length: 0).baseAddress!)
+    }
+
+    private func view(_ h: Held, _ range: Range<Int>) -> UnsafeRawBufferPointer {
+        precondition(range.lowerBound >= 0 && range.upperBound <= (h.assembly >= 0 ? assemblySize : pool.size), "range outside held storage")
+        // SAFETY: the range lies inside the held buffer (checked above), which stays allocated while held.
+        return unsafe UnsafeRawBufferPointer(start: base(h) + range.lowerBound, count: range.count)
+    }
+
+    /// Adds `count` bytes received into pooled buffer `id` to `held` and returns the pooled buffers no longer
+    /// needed (their bytes were copied into an assembly buffer) for the caller to release. The first bytes of
+    /// a message stay in the buffer they arrived in; a head split across reads is gathered in an assembly
+    /// buffer. Throws `headTooLarge`, changing nothing, when the bytes would not fit.
+    func take(buffer id: UInt16, count: Int, into held: inout Held) throws(HTTPParseError) -> (UInt16?, UInt16?) {
+        if !held.holdsStorage {
+            held = Held(buffer: Int32(id), assembly: -1, start: 0, end: count)
+            return (nil, nil)
+        }
+        guard held.count + count <= assemblySize else { throw HTTPParseError(.headTooLarge) }
+        var released: UInt16? = nil
+        if held.assembly < 0 {
+            // The held bytes are in a pooled buffer: move them into an assembly buffer.
+            let a = takeAssembly()
+            unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
+            released = UInt16(held.buffer)
+            held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
+        } else if held.start > 0 {
+            // Unconsumed bytes to the front.
+            let p = unsafe assemblies[Int(held.assembly)]
+            unsafe p.copyMemory(from: p + held.start, byteCount: held.count)
+            held.end = held.count
+            held.start = 0
+        }
+        let src = unsafe pool.bytes(id, length: count)
+        unsafe (assemblies[Int(held.assembly)] + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
+        held.end += count
+        return (released, id)
+    }
+
+    private func takeAssembly() -> Int32 {
+        if let a = freeAssemblies.popLast() { return a }
+        // SAFETY: owned by `assemblies` until deinit.
+        unsafe assemblies.append(malloc(assemblySize)!)
+        return unsafe Int32(assemblies.count - 1)
+    }
+
+    /// Drops the held bytes' storage. Returns a pooled buffer to release, if one was held.
+    func drop(_ held: inout Held) -> UInt16? {
+        if held.assembly >= 0 { freeAssemblies.append(held.assembly) }
+        let b: UInt16? = held.buffer >= 0 ? UInt16(held.buffer) : nil
+        held = Held()
+        return b
+    }
+
+    /// Parses (more of) the head that starts at `held.start`.
+    func parse(_ parser: inout HTTP1Parser, _ held: Held) throws(HTTPParseError) -> HTTP1Parser.Progress {
+        try unsafe parser.parse(view(held, held.start..<held.end))
+    }
+
+    /// Decodes chunked framing over held bytes [from, held.end); offsets in the output are relative to `from`.
+    func decode(_ decoder: inout ChunkedDecoder, _ held: Held, from: Int) throws(HTTPParseError) -> ChunkedDecoder.Output {
+        try unsafe decoder.decode(view(held, from..<held.end))
+    }
+
+    /// Plans a forwarded head with `plan` over the held head and appends its pieces to entry `entry` of
+    /// `table`. False when the entry ran out of segments.
+    func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
+                    _ plan: (HTTP1Head, borrowing Span<UInt8>, (HTTP1Forwarding.Piece) -> Void) -> Void,
+                    head: HTTP1Head) -> Bool
+    {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
+        // A flag on self rather than a local captured by the closure: a captured local var would be boxed on the
+        // heap, one allocation per head.
+        appendFailed = false
+        unsafe plan(head, bytes.span) { piece in
+            switch piece {
+            case .bytes(let r):
+                unsafe add(table, entry, UnsafeRawBufferPointer(rebasing: whole[r]))
+            case .literal(let s):
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+            case .clientAddress:
+                let n = Int(unsafe scratchPointer(slot).load(fromByteOffset: Self.addressLength, as: UInt8.self))
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: scratchPointer(slot) + Self.addressStart, count: n))
+            case .requestID:
+                let p = unsafe scratchPointer(slot) + Self.requestIDStart
+                unsafe writeUUIDv4(p)
+                unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
+            }
+        }
+        return !appendFailed
+    }
+
+    private var appendFailed = false
+
+    private func add(_ table: IOVecTable, _ entry: Int, _ b: UnsafeRawBufferPointer) {
+        if unsafe !table.append(entry, b) { appendFailed = true }
+    }
+
+    /// Appends held bytes [range) to entry `entry`.
+    func append(_ table: IOVecTable, _ entry: Int, _ held: Held, _ range: Range<Int>) -> Bool {
+        unsafe table.append(entry, view(held, range))
+    }
+
+    /// Appends a literal to entry `entry`.
+    func append(_ table: IOVecTable, _ entry: Int, _ literal: StaticString) -> Bool {
+        unsafe table.append(entry, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    private func scratchPointer(_ slot: Int) -> UnsafeMutableRawPointer {
+        precondition(slot >= 0 && slot < scratchCount, "scratch slot out of range")
+        return unsafe scratch + slot * Self.scratchSize
+    }
+
+    /// Records the client's address text for slot `slot` (at accept, once per connection).
+    func setClientAddress(_ slot: Int, _ text: String) {
+        var text = text
+        let p = unsafe scratchPointer(slot)
+        text.withUTF8 { utf8 in
+            let n = min(utf8.count, Self.requestIDStart - Self.addressStart)
+            unsafe p.storeBytes(of: UInt8(n), toByteOffset: Self.addressLength, as: UInt8.self)
+            unsafe (p + Self.addressStart).copyMemory(from: utf8.baseAddress!, byteCount: n)
+        }
+    }
+
+    /// Writes a random (version 4, RFC 9562 §5.4) UUID as 36 lowercase hex characters with dashes.
+    private func writeUUIDv4(_ p: UnsafeMutableRawPointer) {
+        var hi = rng.next()
+        var lo = rng.next()
+        hi = (hi & ~0xF000) | 0x4000                   // version 4 (bits 48–51 of the UUID)
+        lo = (lo & ~(0xC << 60)) | (0x8 << 60)         // variant 10
+        let hex: StaticString = "0123456789abcdef"
+        var out = 0
+        for i in 0..<32 {
+            if i == 8 || i == 12 || i == 16 || i == 20 {
+                unsafe p.storeBytes(of: 0x2D, toByteOffset: out, as: UInt8.self)
+                out += 1
+            }
+            let word = i < 16 ? hi : lo
+            let nibble = Int((word >> UInt64(60 - 4 * (i % 16))) & 0xF)
+            unsafe p.storeBytes(of: hex.utf8Start[nibble], toByteOffset: out, as: UInt8.self)
+            out += 1
+        }
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood, 2014): a fast generator for request ids, seeded from getrandom.
+struct SplitMix {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,84 @@
+import TernHTTP
+
+/// The responses Tern writes itself, with the bodies and response flags Envoy users know
+/// (../shared/reference/istio.md: response flags). The client connection stays open after a 5xx answering a
+/// request that was read to its end (as Envoy keeps it); otherwise the reply says "connection: close" and the
+/// connection closes, since the rest of the request is unread.
+enum LocalReply: Int, CaseIterable {
+    case badRequest, uriTooLong, headersTooLarge, notImplemented, versionNotSupported
+    case requestHeaderTimeout, streamTimeoutRequest, streamTimeoutResponse
+    case connectFailure, connectionTermination, overflow, upstreamTimeout, badGateway
+
+    var status: Int {
+        switch self {
+        case .badRequest: 400
+        case .uriTooLong: 414
+        case .headersTooLarge: 431
+        case .notImplemented: 501
+        case .versionNotSupported: 505
+        case .requestHeaderTimeout, .streamTimeoutRequest: 408
+        case .connectFailure, .connectionTermination, .overflow: 503
+        case .upstreamTimeout, .streamTimeoutResponse: 504
+        case .badGateway: 502
+        }
+    }
+
+    var reason: String {
+        switch status {
+        case 400: "Bad Request"
+        case 408: "Request Timeout"
+        case 414: "URI Too Long"
+        case 431: "Request Header Fields Too Large"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        default: "HTTP Version Not Supported"
+        }
+    }
+
+    /// Envoy's local reply bodies where Envoy has one.
+    var body: String {
+        switch self {
+        case .connectFailure: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        case .connectionTermination: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        case .overflow: "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        case .upstreamTimeout: "upstream request timeout"
+        case .streamTimeoutRequest, .streamTimeoutResponse: "stream timeout"
+        case .requestHeaderTimeout: "request header timeout"
+        case .badGateway: "upstream sent a malformed response"
+        default: reason
+        }
+    }
+
+    /// Envoy's response flag, for the access log (issue 6).
+    var flag: String {
+        switch self {
+        case .connectFailure: "UF"
+        case .connectionTermination: "UC"
+        case .overflow: "UO"
+        case .upstreamTimeout: "UT"
+        case .streamTimeoutRequest, .streamTimeoutResponse: "SI"
+        case .badGateway: "UPE"
+        case .requestHeaderTimeout: "DPE"
+        default: "DPE"
+        }
+    }
+
+    /// The whole response on the wire.
+    func wire(close: Bool) -> String {
+        "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"
+            + (close ? "connection: close\r\n" : "") + "\r\n\(body)"
+    }
+
+    /// The answer to a request head Tern refused.
+    static func refusing(_ error: HTTPParseError) -> LocalReply {
+        switch error.status {
+        case 414: .uriTooLong
+        case 431: .headersTooLarge
+        case 501: .notImplemented
+        case 505: .versionNotSupported
+        default: .badRequest
+        }
+    }
+}
