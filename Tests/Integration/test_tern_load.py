@@ -433,3 +433,17 @@ def test_a_stall_across_the_end_is_not_hidden(server):
     assert doc["requests"] == 200, doc
     assert doc["latency_us"]["p75"] >= 200_000, doc
     assert doc["latency_us"]["max"] >= 650_000
+
+
+def test_compare_measures_what_the_http_proxy_adds(start_tern, server, backend):
+    # The use tern-load exists for: the upstream directly (A) and through `tern proxy --http` (B).
+    s = server(delay=0.002)
+    tern = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{s.port}",
+                      "--io-backend", backend, "--cores", "1")
+    doc = run_json("--io-backend", backend, "--connections", "4", "--rate", "400", "--duration", "2s",
+                   "--compare", s.url(), f"http://127.0.0.1:{tern.port}/")
+    for side in ("a", "b"):
+        assert doc[side]["requests"] >= 350 and sum(doc[side]["errors"].values()) == 0, doc
+    # What the proxy adds at the median is well under the upstream's own 2 ms (noise can make it slightly
+    # negative on a busy machine, never large).
+    assert -500 < doc["added_latency_us"]["p50"] < 2_000, doc
