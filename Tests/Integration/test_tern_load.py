@@ -16,7 +16,7 @@ import zlib
 import pytest
 
 from conftest import ROOT
-from peers import Upstream
+from peers import Upstream, dead_port
 
 
 def tern_load_bin():
@@ -33,15 +33,6 @@ def run_json(*args, timeout=30):
     code, out, err = run_load("--json", *args, timeout=timeout)
     assert code == 0, err
     return json.loads(out)  # exactly one document: json.loads refuses anything after it
-
-
-def closed_port():
-    """A loopback port nobody listens on (connections to it are refused)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class HTTPServer(Upstream):
@@ -173,7 +164,7 @@ def test_achieved_rate_is_close_to_the_target(server, backend):
 
 
 def test_refused_connections_count_as_connect_errors():
-    doc = run_json("--connections", "2", "--duration", "500ms", f"http://127.0.0.1:{closed_port()}/")
+    doc = run_json("--connections", "2", "--duration", "500ms", f"http://127.0.0.1:{dead_port()}/")
     assert doc["requests"] == 0
     assert doc["errors"]["connect"] > 0
     assert doc["errors"]["reset"] == doc["errors"]["timeout"] == 0
