@@ -438,3 +438,16 @@ def test_compare_measures_what_the_http_proxy_adds(start_tern, server, backend):
     # What the proxy adds at the median is well under the upstream's own 2 ms (noise can make it slightly
     # negative on a busy machine, never large).
     assert -500 < doc["added_latency_us"]["p50"] < 2_000, doc
+
+
+def test_auto_falls_back_to_epoll_when_seccomp_refuses_io_uring(server):
+    wrapper = os.path.join(ROOT, "build-cmake", "no-io-uring")
+    assert os.path.exists(wrapper), "build the C tools first: bash Tools/scripts/ctest.sh"
+    s = server()
+    p = subprocess.run([wrapper, tern_load_bin(), "--requests", "20", s.url()], capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert b", epoll\n" in p.stdout.split(b"\n")[0] + b"\n"
+    p = subprocess.run([wrapper, tern_load_bin(), "--io-backend", "io_uring", "--requests", "20", s.url()],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 1
+    assert b"io_uring cannot be set up" in p.stderr
