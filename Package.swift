@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "tern", targets: ["tern"]),
         .executable(name: "tern-engine", targets: ["tern-engine"]),
+        .executable(name: "tern-load", targets: ["tern-load"]),
         // For the separate Benchmarks package (package-benchmark), which measures these libraries.
         .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
         // For the fuzz package (Tools/fuzz).
@@ -46,14 +47,28 @@ let package = Package(
         // The serving process `tern proxy` hands over to: no argument parser linked (see
         // Sources/TernProxy/Server/ProxySettings+Encoding.swift), so an idle sidecar stays small.
         .executableTarget(name: "tern-engine", dependencies: ["TernProxy", "TernIO"], swiftSettings: strict),
-        // tern-load's measurement core (issue 5): schedule, coordinated-omission correction, reports, plots.
+        // zlib (DEFLATE for HdrHistogram's compressed log encoding): a module map, no C code.
+        .systemLibrary(name: "CTernZlib"),
+        // tern-load's measurement core (issue 5): schedule, coordinated-omission correction, reports, plots,
+        // HdrHistogram logs.
         .target(
             name: "TernLoadCore",
-            dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+            dependencies: ["CTernZlib", .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "Tools/tern-load/Core",
             swiftSettings: strict
         ),
-        .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore"]),
+        // The load generator (issue 5): HTTP/1.1 over TernIO reactors, closed and open loop.
+        .executableTarget(
+            name: "tern-load",
+            dependencies: [
+                "TernLoadCore", "TernIO", "TernHTTP", "TernCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Tools/tern-load/Sources",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),

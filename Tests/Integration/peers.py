@@ -151,3 +151,12 @@ async def hold(reader, writer, up):
     """Keeps the connection open and idle until the client closes it."""
     while await reader.read(1 << 16):
         pass
+
+
+def dead_port():
+    """A loopback port nothing listens on (connections to it are refused)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port

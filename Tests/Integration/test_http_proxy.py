@@ -24,7 +24,7 @@ import pytest
 
 from conftest import tern_bin
 from http_peers import HttpUpstream, TunnelEcho, WebSocketEcho
-from peers import BLOCK, stream_bytes, stream_sha256
+from peers import BLOCK, dead_port, stream_bytes, stream_sha256
 
 ENVOY_503_TEXT = b"upstream connect error or disconnect/reset before headers"
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -57,15 +57,6 @@ def proxy(start_tern, up, backend, *extra, cores="1"):
     """`tern proxy --http` in front of `up`, one reactor unless told (so pooling is deterministic)."""
     return start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
                       "--cores", cores, *extra)
-
-
-def dead_port():
-    """A loopback port nothing listens on."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def http_client(port, timeout=30, **kw):

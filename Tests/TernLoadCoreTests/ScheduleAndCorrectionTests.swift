@@ -207,3 +207,35 @@ struct SimulatedRun {
         #expect(svg.contains("through &lt;tern&gt;"))
     }
 }
+
+@Suite struct CompareAndDueTests {
+    @Test func slicesAlternateAFirstAndSplitTheWindow() {
+        let s = CompareSlices(start: 1_000, length: 250)
+        #expect(s.target(at: 1_000) == 0)
+        #expect(s.target(at: 1_249) == 0)
+        #expect(s.target(at: 1_250) == 1)
+        #expect(s.target(at: 1_500) == 0)
+        // Window [1,100, 2,050): A has [1,100,1,250) + [1,500,1,750) + [2,000,2,050) = 150 + 250 + 50.
+        #expect(s.time(of: 0, from: 1_100, to: 2_050) == 450)
+        #expect(s.time(of: 1, from: 1_100, to: 2_050) == 500)
+        #expect(s.time(of: 0, from: 2_000, to: 2_000) == 0)
+    }
+
+    @Test func dueHeapPopsInTimeOrder() {
+        var heap = DueHeap(capacity: 64)
+        var generator = SystemRandomNumberGenerator()
+        var pushed: [UInt64] = []
+        for c in 0..<64 {
+            let at = UInt64.random(in: 0..<1_000, using: &generator)
+            pushed.append(at)
+            heap.push(at: at, client: c)
+        }
+        var popped: [UInt64] = []
+        while let top = heap.top {
+            #expect(pushed[top.client] == top.at)
+            popped.append(top.at)
+            heap.pop()
+        }
+        #expect(popped == pushed.sorted())
+    }
+}

@@ -3,12 +3,13 @@
 # quarantined; every such file says why each use is safe).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-offenders=$(grep -rlE '(^|[^A-Za-z_@.])unsafe[[:space:]]|@unsafe|nonisolated\(unsafe\)' "$root/Sources" --include='*.swift' \
+dirs=("$root/Sources" "$root/Tools/tern-load")
+offenders=$(grep -rlE '(^|[^A-Za-z_@.])unsafe[[:space:]]|@unsafe|nonisolated\(unsafe\)' "${dirs[@]}" --include='*.swift' \
     | grep -v '+Unsafe\.swift$' || true)
 if [[ -n $offenders ]]; then
     echo "unsafe code outside *+Unsafe.swift files:" >&2
     echo "$offenders" >&2
     exit 1
 fi
-count=$(grep -rhoE '(^|[^A-Za-z_@.])unsafe[[:space:]]' "$root/Sources" --include='*+Unsafe.swift' | wc -l)
+count=$(grep -rhoE '(^|[^A-Za-z_@.])unsafe[[:space:]]' "${dirs[@]}" --include='*+Unsafe.swift' | wc -l)
 echo "check-unsafe: ok ($count unsafe expressions, all in *+Unsafe.swift files)"

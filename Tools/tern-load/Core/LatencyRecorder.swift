@@ -6,17 +6,17 @@ import Histogram
 ///   closed loop, where nothing is scheduled, the intended time is the actual send time;
 /// - `uncorrected`: from when the request actually left to the end of its response (what wrk reports).
 /// Reactors record into their own recorder; the results are merged once at the end.
-struct LatencyRecorder: Sendable {
+public struct LatencyRecorder: Sendable {
     static let highestMicroseconds: UInt64 = 3_600_000_000
 
-    private(set) var corrected = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestMicroseconds,
+    public private(set) var corrected = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestMicroseconds,
                                                    numberOfSignificantValueDigits: .three)
-    private(set) var uncorrected = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestMicroseconds,
+    public private(set) var uncorrected = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: highestMicroseconds,
                                                      numberOfSignificantValueDigits: .three)
 
     /// Records one response; times are monotonic nanoseconds. A latency below 1 µs counts as 1 µs; one
     /// beyond an hour counts as an hour.
-    mutating func record(intended: UInt64, sent: UInt64, completed: UInt64) {
+    public mutating func record(intended: UInt64, sent: UInt64, completed: UInt64) {
         corrected.record(Self.clampMicros(completed &- min(intended, completed)))
         uncorrected.record(Self.clampMicros(completed &- min(sent, completed)))
     }
@@ -25,10 +25,12 @@ struct LatencyRecorder: Sendable {
         max(1, min(nanos / 1_000, highestMicroseconds))
     }
 
-    mutating func merge(_ other: LatencyRecorder) {
+    public mutating func merge(_ other: LatencyRecorder) {
         corrected.add(other.corrected)
         uncorrected.add(other.uncorrected)
     }
 
-    var count: UInt64 { corrected.totalCount }
+    public var count: UInt64 { corrected.totalCount }
+
+    public init() {}
 }

@@ -7,26 +7,26 @@
 /// A request's latency is measured from that intended time, not from when it actually left: a server that
 /// stalls delays every request scheduled during the stall, and each of them counts the wait. Integer
 /// nanosecond arithmetic, so tests can state exact expectations.
-struct OpenLoopSchedule: Equatable, Sendable {
+public struct OpenLoopSchedule: Equatable, Sendable {
     /// Requests per second over all connections.
-    let rate: UInt64
-    let connections: UInt64
+    public let rate: UInt64
+    public let connections: UInt64
 
-    init(rate: UInt64, connections: Int) {
+    public init(rate: UInt64, connections: Int) {
         precondition(rate > 0 && connections > 0, "rate and connections must be positive")
         self.rate = rate
         self.connections = UInt64(connections)
     }
 
     /// Nanoseconds after the start at which connection `connection` sends its `request`-th request.
-    func intendedOffset(connection: Int, request: UInt64) -> UInt64 {
+    public func intendedOffset(connection: Int, request: UInt64) -> UInt64 {
         let slot = UInt64(connection) + request * connections
         let (hi, lo) = slot.multipliedFullWidth(by: 1_000_000_000)
         return rate.dividingFullWidth((hi, lo)).quotient
     }
 
     /// How many of connection `connection`'s requests are due `elapsed` nanoseconds after the start.
-    func dueCount(connection: Int, elapsed: UInt64) -> UInt64 {
+    public func dueCount(connection: Int, elapsed: UInt64) -> UInt64 {
         // slot ≤ elapsed × rate / 1e9, and slot = connection + k × connections.
         let (hi, lo) = elapsed.multipliedFullWidth(by: rate)
         let maxSlot = UInt64(1_000_000_000).dividingFullWidth((hi, lo)).quotient
@@ -39,5 +39,5 @@ struct OpenLoopSchedule: Equatable, Sendable {
     }
 
     /// The interval between two requests of one connection, in nanoseconds.
-    var connectionInterval: UInt64 { connections * 1_000_000_000 / rate }
+    public var connectionInterval: UInt64 { connections * 1_000_000_000 / rate }
 }

@@ -4,14 +4,14 @@ import Histogram
 /// An SVG of latency by percentile, as HdrHistogram's plotter draws it: the x axis is logarithmic in
 /// 1 / (1 − percentile), so 90%, 99%, 99.9% and 99.99% are evenly spaced and the tail gets the room;
 /// the y axis is latency in milliseconds. One curve per series (two for --compare).
-enum PercentilePlot {
+public enum PercentilePlot {
     static let width = 800.0, height = 480.0
     static let left = 70.0, right = 20.0, top = 30.0, bottom = 50.0
     static let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     /// Up to 99.999%: x runs over log10(1/(1-p)) from 0 to 5.
     static let decades = 5.0
 
-    static func svg(series: [(name: String, histogram: Histogram<UInt64>)], title: String) -> String {
+    public static func svg(series: [(name: String, histogram: Histogram<UInt64>)], title: String) -> String {
         let plotW = width - left - right, plotH = height - top - bottom
         var maxMs = 0.001
         for s in series where s.histogram.totalCount > 0 { maxMs = Swift.max(maxMs, Double(s.histogram.max) / 1000) }

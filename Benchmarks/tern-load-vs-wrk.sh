@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# tern-load side by side with wrk and h2load (HTTP/1.1) against the same nginx origin, in one go (issue 5):
+# the most requests per second each generator gets out of one core, the CPU it spends per request (the
+# generator must never be the bottleneck), and whether their p50 and p99 agree at the same load. Prints a
+# markdown table; figures with date and machine go in Benchmarks/README.md. Last, tern-load's allocations:
+# a malloc-counting preload around 1 s and 3 s runs, which must count the same (nothing per request).
+#
+#   bash Benchmarks/tern-load-vs-wrk.sh
+#
+# Environment:
+#   TERN_LOAD_BIN  tern-load binary (default .build/release/tern-load; `swift build -c release`)
+#   DURATION       seconds per run (default 5)
+#   CONNECTIONS    connections per generator (default 50)
+#   RATE           requests per second for the equal-load comparison (default 20000)
+#   KEEP_LOGS      set to 1 to keep the temp dir with the nginx config and every tool's output
+#
+# CPU layout (2 cores): nginx (one worker) on CPU 0, each generator on CPU 1 with one thread. First all three
+# run closed loop with CONNECTIONS connections (the most each gets; the faster generator loads nginx harder,
+# so their latencies differ for that reason too). Then at the same load: one connection closed loop (the
+# same arrivals from all three), and RATE requests per second paced by tern-load --rate and h2load --rps
+# (wrk cannot pace; h2load fires its connections' timers together, tern-load spreads them evenly).
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TERN_LOAD_BIN=${TERN_LOAD_BIN:-$REPO_ROOT/.build/release/tern-load}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-50}
+RATE=${RATE:-20000}
+KEEP_LOGS=${KEEP_LOGS:-0}
+ORIGIN_PORT=25301
+ORIGIN_CPU=0
+LOAD_CPU=1
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ -x $TERN_LOAD_BIN ]] || die "no tern-load at $TERN_LOAD_BIN (build with: swift build -c release, or set TERN_LOAD_BIN)"
+(( $(nproc) >= 2 )) || die "needs at least 2 CPUs (origin on CPU $ORIGIN_CPU, generators on CPU $LOAD_CPU)"
+bash "$REPO_ROOT/Tools/scripts/setup.sh" --bench
+
+WORK=$(mktemp -d /tmp/tern-load-bench.XXXXXX)
+NGINX_PID=""
+cleanup() {
+    if [[ -n $NGINX_PID ]]; then
+        kill -TERM "$NGINX_PID" 2>/dev/null || true
+        for _ in $(seq 1 30); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$NGINX_PID" 2>/dev/null || true
+    fi
+    if [[ $KEEP_LOGS == 1 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT reuseport backlog=4096;
+        location / { return 200 "hello from nginx\n"; }
+    }
+}
+EOF
+taskset -c "$ORIGIN_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" &
+NGINX_PID=$!
+for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$ORIGIN_PORT/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$ORIGIN_PORT/" >/dev/null || die "nginx did not start: $(cat "$WORK/nginx-error.log")"
+URL="http://127.0.0.1:$ORIGIN_PORT/"
+
+# Runs a generator on CPU 1; its CPU seconds (user + system) go to $WORK/NAME.cpu, its output to NAME.out.
+run() {
+    local name=$1
+    shift
+    log "$name: $*"
+    /usr/bin/time -f '%U %S' -o "$WORK/$name.time" taskset -c "$LOAD_CPU" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" \
+        || die "$name failed: $(cat "$WORK/$name.err")"
+    awk '{ print $1 + $2 }' "$WORK/$name.time" >"$WORK/$name.cpu"
+}
+
+run wrk wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL"
+run h2load h2load --h1 -t1 -c"$CONNECTIONS" -D"$DURATION" --log-file="$WORK/h2load.log" "$URL"
+run tern-load-io_uring "$TERN_LOAD_BIN" --io-backend io_uring --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
+run tern-load-epoll "$TERN_LOAD_BIN" --io-backend epoll --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
+run wrk-1 wrk -t1 -c1 -d"${DURATION}s" --latency "$URL"
+run h2load-1 h2load --h1 -t1 -c1 -D"$DURATION" --log-file="$WORK/h2load-1.log" "$URL"
+run tern-load-1 "$TERN_LOAD_BIN" --cores 1 --connections 1 --duration "${DURATION}s" --json "$URL"
+run h2load-paced h2load --h1 -t1 -c"$CONNECTIONS" --rps=$((RATE / CONNECTIONS)) -D"$DURATION" --log-file="$WORK/h2load-paced.log" "$URL"
+run tern-load-paced "$TERN_LOAD_BIN" --cores 1 --connections "$CONNECTIONS" --rate "$RATE" --duration "${DURATION}s" --json "$URL"
+
+python3 - "$WORK" "$DURATION" "$CONNECTIONS" "$RATE" <<'PY'
+import json, re, sys
+work, duration, connections, rate = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def cpu(name):
+    return float(open(f"{work}/{name}.cpu").read())
+
+def wrk_time(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+rows = []
+def wrk_figures(name):
+    out = open(f"{work}/{name}.out").read()
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), wrk_time(lat["50"]), wrk_time(lat["99"])
+rps, p50, p99 = wrk_figures("wrk")
+rows.append(("wrk 4.1", rps, cpu("wrk"), p50, p99))
+
+def h2load_rps(name):
+    return float(re.search(r"finished in [^,]+, ([\d.]+) req/s", open(f"{work}/{name}.out").read()).group(1))
+rps = h2load_rps("h2load")
+def h2load_percentiles(log):
+    samples = sorted(int(line.split("\t")[2]) for line in open(log) if line.strip())
+    return [samples[min(len(samples) - 1, int(p / 100 * len(samples)))] for p in (50, 99)]
+rows.append(("h2load 1.52 (--h1)", rps, cpu("h2load"), *h2load_percentiles(f"{work}/h2load.log")))
+
+for backend in ("io_uring", "epoll"):
+    doc = json.load(open(f"{work}/tern-load-{backend}.out"))
+    rows.append((f"tern-load {backend}", doc["requests_per_second"], cpu(f"tern-load-{backend}"),
+                 doc["latency_us"]["p50"], doc["latency_us"]["p99"]))
+
+wrk = rows[0]
+print(f"\nHTTP/1.1 against nginx (1 worker, CPU 0); each generator on CPU 1, {connections} connections, {duration:g} s, closed loop\n")
+print("| generator | req/s | generator CPU s | req per CPU second | vs wrk | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for name, rps, seconds, p50, p99 in rows:
+    per_cpu = rps * duration / seconds if seconds > 0 else float("inf")
+    wrk_per_cpu = wrk[1] * duration / wrk[2]
+    print(f"| {name} | {rps:,.0f} | {seconds:.2f} | {per_cpu:,.0f} | {per_cpu / wrk_per_cpu:.2f}× | {p50:,.0f} | {p99:,.0f} "
+          f"| {(p50 / wrk[3] - 1) * 100:+.1f}% | {(p99 / wrk[4] - 1) * 100:+.1f}% |")
+
+print(f"\nOne connection, closed loop (the same arrivals from every generator)\n")
+print("| generator | req/s | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk |")
+print("| --- | --- | --- | --- | --- | --- |")
+w_rps, w_p50, w_p99 = wrk_figures("wrk-1")
+one = [("wrk 4.1", w_rps, w_p50, w_p99), ("h2load 1.52 (--h1)", h2load_rps("h2load-1"), *h2load_percentiles(f"{work}/h2load-1.log"))]
+doc = json.load(open(f"{work}/tern-load-1.out"))
+one.append(("tern-load", doc["requests_per_second"], doc["latency_us"]["p50"], doc["latency_us"]["p99"]))
+for name, rps, p50, p99 in one:
+    print(f"| {name} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / w_p50 - 1) * 100:+.1f}% | {(p99 / w_p99 - 1) * 100:+.1f}% |")
+
+h2_rps = h2load_rps("h2load-paced")
+h2_p50, h2_p99 = h2load_percentiles(f"{work}/h2load-paced.log")
+doc = json.load(open(f"{work}/tern-load-paced.out"))
+print(f"\nThe same load: {rate} req/s over {connections} connections (h2load --rps per connection, tern-load --rate);"
+      " latency from when each request left (h2load's measure, tern-load's uncorrected) and, for tern-load, from"
+      " when it was due\n")
+print("| generator | req/s | p50 µs | p99 µs | p50 vs h2load | p99 vs h2load |")
+print("| --- | --- | --- | --- | --- | --- |")
+print(f"| h2load 1.52 (--h1 --rps) | {h2_rps:,.0f} | {h2_p50:,} | {h2_p99:,} | | |")
+for label, key in (("tern-load --rate, uncorrected", "latency_uncorrected_us"), ("tern-load --rate, corrected", "latency_us")):
+    p50, p99 = doc[key]["p50"], doc[key]["p99"]
+    print(f"| {label} | {doc['requests_per_second']:,.0f} | {p50:,} | {p99:,} | {(p50 / h2_p50 - 1) * 100:+.1f}% "
+          f"| {(p99 / h2_p99 - 1) * 100:+.1f}% |")
+PY
+
+# Allocations: malloc/calloc/realloc/posix_memalign calls over a whole run, counted by an LD_PRELOAD
+# interposer; the steady state allocates nothing when a longer run (more requests) counts the same.
+cat >"$WORK/count-malloc.c" <<'CSRC'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <unistd.h>
+static atomic_long calls;
+static char early[1 << 16]; /* calloc while dlsym looks up the real calloc (dlsym callocs) */
+static size_t early_used;
+static int resolving;
+static void *(*real_malloc)(size_t);
+static void *(*real_calloc)(size_t, size_t);
+static void *(*real_realloc)(void *, size_t);
+static int (*real_posix_memalign)(void **, size_t, size_t);
+static void (*real_free)(void *);
+void *malloc(size_t n) {
+    if (!real_malloc) real_malloc = dlsym(RTLD_NEXT, "malloc");
+    atomic_fetch_add(&calls, 1);
+    return real_malloc(n);
+}
+void *calloc(size_t a, size_t b) {
+    if (!real_calloc) {
+        if (resolving) { void *p = early + early_used; early_used += (a * b + 15) & ~(size_t)15; return p; }
+        resolving = 1;
+        real_calloc = dlsym(RTLD_NEXT, "calloc");
+        resolving = 0;
+    }
+    atomic_fetch_add(&calls, 1);
+    return real_calloc(a, b);
+}
+void *realloc(void *p, size_t n) {
+    if (!real_realloc) real_realloc = dlsym(RTLD_NEXT, "realloc");
+    atomic_fetch_add(&calls, 1);
+    return real_realloc(p, n);
+}
+int posix_memalign(void **p, size_t a, size_t n) {
+    if (!real_posix_memalign) real_posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
+    atomic_fetch_add(&calls, 1);
+    return real_posix_memalign(p, a, n);
+}
+void free(void *p) {
+    if ((char *)p >= early && (char *)p < early + sizeof early) return;
+    if (!real_free) real_free = dlsym(RTLD_NEXT, "free");
+    real_free(p);
+}
+__attribute__((destructor)) static void report(void) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "allocations=%ld\n", atomic_load(&calls));
+    if (write(2, line, n) < 0) {}
+}
+CSRC
+gcc -O2 -shared -fPIC -o "$WORK/count-malloc.so" "$WORK/count-malloc.c" -ldl
+echo
+echo "| tern-load run (io_uring, $CONNECTIONS connections) | requests | allocations (whole process) |"
+echo "| --- | --- | --- |"
+for mode in "closed loop" "open loop 5000 req/s"; do
+    rate=()
+    [[ $mode == open* ]] && rate=(--rate 5000)
+    for seconds in 1 3; do
+        LD_PRELOAD="$WORK/count-malloc.so" taskset -c "$LOAD_CPU" "$TERN_LOAD_BIN" --io-backend io_uring --cores 1 \
+            --connections "$CONNECTIONS" --duration "${seconds}s" "${rate[@]}" --json "$URL" >"$WORK/alloc.out" 2>"$WORK/alloc.err"
+        requests=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$WORK/alloc.out")
+        echo "| $mode, ${seconds} s | $requests | $(sed -n 's/^allocations=//p' "$WORK/alloc.err") |"
+    done
+done

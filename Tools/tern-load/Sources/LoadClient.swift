@@ -1,0 +1,707 @@
+// One reactor's share of a tern-load run: its connections, its histograms, its counters. Everything here runs
+// on that reactor's thread; the main thread sees only the atomics of `ReactorLink` and, at the end, the result.
+//
+// A client is one HTTP/1.1 connection's worth of load (with --compare, one socket per target, used in turns).
+// It has at most one request in flight:
+//
+//     idle ──issue──▶ waiting for socket ──connected──▶ sending ──sent──▶ reading head ──▶ reading body
+//      ▲ ▲                  │ connect failed, timeout       │ reset          │ reset, timeout    │ end of body
+//      │ │                  ▼                               ▼                ▼                   │
+//      │ └──────── failed: counted by kind; the socket is closed (reopened for the next request)  │
+//      └──────────────────────────────────── complete: recorded ◀───────────────────────────────┘
+//
+// Closed loop: a client issues its next request as soon as the last one ended. Open loop: request k of client i
+// is due at OpenLoopSchedule.intendedOffset(i, k); a client that is still busy when its next request is due
+// sends it as soon as it is free, and the latency counts from the due time (coordinated omission, corrected).
+//
+// Steady state allocates nothing per request: the request bytes are built once, parsers and decoders are reset,
+// received bytes are read in the pooled buffer they arrived in, timeouts are found by a periodic sweep (no
+// timer per request), due sends wait in a heap of fixed capacity. (--hdr-log takes fresh histograms once a
+// second.)
+import Glibc
+import Synchronization
+import TernCore
+import TernHTTP
+import TernIO
+import TernLoadCore
+
+/// Between the main thread and one reactor.
+final class ReactorLink: Sendable {
+    /// Set once every socket of the reactor has connected or failed to (the run starts after that).
+    let connected = Atomic<Bool>(false)
+    let exited = Atomic<Bool>(false)
+    /// Live counters for the progress line (single writer, relaxed).
+    let completed = Atomic<UInt64>(0)
+    let failed = Atomic<UInt64>(0)
+    let result = Mutex<ReactorResult?>(nil)
+    let failure = Mutex<String?>(nil)
+    /// --hdr-log: one shard per second of measurement, taken by the main thread as they come.
+    let intervals = Mutex<[IntervalShard]>([])
+}
+
+/// One reactor's histograms for one interval of the HdrHistogram log (interval `index` from the start of
+/// the measurement), per report.
+struct IntervalShard: Sendable {
+    var index: Int
+    var recorders: [LatencyRecorder]
+    /// The reactor's last (its length is known only once the run ended).
+    var final: Bool
+}
+
+/// Shared by every reactor: when the run starts, whether it must stop now.
+final class RunClock: Sendable {
+    /// Monotonic nanoseconds at which warm-up starts; 0 until the main thread publishes it.
+    let start = Atomic<UInt64>(0)
+    /// SIGINT: stop at once, keep what was measured.
+    let stop = Atomic<Bool>(false)
+    /// A malformed response was explained on stderr (once per run, not per reactor).
+    let explainedMalformed = Atomic<Bool>(false)
+}
+
+/// What one reactor measured, per target (one target unless --compare).
+struct ReactorResult: Sendable {
+    var recorders: [LatencyRecorder]
+    var errors: [ErrorCounts]
+    var bytesSent: [UInt64]
+    var bytesReceived: [UInt64]
+    /// When the last recorded response ended (monotonic ns), for runs that end on a request count.
+    var lastCompletion: UInt64 = 0
+}
+
+/// The part of the settings a reactor needs, with its share of the connections and requests.
+struct ReactorPlan: Sendable {
+    var settings: LoadSettings
+    /// Global indices of this reactor's clients (the open-loop schedule spreads the rate over all of them).
+    var clients: Range<Int>
+    /// --requests: how many this reactor sends after the warm-up.
+    var requestQuota: UInt64?
+}
+
+final class LoadClient<Backend: IOBackend> {
+    private enum Op: UInt8 {
+        case connect = 1, send = 2, receive = 3
+        case reconnect = 9
+    }
+
+    private enum SocketPhase { case closed, connecting, open, closing }
+
+    private struct Socket {
+        var fd: Int32 = -1
+        var phase = SocketPhase.closed
+        /// Bumped each time the socket is closed, so completions and timers of an earlier socket are dropped.
+        var generation: UInt32 = 0
+        /// Operations the kernel still owns (connect, the multishot receive, a send).
+        var pending = 0
+        var receiving = false
+        var sending = false
+        /// After a failed connect, not before this time (back-off).
+        var retryAt: UInt64 = 0
+        var reconnectScheduled = false
+    }
+
+    private enum Reading {
+        case head
+        case body(remaining: UInt64)
+        case chunked
+        case untilClose
+    }
+
+    private struct Client {
+        var global: Int
+        /// Target of the request in flight (or of the last one).
+        var target = 0
+        var busy = false
+        /// The request's bytes are on their way (its socket was open).
+        var transmitted = false
+        var sentBytes = 0
+        var intended: UInt64 = 0
+        var sent: UInt64 = 0
+        var reading = Reading.head
+        var status = 0
+        var keepAlive = true
+        /// Whether the request counts (it was due after the warm-up and before the end).
+        var measured = false
+        /// Serial of the request in flight (bytes left over from an earlier response are not fed to it).
+        var serial: UInt32 = 0
+        /// When the request in flight times out (found by the periodic sweep).
+        var deadline: UInt64 = .max
+        /// Open loop: index of the next request in this client's schedule.
+        var nextRequest: UInt64 = 0
+    }
+
+    private let backend: Backend
+    private let timers: TimerWheel
+    private let plan: ReactorPlan
+    private let link: ReactorLink
+    private let clock: RunClock
+    private let compare: Bool
+    private let schedule: OpenLoopSchedule?
+    private let isHEAD: Bool
+    private let timeoutNanos: UInt64
+    private let requests: [RequestBytes]
+
+    private var sockets: [Socket]
+    private var clients: [Client]
+    private var parsers: [HTTP1Parser]
+    private var decoders: [ChunkedDecoder]
+    /// Heads that arrived in more than one receive, gathered until complete (rare; capacity kept).
+    private var staging: [[UInt8]]
+    private var due: DueHeap
+
+    private var recorders: [LatencyRecorder]
+    private var errors: [ErrorCounts]
+    private var bytesSent: [UInt64]
+    private var bytesReceived: [UInt64]
+    private var lastCompletion: UInt64 = 0
+    private var completedCount: UInt64 = 0
+    private var failedCount: UInt64 = 0
+
+    private var start: UInt64 = 0
+    private var measureStart: UInt64 = .max
+    private var measureEnd: UInt64 = .max
+    private var measuredIssued: UInt64 = 0
+    private var ending = false
+    private var stopping = false
+    private var nextSweep: UInt64 = 0
+    private let sweepInterval: UInt64
+    /// --hdr-log: what this interval recorded (a second of measurement), handed to the main thread at its end.
+    private let logsIntervals: Bool
+    private var intervalRecorders: [LatencyRecorder]
+    private var intervalIndex = 0
+    private var intervalEnd: UInt64 = .max
+
+    /// Past the end of a timed run, responses on their way, and open-loop requests that were due before the
+    /// end but could not leave yet (a server stalling across the end must not hide its stall), are awaited
+    /// this long (or --timeout, if shorter).
+    static var endGraceNanos: UInt64 { 1_000_000_000 }
+    /// Closed loop: how long a client waits before reconnecting after a failed connect.
+    static var reconnectBackoffNanos: UInt64 { 10_000_000 }
+    /// Open loop: how long before a due send the loop stops sleeping and polls (costs up to rate × this much
+    /// CPU time per second).
+    static var spinNanos: UInt64 { 100_000 }
+
+    init(backend: Backend, plan: ReactorPlan, link: ReactorLink, clock: RunClock) {
+        self.backend = backend
+        self.plan = plan
+        self.link = link
+        self.clock = clock
+        let s = plan.settings
+        compare = s.compare
+        if case .openLoop(let rate) = s.mode {
+            schedule = OpenLoopSchedule(rate: rate, connections: s.connections)
+        } else {
+            schedule = nil
+        }
+        isHEAD = s.method == "HEAD"
+        timeoutNanos = s.timeoutNanos
+        requests = s.targets.map { RequestBytes(s.requestBytes(for: $0)) }
+        let n = plan.clients.count
+        // --compare: one socket per target for each client; otherwise client i uses target i mod targets.
+        let socketsPerClient = compare ? 2 : 1
+        sockets = [Socket](repeating: Socket(), count: n * socketsPerClient)
+        clients = plan.clients.map { Client(global: $0, target: s.compare ? 0 : $0 % s.targets.count) }
+        parsers = [HTTP1Parser](repeating: HTTP1Parser(kind: .response), count: n)
+        decoders = [ChunkedDecoder](repeating: ChunkedDecoder(), count: n)
+        staging = [[UInt8]](repeating: [], count: n)
+        due = DueHeap(capacity: n)
+        let perTarget = compare ? 2 : 1
+        recorders = [LatencyRecorder](repeating: LatencyRecorder(), count: perTarget)
+        logsIntervals = s.hdrLogPath != nil
+        intervalRecorders = logsIntervals ? recorders : []
+        errors = [ErrorCounts](repeating: ErrorCounts(), count: perTarget)
+        bytesSent = [UInt64](repeating: 0, count: perTarget)
+        bytesReceived = [UInt64](repeating: 0, count: perTarget)
+        // A reconnect per socket at most.
+        timers = TimerWheel(capacity: n * socketsPerClient + 16, now: System.monotonicNanos())
+        sweepInterval = max(1_000_000, min(s.timeoutNanos / 10, 100_000_000))
+    }
+
+    // MARK: - The loop
+
+    /// Connects every socket, waits for the start, runs until the end (or SIGINT) and returns what it measured.
+    func run() throws(IOError) -> ReactorResult {
+        for s in sockets.indices { open(s, now: System.monotonicNanos()) }
+        var announced = false
+        while true {
+            let now = System.monotonicNanos()
+            if !announced && sockets.allSatisfy({ $0.phase != .connecting }) {
+                announced = true
+                link.connected.store(true, ordering: .releasing)
+            }
+            if start == 0 {
+                let s = clock.start.load(ordering: .acquiring)
+                if s != 0 && now >= s { begin(at: s, now: now) }
+            }
+            if !stopping && clock.stop.load(ordering: .relaxed) { stopAll() }
+            if start != 0 && !stopping { advance(now) }
+            if now >= intervalEnd { flushInterval() }
+            if start != 0 && !stopping && now >= nextSweep {
+                sweep(now)
+                nextSweep = now + sweepInterval
+            }
+            if stopping && sockets.allSatisfy({ $0.phase == .closed }) { break }
+
+            // Sleep until just before the next due send (the timer wheel's 1 ms ticks are too coarse for it), the
+            // next timer, or 10 ms at most, so a stop request is seen promptly without a cross-thread wake-up.
+            // The last `spinNanos` before a send are polled, not slept: a sleeping thread wakes 50-150 µs late
+            // (timer slack, scheduler), and a late send is latency the server did not cause. Measured here:
+            // sends leave 2-7 µs after their due time at the median instead of 55-145 µs.
+            var timeout: UInt64 = 10_000_000
+            if let t = timers.nanosUntilNext(now: now) { timeout = min(timeout, t) }
+            if start != 0 { timeout = nextSweep > now ? min(timeout, nextSweep - now) : 0 }
+            if intervalEnd != .max { timeout = intervalEnd > now ? min(timeout, intervalEnd - now) : 0 }
+            if !stopping, let next = due.top?.at { timeout = next > now + Self.spinNanos ? min(timeout, next - now - Self.spinNanos) : 0 }
+            let n = try backend.wait(timeoutNanos: timeout)
+            for i in 0..<n { handle(backend.completion(at: i)) }
+            timers.expire(now: System.monotonicNanos()) { fired($0) }
+        }
+        if logsIntervals && start != 0 { flushInterval(final: true) }
+        return ReactorResult(recorders: recorders, errors: errors, bytesSent: bytesSent, bytesReceived: bytesReceived,
+                             lastCompletion: lastCompletion)
+    }
+
+    private func begin(at s: UInt64, now: UInt64) {
+        start = s
+        measureStart = s + plan.settings.warmupNanos
+        if case .duration(let d) = plan.settings.stop { measureEnd = measureStart + d }
+        if logsIntervals { intervalEnd = boundary(after: measureStart) }
+        for c in clients.indices {
+            if let schedule {
+                let at = start + schedule.intendedOffset(connection: clients[c].global, request: 0)
+                due.push(at: at, client: c)
+            } else {
+                issue(c, now: now)
+            }
+        }
+    }
+
+    /// Sends what is due and ends the run when its time or its request count is reached.
+    private func advance(_ now: UInt64) {
+        while let top = due.top, top.at <= now {
+            due.pop()
+            issue(top.client, now: now, intended: top.at)
+        }
+        if !ending {
+            if now >= measureEnd { ending = true }
+            if let quota = plan.requestQuota, measuredIssued >= quota, now >= measureStart { ending = true }
+        }
+        if ending {
+            let graceOver = measureEnd != .max && now >= measureEnd + min(Self.endGraceNanos, timeoutNanos)
+            if graceOver || !clients.contains(where: { $0.busy }) { stopAll() }
+        }
+    }
+
+    /// Hands this interval's histograms to the main thread and starts the next (a fresh pair of histograms
+    /// once a second: not on the request path).
+    private func flushInterval(final: Bool = false) {
+        let shard = IntervalShard(index: intervalIndex, recorders: intervalRecorders, final: final)
+        link.intervals.withLock { $0.append(shard) }
+        for i in intervalRecorders.indices { intervalRecorders[i] = LatencyRecorder() }
+        intervalIndex += 1
+        if intervalEnd != .max { intervalEnd = boundary(after: intervalEnd) }
+    }
+
+    /// The end of the interval starting at `t`; none for the last one before the end of a timed run, which
+    /// also takes the responses that arrive after the end (their requests were due before it).
+    private func boundary(after t: UInt64) -> UInt64 {
+        let end = t + LoadSettings.hdrLogIntervalNanos
+        return end < measureEnd ? end : .max
+    }
+
+    private func stopAll() {
+        stopping = true
+        for s in sockets.indices { close(s, reset: false) }
+    }
+
+    // MARK: - Requests
+
+    private func socketIndex(_ c: Int, _ target: Int) -> Int { compare ? 2 * c + target : c }
+
+    /// Which report a target's requests count in: A or B with --compare, else one for all the URLs.
+    private func report(_ target: Int) -> Int { compare ? target : 0 }
+
+    /// Which target a request due at `t` goes to: with --compare, A and B take turns in slices.
+    private func target(for c: Int, at t: UInt64) -> Int {
+        compare ? CompareSlices(start: start, length: LoadSettings.compareSliceNanos).target(at: t) : clients[c].target
+    }
+
+    private func issue(_ c: Int, now: UInt64, intended: UInt64? = nil) {
+        let intendedAt = intended ?? now
+        // Past the end only requests that were due before it still go out (open loop, behind schedule).
+        if stopping || (ending && intendedAt >= measureEnd) { return }
+        if intendedAt >= measureStart {
+            if let quota = plan.requestQuota, measuredIssued >= quota { return }
+            measuredIssued += 1
+        }
+        let t = target(for: c, at: intendedAt)
+        clients[c].busy = true
+        clients[c].transmitted = false
+        clients[c].target = t
+        clients[c].intended = intendedAt
+        clients[c].measured = intendedAt >= measureStart && intendedAt < measureEnd
+        clients[c].serial &+= 1
+        if schedule != nil { clients[c].nextRequest += 1 }
+        clients[c].deadline = now + timeoutNanos
+        let s = socketIndex(c, t)
+        switch sockets[s].phase {
+        case .open: transmit(c, s, now: now)
+        case .closed:
+            reopen(s, now: now)
+        case .connecting, .closing: break  // sent once connected (or reopened)
+        }
+    }
+
+    private func transmit(_ c: Int, _ s: Int, now: UInt64) {
+        clients[c].transmitted = true
+        clients[c].sent = now
+        clients[c].sentBytes = 0
+        clients[c].reading = .head
+        parsers[c].reset()
+        parsers[c].respondingToHEAD = isHEAD
+        if !staging[c].isEmpty { staging[c].removeAll(keepingCapacity: true) }
+        sendRest(c, s)
+    }
+
+    private func sendRest(_ c: Int, _ s: Int) {
+        sockets[s].sending = true
+        sockets[s].pending += 1
+        requests[clients[c].target].send(on: backend, fd: sockets[s].fd, from: clients[c].sentBytes, token: token(.send, s))
+    }
+
+    /// The response ended: record it and go on.
+    private func complete(_ c: Int, now: UInt64) {
+        let t = clients[c].target, r = report(t)
+        clients[c].busy = false
+        if clients[c].measured {
+            recorders[r].record(intended: clients[c].intended, sent: clients[c].sent, completed: now)
+            if logsIntervals { intervalRecorders[r].record(intended: clients[c].intended, sent: clients[c].sent, completed: now) }
+            let status = clients[c].status
+            if status >= 500 { errors[r].status5xx += 1 } else if status >= 400 { errors[r].status4xx += 1 }
+            lastCompletion = now
+            completedCount += 1
+            link.completed.store(completedCount, ordering: .relaxed)
+        }
+        if !clients[c].keepAlive { close(socketIndex(c, t), reset: false) }
+        next(c, now: now)
+    }
+
+    private enum Failure { case connect, timeout, reset }
+
+    private func fail(_ c: Int, _ kind: Failure, now: UInt64) {
+        let t = clients[c].target, r = report(t)
+        clients[c].busy = false
+        if now >= measureStart && (clients[c].measured || kind == .connect) {
+            switch kind {
+            case .connect: errors[r].connect += 1
+            case .timeout: errors[r].timeout += 1
+            case .reset: errors[r].reset += 1
+            }
+            failedCount += 1
+            link.failed.store(failedCount, ordering: .relaxed)
+        }
+        close(socketIndex(c, t), reset: kind == .timeout)
+        next(c, now: now)
+    }
+
+    private func next(_ c: Int, now: UInt64) {
+        if stopping || (ending && schedule == nil) { return }
+        if let schedule {
+            let at = start + schedule.intendedOffset(connection: clients[c].global, request: clients[c].nextRequest)
+            if at <= now { issue(c, now: now, intended: at) } else { due.push(at: at, client: c) }
+        } else {
+            issue(c, now: now)
+        }
+    }
+
+    // MARK: - Sockets
+
+    private func token(_ op: Op, _ s: Int) -> Token {
+        Token(op: op.rawValue, slot: UInt32(s), generation: sockets[s].generation)
+    }
+
+    private func clientOf(_ s: Int) -> (client: Int, target: Int) { compare ? (s / 2, s % 2) : (s, clients[s].target) }
+
+    private func open(_ s: Int, now: UInt64) {
+        let address = plan.settings.targets[clientOf(s).target].address
+        let fd: Int32
+        do {
+            fd = try System.tcpSocket(family: address.family)
+        } catch {
+            connectFailed(s, now: now)
+            return
+        }
+        System.setNoDelay(fd)
+        backend.register(fd: fd)
+        sockets[s].fd = fd
+        sockets[s].phase = .connecting
+        sockets[s].pending = 1
+        backend.connect(fd: fd, to: address, token: token(.connect, s))
+    }
+
+    private func connectFailed(_ s: Int, now: UInt64) {
+        sockets[s].retryAt = now + Self.reconnectBackoffNanos
+        let (c, t) = clientOf(s)
+        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { fail(c, .connect, now: now) }
+    }
+
+    /// Closes a socket once the kernel has given back every operation on it; with `reset`, the peer gets a RST.
+    private func close(_ s: Int, reset: Bool) {
+        guard sockets[s].phase == .open || sockets[s].phase == .connecting else { return }
+        if reset { System.setLingerReset(sockets[s].fd) }
+        sockets[s].phase = .closing
+        let fd = sockets[s].fd
+        if sockets[s].pending > 0 {
+            if sockets[s].receiving { backend.cancel(fd: fd, token: token(.receive, s)) }
+            if sockets[s].sending { backend.cancel(fd: fd, token: token(.send, s)) }
+            backend.cancel(fd: fd, token: token(.connect, s))
+            _ = System.shutdown(fd, write: true, read: true)
+        }
+        finishClose(s)
+    }
+
+    private func finishClose(_ s: Int) {
+        guard sockets[s].phase == .closing && sockets[s].pending == 0 else { return }
+        backend.unregister(fd: sockets[s].fd)
+        System.close(sockets[s].fd)
+        sockets[s].fd = -1
+        sockets[s].phase = .closed
+        sockets[s].receiving = false
+        sockets[s].sending = false
+        // Tokens carry 24 bits of generation.
+        sockets[s].generation = (sockets[s].generation &+ 1) & 0xFF_FFFF
+        // A request issued meanwhile waits for this socket: reopen it.
+        let (c, t) = clientOf(s)
+        if !stopping && clients[c].busy && clients[c].target == t && !clients[c].transmitted {
+            reopen(s, now: System.monotonicNanos())
+        }
+    }
+
+    /// Opens a closed socket now, or once the back-off after a failed connect is over.
+    private func reopen(_ s: Int, now: UInt64) {
+        if sockets[s].retryAt > now {
+            if !sockets[s].reconnectScheduled {
+                sockets[s].reconnectScheduled = timers.schedule(token(.reconnect, s), at: sockets[s].retryAt) != nil
+            }
+        } else {
+            open(s, now: now)
+        }
+    }
+
+    // MARK: - Completions and timers
+
+    private func handle(_ completion: Completion) {
+        let tok = completion.token
+        let s = Int(tok.slot)
+        guard s < sockets.count, tok.generation == sockets[s].generation, sockets[s].phase != .closed else {
+            if let b = completion.bufferID { backend.releaseBuffer(b) }
+            return
+        }
+        let now = System.monotonicNanos()
+        switch tok.op {
+        case Op.connect.rawValue:
+            sockets[s].pending -= 1
+            connected(s, completion.result, now: now)
+        case Op.send.rawValue:
+            sockets[s].pending -= 1
+            sockets[s].sending = false
+            sent(s, completion.result, now: now)
+        case Op.receive.rawValue:
+            if !completion.more {
+                sockets[s].pending -= 1
+                sockets[s].receiving = false
+            }
+            received(s, completion, now: now)
+        default:
+            bug("tern-load: unknown op \(tok.op)")
+        }
+        if sockets[s].phase == .closing { finishClose(s) }
+    }
+
+    private func connected(_ s: Int, _ result: Int32, now: UInt64) {
+        guard sockets[s].phase == .connecting else { return }
+        if result < 0 {
+            // The client (if one waits) fails first, so closing does not reopen the socket at once.
+            connectFailed(s, now: now)
+            close(s, reset: false)
+            return
+        }
+        sockets[s].phase = .open
+        armReceive(s)
+        let (c, t) = clientOf(s)
+        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
+    }
+
+    private func armReceive(_ s: Int) {
+        sockets[s].receiving = true
+        sockets[s].pending += 1
+        backend.receive(fd: sockets[s].fd, token: token(.receive, s), multishot: true)
+    }
+
+    private func sent(_ s: Int, _ result: Int32, now: UInt64) {
+        let (c, t) = clientOf(s)
+        guard sockets[s].phase == .open, clients[c].busy, clients[c].target == t, clients[c].transmitted else { return }
+        if result <= 0 {
+            if result == -Errno.EAGAIN { sendRest(c, s); return }
+            fail(c, .reset, now: now)
+            return
+        }
+        if now >= measureStart { bytesSent[report(t)] += UInt64(result) }
+        clients[c].sentBytes += Int(result)
+        if clients[c].sentBytes < requests[t].count { sendRest(c, s) }
+    }
+
+    private func received(_ s: Int, _ completion: Completion, now: UInt64) {
+        let (c, t) = clientOf(s)
+        let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
+        let result = completion.result
+        if result > 0, let buffer = completion.bufferID {
+            if sockets[s].phase == .open && now >= measureStart { bytesReceived[report(t)] += UInt64(result) }
+            if mine && sockets[s].phase == .open {
+                withReceivedBytes(backend.buffers, buffer, length: Int(result)) { consume(c, $0, now: now) }
+            }
+            backend.releaseBuffer(buffer)
+            if sockets[s].phase == .open && !completion.more { armReceive(s) }
+            return
+        }
+        if let buffer = completion.bufferID { backend.releaseBuffer(buffer) }
+        if sockets[s].phase != .open { return }
+        if result == -ENOBUFS {
+            if !completion.more { armReceive(s) }
+            return
+        }
+        // End of stream or an error: a close-delimited body ends here; any other response in flight failed.
+        if mine {
+            if result == 0, case .untilClose = clients[c].reading {
+                clients[c].keepAlive = false
+                complete(c, now: now)
+            } else {
+                fail(c, .reset, now: now)
+            }
+        }
+        close(s, reset: false)
+    }
+
+    /// Fails the requests whose --timeout passed: a request never sent (its connection never came up) as a
+    /// connect error, one sent as a timeout. A sweep every `sweepInterval` rather than a timer per request:
+    /// cancelling the earliest timer of the wheel on every response would make it rescan itself each time.
+    private func sweep(_ now: UInt64) {
+        for c in clients.indices where clients[c].busy && clients[c].deadline <= now {
+            fail(c, clients[c].transmitted ? .timeout : .connect, now: now)
+        }
+    }
+
+    private func fired(_ tok: Token) {
+        let now = System.monotonicNanos()
+        switch tok.op {
+        case Op.reconnect.rawValue:
+            let s = Int(tok.slot)
+            guard s < sockets.count, tok.generation == sockets[s].generation else { return }
+            sockets[s].reconnectScheduled = false
+            guard sockets[s].phase == .closed else { return }
+            let (c, t) = clientOf(s)
+            if clients[c].busy && clients[c].target == t && !clients[c].transmitted { open(s, now: now) }
+        default:
+            bug("tern-load: unknown timer \(tok.op)")
+        }
+    }
+
+    // MARK: - Responses
+
+    /// Feeds received bytes (in place, in their pooled buffer) to client c's response.
+    /// Bytes after the end of the response are dropped (requests are not pipelined).
+    func consume(_ c: Int, _ piece: borrowing Span<UInt8>, now: UInt64) {
+        var offset = 0
+        let serial = clients[c].serial
+        while offset < piece.count && clients[c].busy && clients[c].serial == serial {
+            switch clients[c].reading {
+            case .head:
+                if staging[c].isEmpty {
+                    let rest = piece.extracting(offset..<piece.count)
+                    guard let length = parseHead(c, rest, now: now) else {
+                        // Incomplete: keep the bytes for the next piece (unless the response was refused).
+                        if clients[c].busy && clients[c].serial == serial {
+                            for i in offset..<piece.count { staging[c].append(piece[i]) }
+                        }
+                        return
+                    }
+                    offset += length
+                } else {
+                    for i in offset..<piece.count { staging[c].append(piece[i]) }
+                    consumeStaged(c, now: now)
+                    return
+                }
+            case .body(let remaining):
+                let n = min(UInt64(piece.count - offset), remaining)
+                offset += Int(n)
+                clients[c].reading = .body(remaining: remaining - n)
+                if remaining == n { complete(c, now: now) }
+            case .chunked:
+                do {
+                    let out = try decoders[c].decode(piece.extracting(offset..<piece.count))
+                    offset += out.consumed
+                    if out.event == .end { complete(c, now: now) }
+                } catch {
+                    malformed(c, "\(error)", now: now)
+                }
+            case .untilClose:
+                return
+            }
+        }
+    }
+
+    /// A head that arrived in pieces: parse the gathered bytes, then whatever followed the head.
+    private func consumeStaged(_ c: Int, now: UInt64) {
+        let serial = clients[c].serial
+        let buffer = staging[c]
+        guard let length = parseHead(c, buffer.span, now: now) else { return }
+        // The response may have ended with its head (and the next request begun): what follows is not its.
+        guard clients[c].busy && clients[c].serial == serial else { return }
+        staging[c].removeAll(keepingCapacity: true)
+        if length < buffer.count { consume(c, buffer.span.extracting(length..<buffer.count), now: now) }
+    }
+
+    /// Parses client c's response head; returns its length once complete (and sets up the body), nil when
+    /// more is needed or the response was refused.
+    private func parseHead(_ c: Int, _ bytes: borrowing Span<UInt8>, now: UInt64) -> Int? {
+        let progress: HTTP1Parser.Progress
+        do {
+            progress = try parsers[c].parse(bytes)
+        } catch {
+            malformed(c, "\(error)", now: now)
+            return nil
+        }
+        guard progress == .complete else { return nil }
+        let head = parsers[c].head
+        let length = head.length
+        if head.isInterim {
+            // 1xx: the final response follows on the same connection.
+            parsers[c].reset()
+            parsers[c].respondingToHEAD = isHEAD
+            return length
+        }
+        clients[c].status = head.status
+        clients[c].keepAlive = head.keepAlive
+        switch head.framing {
+        case .none:
+            complete(c, now: now)
+        case .contentLength(let n):
+            clients[c].reading = .body(remaining: n)
+            if n == 0 { complete(c, now: now) }
+        case .chunked:
+            decoders[c].reset()
+            clients[c].reading = .chunked
+        case .untilClose:
+            clients[c].reading = .untilClose
+        }
+        return length
+    }
+
+    /// The server sent something that is not an HTTP/1.1 response: counted as a reset (the connection is
+    /// dropped), explained once on stderr.
+    private func malformed(_ c: Int, _ why: String, now: UInt64) {
+        if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+            System.writeStderr("tern-load: malformed response from \(plan.settings.targets[clients[c].target].url): \(why) (counted as reset)")
+        }
+        fail(c, .reset, now: now)
+    }
+}
