@@ -1,0 +1,623 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 keep-alive proxy benchmark: Tern (`tern proxy --http --cores 1`) against nginx,
+# HAProxy and Caddy in front of the same nginx origin, plus a direct (no proxy) baseline, on loopback, in one
+# go. Prints a markdown table of req/s, p50, p99 and the proxy's CPU microseconds per request, with ratios to
+# nginx and the targets from the issue, and optionally writes the results as JSON. See Benchmarks/README.md.
+#
+#   bash Benchmarks/http-proxy.sh [--duration SECONDS] [--connections N] [--only NAME,...] [--json FILE]
+#
+#   --duration N     seconds per measured wrk run (default 10; each is preceded by a 2 s warm-up)
+#   --connections N  wrk connections, all on one wrk thread (default 64)
+#   --only LIST      comma-separated rows to run, from: direct nginx haproxy caddy tern tern-tcp
+#                    (default: direct,nginx,haproxy,caddy,tern; tern-tcp is Tern's plain TCP relay, an L4
+#                    reference only, not an HTTP proxy)
+#   --json FILE      also write every figure, the settings and the versions to FILE
+#
+# Environment:
+#   TERN_BIN   tern binary (default .build/release/tern under the repo root); when it is missing, fails to
+#              start or does not know --http yet, Tern's rows say "not available" and the rest still runs
+#   TERN_ARGS  extra flags for Tern's rows, word-split (e.g. "--io-backend epoll")
+#   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and wrk output
+#
+# CPU layout (2 cores): the proxy under test on CPU 0; the origin nginx and wrk on CPU 1. The script installs
+# nothing: it checks for wrk, nginx, haproxy, caddy, curl, python3, ss and taskset and says to run
+# `bash Tools/scripts/setup.sh --bench` when one is missing. It runs its own instances with their own config
+# files in a temp dir, on free 127.0.0.1 ports, and a trap stops every process it started.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
+TERN_ARGS=${TERN_ARGS:-}
+KEEP_LOGS=${KEEP_LOGS:-0}
+
+DURATION=10
+CONNECTIONS=64
+ONLY=direct,nginx,haproxy,caddy,tern
+JSON_OUT=""
+WARMUP=2
+
+PROXY_CPU=0
+LOAD_CPU=1   # origin and wrk
+
+SMALL_BYTES=100
+LARGE_BYTES=16384
+KNOWN_ROWS=(direct nginx haproxy caddy tern tern-tcp)
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-0}"; }
+
+while (( $# )); do
+    case $1 in
+        --duration)    DURATION=${2:?--duration needs a value}; shift 2 ;;
+        --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
+        --only)        ONLY=${2:?--only needs a value}; shift 2 ;;
+        --json)        JSON_OUT=${2:?--json needs a file}; shift 2 ;;
+        -h|--help)     usage 0 ;;
+        *)             log "unknown argument: $1"; usage 64 ;;
+    esac
+done
+DURATION=${DURATION%s}
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be whole seconds above zero, got '$DURATION'"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a whole number above zero, got '$CONNECTIONS'"
+IFS=, read -r -a ROWS <<<"$ONLY"
+for r in "${ROWS[@]}"; do
+    [[ " ${KNOWN_ROWS[*]} " == *" $r "* ]] || die "--only: unknown row '$r' (known: ${KNOWN_ROWS[*]})"
+done
+(( ${#ROWS[@]} )) || die "--only: no rows"
+if [[ -n $JSON_OUT ]]; then
+    JSON_OUT=$(realpath -m "$JSON_OUT")
+    : >"$JSON_OUT" 2>/dev/null || die "--json: cannot write $JSON_OUT"
+fi
+wants() { [[ " ${ROWS[*]} " == *" $1 "* ]]; }
+
+# --- Tools -----------------------------------------------------------------------------------------------
+
+(( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, origin and wrk on CPU $LOAD_CPU)"
+need=(wrk nginx curl python3 ss taskset pgrep)
+wants haproxy && need+=(haproxy)
+wants caddy && need+=(caddy)
+missing=()
+for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+(( ${#missing[@]} == 0 )) || die "missing ${missing[*]}: run \`bash Tools/scripts/setup.sh --bench\` (as root) first"
+
+WORK=$(mktemp -d /tmp/tern-http-proxy.XXXXXX)
+chmod 755 "$WORK"   # nginx workers run as nobody when started by root and must read the origin's files
+STARTED_PIDS=()   # our children still running; cleanup stops them by pid
+
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED_PIDS[@]}"; do
+        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP_LOGS == 1 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+CLK_TCK=$(getconf CLK_TCK)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine skews every figure
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+# --- Helpers ---------------------------------------------------------------------------------------------
+
+# A free TCP port on 127.0.0.1, chosen by the kernel (bind to port 0), picked just before its server starts.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to $3 seconds (default 10) for a listener on 127.0.0.1:$1 while pid $2 lives; returns 1 if
+# the process exited or the deadline passed.
+wait_listening() {
+    local port=$1 pid=$2 deadline=$(( SECONDS + ${3:-10} ))
+    while (( SECONDS < deadline )); do
+        ss -Hltn "sport = :$port" | grep -q . && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# utime+stime in clock ticks of process $1 and its direct children (nginx's worker); /proc/PID/stat sums
+# every thread of a process, including threads that have exited.
+cpu_ticks() {
+    local total=0 pid stat rest
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) }                   # comm may contain spaces; fields after it are fixed
+        read -r -a f <<<"$rest"             # f[0] is field 3 (state): utime is field 14, stime 15
+        total=$(( total + f[11] + f[12] ))
+    done
+    echo "$total"
+}
+
+# TCP sockets in TIME-WAIT with port $1 at either end: each closed connection leaves one, for 60 s, so the
+# growth over a run counts connections closed during it (a proxy not reusing upstream connections shows here).
+time_wait_count() { ss -Htn state time-wait "( sport = :$1 or dport = :$1 )" | wc -l; }
+established_to() { ss -Htn state established "( dport = :$1 )" | wc -l; }
+
+# Stops our child $1 with SIGTERM, waits up to 10 s, then SIGKILL.
+stop_pid() {
+    local pid=$1 p kept=()
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; log "pid $pid ignored SIGTERM for 10s, killed"; fi
+    wait "$pid" 2>/dev/null || true
+    for p in "${STARTED_PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
+    STARTED_PIDS=("${kept[@]}")
+}
+
+# Starts "$@" in the background on CPU $1 (the rest is the command), logging to $WORK/$NAME.log;
+# sets LAST_PID.
+spawn() {
+    local cpu=$1 name=$2; shift 2
+    taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+# nginx's compiled-in temp paths are under /var/lib/nginx; keep every instance inside its own dir.
+nginx_common() {
+    local dir=$1
+    cat <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() {
+    local dir=$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    tcp_nodelay on;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+EOF
+}
+
+# --- Origin: nginx on CPU 1, /small (100 B) and /16k (16 KiB) ---------------------------------------------
+
+mkdir -p "$WORK/origin/www"
+head -c "$SMALL_BYTES" /dev/zero | tr '\0' 's' >"$WORK/origin/www/small"
+head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'L' >"$WORK/origin/www/16k"
+ORIGIN_PORT=$(free_port)
+{
+    nginx_common "$WORK/origin"
+    echo "http {"
+    nginx_http_common "$WORK/origin"
+    cat <<EOF
+    sendfile on;
+    open_file_cache max=16;
+    open_file_cache_valid 1h;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        root $WORK/origin/www;
+    }
+}
+EOF
+} >"$WORK/origin.conf"
+spawn "$LOAD_CPU" origin nginx -p "$WORK/origin" -e "$WORK/origin/error.log" -c "$WORK/origin.conf"
+ORIGIN_PID=$LAST_PID
+wait_listening "$ORIGIN_PORT" "$ORIGIN_PID" || die "origin nginx did not start: $(tail -n 5 "$WORK/origin.log" "$WORK/origin/error.log" 2>/dev/null)"
+
+# --- Proxies on CPU 0 ------------------------------------------------------------------------------------
+# Each start_NAME picks a port, starts the proxy, sets PROXY_PID and PROXY_PORT, and returns non-zero (with
+# START_ERROR set) if it did not come up.
+
+start_nginx() {
+    local dir=$WORK/nginx
+    mkdir -p "$dir"
+    PROXY_PORT=$(free_port)
+    {
+        nginx_common "$dir"
+        echo "http {"
+        nginx_http_common "$dir"
+        cat <<EOF
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    # The worker inherits the master's CPU affinity.
+    spawn "$PROXY_CPU" nginx nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+    PROXY_PID=$LAST_PID
+    wait_listening "$PROXY_PORT" "$PROXY_PID" || { START_ERROR="nginx did not start: $(tail -n 3 "$dir/error.log" 2>/dev/null)"; return 1; }
+}
+
+start_haproxy() {
+    PROXY_PORT=$(free_port)
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$PROXY_PORT
+    default_backend origin
+backend origin
+    server origin 127.0.0.1:$ORIGIN_PORT
+EOF
+    spawn "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"
+    PROXY_PID=$LAST_PID
+    wait_listening "$PROXY_PORT" "$PROXY_PID" || { START_ERROR="haproxy did not start: $(tail -n 3 "$WORK/haproxy.log")"; return 1; }
+}
+
+start_caddy() {
+    local dir=$WORK/caddy
+    mkdir -p "$dir"
+    PROXY_PORT=$(free_port)
+    # http:// and auto_https off: no certificates, no ACME, no redirect listener on :80; admin off: no
+    # listener on :2019; errors only in the log; HTTP/1.1 only. Go's default of 2 idle connections per
+    # upstream host would make Caddy churn upstream connections at 64 client connections: keep 64, as nginx.
+    cat >"$dir/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	log {
+		level ERROR
+	}
+	servers {
+		protocols h1
+	}
+}
+http://:$PROXY_PORT {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$ORIGIN_PORT {
+		transport http {
+			keepalive 300s
+			keepalive_idle_conns 128
+			keepalive_idle_conns_per_host 64
+		}
+	}
+}
+EOF
+    # HOME and XDG dirs inside the temp dir: Caddy keeps its data and autosaved config there.
+    spawn "$PROXY_CPU" caddy env GOMAXPROCS=1 HOME="$dir" XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
+        caddy run --config "$dir/Caddyfile" --adapter caddyfile
+    PROXY_PID=$LAST_PID
+    wait_listening "$PROXY_PORT" "$PROXY_PID" || { START_ERROR="caddy did not start: $(tail -n 3 "$WORK/caddy.log")"; return 1; }
+}
+
+# start_tern NAME [EXTRA_FLAG...]: tern proxy --cores 1 on CPU 0 (Tern's reactor takes the first CPU of its
+# inherited mask, so CPU 0). `tern proxy` executes tern-engine in the same process, so PROXY_PID stays right.
+start_tern() {
+    local name=$1; shift
+    PROXY_PORT=$(free_port)
+    if [[ ! -x $TERN_BIN ]]; then
+        START_ERROR="no tern binary at $TERN_BIN (build with: swift build -c release --static-swift-stdlib, or set TERN_BIN)"
+        return 1
+    fi
+    # shellcheck disable=SC2086 # TERN_ARGS is a list of flags
+    spawn "$PROXY_CPU" "$name" "$TERN_BIN" proxy "$@" --cores 1 --drain-timeout 1s $TERN_ARGS \
+        --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$ORIGIN_PORT"
+    PROXY_PID=$LAST_PID
+    if ! wait_listening "$PROXY_PORT" "$PROXY_PID"; then
+        START_ERROR="tern did not start: $(grep -v '^\s*$' "$WORK/$name.log" | head -2 | tr '\n' ' ' | sed 's/ *$//' | cut -c1-200)"
+        return 1
+    fi
+}
+
+start_proxy() {
+    START_ERROR=""
+    case $1 in
+        nginx)    start_nginx ;;
+        haproxy)  start_haproxy ;;
+        caddy)    start_caddy ;;
+        tern)     start_tern tern --http ;;
+        tern-tcp) start_tern tern-tcp ;;
+    esac
+}
+
+# --- Load ------------------------------------------------------------------------------------------------
+
+# wrk's done() hook prints exact figures (latency in microseconds) on one line; wrk runs it once at the
+# end, so it costs nothing per request. --latency's text distribution goes to the log for reading.
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        'WRK-RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+        '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+        '"latency_us": {"mean": %.1f, "p50": %d, "p90": %d, "p99": %d, "p99.9": %d, "max": %d}}\n',
+        summary.requests, summary.duration, summary.bytes,
+        e.connect, e.read, e.write, e.status, e.timeout,
+        latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+        latency:percentile(99.9), latency.max))
+end
+EOF
+
+# Runs a command, with a deadline, and writes its own CPU (user+sys from wait4's rusage, in seconds) to
+# OUT.rusage; the command dies with this runner (PR_SET_PDEATHSIG). This is how wrk's CPU is counted, so
+# that the time left on the load CPU can be put down to other work on the machine.
+cat >"$WORK/runner.py" <<'EOF'
+import ctypes, os, signal, subprocess, sys
+out, deadline, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+libc = ctypes.CDLL(None, use_errno=True)
+with open(out, "w") as f:
+    child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: libc.prctl(1, signal.SIGKILL))  # PR_SET_PDEATHSIG
+def stop(signum, _frame):
+    child.kill()
+    if signum != signal.SIGALRM:
+        sys.exit(128 + signum)
+for s in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, stop)
+signal.alarm(deadline)
+_, status, ru = os.wait4(child.pid, 0)
+with open(out + ".rusage", "w") as f:
+    f.write(f"{ru.ru_utime + ru.ru_stime}\n")
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+EOF
+
+# run_wrk URL SECONDS OUTFILE: wrk on CPU 1, one thread, CONNECTIONS connections; returns wrk's status.
+# In the background so that a signal to this script reaches the trap (which stops wrk too) at once.
+run_wrk() {
+    local url=$1 secs=$2 out=$3 rc=0
+    taskset -c "$LOAD_CPU" python3 "$WORK/runner.py" "$out" $(( secs + 30 )) \
+        wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency -s "$WORK/report.lua" "$url" &
+    local pid=$!
+    STARTED_PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    local p kept=()
+    for p in "${STARTED_PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
+    STARTED_PIDS=("${kept[@]}")
+    return "$rc"
+}
+
+# Busy clock ticks of CPU $1 from /proc/stat (user nice system irq softirq steal; not idle or iowait).
+core_busy_ticks() {
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# One JSON object per row in $WORK/results.jsonl; the report at the end reads them.
+# emit_row PROXY BODY BODY_BYTES STATUS NOTE [WRK_FILE] [key=value ...] (figures in clock ticks unless named _s)
+emit_row() {
+    python3 - "$@" >>"$WORK/results.jsonl" <<'EOF'
+import json, sys
+proxy, body, body_bytes, status, note = sys.argv[1:6]
+wrk_file = sys.argv[6] if len(sys.argv) > 6 else ""
+kv = dict(a.split("=", 1) for a in sys.argv[7:])
+clk = int(kv.get("clk", "100"))
+row = {"proxy": proxy, "body": body, "body_bytes": int(body_bytes), "status": status, "note": note}
+if wrk_file:
+    line = next((l for l in open(wrk_file) if l.startswith("WRK-RESULT ")), None)
+    if line is None:
+        row["status"], row["note"] = "failed", (note + "; " if note else "") + "no result from wrk"
+    else:
+        w = json.loads(line[len("WRK-RESULT "):])
+        row.update(w)
+        secs = w["duration_us"] / 1e6
+        row["req_per_s"] = w["requests"] / secs if secs else 0.0
+        if kv.get("proxy_ticks"):
+            cpu_s = int(kv["proxy_ticks"]) / clk
+            row["proxy_cpu_s"] = cpu_s
+            row["proxy_cpu_pct"] = 100 * cpu_s / secs
+            row["cpu_us_per_req"] = cpu_s * 1e6 / w["requests"] if w["requests"] else None
+        if kv.get("upstream_closed"):
+            row["upstream_closed"] = int(kv["upstream_closed"])   # growth of TIME-WAIT sockets on the origin's port
+            row["upstream_established_after"] = int(kv["upstream_established"])
+        # What else ran on each CPU during the run, in % of the run: on the proxy's CPU everything but the
+        # proxy; on the load CPU everything but wrk and the origin. Kernel threads (ksoftirqd) count as other.
+        proxy_ticks = int(kv.get("proxy_ticks") or 0)
+        wrk_s = float(kv.get("wrk_cpu_s") or 0)
+        origin_s = int(kv.get("origin_ticks", 0)) / clk
+        row["origin_cpu_s"] = origin_s
+        row["wrk_cpu_s"] = wrk_s
+        row["other_proxy_cpu_pct"] = max(0.0, 100 * (int(kv["cpu_p_ticks"]) - proxy_ticks) / clk / secs)
+        row["other_load_cpu_pct"] = max(0.0, 100 * (int(kv["cpu_l_ticks"]) / clk - origin_s - wrk_s) / secs)
+print(json.dumps(row))
+EOF
+}
+
+# --- Runs ------------------------------------------------------------------------------------------------
+
+declare -A BODY_PATH=([small]=/small [16k]=/16k)
+declare -A BODY_BYTES=([small]=$SMALL_BYTES [16k]=$LARGE_BYTES)
+SIZES=(small 16k)
+: >"$WORK/results.jsonl"
+
+for row in "${ROWS[@]}"; do
+    PROXY_PID=""
+    if [[ $row == direct ]]; then
+        port=$ORIGIN_PORT
+    else
+        log "$row: starting"
+        if ! start_proxy "$row"; then
+            log "$row: not available: $START_ERROR"
+            [[ -n ${PROXY_PID:-} ]] && stop_pid "$PROXY_PID"
+            for size in "${SIZES[@]}"; do
+                emit_row "$row" "$size" "${BODY_BYTES[$size]}" "not available" "$START_ERROR"
+            done
+            continue
+        fi
+        port=$PROXY_PORT
+    fi
+    for size in "${SIZES[@]}"; do
+        url="http://127.0.0.1:$port${BODY_PATH[$size]}"
+        # A proxy that answers but mangles the response must not be measured: check status and length.
+        check=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$url" 2>&1 || true)
+        if [[ $check != "200 ${BODY_BYTES[$size]}" ]]; then
+            st=failed; [[ $row == tern* ]] && st="not available"
+            log "$row/$size: $st: GET ${BODY_PATH[$size]} gave '$check', want '200 ${BODY_BYTES[$size]}'"
+            emit_row "$row" "$size" "${BODY_BYTES[$size]}" "$st" "GET ${BODY_PATH[$size]}: got '$check', want '200 ${BODY_BYTES[$size]}'"
+            continue
+        fi
+        log "$row/$size: warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
+        run_wrk "$url" "$WARMUP" "$WORK/$row-$size.warmup.txt" || true
+        tw_before=$(time_wait_count "$ORIGIN_PORT")
+        proxy_before=0
+        [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
+        origin_before=$(cpu_ticks "$ORIGIN_PID")
+        cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU")
+        wrk_rc=0
+        run_wrk "$url" "$DURATION" "$WORK/$row-$size.wrk.txt" || wrk_rc=$?
+        figures=(
+            "clk=$CLK_TCK"
+            "cpu_p_ticks=$(( $(core_busy_ticks "$PROXY_CPU") - cpu_p_before ))"
+            "cpu_l_ticks=$(( $(core_busy_ticks "$LOAD_CPU") - cpu_l_before ))"
+            "origin_ticks=$(( $(cpu_ticks "$ORIGIN_PID") - origin_before ))"
+            "wrk_cpu_s=$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)"
+        )
+        if [[ -n $PROXY_PID ]]; then
+            tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
+            (( tw >= 0 )) || tw=0      # TIME-WAIT sockets from an earlier row expired during this one
+            figures+=(
+                "proxy_ticks=$(( $(cpu_ticks "$PROXY_PID") - proxy_before ))"
+                "upstream_closed=$tw"
+                "upstream_established=$(established_to "$ORIGIN_PORT")"
+            )
+        fi
+        note=""
+        (( wrk_rc == 0 )) || note="wrk exit $wrk_rc"
+        if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
+            note="${note:+$note; }proxy exited during the run"
+        fi
+        emit_row "$row" "$size" "${BODY_BYTES[$size]}" ok "$note" "$WORK/$row-$size.wrk.txt" "${figures[@]}"
+    done
+    if [[ -n $PROXY_PID ]]; then
+        stop_pid "$PROXY_PID"
+    fi
+done
+
+# --- Report ----------------------------------------------------------------------------------------------
+
+versions() {
+    echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
+    command -v haproxy >/dev/null && echo "haproxy=$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"
+    command -v caddy >/dev/null && echo "caddy=$(caddy version 2>&1 | head -1 | awk '{print $1}')"
+    [[ -x $TERN_BIN ]] && echo "tern=$("$TERN_BIN" --version 2>/dev/null | head -1)"
+    echo "repo_commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    true
+}
+versions >"$WORK/versions.txt"
+
+python3 - "$WORK/results.jsonl" "$WORK/versions.txt" "$JSON_OUT" <<EOF
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+versions = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[2]) if "=" in l)
+json_out = sys.argv[3]
+settings = {
+    "duration_s": $DURATION, "warmup_s": $WARMUP, "connections": $CONNECTIONS, "wrk_threads": 1,
+    "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "clk_tck": $CLK_TCK,
+}
+machine = {
+    "kernel": "$(uname -r)", "cpus": $(nproc),
+    "cpu_model": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')",
+    "load_average_at_start": "$LOAD_AT_START", "load_average_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+}
+TARGET_CPU_RATIO = 0.6
+PEERS = ("nginx", "haproxy", "caddy")
+
+def get(proxy, body):
+    return next((r for r in rows if r["proxy"] == proxy and r["body"] == body and r["status"] == "ok"), None)
+
+for r in rows:
+    if r["status"] != "ok":
+        continue
+    n = get("nginx", r["body"])
+    if n and r["proxy"] != "direct":
+        if r.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
+            r["cpu_per_req_vs_nginx"] = r["cpu_us_per_req"] / n["cpu_us_per_req"]
+    if n and n.get("req_per_s"):
+        r["req_per_s_vs_nginx"] = r["req_per_s"] / n["req_per_s"]
+    notes = [r["note"]] if r["note"] else []
+    errs = {k: v for k, v in r.get("errors", {}).items() if v}
+    if errs:
+        notes.append("wrk errors " + ", ".join(f"{k} {v}" for k, v in errs.items()))
+    if r.get("upstream_closed", 0) > 2 * settings["connections"]:
+        notes.append(f"{r['upstream_closed']} upstream connections closed (keep-alive not reused?)")
+    if max(r["other_proxy_cpu_pct"], r["other_load_cpu_pct"]) > 10:
+        notes.append("other work on the machine during the run")
+    if r["proxy"] == "tern":
+        targets = {}
+        if r.get("cpu_per_req_vs_nginx") is not None:
+            targets["cpu_per_req_at_most_0.6x_nginx"] = r["cpu_per_req_vs_nginx"] <= TARGET_CPU_RATIO
+        if r.get("req_per_s_vs_nginx") is not None:
+            targets["req_per_s_at_least_nginx"] = r["req_per_s_vs_nginx"] >= 1.0
+        peers = [p for p in (get(x, r["body"]) for x in PEERS) if p]
+        if peers:
+            best = min(peers, key=lambda p: p["latency_us"]["p99"])
+            targets["p99_at_most_best_peer"] = r["latency_us"]["p99"] <= best["latency_us"]["p99"]
+            r["best_peer_p99"] = {"proxy": best["proxy"], "p99_us": best["latency_us"]["p99"]}
+        r["targets_met"] = targets
+        labels = {"cpu_per_req_at_most_0.6x_nginx": "CPU/req ≤ 0.6× nginx",
+                  "req_per_s_at_least_nginx": "req/s ≥ nginx",
+                  "p99_at_most_best_peer": "p99 ≤ best peer"
+                      + (f" ({r['best_peer_p99']['proxy']})" if "best_peer_p99" in r else "")}
+        notes += [f"{labels[k]}: {'met' if v else 'not met'}" for k, v in targets.items()]
+    if r["proxy"] == "tern-tcp":
+        notes.append("TCP relay (L4), reference only")
+    r["notes"] = "; ".join(notes)
+
+def f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+print()
+print(f"## HTTP/1.1 proxy, $STARTED_AT")
+print()
+print(f"Kernel {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu_model']}); proxy on CPU $PROXY_CPU, "
+      f"origin nginx and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS, $WARMUP s warm-up then $DURATION s measured, "
+      f"keep-alive; load average at start {machine['load_average_at_start']}, at end {machine['load_average_at_end']}.")
+print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+print()
+print("| Proxy | Body | req/s | p50 ms | p99 ms | Proxy CPU % | CPU µs/req | CPU/req vs nginx | req/s vs nginx "
+      "| Other work % (CPU $PROXY_CPU / $LOAD_CPU) | Note |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    body = f"{r['body_bytes']} B" if r["body_bytes"] < 1024 else f"{r['body_bytes'] // 1024} KiB"
+    if r["status"] != "ok":
+        print(f"| {r['proxy']} | {body} | {r['status']} | | | | | | | | {r['note']} |")
+        continue
+    lat = r["latency_us"]
+    print(f"| {r['proxy']} | {body} | {r['req_per_s']:.0f} | {lat['p50'] / 1000:.3f} | {lat['p99'] / 1000:.3f} "
+          f"| {f(r.get('proxy_cpu_pct'), '.0f')} | {f(r.get('cpu_us_per_req'), '.1f')} "
+          f"| {f(r.get('cpu_per_req_vs_nginx'), '.2f')} | {f(r.get('req_per_s_vs_nginx'), '.2f')} "
+          f"| {r['other_proxy_cpu_pct']:.0f} / {r['other_load_cpu_pct']:.0f} | {r['notes']} |")
+print()
+print("Targets (Tern): CPU µs per request at most 0.6× nginx's; req/s at least nginx's; p99 no worse than the best "
+      "of nginx, HAProxy and Caddy. CPU is the proxy's utime+stime (all threads; nginx master and worker) over the "
+      "measured run, divided by the requests wrk completed in it. Other work: busy time of each CPU (/proc/stat) "
+      "not spent in the proxy (CPU $PROXY_CPU) or in wrk and the origin (CPU $LOAD_CPU), in % of the run; kernel "
+      "threads such as ksoftirqd count here. Above a few % another job shared the machine: rerun.")
+
+if json_out:
+    with open(json_out, "w") as out:
+        json.dump({"date": "$STARTED_AT", "machine": machine, "settings": settings, "versions": versions,
+                   "targets": {"cpu_per_req_vs_nginx_max": TARGET_CPU_RATIO, "req_per_s_vs_nginx_min": 1.0,
+                               "p99_vs_best_peer_max": 1.0},
+                   "results": rows}, out, indent=2)
+        out.write("\n")
+    print(f"\nResults written to {json_out}.", file=sys.stderr)
+EOF
