@@ -186,6 +186,18 @@ nginx_http_common() {
 EOF
 }
 
+# How busy both CPUs are before anything of ours runs, in % over 1 s: another job on this shared machine
+# skews every figure (the per-run "Other work" column shows it too).
+busy_before() {
+    local a b
+    a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 1
+    b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    python3 -c "a, ai, b, bi = map(int, '$a $b'.split()); t = (b - a) + (bi - ai); print(round(100 * (b - a) / t) if t else 0)"
+}
+BUSY_AT_START=$(busy_before)
+(( BUSY_AT_START <= 10 )) || log "warning: the machine is already ${BUSY_AT_START}% busy (load average $LOAD_AT_START): figures will be skewed"
+
 # --- Origin: nginx on CPU 1, /small (100 B) and /16k (16 KiB) ---------------------------------------------
 
 mkdir -p "$WORK/origin/www"
@@ -418,11 +430,15 @@ if wrk_file:
         w = json.loads(line[len("WRK-RESULT "):])
         row.update(w)
         secs = w["duration_us"] / 1e6
+        # CPU figures are read just before and after wrk (with its start-up and connection set-up): their
+        # percentages are of that window, a little longer than wrk's own duration.
+        window = float(kv["t1"]) - float(kv["t0"]) if kv.get("t0") else secs
+        row["window_s"] = window
         row["req_per_s"] = w["requests"] / secs if secs else 0.0
         if kv.get("proxy_ticks"):
             cpu_s = int(kv["proxy_ticks"]) / clk
             row["proxy_cpu_s"] = cpu_s
-            row["proxy_cpu_pct"] = 100 * cpu_s / secs
+            row["proxy_cpu_pct"] = 100 * cpu_s / window
             row["cpu_us_per_req"] = cpu_s * 1e6 / w["requests"] if w["requests"] else None
         if kv.get("upstream_closed"):
             row["upstream_closed"] = int(kv["upstream_closed"])   # growth of TIME-WAIT sockets on the origin's port
@@ -434,8 +450,10 @@ if wrk_file:
         origin_s = int(kv.get("origin_ticks", 0)) / clk
         row["origin_cpu_s"] = origin_s
         row["wrk_cpu_s"] = wrk_s
-        row["other_proxy_cpu_pct"] = max(0.0, 100 * (int(kv["cpu_p_ticks"]) - proxy_ticks) / clk / secs)
-        row["other_load_cpu_pct"] = max(0.0, 100 * (int(kv["cpu_l_ticks"]) / clk - origin_s - wrk_s) / secs)
+        # (Clamped to 0-100: the counters are sampled at the tick, so a short run can land a tick outside.)
+        pct = lambda s: min(100.0, max(0.0, 100 * s / window))
+        row["other_proxy_cpu_pct"] = pct((int(kv["cpu_p_ticks"]) - proxy_ticks) / clk)
+        row["other_load_cpu_pct"] = pct(int(kv["cpu_l_ticks"]) / clk - origin_s - wrk_s)
 print(json.dumps(row))
 EOF
 }
@@ -476,24 +494,30 @@ for row in "${ROWS[@]}"; do
         log "$row/$size: warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
         run_wrk "$url" "$WARMUP" "$WORK/$row-$size.warmup.txt" || true
         tw_before=$(time_wait_count "$ORIGIN_PORT")
+        # Every counter is read right before and right after wrk, the clock next to the per-CPU counters.
         proxy_before=0
         [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
         origin_before=$(cpu_ticks "$ORIGIN_PID")
-        cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU")
+        cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
         wrk_rc=0
         run_wrk "$url" "$DURATION" "$WORK/$row-$size.wrk.txt" || wrk_rc=$?
+        t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
+        origin_after=$(cpu_ticks "$ORIGIN_PID")
+        proxy_after=0
+        [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ticks "$PROXY_PID")
         figures=(
             "clk=$CLK_TCK"
-            "cpu_p_ticks=$(( $(core_busy_ticks "$PROXY_CPU") - cpu_p_before ))"
-            "cpu_l_ticks=$(( $(core_busy_ticks "$LOAD_CPU") - cpu_l_before ))"
-            "origin_ticks=$(( $(cpu_ticks "$ORIGIN_PID") - origin_before ))"
+            "t0=$t0" "t1=$t1"
+            "cpu_p_ticks=$(( cpu_p_after - cpu_p_before ))"
+            "cpu_l_ticks=$(( cpu_l_after - cpu_l_before ))"
+            "origin_ticks=$(( origin_after - origin_before ))"
             "wrk_cpu_s=$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)"
         )
         if [[ -n $PROXY_PID ]]; then
             tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
             (( tw >= 0 )) || tw=0      # TIME-WAIT sockets from an earlier row expired during this one
             figures+=(
-                "proxy_ticks=$(( $(cpu_ticks "$PROXY_PID") - proxy_before ))"
+                "proxy_ticks=$(( proxy_after - proxy_before ))"
                 "upstream_closed=$tw"
                 "upstream_established=$(established_to "$ORIGIN_PORT")"
             )
@@ -536,6 +560,7 @@ machine = {
     "kernel": "$(uname -r)", "cpus": $(nproc),
     "cpu_model": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')",
     "load_average_at_start": "$LOAD_AT_START", "load_average_at_end": "$(cut -d' ' -f1-3 /proc/loadavg)",
+    "cpus_busy_pct_before": $BUSY_AT_START,
 }
 TARGET_CPU_RATIO = 0.6
 PEERS = ("nginx", "haproxy", "caddy")
@@ -589,7 +614,8 @@ print(f"## HTTP/1.1 proxy, $STARTED_AT")
 print()
 print(f"Kernel {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu_model']}); proxy on CPU $PROXY_CPU, "
       f"origin nginx and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS, $WARMUP s warm-up then $DURATION s measured, "
-      f"keep-alive; load average at start {machine['load_average_at_start']}, at end {machine['load_average_at_end']}.")
+      f"keep-alive; load average at start {machine['load_average_at_start']}, at end {machine['load_average_at_end']}; "
+      f"CPUs {machine['cpus_busy_pct_before']} % busy in the second before the run.")
 print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
 print()
 print("| Proxy | Body | req/s | p50 ms | p99 ms | Proxy CPU % | CPU µs/req | CPU/req vs nginx | req/s vs nginx "
