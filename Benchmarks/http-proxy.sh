@@ -541,8 +541,18 @@ versions() {
     echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
     command -v haproxy >/dev/null && echo "haproxy=$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"
     command -v caddy >/dev/null && echo "caddy=$(caddy version 2>&1 | head -1 | awk '{print $1}')"
-    [[ -x $TERN_BIN ]] && echo "tern=$("$TERN_BIN" --version 2>/dev/null | head -1)"
-    echo "repo_commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [[ -x $TERN_BIN ]]; then
+        echo "tern=$("$TERN_BIN" --version 2>/dev/null | head -1)"
+        # The checkout the binary sits in (its HEAD, and "+changes" when tracked files differ from it), and
+        # when the binary was built: the binary may be older than that HEAD.
+        local tree commit
+        tree=$(dirname "$(realpath "$TERN_BIN")")
+        if commit=$(git -C "$tree" rev-parse --short HEAD 2>/dev/null); then
+            [[ -z $(git -C "$tree" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+="+changes"
+            echo "tern_checkout=$commit"
+        fi
+        echo "tern_built=$(date -u -r "$TERN_BIN" '+%Y-%m-%d %H:%M UTC')"
+    fi
     true
 }
 versions >"$WORK/versions.txt"
