@@ -5,6 +5,7 @@
 # nginx and the targets from the issue, and optionally writes the results as JSON. See Benchmarks/README.md.
 #
 #   bash Benchmarks/http-proxy.sh [--duration SECONDS] [--connections N] [--only NAME,...] [--json FILE]
+#                                 [--retries N]
 #
 #   --duration N     seconds per measured wrk run (default 10; each is preceded by a 2 s warm-up)
 #   --connections N  wrk connections, all on one wrk thread (default 64)
@@ -12,6 +13,8 @@
 #                    (default: direct,nginx,haproxy,caddy,tern; tern-tcp is Tern's plain TCP relay, an L4
 #                    reference only, not an HTTP proxy)
 #   --json FILE      also write every figure, the settings and the versions to FILE
+#   --retries N      measure a run again, up to N times (default 2), when more than 10 % of either CPU went
+#                    to other work during it (this machine is shared), after waiting up to 30 s for idle CPUs
 #
 # Environment:
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root); when it is missing, fails to
@@ -34,7 +37,9 @@ DURATION=10
 CONNECTIONS=64
 ONLY=direct,nginx,haproxy,caddy,tern
 JSON_OUT=""
+RETRIES=2
 WARMUP=2
+OTHER_MAX=10   # % of a CPU going to other work above which a run is measured again (see --retries)
 
 PROXY_CPU=0
 LOAD_CPU=1   # origin and wrk
@@ -53,12 +58,14 @@ while (( $# )); do
         --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
         --only)        ONLY=${2:?--only needs a value}; shift 2 ;;
         --json)        JSON_OUT=${2:?--json needs a file}; shift 2 ;;
+        --retries)     RETRIES=${2:?--retries needs a value}; shift 2 ;;
         -h|--help)     usage 0 ;;
         *)             log "unknown argument: $1"; usage 64 ;;
     esac
 done
 DURATION=${DURATION%s}
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be whole seconds above zero, got '$DURATION'"
+[[ $RETRIES =~ ^[0-9]+$ ]] || die "--retries must be a whole number, got '$RETRIES'"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a whole number above zero, got '$CONNECTIONS'"
 IFS=, read -r -a ROWS <<<"$ONLY"
 for r in "${ROWS[@]}"; do
@@ -440,6 +447,7 @@ if wrk_file:
             row["proxy_cpu_s"] = cpu_s
             row["proxy_cpu_pct"] = 100 * cpu_s / window
             row["cpu_us_per_req"] = cpu_s * 1e6 / w["requests"] if w["requests"] else None
+        row["attempts"] = int(kv.get("attempts", 1))
         if kv.get("upstream_closed"):
             row["upstream_closed"] = int(kv["upstream_closed"])   # growth of TIME-WAIT sockets on the origin's port
             row["upstream_established_after"] = int(kv["upstream_established"])
@@ -456,6 +464,56 @@ if wrk_file:
         row["other_load_cpu_pct"] = pct(int(kv["cpu_l_ticks"]) / clk - origin_s - wrk_s)
 print(json.dumps(row))
 EOF
+}
+
+# measure ROW SIZE URL: warm-up, then the measured wrk run with every counter read around it; sets wrk_rc,
+# figures (key=value pairs for emit_row) and OTHER_PCT (the larger share of either CPU that went to other work).
+measure() {
+    local row=$1 size=$2 url=$3 tw_before proxy_before origin_before cpu_p_before cpu_l_before t0 t1
+    local cpu_p_after cpu_l_after origin_after proxy_after tw
+    run_wrk "$url" "$WARMUP" "$WORK/$row-$size.warmup.txt" || true
+    tw_before=$(time_wait_count "$ORIGIN_PORT")
+    # Every counter is read right before and right after wrk, the clock next to the per-CPU counters.
+    proxy_before=0
+    [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
+    origin_before=$(cpu_ticks "$ORIGIN_PID")
+    cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
+    wrk_rc=0
+    run_wrk "$url" "$DURATION" "$WORK/$row-$size.wrk.txt" || wrk_rc=$?
+    t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
+    origin_after=$(cpu_ticks "$ORIGIN_PID")
+    proxy_after=0
+    [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ticks "$PROXY_PID")
+    figures=(
+        "clk=$CLK_TCK"
+        "t0=$t0" "t1=$t1"
+        "cpu_p_ticks=$(( cpu_p_after - cpu_p_before ))"
+        "cpu_l_ticks=$(( cpu_l_after - cpu_l_before ))"
+        "origin_ticks=$(( origin_after - origin_before ))"
+        "wrk_cpu_s=$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)"
+    )
+    if [[ -n $PROXY_PID ]]; then
+        tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
+        (( tw >= 0 )) || tw=0      # TIME-WAIT sockets from an earlier row expired during this one
+        figures+=(
+            "proxy_ticks=$(( proxy_after - proxy_before ))"
+            "upstream_closed=$tw"
+            "upstream_established=$(established_to "$ORIGIN_PORT")"
+        )
+    fi
+    OTHER_PCT=$(awk -v p="$(( cpu_p_after - cpu_p_before ))" -v px="$(( proxy_after - proxy_before ))" \
+        -v l="$(( cpu_l_after - cpu_l_before ))" -v o="$(( origin_after - origin_before ))" \
+        -v w="$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)" -v t="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+        -v clk="$CLK_TCK" 'BEGIN { a = (p - px) / clk / t; b = ((l - o) / clk - w) / t; print int(100 * (a > b ? a : b)) }')
+}
+
+# Waits up to $1 seconds for both CPUs to be under 5 % busy over a second (our own servers idle meanwhile).
+wait_quiet() {
+    local deadline=$(( SECONDS + $1 ))
+    while (( SECONDS < deadline )); do
+        (( $(busy_before) < 5 )) && return 0
+    done
+    return 1
 }
 
 # --- Runs ------------------------------------------------------------------------------------------------
@@ -491,39 +549,21 @@ for row in "${ROWS[@]}"; do
             emit_row "$row" "$size" "${BODY_BYTES[$size]}" "$st" "GET ${BODY_PATH[$size]}: got '$check', want '200 ${BODY_BYTES[$size]}'"
             continue
         fi
-        log "$row/$size: warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
-        run_wrk "$url" "$WARMUP" "$WORK/$row-$size.warmup.txt" || true
-        tw_before=$(time_wait_count "$ORIGIN_PORT")
-        # Every counter is read right before and right after wrk, the clock next to the per-CPU counters.
-        proxy_before=0
-        [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
-        origin_before=$(cpu_ticks "$ORIGIN_PID")
-        cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
-        wrk_rc=0
-        run_wrk "$url" "$DURATION" "$WORK/$row-$size.wrk.txt" || wrk_rc=$?
-        t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
-        origin_after=$(cpu_ticks "$ORIGIN_PID")
-        proxy_after=0
-        [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ticks "$PROXY_PID")
-        figures=(
-            "clk=$CLK_TCK"
-            "t0=$t0" "t1=$t1"
-            "cpu_p_ticks=$(( cpu_p_after - cpu_p_before ))"
-            "cpu_l_ticks=$(( cpu_l_after - cpu_l_before ))"
-            "origin_ticks=$(( origin_after - origin_before ))"
-            "wrk_cpu_s=$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)"
-        )
-        if [[ -n $PROXY_PID ]]; then
-            tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
-            (( tw >= 0 )) || tw=0      # TIME-WAIT sockets from an earlier row expired during this one
-            figures+=(
-                "proxy_ticks=$(( proxy_after - proxy_before ))"
-                "upstream_closed=$tw"
-                "upstream_established=$(established_to "$ORIGIN_PORT")"
-            )
-        fi
+        attempt=0
+        while :; do
+            attempt=$(( attempt + 1 ))
+            if (( attempt > 1 )) && ! wait_quiet 30; then
+                log "$row/$size: the CPUs did not go idle within 30s; measuring anyway"
+            fi
+            log "$row/$size: warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
+            measure "$row" "$size" "$url"
+            (( OTHER_PCT > OTHER_MAX && attempt <= RETRIES )) || break
+            log "$row/$size: ${OTHER_PCT}% of a CPU went to other work during the run; measuring again"
+        done
         note=""
         (( wrk_rc == 0 )) || note="wrk exit $wrk_rc"
+        (( attempt == 1 )) || note="${note:+$note; }$(( attempt - 1 )) earlier run(s) discarded for other work"
+        figures+=("attempts=$attempt")
         if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
             note="${note:+$note; }proxy exited during the run"
         fi
@@ -564,6 +604,7 @@ versions = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[2]) if "=" i
 json_out = sys.argv[3]
 settings = {
     "duration_s": $DURATION, "warmup_s": $WARMUP, "connections": $CONNECTIONS, "wrk_threads": 1,
+    "retries": $RETRIES, "other_work_max_pct": $OTHER_MAX,
     "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "clk_tck": $CLK_TCK,
 }
 machine = {
@@ -593,7 +634,7 @@ for r in rows:
         notes.append("wrk errors " + ", ".join(f"{k} {v}" for k, v in errs.items()))
     if r.get("upstream_closed", 0) > 2 * settings["connections"]:
         notes.append(f"{r['upstream_closed']} upstream connections closed (keep-alive not reused?)")
-    if max(r["other_proxy_cpu_pct"], r["other_load_cpu_pct"]) > 10:
+    if max(r["other_proxy_cpu_pct"], r["other_load_cpu_pct"]) > $OTHER_MAX:
         notes.append("other work on the machine during the run")
     if r["proxy"] == "tern":
         targets = {}
@@ -646,7 +687,8 @@ print("Targets (Tern): CPU µs per request at most 0.6× nginx's; req/s at least
       "of nginx, HAProxy and Caddy. CPU is the proxy's utime+stime (all threads; nginx master and worker) over the "
       "measured run, divided by the requests wrk completed in it. Other work: busy time of each CPU (/proc/stat) "
       "not spent in the proxy (CPU $PROXY_CPU) or in wrk and the origin (CPU $LOAD_CPU), in % of the run; kernel "
-      "threads such as ksoftirqd count here. Above a few % another job shared the machine: rerun.")
+      "threads such as ksoftirqd count here. Above $OTHER_MAX % another job shared the machine and skewed the row "
+      "(a run is measured again up to $RETRIES times when it does).")
 
 if json_out:
     with open(json_out, "w") as out:
