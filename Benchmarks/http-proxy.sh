@@ -297,8 +297,8 @@ start_caddy() {
     mkdir -p "$dir"
     PROXY_PORT=$(free_port)
     # http:// and auto_https off: no certificates, no ACME, no redirect listener on :80; admin off: no
-    # listener on :2019; errors only in the log; HTTP/1.1 only. Go's default of 2 idle connections per
-    # upstream host would make Caddy churn upstream connections at 64 client connections: keep 64, as nginx.
+    # listener on :2019; errors only in the log; HTTP/1.1 only. Up to 64 idle upstream connections, as nginx's
+    # keepalive 64, rather than relying on a default (Go's own, 2 per host, would churn upstream connections).
     cat >"$dir/Caddyfile" <<EOF
 {
 	admin off
