@@ -5,14 +5,16 @@
 # nginx and the targets from the issue, and optionally writes the results as JSON. See Benchmarks/README.md.
 #
 #   bash Benchmarks/http-proxy.sh [--duration SECONDS] [--connections N] [--only NAME,...] [--json FILE]
-#                                 [--retries N]
+#                                 [--retries N] [--load wrk,tern-load]
 #
-#   --duration N     seconds per measured wrk run (default 10; each is preceded by a 2 s warm-up)
-#   --connections N  wrk connections, all on one wrk thread (default 64)
+#   --duration N     seconds per measured run (default 10; each is preceded by a 2 s warm-up)
+#   --connections N  connections, all on one load thread (default 64)
 #   --only LIST      comma-separated rows to run, from: direct nginx haproxy caddy tern tern-tcp
 #                    (default: direct,nginx,haproxy,caddy,tern; tern-tcp is Tern's plain TCP relay, an L4
 #                    reference only, not an HTTP proxy)
 #   --json FILE      also write every figure, the settings and the versions to FILE
+#   --load LIST      load generators, comma-separated: wrk (default), tern-load, or both (each row then
+#                    runs under each, and ratios compare figures taken with the same generator)
 #   --retries N      measure a run again, up to N times (default 2), when more than 10 % of either CPU went
 #                    to other work during it (this machine is shared), after waiting up to 30 s for idle CPUs
 #
@@ -20,10 +22,12 @@
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root); when it is missing, fails to
 #              start or does not know --http yet, Tern's rows say "not available" and the rest still runs
 #   TERN_ARGS  extra flags for Tern's rows, word-split (e.g. "--io-backend epoll")
-#   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and wrk output
+#   TERN_LOAD_BIN  tern-load binary for --load tern-load (default .build/release/tern-load under the repo
+#              root; `swift build -c release` builds it)
+#   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and the load generators' output
 #
-# CPU layout (2 cores): the proxy under test on CPU 0; the origin nginx and wrk on CPU 1. The script installs
-# nothing: it checks for wrk, nginx, haproxy, caddy, curl, python3, ss and taskset and says to run
+# CPU layout (2 cores): the proxy under test on CPU 0; the origin nginx and the load on CPU 1. The script installs
+# nothing: it checks for wrk, nginx, haproxy, caddy, curl, python3, ss, pgrep and taskset and says to run
 # `bash Tools/scripts/setup.sh --bench` when one is missing. It runs its own instances with their own config
 # files in a temp dir, on free 127.0.0.1 ports, and a trap stops every process it started.
 set -euo pipefail
@@ -31,6 +35,7 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
 TERN_ARGS=${TERN_ARGS:-}
+TERN_LOAD_BIN=${TERN_LOAD_BIN:-$REPO_ROOT/.build/release/tern-load}
 KEEP_LOGS=${KEEP_LOGS:-0}
 
 DURATION=10
@@ -38,11 +43,12 @@ CONNECTIONS=64
 ONLY=direct,nginx,haproxy,caddy,tern
 JSON_OUT=""
 RETRIES=2
+LOAD=wrk
 WARMUP=2
 OTHER_MAX=10   # % of a CPU going to other work above which a run is measured again (see --retries)
 
 PROXY_CPU=0
-LOAD_CPU=1   # origin and wrk
+LOAD_CPU=1   # origin and the load generator
 
 SMALL_BYTES=100
 LARGE_BYTES=16384
@@ -59,6 +65,7 @@ while (( $# )); do
         --only)        ONLY=${2:?--only needs a value}; shift 2 ;;
         --json)        JSON_OUT=${2:?--json needs a file}; shift 2 ;;
         --retries)     RETRIES=${2:?--retries needs a value}; shift 2 ;;
+        --load)        LOAD=${2:?--load needs a value}; shift 2 ;;
         -h|--help)     usage 0 ;;
         *)             log "unknown argument: $1"; usage 64 ;;
     esac
@@ -72,6 +79,11 @@ for r in "${ROWS[@]}"; do
     [[ " ${KNOWN_ROWS[*]} " == *" $r "* ]] || die "--only: unknown row '$r' (known: ${KNOWN_ROWS[*]})"
 done
 (( ${#ROWS[@]} )) || die "--only: no rows"
+IFS=, read -r -a LOADS <<<"$LOAD"
+for g in "${LOADS[@]}"; do
+    [[ $g == wrk || $g == tern-load ]] || die "--load: unknown generator '$g' (known: wrk tern-load)"
+done
+(( ${#LOADS[@]} )) || die "--load: no generator"
 if [[ -n $JSON_OUT ]]; then
     JSON_OUT=$(realpath -m "$JSON_OUT")
     : >"$JSON_OUT" 2>/dev/null || die "--json: cannot write $JSON_OUT"
@@ -80,13 +92,17 @@ wants() { [[ " ${ROWS[*]} " == *" $1 "* ]]; }
 
 # --- Tools -----------------------------------------------------------------------------------------------
 
-(( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, origin and wrk on CPU $LOAD_CPU)"
-need=(wrk nginx curl python3 ss taskset pgrep)
+(( $(nproc) >= 2 )) || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, origin and load on CPU $LOAD_CPU)"
+need=(nginx curl python3 ss taskset pgrep)
+[[ " ${LOADS[*]} " == *" wrk "* ]] && need+=(wrk)
 wants haproxy && need+=(haproxy)
 wants caddy && need+=(caddy)
 missing=()
 for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 (( ${#missing[@]} == 0 )) || die "missing ${missing[*]}: run \`bash Tools/scripts/setup.sh --bench\` (as root) first"
+if [[ " ${LOADS[*]} " == *" tern-load "* && ! -x $TERN_LOAD_BIN ]]; then
+    die "no tern-load at $TERN_LOAD_BIN (build with: swift build -c release, or set TERN_LOAD_BIN)"
+fi
 
 WORK=$(mktemp -d /tmp/tern-http-proxy.XXXXXX)
 chmod 755 "$WORK"   # nginx workers run as nobody when started by root and must read the origin's files
@@ -377,14 +393,15 @@ end
 EOF
 
 # Runs a command, with a deadline, and writes its own CPU (user+sys from wait4's rusage, in seconds) to
-# OUT.rusage; the command dies with this runner (PR_SET_PDEATHSIG). This is how wrk's CPU is counted, so
-# that the time left on the load CPU can be put down to other work on the machine.
+# OUT.rusage; the command dies with this runner (PR_SET_PDEATHSIG). This is how the load's CPU is counted, so
+# that the time left on the load CPU can be put down to other work on the machine. stdout goes to OUT,
+# stderr to OUT.err.
 cat >"$WORK/runner.py" <<'EOF'
 import ctypes, os, signal, subprocess, sys
 out, deadline, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 libc = ctypes.CDLL(None, use_errno=True)
-with open(out, "w") as f:
-    child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+with open(out, "w") as f, open(out + ".err", "w") as e:
+    child = subprocess.Popen(cmd, stdout=f, stderr=e,
                              preexec_fn=lambda: libc.prctl(1, signal.SIGKILL))  # PR_SET_PDEATHSIG
 def stop(signum, _frame):
     child.kill()
@@ -399,12 +416,16 @@ with open(out + ".rusage", "w") as f:
 sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
 EOF
 
-# run_wrk URL SECONDS OUTFILE: wrk on CPU 1, one thread, CONNECTIONS connections; returns wrk's status.
-# In the background so that a signal to this script reaches the trap (which stops wrk too) at once.
-run_wrk() {
-    local url=$1 secs=$2 out=$3 rc=0
-    taskset -c "$LOAD_CPU" python3 "$WORK/runner.py" "$out" $(( secs + 30 )) \
-        wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency -s "$WORK/report.lua" "$url" &
+# run_load GENERATOR URL SECONDS OUTFILE: the load on CPU 1, one thread, CONNECTIONS connections, closed
+# loop; returns the generator's status. wrk's figures are its done() line, tern-load's its --json document.
+# In the background so that a signal to this script reaches the trap (which stops the load too) at once.
+run_load() {
+    local gen=$1 url=$2 secs=$3 out=$4 rc=0 cmd
+    case $gen in
+        wrk)       cmd=(wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency -s "$WORK/report.lua" "$url") ;;
+        tern-load) cmd=("$TERN_LOAD_BIN" --connections "$CONNECTIONS" --cores 1 --duration "${secs}s" --json "$url") ;;
+    esac
+    taskset -c "$LOAD_CPU" python3 "$WORK/runner.py" "$out" $(( secs + 30 )) "${cmd[@]}" &
     local pid=$!
     STARTED_PIDS+=("$pid")
     wait "$pid" || rc=$?
@@ -425,20 +446,35 @@ emit_row() {
     python3 - "$@" >>"$WORK/results.jsonl" <<'EOF'
 import json, sys
 proxy, body, body_bytes, status, note = sys.argv[1:6]
-wrk_file = sys.argv[6] if len(sys.argv) > 6 else ""
+result_file = sys.argv[6] if len(sys.argv) > 6 else ""
 kv = dict(a.split("=", 1) for a in sys.argv[7:])
 clk = int(kv.get("clk", "100"))
-row = {"proxy": proxy, "body": body, "body_bytes": int(body_bytes), "status": status, "note": note}
-if wrk_file:
-    line = next((l for l in open(wrk_file) if l.startswith("WRK-RESULT ")), None)
-    if line is None:
-        row["status"], row["note"] = "failed", (note + "; " if note else "") + "no result from wrk"
+row = {"proxy": proxy, "body": body, "body_bytes": int(body_bytes), "load": kv.get("load", "wrk"),
+       "status": status, "note": note}
+def wrk_result(path):
+    line = next((l for l in open(path) if l.startswith("WRK-RESULT ")), None)
+    return json.loads(line[len("WRK-RESULT "):]) if line else None
+def tern_load_result(path):
+    # tern-load --json: requests, duration_s, latency_us {p50 p75 p90 p99 p99_9 p99_99 max}, errors by kind,
+    # bytes_received. Put into wrk's shape; errors keep tern-load's kinds.
+    try:
+        d = json.load(open(path))
+    except (OSError, ValueError):
+        return None
+    lat = d["latency_us"]
+    return {"requests": d["requests"], "duration_us": round(d["duration_s"] * 1e6), "bytes": d["bytes_received"],
+            "errors": d["errors"],
+            "latency_us": {"p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"], "p99.9": lat["p99_9"],
+                           "max": lat["max"]}}
+if result_file:
+    w = (wrk_result if row["load"] == "wrk" else tern_load_result)(result_file)
+    if w is None:
+        row["status"], row["note"] = "failed", (note + "; " if note else "") + f"no result from {row['load']}"
     else:
-        w = json.loads(line[len("WRK-RESULT "):])
         row.update(w)
         secs = w["duration_us"] / 1e6
-        # CPU figures are read just before and after wrk (with its start-up and connection set-up): their
-        # percentages are of that window, a little longer than wrk's own duration.
+        # CPU figures are read just before and after the load (with its start-up and connection set-up): their
+        # percentages are of that window, a little longer than the load's own duration.
         window = float(kv["t1"]) - float(kv["t0"]) if kv.get("t0") else secs
         row["window_s"] = window
         row["req_per_s"] = w["requests"] / secs if secs else 0.0
@@ -452,34 +488,34 @@ if wrk_file:
             row["upstream_closed"] = int(kv["upstream_closed"])   # growth of TIME-WAIT sockets on the origin's port
             row["upstream_established_after"] = int(kv["upstream_established"])
         # What else ran on each CPU during the run, in % of the run: on the proxy's CPU everything but the
-        # proxy; on the load CPU everything but wrk and the origin. Kernel threads (ksoftirqd) count as other.
+        # proxy; on the load CPU everything but the load generator and the origin. Kernel threads (ksoftirqd) count as other.
         proxy_ticks = int(kv.get("proxy_ticks") or 0)
-        wrk_s = float(kv.get("wrk_cpu_s") or 0)
+        load_s = float(kv.get("load_cpu_s") or 0)
         origin_s = int(kv.get("origin_ticks", 0)) / clk
         row["origin_cpu_s"] = origin_s
-        row["wrk_cpu_s"] = wrk_s
+        row["load_cpu_s"] = load_s
         # (Clamped to 0-100: the counters are sampled at the tick, so a short run can land a tick outside.)
         pct = lambda s: min(100.0, max(0.0, 100 * s / window))
         row["other_proxy_cpu_pct"] = pct((int(kv["cpu_p_ticks"]) - proxy_ticks) / clk)
-        row["other_load_cpu_pct"] = pct(int(kv["cpu_l_ticks"]) / clk - origin_s - wrk_s)
+        row["other_load_cpu_pct"] = pct(int(kv["cpu_l_ticks"]) / clk - origin_s - load_s)
 print(json.dumps(row))
 EOF
 }
 
-# measure ROW SIZE URL: warm-up, then the measured wrk run with every counter read around it; sets wrk_rc,
+# measure ROW SIZE GENERATOR URL: warm-up, then the measured run with every counter read around it; sets load_rc,
 # figures (key=value pairs for emit_row) and OTHER_PCT (the larger share of either CPU that went to other work).
 measure() {
-    local row=$1 size=$2 url=$3 tw_before proxy_before origin_before cpu_p_before cpu_l_before t0 t1
+    local row=$1 size=$2 gen=$3 url=$4 out=$WORK/$1-$2-$3 tw_before proxy_before origin_before cpu_p_before cpu_l_before t0 t1
     local cpu_p_after cpu_l_after origin_after proxy_after tw
-    run_wrk "$url" "$WARMUP" "$WORK/$row-$size.warmup.txt" || true
+    run_load "$gen" "$url" "$WARMUP" "$out.warmup.txt" || true
     tw_before=$(time_wait_count "$ORIGIN_PORT")
-    # Every counter is read right before and right after wrk, the clock next to the per-CPU counters.
+    # Every counter is read right before and right after the load, the clock next to the per-CPU counters.
     proxy_before=0
     [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
     origin_before=$(cpu_ticks "$ORIGIN_PID")
     cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
-    wrk_rc=0
-    run_wrk "$url" "$DURATION" "$WORK/$row-$size.wrk.txt" || wrk_rc=$?
+    load_rc=0
+    run_load "$gen" "$url" "$DURATION" "$out.txt" || load_rc=$?
     t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
     origin_after=$(cpu_ticks "$ORIGIN_PID")
     proxy_after=0
@@ -490,7 +526,8 @@ measure() {
         "cpu_p_ticks=$(( cpu_p_after - cpu_p_before ))"
         "cpu_l_ticks=$(( cpu_l_after - cpu_l_before ))"
         "origin_ticks=$(( origin_after - origin_before ))"
-        "wrk_cpu_s=$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)"
+        "load=$gen"
+        "load_cpu_s=$(cat "$out.txt.rusage" 2>/dev/null || echo 0)"
     )
     if [[ -n $PROXY_PID ]]; then
         tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
@@ -503,7 +540,7 @@ measure() {
     fi
     OTHER_PCT=$(awk -v p="$(( cpu_p_after - cpu_p_before ))" -v px="$(( proxy_after - proxy_before ))" \
         -v l="$(( cpu_l_after - cpu_l_before ))" -v o="$(( origin_after - origin_before ))" \
-        -v w="$(cat "$WORK/$row-$size.wrk.txt.rusage" 2>/dev/null || echo 0)" -v t="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+        -v w="$(cat "$out.txt.rusage" 2>/dev/null || echo 0)" -v t="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
         -v clk="$CLK_TCK" 'BEGIN { a = (p - px) / clk / t; b = ((l - o) / clk - w) / t; print int(100 * (a > b ? a : b)) }')
 }
 
@@ -533,7 +570,9 @@ for row in "${ROWS[@]}"; do
             log "$row: not available: $START_ERROR"
             [[ -n ${PROXY_PID:-} ]] && stop_pid "$PROXY_PID"
             for size in "${SIZES[@]}"; do
-                emit_row "$row" "$size" "${BODY_BYTES[$size]}" "not available" "$START_ERROR"
+                for gen in "${LOADS[@]}"; do
+                    emit_row "$row" "$size" "${BODY_BYTES[$size]}" "not available" "$START_ERROR" "" "load=$gen"
+                done
             done
             continue
         fi
@@ -546,28 +585,32 @@ for row in "${ROWS[@]}"; do
         if [[ $check != "200 ${BODY_BYTES[$size]}" ]]; then
             st=failed; [[ $row == tern* ]] && st="not available"
             log "$row/$size: $st: GET ${BODY_PATH[$size]} gave '$check', want '200 ${BODY_BYTES[$size]}'"
-            emit_row "$row" "$size" "${BODY_BYTES[$size]}" "$st" "GET ${BODY_PATH[$size]}: got '$check', want '200 ${BODY_BYTES[$size]}'"
+            for gen in "${LOADS[@]}"; do
+                emit_row "$row" "$size" "${BODY_BYTES[$size]}" "$st" "GET ${BODY_PATH[$size]}: got '$check', want '200 ${BODY_BYTES[$size]}'" "" "load=$gen"
+            done
             continue
         fi
+        for gen in "${LOADS[@]}"; do
         attempt=0
         while :; do
             attempt=$(( attempt + 1 ))
             if (( attempt > 1 )) && ! wait_quiet 30; then
                 log "$row/$size: the CPUs did not go idle within 30s; measuring anyway"
             fi
-            log "$row/$size: warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
-            measure "$row" "$size" "$url"
+            log "$row/$size: $gen, warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
+            measure "$row" "$size" "$gen" "$url"
             (( OTHER_PCT > OTHER_MAX && attempt <= RETRIES )) || break
             log "$row/$size: ${OTHER_PCT}% of a CPU went to other work during the run; measuring again"
         done
         note=""
-        (( wrk_rc == 0 )) || note="wrk exit $wrk_rc"
+        (( load_rc == 0 )) || note="$gen exit $load_rc"
         (( attempt == 1 )) || note="${note:+$note; }$(( attempt - 1 )) earlier run(s) discarded for other work"
         figures+=("attempts=$attempt")
         if [[ -n $PROXY_PID ]] && ! kill -0 "$PROXY_PID" 2>/dev/null; then
             note="${note:+$note; }proxy exited during the run"
         fi
-        emit_row "$row" "$size" "${BODY_BYTES[$size]}" ok "$note" "$WORK/$row-$size.wrk.txt" "${figures[@]}"
+        emit_row "$row" "$size" "${BODY_BYTES[$size]}" ok "$note" "$WORK/$row-$size-$gen.txt" "${figures[@]}"
+        done
     done
     if [[ -n $PROXY_PID ]]; then
         stop_pid "$PROXY_PID"
@@ -577,7 +620,8 @@ done
 # --- Report ----------------------------------------------------------------------------------------------
 
 versions() {
-    echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    command -v wrk >/dev/null && echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    [[ " ${LOADS[*]} " == *" tern-load "* ]] && echo "tern_load_built=$(date -u -r "$TERN_LOAD_BIN" '+%Y-%m-%d %H:%M UTC')"
     echo "nginx=$(nginx -v 2>&1 | sed 's|.*nginx/||')"
     command -v haproxy >/dev/null && echo "haproxy=$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"
     command -v caddy >/dev/null && echo "caddy=$(caddy version 2>&1 | head -1 | awk '{print $1}')"
@@ -603,7 +647,8 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 versions = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[2]) if "=" in l)
 json_out = sys.argv[3]
 settings = {
-    "duration_s": $DURATION, "warmup_s": $WARMUP, "connections": $CONNECTIONS, "wrk_threads": 1,
+    "duration_s": $DURATION, "warmup_s": $WARMUP, "connections": $CONNECTIONS, "load_threads": 1,
+    "load": "$LOAD".split(","),
     "retries": $RETRIES, "other_work_max_pct": $OTHER_MAX,
     "proxy_cpu": $PROXY_CPU, "load_cpu": $LOAD_CPU, "clk_tck": $CLK_TCK,
 }
@@ -616,13 +661,14 @@ machine = {
 TARGET_CPU_RATIO = 0.6
 PEERS = ("nginx", "haproxy", "caddy")
 
-def get(proxy, body):
-    return next((r for r in rows if r["proxy"] == proxy and r["body"] == body and r["status"] == "ok"), None)
+def get(proxy, body, load):
+    return next((r for r in rows if r["proxy"] == proxy and r["body"] == body and r["load"] == load
+                 and r["status"] == "ok"), None)
 
 for r in rows:
     if r["status"] != "ok":
         continue
-    n = get("nginx", r["body"])
+    n = get("nginx", r["body"], r["load"])
     if n and r["proxy"] != "direct":
         if r.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
             r["cpu_per_req_vs_nginx"] = r["cpu_us_per_req"] / n["cpu_us_per_req"]
@@ -631,7 +677,7 @@ for r in rows:
     notes = [r["note"]] if r["note"] else []
     errs = {k: v for k, v in r.get("errors", {}).items() if v}
     if errs:
-        notes.append("wrk errors " + ", ".join(f"{k} {v}" for k, v in errs.items()))
+        notes.append(f"{r['load']} errors " + ", ".join(f"{k} {v}" for k, v in errs.items()))
     if r.get("upstream_closed", 0) > 2 * settings["connections"]:
         notes.append(f"{r['upstream_closed']} upstream connections closed (keep-alive not reused?)")
     if int(max(r["other_proxy_cpu_pct"], r["other_load_cpu_pct"])) > $OTHER_MAX:   # as the retry test
@@ -642,7 +688,7 @@ for r in rows:
             targets["cpu_per_req_at_most_0.6x_nginx"] = r["cpu_per_req_vs_nginx"] <= TARGET_CPU_RATIO
         if r.get("req_per_s_vs_nginx") is not None:
             targets["req_per_s_at_least_nginx"] = r["req_per_s_vs_nginx"] >= 1.0
-        peers = [p for p in (get(x, r["body"]) for x in PEERS) if p]
+        peers = [p for p in (get(x, r["body"], r["load"]) for x in PEERS) if p]
         if peers:
             best = min(peers, key=lambda p: p["latency_us"]["p99"])
             targets["p99_at_most_best_peer"] = r["latency_us"]["p99"] <= best["latency_us"]["p99"]
@@ -664,29 +710,30 @@ print()
 print(f"## HTTP/1.1 proxy, $STARTED_AT")
 print()
 print(f"Kernel {machine['kernel']}, {machine['cpus']} CPUs ({machine['cpu_model']}); proxy on CPU $PROXY_CPU, "
-      f"origin nginx and wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNECTIONS, $WARMUP s warm-up then $DURATION s measured, "
+      f"origin nginx and the load on CPU $LOAD_CPU; closed loop, one load thread, $CONNECTIONS connections, "
+      f"$WARMUP s warm-up then $DURATION s measured, "
       f"keep-alive; load average at start {machine['load_average_at_start']}, at end {machine['load_average_at_end']}; "
       f"CPUs {machine['cpus_busy_pct_before']} % busy in the second before the run.")
 print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
 print()
-print("| Proxy | Body | req/s | p50 ms | p99 ms | Proxy CPU % | CPU µs/req | CPU/req vs nginx | req/s vs nginx "
+print("| Proxy | Body | Load | req/s | p50 ms | p99 ms | Proxy CPU % | CPU µs/req | CPU/req vs nginx | req/s vs nginx "
       "| Other work % (CPU $PROXY_CPU / $LOAD_CPU) | Note |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     body = f"{r['body_bytes']} B" if r["body_bytes"] < 1024 else f"{r['body_bytes'] // 1024} KiB"
     if r["status"] != "ok":
-        print(f"| {r['proxy']} | {body} | {r['status']} | | | | | | | | {r['note']} |")
+        print(f"| {r['proxy']} | {body} | {r['load']} | {r['status']} | | | | | | | | {r['note']} |")
         continue
     lat = r["latency_us"]
-    print(f"| {r['proxy']} | {body} | {r['req_per_s']:.0f} | {lat['p50'] / 1000:.3f} | {lat['p99'] / 1000:.3f} "
+    print(f"| {r['proxy']} | {body} | {r['load']} | {r['req_per_s']:.0f} | {lat['p50'] / 1000:.3f} | {lat['p99'] / 1000:.3f} "
           f"| {f(r.get('proxy_cpu_pct'), '.0f')} | {f(r.get('cpu_us_per_req'), '.1f')} "
           f"| {f(r.get('cpu_per_req_vs_nginx'), '.2f')} | {f(r.get('req_per_s_vs_nginx'), '.2f')} "
           f"| {r['other_proxy_cpu_pct']:.0f} / {r['other_load_cpu_pct']:.0f} | {r['notes']} |")
 print()
 print("Targets (Tern): CPU µs per request at most 0.6× nginx's; req/s at least nginx's; p99 no worse than the best "
       "of nginx, HAProxy and Caddy. CPU is the proxy's utime+stime (all threads; nginx master and worker) over the "
-      "measured run, divided by the requests wrk completed in it. Other work: busy time of each CPU (/proc/stat) "
-      "not spent in the proxy (CPU $PROXY_CPU) or in wrk and the origin (CPU $LOAD_CPU), in % of the run; kernel "
+      "measured run, divided by the requests the load generator completed in it. Other work: busy time of each CPU (/proc/stat) "
+      "not spent in the proxy (CPU $PROXY_CPU) or in the load generator and the origin (CPU $LOAD_CPU), in % of the run; kernel "
       "threads such as ksoftirqd count here. Above $OTHER_MAX % another job shared the machine and skewed the row "
       "(a run is measured again up to $RETRIES times when it does).")
 
