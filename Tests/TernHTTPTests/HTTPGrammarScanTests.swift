@@ -39,5 +39,8 @@ import Testing
             #expect(HTTPGrammar.isTokenCharFast(bytes.first ?? 0) == HTTPGrammar.isTokenChar(bytes.first ?? 0))
         }
         for b in 0...255 { #expect(HTTPGrammar.isTokenCharFast(UInt8(b)) == HTTPGrammar.isTokenChar(UInt8(b))) }
+        // The Host bit table is the set RFC 3986 §3.2.2 allows (unreserved, sub-delims, "%", ":", "[", "]").
+        let host = Set(Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]".utf8))
+        for b in 0...255 { #expect(HTTPGrammar.isHostChar(UInt8(b)) == host.contains(UInt8(b)), "byte \(b)") }
     }
 }

@@ -394,15 +394,11 @@ public struct HTTP1Parser: Sendable {
     {
         let first = bytes[line.lowerBound]
         if HTTPGrammar.isWhitespace(first) { throw HTTPParseError(.obsoleteLineFolding) }
-        var colon = line.lowerBound
-        while colon < line.upperBound, bytes[colon] != HTTPGrammar.colon {
-            let b = bytes[colon]
-            if !HTTPGrammar.isTokenCharFast(b) {
-                throw HTTPParseError(HTTPGrammar.isWhitespace(b) ? .whitespaceBeforeColon : .invalidFieldName)
-            }
-            colon += 1
-        }
+        let colon = HTTPGrammar.fieldNameEnd(bytes, from: line.lowerBound, end: line.upperBound)
         guard colon < line.upperBound else { throw HTTPParseError(.missingColon) }
+        if bytes[colon] != HTTPGrammar.colon {
+            throw HTTPParseError(HTTPGrammar.isWhitespace(bytes[colon]) ? .whitespaceBeforeColon : .invalidFieldName)
+        }
         guard colon > line.lowerBound else { throw HTTPParseError(.invalidFieldName) }
         let name = line.lowerBound..<colon
         let value = HTTPGrammar.trimmingWhitespace(bytes, (colon + 1)..<line.upperBound)

@@ -8,6 +8,7 @@ extension HTTPGrammar {
     /// The index of the first byte of `bytes[from..<end]` that is a control character other than HTAB (so CR,
     /// LF and NUL among them) or DEL; `end` when there is none. Field lines contain no such byte (RFC 9110 §5.5)
     /// but for their CRLF, so a line is crossed in a few steps.
+    @inline(__always)
     static func firstSpecial(_ bytes: borrowing Span<UInt8>, from: Int, end: Int) -> Int {
         precondition(from >= 0 && end <= bytes.count && from <= end, "range outside the span")
         return unsafe bytes.withUnsafeBufferPointer { buffer in
@@ -67,6 +68,20 @@ extension HTTPGrammar {
                 i += 1
             }
             return end
+        }
+    }
+
+    /// The end of a field name starting at `from`: the index of the first byte in `from..<end` that is not a
+    /// token character (the colon, in a valid line), or `end`. Byte by byte without bounds checks: names are
+    /// short, and this loop runs for every field line.
+    @inline(__always)
+    static func fieldNameEnd(_ bytes: borrowing Span<UInt8>, from: Int, end: Int) -> Int {
+        precondition(from >= 0 && end <= bytes.count && from <= end, "range outside the span")
+        return unsafe bytes.withUnsafeBufferPointer { buffer in
+            var i = from
+            // SAFETY: from <= i < end <= buffer.count.
+            while i < end, isTokenCharFast(unsafe buffer[i]) { i += 1 }
+            return i
         }
     }
 }
