@@ -53,7 +53,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case upstreamConnect, upstreamReceive, upstreamSend
         case headerTimer, idleTimer, upstreamTimer, streamTimer, lingerTimer
         case connectTimer, poolTimer
+        /// Content-Length bodies spliced through a pipe: into it from the sending side, out of it to the other.
+        case requestSpliceIn, requestSpliceOut, responseSpliceIn, responseSpliceOut
     }
+
+    /// A Content-Length body with at least this much left after its head is spliced (socket → pipe → socket,
+    /// as the TCP relay moves bytes) instead of passing through receive buffers.
+    static var spliceThreshold: UInt64 { 64 * 1024 }
 
     typealias SID = Slab<Session>.ID
     typealias UID = Slab<Upstream>.ID
@@ -65,8 +71,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case untilClose
     }
 
-    enum RequestState { case head, waiting, sending, body, done, tunnel }
-    enum ResponseState { case idle, head, sending, body, done, reply, tunnel }
+    enum RequestState { case head, waiting, sending, body, splicing, done, tunnel }
+    enum ResponseState { case idle, head, sending, body, splicing, done, reply, tunnel }
     enum Phase { case open, lingering, closing }
 
     struct Session {
@@ -121,6 +127,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var streamTimer: TimerWheel.ID? = nil
         var lingerTimer: TimerWheel.ID? = nil
         var lastActivity: UInt64 = 0
+        /// Spliced bodies: the pipe of each side, the bytes in it, and which splice of the client socket is in
+        /// flight (its token is needed to cancel it). Splices of the upstream socket are the upstream's ops.
+        var requestPipe: Pipe? = nil
+        var requestPiped = 0
+        var responsePipe: Pipe? = nil
+        var responsePiped = 0
+        var clientSplice: UInt8 = 0
         /// When the connection last became idle between requests (idle timeout).
         var idleSince: UInt64 = 0
         /// When the first byte of the current request head arrived (request header timeout).
@@ -141,6 +154,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var sending = false
         var reused = false
         var connectTimer: TimerWheel.ID? = nil
+        /// Which splice of this socket is in flight, for cancelling it.
+        var splice: UInt8 = 0
         /// Lazy, as the session timers: set when the connection first goes idle.
         var poolTimer: TimerWheel.ID? = nil
         var idleSince: UInt64 = 0
@@ -287,6 +302,32 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 sessions[id].sending = false
                 clientSent(id, c.result, reactor)
             }
+        case .requestSpliceIn, .responseSpliceOut:
+            let id = SID(index: c.token.slot, generation: c.token.generation)
+            guard sessions.isCurrent(id) else { return }
+            sessions[id].inflight -= 1
+            sessions[id].clientSplice = 0
+            if sessions[id].phase == .closing {
+                finishSessionIfQuiet(id, reactor)
+            } else if op == .requestSpliceIn {
+                requestSplicedIn(id, c.result, reactor)
+            } else {
+                responseSplicedOut(id, c.result, reactor)
+            }
+        case .requestSpliceOut, .responseSpliceIn:
+            let u = UID(index: c.token.slot, generation: c.token.generation)
+            guard upstreams.isCurrent(u) else { return }
+            upstreams[u].inflight -= 1
+            upstreams[u].splice = 0
+            if upstreams[u].state == .closing {
+                finishUpstreamIfQuiet(u, reactor)
+                return
+            }
+            guard let id = upstreams[u].session, sessions.isCurrent(id), sessions[id].phase == .open else {
+                closeUpstream(u, reactor)
+                return
+            }
+            if op == .requestSpliceOut { requestSplicedOut(id, u, c.result, reactor) } else { responseSplicedIn(id, u, c.result, reactor) }
         case .upstreamConnect, .upstreamReceive, .upstreamSend:
             let id = UID(index: c.token.slot, generation: c.token.generation)
             guard upstreams.isCurrent(id) else {
@@ -498,7 +539,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             precondition(!s.requestHeld.holdsStorage, "request bytes held while receiving more")
             sessions[id].requestHeld = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
             if s.request == .body { requestBody(id, reactor) } else { tunnelToUpstream(id, reactor) }
-        case .waiting, .sending, .done:
+        case .waiting, .sending, .splicing, .done:
             // Not receiving in these states; a stray completion is a bug.
             release(buffer, reactor)
             bug("client receive completed in request state \(s.request)")
@@ -732,10 +773,126 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if sessions[id].requestHeld.isEmpty && sessions[id].retryFrom == nil { dropHeld(&sessions[id].requestHeld, reactor) }
         if sessions[id].requestBody == .none {
             requestDone(id, reactor)
+        } else if case .length(let left) = sessions[id].requestBody, left >= Self.spliceThreshold,
+                  sessions[id].requestHeld.isEmpty, let pipe = reactor.pipes.acquire()
+        {
+            dropHeld(&sessions[id].requestHeld, reactor)
+            sessions[id].requestPipe = pipe
+            sessions[id].request = .splicing
+            Log.debug("request body spliced: \(left) bytes")
+            requestSpliceIn(id, reactor)
         } else {
             sessions[id].request = .body
             if sessions[id].response != .done { receiveFromClient(id, reactor) }
         }
+    }
+
+    // MARK: - Spliced bodies (Content-Length, request: client → pipe → upstream)
+
+    private func requestSpliceIn(_ id: SID, _ reactor: Reactor<Backend>) {
+        guard case .length(let left) = sessions[id].requestBody, let pipe = sessions[id].requestPipe else {
+            return bug("request splice without a body or pipe")
+        }
+        sessions[id].clientSplice = Op.requestSpliceIn.rawValue
+        sessions[id].inflight += 1
+        let fd = sessions[id].fd
+        reactor.backend.splice(from: fd, to: pipe.writeEnd, count: Int(min(left, UInt64(pipe.capacity))),
+                               waitFor: .readable(fd), token: token(.requestSpliceIn, id))
+    }
+
+    private func requestSplicedIn(_ id: SID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n == -Errno.EAGAIN { return requestSpliceIn(id, reactor) }
+        guard n > 0, case .length(let left) = sessions[id].requestBody, let u = sessions[id].upstream else {
+            // The client ended or failed in the middle of its body: nothing sensible can follow.
+            Log.debug("client ended during a spliced request body (\(n < 0 ? Errno.name(-n) : "EOF"))")
+            closeSession(id, reset: n < 0, reactor)
+            return
+        }
+        sessions[id].lastActivity = System.monotonicNanos()
+        sessions[id].requestPiped = Int(n)
+        sessions[id].requestBody = left == UInt64(n) ? .none : .length(left - UInt64(n))
+        requestSpliceOut(id, u, reactor)
+    }
+
+    private func requestSpliceOut(_ id: SID, _ u: UID, _ reactor: Reactor<Backend>) {
+        guard let pipe = sessions[id].requestPipe else { return bug("request splice without a pipe") }
+        upstreams[u].splice = Op.requestSpliceOut.rawValue
+        upstreams[u].inflight += 1
+        let fd = upstreams[u].fd
+        reactor.backend.splice(from: pipe.readEnd, to: fd, count: sessions[id].requestPiped, waitFor: .writable(fd),
+                               token: token(.requestSpliceOut, u))
+    }
+
+    private func requestSplicedOut(_ id: SID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n == -Errno.EAGAIN { return requestSpliceOut(id, u, reactor) }
+        guard n > 0 else {
+            Log.debug("upstream failed during a spliced request body: \(Errno.name(-n))")
+            upstreamLost(id, u, reactor)
+            return
+        }
+        sessions[id].lastActivity = System.monotonicNanos()
+        sessions[id].requestPiped -= Int(n)
+        if sessions[id].requestPiped > 0 { return requestSpliceOut(id, u, reactor) }
+        if sessions[id].requestBody != .none { return requestSpliceIn(id, reactor) }
+        releasePipe(&sessions[id].requestPipe, reactor)
+        requestDone(id, reactor)
+    }
+
+    // MARK: - Spliced bodies (Content-Length, response: upstream → pipe → client)
+
+    private func responseSpliceIn(_ id: SID, _ u: UID, _ reactor: Reactor<Backend>) {
+        guard case .length(let left) = sessions[id].responseBody, let pipe = sessions[id].responsePipe else {
+            return bug("response splice without a body or pipe")
+        }
+        upstreams[u].splice = Op.responseSpliceIn.rawValue
+        upstreams[u].inflight += 1
+        let fd = upstreams[u].fd
+        reactor.backend.splice(from: fd, to: pipe.writeEnd, count: Int(min(left, UInt64(pipe.capacity))),
+                               waitFor: .readable(fd), token: token(.responseSpliceIn, u))
+    }
+
+    private func responseSplicedIn(_ id: SID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n == -Errno.EAGAIN { return responseSpliceIn(id, u, reactor) }
+        guard n > 0, case .length(let left) = sessions[id].responseBody else {
+            Log.debug("upstream ended during a spliced response body (\(n < 0 ? Errno.name(-n) : "EOF"))")
+            upstreamLost(id, u, reactor)
+            return
+        }
+        sessions[id].lastActivity = System.monotonicNanos()
+        sessions[id].responsePiped = Int(n)
+        sessions[id].responseBody = left == UInt64(n) ? .none : .length(left - UInt64(n))
+        responseSpliceOut(id, reactor)
+    }
+
+    private func responseSpliceOut(_ id: SID, _ reactor: Reactor<Backend>) {
+        guard let pipe = sessions[id].responsePipe else { return bug("response splice without a pipe") }
+        sessions[id].clientSplice = Op.responseSpliceOut.rawValue
+        sessions[id].inflight += 1
+        let fd = sessions[id].fd
+        reactor.backend.splice(from: pipe.readEnd, to: fd, count: sessions[id].responsePiped, waitFor: .writable(fd),
+                               token: token(.responseSpliceOut, id))
+    }
+
+    private func responseSplicedOut(_ id: SID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        if n == -Errno.EAGAIN { return responseSpliceOut(id, reactor) }
+        guard n > 0 else {
+            Log.debug("send to client failed during a spliced response body: \(Errno.name(-n))")
+            closeSession(id, reset: true, reactor)
+            return
+        }
+        sessions[id].lastActivity = System.monotonicNanos()
+        sessions[id].responsePiped -= Int(n)
+        if sessions[id].responsePiped > 0 { return responseSpliceOut(id, reactor) }
+        if sessions[id].responseBody != .none, let u = sessions[id].upstream { return responseSpliceIn(id, u, reactor) }
+        releasePipe(&sessions[id].responsePipe, reactor)
+        responseDone(id, reusable: sessions[id].upstreamReusable, reactor)
+    }
+
+    /// Returns an emptied pipe to the pool.
+    private func releasePipe(_ pipe: inout Pipe?, _ reactor: Reactor<Backend>) {
+        guard let p = pipe else { return }
+        pipe = nil
+        reactor.pipes.release(p, holdsData: false)
     }
 
     private func requestBody(_ id: SID, _ reactor: Reactor<Backend>) {
@@ -819,7 +976,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             precondition(!sessions[id].responseHeld.holdsStorage, "response bytes held while receiving more")
             sessions[id].responseHeld = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
             if sessions[id].response == .body { responseBody(id, reactor) } else { tunnelToClient(id, reactor) }
-        case .idle, .sending, .done, .reply:
+        case .idle, .sending, .splicing, .done, .reply:
             // Bytes after the end of the response: this connection cannot be reused.
             release(buffer, reactor)
             Log.debug("upstream sent bytes beyond its response")
@@ -1052,6 +1209,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         if sessions[id].responseBody == .none {
             responseDone(id, reusable: sessions[id].upstreamReusable, reactor)
+        } else if case .length(let left) = sessions[id].responseBody, left >= Self.spliceThreshold,
+                  sessions[id].responseHeld.isEmpty, let u = sessions[id].upstream, let pipe = reactor.pipes.acquire()
+        {
+            dropHeld(&sessions[id].responseHeld, reactor)
+            sessions[id].responsePipe = pipe
+            sessions[id].response = .splicing
+            Log.debug("response body spliced: \(left) bytes")
+            responseSpliceIn(id, u, reactor)
         } else {
             sessions[id].response = .body
             dropHeld(&sessions[id].responseHeld, reactor)
@@ -1286,6 +1451,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if upstreams[u].inflight > 0 {
             if upstreams[u].receiving { reactor.backend.cancel(fd: fd, token: token(.upstreamReceive, u)) }
             if upstreams[u].sending { reactor.backend.cancel(fd: fd, token: token(.upstreamSend, u)) }
+            if upstreams[u].splice != 0 {
+                reactor.backend.cancel(fd: fd, token: Token(op: upstreams[u].splice, slot: u.index, generation: u.generation))
+            }
             reactor.backend.cancel(fd: fd, token: token(.upstreamConnect, u))
             _ = System.shutdown(fd, write: false, read: true)
         }
@@ -1329,6 +1497,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if sessions[id].inflight > 0 {
             if sessions[id].receiving { reactor.backend.cancel(fd: fd, token: token(.clientReceive, id)) }
             if sessions[id].sending { reactor.backend.cancel(fd: fd, token: token(.clientSend, id)) }
+            if sessions[id].clientSplice != 0 {
+                reactor.backend.cancel(fd: fd, token: Token(op: sessions[id].clientSplice, slot: id.index, generation: id.generation))
+            }
             _ = System.shutdown(fd, write: false, read: true)
         }
         finishSessionIfQuiet(id, reactor)
@@ -1336,6 +1507,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     private func finishSessionIfQuiet(_ id: SID, _ reactor: Reactor<Backend>) {
         guard sessions[id].inflight == 0 else { return }
+        // A pipe left mid-transfer may hold bytes, and a cancelled splice of the upstream socket may still
+        // hold it: it is closed, never reused (the kernel keeps its own reference while an operation runs).
+        for pipe in [sessions[id].requestPipe, sessions[id].responsePipe] {
+            if let pipe { reactor.pipes.release(pipe, holdsData: true) }
+        }
         dropHeld(&sessions[id].requestHeld, reactor)
         dropHeld(&sessions[id].responseHeld, reactor)
         requestParsers.give(sessions[id].requestParser)

@@ -138,7 +138,11 @@ public final class ProxyServer {
             let control = controls[r]
             let relay = relaySettings
             let http = settings.http
-            let backend = settings.backend
+            // HTTP: a 16 KiB response and its head fit one 32 KiB buffer, so it moves in one receive and one
+            // send instead of two of each. Buffers are committed as first used (address space, not memory).
+            var backendSettings = settings.backend
+            if http != nil { backendSettings.bufferSize = 32 * 1024 }
+            let backend = backendSettings
             let counters = self.counters
             let body: @Sendable () -> Void = {
                 if System.pinCurrentThread(to: cpu) != 0 { Log.warn("cannot pin reactor \(r) to CPU \(cpu)") }
