@@ -401,7 +401,7 @@ public struct HTTP1Parser: Sendable {
         }
         guard colon > line.lowerBound else { throw HTTPParseError(.invalidFieldName) }
         let name = line.lowerBound..<colon
-        let value = HTTPGrammar.trimmingWhitespace(bytes, (colon + 1)..<line.upperBound)
+        let value = HTTPGrammar.trimmedValue(bytes, from: colon + 1, end: line.upperBound)
         if lineHasControl {
             for i in value where !HTTPGrammar.isFieldValueChar(bytes[i]) { throw HTTPParseError(.invalidFieldValue) }
         }
@@ -413,7 +413,7 @@ public struct HTTP1Parser: Sendable {
         case .transferEncoding: try noteTransferEncoding(bytes, value)
         case .host:
             facts.hostCount += 1
-            for i in value where !HTTPGrammar.isHostChar(bytes[i]) { throw HTTPParseError(.invalidHost) }
+            if !HTTPGrammar.allHostChars(bytes, value) { throw HTTPParseError(.invalidHost) }
             head.host = value
         case .connection: try noteConnection(bytes, value)
         case .upgrade:

@@ -84,4 +84,34 @@ extension HTTPGrammar {
             return i
         }
     }
+
+    /// A field value's bounds: `from..<end` without leading and trailing OWS (RFC 9110 §5.5), read without
+    /// bounds checks per byte (it runs for every field line).
+    @inline(__always)
+    static func trimmedValue(_ bytes: borrowing Span<UInt8>, from: Int, end: Int) -> Range<Int> {
+        precondition(from >= 0 && end <= bytes.count && from <= end, "range outside the span")
+        return unsafe bytes.withUnsafeBufferPointer { buffer in
+            var lo = from
+            var hi = end
+            // SAFETY: from <= lo < hi <= end <= buffer.count on every read.
+            while lo < hi, isWhitespace(unsafe buffer[lo]) { lo += 1 }
+            while hi > lo, isWhitespace(unsafe buffer[hi - 1]) { hi -= 1 }
+            return lo..<hi
+        }
+    }
+
+    /// Whether every byte of `range` is a Host character (`isHostChar`).
+    @inline(__always)
+    static func allHostChars(_ bytes: borrowing Span<UInt8>, _ range: Range<Int>) -> Bool {
+        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count, "range outside the span")
+        return unsafe bytes.withUnsafeBufferPointer { buffer in
+            var i = range.lowerBound
+            // SAFETY: range lies inside the buffer (checked above).
+            while i < range.upperBound {
+                if !isHostChar(unsafe buffer[i]) { return false }
+                i += 1
+            }
+            return true
+        }
+    }
 }
