@@ -109,7 +109,12 @@ public struct Destination: Sendable {
     public var host: String
     public var subset: String?
     public var port: UInt16?
+    /// The `host` key.
     public var mark: Mark
+    /// The `subset` key, when present.
+    public var subsetMark: Mark?
+    /// The `port` key, when present.
+    public var portMark: Mark?
 }
 
 public struct HeaderOperations: Sendable {

@@ -486,7 +486,8 @@ final class ResourceDecoder {
             p = po["number"].flatMap(port)
             if po["number"] == nil { error(pf, "number: required field missing") }
         }
-        return Destination(host: h, subset: o["subset"].flatMap { string($0) }, port: p, mark: hf.mark)
+        return Destination(host: h, subset: o["subset"].flatMap { string($0) }, port: p, mark: hf.mark,
+                           subsetMark: o["subset"]?.mark, portMark: o["port"]?.mark)
     }
 
     private func headers(_ f: Field) -> Headers? {

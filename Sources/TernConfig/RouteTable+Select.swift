@@ -1,0 +1,237 @@
+// The per-request half of the table: host lookup, route matching, weighted choice and hash keys. Nothing here
+// allocates, locks or retains beyond what reading the table's arrays costs (checked by the allocation test).
+
+extension RouteTable {
+    /// Selects the virtual host for `host` (a Host or :authority value, with or without `:port`; an exact name or
+    /// its Kubernetes short forms, then wildcards, longest suffix first, then `*`) and its first route whose
+    /// matchers accept the request (routes in order, first match wins). `port` is the port the request
+    /// addressed, for `port` matches and multi-port services.
+    public func select(host: Span<UInt8>, port: UInt16, request: borrowing RequestView) -> RouteMatch {
+        guard let vh = virtualHost(for: host) else { return .noHost }
+        let routes = virtualHosts[vh].routes
+        for r in 0..<routes.count {
+            let matchers = routes[r].matchers
+            if matchers.isEmpty { return RouteMatch(virtualHost: Int32(vh), route: Int32(r)) }
+            for m in 0..<matchers.count where matches(matchers[m], host: host, port: port, request: request) {
+                return RouteMatch(virtualHost: Int32(vh), route: Int32(r), matcher: Int32(m))
+            }
+        }
+        return RouteMatch(virtualHost: Int32(vh), route: -1)
+    }
+
+    /// The virtual host index for a Host value, nil when none matches (404, NR).
+    public func virtualHost(for host: Span<UInt8>) -> Int? {
+        var end = host.count
+        // Drop ":port" (after "]" for an IPv6 literal) and a trailing dot.
+        if end > 0, host[0] == UInt8(ascii: "[") {
+            var i = 0
+            while i < end, host[i] != UInt8(ascii: "]") { i += 1 }
+            end = min(end, i + 1)
+        } else {
+            var i = end - 1
+            while i >= 0, host[i] != UInt8(ascii: ":") { i -= 1 }
+            if i >= 0 { end = i }
+        }
+        if end > 0, host[end - 1] == UInt8(ascii: ".") { end -= 1 }
+        if end == 0 { return catchAll }
+        if let vh = exactHosts.lookup(host, in: 0..<end) { return vh }
+        if wildcardHosts.count > 0 {
+            var i = 0
+            while i < end {
+                if host[i] == UInt8(ascii: "."), i + 1 < end, let vh = wildcardHosts.lookup(host, in: (i + 1)..<end) {
+                    return vh
+                }
+                i += 1
+            }
+        }
+        return catchAll
+    }
+
+    func matches(_ m: RequestMatcher, host: Span<UInt8>, port: UInt16, request: borrowing RequestView) -> Bool {
+        if let p = m.port, p != port { return false }
+        let bytes = request.bytes
+        if let u = m.uri, !Self.check(u, bytes, request.path) { return false }
+        if let mm = m.method, !Self.check(mm, bytes, request.method) { return false }
+        if let a = m.authority, !Self.check(a, host, 0..<host.count) { return false }
+        if let s = m.scheme {
+            let ok: Bool
+            switch (s, request.scheme) {
+            case (.present, _): ok = true
+            case (.regex(let r), .http): ok = r.matches(Self.http.span)
+            case (.regex(let r), .https): ok = r.matches(Self.https.span)
+            case (.exact(let v), .http), (.exactIgnoringCase(let v), .http): ok = v == Self.http
+            case (.exact(let v), .https), (.exactIgnoringCase(let v), .https): ok = v == Self.https
+            case (.prefix(let v), .http), (.prefixIgnoringCase(let v), .http): ok = Self.http.starts(with: v)
+            case (.prefix(let v), .https), (.prefixIgnoringCase(let v), .https): ok = Self.https.starts(with: v)
+            }
+            if !ok { return false }
+        }
+        for h in m.headers {
+            guard let v = request.header(h.name), Self.check(h.matcher, bytes, v) else { return false }
+        }
+        for h in m.withoutHeaders {
+            if let v = request.header(h.name), Self.check(h.matcher, bytes, v) { return false }
+        }
+        for q in m.queryParams {
+            guard let v = request.queryParameter(q.name), Self.check(q.matcher, bytes, v) else { return false }
+        }
+        return true
+    }
+
+    static let http: [UInt8] = Array("http".utf8)
+    static let https: [UInt8] = Array("https".utf8)
+
+    static func check(_ m: Matcher, _ bytes: Span<UInt8>, _ range: Range<Int>) -> Bool {
+        switch m {
+        case .present:
+            return true
+        case .exact(let v):
+            return range.count == v.count && equal(bytes, range.lowerBound, v, ignoringCase: false)
+        case .prefix(let v):
+            return range.count >= v.count && equal(bytes, range.lowerBound, v, ignoringCase: false)
+        case .exactIgnoringCase(let v):
+            return range.count == v.count && equal(bytes, range.lowerBound, v, ignoringCase: true)
+        case .prefixIgnoringCase(let v):
+            return range.count >= v.count && equal(bytes, range.lowerBound, v, ignoringCase: true)
+        case .regex(let r):
+            return r.matches(bytes.extracting(range))
+        }
+    }
+
+    @inline(__always)
+    static func equal(_ bytes: Span<UInt8>, _ start: Int, _ v: [UInt8], ignoringCase: Bool) -> Bool {
+        var i = start
+        for b in v {
+            let c = ignoringCase ? asciiLower(bytes[i]) : bytes[i]
+            if c != b { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// Picks one of a forwarding route's destinations by relative weight from a uniformly random `random`
+    /// (the caller's generator): destination i with probability weight_i / Σ weights. nil for other actions or
+    /// when every weight is 0.
+    public func pickDestination(_ match: RouteMatch, random: UInt64) -> WeightedCluster? {
+        guard match.virtualHost >= 0, match.route >= 0 else { return nil }
+        guard case .forward(let destinations, let total) = virtualHosts[Int(match.virtualHost)]
+            .routes[Int(match.route)].action else { return nil }
+        return Self.pick(destinations, total: total, random: random)
+    }
+
+    static func pick(_ destinations: [WeightedCluster], total: UInt64, random: UInt64) -> WeightedCluster? {
+        guard total > 0 else { return nil }
+        if destinations.count == 1 { return destinations[0] }
+        // Unbiased scaling of a 64-bit random into [0, total): the high word of random × total.
+        var r = random.multipliedFullWidth(by: total).high
+        for d in destinations {
+            if r < d.weight { return d }
+            r -= d.weight
+        }
+        return destinations.last
+    }
+
+    /// The consistent-hash key of a request for `cluster`'s policy: the header's, cookie's or query
+    /// parameter's value, or `sourceAddress` (the client's IP as bytes, any fixed encoding). nil when the policy
+    /// hashes nothing or the request lacks the value (the load balancer then picks at random, as Envoy does).
+    public func hashKey(cluster: Int, request: borrowing RequestView, sourceAddress: Span<UInt8>) -> UInt64? {
+        let key: LoadBalancerSettings.HashKey
+        switch clusters[cluster].loadBalancing {
+        case .ringHash(let k, _), .maglev(let k, _): key = k
+        default: return nil
+        }
+        let bytes = request.bytes
+        switch key {
+        case .sourceIP:
+            return Self.hash(sourceAddress, 0..<sourceAddress.count)
+        case .header(let name):
+            // Stored lowercase at decode time; compared against fields case-insensitively.
+            return hashHeader(name, request)
+        case .queryParameter(let name):
+            return hashQuery(name, request)
+        case .cookie(let name, _, _):
+            guard let cookies = request.header(Self.cookieName) else { return nil }
+            return Self.cookieValue(name, bytes, cookies).map { Self.hash(bytes, $0) }
+        }
+    }
+
+    private func hashHeader(_ name: String, _ request: borrowing RequestView) -> UInt64? {
+        // The name's bytes: a String of ASCII stores them inline or in its buffer; iterating utf8 allocates not.
+        for f in request.fields where f.name.count == name.utf8.count {
+            var equal = true
+            var i = f.name.lowerBound
+            for c in name.utf8 {
+                if asciiLower(request.bytes[i]) != c {
+                    equal = false
+                    break
+                }
+                i += 1
+            }
+            if equal { return Self.hash(request.bytes, f.value) }
+        }
+        return nil
+    }
+
+    private func hashQuery(_ name: String, _ request: borrowing RequestView) -> UInt64? {
+        guard let query = request.query else { return nil }
+        let bytes = request.bytes
+        var i = query.lowerBound
+        while i < query.upperBound {
+            var end = i
+            while end < query.upperBound, bytes[end] != UInt8(ascii: "&") { end += 1 }
+            var eq = i
+            while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
+            if eq - i == name.utf8.count {
+                var equal = true
+                var k = i
+                for c in name.utf8 {
+                    if bytes[k] != c {
+                        equal = false
+                        break
+                    }
+                    k += 1
+                }
+                if equal { return Self.hash(bytes, eq < end ? (eq + 1)..<end : end..<end) }
+            }
+            i = end + 1
+        }
+        return nil
+    }
+
+    static let cookieName: [UInt8] = Array("cookie".utf8)
+
+    /// The value of cookie `name` in a Cookie field value (`a=1; b=2`).
+    static func cookieValue(_ name: String, _ bytes: Span<UInt8>, _ range: Range<Int>) -> Range<Int>? {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            while i < range.upperBound, bytes[i] == UInt8(ascii: " ") { i += 1 }
+            var end = i
+            while end < range.upperBound, bytes[end] != UInt8(ascii: ";") { end += 1 }
+            var eq = i
+            while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
+            if eq < end, eq - i == name.utf8.count {
+                var equal = true
+                var k = i
+                for c in name.utf8 {
+                    if bytes[k] != c {
+                        equal = false
+                        break
+                    }
+                    k += 1
+                }
+                if equal { return (eq + 1)..<end }
+            }
+            i = end + 1
+        }
+        return nil
+    }
+
+    static func hash(_ bytes: Span<UInt8>, _ range: Range<Int>) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for k in range {
+            h ^= UInt64(bytes[k])
+            h &*= 0x100_0000_01b3
+        }
+        return mix(h)
+    }
+}
