@@ -53,6 +53,13 @@ public enum ConfigFiles {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// An environment variable's value ($POD_NAMESPACE for the default namespace), nil when unset.
+    public static func environment(_ name: String) -> String? {
+        // SAFETY: getenv's result is copied at once; nothing in the process sets variables concurrently.
+        guard let p = unsafe getenv(name) else { return nil }
+        return unsafe String(cString: p)
+    }
+
     private static func errnoText() -> String {
         // SAFETY: strerror returns a static or thread-local NUL-terminated string, copied at once.
         unsafe String(cString: strerror(errno))

@@ -50,6 +50,16 @@ public enum ConfigLoader {
             diagnostics += decoder.diagnostics
         }
         diagnostics += ConfigValidator(resources: resources).check()
+        // Reported in reading order: by file (as read), then line; stable, so one line keeps decode order.
+        var fileOrder: [String: Int] = [:]
+        for (i, f) in files.enumerated() where fileOrder[f.path] == nil { fileOrder[f.path] = i }
+        diagnostics = diagnostics.enumerated().sorted { a, b in
+            let fa = fileOrder[a.element.file] ?? -1
+            let fb = fileOrder[b.element.file] ?? -1
+            if fa != fb { return fa < fb }
+            if a.element.line != b.element.line { return a.element.line < b.element.line }
+            return a.offset < b.offset
+        }.map(\.element)
         return ConfigSet(resources: resources, diagnostics: diagnostics)
     }
 
@@ -73,8 +83,8 @@ struct ConfigValidator {
         for r in resources {
             let key = "\(r.kind)/\(r.namespace)/\(r.name)"
             if let first = seen[key] {
-                out.append(Diagnostic(.error, file: r.file, line: r.line, resource: r.label, path: "metadata.name",
-                                      message: "duplicate name (first defined at \(first.file):\(first.line))"))
+                out.append(Diagnostic(.error, file: r.file, line: r.nameLine, resource: r.label, path: "metadata.name",
+                                      message: "duplicate name (first defined at \(first.file):\(first.nameLine))"))
             } else {
                 seen[key] = r
             }

@@ -23,7 +23,7 @@ public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        var s = "\(file):\(line): "
+        var s = line > 0 ? "\(file):\(line): " : "\(file): "
         if severity == .warning { s += "warning: " }
         if !resource.isEmpty { s += resource + ": " }
         if !path.isEmpty { s += path + ": " }

@@ -14,6 +14,8 @@ public struct Resource: Sendable {
     public var file: String
     /// Line of the document's first key.
     public var line: Int
+    /// Line of `metadata.name` (duplicate names are reported there).
+    public var nameLine: Int
     public var spec: Spec
 
     public enum Spec: Sendable {

@@ -50,15 +50,19 @@ final class ResourceDecoder {
             return nil
         }
         var name = ""
+        var nameLine = top["metadata"]?.line ?? document.line
         namespace = defaultNamespace
         if let meta = top["metadata"], let m = object(meta, allowed: nil) {
-            if let n = m["name"], let s = string(n) { name = s }
+            if let n = m["name"], let s = string(n) {
+                name = s
+                nameLine = n.line
+            }
             if let n = m["namespace"], let s = string(n) { namespace = s }
         }
         resourceLabel = "\(kind) \(namespace)/\(name)"
         if name.isEmpty { error(top["metadata"]?.line ?? document.line, "metadata.name", "required field missing") }
         var resource = Resource(apiVersion: apiVersion, kind: kind, name: name, namespace: namespace, file: file,
-                                line: document.line, spec: .other(top["spec"]?.node))
+                                line: document.line, nameLine: nameLine, spec: .other(top["spec"]?.node))
         guard let spec = top["spec"] else {
             if kind == "ServiceEntry" || kind == "VirtualService" || kind == "DestinationRule" {
                 error(document.line, "spec", "required field missing")
@@ -231,6 +235,7 @@ final class ResourceDecoder {
                                           "headers"]) else { return nil }
         let matches = items(o["match"]).compactMap(matchRequest)
         var route: [HTTPRouteDestination] = []
+        let before = diagnostics.count
         for d in items(o["route"]) {
             guard let dobj = object(d, allowed: ["destination", "weight", "headers"]) else { continue }
             guard let dest = dobj["destination"].flatMap(destination) else {
@@ -241,7 +246,7 @@ final class ResourceDecoder {
             route.append(.init(destination: dest, weight: weight, headers: dobj["headers"].flatMap(headers),
                                mark: d.mark))
         }
-        if let r = o["route"] { checkWeights(route, r) }
+        if let r = o["route"] { checkWeights(route, r, valid: diagnostics.count == before) }
         let redirect = o["redirect"].flatMap(redirect)
         var direct: HTTPDirectResponse?
         if let dr = o["directResponse"], let d = object(dr, allowed: ["status", "body"]) {
@@ -380,7 +385,10 @@ final class ResourceDecoder {
         "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
     ]
 
-    private func checkWeights<T>(_ route: [T], _ f: Field) where T: WeightedDestination {
+    /// Istio's rule: weights ≥ 0 (checked per field) and, with several destinations, not all 0. `valid`: the
+    /// destinations decoded without error (else the sum says nothing).
+    private func checkWeights<T>(_ route: [T], _ f: Field, valid: Bool) where T: WeightedDestination {
+        guard valid else { return }
         if route.isEmpty { error(f, "at least one destination is required") }
         if route.count > 1, route.allSatisfy({ ($0.weight ?? 0) == 0 }) {
             error(f, "weights must not all be 0 when there are several destinations")
@@ -545,6 +553,7 @@ final class ResourceDecoder {
                                    gateways: mo["gateways"].map { self.stringList($0) } ?? []))
         }
         var route: [RouteDestination] = []
+        let before = diagnostics.count
         for d in items(o["route"]) {
             guard let dobj = object(d, allowed: ["destination", "weight"]) else { continue }
             guard let dest = dobj["destination"].flatMap(destination) else {
@@ -554,7 +563,7 @@ final class ResourceDecoder {
             route.append(.init(destination: dest, weight: dobj["weight"].flatMap { integer($0, min: 0, max: Int(Int32.max)) },
                                mark: d.mark))
         }
-        if let r = o["route"] { checkWeights(route, r) } else { error(f, "route: required field missing") }
+        if let r = o["route"] { checkWeights(route, r, valid: diagnostics.count == before) } else { error(f, "route: required field missing") }
         return TCPRoute(match: matches, route: route, mark: f.mark)
     }
 
