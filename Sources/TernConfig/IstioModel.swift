@@ -276,6 +276,10 @@ public struct LoadBalancerSettings: Sendable, Equatable {
     public struct ConsistentHash: Sendable, Equatable {
         public var key: HashKey
         public var algorithm: HashAlgorithm
+        public init(key: HashKey, algorithm: HashAlgorithm) {
+            self.key = key
+            self.algorithm = algorithm
+        }
     }
     public var simple: Simple?
     public var consistentHash: ConsistentHash?

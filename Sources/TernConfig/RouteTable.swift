@@ -172,6 +172,14 @@ public struct Endpoint: Sendable, Equatable {
     public var weight: UInt32
     public var labels: [String: String]
     public var needsResolution: Bool
+
+    public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.labels = labels
+        self.needsResolution = needsResolution
+    }
 }
 
 public enum LoadBalancingPolicy: Sendable {
