@@ -78,7 +78,7 @@ public struct LoadBalancer: Sendable {
         let n = endpoints.count
         let w0 = endpoints[0].weight
         var equal = true
-        for e in endpoints where e.weight != w0 {
+        for i in 1..<n where endpoints[i].weight != w0 {
             equal = false
             break
         }
@@ -103,12 +103,14 @@ public struct LoadBalancer: Sendable {
     }
 
     private func weightedRandom(_ endpoints: [Endpoint], _ random: UInt64) -> Int {
+        // Index loops: a for-in over structs allocates an iterator box in unoptimised builds.
         var total: UInt64 = 0
-        for e in endpoints { total += UInt64(e.weight) }
+        for i in 0..<endpoints.count { total += UInt64(endpoints[i].weight) }
         var r = random.multipliedFullWidth(by: total).high
-        for (i, e) in endpoints.enumerated() {
-            if r < UInt64(e.weight) { return i }
-            r -= UInt64(e.weight)
+        for i in 0..<endpoints.count {
+            let w = UInt64(endpoints[i].weight)
+            if r < w { return i }
+            r -= w
         }
         return endpoints.count - 1
     }

@@ -45,17 +45,22 @@ public struct RequestView: ~Escapable {
 
     /// The value of the first field named `lowercaseName` (ASCII case-insensitive), nil when absent.
     public func header(_ lowercaseName: [UInt8]) -> Range<Int>? {
-        for f in fields where f.name.count == lowercaseName.count {
+        // Index loops throughout: a for-in over an array of structs allocates an iterator box in unoptimised
+        // builds, and this runs per request.
+        for n in 0..<fields.count where fields[n].name.count == lowercaseName.count {
+            let name = fields[n].name
             var equal = true
             var j = 0
-            for i in f.name {
+            var i = name.lowerBound
+            while i < name.upperBound {
                 if asciiLower(bytes[i]) != lowercaseName[j] {
                     equal = false
                     break
                 }
                 j += 1
+                i += 1
             }
-            if equal { return f.value }
+            if equal { return fields[n].value }
         }
         return nil
     }

@@ -66,14 +66,19 @@ extension RouteTable {
             }
             if !ok { return false }
         }
-        for h in m.headers {
-            guard let v = request.header(h.name), Self.check(h.matcher, bytes, v) else { return false }
+        for i in 0..<m.headers.count {
+            guard let v = request.header(m.headers[i].name), Self.check(m.headers[i].matcher, bytes, v) else {
+                return false
+            }
         }
-        for h in m.withoutHeaders {
-            if let v = request.header(h.name), Self.check(h.matcher, bytes, v) { return false }
+        for i in 0..<m.withoutHeaders.count {
+            if let v = request.header(m.withoutHeaders[i].name), Self.check(m.withoutHeaders[i].matcher, bytes, v) {
+                return false
+            }
         }
-        for q in m.queryParams {
-            guard let v = request.queryParameter(q.name), Self.check(q.matcher, bytes, v) else { return false }
+        for i in 0..<m.queryParams.count {
+            guard let v = request.queryParameter(m.queryParams[i].name), Self.check(m.queryParams[i].matcher, bytes, v)
+            else { return false }
         }
         return true
     }
@@ -100,11 +105,9 @@ extension RouteTable {
 
     @inline(__always)
     static func equal(_ bytes: Span<UInt8>, _ start: Int, _ v: [UInt8], ignoringCase: Bool) -> Bool {
-        var i = start
-        for b in v {
-            let c = ignoringCase ? asciiLower(bytes[i]) : bytes[i]
-            if c != b { return false }
-            i += 1
+        for k in 0..<v.count {
+            let c = ignoringCase ? asciiLower(bytes[start + k]) : bytes[start + k]
+            if c != v[k] { return false }
         }
         return true
     }
@@ -124,9 +127,11 @@ extension RouteTable {
         if destinations.count == 1 { return destinations[0] }
         // Unbiased scaling of a 64-bit random into [0, total): the high word of random × total.
         var r = random.multipliedFullWidth(by: total).high
-        for d in destinations {
-            if r < d.weight { return d }
-            r -= d.weight
+        // Index loops: a for-in over these structs allocates an iterator box in unoptimised builds.
+        for i in 0..<destinations.count {
+            let w = destinations[i].weight
+            if r < w { return destinations[i] }
+            r -= w
         }
         return destinations.last
     }
@@ -157,7 +162,9 @@ extension RouteTable {
 
     private func hashHeader(_ name: String, _ request: borrowing RequestView) -> UInt64? {
         // The name's bytes: a String of ASCII stores them inline or in its buffer; iterating utf8 allocates not.
-        for f in request.fields where f.name.count == name.utf8.count {
+        let fields = request.fields
+        for n in 0..<fields.count where fields[n].name.count == name.utf8.count {
+            let f = fields[n]
             var equal = true
             var i = f.name.lowerBound
             for c in name.utf8 {
