@@ -75,13 +75,8 @@ public struct RequestView: ~Escapable {
             while end < query.upperBound, bytes[end] != UInt8(ascii: "&") { end += 1 }
             var eq = i
             while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
-            if eq - i == name.count {
-                var equal = true
-                for k in 0..<name.count where bytes[i + k] != name[k] {
-                    equal = false
-                    break
-                }
-                if equal { return eq < end ? (eq + 1)..<end : end..<end }
+            if eq - i == name.count, RouteTable.equal(bytes, i, name, ignoringCase: false) {
+                return eq < end ? (eq + 1)..<end : end..<end
             }
             i = end + 1
         }

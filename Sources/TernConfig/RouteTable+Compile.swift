@@ -207,8 +207,10 @@ private struct RouteCompiler {
         let lb: LoadBalancingPolicy
         if let ch = policy.loadBalancer?.consistentHash {
             switch ch.algorithm {
-            case .ringHash(let size): lb = .ringHash(key: ch.key, ring: HashRing(endpoints: endpoints, minimumRingSize: size))
-            case .maglev(let size): lb = .maglev(key: ch.key, table: MaglevTable(endpoints: endpoints, tableSize: size))
+            case .ringHash(let size):
+                lb = .ringHash(key: HashSource(ch.key), ring: HashRing(endpoints: endpoints, minimumRingSize: size))
+            case .maglev(let size):
+                lb = .maglev(key: HashSource(ch.key), table: MaglevTable(endpoints: endpoints, tableSize: size))
             }
         } else {
             switch policy.loadBalancer?.simple ?? .UNSPECIFIED {

@@ -140,7 +140,7 @@ extension RouteTable {
     /// parameter's value, or `sourceAddress` (the client's IP as bytes, any fixed encoding). nil when the policy
     /// hashes nothing or the request lacks the value (the load balancer then picks at random, as Envoy does).
     public func hashKey(cluster: Int, request: borrowing RequestView, sourceAddress: Span<UInt8>) -> UInt64? {
-        let key: LoadBalancerSettings.HashKey
+        let key: HashSource
         switch clusters[cluster].loadBalancing {
         case .ringHash(let k, _), .maglev(let k, _): key = k
         default: return nil
@@ -150,65 +150,19 @@ extension RouteTable {
         case .sourceIP:
             return Self.hash(sourceAddress, 0..<sourceAddress.count)
         case .header(let name):
-            // Stored lowercase at decode time; compared against fields case-insensitively.
-            return hashHeader(name, request)
+            return request.header(name).map { Self.hash(bytes, $0) }
         case .queryParameter(let name):
-            return hashQuery(name, request)
-        case .cookie(let name, _, _):
+            return request.queryParameter(name).map { Self.hash(bytes, $0) }
+        case .cookie(let name):
             guard let cookies = request.header(Self.cookieName) else { return nil }
             return Self.cookieValue(name, bytes, cookies).map { Self.hash(bytes, $0) }
         }
     }
 
-    private func hashHeader(_ name: String, _ request: borrowing RequestView) -> UInt64? {
-        // The name's bytes: a String of ASCII stores them inline or in its buffer; iterating utf8 allocates not.
-        let fields = request.fields
-        for n in 0..<fields.count where fields[n].name.count == name.utf8.count {
-            let f = fields[n]
-            var equal = true
-            var i = f.name.lowerBound
-            for c in name.utf8 {
-                if asciiLower(request.bytes[i]) != c {
-                    equal = false
-                    break
-                }
-                i += 1
-            }
-            if equal { return Self.hash(request.bytes, f.value) }
-        }
-        return nil
-    }
-
-    private func hashQuery(_ name: String, _ request: borrowing RequestView) -> UInt64? {
-        guard let query = request.query else { return nil }
-        let bytes = request.bytes
-        var i = query.lowerBound
-        while i < query.upperBound {
-            var end = i
-            while end < query.upperBound, bytes[end] != UInt8(ascii: "&") { end += 1 }
-            var eq = i
-            while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
-            if eq - i == name.utf8.count {
-                var equal = true
-                var k = i
-                for c in name.utf8 {
-                    if bytes[k] != c {
-                        equal = false
-                        break
-                    }
-                    k += 1
-                }
-                if equal { return Self.hash(bytes, eq < end ? (eq + 1)..<end : end..<end) }
-            }
-            i = end + 1
-        }
-        return nil
-    }
-
     static let cookieName: [UInt8] = Array("cookie".utf8)
 
     /// The value of cookie `name` in a Cookie field value (`a=1; b=2`).
-    static func cookieValue(_ name: String, _ bytes: Span<UInt8>, _ range: Range<Int>) -> Range<Int>? {
+    static func cookieValue(_ name: [UInt8], _ bytes: Span<UInt8>, _ range: Range<Int>) -> Range<Int>? {
         var i = range.lowerBound
         while i < range.upperBound {
             while i < range.upperBound, bytes[i] == UInt8(ascii: " ") { i += 1 }
@@ -216,18 +170,7 @@ extension RouteTable {
             while end < range.upperBound, bytes[end] != UInt8(ascii: ";") { end += 1 }
             var eq = i
             while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
-            if eq < end, eq - i == name.utf8.count {
-                var equal = true
-                var k = i
-                for c in name.utf8 {
-                    if bytes[k] != c {
-                        equal = false
-                        break
-                    }
-                    k += 1
-                }
-                if equal { return (eq + 1)..<end }
-            }
+            if eq < end, eq - i == name.count, equal(bytes, i, name, ignoringCase: false) { return (eq + 1)..<end }
             i = end + 1
         }
         return nil

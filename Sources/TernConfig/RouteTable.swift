@@ -187,6 +187,24 @@ public enum LoadBalancingPolicy: Sendable {
     case leastRequest
     case roundRobin
     case random
-    case ringHash(key: LoadBalancerSettings.HashKey, ring: HashRing)
-    case maglev(key: LoadBalancerSettings.HashKey, table: MaglevTable)
+    case ringHash(key: HashSource, ring: HashRing)
+    case maglev(key: HashSource, table: MaglevTable)
+}
+
+/// What a consistent hash is computed from, with names as the bytes requests are compared with.
+public enum HashSource: Sendable, Equatable {
+    /// A lowercase header name.
+    case header([UInt8])
+    case cookie([UInt8])
+    case sourceIP
+    case queryParameter([UInt8])
+
+    init(_ key: LoadBalancerSettings.HashKey) {
+        switch key {
+        case .header(let name): self = .header(Array(name.lowercased().utf8))
+        case .cookie(let name, _, _): self = .cookie(Array(name.utf8))
+        case .sourceIP: self = .sourceIP
+        case .queryParameter(let name): self = .queryParameter(Array(name.utf8))
+        }
+    }
 }

@@ -4,40 +4,8 @@ import subprocess
 
 from conftest import tern_bin
 
-CANARY = """\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9001}, labels: {track: stable}}
-  - {address: 127.0.0.1, ports: {http: 9002}, labels: {track: beta}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  http:
-  - match: [{headers: {x-beta: {exact: "yes"}}}]
-    route: [{destination: {host: cart, subset: beta}}]
-  - route:
-    - {destination: {host: cart, subset: stable}, weight: 80}
-    - {destination: {host: cart, subset: beta}, weight: 20}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: cart, namespace: shop}
-spec:
-  host: cart
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-  subsets:
-  - {name: stable, labels: {track: stable}}
-  - {name: beta, labels: {track: beta}}
-"""
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "Fixtures", "config")
+CANARY = open(os.path.join(FIXTURES, "canary.yaml")).read()  # the canary of issue 4, also used by TernConfigTests
 
 BAD = """\
 apiVersion: networking.istio.io/v1

@@ -2,41 +2,15 @@ import TernConfig
 import TernHTTP
 import Testing
 
-/// The canary from issue 4, as written there.
-let canaryYAML = """
-    apiVersion: networking.istio.io/v1
-    kind: ServiceEntry
-    metadata: {name: cart, namespace: shop}
-    spec:
-      hosts: [cart]
-      ports: [{number: 80, name: http, protocol: HTTP}]
-      resolution: STATIC
-      endpoints:
-      - {address: 127.0.0.1, ports: {http: 9001}, labels: {track: stable}}
-      - {address: 127.0.0.1, ports: {http: 9002}, labels: {track: beta}}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: VirtualService
-    metadata: {name: cart, namespace: shop}
-    spec:
-      hosts: [cart]
-      http:
-      - match: [{headers: {x-beta: {exact: "yes"}}}]
-        route: [{destination: {host: cart, subset: beta}}]
-      - route:
-        - {destination: {host: cart, subset: stable}, weight: 80}
-        - {destination: {host: cart, subset: beta}, weight: 20}
-    ---
-    apiVersion: networking.istio.io/v1
-    kind: DestinationRule
-    metadata: {name: cart, namespace: shop}
-    spec:
-      host: cart
-      trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-      subsets:
-      - {name: stable, labels: {track: stable}}
-      - {name: beta, labels: {track: beta}}
-    """
+/// The canary from issue 4, as written there (Tests/Fixtures/config/canary.yaml, shared with test_validate.py).
+let canaryYAML: String = {
+    let path = "/" + #filePath.split(separator: "/").dropLast(2).joined(separator: "/") + "/Fixtures/config/canary.yaml"
+    guard let files = try? ConfigFiles.read(path) else {
+        Issue.record("cannot read \(path)")
+        return ""
+    }
+    return files[0].text
+}()
 
 /// Loads YAML and compiles it, failing the test on any error.
 func compile(_ yaml: String, namespace: String = "default") throws -> RouteTable {
