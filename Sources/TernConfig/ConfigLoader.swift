@@ -79,6 +79,8 @@ struct ConfigValidator {
         var out: [Diagnostic] = []
         var seen: [String: Resource] = [:]
         var serviceHosts: [String: ServiceEntry] = [:]
+        var serviceOwner: [String: String] = [:]
+        var routeOwner: [String: String] = [:]
         var subsetsByHost: [String: Set<String>] = [:]
         for r in resources {
             let key = "\(r.kind)/\(r.namespace)/\(r.name)"
@@ -90,7 +92,24 @@ struct ConfigValidator {
             }
             switch r.spec {
             case .serviceEntry(let se):
-                for h in se.hosts where serviceHosts[h] == nil { serviceHosts[h] = se }
+                for (h, mark) in zip(se.hosts, se.hostMarks) {
+                    if let first = serviceOwner[h] {
+                        out.append(Diagnostic(.warning, file: r.file, line: mark.line, resource: r.label, path: mark.path,
+                                              message: "host \(h) is already declared by \(first); this declaration is ignored"))
+                    } else {
+                        serviceHosts[h] = se
+                        serviceOwner[h] = r.label
+                    }
+                }
+            case .virtualService(let vs):
+                for (h, mark) in zip(vs.hosts, vs.hostMarks) {
+                    if let first = routeOwner[h] {
+                        out.append(Diagnostic(.warning, file: r.file, line: mark.line, resource: r.label, path: mark.path,
+                                              message: "host \(h) is already routed by \(first); this VirtualService is not used for it"))
+                    } else {
+                        routeOwner[h] = r.label
+                    }
+                }
             case .destinationRule(let dr):
                 subsetsByHost[dr.host, default: []].formUnion(dr.subsets.map(\.name))
             default:

@@ -41,8 +41,14 @@ final class ResourceDecoder {
         let known = Self.networkingGroups.contains(apiVersion) ? Self.networkingKinds
             : Self.securityGroups.contains(apiVersion) ? Self.securityKinds : nil
         guard let known else {
-            error(top["apiVersion"]!.line, "apiVersion",
-                  "unsupported \"\(apiVersion)\" (networking.istio.io/v1, v1beta1, v1alpha3; security.istio.io/v1, v1beta1)")
+            if apiVersion.hasPrefix("networking.istio.io/") || apiVersion.hasPrefix("security.istio.io/") {
+                error(top["apiVersion"]!.line, "apiVersion",
+                      "unsupported \"\(apiVersion)\" (networking.istio.io/v1, v1beta1, v1alpha3; security.istio.io/v1, v1beta1)")
+            } else {
+                // A Deployment or ConfigMap next to the Istio resources (one manifest directory): not ours.
+                diagnostics.append(Diagnostic(.warning, file: file, line: top["apiVersion"]!.line, resource: "",
+                                              path: "apiVersion", message: "\(kind) \(apiVersion) is not an Istio resource; ignored"))
+            }
             return nil
         }
         guard known.contains(kind) else {

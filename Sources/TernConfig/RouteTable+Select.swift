@@ -185,3 +185,23 @@ extension RouteTable {
         return mix(h)
     }
 }
+
+extension RouteTable {
+    /// The first TCP route of a virtual host that applies to a connection to `port` (a route without port matches
+    /// applies to every port); nil when none does. destinationSubnets are kept but not matched yet.
+    public func selectTCP(virtualHost: Int, port: UInt16) -> Int? {
+        let routes = virtualHosts[virtualHost].tcpRoutes
+        for r in 0..<routes.count {
+            let ports = routes[r].ports
+            if ports.isEmpty { return r }
+            for i in 0..<ports.count where ports[i] == port { return r }
+        }
+        return nil
+    }
+
+    /// A weighted destination of TCP route `route` of `virtualHost`, as `pickDestination` does for HTTP.
+    public func pickTCPDestination(virtualHost: Int, route: Int, random: UInt64) -> WeightedCluster? {
+        let r = virtualHosts[virtualHost].tcpRoutes[route]
+        return Self.pick(r.destinations, total: r.totalWeight, random: random)
+    }
+}

@@ -202,3 +202,104 @@ import Testing
 }
 
 func pow2(_ x: Double) -> Double { x * x }
+
+@Suite struct MoreRoutingTests {
+    @Test func absoluteFormTargetsMatchOnTheirPath() throws {
+        let t = try compile(RoutingTests.service + """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: svc, namespace: ns}
+            spec:
+              hosts: [svc]
+              http:
+              - match: [{uri: {exact: /p}, queryParams: {a: {exact: b}}}]
+                directResponse: {status: 201}
+              - directResponse: {status: 404}
+            """, namespace: "ns")
+        let m = try select(t, "GET http://svc/p?a=b HTTP/1.1\r\nHost: svc\r\n\r\n")
+        guard case .directResponse(201, _) = t.route(m)?.action else { Issue.record("\(m)"); return }
+    }
+
+    @Test func multiPortServicesPickTheClusterByPortAndPortLevelPolicyReplacesBlocks() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: m, namespace: ns}
+            spec:
+              hosts: [m]
+              ports: [{number: 80, name: http}, {number: 8080, name: admin, targetPort: 9090}]
+              resolution: DNS
+              endpoints: [{address: m-1.internal, ports: {http: 8000}}, {address: 10.0.0.9}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: m, namespace: ns}
+            spec:
+              host: m
+              trafficPolicy:
+                loadBalancer: {simple: ROUND_ROBIN}
+                connectionPool: {tcp: {maxConnections: 3}}
+                portLevelSettings:
+                - port: {number: 8080}
+                  loadBalancer: {simple: RANDOM}
+            """, namespace: "ns")
+        let m = try select(t, get("/", host: "m.ns:8080"), port: 8080)
+        let d = try #require(t.pickDestination(m, random: 0))
+        let c80 = try #require(d.cluster(port: 80))
+        let c8080 = try #require(d.cluster(port: 8080))
+        #expect(d.cluster(port: 1234) == c80)  // no such service port: the first
+        #expect(t.clusters[c80].endpoints.map { "\($0.address):\($0.port):\($0.needsResolution)" } ==
+                ["m-1.internal:8000:true", "10.0.0.9:80:false"])
+        #expect(t.clusters[c8080].endpoints.map(\.port) == [9090, 9090])
+        #expect(t.clusters[c80].policy.connectionPool?.maxConnections == 3)
+        // Port level replaces all four blocks: the DR's connectionPool is not inherited on 8080.
+        #expect(t.clusters[c8080].policy.connectionPool == nil)
+        if case .random = t.clusters[c8080].loadBalancing {} else { Issue.record("8080 is not RANDOM") }
+        if case .roundRobin = t.clusters[c80].loadBalancing {} else { Issue.record("80 is not ROUND_ROBIN") }
+    }
+
+    @Test func tcpRoutesByPort() throws {
+        let t = try compile(RoutingTests.service + """
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: svc, namespace: ns}
+            spec:
+              hosts: [svc]
+              tcp:
+              - match: [{port: 5432}]
+                route: [{destination: {host: svc}}]
+              - route: [{destination: {host: svc}, weight: 1}, {destination: {host: svc}, weight: 0}]
+            """, namespace: "ns")
+        let name = Array("svc".utf8)
+        let found = t.virtualHost(for: name.span)
+        let vh = try #require(found)
+        #expect(t.selectTCP(virtualHost: vh, port: 5432) == 0)
+        #expect(t.selectTCP(virtualHost: vh, port: 80) == 1)
+        #expect(t.pickTCPDestination(virtualHost: vh, route: 1, random: .max)?.weight == 1)
+    }
+
+    @Test func duplicateHostsAndForeignResourcesWarn() {
+        let yaml = """
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: web}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: a}
+            spec: {hosts: [h.example.com], http: [{directResponse: {status: 200}}]}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: b}
+            spec:
+              hosts:
+              - h.example.com
+              http: [{directResponse: {status: 200}}]
+            """
+        #expect(diagnostics(yaml) == [
+            "f.yaml:1: warning: apiVersion: Deployment apps/v1 is not an Istio resource; ignored",
+            "f.yaml:15: warning: VirtualService default/b: spec.hosts[0]: host h.example.com is already routed by VirtualService default/a; this VirtualService is not used for it",
+        ])
+    }
+}
