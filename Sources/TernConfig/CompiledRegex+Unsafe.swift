@@ -13,6 +13,7 @@ import CTernPCRE2
         public var offset: Int
     }
 
+    // SAFETY: takes ownership of a non-NULL code from tern_regex_compile, freed in deinit.
     private init(code: OpaquePointer) { unsafe self.code = unsafe code }
 
     deinit {
@@ -31,6 +32,7 @@ import CTernPCRE2
                 unsafe tern_regex_compile(p.baseAddress, p.count, caseless ? 1 : 0, m.baseAddress, capacity, &offset)
             }
         }
+        // SAFETY: NULL means failure; otherwise ownership passes to the CompiledRegex below.
         guard let code = unsafe code else {
             let text = String(decoding: message.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
             return .failure(CompileError(message: text, offset: offset))

@@ -20,12 +20,14 @@ public enum ConfigFiles {
         // readdir call invalidates it.
         guard let dir = unsafe opendir(path) else { throw ReadError(path: path, message: errnoText()) }
         while let entry = unsafe readdir(dir) {
+            // SAFETY: `entry` is valid until the next readdir; d_name is NUL-terminated within its array.
             let name = unsafe withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 unsafe String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
             if name.hasPrefix(".") { continue }
             if name.hasSuffix(".yaml") || name.hasSuffix(".yml") { names.append(name) }
         }
+        // SAFETY: closes the handle opened above, once.
         unsafe closedir(dir)
         let base = path.hasSuffix("/") ? path : path + "/"
         var out: [(path: String, text: String)] = []
@@ -39,13 +41,16 @@ public enum ConfigFiles {
     private static func readFile(_ path: String) throws(ReadError) -> String {
         // SAFETY: the FILE handle is closed before returning; fread writes at most the chunk's count.
         guard let f = unsafe fopen(path, "rb") else { throw ReadError(path: path, message: errnoText()) }
+        // SAFETY: closes the handle opened above, once.
         defer { unsafe fclose(f) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
+            // SAFETY: `chunk` is valid for its count during the call; fread writes at most that many bytes.
             let n = unsafe chunk.withUnsafeMutableBytes { unsafe fread($0.baseAddress, 1, $0.count, f) }
             if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
             if n < chunk.count {
+                // SAFETY: `f` is open until the deferred fclose.
                 if unsafe ferror(f) != 0 { throw ReadError(path: path, message: errnoText()) }
                 break
             }
