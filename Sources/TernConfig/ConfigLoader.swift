@@ -102,6 +102,7 @@ struct ConfigValidator {
                     }
                 }
             case .virtualService(let vs):
+                if !vs.gateways.isEmpty, !vs.gateways.contains("mesh") { continue }  // not for sidecars
                 for (h, mark) in zip(vs.hosts, vs.hostMarks) {
                     if let first = routeOwner[h] {
                         out.append(Diagnostic(.warning, file: r.file, line: mark.line, resource: r.label, path: mark.path,

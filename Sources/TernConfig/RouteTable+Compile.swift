@@ -42,8 +42,9 @@ private struct RouteCompiler {
         // ServiceEntry host no VirtualService claims, with a default route to the service.
         var hostOwner: [String: Int] = [:]
         for r in resources {
-            guard case .virtualService(let vs) = r.spec else { continue }
-            let routes = vs.http.map { compileRoute($0) }
+            // A VirtualService bound to gateways without `mesh` does not apply to sidecars (Istio's rule).
+            guard case .virtualService(let vs) = r.spec, Self.appliesToMesh(vs.gateways) else { continue }
+            let routes = vs.http.compactMap { compileRoute($0, gateways: vs.gateways) }
             let tcp = vs.tcp.map { compileTCP($0) }
             for h in vs.hosts where hostOwner[h] == nil {
                 hostOwner[h] = virtualHosts.count
@@ -93,7 +94,16 @@ private struct RouteCompiler {
                           exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll)
     }
 
-    mutating func compileRoute(_ r: HTTPRoute) -> Route {
+    static func appliesToMesh(_ gateways: [String]) -> Bool { gateways.isEmpty || gateways.contains("mesh") }
+
+    /// nil when every match of the route names gateways without `mesh` (a match's `gateways` overrides the
+    /// VirtualService's): the route is then for gateways only.
+    mutating func compileRoute(_ r: HTTPRoute, gateways: [String]) -> Route? {
+        var r = r
+        if !r.match.isEmpty {
+            r.match = r.match.filter { Self.appliesToMesh($0.gateways.isEmpty ? gateways : $0.gateways) }
+            if r.match.isEmpty { return nil }
+        }
         let action: RouteAction
         if let redirect = r.redirect {
             action = .redirect(redirect)

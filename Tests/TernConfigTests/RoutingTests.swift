@@ -303,3 +303,31 @@ func pow2(_ x: Double) -> Double { x * x }
         ])
     }
 }
+
+@Suite struct GatewayBindingTests {
+    @Test func gatewayOnlyVirtualServicesAndMatchesAreNotUsedBySidecars() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: edge}
+            spec:
+              hosts: [a.example.com]
+              gateways: [istio-system/ingress]
+              http: [{directResponse: {status: 500}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {name: both}
+            spec:
+              hosts: [b.example.com]
+              gateways: [ingress, mesh]
+              http:
+              - match: [{uri: {prefix: /}, gateways: [ingress]}]
+                directResponse: {status: 500}
+              - directResponse: {status: 200}
+            """)
+        #expect(try select(t, get("/", host: "a.example.com")) == .noHost)
+        let m = try select(t, get("/", host: "b.example.com"))
+        guard case .directResponse(200, _) = t.route(m)?.action else { Issue.record("\(m)"); return }
+    }
+}
