@@ -135,6 +135,24 @@ struct ConfigValidator {
             }
         }
         for r in resources {
+            guard case .destinationRule(let dr) = r.spec, !dr.host.hasPrefix("*") else { continue }
+            guard let se = serviceHosts[dr.host] ?? wildcardService(dr.host, serviceHosts) else {
+                out.append(Diagnostic(.warning, file: r.file, line: dr.hostMark.line, resource: r.label,
+                                      path: dr.hostMark.path,
+                                      message: "no ServiceEntry declares host \(dr.host); this rule applies to nothing yet"))
+                continue
+            }
+            // A subset that selects none of the declared endpoints answers 503 (UH) at run time.
+            guard se.resolution == .STATIC || !se.endpoints.isEmpty else { continue }
+            for subset in dr.subsets where !se.endpoints.contains(where: { e in
+                subset.labels.allSatisfy { e.labels[$0.key] == $0.value }
+            }) {
+                out.append(Diagnostic(.warning, file: r.file, line: subset.mark.line, resource: r.label,
+                                      path: subset.mark.path,
+                                      message: "subset \(subset.name) selects no endpoint of \(dr.host); requests routed to it get 503 (UH)"))
+            }
+        }
+        for r in resources {
             guard case .virtualService(let vs) = r.spec else { continue }
             for route in vs.http {
                 for d in route.route { checkDestination(d.destination, r, wildcardHosts: vs.hosts) }

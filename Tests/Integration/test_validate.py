@@ -51,11 +51,12 @@ BAD_LINES = [
     "bad.yaml:17: VirtualService default/reviews: spec.http[0].timeout: invalid duration \"5 seconds\" (write e.g. 30s, 1.5s, 100ms, 1h30m)",
     "bad.yaml:18: VirtualService default/reviews: spec.http[0].retries.retryOn: unknown retryOn policy \"bogus\"",
     "bad.yaml:19: VirtualService default/reviews: spec.http[0].colour: unknown field",
+    "bad.yaml:25: warning: DestinationRule default/reviews: spec.host: no ServiceEntry declares host reviews.default.svc.cluster.local; this rule applies to nothing yet",
     "bad.yaml:27: warning: DestinationRule default/reviews: spec.trafficPolicy.loadBalancer.simple: LEAST_CONN is deprecated; use LEAST_REQUEST (same policy)",
     "bad.yaml:28: DestinationRule default/reviews: spec.trafficPolicy.outlierDetection.interval: invalid duration \"1x\" (write e.g. 30s, 1.5s, 100ms, 1h30m)",
     "bad.yaml:28: DestinationRule default/reviews: spec.trafficPolicy.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 101",
     "bad.yaml:31: DestinationRule default/reviews: spec.subsets[1].name: duplicate subset name \"v1\"",
-    "tern validate: 10 error(s), 3 warning(s); not applied",
+    "tern validate: 10 error(s), 4 warning(s); not applied",
 ]
 
 
@@ -90,7 +91,8 @@ def test_directory_is_read_in_name_order_and_paths_are_as_reached(tmp_path):
     assert code == 1
     assert lines == [
         "conf/a.yaml:5: DestinationRule default/d: spec.hots: unknown field",
-        "tern validate: 1 error(s), 0 warning(s); not applied",
+        "conf/a.yaml:6: warning: DestinationRule default/d: spec.host: no ServiceEntry declares host d.default.svc.cluster.local; this rule applies to nothing yet",
+        "tern validate: 1 error(s), 1 warning(s); not applied",
     ]
 
 

@@ -43,9 +43,11 @@ import Testing
         // duplicate names and subsets; deprecated LEAST_CONN; bad enum
         ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: d\n  trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}\n  subsets: [{name: a}, {name: a}]\n---\n"
             + "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: d\nspec:\n  host: d\n  trafficPolicy: {tls: {mode: MTLS}}\n",
-         ["f.yaml:6: warning: DestinationRule default/d: spec.trafficPolicy.loadBalancer.simple: LEAST_CONN is deprecated; use LEAST_REQUEST (same policy)",
+         ["f.yaml:5: warning: DestinationRule default/d: spec.host: no ServiceEntry declares host d.default.svc.cluster.local; this rule applies to nothing yet",
+          "f.yaml:6: warning: DestinationRule default/d: spec.trafficPolicy.loadBalancer.simple: LEAST_CONN is deprecated; use LEAST_REQUEST (same policy)",
           "f.yaml:7: DestinationRule default/d: spec.subsets[1].name: duplicate subset name \"a\"",
           "f.yaml:12: DestinationRule default/d: metadata.name: duplicate name (first defined at f.yaml:3)",
+          "f.yaml:14: warning: DestinationRule default/d: spec.host: no ServiceEntry declares host d.default.svc.cluster.local; this rule applies to nothing yet",
           "f.yaml:15: DestinationRule default/d: spec.trafficPolicy.tls.mode: unknown value \"MTLS\""]),
         // ServiceEntry: STATIC with a name, an unknown port name, bad port
         ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [s]\n  ports: [{number: 70000, name: http}]\n  resolution: STATIC\n  endpoints:\n  - address: db.local\n    ports: {grpc: 9000}\n",
@@ -61,7 +63,8 @@ import Testing
         (vsHead + "  http:\n  - directResponse: {status: 200}\n    fault: {delay: {fixedDelay: 5s, percentage: {value: 101}}}\n",
          ["f.yaml:8: VirtualService ns/r: spec.http[0].fault.delay.percentage.value: must be between 0 and 100, got 101"]),
         ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: d\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: a, useSourceIp: true}\n",
-         ["f.yaml:8: DestinationRule default/d: spec.trafficPolicy.loadBalancer.consistentHash: httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName are mutually exclusive"]),
+         ["f.yaml:5: warning: DestinationRule default/d: spec.host: no ServiceEntry declares host d.default.svc.cluster.local; this rule applies to nothing yet",
+          "f.yaml:8: DestinationRule default/d: spec.trafficPolicy.loadBalancer.consistentHash: httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName are mutually exclusive"]),
     ]
 
     @Test(arguments: 0..<cases.count)
@@ -84,5 +87,39 @@ import Testing
         let m = try select(table, get("/", host: "r.ns"))
         #expect(m.found)
         #expect(table.pickDestination(m, random: 0)?.cluster(port: 80) == nil)
+    }
+}
+
+@Suite struct DestinationRuleWarningTests {
+    @Test func unknownHostAndEmptySubsetWarn() {
+        let yaml = """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: s}
+            spec:
+              hosts: [s]
+              ports: [{number: 80, name: http}]
+              resolution: STATIC
+              endpoints: [{address: 10.0.0.1, labels: {v: "1"}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: s}
+            spec:
+              host: s
+              subsets:
+              - {name: one, labels: {v: "1"}}
+              - {name: two, labels: {v: "2"}}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: t}
+            spec:
+              host: t
+            """
+        #expect(diagnostics(yaml) == [
+            "f.yaml:17: warning: DestinationRule default/s: spec.subsets[1]: subset two selects no endpoint of s.default.svc.cluster.local; requests routed to it get 503 (UH)",
+            "f.yaml:23: warning: DestinationRule default/t: spec.host: no ServiceEntry declares host t.default.svc.cluster.local; this rule applies to nothing yet",
+        ])
     }
 }
