@@ -36,9 +36,11 @@ public struct LoadBalancer: Sendable {
         self.cluster = cluster
     }
 
-    /// An endpoint index of the bound cluster in `table`, nil when it has none. `random` is a fresh uniformly
+    /// An endpoint index of the bound cluster in `table`, nil when it has none (or when `table` is not the one
+    /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random` is a fresh uniformly
     /// random number from the caller; `hashKey` the request's consistent-hash key (`RouteTable.hashKey`), if any.
     public mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+        guard cluster < table.clusters.count else { return nil }
         let c = table.clusters[cluster]
         let n = c.endpoints.count
         guard n > 0, n == outstanding.count else { return nil }

@@ -7,7 +7,7 @@ import TernIO
 struct ValidateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "validate",
-        abstract: "Check Istio configuration (a file, or a directory of *.yaml / *.yml) the way tern proxy --config would load it."
+        abstract: "Check Istio configuration (a file, or a directory of *.yaml / *.yml): decode, validate and compile it as the proxy will, and report every problem."
     )
 
     @Argument(help: "A YAML file (multi-document) or a directory of *.yaml / *.yml files, read in name order.")
