@@ -15,10 +15,20 @@ import Testing
 
         """
 
+    /// The ServiceEntry above and the start of a VirtualService for it, up to `spec.hosts`.
+    static let virtualService = service + """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: svc, namespace: ns}
+        spec:
+          hosts: [svc]
+
+        """
+
     /// A VirtualService on host svc (namespace ns) whose routes are `routes`, each answering its index as status
     /// 200 + i, so tests read which route won.
     func table(_ matches: [String]) throws -> RouteTable {
-        var yaml = Self.service + "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: svc, namespace: ns}\nspec:\n  hosts: [svc]\n  http:\n"
+        var yaml = Self.virtualService + "  http:\n"
         for (i, m) in matches.enumerated() {
             yaml += "  - match: [\(m)]\n    directResponse: {status: \(200 + i)}\n"
         }
@@ -130,12 +140,7 @@ import Testing
     }
 
     @Test func threeWaySplitFollowsRelativeWeights() throws {
-        let yaml = Self.service + """
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata: {name: svc, namespace: ns}
-            spec:
-              hosts: [svc]
+        let yaml = RoutingTests.virtualService + """
               http:
               - route:
                 - {destination: {host: svc, port: {number: 80}}, weight: 1, headers: {request: {set: {x-w: "1"}}}}
@@ -205,12 +210,7 @@ func pow2(_ x: Double) -> Double { x * x }
 
 @Suite struct MoreRoutingTests {
     @Test func absoluteFormTargetsMatchOnTheirPath() throws {
-        let t = try compile(RoutingTests.service + """
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata: {name: svc, namespace: ns}
-            spec:
-              hosts: [svc]
+        let t = try compile(RoutingTests.virtualService + """
               http:
               - match: [{uri: {exact: /p}, queryParams: {a: {exact: b}}}]
                 directResponse: {status: 201}
@@ -259,12 +259,7 @@ func pow2(_ x: Double) -> Double { x * x }
     }
 
     @Test func tcpRoutesByPort() throws {
-        let t = try compile(RoutingTests.service + """
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata: {name: svc, namespace: ns}
-            spec:
-              hosts: [svc]
+        let t = try compile(RoutingTests.virtualService + """
               tcp:
               - match: [{port: 5432}]
                 route: [{destination: {host: svc}}]
