@@ -17,6 +17,8 @@ public struct Resource: Sendable {
     /// Line of `metadata.name` (duplicate names are reported there).
     public var nameLine: Int
     public var spec: Spec
+    /// The document as written (minus nothing), e.g. for /config_dump (`YAMLNode.json`).
+    public var document: YAMLNode
 
     public enum Spec: Sendable {
         case serviceEntry(ServiceEntry)

@@ -68,7 +68,8 @@ final class ResourceDecoder {
         resourceLabel = "\(kind) \(namespace)/\(name)"
         if name.isEmpty { error(top["metadata"]?.line ?? document.line, "metadata.name", "required field missing") }
         var resource = Resource(apiVersion: apiVersion, kind: kind, name: name, namespace: namespace, file: file,
-                                line: document.line, nameLine: nameLine, spec: .other(top["spec"]?.node))
+                                line: document.line, nameLine: nameLine, spec: .other(top["spec"]?.node),
+                                document: document)
         guard let spec = top["spec"] else {
             if kind == "ServiceEntry" || kind == "VirtualService" || kind == "DestinationRule" {
                 error(document.line, "spec", "required field missing")

@@ -228,3 +228,13 @@ import Testing
         #expect(se.endpoints.first?.weight == 3 && se.endpoints.first?.locality == "us/a")
     }
 }
+
+@Suite struct JSONTests {
+    @Test func documentsRenderAsJSONWithKubernetesScalarTypes() throws {
+        let set = ConfigLoader.load(yaml: canaryYAML, namespace: "default")
+        #expect(set.resources[2].document.json ==
+            #"{"apiVersion":"networking.istio.io/v1","kind":"DestinationRule","metadata":{"name":"cart","namespace":"shop"},"spec":{"host":"cart","trafficPolicy":{"loadBalancer":{"simple":"ROUND_ROBIN"}},"subsets":[{"name":"stable","labels":{"track":"stable"}},{"name":"beta","labels":{"track":"beta"}}]}}"#)
+        let docs = try YAMLReader.documents("a: [1, 1.5, true, ~, \"2\", 'q\"\\x', \"tab\\there\", .5, 1e3]\n", file: "t")
+        #expect(docs[0].root.json == #"{"a":[1,1.5,true,null,"2","q\"\\x","tab\there",".5",1e3]}"#)
+    }
+}
