@@ -21,6 +21,7 @@ let package = Package(
         // For the fuzz package (Tools/fuzz).
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
         .library(name: "TernProxy", targets: ["TernProxy"]),
+        .library(name: "TernConfig", targets: ["TernConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,10 +37,21 @@ let package = Package(
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
         .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP"], swiftSettings: strict),
+        // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
+        .systemLibrary(name: "CTernYAML"),
+        // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.
+        .target(name: "CTernPCRE2", linkerSettings: [.linkedLibrary("pcre2-8")]),
+        // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable; load balancers.
+        // A pure library: no system call beyond reading the config files, no reactor code.
+        .target(
+            name: "TernConfig",
+            dependencies: ["TernCore", "TernHTTP", "CTernYAML", "CTernPCRE2"],
+            swiftSettings: strict + [.enableExperimentalFeature("Lifetimes")]
+        ),
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernProxy", "TernIO", "TernCore",
+                "TernProxy", "TernIO", "TernCore", "TernConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -72,5 +84,6 @@ let package = Package(
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
+        .testTarget(name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"]),
     ]
 )

@@ -9,7 +9,7 @@ struct Tern: ParsableCommand {
         commandName: "tern",
         abstract: "Tern, a service-mesh sidecar proxy.",
         version: TernVersion.string,
-        subcommands: [ProxyCommand.self]
+        subcommands: [ProxyCommand.self, ValidateCommand.self]
     )
 }
 
@@ -21,6 +21,9 @@ do {
     var command = try Tern.parseAsRoot()
     if var proxy = command as? ProxyCommand {
         exit(proxy.runProxy())
+    }
+    if let validate = command as? ValidateCommand {
+        exit(validate.runValidate())
     }
     try command.run()
 } catch {

@@ -3,7 +3,7 @@
 # PATH: installs what is missing, then runs
 #   1. the C shims' tests under AddressSanitizer and UBSan (CMake + ctest),
 #   2. the unsafe-code lint,
-#   3. one debug build and every Swift unit test (swift test),
+#   3. one debug build and every Swift unit test (swift test), then the route-selection allocation count,
 #   4. the thread sanitizer on the cross-thread primitives (a small filtered run),
 #   5. the HTTP/1.1 parser's fuzz target: corpus and past crashers replayed, then a bounded fuzz run,
 #   6. the integration tests: the real `tern` binary with real sockets and peers (pytest).
@@ -24,6 +24,11 @@ bash Tools/scripts/check-unsafe.sh
 step "swift build and unit tests"
 swift build --build-tests
 swift test --skip-build
+
+step "route selection allocates nothing (per-thread malloc counter, LD_PRELOAD)"
+counter="$root/.build/count_malloc.so"
+gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$counter" Tools/malloc-count/count_malloc.c
+LD_PRELOAD="$counter" swift test --skip-build --filter AllocationTests
 
 step "thread sanitizer (cross-thread primitives)"
 # The reactor loop driven from another thread (drain, stop, wake). Code that shares a Synchronization.Mutex

@@ -1,0 +1,88 @@
+import TernHTTP
+
+/// What route matching reads of a request, over the bytes it was parsed from: nothing is copied. Built by the
+/// proxy per request from TernHTTP's `HTTP1Head` (whose fields are ranges into the received bytes) and the bytes
+/// as a `Span`; it cannot outlive them. Ranges it returns are ranges of `bytes`.
+public struct RequestView: ~Escapable {
+    public enum Scheme: Sendable { case http, https }
+
+    public let bytes: Span<UInt8>
+    /// The head's field lines (a reference to the parser's array: no copy).
+    public let fields: [HTTP1Head.Field]
+    public let method: Range<Int>
+    /// The path of the request-target, before any `?` (for an absolute-form target, after the authority).
+    public let path: Range<Int>
+    /// The query after `?`, without it; nil when the target has no `?`.
+    public let query: Range<Int>?
+    public let scheme: Scheme
+
+    @_lifetime(copy bytes)
+    public init(head: borrowing HTTP1Head, bytes: Span<UInt8>, scheme: Scheme = .http) {
+        self.bytes = bytes
+        self.fields = head.fields
+        self.method = head.methodBytes
+        self.scheme = scheme
+        var start = head.target.lowerBound
+        let end = head.target.upperBound
+        if head.targetForm == .absolute {
+            // scheme "://" authority path: skip to the first "/" after "://", or an empty path.
+            var i = start
+            var slashes = 0
+            while i < end {
+                if bytes[i] == UInt8(ascii: "/") {
+                    slashes += 1
+                    if slashes == 3 { break }
+                }
+                i += 1
+            }
+            start = i
+        }
+        var q = start
+        while q < end, bytes[q] != UInt8(ascii: "?") { q += 1 }
+        self.path = start..<q
+        self.query = q < end ? (q + 1)..<end : nil
+    }
+
+    /// The value of the first field named `lowercaseName` (ASCII case-insensitive), nil when absent.
+    public func header(_ lowercaseName: [UInt8]) -> Range<Int>? {
+        // Index loops throughout: a for-in over an array of structs allocates an iterator box in unoptimised
+        // builds, and this runs per request.
+        for n in 0..<fields.count where fields[n].name.count == lowercaseName.count {
+            let name = fields[n].name
+            var equal = true
+            var j = 0
+            var i = name.lowerBound
+            while i < name.upperBound {
+                if asciiLower(bytes[i]) != lowercaseName[j] {
+                    equal = false
+                    break
+                }
+                j += 1
+                i += 1
+            }
+            if equal { return fields[n].value }
+        }
+        return nil
+    }
+
+    /// The value of query parameter `name` (compared byte for byte, not percent-decoded); an empty range for
+    /// `?name` or `?name=`; nil when absent.
+    public func queryParameter(_ name: [UInt8]) -> Range<Int>? {
+        guard let query else { return nil }
+        var i = query.lowerBound
+        while i < query.upperBound {
+            var end = i
+            while end < query.upperBound, bytes[end] != UInt8(ascii: "&") { end += 1 }
+            var eq = i
+            while eq < end, bytes[eq] != UInt8(ascii: "=") { eq += 1 }
+            if eq - i == name.count, RouteTable.equal(bytes, i, name, ignoringCase: false) {
+                return eq < end ? (eq + 1)..<end : end..<end
+            }
+            i = end + 1
+        }
+        return nil
+    }
+}
+
+@inline(__always)
+func asciiLower(_ b: UInt8) -> UInt8 { b >= 65 && b <= 90 ? b | 0x20 : b }

@@ -1,0 +1,210 @@
+import TernCore
+
+/// The compiled, immutable configuration a reactor routes with: host lookup, per virtual host the ordered HTTP
+/// routes with precompiled matchers and their actions, TCP routes, and clusters with endpoints and load-balancing
+/// policy. Published whole through `SnapshotCell` (ARCHITECTURE.md §5): everything that must agree (routes,
+/// clusters, regexes) lives in one object, and nothing here is mutated after `compile`.
+///
+/// Per request the proxy calls `select(host:port:request:)` (no allocation, no lock), reads the route it names
+/// (`route(_:)`), picks a weighted destination with a random number (`pickDestination`), resolves its cluster for
+/// the port (`WeightedCluster.cluster(port:)`) and asks its reactor's `LoadBalancer` for an endpoint.
+public final class RouteTable: Sendable {
+    /// The namespace of the sidecar: bare short names in requests (`Host: cart`) prefer its services.
+    public let namespace: String
+    /// Every resource the table was compiled from, as decoded (for /config_dump); Gateway, Sidecar,
+    /// PeerAuthentication and AuthorizationPolicy are kept here but not compiled yet.
+    public let resources: [Resource]
+    public let virtualHosts: [VirtualHost]
+    public let clusters: [Cluster]
+    let exactHosts: HostIndex
+    /// Wildcard hosts `*.example.com` keyed by `example.com`.
+    let wildcardHosts: HostIndex
+    /// A virtual host for `*`, if any.
+    let catchAll: Int?
+
+    init(namespace: String, resources: [Resource], virtualHosts: [VirtualHost], clusters: [Cluster],
+         exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?) {
+        self.namespace = namespace
+        self.resources = resources
+        self.virtualHosts = virtualHosts
+        self.clusters = clusters
+        self.exactHosts = exactHosts
+        self.wildcardHosts = wildcardHosts
+        self.catchAll = catchAll
+    }
+
+    /// An empty table: every request answers 404 (NR).
+    public static func empty(namespace: String = "default") -> RouteTable {
+        RouteTable(namespace: namespace, resources: [], virtualHosts: [], clusters: [],
+                   exactHosts: HostIndex(expected: 0), wildcardHosts: HostIndex(expected: 0), catchAll: nil)
+    }
+
+    public func route(_ match: RouteMatch) -> Route? {
+        guard match.virtualHost >= 0, match.route >= 0 else { return nil }
+        return virtualHosts[Int(match.virtualHost)].routes[Int(match.route)]
+    }
+}
+
+/// Which virtual host and route a request selected, as indexes into the table it was selected from.
+public struct RouteMatch: Sendable, Equatable {
+    /// Index in `RouteTable.virtualHosts`; -1 when no host matched (404, NR).
+    public var virtualHost: Int32
+    /// Index in that virtual host's `routes`; -1 when no route matched (404, NR).
+    public var route: Int32
+    /// Which of the route's matchers matched (-1: the route has none), e.g. to know the prefix `rewrite.uri`
+    /// replaces.
+    public var matcher: Int32
+
+    public init(virtualHost: Int32, route: Int32, matcher: Int32 = -1) {
+        self.virtualHost = virtualHost
+        self.route = route
+        self.matcher = matcher
+    }
+
+    public static let noHost = RouteMatch(virtualHost: -1, route: -1)
+    public var found: Bool { route >= 0 }
+}
+
+public struct VirtualHost: Sendable {
+    /// The host as written in the VirtualService (expanded), or the ServiceEntry host for a default route.
+    public var name: String
+    /// `VirtualService ns/name`, or `ServiceEntry ns/name` when only a ServiceEntry declares the host.
+    public var source: String
+    public var routes: [Route]
+    public var tcpRoutes: [TCPRouteEntry]
+}
+
+/// One precompiled HTTP route.
+public struct Route: Sendable {
+    public var name: String?
+    /// Empty: matches every request. Any matcher (OR) whose conditions all hold (AND) selects the route.
+    public var matchers: [RequestMatcher]
+    public var action: RouteAction
+    public var rewrite: HTTPRewrite?
+    public var requestHeaders: HeaderOperations
+    public var responseHeaders: HeaderOperations
+    /// nil: none (Istio's default).
+    public var timeout: TernDuration?
+    /// nil: the mesh default policy.
+    public var retries: HTTPRetry?
+    public var fault: HTTPFaultInjection?
+    public var mirrors: [(cluster: WeightedCluster, percentage: Double)]
+    public var corsPolicy: CorsPolicy?
+}
+
+public enum RouteAction: Sendable {
+    /// Forward to one of `destinations`, chosen by relative weight (`RouteTable.pickDestination`).
+    case forward(destinations: [WeightedCluster], totalWeight: UInt64)
+    case redirect(HTTPRedirect)
+    case directResponse(status: Int, body: [UInt8])
+    /// A delegate route (not supported yet): answers 404.
+    case unsupported
+}
+
+/// A route destination: its clusters by service port, relative weight and per-destination header changes.
+public struct WeightedCluster: Sendable {
+    public var host: String
+    public var subset: String?
+    public var weight: UInt64
+    /// (service port, cluster index); empty when no ServiceEntry declares the host (503, NC).
+    public var clusters: [(port: UInt16, cluster: Int32)]
+    public var requestHeaders: HeaderOperations
+    public var responseHeaders: HeaderOperations
+
+    /// The cluster for a request addressed to `port`: the destination's port if it named one (the only entry),
+    /// else the service port equal to `port`, else the service's first port. nil: no such service (NC).
+    public func cluster(port: UInt16) -> Int? {
+        if clusters.count == 1 { return Int(clusters[0].cluster) }
+        for c in clusters where c.port == port { return Int(c.cluster) }
+        return clusters.first.map { Int($0.cluster) }
+    }
+}
+
+public struct TCPRouteEntry: Sendable {
+    /// Ports the route applies to (empty: all); destinationSubnets kept as written.
+    public var ports: [UInt16]
+    public var destinationSubnets: [String]
+    public var destinations: [WeightedCluster]
+    public var totalWeight: UInt64
+}
+
+/// How a string condition is checked, precompiled.
+public enum Matcher: Sendable {
+    case exact([UInt8])
+    case prefix([UInt8])
+    /// `ignoreUriCase`: the pattern is lowercased, the request compared ASCII case-insensitively.
+    case exactIgnoringCase([UInt8])
+    case prefixIgnoringCase([UInt8])
+    case regex(CompiledRegex)
+    case present
+}
+
+public struct RequestMatcher: Sendable {
+    public var uri: Matcher?
+    public var scheme: Matcher?
+    public var method: Matcher?
+    public var authority: Matcher?
+    public var headers: [(name: [UInt8], matcher: Matcher)]
+    public var withoutHeaders: [(name: [UInt8], matcher: Matcher)]
+    public var queryParams: [(name: [UInt8], matcher: Matcher)]
+    public var port: UInt16?
+}
+
+/// Upstream hosts for one (service host, subset, port), with the policy that applies to them.
+public struct Cluster: Sendable {
+    /// Envoy's name for it: `outbound|80|beta|cart.shop.svc.cluster.local` (stable across tables).
+    public var name: String
+    public var host: String
+    public var subset: String?
+    public var port: UInt16
+    public var endpoints: [Endpoint]
+    /// The four policy blocks after Istio's merge (DR, then its port level, then the subset's, whole blocks).
+    public var policy: PolicyBlocks
+    public var loadBalancing: LoadBalancingPolicy
+    /// ServiceEntry resolution NONE: connect to the original destination (no endpoints).
+    public var originalDestination: Bool
+}
+
+public struct Endpoint: Sendable, Equatable {
+    /// An IP literal, or a DNS name still to be resolved (`needsResolution`).
+    public var address: String
+    public var port: UInt16
+    public var weight: UInt32
+    public var labels: [String: String]
+    public var needsResolution: Bool
+
+    public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.labels = labels
+        self.needsResolution = needsResolution
+    }
+}
+
+public enum LoadBalancingPolicy: Sendable {
+    /// Istio's default (UNSPECIFIED, LEAST_REQUEST, LEAST_CONN): power of two choices on outstanding requests.
+    case leastRequest
+    case roundRobin
+    case random
+    case ringHash(key: HashSource, ring: HashRing)
+    case maglev(key: HashSource, table: MaglevTable)
+}
+
+/// What a consistent hash is computed from, with names as the bytes requests are compared with.
+public enum HashSource: Sendable, Equatable {
+    /// A lowercase header name.
+    case header([UInt8])
+    case cookie([UInt8])
+    case sourceIP
+    case queryParameter([UInt8])
+
+    init(_ key: LoadBalancerSettings.HashKey) {
+        switch key {
+        case .header(let name): self = .header(Array(name.lowercased().utf8))
+        case .cookie(let name, _, _): self = .cookie(Array(name.utf8))
+        case .sourceIP: self = .sourceIP
+        case .queryParameter(let name): self = .queryParameter(Array(name.utf8))
+        }
+    }
+}

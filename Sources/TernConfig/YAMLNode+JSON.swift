@@ -1,0 +1,72 @@
+extension YAMLNode {
+    /// The node as JSON text, as Kubernetes reads YAML: plain scalars that are integers, numbers, booleans or null
+    /// keep that type, everything else is a string. Keys keep their order. For /config_dump.
+    public var json: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    private func write(into out: inout String) {
+        switch kind {
+        case .scalar(let s, let style):
+            if style == .plain {
+                if isNull {
+                    out += "null"
+                    return
+                }
+                if ["true", "True", "TRUE"].contains(s) {
+                    out += "true"
+                    return
+                }
+                if ["false", "False", "FALSE"].contains(s) {
+                    out += "false"
+                    return
+                }
+                if Int64(s) != nil || (Double(s).map { $0.isFinite } ?? false) && s.first != "." && s.last != "." {
+                    out += s
+                    return
+                }
+            }
+            Self.quote(s, into: &out)
+        case .sequence(let items):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += "," }
+                item.write(into: &out)
+            }
+            out += "]"
+        case .mapping(let pairs):
+            out += "{"
+            for (i, pair) in pairs.enumerated() {
+                if i > 0 { out += "," }
+                Self.quote(pair.key.scalar ?? "", into: &out)
+                out += ":"
+                pair.value.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    /// A JSON string literal (RFC 8259 §7).
+    static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 {
+                    let hex = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        out += "\""
+    }
+}

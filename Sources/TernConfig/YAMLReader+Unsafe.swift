@@ -1,0 +1,150 @@
+import CTernYAML
+
+/// Reads YAML text into `YAMLNode` trees with libyaml's event parser (not Yams: it pulls full Foundation into the
+/// sidecar). Anchors and aliases are resolved; tags are ignored; marks give each node its line.
+public enum YAMLReader {
+    /// Every document in `text`; `file` is only used in the result and in errors.
+    public static func documents(_ text: String, file: String) throws(YAMLError) -> [YAMLDocument] {
+        var bytes = Array(text.utf8)
+        if bytes.isEmpty { return [] }
+        // SAFETY: the parser struct lives on this frame until yaml_parser_delete below; it is zeroed here and
+        // initialised by libyaml before any other use.
+        var parser = unsafe yaml_parser_t()
+        guard unsafe yaml_parser_initialize(&parser) == 1 else {
+            throw YAMLError(file: file, line: 1, message: "cannot initialise the YAML parser")
+        }
+        // SAFETY: deletes what yaml_parser_initialize set up, once.
+        defer { unsafe yaml_parser_delete(&parser) }
+        var builder = Builder(file: file)
+        let result: Result<Void, YAMLError> = unsafe bytes.withUnsafeMutableBufferPointer { buffer in
+            // SAFETY: `buffer` stays valid for the whole closure, which is the whole parse; libyaml only reads it.
+            unsafe yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            while true {
+                // SAFETY: parser and event live on this frame; every event is deleted after use (defer below), and
+                // on failure libyaml leaves the event empty.
+                var event = unsafe yaml_event_t()
+                if unsafe yaml_parser_parse(&parser, &event) != 1 {
+                    // SAFETY: on failure `problem` and `context` are NULL or static C strings of libyaml's, copied here.
+                    let line = Int(unsafe parser.problem_mark.line) + 1
+                    let problem = unsafe parser.problem.map { unsafe String(cString: $0) } ?? "syntax error"
+                    var context = ""
+                    if let c = unsafe parser.context { context = " " + (unsafe String(cString: c)) }
+                    return .failure(YAMLError(file: file, line: line, message: "YAML: \(problem)\(context)"))
+                }
+                // SAFETY: the event was filled by a successful yaml_parser_parse; it is deleted once, after its
+                // strings were copied into Swift values.
+                defer { unsafe yaml_event_delete(&event) }
+                // SAFETY: reading plain fields of the event; the union member read matches event.type below.
+                let line = Int(unsafe event.start_mark.line) + 1
+                switch unsafe event.type {
+                case YAML_STREAM_END_EVENT:
+                    return .success(())
+                case YAML_DOCUMENT_START_EVENT:
+                    builder.startDocument()
+                case YAML_DOCUMENT_END_EVENT:
+                    builder.endDocument()
+                case YAML_SCALAR_EVENT:
+                    // SAFETY: the scalar member for this event type.
+                    let s = unsafe event.data.scalar
+                    // SAFETY: libyaml owns `value` (length bytes) until yaml_event_delete, after this copy.
+                    let value = unsafe String(
+                        decoding: UnsafeBufferPointer(start: s.value, count: Int(s.length)), as: UTF8.self)
+                    // SAFETY: `anchor` is NULL or a NUL-terminated string owned by the event, copied at once.
+                    let style: YAMLNode.ScalarStyle = unsafe s.style == YAML_PLAIN_SCALAR_STYLE ? .plain : .quoted
+                    let anchor = unsafe s.anchor.map { unsafe String(cString: $0) }
+                    if let e = builder.add(YAMLNode(.scalar(value, style), line: line), anchor: anchor) {
+                        return .failure(e)
+                    }
+                case YAML_SEQUENCE_START_EVENT:
+                    // SAFETY: the sequence_start member for this event type; its anchor copied at once.
+                    let anchor = unsafe event.data.sequence_start.anchor.map { unsafe String(cString: $0) }
+                    builder.open(mapping: false, line: line, anchor: anchor)
+                case YAML_MAPPING_START_EVENT:
+                    // SAFETY: the mapping_start member for this event type; its anchor copied at once.
+                    let anchor = unsafe event.data.mapping_start.anchor.map { unsafe String(cString: $0) }
+                    builder.open(mapping: true, line: line, anchor: anchor)
+                case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                    if let e = builder.close() { return .failure(e) }
+                case YAML_ALIAS_EVENT:
+                    // SAFETY: the alias member for this event type; its anchor copied at once.
+                    let name = unsafe event.data.alias.anchor.map { unsafe String(cString: $0) } ?? ""
+                    if let e = builder.alias(name, line: line) { return .failure(e) }
+                default:
+                    break
+                }
+            }
+        }
+        if case .failure(let e) = result { throw e }
+        return builder.documents
+    }
+}
+
+/// Assembles nodes from events: a stack of open collections (their items kept apart so appending stays
+/// amortised O(1)), each mapping remembering a pending key.
+private struct Builder {
+    struct Frame {
+        var isMapping: Bool
+        var line: Int
+        var anchor: String?
+        var items: [YAMLNode] = []
+        var pairs: [(key: YAMLNode, value: YAMLNode)] = []
+        var pendingKey: YAMLNode?
+    }
+
+    let file: String
+    var documents: [YAMLDocument] = []
+    var stack: [Frame] = []
+    var root: YAMLNode?
+    var anchors: [String: YAMLNode] = [:]
+
+    init(file: String) { self.file = file }
+
+    mutating func startDocument() {
+        root = nil
+        anchors = [:]
+    }
+
+    mutating func endDocument() {
+        if let root { documents.append(YAMLDocument(file: file, root: root)) }
+        root = nil
+    }
+
+    mutating func open(mapping: Bool, line: Int, anchor: String?) {
+        stack.append(Frame(isMapping: mapping, line: line, anchor: anchor))
+    }
+
+    mutating func close() -> YAMLError? {
+        guard let top = stack.popLast() else { return nil }
+        let node = YAMLNode(top.isMapping ? .mapping(top.pairs) : .sequence(top.items), line: top.line)
+        return add(node, anchor: top.anchor)
+    }
+
+    mutating func alias(_ name: String, line: Int) -> YAMLError? {
+        guard var node = anchors[name] else {
+            return YAMLError(file: file, line: line, message: "YAML: unknown anchor *\(name)")
+        }
+        node.line = line
+        return add(node, anchor: nil)
+    }
+
+    mutating func add(_ node: YAMLNode, anchor: String?) -> YAMLError? {
+        if let anchor { anchors[anchor] = node }
+        guard !stack.isEmpty else {
+            root = node
+            return nil
+        }
+        let i = stack.count - 1
+        if !stack[i].isMapping {
+            stack[i].items.append(node)
+        } else if let key = stack[i].pendingKey {
+            stack[i].pairs.append((key, node))
+            stack[i].pendingKey = nil
+        } else {
+            guard node.scalar != nil else {
+                return YAMLError(file: file, line: node.line, message: "YAML: mapping keys must be scalars")
+            }
+            stack[i].pendingKey = node
+        }
+        return nil
+    }
+}

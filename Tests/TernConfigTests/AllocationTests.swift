@@ -1,0 +1,69 @@
+import Glibc
+import TernConfig
+import TernHTTP
+import Testing
+
+/// The calling thread's malloc-family call count from Tools/malloc-count (LD_PRELOAD), nil when not preloaded.
+func threadMallocCount() -> UInt? { mallocCounter?() }
+
+/// Looked up once: dlsym itself allocates.
+private let mallocCounter: (@convention(c) () -> UInt)? = {
+    guard let symbol = dlsym(nil, "tern_thread_malloc_count") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt).self)
+}()
+
+/// The request path's half of the table allocates nothing: select, weighted choice, hash keys and load balancing.
+/// Counted only when run under the malloc counter (Tools/scripts/test.sh does:
+/// `LD_PRELOAD=count_malloc.so swift test --filter AllocationTests`); otherwise it only checks the results.
+@Suite struct AllocationTests {
+    @Test func routeSelectionAllocatesNothing() throws {
+        var yaml = canaryYAML
+        for i in 0..<100 {
+            yaml += "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v\(i), namespace: shop}\nspec:\n  hosts: [v\(i).example.com]\n  http:\n  - match: [{uri: {regex: \"/api/v[0-9]+/.*\"}, queryParams: {q: {prefix: a}}}, {headers: {x-a: {}}, ignoreUriCase: true, uri: {prefix: /X}}]\n    directResponse: {status: 204}\n  - route: [{destination: {host: cart, subset: beta}}]\n"
+        }
+        yaml += "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: h, namespace: shop}\nspec:\n  host: cart.shop.svc.cluster.local\n  subsets: [{name: x, labels: {track: beta}, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}]\n"
+        let table = try compile(yaml, namespace: "shop")
+        let requests = [
+            get("/", host: "cart", headers: ["x-beta: yes"]),
+            get("/cart/items?id=1", host: "cart.shop.svc.cluster.local:80", headers: ["x-beta: no", "x-user: u1"]),
+            get("/api/v2/things?q=abc", host: "v57.example.com"),
+            get("/x/y", host: "v99.example.com", headers: ["X-A: 1"]),
+            get("/", host: "nowhere"),
+        ].map { Array($0.utf8) }
+        let heads = requests.map { HTTP1ParserBox($0).head }
+        let hosts = zip(requests, heads).map { Array($0.0[$0.1.host!]) }
+        var balancers = (0..<table.clusters.count).map { LoadBalancer(table: table, cluster: $0) }
+        let source: [UInt8] = [10, 0, 0, 1]
+        var found = 0
+
+        func once(_ random: UInt64) {
+            for i in 0..<requests.count {
+                let bytes = requests[i]
+                let host = hosts[i]
+                let view = RequestView(head: heads[i], bytes: bytes.span)
+                let m = table.select(host: host.span, port: 80, request: view)
+                if m.found { found += 1 }
+                if let d = table.pickDestination(m, random: random), let c = d.cluster(port: 80) {
+                    let key = table.hashKey(cluster: c, request: view, sourceAddress: source.span)
+                    if let e = balancers[c].pick(table: table, random: random, hashKey: key) {
+                        balancers[c].requestStarted(endpoint: e)
+                        balancers[c].requestFinished(endpoint: e)
+                    }
+                }
+            }
+        }
+        once(1)  // the thread's PCRE2 match block is made on its first match
+        _ = threadMallocCount()
+        let before = threadMallocCount()
+        var random: UInt64 = 0x9e37_79b9
+        for _ in 0..<2_000 {
+            random = random &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            once(random)
+        }
+        let after = threadMallocCount()
+        #expect(found == 2_001 * 4)
+        if let before, let after {
+            #expect(after - before == 0, "\(after - before) allocations in 10,000 selections")
+        }
+    }
+}

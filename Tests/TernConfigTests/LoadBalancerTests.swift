@@ -1,0 +1,124 @@
+import TernConfig
+import Testing
+
+@Suite struct LoadBalancerTests {
+    static func yaml(endpoints: Int, lb: String, weights: [Int]? = nil) -> String {
+        var eps = ""
+        for i in 0..<endpoints {
+            eps += "  - {address: 10.0.0.\(i + 1)\(weights.map { ", weight: \($0[i])" } ?? "")}\n"
+        }
+        return """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: s}
+            spec:
+              hosts: [s]
+              ports: [{number: 80, name: http}]
+              resolution: STATIC
+              endpoints:
+            \(eps)---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: s}
+            spec:
+              host: s
+              trafficPolicy: {loadBalancer: \(lb)}
+
+            """
+    }
+
+    func balancer(_ yaml: String) throws -> (RouteTable, LoadBalancer) {
+        let t = try compile(yaml)
+        #expect(t.clusters.count == 1)
+        return (t, LoadBalancer(table: t, cluster: 0))
+    }
+
+    @Test func roundRobinCyclesAndKeepsItsPositionAcrossASwap() throws {
+        var (t, lb) = try balancer(Self.yaml(endpoints: 3, lb: "{simple: ROUND_ROBIN}"))
+        #expect((0..<6).map { _ in lb.pick(table: t, random: 0)! } == [0, 1, 2, 0, 1, 2])
+        _ = lb.pick(table: t, random: 0)
+        let t2 = try compile(Self.yaml(endpoints: 3, lb: "{simple: ROUND_ROBIN}"))
+        lb.rebind(table: t2, cluster: 0)
+        #expect(lb.pick(table: t2, random: 0) == 1)  // continues where it was
+    }
+
+    @Test func weightedRoundRobinInterleaves() throws {
+        var (t, lb) = try balancer(Self.yaml(endpoints: 3, lb: "{simple: ROUND_ROBIN}", weights: [5, 1, 1]))
+        let picks = (0..<7).map { _ in lb.pick(table: t, random: 0)! }
+        #expect(picks.filter { $0 == 0 }.count == 5 && picks.filter { $0 == 1 }.count == 1)
+        #expect(picks == [0, 0, 1, 0, 2, 0, 0])
+    }
+
+    @Test func randomIsUniform() throws {
+        var (t, lb) = try balancer(Self.yaml(endpoints: 4, lb: "{simple: RANDOM}"))
+        var counts = [0, 0, 0, 0]
+        var g = SplitMix64(seed: 0x7465_726e)
+        for _ in 0..<10_000 { counts[lb.pick(table: t, random: g.next())!] += 1 }
+        let chi = counts.reduce(0.0) { $0 + pow2(Double($1) - 2500) / 2500 }
+        #expect(chi < 16.27, "\(counts)")  // 3 degrees of freedom, p = 0.001
+    }
+
+    @Test(arguments: ["{simple: LEAST_REQUEST}", "{simple: LEAST_CONN}", "{simple: UNSPECIFIED}"])
+    func leastRequestAvoidsBusyEndpoints(lbText: String) throws {
+        var (t, lb) = try balancer(Self.yaml(endpoints: 2, lb: lbText))
+        for _ in 0..<10 { lb.requestStarted(endpoint: 0) }
+        var g = SplitMix64(seed: 0x7465_726e)
+        // With two endpoints, power of two choices always compares both: the idle one wins every time.
+        for _ in 0..<100 { #expect(lb.pick(table: t, random: g.next()) == 1) }
+        for _ in 0..<10 { lb.requestFinished(endpoint: 0) }
+        for _ in 0..<20 { lb.requestStarted(endpoint: 1) }
+        #expect(lb.pick(table: t, random: g.next()) == 0)
+        // Outstanding counts survive a swap by address.
+        let t2 = try compile(Self.yaml(endpoints: 3, lb: lbText))
+        lb.rebind(table: t2, cluster: 0)
+        #expect(lb.outstanding == [0, 20, 0])
+    }
+
+    @Test(arguments: ["{consistentHash: {httpHeaderName: x-user}}",
+                      "{consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}}"])
+    func consistentHashIsStableAndMovesFewKeysWhenAnEndpointIsAdded(lbText: String) throws {
+        var (t, lb) = try balancer(Self.yaml(endpoints: 5, lb: lbText))
+        let t6 = try compile(Self.yaml(endpoints: 6, lb: lbText))
+        var lb6 = LoadBalancer(table: t6, cluster: 0)
+        var moved = 0
+        let keys = 2_000
+        for k in 0..<keys {
+            let bytes = Array(get("/", host: "s", headers: ["X-User: user-\(k)"]).utf8)
+            let (h5, h6) = try hashes(bytes, t, t6)
+            let a = lb.pick(table: t, random: UInt64(k), hashKey: h5)!
+            #expect(lb.pick(table: t, random: UInt64(k) &* 31, hashKey: h5) == a)  // same key, same endpoint
+            let b = lb6.pick(table: t6, random: 0, hashKey: h6)!
+            if t.clusters[0].endpoints[a].address != t6.clusters[0].endpoints[b].address { moved += 1 }
+        }
+        // Ideal: 1/6 of keys move to the new endpoint; allow up to 30 %.
+        #expect(Double(moved) / Double(keys) < 0.30, "\(moved) of \(keys) keys moved")
+        #expect(moved > 0)
+    }
+
+    func hashes(_ bytes: [UInt8], _ a: RouteTable, _ b: RouteTable) throws -> (UInt64?, UInt64?) {
+        let parser = HTTP1ParserBox(bytes)
+        let view = RequestView(head: parser.head, bytes: bytes.span)
+        let empty: [UInt8] = []
+        return (a.hashKey(cluster: 0, request: view, sourceAddress: empty.span),
+                b.hashKey(cluster: 0, request: view, sourceAddress: empty.span))
+    }
+
+    @Test func hashKeysFromCookieQueryAndSource() throws {
+        let cookie = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {httpCookie: {name: sid, ttl: 0s}}}"))
+        let query = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {httpQueryParameterName: u}}"))
+        let source = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {useSourceIp: true}}"))
+        func key(_ t: RouteTable, _ request: String, source: [UInt8] = []) -> UInt64? {
+            let bytes = Array(request.utf8)
+            let p = HTTP1ParserBox(bytes)
+            return t.hashKey(cluster: 0, request: RequestView(head: p.head, bytes: bytes.span), sourceAddress: source.span)
+        }
+        let k1 = key(cookie, get("/", host: "s", headers: ["Cookie: a=1; sid=abc; b=2"]))
+        #expect(k1 != nil && k1 == key(cookie, get("/x", host: "s", headers: ["Cookie: sid=abc"])))
+        #expect(key(cookie, get("/", host: "s", headers: ["Cookie: sid=abd"])) != k1)
+        #expect(key(cookie, get("/", host: "s")) == nil)
+        #expect(key(query, get("/?a=1&u=42", host: "s")) == key(query, get("/p?u=42", host: "s")))
+        #expect(key(query, get("/?a=1", host: "s")) == nil)
+        #expect(key(source, get("/", host: "s"), source: [10, 0, 0, 1]) == key(source, get("/z", host: "s"), source: [10, 0, 0, 1]))
+        #expect(key(source, get("/", host: "s"), source: [10, 0, 0, 1]) != key(source, get("/", host: "s"), source: [10, 0, 0, 2]))
+    }
+}
