@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
-        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP"], swiftSettings: strict),
+        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig"], swiftSettings: strict),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
         .systemLibrary(name: "CTernYAML"),
         // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.

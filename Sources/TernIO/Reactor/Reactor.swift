@@ -46,7 +46,8 @@ public final class ReactorControl: Sendable {
         wake()
     }
 
-    func wake() {
+    /// Wakes the reactor so it runs an iteration now (a new route table to pick up, a flag to read).
+    public func wake() {
         wakersActive.add(1, ordering: .sequentiallyConsistent)
         let fd = wakeFD.load(ordering: .sequentiallyConsistent)
         if fd >= 0 { Waker(eventFD: fd).wake() }

@@ -6,6 +6,7 @@
 // with iovecs. Only a head split across reads is copied, into an assembly buffer taken from a small pool
 // (allocated on first need, kept for reuse: no allocation in steady state).
 import Glibc
+import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
@@ -177,6 +178,33 @@ struct Held {
 
     private func add(_ table: IOVecTable, _ entry: Int, _ b: UnsafeRawBufferPointer) {
         if unsafe !table.append(entry, b) { appendFailed = true }
+    }
+
+    /// Selects the route for the request whose head is held (its Host, the port it was addressed to), reading
+    /// the head in place.
+    func select(_ table: RouteTable, head: HTTP1Head, held: Held, port: UInt16) -> RouteMatch {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let view = RequestView(head: head, bytes: bytes)
+        guard let host = head.host else { return .noHost }
+        return table.select(host: bytes.extracting(host), port: port, request: view)
+    }
+
+    /// The port at the end of a Host value in the held head ("name:8080", "[::1]:8080"), if any.
+    func port(in host: Range<Int>, held: Held) -> UInt16? {
+        let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))
+        var i = v.count
+        var value = 0
+        var scale = 1
+        while i > 0 {
+            let b = unsafe v[i - 1]
+            if b == 0x3A { return i < v.count && value <= 65535 ? UInt16(value) : nil }
+            guard b >= 0x30 && b <= 0x39, scale <= 10000 else { return nil }
+            value += Int(b - 0x30) * scale
+            scale *= 10
+            i -= 1
+        }
+        return nil
     }
 
     /// Appends held bytes [range) to entry `entry`.

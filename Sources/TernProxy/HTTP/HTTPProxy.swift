@@ -14,6 +14,7 @@
 // Upstream connections are per reactor and per endpoint: after a clean exchange one goes back to the idle pool
 // (a receive stays armed on it so a close by the upstream is noticed at once) or to the next request waiting
 // in the pending queue. Failures are answered as Envoy answers them (LocalReply).
+import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
@@ -134,6 +135,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var responsePipe: Pipe? = nil
         var responsePiped = 0
         var clientSplice: UInt8 = 0
+        /// Routed requests: the cluster and endpoint the load balancer picked, and the table they index (its
+        /// epoch), to report the request finished to the same balancer.
+        var cluster: Int32 = -1
+        var clusterEndpoint: Int32 = -1
+        var routesEpoch: UInt64 = 0
         /// When the connection last became idle between requests (idle timeout).
         var idleSince: UInt64 = 0
         /// When the first byte of the current request head arrived (request header timeout).
@@ -202,7 +208,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private let settings: HTTPSettings
     private let relay: RelaySettings
     private let counters: RelayCounters
-    private let endpoints: [SocketAddress]
+    /// Upstream addresses the pools are kept for: with `--upstream`, one per listener (by listener index);
+    /// with `--config`, every endpoint any snapshot's clusters named, added as snapshots arrive.
+    private var endpoints: [SocketAddress]
+    /// Routing from Istio configuration (`--config`): this reactor's view of the published route tables, the
+    /// load-balancer state per cluster (kept across swaps) and each cluster's endpoints as pool indexes.
+    private let routes: SnapshotReader<RouteTable>?
+    private var balancers: [LoadBalancer] = []
+    private var clusterEndpoints: [[Int]] = []
+    private var random: SplitMix
     private let acceptor: Acceptor<Backend>
     private let sessions: Slab<Session>
     private let upstreams: Slab<Upstream>
@@ -221,12 +235,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private let tunnels: TCPRelay<Backend>
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
-                capacity: Int, bufferPool: BufferPool)
+                capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil)
     {
         self.settings = settings
         self.relay = relay
         self.counters = counters
-        endpoints = listeners.map(\.upstream)
+        self.routes = routes
+        var system = SystemRandomNumberGenerator()
+        random = SplitMix(seed: system.next())
+        endpoints = routes == nil ? listeners.map(\.upstream) : []
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         sessions = Slab(capacity: capacity)
         upstreams = Slab(capacity: capacity)
@@ -238,13 +255,96 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         responseParsers = ParserPool(kind: .response, limits: HTTP1Parser.Limits(
             maxHeaderBytes: settings.limits.maxHeaderBytes, maxHeaderCount: max(settings.limits.maxHeaderCount, 100),
             maxURIBytes: settings.limits.maxURIBytes))
-        idle = listeners.map { _ in [] }
-        pending = listeners.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
-        upstreamCount = listeners.map { _ in 0 }
+        idle = endpoints.map { _ in [] }
+        pending = endpoints.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
+        upstreamCount = endpoints.map { _ in 0 }
         trustedClient = settings.xffTrustedHops > 0
         tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity)
         precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
         for i in idle.indices { idle[i].reserveCapacity(settings.maxIdleUpstream) }
+        if let routes { bind(routes.current) }
+    }
+
+    // MARK: - Routing (Istio configuration)
+
+    /// Takes a new route table: load balancers rebound (their state kept by endpoint address) and every
+    /// cluster endpoint given a pool. Runs when a snapshot arrives, never per request.
+    private func bind(_ table: RouteTable) {
+        var next: [LoadBalancer] = []
+        next.reserveCapacity(table.clusters.count)
+        for c in table.clusters.indices {
+            if c < balancers.count {
+                var b = balancers[c]
+                b.rebind(table: table, cluster: c)
+                next.append(b)
+            } else {
+                next.append(LoadBalancer(table: table, cluster: c))
+            }
+        }
+        balancers = next
+        clusterEndpoints = table.clusters.map { cluster in
+            cluster.endpoints.map { e in
+                guard !e.needsResolution, let address = SocketAddress(parsing: e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)") else { return -1 }
+                return endpointIndex(address)
+            }
+        }
+    }
+
+    private func endpointIndex(_ address: SocketAddress) -> Int {
+        if let i = endpoints.firstIndex(of: address) { return i }
+        endpoints.append(address)
+        idle.append([])
+        idle[idle.count - 1].reserveCapacity(settings.maxIdleUpstream)
+        pending.append(PendingQueue(capacity: settings.maxPendingRequests))
+        upstreamCount.append(0)
+        return endpoints.count - 1
+    }
+
+    /// Chooses where a request goes from the route table: the endpoint's pool index, or nil after answering
+    /// it (404 NR, 503 NC, 503 UH, 501 for route actions not applied yet).
+    private func route(_ id: SID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
+        guard let routes else { return sessions[id].endpoint }
+        let table = routes.current
+        let port = hostPort(head, id) ?? 80
+        let match = bytes.select(table, head: head, held: sessions[id].requestHeld, port: port)
+        guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
+        guard case .forward = route.action else { return routeFailed(id, .unsupportedRoute, reactor) }
+        guard let destination = table.pickDestination(match, random: random.next()),
+              let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
+        guard let e = balancers[cluster].pick(table: table, random: random.next()),
+              clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
+        balancers[cluster].requestStarted(endpoint: e)
+        sessions[id].cluster = Int32(cluster)
+        sessions[id].clusterEndpoint = Int32(e)
+        sessions[id].routesEpoch = routes.currentEpoch
+        return clusterEndpoints[cluster][e]
+    }
+
+    /// The port in the request's Host, if it names one.
+    private func hostPort(_ head: HTTP1Head, _ id: SID) -> UInt16? {
+        guard let host = head.host else { return nil }
+        return bytes.port(in: host, held: sessions[id].requestHeld)
+    }
+
+    /// Answers a request that cannot be routed; one without a body leaves the connection usable.
+    private func routeFailed(_ id: SID, _ reply: LocalReply, _ reactor: Reactor<Backend>) -> Int? {
+        Log.debug("request not routed: \(reply.flag)")
+        if sessions[id].requestBody == .none {
+            let head = requestParsers.parsers[Int(sessions[id].requestParser)].head
+            sessions[id].requestHeld.start += head.length
+            sessions[id].request = .done
+        }
+        fail(id, reply, reactor)
+        return nil
+    }
+
+    /// Reports a routed request finished to the balancer that picked its endpoint (when the table it picked
+    /// from is still current; a swap rebinds the balancers and their counts restart from the new table).
+    private func requestFinished(_ id: SID) {
+        let c = Int(sessions[id].cluster)
+        guard c >= 0, let routes, routes.currentEpoch == sessions[id].routesEpoch, c < balancers.count else { return }
+        balancers[c].requestFinished(endpoint: Int(sessions[id].clusterEndpoint))
+        sessions[id].cluster = -1
     }
 
     public var finished: Bool {
@@ -255,6 +355,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
+        if let routes, routes.refresh() {
+            bind(routes.current)
+            Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch)")
+        }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
@@ -601,6 +705,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         prepareResponseParser(id)
         sessions[id].request = .waiting
+        guard let endpoint = route(id, head, reactor) else { return }
+        sessions[id].endpoint = endpoint
         acquireUpstream(id, reactor)
     }
 
@@ -1244,6 +1350,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     /// Both sides of the exchange are finished: wait for the next request, or close.
     private func exchangeDone(_ id: SID, _ reactor: Reactor<Backend>) {
+        requestFinished(id)
         sessions[id].exchange = false
         sessions[id].retryFrom = nil
         // While draining, a connection whose response still promised keep-alive waits for one more request,
@@ -1363,7 +1470,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         cancel(&sessions[id].streamTimer, reactor)
         // The connection stays open only when the whole request was read (and forwarded): otherwise the rest of
         // it is still unread in the socket.
-        let keep = sessions[id].request == .done && sessions[id].keepAlive && !draining && reply.status >= 500
+        let keep = sessions[id].request == .done && sessions[id].keepAlive && !draining
         sessions[id].reply = reply
         sessions[id].keepAlive = keep
         sessions[id].responseStarted = true
@@ -1507,6 +1614,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     private func finishSessionIfQuiet(_ id: SID, _ reactor: Reactor<Backend>) {
         guard sessions[id].inflight == 0 else { return }
+        requestFinished(id)
         // A pipe left mid-transfer may hold bytes, and a cancelled splice of the upstream socket may still
         // hold it: it is closed, never reused (the kernel keeps its own reference while an operation runs).
         for pipe in [sessions[id].requestPipe, sessions[id].responsePipe] {

@@ -8,6 +8,9 @@ enum LocalReply: Int, CaseIterable {
     case badRequest, uriTooLong, headersTooLarge, notImplemented, versionNotSupported
     case requestHeaderTimeout, streamTimeoutRequest, streamTimeoutResponse
     case connectFailure, connectionTermination, overflow, upstreamTimeout, badGateway
+    /// Routing from Istio configuration: no virtual host or route matched (NR), the destination names a host
+    /// no ServiceEntry declares (NC), no endpoint to send to (UH), a route action this build does not apply.
+    case routeNotFound, clusterNotFound, noHealthyUpstream, unsupportedRoute
 
     var status: Int {
         switch self {
@@ -20,12 +23,16 @@ enum LocalReply: Int, CaseIterable {
         case .connectFailure, .connectionTermination, .overflow: 503
         case .upstreamTimeout, .streamTimeoutResponse: 504
         case .badGateway: 502
+        case .routeNotFound: 404
+        case .clusterNotFound, .noHealthyUpstream: 503
+        case .unsupportedRoute: 501
         }
     }
 
     var reason: String {
         switch status {
         case 400: "Bad Request"
+        case 404: "Not Found"
         case 408: "Request Timeout"
         case 414: "URI Too Long"
         case 431: "Request Header Fields Too Large"
@@ -47,6 +54,10 @@ enum LocalReply: Int, CaseIterable {
         case .streamTimeoutRequest, .streamTimeoutResponse: "stream timeout"
         case .requestHeaderTimeout: "request header timeout"
         case .badGateway: "upstream sent a malformed response"
+        case .routeNotFound: ""
+        case .clusterNotFound: "cluster not found"
+        case .noHealthyUpstream: "no healthy upstream"
+        case .unsupportedRoute: "route action not supported yet"
         default: reason
         }
     }
@@ -61,6 +72,9 @@ enum LocalReply: Int, CaseIterable {
         case .streamTimeoutRequest, .streamTimeoutResponse: "SI"
         case .badGateway: "UPE"
         case .requestHeaderTimeout: "DPE"
+        case .routeNotFound: "NR"
+        case .clusterNotFound: "NC"
+        case .noHealthyUpstream: "UH"
         default: "DPE"
         }
     }

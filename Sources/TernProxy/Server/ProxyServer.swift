@@ -3,6 +3,7 @@
 // thread: SIGTERM/SIGINT stop accepting, open connections get --drain-timeout to finish, the rest are
 // closed, and the process exits 0.
 import Synchronization
+import TernConfig
 import TernCore
 import TernIO
 
@@ -15,6 +16,10 @@ public struct ProxySettings: Sendable {
     public var relay = RelaySettings()
     /// HTTP/1.1 proxying (`--http`); nil relays TCP.
     public var http: HTTPSettings? = nil
+    /// Istio configuration to route by (`--config`, a file or directory) instead of `--upstream`, and the
+    /// namespace of resources that name none (`--namespace`).
+    public var configPath: String? = nil
+    public var namespace = "default"
     public var drainTimeout = TernDuration.seconds(5)
     public var logLevel = LogLevel.info
     public init() {}
@@ -97,6 +102,17 @@ public final class ProxyServer {
             return 1
         }
         let cpus = Self.resolveCores(settings.cores)
+        var cell: SnapshotCell<RouteTable>? = nil
+        if let path = settings.configPath {
+            guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
+                Log.error("configuration \(path) refused; not starting")
+                Log.shared.flush()
+                return 1
+            }
+            cell = SnapshotCell(table, readers: cpus.count)
+            Log.info("config applied version=1 resources=\(table.resources.count) path=\(path)")
+        }
+        let routes = cell
 
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
@@ -110,7 +126,8 @@ public final class ProxyServer {
                         address = try System.localAddress(fd)
                         bound.append(address)
                     }
-                    perReactor[r].append(RelayListener(fd: fd, upstream: settings.upstreams[i]))
+                    let upstream = i < settings.upstreams.count ? settings.upstreams[i] : address
+                    perReactor[r].append(RelayListener(fd: fd, upstream: upstream))
                 } catch {
                     Log.error("cannot listen on \(address): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))")
                     Log.shared.flush()
@@ -149,9 +166,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -182,8 +199,11 @@ public final class ProxyServer {
         while true {
             if let sig = signals.wait(milliseconds: 200) {
                 guard Signals.isStop(sig) else {
-                    // SIGHUP (config reload) and SIGUSR1 (log reopen) arrive with later features; until then
-                    // they must not stop the proxy.
+                    if Signals.name(sig) == "SIGHUP", let cell = routes, let path = settings.configPath {
+                        reload(cell, path: path, controls: controls)
+                        continue
+                    }
+                    // SIGUSR1 (log reopen) arrives with the access log; until then it must not stop the proxy.
                     Log.info("received \(Signals.name(sig)): nothing to do yet")
                     continue
                 }
@@ -195,6 +215,7 @@ public final class ProxyServer {
                 exitStatus = 1
                 break
             }
+            routes?.reclaim()
         }
         controls.forEach { $0.requestDrain() }
         let deadline = System.monotonicNanos() + settings.drainTimeout.nanoseconds
@@ -213,9 +234,39 @@ public final class ProxyServer {
         return exitStatus
     }
 
+    /// Reads and compiles the configuration; logs every error (and warning) as FILE:LINE: … and returns nil
+    /// when there is any error.
+    static func loadConfig(_ path: String, namespace: String) -> RouteTable? {
+        do {
+            let (table, warnings) = try RouteTable.load(path: path, namespace: namespace)
+            for w in warnings { Log.warn(w.description) }
+            return table
+        } catch {
+            for d in error.diagnostics { Log.error(d.description) }
+            return nil
+        }
+    }
+
+    private var version = 1
+
+    /// SIGHUP: reads the configuration again; a valid one is published to every reactor (which picks it up
+    /// at its next loop iteration: in-flight requests finish on the table they started with), an invalid one
+    /// is refused whole with every error logged, and the old one keeps serving.
+    private func reload(_ cell: SnapshotCell<RouteTable>, path: String, controls: [ReactorControl]) {
+        guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
+            Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
+            return
+        }
+        version += 1
+        cell.publish(table)
+        controls.forEach { $0.wake() }
+        Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path)")
+    }
+
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
-        relay: RelaySettings, http: HTTPSettings?, counters: RelayCounters, capacity: Int, startup: Startup
+        relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
+        capacity: Int, startup: Startup
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -225,7 +276,7 @@ public final class ProxyServer {
             if let http {
                 // A session holds at most five timers at once; an upstream connection one.
                 let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
-                                           capacity: capacity, bufferPool: b.buffers)
+                                           capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index))
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {

@@ -26,6 +26,10 @@ extension ProxySettings {
         out.append("drain-timeout-ns=\(drainTimeout.nanoseconds)")
         out.append("max-connections=\(relay.maxConnections)")
         out.append("log-level=\(logLevel)")
+        if let configPath {
+            out.append("config=\(configPath)")
+            out.append("namespace=\(namespace)")
+        }
         if let http {
             out.append("http=1")
             out.append("max-request-headers-bytes=\(http.limits.maxHeaderBytes)")
@@ -76,12 +80,14 @@ extension ProxySettings {
                 guard let l = LogLevel(name: value) else { throw ProxyError(description: "log-level: '\(value)'") }
                 logLevel = l
             case "http": http = HTTPSettings()
+            case "config": configPath = value
+            case "namespace": namespace = value
             default:
                 guard http != nil else { throw ProxyError(description: "unknown setting '\(key)'") }
                 try decodeHTTP(key, try number())
             }
         }
-        guard !listen.isEmpty, listen.count == upstreams.count else {
+        guard !listen.isEmpty, listen.count == upstreams.count || (configPath != nil && upstreams.isEmpty) else {
             throw ProxyError(description: "listen and upstream do not pair")
         }
     }

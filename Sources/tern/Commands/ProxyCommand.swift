@@ -1,4 +1,5 @@
 import ArgumentParser
+import TernConfig
 import TernCore
 import TernIO
 import TernProxy
@@ -11,6 +12,12 @@ struct ProxyCommand: ParsableCommand {
 
     @Flag(help: "Proxy HTTP/1.1 instead of relaying TCP: keep-alive both sides, pooled upstream connections, Envoy-style local replies.")
     var http = false
+
+    @Option(name: .customLong("config"), help: "--http: route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream; SIGHUP reloads it.")
+    var config: String?
+
+    @Option(name: .customLong("namespace"), help: "--http --config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
+    var namespace: String?
 
     @Option(name: .customLong("max-request-headers-kb"), help: "--http: largest request head in KiB (beyond: 431).")
     var maxRequestHeadersKB: Int = 60
@@ -82,7 +89,13 @@ struct ProxyCommand: ParsableCommand {
     func settings() throws(ValidationError) -> ProxySettings {
         var s = ProxySettings()
         if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
-        if listen.count != upstream.count {
+        if let config {
+            guard http else { throw ValidationError("--config routes HTTP: it needs --http") }
+            guard upstream.isEmpty else { throw ValidationError("--config and --upstream exclude each other: routes come from the configuration") }
+            s.configPath = config
+            let pod = ConfigFiles.environment("POD_NAMESPACE")
+            s.namespace = ConfigLoader.defaultNamespace(flag: namespace, environment: pod.map { ["POD_NAMESPACE": $0] } ?? [:])
+        } else if listen.count != upstream.count {
             throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
         }
         for l in listen {

@@ -1,0 +1,141 @@
+"""`tern proxy --http --config`: requests routed by Istio resources (ServiceEntry, VirtualService,
+DestinationRule) to real upstream processes, and SIGHUP reloads that keep serving on a bad file."""
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from conftest import Tern, tern_bin
+from http_peers import HttpUpstream
+
+CANARY = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: cart, namespace: shop}}
+spec:
+  hosts: [cart]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {stable}}}, labels: {{track: stable}}}}
+  - {{address: 127.0.0.1, ports: {{http: {beta}}}, labels: {{track: beta}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: cart, namespace: shop}}
+spec:
+  hosts: [cart]
+  http:
+  - match: [{{headers: {{x-beta: {{exact: "yes"}}}}}}]
+    route: [{{destination: {{host: cart, subset: beta}}}}]
+  - route:
+    - {{destination: {{host: cart, subset: stable}}, weight: {stable_weight}}}
+    - {{destination: {{host: cart, subset: beta}}, weight: {beta_weight}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: cart, namespace: shop}}
+spec:
+  host: cart
+  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}
+  subsets:
+  - {{name: stable, labels: {{track: stable}}}}
+  - {{name: beta, labels: {{track: beta}}}}
+"""
+
+
+@pytest.fixture
+def canary(tmp_path, backend):
+    stable, beta = HttpUpstream(), HttpUpstream()
+    path = tmp_path / "mesh.yaml"
+
+    def write(stable_weight=80, beta_weight=20):
+        path.write_text(CANARY.format(stable=stable.port, beta=beta.port, stable_weight=stable_weight,
+                                      beta_weight=beta_weight))
+
+    write()
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
+              "--log-level", "debug"])
+    yield t, stable, beta, path, write
+    t.stop()
+    stable.stop()
+    beta.stop()
+
+
+def split(port, n, headers=None):
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Host": "cart"}, timeout=10) as client:
+        for _ in range(n):
+            r = client.get("/item", headers=headers or {})
+            assert r.status_code == 200, r.text
+
+
+def test_canary_routes_by_header_and_splits_by_weight(canary):
+    """The issue's canary as written: x-beta: yes goes to the beta subset; the rest is split 80/20 between
+    the subsets' endpoints (1,000 requests: beta's share within 4.5 standard deviations of 200)."""
+    t, stable, beta, _, _ = canary
+    split(t.port, 50, {"x-beta": "yes"})
+    assert len(beta.requests) == 50 and len(stable.requests) == 0
+    split(t.port, 1000)
+    got = len(beta.requests) - 50
+    assert len(stable.requests) + got == 1000
+    assert 143 <= got <= 257, got
+
+
+def test_unknown_host_is_404_and_the_connection_stays_usable(canary):
+    """A Host no VirtualService or ServiceEntry declares: 404 (Envoy's NR), and the keep-alive connection goes
+    on to serve the next request."""
+    t, stable, beta, _, _ = canary
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", timeout=10) as client:
+        assert client.get("/x", headers={"Host": "nowhere.example"}).status_code == 404
+        assert client.get("/x", headers={"Host": "cart.shop.svc.cluster.local"}).status_code == 200
+        assert client.get("/x", headers={"Host": "cart.shop"}).status_code == 200
+    assert len(stable.requests) + len(beta.requests) == 2
+
+
+def test_sighup_applies_a_new_config_and_a_bad_one_leaves_the_old_serving(canary):
+    """SIGHUP reads the file again: new weights (0/100) route everything to beta; then a file with an error is
+    refused whole, with its FILE:LINE error logged, and the last good configuration keeps serving."""
+    t, stable, beta, path, write = canary
+    write(0, 100)
+    t.signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        before = len(stable.requests)
+        split(t.port, 20)
+        if len(stable.requests) == before:
+            break
+        time.sleep(0.1)
+    before_stable = len(stable.requests)
+    split(t.port, 100)
+    assert len(stable.requests) == before_stable
+    path.write_text(path.read_text().replace("weight: 100", "weight: lots"))
+    t.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    split(t.port, 50)
+    assert len(stable.requests) == before_stable
+    t.stop()
+    log = t.log() + t.rest()
+    assert "config applied version=2" in log
+    assert "config rejected" in log
+    assert f"{path}:" in log and "weight" in log
+
+
+def test_bad_config_at_start_exits_1_naming_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(CANARY.format(stable=9001, beta=9002, stable_weight=80, beta_weight="heavy"))
+    p = subprocess.run([tern_bin(), "proxy", "--http", "--config", str(path), "--listen", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    assert f"{path}:22: VirtualService shop/cart: spec.http[1].route[1].weight: expected an integer" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--http", "--config", "x.yaml", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"],
+    ["--config", "x.yaml", "--listen", "127.0.0.1:0"],
+])
+def test_config_flag_misuse_exits_64(args):
+    p = subprocess.run([tern_bin(), "proxy", *args], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 64, p.stderr
