@@ -194,10 +194,19 @@ public final class ProxyServer {
         }
         for a in bound { Log.info("listening kind=\(settings.http == nil ? "proxy" : "http") addr=\(a)") }
 
-        // Process life: wait for a signal, or for a reactor that died.
+        // Process life: wait for a signal, or for a reactor that died; reload the configuration when its
+        // files change (debounced: 200 ms after the last change, so a half-written set is not read).
         var exitStatus: Int32 = 0
+        let watcher = settings.configPath.flatMap { FileWatcher(path: $0) }
+        if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
+        var reloadDue: UInt64? = nil
         while true {
-            if let sig = signals.wait(milliseconds: 200) {
+            if let watcher, watcher.changed() { reloadDue = System.monotonicNanos() + 200_000_000 }
+            if let due = reloadDue, System.monotonicNanos() >= due, let cell = routes, let path = settings.configPath {
+                reloadDue = nil
+                reload(cell, path: path, controls: controls)
+            }
+            if let sig = signals.wait(milliseconds: reloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
                     if Signals.name(sig) == "SIGHUP", let cell = routes, let path = settings.configPath {
                         reload(cell, path: path, controls: controls)
@@ -215,7 +224,13 @@ public final class ProxyServer {
                 exitStatus = 1
                 break
             }
-            routes?.reclaim()
+            if let cell = routes {
+                let freed = cell.reclaim()
+                if freed > 0 {
+                    tablesFreed += freed
+                    Log.debug("route tables freed: \(tablesFreed) in all, \(cell.retiredCount) waiting")
+                }
+            }
         }
         controls.forEach { $0.requestDrain() }
         let deadline = System.monotonicNanos() + settings.drainTimeout.nanoseconds
@@ -248,6 +263,7 @@ public final class ProxyServer {
     }
 
     private var version = 1
+    private var tablesFreed = 0
 
     /// SIGHUP: reads the configuration again; a valid one is published to every reactor (which picks it up
     /// at its next loop iteration: in-flight requests finish on the table they started with), an invalid one
