@@ -214,3 +214,43 @@ def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(
     # Each SIGHUP publishes a table; file-change reloads may add a few. All but the current one are freed.
     versions = [int(line.split("config applied version=")[1].split()[0]) for line in log.splitlines() if "config applied version=" in line]
     assert f"route tables freed: {max(versions) - 1} in all, 0 waiting" in log, log[-2000:]
+
+
+EDGE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: shop}
+spec:
+  hosts: [edge.example.com]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, authority: www.example.com, redirectCode: 302}
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {scheme: https}
+  - match: [{uri: {exact: /health}}]
+    directResponse: {status: 200, body: {string: "all good\\n"}}
+  - directResponse: {status: 503, body: {string: "maintenance"}}
+"""
+
+
+def test_redirect_and_direct_response_routes(tmp_path, backend):
+    """A route's redirect answers with its status and a Location built from the route (or the request's
+    Host and target where the route leaves them); a directResponse answers its status and body. Both keep
+    the client connection, and no upstream is involved."""
+    path = tmp_path / "edge.yaml"
+    path.write_text(EDGE)
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "edge.example.com"}, timeout=10) as c:
+            r = c.get("/old/page")
+            assert (r.status_code, r.headers["location"]) == (302, "http://www.example.com/new"), r.headers
+            r = c.get("/moved/x?y=1")
+            assert (r.status_code, r.headers["location"]) == (301, "https://edge.example.com/moved/x?y=1"), r.headers
+            r = c.get("/health")
+            assert (r.status_code, r.text, r.headers["content-type"]) == (200, "all good\n", "text/plain")
+            r = c.get("/anything")
+            assert (r.status_code, r.text) == (503, "maintenance")
+            r = c.post("/anything", content=b"x" * 1000)
+            assert r.status_code == 503
+    finally:
+        t.stop()

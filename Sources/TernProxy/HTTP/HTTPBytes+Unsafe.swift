@@ -190,6 +190,25 @@ struct Held {
         return table.select(host: bytes.extracting(host), port: port, request: view)
     }
 
+    /// Writes a response of Tern's own making (a route's directResponse or redirect) into an assembly buffer
+    /// and returns it held, to be sent from there and dropped after: its bytes live as long as the send. Nil
+    /// when it does not fit.
+    func compose(_ build: (inout ResponseWriter) -> Void) -> Held? {
+        let a = takeAssembly()
+        var w = unsafe ResponseWriter(base: assemblies[Int(a)], capacity: assemblySize)
+        build(&w)
+        guard !w.overflowed else {
+            freeAssemblies.append(a)
+            return nil
+        }
+        return Held(buffer: -1, assembly: a, start: 0, end: w.count)
+    }
+
+    /// Bytes of the held request head (for a redirect's Location: its Host and path).
+    func copy(_ range: Range<Int>, from held: Held, into w: inout ResponseWriter) {
+        unsafe w.append(view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound)))
+    }
+
     /// The port at the end of a Host value in the held head ("name:8080", "[::1]:8080"), if any.
     func port(in host: Range<Int>, held: Held) -> UInt16? {
         let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))
@@ -264,5 +283,57 @@ struct SplitMix {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// Appends bytes to an assembly buffer without allocating; notes overflow instead of writing past the end.
+@safe struct ResponseWriter {
+    private let base: UnsafeMutableRawPointer
+    private let capacity: Int
+    private(set) var count = 0
+    private(set) var overflowed = false
+
+    init(base: UnsafeMutableRawPointer, capacity: Int) {
+        unsafe self.base = base
+        self.capacity = capacity
+    }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard !overflowed, count + bytes.count <= capacity else {
+            overflowed = true
+            return
+        }
+        // SAFETY: count + bytes.count <= capacity, the assembly buffer's size.
+        let n = bytes.count
+        if n > 0 { unsafe (base + count).copyMemory(from: bytes.baseAddress!, byteCount: n) }
+        count += n
+    }
+
+    mutating func append(_ literal: StaticString) {
+        unsafe append(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    mutating func append(_ string: String) {
+        var s = string
+        // Strings from the route table are native UTF-8: no copy is made.
+        s.withUTF8 { unsafe append(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func append(_ bytes: [UInt8]) {
+        unsafe bytes.withUnsafeBytes { unsafe append($0) }
+    }
+
+    mutating func append(decimal value: Int) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var v = max(value, 0)
+        var n = 0
+        unsafe withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                unsafe d[9 - n] = UInt8(0x30 + v % 10)
+                v /= 10
+                n += 1
+            } while v > 0 && n < 10
+            unsafe append(UnsafeRawBufferPointer(rebasing: d[(10 - n)...]))
+        }
     }
 }

@@ -308,7 +308,44 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let port = hostPort(head, id) ?? 80
         let match = bytes.select(table, head: head, held: sessions[id].requestHeld, port: port)
         guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
-        guard case .forward = route.action else { return routeFailed(id, .unsupportedRoute, reactor) }
+        switch route.action {
+        case .forward: break
+        case .directResponse(let status, let body):
+            respondFromRoute(id, head, reactor) { w in
+                w.append(decimal: status)
+                w.append(" ")
+                w.append(LocalReply.reasonPhrase(status))
+                w.append("\r\ncontent-type: text/plain\r\ncontent-length: ")
+                w.append(decimal: body.count)
+                w.append("\r\n")
+            } body: { w in w.append(body) }
+            return nil
+        case .redirect(let r):
+            guard r.prefixRewrite == nil, r.derivePort == nil else { return routeFailed(id, .unsupportedRoute, reactor) }
+            let held = sessions[id].requestHeld
+            respondFromRoute(id, head, reactor) { w in
+                w.append(decimal: r.redirectCode)
+                w.append(" ")
+                w.append(LocalReply.reasonPhrase(r.redirectCode))
+                w.append("\r\nlocation: ")
+                if let scheme = r.scheme { w.append(scheme) } else { w.append("http") }
+                w.append("://")
+                if let authority = r.authority {
+                    w.append(authority)
+                } else if let host = head.host {
+                    bytes.copy(host, from: held, into: &w)
+                }
+                if let p = r.port {
+                    w.append(":")
+                    w.append(decimal: Int(p))
+                }
+                if let uri = r.uri { w.append(uri) } else { bytes.copy(head.target, from: held, into: &w) }
+                w.append("\r\ncontent-length: 0\r\n")
+            } body: { _ in }
+            return nil
+        case .unsupported:
+            return routeFailed(id, .unsupportedRoute, reactor)
+        }
         guard let destination = table.pickDestination(match, random: random.next()),
               let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
         guard let e = balancers[cluster].pick(table: table, random: random.next()),
@@ -318,6 +355,40 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].clusterEndpoint = Int32(e)
         sessions[id].routesEpoch = routes.currentEpoch
         return clusterEndpoints[cluster][e]
+    }
+
+    /// Answers with a response the route defines (directResponse, redirect): status line and fields from
+    /// `head`, then the connection's fate, then `body`, composed in an assembly buffer and sent from there.
+    private func respondFromRoute(_ id: SID, _ request: HTTP1Head, _ reactor: Reactor<Backend>,
+                                  head: (inout ResponseWriter) -> Void, body: (inout ResponseWriter) -> Void)
+    {
+        // A request without a body is consumed whole, so the connection can go on.
+        if sessions[id].requestBody == .none {
+            sessions[id].requestHeld.start += request.length
+            sessions[id].request = .done
+        }
+        let keep = sessions[id].request == .done && sessions[id].keepAlive && !draining
+        guard let composed = bytes.compose({ w in
+            w.append("HTTP/1.1 ")
+            head(&w)
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+            body(&w)
+        }) else {
+            fail(id, .unsupportedRoute, reactor)
+            return
+        }
+        sessions[id].reply = .routeResponse
+        sessions[id].keepAlive = keep
+        sessions[id].responseStarted = true
+        sessions[id].response = .reply
+        sessions[id].request = .done
+        dropHeld(&sessions[id].responseHeld, reactor)
+        sessions[id].responseHeld = composed
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        sendToClient(id, reactor)
     }
 
     /// The port in the request's Host, if it names one.
@@ -1282,6 +1353,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         if sessions[id].response == .reply {
             sessions[id].reply = nil
+            dropHeld(&sessions[id].responseHeld, reactor)
             if sessions[id].keepAlive { exchangeDone(id, reactor) } else { lingerClose(id, reactor) }
             return
         }

@@ -11,6 +11,8 @@ enum LocalReply: Int, CaseIterable {
     /// Routing from Istio configuration: no virtual host or route matched (NR), the destination names a host
     /// no ServiceEntry declares (NC), no endpoint to send to (UH), a route action this build does not apply.
     case routeNotFound, clusterNotFound, noHealthyUpstream, unsupportedRoute
+    /// A route's own response (directResponse, redirect), composed per request; `wire` is not used for it.
+    case routeResponse
 
     var status: Int {
         switch self {
@@ -26,6 +28,7 @@ enum LocalReply: Int, CaseIterable {
         case .routeNotFound: 404
         case .clusterNotFound, .noHealthyUpstream: 503
         case .unsupportedRoute: 501
+        case .routeResponse: 200
         }
     }
 
@@ -83,6 +86,31 @@ enum LocalReply: Int, CaseIterable {
     func wire(close: Bool) -> String {
         "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"
             + (close ? "connection: close\r\n" : "") + "\r\n\(body)"
+    }
+
+    /// Reason phrases for statuses a route may answer with (RFC 9110 §15); anything else gets an empty one,
+    /// which RFC 9112 §4 allows.
+    static func reasonPhrase(_ status: Int) -> StaticString {
+        switch status {
+        case 200: "OK"
+        case 201: "Created"
+        case 204: "No Content"
+        case 301: "Moved Permanently"
+        case 302: "Found"
+        case 303: "See Other"
+        case 307: "Temporary Redirect"
+        case 308: "Permanent Redirect"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 429: "Too Many Requests"
+        case 500: "Internal Server Error"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        default: ""
+        }
     }
 
     /// The answer to a request head Tern refused.
