@@ -254,3 +254,62 @@ def test_redirect_and_direct_response_routes(tmp_path, backend):
             assert r.status_code == 503
     finally:
         t.stop()
+
+
+API = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: shop}}
+spec:
+  hosts: [api]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: shop}}
+spec:
+  hosts: [api]
+  http:
+  - match: [{{uri: {{prefix: /v1/}}}}]
+    rewrite: {{uri: /api/, authority: internal.api}}
+    headers:
+      request: {{set: {{x-env: prod}}, add: {{x-added: "1"}}, remove: [x-secret]}}
+      response: {{set: {{x-served-by: tern}}, remove: [x-upstream-connection]}}
+    route:
+    - destination: {{host: api}}
+      headers: {{request: {{add: {{x-dest: d1}}}}}}
+  - match: [{{uri: {{exact: /old}}}}]
+    rewrite: {{uri: /new}}
+    route: [{{destination: {{host: api}}}}]
+"""
+
+
+def test_rewrites_and_header_operations_reach_the_upstream_and_the_client(tmp_path, backend):
+    """A route's rewrite replaces the matched prefix (query kept) or the whole path, and the Host; its request
+    header operations (set replaces, add appends, remove drops) and the destination's reach the upstream;
+    its response operations reach the client. Framing fields are never touched."""
+    up = HttpUpstream()
+    path = tmp_path / "api.yaml"
+    path.write_text(API.format(port=up.port))
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "api"}, timeout=10) as c:
+            r = c.get("/v1/items?x=1", headers={"x-secret": "s", "x-env": "dev"})
+            assert r.status_code == 200
+            assert r.headers.get("x-served-by") == "tern"
+            assert "x-upstream-connection" not in r.headers
+            r = c.post("/old?y=2", content=b"body")
+            assert r.status_code == 200
+        first, second = up.requests
+        assert first.target == "/api/items?x=1"
+        assert first.header_values("host") == ["internal.api"]
+        assert first.header_values("x-env") == ["prod"]
+        assert first.header_values("x-added") == ["1"]
+        assert first.header_values("x-dest") == ["d1"]
+        assert first.header_values("x-secret") == []
+        assert second.target == "/new?y=2" and second.body_length == 4
+    finally:
+        t.stop()
+        up.stop()

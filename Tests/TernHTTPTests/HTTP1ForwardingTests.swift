@@ -17,6 +17,8 @@ private func render(_ raw: String, kind: HTTP1Parser.Kind, head: HEADFlag = .no,
         case .literal(let s): out += s.description
         case .clientAddress: out += "10.0.0.7"
         case .requestID: out += "00000000-0000-4000-8000-000000000000"
+        case .routeTarget: out += "/rewritten"
+        case .routeFields: out += "x-route: 1\r\n"
         }
     }
     return (out, pieces)
@@ -101,6 +103,20 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
     @Test func switchingProtocolsKeepsUpgrade() throws {
         let out = try forwardResponse("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n", .close)
         #expect(out == "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\nconnection: upgrade\r\n\r\n")
+    }
+
+    @Test func routeChangesTheTargetAndFieldsButNeverTheFraming() throws {
+        let raw = "POST /old/x?q HTTP/1.1\r\nHost: a\r\nX-Drop: 1\r\nContent-Length: 2\r\nX-Keep: 2\r\nx-request-id: r\r\n\r\nhi"
+        let out = try render(raw, kind: .request) { head, bytes, emit in
+            HTTP1Forwarding.request(head, bytes, options: .init(rewriteTarget: true, routeFields: true),
+                                    drop: { r in r.lowerBound == 33 || r.lowerBound == 44 }, emit: emit)  // X-Drop and Content-Length
+        }.0
+        #expect(out == "POST /rewritten HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-Keep: 2\r\nx-request-id: r\r\n"
+            + "x-route: 1\r\nx-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\n\r\n")
+        let response = try render("HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 0\r\n\r\n", kind: .response) { head, bytes, emit in
+            HTTP1Forwarding.response(head, bytes, persistence: .keepAlive, routeFields: true, drop: { r in r.count == 6 }, emit: emit)
+        }.0
+        #expect(response == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-route: 1\r\n\r\n")
     }
 
     @Test func interimResponseNeverCloses() throws {

@@ -13,6 +13,10 @@ public enum HTTP1Forwarding {
         case clientAddress
         /// A fresh x-request-id (a UUIDv4, 36 characters); the caller makes it when asked.
         case requestID
+        /// The request-target a route rewrote (`RequestOptions.rewriteTarget`), in place of the received one.
+        case routeTarget
+        /// Field lines a route adds or sets, each ending in CRLF (`routeFields`), just before the empty line.
+        case routeFields
     }
 
     /// How a request is rewritten for the upstream.
@@ -20,7 +24,15 @@ public enum HTTP1Forwarding {
         /// The client is trusted (`--xff-trusted-hops` above 0): its x-envoy-* fields, X-Forwarded-Client-Cert and
         /// X-Forwarded-Proto are kept. Untrusted clients' are removed, as Envoy does for external requests.
         public var trustedClient = false
-        public init(trustedClient: Bool = false) { self.trustedClient = trustedClient }
+        /// A route rewrites the target: `.routeTarget` replaces it.
+        public var rewriteTarget = false
+        /// A route adds or sets fields: `.routeFields` comes before the empty line.
+        public var routeFields = false
+        public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false) {
+            self.trustedClient = trustedClient
+            self.rewriteTarget = rewriteTarget
+            self.routeFields = routeFields
+        }
     }
 
     /// The request as the upstream gets it: always HTTP/1.1; hop-by-hop fields removed (Connection and the
@@ -29,12 +41,21 @@ public enum HTTP1Forwarding {
     /// use_remote_address); X-Forwarded-Proto set to http; x-request-id added when absent. Content-Length and
     /// Transfer-Encoding pass unchanged: the body is forwarded in the framing it arrived in, which the parser
     /// has already checked to be unambiguous.
+    ///
+    /// A route may remove fields (`drop` says which, by name; Content-Length and Transfer-Encoding are never
+    /// dropped, the body's framing depends on them), rewrite the target and add fields (see `RequestOptions`).
     public static func request(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, options: RequestOptions,
-                               emit: (Piece) -> Void)
+                               drop: (Range<Int>) -> Bool = { _ in false }, emit: (Piece) -> Void)
     {
         // "METHOD SP request-target SP", then our version.
-        emit(.bytes(head.startLineOffset..<(head.target.upperBound + 1)))
-        emit(.literal("HTTP/1.1\r\n"))
+        if options.rewriteTarget {
+            emit(.bytes(head.startLineOffset..<head.target.lowerBound))
+            emit(.routeTarget)
+            emit(.literal(" HTTP/1.1\r\n"))
+        } else {
+            emit(.bytes(head.startLineOffset..<(head.target.upperBound + 1)))
+            emit(.literal("HTTP/1.1\r\n"))
+        }
         var hasRequestID = false
         var keptProto = false
         var run: Int? = nil
@@ -52,14 +73,17 @@ public enum HTTP1Forwarding {
             case .xRequestID:
                 keep = true
                 hasRequestID = true
-            case .contentLength, .transferEncoding, .host, .expect, .trailer:
+            case .contentLength, .transferEncoding:
                 keep = true
+            case .host, .expect, .trailer:
+                keep = !drop(field.name)
             case .other:
-                keep = !namedByConnection(head, bytes, field.name)
+                keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
             }
             emitRun(head, i, keep: keep, run: &run, emit)
         }
         if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if options.routeFields { emit(.routeFields) }
         if head.upgrade { emit(.literal("connection: upgrade\r\n")) }
         emit(.literal("x-forwarded-for: "))
         for field in head.fields where field.known == .xForwardedFor && !field.value.isEmpty {
@@ -89,7 +113,9 @@ public enum HTTP1Forwarding {
 
     /// The response as the client gets it: status-line as HTTP/1.1, hop-by-hop fields removed as for requests
     /// (Upgrade kept on a 101, with "connection: upgrade"), and the connection's fate stated.
+    /// A route may remove fields (`drop`, by name; never the framing ones) and add some (`routeFields`).
     public static func response(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, persistence: Persistence,
+                                routeFields: Bool = false, drop: (Range<Int>) -> Bool = { _ in false },
                                 emit: (Piece) -> Void)
     {
         // status-line = HTTP-version SP status-code SP reason: the version is always 8 bytes.
@@ -104,12 +130,14 @@ public enum HTTP1Forwarding {
             switch field.known {
             case .connection, .keepAlive, .proxyConnection, .te: keep = false
             case .upgrade: keep = switching
-            case .other: keep = !namedByConnection(head, bytes, field.name)
-            default: keep = true
+            case .other: keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
+            case .contentLength, .transferEncoding: keep = true
+            default: keep = !drop(field.name)
             }
             emitRun(head, i, keep: keep, run: &run, emit)
         }
         if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if routeFields { emit(.routeFields) }
         if switching {
             emit(.literal("connection: upgrade\r\n"))
         } else if !head.isInterim {

@@ -148,15 +148,20 @@ struct Held {
     /// Plans a forwarded head with `plan` over the held head and appends its pieces to entry `entry` of
     /// `table`. False when the entry ran out of segments.
     func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
-                    _ plan: (HTTP1Head, borrowing Span<UInt8>, (HTTP1Forwarding.Piece) -> Void) -> Void,
-                    head: HTTP1Head) -> Bool
+                    _ plan: (HTTP1Head, borrowing Span<UInt8>, (Range<Int>) -> Bool, (HTTP1Forwarding.Piece) -> Void) -> Void,
+                    head: HTTP1Head, edits: FieldEdits? = nil, extras: Held = Held(), target: Range<Int> = 0..<0,
+                    fields: Range<Int> = 0..<0) -> Bool
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
         // A flag on self rather than a local captured by the closure: a captured local var would be boxed on the
         // heap, one allocation per head.
         appendFailed = false
-        unsafe plan(head, bytes.span) { piece in
+        let drop: (Range<Int>) -> Bool = { r in
+            guard let edits else { return false }
+            return unsafe edits.drops(UnsafeRawBufferPointer(rebasing: whole[r]))
+        }
+        unsafe plan(head, bytes.span, drop) { piece in
             switch piece {
             case .bytes(let r):
                 unsafe add(table, entry, UnsafeRawBufferPointer(rebasing: whole[r]))
@@ -169,6 +174,10 @@ struct Held {
                 let p = unsafe scratchPointer(slot) + Self.requestIDStart
                 unsafe writeUUIDv4(p)
                 unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
+            case .routeTarget:
+                unsafe add(table, entry, view(extras, target))
+            case .routeFields:
+                unsafe add(table, entry, view(extras, fields))
             }
         }
         return !appendFailed
@@ -207,6 +216,17 @@ struct Held {
     /// Bytes of the held request head (for a redirect's Location: its Host and path).
     func copy(_ range: Range<Int>, from held: Held, into w: inout ResponseWriter) {
         unsafe w.append(view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound)))
+    }
+
+    /// Where the query of a target in the held head starts ("?" included), if it has one.
+    func queryStart(in target: Range<Int>, held: Held) -> Int? {
+        let v = unsafe view(held, (held.start + target.lowerBound)..<(held.start + target.upperBound))
+        var i = 0
+        while i < v.count {
+            if unsafe v[i] == 0x3F { return target.lowerBound + i }
+            i += 1
+        }
+        return nil
     }
 
     /// The port at the end of a Host value in the held head ("name:8080", "[::1]:8080"), if any.
@@ -335,5 +355,32 @@ struct SplitMix {
             } while v > 0 && n < 10
             unsafe append(UnsafeRawBufferPointer(rebasing: d[(10 - n)...]))
         }
+    }
+}
+
+extension FieldEdits {
+    /// Whether a route removes or replaces the field named `name` (ASCII case-insensitive).
+    func drops(_ name: UnsafeRawBufferPointer) -> Bool {
+        if unsafe dropHost && Self.equal(name, "host") { return true }
+        return unsafe Self.drops(name, first) || Self.drops(name, second)
+    }
+
+    private static func drops(_ name: UnsafeRawBufferPointer, _ ops: HeaderOperations) -> Bool {
+        for i in 0..<ops.remove.count where unsafe equal(name, ops.remove[i]) { return true }
+        for i in 0..<ops.set.count where unsafe equal(name, ops.set[i].name) { return true }
+        return false
+    }
+
+    private static func equal(_ bytes: UnsafeRawBufferPointer, _ name: String) -> Bool {
+        var i = 0
+        for c in name.utf8 {
+            guard i < bytes.count else { return false }
+            let b = unsafe bytes[i]
+            let lb = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
+            let lc = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
+            if lb != lc { return false }
+            i += 1
+        }
+        return i == bytes.count
     }
 }

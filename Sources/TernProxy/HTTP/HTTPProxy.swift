@@ -140,6 +140,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var cluster: Int32 = -1
         var clusterEndpoint: Int32 = -1
         var routesEpoch: UInt64 = 0
+        /// What the route does to the request and response heads (nil: nothing), and the bytes it adds, held
+        /// in an assembly buffer until the head that carries them has been sent.
+        var requestEdits: FieldEdits? = nil
+        var responseEdits: FieldEdits? = nil
+        var targetRewrite: String? = nil
+        var rewritePrefix = -1
+        var requestExtras = Held()
+        var responseExtras = Held()
         /// When the connection last became idle between requests (idle timeout).
         var idleSince: UInt64 = 0
         /// When the first byte of the current request head arrived (request header timeout).
@@ -351,6 +359,22 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         guard let e = balancers[cluster].pick(table: table, random: random.next()),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
         balancers[cluster].requestStarted(endpoint: e)
+        var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
+        if let authority = route.rewrite?.authority {
+            requestEdits.dropHost = true
+            requestEdits.host = authority
+        }
+        sessions[id].requestEdits = requestEdits.isEmpty ? nil : requestEdits
+        let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
+        sessions[id].responseEdits = responseEdits.isEmpty ? nil : responseEdits
+        sessions[id].targetRewrite = route.rewrite?.uri
+        sessions[id].rewritePrefix = -1
+        if route.rewrite?.uri != nil, match.matcher >= 0, let uri = route.matchers[Int(match.matcher)].uri {
+            switch uri {
+            case .prefix(let p), .prefixIgnoringCase(let p): sessions[id].rewritePrefix = p.count
+            default: break
+            }
+        }
         sessions[id].cluster = Int32(cluster)
         sessions[id].clusterEndpoint = Int32(e)
         sessions[id].routesEpoch = routes.currentEpoch
@@ -389,6 +413,51 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
         sendToClient(id, reactor)
+    }
+
+    /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
+    /// or sets (`fields`), in one assembly buffer. Nil when they do not fit.
+    private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>) -> Held? {
+        let s = sessions[id]
+        var targetEnd = 0
+        let extras = bytes.compose { w in
+            if let uri = s.targetRewrite {
+                w.append(uri)
+                let t = head.target
+                if s.rewritePrefix >= 0 {
+                    // The matched prefix is replaced; the rest of the path and the query stay.
+                    let from = min(t.lowerBound + s.rewritePrefix, t.upperBound)
+                    bytes.copy(from..<t.upperBound, from: s.requestHeld, into: &w)
+                } else if let q = bytes.queryStart(in: t, held: s.requestHeld) {
+                    bytes.copy(q..<t.upperBound, from: s.requestHeld, into: &w)
+                }
+            }
+            targetEnd = w.count
+            if let edits = s.requestEdits { Self.writeFields(edits, &w) }
+        }
+        guard let extras else { return nil }
+        target = 0..<targetEnd
+        fields = targetEnd..<extras.end
+        return extras
+    }
+
+    /// "name: value" lines for a route's set and add operations (and a rewritten Host).
+    private static func writeFields(_ edits: FieldEdits, _ w: inout ResponseWriter) {
+        if let host = edits.host { line("host", host, &w) }
+        lines(edits.first, &w)
+        lines(edits.second, &w)
+    }
+
+    private static func lines(_ ops: HeaderOperations, _ w: inout ResponseWriter) {
+        for i in 0..<ops.set.count { line(ops.set[i].name, ops.set[i].value, &w) }
+        for i in 0..<ops.add.count { line(ops.add[i].name, ops.add[i].value, &w) }
+    }
+
+    private static func line(_ name: String, _ value: String, _ w: inout ResponseWriter) {
+        w.append(name)
+        w.append(": ")
+        w.append(value)
+        w.append("\r\n")
     }
 
     /// The port in the request's Host, if it names one.
@@ -858,10 +927,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let entry = Int(u.index)
         let held = sessions[id].requestHeld
         toUpstream.reset(entry)
-        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient)
-        guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
-            HTTP1Forwarding.request(head, span, options: options, emit: emit)
-        }, head: head) else {
+        dropHeld(&sessions[id].requestExtras, reactor)
+        var target = 0..<0
+        var fields = 0..<0
+        if sessions[id].requestEdits != nil || sessions[id].targetRewrite != nil {
+            guard let extras = composeRequestExtras(id, head, &target, &fields) else {
+                fail(id, .headersTooLarge, reactor)
+                return
+            }
+            sessions[id].requestExtras = extras
+        }
+        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: sessions[id].targetRewrite != nil,
+                                                     routeFields: !fields.isEmpty)
+        guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, drop, emit in
+            HTTP1Forwarding.request(head, span, options: options, drop: drop, emit: emit)
+        }, head: head, edits: sessions[id].requestEdits, extras: sessions[id].requestExtras, target: target, fields: fields) else {
             fail(id, .headersTooLarge, reactor)
             return
         }
@@ -942,6 +1022,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         // What was sent is consumed.
         sessions[id].requestHeld.start = sessions[id].requestSentTo
+        dropHeld(&sessions[id].requestExtras, reactor)
         if sessions[id].request == .tunnel {
             dropHeld(&sessions[id].requestHeld, reactor)
             if !sessions[id].clientEOF { receiveFromClient(id, reactor) }
@@ -1250,9 +1331,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].upstreamReusable = head.keepAlive && head.framing != .untilClose && !sessions[id].tunnelNext
         }
         toClient.reset(entry)
-        guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, emit in
-            HTTP1Forwarding.response(head, span, persistence: persistence, emit: emit)
-        }, head: head) else {
+        dropHeld(&sessions[id].responseExtras, reactor)
+        var fields = 0..<0
+        if let edits = sessions[id].responseEdits, !head.isInterim {
+            guard let extras = bytes.compose({ w in Self.writeFields(edits, &w) }) else {
+                fail(id, .badGateway, reactor)
+                return
+            }
+            sessions[id].responseExtras = extras
+            fields = extras.start..<extras.end
+        }
+        let routeFields = !fields.isEmpty
+        let edits = head.isInterim ? nil : sessions[id].responseEdits
+        guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, drop, emit in
+            HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, drop: drop, emit: emit)
+        }, head: head, edits: edits, extras: sessions[id].responseExtras, fields: fields) else {
             fail(id, .badGateway, reactor)
             return
         }
@@ -1363,6 +1456,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].responseHeld.start = sessions[id].responseSentTo
+        dropHeld(&sessions[id].responseExtras, reactor)
         if sessions[id].response == .tunnel {
             dropHeld(&sessions[id].responseHeld, reactor)
             if !sessions[id].upstreamEOF, let u = sessions[id].upstream { receiveFromUpstream(u, reactor) }
@@ -1687,6 +1781,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private func finishSessionIfQuiet(_ id: SID, _ reactor: Reactor<Backend>) {
         guard sessions[id].inflight == 0 else { return }
         requestFinished(id)
+        dropHeld(&sessions[id].requestExtras, reactor)
+        dropHeld(&sessions[id].responseExtras, reactor)
         // A pipe left mid-transfer may hold bytes, and a cancelled splice of the upstream socket may still
         // hold it: it is closed, never reused (the kernel keeps its own reference while an operation runs).
         for pipe in [sessions[id].requestPipe, sessions[id].responsePipe] {

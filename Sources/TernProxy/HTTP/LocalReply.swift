@@ -1,3 +1,4 @@
+import TernConfig
 import TernHTTP
 
 /// The responses Tern writes itself, with the bodies and response flags Envoy users know
@@ -123,4 +124,15 @@ enum LocalReply: Int, CaseIterable {
         default: .badRequest
         }
     }
+}
+
+/// What a route does to the fields of one head (request or response): Istio's `headers` operations of the
+/// route and of the chosen destination, and for requests an authority rewrite (Host replaced).
+struct FieldEdits {
+    var first = HeaderOperations()
+    var second = HeaderOperations()
+    var dropHost = false
+    var host: String? = nil
+
+    var isEmpty: Bool { first.isEmpty && second.isEmpty && host == nil }
 }
