@@ -317,7 +317,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let match = bytes.select(table, head: head, held: sessions[id].requestHeld, port: port)
         guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
         switch route.action {
-        case .forward: break
+        case .forward:
+            // Not applied yet; never ignored silently.
+            if route.rewrite?.uriRegexRewrite != nil { return routeFailed(id, .unsupportedRoute, reactor) }
         case .directResponse(let status, let body):
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: status)
