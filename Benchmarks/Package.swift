@@ -28,6 +28,7 @@ let package = Package(
                 .product(name: "TernIO", package: "tern"),
                 .product(name: "TernHTTP", package: "tern"),
                 .product(name: "TernProxy", package: "tern"),
+                .product(name: "TernConfig", package: "tern"),
             ],
             path: "Benchmarks/TernHTTPBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

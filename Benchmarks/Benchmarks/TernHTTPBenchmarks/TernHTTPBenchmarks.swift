@@ -4,6 +4,7 @@
 import Benchmark
 import Glibc
 import Synchronization
+import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
@@ -56,6 +57,52 @@ enum Sockets {
             }
         }
     }
+}
+
+/// A mesh of `count` services, each with a ServiceEntry and a VirtualService of three routes (header match,
+/// prefix match, default), as YAML.
+func meshYAML(_ count: Int) -> String {
+    var out = ""
+    for i in 0..<count {
+        out += """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: svc\(i), namespace: bench}
+        spec:
+          hosts: [svc\(i)]
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints: [{address: 127.0.0.\(1 + i % 200), ports: {http: 8080}}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: svc\(i), namespace: bench}
+        spec:
+          hosts: [svc\(i)]
+          http:
+          - match: [{headers: {x-canary: {exact: "yes"}}}]
+            route: [{destination: {host: svc\(i)}}]
+          - match: [{uri: {prefix: /api/v2/}}]
+            route: [{destination: {host: svc\(i)}}]
+          - route: [{destination: {host: svc\(i)}}]
+        ---
+
+        """
+    }
+    return out
+}
+
+func compileMesh(_ count: Int) -> RouteTable {
+    let set = ConfigLoader.load(yaml: meshYAML(count), file: "mesh.yaml", namespace: "bench")
+    return try! RouteTable.compile(set, namespace: "bench")
+}
+
+/// One request head to route: Host of the service in the middle of the mesh, a path the second route takes.
+func routedHead(_ count: Int) -> (HTTP1Head, [UInt8]) {
+    let raw = Array("GET /api/v2/items?limit=5 HTTP/1.1\r\nHost: svc\(count / 2).bench.svc.cluster.local\r\nAccept: */*\r\n\r\n".utf8)
+    var parser = HTTP1Parser(kind: .request)
+    _ = try! raw.withUnsafeBytes { try parser.parse($0) }
+    return (parser.head, raw)
 }
 
 /// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread.
@@ -127,6 +174,30 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: .seconds(3),
         maxIterations: 1_000
     )
+
+    for count in [1, 100, 10_000] {
+        // Compiled once, before any sample: each sample then measures selections only.
+        let table = compileMesh(count)
+        Benchmark("Route selection, \(count) VirtualServices (host lookup + first matching route + destination)") { benchmark in
+            let (head, raw) = routedHead(count)
+            benchmark.startMeasurement()
+            for i in benchmark.scaledIterations {
+                let span = raw.span
+                let view = RequestView(head: head, bytes: span)
+                let match = table.select(host: span.extracting(head.host!), port: 80, request: view)
+                blackHole(table.pickDestination(match, random: UInt64(i)))
+            }
+        }
+    }
+
+    Benchmark("Compile 10,000 VirtualServices and ServiceEntries (30,000 routes)",
+              configuration: .init(metrics: [.wallClock, .peakMemoryResident, .mallocCountTotal], warmupIterations: 0,
+                                   scalingFactor: .one, maxDuration: .seconds(60), maxIterations: 3)) { benchmark in
+        let yaml = meshYAML(10_000)
+        benchmark.startMeasurement()
+        let set = ConfigLoader.load(yaml: yaml, file: "mesh.yaml", namespace: "bench")
+        blackHole(try RouteTable.compile(set, namespace: "bench"))
+    }
 
     Benchmark("HTTP1 parse typical request head (\(typicalHead.count) B)") { benchmark in
         var parser = HTTP1Parser(kind: .request)
