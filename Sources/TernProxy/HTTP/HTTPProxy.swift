@@ -963,28 +963,45 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// How far the request body extends in the held bytes from `from`, updating what remains of it; nil when
     /// the chunked framing is broken (the exchange has then been failed).
     private func takeRequestBody(_ id: SID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
-        let held = sessions[id].requestHeld
-        switch sessions[id].requestBody {
-        case .none, .untilClose:
+        var body = sessions[id].requestBody
+        var decoder = sessions[id].requestDecoder
+        defer {
+            // A failure may have closed and freed the session.
+            if sessions.isCurrent(id) {
+                sessions[id].requestBody = body
+                sessions[id].requestDecoder = decoder
+            }
+        }
+        do {
+            return try bodyExtent(&body, &decoder, sessions[id].requestHeld, from: from)
+        } catch {
+            Log.debug("refused request body: \(error)")
+            fail(id, .badRequest, reactor)
+            return nil
+        }
+    }
+
+    /// How far a body extends in the held bytes from `from`, updating what remains of it (a Content-Length
+    /// count, or the chunked decoder's state); a body ending at close takes everything.
+    private func bodyExtent(_ body: inout Body, _ decoder: inout ChunkedDecoder, _ held: Held, from: Int)
+        throws(HTTPParseError) -> Int
+    {
+        switch body {
+        case .none:
             return from
+        case .untilClose:
+            return held.end
         case .length(let left):
             let take = Int(min(left, UInt64(held.end - from)))
-            sessions[id].requestBody = left == UInt64(take) ? .none : .length(left - UInt64(take))
+            body = left == UInt64(take) ? .none : .length(left - UInt64(take))
             return from + take
         case .chunked:
             var at = from
             while at < held.end {
-                let out: ChunkedDecoder.Output
-                do {
-                    out = try bytes.decode(&sessions[id].requestDecoder, held, from: at)
-                } catch {
-                    Log.debug("refused request body: \(error)")
-                    fail(id, .badRequest, reactor)
-                    return nil
-                }
+                let out = try bytes.decode(&decoder, held, from: at)
                 at += out.consumed
                 if out.event == .end {
-                    sessions[id].requestBody = .none
+                    body = .none
                     break
                 }
             }
@@ -1375,34 +1392,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     private func takeResponseBody(_ id: SID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
-        let held = sessions[id].responseHeld
-        switch sessions[id].responseBody {
-        case .none:
-            return from
-        case .untilClose:
-            return held.end
-        case .length(let left):
-            let take = Int(min(left, UInt64(held.end - from)))
-            sessions[id].responseBody = left == UInt64(take) ? .none : .length(left - UInt64(take))
-            return from + take
-        case .chunked:
-            var at = from
-            while at < held.end {
-                let out: ChunkedDecoder.Output
-                do {
-                    out = try bytes.decode(&sessions[id].responseDecoder, held, from: at)
-                } catch {
-                    Log.debug("malformed upstream chunked body (UPE): \(error)")
-                    fail(id, .badGateway, reactor)
-                    return nil
-                }
-                at += out.consumed
-                if out.event == .end {
-                    sessions[id].responseBody = .none
-                    break
-                }
+        var body = sessions[id].responseBody
+        var decoder = sessions[id].responseDecoder
+        defer {
+            // A failure may have closed and freed the session.
+            if sessions.isCurrent(id) {
+                sessions[id].responseBody = body
+                sessions[id].responseDecoder = decoder
             }
-            return at
+        }
+        do {
+            return try bodyExtent(&body, &decoder, sessions[id].responseHeld, from: from)
+        } catch {
+            Log.debug("malformed upstream chunked body (UPE): \(error)")
+            fail(id, .badGateway, reactor)
+            return nil
         }
     }
 
