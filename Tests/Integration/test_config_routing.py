@@ -58,7 +58,7 @@ def canary(tmp_path, backend):
 
     write()
     t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
-              "--log-level", "debug"])
+              "--log-level", "info"])
     yield t, stable, beta, path, write
     t.stop()
     stable.stop()

@@ -228,7 +228,7 @@ public final class ProxyServer {
                 let freed = cell.reclaim()
                 if freed > 0 {
                     tablesFreed += freed
-                    Log.debug("route tables freed: \(tablesFreed) in all, \(cell.retiredCount) waiting")
+                    Log.info("route tables freed: \(tablesFreed) in all, \(cell.retiredCount) waiting")
                 }
             }
         }
