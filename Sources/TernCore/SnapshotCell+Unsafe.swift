@@ -18,6 +18,7 @@ public final class SnapshotCell<Value: AnyObject & Sendable>: Sendable {
     private let epoch = Atomic<UInt64>(1)
     private let reports: [Report]
     private let retired = Mutex<[(tag: UInt64, bits: UInt)]>([])
+    private let freed = Atomic<Int>(0)
 
     /// One reader's oldest epoch in use, alone on its cache line so readers never contend.
     private final class Report: Sendable {
@@ -46,6 +47,9 @@ public final class SnapshotCell<Value: AnyObject & Sendable>: Sendable {
     /// The epoch of the current snapshot (starts at 1).
     public var currentEpoch: UInt64 { epoch.load(ordering: .acquiring) }
 
+    /// Snapshots freed so far (replaced ones whose readers all moved on).
+    public var freedCount: Int { freed.load(ordering: .relaxed) }
+
     /// Snapshots replaced but not yet freed (a gauge).
     public var retiredCount: Int { retired.withLock { $0.count } }
 
@@ -73,6 +77,7 @@ public final class SnapshotCell<Value: AnyObject & Sendable>: Sendable {
             return done
         }
         for bits in free { Self.release(bits) }
+        freed.add(free.count, ordering: .relaxed)
         return free.count
     }
 

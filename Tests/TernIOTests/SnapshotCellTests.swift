@@ -65,6 +65,7 @@ final class ReaderOutcome: Sendable {
         #expect(outcome.violations.load(ordering: .relaxed) == 0)
         #expect(outcome.reads.load(ordering: .relaxed) > 0)
         #expect(cell.retiredCount == 0)
+        #expect(cell.freedCount == swaps)
         // Every snapshot but the current one was freed, once.
         #expect(snapshotsFreed.load(ordering: .relaxed) - before == swaps)
         #expect(cell.currentEpoch == UInt64(swaps + 1))

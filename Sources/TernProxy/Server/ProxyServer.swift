@@ -225,9 +225,10 @@ public final class ProxyServer {
                 break
             }
             if let cell = routes {
-                let freed = cell.reclaim()
-                if freed > 0 {
-                    tablesFreed += freed
+                // Tables are freed here and by each publish; the total covers both.
+                cell.reclaim()
+                if cell.freedCount != tablesFreed {
+                    tablesFreed = cell.freedCount
                     Log.info("route tables freed: \(tablesFreed) in all, \(cell.retiredCount) waiting")
                 }
             }
