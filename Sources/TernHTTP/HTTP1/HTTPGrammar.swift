@@ -96,11 +96,7 @@ enum HTTPGrammar {
 
     /// `range` without leading and trailing OWS.
     static func trimmingWhitespace(_ bytes: borrowing Span<UInt8>, _ range: Range<Int>) -> Range<Int> {
-        var lo = range.lowerBound
-        var hi = range.upperBound
-        while lo < hi, isWhitespace(bytes[lo]) { lo += 1 }
-        while hi > lo, isWhitespace(bytes[hi - 1]) { hi -= 1 }
-        return lo..<hi
+        trimmedValue(bytes, from: range.lowerBound, end: range.upperBound)
     }
 
     /// The next element of a comma-separated list (RFC 9110 §5.6.1) starting at `cursor`, trimmed of OWS; nil when

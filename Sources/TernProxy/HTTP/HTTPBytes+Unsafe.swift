@@ -361,7 +361,7 @@ struct SplitMix {
 extension FieldEdits {
     /// Whether a route removes or replaces the field named `name` (ASCII case-insensitive).
     func drops(_ name: UnsafeRawBufferPointer) -> Bool {
-        if unsafe dropHost && Self.equal(name, "host") { return true }
+        if unsafe host != nil && Self.equal(name, "host") { return true }
         return unsafe Self.drops(name, first) || Self.drops(name, second)
     }
 

@@ -362,10 +362,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
         balancers[cluster].requestStarted(endpoint: e)
         var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
-        if let authority = route.rewrite?.authority {
-            requestEdits.dropHost = true
-            requestEdits.host = authority
-        }
+        requestEdits.host = route.rewrite?.authority
         sessions[id].requestEdits = requestEdits.isEmpty ? nil : requestEdits
         let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
         sessions[id].responseEdits = responseEdits.isEmpty ? nil : responseEdits
@@ -1230,9 +1227,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].lastActivity = System.monotonicNanos()
-        if let from = sessions[id].retryFrom {
+        if sessions[id].retryFrom != nil {
             // The upstream answered: the request will not be sent again.
-            _ = from
             sessions[id].retryFrom = nil
             if sessions[id].requestHeld.isEmpty && sessions[id].request != .sending { dropHeld(&sessions[id].requestHeld, reactor) }
         }

@@ -131,7 +131,7 @@ enum LocalReply: Int, CaseIterable {
 struct FieldEdits {
     var first = HeaderOperations()
     var second = HeaderOperations()
-    var dropHost = false
+    /// The rewritten authority: it replaces the received Host field.
     var host: String? = nil
 
     var isEmpty: Bool { first.isEmpty && second.isEmpty && host == nil }
