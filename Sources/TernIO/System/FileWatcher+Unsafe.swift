@@ -23,7 +23,9 @@ public final class FileWatcher {
         }
         fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         if fd < 0 { return nil }
-        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB
+        // IN_MODIFY too: every write of a file being rewritten in place counts as a change, so a debounce
+        // measured from the last change never reads it half-written (or truncated, which parses as empty).
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB
                           | IN_DELETE_SELF | IN_MOVE_SELF)
         // SAFETY: the path string is bridged to a C string alive for the call.
         if unsafe inotify_add_watch(fd, directory, mask) < 0 {
