@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
         .library(name: "TernProxy", targets: ["TernProxy"]),
         .library(name: "TernConfig", targets: ["TernConfig"]),
+        .library(name: "TernTelemetry", targets: ["TernTelemetry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -36,7 +37,12 @@ let package = Package(
         .target(name: "TernCore", swiftSettings: strict),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict),
-        .target(name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig"], swiftSettings: strict),
+        // Metrics shards and exposition, access-log formatting, trace context (issue 6): no system calls.
+        .target(name: "TernTelemetry", dependencies: ["TernCore"], swiftSettings: strict),
+        .target(
+            name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry"],
+            swiftSettings: strict
+        ),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
         .systemLibrary(name: "CTernYAML"),
         // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.
@@ -84,6 +90,7 @@ let package = Package(
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
+        .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry"]),
         .testTarget(name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"]),
     ]
 )

@@ -1,0 +1,191 @@
+// Istio's standard metrics (../shared/reference/istio.md §2), kept per reactor and summed at scrape time.
+//
+// A series is identified by a 64-bit key: the destination service (an id from the process's ServiceRegistry,
+// which config provides, never request bytes), the response code, the response flags and the protocol. Every
+// other label is constant for the process (reporter, this workload's identity) or unknown until peer identity
+// exists (mTLS), so the number of series is bounded by configuration.
+import Synchronization
+
+/// Where a metric's protocol label comes from.
+public enum RequestProtocol: UInt64, Sendable {
+    case http = 0, grpc = 1, tcp = 2
+    public var label: String {
+        switch self {
+        case .http: "http"
+        case .grpc: "grpc"
+        case .tcp: "tcp"
+        }
+    }
+}
+
+/// The key of one series: flags in bits 0–28, response code in 29–38, protocol in 39–40, service in 41–62,
+/// bit 63 always set (a key is never 0).
+public struct SeriesKey: Hashable, Sendable {
+    public let raw: UInt64
+
+    @inlinable
+    public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol) {
+        let c = UInt64(code >= 0 && code <= 999 ? code : 0)
+        raw = (1 << 63) | (UInt64(service & 0x3F_FFFF) << 41) | (p.rawValue << 39) | (c << 29) | UInt64(flags.rawValue)
+    }
+
+    public init(raw: UInt64) { self.raw = raw }
+
+    public var service: UInt32 { UInt32((raw >> 41) & 0x3F_FFFF) }
+    public var code: Int { Int((raw >> 29) & 0x3FF) }
+    public var flags: ResponseFlags { ResponseFlags(rawValue: UInt32(raw & 0x1FFF_FFFF)) }
+    public var requestProtocol: RequestProtocol { RequestProtocol(rawValue: (raw >> 39) & 3) ?? .http }
+}
+
+/// Envoy's default histogram buckets, used by Istio for durations (milliseconds) and sizes (bytes).
+public enum Buckets {
+    public static let bounds: [Double] = [
+        0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+    ]
+    /// The bounds in thousandths (microseconds for durations, millibytes for sizes), to index in integers.
+    @usableFromInline static let thousandths: [UInt64] = bounds.map { UInt64($0 * 1000) }
+    /// Buckets per histogram: one per bound and +Inf.
+    public static var count: Int { bounds.count + 1 }
+
+    /// The bucket (0..<count) of a value given in thousandths of the unit: the first bound not below it.
+    @inlinable
+    public static func index(thousandths v: UInt64) -> Int {
+        var i = 0
+        let t = thousandths
+        while i < t.count && v > t[i] { i += 1 }
+        return i
+    }
+}
+
+/// Word offsets of an HTTP series and of a TCP series.
+public enum HTTPWords {
+    public static let requests = 1
+    public static let duration = 2
+    public static var durationSum: Int { duration + Buckets.count }
+    public static var requestBytes: Int { durationSum + 1 }
+    public static var requestBytesSum: Int { requestBytes + Buckets.count }
+    public static var responseBytes: Int { requestBytesSum + 1 }
+    public static var responseBytesSum: Int { responseBytes + Buckets.count }
+    public static var stride: Int { responseBytesSum + 1 }
+}
+
+public enum TCPWords {
+    public static let opened = 1, closed = 2, sent = 3, received = 4
+    public static let stride = 5
+}
+
+/// One reactor's metrics. Only that reactor writes; scrapes read.
+public final class MetricsShard: Sendable {
+    public let http: SeriesTable
+    public let tcp: SeriesTable
+    /// Gauges and counters of the reactor itself, indexed by `ReactorWord`.
+    public let reactor: CounterBlock
+
+    public init(capacity: Int = 1024) {
+        http = SeriesTable(stride: HTTPWords.stride, capacity: capacity)
+        tcp = SeriesTable(stride: TCPWords.stride, capacity: max(capacity / 4, 16))
+        reactor = CounterBlock(count: ReactorWord.count)
+    }
+
+    /// One finished HTTP request: exactly one istio_requests_total increment.
+    @inlinable
+    public func request(_ key: SeriesKey, durationMicros: UInt64, requestBytes: UInt64, responseBytes: UInt64) {
+        guard let s = http.slot(key.raw) else { return }
+        http.add(s, HTTPWords.requests, 1)
+        http.add(s, HTTPWords.duration + Buckets.index(thousandths: durationMicros), 1)
+        http.add(s, HTTPWords.durationSum, durationMicros)
+        http.add(s, HTTPWords.requestBytes + Buckets.index(thousandths: requestBytes &* 1000), 1)
+        http.add(s, HTTPWords.requestBytesSum, requestBytes)
+        http.add(s, HTTPWords.responseBytes + Buckets.index(thousandths: responseBytes &* 1000), 1)
+        http.add(s, HTTPWords.responseBytesSum, responseBytes)
+    }
+
+    /// A TCP connection's events: opened, closed, bytes sent to and received from the downstream.
+    @inlinable
+    public func tcp(service: UInt32, opened: UInt64 = 0, closed: UInt64 = 0, sent: UInt64 = 0, received: UInt64 = 0) {
+        let key = SeriesKey(service: service, code: 0, flags: [], protocol: .tcp)
+        guard let s = tcp.slot(key.raw) else { return }
+        if opened != 0 { tcp.add(s, TCPWords.opened, opened) }
+        if closed != 0 { tcp.add(s, TCPWords.closed, closed) }
+        if sent != 0 { tcp.add(s, TCPWords.sent, sent) }
+        if received != 0 { tcp.add(s, TCPWords.received, received) }
+    }
+}
+
+/// Words of `MetricsShard.reactor`.
+public enum ReactorWord {
+    /// Gauges set by the proxy.
+    public static let sessions = 0, upstreamConnections = 1, idleUpstreamConnections = 2, pendingRequests = 3
+    /// Counters.
+    public static let accessLogLines = 4, accessLogDropped = 5, spansStarted = 6, spansDropped = 7
+    public static let count = 8
+}
+
+/// The destination services metrics name, each given a small id once (at config apply and snapshot bind,
+/// never per request). Id 0 is the unknown service.
+public final class ServiceRegistry: Sendable {
+    public struct Service: Hashable, Sendable {
+        public var host: String
+        public var name: String
+        public var namespace: String
+        public init(host: String, name: String, namespace: String) {
+            self.host = host
+            self.name = name
+            self.namespace = namespace
+        }
+        public static let unknown = Service(host: "unknown", name: "unknown", namespace: "unknown")
+
+        /// `details.default.svc.cluster.local` → name `details`, namespace `default`; other hosts name
+        /// themselves and have the namespace given.
+        public init(host: String, namespace: String) {
+            let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+            if parts.count >= 3 && parts[2] == "svc" {
+                self.init(host: host, name: String(parts[0]), namespace: String(parts[1]))
+            } else {
+                self.init(host: host, name: host, namespace: namespace)
+            }
+        }
+    }
+
+    private let state = Mutex<(list: [Service], ids: [Service: UInt32])>(([.unknown], [.unknown: 0]))
+
+    public init() {}
+
+    /// The id of `service`, given now if new. Ids beyond the key's 22 bits share id 0.
+    public func id(_ service: Service) -> UInt32 {
+        state.withLock { s in
+            if let id = s.ids[service] { return id }
+            guard s.list.count < 0x3F_FFFF else { return 0 }
+            let id = UInt32(s.list.count)
+            s.list.append(service)
+            s.ids[service] = id
+            return id
+        }
+    }
+
+    public func service(_ id: UInt32) -> Service {
+        state.withLock { s in Int(id) < s.list.count ? s.list[Int(id)] : .unknown }
+    }
+
+    public var all: [Service] { state.withLock { $0.list } }
+}
+
+/// This workload's identity, for the source_* labels (reporter source) or destination_* labels (reporter
+/// destination). Values that are not known are "unknown", as Istio writes them.
+public struct WorkloadLabels: Sendable, Equatable {
+    public var workload = "unknown"
+    public var namespace = "unknown"
+    public var principal = "unknown"
+    public var app = "unknown"
+    public var version = "unknown"
+    public var canonicalService = "unknown"
+    public var canonicalRevision = "latest"
+    public var cluster = "unknown"
+    public init() {}
+}
+
+/// Whose view the metrics are from: the client's sidecar (`source`, outbound) or the server's
+/// (`destination`, inbound).
+public enum Reporter: String, Sendable, CaseIterable {
+    case source, destination
+}
