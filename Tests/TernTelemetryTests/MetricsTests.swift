@@ -73,3 +73,19 @@ import Testing
         #expect(text.hasSuffix("\n"))
     }
 }
+
+@Suite struct CaptureTests {
+    @Test func fieldsAreKeptCutAndCleared() {
+        let c = RequestCapture(slots: 4)
+        c.set(2, .method, "GET")
+        c.set(2, .path, String(repeating: "p", count: 2000))
+        c.set(3, .method, "POST")
+        #expect(c.string(2, .method) == "GET")
+        #expect(c.length(2, .path) == CapturedField.path.limit)
+        #expect(c.string(3, .method) == "POST")
+        #expect(c.length(2, .userAgent) == 0)
+        c.clear(2)
+        #expect(c.length(2, .method) == 0 && c.length(2, .path) == 0)
+        #expect(c.string(3, .method) == "POST")
+    }
+}

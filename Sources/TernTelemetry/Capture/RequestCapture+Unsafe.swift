@@ -1,0 +1,110 @@
+// Request values the access log and spans report after the request's bytes are gone (forwarded, buffers
+// reused): copied at head time into a fixed area per connection slot, truncated to a bound per field, so the
+// request path never allocates for them. One per reactor; only that reactor reads and writes it.
+import Glibc
+
+/// The values kept per request.
+public enum CapturedField: Int, CaseIterable, Sendable {
+    case method, path, authority, userAgent, forwardedFor, requestID, downstreamRemote, downstreamLocal
+    case traceParent, traceState
+
+    /// Bytes kept at most (a longer value is cut there).
+    public var limit: Int {
+        switch self {
+        case .method: 24
+        case .path: 512
+        case .authority: 128
+        case .userAgent: 192
+        case .forwardedFor: 128
+        case .requestID: 64
+        case .downstreamRemote, .downstreamLocal: 48
+        case .traceParent: 64
+        case .traceState: 256
+        }
+    }
+
+    /// Where the field's bytes start in a slot (after the slot's length table).
+    static let offsets: [Int] = {
+        var o = CapturedField.allCases.count * 2
+        var out: [Int] = []
+        for f in CapturedField.allCases {
+            out.append(o)
+            o += f.limit
+        }
+        return out
+    }()
+
+    /// Bytes per slot: a UInt16 length per field, then the fields.
+    static let slotSize: Int = {
+        let end = offsets.last! + CapturedField.allCases.last!.limit
+        return (end + 63) & ~63
+    }()
+}
+
+@safe public final class RequestCapture {
+    // SAFETY: `area` holds `slots` × slotSize bytes, zeroed by calloc, freed in deinit; every access below checks
+    // the slot index and keeps offsets inside the field's limit.
+    private let area: UnsafeMutableRawPointer
+    public let slots: Int
+
+    public init(slots: Int) {
+        self.slots = slots
+        // calloc: pages are backed only once a slot is used.
+        unsafe area = calloc(max(slots, 1), CapturedField.slotSize)!
+    }
+
+    deinit { unsafe free(area) }
+
+    private func slotBase(_ slot: Int) -> UnsafeMutableRawPointer {
+        precondition(slot >= 0 && slot < slots, "capture slot out of range")
+        return unsafe area + slot * CapturedField.slotSize
+    }
+
+    /// The stored length of `field` in `slot`.
+    public func length(_ slot: Int, _ field: CapturedField) -> Int {
+        Int(unsafe slotBase(slot).load(fromByteOffset: field.rawValue * 2, as: UInt16.self))
+    }
+
+    private func setLength(_ slot: Int, _ field: CapturedField, _ n: Int) {
+        unsafe slotBase(slot).storeBytes(of: UInt16(n), toByteOffset: field.rawValue * 2, as: UInt16.self)
+    }
+
+    /// Forgets every field of `slot` (a new request on the connection).
+    public func clear(_ slot: Int) {
+        unsafe slotBase(slot).initializeMemory(as: UInt8.self, repeating: 0, count: CapturedField.allCases.count * 2)
+    }
+
+    /// Stores `bytes` (cut at the field's limit) as `field` of `slot`.
+    public func set(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer) {
+        let n = min(bytes.count, field.limit)
+        if n > 0 { unsafe (slotBase(slot) + CapturedField.offsets[field.rawValue]).copyMemory(from: bytes.baseAddress!, byteCount: n) }
+        setLength(slot, field, n)
+    }
+
+    /// Stores a string's UTF-8 (cut at the field's limit) as `field` of `slot`.
+    public func set(_ slot: Int, _ field: CapturedField, _ text: String) {
+        var text = text
+        text.withUTF8 { unsafe set(slot, field, UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Calls `body` with the stored bytes of `field` (valid only during the call).
+    public func withBytes<R>(_ slot: Int, _ field: CapturedField, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        let n = length(slot, field)
+        return unsafe body(UnsafeRawBufferPointer(start: slotBase(slot) + CapturedField.offsets[field.rawValue], count: n))
+    }
+
+    /// Each stored byte of `field`, in order (the safe way to read a field).
+    @inline(__always)
+    public func forEachByte(_ slot: Int, _ field: CapturedField, _ body: (UInt8) -> Void) {
+        let n = length(slot, field)
+        let p = unsafe slotBase(slot) + CapturedField.offsets[field.rawValue]
+        for i in 0..<n { body(unsafe p.load(fromByteOffset: i, as: UInt8.self)) }
+    }
+
+    /// The stored field as a String (tests and the admin thread; allocates).
+    public func string(_ slot: Int, _ field: CapturedField) -> String {
+        var bytes: [UInt8] = []
+        forEachByte(slot, field) { bytes.append($0) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
