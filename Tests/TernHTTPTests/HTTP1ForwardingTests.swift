@@ -19,6 +19,7 @@ private func render(_ raw: String, kind: HTTP1Parser.Kind, head: HEADFlag = .no,
         case .requestID: out += "00000000-0000-4000-8000-000000000000"
         case .routeTarget: out += "/rewritten"
         case .routeFields: out += "x-route: 1\r\n"
+        case .traceFields: out += "traceparent: 00-new\r\n"
         }
     }
     return (out, pieces)
@@ -58,6 +59,23 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
             + "X-Hop: secret\r\nProxy-Connection: close\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Keep: 1\r\nx-request-id: r1\r\n\r\n")
         #expect(out == "GET / HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nx-request-id: r1\r\nx-forwarded-for: 10.0.0.7\r\n"
             + "x-forwarded-proto: http\r\n\r\n")
+    }
+
+    @Test func tracedRequestsLoseEveryReceivedTraceFieldAndGainTheProxys() throws {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\ntraceparent: 00-old\r\nTraceState: k=v\r\nb3: 1-2\r\nX-B3-TraceId: 1\r\n"
+            + "x-b3-spanid: 2\r\nx-b3-sampled: 1\r\nUser-Agent: ua\r\nx-request-id: r\r\n\r\n"
+        let traced = try render(raw, kind: .request) {
+            HTTP1Forwarding.request($0, $1, options: .init(replaceTrace: true), emit: $2)
+        }.0
+        #expect(traced == "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: ua\r\nx-request-id: r\r\ntraceparent: 00-new\r\n"
+            + "x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\n\r\n")
+        // Not traced: every field passes.
+        let untouched = try forwardRequest(raw)
+        #expect(untouched.contains("traceparent: 00-old\r\nTraceState: k=v\r\nb3: 1-2\r\nX-B3-TraceId: 1\r\nx-b3-spanid: 2\r\n"))
+        var parser = HTTP1Parser(kind: .request)
+        let bytes = Array(raw.utf8)
+        #expect(try parser.parse(bytes.span) == .complete)
+        #expect(parser.head.fields.map(\.known) == [.host, .traceparent, .tracestate, .b3, .xB3, .xB3, .xB3, .userAgent, .xRequestID])
     }
 
     @Test func http10RequestGoesUpstreamAsHTTP11() throws {

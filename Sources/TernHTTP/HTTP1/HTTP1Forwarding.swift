@@ -17,6 +17,8 @@ public enum HTTP1Forwarding {
         case routeTarget
         /// Field lines a route adds or sets, each ending in CRLF (`routeFields`), just before the empty line.
         case routeFields
+        /// The trace context fields the proxy's span passes on (`RequestOptions.replaceTrace`), each ending in CRLF.
+        case traceFields
     }
 
     /// How a request is rewritten for the upstream.
@@ -28,10 +30,16 @@ public enum HTTP1Forwarding {
         public var rewriteTarget = false
         /// A route adds or sets fields: `.routeFields` comes before the empty line.
         public var routeFields = false
-        public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false) {
+        /// The proxy traces the request: every received traceparent, tracestate, b3 and x-b3-* field is removed
+        /// and `.traceFields` (the proxy's span as the new parent) comes before the empty line.
+        public var replaceTrace = false
+        public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false,
+                    replaceTrace: Bool = false)
+        {
             self.trustedClient = trustedClient
             self.rewriteTarget = rewriteTarget
             self.routeFields = routeFields
+            self.replaceTrace = replaceTrace
         }
     }
 
@@ -75,7 +83,9 @@ public enum HTTP1Forwarding {
                 hasRequestID = true
             case .contentLength, .transferEncoding:
                 keep = true
-            case .host, .expect, .trailer:
+            case .traceparent, .tracestate, .b3, .xB3:
+                keep = !options.replaceTrace && !drop(field.name)
+            case .host, .expect, .trailer, .userAgent:
                 keep = !drop(field.name)
             case .other:
                 keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
@@ -83,6 +93,7 @@ public enum HTTP1Forwarding {
             emitRun(head, i, keep: keep, run: &run, emit)
         }
         if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if options.replaceTrace { emit(.traceFields) }
         if options.routeFields { emit(.routeFields) }
         if head.upgrade { emit(.literal("connection: upgrade\r\n")) }
         emit(.literal("x-forwarded-for: "))

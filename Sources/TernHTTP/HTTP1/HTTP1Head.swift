@@ -87,5 +87,8 @@ public enum KnownField: Equatable, Sendable {
     /// Fields a proxy rewrites or strips (Envoy's conventions): X-Forwarded-For, X-Forwarded-Proto, X-Request-Id,
     /// X-Forwarded-Client-Cert and any x-envoy-* field.
     case xForwardedFor, xForwardedProto, xRequestID, xForwardedClientCert, xEnvoy
+    /// Fields the access log and tracing read: User-Agent, W3C traceparent and tracestate, B3 single (`b3`) and
+    /// any B3 multi field (a name starting with "x-b3-").
+    case userAgent, traceparent, tracestate, b3, xB3
     case other
 }

@@ -421,7 +421,7 @@ public struct HTTP1Parser: Sendable {
             if !HTTPGrammar.equalsIgnoringCase(bytes, value, Names.h2c) { facts.upgradeOnlyH2C = false }
         case .expect: if HTTPGrammar.equalsIgnoringCase(bytes, value, Names.continue100) { facts.expectContinue = true }
         case .te, .trailer, .keepAlive, .proxyConnection, .xForwardedFor, .xForwardedProto, .xRequestID,
-            .xForwardedClientCert, .xEnvoy, .other:
+            .xForwardedClientCert, .xEnvoy, .userAgent, .traceparent, .tracestate, .b3, .xB3, .other:
             break
         }
     }
@@ -433,6 +433,10 @@ public struct HTTP1Parser: Sendable {
         if first == 0x78 { return knownX(bytes, name) }  // "x-…"
         switch (name.count, first) {
         case (2, 0x74): return eq(Names.te) ? .te : .other
+        case (2, 0x62): return eq(Names.b3) ? .b3 : .other
+        case (10, 0x75): return eq(Names.userAgent) ? .userAgent : .other
+        case (10, 0x74): return eq(Names.tracestate) ? .tracestate : .other
+        case (11, 0x74): return eq(Names.traceparent) ? .traceparent : .other
         case (4, 0x68): return eq(Names.host) ? .host : .other
         case (6, 0x65): return eq(Names.expect) ? .expect : .other
         case (7, 0x75): return eq(Names.upgrade) ? .upgrade : .other
@@ -454,14 +458,16 @@ public struct HTTP1Parser: Sendable {
         case 15 where eq(Names.xForwardedFor): return .xForwardedFor
         case 17 where eq(Names.xForwardedProto): return .xForwardedProto
         case 23 where eq(Names.xForwardedClientCert): return .xForwardedClientCert
-        default: return isEnvoy(bytes, name) ? .xEnvoy : .other
+        default:
+            if isPrefixed(bytes, name, Names.xB3Prefix) { return .xB3 }
+            return isPrefixed(bytes, name, Names.xEnvoyPrefix) ? .xEnvoy : .other
         }
     }
 
-    /// Whether a field name starts with "x-envoy-" (any case).
-    private static func isEnvoy(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> Bool {
-        name.count > Names.xEnvoyPrefix.count
-            && HTTPGrammar.equalsIgnoringCase(bytes, name.lowerBound..<(name.lowerBound + Names.xEnvoyPrefix.count), Names.xEnvoyPrefix)
+    /// Whether a field name is longer than `prefix` and starts with it ("x-envoy-", "x-b3-"; any case).
+    private static func isPrefixed(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>, _ prefix: StaticBytes) -> Bool {
+        name.count > prefix.count
+            && HTTPGrammar.equalsIgnoringCase(bytes, name.lowerBound..<(name.lowerBound + prefix.count), prefix)
     }
 
     /// RFC 9110 §8.6: Content-Length = 1*DIGIT. A list ("5, 5") or repeated field of one value is that value;
@@ -591,5 +597,7 @@ private enum Names {
     static let close = StaticBytes("close"), continue100 = StaticBytes("100-continue"), h2c = StaticBytes("h2c")
     static let xForwardedFor = StaticBytes("x-forwarded-for"), xForwardedProto = StaticBytes("x-forwarded-proto")
     static let xRequestID = StaticBytes("x-request-id"), xForwardedClientCert = StaticBytes("x-forwarded-client-cert")
-    static let xEnvoyPrefix = StaticBytes("x-envoy-")
+    static let xEnvoyPrefix = StaticBytes("x-envoy-"), xB3Prefix = StaticBytes("x-b3-")
+    static let userAgent = StaticBytes("user-agent"), traceparent = StaticBytes("traceparent")
+    static let tracestate = StaticBytes("tracestate"), b3 = StaticBytes("b3")
 }

@@ -150,7 +150,7 @@ struct Held {
     func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
                     _ plan: (HTTP1Head, borrowing Span<UInt8>, (Range<Int>) -> Bool, (HTTP1Forwarding.Piece) -> Void) -> Void,
                     head: HTTP1Head, edits: FieldEdits? = nil, extras: Held = Held(), target: Range<Int> = 0..<0,
-                    fields: Range<Int> = 0..<0) -> Bool
+                    fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0) -> Bool
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
@@ -178,6 +178,8 @@ struct Held {
                 unsafe add(table, entry, view(extras, target))
             case .routeFields:
                 unsafe add(table, entry, view(extras, fields))
+            case .traceFields:
+                unsafe add(table, entry, view(extras, trace))
             }
         }
         return !appendFailed
