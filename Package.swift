@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernProxy", "TernIO", "TernCore", "TernConfig",
+                "TernProxy", "TernIO", "TernCore", "TernConfig", "TernTelemetry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -25,6 +25,9 @@ public final class ReactorControl: Sendable {
     public let exited = Atomic<Bool>(false)
     /// Loop iterations so far (metrics; relaxed, single writer).
     public let iterations = Atomic<UInt64>(0)
+    /// Completions handled and operations submitted so far (metrics; relaxed, single writer).
+    public let completions = Atomic<UInt64>(0)
+    public let submissions = Atomic<UInt64>(0)
     /// Live connections on this reactor (single writer).
     public let activeConnections = Atomic<Int>(0)
     /// The running reactor's wake-up eventfd, or -1 when it is not running. An atomic rather than a lock:
@@ -93,7 +96,10 @@ public final class Reactor<Backend: IOBackend> {
                 handler.handle(backend.completion(at: i), self)
             }
             timers.expire(now: System.monotonicNanos()) { token in handler.timerFired(token, self) }
-            control.iterations.add(1, ordering: .relaxed)
+            // Single writer: a load and a store, no locked read-modify-write.
+            control.iterations.store(control.iterations.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+            control.completions.store(backend.completions, ordering: .relaxed)
+            control.submissions.store(backend.submissions, ordering: .relaxed)
         }
     }
 }

@@ -115,9 +115,9 @@ extension System {
         return UInt64(ts.tv_sec) &* 1_000_000 &+ UInt64(ts.tv_nsec) / 1000
     }
 
-    /// Sends `signal` to this process (admin /quitquitquit takes the SIGTERM path).
-    public static func raiseSignal(_ signal: Int32) {
-        _ = Glibc.kill(getpid(), signal)
+    /// Sends SIGTERM to this process (admin /quitquitquit takes the same path as a SIGTERM from outside).
+    public static func terminateSelf() {
+        _ = Glibc.kill(getpid(), SIGTERM)
     }
 
     /// An environment variable, or nil.

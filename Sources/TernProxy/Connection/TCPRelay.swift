@@ -16,6 +16,7 @@
 import Synchronization
 import TernCore
 import TernIO
+import TernTelemetry
 
 /// Settings shared by every reactor's relay (immutable once the proxy starts).
 public struct RelaySettings: Sendable {
@@ -106,8 +107,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private let connections: Slab<Connection>
     private var draining = false
     private var stopping = false
+    /// This reactor's metrics (nil: off). Connections from listeners count as Istio's TCP connections; the
+    /// tunnels an HTTP proxy hands over were counted as HTTP requests.
+    private let metrics: MetricsShard?
 
-    public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int) {
+    public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
+                metrics: MetricsShard? = nil)
+    {
+        self.metrics = metrics
         self.listeners = listeners
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
@@ -254,6 +261,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             return
         }
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
+        metrics?.tcp(service: 0, opened: 1)
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
@@ -384,6 +392,9 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         if n > 0 {
             connections[id].lastActivity = System.monotonicNanos()
             connections[id][d].buffered -= Int(n)
+            if let metrics, connections[id].listener >= 0 {
+                if d == 0 { metrics.tcp(service: 0, received: UInt64(n)) } else { metrics.tcp(service: 0, sent: UInt64(n)) }
+            }
             if connections[id][d].buffered > 0 {
                 startWrite(id, d, reactor)
             } else if connections[id][d].lastReadFilled {
@@ -453,6 +464,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             reactor.backend.unregister(fd: c.upstream)
             System.close(c.upstream)
         }
+        if c.listener >= 0 { metrics?.tcp(service: 0, closed: 1) }
         connections.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)

@@ -18,6 +18,7 @@ import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
+import TernTelemetry
 
 /// Settings of the HTTP proxy (immutable once the proxy starts).
 public struct HTTPSettings: Sendable {
@@ -154,6 +155,22 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var headStart: UInt64 = 0
         /// When the current request was completely sent upstream (upstream timeout).
         var requestEnd: UInt64 = 0
+        // What the exchange reports when it ends (metrics, access log): exactly once (`recorded`).
+        var recorded = true
+        var status = 0
+        var flags = ResponseFlags()
+        /// The destination service's id in the metrics registry (0: unknown).
+        var service: UInt32 = 0
+        /// Bytes of the request received from the client and of the response sent to it (heads included),
+        /// and the part of the latter that was heads.
+        var requestWire: UInt64 = 0
+        var responseWire: UInt64 = 0
+        var responseHeads: UInt64 = 0
+        /// When the request head went upstream and when the response head came back (upstream service time).
+        var upstreamStart: UInt64 = 0
+        var upstreamHead: UInt64 = 0
+        /// The endpoint whose active-request gauge this exchange raised (0: none).
+        var activeKey: UInt64 = 0
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -219,6 +236,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Upstream addresses the pools are kept for: with `--upstream`, one per listener (by listener index);
     /// with `--config`, every endpoint any snapshot's clusters named, added as snapshots arrive.
     private var endpoints: [SocketAddress]
+    /// Each endpoint's key for its live gauges in the metrics (admin /clusters).
+    private var endpointKeys: [UInt64] = []
     /// Routing from Istio configuration (`--config`): this reactor's view of the published route tables, the
     /// load-balancer state per cluster (kept across swaps) and each cluster's endpoints as pool indexes.
     private let routes: SnapshotReader<RouteTable>?
@@ -241,10 +260,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private let trustedClient: Bool
     /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4).
     private let tunnels: TCPRelay<Backend>
+    /// This reactor's metrics (nil: metrics off), and each cluster's service id in them.
+    private let metrics: MetricsShard?
+    private let services: ServiceRegistry?
+    private var clusterServices: [UInt32] = []
+    /// The head length of a response Tern composed (a self field: a captured local would be boxed).
+    private var composedHeadLength = 0
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
-                capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil)
+                capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
+                telemetry: Telemetry? = nil, reactorIndex: Int = 0)
     {
+        metrics = telemetry?.shards[reactorIndex]
+        services = telemetry?.services
         self.settings = settings
         self.relay = relay
         self.counters = counters
@@ -266,6 +294,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         idle = endpoints.map { _ in [] }
         pending = endpoints.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
         upstreamCount = endpoints.map { _ in 0 }
+        endpointKeys = endpoints.map { EndpointKey.make(address: $0.ip, port: $0.port) }
         trustedClient = settings.xffTrustedHops > 0
         tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity)
         precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
@@ -290,6 +319,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
         }
         balancers = next
+        if let services {
+            clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
+        }
         clusterEndpoints = table.clusters.map { cluster in
             cluster.endpoints.map { e in
                 guard !e.needsResolution, let address = SocketAddress(parsing: e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)") else { return -1 }
@@ -301,6 +333,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private func endpointIndex(_ address: SocketAddress) -> Int {
         if let i = endpoints.firstIndex(of: address) { return i }
         endpoints.append(address)
+        endpointKeys.append(EndpointKey.make(address: address.ip, port: address.port))
         idle.append([])
         idle[idle.count - 1].reserveCapacity(settings.maxIdleUpstream)
         pending.append(PendingQueue(capacity: settings.maxPendingRequests))
@@ -321,6 +354,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             // Not applied yet; never ignored silently.
             if route.rewrite?.uriRegexRewrite != nil { return routeFailed(id, .unsupportedRoute, reactor) }
         case .directResponse(let status, let body):
+            sessions[id].status = status
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: status)
                 w.append(" ")
@@ -333,6 +367,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case .redirect(let r):
             guard r.prefixRewrite == nil, r.derivePort == nil else { return routeFailed(id, .unsupportedRoute, reactor) }
             let held = sessions[id].requestHeld
+            sessions[id].status = r.redirectCode
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: r.redirectCode)
                 w.append(" ")
@@ -376,6 +411,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         sessions[id].cluster = Int32(cluster)
         sessions[id].clusterEndpoint = Int32(e)
+        if cluster < clusterServices.count { sessions[id].service = clusterServices[cluster] }
         sessions[id].routesEpoch = routes.currentEpoch
         return clusterEndpoints[cluster][e]
     }
@@ -396,6 +432,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             head(&w)
             if !keep { w.append("connection: close\r\n") }
             w.append("\r\n")
+            composedHeadLength = w.count
             body(&w)
         }) else {
             fail(id, .unsupportedRoute, reactor)
@@ -408,6 +445,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].request = .done
         dropHeld(&sessions[id].responseHeld, reactor)
         sessions[id].responseHeld = composed
+        sessions[id].responseHeads &+= UInt64(composedHeadLength)
         let entry = Int(id.index)
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
@@ -480,6 +518,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Reports a routed request finished to the balancer that picked its endpoint (when the table it picked
     /// from is still current; a swap rebinds the balancers and their counts restart from the new table).
     private func requestFinished(_ id: SID) {
+        if sessions[id].activeKey != 0 {
+            metrics?.endpoint(sessions[id].activeKey, EndpointWords.activeRequests, -1)
+            sessions[id].activeKey = 0
+        }
         let c = Int(sessions[id].cluster)
         guard c >= 0, let routes, routes.currentEpoch == sessions[id].routesEpoch, c < balancers.count else { return }
         balancers[c].requestFinished(endpoint: Int(sessions[id].clusterEndpoint))
@@ -518,8 +560,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions.forEachID { closeSession($0, reset: false, reactor) }
             upstreams.forEachID { closeUpstream($0, reactor) }
         }
+        if let m = metrics {
+            m.reactor.set(ReactorWord.sessions, UInt64(sessions.count))
+            m.reactor.set(ReactorWord.upstreamConnections, UInt64(upstreams.count))
+            m.reactor.set(ReactorWord.idleUpstreamConnections, UInt64(idleCount()))
+        }
         let active = counters.active.load(ordering: .relaxed)
         acceptor.update(atCap: active >= relay.descriptorCap, headroom: relay.descriptorCap - active, draining: draining, reactor)
+    }
+
+    private func idleCount() -> Int {
+        var n = 0
+        for e in idle.indices { n += idle[e].count }
+        return n
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
@@ -825,6 +878,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         let head = requestParsers.parsers[p].head
+        beginExchange(id)
+        sessions[id].requestWire = UInt64(head.length)
         sessions[id].exchange = true
         sessions[id].keepAlive = head.keepAlive && !draining
         sessions[id].http10 = head.version == .http10
@@ -846,6 +901,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].request = .waiting
         guard let endpoint = route(id, head, reactor) else { return }
         sessions[id].endpoint = endpoint
+        if let metrics {
+            sessions[id].activeKey = endpointKeys[endpoint]
+            metrics.endpoint(endpointKeys[endpoint], EndpointWords.activeRequests, 1)
+        }
         acquireUpstream(id, reactor)
     }
 
@@ -883,6 +942,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         upstreamCount[e] += 1
+        metrics?.endpoint(endpointKeys[e], EndpointWords.connections, 1)
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         upstreams[u].session = id
@@ -947,6 +1007,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let bodyStart = held.start + head.length
         guard let bodyEnd = takeRequestBody(id, from: bodyStart, reactor) else { return }
         _ = bytes.append(toUpstream, entry, held, bodyStart..<bodyEnd)
+        if sessions[id].upstreamStart == 0 {
+            // Not again when a retry on a fresh connection sends the same bytes.
+            sessions[id].requestWire &+= UInt64(bodyEnd - bodyStart)
+            sessions[id].upstreamStart = System.monotonicNanos()
+        }
         // The request can be sent again on a fresh connection if this reused one turns out to be closed, as
         // long as all of it is still held.
         sessions[id].retryFrom = upstreams[u].reused && sessions[id].requestBody == .none && !sessions[id].upgrade ? held.start : nil
@@ -1084,6 +1149,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         sessions[id].lastActivity = System.monotonicNanos()
         sessions[id].requestPiped = Int(n)
+        sessions[id].requestWire &+= UInt64(n)
         sessions[id].requestBody = left == UInt64(n) ? .none : .length(left - UInt64(n))
         requestSpliceOut(id, u, reactor)
     }
@@ -1155,6 +1221,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].lastActivity = System.monotonicNanos()
+        sessions[id].responseWire &+= UInt64(n)
         sessions[id].responsePiped -= Int(n)
         if sessions[id].responsePiped > 0 { return responseSpliceOut(id, reactor) }
         if sessions[id].responseBody != .none, let u = sessions[id].upstream { return responseSpliceIn(id, u, reactor) }
@@ -1172,6 +1239,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private func requestBody(_ id: SID, _ reactor: Reactor<Backend>) {
         guard let u = sessions[id].upstream else { return bug("request body without an upstream") }
         guard let end = takeRequestBody(id, from: 0, reactor) else { return }
+        sessions[id].requestWire &+= UInt64(end)
         let entry = Int(u.index)
         toUpstream.reset(entry)
         _ = bytes.append(toUpstream, entry, sessions[id].requestHeld, 0..<end)
@@ -1318,6 +1386,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let entry = Int(id.index)
         sessions[id].interimLength = 0
         sessions[id].tunnelNext = false
+        if !head.isInterim || head.status == 101 {
+            sessions[id].status = head.status
+            sessions[id].upstreamHead = System.monotonicNanos()
+        }
         if head.isInterim && head.status != 101 {
             sessions[id].interimLength = head.length
         } else if head.status == 101 || (s.method == .connect && head.status >= 200 && head.status < 300) {
@@ -1364,6 +1436,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             fail(id, .badGateway, reactor)
             return
         }
+        sessions[id].responseHeads &+= UInt64(toClient.remaining(entry))
         let bodyStart = held.start + head.length
         var bodyEnd = bodyStart
         if sessions[id].interimLength == 0 && !sessions[id].tunnelNext {
@@ -1441,6 +1514,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if !nothing {
             toClient.advance(entry, by: Int(result))
             sessions[id].lastActivity = System.monotonicNanos()
+            sessions[id].responseWire &+= UInt64(result)
         }
         if toClient.remaining(entry) > 0 {
             sendToClient(id, reactor)
@@ -1449,7 +1523,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if sessions[id].response == .reply {
             sessions[id].reply = nil
             dropHeld(&sessions[id].responseHeld, reactor)
-            if sessions[id].keepAlive { exchangeDone(id, reactor) } else { lingerClose(id, reactor) }
+            if sessions[id].keepAlive {
+                exchangeDone(id, reactor)
+            } else {
+                recordExchange(id)
+                lingerClose(id, reactor)
+            }
             return
         }
         if let reply = sessions[id].pendingReply {
@@ -1516,8 +1595,32 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         exchangeDone(id, reactor)
     }
 
+    /// A new exchange's report starts empty.
+    private func beginExchange(_ id: SID) {
+        sessions[id].recorded = false
+        sessions[id].status = 0
+        sessions[id].flags = []
+        sessions[id].service = 0
+        sessions[id].requestWire = 0
+        sessions[id].responseWire = 0
+        sessions[id].responseHeads = 0
+        sessions[id].upstreamStart = 0
+        sessions[id].upstreamHead = 0
+    }
+
+    /// Reports the exchange once: one istio_requests_total increment and its histograms.
+    private func recordExchange(_ id: SID) {
+        guard !sessions[id].recorded else { return }
+        sessions[id].recorded = true
+        guard let metrics else { return }
+        let micros = (System.monotonicNanos() &- sessions[id].headStart) / 1000
+        let key = SeriesKey(service: sessions[id].service, code: sessions[id].status, flags: sessions[id].flags, protocol: .http)
+        metrics.request(key, durationMicros: micros, requestBytes: sessions[id].requestWire, responseBytes: sessions[id].responseWire)
+    }
+
     /// Both sides of the exchange are finished: wait for the next request, or close.
     private func exchangeDone(_ id: SID, _ reactor: Reactor<Backend>) {
+        recordExchange(id)
         requestFinished(id)
         sessions[id].exchange = false
         sessions[id].retryFrom = nil
@@ -1544,6 +1647,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     // MARK: - Tunnels (Upgrade, CONNECT)
 
     private func startTunnel(_ id: SID, _ reactor: Reactor<Backend>) {
+        // The upgrade counts as a request when its tunnel starts; the tunnel's bytes are not counted.
+        recordExchange(id)
+        requestFinished(id)
         cancel(&sessions[id].upstreamTimer, reactor)
         cancel(&sessions[id].streamTimer, reactor)
         sessions[id].request = .tunnel
@@ -1581,6 +1687,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let e = upstreams[u].endpoint
         upstreams.remove(u)
         upstreamCount[e] -= 1
+        metrics?.endpoint(endpointKeys[e], EndpointWords.connections, -1)
         dropHeld(&sessions[id].requestHeld, reactor)
         dropHeld(&sessions[id].responseHeld, reactor)
         requestParsers.give(sessions[id].requestParser)
@@ -1616,6 +1723,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// resetting the client connection (a truncated response must not look complete).
     private func fail(_ id: SID, _ reply: LocalReply, _ reactor: Reactor<Backend>) {
         if sessions[id].phase != .open || sessions[id].reply != nil { return }
+        // A refused head (400, 408, 414, 431) is a request too, though no exchange began.
+        if !sessions[id].exchange && sessions[id].recorded { beginExchange(id) }
+        sessions[id].flags.formUnion(reply.responseFlags)
         detachUpstream(id, reusable: false, reactor)
         if sessions[id].responseStarted {
             Log.debug("\(reply.flag) after the response started: resetting the client connection")
@@ -1649,6 +1759,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let entry = Int(id.index)
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, reply, close: !keep)
+        sessions[id].status = reply.status
+        sessions[id].responseHeads &+= UInt64(toClient.remaining(entry) - reply.body.utf8.count)
         sendToClient(id, reactor)
     }
 
@@ -1742,6 +1854,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         System.close(upstreams[u].fd)
         upstreams.remove(u)
         upstreamCount[e] -= 1
+        metrics?.endpoint(endpointKeys[e], EndpointWords.connections, -1)
         connectWaiting(e, reactor)
     }
 
@@ -1757,6 +1870,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     private func closeSession(_ id: SID, reset: Bool, _ reactor: Reactor<Backend>) {
         if sessions[id].phase == .closing { return }
+        if !sessions[id].recorded {
+            // The exchange ends with the connection: the client went away (DC), or a failure after the
+            // response started already set its flag.
+            if sessions[id].flags.isEmpty { sessions[id].flags = .downstreamConnectionTermination }
+            recordExchange(id)
+        }
         if reset {
             counters.resetsPropagated.add(1, ordering: .relaxed)
             System.setLingerReset(sessions[id].fd)

@@ -1,5 +1,6 @@
 import TernConfig
 import TernHTTP
+import TernTelemetry
 
 /// The responses Tern writes itself, with the bodies and response flags Envoy users know
 /// (../shared/reference/istio.md: response flags). The client connection stays open after a 5xx answering a
@@ -80,6 +81,15 @@ enum LocalReply: Int, CaseIterable {
         case .clusterNotFound: "NC"
         case .noHealthyUpstream: "UH"
         default: "DPE"
+        }
+    }
+
+    /// The flag as metrics and the access log carry it (a route's own response and an unsupported route
+    /// action carry none).
+    var responseFlags: ResponseFlags {
+        switch self {
+        case .routeResponse, .unsupportedRoute: []
+        default: ResponseFlags(name: flag) ?? []
         }
     }
 

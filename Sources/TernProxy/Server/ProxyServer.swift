@@ -6,6 +6,7 @@ import Synchronization
 import TernConfig
 import TernCore
 import TernIO
+import TernTelemetry
 
 public struct ProxySettings: Sendable {
     public var listen: [SocketAddress] = []
@@ -22,6 +23,8 @@ public struct ProxySettings: Sendable {
     public var namespace = "default"
     public var drainTimeout = TernDuration.seconds(5)
     public var logLevel = LogLevel.info
+    /// Metrics, the admin, health and Prometheus listeners, access log and tracing.
+    public var telemetry = TelemetrySettings()
     public init() {}
 }
 
@@ -43,6 +46,10 @@ final class Startup: Sendable {
 public final class ProxyServer {
     private let settings: ProxySettings
     public let counters = RelayCounters()
+    /// What the admin endpoints read and change.
+    public let admin = AdminState()
+    /// Tern's version, for /server_info.
+    public static let version = "0.6.0"
 
     public init(settings: ProxySettings) {
         self.settings = settings
@@ -110,6 +117,7 @@ public final class ProxyServer {
                 return 1
             }
             cell = SnapshotCell(table, readers: cpus.count)
+            admin.applied(version: 1, table: table)
             Log.info("config applied version=1 resources=\(table.resources.count) path=\(path)")
         }
         let routes = cell
@@ -147,6 +155,13 @@ public final class ProxyServer {
         relaySettings.descriptorCap = max(8, (usable - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
         let startup = Startup()
+        let reporter = settings.telemetry.reporter ?? (settings.configPath != nil ? .source : .destination)
+        let telemetry = Telemetry(reactors: cpus.count, workload: settings.telemetry.workload, reporter: reporter)
+        let metrics = settings.telemetry.metrics ? telemetry : nil
+        guard let sideListeners = AdminServer.bind(settings.telemetry) else {
+            Log.shared.flush()
+            return 1
+        }
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
         let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
@@ -166,9 +181,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -192,7 +207,30 @@ public final class ProxyServer {
             Log.shared.flush()
             return 1
         }
-        for a in bound { Log.info("listening kind=\(settings.http == nil ? "proxy" : "http") addr=\(a)") }
+        let listenerKind = settings.http == nil ? "proxy" : "http"
+        for a in bound { Log.info("listening kind=\(listenerKind) addr=\(a)") }
+        let info = ServerInfo(
+            version: Self.version, ioBackend: kind.rawValue, cores: cpus.count,
+            ringDepth: Int(settings.backend.ringDepth),
+            listeners: bound.map { (listenerKind, $0.description) } + sideListeners.map { ($0.kind.rawValue, $0.address.description) },
+            options: settings.encoded().map { item in
+                let parts = item.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            })
+        let adminServer = AdminServer(listeners: sideListeners, state: admin, telemetry: telemetry, info: info, controls: controls,
+                                      counters: counters) { [admin, counters] in
+            Self.ternMetrics(controls: controls, telemetry: telemetry, admin: admin, counters: counters)
+        }
+        guard adminServer.start() else {
+            Log.error("cannot start the admin thread")
+            controls.forEach { $0.requestStop() }
+            threads.forEach { $0.join() }
+            return 1
+        }
+        defer { adminServer.stop() }
+        for l in sideListeners { Log.info("listening kind=\(l.kind.rawValue) addr=\(l.address)") }
+        // Ready: the listeners are bound and, with --config, the first configuration is applied.
+        admin.state = .live
 
         // Process life: wait for a signal, or for a reactor that died; reload the configuration when its
         // files change (debounced: 200 ms after the last change, so a half-written set is not read).
@@ -217,6 +255,8 @@ public final class ProxyServer {
                     continue
                 }
                 Log.info("received \(Signals.name(sig)): draining (timeout \(settings.drainTimeout))")
+                // Readiness turns 503 first, so load balancers stop sending before the listeners close.
+                admin.state = .draining
                 break
             }
             if let f = startup.failure.withLock({ $0 }) {
@@ -271,19 +311,55 @@ public final class ProxyServer {
     /// is refused whole with every error logged, and the old one keeps serving.
     private func reload(_ cell: SnapshotCell<RouteTable>, path: String, controls: [ReactorControl]) {
         guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
+            admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
         }
         version += 1
         cell.publish(table)
+        admin.applied(version: version, table: table)
         controls.forEach { $0.wake() }
         Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path)")
+    }
+
+    /// Tern's own metrics (beside Istio's): per reactor loop iterations, completions and connections; pools;
+    /// the configuration's version with applied and rejected counts; series not recorded.
+    static func ternMetrics(controls: [ReactorControl], telemetry: Telemetry, admin: AdminState, counters: RelayCounters) -> [MetricFamily] {
+        func perReactor(_ value: (Int) -> Double) -> [(labels: [(String, String)], value: Double)] {
+            controls.indices.map { ([("reactor", String($0))], value($0)) }
+        }
+        func one(_ v: Double) -> [(labels: [(String, String)], value: Double)] { [([], v)] }
+        let shards = telemetry.shards
+        return [
+            MetricFamily(name: "tern_reactor_loop_iterations_total", help: "Reactor loop iterations.", kind: .counter,
+                         samples: perReactor { Double(controls[$0].iterations.load(ordering: .relaxed)) }),
+            MetricFamily(name: "tern_reactor_completions_total", help: "I/O completions (io_uring CQEs or epoll events) handled.", kind: .counter,
+                         samples: perReactor { Double(controls[$0].completions.load(ordering: .relaxed)) }),
+            MetricFamily(name: "tern_reactor_submissions_total", help: "I/O operations submitted (io_uring SQEs; epoll: operations started).", kind: .counter,
+                         samples: perReactor { Double(controls[$0].submissions.load(ordering: .relaxed)) }),
+            MetricFamily(name: "tern_active_connections", help: "Client connections open, per reactor.", kind: .gauge,
+                         samples: perReactor { Double(controls[$0].activeConnections.load(ordering: .relaxed)) }),
+            MetricFamily(name: "tern_upstream_connections", help: "Upstream connections open (HTTP pools), per reactor.", kind: .gauge,
+                         samples: perReactor { Double(shards[$0].reactor.load(ReactorWord.upstreamConnections)) }),
+            MetricFamily(name: "tern_upstream_idle_connections", help: "Idle pooled upstream connections, per reactor.", kind: .gauge,
+                         samples: perReactor { Double(shards[$0].reactor.load(ReactorWord.idleUpstreamConnections)) }),
+            MetricFamily(name: "tern_connections_accepted_total", help: "Client connections accepted.", kind: .counter,
+                         samples: one(Double(counters.accepted.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_config_version", help: "Version of the configuration being served (0: none).", kind: .gauge,
+                         samples: one(Double(admin.configVersion.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_config_applied_total", help: "Configurations applied.", kind: .counter,
+                         samples: one(Double(admin.configApplied.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_config_rejected_total", help: "Configurations rejected (the previous one kept serving).", kind: .counter,
+                         samples: one(Double(admin.configRejected.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
+                         samples: one(Double(telemetry.seriesOverflowed))),
+        ]
     }
 
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
-        capacity: Int, startup: Startup
+        capacity: Int, startup: Startup, telemetry: Telemetry?
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -293,11 +369,13 @@ public final class ProxyServer {
             if let http {
                 // A session holds at most five timers at once; an upstream connection one.
                 let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
-                                           capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index))
+                                           capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
+                                           telemetry: telemetry, reactorIndex: index)
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {
-                let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity)
+                let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity,
+                                          metrics: telemetry?.shards[index])
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             }

@@ -7,6 +7,7 @@
 // (same PID, same descriptors), a binary that links no argument parser and decodes these arguments.
 import TernCore
 import TernIO
+import TernTelemetry
 
 extension ProxySettings {
     /// The hidden first argument of the lean serving process.
@@ -30,6 +31,18 @@ extension ProxySettings {
             out.append("config=\(configPath)")
             out.append("namespace=\(namespace)")
         }
+        let t = telemetry
+        out.append("admin=\(TelemetrySettings.encode(t.admin))")
+        out.append("health=\(TelemetrySettings.encode(t.health))")
+        out.append("prometheus=\(TelemetrySettings.encode(t.prometheus))")
+        out.append("metrics=\(t.metrics ? 1 : 0)")
+        out.append("workload=\(t.workload.workload)")
+        out.append("workload-namespace=\(t.workload.namespace)")
+        if let r = t.reporter { out.append("reporter=\(r.rawValue)") }
+        if let a = t.accessLog { out.append("access-log=\(a)") }
+        out.append("access-log-format=\(t.accessLogFormat)")
+        if let c = t.traceCollector { out.append("trace-collector=\(c)") }
+        out.append("trace-sampling=\(t.traceSampling)")
         if let http {
             out.append("http=1")
             out.append("max-request-headers-bytes=\(http.limits.maxHeaderBytes)")
@@ -82,6 +95,23 @@ extension ProxySettings {
             case "http": http = HTTPSettings()
             case "config": configPath = value
             case "namespace": namespace = value
+            case "admin", "health", "prometheus":
+                guard let a = TelemetrySettings.decode(value) else { throw ProxyError(description: "\(key): '\(value)'") }
+                if key == "admin" { telemetry.admin = a } else if key == "health" { telemetry.health = a } else { telemetry.prometheus = a }
+            case "metrics": telemetry.metrics = try number() == 1
+            case "workload":
+                telemetry.workload.workload = value
+                telemetry.workload.canonicalService = value
+            case "workload-namespace": telemetry.workload.namespace = value
+            case "reporter":
+                guard let r = Reporter(rawValue: value) else { throw ProxyError(description: "reporter: '\(value)'") }
+                telemetry.reporter = r
+            case "access-log": telemetry.accessLog = value
+            case "access-log-format": telemetry.accessLogFormat = value
+            case "trace-collector": telemetry.traceCollector = value
+            case "trace-sampling":
+                guard let p = Double(value) else { throw ProxyError(description: "trace-sampling: '\(value)'") }
+                telemetry.traceSampling = p
             default:
                 guard http != nil else { throw ProxyError(description: "unknown setting '\(key)'") }
                 try decodeHTTP(key, try number())

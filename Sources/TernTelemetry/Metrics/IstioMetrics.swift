@@ -74,16 +74,39 @@ public enum TCPWords {
     public static let stride = 5
 }
 
+/// Live gauges per upstream endpoint (admin /clusters), kept by each reactor; a scrape sums them (each
+/// reactor's own count may wrap below zero for a moment; the sum does not).
+public enum EndpointWords {
+    public static let activeRequests = 1, connections = 2
+    public static let stride = 3
+}
+
+/// The key of an endpoint's gauges: its address and port hashed (FNV-1a), bit 63 set.
+public enum EndpointKey {
+    public static func make(address: String, port: UInt16) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in address.utf8 {
+            h ^= UInt64(b)
+            h &*= 0x100_0000_01b3
+        }
+        h ^= UInt64(port)
+        h &*= 0x100_0000_01b3
+        return h | (1 << 63)
+    }
+}
+
 /// One reactor's metrics. Only that reactor writes; scrapes read.
 public final class MetricsShard: Sendable {
     public let http: SeriesTable
     public let tcp: SeriesTable
+    public let endpoints: SeriesTable
     /// Gauges and counters of the reactor itself, indexed by `ReactorWord`.
     public let reactor: CounterBlock
 
     public init(capacity: Int = 1024) {
         http = SeriesTable(stride: HTTPWords.stride, capacity: capacity)
         tcp = SeriesTable(stride: TCPWords.stride, capacity: max(capacity / 4, 16))
+        endpoints = SeriesTable(stride: EndpointWords.stride, capacity: capacity)
         reactor = CounterBlock(count: ReactorWord.count)
     }
 
@@ -109,6 +132,15 @@ public final class MetricsShard: Sendable {
         if closed != 0 { tcp.add(s, TCPWords.closed, closed) }
         if sent != 0 { tcp.add(s, TCPWords.sent, sent) }
         if received != 0 { tcp.add(s, TCPWords.received, received) }
+    }
+}
+
+extension MetricsShard {
+    /// Adds `delta` (may be negative) to an endpoint gauge.
+    @inlinable
+    public func endpoint(_ key: UInt64, _ word: Int, _ delta: Int) {
+        guard let s = endpoints.slot(key) else { return }
+        endpoints.add(s, word, UInt64(bitPattern: Int64(delta)))
     }
 }
 

@@ -3,6 +3,7 @@ import TernConfig
 import TernCore
 import TernIO
 import TernProxy
+import TernTelemetry
 
 struct ProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -85,6 +86,36 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warn or error.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("admin"), help: "Admin listener (/stats, /config_dump, /clusters, /ready, …), ADDR or off (default: 127.0.0.1:15000; a taken default is a warning, a taken explicit address fatal).")
+    var admin: String?
+
+    @Option(name: .customLong("health"), help: "Health listener for /healthz/ready, ADDR or off (default: 0.0.0.0:15021).")
+    var health: String?
+
+    @Option(name: .customLong("prometheus"), help: "Prometheus listener for /stats/prometheus, ADDR or off (default: 0.0.0.0:15090).")
+    var prometheus: String?
+
+    @Option(name: .customLong("metrics"), help: "Record Istio's standard metrics per request: on or off.")
+    var metrics: String = "on"
+
+    @Option(name: .customLong("workload"), help: "This workload's name for the metric labels (default: $ISTIO_META_WORKLOAD_NAME, else unknown).")
+    var workload: String?
+
+    @Option(name: .customLong("reporter"), help: "Metric reporter label: source (outbound) or destination (inbound) (default: source with --config, destination with --upstream).")
+    var reporter: String?
+
+    @Option(name: .customLong("access-log"), help: "Write an access log line per request or TCP connection to PATH, or - for stdout (default: off). SIGUSR1 reopens the file.")
+    var accessLog: String?
+
+    @Option(name: .customLong("access-log-format"), help: "Access log format: json (Istio's JSON keys) or text (Istio's default text line).")
+    var accessLogFormat: String = "json"
+
+    @Option(name: .customLong("trace-collector"), help: "--http: export spans to http://HOST:PORT/api/v2/spans (Zipkin v2 JSON) or http://HOST:PORT/v1/traces (OTLP/HTTP JSON) (default: off).")
+    var traceCollector: String?
+
+    @Option(name: .customLong("trace-sampling"), help: "--http: percentage of requests without a sampling decision that are traced (0 to 100).")
+    var traceSampling: Double = 1.0
+
     /// Checks every flag and builds the settings; each failure names the flag and what it accepts.
     func settings() throws(ValidationError) -> ProxySettings {
         var s = ProxySettings()
@@ -131,7 +162,59 @@ struct ProxyCommand: ParsableCommand {
         }
         s.logLevel = level
         if http { s.http = try httpSettings() }
+        s.telemetry = try telemetrySettings(namespace: s.namespace)
         return s
+    }
+
+    private func telemetrySettings(namespace: String) throws(ValidationError) -> TelemetrySettings {
+        var t = TelemetrySettings()
+        func side(_ value: String?, _ flag: String, _ fallback: TelemetrySettings.Address) throws(ValidationError) -> TelemetrySettings.Address {
+            guard let value else { return fallback }
+            if value == "off" { return .off }
+            guard let a = SocketAddress(parsing: value) else {
+                throw ValidationError("\(flag) must be IP:PORT, [IPv6]:PORT or off, got '\(value)'")
+            }
+            return .required(a)
+        }
+        t.admin = try side(admin, "--admin", t.admin)
+        t.health = try side(health, "--health", t.health)
+        t.prometheus = try side(prometheus, "--prometheus", t.prometheus)
+        switch metrics {
+        case "on": t.metrics = true
+        case "off": t.metrics = false
+        default: throw ValidationError("--metrics must be on or off, got '\(metrics)'")
+        }
+        if let reporter {
+            guard let r = Reporter(rawValue: reporter) else { throw ValidationError("--reporter must be source or destination, got '\(reporter)'") }
+            t.reporter = r
+        }
+        let name = workload ?? ConfigFiles.environment("ISTIO_META_WORKLOAD_NAME") ?? "unknown"
+        guard !name.isEmpty, !name.contains(where: { $0 == "\n" || $0 == "=" }) else {
+            throw ValidationError("--workload must be a name, got '\(name)'")
+        }
+        t.workload.workload = name
+        t.workload.canonicalService = name
+        t.workload.namespace = namespace
+        if let accessLog {
+            guard !accessLog.isEmpty else { throw ValidationError("--access-log must be a file path or -, got ''") }
+            t.accessLog = accessLog
+        }
+        guard accessLogFormat == "json" || accessLogFormat == "text" else {
+            throw ValidationError("--access-log-format must be json or text, got '\(accessLogFormat)'")
+        }
+        t.accessLogFormat = accessLogFormat
+        if let traceCollector {
+            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
+            guard traceCollector.hasPrefix("http://"), SocketAddress(parsing: String(traceCollector.dropFirst(7).prefix { $0 != "/" })) != nil else {
+                throw ValidationError("--trace-collector must be http://IP:PORT/path (…/api/v2/spans for Zipkin, …/v1/traces for OTLP), got '\(traceCollector)'")
+            }
+            t.traceCollector = traceCollector
+        }
+        guard traceSampling >= 0 && traceSampling <= 100 else {
+            throw ValidationError("--trace-sampling must be a percentage from 0 to 100, got \(traceSampling)")
+        }
+        t.traceSampling = traceSampling
+        return t
     }
 
     private func httpSettings() throws(ValidationError) -> HTTPSettings {

@@ -1,0 +1,500 @@
+// The admin, health and Prometheus listeners (../shared/reference/istio.md §7): one thread beside the reactors,
+// one short request per connection ("connection: close"), every read and write bounded by a deadline, so a
+// slow client costs this thread a little time and the reactors nothing. Each endpoint reads state the reactors
+// publish (metric shards, relaxed counters) or the main thread sets (AdminState); none touches a reactor.
+import Synchronization
+import TernConfig
+import TernCore
+import TernIO
+import TernTelemetry
+
+/// Process state the endpoints read and change.
+public final class AdminState: Sendable {
+    public enum ServerState: Int, Sendable {
+        case initializing = 0, live, draining
+        var name: String {
+            switch self {
+            case .initializing: "INITIALIZING"
+            case .live: "LIVE"
+            case .draining: "DRAINING"
+            }
+        }
+    }
+
+    /// A cluster as /clusters shows it; endpoint keys find their live counts in the metric shards.
+    public struct ClusterView: Sendable {
+        public var name: String
+        public var endpoints: [(address: String, port: UInt16, weight: UInt32, key: UInt64)]
+    }
+
+    private let stateValue = Atomic<Int>(ServerState.initializing.rawValue)
+    /// POST /healthcheck/fail: readiness answers 503 until /healthcheck/ok.
+    let healthFailed = Atomic<Bool>(false)
+    let configVersion = Atomic<Int>(0)
+    let configApplied = Atomic<Int>(0)
+    let configRejected = Atomic<Int>(0)
+    private let config = Mutex<(dump: String, clusters: [ClusterView], updated: UInt64)>(("", [], 0))
+    let startWallMicros = System.wallClockMicros()
+    let startNanos = System.monotonicNanos()
+
+    public init() {}
+
+    public var state: ServerState {
+        get { ServerState(rawValue: stateValue.load(ordering: .acquiring)) ?? .initializing }
+        set { stateValue.store(newValue.rawValue, ordering: .releasing) }
+    }
+
+    /// Ready: live, not draining, and not failed by /healthcheck/fail.
+    public var ready: Bool { state == .live && !healthFailed.load(ordering: .relaxed) }
+
+    /// A configuration was applied: its version, dump and clusters become what the endpoints show.
+    func applied(version: Int, table: RouteTable) {
+        configVersion.store(version, ordering: .relaxed)
+        configApplied.add(1, ordering: .relaxed)
+        let dump = Self.dump(version: version, table: table)
+        let clusters = table.clusters.map { c in
+            ClusterView(name: c.name, endpoints: c.endpoints.map { e in
+                (e.address, e.port, e.weight, EndpointKey.make(address: e.address, port: e.port))
+            })
+        }
+        config.withLock { $0 = (dump, clusters, System.wallClockMicros()) }
+    }
+
+    func rejected() { configRejected.add(1, ordering: .relaxed) }
+
+    var configDump: String { config.withLock { $0.dump } }
+    var clusters: [ClusterView] { config.withLock { $0.clusters } }
+
+    /// /config_dump: the active resources as written, with their version.
+    static func dump(version: Int, table: RouteTable) -> String {
+        var out = "{\n  \"version\": \(version),\n  \"last_updated\": \(JSON.quote(RFC3339.format(micros: System.wallClockMicros()))),\n"
+        out += "  \"namespace\": \(JSON.quote(table.namespace)),\n  \"resources\": ["
+        for (i, r) in table.resources.enumerated() {
+            out += i == 0 ? "\n" : ",\n"
+            out += "    {\"kind\": \(JSON.quote(r.kind)), \"name\": \(JSON.quote(r.name)), \"namespace\": \(JSON.quote(r.namespace)), "
+            out += "\"file\": \(JSON.quote(r.file)), \"line\": \(r.line), \"resource\": \(r.document.json)}"
+        }
+        out += table.resources.isEmpty ? "],\n" : "\n  ],\n"
+        out += "  \"clusters\": ["
+        for (i, c) in table.clusters.enumerated() {
+            out += i == 0 ? "\n" : ",\n"
+            out += "    {\"name\": \(JSON.quote(c.name)), \"endpoints\": ["
+            out += c.endpoints.map { "{\"address\": \(JSON.quote($0.address)), \"port\": \($0.port), \"weight\": \($0.weight)}" }.joined(separator: ", ")
+            out += "]}"
+        }
+        out += table.clusters.isEmpty ? "]\n}\n" : "\n  ]\n}\n"
+        return out
+    }
+}
+
+/// What /server_info and /listeners report (fixed at start).
+public struct ServerInfo: Sendable {
+    public var version: String
+    public var ioBackend: String
+    public var cores: Int
+    public var ringDepth: Int
+    public var listeners: [(kind: String, address: String)]
+    public var options: [(String, String)]
+}
+
+final class AdminServer: @unchecked Sendable {
+    enum Kind: String { case admin, health, prometheus }
+    struct Listener {
+        var fd: Int32
+        var kind: Kind
+        var address: SocketAddress
+    }
+
+    private let listeners: [Listener]
+    private let state: AdminState
+    private let telemetry: Telemetry
+    private let info: ServerInfo
+    private let controls: [ReactorControl]
+    private let counters: RelayCounters
+    private let extra: @Sendable () -> [MetricFamily]
+    private let stopRequested = Atomic<Bool>(false)
+    private var thread: ReactorThread? = nil
+
+    /// Binds the listeners; a taken default address is a warning, a taken explicit one an error (nil).
+    static func bind(_ settings: TelemetrySettings) -> [Listener]? {
+        var out: [Listener] = []
+        let wanted: [(Kind, TelemetrySettings.Address)] = [(.admin, settings.admin), (.health, settings.health), (.prometheus, settings.prometheus)]
+        for (kind, setting) in wanted {
+            guard let address = setting.address else { continue }
+            do {
+                let fd = try System.listen(on: address, backlog: 128)
+                out.append(Listener(fd: fd, kind: kind, address: (try? System.localAddress(fd)) ?? address))
+            } catch {
+                let why = "cannot listen on \(address) for --\(kind.rawValue): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))"
+                if case .required = setting {
+                    Log.error(why)
+                    out.forEach { System.close($0.fd) }
+                    return nil
+                }
+                Log.warn("\(why); running without it")
+            }
+        }
+        return out
+    }
+
+    init(listeners: [Listener], state: AdminState, telemetry: Telemetry, info: ServerInfo, controls: [ReactorControl],
+         counters: RelayCounters, extra: @escaping @Sendable () -> [MetricFamily])
+    {
+        self.listeners = listeners
+        self.state = state
+        self.telemetry = telemetry
+        self.info = info
+        self.controls = controls
+        self.counters = counters
+        self.extra = extra
+    }
+
+    func start() -> Bool {
+        guard !listeners.isEmpty else { return true }
+        thread = ReactorThread.start(name: "tern-admin") { [self] in run() }
+        return thread != nil
+    }
+
+    func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        thread?.join()
+        thread = nil
+        listeners.forEach { System.close($0.fd) }
+    }
+
+    private func run() {
+        let fds = listeners.map(\.fd)
+        while !stopRequested.load(ordering: .acquiring) {
+            for fd in System.pollReadable(fds, timeoutMillis: 100) {
+                guard let l = listeners.first(where: { $0.fd == fd }) else { continue }
+                // A few per wake-up, so one listener cannot starve the others.
+                for _ in 0..<8 {
+                    guard let client = System.accept(fd) else { break }
+                    serve(BlockingSocket(adopting: client), l.kind)
+                }
+            }
+        }
+    }
+
+    // MARK: - One request
+
+    struct Request {
+        var method: String
+        var path: String
+        var query: [String: String]
+    }
+
+    struct Response {
+        var status: Int
+        var contentType = "text/plain; charset=utf-8"
+        var body: String
+    }
+
+    private func serve(_ socket: consuming BlockingSocket, _ kind: Kind) {
+        let deadline = System.monotonicNanos() + 2_000_000_000
+        var bytes: [UInt8] = []
+        while bytes.count < 16384 && !Self.headEnds(bytes) {
+            guard let chunk = try? socket.receive(max: 4096, deadline: deadline), !chunk.isEmpty else { return }
+            bytes += chunk
+        }
+        let response: Response
+        if let request = Self.parse(bytes) {
+            response = handle(request, kind)
+        } else {
+            response = Response(status: 400, body: "bad request\n")
+        }
+        var text = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\ncontent-type: \(response.contentType)\r\n"
+        text += "content-length: \(response.body.utf8.count)\r\ncache-control: no-cache, max-age=0\r\nconnection: close\r\n\r\n"
+        text += response.body
+        try? socket.send(Array(text.utf8), deadline: deadline)
+        _ = System.shutdown(socket.fd, write: true, read: false)
+    }
+
+    static func headEnds(_ b: [UInt8]) -> Bool {
+        guard b.count >= 4 else { return false }
+        for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return true }
+        return false
+    }
+
+    /// "METHOD /path?query HTTP/1.x": the method a token, the target in origin form.
+    static func parse(_ bytes: [UInt8]) -> Request? {
+        guard let end = bytes.firstIndex(of: 13) else { return nil }
+        let parts = bytes[..<end].split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy({ $0 >= 65 && $0 <= 90 }),
+              parts[1].first == 47, parts[1].allSatisfy({ $0 > 32 && $0 < 127 }),
+              parts[2].elementsEqual("HTTP/1.1".utf8) || parts[2].elementsEqual("HTTP/1.0".utf8) else { return nil }
+        let target = String(decoding: parts[1], as: UTF8.self)
+        let split = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var query: [String: String] = [:]
+        if split.count == 2 {
+            for item in split[1].split(separator: "&") {
+                let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                query[percentDecoded(kv[0])] = kv.count == 2 ? percentDecoded(kv[1]) : ""
+            }
+        }
+        return Request(method: String(decoding: parts[0], as: UTF8.self), path: String(split[0]), query: query)
+    }
+
+    static func percentDecoded(_ s: Substring) -> String {
+        var out: [UInt8] = []
+        var i = s.utf8.startIndex
+        let u = s.utf8
+        while i < u.endIndex {
+            let b = u[i]
+            if b == 37, let h1 = u.index(i, offsetBy: 1, limitedBy: u.endIndex), h1 < u.endIndex,
+               let h2 = u.index(i, offsetBy: 2, limitedBy: u.endIndex), h2 < u.endIndex,
+               let v = UInt8(String(decoding: [u[h1], u[h2]], as: UTF8.self), radix: 16)
+            {
+                out.append(v)
+                i = u.index(i, offsetBy: 3)
+            } else {
+                out.append(b == 43 ? 32 : b)
+                i = u.index(after: i)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 200: "OK"
+        case 400: "Bad Request"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        default: "Service Unavailable"
+        }
+    }
+
+    func handle(_ r: Request, _ kind: Kind) -> Response {
+        switch kind {
+        case .health:
+            guard r.path == "/healthz/ready" else { return Response(status: 404, body: "not found\n") }
+            return state.ready ? Response(status: 200, body: "") : Response(status: 503, body: "not ready: \(state.state.name.lowercased())\n")
+        case .prometheus:
+            guard r.path == "/stats/prometheus" else { return Response(status: 404, body: "not found\n") }
+            return prometheus()
+        case .admin:
+            return admin(r)
+        }
+    }
+
+    private static let mutations: Set<String> = ["/quitquitquit", "/drain_listeners", "/healthcheck/fail", "/healthcheck/ok"]
+
+    private func admin(_ r: Request) -> Response {
+        if Self.mutations.contains(r.path) || (r.path == "/logging" && !r.query.isEmpty) {
+            // Envoy: a change must be a POST; a GET changes nothing.
+            guard r.method == "POST" else { return Response(status: 400, body: "\(r.path) changes the proxy: use POST\n") }
+        }
+        switch r.path {
+        case "/", "/help":
+            return Response(status: 200, body: Self.help)
+        case "/ready":
+            let s = state.state
+            return Response(status: s == .live ? 200 : 503, body: "\(s.name)\n")
+        case "/stats":
+            switch r.query["format"] {
+            case "prometheus": return prometheus()
+            case "json": return Response(status: 200, contentType: "application/json", body: statsJSON(filter: r.query["filter"]))
+            case nil: return Response(status: 200, body: stats(filter: r.query["filter"]).map { "\($0.0): \($0.1)\n" }.joined())
+            case let f?: return Response(status: 400, body: "unknown format '\(f)': json or prometheus\n")
+            }
+        case "/stats/prometheus":
+            return prometheus()
+        case "/config_dump":
+            let dump = state.configDump
+            return Response(status: 200, contentType: "application/json", body: dump.isEmpty ? "{\"version\": 0, \"resources\": [], \"clusters\": []}\n" : dump)
+        case "/clusters":
+            return clusters(json: r.query["format"] == "json")
+        case "/listeners":
+            if r.query["format"] == "json" {
+                let items = info.listeners.map { "{\"name\": \(JSON.quote($0.kind)), \"local_address\": \(JSON.quote($0.address))}" }
+                return Response(status: 200, contentType: "application/json", body: "{\"listener_statuses\": [\(items.joined(separator: ", "))]}\n")
+            }
+            return Response(status: 200, body: info.listeners.map { "\($0.kind)::\($0.address)\n" }.joined())
+        case "/server_info":
+            return Response(status: 200, contentType: "application/json", body: serverInfo())
+        case "/quitquitquit":
+            Log.info("admin: /quitquitquit: exiting")
+            System.terminateSelf()
+            return Response(status: 200, body: "OK\n")
+        case "/drain_listeners":
+            Log.info("admin: /drain_listeners: listeners closed, open connections finish")
+            state.state = .draining
+            controls.forEach { $0.requestDrain() }
+            return Response(status: 200, body: "OK\n")
+        case "/healthcheck/fail":
+            state.healthFailed.store(true, ordering: .relaxed)
+            Log.info("admin: health check forced to fail")
+            return Response(status: 200, body: "OK\n")
+        case "/healthcheck/ok":
+            state.healthFailed.store(false, ordering: .relaxed)
+            Log.info("admin: health check restored")
+            return Response(status: 200, body: "OK\n")
+        case "/logging":
+            if let name = r.query["level"] {
+                guard let level = LogLevel(name: name) else {
+                    return Response(status: 400, body: "unknown level '\(name)': trace, debug, info, warn or error\n")
+                }
+                Log.shared.level = level
+                Log.info("admin: log level set to \(level)")
+            }
+            return Response(status: 200, body: "active loggers:\n  tern: \(Log.shared.level)\n")
+        default:
+            return Response(status: 404, body: "invalid path. admin commands are:\n" + Self.help)
+        }
+    }
+
+    static let help = """
+        admin commands are:
+          /: this help
+          /clusters: upstream clusters, their endpoints, health and active requests (?format=json)
+          /config_dump: the configuration being served, with its version (JSON)
+          /drain_listeners (POST): stop accepting; open connections finish
+          /healthcheck/fail (POST): readiness answers 503
+          /healthcheck/ok (POST): readiness restored
+          /listeners: bound listeners (?format=json)
+          /logging: the log level; POST /logging?level=debug changes it
+          /quitquitquit (POST): drain and exit (as SIGTERM)
+          /ready: LIVE (200), INITIALIZING or DRAINING (503)
+          /server_info: version, state, io backend, cores, ring depth, uptime (JSON)
+          /stats: counters and gauges (?format=json|prometheus, ?filter=REGEX)
+          /stats/prometheus: Prometheus text
+
+        """
+
+    private func prometheus() -> Response {
+        Response(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: telemetry.prometheusText(extra: extra()))
+    }
+
+    /// Flat `name: value` statistics, Envoy's /stats shape: Tern's own metrics and Istio's request counters.
+    private func stats(filter: String?) -> [(String, String)] {
+        var out: [(String, String)] = []
+        for f in extra() {
+            for s in f.samples {
+                let labels = s.labels.map { "\($0.0)=\($0.1)" }.joined(separator: ".")
+                out.append((labels.isEmpty ? f.name : "\(f.name).\(labels)", PrometheusText.number(s.value)))
+            }
+        }
+        var byCode: [String: UInt64] = [:]
+        for (key, words) in telemetry.httpSeries() {
+            let k = SeriesKey(raw: key)
+            let name = "istio_requests_total.\(telemetry.services.service(k.service).host).\(k.code).\(k.flags.description)"
+            byCode[name, default: 0] &+= words[HTTPWords.requests - 1]
+        }
+        for (k, v) in byCode.sorted(by: { $0.key < $1.key }) { out.append((k, String(v))) }
+        out.sort { $0.0 < $1.0 }
+        guard let filter, !filter.isEmpty else { return out }
+        guard case .success(let re) = CompiledRegex.compile(".*(?:\(filter)).*", caseless: false) else { return [] }
+        return out.filter { re.matches($0.0) }
+    }
+
+    private func statsJSON(filter: String?) -> String {
+        let items = stats(filter: filter).map { "{\"name\": \(JSON.quote($0.0)), \"value\": \($0.1)}" }
+        return "{\"stats\": [\(items.joined(separator: ", "))]}\n"
+    }
+
+    private func clusters(json: Bool) -> Response {
+        var active: [UInt64: (requests: Int64, connections: Int64)] = [:]
+        for shard in telemetry.shards {
+            shard.endpoints.forEach { key, words in
+                var v = active[key] ?? (0, 0)
+                v.requests &+= Int64(bitPattern: words[EndpointWords.activeRequests - 1])
+                v.connections &+= Int64(bitPattern: words[EndpointWords.connections - 1])
+                active[key] = v
+            }
+        }
+        let views = state.clusters
+        if json {
+            let items = views.map { c in
+                let hosts = c.endpoints.map { e in
+                    let a = active[e.key] ?? (0, 0)
+                    return "{\"address\": {\"socket_address\": {\"address\": \(JSON.quote(e.address)), \"port_value\": \(e.port)}}, "
+                        + "\"weight\": \(e.weight), \"health_status\": {\"eds_health_status\": \"HEALTHY\", \"failed_outlier_check\": false}, "
+                        + "\"stats\": [{\"name\": \"rq_active\", \"value\": \(a.requests)}, {\"name\": \"cx_active\", \"value\": \(a.connections)}]}"
+                }
+                return "{\"name\": \(JSON.quote(c.name)), \"host_statuses\": [\(hosts.joined(separator: ", "))]}"
+            }
+            return Response(status: 200, contentType: "application/json", body: "{\"cluster_statuses\": [\(items.joined(separator: ", "))]}\n")
+        }
+        var out = ""
+        for c in views {
+            for e in c.endpoints {
+                let a = active[e.key] ?? (0, 0)
+                let host = e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)"
+                let prefix = "\(c.name)::\(host)::"
+                out += "\(prefix)rq_active::\(a.requests)\n\(prefix)cx_active::\(a.connections)\n\(prefix)weight::\(e.weight)\n"
+                // No outlier detection or active health checking yet: every endpoint is healthy.
+                out += "\(prefix)health_flags::healthy\n"
+            }
+        }
+        return Response(status: 200, body: out)
+    }
+
+    private func serverInfo() -> String {
+        let uptime = (System.monotonicNanos() - state.startNanos) / 1_000_000_000
+        var out = "{\n  \"version\": \(JSON.quote(info.version)),\n  \"state\": \(JSON.quote(state.state.name)),\n"
+        out += "  \"io_backend\": \(JSON.quote(info.ioBackend)),\n  \"cores\": \(info.cores),\n  \"ring_depth\": \(info.ringDepth),\n"
+        out += "  \"uptime_current_epoch\": \"\(uptime)s\",\n  \"uptime_all_epochs\": \"\(uptime)s\",\n"
+        out += "  \"command_line_options\": {"
+        out += info.options.map { "\(JSON.quote($0.0)): \(JSON.quote($0.1))" }.joined(separator: ", ")
+        out += "}\n}\n"
+        return out
+    }
+}
+
+/// JSON text helpers for the admin endpoints.
+enum JSON {
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 {
+                    let hex = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// RFC 3339 UTC timestamps with milliseconds, without Foundation.
+enum RFC3339 {
+    static func format(micros: UInt64) -> String {
+        let seconds = Int64(micros / 1_000_000)
+        let millis = Int((micros / 1000) % 1000)
+        var days = seconds / 86400
+        let rest = Int(seconds % 86400)
+        // Howard Hinnant's civil_from_days.
+        days += 719_468
+        let era = days / 146_097
+        let doe = days - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        var y = yoe + era * 400
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        if m <= 2 { y += 1 }
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let ms = millis < 10 ? "00\(millis)" : (millis < 100 ? "0\(millis)" : "\(millis)")
+        let h = Int64(rest / 3600), mi = Int64(rest / 60 % 60), sec = Int64(rest % 60)
+        return "\(y)-\(two(m))-\(two(d))T\(two(h)):\(two(mi)):\(two(sec)).\(ms)Z"
+    }
+}
+
+/// Number formatting shared with the exposition.
+enum PrometheusText {
+    static func number(_ v: Double) -> String {
+        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+        return String(v)
+    }
+}
