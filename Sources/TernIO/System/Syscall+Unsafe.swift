@@ -128,10 +128,12 @@ public enum System {
     /// The listen backlog Tern asks for (the kernel caps it at net.core.somaxconn).
     public static let listenBacklog: Int32 = 4096
 
-    public static func listen(on address: SocketAddress, backlog: Int32 = listenBacklog) throws(IOError) -> Int32 {
+    /// `reusePort` false: a port another socket holds is refused (EADDRINUSE), as the admin, health and
+    /// Prometheus listeners need: with SO_REUSEPORT a second sidecar would share them and answer for the first.
+    public static func listen(on address: SocketAddress, backlog: Int32 = listenBacklog, reusePort: Bool = true) throws(IOError) -> Int32 {
         let fd = try tcpSocket(family: address.family)
         _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
-        if setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) < 0 {
+        if reusePort && setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) < 0 {
             close(fd)
             throw IOError("setsockopt(SO_REUSEPORT)", errno: Glibc.errno)
         }

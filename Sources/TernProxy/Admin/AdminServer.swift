@@ -122,7 +122,7 @@ final class AdminServer: @unchecked Sendable {
         for (kind, setting) in wanted {
             guard let address = setting.address else { continue }
             do {
-                let fd = try System.listen(on: address, backlog: 128)
+                let fd = try System.listen(on: address, backlog: 128, reusePort: false)
                 out.append(Listener(fd: fd, kind: kind, address: (try? System.localAddress(fd)) ?? address))
             } catch {
                 let why = "cannot listen on \(address) for --\(kind.rawValue): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))"
