@@ -2,48 +2,100 @@
 /// round-robin position and smooth-weight credits, and the outstanding requests per endpoint (LEAST_REQUEST).
 /// Not shared between threads (a reactor owns its balancers); nothing allocates on `pick` or the counters.
 /// After a new table is published the reactor calls `rebind` (this allocates once, off the request path).
+///
+/// Outstanding requests are counted per endpoint *slot*, not per index of the bound table: a slot belongs to one
+/// endpoint (address and port) for as long as that endpoint is in the bound table or has requests outstanding,
+/// so a request that started before a swap is still counted after it, and its finish (`requestFinished(slot:)`)
+/// lands on the endpoint it was counted on whatever the table then in use. Invariant: every slot's count is the
+/// number of `requestStarted` results for it not yet finished; a slot is reused only at count zero.
 public struct LoadBalancer: Sendable {
     /// The cluster's name (`outbound|80|beta|cart.shop.svc.cluster.local`): stable across tables.
     public private(set) var clusterName: String
+    /// The bound cluster's index in the bound table; -1 when retired (`retire`).
     private var cluster: Int
     private var position: UInt64 = 0
-    /// Outstanding requests per endpoint index of the bound table.
-    public private(set) var outstanding: [Int32]
+    /// The bound cluster's endpoint index → its slot in `counts`.
+    private var slots: [Int32]
+    /// Outstanding requests per slot.
+    private var counts: [Int32]
+    /// Each slot's endpoint (`address:port`), "" for a free slot.
+    private var slotKeys: [String]
     /// Smooth weighted round robin credits (nginx's algorithm), used when weights differ.
     private var credits: [Int64]
-    private var keys: [String]
 
     public init(table: RouteTable, cluster: Int) {
         let c = table.clusters[cluster]
         clusterName = c.name
         self.cluster = cluster
-        outstanding = [Int32](repeating: 0, count: c.endpoints.count)
+        slotKeys = c.endpoints.map(Self.key)
+        slots = (0..<Int32(c.endpoints.count)).map { $0 }
+        counts = [Int32](repeating: 0, count: c.endpoints.count)
         credits = [Int64](repeating: 0, count: c.endpoints.count)
-        keys = c.endpoints.map { "\($0.address):\($0.port)" }
     }
 
-    /// Binds to `cluster` of a newly published table, keeping the position and the outstanding count of every
-    /// endpoint that is still there (by address and port).
+    private static func key(_ e: Endpoint) -> String { "\(e.address):\(e.port)" }
+
+    /// Outstanding requests per endpoint index of the bound cluster (allocates: for tests and admin pages).
+    public var outstanding: [Int32] { slots.map { counts[Int($0)] } }
+
+    /// All outstanding requests this balancer counts, those of endpoints no longer in the table included.
+    public var totalOutstanding: Int { counts.reduce(0) { $0 + Int($1) } }
+
+    /// Binds to `cluster` of a newly published table, keeping the position and every endpoint's slot (by address
+    /// and port, so its outstanding count carries over). Endpoints that left the table keep their slot while
+    /// requests to them are outstanding; the others' slots are freed for reuse.
     public mutating func rebind(table: RouteTable, cluster: Int) {
         let c = table.clusters[cluster]
-        let newKeys = c.endpoints.map { "\($0.address):\($0.port)" }
-        var old: [String: Int32] = [:]
-        for (k, n) in zip(keys, outstanding) { old[k, default: 0] += n }
-        outstanding = newKeys.map { old[$0] ?? 0 }
-        credits = [Int64](repeating: 0, count: newKeys.count)
-        keys = newKeys
+        var byKey: [String: Int32] = [:]
+        for s in slotKeys.indices where !slotKeys[s].isEmpty && byKey[slotKeys[s]] == nil { byKey[slotKeys[s]] = Int32(s) }
+        var used = [Bool](repeating: false, count: slotKeys.count)
+        var next = [Int32](repeating: -1, count: c.endpoints.count)
+        for i in c.endpoints.indices {
+            if let s = byKey[Self.key(c.endpoints[i])], !used[Int(s)] {
+                next[i] = s
+                used[Int(s)] = true
+            }
+        }
+        var free: [Int32] = []
+        for s in slotKeys.indices where !used[s] && counts[s] == 0 {
+            slotKeys[s] = ""
+            free.append(Int32(s))
+        }
+        for i in c.endpoints.indices where next[i] < 0 {
+            let key = Self.key(c.endpoints[i])
+            if let s = free.popLast() {
+                slotKeys[Int(s)] = key
+                next[i] = s
+            } else {
+                slotKeys.append(key)
+                counts.append(0)
+                next[i] = Int32(slotKeys.count - 1)
+            }
+        }
+        slots = next
+        credits = [Int64](repeating: 0, count: c.endpoints.count)
         clusterName = c.name
         self.cluster = cluster
     }
 
+    /// Unbinds from every table (the cluster left the configuration): `pick` answers nil, and the slots with
+    /// requests outstanding stay until those requests finish.
+    public mutating func retire() {
+        cluster = -1
+        slots = []
+        credits = []
+        for s in slotKeys.indices where counts[s] == 0 { slotKeys[s] = "" }
+    }
+
     /// An endpoint index of the bound cluster in `table`, nil when it has none (or when `table` is not the one
-    /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random` is a fresh uniformly
-    /// random number from the caller; `hashKey` the request's consistent-hash key (`RouteTable.hashKey`), if any.
+    /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random`
+    /// is a fresh uniformly random number from the caller; `hashKey` the request's consistent-hash key
+    /// (`RouteTable.hashKey`), if any.
     public mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
-        guard cluster < table.clusters.count else { return nil }
+        guard cluster >= 0, cluster < table.clusters.count else { return nil }
         let c = table.clusters[cluster]
         let n = c.endpoints.count
-        guard n > 0, n == outstanding.count else { return nil }
+        guard n > 0, n == slots.count else { return nil }
         if n == 1 { return 0 }
         switch c.loadBalancing {
         case .roundRobin:
@@ -56,7 +108,7 @@ public struct LoadBalancer: Sendable {
             let a = weightedRandom(c.endpoints, random)
             var b = weightedRandom(c.endpoints, mix(random ^ 0x5bd1_e995))
             if b == a { b = (a + 1 + Int(mix(random) % UInt64(n - 1))) % n }
-            return outstanding[b] < outstanding[a] ? b : a
+            return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
             guard let h = hashKey else { return weightedRandom(c.endpoints, random) }
             return ring.endpoint(for: h)
@@ -66,14 +118,19 @@ public struct LoadBalancer: Sendable {
         }
     }
 
-    /// Count a request sent to `endpoint` (LEAST_REQUEST reads these).
-    public mutating func requestStarted(endpoint: Int) {
-        if endpoint < outstanding.count { outstanding[endpoint] += 1 }
+    /// Counts a request sent to `endpoint` (an index of the bound cluster; LEAST_REQUEST reads these) and
+    /// returns the slot to report it finished with, whatever table is bound by then. -1 for an index out of range.
+    public mutating func requestStarted(endpoint: Int) -> Int32 {
+        guard endpoint >= 0, endpoint < slots.count else { return -1 }
+        let s = slots[endpoint]
+        counts[Int(s)] += 1
+        return s
     }
 
-    /// Count a request to `endpoint` finished (answered, failed or abandoned).
-    public mutating func requestFinished(endpoint: Int) {
-        if endpoint < outstanding.count, outstanding[endpoint] > 0 { outstanding[endpoint] -= 1 }
+    /// Counts a request finished (answered, failed or abandoned); `slot` is what `requestStarted` returned.
+    public mutating func requestFinished(slot: Int32) {
+        let s = Int(slot)
+        if s >= 0, s < counts.count, counts[s] > 0 { counts[s] -= 1 }
     }
 
     private mutating func roundRobin(_ endpoints: [Endpoint]) -> Int {

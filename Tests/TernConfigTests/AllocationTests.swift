@@ -32,7 +32,7 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         ].map { Array($0.utf8) }
         let heads = requests.map { HTTP1ParserBox($0).head }
         let hosts = zip(requests, heads).map { Array($0.0[$0.1.host!]) }
-        var balancers = (0..<table.clusters.count).map { LoadBalancer(table: table, cluster: $0) }
+        var balancers = LoadBalancers(table: table)
         let source: [UInt8] = [10, 0, 0, 1]
         var found = 0
 
@@ -45,9 +45,9 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
                 if m.found { found += 1 }
                 if let d = table.pickDestination(m, random: random), let c = d.cluster(port: 80) {
                     let key = table.hashKey(cluster: c, request: view, sourceAddress: source.span)
-                    if let e = balancers[c].pick(table: table, random: random, hashKey: key) {
-                        balancers[c].requestStarted(endpoint: e)
-                        balancers[c].requestFinished(endpoint: e)
+                    if let e = balancers.pick(cluster: c, table: table, random: random, hashKey: key),
+                       let outstanding = balancers.requestStarted(cluster: c, endpoint: e) {
+                        balancers.requestFinished(outstanding)
                     }
                 }
             }

@@ -61,17 +61,116 @@ import Testing
     @Test(arguments: ["{simple: LEAST_REQUEST}", "{simple: LEAST_CONN}", "{simple: UNSPECIFIED}"])
     func leastRequestAvoidsBusyEndpoints(lbText: String) throws {
         var (t, lb) = try balancer(Self.yaml(endpoints: 2, lb: lbText))
-        for _ in 0..<10 { lb.requestStarted(endpoint: 0) }
+        let busy = (0..<10).map { _ in lb.requestStarted(endpoint: 0) }
         var g = SplitMix64(seed: 0x7465_726e)
         // With two endpoints, power of two choices always compares both: the idle one wins every time.
         for _ in 0..<100 { #expect(lb.pick(table: t, random: g.next()) == 1) }
-        for _ in 0..<10 { lb.requestFinished(endpoint: 0) }
-        for _ in 0..<20 { lb.requestStarted(endpoint: 1) }
+        for slot in busy { lb.requestFinished(slot: slot) }
+        for _ in 0..<20 { _ = lb.requestStarted(endpoint: 1) }
         #expect(lb.pick(table: t, random: g.next()) == 0)
         // Outstanding counts survive a swap by address.
         let t2 = try compile(Self.yaml(endpoints: 3, lb: lbText))
         lb.rebind(table: t2, cluster: 0)
         #expect(lb.outstanding == [0, 20, 0])
+    }
+
+    /// A ServiceEntry `s` with endpoints at the given last octets (10.0.0.x), LEAST_REQUEST; `before` adds a
+    /// ServiceEntry declared first, so the clusters of `s` get other indexes in the compiled table.
+    static func leastRequestYAML(_ octets: [Int], before: Bool = false) -> String {
+        let other = before ? """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: a}
+            spec:
+              hosts: [a]
+              ports: [{number: 80, name: http}]
+              resolution: STATIC
+              endpoints: [{address: 10.1.0.1}]
+            ---
+
+            """ : ""
+        return other + """
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: s}
+            spec:
+              hosts: [s]
+              ports: [{number: 80, name: http}]
+              resolution: STATIC
+              endpoints: [\(octets.map { "{address: 10.0.0.\($0)}" }.joined(separator: ", "))]
+
+            """
+    }
+
+    func clusterIndex(_ t: RouteTable) -> Int {
+        t.clusters.firstIndex { $0.name == "outbound|80||s.default.svc.cluster.local" }!
+    }
+
+    /// Requests in flight across a configuration swap (the new table numbers the cluster and its endpoints
+    /// differently) stay counted on their endpoint, so LEAST_REQUEST still steers around it, and their finish
+    /// brings that count back to zero: nothing leaks, nothing lands on the endpoint that took the old index.
+    @Test func requestsInFlightAcrossASwapFinishOnTheEndpointThatCountedThem() throws {
+        let t1 = try compile(Self.leastRequestYAML([1, 2]))
+        var lbs = LoadBalancers(table: t1)
+        let c1 = clusterIndex(t1)
+        let inFlight = (0..<10).map { _ in lbs.requestStarted(cluster: c1, endpoint: 0)! }  // 10.0.0.1
+        #expect(lbs.outstanding(cluster: c1) == [10, 0])
+
+        let t2 = try compile(Self.leastRequestYAML([3, 2, 1], before: true))
+        lbs.bind(t2)
+        let c2 = clusterIndex(t2)
+        #expect(c2 != c1)
+        #expect(lbs.outstanding(cluster: c2) == [0, 0, 10])
+        var g = SplitMix64(seed: 0x7465_726e)
+        for _ in 0..<200 { #expect(lbs.pick(cluster: c2, table: t2, random: g.next()) != 2) }
+
+        for r in inFlight { lbs.requestFinished(r) }
+        #expect(lbs.outstanding(cluster: c2) == [0, 0, 0])
+        #expect(lbs.totalOutstanding == 0)
+        // With the counts back at zero the formerly busy endpoint is picked again, about a third of the time.
+        let picks = (0..<3_000).map { _ in lbs.pick(cluster: c2, table: t2, random: g.next())! }
+        #expect(picks.filter { $0 == 2 }.count > 800)
+    }
+
+    /// A request to an endpoint (or a whole cluster) that a swap removed is still reported finished; the slot it
+    /// held is not handed to a newcomer meanwhile, and an endpoint that comes back starts from zero.
+    @Test func requestsToEndpointsAndClustersThatLeftStillFinish() throws {
+        let t1 = try compile(Self.leastRequestYAML([1, 2]))
+        var lbs = LoadBalancers(table: t1)
+        let toTwo = lbs.requestStarted(cluster: clusterIndex(t1), endpoint: 1)!  // 10.0.0.2
+
+        let t2 = try compile(Self.leastRequestYAML([1, 3]))  // .2 left, .3 came
+        lbs.bind(t2)
+        #expect(lbs.outstanding(cluster: clusterIndex(t2)) == [0, 0])
+        #expect(lbs.totalOutstanding == 1)
+        let toThree = lbs.requestStarted(cluster: clusterIndex(t2), endpoint: 1)!
+        #expect(lbs.outstanding(cluster: clusterIndex(t2)) == [0, 1])
+        lbs.requestFinished(toTwo)
+        #expect(lbs.outstanding(cluster: clusterIndex(t2)) == [0, 1])
+        #expect(lbs.totalOutstanding == 1)
+
+        // The whole cluster leaves (only `a` is declared) while a request to it is in flight, then comes back.
+        let t3 = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: a}
+            spec:
+              hosts: [a]
+              ports: [{number: 80, name: http}]
+              resolution: STATIC
+              endpoints: [{address: 10.1.0.1}]
+
+            """)
+        lbs.bind(t3)
+        #expect(lbs.totalOutstanding == 1)
+        let toA = lbs.requestStarted(cluster: 0, endpoint: 0)!
+        lbs.requestFinished(toThree)
+        #expect(lbs.totalOutstanding == 1)
+        lbs.requestFinished(toA)
+        #expect(lbs.totalOutstanding == 0)
+        let t4 = try compile(Self.leastRequestYAML([1, 2, 3]))
+        lbs.bind(t4)
+        #expect(lbs.outstanding(cluster: clusterIndex(t4)) == [0, 0, 0])
     }
 
     @Test(arguments: ["{consistentHash: {httpHeaderName: x-user}}",

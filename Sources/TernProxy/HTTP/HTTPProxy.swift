@@ -136,11 +136,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var responsePipe: Pipe? = nil
         var responsePiped = 0
         var clientSplice: UInt8 = 0
-        /// Routed requests: the cluster and endpoint the load balancer picked, and the table they index (its
-        /// epoch), to report the request finished to the same balancer.
-        var cluster: Int32 = -1
-        var clusterEndpoint: Int32 = -1
-        var routesEpoch: UInt64 = 0
+        /// A routed request as its load balancer counts it, to report it finished to the same balancer and
+        /// endpoint even when the route table was swapped meanwhile (nil: none outstanding).
+        var outstanding: OutstandingRequest? = nil
         /// What the route does to the request and response heads (nil: nothing), and the bytes it adds, held
         /// in an assembly buffer until the head that carries them has been sent.
         var requestEdits: FieldEdits? = nil
@@ -241,7 +239,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Routing from Istio configuration (`--config`): this reactor's view of the published route tables, the
     /// load-balancer state per cluster (kept across swaps) and each cluster's endpoints as pool indexes.
     private let routes: SnapshotReader<RouteTable>?
-    private var balancers: [LoadBalancer] = []
+    private var balancers = LoadBalancers()
     private var clusterEndpoints: [[Int]] = []
     private var random: SplitMix
     private let acceptor: Acceptor<Backend>
@@ -304,21 +302,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     // MARK: - Routing (Istio configuration)
 
-    /// Takes a new route table: load balancers rebound (their state kept by endpoint address) and every
-    /// cluster endpoint given a pool. Runs when a snapshot arrives, never per request.
+    /// Takes a new route table: load balancers rebound (their state kept by cluster name and endpoint address,
+    /// requests in flight still counted) and every cluster endpoint given a pool. Runs when a snapshot arrives,
+    /// never per request.
     private func bind(_ table: RouteTable) {
-        var next: [LoadBalancer] = []
-        next.reserveCapacity(table.clusters.count)
-        for c in table.clusters.indices {
-            if c < balancers.count {
-                var b = balancers[c]
-                b.rebind(table: table, cluster: c)
-                next.append(b)
-            } else {
-                next.append(LoadBalancer(table: table, cluster: c))
-            }
-        }
-        balancers = next
+        balancers.bind(table)
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
@@ -393,9 +381,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         guard let destination = table.pickDestination(match, random: random.next()),
               let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
-        guard let e = balancers[cluster].pick(table: table, random: random.next()),
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
-        balancers[cluster].requestStarted(endpoint: e)
+        sessions[id].outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
         requestEdits.host = route.rewrite?.authority
         sessions[id].requestEdits = requestEdits.isEmpty ? nil : requestEdits
@@ -409,10 +397,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             default: break
             }
         }
-        sessions[id].cluster = Int32(cluster)
-        sessions[id].clusterEndpoint = Int32(e)
         if cluster < clusterServices.count { sessions[id].service = clusterServices[cluster] }
-        sessions[id].routesEpoch = routes.currentEpoch
         return clusterEndpoints[cluster][e]
     }
 
@@ -515,17 +500,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         return nil
     }
 
-    /// Reports a routed request finished to the balancer that picked its endpoint (when the table it picked
-    /// from is still current; a swap rebinds the balancers and their counts restart from the new table).
+    /// Reports a routed request finished to the balancer and endpoint that counted it, also when the table it
+    /// was routed with has been replaced since (the balancers keep its slot until then). Once per request.
     private func requestFinished(_ id: SID) {
         if sessions[id].activeKey != 0 {
             metrics?.endpoint(sessions[id].activeKey, EndpointWords.activeRequests, -1)
             sessions[id].activeKey = 0
         }
-        let c = Int(sessions[id].cluster)
-        guard c >= 0, let routes, routes.currentEpoch == sessions[id].routesEpoch, c < balancers.count else { return }
-        balancers[c].requestFinished(endpoint: Int(sessions[id].clusterEndpoint))
-        sessions[id].cluster = -1
+        guard let outstanding = sessions[id].outstanding else { return }
+        balancers.requestFinished(outstanding)
+        sessions[id].outstanding = nil
     }
 
     public var finished: Bool {

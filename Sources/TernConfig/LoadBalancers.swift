@@ -1,0 +1,99 @@
+/// One reactor's load balancers, one per cluster of the table it serves, kept across swaps by cluster name (a new
+/// table may number its clusters differently), with the requests they count until each one finishes.
+///
+/// A request counted by `requestStarted` is reported finished with the `OutstandingRequest` it returned, on
+/// whatever table is bound by then: its balancer and endpoint slot stay put while the request is outstanding
+/// (`LoadBalancer`'s slots), even when the cluster or the endpoint left the configuration meanwhile. So a swap
+/// neither loses a finish (a count that never comes down would steer LEAST_REQUEST away from that endpoint for
+/// good) nor lands it on another endpoint that now has the old index.
+///
+/// Not shared between threads; `pick`, `requestStarted` and `requestFinished` allocate nothing, `bind` runs
+/// once per published table, off the request path.
+public struct LoadBalancers: Sendable {
+    /// Balancers by slot. A slot keeps its cluster (by name) while the bound table has that cluster or requests
+    /// it counted are outstanding; then it is free (`clusterName` "") for another cluster.
+    private var balancers: [LoadBalancer] = []
+    private var names: [String] = []
+    /// The bound table's cluster index → balancer slot.
+    private var slots: [Int32] = []
+
+    public init() {}
+
+    public init(table: RouteTable) { bind(table) }
+
+    /// Binds every balancer to the clusters of a newly published table: a cluster already known (by name)
+    /// keeps its balancer, position and counts; a new one gets a fresh balancer; one that left keeps its
+    /// balancer, retired, until its outstanding requests finish.
+    public mutating func bind(_ table: RouteTable) {
+        var byName: [String: Int32] = [:]
+        for s in names.indices where !names[s].isEmpty { byName[names[s]] = Int32(s) }
+        var used = [Bool](repeating: false, count: balancers.count)
+        var next = [Int32](repeating: -1, count: table.clusters.count)
+        for c in table.clusters.indices {
+            if let s = byName[table.clusters[c].name], !used[Int(s)] {
+                balancers[Int(s)].rebind(table: table, cluster: c)
+                next[c] = s
+                used[Int(s)] = true
+            }
+        }
+        var free: [Int32] = []
+        for s in balancers.indices where !used[s] {
+            balancers[s].retire()
+            if balancers[s].totalOutstanding == 0 {
+                names[s] = ""
+                free.append(Int32(s))
+            }
+        }
+        for c in table.clusters.indices where next[c] < 0 {
+            let b = LoadBalancer(table: table, cluster: c)
+            if let s = free.popLast() {
+                balancers[Int(s)] = b
+                names[Int(s)] = b.clusterName
+                next[c] = s
+            } else {
+                balancers.append(b)
+                names.append(b.clusterName)
+                next[c] = Int32(balancers.count - 1)
+            }
+        }
+        slots = next
+    }
+
+    /// An endpoint index of cluster `cluster` in `table` (the bound table), as `LoadBalancer.pick`.
+    public mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+        guard cluster >= 0, cluster < slots.count else { return nil }
+        return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey)
+    }
+
+    /// Counts a request sent to `endpoint` of `cluster` (indexes of the bound table) until `requestFinished`.
+    public mutating func requestStarted(cluster: Int, endpoint: Int) -> OutstandingRequest? {
+        guard cluster >= 0, cluster < slots.count else { return nil }
+        let b = slots[cluster]
+        let e = balancers[Int(b)].requestStarted(endpoint: endpoint)
+        return e < 0 ? nil : OutstandingRequest(balancer: b, endpoint: e)
+    }
+
+    /// Counts the request finished, on the balancer and endpoint that counted it, whatever table is bound now.
+    /// Call it exactly once per `requestStarted` result.
+    public mutating func requestFinished(_ request: OutstandingRequest) {
+        let b = Int(request.balancer)
+        guard b < balancers.count else { return }
+        balancers[b].requestFinished(slot: request.endpoint)
+    }
+
+    /// Outstanding requests per endpoint index of `cluster` in the bound table (allocates: tests, admin pages).
+    public func outstanding(cluster: Int) -> [Int32] {
+        guard cluster >= 0, cluster < slots.count else { return [] }
+        return balancers[Int(slots[cluster])].outstanding
+    }
+
+    /// Every request counted and not finished, on all balancers (retired ones included).
+    public var totalOutstanding: Int { balancers.reduce(0) { $0 + $1.totalOutstanding } }
+}
+
+/// A request a `LoadBalancers` counts, to report finished: which balancer and endpoint slot counted it (both
+/// stable across swaps while the request is outstanding).
+public struct OutstandingRequest: Sendable, Equatable {
+    public let balancer: Int32
+    public let endpoint: Int32
+}
