@@ -285,10 +285,21 @@ final class ResourceDecoder {
             var rr = HTTPRewrite(uri: r["uri"].flatMap { string($0) }, authority: r["authority"].flatMap { string($0) })
             if let rx = r["uriRegexRewrite"], let x = object(rx, allowed: ["match", "rewrite"]) {
                 let m = x["match"].flatMap { string($0) }
-                if let m, let mf = x["match"] { checkRegex(m, mf) }
+                let w = x["rewrite"].flatMap { string($0) }
+                var valid = false
+                if let m, let mf = x["match"] {
+                    // Istio refuses an empty match or rewrite ("requires both Rewrite and Match").
+                    if m.isEmpty { error(mf, "must not be empty") } else { valid = checkRegex(m, mf) }
+                }
+                if let w, let wf = x["rewrite"], w.isEmpty { error(wf, "must not be empty") }
                 if x["match"] == nil { error(rx, "match: required field missing") }
                 if x["rewrite"] == nil { error(rx, "rewrite: required field missing") }
-                if let m, let w = x["rewrite"].flatMap({ string($0) }) { rr.uriRegexRewrite = (m, w) }
+                if let m, let w {
+                    rr.uriRegexRewrite = (m, w)
+                    if valid, let wf = x["rewrite"] {
+                        for problem in RegexRewrite.problems(match: m, rewrite: w) { warning(wf, problem) }
+                    }
+                }
                 if r["uri"] != nil { error(rx, "uri and uriRegexRewrite are mutually exclusive") }
             }
             if o["redirect"] != nil { error(rw, "rewrite cannot be combined with redirect") }

@@ -57,7 +57,8 @@ private struct RouteCompiler {
                 let d = Destination(host: h, subset: nil, port: nil, mark: Mark(line: 0, path: ""))
                 let wc = weightedCluster(d, weight: 1, headers: nil)
                 let route = Route(name: "default", matchers: [], action: .forward(destinations: [wc], totalWeight: 1),
-                                  rewrite: nil, requestHeaders: HeaderOperations(), responseHeaders: HeaderOperations(),
+                                  rewrite: nil, uriRegexRewrite: nil, requestHeaders: HeaderOperations(),
+                                  responseHeaders: HeaderOperations(),
                                   timeout: nil, retries: nil, fault: nil, mirrors: [], corsPolicy: nil)
                 let tcp = TCPRouteEntry(ports: [], destinationSubnets: [], destinations: [wc], totalWeight: 1)
                 hostOwner[h] = virtualHosts.count
@@ -118,8 +119,16 @@ private struct RouteCompiler {
         } else {
             action = .unsupported
         }
+        var regexRewrite: RegexRewrite?
+        if let rx = r.rewrite?.uriRegexRewrite {
+            switch RegexRewrite.compile(match: rx.match, rewrite: rx.rewrite) {
+            case .success(let compiled): regexRewrite = compiled
+            case .failure: bug("uriRegexRewrite \(rx.match) passed validation but does not compile")
+            }
+        }
         return Route(
             name: r.name, matchers: r.match.map(compileMatch), action: action, rewrite: r.rewrite,
+            uriRegexRewrite: regexRewrite,
             requestHeaders: r.headers?.request ?? HeaderOperations(),
             responseHeaders: r.headers?.response ?? HeaderOperations(), timeout: r.timeout, retries: r.retries,
             fault: r.fault,

@@ -81,6 +81,8 @@ public struct Route: Sendable {
     public var matchers: [RequestMatcher]
     public var action: RouteAction
     public var rewrite: HTTPRewrite?
+    /// `rewrite.uriRegexRewrite`, compiled.
+    public var uriRegexRewrite: RegexRewrite?
     public var requestHeaders: HeaderOperations
     public var responseHeaders: HeaderOperations
     /// nil: none (Istio's default).

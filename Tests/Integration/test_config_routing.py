@@ -313,3 +313,66 @@ def test_rewrites_and_header_operations_reach_the_upstream_and_the_client(tmp_pa
     finally:
         t.stop()
         up.stop()
+
+
+REGEX = r"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: shop}}
+spec:
+  hosts: [api]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: shop}}
+spec:
+  hosts: [api]
+  http:
+  - match: [{{uri: {{prefix: /svc/}}}}]
+    rewrite:
+      uriRegexRewrite: {{match: '^/svc/([^/]+)/(.*)$', rewrite: '/\2/\1'}}
+      authority: internal.api
+    route: [{{destination: {{host: api}}}}]
+  - match: [{{uri: {{prefix: /g/}}}}]
+    rewrite:
+      uriRegexRewrite: {{match: 'a+', rewrite: '<\0>'}}
+    route: [{{destination: {{host: api}}}}]
+  - match: [{{uri: {{prefix: /nomatch/}}}}]
+    rewrite:
+      uriRegexRewrite: {{match: 'zzz', rewrite: '/elsewhere'}}
+    route: [{{destination: {{host: api}}}}]
+  - rewrite: {{uri: /root/}}
+    route: [{{destination: {{host: api}}}}]
+"""
+
+
+def test_uri_regex_rewrite_reaches_the_upstream(tmp_path, backend):
+    """uriRegexRewrite as Envoy applies it: groups in any order, every match in the path replaced, the query
+    kept and never searched, no match leaving the path as it was; several rewritten requests on one keep-alive
+    connection. And rewrite.uri on a route without a uri match replaces the leading "/" (Istio gives such
+    routes Envoy's prefix match "/")."""
+    up = HttpUpstream()
+    path = tmp_path / "regex.yaml"
+    path.write_text(REGEX.format(port=up.port))
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "api"}, timeout=10) as c:
+            for target in ["/svc/users/list?page=2&a=/svc/x/y", "/g/aa/b/a?a=aa", "/nomatch/zz?zzz=1", "/items?x=1",
+                           "/svc/orders/7"]:
+                r = c.get(target)
+                assert r.status_code == 200, (target, r.text)
+        got = [(r.target, r.header_values("host")) for r in up.requests]
+        assert got == [
+            ("/list/users?page=2&a=/svc/x/y", ["internal.api"]),
+            ("/g/<aa>/b/<a>?a=aa", ["api"]),
+            ("/nomatch/zz?zzz=1", ["api"]),
+            ("/root/items?x=1", ["api"]),
+            ("/7/orders", ["internal.api"]),
+        ], got
+        assert len({id(r.connection) for r in up.requests}) == 1  # one keep-alive connection upstream
+    finally:
+        t.stop()
+        up.stop()

@@ -36,6 +36,16 @@ import Testing
          ["f.yaml:8: VirtualService ns/r: spec.http[0].match[0].uri.regex: invalid regex: missing closing parenthesis at offset 1",
           "f.yaml:9: VirtualService ns/r: spec.http[0].match[0].method: exact, prefix and regex are mutually exclusive",
           "f.yaml:10: VirtualService ns/r: spec.http[0].match[0].headers.X-A: header names must be lowercase"]),
+        // uriRegexRewrite: empty fields are errors (as in Istio); a substitution Envoy would not apply as written
+        // (a group the pattern lacks, an unknown escape) is a warning; uri excludes it
+        (vsHead + "  http:\n  - rewrite:\n      uriRegexRewrite: {match: \"\", rewrite: /x}\n    directResponse: {status: 200}\n"
+            + "  - rewrite:\n      uriRegexRewrite:\n        match: \"^/a/(.*)\"\n        rewrite: \"/\\\\2/\\\\q\"\n    directResponse: {status: 200}\n"
+            + "  - rewrite:\n      uri: /y\n      uriRegexRewrite: {match: a, rewrite: \"\"}\n    directResponse: {status: 200}\n",
+         ["f.yaml:8: VirtualService ns/r: spec.http[0].rewrite.uriRegexRewrite.match: must not be empty",
+          "f.yaml:13: warning: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.rewrite: \\2 names a group the match does not have (it has 1 group): Envoy then rewrites nothing, every path stays as it is",
+          "f.yaml:13: warning: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.rewrite: unknown escape at offset 4 (\\0-\\9 insert groups, \\\\ a backslash): Envoy drops the rest of the substitution from there",
+          "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite.rewrite: must not be empty",
+          "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite: uri and uriRegexRewrite are mutually exclusive"]),
         // missing subset, with its ServiceEntry
         ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r, namespace: ns}\nspec: {hosts: [r], ports: [{number: 80, name: http}], resolution: DNS}\n---\n"
             + vsHead + "  http:\n  - route:\n    - destination:\n        host: r\n        subset: v2\n",

@@ -220,6 +220,41 @@ struct Held {
         unsafe w.append(view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound)))
     }
 
+    /// The path of the request-target in the held head: from its start (for an absolute-form target, from the
+    /// "/" after the authority) to the first "?" or "#", or its end. In the head's coordinates.
+    func pathExtent(_ head: HTTP1Head, held: Held) -> Range<Int> {
+        let t = head.target
+        let v = unsafe view(held, (held.start + t.lowerBound)..<(held.start + t.upperBound))
+        var i = 0
+        if head.targetForm == .absolute {
+            // scheme "://" authority path: the path starts at the third "/".
+            var slashes = 0
+            while i < v.count {
+                if unsafe v[i] == 0x2F {
+                    slashes += 1
+                    if slashes == 3 { break }
+                }
+                i += 1
+            }
+        }
+        var end = i
+        while end < v.count {
+            let b = unsafe v[end]
+            if b == 0x3F || b == 0x23 { break }
+            end += 1
+        }
+        return (t.lowerBound + i)..<(t.lowerBound + end)
+    }
+
+    /// Writes the target part `range` of the held head (a path, then maybe its query and fragment) with the path
+    /// rewritten by `regex` (`RegexRewrite.apply(target:)`). Allocates nothing.
+    func rewrite(_ range: Range<Int>, from held: Held, with regex: RegexRewrite, into w: inout ResponseWriter) {
+        let v = unsafe view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound))
+        // SAFETY: the view lies inside the held buffer (checked by `view`), which stays allocated while held.
+        let target = unsafe v.assumingMemoryBound(to: UInt8.self).span
+        regex.apply(target: target) { piece in w.append(piece) }
+    }
+
     /// Where the query of a target in the held head starts ("?" included), if it has one.
     func queryStart(in target: Range<Int>, held: Held) -> Int? {
         let v = unsafe view(held, (held.start + target.lowerBound)..<(held.start + target.upperBound))
@@ -342,6 +377,11 @@ struct SplitMix {
     }
 
     mutating func append(_ bytes: [UInt8]) {
+        unsafe bytes.withUnsafeBytes { unsafe append($0) }
+    }
+
+    mutating func append(_ bytes: borrowing Span<UInt8>) {
+        // SAFETY: the span's memory is valid for the call; `append` copies `count` bytes out of it.
         unsafe bytes.withUnsafeBytes { unsafe append($0) }
     }
 

@@ -74,6 +74,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     enum RequestState { case head, waiting, sending, body, splicing, done, tunnel }
+
+    /// How a route rewrites the request path (the query and fragment always stay).
+    enum TargetRewrite {
+        /// `rewrite.uri`: replaces the first `prefix` bytes of the path (the prefix the route matched), or all
+        /// of it when `prefix` is -1.
+        case path(String, prefix: Int)
+        /// `rewrite.uriRegexRewrite`: every match in the path replaced.
+        case regex(RegexRewrite)
+    }
     enum ResponseState { case idle, head, sending, body, splicing, done, reply, tunnel }
     enum Phase { case open, lingering, closing }
 
@@ -143,8 +152,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         /// in an assembly buffer until the head that carries them has been sent.
         var requestEdits: FieldEdits? = nil
         var responseEdits: FieldEdits? = nil
-        var targetRewrite: String? = nil
-        var rewritePrefix = -1
+        var targetRewrite: TargetRewrite? = nil
         var requestExtras = Held()
         var responseExtras = Held()
         /// When the connection last became idle between requests (idle timeout).
@@ -339,8 +347,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
         switch route.action {
         case .forward:
-            // Not applied yet; never ignored silently.
-            if route.rewrite?.uriRegexRewrite != nil { return routeFailed(id, .unsupportedRoute, reactor) }
+            // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
+            if route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil {
+                return routeFailed(id, .unsupportedRoute, reactor)
+            }
         case .directResponse(let status, let body):
             sessions[id].status = status
             respondFromRoute(id, head, reactor) { w in
@@ -389,13 +399,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].requestEdits = requestEdits.isEmpty ? nil : requestEdits
         let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
         sessions[id].responseEdits = responseEdits.isEmpty ? nil : responseEdits
-        sessions[id].targetRewrite = route.rewrite?.uri
-        sessions[id].rewritePrefix = -1
-        if route.rewrite?.uri != nil, match.matcher >= 0, let uri = route.matchers[Int(match.matcher)].uri {
-            switch uri {
-            case .prefix(let p), .prefixIgnoringCase(let p): sessions[id].rewritePrefix = p.count
-            default: break
-            }
+        if let regex = route.uriRegexRewrite {
+            sessions[id].targetRewrite = .regex(regex)
+        } else if let uri = route.rewrite?.uri, !uri.isEmpty {
+            sessions[id].targetRewrite = .path(uri, prefix: Self.matchedPrefix(route, match))
+        } else {
+            sessions[id].targetRewrite = nil
         }
         if cluster < clusterServices.count { sessions[id].service = clusterServices[cluster] }
         return clusterEndpoints[cluster][e]
@@ -437,21 +446,35 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sendToClient(id, reactor)
     }
 
+    /// How much of the path a route's `rewrite.uri` (or a redirect's `prefixRewrite`) replaces, as Envoy: the
+    /// prefix a prefix match matched; the whole path (-1) after an exact or regex match; "/" when no uri
+    /// condition matched (Istio gives such routes Envoy's catch-all prefix match "/").
+    private static func matchedPrefix(_ route: Route, _ match: RouteMatch) -> Int {
+        guard match.matcher >= 0, let uri = route.matchers[Int(match.matcher)].uri else { return 1 }
+        switch uri {
+        case .prefix(let p), .prefixIgnoringCase(let p): return p.count
+        default: return -1
+        }
+    }
+
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
     /// or sets (`fields`), in one assembly buffer. Nil when they do not fit.
     private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>) -> Held? {
         let s = sessions[id]
         var targetEnd = 0
         let extras = bytes.compose { w in
-            if let uri = s.targetRewrite {
-                w.append(uri)
+            if let rewrite = s.targetRewrite {
+                // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
+                // authority), rewritten, then the query and fragment as received.
                 let t = head.target
-                if s.rewritePrefix >= 0 {
-                    // The matched prefix is replaced; the rest of the path and the query stay.
-                    let from = min(t.lowerBound + s.rewritePrefix, t.upperBound)
+                let path = bytes.pathExtent(head, held: s.requestHeld)
+                switch rewrite {
+                case .path(let uri, let prefix):
+                    w.append(uri)
+                    let from = prefix >= 0 ? min(path.lowerBound + prefix, path.upperBound) : path.upperBound
                     bytes.copy(from..<t.upperBound, from: s.requestHeld, into: &w)
-                } else if let q = bytes.queryStart(in: t, held: s.requestHeld) {
-                    bytes.copy(q..<t.upperBound, from: s.requestHeld, into: &w)
+                case .regex(let regex):
+                    bytes.rewrite(path.lowerBound..<t.upperBound, from: s.requestHeld, with: regex, into: &w)
                 }
             }
             targetEnd = w.count
