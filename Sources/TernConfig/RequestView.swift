@@ -43,6 +43,25 @@ public struct RequestView: ~Escapable {
         self.query = q < end ? (q + 1)..<end : nil
     }
 
+    /// The path of a request-target, as rewrites and redirects replace it: from its start (for an absolute-form
+    /// target, the "/" after the authority; none there: empty, at the end) to the first "?" or "#".
+    public static func pathExtent(of target: Span<UInt8>) -> Range<Int> {
+        var start = 0
+        if target.count > 0, target[0] != UInt8(ascii: "/") {
+            var colon = 0
+            while colon < target.count, target[colon] != UInt8(ascii: ":"), target[colon] != UInt8(ascii: "/") { colon += 1 }
+            if colon + 2 < target.count, target[colon] == UInt8(ascii: ":"), target[colon + 1] == UInt8(ascii: "/"),
+               target[colon + 2] == UInt8(ascii: "/") {
+                // scheme "://" authority path
+                start = colon + 3
+                while start < target.count, target[start] != UInt8(ascii: "/"), target[start] != UInt8(ascii: "?") { start += 1 }
+            }
+        }
+        var end = start
+        while end < target.count, target[end] != UInt8(ascii: "?"), target[end] != UInt8(ascii: "#") { end += 1 }
+        return start..<end
+    }
+
     /// The value of the first field named `lowercaseName` (ASCII case-insensitive), nil when absent.
     public func header(_ lowercaseName: [UInt8]) -> Range<Int>? {
         // Index loops throughout: a for-in over an array of structs allocates an iterator box in unoptimised

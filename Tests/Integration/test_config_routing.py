@@ -256,6 +256,61 @@ def test_redirect_and_direct_response_routes(tmp_path, backend):
         t.stop()
 
 
+REDIRECTS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: shop}
+spec:
+  hosts: [edge.example.com]
+  http:
+  - match: [{uri: {prefix: /foo/}}]
+    redirect: {authority: foo.example.com, prefixRewrite: /, redirectCode: 308}
+  - match: [{uri: {prefix: /docs/}, ignoreUriCase: true}]
+    redirect: {prefixRewrite: /manual/}
+  - match: [{uri: {prefix: /secure/}}]
+    redirect: {scheme: https, derivePort: FROM_PROTOCOL_DEFAULT, redirectCode: 307}
+  - match: [{uri: {prefix: /here/}}]
+    redirect: {uri: /there, derivePort: FROM_REQUEST_PORT, redirectCode: 303}
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {scheme: https, port: 8443}
+  - redirect: {prefixRewrite: /v2/}
+"""
+
+
+@pytest.mark.parametrize("host, target, code, location", [
+    # prefixRewrite: the matched prefix replaced (Istio's example), the query kept; matched ignoring case
+    ("edge.example.com", "/foo/bar?x=1", 308, "http://foo.example.com/bar?x=1"),
+    ("edge.example.com", "/DOCS/guide", 301, "http://edge.example.com/manual/guide"),
+    # a route without a uri match: Istio's catch-all prefix "/" is what is replaced
+    ("edge.example.com", "/items/7?a=b", 301, "http://edge.example.com/v2/items/7?a=b"),
+    # derivePort FROM_PROTOCOL_DEFAULT: no port written; Envoy drops the Host's :80 when the scheme changes, and
+    # keeps a port that is not the request scheme's default
+    ("edge.example.com", "/secure/a?b=1", 307, "https://edge.example.com/secure/a?b=1"),
+    ("edge.example.com:80", "/secure/a", 307, "https://edge.example.com/secure/a"),
+    ("edge.example.com:8080", "/secure/a", 307, "https://edge.example.com:8080/secure/a"),
+    # derivePort FROM_REQUEST_PORT: the port the request was addressed to, left out when it is http's 80;
+    # uri keeps the request's query
+    ("edge.example.com:8080", "/here/x?y=2", 303, "http://edge.example.com:8080/there?y=2"),
+    ("edge.example.com", "/here/x", 303, "http://edge.example.com/there"),
+    # an explicit port replaces the Host's
+    ("edge.example.com:8080", "/moved", 301, "https://edge.example.com:8443/moved"),
+])
+def test_redirect_locations_for_prefix_rewrite_and_derive_port(tmp_path, backend, host, target, code, location):
+    """Redirect Locations as Envoy builds them from what Istio makes of HTTPRedirect, through the real proxy;
+    each request is followed by another on the same keep-alive connection."""
+    path = tmp_path / "redirects.yaml"
+    path.write_text(REDIRECTS)
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", timeout=10) as c:
+            for _ in range(2):
+                r = c.get(target, headers={"Host": host})
+                assert (r.status_code, r.headers.get("location"), r.content) == (code, location, b""), r.headers
+                assert r.headers.get("connection") != "close"
+    finally:
+        t.stop()
+
+
 API = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

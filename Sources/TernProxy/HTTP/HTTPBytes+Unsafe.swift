@@ -220,30 +220,31 @@ struct Held {
         unsafe w.append(view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound)))
     }
 
-    /// The path of the request-target in the held head: from its start (for an absolute-form target, from the
-    /// "/" after the authority) to the first "?" or "#", or its end. In the head's coordinates.
+    /// The path of the request-target in the held head (`RequestView.pathExtent`), in the head's coordinates.
     func pathExtent(_ head: HTTP1Head, held: Held) -> Range<Int> {
         let t = head.target
         let v = unsafe view(held, (held.start + t.lowerBound)..<(held.start + t.upperBound))
-        var i = 0
-        if head.targetForm == .absolute {
-            // scheme "://" authority path: the path starts at the third "/".
-            var slashes = 0
-            while i < v.count {
-                if unsafe v[i] == 0x2F {
-                    slashes += 1
-                    if slashes == 3 { break }
-                }
-                i += 1
-            }
+        // SAFETY: the view lies inside the held buffer (checked by `view`), which stays allocated while held.
+        let path = RequestView.pathExtent(of: unsafe v.assumingMemoryBound(to: UInt8.self).span)
+        return (t.lowerBound + path.lowerBound)..<(t.lowerBound + path.upperBound)
+    }
+
+    /// Writes a redirect's Location for the request whose head is held (`HTTPRedirect.writeLocation`).
+    /// Allocates nothing.
+    func writeLocation(_ redirect: HTTPRedirect, _ head: HTTP1Head, _ held: Held, port: UInt16, matchedPrefix: Int,
+                       into w: inout ResponseWriter)
+    {
+        let whole = unsafe view(held, held.start..<held.end)
+        // SAFETY: the view lies inside the held buffer (checked by `view`), which stays allocated while held.
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let target = bytes.extracting(head.target)
+        if let host = head.host {
+            redirect.writeLocation(host: bytes.extracting(host), target: target, requestPort: port,
+                                   matchedPrefix: matchedPrefix) { piece in w.append(piece) }
+        } else {
+            redirect.writeLocation(host: nil, target: target, requestPort: port,
+                                   matchedPrefix: matchedPrefix) { piece in w.append(piece) }
         }
-        var end = i
-        while end < v.count {
-            let b = unsafe v[end]
-            if b == 0x3F || b == 0x23 { break }
-            end += 1
-        }
-        return (t.lowerBound + i)..<(t.lowerBound + end)
     }
 
     /// Writes the target part `range` of the held head (a path, then maybe its query and fragment) with the path

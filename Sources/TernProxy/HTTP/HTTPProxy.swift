@@ -363,26 +363,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             } body: { w in w.append(body) }
             return nil
         case .redirect(let r):
-            guard r.prefixRewrite == nil, r.derivePort == nil else { return routeFailed(id, .unsupportedRoute, reactor) }
+            // The head as received: answering consumes it from the held bytes before the Location is written.
             let held = sessions[id].requestHeld
+            let prefix = route.matchedPrefixLength(match)
             sessions[id].status = r.redirectCode
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: r.redirectCode)
                 w.append(" ")
                 w.append(LocalReply.reasonPhrase(r.redirectCode))
                 w.append("\r\nlocation: ")
-                if let scheme = r.scheme { w.append(scheme) } else { w.append("http") }
-                w.append("://")
-                if let authority = r.authority {
-                    w.append(authority)
-                } else if let host = head.host {
-                    bytes.copy(host, from: held, into: &w)
-                }
-                if let p = r.port {
-                    w.append(":")
-                    w.append(decimal: Int(p))
-                }
-                if let uri = r.uri { w.append(uri) } else { bytes.copy(head.target, from: held, into: &w) }
+                bytes.writeLocation(r, head, held, port: port, matchedPrefix: prefix, into: &w)
                 w.append("\r\ncontent-length: 0\r\n")
             } body: { _ in }
             return nil
@@ -402,7 +392,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let regex = route.uriRegexRewrite {
             sessions[id].targetRewrite = .regex(regex)
         } else if let uri = route.rewrite?.uri, !uri.isEmpty {
-            sessions[id].targetRewrite = .path(uri, prefix: Self.matchedPrefix(route, match))
+            sessions[id].targetRewrite = .path(uri, prefix: route.matchedPrefixLength(match))
         } else {
             sessions[id].targetRewrite = nil
         }
@@ -444,17 +434,6 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
         sendToClient(id, reactor)
-    }
-
-    /// How much of the path a route's `rewrite.uri` (or a redirect's `prefixRewrite`) replaces, as Envoy: the
-    /// prefix a prefix match matched; the whole path (-1) after an exact or regex match; "/" when no uri
-    /// condition matched (Istio gives such routes Envoy's catch-all prefix match "/").
-    private static func matchedPrefix(_ route: Route, _ match: RouteMatch) -> Int {
-        guard match.matcher >= 0, let uri = route.matchers[Int(match.matcher)].uri else { return 1 }
-        switch uri {
-        case .prefix(let p), .prefixIgnoringCase(let p): return p.count
-        default: return -1
-        }
     }
 
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
