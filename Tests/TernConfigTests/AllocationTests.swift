@@ -13,7 +13,8 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
 }()
 
 /// The request path's half of the table allocates nothing: select, weighted choice, hash keys, load balancing
-/// and uriRegexRewrite (the proxy writes its pieces into a pooled buffer; here, into reserved array capacity).
+/// uriRegexRewrite and a redirect's Location (the proxy writes their pieces into a pooled buffer; here, into
+/// reserved array capacity).
 /// Counted only when run under the malloc counter (Tools/scripts/test.sh does:
 /// `LD_PRELOAD=count_malloc.so swift test --filter AllocationTests`); otherwise it only checks the results.
 @Suite struct AllocationTests {
@@ -41,6 +42,13 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         var rewritten: [UInt8] = []
         rewritten.reserveCapacity(256)
         var rewrites = 0
+        var location: [UInt8] = []
+        location.reserveCapacity(256)
+        let redirectTable = try compile("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [\"*\"]\n  http:\n  - match: [{uri: {prefix: /cart/}}]\n    redirect: {scheme: https, derivePort: FROM_REQUEST_PORT, prefixRewrite: /shop/}\n")
+        guard case .redirect(let redirect)? = redirectTable.virtualHosts.first?.routes.first?.action else {
+            Issue.record("no redirect route")
+            return
+        }
 
         func once(_ random: UInt64) {
             for i in 0..<requests.count {
@@ -49,6 +57,14 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
                 let view = RequestView(head: heads[i], bytes: bytes.span)
                 let m = table.select(host: host.span, port: 80, request: view)
                 if m.found { found += 1 }
+                if i == 1 {
+                    // "GET /cart/items?id=1" with Host cart.shop.svc.cluster.local:80
+                    location.removeAll(keepingCapacity: true)
+                    redirect.writeLocation(host: bytes.span.extracting(heads[i].host!), target: bytes.span.extracting(heads[i].target),
+                                           requestPort: 80, matchedPrefix: 6) { piece in
+                        for k in 0..<piece.count { location.append(piece[k]) }
+                    }
+                }
                 if let d = table.pickDestination(m, random: random), let c = d.cluster(port: 80) {
                     let key = table.hashKey(cluster: c, request: view, sourceAddress: source.span)
                     if let rewrite = table.route(m)?.uriRegexRewrite {
@@ -76,6 +92,7 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         #expect(found == 2_001 * 5)
         #expect(rewrites == 2_001 * 2)  // the v42 request takes the rewrite route: two matches each time
         #expect(String(decoding: rewritten, as: UTF8.self) == "/42/items//items/42/7/parts//parts/7?q=/a/1")
+        #expect(String(decoding: location, as: UTF8.self) == "https://cart.shop.svc.cluster.local:80/shop/items?id=1")
         if let before, let after {
             #expect(after - before == 0, "\(after - before) allocations in 12,000 selections")
         }
