@@ -216,13 +216,17 @@ def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(
     assert f"route tables freed: {max(versions) - 1} in all, 0 waiting" in log, log[-2000:]
 
 
-EDGE = """\
+# The head of a VirtualService for edge.example.com; routes follow.
+EDGE_HEAD = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: edge, namespace: shop}
 spec:
   hosts: [edge.example.com]
   http:
+"""
+
+EDGE = EDGE_HEAD + """\
   - match: [{uri: {prefix: /old}}]
     redirect: {uri: /new, authority: www.example.com, redirectCode: 302}
   - match: [{uri: {prefix: /moved}}]
@@ -256,13 +260,7 @@ def test_redirect_and_direct_response_routes(tmp_path, backend):
         t.stop()
 
 
-REDIRECTS = """\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: edge, namespace: shop}
-spec:
-  hosts: [edge.example.com]
-  http:
+REDIRECTS = EDGE_HEAD + """\
   - match: [{uri: {prefix: /foo/}}]
     redirect: {authority: foo.example.com, prefixRewrite: /, redirectCode: 308}
   - match: [{uri: {prefix: /docs/}, ignoreUriCase: true}]
@@ -311,7 +309,8 @@ def test_redirect_locations_for_prefix_rewrite_and_derive_port(tmp_path, backend
         t.stop()
 
 
-API = """\
+# The service `api` (one endpoint, the test's upstream) and the head of its VirtualService; routes follow.
+API_HEAD = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: api, namespace: shop}}
@@ -327,6 +326,9 @@ metadata: {{name: api, namespace: shop}}
 spec:
   hosts: [api]
   http:
+"""
+
+API = API_HEAD + """\
   - match: [{{uri: {{prefix: /v1/}}}}]
     rewrite: {{uri: /api/, authority: internal.api}}
     headers:
@@ -370,23 +372,7 @@ def test_rewrites_and_header_operations_reach_the_upstream_and_the_client(tmp_pa
         up.stop()
 
 
-REGEX = r"""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: shop}}
-spec:
-  hosts: [api]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: shop}}
-spec:
-  hosts: [api]
-  http:
-  - match: [{{uri: {{prefix: /svc/}}}}]
+REGEX = API_HEAD + r"""  - match: [{{uri: {{prefix: /svc/}}}}]
     rewrite:
       uriRegexRewrite: {{match: '^/svc/([^/]+)/(.*)$', rewrite: '/\2/\1'}}
       authority: internal.api

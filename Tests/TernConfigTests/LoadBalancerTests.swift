@@ -2,10 +2,11 @@ import TernConfig
 import Testing
 
 @Suite struct LoadBalancerTests {
-    static func yaml(endpoints: Int, lb: String, weights: [Int]? = nil) -> String {
+    /// Service `s` with `endpoints` endpoints at 10.0.0.1, .2, … (or at the last octets `octets`, in that order).
+    static func yaml(endpoints: Int, lb: String, weights: [Int]? = nil, octets: [Int]? = nil) -> String {
         var eps = ""
         for i in 0..<endpoints {
-            eps += "  - {address: 10.0.0.\(i + 1)\(weights.map { ", weight: \($0[i])" } ?? "")}\n"
+            eps += "  - {address: 10.0.0.\(octets?[i] ?? i + 1)\(weights.map { ", weight: \($0[i])" } ?? "")}\n"
         }
         return """
             apiVersion: networking.istio.io/v1
@@ -74,32 +75,23 @@ import Testing
         #expect(lb.outstanding == [0, 20, 0])
     }
 
-    /// A ServiceEntry `s` with endpoints at the given last octets (10.0.0.x), LEAST_REQUEST; `before` adds a
-    /// ServiceEntry declared first, so the clusters of `s` get other indexes in the compiled table.
+    /// Another service, `a`, with one endpoint.
+    static let serviceA = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: a}
+        spec:
+          hosts: [a]
+          ports: [{number: 80, name: http}]
+          resolution: STATIC
+          endpoints: [{address: 10.1.0.1}]
+
+        """
+
+    /// Service `s` with endpoints at the given last octets (10.0.0.x), LEAST_REQUEST; `before` declares
+    /// `serviceA` first, so the clusters of `s` get other indexes in the compiled table.
     static func leastRequestYAML(_ octets: [Int], before: Bool = false) -> String {
-        let other = before ? """
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata: {name: a}
-            spec:
-              hosts: [a]
-              ports: [{number: 80, name: http}]
-              resolution: STATIC
-              endpoints: [{address: 10.1.0.1}]
-            ---
-
-            """ : ""
-        return other + """
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata: {name: s}
-            spec:
-              hosts: [s]
-              ports: [{number: 80, name: http}]
-              resolution: STATIC
-              endpoints: [\(octets.map { "{address: 10.0.0.\($0)}" }.joined(separator: ", "))]
-
-            """
+        (before ? serviceA + "---\n" : "") + yaml(endpoints: octets.count, lb: "{simple: LEAST_REQUEST}", octets: octets)
     }
 
     func clusterIndex(_ t: RouteTable) -> Int {
@@ -150,17 +142,7 @@ import Testing
         #expect(lbs.totalOutstanding == 1)
 
         // The whole cluster leaves (only `a` is declared) while a request to it is in flight, then comes back.
-        let t3 = try compile("""
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata: {name: a}
-            spec:
-              hosts: [a]
-              ports: [{number: 80, name: http}]
-              resolution: STATIC
-              endpoints: [{address: 10.1.0.1}]
-
-            """)
+        let t3 = try compile(Self.serviceA)
         lbs.bind(t3)
         #expect(lbs.totalOutstanding == 1)
         let toA = lbs.requestStarted(cluster: 0, endpoint: 0)!

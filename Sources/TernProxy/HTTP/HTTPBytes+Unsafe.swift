@@ -256,17 +256,6 @@ struct Held {
         regex.apply(target: target) { piece in w.append(piece) }
     }
 
-    /// Where the query of a target in the held head starts ("?" included), if it has one.
-    func queryStart(in target: Range<Int>, held: Held) -> Int? {
-        let v = unsafe view(held, (held.start + target.lowerBound)..<(held.start + target.upperBound))
-        var i = 0
-        while i < v.count {
-            if unsafe v[i] == 0x3F { return target.lowerBound + i }
-            i += 1
-        }
-        return nil
-    }
-
     /// The port at the end of a Host value in the held head ("name:8080", "[::1]:8080"), if any.
     func port(in host: Range<Int>, held: Held) -> UInt16? {
         let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))

@@ -74,6 +74,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     enum RequestState { case head, waiting, sending, body, splicing, done, tunnel }
+    enum ResponseState { case idle, head, sending, body, splicing, done, reply, tunnel }
+    enum Phase { case open, lingering, closing }
 
     /// How a route rewrites the request path (the query and fragment always stay).
     enum TargetRewrite {
@@ -83,8 +85,6 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         /// `rewrite.uriRegexRewrite`: every match in the path replaced.
         case regex(RegexRewrite)
     }
-    enum ResponseState { case idle, head, sending, body, splicing, done, reply, tunnel }
-    enum Phase { case open, lingering, closing }
 
     struct Session {
         var fd: Int32
