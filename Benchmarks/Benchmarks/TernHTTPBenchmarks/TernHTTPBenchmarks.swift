@@ -105,7 +105,37 @@ func routedHead(_ count: Int) -> (HTTP1Head, [UInt8]) {
     return (parser.head, raw)
 }
 
-/// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread.
+/// Routing for the rig's `--config` variant: the upstream as the one endpoint of service `api`, reached through a
+/// route that rewrites the path with uriRegexRewrite (two groups swapped, the query kept) and sets the Host.
+func regexRewriteMesh(upstreamPort: UInt16) -> RouteTable {
+    let yaml = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: api, namespace: bench}
+        spec:
+          hosts: [api]
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints: [{address: 127.0.0.1, ports: {http: \(upstreamPort)}}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: api, namespace: bench}
+        spec:
+          hosts: [api]
+          http:
+          - match: [{uri: {prefix: /svc/}}]
+            rewrite:
+              uriRegexRewrite: {match: '^/svc/([^/]+)/(.*)$', rewrite: '/\\2/\\1'}
+              authority: internal.api
+            route: [{destination: {host: api}}]
+        """
+    let set = ConfigLoader.load(yaml: yaml, file: "bench.yaml", namespace: "bench")
+    return try! RouteTable.compile(set, namespace: "bench")
+}
+
+/// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread;
+/// with `regexRewrite`, routed by Istio configuration (`--config`) through a uriRegexRewrite route.
 final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     let control = ReactorControl()
     let upstreamListener: Int32
@@ -114,10 +144,18 @@ final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     var threads: [ReactorThread] = []
     let client: Int32
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
-    let request = Array("GET /small HTTP/1.1\r\nHost: upstream\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
+    let request: [UInt8]
 
-    init() {
+    init(regexRewrite: Bool = false) {
         let (ul, ua) = Sockets.listener()
+        let routes: SnapshotCell<RouteTable>?
+        if regexRewrite {
+            routes = SnapshotCell(regexRewriteMesh(upstreamPort: ua.port), readers: 1)
+            request = Array("GET /svc/users/list?page=2 HTTP/1.1\r\nHost: api\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
+        } else {
+            routes = nil
+            request = Array("GET /small HTTP/1.1\r\nHost: upstream\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
+        }
         upstreamListener = ul
         (proxyListener, proxyAddress) = Sockets.listener()
         let listener = RelayListener(fd: proxyListener, upstream: ua)
@@ -140,7 +178,8 @@ final class ProxyRig<B: IOBackend>: @unchecked Sendable {
             let backend = try! B(settings: BackendSettings())
             let reactor = Reactor(index: 0, backend: backend, control: control, timerCapacity: 4096)
             let proxy = HTTPProxy<B>(listeners: [listener], settings: HTTPSettings(), relay: RelaySettings(),
-                                     counters: RelayCounters(), capacity: 256, bufferPool: backend.buffers)
+                                     counters: RelayCounters(), capacity: 256, bufferPool: backend.buffers,
+                                     routes: routes?.reader(0))
             try! reactor.run(proxy)
         }!)
         client = Sockets.connect(proxyAddress)
@@ -214,6 +253,15 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("HTTP proxy request, epoll (client → Tern → upstream → client)") { benchmark in
         let rig = ProxyRig<EpollBackend>()
+        for _ in 0..<1000 { rig.roundTrip() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("HTTP proxy request routed by --config, uriRegexRewrite, epoll (client → Tern → upstream → client)") { benchmark in
+        let rig = ProxyRig<EpollBackend>(regexRewrite: true)
         for _ in 0..<1000 { rig.roundTrip() }
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations { rig.roundTrip() }
