@@ -171,6 +171,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var upstreamHead: UInt64 = 0
         /// The endpoint whose active-request gauge this exchange raised (0: none).
         var activeKey: UInt64 = 0
+        /// A chunked response to an HTTP/1.0 client: only the chunks' data is forwarded, ended by the close.
+        var dechunk = false
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -1401,6 +1403,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].tunnelNext = true
         }
         var persistence = HTTP1Forwarding.Persistence.keepAlive
+        sessions[id].dechunk = false
         if !head.isInterim || head.status == 101 {
             var keep = s.keepAlive && !draining && head.framing != .untilClose
             if sessions[id].tunnelNext { keep = false }
@@ -1413,6 +1416,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             case .chunked:
                 sessions[id].responseBody = .chunked
                 sessions[id].responseDecoder.reset()
+                sessions[id].dechunk = s.http10
             case .untilClose: sessions[id].responseBody = .untilClose
             }
             sessions[id].upstreamReusable = head.keepAlive && head.framing != .untilClose && !sessions[id].tunnelNext
@@ -1430,8 +1434,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         let routeFields = !fields.isEmpty
         let edits = head.isInterim ? nil : sessions[id].responseEdits
+        let dechunk = sessions[id].dechunk
         guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, drop, emit in
-            HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, drop: drop, emit: emit)
+            HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, dechunk: dechunk,
+                                     drop: drop, emit: emit)
         }, head: head, edits: edits, extras: sessions[id].responseExtras, fields: fields) else {
             fail(id, .badGateway, reactor)
             return
@@ -1439,11 +1445,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].responseHeads &+= UInt64(toClient.remaining(entry))
         let bodyStart = held.start + head.length
         var bodyEnd = bodyStart
-        if sessions[id].interimLength == 0 && !sessions[id].tunnelNext {
-            guard let end = takeResponseBody(id, from: bodyStart, reactor) else { return }
+        if sessions[id].dechunk {
+            guard let end = appendDechunked(id, from: bodyStart, reactor) else { return }
             bodyEnd = end
+        } else {
+            if sessions[id].interimLength == 0 && !sessions[id].tunnelNext {
+                guard let end = takeResponseBody(id, from: bodyStart, reactor) else { return }
+                bodyEnd = end
+            }
+            _ = bytes.append(toClient, entry, held, bodyStart..<bodyEnd)
         }
-        _ = bytes.append(toClient, entry, held, bodyStart..<bodyEnd)
         sessions[id].responseSentTo = bodyEnd
         sessions[id].responseStarted = sessions[id].responseStarted || sessions[id].interimLength == 0
         sessions[id].response = .sending
@@ -1479,9 +1490,43 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
     }
 
-    private func responseBody(_ id: SID, _ reactor: Reactor<Backend>) {
-        guard let end = takeResponseBody(id, from: 0, reactor) else { return }
+    /// Decodes chunked framing from held bytes `from` on and appends only the chunks' data to the client's
+    /// send, as long as the send has segments left (the rest stays held for the next round). Returns where
+    /// decoding stopped; nil when the framing is broken (the exchange has then been failed).
+    private func appendDechunked(_ id: SID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
         let entry = Int(id.index)
+        let held = sessions[id].responseHeld
+        var at = from
+        do {
+            while at < held.end && sessions[id].responseBody == .chunked && toClient.segments(entry) < toClient.maxSegments - 1 {
+                let out = try bytes.decode(&sessions[id].responseDecoder, held, from: at)
+                switch out.event {
+                case .data(let r): _ = bytes.append(toClient, entry, held, (at + r.lowerBound)..<(at + r.upperBound))
+                case .end: sessions[id].responseBody = .none
+                case .needMore: break
+                }
+                at += out.consumed
+                if out.event == .needMore { break }
+            }
+        } catch {
+            Log.debug("malformed upstream chunked body (UPE): \(error)")
+            fail(id, .badGateway, reactor)
+            return nil
+        }
+        return at
+    }
+
+    private func responseBody(_ id: SID, _ reactor: Reactor<Backend>, from: Int = 0) {
+        let entry = Int(id.index)
+        if sessions[id].dechunk {
+            toClient.reset(entry)
+            guard let end = appendDechunked(id, from: from, reactor) else { return }
+            sessions[id].responseSentTo = end
+            sessions[id].response = .sending
+            sendToClient(id, reactor)
+            return
+        }
+        guard let end = takeResponseBody(id, from: 0, reactor) else { return }
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, sessions[id].responseHeld, 0..<end)
         sessions[id].responseSentTo = end
@@ -1570,6 +1615,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].response = .splicing
             Log.debug("response body spliced: \(left) bytes")
             responseSpliceIn(id, u, reactor)
+        } else if sessions[id].dechunk && !sessions[id].responseHeld.isEmpty {
+            // Decoding stopped at the send's segment limit: go on with the bytes still held.
+            sessions[id].response = .body
+            responseBody(id, reactor, from: sessions[id].responseHeld.start)
         } else {
             sessions[id].response = .body
             dropHeld(&sessions[id].responseHeld, reactor)
