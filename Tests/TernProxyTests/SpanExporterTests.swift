@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import TernHTTP
 import TernIO
 import TernProxy
 import TernTelemetry
@@ -265,5 +266,40 @@ func fastTiming() -> SpanExporter.Timing {
         #expect(!SocketAddress.resolve(host: "localhost", port: 9411).isEmpty)
         #expect(SocketAddress.resolve(host: "127.0.0.1", port: 9411).first?.description == "127.0.0.1:9411")
         #expect(SocketAddress.resolve(host: "no-such-host.invalid", port: 1).isEmpty)
+    }
+}
+
+@Suite struct RequestTracingTests {
+    @Test func headFieldsAreReadAndTracestateCaptured() throws {
+        let raw = Array(("GET /a HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+            + "tracestate: a=1\r\nX-B3-Sampled: 1\r\nuser-agent: u\r\ntracestate: b=2\r\n\r\n").utf8)
+        var parser = HTTP1Parser(kind: .request)
+        #expect(try parser.parse(raw.span) == .complete)
+        let capture = RequestCapture(slots: 2)
+        capture.set(1, .traceState, "stale")
+        let headers = TraceHeaders(head: parser.head, bytes: raw.span, capture: capture, slot: 1)
+        let c = headers.context
+        #expect(c.hasIDs && c.spanID == 0x00f0_67aa_0ba9_02b7 && c.forwardsTraceState && c.styles == [.w3c, .b3Multi])
+        #expect(capture.string(1, .traceState) == "a=1,b=2")
+        var random = SplitMixForTests(seed: 1)
+        let child = c.child(sampler: TraceSampler(percent: 0), using: &random)
+        var out: [UInt8] = []
+        child.writeFields(traceStateFrom: capture, slot: 1) { out.append($0) }
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(text.hasPrefix("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"))
+        #expect(text.contains("-01\r\ntracestate: a=1,b=2\r\nx-b3-traceid: 4bf92f3577b34da6a3ce929d0e0e4736\r\n"))
+        #expect(text.hasSuffix("x-b3-parentspanid: 00f067aa0ba902b7\r\nx-b3-sampled: 1\r\n"))
+    }
+}
+
+struct SplitMixForTests: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -75,6 +75,9 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         unsafe slotBase(slot).initializeMemory(as: UInt8.self, repeating: 0, count: CapturedField.allCases.count * 2)
     }
 
+    /// Forgets `field` of `slot`.
+    public func clear(_ slot: Int, _ field: CapturedField) { setLength(slot, field, 0) }
+
     /// Stores `bytes` (cut at the field's limit) as `field` of `slot`.
     public func set(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer) {
         let n = min(bytes.count, field.limit)
@@ -95,6 +98,12 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         // SAFETY: n + k ≤ the field's limit, so the copy stays inside the field's bytes of the slot.
         if k > 0 { unsafe (base + n).copyMemory(from: bytes.baseAddress!, byteCount: k) }
         setLength(slot, field, n + k)
+    }
+
+    /// `append(_:_:_:separator:)` for bytes a parsed head refers to.
+    public func append(_ slot: Int, _ field: CapturedField, _ bytes: borrowing Span<UInt8>, separator: UInt8 = 0x2C) {
+        // SAFETY: the buffer is the span's own memory, valid for the call.
+        unsafe bytes.withUnsafeBufferPointer { unsafe append(slot, field, UnsafeRawBufferPointer($0), separator: separator) }
     }
 
     /// Stores a string's UTF-8 (cut at the field's limit) as `field` of `slot`.
