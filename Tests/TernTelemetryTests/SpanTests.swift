@@ -45,6 +45,11 @@ func span(_ id: UInt64, operation: String = "") -> SpanRecord {
         #expect(shard.recorded.load(ordering: .relaxed) == 150 && shard.dropped.load(ordering: .relaxed) == 0)
     }
 
+    @Test func recordsStaySmall() {
+        // 4,096 per reactor: under 2 MiB, backed only as the ring fills.
+        #expect(MemoryLayout<SpanRecord>.stride <= 512, "\(MemoryLayout<SpanRecord>.stride)")
+    }
+
     @Test func fullRingDropsAndCounts() {
         let shard = SpanShard(capacity: 8)
         for i in 1...8 { #expect(shard.record(span(UInt64(i)))) }

@@ -181,7 +181,7 @@ public final class SpanExporter: Sendable {
                 ?? SocketAddress.resolve(host: collector.host, port: collector.port).first
         }
         guard let address = state.address else { return .failure("\(collector.host) does not resolve") }
-        let left = BlockingSocketDeadline.millisLeft(deadline)
+        let left = Self.millisLeft(deadline)
         guard left > 0 else { return .failure("no time left") }
         var request = Array("POST \(collector.path) HTTP/1.1\r\nhost: \(collector.authority)\r\n".utf8)
         request += Array("content-type: \(settings.encoder.contentType)\r\ncontent-length: \(body.count)\r\n".utf8)
@@ -205,6 +205,13 @@ public final class SpanExporter: Sendable {
         }
     }
 
+    /// Milliseconds until a monotonic deadline, for calls that take a timeout rather than a deadline.
+    private static func millisLeft(_ deadline: UInt64) -> Int32 {
+        let now = System.monotonicNanos()
+        guard deadline > now else { return 0 }
+        return Int32(min((deadline - now) / 1_000_000, UInt64(Int32.max)))
+    }
+
     /// The status code of "HTTP/1.x NNN …".
     static func status(_ answer: [UInt8]) -> Int? {
         guard answer.count >= 12, answer.starts(with: Array("HTTP/1.".utf8)), answer[8] == 0x20 else { return nil }
@@ -214,14 +221,5 @@ public final class SpanExporter: Sendable {
             code = code * 10 + Int(b - 0x30)
         }
         return code
-    }
-}
-
-/// Milliseconds until a monotonic deadline, for calls that take a timeout rather than a deadline.
-enum BlockingSocketDeadline {
-    static func millisLeft(_ deadline: UInt64) -> Int32 {
-        let now = System.monotonicNanos()
-        guard deadline > now else { return 0 }
-        return Int32(min((deadline - now) / 1_000_000, UInt64(Int32.max)))
     }
 }

@@ -5,9 +5,12 @@
 import Synchronization
 
 @safe public final class SpanShard: @unchecked Sendable {
-    // SAFETY: `slots` holds `capacity` initialised records from init to deinit. Slot i is written only by the
-    // producer while head - tail < capacity (the consumer is done with it: it published a tail past it) and
-    // read only by the consumer while tail < head (the producer published it). Every index is masked.
+    // SAFETY: `slots` holds `capacity` records from init to deinit; slot i is initialised by the producer's
+    // first lap (head < capacity) and assigned on later laps, so slots below min(head, capacity) are the
+    // initialised ones (deinit deinitialises exactly those). Slot i is written only by the producer while
+    // head - tail < capacity (the consumer is done with it: it published a tail past it) and read only by the
+    // consumer while tail < head (the producer published it, so it is initialised). Every index is masked.
+    // Left uninitialised until used, the ring's pages are backed only as spans fill them.
     // @unchecked Sendable: the two sides touch disjoint slots, ordered by the acquire/release pairs above;
     // `cachedTail` is the producer's alone.
     private let slots: UnsafeMutablePointer<SpanRecord>
@@ -31,11 +34,10 @@ import Synchronization
         self.capacity = c
         mask = c - 1
         unsafe slots = UnsafeMutablePointer<SpanRecord>.allocate(capacity: c)
-        unsafe slots.initialize(repeating: SpanRecord(), count: c)
     }
 
     deinit {
-        unsafe slots.deinitialize(count: capacity)
+        unsafe slots.deinitialize(count: min(head.load(ordering: .acquiring), capacity))
         unsafe slots.deallocate()
     }
 
@@ -51,7 +53,11 @@ import Synchronization
                 return false
             }
         }
-        unsafe slots[h & mask] = span
+        if h < capacity {
+            unsafe (slots + h).initialize(to: span)
+        } else {
+            unsafe slots[h & mask] = span
+        }
         head.store(h &+ 1, ordering: .releasing)
         recorded.store(recorded.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
         return true
