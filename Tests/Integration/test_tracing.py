@@ -132,8 +132,9 @@ def peers():
 
 def traced(start_tern, up, collector_url, *extra):
     """`tern proxy --http` in front of `up`, sending spans to `collector_url`; one reactor."""
+    # As an outbound sidecar (reporter source): Tern's spans are CLIENT spans.
     return start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--cores", "1",
-                      "--trace-collector", collector_url, *extra)
+                      "--reporter", "source", "--trace-collector", collector_url, *extra)
 
 
 def client(port, timeout=10):

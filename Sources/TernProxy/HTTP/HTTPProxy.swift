@@ -47,6 +47,22 @@ public struct HTTPSettings: Sendable {
     public init() {}
 }
 
+/// What a reactor's HTTP proxy reports beside metrics: spans (with `--trace-collector`) and the request values
+/// they and access-log lines carry.
+public struct ProxyReporting: Sendable {
+    /// This reactor's span ring, the sampler for requests that come without a decision, and the spans' kind.
+    public var spans: SpanShard? = nil
+    public var sampler = TraceSampler()
+    public var spanKind = SpanKind.client
+    public init() {}
+    public init(spans: SpanShard?, sampler: TraceSampler, spanKind: SpanKind) {
+        self.spans = spans
+        self.sampler = sampler
+        self.spanKind = spanKind
+    }
+    var needsCapture: Bool { spans != nil }
+}
+
 public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Op kinds from 32 up; those below belong to the embedded relay that splices tunnels.
     private enum Op: UInt8 {
@@ -173,6 +189,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var activeKey: UInt64 = 0
         /// A chunked response to an HTTP/1.0 client: only the chunks' data is forwarded, ended by the close.
         var dechunk = false
+        /// Tracing: the proxy's span for this request (its parent the incoming context), and when the
+        /// request started on the wall clock (spans, access log).
+        var trace = TraceContext()
+        var startWall: UInt64 = 0
+        /// The upstream endpoint (pool index) the request went to, or -1.
+        var upstreamIndex = -1
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -268,13 +290,22 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var clusterServices: [UInt32] = []
     /// The head length of a response Tern composed (a self field: a captured local would be boxed).
     private var composedHeadLength = 0
+    /// Spans and the request values they report (nil capture: nothing is reported beside metrics).
+    private let reporting: ProxyReporting
+    private let capture: RequestCapture?
+    /// Names spans carry: per cluster (with --config) or per endpoint, the operation and the upstream cluster.
+    private var clusterOperations: [String] = []
+    private var clusterNames: [String] = []
+    private var endpointNames: [String] = []
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
-                telemetry: Telemetry? = nil, reactorIndex: Int = 0)
+                telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting())
     {
         metrics = telemetry?.shards[reactorIndex]
         services = telemetry?.services
+        self.reporting = reporting
+        capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
         self.settings = settings
         self.relay = relay
         self.counters = counters
@@ -297,6 +328,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         pending = endpoints.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
         upstreamCount = endpoints.map { _ in 0 }
         endpointKeys = endpoints.map { EndpointKey.make(address: $0.ip, port: $0.port) }
+        endpointNames = endpoints.map(\.description)
         trustedClient = settings.xffTrustedHops > 0
         tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity)
         precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
@@ -324,6 +356,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
+        if capture != nil {
+            // Istio's span name for a route: its destination's host:port, then the path pattern.
+            clusterOperations = table.clusters.map { "\($0.host):\($0.port)/*" }
+            clusterNames = table.clusters.map(\.name)
+        }
         clusterEndpoints = table.clusters.map { cluster in
             cluster.endpoints.map { e in
                 guard !e.needsResolution, let address = SocketAddress(parsing: e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)") else { return -1 }
@@ -336,6 +373,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let i = endpoints.firstIndex(of: address) { return i }
         endpoints.append(address)
         endpointKeys.append(EndpointKey.make(address: address.ip, port: address.port))
+        endpointNames.append(address.description)
         idle.append([])
         idle[idle.count - 1].reserveCapacity(settings.maxIdleUpstream)
         pending.append(PendingQueue(capacity: settings.maxPendingRequests))
@@ -455,10 +493,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
-    /// or sets (`fields`), in one assembly buffer. Nil when they do not fit.
-    private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>) -> Held? {
+    /// or sets (`fields`), and the trace context fields of the proxy's span (`trace`), in one assembly buffer.
+    /// Nil when they do not fit.
+    private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
+                                      _ trace: inout Range<Int>) -> Held? {
         let s = sessions[id]
         var targetEnd = 0
+        var fieldsEnd = 0
         let extras = bytes.compose { w in
             if let uri = s.targetRewrite {
                 w.append(uri)
@@ -473,10 +514,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
             targetEnd = w.count
             if let edits = s.requestEdits { Self.writeFields(edits, &w) }
+            fieldsEnd = w.count
+            if let capture, reporting.spans != nil {
+                s.trace.writeFields(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
+            }
         }
         guard let extras else { return nil }
         target = 0..<targetEnd
-        fields = targetEnd..<extras.end
+        fields = targetEnd..<fieldsEnd
+        trace = fieldsEnd..<extras.end
         return extras
     }
 
@@ -882,6 +928,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let head = requestParsers.parsers[p].head
         beginExchange(id)
         sessions[id].requestWire = UInt64(head.length)
+        if let capture {
+            let slot = Int(id.index)
+            bytes.capture(head, held: sessions[id].requestHeld, into: capture, slot: slot)
+            if reporting.spans != nil {
+                let incoming = bytes.traceHeaders(head, held: sessions[id].requestHeld, capture: capture, slot: slot)
+                sessions[id].trace = incoming.context.child(sampler: reporting.sampler, using: &random)
+            }
+        }
         sessions[id].exchange = true
         sessions[id].keepAlive = head.keepAlive && !draining
         sessions[id].http10 = head.version == .http10
@@ -903,6 +957,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].request = .waiting
         guard let endpoint = route(id, head, reactor) else { return }
         sessions[id].endpoint = endpoint
+        sessions[id].upstreamIndex = endpoint
         if let metrics {
             sessions[id].activeKey = endpointKeys[endpoint]
             metrics.endpoint(endpointKeys[endpoint], EndpointWords.activeRequests, 1)
@@ -991,18 +1046,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         dropHeld(&sessions[id].requestExtras, reactor)
         var target = 0..<0
         var fields = 0..<0
-        if sessions[id].requestEdits != nil || sessions[id].targetRewrite != nil {
-            guard let extras = composeRequestExtras(id, head, &target, &fields) else {
+        var trace = 0..<0
+        let traced = reporting.spans != nil
+        if sessions[id].requestEdits != nil || sessions[id].targetRewrite != nil || traced {
+            guard let extras = composeRequestExtras(id, head, &target, &fields, &trace) else {
                 fail(id, .headersTooLarge, reactor)
                 return
             }
             sessions[id].requestExtras = extras
         }
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: sessions[id].targetRewrite != nil,
-                                                     routeFields: !fields.isEmpty)
+                                                     routeFields: !fields.isEmpty, replaceTrace: traced)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, drop, emit in
             HTTP1Forwarding.request(head, span, options: options, drop: drop, emit: emit)
-        }, head: head, edits: sessions[id].requestEdits, extras: sessions[id].requestExtras, target: target, fields: fields) else {
+        }, head: head, edits: sessions[id].requestEdits, extras: sessions[id].requestExtras, target: target, fields: fields,
+           trace: trace, capture: capture) else {
             fail(id, .headersTooLarge, reactor)
             return
         }
@@ -1655,16 +1713,47 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].responseHeads = 0
         sessions[id].upstreamStart = 0
         sessions[id].upstreamHead = 0
+        sessions[id].upstreamIndex = -1
+        sessions[id].trace = TraceContext()
+        if capture != nil {
+            // The wall clock once per request, and only when something reports it.
+            let now = System.monotonicNanos()
+            sessions[id].startWall = System.wallClockMicros() &- (now &- sessions[id].headStart) / 1000
+        }
     }
 
-    /// Reports the exchange once: one istio_requests_total increment and its histograms.
+    /// Reports the exchange once: one istio_requests_total increment and its histograms, and its span when
+    /// the request is sampled.
     private func recordExchange(_ id: SID) {
         guard !sessions[id].recorded else { return }
         sessions[id].recorded = true
-        guard let metrics else { return }
         let micros = (System.monotonicNanos() &- sessions[id].headStart) / 1000
-        let key = SeriesKey(service: sessions[id].service, code: sessions[id].status, flags: sessions[id].flags, protocol: .http)
-        metrics.request(key, durationMicros: micros, requestBytes: sessions[id].requestWire, responseBytes: sessions[id].responseWire)
+        if let metrics {
+            let key = SeriesKey(service: sessions[id].service, code: sessions[id].status, flags: sessions[id].flags, protocol: .http)
+            metrics.request(key, durationMicros: micros, requestBytes: sessions[id].requestWire, responseBytes: sessions[id].responseWire)
+        }
+        if let spans = reporting.spans, let capture, sessions[id].trace.sampled == true {
+            var span = SpanRecord(context: sessions[id].trace, kind: reporting.spanKind, startMicros: sessions[id].startWall)
+            span.setRequest(from: capture, slot: Int(id.index))
+            span.durationMicros = max(micros, 1)
+            span.responseCode = UInt16(clamping: sessions[id].status)
+            span.responseFlags = sessions[id].flags
+            span.requestBytes = sessions[id].requestWire
+            span.responseBytes = sessions[id].responseWire
+            span.httpProtocol = sessions[id].http10 ? .http10 : .http11
+            let c = Int(sessions[id].cluster)
+            if c >= 0 && c < clusterNames.count {
+                span.operation = clusterOperations[c]
+                span.upstreamCluster = clusterNames[c]
+            } else if routes == nil, sessions[id].upstreamIndex >= 0 {
+                span.operation = endpointNames[sessions[id].upstreamIndex]
+                span.upstreamCluster = endpointNames[sessions[id].upstreamIndex]
+            } else {
+                span.operation = "-"
+                span.upstreamCluster = "-"
+            }
+            _ = spans.record(span)
+        }
     }
 
     /// Both sides of the exchange are finished: wait for the next request, or close.

@@ -162,6 +162,24 @@ public final class ProxyServer {
             Log.shared.flush()
             return 1
         }
+        // Spans: one ring per reactor, drained and sent by the exporter thread.
+        var exporter: SpanExporter? = nil
+        var tracing: TracingSettings? = nil
+        if let collector = settings.telemetry.traceCollector {
+            do {
+                let t = try TracingSettings(collector: collector, sampling: settings.telemetry.traceSampling)
+                let e = SpanExporter(reactors: cpus.count, settings: t)
+                try e.start()
+                tracing = t
+                exporter = e
+                Log.info("tracing to \(t.collector) format=\(t.format.rawValue) sampling=\(t.samplingPercent)%")
+            } catch {
+                Log.error(error.description)
+                Log.shared.flush()
+                return 1
+            }
+        }
+        defer { exporter?.stop() }
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
         let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
@@ -176,14 +194,19 @@ public final class ProxyServer {
             if http != nil { backendSettings.bufferSize = 32 * 1024 }
             let backend = backendSettings
             let counters = self.counters
+            var reporting = ProxyReporting()
+            if let exporter, let tracing {
+                reporting = ProxyReporting(spans: exporter.shards[r], sampler: tracing.sampler, spanKind: SpanKind(reporter: reporter))
+            }
+            let reactorReporting = reporting
             let body: @Sendable () -> Void = {
                 if System.pinCurrentThread(to: cpu) != 0 { Log.warn("cannot pin reactor \(r) to CPU \(cpu)") }
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -218,8 +241,9 @@ public final class ProxyServer {
                 return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
             })
         let adminServer = AdminServer(listeners: sideListeners, state: admin, telemetry: telemetry, info: info, controls: controls,
-                                      counters: counters) { [admin, counters] in
+                                      counters: counters) { [admin, counters, exporter] in
             Self.ternMetrics(controls: controls, telemetry: telemetry, admin: admin, counters: counters)
+                + (exporter?.metricFamilies() ?? [])
         }
         guard adminServer.start() else {
             Log.error("cannot start the admin thread")
@@ -359,7 +383,7 @@ public final class ProxyServer {
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
-        capacity: Int, startup: Startup, telemetry: Telemetry?
+        capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -370,7 +394,7 @@ public final class ProxyServer {
                 // A session holds at most five timers at once; an upstream connection one.
                 let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
-                                           telemetry: telemetry, reactorIndex: index)
+                                           telemetry: telemetry, reactorIndex: index, reporting: reporting)
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {

@@ -203,17 +203,19 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--access-log-format must be json or text, got '\(accessLogFormat)'")
         }
         t.accessLogFormat = accessLogFormat
-        if let traceCollector {
-            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
-            guard traceCollector.hasPrefix("http://"), SocketAddress(parsing: String(traceCollector.dropFirst(7).prefix { $0 != "/" })) != nil else {
-                throw ValidationError("--trace-collector must be http://IP:PORT/path (…/api/v2/spans for Zipkin, …/v1/traces for OTLP), got '\(traceCollector)'")
-            }
-            t.traceCollector = traceCollector
-        }
         guard traceSampling >= 0 && traceSampling <= 100 else {
             throw ValidationError("--trace-sampling must be a percentage from 0 to 100, got \(traceSampling)")
         }
         t.traceSampling = traceSampling
+        if let traceCollector {
+            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
+            do {
+                _ = try TracingSettings(collector: traceCollector, sampling: traceSampling)
+            } catch {
+                throw ValidationError("\(error.description) (…/api/v2/spans for Zipkin v2 JSON, …/v1/traces for OTLP/HTTP JSON)")
+            }
+            t.traceCollector = traceCollector
+        }
         return t
     }
 
