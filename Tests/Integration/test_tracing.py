@@ -354,9 +354,24 @@ def test_dead_collector_costs_requests_nothing(start_tern, peers):
     """Spans for a collector nobody listens on are dropped; requests are answered as fast as ever and Tern
     keeps running."""
     up = peers(HttpUpstream)
-    t = traced(start_tern, up, f"http://127.0.0.1:{dead_port()}/api/v2/spans", "--trace-sampling", "100")
+    prom = dead_port()
+    t = traced(start_tern, up, f"http://127.0.0.1:{dead_port()}/api/v2/spans", "--trace-sampling", "100",
+               "--prometheus", f"127.0.0.1:{prom}", "--admin", "off", "--health", "off")
     sent = many_requests_promptly(t)
     assert len(up.requests) == sent
+    # The spans lost are counted, and so are the failed batches.
+    deadline = time.time() + 10
+    metrics = {}
+    while time.time() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{prom}/stats/prometheus", timeout=5).text
+        metrics = {l.split()[0]: float(l.split()[1]) for l in text.splitlines()
+                   if l.startswith("tern_tracing_")}
+        if metrics.get("tern_tracing_spans_dropped_total", 0) >= sent:
+            break
+        time.sleep(0.1)
+    assert metrics["tern_tracing_spans_dropped_total"] >= sent
+    assert metrics["tern_tracing_batches_failed_total"] >= 1
+    assert metrics["tern_tracing_spans_exported_total"] == 0
     assert t.stop() == 0
 
 
