@@ -41,9 +41,11 @@
             overflowed = true
             return
         }
-        // SAFETY: utf8Start points at n bytes of the literal (a StaticString's storage is static); count + n is
-        // within capacity (checked above).
-        unsafe (base + count).copyMemory(from: s.utf8Start, byteCount: n)
+        // SAFETY: the buffer holds the literal's n bytes (static storage, or a scalar on the stack for the
+        // call); count + n is within capacity (checked above).
+        s.withUTF8Buffer { src in
+            if let p = src.baseAddress { unsafe (base + count).copyMemory(from: p, byteCount: n) }
+        }
         count += n
     }
 
