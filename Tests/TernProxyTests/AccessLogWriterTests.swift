@@ -39,16 +39,6 @@ func lines(_ path: String) -> [Substring] {
     (contents(path) ?? "").split(separator: "\n", omittingEmptySubsequences: false).dropLast()
 }
 
-/// Waits up to `seconds` for `condition`.
-func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-    let deadline = System.monotonicNanos() + UInt64(seconds * 1e9)
-    while System.monotonicNanos() < deadline {
-        if condition() { return true }
-        Signals.sleep(milliseconds: 5)
-    }
-    return condition()
-}
-
 /// A plain thread standing in for a reactor.
 final class TestThread: @unchecked Sendable {
     private final class Box {
