@@ -301,6 +301,7 @@ public final class ProxyServer {
                 exitStatus = 1
                 break
             }
+            publisher?.publishIfOverdue()
             if let cell = routes {
                 // Tables are freed here and by each publish; the total covers both.
                 cell.reclaim()
