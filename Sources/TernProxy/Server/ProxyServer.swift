@@ -412,7 +412,7 @@ public final class ProxyServer {
                 try reactor.run(handler)
             } else {
                 let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity,
-                                          metrics: telemetry?.shards[index])
+                                          metrics: telemetry?.shards[index], routes: routes?.reader(index))
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             }
