@@ -36,6 +36,23 @@ public struct LoadBalancer: Sendable {
         self.cluster = cluster
     }
 
+    /// A balancer for every cluster of a newly published `table`: the one at the same index in `old` rebound
+    /// (its state kept by endpoint address), a new one beyond. Allocates: once per swap, off the request path.
+    public static func rebound(_ old: [LoadBalancer], to table: RouteTable) -> [LoadBalancer] {
+        var next: [LoadBalancer] = []
+        next.reserveCapacity(table.clusters.count)
+        for c in table.clusters.indices {
+            if c < old.count {
+                var b = old[c]
+                b.rebind(table: table, cluster: c)
+                next.append(b)
+            } else {
+                next.append(LoadBalancer(table: table, cluster: c))
+            }
+        }
+        return next
+    }
+
     /// An endpoint index of the bound cluster in `table`, nil when it has none (or when `table` is not the one
     /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random` is a fresh uniformly
     /// random number from the caller; `hashKey` the request's consistent-hash key (`RouteTable.hashKey`), if any.

@@ -14,6 +14,7 @@
 // connection holds no pipe and no buffer. At most one pipe of bytes is in flight per direction: a slow
 // reader stalls its writer's splices and, through TCP flow control, the sender (backpressure).
 import Synchronization
+import TernConfig
 import TernCore
 import TernIO
 import TernTelemetry
@@ -46,7 +47,7 @@ public final class RelayCounters: Sendable {
     public init() {}
 }
 
-/// A listening socket of this reactor and the upstream its connections go to.
+/// A listening socket of this reactor and the upstream its connections go to (unused when routes decide).
 public struct RelayListener: Sendable {
     public var fd: Int32
     public var upstream: SocketAddress
@@ -91,6 +92,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var connectTimer: TimerWheel.ID? = nil
         var idleTimer: TimerWheel.ID? = nil
         var lastActivity: UInt64 = 0
+        /// The upstream chosen at accept (`TCPRouter`).
+        var route = TCPRouter.Pick()
 
         subscript(d: Int) -> Direction {
             get { d == 0 ? directions.0 : directions.1 }
@@ -102,7 +105,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     private let settings: RelaySettings
     private let counters: RelayCounters
-    private let listeners: [RelayListener]
+    /// Each connection's upstream: the listener's, or one the route table picks (`--config`).
+    private let router: TCPRouter
     private let acceptor: Acceptor<Backend>
     private let connections: Slab<Connection>
     private var draining = false
@@ -112,10 +116,10 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private let metrics: MetricsShard?
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
-                metrics: MetricsShard? = nil)
+                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil)
     {
         self.metrics = metrics
-        self.listeners = listeners
+        router = TCPRouter(listeners: listeners, routes: routes)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
         self.counters = counters
@@ -149,6 +153,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     // MARK: - Loop hooks
 
     public func iteration(_ reactor: Reactor<Backend>) {
+        // A new table applies to connections accepted from now on; open ones keep their upstream.
+        if router.refresh() { connections.forEachID { connections[$0].route = router.rebased(connections[$0].route) } }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
@@ -265,14 +271,22 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        connectUpstream(id, reactor)
+        switch router.choose(listener: i) {
+        case .upstream(let pick):
+            connections[id].route = pick
+            connectUpstream(id, reactor)
+        case .none(let flag):
+            // Nowhere to go (Envoy's TCP proxy closes the connection too).
+            Log.debug("connection not routed: \(flag)")
+            close(id, reset: false, reactor)
+        }
     }
 
     /// Opens the upstream socket and connects it. When no descriptor is left (EMFILE/ENFILE: more
     /// connections were accepted than the cap, as a multishot accept can), the client waits, with its
     /// bytes unread in the kernel, and the socket is retried shortly; the connect timeout still applies.
     private func connectUpstream(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
-        let upstreamAddress = listeners[connections[id].listener].upstream
+        let upstreamAddress = router.addresses[Int(connections[id].route.address)]
         let upstream: Int32
         do {
             upstream = try System.tcpSocket(family: upstreamAddress.family)
@@ -435,6 +449,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         if connections[id].phase == .closing { return }
         connections[id].phase = .closing
+        router.finished(connections[id].route)
         if let t = connections[id].connectTimer { reactor.timers.cancel(t) }
         if let t = connections[id].idleTimer { reactor.timers.cancel(t) }
         connections[id].connectTimer = nil

@@ -341,18 +341,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Takes a new route table: load balancers rebound (their state kept by endpoint address) and every
     /// cluster endpoint given a pool. Runs when a snapshot arrives, never per request.
     private func bind(_ table: RouteTable) {
-        var next: [LoadBalancer] = []
-        next.reserveCapacity(table.clusters.count)
-        for c in table.clusters.indices {
-            if c < balancers.count {
-                var b = balancers[c]
-                b.rebind(table: table, cluster: c)
-                next.append(b)
-            } else {
-                next.append(LoadBalancer(table: table, cluster: c))
-            }
-        }
-        balancers = next
+        balancers = LoadBalancer.rebound(balancers, to: table)
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
@@ -363,7 +352,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         clusterEndpoints = table.clusters.map { cluster in
             cluster.endpoints.map { e in
-                guard !e.needsResolution, let address = SocketAddress(parsing: e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)") else { return -1 }
+                guard let address = e.socketAddress else { return -1 }
                 return endpointIndex(address)
             }
         }

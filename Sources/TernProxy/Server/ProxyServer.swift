@@ -109,18 +109,19 @@ public final class ProxyServer {
             return 1
         }
         let cpus = Self.resolveCores(settings.cores)
-        var cell: SnapshotCell<RouteTable>? = nil
+        var publisher: RoutePublisher? = nil
         if let path = settings.configPath {
             guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
                 Log.error("configuration \(path) refused; not starting")
                 Log.shared.flush()
                 return 1
             }
-            cell = SnapshotCell(table, readers: cpus.count)
+            publisher = RoutePublisher(template: table, readers: cpus.count)
             admin.applied(version: 1, table: table)
             Log.info("config applied version=1 resources=\(table.resources.count) path=\(path)")
         }
-        let routes = cell
+        let routes = publisher?.cell
+        defer { publisher?.stop(timeout: .milliseconds(500)) }
 
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
@@ -154,6 +155,18 @@ public final class ProxyServer {
         let usable = Int(min(limits.soft, 1 << 20))
         relaySettings.descriptorCap = max(8, (usable - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
+        if let publisher {
+            publisher.attach(controls)
+            guard publisher.start() else {
+                Log.error("cannot start the DNS resolver thread")
+                return 1
+            }
+            // DNS endpoints are looked up before the reactors start, so the first connections find them (as Envoy
+            // warms DNS clusters before it serves); bounded, so a slow name server cannot hold the listeners.
+            if !publisher.waitForFirstAnswers(timeout: .seconds(2)) {
+                Log.warn("dns: some names are still being looked up after 2s; their endpoints are left out until they answer")
+            }
+        }
         let startup = Startup()
         let reporter = settings.telemetry.reporter ?? (settings.configPath != nil ? .source : .destination)
         let telemetry = Telemetry(reactors: cpus.count, workload: settings.telemetry.workload, reporter: reporter)
@@ -264,14 +277,14 @@ public final class ProxyServer {
         var reloadDue: UInt64? = nil
         while true {
             if let watcher, watcher.changed() { reloadDue = System.monotonicNanos() + 200_000_000 }
-            if let due = reloadDue, System.monotonicNanos() >= due, let cell = routes, let path = settings.configPath {
+            if let due = reloadDue, System.monotonicNanos() >= due, let publisher, let path = settings.configPath {
                 reloadDue = nil
-                reload(cell, path: path, controls: controls)
+                reload(publisher, path: path)
             }
             if let sig = signals.wait(milliseconds: reloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
-                    if Signals.name(sig) == "SIGHUP", let cell = routes, let path = settings.configPath {
-                        reload(cell, path: path, controls: controls)
+                    if Signals.name(sig) == "SIGHUP", let publisher, let path = settings.configPath {
+                        reload(publisher, path: path)
                         continue
                     }
                     // SIGUSR1 (log reopen) arrives with the access log; until then it must not stop the proxy.
@@ -288,6 +301,7 @@ public final class ProxyServer {
                 exitStatus = 1
                 break
             }
+            publisher?.publishIfOverdue()
             if let cell = routes {
                 // Tables are freed here and by each publish; the total covers both.
                 cell.reclaim()
@@ -333,16 +347,15 @@ public final class ProxyServer {
     /// SIGHUP: reads the configuration again; a valid one is published to every reactor (which picks it up
     /// at its next loop iteration: in-flight requests finish on the table they started with), an invalid one
     /// is refused whole with every error logged, and the old one keeps serving.
-    private func reload(_ cell: SnapshotCell<RouteTable>, path: String, controls: [ReactorControl]) {
+    private func reload(_ publisher: RoutePublisher, path: String) {
         guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
         }
         version += 1
-        cell.publish(table)
+        publisher.apply(table)
         admin.applied(version: version, table: table)
-        controls.forEach { $0.wake() }
         Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path)")
     }
 
@@ -399,7 +412,7 @@ public final class ProxyServer {
                 try reactor.run(handler)
             } else {
                 let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity,
-                                          metrics: telemetry?.shards[index])
+                                          metrics: telemetry?.shards[index], routes: routes?.reader(index))
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             }

@@ -8,16 +8,16 @@ import TernTelemetry
 struct ProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Relay TCP connections (or, with --http, proxy HTTP/1.1) from each --listen address to the --upstream at the same position."
+        abstract: "Relay TCP connections (or, with --http, proxy HTTP/1.1) from each --listen address to the --upstream at the same position, or as Istio configuration (--config) routes them."
     )
 
     @Flag(help: "Proxy HTTP/1.1 instead of relaying TCP: keep-alive both sides, pooled upstream connections, Envoy-style local replies.")
     var http = false
 
-    @Option(name: .customLong("config"), help: "--http: route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream; SIGHUP reloads it.")
+    @Option(name: .customLong("config"), help: "Route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream: HTTP requests by Host with --http, TCP connections by the listener's port without; reloaded on change and on SIGHUP.")
     var config: String?
 
-    @Option(name: .customLong("namespace"), help: "--http --config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
+    @Option(name: .customLong("namespace"), help: "--config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
     var namespace: String?
 
     @Option(name: .customLong("max-request-headers-kb"), help: "--http: largest request head in KiB (beyond: 431).")
@@ -121,7 +121,6 @@ struct ProxyCommand: ParsableCommand {
         var s = ProxySettings()
         if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
         if let config {
-            guard http else { throw ValidationError("--config routes HTTP: it needs --http") }
             guard upstream.isEmpty else { throw ValidationError("--config and --upstream exclude each other: routes come from the configuration") }
             s.configPath = config
             let pod = ConfigFiles.environment("POD_NAMESPACE")
