@@ -358,3 +358,52 @@ def test_dash_writes_json_lines_to_stdout(cart):
     lines = [parse(line) for line in text.split("\n")[:-1]]
     assert [v["path"] for v in lines] == [f"/s/{i}" for i in range(5)]
     assert all(v["upstream_host"] == f"127.0.0.1:{cart.port}" for v in lines)
+
+
+def test_tcp_connections_get_one_line_each(tmp_path):
+    """The TCP relay logs one line per connection when it closes: connection bytes each way, the upstream,
+    method/path/protocol absent (null), and UF for an upstream that refuses."""
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen(4)
+    echo_port = echo.getsockname()[1]
+
+    def serve():
+        c, _ = echo.accept()
+        with c:
+            c.sendall(c.recv(100) * 3)
+
+    import threading
+    threading.Thread(target=serve, daemon=True).start()
+    log = tmp_path / "tcp.log"
+    gone = closed_port()
+    t = Tern(["--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{echo_port}",
+              "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{gone}",
+              "--cores", "1", "--access-log", str(log), *QUIET])
+    try:
+        with socket.create_connection(("127.0.0.1", t.ports[0]), timeout=5) as s:
+            s.sendall(b"abcd")
+            got = b""
+            while len(got) < 12:
+                chunk = s.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == b"abcd" * 3
+        with socket.create_connection(("127.0.0.1", t.ports[1]), timeout=5) as s:
+            s.settimeout(5)
+            assert s.recv(10) == b""
+        lines = wait_lines(log, 2)
+    finally:
+        t.stop()
+        echo.close()
+    assert len(lines) == 2
+    ok = next(v for v in lines if v["upstream_host"] == f"127.0.0.1:{echo_port}")
+    assert ok["method"] is None and ok["path"] is None and ok["protocol"] is None
+    assert ok["bytes_received"] == 4 and ok["bytes_sent"] == 12
+    assert ok["response_code"] == 0 and ok["response_flags"] == "-"
+    assert ok["downstream_local_address"] == f"127.0.0.1:{t.ports[0]}"
+    assert ok["downstream_remote_address"].startswith("127.0.0.1:")
+    failed = next(v for v in lines if v is not ok)
+    assert failed["response_flags"] == "UF" and failed["upstream_host"] == f"127.0.0.1:{gone}"
+    assert failed["bytes_received"] == 0 and failed["bytes_sent"] == 0

@@ -94,6 +94,12 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var lastActivity: UInt64 = 0
         /// The upstream chosen at accept (`TCPRouter`).
         var route = TCPRouter.Pick()
+        /// For the access log: when the connection was accepted, bytes each way, why it ended.
+        var startMono: UInt64 = 0
+        var startWall: UInt64 = 0
+        var received: UInt64 = 0
+        var sent: UInt64 = 0
+        var flags = ResponseFlags()
 
         subscript(d: Int) -> Direction {
             get { d == 0 ? directions.0 : directions.1 }
@@ -114,11 +120,20 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// This reactor's metrics (nil: off). Connections from listeners count as Istio's TCP connections; the
     /// tunnels an HTTP proxy hands over were counted as HTTP requests.
     private let metrics: MetricsShard?
+    /// This reactor's access-log ring (nil: off), the downstream addresses each line reports, and the
+    /// upstream addresses as text (rendered once each).
+    private let accessLog: AccessLogShard?
+    private let capture: RequestCapture?
+    private var addressNames: [String] = []
+    private var listenerNames: [String] = []
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
-                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil)
+                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil, accessLog: AccessLogShard? = nil)
     {
         self.metrics = metrics
+        self.accessLog = accessLog
+        capture = accessLog == nil ? nil : RequestCapture(slots: capacity)
+        if accessLog != nil { listenerNames = listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } }
         router = TCPRouter(listeners: listeners, routes: routes)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
@@ -268,6 +283,13 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
         metrics?.tcp(service: 0, opened: 1)
+        if let capture {
+            // Per connection, and only with the access log on.
+            connections[id].startMono = System.monotonicNanos()
+            connections[id].startWall = System.wallClockMicros()
+            capture.set(Int(id.index), .downstreamRemote, (try? System.peerAddress(fd))?.description ?? "")
+            capture.set(Int(id.index), .downstreamLocal, i < listenerNames.count ? listenerNames[i] : "")
+        }
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
@@ -278,6 +300,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         case .none(let flag):
             // Nowhere to go (Envoy's TCP proxy closes the connection too).
             Log.debug("connection not routed: \(flag)")
+            if accessLog != nil { connections[id].flags = ResponseFlags(name: flag.description) ?? [] }
             close(id, reset: false, reactor)
         }
     }
@@ -315,6 +338,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         connections[id].connectTimer = nil
         if result < 0 {
             counters.upstreamConnectFailures.add(1, ordering: .relaxed)
+            connections[id].flags.insert(.upstreamConnectionFailure)
             Log.debug("upstream connect failed: \(Errno.name(-result))")
             close(id, reset: false, reactor)
             return
@@ -406,8 +430,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         if n > 0 {
             connections[id].lastActivity = System.monotonicNanos()
             connections[id][d].buffered -= Int(n)
-            if let metrics, connections[id].listener >= 0 {
-                if d == 0 { metrics.tcp(service: 0, received: UInt64(n)) } else { metrics.tcp(service: 0, sent: UInt64(n)) }
+            if connections[id].listener >= 0 {
+                if d == 0 { connections[id].received &+= UInt64(n) } else { connections[id].sent &+= UInt64(n) }
+                if let metrics {
+                    if d == 0 { metrics.tcp(service: 0, received: UInt64(n)) } else { metrics.tcp(service: 0, sent: UInt64(n)) }
+                }
             }
             if connections[id][d].buffered > 0 {
                 startWrite(id, d, reactor)
@@ -479,9 +506,30 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             reactor.backend.unregister(fd: c.upstream)
             System.close(c.upstream)
         }
-        if c.listener >= 0 { metrics?.tcp(service: 0, closed: 1) }
+        if c.listener >= 0 {
+            metrics?.tcp(service: 0, closed: 1)
+            if let accessLog { log(c, slot: Int(id.index), accessLog) }
+        }
         connections.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
+    }
+
+    /// One access-log line for a connection from a listener, when it is gone.
+    private func log(_ c: Connection, slot: Int, _ shard: AccessLogShard) {
+        var r = AccessLogRecord()
+        r.protocol = .tcp
+        r.startMicros = c.startWall
+        r.durationMicros = (System.monotonicNanos() &- c.startMono) / 1000
+        r.flags = c.flags
+        r.bytesReceived = c.received
+        r.bytesSent = c.sent
+        let a = Int(c.route.address)
+        if a >= 0 && a < router.addresses.count {
+            while addressNames.count < router.addresses.count { addressNames.append(router.addresses[addressNames.count].description) }
+            r.upstreamHost = addressNames[a]
+        }
+        r.upstreamCluster = router.clusterName(c.route)
+        shard.append(r, capture: capture, slot: slot)
     }
 }

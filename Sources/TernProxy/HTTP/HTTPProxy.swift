@@ -54,13 +54,10 @@ public struct ProxyReporting: Sendable {
     public var spans: SpanShard? = nil
     public var sampler = TraceSampler()
     public var spanKind = SpanKind.client
+    /// This reactor's access-log ring (`--access-log`).
+    public var accessLog: AccessLogShard? = nil
     public init() {}
-    public init(spans: SpanShard?, sampler: TraceSampler, spanKind: SpanKind) {
-        self.spans = spans
-        self.sampler = sampler
-        self.spanKind = spanKind
-    }
-    var needsCapture: Bool { spans != nil }
+    var needsCapture: Bool { spans != nil || accessLog != nil }
 }
 
 public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
@@ -195,6 +192,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var startWall: UInt64 = 0
         /// The upstream endpoint (pool index) the request went to, or -1.
         var upstreamIndex = -1
+        /// The request head's length (the access log reports body bytes), the route's name, and the local
+        /// reply that answered, if one did.
+        var requestHeadLength: UInt64 = 0
+        var routeName = ""
+        var answeredBy: LocalReply? = nil
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -297,6 +299,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var clusterOperations: [String] = []
     private var clusterNames: [String] = []
     private var endpointNames: [String] = []
+    /// Each listener's address as the access log shows it.
+    private let listenerNames: [String]
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
@@ -306,6 +310,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         services = telemetry?.services
         self.reporting = reporting
         capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
+        listenerNames = reporting.needsCapture ? listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } : []
         self.settings = settings
         self.relay = relay
         self.counters = counters
@@ -378,6 +383,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let port = hostPort(head, id) ?? 80
         let match = bytes.select(table, head: head, held: sessions[id].requestHeld, port: port)
         guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
+        if capture != nil, let name = route.name { sessions[id].routeName = name }
         switch route.action {
         case .forward:
             // Not applied yet; never ignored silently.
@@ -468,6 +474,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].reply = .routeResponse
+        sessions[id].answeredBy = .routeResponse
         sessions[id].keepAlive = keep
         sessions[id].responseStarted = true
         sessions[id].response = .reply
@@ -813,7 +820,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         reactor.control.activeConnections.store(sessions.count, ordering: .relaxed)
-        bytes.setClientAddress(Int(id.index), (try? System.peerAddress(fd))?.ip ?? "unknown")
+        let peer = try? System.peerAddress(fd)
+        bytes.setClientAddress(Int(id.index), peer?.ip ?? "unknown")
+        if let capture {
+            // Per connection (a String per accept), not per request.
+            capture.set(Int(id.index), .downstreamRemote, peer?.description ?? "")
+            capture.set(Int(id.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
+        }
         sessions[id].requestParser = requestParsers.take()
         sessions[id].responseParser = responseParsers.take()
         awaitRequest(id, reactor)
@@ -917,6 +930,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let head = requestParsers.parsers[p].head
         beginExchange(id)
         sessions[id].requestWire = UInt64(head.length)
+        sessions[id].requestHeadLength = UInt64(head.length)
         if let capture {
             let slot = Int(id.index)
             bytes.capture(head, held: sessions[id].requestHeld, into: capture, slot: slot)
@@ -1703,6 +1717,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].upstreamStart = 0
         sessions[id].upstreamHead = 0
         sessions[id].upstreamIndex = -1
+        sessions[id].requestHeadLength = 0
+        sessions[id].answeredBy = nil
+        if !sessions[id].routeName.isEmpty { sessions[id].routeName = "" }
         sessions[id].trace = TraceContext()
         if capture != nil {
             // The wall clock once per request, and only when something reports it.
@@ -1742,6 +1759,31 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 span.upstreamCluster = "-"
             }
             _ = spans.record(span)
+        }
+        if let log = reporting.accessLog {
+            var r = AccessLogRecord()
+            r.startMicros = sessions[id].startWall
+            r.durationMicros = micros
+            let up = sessions[id].upstreamStart, head = sessions[id].upstreamHead
+            r.upstreamServiceMicros = up > 0 && head >= up ? (head - up) / 1000 : nil
+            r.responseCode = sessions[id].status
+            r.flags = sessions[id].flags
+            r.bytesReceived = sessions[id].requestWire &- min(sessions[id].requestHeadLength, sessions[id].requestWire)
+            r.bytesSent = sessions[id].responseWire &- min(sessions[id].responseHeads, sessions[id].responseWire)
+            r.protocol = sessions[id].http10 ? .http10 : .http11
+            let e = sessions[id].upstreamIndex
+            if e >= 0 { r.upstreamHost = endpointNames[e] }
+            let c = Int(sessions[id].cluster)
+            if c >= 0 && c < clusterNames.count { r.upstreamCluster = clusterNames[c] }
+            r.routeName = sessions[id].routeName
+            if let reply = sessions[id].answeredBy {
+                r.responseCodeDetails = reply.details
+            } else if sessions[id].status != 0 {
+                r.responseCodeDetails = "via_upstream"
+            } else if sessions[id].flags.contains(.downstreamConnectionTermination) {
+                r.responseCodeDetails = "downstream_remote_disconnect"
+            }
+            log.append(r, capture: capture, slot: Int(id.index))
         }
     }
 
@@ -1853,6 +1895,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // A refused head (400, 408, 414, 431) is a request too, though no exchange began.
         if !sessions[id].exchange && sessions[id].recorded { beginExchange(id) }
         sessions[id].flags.formUnion(reply.responseFlags)
+        if sessions[id].answeredBy == nil { sessions[id].answeredBy = reply }
         detachUpstream(id, reusable: false, reactor)
         if sessions[id].responseStarted {
             Log.debug("\(reply.flag) after the response started: resetting the client connection")

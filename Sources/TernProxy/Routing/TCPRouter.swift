@@ -59,6 +59,13 @@ final class TCPRouter {
         return true
     }
 
+    /// The name of the cluster a pick went to (the access log), "" when it is unknown or no longer bound.
+    func clusterName(_ pick: Pick) -> String {
+        let c = Int(pick.cluster)
+        guard c >= 0, c < balancers.count else { return "" }
+        return balancers[c].clusterName
+    }
+
     /// The previous table's clusters and endpoints as indexes of the bound one's (-1: gone), for `rebased`.
     private var previousEpoch: UInt64 = 0
     private var clusterMap: [Int32] = []

@@ -193,6 +193,20 @@ public final class ProxyServer {
             }
         }
         defer { exporter?.stop() }
+        // Access log: one ring per reactor, written out by the writer thread. Its deferred stop runs after the
+        // reactors are joined, so every line is written.
+        var accessLog: AccessLogWriter? = nil
+        if let path = settings.telemetry.accessLog {
+            let format = AccessLogFormat(rawValue: settings.telemetry.accessLogFormat) ?? .json
+            do {
+                accessLog = try AccessLogWriter.start(shards: cpus.map { _ in AccessLogShard(format: format) }, path: path)
+            } catch {
+                Log.error(error.description)
+                Log.shared.flush()
+                return 1
+            }
+        }
+        defer { accessLog?.stop() }
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
         let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
@@ -209,8 +223,11 @@ public final class ProxyServer {
             let counters = self.counters
             var reporting = ProxyReporting()
             if let exporter, let tracing {
-                reporting = ProxyReporting(spans: exporter.shards[r], sampler: tracing.sampler, spanKind: SpanKind(reporter: reporter))
+                reporting.spans = exporter.shards[r]
+                reporting.sampler = tracing.sampler
+                reporting.spanKind = SpanKind(reporter: reporter)
             }
+            reporting.accessLog = accessLog?.shards[r]
             let reactorReporting = reporting
             let body: @Sendable () -> Void = {
                 if System.pinCurrentThread(to: cpu) != 0 { Log.warn("cannot pin reactor \(r) to CPU \(cpu)") }
@@ -254,9 +271,9 @@ public final class ProxyServer {
                 return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
             })
         let adminServer = AdminServer(listeners: sideListeners, state: admin, telemetry: telemetry, info: info, controls: controls,
-                                      counters: counters) { [admin, counters, exporter] in
+                                      counters: counters) { [admin, counters, exporter, accessLog] in
             Self.ternMetrics(controls: controls, telemetry: telemetry, admin: admin, counters: counters)
-                + (exporter?.metricFamilies() ?? [])
+                + (exporter?.metricFamilies() ?? []) + (accessLog.map(Self.accessLogMetrics) ?? [])
         }
         guard adminServer.start() else {
             Log.error("cannot start the admin thread")
@@ -287,8 +304,17 @@ public final class ProxyServer {
                         reload(publisher, path: path)
                         continue
                     }
-                    // SIGUSR1 (log reopen) arrives with the access log; until then it must not stop the proxy.
-                    Log.info("received \(Signals.name(sig)): nothing to do yet")
+                    if Signals.name(sig) == "SIGUSR1" {
+                        // Log rotation: the access log file is reopened at its path.
+                        if let accessLog {
+                            accessLog.reopen()
+                            Log.info("received SIGUSR1: reopening the access log \(accessLog.path)")
+                        } else {
+                            Log.info("received SIGUSR1: no access log to reopen")
+                        }
+                        continue
+                    }
+                    Log.info("received \(Signals.name(sig)): nothing to do")
                     continue
                 }
                 Log.info("received \(Signals.name(sig)): draining (timeout \(settings.drainTimeout))")
@@ -393,6 +419,18 @@ public final class ProxyServer {
         ]
     }
 
+    /// The access log's own counters.
+    static func accessLogMetrics(_ w: AccessLogWriter) -> [MetricFamily] {
+        [
+            MetricFamily(name: "tern_access_log_lines_total", help: "Access-log lines written.", kind: .counter,
+                         samples: [([], Double(w.linesWritten))]),
+            MetricFamily(name: "tern_access_log_dropped_total", help: "Access-log lines dropped: a reactor's ring was full.",
+                         kind: .counter, samples: [([], Double(w.linesDropped))]),
+            MetricFamily(name: "tern_access_log_write_errors_total", help: "Failed writes to the access log (retried).",
+                         kind: .counter, samples: [([], Double(w.writeErrors))]),
+        ]
+    }
+
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
@@ -412,7 +450,8 @@ public final class ProxyServer {
                 try reactor.run(handler)
             } else {
                 let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity,
-                                          metrics: telemetry?.shards[index], routes: routes?.reader(index))
+                                          metrics: telemetry?.shards[index], routes: routes?.reader(index),
+                                          accessLog: reporting.accessLog)
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             }
