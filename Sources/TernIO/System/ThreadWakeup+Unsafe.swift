@@ -1,4 +1,4 @@
-// A wake-up for a thread beside the reactors (the access-log writer) that sleeps with a timeout between rounds
+// A wake-up for a thread beside the reactors (the access-log writer, the DNS resolver) that sleeps with a timeout between rounds
 // of work: another thread rings it (stop, reopen) so it does not wait out the timeout. An eventfd; the counter
 // it holds is read back to zero by `wait`, so rings while the thread was busy make one early wake-up.
 internal import CTernLinux

@@ -30,7 +30,7 @@ final class RoutePublisher: Sendable {
 
     let cell: SnapshotCell<RouteTable>
     private let state: Mutex<State>
-    private let doorbell: Doorbell?
+    private let doorbell: ThreadWakeup?
     private let stopRequested = Atomic<Bool>(false)
     private let exited = Atomic<Bool>(false)
 
@@ -40,7 +40,7 @@ final class RoutePublisher: Sendable {
         refresh.track(template.dnsNames, now: System.monotonicNanos())
         cell = SnapshotCell(template.resolved(refresh.answers), readers: readers)
         state = Mutex(State(template: template, refresh: refresh))
-        doorbell = Doorbell()
+        doorbell = ThreadWakeup()
     }
 
     /// The reactors to wake after each publish (they are created after the first table).
@@ -124,7 +124,7 @@ final class RoutePublisher: Sendable {
                 // doorbell (no eventfd), poll every 100 ms.
                 let millis = upcoming.map { ($0.due - now + 999_999) / 1_000_000 } ?? 60_000
                 if let doorbell {
-                    doorbell.wait(timeoutMillis: Int32(min(millis, 60_000)))
+                    doorbell.wait(milliseconds: Int32(min(millis, 60_000)))
                 } else {
                     Signals.sleep(milliseconds: Int(min(millis, 100)))
                 }
