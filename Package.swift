@@ -91,6 +91,7 @@ let package = Package(
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry"]),
+        .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry"]),
         .testTarget(name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"]),
     ]
 )

@@ -11,9 +11,11 @@
 /// once per published table, off the request path.
 public struct LoadBalancers: Sendable {
     /// Balancers by slot. A slot keeps its cluster (by name) while the bound table has that cluster or requests
-    /// it counted are outstanding; then it is free (`clusterName` "") for another cluster.
+    /// it counted are outstanding; then it is free (`inUse` false) for a cluster a later table brings.
     private var balancers: [LoadBalancer] = []
+    /// Each slot's cluster name, kept after the slot is freed until it is reused (`clusterName(of:)`).
     private var names: [String] = []
+    private var inUse: [Bool] = []
     /// The bound table's cluster index → balancer slot.
     private var slots: [Int32] = []
 
@@ -26,7 +28,7 @@ public struct LoadBalancers: Sendable {
     /// balancer, retired, until its outstanding requests finish.
     public mutating func bind(_ table: RouteTable) {
         var byName: [String: Int32] = [:]
-        for s in names.indices where !names[s].isEmpty { byName[names[s]] = Int32(s) }
+        for s in names.indices where inUse[s] { byName[names[s]] = Int32(s) }
         var used = [Bool](repeating: false, count: balancers.count)
         var next = [Int32](repeating: -1, count: table.clusters.count)
         for c in table.clusters.indices {
@@ -40,7 +42,7 @@ public struct LoadBalancers: Sendable {
         for s in balancers.indices where !used[s] {
             balancers[s].retire()
             if balancers[s].totalOutstanding == 0 {
-                names[s] = ""
+                inUse[s] = false
                 free.append(Int32(s))
             }
         }
@@ -49,10 +51,12 @@ public struct LoadBalancers: Sendable {
             if let s = free.popLast() {
                 balancers[Int(s)] = b
                 names[Int(s)] = b.clusterName
+                inUse[Int(s)] = true
                 next[c] = s
             } else {
                 balancers.append(b)
                 names.append(b.clusterName)
+                inUse.append(true)
                 next[c] = Int32(balancers.count - 1)
             }
         }
@@ -79,6 +83,13 @@ public struct LoadBalancers: Sendable {
         let b = Int(request.balancer)
         guard b < balancers.count else { return }
         balancers[b].requestFinished(slot: request.endpoint)
+    }
+
+    /// The name of the cluster that counted `request` (for reports; still right after it finished, until a
+    /// later table brings a new cluster into its freed slot).
+    public func clusterName(of request: OutstandingRequest) -> String {
+        let b = Int(request.balancer)
+        return b < names.count ? names[b] : ""
     }
 
     /// Outstanding requests per endpoint index of `cluster` in the bound table (allocates: tests, admin pages).

@@ -48,7 +48,8 @@ private struct RouteCompiler {
             let tcp = vs.tcp.map { compileTCP($0) }
             for h in vs.hosts where hostOwner[h] == nil {
                 hostOwner[h] = virtualHosts.count
-                virtualHosts.append(VirtualHost(name: h, source: r.label, routes: routes, tcpRoutes: tcp))
+                virtualHosts.append(VirtualHost(name: h, source: r.label, routes: routes, tcpRoutes: tcp,
+                                                serviceDestination: serviceDestination(h)))
             }
         }
         for r in resources {
@@ -62,7 +63,8 @@ private struct RouteCompiler {
                                   timeout: nil, retries: nil, fault: nil, mirrors: [], corsPolicy: nil)
                 let tcp = TCPRouteEntry(ports: [], destinationSubnets: [], destinations: [wc], totalWeight: 1)
                 hostOwner[h] = virtualHosts.count
-                virtualHosts.append(VirtualHost(name: h, source: r.label, routes: [route], tcpRoutes: [tcp]))
+                virtualHosts.append(VirtualHost(name: h, source: r.label, routes: [route], tcpRoutes: [tcp],
+                                                serviceDestination: wc))
             }
         }
         // Host lookup: full names first, then the Kubernetes short forms (name.ns.svc, name.ns), then bare names of
@@ -93,6 +95,13 @@ private struct RouteCompiler {
         for a in aliases.sorted(by: { $0.priority < $1.priority }) { exact.insert(a.key, value: a.value) }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts, clusters: clusters,
                           exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll)
+    }
+
+    /// The service a ServiceEntry declares as exactly `host`, as a destination (all its ports); nil when none does.
+    mutating func serviceDestination(_ host: String) -> WeightedCluster? {
+        guard services[host] != nil else { return nil }
+        return weightedCluster(Destination(host: host, subset: nil, port: nil, mark: Mark(line: 0, path: "")), weight: 1,
+                               headers: nil)
     }
 
     static func appliesToMesh(_ gateways: [String]) -> Bool { gateways.isEmpty || gateways.contains("mesh") }
@@ -223,23 +232,9 @@ private struct RouteCompiler {
         if let stp = subsetDef?.trafficPolicy {
             policy = stp.portLevelSettings.first { $0.port == port }?.blocks ?? policy.overridden(by: stp.blocks)
         }
-        let lb: LoadBalancingPolicy
-        if let ch = policy.loadBalancer?.consistentHash {
-            switch ch.algorithm {
-            case .ringHash(let size):
-                lb = .ringHash(key: HashSource(ch.key), ring: HashRing(endpoints: endpoints, minimumRingSize: size))
-            case .maglev(let size):
-                lb = .maglev(key: HashSource(ch.key), table: MaglevTable(endpoints: endpoints, tableSize: size))
-            }
-        } else {
-            switch policy.loadBalancer?.simple ?? .UNSPECIFIED {
-            case .ROUND_ROBIN: lb = .roundRobin
-            case .RANDOM: lb = .random
-            default: lb = .leastRequest
-            }
-        }
         clusters.append(Cluster(name: name, host: host, subset: subset, port: port, endpoints: endpoints,
-                                policy: policy, loadBalancing: lb, originalDestination: se.resolution == .NONE))
+                                policy: policy, loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
+                                originalDestination: se.resolution == .NONE, resolution: se.resolution))
         clusterIndex[name] = clusters.count - 1
         return clusters.count - 1
     }
@@ -251,5 +246,26 @@ private struct RouteCompiler {
             if let r = rules["*." + rest] { return r }
         }
         return rules["*"]
+    }
+}
+
+extension LoadBalancingPolicy {
+    /// The policy `blocks.loadBalancer` selects, with its consistent-hash table built over `endpoints` (built
+    /// again whenever a cluster's endpoints change, as DNS answers do).
+    init(_ blocks: PolicyBlocks, endpoints: [Endpoint]) {
+        if let ch = blocks.loadBalancer?.consistentHash {
+            switch ch.algorithm {
+            case .ringHash(let size):
+                self = .ringHash(key: HashSource(ch.key), ring: HashRing(endpoints: endpoints, minimumRingSize: size))
+            case .maglev(let size):
+                self = .maglev(key: HashSource(ch.key), table: MaglevTable(endpoints: endpoints, tableSize: size))
+            }
+        } else {
+            switch blocks.loadBalancer?.simple ?? .UNSPECIFIED {
+            case .ROUND_ROBIN: self = .roundRobin
+            case .RANDOM: self = .random
+            default: self = .leastRequest
+            }
+        }
     }
 }

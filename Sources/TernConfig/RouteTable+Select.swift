@@ -204,4 +204,39 @@ extension RouteTable {
         let r = virtualHosts[virtualHost].tcpRoutes[route]
         return Self.pick(r.destinations, total: r.totalWeight, random: random)
     }
+
+    /// Where TCP connections to a listener on `port` go, as Istio's outbound listener for a service port decides:
+    /// the first ServiceEntry (in the order read) with a port numbered `port` names the service; the first TCP
+    /// route of its host's virtual host that applies to `port` (`selectTCP`) routes them, else the service itself
+    /// (`VirtualHost.serviceDestination`). nil when no ServiceEntry has that port: nothing to route to (Envoy's
+    /// NR; the connection is closed). Looked up once per table and listener, not per connection (it allocates).
+    public func tcpListenerRoute(port: UInt16) -> TCPListenerRoute? {
+        for r in resources {
+            guard case .serviceEntry(let se) = r.spec, se.ports.contains(where: { $0.number == port }) else { continue }
+            for host in se.hosts where !host.hasPrefix("*") {
+                let name = Array(host.utf8)
+                guard let vh = virtualHost(for: name.span) else { continue }
+                if let route = selectTCP(virtualHost: vh, port: port) { return .route(virtualHost: vh, route: route) }
+                if virtualHosts[vh].serviceDestination != nil { return .service(virtualHost: vh) }
+            }
+        }
+        return nil
+    }
+
+    /// A destination for a connection `tcpListenerRoute` routed (a weighted pick for a route; the service for
+    /// the default); nil when every weight is 0. No allocation.
+    public func pickTCPDestination(_ route: TCPListenerRoute, random: UInt64) -> WeightedCluster? {
+        switch route {
+        case .route(let vh, let r): return pickTCPDestination(virtualHost: vh, route: r, random: random)
+        case .service(let vh): return virtualHosts[vh].serviceDestination
+        }
+    }
+}
+
+/// What a TCP listener's connections are routed by (`RouteTable.tcpListenerRoute`), as indexes into its table.
+public enum TCPListenerRoute: Sendable, Equatable {
+    /// A TCP route of a VirtualService (or a ServiceEntry's default route).
+    case route(virtualHost: Int, route: Int)
+    /// No TCP route applies: the service the ServiceEntry declares.
+    case service(virtualHost: Int)
 }

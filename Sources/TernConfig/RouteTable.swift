@@ -72,6 +72,10 @@ public struct VirtualHost: Sendable {
     public var source: String
     public var routes: [Route]
     public var tcpRoutes: [TCPRouteEntry]
+    /// The host's own service (the ServiceEntry declaring it) as a destination: where a TCP connection for the
+    /// host goes when none of `tcpRoutes` applies to its port (Istio's default TCP route). nil when no
+    /// ServiceEntry declares the host by this name.
+    public var serviceDestination: WeightedCluster? = nil
 }
 
 /// One precompiled HTTP route.
@@ -117,8 +121,9 @@ public struct WeightedCluster: Sendable {
     /// else the service port equal to `port`, else the service's first port. nil: no such service (NC).
     public func cluster(port: UInt16) -> Int? {
         if clusters.count == 1 { return Int(clusters[0].cluster) }
-        for c in clusters where c.port == port { return Int(c.cluster) }
-        return clusters.first.map { Int($0.cluster) }
+        // An index loop: a for-in over these tuples allocates an iterator box in unoptimised builds.
+        for i in 0..<clusters.count where clusters[i].port == port { return Int(clusters[i].cluster) }
+        return clusters.isEmpty ? nil : Int(clusters[0].cluster)
     }
 }
 
@@ -165,6 +170,10 @@ public struct Cluster: Sendable {
     public var loadBalancing: LoadBalancingPolicy
     /// ServiceEntry resolution NONE: connect to the original destination (no endpoints).
     public var originalDestination: Bool
+    /// The ServiceEntry's resolution: with DNS and DNS_ROUND_ROBIN, endpoints that name a host
+    /// (`needsResolution`) are replaced by their DNS answers in the tables a resolver publishes
+    /// (`RouteTable.resolved`).
+    public var resolution: ServiceEntry.Resolution = .STATIC
 }
 
 public struct Endpoint: Sendable, Equatable {

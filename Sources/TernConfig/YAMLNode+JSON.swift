@@ -1,3 +1,5 @@
+import TernCore
+
 extension YAMLNode {
     /// The node as JSON text, as Kubernetes reads YAML: plain scalars that are integers, numbers, booleans or null
     /// keep that type, everything else is a string. Keys keep their order. For /config_dump.
@@ -28,7 +30,7 @@ extension YAMLNode {
                     return
                 }
             }
-            Self.quote(s, into: &out)
+            JSONText.quote(s, into: &out)
         case .sequence(let items):
             out += "["
             for (i, item) in items.enumerated() {
@@ -40,33 +42,11 @@ extension YAMLNode {
             out += "{"
             for (i, pair) in pairs.enumerated() {
                 if i > 0 { out += "," }
-                Self.quote(pair.key.scalar ?? "", into: &out)
+                JSONText.quote(pair.key.scalar ?? "", into: &out)
                 out += ":"
                 pair.value.write(into: &out)
             }
             out += "}"
         }
-    }
-
-    /// A JSON string literal (RFC 8259 §7).
-    static func quote(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
     }
 }

@@ -7,6 +7,7 @@ needs, even on one keep-alive connection:
     /bytes/N                    N bytes of the deterministic stream (peers.stream_bytes), Content-Length
     /bytes/N?framing=chunked    the same, chunked (64 KiB chunks)
     /bytes/N?framing=close      the same, no framing: ends when the upstream closes the connection
+    /bytes/N?framing=chunked&chunk=K  chunked in K-byte chunks, all sent in one write per 64 KiB of body
     /sha256[?pause_ms=T]        reads the whole body (waiting T ms before the first read), answers
                                 {"length": n, "sha256": hex}
     /echo                       answers with the request body (small bodies only: it is held in memory)
@@ -430,13 +431,15 @@ class HttpUpstream(ThreadedServer):
                     ex.send(chunk)
             return True
         if framing == "chunked":
+            size = int(parse_qs(urlsplit(ex.request.target).query).get("chunk", ["65536"])[0])
             ex.send(ex.head(200, [("Transfer-Encoding", "chunked"), ("Content-Type", "application/octet-stream")]))
             if not head_only:
                 for block in stream_bytes(n):
                     for i in range(0, len(block), 65536):
                         piece = block[i:i + 65536]
-                        ex.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                ex.send(b"0\r\n\r\n")
+                        ex.send(b"".join(b"%x\r\n%s\r\n" % (len(piece[j:j + size]), piece[j:j + size])
+                                         for j in range(0, len(piece), size)))
+                ex.send(b"0\r\nx-trailer: t\r\n\r\n")
             return True
         if framing == "close":
             ex.send(ex.head(200, [("Connection", "close"), ("Content-Type", "application/octet-stream")]))

@@ -1280,3 +1280,27 @@ def test_bad_http_flag_values_exit_64_with_one_line(flags):
     lines = r.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
     assert flags[0].split("=")[0] in lines[0]
+
+
+@pytest.mark.parametrize("chunk", [65536, 7])
+def test_chunked_response_to_http10_client_is_dechunked(start_tern, http_upstream, backend, chunk):
+    """RFC 9112 §6.1: no Transfer-Encoding to an HTTP/1.0 client. A chunked response reaches it as the chunks'
+    data only, delimited by the close (large chunks, and 7-byte chunks: thousands per receive buffer, more than
+    one send's iovecs can carry), the trailer dropped, every byte intact."""
+    up = http_upstream()
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend)
+    n = 300_000
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as c:
+        c.sendall(b"GET /bytes/%d?framing=chunked&chunk=%d HTTP/1.0\r\nHost: tern.test\r\n\r\n" % (n, chunk))
+        data = b""
+        while True:
+            got = c.recv(1 << 16)
+            if not got:
+                break
+            data += got
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert b"x-trailer" not in body
+    assert body == b"".join(stream_bytes(n))

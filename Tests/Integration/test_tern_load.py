@@ -451,3 +451,44 @@ def test_auto_falls_back_to_epoll_when_seccomp_refuses_io_uring(server):
                        capture_output=True, timeout=30)
     assert p.returncode == 1
     assert b"io_uring cannot be set up" in p.stderr
+
+
+def test_progress_line_on_a_terminal_and_not_on_a_pipe(server):
+    """On a terminal, stderr gets a progress line about once a second (elapsed, req/s, requests, errors,
+    rewritten in place with a carriage return and cleared at the end); through a pipe it stays silent."""
+    import pty
+    s = server()
+    url = f"http://127.0.0.1:{s.port}/"
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([tern_load_bin(), "--connections", "2", "--duration", "2500ms", "--json", url],
+                             stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = -1
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    lines = [l for l in err.split(b"\r") if b"req/s" in l]
+    assert len(lines) >= 2, err
+    for l in lines:
+        text = l.replace(b"\x1b[K", b"").decode().strip()
+        parts = text.split()
+        # "1.0 s  5234 req/s  5240 requests  0 errors"
+        assert parts[1] == "s" and parts[3] == "req/s" and parts[5] == "requests" and parts[7] == "errors", text
+        assert int(parts[2]) > 0 and parts[6] == "0"
+    assert err.endswith(b"\r\x1b[K")
+    assert json.loads(out)["requests"] > 0
+    code, _, piped = run_load("--connections", "2", "--duration", "1500ms", url)
+    assert code == 0 and "req/s" not in piped and "\r" not in piped

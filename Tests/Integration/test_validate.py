@@ -69,7 +69,7 @@ def test_canary_is_valid(tmp_path):
     (tmp_path / "canary.yaml").write_text(CANARY)
     code, lines, out = validate("canary.yaml", cwd=tmp_path)
     assert code == 0
-    assert lines == ["tern validate: ok: 3 resource(s), 1 virtual host(s), 2 route(s), 2 cluster(s), 0 warning(s)"]
+    assert lines == ["tern validate: ok: 3 resource(s), 1 virtual host(s), 2 route(s), 3 cluster(s), 0 warning(s)"]
     assert out == ""
 
 

@@ -78,6 +78,13 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
         #expect(parser.head.fields.map(\.known) == [.host, .traceparent, .tracestate, .b3, .xB3, .xB3, .xB3, .userAgent, .xRequestID])
     }
 
+    @Test func dechunkedResponseLosesTransferEncodingOnly() throws {
+        let out = try render("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n", kind: .response) {
+            HTTP1Forwarding.response($0, $1, persistence: .close, dechunk: true, emit: $2)
+        }.0
+        #expect(out == "HTTP/1.1 200 OK\r\nX-A: 1\r\nconnection: close\r\n\r\n")
+    }
+
     @Test func http10RequestGoesUpstreamAsHTTP11() throws {
         let out = try forwardRequest("GET / HTTP/1.0\r\nX-Request-Id: abc\r\n\r\n")
         #expect(out.hasPrefix("GET / HTTP/1.1\r\nX-Request-Id: abc\r\n"))

@@ -125,9 +125,12 @@ public enum HTTP1Forwarding {
     /// The response as the client gets it: status-line as HTTP/1.1, hop-by-hop fields removed as for requests
     /// (Upgrade kept on a 101, with "connection: upgrade"), and the connection's fate stated.
     /// A route may remove fields (`drop`, by name; never the framing ones) and add some (`routeFields`).
+    /// `dechunk`: the body goes to an HTTP/1.0 client, which cannot read chunked framing (RFC 9112 §6.1): the
+    /// Transfer-Encoding field is removed, the caller forwards the chunks' data only and the connection's
+    /// close ends the body (`persistence` must then be `.close`).
     public static func response(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, persistence: Persistence,
-                                routeFields: Bool = false, drop: (Range<Int>) -> Bool = { _ in false },
-                                emit: (Piece) -> Void)
+                                routeFields: Bool = false, dechunk: Bool = false,
+                                drop: (Range<Int>) -> Bool = { _ in false }, emit: (Piece) -> Void)
     {
         // status-line = HTTP-version SP status-code SP reason: the version is always 8 bytes.
         let lineEnd = head.fields.first?.name.lowerBound ?? (head.length - 2)
@@ -142,7 +145,8 @@ public enum HTTP1Forwarding {
             case .connection, .keepAlive, .proxyConnection, .te: keep = false
             case .upgrade: keep = switching
             case .other: keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
-            case .contentLength, .transferEncoding: keep = true
+            case .contentLength: keep = true
+            case .transferEncoding: keep = !dechunk
             default: keep = !drop(field.name)
             }
             emitRun(head, i, keep: keep, run: &run, emit)

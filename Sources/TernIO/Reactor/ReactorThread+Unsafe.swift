@@ -2,8 +2,9 @@
 internal import CTernLinux
 import Glibc
 
-/// A joinable OS thread running one closure.
-public struct ReactorThread {
+/// A joinable OS thread running one closure. Sendable: the handle is a plain pthread_t that any one thread may
+/// join (the span exporter is stopped from the main thread).
+public struct ReactorThread: Sendable {
     private let handle: pthread_t
 
     private final class Box {

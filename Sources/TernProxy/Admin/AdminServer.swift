@@ -67,19 +67,19 @@ public final class AdminState: Sendable {
 
     /// /config_dump: the active resources as written, with their version.
     static func dump(version: Int, table: RouteTable) -> String {
-        var out = "{\n  \"version\": \(version),\n  \"last_updated\": \(JSON.quote(RFC3339.format(micros: System.wallClockMicros()))),\n"
-        out += "  \"namespace\": \(JSON.quote(table.namespace)),\n  \"resources\": ["
+        var out = "{\n  \"version\": \(version),\n  \"last_updated\": \(JSONText.quote(RFC3339.format(micros: System.wallClockMicros()))),\n"
+        out += "  \"namespace\": \(JSONText.quote(table.namespace)),\n  \"resources\": ["
         for (i, r) in table.resources.enumerated() {
             out += i == 0 ? "\n" : ",\n"
-            out += "    {\"kind\": \(JSON.quote(r.kind)), \"name\": \(JSON.quote(r.name)), \"namespace\": \(JSON.quote(r.namespace)), "
-            out += "\"file\": \(JSON.quote(r.file)), \"line\": \(r.line), \"resource\": \(r.document.json)}"
+            out += "    {\"kind\": \(JSONText.quote(r.kind)), \"name\": \(JSONText.quote(r.name)), \"namespace\": \(JSONText.quote(r.namespace)), "
+            out += "\"file\": \(JSONText.quote(r.file)), \"line\": \(r.line), \"resource\": \(r.document.json)}"
         }
         out += table.resources.isEmpty ? "],\n" : "\n  ],\n"
         out += "  \"clusters\": ["
         for (i, c) in table.clusters.enumerated() {
             out += i == 0 ? "\n" : ",\n"
-            out += "    {\"name\": \(JSON.quote(c.name)), \"endpoints\": ["
-            out += c.endpoints.map { "{\"address\": \(JSON.quote($0.address)), \"port\": \($0.port), \"weight\": \($0.weight)}" }.joined(separator: ", ")
+            out += "    {\"name\": \(JSONText.quote(c.name)), \"endpoints\": ["
+            out += c.endpoints.map { "{\"address\": \(JSONText.quote($0.address)), \"port\": \($0.port), \"weight\": \($0.weight)}" }.joined(separator: ", ")
             out += "]}"
         }
         out += table.clusters.isEmpty ? "]\n}\n" : "\n  ]\n}\n"
@@ -307,7 +307,7 @@ final class AdminServer: @unchecked Sendable {
             return clusters(json: r.query["format"] == "json")
         case "/listeners":
             if r.query["format"] == "json" {
-                let items = info.listeners.map { "{\"name\": \(JSON.quote($0.kind)), \"local_address\": \(JSON.quote($0.address))}" }
+                let items = info.listeners.map { "{\"name\": \(JSONText.quote($0.kind)), \"local_address\": \(JSONText.quote($0.address))}" }
                 return Response(status: 200, contentType: "application/json", body: "{\"listener_statuses\": [\(items.joined(separator: ", "))]}\n")
             }
             return Response(status: 200, body: info.listeners.map { "\($0.kind)::\($0.address)\n" }.joined())
@@ -389,7 +389,7 @@ final class AdminServer: @unchecked Sendable {
     }
 
     private func statsJSON(filter: String?) -> String {
-        let items = stats(filter: filter).map { "{\"name\": \(JSON.quote($0.0)), \"value\": \($0.1)}" }
+        let items = stats(filter: filter).map { "{\"name\": \(JSONText.quote($0.0)), \"value\": \($0.1)}" }
         return "{\"stats\": [\(items.joined(separator: ", "))]}\n"
     }
 
@@ -408,11 +408,11 @@ final class AdminServer: @unchecked Sendable {
             let items = views.map { c in
                 let hosts = c.endpoints.map { e in
                     let a = active[e.key] ?? (0, 0)
-                    return "{\"address\": {\"socket_address\": {\"address\": \(JSON.quote(e.address)), \"port_value\": \(e.port)}}, "
+                    return "{\"address\": {\"socket_address\": {\"address\": \(JSONText.quote(e.address)), \"port_value\": \(e.port)}}, "
                         + "\"weight\": \(e.weight), \"health_status\": {\"eds_health_status\": \"HEALTHY\", \"failed_outlier_check\": false}, "
                         + "\"stats\": [{\"name\": \"rq_active\", \"value\": \(a.requests)}, {\"name\": \"cx_active\", \"value\": \(a.connections)}]}"
                 }
-                return "{\"name\": \(JSON.quote(c.name)), \"host_statuses\": [\(hosts.joined(separator: ", "))]}"
+                return "{\"name\": \(JSONText.quote(c.name)), \"host_statuses\": [\(hosts.joined(separator: ", "))]}"
             }
             return Response(status: 200, contentType: "application/json", body: "{\"cluster_statuses\": [\(items.joined(separator: ", "))]}\n")
         }
@@ -432,37 +432,13 @@ final class AdminServer: @unchecked Sendable {
 
     private func serverInfo() -> String {
         let uptime = (System.monotonicNanos() - state.startNanos) / 1_000_000_000
-        var out = "{\n  \"version\": \(JSON.quote(info.version)),\n  \"state\": \(JSON.quote(state.state.name)),\n"
-        out += "  \"io_backend\": \(JSON.quote(info.ioBackend)),\n  \"cores\": \(info.cores),\n  \"ring_depth\": \(info.ringDepth),\n"
+        var out = "{\n  \"version\": \(JSONText.quote(info.version)),\n  \"state\": \(JSONText.quote(state.state.name)),\n"
+        out += "  \"io_backend\": \(JSONText.quote(info.ioBackend)),\n  \"cores\": \(info.cores),\n  \"ring_depth\": \(info.ringDepth),\n"
         out += "  \"uptime_current_epoch\": \"\(uptime)s\",\n  \"uptime_all_epochs\": \"\(uptime)s\",\n"
         out += "  \"command_line_options\": {"
-        out += info.options.map { "\(JSON.quote($0.0)): \(JSON.quote($0.1))" }.joined(separator: ", ")
+        out += info.options.map { "\(JSONText.quote($0.0)): \(JSONText.quote($0.1))" }.joined(separator: ", ")
         out += "}\n}\n"
         return out
-    }
-}
-
-/// JSON text helpers for the admin endpoints.
-enum JSON {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
     }
 }
 

@@ -14,6 +14,7 @@
 // connection holds no pipe and no buffer. At most one pipe of bytes is in flight per direction: a slow
 // reader stalls its writer's splices and, through TCP flow control, the sender (backpressure).
 import Synchronization
+import TernConfig
 import TernCore
 import TernIO
 import TernTelemetry
@@ -46,7 +47,7 @@ public final class RelayCounters: Sendable {
     public init() {}
 }
 
-/// A listening socket of this reactor and the upstream its connections go to.
+/// A listening socket of this reactor and the upstream its connections go to (unused when routes decide).
 public struct RelayListener: Sendable {
     public var fd: Int32
     public var upstream: SocketAddress
@@ -91,6 +92,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var connectTimer: TimerWheel.ID? = nil
         var idleTimer: TimerWheel.ID? = nil
         var lastActivity: UInt64 = 0
+        /// The upstream chosen at accept (`TCPRouter`).
+        var route = TCPRouter.Pick()
+        /// For the access log: when the connection was accepted, bytes each way, why it ended.
+        var startMono: UInt64 = 0
+        var startWall: UInt64 = 0
+        var received: UInt64 = 0
+        var sent: UInt64 = 0
+        var flags = ResponseFlags()
 
         subscript(d: Int) -> Direction {
             get { d == 0 ? directions.0 : directions.1 }
@@ -102,7 +111,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     private let settings: RelaySettings
     private let counters: RelayCounters
-    private let listeners: [RelayListener]
+    /// Each connection's upstream: the listener's, or one the route table picks (`--config`).
+    private let router: TCPRouter
     private let acceptor: Acceptor<Backend>
     private let connections: Slab<Connection>
     private var draining = false
@@ -110,12 +120,21 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// This reactor's metrics (nil: off). Connections from listeners count as Istio's TCP connections; the
     /// tunnels an HTTP proxy hands over were counted as HTTP requests.
     private let metrics: MetricsShard?
+    /// This reactor's access-log ring (nil: off), the downstream addresses each line reports, and the
+    /// upstream addresses as text (rendered once each).
+    private let accessLog: AccessLogShard?
+    private let capture: RequestCapture?
+    private var addressNames: [String] = []
+    private var listenerNames: [String] = []
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
-                metrics: MetricsShard? = nil)
+                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil, accessLog: AccessLogShard? = nil)
     {
         self.metrics = metrics
-        self.listeners = listeners
+        self.accessLog = accessLog
+        capture = accessLog == nil ? nil : RequestCapture(slots: capacity)
+        if accessLog != nil { listenerNames = listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } }
+        router = TCPRouter(listeners: listeners, routes: routes)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
         self.counters = counters
@@ -149,6 +168,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     // MARK: - Loop hooks
 
     public func iteration(_ reactor: Reactor<Backend>) {
+        // A new table applies to connections accepted from now on; open ones keep their upstream.
+        router.refresh()
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
@@ -262,17 +283,33 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
         metrics?.tcp(service: 0, opened: 1)
+        if let capture {
+            // Per connection, and only with the access log on.
+            connections[id].startMono = System.monotonicNanos()
+            connections[id].startWall = System.wallClockMicros()
+            capture.set(Int(id.index), .downstreamRemote, (try? System.peerAddress(fd))?.description ?? "")
+            capture.set(Int(id.index), .downstreamLocal, i < listenerNames.count ? listenerNames[i] : "")
+        }
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        connectUpstream(id, reactor)
+        switch router.choose(listener: i) {
+        case .upstream(let pick):
+            connections[id].route = pick
+            connectUpstream(id, reactor)
+        case .none(let flag):
+            // Nowhere to go (Envoy's TCP proxy closes the connection too).
+            Log.debug("connection not routed: \(flag)")
+            if accessLog != nil { connections[id].flags = ResponseFlags(name: flag.description) ?? [] }
+            close(id, reset: false, reactor)
+        }
     }
 
     /// Opens the upstream socket and connects it. When no descriptor is left (EMFILE/ENFILE: more
     /// connections were accepted than the cap, as a multishot accept can), the client waits, with its
     /// bytes unread in the kernel, and the socket is retried shortly; the connect timeout still applies.
     private func connectUpstream(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
-        let upstreamAddress = listeners[connections[id].listener].upstream
+        let upstreamAddress = router.addresses[Int(connections[id].route.address)]
         let upstream: Int32
         do {
             upstream = try System.tcpSocket(family: upstreamAddress.family)
@@ -301,6 +338,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         connections[id].connectTimer = nil
         if result < 0 {
             counters.upstreamConnectFailures.add(1, ordering: .relaxed)
+            connections[id].flags.insert(.upstreamConnectionFailure)
             Log.debug("upstream connect failed: \(Errno.name(-result))")
             close(id, reset: false, reactor)
             return
@@ -392,8 +430,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         if n > 0 {
             connections[id].lastActivity = System.monotonicNanos()
             connections[id][d].buffered -= Int(n)
-            if let metrics, connections[id].listener >= 0 {
-                if d == 0 { metrics.tcp(service: 0, received: UInt64(n)) } else { metrics.tcp(service: 0, sent: UInt64(n)) }
+            if connections[id].listener >= 0 {
+                if d == 0 { connections[id].received &+= UInt64(n) } else { connections[id].sent &+= UInt64(n) }
+                if let metrics {
+                    if d == 0 { metrics.tcp(service: 0, received: UInt64(n)) } else { metrics.tcp(service: 0, sent: UInt64(n)) }
+                }
             }
             if connections[id][d].buffered > 0 {
                 startWrite(id, d, reactor)
@@ -435,6 +476,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         if connections[id].phase == .closing { return }
         connections[id].phase = .closing
+        router.finished(connections[id].route)
         if let t = connections[id].connectTimer { reactor.timers.cancel(t) }
         if let t = connections[id].idleTimer { reactor.timers.cancel(t) }
         connections[id].connectTimer = nil
@@ -464,9 +506,30 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             reactor.backend.unregister(fd: c.upstream)
             System.close(c.upstream)
         }
-        if c.listener >= 0 { metrics?.tcp(service: 0, closed: 1) }
+        if c.listener >= 0 {
+            metrics?.tcp(service: 0, closed: 1)
+            if let accessLog { log(c, slot: Int(id.index), accessLog) }
+        }
         connections.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
         reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
+    }
+
+    /// One access-log line for a connection from a listener, when it is gone.
+    private func log(_ c: Connection, slot: Int, _ shard: AccessLogShard) {
+        var r = AccessLogRecord()
+        r.protocol = .tcp
+        r.startMicros = c.startWall
+        r.durationMicros = (System.monotonicNanos() &- c.startMono) / 1000
+        r.flags = c.flags
+        r.bytesReceived = c.received
+        r.bytesSent = c.sent
+        let a = Int(c.route.address)
+        if a >= 0 && a < router.addresses.count {
+            while addressNames.count < router.addresses.count { addressNames.append(router.addresses[addressNames.count].description) }
+            r.upstreamHost = addressNames[a]
+        }
+        r.upstreamCluster = router.clusterName(c.route)
+        shard.append(r, capture: capture, slot: slot)
     }
 }

@@ -10,6 +10,7 @@ import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
+import TernTelemetry
 
 /// Bytes received on one socket and not yet consumed: a range of one pooled buffer or of an assembly buffer.
 struct Held {
@@ -150,7 +151,7 @@ struct Held {
     func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
                     _ plan: (HTTP1Head, borrowing Span<UInt8>, (Range<Int>) -> Bool, (HTTP1Forwarding.Piece) -> Void) -> Void,
                     head: HTTP1Head, edits: FieldEdits? = nil, extras: Held = Held(), target: Range<Int> = 0..<0,
-                    fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0) -> Bool
+                    fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0, capture: RequestCapture? = nil) -> Bool
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
@@ -174,6 +175,8 @@ struct Held {
                 let p = unsafe scratchPointer(slot) + Self.requestIDStart
                 unsafe writeUUIDv4(p)
                 unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
+                // The id the upstream gets is the one the access log and the span report.
+                unsafe capture?.set(slot, .requestID, UnsafeRawBufferPointer(start: p, count: 36))
             case .routeTarget:
                 unsafe add(table, entry, view(extras, target))
             case .routeFields:
@@ -189,6 +192,40 @@ struct Held {
 
     private func add(_ table: IOVecTable, _ entry: Int, _ b: UnsafeRawBufferPointer) {
         if unsafe !table.append(entry, b) { appendFailed = true }
+    }
+
+    /// Copies what the access log and spans report of a request into `capture`: method, target, Host,
+    /// User-Agent, the received X-Forwarded-For and x-request-id (the first of each).
+    func capture(_ head: HTTP1Head, held: Held, into capture: RequestCapture, slot: Int) {
+        let whole = unsafe view(held, held.start..<held.end)
+        unsafe capture.set(slot, .method, UnsafeRawBufferPointer(rebasing: whole[head.startLineOffset..<(head.target.lowerBound - 1)]))
+        unsafe capture.set(slot, .path, UnsafeRawBufferPointer(rebasing: whole[head.target]))
+        if let host = head.host {
+            unsafe capture.set(slot, .authority, UnsafeRawBufferPointer(rebasing: whole[host]))
+        } else {
+            capture.clear(slot, .authority)
+        }
+        capture.clear(slot, .userAgent)
+        capture.clear(slot, .forwardedFor)
+        capture.clear(slot, .requestID)
+        for i in head.fields.indices {
+            let f = head.fields[i]
+            let field: CapturedField
+            switch f.known {
+            case .userAgent: field = .userAgent
+            case .xForwardedFor: field = .forwardedFor
+            case .xRequestID: field = .requestID
+            default: continue
+            }
+            if capture.length(slot, field) == 0 { unsafe capture.set(slot, field, UnsafeRawBufferPointer(rebasing: whole[f.value])) }
+        }
+    }
+
+    /// The trace context of the held request head; its tracestate values go to `capture`.
+    func traceHeaders(_ head: HTTP1Head, held: Held, capture: RequestCapture?, slot: Int) -> TraceHeaders {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        return TraceHeaders(head: head, bytes: bytes, capture: capture, slot: slot)
     }
 
     /// Selects the route for the request whose head is held (its Host, the port it was addressed to), reading
@@ -358,6 +395,16 @@ struct SplitMix {
 
     mutating func append(_ literal: StaticString) {
         unsafe append(UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    mutating func append(byte: UInt8) {
+        guard !overflowed, count < capacity else {
+            overflowed = true
+            return
+        }
+        // SAFETY: count < capacity, the assembly buffer's size.
+        unsafe (base + count).storeBytes(of: byte, as: UInt8.self)
+        count += 1
     }
 
     mutating func append(_ string: String) {

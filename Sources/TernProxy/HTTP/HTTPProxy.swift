@@ -47,6 +47,19 @@ public struct HTTPSettings: Sendable {
     public init() {}
 }
 
+/// What a reactor's HTTP proxy reports beside metrics: spans (with `--trace-collector`) and the request values
+/// they and access-log lines carry.
+public struct ProxyReporting: Sendable {
+    /// This reactor's span ring, the sampler for requests that come without a decision, and the spans' kind.
+    public var spans: SpanShard? = nil
+    public var sampler = TraceSampler()
+    public var spanKind = SpanKind.client
+    /// This reactor's access-log ring (`--access-log`).
+    public var accessLog: AccessLogShard? = nil
+    public init() {}
+    var needsCapture: Bool { spans != nil || accessLog != nil }
+}
+
 public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Op kinds from 32 up; those below belong to the embedded relay that splices tunnels.
     private enum Op: UInt8 {
@@ -148,6 +161,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         /// A routed request as its load balancer counts it, to report it finished to the same balancer and
         /// endpoint even when the route table was swapped meanwhile (nil: none outstanding).
         var outstanding: OutstandingRequest? = nil
+        /// The routed request's cluster, an index in the table it was routed with (-1: none), for its report.
+        var cluster: Int32 = -1
         /// What the route does to the request and response heads (nil: nothing), and the bytes it adds, held
         /// in an assembly buffer until the head that carries them has been sent.
         var requestEdits: FieldEdits? = nil
@@ -177,6 +192,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var upstreamHead: UInt64 = 0
         /// The endpoint whose active-request gauge this exchange raised (0: none).
         var activeKey: UInt64 = 0
+        /// A chunked response to an HTTP/1.0 client: only the chunks' data is forwarded, ended by the close.
+        var dechunk = false
+        /// Tracing: the proxy's span for this request (its parent the incoming context), and when the
+        /// request started on the wall clock (spans, access log).
+        var trace = TraceContext()
+        var startWall: UInt64 = 0
+        /// The upstream endpoint (pool index) the request went to, or -1.
+        var upstreamIndex = -1
+        /// The request head's length (the access log reports body bytes), the route's name, and the local
+        /// reply that answered, if one did.
+        var requestHeadLength: UInt64 = 0
+        var routeName = ""
+        var answeredBy: LocalReply? = nil
     }
 
     enum UpstreamState { case connecting, idle, bound, closing }
@@ -272,13 +300,25 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var clusterServices: [UInt32] = []
     /// The head length of a response Tern composed (a self field: a captured local would be boxed).
     private var composedHeadLength = 0
+    /// Spans and the request values they report (nil capture: nothing is reported beside metrics).
+    private let reporting: ProxyReporting
+    private let capture: RequestCapture?
+    /// Names spans carry: per cluster (with --config) or per endpoint, the operation and the upstream cluster.
+    private var clusterOperations: [String] = []
+    private var clusterNames: [String] = []
+    private var endpointNames: [String] = []
+    /// Each listener's address as the access log shows it.
+    private let listenerNames: [String]
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
-                telemetry: Telemetry? = nil, reactorIndex: Int = 0)
+                telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting())
     {
         metrics = telemetry?.shards[reactorIndex]
         services = telemetry?.services
+        self.reporting = reporting
+        capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
+        listenerNames = reporting.needsCapture ? listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } : []
         self.settings = settings
         self.relay = relay
         self.counters = counters
@@ -301,6 +341,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         pending = endpoints.map { _ in PendingQueue(capacity: settings.maxPendingRequests) }
         upstreamCount = endpoints.map { _ in 0 }
         endpointKeys = endpoints.map { EndpointKey.make(address: $0.ip, port: $0.port) }
+        endpointNames = endpoints.map(\.description)
         trustedClient = settings.xffTrustedHops > 0
         tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity)
         precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
@@ -318,9 +359,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
+        if capture != nil {
+            // Istio's span name for a route: its destination's host:port, then the path pattern.
+            clusterOperations = table.clusters.map { "\($0.host):\($0.port)/*" }
+            clusterNames = table.clusters.map(\.name)
+        }
         clusterEndpoints = table.clusters.map { cluster in
             cluster.endpoints.map { e in
-                guard !e.needsResolution, let address = SocketAddress(parsing: e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)") else { return -1 }
+                guard let address = e.socketAddress else { return -1 }
                 return endpointIndex(address)
             }
         }
@@ -330,6 +376,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let i = endpoints.firstIndex(of: address) { return i }
         endpoints.append(address)
         endpointKeys.append(EndpointKey.make(address: address.ip, port: address.port))
+        endpointNames.append(address.description)
         idle.append([])
         idle[idle.count - 1].reserveCapacity(settings.maxIdleUpstream)
         pending.append(PendingQueue(capacity: settings.maxPendingRequests))
@@ -345,6 +392,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let port = hostPort(head, id) ?? 80
         let match = bytes.select(table, head: head, held: sessions[id].requestHeld, port: port)
         guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
+        if capture != nil, let name = route.name { sessions[id].routeName = name }
         switch route.action {
         case .forward:
             // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
@@ -384,6 +432,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
         sessions[id].outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+        sessions[id].cluster = Int32(cluster)
         var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
         requestEdits.host = route.rewrite?.authority
         sessions[id].requestEdits = requestEdits.isEmpty ? nil : requestEdits
@@ -423,6 +472,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].reply = .routeResponse
+        sessions[id].answeredBy = .routeResponse
         sessions[id].keepAlive = keep
         sessions[id].responseStarted = true
         sessions[id].response = .reply
@@ -437,10 +487,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
-    /// or sets (`fields`), in one assembly buffer. Nil when they do not fit.
-    private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>) -> Held? {
+    /// or sets (`fields`), and the trace context fields of the proxy's span (`trace`), in one assembly buffer.
+    /// Nil when they do not fit.
+    private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
+                                      _ trace: inout Range<Int>) -> Held? {
         let s = sessions[id]
         var targetEnd = 0
+        var fieldsEnd = 0
         let extras = bytes.compose { w in
             if let rewrite = s.targetRewrite {
                 // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
@@ -458,10 +511,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
             targetEnd = w.count
             if let edits = s.requestEdits { Self.writeFields(edits, &w) }
+            fieldsEnd = w.count
+            if let capture, reporting.spans != nil {
+                s.trace.writeFields(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
+            }
         }
         guard let extras else { return nil }
         target = 0..<targetEnd
-        fields = targetEnd..<extras.end
+        fields = targetEnd..<fieldsEnd
+        trace = fieldsEnd..<extras.end
         return extras
     }
 
@@ -509,6 +567,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             metrics?.endpoint(sessions[id].activeKey, EndpointWords.activeRequests, -1)
             sessions[id].activeKey = 0
         }
+        sessions[id].cluster = -1
         guard let outstanding = sessions[id].outstanding else { return }
         balancers.requestFinished(outstanding)
         sessions[id].outstanding = nil
@@ -762,7 +821,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         reactor.control.activeConnections.store(sessions.count, ordering: .relaxed)
-        bytes.setClientAddress(Int(id.index), (try? System.peerAddress(fd))?.ip ?? "unknown")
+        let peer = try? System.peerAddress(fd)
+        bytes.setClientAddress(Int(id.index), peer?.ip ?? "unknown")
+        if let capture {
+            // Per connection (a String per accept), not per request.
+            capture.set(Int(id.index), .downstreamRemote, peer?.description ?? "")
+            capture.set(Int(id.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
+        }
         sessions[id].requestParser = requestParsers.take()
         sessions[id].responseParser = responseParsers.take()
         awaitRequest(id, reactor)
@@ -866,6 +931,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let head = requestParsers.parsers[p].head
         beginExchange(id)
         sessions[id].requestWire = UInt64(head.length)
+        sessions[id].requestHeadLength = UInt64(head.length)
+        if let capture {
+            let slot = Int(id.index)
+            bytes.capture(head, held: sessions[id].requestHeld, into: capture, slot: slot)
+            if reporting.spans != nil {
+                let incoming = bytes.traceHeaders(head, held: sessions[id].requestHeld, capture: capture, slot: slot)
+                sessions[id].trace = incoming.context.child(sampler: reporting.sampler, using: &random)
+            }
+        }
         sessions[id].exchange = true
         sessions[id].keepAlive = head.keepAlive && !draining
         sessions[id].http10 = head.version == .http10
@@ -887,6 +961,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].request = .waiting
         guard let endpoint = route(id, head, reactor) else { return }
         sessions[id].endpoint = endpoint
+        sessions[id].upstreamIndex = endpoint
         if let metrics {
             sessions[id].activeKey = endpointKeys[endpoint]
             metrics.endpoint(endpointKeys[endpoint], EndpointWords.activeRequests, 1)
@@ -975,18 +1050,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         dropHeld(&sessions[id].requestExtras, reactor)
         var target = 0..<0
         var fields = 0..<0
-        if sessions[id].requestEdits != nil || sessions[id].targetRewrite != nil {
-            guard let extras = composeRequestExtras(id, head, &target, &fields) else {
+        var trace = 0..<0
+        let traced = reporting.spans != nil
+        if sessions[id].requestEdits != nil || sessions[id].targetRewrite != nil || traced {
+            guard let extras = composeRequestExtras(id, head, &target, &fields, &trace) else {
                 fail(id, .headersTooLarge, reactor)
                 return
             }
             sessions[id].requestExtras = extras
         }
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: sessions[id].targetRewrite != nil,
-                                                     routeFields: !fields.isEmpty)
+                                                     routeFields: !fields.isEmpty, replaceTrace: traced)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, drop, emit in
             HTTP1Forwarding.request(head, span, options: options, drop: drop, emit: emit)
-        }, head: head, edits: sessions[id].requestEdits, extras: sessions[id].requestExtras, target: target, fields: fields) else {
+        }, head: head, edits: sessions[id].requestEdits, extras: sessions[id].requestExtras, target: target, fields: fields,
+           trace: trace, capture: capture) else {
             fail(id, .headersTooLarge, reactor)
             return
         }
@@ -1387,6 +1465,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].tunnelNext = true
         }
         var persistence = HTTP1Forwarding.Persistence.keepAlive
+        sessions[id].dechunk = false
         if !head.isInterim || head.status == 101 {
             var keep = s.keepAlive && !draining && head.framing != .untilClose
             if sessions[id].tunnelNext { keep = false }
@@ -1399,6 +1478,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             case .chunked:
                 sessions[id].responseBody = .chunked
                 sessions[id].responseDecoder.reset()
+                sessions[id].dechunk = s.http10
             case .untilClose: sessions[id].responseBody = .untilClose
             }
             sessions[id].upstreamReusable = head.keepAlive && head.framing != .untilClose && !sessions[id].tunnelNext
@@ -1416,8 +1496,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         let routeFields = !fields.isEmpty
         let edits = head.isInterim ? nil : sessions[id].responseEdits
+        let dechunk = sessions[id].dechunk
         guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, drop, emit in
-            HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, drop: drop, emit: emit)
+            HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, dechunk: dechunk,
+                                     drop: drop, emit: emit)
         }, head: head, edits: edits, extras: sessions[id].responseExtras, fields: fields) else {
             fail(id, .badGateway, reactor)
             return
@@ -1425,11 +1507,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].responseHeads &+= UInt64(toClient.remaining(entry))
         let bodyStart = held.start + head.length
         var bodyEnd = bodyStart
-        if sessions[id].interimLength == 0 && !sessions[id].tunnelNext {
-            guard let end = takeResponseBody(id, from: bodyStart, reactor) else { return }
+        if sessions[id].dechunk {
+            guard let end = appendDechunked(id, from: bodyStart, reactor) else { return }
             bodyEnd = end
+        } else {
+            if sessions[id].interimLength == 0 && !sessions[id].tunnelNext {
+                guard let end = takeResponseBody(id, from: bodyStart, reactor) else { return }
+                bodyEnd = end
+            }
+            _ = bytes.append(toClient, entry, held, bodyStart..<bodyEnd)
         }
-        _ = bytes.append(toClient, entry, held, bodyStart..<bodyEnd)
         sessions[id].responseSentTo = bodyEnd
         sessions[id].responseStarted = sessions[id].responseStarted || sessions[id].interimLength == 0
         sessions[id].response = .sending
@@ -1465,9 +1552,43 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
     }
 
-    private func responseBody(_ id: SID, _ reactor: Reactor<Backend>) {
-        guard let end = takeResponseBody(id, from: 0, reactor) else { return }
+    /// Decodes chunked framing from held bytes `from` on and appends only the chunks' data to the client's
+    /// send, as long as the send has segments left (the rest stays held for the next round). Returns where
+    /// decoding stopped; nil when the framing is broken (the exchange has then been failed).
+    private func appendDechunked(_ id: SID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
         let entry = Int(id.index)
+        let held = sessions[id].responseHeld
+        var at = from
+        do {
+            while at < held.end && sessions[id].responseBody == .chunked && toClient.segments(entry) < toClient.maxSegments - 1 {
+                let out = try bytes.decode(&sessions[id].responseDecoder, held, from: at)
+                switch out.event {
+                case .data(let r): _ = bytes.append(toClient, entry, held, (at + r.lowerBound)..<(at + r.upperBound))
+                case .end: sessions[id].responseBody = .none
+                case .needMore: break
+                }
+                at += out.consumed
+                if out.event == .needMore { break }
+            }
+        } catch {
+            Log.debug("malformed upstream chunked body (UPE): \(error)")
+            fail(id, .badGateway, reactor)
+            return nil
+        }
+        return at
+    }
+
+    private func responseBody(_ id: SID, _ reactor: Reactor<Backend>, from: Int = 0) {
+        let entry = Int(id.index)
+        if sessions[id].dechunk {
+            toClient.reset(entry)
+            guard let end = appendDechunked(id, from: from, reactor) else { return }
+            sessions[id].responseSentTo = end
+            sessions[id].response = .sending
+            sendToClient(id, reactor)
+            return
+        }
+        guard let end = takeResponseBody(id, from: 0, reactor) else { return }
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, sessions[id].responseHeld, 0..<end)
         sessions[id].responseSentTo = end
@@ -1556,6 +1677,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             sessions[id].response = .splicing
             Log.debug("response body spliced: \(left) bytes")
             responseSpliceIn(id, u, reactor)
+        } else if sessions[id].dechunk && !sessions[id].responseHeld.isEmpty {
+            // Decoding stopped at the send's segment limit: go on with the bytes still held.
+            sessions[id].response = .body
+            responseBody(id, reactor, from: sessions[id].responseHeld.start)
         } else {
             sessions[id].response = .body
             dropHeld(&sessions[id].responseHeld, reactor)
@@ -1592,16 +1717,75 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].responseHeads = 0
         sessions[id].upstreamStart = 0
         sessions[id].upstreamHead = 0
+        sessions[id].upstreamIndex = -1
+        sessions[id].requestHeadLength = 0
+        sessions[id].answeredBy = nil
+        if !sessions[id].routeName.isEmpty { sessions[id].routeName = "" }
+        sessions[id].trace = TraceContext()
+        if capture != nil {
+            // The wall clock once per request, and only when something reports it.
+            let now = System.monotonicNanos()
+            sessions[id].startWall = System.wallClockMicros() &- (now &- sessions[id].headStart) / 1000
+        }
     }
 
-    /// Reports the exchange once: one istio_requests_total increment and its histograms.
+    /// Reports the exchange once: one istio_requests_total increment and its histograms, and its span when
+    /// the request is sampled.
     private func recordExchange(_ id: SID) {
         guard !sessions[id].recorded else { return }
         sessions[id].recorded = true
-        guard let metrics else { return }
         let micros = (System.monotonicNanos() &- sessions[id].headStart) / 1000
-        let key = SeriesKey(service: sessions[id].service, code: sessions[id].status, flags: sessions[id].flags, protocol: .http)
-        metrics.request(key, durationMicros: micros, requestBytes: sessions[id].requestWire, responseBytes: sessions[id].responseWire)
+        if let metrics {
+            let key = SeriesKey(service: sessions[id].service, code: sessions[id].status, flags: sessions[id].flags, protocol: .http)
+            metrics.request(key, durationMicros: micros, requestBytes: sessions[id].requestWire, responseBytes: sessions[id].responseWire)
+        }
+        if let spans = reporting.spans, let capture, sessions[id].trace.sampled == true {
+            var span = SpanRecord(context: sessions[id].trace, kind: reporting.spanKind, startMicros: sessions[id].startWall)
+            span.setRequest(from: capture, slot: Int(id.index))
+            span.durationMicros = max(micros, 1)
+            span.responseCode = UInt16(clamping: sessions[id].status)
+            span.responseFlags = sessions[id].flags
+            span.requestBytes = sessions[id].requestWire
+            span.responseBytes = sessions[id].responseWire
+            span.httpProtocol = sessions[id].http10 ? .http10 : .http11
+            let c = Int(sessions[id].cluster)
+            if c >= 0 && c < clusterNames.count {
+                span.operation = clusterOperations[c]
+                span.upstreamCluster = clusterNames[c]
+            } else if routes == nil, sessions[id].upstreamIndex >= 0 {
+                span.operation = endpointNames[sessions[id].upstreamIndex]
+                span.upstreamCluster = endpointNames[sessions[id].upstreamIndex]
+            } else {
+                span.operation = "-"
+                span.upstreamCluster = "-"
+            }
+            _ = spans.record(span)
+        }
+        if let log = reporting.accessLog {
+            var r = AccessLogRecord()
+            r.startMicros = sessions[id].startWall
+            r.durationMicros = micros
+            let up = sessions[id].upstreamStart, head = sessions[id].upstreamHead
+            r.upstreamServiceMicros = up > 0 && head >= up ? (head - up) / 1000 : nil
+            r.responseCode = sessions[id].status
+            r.flags = sessions[id].flags
+            r.bytesReceived = sessions[id].requestWire &- min(sessions[id].requestHeadLength, sessions[id].requestWire)
+            r.bytesSent = sessions[id].responseWire &- min(sessions[id].responseHeads, sessions[id].responseWire)
+            r.protocol = sessions[id].http10 ? .http10 : .http11
+            let e = sessions[id].upstreamIndex
+            if e >= 0 { r.upstreamHost = endpointNames[e] }
+            let c = Int(sessions[id].cluster)
+            if c >= 0 && c < clusterNames.count { r.upstreamCluster = clusterNames[c] }
+            r.routeName = sessions[id].routeName
+            if let reply = sessions[id].answeredBy {
+                r.responseCodeDetails = reply.details
+            } else if sessions[id].status != 0 {
+                r.responseCodeDetails = "via_upstream"
+            } else if sessions[id].flags.contains(.downstreamConnectionTermination) {
+                r.responseCodeDetails = "downstream_remote_disconnect"
+            }
+            log.append(r, capture: capture, slot: Int(id.index))
+        }
     }
 
     /// Both sides of the exchange are finished: wait for the next request, or close.
@@ -1712,6 +1896,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // A refused head (400, 408, 414, 431) is a request too, though no exchange began.
         if !sessions[id].exchange && sessions[id].recorded { beginExchange(id) }
         sessions[id].flags.formUnion(reply.responseFlags)
+        if sessions[id].answeredBy == nil { sessions[id].answeredBy = reply }
         detachUpstream(id, reusable: false, reactor)
         if sessions[id].responseStarted {
             Log.debug("\(reply.flag) after the response started: resetting the client connection")

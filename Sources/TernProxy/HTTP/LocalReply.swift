@@ -93,6 +93,26 @@ enum LocalReply: Int, CaseIterable {
         }
     }
 
+    /// Envoy's %RESPONSE_CODE_DETAILS% for the reply (the access log).
+    var details: String {
+        switch self {
+        case .badRequest, .uriTooLong, .notImplemented, .versionNotSupported: "http1.codec_error"
+        case .headersTooLarge: "http1.headers_too_large"
+        case .requestHeaderTimeout: "request_header_timeout"
+        case .streamTimeoutRequest, .streamTimeoutResponse: "stream_idle_timeout"
+        case .connectFailure: "upstream_reset_before_response_started{connection_failure}"
+        case .connectionTermination: "upstream_reset_before_response_started{connection_termination}"
+        case .overflow: "upstream_reset_before_response_started{overflow}"
+        case .upstreamTimeout: "upstream_response_timeout"
+        case .badGateway: "upstream_reset_before_response_started{protocol_error}"
+        case .routeNotFound: "route_not_found"
+        case .clusterNotFound: "cluster_not_found"
+        case .noHealthyUpstream: "no_healthy_upstream"
+        case .unsupportedRoute: "route_action_not_supported"
+        case .routeResponse: "direct_response"
+        }
+    }
+
     /// The whole response on the wire.
     func wire(close: Bool) -> String {
         "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"

@@ -109,18 +109,19 @@ public final class ProxyServer {
             return 1
         }
         let cpus = Self.resolveCores(settings.cores)
-        var cell: SnapshotCell<RouteTable>? = nil
+        var publisher: RoutePublisher? = nil
         if let path = settings.configPath {
             guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
                 Log.error("configuration \(path) refused; not starting")
                 Log.shared.flush()
                 return 1
             }
-            cell = SnapshotCell(table, readers: cpus.count)
+            publisher = RoutePublisher(template: table, readers: cpus.count)
             admin.applied(version: 1, table: table)
             Log.info("config applied version=1 resources=\(table.resources.count) path=\(path)")
         }
-        let routes = cell
+        let routes = publisher?.cell
+        defer { publisher?.stop(timeout: .milliseconds(500)) }
 
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
@@ -154,6 +155,18 @@ public final class ProxyServer {
         let usable = Int(min(limits.soft, 1 << 20))
         relaySettings.descriptorCap = max(8, (usable - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
+        if let publisher {
+            publisher.attach(controls)
+            guard publisher.start() else {
+                Log.error("cannot start the DNS resolver thread")
+                return 1
+            }
+            // DNS endpoints are looked up before the reactors start, so the first connections find them (as Envoy
+            // warms DNS clusters before it serves); bounded, so a slow name server cannot hold the listeners.
+            if !publisher.waitForFirstAnswers(timeout: .seconds(2)) {
+                Log.warn("dns: some names are still being looked up after 2s; their endpoints are left out until they answer")
+            }
+        }
         let startup = Startup()
         let reporter = settings.telemetry.reporter ?? (settings.configPath != nil ? .source : .destination)
         let telemetry = Telemetry(reactors: cpus.count, workload: settings.telemetry.workload, reporter: reporter)
@@ -162,6 +175,38 @@ public final class ProxyServer {
             Log.shared.flush()
             return 1
         }
+        // Spans: one ring per reactor, drained and sent by the exporter thread.
+        var exporter: SpanExporter? = nil
+        var tracing: TracingSettings? = nil
+        if let collector = settings.telemetry.traceCollector {
+            do {
+                let t = try TracingSettings(collector: collector, sampling: settings.telemetry.traceSampling)
+                let e = SpanExporter(reactors: cpus.count, settings: t)
+                try e.start()
+                tracing = t
+                exporter = e
+                Log.info("tracing to \(t.collector) format=\(t.format.rawValue) sampling=\(t.samplingPercent)%")
+            } catch {
+                Log.error(error.description)
+                Log.shared.flush()
+                return 1
+            }
+        }
+        defer { exporter?.stop() }
+        // Access log: one ring per reactor, written out by the writer thread. Its deferred stop runs after the
+        // reactors are joined, so every line is written.
+        var accessLog: AccessLogWriter? = nil
+        if let path = settings.telemetry.accessLog {
+            let format = AccessLogFormat(rawValue: settings.telemetry.accessLogFormat) ?? .json
+            do {
+                accessLog = try AccessLogWriter.start(shards: cpus.map { _ in AccessLogShard(format: format) }, path: path)
+            } catch {
+                Log.error(error.description)
+                Log.shared.flush()
+                return 1
+            }
+        }
+        defer { accessLog?.stop() }
         // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
         let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
@@ -176,14 +221,22 @@ public final class ProxyServer {
             if http != nil { backendSettings.bufferSize = 32 * 1024 }
             let backend = backendSettings
             let counters = self.counters
+            var reporting = ProxyReporting()
+            if let exporter, let tracing {
+                reporting.spans = exporter.shards[r]
+                reporting.sampler = tracing.sampler
+                reporting.spanKind = SpanKind(reporter: reporter)
+            }
+            reporting.accessLog = accessLog?.shards[r]
+            let reactorReporting = reporting
             let body: @Sendable () -> Void = {
                 if System.pinCurrentThread(to: cpu) != 0 { Log.warn("cannot pin reactor \(r) to CPU \(cpu)") }
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -218,8 +271,9 @@ public final class ProxyServer {
                 return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
             })
         let adminServer = AdminServer(listeners: sideListeners, state: admin, telemetry: telemetry, info: info, controls: controls,
-                                      counters: counters) { [admin, counters] in
+                                      counters: counters) { [admin, counters, exporter, accessLog] in
             Self.ternMetrics(controls: controls, telemetry: telemetry, admin: admin, counters: counters)
+                + (exporter?.metricFamilies() ?? []) + (accessLog.map(Self.accessLogMetrics) ?? [])
         }
         guard adminServer.start() else {
             Log.error("cannot start the admin thread")
@@ -240,18 +294,27 @@ public final class ProxyServer {
         var reloadDue: UInt64? = nil
         while true {
             if let watcher, watcher.changed() { reloadDue = System.monotonicNanos() + 200_000_000 }
-            if let due = reloadDue, System.monotonicNanos() >= due, let cell = routes, let path = settings.configPath {
+            if let due = reloadDue, System.monotonicNanos() >= due, let publisher, let path = settings.configPath {
                 reloadDue = nil
-                reload(cell, path: path, controls: controls)
+                reload(publisher, path: path)
             }
             if let sig = signals.wait(milliseconds: reloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
-                    if Signals.name(sig) == "SIGHUP", let cell = routes, let path = settings.configPath {
-                        reload(cell, path: path, controls: controls)
+                    if Signals.name(sig) == "SIGHUP", let publisher, let path = settings.configPath {
+                        reload(publisher, path: path)
                         continue
                     }
-                    // SIGUSR1 (log reopen) arrives with the access log; until then it must not stop the proxy.
-                    Log.info("received \(Signals.name(sig)): nothing to do yet")
+                    if Signals.name(sig) == "SIGUSR1" {
+                        // Log rotation: the access log file is reopened at its path.
+                        if let accessLog {
+                            accessLog.reopen()
+                            Log.info("received SIGUSR1: reopening the access log \(accessLog.path)")
+                        } else {
+                            Log.info("received SIGUSR1: no access log to reopen")
+                        }
+                        continue
+                    }
+                    Log.info("received \(Signals.name(sig)): nothing to do")
                     continue
                 }
                 Log.info("received \(Signals.name(sig)): draining (timeout \(settings.drainTimeout))")
@@ -264,6 +327,7 @@ public final class ProxyServer {
                 exitStatus = 1
                 break
             }
+            publisher?.publishIfOverdue()
             if let cell = routes {
                 // Tables are freed here and by each publish; the total covers both.
                 cell.reclaim()
@@ -309,16 +373,15 @@ public final class ProxyServer {
     /// SIGHUP: reads the configuration again; a valid one is published to every reactor (which picks it up
     /// at its next loop iteration: in-flight requests finish on the table they started with), an invalid one
     /// is refused whole with every error logged, and the old one keeps serving.
-    private func reload(_ cell: SnapshotCell<RouteTable>, path: String, controls: [ReactorControl]) {
+    private func reload(_ publisher: RoutePublisher, path: String) {
         guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
         }
         version += 1
-        cell.publish(table)
+        publisher.apply(table)
         admin.applied(version: version, table: table)
-        controls.forEach { $0.wake() }
         Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path)")
     }
 
@@ -356,10 +419,22 @@ public final class ProxyServer {
         ]
     }
 
+    /// The access log's own counters.
+    static func accessLogMetrics(_ w: AccessLogWriter) -> [MetricFamily] {
+        [
+            MetricFamily(name: "tern_access_log_lines_total", help: "Access-log lines written.", kind: .counter,
+                         samples: [([], Double(w.linesWritten))]),
+            MetricFamily(name: "tern_access_log_dropped_total", help: "Access-log lines dropped: a reactor's ring was full.",
+                         kind: .counter, samples: [([], Double(w.linesDropped))]),
+            MetricFamily(name: "tern_access_log_write_errors_total", help: "Failed writes to the access log (retried).",
+                         kind: .counter, samples: [([], Double(w.writeErrors))]),
+        ]
+    }
+
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
-        capacity: Int, startup: Startup, telemetry: Telemetry?
+        capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -370,12 +445,13 @@ public final class ProxyServer {
                 // A session holds at most five timers at once; an upstream connection one.
                 let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
-                                           telemetry: telemetry, reactorIndex: index)
+                                           telemetry: telemetry, reactorIndex: index, reporting: reporting)
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {
                 let handler = TCPRelay<B>(listeners: listeners, settings: relay, counters: counters, capacity: capacity,
-                                          metrics: telemetry?.shards[index])
+                                          metrics: telemetry?.shards[index], routes: routes?.reader(index),
+                                          accessLog: reporting.accessLog)
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             }

@@ -19,7 +19,8 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         case .requestID: 64
         case .downstreamRemote, .downstreamLocal: 48
         case .traceParent: 64
-        case .traceState: 256
+        // W3C Trace Context: a proxy should pass on at least 512 bytes of tracestate (TraceHeaders.traceStateLimit).
+        case .traceState: 512
         }
     }
 
@@ -74,11 +75,35 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         unsafe slotBase(slot).initializeMemory(as: UInt8.self, repeating: 0, count: CapturedField.allCases.count * 2)
     }
 
+    /// Forgets `field` of `slot`.
+    public func clear(_ slot: Int, _ field: CapturedField) { setLength(slot, field, 0) }
+
     /// Stores `bytes` (cut at the field's limit) as `field` of `slot`.
     public func set(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer) {
         let n = min(bytes.count, field.limit)
         if n > 0 { unsafe (slotBase(slot) + CapturedField.offsets[field.rawValue]).copyMemory(from: bytes.baseAddress!, byteCount: n) }
         setLength(slot, field, n)
+    }
+
+    /// Appends `bytes` to `field` of `slot`, after `separator` when the field is not empty (a field repeated in
+    /// a head, joined as a list: RFC 9110 §5.3). Stops at the field's limit.
+    public func append(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer, separator: UInt8 = 0x2C) {
+        var n = length(slot, field)
+        let base = unsafe slotBase(slot) + CapturedField.offsets[field.rawValue]
+        if n > 0 && n < field.limit {
+            unsafe base.storeBytes(of: separator, toByteOffset: n, as: UInt8.self)
+            n += 1
+        }
+        let k = min(bytes.count, field.limit - n)
+        // SAFETY: n + k ≤ the field's limit, so the copy stays inside the field's bytes of the slot.
+        if k > 0 { unsafe (base + n).copyMemory(from: bytes.baseAddress!, byteCount: k) }
+        setLength(slot, field, n + k)
+    }
+
+    /// `append(_:_:_:separator:)` for bytes a parsed head refers to.
+    public func append(_ slot: Int, _ field: CapturedField, _ bytes: borrowing Span<UInt8>, separator: UInt8 = 0x2C) {
+        // SAFETY: the buffer is the span's own memory, valid for the call.
+        unsafe bytes.withUnsafeBufferPointer { unsafe append(slot, field, UnsafeRawBufferPointer($0), separator: separator) }
     }
 
     /// Stores a string's UTF-8 (cut at the field's limit) as `field` of `slot`.

@@ -8,16 +8,16 @@ import TernTelemetry
 struct ProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "proxy",
-        abstract: "Relay TCP connections (or, with --http, proxy HTTP/1.1) from each --listen address to the --upstream at the same position."
+        abstract: "Relay TCP connections (or, with --http, proxy HTTP/1.1) from each --listen address to the --upstream at the same position, or as Istio configuration (--config) routes them."
     )
 
     @Flag(help: "Proxy HTTP/1.1 instead of relaying TCP: keep-alive both sides, pooled upstream connections, Envoy-style local replies.")
     var http = false
 
-    @Option(name: .customLong("config"), help: "--http: route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream; SIGHUP reloads it.")
+    @Option(name: .customLong("config"), help: "Route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream: HTTP requests by Host with --http, TCP connections by the listener's port without; reloaded on change and on SIGHUP.")
     var config: String?
 
-    @Option(name: .customLong("namespace"), help: "--http --config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
+    @Option(name: .customLong("namespace"), help: "--config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
     var namespace: String?
 
     @Option(name: .customLong("max-request-headers-kb"), help: "--http: largest request head in KiB (beyond: 431).")
@@ -121,7 +121,6 @@ struct ProxyCommand: ParsableCommand {
         var s = ProxySettings()
         if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
         if let config {
-            guard http else { throw ValidationError("--config routes HTTP: it needs --http") }
             guard upstream.isEmpty else { throw ValidationError("--config and --upstream exclude each other: routes come from the configuration") }
             s.configPath = config
             let pod = ConfigFiles.environment("POD_NAMESPACE")
@@ -203,17 +202,19 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--access-log-format must be json or text, got '\(accessLogFormat)'")
         }
         t.accessLogFormat = accessLogFormat
-        if let traceCollector {
-            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
-            guard traceCollector.hasPrefix("http://"), SocketAddress(parsing: String(traceCollector.dropFirst(7).prefix { $0 != "/" })) != nil else {
-                throw ValidationError("--trace-collector must be http://IP:PORT/path (…/api/v2/spans for Zipkin, …/v1/traces for OTLP), got '\(traceCollector)'")
-            }
-            t.traceCollector = traceCollector
-        }
         guard traceSampling >= 0 && traceSampling <= 100 else {
             throw ValidationError("--trace-sampling must be a percentage from 0 to 100, got \(traceSampling)")
         }
         t.traceSampling = traceSampling
+        if let traceCollector {
+            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
+            do {
+                _ = try TracingSettings(collector: traceCollector, sampling: traceSampling)
+            } catch {
+                throw ValidationError("\(error.description) (…/api/v2/spans for Zipkin v2 JSON, …/v1/traces for OTLP/HTTP JSON)")
+            }
+            t.traceCollector = traceCollector
+        }
         return t
     }
 

@@ -1,0 +1,97 @@
+import TernConfig
+import TernCore
+import TernIO
+
+/// One reactor's choice of upstream for each relayed TCP connection.
+///
+/// With `--upstream`, a listener's connections all go to its upstream. With `--config`, the listener's port is
+/// the destination port Istio routes TCP by: it selects a VirtualService `tcp` route, or the service itself
+/// (`RouteTable.tcpListenerRoute`, looked up once per table and listener); each connection then gets a weighted
+/// destination, the cluster for the port, and an endpoint from that cluster's load balancer (open connections
+/// count as its outstanding requests, also across swaps: `LoadBalancers`). Nothing here allocates per
+/// connection: a new table is bound in `refresh`, once per loop iteration, and applies to connections accepted
+/// from then on.
+final class TCPRouter {
+    /// Where a connection went: an index into `addresses`, and how its balancer counts it (nil: not counted),
+    /// to report its end to, whatever table is bound by then.
+    struct Pick {
+        var address: Int32 = -1
+        var outstanding: OutstandingRequest? = nil
+    }
+
+    enum Choice {
+        case upstream(Pick)
+        /// No upstream, with Envoy's response flag: NR (no route for the port), NC (the destination host has no
+        /// ServiceEntry), UH (its cluster has no usable endpoint, e.g. a DNS name with no answer yet).
+        case none(flag: StaticString)
+    }
+
+    private let routes: SnapshotReader<RouteTable>?
+    /// Each listener's port (the destination port routes match).
+    private let listenerPorts: [UInt16]
+    /// Addresses connections are made to: the listeners' upstreams, or every endpoint a bound table named.
+    private(set) var addresses: [SocketAddress]
+    private var addressIndex: [String: Int32] = [:]
+    private var listenerRoutes: [TCPListenerRoute?] = []
+    private var balancers = LoadBalancers()
+    /// Per cluster of the bound table, per endpoint: its index in `addresses`, -1 when it has no address.
+    private var clusterAddresses: [[Int32]] = []
+    private var random: SplitMix
+
+    init(listeners: [RelayListener], routes: SnapshotReader<RouteTable>?) {
+        self.routes = routes
+        addresses = routes == nil ? listeners.map(\.upstream) : []
+        listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
+        var system = SystemRandomNumberGenerator()
+        random = SplitMix(seed: system.next())
+        if let routes { bind(routes.current) }
+    }
+
+    /// Picks up a newly published table (once per loop iteration). Open connections need nothing: their
+    /// picks stay valid (`LoadBalancers` keeps counting them where they started).
+    func refresh() {
+        guard let routes, routes.refresh() else { return }
+        bind(routes.current)
+    }
+
+    /// The name of the cluster a pick went to (the access log), "" when it went to none.
+    func clusterName(_ pick: Pick) -> String {
+        pick.outstanding.map { balancers.clusterName(of: $0) } ?? ""
+    }
+
+    private func bind(_ table: RouteTable) {
+        balancers.bind(table)
+        listenerRoutes = listenerPorts.map { table.tcpListenerRoute(port: $0) }
+        clusterAddresses = table.clusters.map { cluster in
+            cluster.endpoints.map { e in e.socketAddress.map(index) ?? -1 }
+        }
+    }
+
+    private func index(_ address: SocketAddress) -> Int32 {
+        let key = address.description
+        if let i = addressIndex[key] { return i }
+        addresses.append(address)
+        addressIndex[key] = Int32(addresses.count - 1)
+        return Int32(addresses.count - 1)
+    }
+
+    /// The upstream for a new connection on listener `listener`, counted as started at its endpoint.
+    func choose(listener: Int) -> Choice {
+        guard let routes else { return .upstream(Pick(address: Int32(listener))) }
+        guard let route = listenerRoutes[listener] else { return .none(flag: "NR") }
+        let table = routes.current
+        guard let destination = table.pickTCPDestination(route, random: random.next()),
+              let cluster = destination.cluster(port: listenerPorts[listener]) else { return .none(flag: "NC") }
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()),
+              clusterAddresses[cluster][e] >= 0
+        else { return .none(flag: "UH") }
+        let outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+        return .upstream(Pick(address: clusterAddresses[cluster][e], outstanding: outstanding))
+    }
+
+    /// A connection ended: its endpoint has one outstanding connection less, on the balancer that counted it,
+    /// whatever table is bound now. Once per connection.
+    func finished(_ pick: Pick) {
+        if let outstanding = pick.outstanding { balancers.requestFinished(outstanding) }
+    }
+}

@@ -1,0 +1,168 @@
+"""`tern proxy --config` without `--http`: TCP connections relayed as Istio's VirtualService `tcp` routes say, with
+the listener's port as the destination port, to real echo upstreams through the splice relay."""
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import Tern
+from peers import Upstream, echo
+
+MESH = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: shop}}
+spec:
+  hosts: [echo]
+  ports: [{{number: {listen}, name: tcp-echo, protocol: TCP}}]
+  resolution: {resolution}
+  endpoints:
+  - {{address: {v1_address}, ports: {{tcp-echo: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{tcp-echo: {v2}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: shop}}
+spec:
+  host: echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: shop}}
+spec:
+  hosts: [echo]
+  tcp:
+  - match: [{{port: {listen}, sourceLabels: {{app: client}}}}]
+    route:
+    - {{destination: {{host: echo, subset: v1}}, weight: {w1}}}
+    - {{destination: {{host: echo, subset: v2}}, weight: {w2}}}
+"""
+
+
+def tagged(tag):
+    """Sends `tag` as soon as a connection arrives, then echoes: a client sees which upstream it reached."""
+
+    async def behaviour(reader, writer, up):
+        writer.write(tag)
+        await writer.drain()
+        await echo(reader, writer, up)
+
+    return behaviour
+
+
+def free_port():
+    """A port nothing listens on now (the configuration must name the listener's port before Tern binds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exchange(port, payload=b"ping"):
+    """Connects, reads the upstream's tag, checks that `payload` comes back, closes; returns the tag."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        tag = s.recv(2)
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(len(payload) - len(got))
+            assert chunk, "connection closed mid-exchange"
+            got += chunk
+        assert got == payload
+        return tag
+
+
+@pytest.fixture
+def mesh(tmp_path, backend):
+    """Two tagged echo upstreams (subsets v1, v2), a routed listener, and a second listener whose port no
+    ServiceEntry declares."""
+    v1, v2 = Upstream(tagged(b"v1")), Upstream(tagged(b"v2"))
+    listen, unrouted = free_port(), free_port()
+    path = tmp_path / "mesh.yaml"
+
+    def write(w1=80, w2=20, resolution="STATIC", v1_address="127.0.0.1"):
+        path.write_text(MESH.format(listen=listen, v1=v1.port, v2=v2.port, w1=w1, w2=w2, resolution=resolution,
+                                    v1_address=v1_address))
+
+    write()
+    t = Tern(["--config", str(path), "--listen", f"127.0.0.1:{listen}", "--listen", f"127.0.0.1:{unrouted}",
+              "--cores", "1", "--io-backend", backend])
+    yield t, v1, v2, write
+    t.stop()
+    v1.stop()
+    v2.stop()
+
+
+def test_weighted_tcp_route_splits_connections_and_relays_both_ways(mesh):
+    """The VirtualService's tcp route for the listener's port (its sourceLabels a selector, not a match) splits
+    1,000 connections 80/20 between the subsets (v2's share within 4.5 standard deviations of 200), and every
+    connection relays bytes both ways."""
+    t, v1, v2, _ = mesh
+    tags = [exchange(t.ports[0]) for _ in range(1000)]
+    assert set(tags) <= {b"v1", b"v2"}
+    got = tags.count(b"v2")
+    assert 143 <= got <= 257, got
+    assert v1.connections + v2.connections == 1000
+
+
+def test_a_port_without_a_route_closes_the_connection_and_the_routed_one_keeps_serving(mesh):
+    """No ServiceEntry declares the second listener's port: nothing to route to (Envoy's NR), so the accepted
+    connection is closed at once, with no upstream contacted; the routed listener goes on relaying."""
+    t, v1, v2, _ = mesh
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", t.ports[1]), timeout=10) as s:
+            try:
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        assert exchange(t.ports[0]) in (b"v1", b"v2")
+    assert v1.connections + v2.connections == 3
+
+
+def settled(port, tag, in_a_row=20, seconds=10):
+    """Exchanges until `in_a_row` consecutive ones reach the upstream tagged `tag` (every exchange must succeed):
+    a reload has then been applied (the previous 80/20 split gives that with odds below 1e-13)."""
+    deadline = time.time() + seconds
+    run = 0
+    while time.time() < deadline:
+        run = run + 1 if exchange(port) == tag else 0
+        if run == in_a_row:
+            return True
+    return False
+
+
+def test_a_reload_applies_to_new_connections_and_open_ones_keep_their_upstream(mesh):
+    """After the weights change to 0/100, new connections all reach v2, while a connection opened before the
+    reload keeps relaying to the upstream it had."""
+    t, v1, v2, write = mesh
+    deadline = time.time() + 10
+    while True:
+        before = socket.create_connection(("127.0.0.1", t.ports[0]), timeout=10)
+        if before.recv(2) == b"v1" or time.time() >= deadline:
+            break
+        before.close()
+    write(0, 100)
+    t.signal(signal.SIGHUP)
+    assert settled(t.ports[0], b"v2")
+    assert [exchange(t.ports[0]) for _ in range(50)] == [b"v2"] * 50
+    before.sendall(b"still here")
+    assert before.recv(10) == b"still here"
+    before.close()
+
+
+def test_tcp_route_to_a_dns_endpoint_takes_over_without_a_gap(mesh):
+    """A reload moves subset v1 to a DNS ServiceEntry endpoint named `localhost`: the new name is looked up off the
+    reactors and the previous table keeps serving until it has answered (as Envoy warms a DNS cluster), so no
+    connection is refused during the change; then v1's connections are relayed to the resolved address."""
+    t, v1, v2, write = mesh
+    write(0, 100)
+    t.signal(signal.SIGHUP)
+    assert settled(t.ports[0], b"v2")
+    write(100, 0, resolution="DNS", v1_address="localhost")
+    t.signal(signal.SIGHUP)
+    assert settled(t.ports[0], b"v1")
+    t.stop()
+    assert "dns localhost: 127.0.0.1" in t.log() + t.rest()

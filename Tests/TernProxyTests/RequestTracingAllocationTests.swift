@@ -1,0 +1,36 @@
+import Glibc
+import TernHTTP
+import TernProxy
+import TernTelemetry
+import Testing
+
+private let mallocCounter: (@convention(c) () -> UInt)? = {
+    guard let symbol = dlsym(nil, "tern_thread_malloc_count") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt).self)
+}()
+
+/// Reading a parsed head's trace fields and capturing its tracestate allocates nothing (counted under
+/// Tools/scripts/test.sh's `--filter AllocationTests` run with the malloc counter preloaded).
+@Suite struct RequestTracingAllocationTests {
+    @Test func readingAHeadAllocatesNothing() throws {
+        let raw = Array(("GET /a HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+            + "tracestate: a=1\r\nb3: 4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1\r\nx-b3-sampled: 1\r\n\r\n").utf8)
+        var parser = HTTP1Parser(kind: .request)
+        #expect(try parser.parse(raw.span) == .complete)
+        let head = parser.head
+        let capture = RequestCapture(slots: 1)
+        var random = SplitMixForTests(seed: 3)
+        var spans: UInt64 = 0
+        func once() {
+            let headers = TraceHeaders(head: head, bytes: raw.span, capture: capture, slot: 0)
+            spans &+= headers.context.child(sampler: TraceSampler(percent: 100), using: &random).spanID & 1
+        }
+        once()
+        _ = mallocCounter?()
+        let before = mallocCounter?()
+        for _ in 0..<1_000 { once() }
+        let after = mallocCounter?()
+        #expect(capture.string(0, .traceState) == "a=1")
+        if let before, let after { #expect(after - before == 0, "\(after - before) allocations for 1,000 heads") }
+    }
+}
