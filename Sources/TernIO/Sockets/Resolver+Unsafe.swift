@@ -1,6 +1,7 @@
 // Host names for the threads beside the reactors (the span exporter's collector, the DNS resolver of ServiceEntry
 // endpoints): getaddrinfo, which reads /etc/hosts and asks DNS and may block for the resolver's timeouts. Never
 // called on a reactor thread.
+internal import CTernLinux
 import Glibc
 
 /// A lookup that found no address: getaddrinfo's EAI_* code and its text (`Name or service not known`, …).

@@ -67,7 +67,7 @@ public final class AdminState: Sendable {
 
     /// /config_dump: the active resources as written, with their version.
     static func dump(version: Int, table: RouteTable) -> String {
-        var out = "{\n  \"version\": \(version),\n  \"last_updated\": \(JSONText.quote(RFC3339.format(micros: System.wallClockMicros()))),\n"
+        var out = "{\n  \"version\": \(version),\n  \"last_updated\": \(JSONText.quote(AccessLogLine.startTime(System.wallClockMicros()))),\n"
         out += "  \"namespace\": \(JSONText.quote(table.namespace)),\n  \"resources\": ["
         for (i, r) in table.resources.enumerated() {
             out += i == 0 ? "\n" : ",\n"
@@ -372,7 +372,7 @@ final class AdminServer: @unchecked Sendable {
         for f in extra() {
             for s in f.samples {
                 let labels = s.labels.map { "\($0.0)=\($0.1)" }.joined(separator: ".")
-                out.append((labels.isEmpty ? f.name : "\(f.name).\(labels)", PrometheusText.number(s.value)))
+                out.append((labels.isEmpty ? f.name : "\(f.name).\(labels)", PrometheusWriter.number(s.value)))
             }
         }
         var byCode: [String: UInt64] = [:]
@@ -439,38 +439,5 @@ final class AdminServer: @unchecked Sendable {
         out += info.options.map { "\(JSONText.quote($0.0)): \(JSONText.quote($0.1))" }.joined(separator: ", ")
         out += "}\n}\n"
         return out
-    }
-}
-
-/// RFC 3339 UTC timestamps with milliseconds, without Foundation.
-enum RFC3339 {
-    static func format(micros: UInt64) -> String {
-        let seconds = Int64(micros / 1_000_000)
-        let millis = Int((micros / 1000) % 1000)
-        var days = seconds / 86400
-        let rest = Int(seconds % 86400)
-        // Howard Hinnant's civil_from_days.
-        days += 719_468
-        let era = days / 146_097
-        let doe = days - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        var y = yoe + era * 400
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        if m <= 2 { y += 1 }
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        let ms = millis < 10 ? "00\(millis)" : (millis < 100 ? "0\(millis)" : "\(millis)")
-        let h = Int64(rest / 3600), mi = Int64(rest / 60 % 60), sec = Int64(rest % 60)
-        return "\(y)-\(two(m))-\(two(d))T\(two(h)):\(two(mi)):\(two(sec)).\(ms)Z"
-    }
-}
-
-/// Number formatting shared with the exposition.
-enum PrometheusText {
-    static func number(_ v: Double) -> String {
-        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
-        return String(v)
     }
 }

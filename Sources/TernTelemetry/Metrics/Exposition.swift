@@ -132,7 +132,7 @@ public final class Telemetry: Sendable {
 }
 
 /// Builds exposition text: HELP and TYPE once per family before its samples, escaped label values.
-struct PrometheusWriter {
+public struct PrometheusWriter {
     var text = ""
 
     mutating func family(_ name: String, _ help: String, _ type: String) {
@@ -169,7 +169,8 @@ struct PrometheusWriter {
         }
     }
 
-    static func number(_ v: Double) -> String {
+    /// A sample value as the exposition writes it (integers without a fraction).
+    public static func number(_ v: Double) -> String {
         if v.isNaN { return "NaN" }
         if v.isInfinite { return v > 0 ? "+Inf" : "-Inf" }
         if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
