@@ -29,6 +29,7 @@ let package = Package(
                 .product(name: "TernHTTP", package: "tern"),
                 .product(name: "TernProxy", package: "tern"),
                 .product(name: "TernConfig", package: "tern"),
+                .product(name: "TernTelemetry", package: "tern"),
             ],
             path: "Benchmarks/TernHTTPBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

@@ -216,6 +216,58 @@ def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(
     assert f"route tables freed: {max(versions) - 1} in all, 0 waiting" in log, log[-2000:]
 
 
+def test_a_file_corrupted_mid_write_under_load_leaves_the_old_config_serving(canary):
+    """Keep-alive clients run while the file is rewritten in place in two halves with a pause between (as a
+    slow writer or a full disk would leave it): the half file is rejected (every error logged), version 1 keeps
+    serving every request, and once the write completes the new configuration applies."""
+    import threading
+    t, stable, beta, path, write = canary
+    stop = threading.Event()
+    failures, done = [], []
+
+    def client():
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "cart"}, timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    r = c.get("/load")
+                    if r.status_code != 200:
+                        failures.append(r.status_code)
+                    done.append(1)
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    [th.start() for th in threads]
+    full = CANARY.format(stable=stable.port, beta=beta.port, stable_weight=0, beta_weight=100)
+    # Cut inside a flow mapping ("…subset: beta}, weight:"): the half file is not even YAML.
+    cut = full.index("subset: beta}, weight:") + len("subset: beta}, weight:")
+    with open(path, "w") as f:
+        f.write(full[:cut])
+        f.flush()
+        time.sleep(1.0)  # longer than the watcher's debounce: the half file is read, and refused
+        served_by_stable = len(stable.requests)
+        f.write(full[cut:])
+    # The completed file routes everything to beta: wait until stable stops getting requests.
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        before = len(stable.requests)
+        time.sleep(0.3)
+        if len(stable.requests) == before:
+            break
+    stop.set()
+    [th.join(10) for th in threads]
+    assert failures == [], failures[:5]
+    assert len(done) > 100
+    assert served_by_stable > 0
+    before = len(stable.requests)
+    split(t.port, 50)
+    assert len(stable.requests) == before, "the completed file (all to beta) was not applied"
+    t.stop()
+    log = t.log() + t.rest()
+    assert "config rejected" in log and "keeps serving" in log, log[-2000:]
+    assert "config applied version=2" in log
+
+
 # The head of a VirtualService for edge.example.com; routes follow.
 EDGE_HEAD = """\
 apiVersion: networking.istio.io/v1
@@ -417,3 +469,69 @@ def test_uri_regex_rewrite_reaches_the_upstream(tmp_path, backend):
     finally:
         t.stop()
         up.stop()
+
+
+HASHED = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: carts, namespace: shop}}
+spec:
+  hosts: [carts]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {a}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {b}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {c}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: carts, namespace: shop}}
+spec:
+  host: carts
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {hash}
+"""
+
+
+@pytest.mark.parametrize("hash_on,send", [
+    ("{httpHeaderName: x-user}", lambda user: {"headers": {"x-user": user}}),
+    ("{httpCookie: {name: session, ttl: 0s}}", lambda user: {"headers": {"cookie": f"theme=dark; session={user}"}}),
+    ("{httpQueryParameterName: user}", lambda user: {"params": {"user": user}}),
+])
+def test_consistent_hash_keeps_each_key_on_one_endpoint(tmp_path, backend, hash_on, send):
+    """A DestinationRule consistentHash on a header, cookie or query parameter: every request with one key goes
+    to the same endpoint (20 keys × 5 requests each, each on a fresh connection), and the keys spread over
+    the endpoints."""
+    ups = [HttpUpstream() for _ in range(3)]
+    path = tmp_path / "mesh.yaml"
+    path.write_text(HASHED.format(a=ups[0].port, b=ups[1].port, c=ups[2].port, hash=hash_on))
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "2", "--io-backend", backend,
+              "--admin", "off", "--health", "off", "--prometheus", "off"])
+    try:
+        where = {}
+        for user in (f"user-{i}" for i in range(20)):
+            for n in range(5):
+                with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "carts"}, timeout=10) as c:
+                    r = c.get("/cart", **send(user))
+                    assert r.status_code == 200
+                counts = tuple(len(u.requests) for u in ups)
+                where.setdefault(user, []).append(counts)
+        # Each request went to exactly one upstream; per key, always the same one.
+        owners = {}
+        previous = (0, 0, 0)
+        for user in (f"user-{i}" for i in range(20)):
+            targets = set()
+            for counts in where[user]:
+                moved = [i for i in range(3) if counts[i] != previous[i]]
+                assert len(moved) == 1
+                targets.add(moved[0])
+                previous = counts
+            assert len(targets) == 1, f"{user} went to {targets}"
+            owners[user] = targets.pop()
+        assert len(set(owners.values())) >= 2, owners
+    finally:
+        t.stop()
+        for u in ups:
+            u.stop()

@@ -9,6 +9,7 @@ import TernCore
 import TernHTTP
 import TernIO
 import TernProxy
+import TernTelemetry
 
 /// A typical service-to-service request head (about 400 bytes, 9 fields), as a mesh forwards them.
 let typicalHead = Array((
@@ -134,26 +135,131 @@ func regexRewriteMesh(upstreamPort: UInt16) -> RouteTable {
     return try! RouteTable.compile(set, namespace: "bench")
 }
 
-/// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread;
-/// with `regexRewrite`, routed by Istio configuration (`--config`) through a uriRegexRewrite route.
+/// What a rig's proxy does beside forwarding: Istio's metrics recorded, routing by Istio configuration, spans,
+/// access-log lines.
+struct RigOptions {
+    var metrics = false
+    var routed = false
+    /// Every request traced (sampling 100 %: a span per request into the reactor's ring, no exporter).
+    var tracing = false
+    /// An access-log line per request, written to /dev/null by the writer thread.
+    var accessLog = false
+    /// Routed through a uriRegexRewrite route (`regexRewriteMesh`) instead.
+    var regexRewrite = false
+}
+
+/// A ServiceEntry and VirtualService routing Host `upstream` to the rig's upstream, by header and then by path.
+func rigMesh(port: UInt16) -> RouteTable {
+    let yaml = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: upstream, namespace: bench}
+        spec:
+          hosts: [upstream]
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints: [{address: 127.0.0.1, ports: {http: \(port)}}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: upstream, namespace: bench}
+        spec:
+          hosts: [upstream]
+          http:
+          - match: [{headers: {x-canary: {exact: "yes"}}}]
+            route: [{destination: {host: upstream}}]
+          - match: [{uri: {prefix: /small}}]
+            route: [{destination: {host: upstream}, weight: 100}]
+        """
+    let set = ConfigLoader.load(yaml: yaml, file: "rig.yaml", namespace: "bench")
+    return try! RouteTable.compile(set, namespace: "bench")
+}
+
+/// A reactor that only reads the published route table at each loop iteration, as the proxy does, and says
+/// which epoch it serves.
+final class SnapshotProbe<B: IOBackend>: ReactorHandler {
+    typealias Backend = B
+    let reader: SnapshotReader<RouteTable>
+    let serving: Atomic<UInt64>
+    let control: ReactorControl
+    init(_ reader: SnapshotReader<RouteTable>, _ control: ReactorControl) {
+        self.reader = reader
+        self.control = control
+        serving = Atomic(reader.currentEpoch)
+    }
+    func iteration(_ reactor: Reactor<B>) {
+        if reader.refresh() { serving.store(reader.currentEpoch, ordering: .releasing) }
+    }
+    func handle(_ completion: Completion, _ reactor: Reactor<B>) {}
+    func timerFired(_ token: Token, _ reactor: Reactor<B>) {}
+    var finished: Bool { control.stopRequested.load(ordering: .acquiring) }
+}
+
+/// Two idle reactors (the worst case: each must be woken) serving route tables published from this thread.
+final class PublishRig<B: IOBackend>: @unchecked Sendable {
+    let tables = [compileMesh(100), compileMesh(100)]
+    let cell: SnapshotCell<RouteTable>
+    let controls = [ReactorControl(), ReactorControl()]
+    var probes: [SnapshotProbe<B>?] = [nil, nil]
+    var threads: [ReactorThread] = []
+    var next = 1
+
+    init() {
+        cell = SnapshotCell(tables[0], readers: 2)
+        let ready = Atomic<Int>(0)
+        for r in 0..<2 {
+            let control = controls[r]
+            let reader = cell.reader(r)
+            let probe = SnapshotProbe<B>(reader, control)
+            probes[r] = probe
+            nonisolated(unsafe) let p = probe
+            threads.append(ReactorThread.start(name: "bench-r\(r)") {
+                let backend = try! B(settings: BackendSettings())
+                let reactor = Reactor(index: r, backend: backend, control: control, timerCapacity: 16)
+                ready.add(1, ordering: .releasing)
+                do { try reactor.run(p) } catch { fatalError("\(error)") }
+            }!)
+        }
+        while ready.load(ordering: .acquiring) < 2 {}
+        usleep(10_000)
+    }
+
+    /// Publishes the other table, wakes the reactors and waits until both serve it.
+    func swap() {
+        cell.publish(tables[next])
+        next ^= 1
+        controls.forEach { $0.wake() }
+        let epoch = cell.currentEpoch
+        while !probes.allSatisfy({ $0!.serving.load(ordering: .acquiring) >= epoch }) {}
+        _ = cell.reclaim()
+    }
+
+    func stop() {
+        controls.forEach { $0.requestStop() }
+        threads.forEach { $0.join() }
+    }
+}
+
+/// Tern's HTTP proxy on its own reactor thread between a client (the benchmark thread) and an upstream thread.
 final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     let control = ReactorControl()
     let upstreamListener: Int32
     let proxyListener: Int32
     let proxyAddress: SocketAddress
     var threads: [ReactorThread] = []
+    var writer: AccessLogWriter? = nil
     let client: Int32
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
     let request: [UInt8]
 
-    init(regexRewrite: Bool = false) {
+    init(_ options: RigOptions = RigOptions()) {
         let (ul, ua) = Sockets.listener()
-        let routes: SnapshotCell<RouteTable>?
-        if regexRewrite {
+        var routes: SnapshotCell<RouteTable>? = nil
+        if options.regexRewrite {
             routes = SnapshotCell(regexRewriteMesh(upstreamPort: ua.port), readers: 1)
             request = Array("GET /svc/users/list?page=2 HTTP/1.1\r\nHost: api\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
         } else {
-            routes = nil
+            if options.routed { routes = SnapshotCell(rigMesh(port: ua.port), readers: 1) }
             request = Array("GET /small HTTP/1.1\r\nHost: upstream\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".utf8)
         }
         upstreamListener = ul
@@ -174,12 +280,26 @@ final class ProxyRig<B: IOBackend>: @unchecked Sendable {
             }
             close(fd)
         }!)
+        let telemetry = options.metrics ? Telemetry(reactors: 1, workload: WorkloadLabels(), reporter: .source) : nil
+        let rigRoutes = routes
+        var reporting = ProxyReporting()
+        if options.tracing {
+            reporting.spans = SpanShard(capacity: 4096)
+            reporting.sampler = TraceSampler(percent: 100)
+        }
+        if options.accessLog {
+            let writer = try! AccessLogWriter.start(shards: [AccessLogShard(format: .json)], path: "/dev/null")
+            reporting.accessLog = writer.shards[0]
+            self.writer = writer
+        }
+        let rigReporting = reporting
         threads.append(ReactorThread.start(name: "bench-proxy") {
             let backend = try! B(settings: BackendSettings())
             let reactor = Reactor(index: 0, backend: backend, control: control, timerCapacity: 4096)
             let proxy = HTTPProxy<B>(listeners: [listener], settings: HTTPSettings(), relay: RelaySettings(),
                                      counters: RelayCounters(), capacity: 256, bufferPool: backend.buffers,
-                                     routes: routes?.reader(0))
+                                     routes: rigRoutes?.reader(0), telemetry: telemetry, reactorIndex: 0,
+                                     reporting: rigReporting)
             try! reactor.run(proxy)
         }!)
         client = Sockets.connect(proxyAddress)
@@ -200,6 +320,7 @@ final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         close(client)
         control.requestStop()
         threads.forEach { $0.join() }
+        writer?.stop()
         close(upstreamListener)
         buffer.deallocate()
     }
@@ -261,7 +382,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("HTTP proxy request routed by --config, uriRegexRewrite, epoll (client → Tern → upstream → client)") { benchmark in
-        let rig = ProxyRig<EpollBackend>(regexRewrite: true)
+        let rig = ProxyRig<EpollBackend>(RigOptions(regexRewrite: true))
         for _ in 0..<1000 { rig.roundTrip() }
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations { rig.roundTrip() }
@@ -275,6 +396,47 @@ let benchmarks: @Sendable () -> Void = {
         for _ in 0..<1000 { rig.roundTrip() }
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("HTTP proxy request, io_uring, routed by Istio config, metrics on") { benchmark in
+        guard (try? URingBackend(settings: BackendSettings())) != nil else { return }
+        let rig = ProxyRig<URingBackend>(RigOptions(metrics: true, routed: true))
+        for _ in 0..<1000 { rig.roundTrip() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("HTTP proxy request, io_uring, routed, metrics + access log + every request traced") { benchmark in
+        guard (try? URingBackend(settings: BackendSettings())) != nil else { return }
+        let rig = ProxyRig<URingBackend>(RigOptions(metrics: true, routed: true, tracing: true, accessLog: true))
+        for _ in 0..<1000 { rig.roundTrip() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.roundTrip() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("Config publish until both (idle) reactors serve it, epoll",
+              configuration: .init(metrics: [.wallClock], warmupIterations: 20, scalingFactor: .one,
+                                   maxDuration: .seconds(3), maxIterations: 2_000)) { benchmark in
+        let rig = PublishRig<EpollBackend>()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.swap() }
+        benchmark.stopMeasurement()
+        rig.stop()
+    }
+
+    Benchmark("Config publish until both (idle) reactors serve it, io_uring",
+              configuration: .init(metrics: [.wallClock], warmupIterations: 20, scalingFactor: .one,
+                                   maxDuration: .seconds(3), maxIterations: 2_000)) { benchmark in
+        guard (try? URingBackend(settings: BackendSettings())) != nil else { return }
+        let rig = PublishRig<URingBackend>()
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { rig.swap() }
         benchmark.stopMeasurement()
         rig.stop()
     }

@@ -238,6 +238,18 @@ struct Held {
         return table.select(host: bytes.extracting(host), port: port, request: view)
     }
 
+    /// The consistent-hash key of the held request for `cluster` (`RouteTable.hashKey`), the source address
+    /// being the client's IP as text (kept per slot for X-Forwarded-For).
+    func hashKey(_ table: RouteTable, cluster: Int, head: HTTP1Head, held: Held, slot: Int) -> UInt64? {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let request = RequestView(head: head, bytes: bytes)
+        let p = unsafe scratchPointer(slot)
+        let n = Int(unsafe p.load(fromByteOffset: Self.addressLength, as: UInt8.self))
+        let source = unsafe UnsafeRawBufferPointer(start: p + Self.addressStart, count: n).assumingMemoryBound(to: UInt8.self).span
+        return table.hashKey(cluster: cluster, request: request, sourceAddress: source)
+    }
+
     /// Writes a response of Tern's own making (a route's directResponse or redirect) into an assembly buffer
     /// and returns it held, to be sent from there and dropped after: its bytes live as long as the send. Nil
     /// when it does not fit.

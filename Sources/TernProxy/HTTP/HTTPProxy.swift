@@ -429,7 +429,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         guard let destination = table.pickDestination(match, random: random.next()),
               let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
-        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()),
+        // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
+        // source address, read in place; nil (a random pick, as Envoy) for other policies or a missing value.
+        let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: sessions[id].requestHeld, slot: Int(id.index))
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
         sessions[id].outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         sessions[id].cluster = Int32(cluster)

@@ -260,6 +260,9 @@ public final class ProxyServer {
             Log.shared.flush()
             return 1
         }
+        // Watching starts before the listeners are announced: a change made once they are is seen.
+        let watcher = settings.configPath.flatMap { FileWatcher(path: $0) }
+        if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
         let listenerKind = settings.http == nil ? "proxy" : "http"
         for a in bound { Log.info("listening kind=\(listenerKind) addr=\(a)") }
         let info = ServerInfo(
@@ -289,8 +292,6 @@ public final class ProxyServer {
         // Process life: wait for a signal, or for a reactor that died; reload the configuration when its
         // files change (debounced: 200 ms after the last change, so a half-written set is not read).
         var exitStatus: Int32 = 0
-        let watcher = settings.configPath.flatMap { FileWatcher(path: $0) }
-        if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
         var reloadDue: UInt64? = nil
         while true {
             if let watcher, watcher.changed() { reloadDue = System.monotonicNanos() + 200_000_000 }

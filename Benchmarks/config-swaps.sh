@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Throughput and tail latency while the configuration changes ten times a second, against none (issue 4):
+# `tern proxy --http --config` (one reactor, CPU 0) routes wrk's keep-alive load (CPU 1) to an nginx origin
+# (CPU 1); in the "swaps" runs a writer replaces the configuration file every 100 ms (write to a temporary
+# file, rename over the watched one, as editors and ConfigMaps do, then SIGHUP) with a different route weight
+# split, and each change is compiled and published to the reactor while requests flow. Runs alternate (none, swaps) for
+# --rounds rounds; the report gives medians, the swaps applied (counted in Tern's log) and every error.
+#
+#   bash Benchmarks/config-swaps.sh [--rounds N] [--duration SECONDS] [--connections N]
+#
+# Environment: TERN_BIN (default .build/release/tern). Needs nginx, wrk and taskset (setup.sh --bench).
+# Target: no difference beyond noise, and no error.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
+ROUNDS=3
+DURATION=10
+CONNECTIONS=32
+while (($#)); do
+    case $1 in
+        --rounds) ROUNDS=${2:?}; shift 2 ;;
+        --duration) DURATION=${2:?}; shift 2 ;;
+        --connections) CONNECTIONS=${2:?}; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 64 ;;
+    esac
+done
+for tool in nginx wrk taskset python3; do
+    command -v "$tool" >/dev/null || { echo "$tool missing: run bash Tools/scripts/setup.sh --bench" >&2; exit 1; }
+done
+[[ -x $TERN_BIN ]] || { echo "no $TERN_BIN: swift build -c release" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/tern-swaps.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ ${KEEP_LOGS:-0} == 1 ]] && echo "logs kept in $WORK" >&2 || rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+ORIGIN_PORT=$(free_port)
+mkdir -p "$WORK/origin"
+cat >"$WORK/origin.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/origin/nginx.pid;
+error_log $WORK/origin/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/origin; proxy_temp_path $WORK/origin; fastcgi_temp_path $WORK/origin;
+    uwsgi_temp_path $WORK/origin; scgi_temp_path $WORK/origin;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$ORIGIN_PORT; location / { return 200 "ok\n"; } }
+}
+EOF
+taskset -c 1 nginx -p "$WORK/origin" -c "$WORK/origin.conf" &
+PIDS+=($!)
+
+# Two canary subsets on the same origin (two endpoints: the address twice, distinct labels), split by weight.
+write_config() {  # $1: weight of stable (beta gets the rest); written whole, then renamed over the watched file
+    cat >"$WORK/mesh.tmp" <<EOF
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: $ORIGIN_PORT}, labels: {track: stable}}
+  - {address: 127.0.0.1, ports: {http: $ORIGIN_PORT}, labels: {track: beta}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http:
+  - route:
+    - {destination: {host: cart, subset: stable}, weight: $1}
+    - {destination: {host: cart, subset: beta}, weight: $((100 - $1))}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec:
+  host: cart
+  subsets:
+  - {name: stable, labels: {track: stable}}
+  - {name: beta, labels: {track: beta}}
+EOF
+    mv "$WORK/mesh.tmp" "$WORK/mesh/mesh.yaml"
+}
+mkdir -p "$WORK/mesh"
+write_config 80
+
+run() {  # $1: none|swaps, $2: round
+    local tern_port log=$WORK/tern-$1-$2.log
+    tern_port=$(free_port)
+    taskset -c 0 "$TERN_BIN" proxy --http --config "$WORK/mesh" --listen "127.0.0.1:$tern_port" --cores 1 \
+        --admin off --health off --prometheus off 2>"$log" &
+    local tern=$!
+    for _ in $(seq 100); do grep -q "listening kind=http" "$log" && break; sleep 0.05; done
+    local swapper=""
+    if [[ $1 == swaps ]]; then
+        # SIGHUP after each rename: the file watcher's 200 ms debounce would hold reloads back while changes
+        # keep coming every 100 ms (it applies the last one once they stop).
+        ( w=80; while :; do w=$(( w == 80 ? 20 : 80 )); write_config "$w"; kill -HUP "$tern"; sleep 0.1; done ) &
+        swapper=$!
+    fi
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: cart" "http://127.0.0.1:$tern_port/" \
+        >"$WORK/wrk-$1-$2.txt" 2>&1
+    [[ -n $swapper ]] && { kill "$swapper"; wait "$swapper" 2>/dev/null || true; }
+    write_config 80
+    kill -TERM "$tern"; wait "$tern" 2>/dev/null || true
+}
+
+for ((r = 0; r < ROUNDS; r++)); do
+    for mode in none swaps; do
+        echo "[$(date -u +%H:%M:%S)] round $((r + 1))/$ROUNDS: $mode" >&2
+        run "$mode" "$r"
+    done
+done
+
+python3 - "$WORK" "$ROUNDS" "$DURATION" <<'EOF'
+import re, statistics, sys
+work, rounds, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def unit(v, u):
+    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
+rows = {}
+for mode in ("none", "swaps"):
+    for r in range(rounds):
+        text = open(f"{work}/wrk-{mode}-{r}.txt").read()
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+        lat = {p: unit(*re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", text, re.M).groups()) for p in ("50", "99")}
+        non2xx = int((re.search(r"Non-2xx or 3xx responses: (\d+)", text) or [0, 0])[1])
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        errors = non2xx + (sum(map(int, sock.groups())) if sock else 0)
+        log = open(f"{work}/tern-{mode}-{r}.log").read()
+        applied = len(re.findall(r"config applied version=", log)) - 1
+        rows.setdefault(mode, []).append((rps, lat["50"], lat["99"], errors, applied))
+print(f"Config swaps under load: median of {rounds} rounds of {duration:.0f} s (wrk, keep-alive, one Tern reactor)\n")
+print("| run | req/s | p50 ms | p99 ms | errors (all rounds) | swaps applied per second |")
+print("| --- | --- | --- | --- | --- | --- |")
+base = None
+for mode, rs in rows.items():
+    rps = statistics.median(x[0] for x in rs)
+    p50 = statistics.median(x[1] for x in rs)
+    p99 = statistics.median(x[2] for x in rs)
+    errors = sum(x[3] for x in rs)
+    swaps = statistics.median(x[4] for x in rs) / duration
+    print(f"| {mode} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {errors} | {swaps:.1f} |")
+    if base is None:
+        base = (rps, p99)
+    else:
+        print(f"\nWith swaps: req/s {rps / base[0]:.3f}× and p99 {p99 / base[1]:.3f}× the runs without.")
+EOF
