@@ -309,6 +309,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var endpointNames: [String] = []
     /// Each listener's address as the access log shows it.
     private let listenerNames: [String]
+    /// Wall clock minus monotonic clock, in nanoseconds, refreshed once per loop iteration while something
+    /// reports request start times (spans, access log).
+    private var wallOffsetNanos: UInt64 = 0
 
     public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
@@ -584,6 +587,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
+        if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         if let routes, routes.refresh() {
             bind(routes.current)
             Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch)")
@@ -1726,9 +1730,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if !sessions[id].routeName.isEmpty { sessions[id].routeName = "" }
         sessions[id].trace = TraceContext()
         if capture != nil {
-            // The wall clock once per request, and only when something reports it.
-            let now = System.monotonicNanos()
-            sessions[id].startWall = System.wallClockMicros() &- (now &- sessions[id].headStart) / 1000
+            // Wall-clock start from the monotonic one and the offset the loop refreshes (no clock call here).
+            sessions[id].startWall = (sessions[id].headStart &+ wallOffsetNanos) / 1000
         }
     }
 

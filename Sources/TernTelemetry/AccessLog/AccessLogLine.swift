@@ -113,11 +113,10 @@ public enum AccessLogLine {
             return
         }
         line.append(UInt8(ascii: "\""))
-        var e = ValueEscaper(.json)
-        capture.forEachByte(slot, field) { e.put($0, &line) }
-        e.finish(&line)
+        line.appendEscaped(capture, slot, field, .json)
         line.append(UInt8(ascii: "\""))
     }
+
 
     // MARK: Text (Istio's EnvoyTextLogFormat)
 
@@ -196,9 +195,7 @@ public enum AccessLogLine {
             line.append(UInt8(ascii: "-"))
             return
         }
-        var e = ValueEscaper(.text)
-        capture.forEachByte(slot, field) { e.put($0, &line) }
-        e.finish(&line)
+        line.appendEscaped(capture, slot, field, .text)
     }
 
     // MARK: Start time
@@ -253,6 +250,15 @@ struct ValueEscaper {
     private var high: UInt8 = 0xBF
 
     init(_ mode: Mode) { self.mode = mode }
+
+    /// No UTF-8 sequence is open: the next byte starts afresh.
+    var idle: Bool { need == 0 }
+
+    /// A byte written as it is in `mode`: printable ASCII, but for `"` and `\` in JSON.
+    @inline(__always)
+    static func plain(_ b: UInt8, _ mode: Mode) -> Bool {
+        b >= 0x20 && b < 0x7F && (mode == .text || (b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\")))
+    }
 
     mutating func put(_ b: UInt8, _ line: inout LineBuffer) {
         if need > 0 {

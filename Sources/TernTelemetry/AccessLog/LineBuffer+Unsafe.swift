@@ -34,6 +34,19 @@
         count += 1
     }
 
+    /// Bytes `[from, to)` of `bytes`, as they are (a run the caller checked needs no escaping).
+    mutating func append(_ bytes: UnsafeRawBufferPointer, from: Int, to: Int) {
+        precondition(from >= 0 && from <= to && to <= bytes.count)
+        let n = to - from
+        guard count + n <= capacity else {
+            overflowed = true
+            return
+        }
+        // SAFETY: [from, to) lies inside `bytes` (checked above); count + n is within capacity.
+        if n > 0 { unsafe (base + count).copyMemory(from: bytes.baseAddress! + from, byteCount: n) }
+        count += n
+    }
+
     /// A literal (JSON keys, separators).
     mutating func append(_ s: StaticString) {
         let n = s.utf8CodeUnitCount
@@ -99,5 +112,30 @@
     var bytes: [UInt8] {
         // SAFETY: the first `count` bytes were written by the appends above.
         unsafe Array(UnsafeRawBufferPointer(start: base, count: count))
+    }
+}
+
+extension LineBuffer {
+    /// A captured value escaped for `mode`: runs of printable ASCII that need no escaping are copied whole
+    /// (most of every request value), the rest goes byte by byte through the escaper.
+    mutating func appendEscaped(_ capture: RequestCapture, _ slot: Int, _ field: CapturedField, _ mode: ValueEscaper.Mode) {
+        var e = ValueEscaper(mode)
+        unsafe capture.withBytes(slot, field) { bytes in
+            var i = 0
+            while i < bytes.count {
+                var j = i
+                if e.idle {
+                    while j < bytes.count && ValueEscaper.plain(unsafe bytes[j], mode) { j += 1 }
+                }
+                if j > i {
+                    unsafe append(bytes, from: i, to: j)
+                    i = j
+                } else {
+                    e.put(unsafe bytes[i], &self)
+                    i += 1
+                }
+            }
+        }
+        e.finish(&self)
     }
 }
