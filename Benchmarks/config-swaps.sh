@@ -102,15 +102,29 @@ write_config 80
 run() {  # $1: none|swaps, $2: round
     local tern_port log=$WORK/tern-$1-$2.log
     tern_port=$(free_port)
-    taskset -c 0 "$TERN_BIN" proxy --http --config "$WORK/mesh" --listen "127.0.0.1:$tern_port" --cores 1 \
+    ${TERN_TASKSET:-taskset -c 0} "$TERN_BIN" proxy --http --config "$WORK/mesh" --listen "127.0.0.1:$tern_port" --cores 1 \
         --admin off --health off --prometheus off 2>"$log" &
     local tern=$!
     for _ in $(seq 100); do grep -q "listening kind=http" "$log" && break; sleep 0.05; done
     local swapper=""
     if [[ $1 == swaps ]]; then
-        # SIGHUP after each rename: the file watcher's 200 ms debounce would hold reloads back while changes
-        # keep coming every 100 ms (it applies the last one once they stop).
-        ( w=80; while :; do w=$(( w == 80 ? 20 : 80 )); write_config "$w"; kill -HUP "$tern"; sleep 0.1; done ) &
+        # One process does every swap (a shell loop would fork sed/cat/mv/kill ten times a second, and that
+        # process churn, not Tern, would show in the tail). The two files are rendered once; each swap renames
+        # a fresh copy over the watched file, then SIGHUP: the file watcher's 200 ms debounce would hold
+        # reloads back while changes keep coming every 100 ms (it applies the last one once they stop).
+        write_config 20; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-20.yaml"
+        write_config 80; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-80.yaml"
+        python3 - "$WORK" "$tern" <<'PY' &
+import os, shutil, signal, sys, time
+work, tern = sys.argv[1], int(sys.argv[2])
+i = 0
+while True:
+    shutil.copyfile(f"{work}/mesh-{20 if i % 2 == 0 else 80}.yaml", f"{work}/mesh/.next.yaml")
+    os.rename(f"{work}/mesh/.next.yaml", f"{work}/mesh/mesh.yaml")
+    os.kill(tern, signal.SIGHUP)
+    i += 1
+    time.sleep(0.1)
+PY
         swapper=$!
     fi
     taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: cart" "http://127.0.0.1:$tern_port/" \
