@@ -37,36 +37,10 @@ for tool in nginx wrk taskset python3; do
 done
 [[ -x $TERN_BIN ]] || { echo "no $TERN_BIN: swift build -c release" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/tern-telemetry-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [[ ${KEEP_LOGS:-0} == 1 ]] && echo "logs kept in $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# The origin: nginx answering 100 bytes, on CPU 1 with the load.
-ORIGIN_PORT=$(free_port)
-mkdir -p "$WORK/origin"
-cat >"$WORK/origin.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/origin/nginx.pid;
-error_log $WORK/origin/error.log error;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/origin; proxy_temp_path $WORK/origin; fastcgi_temp_path $WORK/origin;
-    uwsgi_temp_path $WORK/origin; scgi_temp_path $WORK/origin;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$ORIGIN_PORT; location / { return 200 "$(head -c 100 /dev/zero | tr '\0' x)"; } }
-}
-EOF
-taskset -c 1 nginx -p "$WORK/origin" -c "$WORK/origin.conf" &
-PIDS+=($!)
+RIG_NAME=tern-telemetry-bench
+# shellcheck source=lib/rig.sh
+source "$REPO_ROOT/Benchmarks/lib/rig.sh"
+start_origin "$(head -c 100 /dev/zero | tr '\0' x)"
 
 # A span sink on the load CPU: answers every POST 202, as Zipkin does.
 COLLECTOR_PORT=$(free_port)

@@ -176,17 +176,15 @@ def test_file_changes_reload_without_a_signal(canary):
     assert "config applied version=3" in t.log() + t.rest()
 
 
-def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(canary):
-    """Four keep-alive clients send requests back to back while the configuration is swapped 50 times
-    (SIGHUP, weights flipping between 80/20 and 20/80): every request gets a 200, and every replaced route
-    table is freed once no reactor can still read it."""
+def keep_alive_client(port):
+    """A keep-alive client loop for threads: GET /load for Host cart until `stop` is set; every non-200 answer
+    and error goes to `failures`, every request to `done`."""
     import threading
-    t, stable, beta, path, write = canary
     stop = threading.Event()
     failures, done = [], []
 
     def client():
-        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "cart"}, timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Host": "cart"}, timeout=10) as c:
             while not stop.is_set():
                 try:
                     r = c.get("/load")
@@ -195,6 +193,17 @@ def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(
                     done.append(1)
                 except httpx.HTTPError as e:
                     failures.append(repr(e))
+
+    return stop, failures, done, client
+
+
+def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(canary):
+    """Four keep-alive clients send requests back to back while the configuration is swapped 50 times
+    (SIGHUP, weights flipping between 80/20 and 20/80): every request gets a 200, and every replaced route
+    table is freed once no reactor can still read it."""
+    import threading
+    t, stable, beta, path, write = canary
+    stop, failures, done, client = keep_alive_client(t.port)
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     [th.start() for th in threads]
@@ -222,19 +231,7 @@ def test_a_file_corrupted_mid_write_under_load_leaves_the_old_config_serving(can
     serving every request, and once the write completes the new configuration applies."""
     import threading
     t, stable, beta, path, write = canary
-    stop = threading.Event()
-    failures, done = [], []
-
-    def client():
-        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "cart"}, timeout=10) as c:
-            while not stop.is_set():
-                try:
-                    r = c.get("/load")
-                    if r.status_code != 200:
-                        failures.append(r.status_code)
-                    done.append(1)
-                except httpx.HTTPError as e:
-                    failures.append(repr(e))
+    stop, failures, done, client = keep_alive_client(t.port)
 
     threads = [threading.Thread(target=client) for _ in range(3)]
     [th.start() for th in threads]
