@@ -15,6 +15,7 @@ import pytest
 
 from conftest import Tern, tern_bin
 from http_peers import HttpUpstream
+from peers import dead_port
 
 KEYS = ["start_time", "route_name", "method", "path", "protocol", "response_code", "response_flags",
         "response_code_details", "connection_termination_details", "bytes_received", "bytes_sent", "duration",
@@ -75,14 +76,6 @@ spec:
 QUIET = ["--admin", "off", "--health", "off", "--prometheus", "off"]
 
 
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def read_lines(path):
     """The log's lines; the last must be complete (a line is written whole or not at all)."""
     try:
@@ -140,7 +133,7 @@ def mesh(tmp_path, cart):
     """Tern routing by configuration (cart: a live upstream; gone: an endpoint whose port is closed), logging
     JSON to a file."""
     config = tmp_path / "mesh.yaml"
-    gone = closed_port()
+    gone = dead_port()
     config.write_text(MESH.format(cart=cart.port, closed=gone))
     log = tmp_path / "access.log"
     t = Tern(["--http", "--config", str(config), "--listen", "127.0.0.1:0", "--cores", "2",
@@ -376,7 +369,7 @@ def test_tcp_connections_get_one_line_each(tmp_path):
     import threading
     threading.Thread(target=serve, daemon=True).start()
     log = tmp_path / "tcp.log"
-    gone = closed_port()
+    gone = dead_port()
     t = Tern(["--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{echo_port}",
               "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{gone}",
               "--cores", "1", "--access-log", str(log), *QUIET])

@@ -289,6 +289,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     private var idle: [[UID]]
     private var pending: [PendingQueue]
     private var upstreamCount: [Int]
+    /// Upstream connections in the idle state (the pool-size gauge), kept as they change state.
+    private var idleUpstreams = 0
     private var draining = false
     private var stopping = false
     private let trustedClient: Bool
@@ -613,18 +615,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             upstreams.forEachID { closeUpstream($0, reactor) }
         }
         if let m = metrics {
-            m.reactor.set(ReactorWord.sessions, UInt64(sessions.count))
             m.reactor.set(ReactorWord.upstreamConnections, UInt64(upstreams.count))
-            m.reactor.set(ReactorWord.idleUpstreamConnections, UInt64(idleCount()))
+            m.reactor.set(ReactorWord.idleUpstreamConnections, UInt64(idleUpstreams))
         }
         let active = counters.active.load(ordering: .relaxed)
         acceptor.update(atCap: active >= relay.descriptorCap, headroom: relay.descriptorCap - active, draining: draining, reactor)
-    }
-
-    private func idleCount() -> Int {
-        var n = 0
-        for e in idle.indices { n += idle[e].count }
-        return n
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
@@ -1040,6 +1035,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     /// Gives upstream connection `u` to the exchange of session `id` and sends the request head.
     private func bind(_ u: UID, to id: SID, reused: Bool, _ reactor: Reactor<Backend>) {
+        if upstreams[u].state == .idle { idleUpstreams -= 1 }
         upstreams[u].state = .bound
         upstreams[u].session = id
         upstreams[u].reused = reused
@@ -1984,6 +1980,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         upstreams[u].state = .idle
+        idleUpstreams += 1
         upstreams[u].idleSince = System.monotonicNanos()
         idle[e].append(u)
         if upstreams[u].poolTimer == nil {
@@ -2008,6 +2005,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if upstreams[u].state == .closing { return }
         if let id = upstreams[u].session, sessions.isCurrent(id), sessions[id].upstream == u { sessions[id].upstream = nil }
         upstreams[u].session = nil
+        if upstreams[u].state == .idle { idleUpstreams -= 1 }
         upstreams[u].state = .closing
         cancel(&upstreams[u].connectTimer, reactor)
         cancel(&upstreams[u].poolTimer, reactor)

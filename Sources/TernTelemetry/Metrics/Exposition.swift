@@ -49,9 +49,6 @@ public final class Telemetry: Sendable {
         return all
     }
 
-    /// The sum over shards of reactor word `word`.
-    public func reactorTotal(_ word: Int) -> UInt64 { shards.reduce(0) { $0 &+ $1.reactor.load(word) } }
-
     /// Series that were not recorded because a shard's table was full.
     public var seriesOverflowed: UInt64 {
         shards.reduce(0) { $0 &+ $1.http.overflowed.load(ordering: .relaxed) &+ $1.tcp.overflowed.load(ordering: .relaxed) }

@@ -146,11 +146,9 @@ extension MetricsShard {
 
 /// Words of `MetricsShard.reactor`.
 public enum ReactorWord {
-    /// Gauges set by the proxy.
-    public static let sessions = 0, upstreamConnections = 1, idleUpstreamConnections = 2, pendingRequests = 3
-    /// Counters.
-    public static let accessLogLines = 4, accessLogDropped = 5, spansStarted = 6, spansDropped = 7
-    public static let count = 8
+    /// Gauges set by the proxy: its upstream connections, and how many of them idle in the pools.
+    public static let upstreamConnections = 0, idleUpstreamConnections = 1
+    public static let count = 2
 }
 
 /// The destination services metrics name, each given a small id once (at config apply and snapshot bind,
@@ -199,7 +197,6 @@ public final class ServiceRegistry: Sendable {
         state.withLock { s in Int(id) < s.list.count ? s.list[Int(id)] : .unknown }
     }
 
-    public var all: [Service] { state.withLock { $0.list } }
 }
 
 /// This workload's identity, for the source_* labels (reporter source) or destination_* labels (reporter
