@@ -5,6 +5,7 @@
 import Synchronization
 import TernConfig
 import TernCore
+import TernHTTP
 import TernIO
 import TernTelemetry
 
@@ -192,13 +193,23 @@ final class AdminServer: @unchecked Sendable {
 
     private func serve(_ socket: consuming BlockingSocket, _ kind: Kind) {
         let deadline = System.monotonicNanos() + 2_000_000_000
+        // The proxy's own parser, as strict here as on the data path (the health and Prometheus listeners face
+        // the pod's network); a head it refuses, or one over 16 KiB, gets 400.
+        var parser = HTTP1Parser(kind: .request, limits: .init(maxHeaderBytes: 16384, maxHeaderCount: 100, maxURIBytes: 8192))
         var bytes: [UInt8] = []
-        while bytes.count < 16384 && !Self.headEnds(bytes) {
+        var request: Request? = nil
+        while bytes.count < 16384 {
             guard let chunk = try? socket.receive(max: 4096, deadline: deadline), !chunk.isEmpty else { return }
             bytes += chunk
+            parser.reset()
+            guard let progress = try? parser.parse(bytes.span) else { break }
+            if progress == .complete {
+                request = Self.request(parser.head, bytes)
+                break
+            }
         }
         let response: Response
-        if let request = Self.parse(bytes) {
+        if let request {
             response = handle(request, kind)
         } else {
             response = Response(status: 400, body: "bad request\n")
@@ -210,20 +221,11 @@ final class AdminServer: @unchecked Sendable {
         _ = System.shutdown(socket.fd, write: true, read: false)
     }
 
-    static func headEnds(_ b: [UInt8]) -> Bool {
-        guard b.count >= 4 else { return false }
-        for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return true }
-        return false
-    }
-
-    /// "METHOD /path?query HTTP/1.x": the method a token, the target in origin form.
-    static func parse(_ bytes: [UInt8]) -> Request? {
-        guard let end = bytes.firstIndex(of: 13) else { return nil }
-        let parts = bytes[..<end].split(separator: 32, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy({ $0 >= 65 && $0 <= 90 }),
-              parts[1].first == 47, parts[1].allSatisfy({ $0 > 32 && $0 < 127 }),
-              parts[2].elementsEqual("HTTP/1.1".utf8) || parts[2].elementsEqual("HTTP/1.0".utf8) else { return nil }
-        let target = String(decoding: parts[1], as: UTF8.self)
+    /// The method, path and query of a parsed head; nil for a target not in origin form ("/path?query").
+    static func request(_ head: HTTP1Head, _ bytes: [UInt8]) -> Request? {
+        guard bytes[head.target.lowerBound] == UInt8(ascii: "/") else { return nil }
+        let method = String(decoding: bytes[head.startLineOffset..<(head.target.lowerBound - 1)], as: UTF8.self)
+        let target = String(decoding: bytes[head.target], as: UTF8.self)
         let split = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         var query: [String: String] = [:]
         if split.count == 2 {
@@ -232,7 +234,7 @@ final class AdminServer: @unchecked Sendable {
                 query[percentDecoded(kv[0])] = kv.count == 2 ? percentDecoded(kv[1]) : ""
             }
         }
-        return Request(method: String(decoding: parts[0], as: UTF8.self), path: String(split[0]), query: query)
+        return Request(method: method, path: String(split[0]), query: query)
     }
 
     static func percentDecoded(_ s: Substring) -> String {
