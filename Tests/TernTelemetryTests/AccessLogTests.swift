@@ -186,6 +186,24 @@ final class TestThread: @unchecked Sendable {
         #expect(text.contains(#""\x01\x1b\x7f\x0a""#))
     }
 
+    @Test func everyCapturedFieldKeepsItsWholeLimitWithoutTouchingItsNeighbours() {
+        // Each field of two adjacent slots filled to its limit with its own byte: a field laid over a neighbour
+        // (or a slot over the next) would read back another field's bytes.
+        let c = RequestCapture(slots: 2)
+        for slot in 0..<2 {
+            for field in CapturedField.allCases {
+                let bytes = [UInt8](repeating: UInt8(0x41 + field.rawValue + 16 * slot), count: field.limit + 7)
+                bytes.withUnsafeBytes { c.set(slot, field, $0) }
+            }
+        }
+        for slot in 0..<2 {
+            for field in CapturedField.allCases {
+                let expected = [UInt8](repeating: UInt8(0x41 + field.rawValue + 16 * slot), count: field.limit)
+                #expect(Array(c.string(slot, field).utf8) == expected, "slot \(slot) \(field)")
+            }
+        }
+    }
+
     @Test func startTimesAreRFC3339InUTCWithMilliseconds() {
         let known: [(UInt64, String)] = [
             (0, "1970-01-01T00:00:00.000Z"),
@@ -242,6 +260,10 @@ final class TestThread: @unchecked Sendable {
             for i in b.indices { out.append(b[i]) }
             return out
         }
+        // What the writer counts as lines written, for the whole and for a partial write (across the wrap too).
+        #expect(shard.newlines(inFirst: bytes.count) == bytes.filter { $0 == 10 }.count)
+        #expect(shard.newlines(inFirst: bytes.count / 2) == bytes.prefix(bytes.count / 2).filter { $0 == 10 }.count)
+        #expect(shard.newlines(inFirst: 0) == 0)
         shard.consume(bytes.count)
         return bytes
     }
@@ -264,6 +286,35 @@ final class TestThread: @unchecked Sendable {
         #expect(wrapped)
         #expect(all == expected)
         #expect(shard.lines == 200 && shard.dropped == 0 && shard.pendingBytes == 0)
+    }
+
+    @Test func theProducerNudgesOnceWhenHalfFullThenEveryQuarter() throws {
+        final class Count: @unchecked Sendable { var n = 0 }
+        let nudges = Count()
+        let shard = AccessLogShard(format: .text, capacity: 4096, onHalfFull: { nudges.n += 1 })
+        let r = knownRecord()
+        let size = try #require(AccessLogLine.render(.text, r)).utf8.count
+        var held = 0
+        func append() {
+            #expect(shard.append(r, capture: nil, slot: 0))
+            held += size
+        }
+        while held + size < 2048 { append() }
+        #expect(nudges.n == 0)
+        append()  // past half
+        #expect(nudges.n == 1)
+        let mark = held
+        while held + size < mark + 1024 { append() }
+        #expect(nudges.n == 1)
+        append()  // a quarter further, still unwritten
+        #expect(nudges.n == 2)
+        // Written out: no nudge until half the ring is unwritten again.
+        shard.consume(shard.pendingBytes)
+        held = 0
+        while held + size < 2048 { append() }
+        #expect(nudges.n == 2)
+        append()
+        #expect(nudges.n == 3)
     }
 
     @Test func fullRingDropsAndCounts() throws {

@@ -303,6 +303,30 @@ let parentHex = "00f067aa0ba902b7"
 }
 
 @Suite struct PropagationTests {
+    @Test func traceparentLineMatchesTheDigitsOfEveryId() {
+        // Word-at-a-time hex against String(radix:): every nibble value in every position, the edges, and
+        // random ids.
+        var values: [UInt64] = [0, 1, 9, 10, 15, 16, .max, 0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210, 0x9A9A_9A9A_0F0F_F0F0]
+        var random = TestRandom(7)
+        for _ in 0..<500 { values.append(random.next()) }
+        func hex(_ v: UInt64) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: 16 - s.count) + s
+        }
+        for (i, v) in values.enumerated() {
+            let c = TraceContext(traceIDHigh: v, traceIDLow: values[(i + 1) % values.count], spanID: ~v,
+                                 sampled: i % 2 == 0)
+            let line = c.withTraceparentLine { span in
+                var bytes: [UInt8] = []
+                for j in span.indices { bytes.append(span[j]) }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            let expected = "traceparent: 00-\(hex(v))\(hex(values[(i + 1) % values.count]))-\(hex(~v))-\(i % 2 == 0 ? "01" : "00")\r\n"
+            #expect(line == expected)
+            #expect(line.utf8.count == TraceContext.traceparentLineBytes)
+        }
+    }
+
     let proxySpan: UInt64 = 0x1234_5678_9abc_def0
 
     func child(of fields: [(String, String)], sampled: Bool? = nil) -> TraceContext {

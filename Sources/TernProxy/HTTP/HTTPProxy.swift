@@ -499,29 +499,32 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Nil when they do not fit.
     private func composeRequestExtras(_ id: SID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
                                       _ trace: inout Range<Int>) -> Held? {
-        let s = sessions[id]
+        // The fields read, not the whole session: copying a Session retains every reference it holds.
+        let rewriteTarget = sessions[id].targetRewrite, held = sessions[id].requestHeld
+        let edits = sessions[id].requestEdits, context = sessions[id].trace
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
-            if let rewrite = s.targetRewrite {
+            if let rewrite = rewriteTarget {
                 // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
                 // authority), rewritten, then the query and fragment as received.
                 let t = head.target
-                let path = bytes.pathExtent(head, held: s.requestHeld)
+                let path = bytes.pathExtent(head, held: held)
                 switch rewrite {
                 case .path(let uri, let prefix):
                     w.append(uri)
                     let from = prefix >= 0 ? min(path.lowerBound + prefix, path.upperBound) : path.upperBound
-                    bytes.copy(from..<t.upperBound, from: s.requestHeld, into: &w)
+                    bytes.copy(from..<t.upperBound, from: held, into: &w)
                 case .regex(let regex):
-                    bytes.rewrite(path.lowerBound..<t.upperBound, from: s.requestHeld, with: regex, into: &w)
+                    bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, into: &w)
                 }
             }
             targetEnd = w.count
-            if let edits = s.requestEdits { Self.writeFields(edits, &w) }
+            if let edits { Self.writeFields(edits, &w) }
             fieldsEnd = w.count
             if let capture, reporting.spans != nil {
-                s.trace.writeFields(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
+                context.withTraceparentLine { w.append($0) }
+                context.writeFieldsAfterTraceparent(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
             }
         }
         guard let extras else { return nil }
@@ -852,16 +855,17 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     private func clientReceived(_ id: SID, _ c: Completion, _ reactor: Reactor<Backend>) {
-        let s = sessions[id]
-        if s.phase == .closing {
+        // Fields read one by one: a copy of the whole Session would retain every reference it holds.
+        let phase = sessions[id].phase
+        if phase == .closing {
             release(c.bufferID, reactor)
             finishSessionIfQuiet(id, reactor)
             return
         }
-        if s.phase == .lingering || s.reply != nil {
+        if phase == .lingering || sessions[id].reply != nil {
             // Read and discard until the client closes (lingering close), or the linger timer fires.
             release(c.bufferID, reactor)
-            if c.result > 0 { receiveFromClient(id, reactor) } else if s.phase == .lingering { closeSession(id, reset: false, reactor) }
+            if c.result > 0 { receiveFromClient(id, reactor) } else if phase == .lingering { closeSession(id, reset: false, reactor) }
             return
         }
         guard c.result > 0, let buffer = c.bufferID else {
@@ -870,9 +874,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         sessions[id].lastActivity = System.monotonicNanos()
-        switch s.request {
+        let request = sessions[id].request
+        switch request {
         case .head:
-            let wasEmpty = s.requestHeld.isEmpty
+            let wasEmpty = sessions[id].requestHeld.isEmpty, exchange = sessions[id].exchange
             do {
                 let (a, b) = try bytes.take(buffer: buffer, count: Int(c.result), into: &sessions[id].requestHeld)
                 release(a, reactor)
@@ -882,16 +887,16 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 fail(id, .headersTooLarge, reactor)
                 return
             }
-            if wasEmpty && !s.exchange { sessions[id].headStart = sessions[id].lastActivity }
+            if wasEmpty && !exchange { sessions[id].headStart = sessions[id].lastActivity }
             requestHead(id, reactor)
         case .body, .tunnel:
-            precondition(!s.requestHeld.holdsStorage, "request bytes held while receiving more")
+            precondition(!sessions[id].requestHeld.holdsStorage, "request bytes held while receiving more")
             sessions[id].requestHeld = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
-            if s.request == .body { requestBody(id, reactor) } else { tunnelToUpstream(id, reactor) }
+            if request == .body { requestBody(id, reactor) } else { tunnelToUpstream(id, reactor) }
         case .waiting, .sending, .splicing, .done:
             // Not receiving in these states; a stray completion is a bug.
             release(buffer, reactor)
-            bug("client receive completed in request state \(s.request)")
+            bug("client receive completed in request state \(request)")
         }
     }
 
@@ -936,10 +941,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].requestHeadLength = UInt64(head.length)
         if let capture {
             let slot = Int(id.index)
-            bytes.capture(head, held: sessions[id].requestHeld, into: capture, slot: slot)
             if reporting.spans != nil {
                 let incoming = bytes.traceHeaders(head, held: sessions[id].requestHeld, capture: capture, slot: slot)
                 sessions[id].trace = incoming.context.child(sampler: reporting.sampler, using: &random)
+            }
+            // The values are reported by the access log, and by the span of a sampled request only (1 % by
+            // default): the other requests skip the copies.
+            if reporting.accessLog != nil || sessions[id].trace.sampled == true {
+                bytes.capture(head, held: sessions[id].requestHeld, into: capture, slot: slot)
             }
         }
         sessions[id].exchange = true
@@ -1448,8 +1457,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             return
         }
         let head = responseParsers.parsers[p].head
-        let s = sessions[id]
-        let held = s.responseHeld
+        // Fields read one by one: a copy of the whole Session would retain every reference it holds.
+        let held = sessions[id].responseHeld, http10 = sessions[id].http10
         let entry = Int(id.index)
         sessions[id].interimLength = 0
         sessions[id].tunnelNext = false
@@ -1459,8 +1468,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         if head.isInterim && head.status != 101 {
             sessions[id].interimLength = head.length
-        } else if head.status == 101 || (s.method == .connect && head.status >= 200 && head.status < 300) {
-            guard s.upgrade else {
+        } else if head.status == 101 || (sessions[id].method == .connect && head.status >= 200 && head.status < 300) {
+            guard sessions[id].upgrade else {
                 Log.debug("upstream switched protocols without being asked (UPE)")
                 fail(id, .badGateway, reactor)
                 return
@@ -1470,18 +1479,18 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         var persistence = HTTP1Forwarding.Persistence.keepAlive
         sessions[id].dechunk = false
         if !head.isInterim || head.status == 101 {
-            var keep = s.keepAlive && !draining && head.framing != .untilClose
+            var keep = sessions[id].keepAlive && !draining && head.framing != .untilClose
             if sessions[id].tunnelNext { keep = false }
-            if s.http10 && head.framing == .chunked { keep = false }
+            if http10 && head.framing == .chunked { keep = false }
             sessions[id].keepAlive = keep
-            persistence = keep ? (s.http10 ? .keepAliveHTTP10 : .keepAlive) : .close
+            persistence = keep ? (http10 ? .keepAliveHTTP10 : .keepAlive) : .close
             switch head.framing {
             case .none: sessions[id].responseBody = .none
             case .contentLength(let n): sessions[id].responseBody = n == 0 ? .none : .length(n)
             case .chunked:
                 sessions[id].responseBody = .chunked
                 sessions[id].responseDecoder.reset()
-                sessions[id].dechunk = s.http10
+                sessions[id].dechunk = http10
             case .untilClose: sessions[id].responseBody = .untilClose
             }
             sessions[id].upstreamReusable = head.keepAlive && head.framing != .untilClose && !sessions[id].tunnelNext

@@ -199,7 +199,10 @@ public final class ProxyServer {
         if let path = settings.telemetry.accessLog {
             let format = AccessLogFormat(rawValue: settings.telemetry.accessLogFormat) ?? .json
             do {
-                accessLog = try AccessLogWriter.start(shards: cpus.map { _ in AccessLogShard(format: format) }, path: path)
+                // A reactor whose ring is half full wakes the writer at once (a burst after a quiet spell).
+                let wakeup = ThreadWakeup()
+                let shards = cpus.map { _ in AccessLogShard(format: format, onHalfFull: { wakeup?.ring() }) }
+                accessLog = try AccessLogWriter.start(shards: shards, path: path, wakeup: wakeup)
             } catch {
                 Log.error(error.description)
                 Log.shared.flush()

@@ -1,8 +1,9 @@
 // The access-log writer (ARCHITECTURE.md §8): one thread beside the reactors that moves every reactor's
 // AccessLogShard ring to the log file (or stdout). Reactors never wait for it: when it falls behind, their
-// rings fill and they drop lines (each shard counts its drops). It wakes at least every 100 ms, sooner while a
-// ring is filling up, writes each ring's published bytes with one writev (two spans when they wrap), and frees
-// them only once written, so a failed write is retried on the next round rather than lost.
+// rings fill and they drop lines (each shard counts its drops). It wakes at least every 100 ms, sooner when
+// the rings fill faster (paced so the fullest would be a quarter full at the next round), writes each ring's
+// published bytes with one writev (two spans when they wrap), and frees them only once written, so a failed
+// write is retried on the next round rather than lost.
 //
 // SIGUSR1 (logrotate's `postrotate`): the main thread calls `reopen()`; the thread writes what the rings hold
 // to the old file, then opens the path again and closes the old descriptor. Lines published after the new
@@ -45,10 +46,13 @@ public final class AccessLogWriter: @unchecked Sendable {
 
     /// Opens `path` for appending (created with mode 0644; "-" is stdout) and starts the writer thread over
     /// `shards` (one per reactor). Throws when the file cannot be opened or no thread can be started.
-    public static func start(shards: [AccessLogShard], path: String, intervalMillis: Int32 = 100) throws(AccessLogWriterError) -> AccessLogWriter {
+    /// `wakeup` is the one the shards ring when half full (`AccessLogShard(onHalfFull:)`); nil: a new one.
+    public static func start(shards: [AccessLogShard], path: String, intervalMillis: Int32 = 100,
+                             wakeup: ThreadWakeup? = nil) throws(AccessLogWriterError) -> AccessLogWriter
+    {
         let fd = path == "-" ? stdout : System.openForAppend(path)
         guard fd >= 0 else { throw AccessLogWriterError(path: path, errno: -fd) }
-        guard let wakeup = ThreadWakeup() else {
+        guard let wakeup = wakeup ?? ThreadWakeup() else {
             if fd != stdout { System.close(fd) }
             throw AccessLogWriterError(path: path, errno: Errno.EAGAIN)
         }
@@ -106,6 +110,7 @@ public final class AccessLogWriter: @unchecked Sendable {
     // MARK: The thread
 
     private func run() {
+        var lastRound = System.monotonicNanos()
         while true {
             let stopping = stopRequested.load(ordering: .acquiring)
             let requested = reopenRequests.load(ordering: .acquiring)
@@ -115,21 +120,33 @@ public final class AccessLogWriter: @unchecked Sendable {
                 reopenFile()
                 reopensDone = requested
             }
-            let busy = drainAll(final: stopping)
+            let fullest = drainAll(final: stopping)
             reportDrops()
             if stopping { break }
-            // A ring that was an eighth full fills faster than the interval: come back almost at once.
-            wakeup.wait(milliseconds: busy ? 1 : intervalMillis)
+            let now = System.monotonicNanos()
+            let wait = Self.nextWait(fullest: fullest, elapsedNanos: now &- lastRound, intervalMillis: intervalMillis)
+            lastRound = now
+            wakeup.wait(milliseconds: wait)
         }
         if fd != Self.stdout { System.close(fd) }
         exited.store(true, ordering: .releasing)
     }
 
-    /// Writes every shard's published bytes; true when one of them was at least an eighth full.
-    private func drainAll(final: Bool) -> Bool {
-        var busy = false
-        for shard in shards where drain(shard, final: final) * 8 >= shard.capacity { busy = true }
-        return busy
+    /// How long to sleep after a round that found the fullest ring `fullest` full (0…1) after `elapsedNanos`:
+    /// long enough for it to fill to a quarter at the rate it filled since the last round, so a ring is
+    /// drained long before it fills (its reactor would drop lines), and never longer than the interval.
+    /// At 8,000 JSON lines a second into a 256 KiB ring that is about every 18 ms; with no traffic, the interval.
+    public static func nextWait(fullest: Double, elapsedNanos: UInt64, intervalMillis: Int32) -> Int32 {
+        guard fullest > 0 else { return intervalMillis }
+        let millis = Double(elapsedNanos) / 1e6 * 0.25 / fullest
+        return Int32(min(max(millis, 1), Double(intervalMillis)))
+    }
+
+    /// Writes every shard's published bytes; returns the largest share of its ring that one of them held.
+    private func drainAll(final: Bool) -> Double {
+        var fullest = 0.0
+        for shard in shards { fullest = max(fullest, Double(drain(shard, final: final)) / Double(shard.capacity)) }
+        return fullest
     }
 
     /// Writes what `shard` has published (partial writes continued; EAGAIN waited for briefly). Returns the
@@ -139,11 +156,9 @@ public final class AccessLogWriter: @unchecked Sendable {
         var left = held
         var waits = 0
         while left > 0 {
-            let (n, lines) = shard.withPublished { a, b in
-                let n = System.writev(fd, a, b)
-                return (n, n > 0 ? Self.newlines(a, b, prefix: n) : 0)
-            }
+            let n = shard.withPublished { a, b in System.writev(fd, a, b) }
             if n > 0 {
+                let lines = shard.newlines(inFirst: n)
                 shard.consume(n)
                 written.add(UInt64(lines), ordering: .relaxed)
                 left -= n
@@ -163,15 +178,6 @@ public final class AccessLogWriter: @unchecked Sendable {
             break
         }
         return held
-    }
-
-    /// Newlines among the first `n` bytes of `a` then `b` (whole lines written).
-    private static func newlines(_ a: Span<UInt8>, _ b: Span<UInt8>, prefix n: Int) -> Int {
-        var count = 0
-        let inA = min(n, a.count)
-        for i in 0..<inA where a[i] == 10 { count += 1 }
-        for i in 0..<min(n - inA, b.count) where b[i] == 10 { count += 1 }
-        return count
     }
 
     private func reopenFile() {

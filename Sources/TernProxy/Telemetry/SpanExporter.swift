@@ -62,7 +62,6 @@ public final class SpanExporter: Sendable {
             throw ProxyError(description: "cannot start the span exporter thread")
         }
         thread.withLock { $0 = t }
-        Log.info("tracing: spans to \(settings.collector) (\(settings.format.rawValue)), sampling \(settings.samplingPercent)%")
     }
 
     /// Sends what the rings hold (bounded by one request deadline) and ends the thread; returns within two

@@ -101,9 +101,7 @@ public enum AccessLogLine {
             return
         }
         line.append(UInt8(ascii: "\""))
-        var e = ValueEscaper(.json)
-        for b in s.utf8 { e.put(b, &line) }
-        e.finish(&line)
+        line.appendEscaped(s, .json)
         line.append(UInt8(ascii: "\""))
     }
 
@@ -185,9 +183,7 @@ public enum AccessLogLine {
             line.append(UInt8(ascii: "-"))
             return
         }
-        var e = ValueEscaper(.text)
-        for b in s.utf8 { e.put(b, &line) }
-        e.finish(&line)
+        line.appendEscaped(s, .text)
     }
 
     private static func textCaptured(_ capture: RequestCapture?, _ slot: Int, _ field: CapturedField, _ line: inout LineBuffer) {

@@ -11,6 +11,7 @@
 // The producer reads head with acquire (only when its cached copy shows too little room), so the bytes the
 // consumer freed are no longer being read when it overwrites them; the consumer reads tail with acquire, so the
 // bytes of every line it sees are complete. Each position has one writer, so no read-modify-write is needed.
+import Glibc
 import Synchronization
 
 /// A reactor's access-log buffer: `append` on the reactor, `withPublished`/`consume` on the writer thread.
@@ -30,19 +31,28 @@ import Synchronization
     private let tail = Atomic<UInt64>(0)
     private let appendedLines = Atomic<UInt64>(0)
     private let droppedLines = Atomic<UInt64>(0)
+    /// Called by the producer when its ring is half full (then again every further quarter while it stays
+    /// so): the writer thread's wake-up, so a burst after a quiet spell is written before the ring fills.
+    private let onHalfFull: (@Sendable () -> Void)?
     // Producer only.
     private var scratch: LineBuffer
     private var cachedHead: UInt64 = 0
+    /// The tail position at which to look whether the ring is half full.
+    private var nudgeAt: UInt64
 
     /// `capacity` is rounded up to a power of two (at least 4 KiB); a line longer than `lineLimit` bytes is
     /// dropped (request fields are bounded by their capture limits, so only unusually long strings in the
     /// record, which come from configuration, can make one that long).
-    public init(format: AccessLogFormat, capacity: Int = 256 * 1024, lineLimit: Int = 16 * 1024) {
+    public init(format: AccessLogFormat, capacity: Int = 256 * 1024, lineLimit: Int = 16 * 1024,
+                onHalfFull: (@Sendable () -> Void)? = nil)
+    {
         var c = 4096
         while c < capacity { c <<= 1 }
         self.format = format
         self.capacity = c
         mask = UInt64(c - 1)
+        self.onHalfFull = onHalfFull
+        nudgeAt = UInt64(c / 2)
         unsafe ring = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 64)
         scratch = LineBuffer(capacity: min(max(lineLimit, 256), c))
     }
@@ -67,7 +77,21 @@ import Synchronization
         unsafe scratch.copy(into: ring, ringCapacity: capacity, at: Int(t & mask))
         tail.store(t + n, ordering: .releasing)
         appendedLines.store(appendedLines.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        if t + n >= nudgeAt, let onHalfFull { nudge(tail: t + n, onHalfFull) }
         return true
+    }
+
+    /// The tail passed the mark: wake the writer when half the ring is still unwritten, and look again a
+    /// quarter later (one wake-up per quarter at most); otherwise look again when it could be.
+    private func nudge(tail t: UInt64, _ onHalfFull: @Sendable () -> Void) {
+        cachedHead = head.load(ordering: .acquiring)
+        let half = UInt64(capacity / 2)
+        if t - cachedHead >= half {
+            onHalfFull()
+            nudgeAt = t + UInt64(capacity / 4)
+        } else {
+            nudgeAt = cachedHead + half
+        }
     }
 
     private func hasRoom(_ n: UInt64, tail t: UInt64) -> Bool {
@@ -92,6 +116,31 @@ import Synchronization
         let a = unsafe UnsafeBufferPointer(start: (ring + offset).assumingMemoryBound(to: UInt8.self), count: first)
         let b = unsafe UnsafeBufferPointer(start: ring.assumingMemoryBound(to: UInt8.self), count: n - first)
         return unsafe body(Span(_unsafeElements: a), Span(_unsafeElements: b))
+    }
+
+    /// Lines among the oldest `count` published bytes (counted by their newlines, with memchr: the writer
+    /// counts every byte it writes).
+    public func newlines(inFirst count: Int) -> Int {
+        let h = head.load(ordering: .relaxed)
+        precondition(count >= 0 && UInt64(count) <= tail.load(ordering: .acquiring) - h, "counted more than published")
+        var lines = 0
+        var offset = Int(h & mask)
+        var left = count
+        while left > 0 {
+            let n = min(left, capacity - offset)
+            // SAFETY: [offset, offset + n) lies inside the ring and inside [head, tail), which the producer does
+            // not touch until head moves past it.
+            var p = unsafe UnsafeRawPointer(ring + offset)
+            let end = unsafe p + n
+            while let hit = unsafe memchr(p, 10, unsafe end - p) {
+                lines += 1
+                unsafe p = UnsafeRawPointer(hit) + 1
+                if unsafe p >= end { break }
+            }
+            left -= n
+            offset = 0
+        }
+        return lines
     }
 
     /// Frees the oldest `count` published bytes (after they were written).

@@ -116,24 +116,38 @@
 }
 
 extension LineBuffer {
-    /// A captured value escaped for `mode`: runs of printable ASCII that need no escaping are copied whole
-    /// (most of every request value), the rest goes byte by byte through the escaper.
+    /// A captured value escaped for `mode` (see `appendEscaped(_:_:)`).
     mutating func appendEscaped(_ capture: RequestCapture, _ slot: Int, _ field: CapturedField, _ mode: ValueEscaper.Mode) {
+        unsafe capture.withBytes(slot, field) { unsafe appendEscaped($0, mode) }
+    }
+
+    /// A string escaped for `mode`: its UTF-8 read in place (native strings are contiguous), byte by byte
+    /// only for the rare bridged or foreign one.
+    mutating func appendEscaped(_ text: String, _ mode: ValueEscaper.Mode) {
+        let done: Void? = unsafe text.utf8.withContiguousStorageIfAvailable { unsafe appendEscaped(UnsafeRawBufferPointer($0), mode) }
+        if done == nil {
+            var e = ValueEscaper(mode)
+            for b in text.utf8 { e.put(b, &self) }
+            e.finish(&self)
+        }
+    }
+
+    /// `bytes` escaped for `mode`: runs of printable ASCII that need no escaping are copied whole (most of
+    /// every value), the rest goes byte by byte through the escaper.
+    mutating func appendEscaped(_ bytes: UnsafeRawBufferPointer, _ mode: ValueEscaper.Mode) {
         var e = ValueEscaper(mode)
-        unsafe capture.withBytes(slot, field) { bytes in
-            var i = 0
-            while i < bytes.count {
-                var j = i
-                if e.idle {
-                    while j < bytes.count && ValueEscaper.plain(unsafe bytes[j], mode) { j += 1 }
-                }
-                if j > i {
-                    unsafe append(bytes, from: i, to: j)
-                    i = j
-                } else {
-                    e.put(unsafe bytes[i], &self)
-                    i += 1
-                }
+        var i = 0
+        while i < bytes.count {
+            var j = i
+            if e.idle {
+                while j < bytes.count && ValueEscaper.plain(unsafe bytes[j], mode) { j += 1 }
+            }
+            if j > i {
+                unsafe append(bytes, from: i, to: j)
+                i = j
+            } else {
+                e.put(unsafe bytes[i], &self)
+                i += 1
             }
         }
         e.finish(&self)

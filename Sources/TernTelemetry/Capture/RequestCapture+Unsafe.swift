@@ -24,22 +24,28 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         }
     }
 
-    /// Where the field's bytes start in a slot (after the slot's length table).
-    static let offsets: [Int] = {
-        var o = CapturedField.allCases.count * 2
-        var out: [Int] = []
-        for f in CapturedField.allCases {
-            out.append(o)
-            o += f.limit
+    /// Where the field's bytes start in a slot (after the slot's length table): a switch the compiler folds to
+    /// constants, because the request path reads it for every field (a table in a global costs a lazy-init check
+    /// and an array access each time).
+    @inline(__always)
+    var offset: Int {
+        let table = CapturedField.allCases.count * 2
+        switch self {
+        case .method: return table
+        case .path: return table + 24
+        case .authority: return table + 24 + 512
+        case .userAgent: return table + 24 + 512 + 128
+        case .forwardedFor: return table + 24 + 512 + 128 + 192
+        case .requestID: return table + 24 + 512 + 128 + 192 + 128
+        case .downstreamRemote: return table + 24 + 512 + 128 + 192 + 128 + 64
+        case .downstreamLocal: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48
+        case .traceParent: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48 + 48
+        case .traceState: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48 + 48 + 64
         }
-        return out
-    }()
+    }
 
-    /// Bytes per slot: a UInt16 length per field, then the fields.
-    static let slotSize: Int = {
-        let end = offsets.last! + CapturedField.allCases.last!.limit
-        return (end + 63) & ~63
-    }()
+    /// Bytes per slot: a UInt16 length per field, then the fields, rounded up to a cache line.
+    static var slotSize: Int { (CapturedField.traceState.offset + CapturedField.traceState.limit + 63) & ~63 }
 }
 
 @safe public final class RequestCapture {
@@ -81,7 +87,7 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     /// Stores `bytes` (cut at the field's limit) as `field` of `slot`.
     public func set(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer) {
         let n = min(bytes.count, field.limit)
-        if n > 0 { unsafe (slotBase(slot) + CapturedField.offsets[field.rawValue]).copyMemory(from: bytes.baseAddress!, byteCount: n) }
+        if n > 0 { unsafe (slotBase(slot) + field.offset).copyMemory(from: bytes.baseAddress!, byteCount: n) }
         setLength(slot, field, n)
     }
 
@@ -89,7 +95,7 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     /// a head, joined as a list: RFC 9110 §5.3). Stops at the field's limit.
     public func append(_ slot: Int, _ field: CapturedField, _ bytes: UnsafeRawBufferPointer, separator: UInt8 = 0x2C) {
         var n = length(slot, field)
-        let base = unsafe slotBase(slot) + CapturedField.offsets[field.rawValue]
+        let base = unsafe slotBase(slot) + field.offset
         if n > 0 && n < field.limit {
             unsafe base.storeBytes(of: separator, toByteOffset: n, as: UInt8.self)
             n += 1
@@ -115,14 +121,14 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     /// Calls `body` with the stored bytes of `field` (valid only during the call).
     public func withBytes<R>(_ slot: Int, _ field: CapturedField, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         let n = length(slot, field)
-        return unsafe body(UnsafeRawBufferPointer(start: slotBase(slot) + CapturedField.offsets[field.rawValue], count: n))
+        return unsafe body(UnsafeRawBufferPointer(start: slotBase(slot) + field.offset, count: n))
     }
 
     /// Each stored byte of `field`, in order (the safe way to read a field).
     @inline(__always)
     public func forEachByte(_ slot: Int, _ field: CapturedField, _ body: (UInt8) -> Void) {
         let n = length(slot, field)
-        let p = unsafe slotBase(slot) + CapturedField.offsets[field.rawValue]
+        let p = unsafe slotBase(slot) + field.offset
         for i in 0..<n { body(unsafe p.load(fromByteOffset: i, as: UInt8.self)) }
     }
 

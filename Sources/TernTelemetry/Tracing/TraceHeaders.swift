@@ -132,6 +132,8 @@ public struct TraceHeaders: Sendable {
 
     /// The context the fields carried (`hasIDs` false when none was valid), with every style that was present.
     public var context: TraceContext {
+        // Most requests carry no trace field at all.
+        guard traceparents | traceStateFields | singles | Int(multiSeen) != 0 else { return TraceContext() }
         let styles = w3c.styles.union(single.styles).union(multi.styles)
         var out: TraceContext
         if traceparents == 1 && w3c.hasIDs {

@@ -20,3 +20,31 @@ extension TraceContext {
         return i
     }
 }
+
+extension TraceContext {
+    /// The traceparent line ("traceparent: 00-{trace}-{span}-{flags}\r\n", `traceparentLineBytes` bytes)
+    /// composed on the stack with word stores and handed to `body` in one piece.
+    public func withTraceparentLine<R>(_ body: (borrowing Span<UInt8>) -> R) -> R {
+        // SAFETY: the temporary holds 72 bytes and every store below ends at or before byte 70; `body` gets a
+        // view of the 70 bytes written, valid for the call only.
+        unsafe withUnsafeTemporaryAllocation(byteCount: 72, alignment: 8) { buffer in
+            let p = buffer.baseAddress!
+            let prefix: StaticString = "traceparent: 00-"
+            unsafe p.copyMemory(from: prefix.utf8Start, byteCount: 16)
+            let (a, b) = Self.hexWords(traceIDHigh)
+            let (c, d) = Self.hexWords(traceIDLow)
+            let (e, f) = Self.hexWords(spanID)
+            unsafe p.storeBytes(of: a.bigEndian, toByteOffset: 16, as: UInt64.self)
+            unsafe p.storeBytes(of: b.bigEndian, toByteOffset: 24, as: UInt64.self)
+            unsafe p.storeBytes(of: c.bigEndian, toByteOffset: 32, as: UInt64.self)
+            unsafe p.storeBytes(of: d.bigEndian, toByteOffset: 40, as: UInt64.self)
+            unsafe p.storeBytes(of: UInt8(ascii: "-"), toByteOffset: 48, as: UInt8.self)
+            unsafe p.storeBytes(of: e.bigEndian, toByteOffset: 49, as: UInt64.self)
+            unsafe p.storeBytes(of: f.bigEndian, toByteOffset: 57, as: UInt64.self)
+            let tail: StaticString = sampled == true ? "-01\r\n" : "-00\r\n"
+            unsafe (p + 65).copyMemory(from: tail.utf8Start, byteCount: 5)
+            let line = unsafe UnsafeBufferPointer(start: p.assumingMemoryBound(to: UInt8.self), count: Self.traceparentLineBytes)
+            return unsafe body(line.span)
+        }
+    }
+}

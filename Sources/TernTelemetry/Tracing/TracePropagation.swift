@@ -34,6 +34,12 @@ extension TraceContext {
     /// As `writeFields(traceState:_:)`, the tracestate read from a request's capture slot.
     public func writeFields(traceStateFrom capture: RequestCapture, slot: Int, _ byte: (UInt8) -> Void) {
         writeTraceparent(byte)
+        writeFieldsAfterTraceparent(traceStateFrom: capture, slot: slot, byte)
+    }
+
+    /// The lines `writeFields(traceStateFrom:slot:_:)` writes after traceparent (for a caller that wrote
+    /// traceparent in one piece, `withTraceparentLine`).
+    public func writeFieldsAfterTraceparent(traceStateFrom capture: RequestCapture, slot: Int, _ byte: (UInt8) -> Void) {
         if forwardsTraceState && capture.length(slot, .traceState) > 0 {
             Self.literal("tracestate: ", byte)
             capture.forEachByte(slot, .traceState, byte)
@@ -53,12 +59,30 @@ extension TraceContext {
 
     /// `traceparent: 00-{trace}-{span}-{flags}`.
     func writeTraceparent(_ byte: (UInt8) -> Void) {
-        Self.literal("traceparent: 00-", byte)
-        Self.hex(traceIDHigh, 16, byte)
-        Self.hex(traceIDLow, 16, byte)
-        byte(UInt8(ascii: "-"))
-        Self.hex(spanID, 16, byte)
-        Self.literal(sampled == true ? "-01\r\n" : "-00\r\n", byte)
+        withTraceparentLine { line in
+            for i in line.indices { byte(line[i]) }
+        }
+    }
+
+    /// Bytes of the traceparent line, "\r\n" included.
+    public static let traceparentLineBytes = 70
+
+    /// The 16 lowercase hex digits of `value`, most significant first, as two words whose bytes in memory
+    /// order (big-endian) are the digits: each nibble spread into its own byte, then turned into ASCII for
+    /// all eight bytes at once.
+    @inline(__always)
+    static func hexWords(_ value: UInt64) -> (UInt64, UInt64) {
+        (hexWord(UInt32(truncatingIfNeeded: value >> 32)), hexWord(UInt32(truncatingIfNeeded: value)))
+    }
+
+    @inline(__always)
+    static func hexWord(_ x: UInt32) -> UInt64 {
+        var v = UInt64(x)
+        v = (v | (v << 16)) & 0x0000_FFFF_0000_FFFF
+        v = (v | (v << 8)) & 0x00FF_00FF_00FF_00FF
+        v = (v | (v << 4)) & 0x0F0F_0F0F_0F0F_0F0F  // byte i holds nibble i (least significant first)
+        let letters = ((v &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101  // 1 where the nibble ≥ 10
+        return v &+ 0x3030_3030_3030_3030 &+ letters &* 0x27  // '0' + n, or 'a' + n - 10
     }
 
     /// B3 in the style the request came with.
