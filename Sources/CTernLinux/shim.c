@@ -23,6 +23,11 @@ int CTernLinux_pin_to_cpu(int cpu) {
     return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
 }
 
+int CTernLinux_set_thread_idle(int idle) {
+    struct sched_param param = { .sched_priority = 0 };
+    return sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &param) == 0 ? 0 : -errno;
+}
+
 _Static_assert(SPLICE_F_NONBLOCK == 0x02 && SPLICE_F_MOVE == 0x01, "splice flags");
 _Static_assert(POLLRDHUP == 0x2000, "POLLRDHUP");
 

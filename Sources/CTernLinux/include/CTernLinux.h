@@ -41,6 +41,9 @@
 int CTernLinux_affinity_cpus(int *cpus, int capacity);
 /// Pins the calling thread to one CPU; returns 0 or -errno.
 int CTernLinux_pin_to_cpu(int cpu);
+/// Moves the calling thread to SCHED_IDLE (`idle` != 0: it runs only when its CPU has nothing else to run)
+/// or to SCHED_OTHER (which a thread without CAP_SYS_NICE may not do once idle); returns 0 or -errno.
+int CTernLinux_set_thread_idle(int idle);
 /// Names the calling thread (at most 15 bytes are kept), as `ps -L` and /proc/PID/task/TID/comm show it.
 int CTernLinux_set_thread_name(const char *name);
 

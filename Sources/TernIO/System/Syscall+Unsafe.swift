@@ -325,6 +325,25 @@ public enum System {
         CTernLinux_pin_to_cpu(Int32(cpu))
     }
 
+    /// Runs `body` at SCHED_IDLE priority and waits for it: it gets a CPU only when no other thread there wants
+    /// one (a reactor waking preempts it at once), and a sliver of time when all are busy, so it is delayed
+    /// rather than starved. For work beside the reactors that must never hold one of them up.
+    ///
+    /// `body` runs on a thread of its own ("tern-idle"), because a thread without CAP_SYS_NICE (a sidecar
+    /// running as uid 1337) may lower its priority but not raise it back. On the calling thread when no
+    /// thread can be started.
+    public static func atIdlePriority<R>(_ body: () -> R) -> R {
+        withoutActuallyEscaping(body) { body in
+            let run = IdleRun(body)
+            guard let thread = ReactorThread.start(name: "tern-idle", {
+                _ = CTernLinux_set_thread_idle(1)
+                run.result = run.body()
+            }) else { return body() }
+            thread.join()
+            return run.result!
+        }
+    }
+
     /// The CPU count the process's cgroup CPU quota allows (rounded up), or nil when there is none.
     /// cgroup v2 keeps it in `cpu.max` ("QUOTA PERIOD" or "max PERIOD"); cgroup v1 in the cpu controller's
     /// `cpu.cfs_quota_us` (-1: none) and `cpu.cfs_period_us`. /proc/self/cgroup names the group's path.
@@ -352,4 +371,12 @@ public enum System {
         }
         return nil
     }
+}
+
+/// The body `System.atIdlePriority` hands to its thread, and the result it hands back.
+/// @unchecked Sendable: the caller waits in join for the thread, which orders both accesses.
+private final class IdleRun<R>: @unchecked Sendable {
+    let body: () -> R
+    var result: R? = nil
+    init(_ body: @escaping () -> R) { self.body = body }
 }

@@ -378,6 +378,13 @@ public final class ProxyServer {
     /// at its next loop iteration: in-flight requests finish on the table they started with), an invalid one
     /// is refused whole with every error logged, and the old one keeps serving.
     private func reload(_ publisher: RoutePublisher, path: String) {
+        // Reading and compiling run at idle priority: the main thread shares its CPU with a reactor, which
+        // must not wait a millisecond for a table it does not have yet.
+        System.atIdlePriority { reloadNow(publisher, path: path) }
+    }
+
+    private func reloadNow(_ publisher: RoutePublisher, path: String) {
+        let started = System.monotonicNanos()
         guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
@@ -386,7 +393,8 @@ public final class ProxyServer {
         version += 1
         publisher.apply(table)
         admin.applied(version: version, table: table)
-        Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path)")
+        let micros = (System.monotonicNanos() - started) / 1000
+        Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path) took=\(micros)us")
     }
 
     /// Tern's own metrics (beside Istio's): per reactor loop iterations, completions and connections; pools;
