@@ -564,6 +564,9 @@ final class ResourceDecoder {
             guard let mo = object(m, allowed: allowed) else { continue }
             let sni = mo["sniHosts"].map { self.stringList($0) } ?? []
             if tls, sni.isEmpty { error(m, "sniHosts: required field missing") }
+            if let subnets = mo["destinationSubnets"] {
+                warning(subnets, "destinationSubnets is not matched yet: this match applies to every destination address")
+            }
             matches.append(L4Match(destinationSubnets: mo["destinationSubnets"].map { self.stringList($0) } ?? [],
                                    port: mo["port"].flatMap(port), sniHosts: sni,
                                    sourceLabels: mo["sourceLabels"].map { self.stringMap($0) } ?? [:],

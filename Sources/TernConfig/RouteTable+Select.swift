@@ -159,6 +159,23 @@ extension RouteTable {
         }
     }
 
+    /// Whether `cluster` hashes connections by the client's IP (consistentHash.useSourceIp): the only key a TCP
+    /// connection has, so a TCP route asks for the client's address only then.
+    public func hashesSourceIP(cluster: Int) -> Bool {
+        switch clusters[cluster].loadBalancing {
+        case .ringHash(.sourceIP, _), .maglev(.sourceIP, _): true
+        default: false
+        }
+    }
+
+    /// The consistent-hash key of a TCP connection from `sourceAddress` (the client's IP as bytes, encoded as
+    /// for HTTP requests) for `cluster`: its hash when the policy is useSourceIp; nil otherwise (a header, cookie
+    /// or query parameter key means nothing to a TCP connection: it is balanced at random, as Envoy's TCP
+    /// proxy does).
+    public func hashKey(cluster: Int, sourceAddress: Span<UInt8>) -> UInt64? {
+        hashesSourceIP(cluster: cluster) ? Self.hash(sourceAddress, 0..<sourceAddress.count) : nil
+    }
+
     static let cookieName: [UInt8] = Array("cookie".utf8)
 
     /// The value of cookie `name` in a Cookie field value (`a=1; b=2`).

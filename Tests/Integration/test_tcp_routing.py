@@ -166,3 +166,64 @@ def test_tcp_route_to_a_dns_endpoint_takes_over_without_a_gap(mesh):
     assert settled(t.ports[0], b"v1")
     t.stop()
     assert "dns localhost: 127.0.0.1" in t.log() + t.rest()
+
+
+HASHED = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: shop}}
+spec:
+  hosts: [echo]
+  ports: [{{number: {listen}, name: tcp-echo, protocol: TCP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: shop}}
+spec:
+  host: echo
+  trafficPolicy: {{loadBalancer: {{consistentHash: {{useSourceIp: true{table}}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: shop}}
+spec:
+  hosts: [echo]
+  tcp:
+  - route: [{{destination: {{host: echo}}}}]
+"""
+
+
+def exchange_from(source_ip, port):
+    """`exchange`, from a client socket bound to `source_ip` (any 127.0.0.0/8 address)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source_ip, 0)) as s:
+        tag = s.recv(2)
+        s.sendall(b"hi")
+        assert s.recv(2) == b"hi"
+        return tag
+
+
+@pytest.mark.parametrize("table", ["", ", maglev: {tableSize: 65537}"], ids=["ring-hash", "maglev"])
+def test_use_source_ip_keeps_each_client_on_one_endpoint(tmp_path, backend, table):
+    """consistentHash.useSourceIp on a TCP service: every connection from one client IP reaches the same one of
+    four endpoints, and sixteen client IPs do not all land on one."""
+    ups = [Upstream(tagged(b"e%d" % i)) for i in range(4)]
+    listen = free_port()
+    path = tmp_path / "mesh.yaml"
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{tcp-echo: {u.port}}}}}" for u in ups)
+    path.write_text(HASHED.format(listen=listen, endpoints=endpoints, table=table))
+    t = Tern(["--config", str(path), "--listen", f"127.0.0.1:{listen}", "--cores", "1", "--io-backend", backend])
+    try:
+        chosen = {}
+        for i in range(16):
+            ip = f"127.0.{i}.{i + 2}"
+            tags = {exchange_from(ip, t.ports[0]) for _ in range(6)}
+            assert len(tags) == 1, (ip, tags)
+            chosen[ip] = tags.pop()
+        assert len(set(chosen.values())) >= 2, chosen
+    finally:
+        t.stop()
+        for u in ups:
+            u.stop()

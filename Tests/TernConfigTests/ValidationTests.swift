@@ -46,6 +46,10 @@ import Testing
           "f.yaml:13: warning: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.rewrite: unknown escape at offset 4 (\\0-\\9 insert groups, \\\\ a backslash): Envoy drops the rest of the substitution from there",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite.rewrite: must not be empty",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite: uri and uriRegexRewrite are mutually exclusive"]),
+        // a tcp match on destinationSubnets: accepted, with a warning that it is not matched yet
+        (vsHead + "  tcp:\n  - match:\n    - destinationSubnets: [10.0.0.0/8]\n      port: 9000\n    route: [{destination: {host: r}}]\n",
+         ["f.yaml:8: warning: VirtualService ns/r: spec.tcp[0].match[0].destinationSubnets: destinationSubnets is not matched yet: this match applies to every destination address",
+          "f.yaml:10: warning: VirtualService ns/r: spec.tcp[0].route[0].destination.host: no ServiceEntry declares host r.ns.svc.cluster.local; requests routed here get 503 (NC)"]),
         // missing subset, with its ServiceEntry
         ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r, namespace: ns}\nspec: {hosts: [r], ports: [{number: 80, name: http}], resolution: DNS}\n---\n"
             + vsHead + "  http:\n  - route:\n    - destination:\n        host: r\n        subset: v2\n",

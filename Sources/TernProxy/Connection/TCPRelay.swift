@@ -293,7 +293,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        switch router.choose(listener: i) {
+        switch router.choose(listener: i, clientIP: { (try? System.peerAddress(fd))?.ip }) {
         case .upstream(let pick):
             connections[id].route = pick
             connectUpstream(id, reactor)

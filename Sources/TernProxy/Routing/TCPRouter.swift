@@ -75,14 +75,20 @@ final class TCPRouter {
         return Int32(addresses.count - 1)
     }
 
-    /// The upstream for a new connection on listener `listener`, counted as started at its endpoint.
-    func choose(listener: Int) -> Choice {
+    /// The upstream for a new connection on listener `listener`, counted as started at its endpoint. `clientIP`
+    /// gives the client's IP as text, asked only when the cluster hashes by it (consistentHash.useSourceIp: a
+    /// client keeps its endpoint, as with HTTP, where the same text is hashed).
+    func choose(listener: Int, clientIP: () -> String? = { nil }) -> Choice {
         guard let routes else { return .upstream(Pick(address: Int32(listener))) }
         guard let route = listenerRoutes[listener] else { return .none(flag: "NR") }
         let table = routes.current
         guard let destination = table.pickTCPDestination(route, random: random.next()),
               let cluster = destination.cluster(port: listenerPorts[listener]) else { return .none(flag: "NC") }
-        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()),
+        var hashKey: UInt64? = nil
+        if table.hashesSourceIP(cluster: cluster), let ip = clientIP() {
+            hashKey = table.hashKey(cluster: cluster, sourceAddress: ip.utf8.span)
+        }
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterAddresses[cluster][e] >= 0
         else { return .none(flag: "UH") }
         let outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
