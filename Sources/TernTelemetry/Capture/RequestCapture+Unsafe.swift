@@ -29,7 +29,7 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     /// and an array access each time).
     @inline(__always)
     var offset: Int {
-        let table = CapturedField.allCases.count * 2
+        let table = CapturedField.count * 2
         switch self {
         case .method: return table
         case .path: return table + 24
@@ -43,6 +43,9 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         case .traceState: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48 + 48 + 64
         }
     }
+
+    /// How many fields there are (`allCases.count` builds an array each time in a debug build).
+    static var count: Int { CapturedField.traceState.rawValue + 1 }
 
     /// Bytes per slot: a UInt16 length per field, then the fields, rounded up to a cache line.
     static var slotSize: Int { (CapturedField.traceState.offset + CapturedField.traceState.limit + 63) & ~63 }
@@ -78,7 +81,7 @@ public enum CapturedField: Int, CaseIterable, Sendable {
 
     /// Forgets every field of `slot` (a new request on the connection).
     public func clear(_ slot: Int) {
-        unsafe slotBase(slot).initializeMemory(as: UInt8.self, repeating: 0, count: CapturedField.allCases.count * 2)
+        unsafe slotBase(slot).initializeMemory(as: UInt8.self, repeating: 0, count: CapturedField.count * 2)
     }
 
     /// Forgets `field` of `slot`.
