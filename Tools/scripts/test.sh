@@ -34,7 +34,7 @@ step "thread sanitizer (cross-thread primitives)"
 # The reactor loop driven from another thread (drain, stop, wake); the access log's ring and writer thread.
 # Code that shares a Synchronization.Mutex stays out: on Linux it is a bare futex the sanitizer cannot see, so
 # it would report false races.
-swift test --scratch-path .build-tsan --sanitize=thread --filter 'CrossThreadTests/(epoll|uring)LoopStopsOnRequest|SnapshotCellTests|SpanShardTests|AccessLogTests/producerAndConsumerOnTwoThreads|AccessLogWriterTests'
+swift test --scratch-path .build-tsan --sanitize=thread --filter 'CrossThreadTests/(epoll|uring)LoopStopsOnRequest|SnapshotCellTests|SpanShardTests|AccessLogTests/producerAndConsumerOnTwoThreads|AccessLogWriterTests|SchedulingTests'
 
 
 step "fuzzing the HTTP/1.1 parser (bounded)"
