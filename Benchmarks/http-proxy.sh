@@ -144,17 +144,16 @@ wait_listening() {
     return 1
 }
 
-# utime+stime in clock ticks of process $1 and its direct children (nginx's worker); /proc/PID/stat sums
-# every thread of a process, including threads that have exited.
-cpu_ticks() {
-    local total=0 pid stat rest
+# CPU time in nanoseconds of process $1 and its direct children (nginx's worker): the scheduler's own account
+# of each of their threads (/proc/PID/task/*/schedstat). Not utime+stime from /proc/PID/stat: this kernel
+# (CONFIG_TICK_CPU_ACCOUNTING, HZ=250) charges a whole 4 ms tick to whichever task it interrupts, which skews a
+# process that wakes thousands of times a second by ±10 % from run to run. (Threads that exited during the
+# run are not counted: none of the rows' processes start or end threads while measured.)
+cpu_ns() {
+    local pid
     for pid in "$1" $(pgrep -P "$1" || true); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) }                   # comm may contain spaces; fields after it are fixed
-        read -r -a f <<<"$rest"             # f[0] is field 3 (state): utime is field 14, stime 15
-        total=$(( total + f[11] + f[12] ))
-    done
-    echo "$total"
+        cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true
+    done | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
 # TCP sockets in TIME-WAIT with port $1 at either end: each closed connection leaves one, for 60 s, so the
@@ -441,7 +440,7 @@ core_busy_ticks() {
 }
 
 # One JSON object per row in $WORK/results.jsonl; the report at the end reads them.
-# emit_row PROXY BODY BODY_BYTES STATUS NOTE [WRK_FILE] [key=value ...] (figures in clock ticks unless named _s)
+# emit_row PROXY BODY BODY_BYTES STATUS NOTE [WRK_FILE] [key=value ...] (CPU in clock ticks (_ticks) or nanoseconds (_ns), times in seconds)
 emit_row() {
     python3 - "$@" >>"$WORK/results.jsonl" <<'EOF'
 import json, sys
@@ -478,8 +477,8 @@ if result_file:
         window = float(kv["t1"]) - float(kv["t0"]) if kv.get("t0") else secs
         row["window_s"] = window
         row["req_per_s"] = w["requests"] / secs if secs else 0.0
-        if kv.get("proxy_ticks"):
-            cpu_s = int(kv["proxy_ticks"]) / clk
+        if kv.get("proxy_ns"):
+            cpu_s = int(kv["proxy_ns"]) / 1e9
             row["proxy_cpu_s"] = cpu_s
             row["proxy_cpu_pct"] = 100 * cpu_s / window
             row["cpu_us_per_req"] = cpu_s * 1e6 / w["requests"] if w["requests"] else None
@@ -489,14 +488,14 @@ if result_file:
             row["upstream_established_after"] = int(kv["upstream_established"])
         # What else ran on each CPU during the run, in % of the run: on the proxy's CPU everything but the
         # proxy; on the load CPU everything but the load generator and the origin. Kernel threads (ksoftirqd) count as other.
-        proxy_ticks = int(kv.get("proxy_ticks") or 0)
+        proxy_s = int(kv.get("proxy_ns") or 0) / 1e9
         load_s = float(kv.get("load_cpu_s") or 0)
-        origin_s = int(kv.get("origin_ticks", 0)) / clk
+        origin_s = int(kv.get("origin_ns", 0)) / 1e9
         row["origin_cpu_s"] = origin_s
         row["load_cpu_s"] = load_s
         # (Clamped to 0-100: the counters are sampled at the tick, so a short run can land a tick outside.)
         pct = lambda s: min(100.0, max(0.0, 100 * s / window))
-        row["other_proxy_cpu_pct"] = pct((int(kv["cpu_p_ticks"]) - proxy_ticks) / clk)
+        row["other_proxy_cpu_pct"] = pct(int(kv["cpu_p_ticks"]) / clk - proxy_s)
         row["other_load_cpu_pct"] = pct(int(kv["cpu_l_ticks"]) / clk - origin_s - load_s)
 print(json.dumps(row))
 EOF
@@ -511,21 +510,21 @@ measure() {
     tw_before=$(time_wait_count "$ORIGIN_PORT")
     # Every counter is read right before and right after the load, the clock next to the per-CPU counters.
     proxy_before=0
-    [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ticks "$PROXY_PID")
-    origin_before=$(cpu_ticks "$ORIGIN_PID")
+    [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ns "$PROXY_PID")
+    origin_before=$(cpu_ns "$ORIGIN_PID")
     cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
     load_rc=0
     run_load "$gen" "$url" "$DURATION" "$out.txt" || load_rc=$?
     t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
-    origin_after=$(cpu_ticks "$ORIGIN_PID")
+    origin_after=$(cpu_ns "$ORIGIN_PID")
     proxy_after=0
-    [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ticks "$PROXY_PID")
+    [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ns "$PROXY_PID")
     figures=(
         "clk=$CLK_TCK"
         "t0=$t0" "t1=$t1"
         "cpu_p_ticks=$(( cpu_p_after - cpu_p_before ))"
         "cpu_l_ticks=$(( cpu_l_after - cpu_l_before ))"
-        "origin_ticks=$(( origin_after - origin_before ))"
+        "origin_ns=$(( origin_after - origin_before ))"
         "load=$gen"
         "load_cpu_s=$(cat "$out.txt.rusage" 2>/dev/null || echo 0)"
     )
@@ -533,7 +532,7 @@ measure() {
         tw=$(( $(time_wait_count "$ORIGIN_PORT") - tw_before ))
         (( tw >= 0 )) || tw=0      # TIME-WAIT sockets from an earlier row expired during this one
         figures+=(
-            "proxy_ticks=$(( proxy_after - proxy_before ))"
+            "proxy_ns=$(( proxy_after - proxy_before ))"
             "upstream_closed=$tw"
             "upstream_established=$(established_to "$ORIGIN_PORT")"
         )
@@ -731,7 +730,7 @@ for r in rows:
           f"| {r['other_proxy_cpu_pct']:.0f} / {r['other_load_cpu_pct']:.0f} | {r['notes']} |")
 print()
 print("Targets (Tern): CPU µs per request at most 0.6× nginx's; req/s at least nginx's; p99 no worse than the best "
-      "of nginx, HAProxy and Caddy. CPU is the proxy's utime+stime (all threads; nginx master and worker) over the "
+      "of nginx, HAProxy and Caddy. CPU is the proxy's run time as the scheduler counts it (schedstat; all threads; nginx master and worker) over the "
       "measured run, divided by the requests the load generator completed in it. Other work: busy time of each CPU (/proc/stat) "
       "not spent in the proxy (CPU $PROXY_CPU) or in the load generator and the origin (CPU $LOAD_CPU), in % of the run; kernel "
       "threads such as ksoftirqd count here. Above $OTHER_MAX % another job shared the machine and skewed the row "
