@@ -144,17 +144,9 @@ wait_listening() {
     return 1
 }
 
-# CPU time in nanoseconds of process $1 and its direct children (nginx's worker): the scheduler's own account
-# of each of their threads (/proc/PID/task/*/schedstat). Not utime+stime from /proc/PID/stat: this kernel
-# (CONFIG_TICK_CPU_ACCOUNTING, HZ=250) charges a whole 4 ms tick to whichever task it interrupts, which skews a
-# process that wakes thousands of times a second by ±10 % from run to run. (Threads that exited during the
-# run are not counted: none of the rows' processes start or end threads while measured.)
-cpu_ns() {
-    local pid
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true
-    done | awk '{ s += $1 } END { printf "%.0f\n", s }'
-}
+# cpu_nanos PID: CPU time of a process and its direct children (nginx's worker), from the scheduler's account.
+# shellcheck source=lib/cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cpu.sh"
 
 # TCP sockets in TIME-WAIT with port $1 at either end: each closed connection leaves one, for 60 s, so the
 # growth over a run counts connections closed during it (a proxy not reusing upstream connections shows here).
@@ -510,15 +502,15 @@ measure() {
     tw_before=$(time_wait_count "$ORIGIN_PORT")
     # Every counter is read right before and right after the load, the clock next to the per-CPU counters.
     proxy_before=0
-    [[ -n $PROXY_PID ]] && proxy_before=$(cpu_ns "$PROXY_PID")
-    origin_before=$(cpu_ns "$ORIGIN_PID")
+    [[ -n $PROXY_PID ]] && proxy_before=$(cpu_nanos "$PROXY_PID")
+    origin_before=$(cpu_nanos "$ORIGIN_PID")
     cpu_p_before=$(core_busy_ticks "$PROXY_CPU"); cpu_l_before=$(core_busy_ticks "$LOAD_CPU"); t0=$EPOCHREALTIME
     load_rc=0
     run_load "$gen" "$url" "$DURATION" "$out.txt" || load_rc=$?
     t1=$EPOCHREALTIME; cpu_p_after=$(core_busy_ticks "$PROXY_CPU"); cpu_l_after=$(core_busy_ticks "$LOAD_CPU")
-    origin_after=$(cpu_ns "$ORIGIN_PID")
+    origin_after=$(cpu_nanos "$ORIGIN_PID")
     proxy_after=0
-    [[ -n $PROXY_PID ]] && proxy_after=$(cpu_ns "$PROXY_PID")
+    [[ -n $PROXY_PID ]] && proxy_after=$(cpu_nanos "$PROXY_PID")
     figures=(
         "clk=$CLK_TCK"
         "t0=$t0" "t1=$t1"

@@ -105,7 +105,6 @@ if (( $(ulimit -n) < 2 * IDLE_CONNS + 128 )); then
     log "warning: open-file hard limit $(ulimit -Hn) cannot be raised; holding $IDLE_CONNS connections, not $IDLE_CONNS_WANTED"
 fi
 
-CLK_TCK=$(getconf CLK_TCK)
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine skews every figure
 
 # --- Helpers ---------------------------------------------------------------------------------------------
@@ -125,17 +124,9 @@ require_free_port() {
     ! ss -Hltn "sport = :$1" | grep -q . || die "port $1 already in use"
 }
 
-# utime+stime in clock ticks of process $1 and its direct children (nginx's worker), all threads included.
-cpu_ticks() {
-    local total=0 pid stat rest
-    for pid in "$1" $(pgrep -P "$1" || true); do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) }                   # comm may contain spaces; fields after it are fixed
-        read -r -a f <<<"$rest"             # f[0] is field 3 (state): utime is field 14, stime 15
-        total=$(( total + f[11] + f[12] ))
-    done
-    echo "$total"
-}
+# cpu_nanos PID: CPU time of a process and its direct children (nginx's worker), from the scheduler's account.
+# shellcheck source=lib/cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cpu.sh"
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
@@ -262,7 +253,7 @@ for relay in "${RELAYS[@]}"; do
             nginx)         start_nginx; port=$NGINX_PORT ;;
         esac
         log "$relay, $streams stream(s), ${DURATION}s"
-        [[ -n $RELAY_PID ]] && before=$(cpu_ticks "$RELAY_PID")
+        [[ -n $RELAY_PID ]] && before=$(cpu_nanos "$RELAY_PID")
         if out=$(run_iperf "$port" "$streams" "${relay}-${streams}"); then
             read -r bytes bps <<<"$out"
         else
@@ -271,9 +262,9 @@ for relay in "${RELAYS[@]}"; do
         fi
         GBPS[$key]=$(python3 -c "print(f'{$bps / 1e9:.2f}')")
         if [[ -n $RELAY_PID ]]; then
-            after=$(cpu_ticks "$RELAY_PID")
-            CPU_S[$key]=$(python3 -c "print(f'{($after - $before) / $CLK_TCK:.2f}')")
-            CPU_PER_GB[$key]=$(python3 -c "b=$bytes; print(f'{(($after - $before) / $CLK_TCK) / (b / 1e9):.3f}' if b else 'n/a')")
+            after=$(cpu_nanos "$RELAY_PID")
+            CPU_S[$key]=$(python3 -c "print(f'{($after - $before) / 1e9:.2f}')")
+            CPU_PER_GB[$key]=$(python3 -c "b=$bytes; print(f'{(($after - $before) / 1e9) / (b / 1e9):.3f}' if b else 'n/a')")
             stop_pid "$RELAY_PID"
             # Only Tern promises exit 0 on SIGTERM (haproxy -db reports the signal).
             [[ $relay != tern-* || $STOP_RC == 0 ]] || EXIT_NOTE[$key]="exit $STOP_RC"

@@ -35,10 +35,7 @@ EOF
     PIDS+=($!)
 }
 
-# CPU time a process has run, in nanoseconds: the scheduler's own account, summed over its threads
-# (/proc/PID/task/*/schedstat). Not utime+stime from /proc/PID/stat: this kernel samples those at each
-# 4 ms tick (CONFIG_TICK_CPU_ACCOUNTING, HZ=250), charging a whole tick to whichever task it interrupts, which
-# skews processes that wake and sleep thousands of times a second by ±10 % from run to run.
-cpu_nanos() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
-}
+
+# cpu_nanos PID: lib/cpu.sh.
+# shellcheck source=cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cpu.sh"
