@@ -26,15 +26,12 @@ while (($#)); do
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
 done
-for tool in nginx wrk taskset python3; do
-    command -v "$tool" >/dev/null || { echo "$tool missing: run bash Tools/scripts/setup.sh --bench" >&2; exit 1; }
-done
-[[ -x $TERN_BIN ]] || { echo "no $TERN_BIN: swift build -c release" >&2; exit 1; }
 
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 RIG_NAME=tern-swaps
 # shellcheck source=lib/rig.sh
 source "$REPO_ROOT/Benchmarks/lib/rig.sh"
+require_bench_tools
 start_origin "ok\n"
 
 # Two canary subsets on the same origin (two endpoints: the address twice, distinct labels), split by weight.

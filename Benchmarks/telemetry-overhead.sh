@@ -45,10 +45,6 @@ while (($#)); do
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
 done
-for tool in nginx wrk taskset python3; do
-    command -v "$tool" >/dev/null || { echo "$tool missing: run bash Tools/scripts/setup.sh --bench" >&2; exit 1; }
-done
-[[ -x $TERN_BIN ]] || { echo "no $TERN_BIN: swift build -c release" >&2; exit 1; }
 LOAD_BIN=${LOAD_BIN:-$(dirname "$TERN_BIN")/tern-load}
 [[ -z $RATE || -x $LOAD_BIN ]] || { echo "no $LOAD_BIN: swift build -c release" >&2; exit 1; }
 [[ -z $PAIRED || -n $RATE ]] || { echo "--paired needs --rate" >&2; exit 64; }
@@ -56,6 +52,7 @@ LOAD_BIN=${LOAD_BIN:-$(dirname "$TERN_BIN")/tern-load}
 RIG_NAME=tern-telemetry-bench
 # shellcheck source=lib/rig.sh
 source "$REPO_ROOT/Benchmarks/lib/rig.sh"
+require_bench_tools
 start_origin "$(head -c 100 /dev/zero | tr '\0' x)"
 
 # A span sink on the load CPU: answers every POST 202, as Zipkin does.

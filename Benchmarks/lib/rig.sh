@@ -11,6 +11,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Exits unless nginx, wrk, taskset and python3 are installed and $TERN_BIN is built.
+require_bench_tools() {
+    for tool in nginx wrk taskset python3; do
+        command -v "$tool" >/dev/null || { echo "$tool missing: run bash Tools/scripts/setup.sh --bench" >&2; exit 1; }
+    done
+    [[ -x $TERN_BIN ]] || { echo "no $TERN_BIN: swift build -c release" >&2; exit 1; }
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Starts nginx on CPU 1 answering every request with 200 and body $1; sets ORIGIN_PORT.

@@ -148,7 +148,7 @@ extension RouteTable {
         let bytes = request.bytes
         switch key {
         case .sourceIP:
-            return Self.hash(sourceAddress, 0..<sourceAddress.count)
+            return Self.sourceHash(sourceAddress)
         case .header(let name):
             return request.header(name).map { Self.hash(bytes, $0) }
         case .queryParameter(let name):
@@ -160,7 +160,8 @@ extension RouteTable {
     }
 
     /// Whether `cluster` hashes connections by the client's IP (consistentHash.useSourceIp): the only key a TCP
-    /// connection has, so a TCP route asks for the client's address only then.
+    /// connection has, so a TCP route asks for the client's address only then (a header, cookie or query
+    /// parameter key means nothing to a TCP connection: it is balanced at random, as Envoy's TCP proxy does).
     public func hashesSourceIP(cluster: Int) -> Bool {
         switch clusters[cluster].loadBalancing {
         case .ringHash(.sourceIP, _), .maglev(.sourceIP, _): true
@@ -168,12 +169,10 @@ extension RouteTable {
         }
     }
 
-    /// The consistent-hash key of a TCP connection from `sourceAddress` (the client's IP as bytes, encoded as
-    /// for HTTP requests) for `cluster`: its hash when the policy is useSourceIp; nil otherwise (a header, cookie
-    /// or query parameter key means nothing to a TCP connection: it is balanced at random, as Envoy's TCP
-    /// proxy does).
-    public func hashKey(cluster: Int, sourceAddress: Span<UInt8>) -> UInt64? {
-        hashesSourceIP(cluster: cluster) ? Self.hash(sourceAddress, 0..<sourceAddress.count) : nil
+    /// The consistent-hash key of a client address (its IP as bytes, any fixed encoding: HTTP and TCP both hash
+    /// its text), for clusters that hash by it (`hashesSourceIP`).
+    public static func sourceHash(_ sourceAddress: Span<UInt8>) -> UInt64 {
+        hash(sourceAddress, 0..<sourceAddress.count)
     }
 
     static let cookieName: [UInt8] = Array("cookie".utf8)

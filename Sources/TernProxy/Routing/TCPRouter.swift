@@ -86,7 +86,7 @@ final class TCPRouter {
               let cluster = destination.cluster(port: listenerPorts[listener]) else { return .none(flag: "NC") }
         var hashKey: UInt64? = nil
         if table.hashesSourceIP(cluster: cluster), let ip = clientIP() {
-            hashKey = table.hashKey(cluster: cluster, sourceAddress: ip.utf8.span)
+            hashKey = RouteTable.sourceHash(ip.utf8.span)
         }
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterAddresses[cluster][e] >= 0

@@ -199,10 +199,7 @@ public final class ProxyServer {
         if let path = settings.telemetry.accessLog {
             let format = AccessLogFormat(rawValue: settings.telemetry.accessLogFormat) ?? .json
             do {
-                // A reactor whose ring is half full wakes the writer at once (a burst after a quiet spell).
-                let wakeup = ThreadWakeup()
-                let shards = cpus.map { _ in AccessLogShard(format: format, onHalfFull: { wakeup?.ring() }) }
-                accessLog = try AccessLogWriter.start(shards: shards, path: path, wakeup: wakeup)
+                accessLog = try AccessLogWriter.start(format: format, reactors: cpus.count, path: path)
             } catch {
                 Log.error(error.description)
                 Log.shared.flush()

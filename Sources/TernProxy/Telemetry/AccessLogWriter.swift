@@ -44,9 +44,17 @@ public final class AccessLogWriter: @unchecked Sendable {
 
     private static let stdout: Int32 = 1
 
+    /// One ring per reactor in `format`, each waking the writer when half full, and the writer over them.
+    public static func start(format: AccessLogFormat, reactors: Int, path: String) throws(AccessLogWriterError) -> AccessLogWriter {
+        guard let wakeup = ThreadWakeup() else { throw AccessLogWriterError(path: path, errno: Errno.EAGAIN) }
+        let shards = (0..<reactors).map { _ in AccessLogShard(format: format, onHalfFull: { wakeup.ring() }) }
+        return try start(shards: shards, path: path, wakeup: wakeup)
+    }
+
     /// Opens `path` for appending (created with mode 0644; "-" is stdout) and starts the writer thread over
     /// `shards` (one per reactor). Throws when the file cannot be opened or no thread can be started.
     /// `wakeup` is the one the shards ring when half full (`AccessLogShard(onHalfFull:)`); nil: a new one.
+    /// `start(format:reactors:path:)` builds shards wired so.
     public static func start(shards: [AccessLogShard], path: String, intervalMillis: Int32 = 100,
                              wakeup: ThreadWakeup? = nil) throws(AccessLogWriterError) -> AccessLogWriter
     {

@@ -121,15 +121,11 @@ extension LineBuffer {
         unsafe capture.withBytes(slot, field) { unsafe appendEscaped($0, mode) }
     }
 
-    /// A string escaped for `mode`: its UTF-8 read in place (native strings are contiguous), byte by byte
-    /// only for the rare bridged or foreign one.
+    /// A string escaped for `mode`, its UTF-8 read in place (strings from the route table are native: no copy
+    /// is made).
     mutating func appendEscaped(_ text: String, _ mode: ValueEscaper.Mode) {
-        let done: Void? = unsafe text.utf8.withContiguousStorageIfAvailable { unsafe appendEscaped(UnsafeRawBufferPointer($0), mode) }
-        if done == nil {
-            var e = ValueEscaper(mode)
-            for b in text.utf8 { e.put(b, &self) }
-            e.finish(&self)
-        }
+        var text = text
+        text.withUTF8 { unsafe appendEscaped(UnsafeRawBufferPointer($0), mode) }
     }
 
     /// `bytes` escaped for `mode`: runs of printable ASCII that need no escaping are copied whole (most of

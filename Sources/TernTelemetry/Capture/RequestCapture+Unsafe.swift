@@ -24,31 +24,34 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         }
     }
 
-    /// Where the field's bytes start in a slot (after the slot's length table): a switch the compiler folds to
-    /// constants, because the request path reads it for every field (a table in a global costs a lazy-init check
-    /// and an array access each time).
+    /// Where the field's bytes start in a slot: after the slot's length table, then each field after the one
+    /// before it. A switch the compiler folds to constants, because the request path reads it for every field
+    /// (a table in a global costs a lazy-init check and an array access each time).
     @inline(__always)
     var offset: Int {
-        let table = CapturedField.count * 2
         switch self {
-        case .method: return table
-        case .path: return table + 24
-        case .authority: return table + 24 + 512
-        case .userAgent: return table + 24 + 512 + 128
-        case .forwardedFor: return table + 24 + 512 + 128 + 192
-        case .requestID: return table + 24 + 512 + 128 + 192 + 128
-        case .downstreamRemote: return table + 24 + 512 + 128 + 192 + 128 + 64
-        case .downstreamLocal: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48
-        case .traceParent: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48 + 48
-        case .traceState: return table + 24 + 512 + 128 + 192 + 128 + 64 + 48 + 48 + 64
+        case .method: CapturedField.count * 2
+        case .path: CapturedField.method.end
+        case .authority: CapturedField.path.end
+        case .userAgent: CapturedField.authority.end
+        case .forwardedFor: CapturedField.userAgent.end
+        case .requestID: CapturedField.forwardedFor.end
+        case .downstreamRemote: CapturedField.requestID.end
+        case .downstreamLocal: CapturedField.downstreamRemote.end
+        case .traceParent: CapturedField.downstreamLocal.end
+        case .traceState: CapturedField.traceParent.end
         }
     }
+
+    /// Where the field's bytes end in a slot.
+    @inline(__always)
+    var end: Int { offset + limit }
 
     /// How many fields there are (`allCases.count` builds an array each time in a debug build).
     static var count: Int { CapturedField.traceState.rawValue + 1 }
 
     /// Bytes per slot: a UInt16 length per field, then the fields, rounded up to a cache line.
-    static var slotSize: Int { (CapturedField.traceState.offset + CapturedField.traceState.limit + 63) & ~63 }
+    static var slotSize: Int { (CapturedField.traceState.end + 63) & ~63 }
 }
 
 @safe public final class RequestCapture {
