@@ -42,7 +42,7 @@ import Glibc
     private let wakeFD: Int32
     private let wakeValue: UnsafeMutablePointer<UInt64>
     /// Receives by token, so one that ended with -ENOBUFS can be re-armed when buffers return.
-    private var receiveFDs: [UInt64: (fd: Int32, multishot: Bool)] = [:]
+    private var armedReceives = ArmedReceives()
     private var starvedReceives: [(fd: Int32, token: Token, multishot: Bool)] = []
     /// Completions produced here rather than by the kernel (a cancelled starved receive), handed out by the
     /// next `wait`.
@@ -137,7 +137,6 @@ import Glibc
 
         unsafe cqeBatch = .allocate(capacity: Self.batchSize)
         ready.reserveCapacity(4096)
-        receiveFDs.reserveCapacity(1024)
         starvedReceives.reserveCapacity(64)
 
         wakeFD = CTernLinux_eventfd(1)
@@ -207,7 +206,7 @@ import Glibc
     }
 
     public func receive(fd: Int32, token: Token, multishot: Bool) {
-        receiveFDs[token.raw] = (fd, multishot)
+        armedReceives.arm(token, fd: fd, multishot: multishot)
         let s = unsafe sqe()
         if multishot {
             unsafe io_uring_prep_recv_multishot(s, fd, nil, 0, 0)
@@ -285,7 +284,7 @@ import Glibc
         cancelUserData(token.linkHead.raw)
         if let i = starvedReceives.firstIndex(where: { $0.token == token }) {
             starvedReceives.remove(at: i)
-            receiveFDs[token.raw] = nil
+            _ = armedReceives.disarm(token)
             pendingCompletions.append(Completion(token: token, result: -ECANCELED))
         }
     }
@@ -372,11 +371,11 @@ import Glibc
             return  // failed link heads, cancels, file-table updates: their owner's completion follows
         }
         if c.bufferID != nil { buffers.noteTaken() }
-        if !c.more, let r = receiveFDs.removeValue(forKey: c.token.raw) {
+        if !c.more, let r = armedReceives.disarm(c.token) {
             if c.result == -ENOBUFS {
                 // The provided-buffer ring ran dry and the receive ended: park it until a buffer returns
                 // (releaseBuffer re-arms it). The handler never sees this completion.
-                receiveFDs[c.token.raw] = r
+                armedReceives.arm(c.token, fd: r.fd, multishot: r.multishot)
                 starvedReceives.append((r.fd, c.token, r.multishot))
                 return
             }
