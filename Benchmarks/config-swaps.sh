@@ -7,9 +7,16 @@
 # --rounds rounds; the report gives medians, the swaps applied (counted in Tern's log) and every error.
 #
 #   bash Benchmarks/config-swaps.sh [--rounds N] [--duration SECONDS] [--connections N]
+#   bash Benchmarks/config-swaps.sh --paired [--rate R] [--rounds N] [--duration SECONDS]   (the figure)
 #
-# Environment: TERN_BIN (default .build/release/tern). Needs nginx, wrk and taskset (setup.sh --bench).
-# Target: no difference beyond noise, and no error.
+# --paired: two Terns run through each measured run, both on CPU 0, each with its own copy of the config:
+# "none" and "swaps" (or, in the A/A pairs, "none" and "none-again"); one `tern-load --compare` loads them in
+# turns (250 ms slices, closed loop with --connections, or open loop at --rate R), so both meet the same
+# moments of the shared VM and its drift (±10 % between consecutive runs) cancels in the per-round ratios.
+# Rounds alternate a swaps pair and an A/A pair; the report gives the median per-round ratio of each.
+#
+# Environment: TERN_BIN (default .build/release/tern; tern-load beside it). Needs nginx, wrk and taskset
+# (setup.sh --bench). Target: no difference beyond noise, and no error.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,8 +24,12 @@ TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
 ROUNDS=3
 DURATION=10
 CONNECTIONS=32
+PAIRED=""
+RATE=""
 while (($#)); do
     case $1 in
+        --paired) PAIRED=1; shift ;;
+        --rate) RATE=${2:?}; shift 2 ;;
         --rounds) ROUNDS=${2:?}; shift 2 ;;
         --duration) DURATION=${2:?}; shift 2 ;;
         --connections) CONNECTIONS=${2:?}; shift 2 ;;
@@ -26,6 +37,10 @@ while (($#)); do
         *) echo "unknown option $1" >&2; exit 64 ;;
     esac
 done
+
+LOAD_BIN=${LOAD_BIN:-$(dirname "$TERN_BIN")/tern-load}
+[[ -z $PAIRED || -x $LOAD_BIN ]] || { echo "no $LOAD_BIN: swift build -c release" >&2; exit 1; }
+[[ -n $PAIRED || -z $RATE ]] || { echo "--rate needs --paired" >&2; exit 64; }
 
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 RIG_NAME=tern-swaps
@@ -35,7 +50,7 @@ require_bench_tools
 start_origin "ok\n"
 
 # Two canary subsets on the same origin (two endpoints: the address twice, distinct labels), split by weight.
-write_config() {  # $1: weight of stable (beta gets the rest); written whole, then renamed over the watched file
+write_config() {  # $1: weight of stable (beta gets the rest), $2: config dir (default mesh); written whole, then renamed over it
     cat >"$WORK/mesh.tmp" <<EOF
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -67,61 +82,126 @@ spec:
   - {name: stable, labels: {track: stable}}
   - {name: beta, labels: {track: beta}}
 EOF
-    mv "$WORK/mesh.tmp" "$WORK/mesh/mesh.yaml"
+    mkdir -p "$WORK/${2:-mesh}"; mv "$WORK/mesh.tmp" "$WORK/${2:-mesh}/mesh.yaml"
 }
-mkdir -p "$WORK/mesh"
-write_config 80
+write_config 20; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-20.yaml"
+write_config 80; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-80.yaml"
 
-run() {  # $1: none|swaps, $2: round
-    local tern_port log=$WORK/tern-$1-$2.log
-    tern_port=$(free_port)
-    ${TERN_TASKSET:-taskset -c 0} "$TERN_BIN" proxy --http --config "$WORK/mesh" --listen "127.0.0.1:$tern_port" --cores 1 \
+start_tern() {  # $1: config dir, $2: file tag; sets TERN_PID and TERN_PORT
+    local log=$WORK/tern-$2.log
+    write_config 80 "$1"
+    TERN_PORT=$(free_port)
+    ${TERN_TASKSET:-taskset -c 0} "$TERN_BIN" proxy --http --config "$WORK/$1" --listen "127.0.0.1:$TERN_PORT" --cores 1 \
         --admin off --health off --prometheus off 2>"$log" &
-    local tern=$!
+    TERN_PID=$!
     for _ in $(seq 100); do grep -q "listening kind=http" "$log" && break; sleep 0.05; done
-    local swapper=""
-    if [[ $1 == swaps ]]; then
-        # One process does every swap (a shell loop would fork sed/cat/mv/kill ten times a second, and that
-        # process churn, not Tern, would show in the tail). The two files are rendered once; each swap renames
-        # a fresh copy over the watched file, then SIGHUP: the file watcher's 200 ms debounce would hold
-        # reloads back while changes keep coming every 100 ms (it applies the last one once they stop).
-        # The swapper stands in for the control plane, which runs elsewhere in a cluster: here it shares the
-        # two CPUs with wrk, nginx and Tern, so it runs at idle priority (chrt -i 0). At normal priority its
-        # few milliseconds per swap on CPU 1, where wrk and nginx are already saturated, showed as p99.
-        write_config 20; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-20.yaml"
-        write_config 80; cp "$WORK/mesh/mesh.yaml" "$WORK/mesh-80.yaml"
-        # The interpreter itself, not a pyenv shim (whose bash start-up alone cost ~100 ms of CPU 1).
-        taskset -c 0 chrt -i 0 "$PYTHON" - "$WORK" "$tern" <<'PY' &
+}
+
+# One process does every swap (a shell loop would fork sed/cat/mv/kill ten times a second, and that process
+# churn, not Tern, would show in the tail). The two files are rendered once; each swap renames a fresh copy
+# over the watched file, then SIGHUP: the file watcher's 200 ms debounce would hold reloads back while changes
+# keep coming every 100 ms (it applies the last one once they stop). The swapper stands in for the control
+# plane, which runs elsewhere in a cluster: here it shares the two CPUs with the load, nginx and Tern, so it
+# runs at idle priority (chrt -i 0). At normal priority its few milliseconds per swap on CPU 1, where the load
+# and nginx are already saturated, showed as p99.
+start_swapper() {  # $1: config dir, $2: Tern's pid, $3: Tern's log; sets SWAPPER
+    # The interpreter itself, not a pyenv shim (whose bash start-up alone cost ~100 ms of CPU 1).
+    taskset -c 0 chrt -i 0 "$PYTHON" - "$WORK" "$1" "$2" <<'PY' &
 import os, shutil, signal, sys, time
-work, tern = sys.argv[1], int(sys.argv[2])
+work, conf, tern = sys.argv[1], sys.argv[2], int(sys.argv[3])
 i = 0
 start = time.monotonic()
 while True:
-    shutil.copyfile(f"{work}/mesh-{20 if i % 2 == 0 else 80}.yaml", f"{work}/mesh/.next.yaml")
-    os.rename(f"{work}/mesh/.next.yaml", f"{work}/mesh/mesh.yaml")
+    shutil.copyfile(f"{work}/mesh-{20 if i % 2 == 0 else 80}.yaml", f"{work}/{conf}/.next.yaml")
+    os.rename(f"{work}/{conf}/.next.yaml", f"{work}/{conf}/mesh.yaml")
     os.kill(tern, signal.SIGHUP)
     i += 1
     # On a fixed schedule (10 a second), so a swap that waited for the CPU does not delay the next ones.
     time.sleep(max(0.0, start + i * 0.1 - time.monotonic()))
 PY
-        swapper=$!
-        # The load starts once swaps are being applied (the swapper's start-up is not part of the run).
-        for _ in $(seq 200); do grep -q "config applied version=3" "$log" && break; sleep 0.05; done
-    fi
-    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: cart" "http://127.0.0.1:$tern_port/" \
+    SWAPPER=$!
+    # The load starts once swaps are being applied (the swapper's start-up is not part of the run).
+    for _ in $(seq 200); do grep -q "config applied version=3" "$3" && break; sleep 0.05; done
+}
+
+run() {  # $1: none|swaps|none-again, $2: round
+    start_tern "mesh-$1" "$1-$2"
+    local tern=$TERN_PID swapper=""
+    if [[ $1 == swaps ]]; then start_swapper "mesh-$1" "$tern" "$WORK/tern-$1-$2.log"; swapper=$SWAPPER; fi
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: cart" "http://127.0.0.1:$TERN_PORT/" \
         >"$WORK/wrk-$1-$2.txt" 2>&1
     [[ -n $swapper ]] && { kill "$swapper"; wait "$swapper" 2>/dev/null || true; }
-    write_config 80
     kill -TERM "$tern"; wait "$tern" 2>/dev/null || true
 }
 
+# --paired: "none" and $1 (swaps or none-again) through one measured run, loaded in turns by tern-load --compare.
+run_pair() {  # $1: swaps|none-again, $2: round
+    start_tern "mesh-none@$1" "none@$1-$2"
+    local tern_a=$TERN_PID port_a=$TERN_PORT
+    start_tern "mesh-$1" "$1-$2"
+    local tern_b=$TERN_PID port_b=$TERN_PORT swapper=""
+    # Warm-up of both (connections, pools), then the swaps begin, then the measured run.
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: cart" "http://127.0.0.1:$port_a/" >/dev/null 2>&1
+    taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: cart" "http://127.0.0.1:$port_b/" >/dev/null 2>&1
+    if [[ $1 == swaps ]]; then start_swapper "mesh-$1" "$tern_b" "$WORK/tern-$1-$2.log"; swapper=$SWAPPER; fi
+    # shellcheck disable=SC2046
+    taskset -c 1 "$LOAD_BIN" --connections "$CONNECTIONS" $([[ -n $RATE ]] && echo "--rate $RATE") \
+        --duration "${DURATION}s" --header "Host: cart" --json \
+        --compare "http://127.0.0.1:$port_a/" "http://127.0.0.1:$port_b/" >"$WORK/compare-$1-$2.json" 2>"$WORK/compare-$1-$2.err"
+    [[ -n $swapper ]] && { kill "$swapper"; wait "$swapper" 2>/dev/null || true; }
+    kill -TERM "$tern_a" "$tern_b"; wait "$tern_a" "$tern_b" 2>/dev/null || true
+}
+
 for ((r = 0; r < ROUNDS; r++)); do
+    if [[ -n $PAIRED ]]; then
+        # Alternate which pair goes first, so neither always meets the same part of a round.
+        if ((r % 2 == 0)); then pairs=(swaps none-again); else pairs=(none-again swaps); fi
+        for mode in "${pairs[@]}"; do
+            echo "[$(date -u +%H:%M:%S)] round $((r + 1))/$ROUNDS: $mode beside none" >&2
+            run_pair "$mode" "$r"
+        done
+        continue
+    fi
     # none-again runs exactly as none: its ratio to none is the noise of the series (an A/A comparison).
     for mode in none swaps none-again; do
         echo "[$(date -u +%H:%M:%S)] round $((r + 1))/$ROUNDS: $mode" >&2
         run "$mode" "$r"
     done
 done
+
+
+if [[ -n $PAIRED ]]; then
+    python3 - "$WORK" "$ROUNDS" "$DURATION" "$RATE" "$CONNECTIONS" <<'EOF'
+import json, re, statistics, sys
+work, rounds, duration, rate, connections = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+keys = ("requests_per_second", "p50", "p99", "p99_9")
+def figures(d):
+    return {"requests_per_second": d["requests_per_second"], **{k: d["latency_us"][k] for k in ("p50", "p99", "p99_9")},
+            "errors": sum(d["errors"].values())}
+print(f"Config swaps under load, paired: median of {rounds} rounds of {duration:.0f} s; tern-load --compare "
+      + (f"--rate {rate} (open loop, latency from each request's intended send time)" if rate else f"closed loop")
+      + f", {connections} keep-alive connections, the two Terns (one reactor each, CPU 0) loaded in 250 ms turns\n")
+print("| pair | req/s ratio | p50 ratio | p99 ratio | p99.9 ratio | per-round p99 ratios | p99 µs (none, other) | errors (all rounds) | swaps applied per second |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for mode in ("swaps", "none-again"):
+    ratios = {k: [] for k in keys}; errors = 0; swaps = []; p99s = []
+    for r in range(rounds):
+        d = json.load(open(f"{work}/compare-{mode}-{r}.json"))
+        a, b = figures(d["a"]), figures(d["b"])
+        for k in keys:
+            ratios[k].append(b[k] / a[k])
+        errors += a["errors"] + b["errors"]
+        p99s.append((a["p99"], b["p99"]))
+        log = open(f"{work}/tern-{mode}-{r}.log").read()
+        swaps.append(max(0, len(re.findall(r"config applied version=", log)) - 3))
+    med = {k: statistics.median(v) for k, v in ratios.items()}
+    print(f"| none vs {mode} | {med['requests_per_second']:.3f} | {med['p50']:.3f} | {med['p99']:.3f} | {med['p99_9']:.3f} | "
+          f"{', '.join(f'{x:.2f}' for x in ratios['p99'])} | {statistics.median(p[0] for p in p99s):.0f}, {statistics.median(p[1] for p in p99s):.0f} | "
+          f"{errors} | {statistics.median(swaps) / duration:.1f} |")
+print("\nnone vs none-again is an A/A pair (no swaps on either): its ratios show how far two identical Terns differ in this rig.")
+EOF
+    exit 0
+fi
 
 python3 - "$WORK" "$ROUNDS" "$DURATION" <<'EOF'
 import re, statistics, sys

@@ -316,11 +316,11 @@ let parentHex = "00f067aa0ba902b7"
         for (i, v) in values.enumerated() {
             let c = TraceContext(traceIDHigh: v, traceIDLow: values[(i + 1) % values.count], spanID: ~v,
                                  sampled: i % 2 == 0)
-            let line = c.withTraceparentLine { span in
-                var bytes: [UInt8] = []
+            var bytes: [UInt8] = []
+            c.withTraceparentLine { span in
                 for j in span.indices { bytes.append(span[j]) }
-                return String(decoding: bytes, as: UTF8.self)
             }
+            let line = String(decoding: bytes, as: UTF8.self)
             let expected = "traceparent: 00-\(hex(v))\(hex(values[(i + 1) % values.count]))-\(hex(~v))-\(i % 2 == 0 ? "01" : "00")\r\n"
             #expect(line == expected)
             #expect(line.utf8.count == TraceContext.traceparentLineBytes)

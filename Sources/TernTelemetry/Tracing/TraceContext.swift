@@ -53,7 +53,9 @@ public struct TraceContext: Equatable, Sendable {
 
     /// The context of the proxy's span for a request that arrived with `self`: the same trace (a new one when
     /// the request brought no valid ids), a new span id, the caller's span as parent, and the sampling
-    /// decision (`sampler`, honouring the caller's). Draws 1 random number, 4 for a new trace.
+    /// decision (`sampler`, honouring the caller's). Draws 1 random number, 4 for a new trace. Inlinable, so the
+    /// proxy's generator is called directly rather than through its protocol witness.
+    @inlinable
     public func child(sampler: TraceSampler, using random: inout some RandomNumberGenerator) -> TraceContext {
         var out = TraceContext()
         out.styles = styles

@@ -23,8 +23,9 @@ extension TraceContext {
 
 extension TraceContext {
     /// The traceparent line ("traceparent: 00-{trace}-{span}-{flags}\r\n", `traceparentLineBytes` bytes)
-    /// composed on the stack with word stores and handed to `body` in one piece.
-    public func withTraceparentLine<R>(_ body: (borrowing Span<UInt8>) -> R) -> R {
+    /// composed on the stack with word stores and handed to `body` in one piece. Not generic: callers live in
+    /// other modules, where a generic would run unspecialised and instantiate its metadata on every request.
+    public func withTraceparentLine(_ body: (borrowing Span<UInt8>) -> Void) {
         // SAFETY: the temporary holds 72 bytes and every store below ends at or before byte 70; `body` gets a
         // view of the 70 bytes written, valid for the call only.
         unsafe withUnsafeTemporaryAllocation(byteCount: 72, alignment: 8) { buffer in
@@ -44,7 +45,7 @@ extension TraceContext {
             let tail: StaticString = sampled == true ? "-01\r\n" : "-00\r\n"
             unsafe (p + 65).copyMemory(from: tail.utf8Start, byteCount: 5)
             let line = unsafe UnsafeBufferPointer(start: p.assumingMemoryBound(to: UInt8.self), count: Self.traceparentLineBytes)
-            return unsafe body(line.span)
+            unsafe body(line.span)
         }
     }
 }
