@@ -226,7 +226,8 @@ public struct HTTPRoute: Sendable {
 }
 
 public struct L4Match: Sendable {
-    public var destinationSubnets: [String]
+    /// Empty: any destination address.
+    public var destinationSubnets: [CIDRRange]
     public var port: UInt16?
     public var sniHosts: [String]
     public var sourceLabels: [String: String]

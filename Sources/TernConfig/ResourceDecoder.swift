@@ -564,10 +564,16 @@ final class ResourceDecoder {
             guard let mo = object(m, allowed: allowed) else { continue }
             let sni = mo["sniHosts"].map { self.stringList($0) } ?? []
             if tls, sni.isEmpty { error(m, "sniHosts: required field missing") }
-            if let subnets = mo["destinationSubnets"] {
-                warning(subnets, "destinationSubnets is not matched yet: this match applies to every destination address")
+            var subnets: [CIDRRange] = []
+            for item in items(mo["destinationSubnets"]) {
+                guard let s = string(item) else { continue }
+                do throws(CIDRRange.ParseError) {
+                    subnets.append(try CIDRRange(parsing: s))
+                } catch {
+                    self.error(item, error.description)
+                }
             }
-            matches.append(L4Match(destinationSubnets: mo["destinationSubnets"].map { self.stringList($0) } ?? [],
+            matches.append(L4Match(destinationSubnets: subnets,
                                    port: mo["port"].flatMap(port), sniHosts: sni,
                                    sourceLabels: mo["sourceLabels"].map { self.stringMap($0) } ?? [:],
                                    sourceNamespace: mo["sourceNamespace"].flatMap { string($0) },

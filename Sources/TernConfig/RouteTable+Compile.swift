@@ -61,7 +61,7 @@ private struct RouteCompiler {
                                   rewrite: nil, uriRegexRewrite: nil, requestHeaders: HeaderOperations(),
                                   responseHeaders: HeaderOperations(),
                                   timeout: nil, retries: nil, fault: nil, mirrors: [], corsPolicy: nil)
-                let tcp = TCPRouteEntry(ports: [], destinationSubnets: [], destinations: [wc], totalWeight: 1)
+                let tcp = TCPRouteEntry(matches: [], destinations: [wc], totalWeight: 1)
                 hostOwner[h] = virtualHosts.count
                 virtualHosts.append(VirtualHost(name: h, source: r.label, routes: [route], tcpRoutes: [tcp],
                                                 serviceDestination: wc))
@@ -150,8 +150,9 @@ private struct RouteCompiler {
         let destinations = r.route.map {
             weightedCluster($0.destination, weight: single ? 1 : UInt64($0.weight ?? 0), headers: nil)
         }
-        return TCPRouteEntry(ports: r.match.compactMap(\.port), destinationSubnets: r.match.flatMap(\.destinationSubnets),
-                             destinations: destinations, totalWeight: destinations.reduce(0) { $0 + $1.weight })
+        let matches = r.match.map { TCPRouteMatch(port: $0.port, destinationSubnets: $0.destinationSubnets) }
+        return TCPRouteEntry(matches: matches, destinations: destinations,
+                             totalWeight: destinations.reduce(0) { $0 + $1.weight })
     }
 
     func compileMatch(_ m: HTTPMatchRequest) -> RequestMatcher {

@@ -203,14 +203,15 @@ extension RouteTable {
 }
 
 extension RouteTable {
-    /// The first TCP route of a virtual host that applies to a connection to `port` (a route without port matches
-    /// applies to every port); nil when none does. destinationSubnets are kept but not matched yet.
-    public func selectTCP(virtualHost: Int, port: UInt16) -> Int? {
+    /// The first TCP route of a virtual host that applies to a connection to `port` at `destination` (its
+    /// destination IP; nil when unknown: a match on destinationSubnets then does not hold). A route applies when
+    /// it has no match or when any of its matches holds (`TCPRouteMatch.holds`); nil when none applies.
+    public func selectTCP(virtualHost: Int, port: UInt16, destination: IPAddress? = nil) -> Int? {
         let routes = virtualHosts[virtualHost].tcpRoutes
         for r in 0..<routes.count {
-            let ports = routes[r].ports
-            if ports.isEmpty { return r }
-            for i in 0..<ports.count where ports[i] == port { return r }
+            let matches = routes[r].matches
+            if matches.isEmpty { return r }
+            for m in 0..<matches.count where matches[m].holds(port: port, destination: destination) { return r }
         }
         return nil
     }
@@ -221,22 +222,53 @@ extension RouteTable {
         return Self.pick(r.destinations, total: r.totalWeight, random: random)
     }
 
-    /// Where TCP connections to a listener on `port` go, as Istio's outbound listener for a service port decides:
-    /// the first ServiceEntry (in the order read) with a port numbered `port` names the service; the first TCP
-    /// route of its host's virtual host that applies to `port` (`selectTCP`) routes them, else the service itself
-    /// (`VirtualHost.serviceDestination`). nil when no ServiceEntry has that port: nothing to route to (Envoy's
-    /// NR; the connection is closed). Looked up once per table and listener, not per connection (it allocates).
-    public func tcpListenerRoute(port: UInt16) -> TCPListenerRoute? {
+    /// How connections to a listener on `port` are routed, as Istio's outbound listener for a service port
+    /// decides: each ServiceEntry (in the order read) with a port numbered `port` names a service; the first of
+    /// their hosts, in that order, whose virtual host has a TCP route applying to the connection
+    /// (`selectTCP`) or is the service itself (`VirtualHost.serviceDestination`) routes it. When no route of
+    /// those virtual hosts matches on destinationSubnets, the choice is the same for every connection and made
+    /// here (`.fixed`); else it is made per connection from its destination IP (`tcpListenerRoute(virtualHosts:
+    /// port:destination:)`). Looked up once per table and listener, not per connection (it allocates).
+    public func tcpListenerRouting(port: UInt16) -> TCPListenerRouting {
+        var hosts: [Int] = []
         for r in resources {
             guard case .serviceEntry(let se) = r.spec, se.ports.contains(where: { $0.number == port }) else { continue }
             for host in se.hosts where !host.hasPrefix("*") {
                 let name = Array(host.utf8)
-                guard let vh = virtualHost(for: name.span) else { continue }
-                if let route = selectTCP(virtualHost: vh, port: port) { return .route(virtualHost: vh, route: route) }
-                if virtualHosts[vh].serviceDestination != nil { return .service(virtualHost: vh) }
+                if let vh = virtualHost(for: name.span), !hosts.contains(vh) { hosts.append(vh) }
             }
         }
+        let byDestination = hosts.contains { vh in
+            virtualHosts[vh].tcpRoutes.contains { route in
+                route.matches.contains { !$0.destinationSubnets.isEmpty && ($0.port == nil || $0.port == port) }
+            }
+        }
+        if byDestination { return .byDestination(virtualHosts: hosts) }
+        return .fixed(tcpListenerRoute(virtualHosts: hosts, port: port, destination: nil))
+    }
+
+    /// The route of a connection to `port` at `destination` over the virtual hosts `tcpListenerRouting` named,
+    /// in order; nil when none has a route for it nor a service (Envoy's NR: the connection is closed). No
+    /// allocation.
+    public func tcpListenerRoute(virtualHosts hosts: [Int], port: UInt16,
+                                 destination: IPAddress?) -> TCPListenerRoute? {
+        for i in 0..<hosts.count {
+            let vh = hosts[i]
+            if let route = selectTCP(virtualHost: vh, port: port, destination: destination) {
+                return .route(virtualHost: vh, route: route)
+            }
+            if virtualHosts[vh].serviceDestination != nil { return .service(virtualHost: vh) }
+        }
         return nil
+    }
+
+    /// The route of one connection to `port` at `destination`, looked up from scratch (allocates: a listener
+    /// binds `tcpListenerRouting` once per table instead).
+    public func tcpListenerRoute(port: UInt16, destination: IPAddress? = nil) -> TCPListenerRoute? {
+        switch tcpListenerRouting(port: port) {
+        case .fixed(let route): route
+        case .byDestination(let hosts): tcpListenerRoute(virtualHosts: hosts, port: port, destination: destination)
+        }
     }
 
     /// A destination for a connection `tcpListenerRoute` routed (a weighted pick for a route; the service for
@@ -249,10 +281,18 @@ extension RouteTable {
     }
 }
 
-/// What a TCP listener's connections are routed by (`RouteTable.tcpListenerRoute`), as indexes into its table.
+/// What a TCP connection is routed by (`RouteTable.tcpListenerRoute`), as indexes into its table.
 public enum TCPListenerRoute: Sendable, Equatable {
     /// A TCP route of a VirtualService (or a ServiceEntry's default route).
     case route(virtualHost: Int, route: Int)
     /// No TCP route applies: the service the ServiceEntry declares.
     case service(virtualHost: Int)
+}
+
+/// How a TCP listener's connections are routed (`RouteTable.tcpListenerRouting`), as indexes into its table.
+public enum TCPListenerRouting: Sendable, Equatable {
+    /// The same way for every connection; nil: nowhere (NR).
+    case fixed(TCPListenerRoute?)
+    /// By each connection's destination IP (a route matches on destinationSubnets), over these virtual hosts.
+    case byDestination(virtualHosts: [Int])
 }

@@ -128,11 +128,30 @@ public struct WeightedCluster: Sendable {
 }
 
 public struct TCPRouteEntry: Sendable {
-    /// Ports the route applies to (empty: all); destinationSubnets kept as written.
-    public var ports: [UInt16]
-    public var destinationSubnets: [String]
+    /// Empty: the route applies to every connection. Else it applies when any match (OR) holds.
+    public var matches: [TCPRouteMatch]
     public var destinations: [WeightedCluster]
     public var totalWeight: UInt64
+}
+
+/// One `match` of a TCP route: every condition it has must hold (AND). `sourceLabels`, `sourceNamespace` and
+/// `gateways` say which proxies the route is for, not which connections, so they are not here.
+public struct TCPRouteMatch: Sendable {
+    /// nil: any port.
+    public var port: UInt16?
+    /// Empty: any destination address; else the connection's destination IP lies in one of them.
+    public var destinationSubnets: [CIDRRange]
+
+    /// Whether a connection to `port` at `destination` (nil: unknown, which no subnet contains) satisfies the
+    /// match. No allocation.
+    public func holds(port: UInt16, destination: IPAddress?) -> Bool {
+        if let p = self.port, p != port { return false }
+        if destinationSubnets.isEmpty { return true }
+        guard let destination else { return false }
+        // An index loop: a for-in over these structs allocates an iterator box in unoptimised builds.
+        for i in 0..<destinationSubnets.count where destinationSubnets[i].contains(destination) { return true }
+        return false
+    }
 }
 
 /// How a string condition is checked, precompiled.

@@ -112,6 +112,152 @@ import Testing
         let route = try #require(t.tcpListenerRoute(port: 9000))
         #expect(clusterName(t, route, port: 9000, random: 0) == "outbound|9001||echo.ns.svc.cluster.local")
     }
+
+    // MARK: destinationSubnets
+
+    /// Two routes for host echo: route 0 for 10.1.0.0/16 on port 9000 or anything on 9001; route 1 for
+    /// 10.0.0.0/8 and fd00::/8 on any port.
+    static let bySubnet = virtualService("""
+        tcp:
+          - match:
+            - {port: 9000, destinationSubnets: [10.1.0.0/16]}
+            - {port: 9001}
+            route: [{destination: {host: echo, subset: v1}}]
+          - match: [{destinationSubnets: [10.0.0.0/8, "fd00::/8"]}]
+            route: [{destination: {host: echo, subset: v2}}]
+        """)
+
+    /// Where a connection to `port` at `ip` goes: "route N", "service" or "none".
+    func routed(_ t: RouteTable, port: UInt16, to ip: String?) -> String {
+        var destination: IPAddress?
+        if let ip {
+            destination = IPAddress(parsing: ip)
+            if destination == nil { Issue.record("bad test address \(ip)") }
+        }
+        switch t.tcpListenerRoute(port: port, destination: destination) {
+        case .route(_, let r): return "route \(r)"
+        case .service: return "service"
+        case nil: return "none"
+        }
+    }
+
+    @Test func aMatchHoldsWhenItsPortAndItsSubnetsBothDo() throws {
+        let t = try compile(Self.yaml(Self.bySubnet), namespace: "ns")
+        // Route 0's first match: port and subnet (AND). Both routes hold for 10.1.2.3: the first wins.
+        #expect(routed(t, port: 9000, to: "10.1.2.3") == "route 0")
+        #expect(routed(t, port: 9000, to: "10.1.0.0") == "route 0")
+        #expect(routed(t, port: 9000, to: "10.1.255.255") == "route 0")
+        // Outside 10.1.0.0/16: route 0's first match fails on the subnet, its second on the port.
+        #expect(routed(t, port: 9000, to: "10.2.0.1") == "route 1")
+        #expect(routed(t, port: 9000, to: "10.0.255.255") == "route 1")
+        // Route 0's second match has no subnet: any address on 9001 (OR across matches).
+        #expect(routed(t, port: 9001, to: "192.168.1.1") == "route 0")
+        #expect(routed(t, port: 9001, to: "10.1.2.3") == "route 0")
+        // IPv6 in fd00::/8 reaches route 1; an IPv4-mapped address is IPv6, not in 10.0.0.0/8.
+        #expect(routed(t, port: 9000, to: "fd12:3456::1") == "route 1")
+        #expect(routed(t, port: 9000, to: "fe00::1") == "service")
+        #expect(routed(t, port: 9000, to: "::ffff:10.1.2.3") == "service")
+        // No route holds: the service itself (Istio's default route); nor without a known destination.
+        #expect(routed(t, port: 9000, to: "192.168.1.1") == "service")
+        #expect(routed(t, port: 9000, to: "11.0.0.1") == "service")
+        #expect(routed(t, port: 9000, to: nil) == "service")
+    }
+
+    @Test func eachMatchKeepsItsOwnPort() throws {
+        // A port in one match does not restrict the other: on 9001 the subnet match alone decides.
+        let t = try compile(Self.yaml(Self.virtualService("""
+            tcp:
+              - match: [{port: 9000}, {destinationSubnets: [10.0.0.0/8]}]
+                route: [{destination: {host: echo, subset: v1}}]
+            """)), namespace: "ns")
+        #expect(routed(t, port: 9000, to: "192.168.1.1") == "route 0")
+        #expect(routed(t, port: 9001, to: "10.9.9.9") == "route 0")
+        #expect(routed(t, port: 9001, to: "192.168.1.1") == "service")
+    }
+
+    @Test func aListenerIsRoutedPerConnectionOnlyWhenARouteForItsPortMatchesSubnets() throws {
+        let t = try compile(Self.yaml(Self.bySubnet), namespace: "ns")
+        guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
+            Issue.record("\(t.tcpListenerRouting(port: 9000))")
+            return
+        }
+        let ip = try #require(IPAddress(parsing: "10.200.0.1"))
+        #expect(t.tcpListenerRoute(virtualHosts: hosts, port: 9000, destination: ip)
+                == t.tcpListenerRoute(port: 9000, destination: ip))
+        // Route 1 has no port, so it is in question on 9001 too.
+        if case .fixed = t.tcpListenerRouting(port: 9001) { Issue.record("9001 is fixed") }
+        // The other service's port: no route of echo in question.
+        #expect(t.tcpListenerRouting(port: 5432) == .fixed(t.tcpListenerRoute(port: 5432)))
+        // A subnet match for 9001 only leaves 9000 fixed.
+        let only9001 = try compile(Self.yaml(Self.virtualService("""
+            tcp:
+              - match: [{port: 9001, destinationSubnets: [10.0.0.0/8]}]
+                route: [{destination: {host: echo, subset: v1}}]
+            """)), namespace: "ns")
+        guard case .fixed(.service) = only9001.tcpListenerRouting(port: 9000) else {
+            Issue.record("\(only9001.tcpListenerRouting(port: 9000))")
+            return
+        }
+        if case .fixed = only9001.tcpListenerRouting(port: 9001) { Issue.record("9001 is fixed") }
+    }
+
+    func subnet(_ text: String) throws -> CIDRRange { try CIDRRange(parsing: text) }
+
+    func address(_ text: String) throws -> IPAddress { try #require(IPAddress(parsing: text), "\(text)") }
+
+    @Test func subnetsParseIPv4AndIPv6WithOrWithoutAPrefix() throws {
+        let eight = try subnet("10.1.2.3/8")  // host bits set: cleared, as Envoy does
+        #expect(eight.base == IPAddress(v4: 0x0A00_0000) && eight.prefixLength == 8)
+        #expect(try eight == subnet("10.0.0.0/8"))
+        #expect(try eight.contains(address("10.255.255.255")) && !eight.contains(address("11.0.0.0")))
+        let host = try subnet("192.168.0.1")  // a bare address: that host alone
+        #expect(try host.prefixLength == 32 && host.contains(address("192.168.0.1")))
+        #expect(try !host.contains(address("192.168.0.2")))
+        let all4 = try subnet("0.0.0.0/0")
+        #expect(try all4.contains(address("255.255.255.255")) && all4.contains(address("0.0.0.0")))
+        #expect(!all4.contains(try address("::")))  // families never mix
+        let all6 = try subnet("::/0")
+        #expect(try all6.contains(address("ffff::1")) && !all6.contains(address("1.2.3.4")))
+
+        #expect(try address("2001:0db8:0000:0000:0000:ff00:0042:8329") == address("2001:db8::ff00:42:8329"))
+        #expect(try address("2001:db8::ff00:42:8329") == IPAddress(v6High: 0x2001_0db8_0000_0000, low: 0x0000_ff00_0042_8329))
+        #expect(try address("::ffff:10.0.0.1") == IPAddress(v6High: 0, low: 0x0000_ffff_0a00_0001))
+        #expect(try address("1::") == IPAddress(v6High: 0x0001_0000_0000_0000, low: 0))
+        #expect(try address("1:2:3:4:5:6:7::") == IPAddress(v6High: 0x0001_0002_0003_0004, low: 0x0005_0006_0007_0000))
+        #expect(try address("::") == IPAddress(v6High: 0, low: 0))
+        #expect(try subnet("2001:db8::1").prefixLength == 128)
+        // Prefixes on both sides of the 64-bit halves.
+        let p64 = try subnet("2001:db8:1:2:ffff::/64")
+        #expect(try p64.contains(address("2001:db8:1:2::9")) && !p64.contains(address("2001:db8:1:3::")))
+        let p65 = try subnet("2001:db8:1:2:8000::/65")
+        #expect(try p65.contains(address("2001:db8:1:2:ffff::")) && !p65.contains(address("2001:db8:1:2:7fff::")))
+        let p127 = try subnet("fd00::2/127")
+        #expect(try p127.contains(address("fd00::3")) && !p127.contains(address("fd00::1")))
+        let p1 = try subnet("8000::/1")
+        #expect(try p1.contains(address("ffff::")) && !p1.contains(address("7fff::")))
+    }
+
+    @Test(arguments: [
+        ("10.0.0.0/33", "\"10.0.0.0/33\": the prefix length must be a number from 0 to 32"),
+        ("fd00::/129", "\"fd00::/129\": the prefix length must be a number from 0 to 128"),
+        ("10.0.0.0/-1", "\"10.0.0.0/-1\": the prefix length must be a number from 0 to 32"),
+        ("10.0.0.0/08", "\"10.0.0.0/08\": the prefix length must be a number from 0 to 32"),
+        ("10.0.0.0/ 8", "\"10.0.0.0/ 8\": the prefix length must be a number from 0 to 32"),
+        ("10.0.0.0/8/8", "\"10.0.0.0/8/8\": the prefix length must be a number from 0 to 32"),
+        ("10.0.0.0/", "\"10.0.0.0/\": the prefix length must be a number from 0 to 32"),
+    ])
+    func subnetsWithABadPrefixAreRefused(text: String, message: String) {
+        #expect(throws: CIDRRange.ParseError.self) { try CIDRRange(parsing: text) }
+        do { _ = try CIDRRange(parsing: text) } catch { #expect(error.description == message) }
+    }
+
+    @Test(arguments: ["", "/8", "10.0.0", "10.0.0.0.0", "10.0.0.256", "010.0.0.1", "10..0.1", "1.2.3.4 ", "a.b.c.d",
+                      "fd00:::1", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8::", "12345::", ":1::", "1::2::3",
+                      "1:", "fe80::1%eth0", "::ffff:1.2.3", "::1.2.3.4.5", "1:2:3:4:5:6:7:1.2.3.4", "g::", "10.0.0.0 /8"])
+    func malformedAddressesAreRefused(text: String) {
+        #expect(IPAddress(parsing: text) == nil)
+        #expect(throws: CIDRRange.ParseError.notAnAddress(text)) { try CIDRRange(parsing: text) }
+    }
 }
 
 /// The per-connection half of TCP routing (weighted destination, cluster by port, balancer) allocates nothing
@@ -139,5 +285,32 @@ extension AllocationTests {
         }
         if let before, let after = threadMallocCount() { #expect(after - before == 0) }
         #expect(picked == 2_001)
+    }
+}
+
+/// Choosing a listener's route per connection, by its destination IP (destinationSubnets), allocates nothing either.
+extension AllocationTests {
+    @Test func routingATCPConnectionByItsDestinationAllocatesNothing() throws {
+        let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.bySubnet), namespace: "ns")
+        guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
+            Issue.record("not routed by destination")
+            return
+        }
+        let addresses = try ["10.1.2.3", "10.2.0.1", "192.168.1.1", "fd00::1", "::1"].map {
+            try #require(IPAddress(parsing: $0))
+        }
+        var routed = 0
+        func once(_ i: Int) {
+            let destination = addresses[i % addresses.count]
+            if let route = t.tcpListenerRoute(virtualHosts: hosts, port: 9000, destination: destination),
+               t.pickTCPDestination(route, random: UInt64(i)) != nil {
+                routed += 1
+            }
+        }
+        once(0)
+        let before = threadMallocCount()
+        for i in 1...2_000 { once(i) }
+        if let before, let after = threadMallocCount() { #expect(after - before == 0) }
+        #expect(routed == 2_001)
     }
 }

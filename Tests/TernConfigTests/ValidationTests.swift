@@ -46,10 +46,18 @@ import Testing
           "f.yaml:13: warning: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.rewrite: unknown escape at offset 4 (\\0-\\9 insert groups, \\\\ a backslash): Envoy drops the rest of the substitution from there",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite.rewrite: must not be empty",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite: uri and uriRegexRewrite are mutually exclusive"]),
-        // a tcp match on destinationSubnets: accepted, with a warning that it is not matched yet
-        (vsHead + "  tcp:\n  - match:\n    - destinationSubnets: [10.0.0.0/8]\n      port: 9000\n    route: [{destination: {host: r}}]\n",
-         ["f.yaml:8: warning: VirtualService ns/r: spec.tcp[0].match[0].destinationSubnets: destinationSubnets is not matched yet: this match applies to every destination address",
-          "f.yaml:10: warning: VirtualService ns/r: spec.tcp[0].route[0].destination.host: no ServiceEntry declares host r.ns.svc.cluster.local; requests routed here get 503 (NC)"]),
+        // tcp destinationSubnets: IPv4 and IPv6, with or without a prefix (host bits set are fine: cleared, as
+        // Envoy does); a bad address or prefix is an error at its list item
+        (vsHead + "  tcp:\n  - match:\n    - destinationSubnets: [10.0.0.0/8, 10.1.2.3/16, 192.168.0.1, \"fd00::/8\", \"::1\", 0.0.0.0/0]\n      port: 9000\n"
+            + "    - destinationSubnets:\n      - 10.0.0.0/33\n      - 10.0.0.256\n      - \"fd00::/129\"\n      - \"fd00:::1\"\n      - 10.0.0.0/08\n      - 10.0.0.0/\n"
+            + "    route: [{destination: {host: r}}]\n",
+         ["f.yaml:11: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[0]: \"10.0.0.0/33\": the prefix length must be a number from 0 to 32",
+          "f.yaml:12: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[1]: \"10.0.0.256\" is not an IP address or subnet (write a.b.c.d, a.b.c.d/xx, or an IPv6 address with an optional /xx)",
+          "f.yaml:13: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[2]: \"fd00::/129\": the prefix length must be a number from 0 to 128",
+          "f.yaml:14: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[3]: \"fd00:::1\" is not an IP address or subnet (write a.b.c.d, a.b.c.d/xx, or an IPv6 address with an optional /xx)",
+          "f.yaml:15: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[4]: \"10.0.0.0/08\": the prefix length must be a number from 0 to 32",
+          "f.yaml:16: VirtualService ns/r: spec.tcp[0].match[1].destinationSubnets[5]: \"10.0.0.0/\": the prefix length must be a number from 0 to 32",
+          "f.yaml:17: warning: VirtualService ns/r: spec.tcp[0].route[0].destination.host: no ServiceEntry declares host r.ns.svc.cluster.local; requests routed here get 503 (NC)"]),
         // missing subset, with its ServiceEntry
         ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r, namespace: ns}\nspec: {hosts: [r], ports: [{number: 80, name: http}], resolution: DNS}\n---\n"
             + vsHead + "  http:\n  - route:\n    - destination:\n        host: r\n        subset: v2\n",
