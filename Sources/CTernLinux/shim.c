@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ctype.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 
 int CTernLinux_affinity_cpus(int *cpus, int capacity) {
     cpu_set_t set;
@@ -92,6 +94,13 @@ int CTernLinux_ring_supports(struct io_uring *ring, int op) {
 int CTernLinux_set_linger_reset(int fd) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     return setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 ? 0 : -errno;
+}
+
+int CTernLinux_original_destination(int fd, int ipv6, struct sockaddr_storage *out) {
+    socklen_t len = ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int r = ipv6 ? getsockopt(fd, IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, out, &len)
+                 : getsockopt(fd, IPPROTO_IP, SO_ORIGINAL_DST, out, &len);
+    return r == 0 ? 0 : -errno;
 }
 
 static int fill_sigset(sigset_t *set, const int *signals, int count) {

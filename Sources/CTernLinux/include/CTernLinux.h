@@ -92,6 +92,11 @@ int CTernLinux_ring_supports(struct io_uring *ring, int op);
 
 /// SO_LINGER {1, 0}: the next close sends RST instead of FIN (used to propagate a reset).
 int CTernLinux_set_linger_reset(int fd);
+/// The destination an accepted connection had before netfilter translated it (iptables REDIRECT or DNAT):
+/// getsockopt SO_ORIGINAL_DST, or IP6T_SO_ORIGINAL_DST when `ipv6` (the constants live in kernel headers that
+/// clash with glibc's if Swift imports them). Writes a sockaddr_in or sockaddr_in6 to `out`; 0 or -errno
+/// (-ENOENT: conntrack knows no translation for it).
+int CTernLinux_original_destination(int fd, int ipv6, struct sockaddr_storage *out);
 
 // MARK: - Signals
 

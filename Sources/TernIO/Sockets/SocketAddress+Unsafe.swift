@@ -67,6 +67,34 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The IPv4 address as a number (`a.b.c.d` is a<<24 | b<<16 | c<<8 | d); nil for IPv6. No allocation.
+    public var ipv4: UInt32? {
+        guard family == AF_INET else { return nil }
+        var s = storage
+        // SAFETY: the family says the storage holds a sockaddr_in; s is a local copy.
+        return unsafe withUnsafePointer(to: &s) { p in
+            unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                unsafe UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
+            }
+        }
+    }
+
+    /// The IPv6 address as two numbers, its first and last 64 bits; nil for IPv4. No allocation.
+    public var ipv6: (high: UInt64, low: UInt64)? {
+        guard family == AF_INET6 else { return nil }
+        var s = storage
+        // SAFETY: the family says the storage holds a sockaddr_in6; s is a local copy, and sin6_addr is 16 bytes,
+        // read as two unaligned 8-byte loads.
+        return unsafe withUnsafePointer(to: &s) { p in
+            unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                unsafe withUnsafeBytes(of: sin6.pointee.sin6_addr) { raw in
+                    (UInt64(bigEndian: unsafe raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                     UInt64(bigEndian: unsafe raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+                }
+            }
+        }
+    }
+
     /// The IP part as text (`127.0.0.1`, `::1`).
     public var ip: String {
         var s = storage

@@ -164,6 +164,18 @@ public enum System {
         try socketName(fd, peer: true)
     }
 
+    /// The address an accepted connection was made to: the destination it had before an iptables REDIRECT or
+    /// DNAT sent it here (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST: how a sidecar learns where intercepted traffic
+    /// was going), else, when netfilter translated nothing, the socket's local address. nil when neither can be
+    /// read. Two system calls at most, no allocation.
+    public static func originalDestination(_ fd: Int32) -> SocketAddress? {
+        guard let local = try? localAddress(fd) else { return nil }
+        var storage = sockaddr_storage()
+        // SAFETY: storage is a local alive for the call; the shim writes at most a sockaddr_in6 into it.
+        let r = unsafe CTernLinux_original_destination(fd, local.family == AF_INET6 ? 1 : 0, &storage)
+        return r == 0 ? SocketAddress(storage: storage) : local
+    }
+
     private static func socketName(_ fd: Int32, peer: Bool) throws(IOError) -> SocketAddress {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
