@@ -1,6 +1,7 @@
 """Fixtures that start the real `tern` binary (TERN_BIN, default .build/debug/tern) and stop it."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
+from netns import NetNamespace  # noqa: E402
 from peers import Upstream  # noqa: E402
 
 
@@ -130,3 +132,19 @@ def upstream():
     yield start
     for u in started:
         u.stop()
+
+
+@pytest.fixture
+def netns():
+    """A namespace for the test, deleted after it; skipped where namespaces or iptables are not available."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    for tool in ("ip", "iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    try:
+        ns = NetNamespace()
+    except (subprocess.CalledProcessError, OSError) as e:
+        pytest.skip(f"cannot make a network namespace here: {e}")
+    yield ns
+    ns.delete()

@@ -9,7 +9,8 @@ import pytest
 from conftest import Tern
 from peers import Upstream, echo
 
-MESH = """\
+# The echo service, its subsets v1 and v2, and its VirtualService up to the tcp routes.
+SERVICE = """\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: echo, namespace: shop}}
@@ -36,6 +37,9 @@ metadata: {{name: echo, namespace: shop}}
 spec:
   hosts: [echo]
   tcp:
+"""
+
+MESH = SERVICE + """\
   - match: [{{port: {listen}, sourceLabels: {{app: client}}}}]
     route:
     - {{destination: {{host: echo, subset: v1}}, weight: {w1}}}
@@ -61,9 +65,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def exchange(port, payload=b"ping"):
-    """Connects, reads the upstream's tag, checks that `payload` comes back, closes; returns the tag."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+def exchange(port, payload=b"ping", host="127.0.0.1"):
+    """Connects to `host` (an IPv4 or IPv6 literal), reads the upstream's tag, checks that `payload` comes back,
+    closes; returns the tag."""
+    with socket.create_connection((host, port), timeout=10) as s:
         tag = s.recv(2)
         s.sendall(payload)
         got = b""
@@ -227,3 +232,69 @@ def test_use_source_ip_keeps_each_client_on_one_endpoint(tmp_path, backend, tabl
         t.stop()
         for u in ups:
             u.stop()
+
+
+SUBNETS = SERVICE + """\
+  - match: [{{port: {listen}, destinationSubnets: [{to_v1}]}}]
+    route: [{{destination: {{host: echo, subset: v1}}}}]
+  - match: [{{destinationSubnets: [{to_v2}]}}]
+    route: [{{destination: {{host: echo, subset: v2}}}}]
+"""
+
+
+def subnet_mesh(tmp_path, listen, to_v1, to_v2):
+    """Two tagged echo upstreams (subsets v1, v2) and a configuration routing the destinations in `to_v1` to the
+    first and those in `to_v2` to the second; returns (upstreams, config path)."""
+    ups = Upstream(tagged(b"v1")), Upstream(tagged(b"v2"))
+    path = tmp_path / "mesh.yaml"
+    path.write_text(SUBNETS.format(listen=listen, v1=ups[0].port, v2=ups[1].port, resolution="STATIC",
+                                   v1_address="127.0.0.1", to_v1=to_v1, to_v2=to_v2))
+    return ups, path
+
+
+def test_destination_subnets_route_each_connection_by_the_address_it_was_made_to(tmp_path, backend):
+    """One listener on every address (0.0.0.0 and [::]): a connection to 127.0.0.2 or ::1 takes the first tcp
+    route (127.0.0.2/32 and ::1), one to any other 127.x address the second (127.0.0.0/8): the destination IP of
+    each connection, not the listener, decides."""
+    listen = free_port()
+    ups, path = subnet_mesh(tmp_path, listen, '127.0.0.2/32, "::1"', "127.0.0.0/8")
+    t = Tern(["--config", str(path), "--listen", f"0.0.0.0:{listen}", "--listen", f"[::]:{listen}", "--cores", "1",
+              "--io-backend", backend])
+    try:
+        for _ in range(5):
+            assert exchange(listen, host="127.0.0.2") == b"v1"
+            assert exchange(listen, host="127.0.0.3") == b"v2"
+            assert exchange(listen, host="127.0.0.1") == b"v2"
+            assert exchange(listen, host="::1") == b"v1"
+        assert ups[0].connections == 10 and ups[1].connections == 10
+    finally:
+        t.stop()
+        for u in ups:
+            u.stop()
+
+
+def test_a_connection_iptables_redirected_is_routed_by_its_original_destination(tmp_path, backend, netns):
+    """In a network namespace of its own, iptables REDIRECTs connections for 127.0.0.5:7000 and [fd00::5]:7000
+    to Tern's listeners on 127.0.0.1 and ::1, as a sidecar's interception does: they take the route for their
+    original destination (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST), while connections made to the listeners'
+    own addresses take the route for those."""
+    listen = free_port()
+    netns.run("ip", "addr", "add", "fd00::1/64", "dev", "lo", "nodad")
+    netns.run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.5", "--dport", "7000",
+              "-j", "REDIRECT", "--to-ports", str(listen))
+    netns.run("ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "fd00::5", "--dport", "7000",
+              "-j", "REDIRECT", "--to-ports", str(listen))
+    with netns.inside():
+        ups, path = subnet_mesh(tmp_path, listen, '127.0.0.5/32, "fd00::5"', '127.0.0.0/8, "::/0"')
+        t = Tern(["--config", str(path), "--listen", f"127.0.0.1:{listen}", "--listen", f"[::1]:{listen}",
+                  "--cores", "1", "--io-backend", backend])
+        try:
+            for _ in range(3):
+                assert exchange(7000, host="127.0.0.5") == b"v1"
+                assert exchange(listen, host="127.0.0.1") == b"v2"
+                assert exchange(7000, host="fd00::5") == b"v1"
+                assert exchange(listen, host="::1") == b"v2"
+        finally:
+            t.stop()
+            for u in ups:
+                u.stop()

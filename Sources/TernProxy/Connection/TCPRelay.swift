@@ -293,7 +293,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        switch router.choose(listener: i, clientIP: { (try? System.peerAddress(fd))?.ip }) {
+        switch router.choose(listener: i, clientIP: { (try? System.peerAddress(fd))?.ip },
+                             destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }) {
         case .upstream(let pick):
             connections[id].route = pick
             connectUpstream(id, reactor)

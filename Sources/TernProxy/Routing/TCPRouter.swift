@@ -6,11 +6,12 @@ import TernIO
 ///
 /// With `--upstream`, a listener's connections all go to its upstream. With `--config`, the listener's port is
 /// the destination port Istio routes TCP by: it selects a VirtualService `tcp` route, or the service itself
-/// (`RouteTable.tcpListenerRoute`, looked up once per table and listener); each connection then gets a weighted
-/// destination, the cluster for the port, and an endpoint from that cluster's load balancer (open connections
-/// count as its outstanding requests, also across swaps: `LoadBalancers`). Nothing here allocates per
-/// connection: a new table is bound in `refresh`, once per loop iteration, and applies to connections accepted
-/// from then on.
+/// (`RouteTable.tcpListenerRouting`, looked up once per table and listener; only when a route in question
+/// matches on destinationSubnets is the route chosen per connection, from its destination IP); each connection
+/// then gets a weighted destination, the cluster for the port, and an endpoint from that cluster's load
+/// balancer (open connections count as its outstanding requests, also across swaps: `LoadBalancers`). Nothing
+/// here allocates per connection: a new table is bound in `refresh`, once per loop iteration, and applies to
+/// connections accepted from then on.
 final class TCPRouter {
     /// Where a connection went: an index into `addresses`, and how its balancer counts it (nil: not counted),
     /// to report its end to, whatever table is bound by then.
@@ -32,7 +33,7 @@ final class TCPRouter {
     /// Addresses connections are made to: the listeners' upstreams, or every endpoint a bound table named.
     private(set) var addresses: [SocketAddress]
     private var addressIndex: [String: Int32] = [:]
-    private var listenerRoutes: [TCPListenerRoute?] = []
+    private var listenerRoutes: [TCPListenerRouting] = []
     private var balancers = LoadBalancers()
     /// Per cluster of the bound table, per endpoint: its index in `addresses`, -1 when it has no address.
     private var clusterAddresses: [[Int32]] = []
@@ -61,7 +62,7 @@ final class TCPRouter {
 
     private func bind(_ table: RouteTable) {
         balancers.bind(table)
-        listenerRoutes = listenerPorts.map { table.tcpListenerRoute(port: $0) }
+        listenerRoutes = listenerPorts.map { table.tcpListenerRouting(port: $0) }
         clusterAddresses = table.clusters.map { cluster in
             cluster.endpoints.map { e in e.socketAddress.map(index) ?? -1 }
         }
@@ -77,13 +78,22 @@ final class TCPRouter {
 
     /// The upstream for a new connection on listener `listener`, counted as started at its endpoint. `clientIP`
     /// gives the client's IP as text, asked only when the cluster hashes by it (consistentHash.useSourceIp: a
-    /// client keeps its endpoint, as with HTTP, where the same text is hashed).
-    func choose(listener: Int, clientIP: () -> String? = { nil }) -> Choice {
+    /// client keeps its endpoint, as with HTTP, where the same text is hashed). `destinationIP` gives the address
+    /// the connection was made to (its original destination when iptables redirected it), asked only when a
+    /// route for the listener's port matches on destinationSubnets.
+    func choose(listener: Int, clientIP: () -> String? = { nil }, destinationIP: () -> IPAddress? = { nil }) -> Choice {
         guard let routes else { return .upstream(Pick(address: Int32(listener))) }
-        guard let route = listenerRoutes[listener] else { return .none(flag: "NR") }
         let table = routes.current
+        let port = listenerPorts[listener]
+        let chosen: TCPListenerRoute?
+        switch listenerRoutes[listener] {
+        case .fixed(let route): chosen = route
+        case .byDestination(let hosts):
+            chosen = table.tcpListenerRoute(virtualHosts: hosts, port: port, destination: destinationIP())
+        }
+        guard let route = chosen else { return .none(flag: "NR") }
         guard let destination = table.pickTCPDestination(route, random: random.next()),
-              let cluster = destination.cluster(port: listenerPorts[listener]) else { return .none(flag: "NC") }
+              let cluster = destination.cluster(port: port) else { return .none(flag: "NC") }
         var hashKey: UInt64? = nil
         if table.hashesSourceIP(cluster: cluster), let ip = clientIP() {
             hashKey = RouteTable.sourceHash(ip.utf8.span)
@@ -99,5 +109,18 @@ final class TCPRouter {
     /// whatever table is bound now. Once per connection.
     func finished(_ pick: Pick) {
         if let outstanding = pick.outstanding { balancers.requestFinished(outstanding) }
+    }
+}
+
+extension IPAddress {
+    /// The IP of a socket address, as route matching compares it. No allocation.
+    init?(_ address: SocketAddress) {
+        if let v4 = address.ipv4 {
+            self.init(v4: v4)
+        } else if let v6 = address.ipv6 {
+            self.init(v6High: v6.high, low: v6.low)
+        } else {
+            return nil
+        }
     }
 }
