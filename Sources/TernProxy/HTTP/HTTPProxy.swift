@@ -941,6 +941,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         sessions[id].requestHeadLength = UInt64(head.length)
         if let capture {
             let slot = Int(id.index)
+            capture.beginRequest(slot)
             if reporting.spans != nil {
                 let incoming = bytes.traceHeaders(head, held: sessions[id].requestHeld, capture: capture, slot: slot)
                 sessions[id].trace = incoming.context.child(sampler: reporting.sampler, using: &random)
