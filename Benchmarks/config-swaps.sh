@@ -140,13 +140,14 @@ run_pair() {  # $1: swaps|none-again, $2: round
     local tern_a=$TERN_PID port_a=$TERN_PORT
     start_tern "mesh-$1" "$1-$2"
     local tern_b=$TERN_PID port_b=$TERN_PORT swapper=""
-    # Warm-up of both (connections, pools), then the swaps begin, then the measured run.
+    # Warm-up of both (connections, pools), then the swaps begin, then the measured run (after tern-load's own
+    # warm-up: without it the run's first slice, always A's, carries the start-up transient into A's tail).
     taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: cart" "http://127.0.0.1:$port_a/" >/dev/null 2>&1
     taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: cart" "http://127.0.0.1:$port_b/" >/dev/null 2>&1
     if [[ $1 == swaps ]]; then start_swapper "mesh-$1" "$tern_b" "$WORK/tern-$1-$2.log"; swapper=$SWAPPER; fi
     # shellcheck disable=SC2046
     taskset -c 1 "$LOAD_BIN" --connections "$CONNECTIONS" $([[ -n $RATE ]] && echo "--rate $RATE") \
-        --duration "${DURATION}s" --header "Host: cart" --json \
+        --warmup 1s --duration "${DURATION}s" --header "Host: cart" --json \
         --compare "http://127.0.0.1:$port_a/" "http://127.0.0.1:$port_b/" >"$WORK/compare-$1-$2.json" 2>"$WORK/compare-$1-$2.err"
     [[ -n $swapper ]] && { kill "$swapper"; wait "$swapper" 2>/dev/null || true; }
     kill -TERM "$tern_a" "$tern_b"; wait "$tern_a" "$tern_b" 2>/dev/null || true
@@ -197,7 +198,7 @@ for mode in ("swaps", "none-again"):
     med = {k: statistics.median(v) for k, v in ratios.items()}
     print(f"| none vs {mode} | {med['requests_per_second']:.3f} | {med['p50']:.3f} | {med['p99']:.3f} | {med['p99_9']:.3f} | "
           f"{', '.join(f'{x:.2f}' for x in ratios['p99'])} | {statistics.median(p[0] for p in p99s):.0f}, {statistics.median(p[1] for p in p99s):.0f} | "
-          f"{errors} | {statistics.median(swaps) / duration:.1f} |")
+          f"{errors} | {statistics.median(swaps) / (duration + 1):.1f} |")  # swaps go on through the 1 s warm-up
 print("\nnone vs none-again is an A/A pair (no swaps on either): its ratios show how far two identical Terns differ in this rig.")
 EOF
     exit 0

@@ -17,6 +17,12 @@
 #                    runs under each, and ratios compare figures taken with the same generator)
 #   --retries N      measure a run again, up to N times (default 2), when more than 10 % of either CPU went
 #                    to other work during it (this machine is shared), after waiting up to 30 s for idle CPUs
+#   --paired RATE    instead of the rows one after the other: Tern beside each peer in --only (both on CPU 0,
+#                    both running through the whole measured run), and one `tern-load --compare PEER TERN
+#                    --rate RATE` sends the same open-loop rate to them in turns (250 ms slices), so both meet
+#                    the same moments of the shared VM and its drift (±10 % and more between consecutive runs)
+#                    cancels in each round's ratio of CPU per request. --rounds N (default 5) rounds per body;
+#                    the report gives the median of the per-round ratios.
 #
 # Environment:
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root); when it is missing, fails to
@@ -44,6 +50,8 @@ ONLY=direct,nginx,haproxy,caddy,tern
 JSON_OUT=""
 RETRIES=2
 LOAD=wrk
+PAIRED_RATE=""
+ROUNDS=5
 WARMUP=2
 OTHER_MAX=10   # % of a CPU going to other work above which a run is measured again (see --retries)
 
@@ -66,6 +74,8 @@ while (( $# )); do
         --json)        JSON_OUT=${2:?--json needs a file}; shift 2 ;;
         --retries)     RETRIES=${2:?--retries needs a value}; shift 2 ;;
         --load)        LOAD=${2:?--load needs a value}; shift 2 ;;
+        --paired)      PAIRED_RATE=${2:?--paired needs a rate}; shift 2 ;;
+        --rounds)      ROUNDS=${2:?--rounds needs a value}; shift 2 ;;
         -h|--help)     usage 0 ;;
         *)             log "unknown argument: $1"; usage 64 ;;
     esac
@@ -100,7 +110,7 @@ wants caddy && need+=(caddy)
 missing=()
 for t in "${need[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 (( ${#missing[@]} == 0 )) || die "missing ${missing[*]}: run \`bash Tools/scripts/setup.sh --bench\` (as root) first"
-if [[ " ${LOADS[*]} " == *" tern-load "* && ! -x $TERN_LOAD_BIN ]]; then
+if [[ ( -n $PAIRED_RATE || " ${LOADS[*]} " == *" tern-load "* ) && ! -x $TERN_LOAD_BIN ]]; then
     die "no tern-load at $TERN_LOAD_BIN (build with: swift build -c release, or set TERN_LOAD_BIN)"
 fi
 
@@ -543,6 +553,76 @@ wait_quiet() {
     done
     return 1
 }
+
+# --- Paired runs (--paired RATE) --------------------------------------------------------------------------
+
+if [[ -n $PAIRED_RATE ]]; then
+    : >"$WORK/paired.jsonl"
+    for size in small 16k; do
+        path=/small; bytes=$SMALL_BYTES
+        [[ $size == 16k ]] && { path=/16k; bytes=$LARGE_BYTES; }
+        for ((r = 1; r <= ROUNDS; r++)); do
+            for peer in "${ROWS[@]}"; do
+                [[ $peer == tern || $peer == direct || $peer == tern-tcp ]] && continue
+                start_proxy "$peer" || die "$peer did not start: $START_ERROR"
+                peer_pid=$PROXY_PID peer_port=$PROXY_PORT
+                start_proxy tern || die "tern did not start: $START_ERROR"
+                tern_pid=$PROXY_PID tern_port=$PROXY_PORT
+                for port in "$peer_port" "$tern_port"; do
+                    check=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "http://127.0.0.1:$port$path" 2>&1 || true)
+                    [[ $check == "200 $bytes" ]] || die "GET $path on :$port gave '$check', want '200 $bytes'"
+                    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$port$path" >/dev/null 2>&1
+                done
+                log "$size round $r/$ROUNDS: $peer and tern in turns, $PAIRED_RATE req/s, ${DURATION}s"
+                pa=$(cpu_nanos "$peer_pid"); ta=$(cpu_nanos "$tern_pid")
+                out=$WORK/paired-$size-$peer-$r.json
+                taskset -c "$LOAD_CPU" "$TERN_LOAD_BIN" --rate "$PAIRED_RATE" --connections "$CONNECTIONS" --cores 1 \
+                    --duration "${DURATION}s" --json --compare "http://127.0.0.1:$peer_port$path" "http://127.0.0.1:$tern_port$path" \
+                    >"$out" 2>"$out.err" || die "tern-load failed: $(tail -n 3 "$out.err")"
+                pb=$(cpu_nanos "$peer_pid"); tb=$(cpu_nanos "$tern_pid")
+                stop_pid "$peer_pid"; stop_pid "$tern_pid"
+                python3 - "$out" "$size" "$peer" "$r" "$(( pb - pa ))" "$(( tb - ta ))" >>"$WORK/paired.jsonl" <<'PY'
+import json, sys
+out, size, peer, r, peer_ns, tern_ns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+d = json.load(open(out))
+a, b = d["a"], d["b"]
+print(json.dumps({"size": size, "peer": peer, "round": r,
+                  "peer_us_per_req": peer_ns / 1e3 / a["requests"], "tern_us_per_req": tern_ns / 1e3 / b["requests"],
+                  "peer_p50": a["latency_us"]["p50"], "peer_p99": a["latency_us"]["p99"],
+                  "tern_p50": b["latency_us"]["p50"], "tern_p99": b["latency_us"]["p99"],
+                  "errors": sum(a["errors"].values()) + sum(b["errors"].values())}))
+PY
+            done
+        done
+    done
+    python3 - "$WORK/paired.jsonl" "$PAIRED_RATE" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$STARTED_AT" "${JSON_OUT:-}" <<'PY'
+import json, statistics, sys
+path, rate, connections, duration, rounds, started, json_out = sys.argv[1:8]
+rows = [json.loads(l) for l in open(path)]
+print(f"\nHTTP/1.1 keep-alive, paired ({started}): Tern --cores 1 beside each peer, both on CPU 0; tern-load --compare "
+      f"--rate {rate} over {connections} connections sends to them in 250 ms turns for {duration} s; {rounds} rounds per body. "
+      "CPU per request: each proxy's scheduler run time (schedstat, all threads) over the requests it answered.\n")
+print("| body | peer | peer CPU µs/req | Tern CPU µs/req | Tern ÷ peer (median of rounds) | per-round ratios | p50 µs peer / Tern | p99 µs peer / Tern | errors |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+summary = []
+for size in ("small", "16k"):
+    for peer in dict.fromkeys(r["peer"] for r in rows):
+        rs = [r for r in rows if r["size"] == size and r["peer"] == peer]
+        if not rs:
+            continue
+        ratios = [r["tern_us_per_req"] / r["peer_us_per_req"] for r in rs]
+        m = lambda k: statistics.median(r[k] for r in rs)
+        summary.append({"size": size, "peer": peer, "ratio": statistics.median(ratios), "ratios": ratios,
+                        "peer_us_per_req": m("peer_us_per_req"), "tern_us_per_req": m("tern_us_per_req")})
+        print(f"| {size} | {peer} | {m('peer_us_per_req'):.2f} | {m('tern_us_per_req'):.2f} | {statistics.median(ratios):.3f} | "
+              f"{', '.join(f'{x:.2f}' for x in ratios)} | {m('peer_p50'):,.0f} / {m('tern_p50'):,.0f} | "
+              f"{m('peer_p99'):,.0f} / {m('tern_p99'):,.0f} | {sum(r['errors'] for r in rs)} |")
+print("\nTarget (issue 3): Tern's CPU per request at most 0.6× nginx's.")
+if json_out:
+    json.dump({"paired": summary, "runs": rows}, open(json_out, "w"), indent=2)
+PY
+    exit 0
+fi
 
 # --- Runs ------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@
 #   DURATION       seconds per run (default 5)
 #   CONNECTIONS    connections per generator (default 50)
 #   RATE           requests per second for the equal-load comparison (default 20000)
+#   ROUNDS         rounds of every run, generators in turn within each (default 5); tables give medians
 #   KEEP_LOGS      set to 1 to keep the temp dir with the nginx config and every tool's output
 #
 # CPU layout (2 cores): nginx (one worker) on CPU 0, each generator on CPU 1 with one thread. First all three
@@ -26,6 +27,7 @@ TERN_LOAD_BIN=${TERN_LOAD_BIN:-$REPO_ROOT/.build/release/tern-load}
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-20000}
+ROUNDS=${ROUNDS:-5}
 KEEP_LOGS=${KEEP_LOGS:-0}
 ORIGIN_PORT=25301
 ORIGIN_CPU=0
@@ -86,19 +88,31 @@ run() {
     awk '{ print $1 + $2 }' "$WORK/$name.time" >"$WORK/$name.cpu"
 }
 
-run wrk wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL"
-run h2load h2load --h1 -t1 -c"$CONNECTIONS" -D"$DURATION" --log-file="$WORK/h2load.log" "$URL"
-run tern-load-io_uring "$TERN_LOAD_BIN" --io-backend io_uring --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
-run tern-load-epoll "$TERN_LOAD_BIN" --io-backend epoll --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
-run wrk-1 wrk -t1 -c1 -d"${DURATION}s" --latency "$URL"
-run h2load-1 h2load --h1 -t1 -c1 -D"$DURATION" --log-file="$WORK/h2load-1.log" "$URL"
-run tern-load-1 "$TERN_LOAD_BIN" --cores 1 --connections 1 --duration "${DURATION}s" --json "$URL"
-run h2load-paced h2load --h1 -t1 -c"$CONNECTIONS" --rps=$((RATE / CONNECTIONS)) -D"$DURATION" --log-file="$WORK/h2load-paced.log" "$URL"
-run tern-load-paced "$TERN_LOAD_BIN" --cores 1 --connections "$CONNECTIONS" --rate "$RATE" --duration "${DURATION}s" --json "$URL"
+# ROUNDS rounds, each running every generator once in turn, so a drift of the shared machine meets all of them
+# alike; the tables give each figure's median over the rounds.
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS"
+    run "wrk-r$r" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL"
+    run "h2load-r$r" h2load --h1 -t1 -c"$CONNECTIONS" -D"$DURATION" --log-file="$WORK/h2load-r$r.log" "$URL"
+    run "tern-load-io_uring-r$r" "$TERN_LOAD_BIN" --io-backend io_uring --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
+    run "tern-load-epoll-r$r" "$TERN_LOAD_BIN" --io-backend epoll --cores 1 --connections "$CONNECTIONS" --duration "${DURATION}s" --json "$URL"
+    run "wrk-1-r$r" wrk -t1 -c1 -d"${DURATION}s" --latency "$URL"
+    run "h2load-1-r$r" h2load --h1 -t1 -c1 -D"$DURATION" --log-file="$WORK/h2load-1-r$r.log" "$URL"
+    run "tern-load-1-r$r" "$TERN_LOAD_BIN" --cores 1 --connections 1 --duration "${DURATION}s" --json "$URL"
+    run "h2load-paced-r$r" h2load --h1 -t1 -c"$CONNECTIONS" --rps=$((RATE / CONNECTIONS)) -D"$DURATION" --log-file="$WORK/h2load-paced-r$r.log" "$URL"
+    run "tern-load-paced-r$r" "$TERN_LOAD_BIN" --cores 1 --connections "$CONNECTIONS" --rate "$RATE" --duration "${DURATION}s" --json "$URL"
+done
 
-python3 - "$WORK" "$DURATION" "$CONNECTIONS" "$RATE" <<'PY'
-import json, re, sys
-work, duration, connections, rate = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+python3 - "$WORK" "$DURATION" "$CONNECTIONS" "$RATE" "$ROUNDS" <<'PY'
+import json, re, statistics, sys
+work, duration, connections, rate, rounds = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+
+def median_of(f):
+    """Calls f(name suffix) for each round; the median of each element of what it returns."""
+    results = [f(f"-r{r}") for r in range(1, rounds + 1)]
+    if isinstance(results[0], tuple):
+        return tuple(statistics.median(x[i] for x in results) for i in range(len(results[0])))
+    return statistics.median(results)
 
 def cpu(name):
     return float(open(f"{work}/{name}.cpu").read())
@@ -107,60 +121,72 @@ def wrk_time(text):
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
     return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 
-rows = []
 def wrk_figures(name):
     out = open(f"{work}/{name}.out").read()
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), wrk_time(lat["50"]), wrk_time(lat["99"])
-rps, p50, p99 = wrk_figures("wrk")
-rows.append(("wrk 4.1", rps, cpu("wrk"), p50, p99))
 
 def h2load_rps(name):
     return float(re.search(r"finished in [^,]+, ([\d.]+) req/s", open(f"{work}/{name}.out").read()).group(1))
-rps = h2load_rps("h2load")
+
 def h2load_percentiles(log):
     samples = sorted(int(line.split("\t")[2]) for line in open(log) if line.strip())
     return [samples[min(len(samples) - 1, int(p / 100 * len(samples)))] for p in (50, 99)]
-rows.append(("h2load 1.52 (--h1)", rps, cpu("h2load"), *h2load_percentiles(f"{work}/h2load.log")))
 
+def h2load_figures(name):
+    return (h2load_rps(name), *h2load_percentiles(f"{work}/{name}.log"))
+
+def tern_figures(name, key="latency_us"):
+    doc = json.load(open(f"{work}/{name}.out"))
+    return doc["requests_per_second"], doc[key]["p50"], doc[key]["p99"]
+
+def with_cpu(figures, name):
+    return lambda r: (*figures(name + r), cpu(name + r))
+
+rows = [("wrk 4.1", *median_of(with_cpu(wrk_figures, "wrk"))),
+        ("h2load 1.52 (--h1)", *median_of(with_cpu(h2load_figures, "h2load")))]
 for backend in ("io_uring", "epoll"):
-    doc = json.load(open(f"{work}/tern-load-{backend}.out"))
-    rows.append((f"tern-load {backend}", doc["requests_per_second"], cpu(f"tern-load-{backend}"),
-                 doc["latency_us"]["p50"], doc["latency_us"]["p99"]))
+    rows.append((f"tern-load {backend}", *median_of(with_cpu(tern_figures, f"tern-load-{backend}"))))
+
+def per_cpu(rps, seconds):
+    return rps * duration / seconds if seconds > 0 else float("inf")
 
 wrk = rows[0]
-print(f"\nHTTP/1.1 against nginx (1 worker, CPU 0); each generator on CPU 1, {connections} connections, {duration:g} s, closed loop\n")
+print(f"\nHTTP/1.1 against nginx (1 worker, CPU 0); each generator on CPU 1, {connections} connections, {duration:g} s, "
+      f"closed loop; medians of {rounds} rounds\n")
 print("| generator | req/s | generator CPU s | req per CPU second | vs wrk | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for name, rps, seconds, p50, p99 in rows:
-    per_cpu = rps * duration / seconds if seconds > 0 else float("inf")
-    wrk_per_cpu = wrk[1] * duration / wrk[2]
-    print(f"| {name} | {rps:,.0f} | {seconds:.2f} | {per_cpu:,.0f} | {per_cpu / wrk_per_cpu:.2f}× | {p50:,.0f} | {p99:,.0f} "
-          f"| {(p50 / wrk[3] - 1) * 100:+.1f}% | {(p99 / wrk[4] - 1) * 100:+.1f}% |")
+for name, rps, p50, p99, seconds in rows:
+    print(f"| {name} | {rps:,.0f} | {seconds:.2f} | {per_cpu(rps, seconds):,.0f} | {per_cpu(rps, seconds) / per_cpu(wrk[1], wrk[4]):.2f}× "
+          f"| {p50:,.0f} | {p99:,.0f} | {(p50 / wrk[2] - 1) * 100:+.1f}% | {(p99 / wrk[3] - 1) * 100:+.1f}% |")
 
-print(f"\nOne connection, closed loop (the same arrivals from every generator)\n")
-print("| generator | req/s | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk |")
-print("| --- | --- | --- | --- | --- | --- |")
-w_rps, w_p50, w_p99 = wrk_figures("wrk-1")
-one = [("wrk 4.1", w_rps, w_p50, w_p99), ("h2load 1.52 (--h1)", h2load_rps("h2load-1"), *h2load_percentiles(f"{work}/h2load-1.log"))]
-doc = json.load(open(f"{work}/tern-load-1.out"))
-one.append(("tern-load", doc["requests_per_second"], doc["latency_us"]["p50"], doc["latency_us"]["p99"]))
-for name, rps, p50, p99 in one:
-    print(f"| {name} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / w_p50 - 1) * 100:+.1f}% | {(p99 / w_p99 - 1) * 100:+.1f}% |")
+# One connection: every generator sends exactly when the last response ended, so all measure the same thing.
+one = [("wrk 4.1", wrk_figures, "wrk-1"), ("h2load 1.52 (--h1)", h2load_figures, "h2load-1"), ("tern-load", tern_figures, "tern-load-1")]
+per_round = {label: [f(f"{name}-r{r}") for r in range(1, rounds + 1)] for label, f, name in one}
+med = {label: tuple(statistics.median(x[i] for x in rs) for i in range(3)) for label, rs in per_round.items()}
+w, h, t = med["wrk 4.1"], med["h2load 1.52 (--h1)"], med["tern-load"]
+print(f"\nOne connection, closed loop (the same arrivals from every generator); medians of {rounds} rounds\n")
+print("| generator | req/s | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk | p50 vs h2load | p99 vs h2load | p99 µs per round |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for label, (rps, p50, p99) in med.items():
+    rounds_p99 = ", ".join(f"{x[2]:,.0f}" for x in per_round[label])
+    print(f"| {label} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / w[1] - 1) * 100:+.1f}% | {(p99 / w[2] - 1) * 100:+.1f}% "
+          f"| {(p50 / h[1] - 1) * 100:+.1f}% | {(p99 / h[2] - 1) * 100:+.1f}% | {rounds_p99} |")
+worst = max(abs(t[i] / ref[i] - 1) for ref in (w, h) for i in (1, 2))
+print(f"\ntern-load's p50 and p99 against wrk's and h2load's: at most {worst * 100:.1f}% apart (target: within 10%: "
+      + ("met" if worst <= 0.10 else "NOT met") + f"); wrk and h2load differ from each other by "
+      f"{abs(h[1] / w[1] - 1) * 100:.1f}% at p50 and {abs(h[2] / w[2] - 1) * 100:.1f}% at p99.")
 
-h2_rps = h2load_rps("h2load-paced")
-h2_p50, h2_p99 = h2load_percentiles(f"{work}/h2load-paced.log")
-doc = json.load(open(f"{work}/tern-load-paced.out"))
+h2 = median_of(lambda r: h2load_figures("h2load-paced" + r))
 print(f"\nThe same load: {rate} req/s over {connections} connections (h2load --rps per connection, tern-load --rate);"
       " latency from when each request left (h2load's measure, tern-load's uncorrected) and, for tern-load, from"
-      " when it was due\n")
+      f" when it was due; medians of {rounds} rounds\n")
 print("| generator | req/s | p50 µs | p99 µs | p50 vs h2load | p99 vs h2load |")
 print("| --- | --- | --- | --- | --- | --- |")
-print(f"| h2load 1.52 (--h1 --rps) | {h2_rps:,.0f} | {h2_p50:,} | {h2_p99:,} | | |")
+print(f"| h2load 1.52 (--h1 --rps) | {h2[0]:,.0f} | {h2[1]:,.0f} | {h2[2]:,.0f} | | |")
 for label, key in (("tern-load --rate, uncorrected", "latency_uncorrected_us"), ("tern-load --rate, corrected", "latency_us")):
-    p50, p99 = doc[key]["p50"], doc[key]["p99"]
-    print(f"| {label} | {doc['requests_per_second']:,.0f} | {p50:,} | {p99:,} | {(p50 / h2_p50 - 1) * 100:+.1f}% "
-          f"| {(p99 / h2_p99 - 1) * 100:+.1f}% |")
+    rps, p50, p99 = median_of(lambda r: tern_figures("tern-load-paced" + r, key))
+    print(f"| {label} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / h2[1] - 1) * 100:+.1f}% | {(p99 / h2[2] - 1) * 100:+.1f}% |")
 PY
 
 # Allocations: malloc/calloc/realloc/posix_memalign calls over a whole run, counted by an LD_PRELOAD
