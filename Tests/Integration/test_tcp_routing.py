@@ -1,6 +1,7 @@
 """`tern proxy --config` without `--http`: TCP connections relayed as Istio's VirtualService `tcp` routes say, with
 the listener's port as the destination port, to real echo upstreams through the splice relay."""
 import signal
+import random
 import socket
 import time
 
@@ -63,6 +64,23 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_wildcard_port():
+    """A port free on 0.0.0.0 and [::], from below the kernel's ephemeral range (32768-60999 here): a wildcard
+    bind fails on a port any socket uses on any address, and a port from bind(0) may meanwhile become the local
+    port of some client connection (this made the wildcard test fail about one run in four)."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        try:
+            with socket.socket(socket.AF_INET) as a, socket.socket(socket.AF_INET6) as b:
+                a.bind(("0.0.0.0", port))
+                b.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                b.bind(("::", port))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def exchange(port, payload=b"ping", host="127.0.0.1"):
@@ -256,7 +274,7 @@ def test_destination_subnets_route_each_connection_by_the_address_it_was_made_to
     """One listener on every address (0.0.0.0 and [::]): a connection to 127.0.0.2 or ::1 takes the first tcp
     route (127.0.0.2/32 and ::1), one to any other 127.x address the second (127.0.0.0/8): the destination IP of
     each connection, not the listener, decides."""
-    listen = free_port()
+    listen = free_wildcard_port()
     ups, path = subnet_mesh(tmp_path, listen, '127.0.0.2/32, "::1"', "127.0.0.0/8")
     t = Tern(["--config", str(path), "--listen", f"0.0.0.0:{listen}", "--listen", f"[::]:{listen}", "--cores", "1",
               "--io-backend", backend])

@@ -22,4 +22,17 @@ import Testing
         #expect(System.originalDestination(server) == local)
         #expect(System.originalDestination(-1) == nil)
     }
+
+    @Test func textOnTheStackReadsAsIPAndDescription() throws {
+        for text in ["10.1.2.3:80", "127.0.0.1:0", "255.255.255.255:65535", "[::1]:8080", "[fd00:1::ff:2]:443",
+                     "[2001:db8:85a3:1:2:8a2e:370:7334]:65535", "[::ffff:1.2.3.4]:1", "[::]:9"]
+        {
+            let a = try #require(SocketAddress(parsing: text))
+            var ip: [UInt8] = [], full: [UInt8] = []
+            a.withText(withPort: false) { span in for i in span.indices { ip.append(span[i]) } }
+            a.withText(withPort: true) { span in for i in span.indices { full.append(span[i]) } }
+            #expect(String(decoding: ip, as: UTF8.self) == a.ip, "\(text)")
+            #expect(String(decoding: full, as: UTF8.self) == a.description, "\(text)")
+        }
+    }
 }

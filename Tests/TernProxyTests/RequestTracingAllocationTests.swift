@@ -1,5 +1,6 @@
 import Glibc
 import TernHTTP
+import TernIO
 import TernProxy
 import TernTelemetry
 import Testing
@@ -32,5 +33,30 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         let after = mallocCounter?()
         #expect(capture.string(0, .traceState) == "a=1")
         if let before, let after { #expect(after - before == 0, "\(after - before) allocations for 1,000 heads") }
+    }
+}
+
+/// What runs per accepted connection: the client's address as text for X-Forwarded-For, the access log's
+/// downstream address and a source-IP hash, composed on the stack (`SocketAddress.withText`) instead of
+/// `ip`/`description` Strings. Counted like the suite above.
+@Suite struct AddressTextAllocationTests {
+    @Test func anAcceptedConnectionsAddressTextAllocatesNothing() throws {
+        let capture = RequestCapture(slots: 1)
+        let addresses = [try #require(SocketAddress(parsing: "10.1.2.3:40000")), try #require(SocketAddress(parsing: "[fd00::5]:7000"))]
+        var total = 0
+        func once() {
+            for i in 0..<addresses.count {  // index loop: a for-in iterator is a heap box in a debug build
+                addresses[i].withText(withPort: true) { capture.set(0, .downstreamRemote, $0) }
+                addresses[i].withText(withPort: false) { total &+= $0.count }
+            }
+        }
+        once()
+        _ = mallocCounter?()
+        let before = mallocCounter?()
+        for _ in 0..<1_000 { once() }
+        let after = mallocCounter?()
+        #expect(capture.string(0, .downstreamRemote) == "[fd00::5]:7000")
+        #expect(total == 1_001 * ("10.1.2.3".count + "fd00::5".count))
+        if let before, let after { #expect(after - before == 0, "\(after - before) allocations for 2,000 addresses") }
     }
 }

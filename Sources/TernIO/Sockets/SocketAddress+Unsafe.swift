@@ -121,6 +121,66 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
     /// `IP:PORT`, with IPv6 in brackets, as in the `listening` log line.
     public var description: String { family == AF_INET6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 
+    /// The text of `ip` (or, `withPort`, of `description`) composed on the stack and handed to `body`, for the
+    /// paths that run per accepted connection and must not allocate (`ip` and `description` build Strings).
+    /// Not generic: callers live in other modules, where a generic would run unspecialised.
+    public func withText(withPort: Bool, _ body: (borrowing Span<UInt8>) -> Void) {
+        var s = storage
+        let v6 = family == AF_INET6
+        let port = self.port
+        // SAFETY: 80 bytes hold "[", the longest IPv6 text (INET6_ADDRSTRLEN, 46 with its NUL), "]:" and five
+        // digits; inet_ntop writes at most INET6_ADDRSTRLEN bytes from offset 1; every store below stays inside.
+        // `s` is a local copy alive for the call, read as the family says.
+        // A tuple on the stack rather than withUnsafeTemporaryAllocation, which a debug build puts on the heap.
+        var storage80: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        unsafe withUnsafeMutableBytes(of: &storage80) { buffer in
+            let p = buffer.baseAddress!
+            var n = 0
+            if v6 && withPort {
+                unsafe p.storeBytes(of: UInt8(ascii: "["), as: UInt8.self)
+                n = 1
+            }
+            let text = unsafe (p + n).assumingMemoryBound(to: CChar.self)
+            unsafe withUnsafePointer(to: &s) { sa in
+                if v6 {
+                    unsafe sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                        var a = unsafe sin6.pointee.sin6_addr
+                        unsafe _ = inet_ntop(AF_INET6, &a, text, socklen_t(INET6_ADDRSTRLEN))
+                    }
+                } else {
+                    unsafe sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                        var a = unsafe sin.pointee.sin_addr
+                        unsafe _ = inet_ntop(AF_INET, &a, text, socklen_t(INET6_ADDRSTRLEN))
+                    }
+                }
+            }
+            n += unsafe strlen(text)
+            if withPort {
+                if v6 {
+                    unsafe p.storeBytes(of: UInt8(ascii: "]"), toByteOffset: n, as: UInt8.self)
+                    n += 1
+                }
+                unsafe p.storeBytes(of: UInt8(ascii: ":"), toByteOffset: n, as: UInt8.self)
+                n += 1
+                var digits = 1
+                var rest = port / 10
+                while rest != 0 {
+                    digits += 1
+                    rest /= 10
+                }
+                var v = port
+                var i = n + digits - 1
+                while i >= n {  // not a stride: its iterator is a heap box in a debug build
+                    unsafe p.storeBytes(of: UInt8(truncatingIfNeeded: v % 10) &+ 0x30, toByteOffset: i, as: UInt8.self)
+                    v /= 10
+                    i -= 1
+                }
+                n += digits
+            }
+            unsafe body(UnsafeBufferPointer(start: p.assumingMemoryBound(to: UInt8.self), count: n).span)
+        }
+    }
+
     /// Calls `body` with a sockaddr pointer and length valid for the duration of the call.
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         var s = storage

@@ -287,13 +287,17 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             // Per connection, and only with the access log on.
             connections[id].startMono = System.monotonicNanos()
             connections[id].startWall = System.wallClockMicros()
-            capture.set(Int(id.index), .downstreamRemote, (try? System.peerAddress(fd))?.description ?? "")
+            if let peer = try? System.peerAddress(fd) {
+                peer.withText(withPort: true) { capture.set(Int(id.index), .downstreamRemote, $0) }
+            } else {
+                capture.clear(Int(id.index), .downstreamRemote)
+            }
             capture.set(Int(id.index), .downstreamLocal, i < listenerNames.count ? listenerNames[i] : "")
         }
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        switch router.choose(listener: i, clientIP: { (try? System.peerAddress(fd))?.ip },
+        switch router.choose(listener: i, clientAddress: { try? System.peerAddress(fd) },
                              destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }) {
         case .upstream(let pick):
             connections[id].route = pick

@@ -338,14 +338,20 @@ struct Held {
     }
 
     /// Records the client's address text for slot `slot` (at accept, once per connection).
-    func setClientAddress(_ slot: Int, _ text: String) {
-        var text = text
-        let p = unsafe scratchPointer(slot)
-        text.withUTF8 { utf8 in
+    func setClientAddress(_ slot: Int, _ text: borrowing Span<UInt8>) {
+        // SAFETY: the buffer is the span's own memory, valid for the call.
+        unsafe text.withUnsafeBufferPointer { utf8 in
+            let p = unsafe scratchPointer(slot)
             let n = min(utf8.count, Self.requestIDStart - Self.addressStart)
             unsafe p.storeBytes(of: UInt8(n), toByteOffset: Self.addressLength, as: UInt8.self)
-            unsafe (p + Self.addressStart).copyMemory(from: utf8.baseAddress!, byteCount: n)
+            if n > 0 { unsafe (p + Self.addressStart).copyMemory(from: utf8.baseAddress!, byteCount: n) }
         }
+    }
+
+    func setClientAddress(_ slot: Int, _ text: String) {
+        var text = text
+        // SAFETY: the buffer is the string's own UTF-8, valid for the call.
+        text.withUTF8 { unsafe setClientAddress(slot, $0.span) }
     }
 
     /// Writes a random (version 4, RFC 9562 §5.4) UUID as 36 lowercase hex characters with dashes.

@@ -826,11 +826,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         reactor.control.activeConnections.store(sessions.count, ordering: .relaxed)
+        // Per connection, composed on the stack: nothing allocated.
         let peer = try? System.peerAddress(fd)
-        bytes.setClientAddress(Int(id.index), peer?.ip ?? "unknown")
+        if let peer {
+            peer.withText(withPort: false) { bytes.setClientAddress(Int(id.index), $0) }
+        } else {
+            bytes.setClientAddress(Int(id.index), "unknown")
+        }
         if let capture {
-            // Per connection (a String per accept), not per request.
-            capture.set(Int(id.index), .downstreamRemote, peer?.description ?? "")
+            if let peer {
+                peer.withText(withPort: true) { capture.set(Int(id.index), .downstreamRemote, $0) }
+            } else {
+                capture.clear(Int(id.index), .downstreamRemote)
+            }
             capture.set(Int(id.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
         }
         sessions[id].requestParser = requestParsers.take()

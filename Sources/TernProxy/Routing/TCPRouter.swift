@@ -76,12 +76,13 @@ final class TCPRouter {
         return Int32(addresses.count - 1)
     }
 
-    /// The upstream for a new connection on listener `listener`, counted as started at its endpoint. `clientIP`
-    /// gives the client's IP as text, asked only when the cluster hashes by it (consistentHash.useSourceIp: a
-    /// client keeps its endpoint, as with HTTP, where the same text is hashed). `destinationIP` gives the address
+    /// The upstream for a new connection on listener `listener`, counted as started at its endpoint.
+    /// `clientAddress` gives the client's address, asked only when the cluster hashes by it
+    /// (consistentHash.useSourceIp: a client keeps its endpoint, as with HTTP, where the same IP text is hashed;
+    /// composed on the stack, nothing allocated per connection). `destinationIP` gives the address
     /// the connection was made to (its original destination when iptables redirected it), asked only when a
     /// route for the listener's port matches on destinationSubnets.
-    func choose(listener: Int, clientIP: () -> String? = { nil }, destinationIP: () -> IPAddress? = { nil }) -> Choice {
+    func choose(listener: Int, clientAddress: () -> SocketAddress? = { nil }, destinationIP: () -> IPAddress? = { nil }) -> Choice {
         guard let routes else { return .upstream(Pick(address: Int32(listener))) }
         let table = routes.current
         let port = listenerPorts[listener]
@@ -95,8 +96,8 @@ final class TCPRouter {
         guard let destination = table.pickTCPDestination(route, random: random.next()),
               let cluster = destination.cluster(port: port) else { return .none(flag: "NC") }
         var hashKey: UInt64? = nil
-        if table.hashesSourceIP(cluster: cluster), let ip = clientIP() {
-            hashKey = RouteTable.sourceHash(ip.utf8.span)
+        if table.hashesSourceIP(cluster: cluster), let address = clientAddress() {
+            address.withText(withPort: false) { hashKey = RouteTable.sourceHash($0) }
         }
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterAddresses[cluster][e] >= 0

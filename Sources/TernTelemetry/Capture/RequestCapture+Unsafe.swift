@@ -224,6 +224,12 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         unsafe bytes.withUnsafeBufferPointer { unsafe append(slot, field, UnsafeRawBufferPointer($0), separator: separator) }
     }
 
+    /// `set(_:_:_:)` for bytes composed elsewhere (an address's text on the stack).
+    public func set(_ slot: Int, _ field: CapturedField, _ bytes: borrowing Span<UInt8>) {
+        // SAFETY: the buffer is the span's own memory, valid for the call.
+        unsafe bytes.withUnsafeBufferPointer { unsafe set(slot, field, UnsafeRawBufferPointer($0)) }
+    }
+
     /// Stores a string's UTF-8 (cut at the field's limit) as `field` of `slot`.
     public func set(_ slot: Int, _ field: CapturedField, _ text: String) {
         var text = text
