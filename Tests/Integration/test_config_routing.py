@@ -1,5 +1,6 @@
 """`tern proxy --http --config`: requests routed by Istio resources (ServiceEntry, VirtualService,
 DestinationRule) to real upstream processes, and SIGHUP reloads that keep serving on a bad file."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -286,27 +287,70 @@ EDGE = EDGE_HEAD + """\
 """
 
 
+@contextlib.contextmanager
+def edge_client(tmp_path, config, backend):
+    """An httpx client (Host edge.example.com) to a Tern routing by `config`, stopped afterwards."""
+    path = tmp_path / "edge.yaml"
+    path.write_text(config)
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "edge.example.com"}, timeout=10) as c:
+            yield c
+    finally:
+        t.stop()
+
+
 def test_redirect_and_direct_response_routes(tmp_path, backend):
     """A route's redirect answers with its status and a Location built from the route (or the request's
     Host and target where the route leaves them); a directResponse answers its status and body. Both keep
     the client connection, and no upstream is involved."""
-    path = tmp_path / "edge.yaml"
-    path.write_text(EDGE)
-    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend])
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "edge.example.com"}, timeout=10) as c:
-            r = c.get("/old/page")
-            assert (r.status_code, r.headers["location"]) == (302, "http://www.example.com/new"), r.headers
-            r = c.get("/moved/x?y=1")
-            assert (r.status_code, r.headers["location"]) == (301, "https://edge.example.com/moved/x?y=1"), r.headers
-            r = c.get("/health")
-            assert (r.status_code, r.text, r.headers["content-type"]) == (200, "all good\n", "text/plain")
-            r = c.get("/anything")
-            assert (r.status_code, r.text) == (503, "maintenance")
-            r = c.post("/anything", content=b"x" * 1000)
-            assert r.status_code == 503
-    finally:
-        t.stop()
+    with edge_client(tmp_path, EDGE, backend) as c:
+        r = c.get("/old/page")
+        assert (r.status_code, r.headers["location"]) == (302, "http://www.example.com/new"), r.headers
+        r = c.get("/moved/x?y=1")
+        assert (r.status_code, r.headers["location"]) == (301, "https://edge.example.com/moved/x?y=1"), r.headers
+        r = c.get("/health")
+        assert (r.status_code, r.text, r.headers["content-type"]) == (200, "all good\n", "text/plain")
+        r = c.get("/anything")
+        assert (r.status_code, r.text) == (503, "maintenance")
+        r = c.post("/anything", content=b"x" * 1000)
+        assert r.status_code == 503
+
+
+EDGE_HEADERS = EDGE_HEAD + """\
+  - match: [{uri: {exact: /health}}]
+    directResponse: {status: 200, body: {string: "ok"}}
+    headers: {response: {set: {content-type: application/json, x-served-by: tern}, add: {x-extra: "1"},
+                         remove: [x-nothing]}}
+  - match: [{uri: {exact: /bare}}]
+    directResponse: {status: 204}
+    headers: {response: {remove: [content-type]}}
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new}
+    headers: {response: {set: {cache-control: no-store}}}
+  - redirect: {uri: /elsewhere}
+    headers: {response: {set: {location: /fixed}}}
+"""
+
+
+def test_route_response_headers_apply_to_direct_responses_and_redirects(tmp_path, backend):
+    """As Envoy applies a route's response header changes to the responses it makes itself: set replaces
+    Tern's own field of that name (content-type, location), add adds, remove drops Tern's own field (the
+    fields that frame a response cannot be changed: validation refuses that)."""
+    with edge_client(tmp_path, EDGE_HEADERS, backend) as c:
+        r = c.get("/health")
+        assert (r.status_code, r.text) == (200, "ok")
+        assert r.headers.get_list("content-type") == ["application/json"], r.headers
+        assert (r.headers["x-served-by"], r.headers["x-extra"]) == ("tern", "1")
+        r = c.get("/bare")
+        assert r.status_code == 204 and "content-type" not in r.headers, r.headers
+        assert r.headers["content-length"] == "0", r.headers
+        r = c.get("/old/x")
+        assert (r.status_code, r.headers["location"], r.headers["cache-control"]) == (301, "http://edge.example.com/new", "no-store")
+        r = c.get("/other")
+        assert r.headers.get_list("location") == ["/fixed"], r.headers
+        r = c.get("/health")  # the connection went on
+        assert r.status_code == 200
 
 
 REDIRECTS = EDGE_HEAD + """\

@@ -406,13 +406,17 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
         case .directResponse(let status, let body):
             sessions[id].status = status
+            let ops = route.responseHeaders
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: status)
                 w.append(" ")
                 w.append(LocalReply.reasonPhrase(status))
-                w.append("\r\ncontent-type: text/plain\r\ncontent-length: ")
+                w.append("\r\n")
+                if !Self.replaces(ops, "content-type") { w.append("content-type: text/plain\r\n") }
+                w.append("content-length: ")
                 w.append(decimal: body.count)
                 w.append("\r\n")
+                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
             } body: { w in w.append(body) }
             return nil
         case .redirect(let r):
@@ -420,13 +424,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             let held = sessions[id].requestHeld
             let prefix = route.matchedPrefixLength(match)
             sessions[id].status = r.redirectCode
+            let ops = route.responseHeaders
             respondFromRoute(id, head, reactor) { w in
                 w.append(decimal: r.redirectCode)
                 w.append(" ")
                 w.append(LocalReply.reasonPhrase(r.redirectCode))
-                w.append("\r\nlocation: ")
-                bytes.writeLocation(r, head, held, port: port, matchedPrefix: prefix, into: &w)
-                w.append("\r\ncontent-length: 0\r\n")
+                w.append("\r\n")
+                if !Self.replaces(ops, "location") {
+                    w.append("location: ")
+                    bytes.writeLocation(r, head, held, port: port, matchedPrefix: prefix, into: &w)
+                    w.append("\r\n")
+                }
+                w.append("content-length: 0\r\n")
+                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
             } body: { _ in }
             return nil
         case .unsupported:
@@ -532,6 +542,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         fields = targetEnd..<fieldsEnd
         trace = fieldsEnd..<extras.end
         return extras
+    }
+
+    /// Whether a route's response operations set or remove field `name` (lowercase, as decoded): a response the
+    /// route makes itself (directResponse, redirect) then leaves out its own field of that name, as Envoy
+    /// applies a route's response header changes to its direct responses too.
+    private static func replaces(_ ops: HeaderOperations, _ name: String) -> Bool {
+        for i in 0..<ops.set.count where ops.set[i].name == name { return true }
+        for i in 0..<ops.remove.count where ops.remove[i] == name { return true }
+        return false
     }
 
     /// "name: value" lines for a route's set and add operations (and a rewritten Host).
