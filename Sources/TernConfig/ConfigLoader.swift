@@ -35,6 +35,15 @@ public enum ConfigLoader {
         var resources: [Resource] = []
         var diagnostics: [Diagnostic] = []
         for (path, text) in files {
+            // A file rewritten in place is empty between its truncation and the write that follows, and a reload
+            // that reads it then would publish a configuration without its resources (every request 404 until
+            // the next reload). Refused instead, so the running configuration keeps serving; a file meant to
+            // hold nothing can say so with a comment.
+            if text.isEmpty {
+                diagnostics.append(Diagnostic(.error, file: path, line: 0, resource: "", path: "",
+                                              message: "the file is empty (being rewritten?); a file meant to hold no resources needs at least a comment"))
+                continue
+            }
             let documents: [YAMLDocument]
             do {
                 documents = try YAMLReader.documents(text, file: path)

@@ -101,6 +101,16 @@ import Testing
         #expect(throws: ConfigError.self) { try RouteTable.compile(set, namespace: "default") }
     }
 
+    @Test func anEmptyFileIsRefusedButACommentAloneIsNot() {
+        // Empty: what a reload sees between a writer's truncation and its write.
+        let empty = ConfigLoader.load(files: [("a.yaml", Self.vsHead + "  http: [{route: [{destination: {host: r}}]}]\n"), ("b.yaml", "")],
+                                      namespace: "default")
+        #expect(empty.hasErrors)
+        #expect(empty.diagnostics.filter { $0.severity == .error }.map(\.file) == ["b.yaml"])
+        let comment = ConfigLoader.load(files: [("b.yaml", "# nothing here yet\n")], namespace: "default")
+        #expect(!comment.hasErrors && comment.resources.isEmpty)
+    }
+
     @Test func warningsAloneStillCompile() throws {
         let set = ConfigLoader.load(yaml: Self.vsHead + "  http: [{route: [{destination: {host: r}}]}]\n")
         #expect(!set.hasErrors && set.warnings.count == 1)
