@@ -96,33 +96,22 @@ public struct SocketAddress: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The IP part as text (`127.0.0.1`, `::1`).
-    public var ip: String {
-        var s = storage
-        var out = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        // SAFETY: the family tells which address field to read; `out` has room for the longest IPv6 text.
-        unsafe withUnsafePointer(to: &s) { p in
-            unsafe out.withUnsafeMutableBufferPointer { buf in
-                if family == AF_INET6 {
-                    unsafe p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                        var a = unsafe sin6.pointee.sin6_addr
-                        unsafe _ = inet_ntop(AF_INET6, &a, buf.baseAddress, socklen_t(buf.count))
-                    }
-                } else {
-                    unsafe p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                        var a = unsafe sin.pointee.sin_addr
-                        unsafe _ = inet_ntop(AF_INET, &a, buf.baseAddress, socklen_t(buf.count))
-                    }
-                }
-            }
-        }
-        return unsafe out.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
-    }
+    public var ip: String { text(withPort: false) }
 
     /// `IP:PORT`, with IPv6 in brackets, as in the `listening` log line.
-    public var description: String { family == AF_INET6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
+    public var description: String { text(withPort: true) }
 
-    /// The text of `ip` (or, `withPort`, of `description`) composed on the stack and handed to `body`, for the
-    /// paths that run per accepted connection and must not allocate (`ip` and `description` build Strings).
+    private func text(withPort: Bool) -> String {
+        var bytes: [UInt8] = []
+        withText(withPort: withPort) { span in
+            for i in span.indices { bytes.append(span[i]) }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The address as text (`127.0.0.1`, `::1`; `withPort`: `127.0.0.1:80`, `[::1]:80`) composed on the stack and
+    /// handed to `body`: the paths that run per accepted connection use it as is, allocating nothing; `ip` and
+    /// `description` make Strings of it.
     /// Not generic: callers live in other modules, where a generic would run unspecialised.
     public func withText(withPort: Bool, _ body: (borrowing Span<UInt8>) -> Void) {
         var s = storage
