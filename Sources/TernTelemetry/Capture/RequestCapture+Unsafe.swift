@@ -37,7 +37,8 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     // lines (fields at fixed offsets spread them over ten lines, and reading them back for the access log missed
     // the cache once per field). Every offset is a constant the compiler folds.
     static var cursorOffset: Int { count * 4 }
-    static var remoteOffset: Int { 48 }
+    /// After the table and the cursor, rounded up to 16 bytes.
+    static var remoteOffset: Int { (cursorOffset + 2 + 15) & ~15 }
     static var localOffset: Int { remoteOffset + CapturedField.downstreamRemote.limit }
     static var packedStart: Int { localOffset + CapturedField.downstreamLocal.limit }
     /// Room for every request field at its limit at once, so a request never runs out of it.
