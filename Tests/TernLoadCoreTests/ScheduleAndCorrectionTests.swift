@@ -5,6 +5,22 @@ import FoundationXML
 import Testing
 @testable import TernLoadCore
 
+@Suite struct SendWaitTests {
+    @Test func sleepsUntilTheSpinWindowThenPolls() {
+        let spin = SendWait.spinNanos
+        #expect(spin == 100_000)
+        // A send due in 1 ms: sleep 900 µs, then poll for the last 100 µs.
+        #expect(SendWait.before(nextDue: 1_001_000, now: 1_000) == .sleep(900_000))
+        // At the window's edge and inside it, and when the send is overdue: poll.
+        #expect(SendWait.before(nextDue: 1_000 + spin, now: 1_000) == .poll)
+        #expect(SendWait.before(nextDue: 1_000 + spin + 1, now: 1_000) == .sleep(1))
+        #expect(SendWait.before(nextDue: 50_000, now: 1_000) == .poll)
+        #expect(SendWait.before(nextDue: 500, now: 1_000) == .poll)
+        // Nothing due: block on the other deadlines.
+        #expect(SendWait.before(nextDue: nil, now: 1_000) == .idle)
+    }
+}
+
 @Suite struct OpenLoopScheduleTests {
     @Test func spreadsRequestsEvenlyOverConnections() {
         // 1,000 req/s over 4 connections: every 1 ms one request, connection i at i ms, every 4 ms.

@@ -176,9 +176,6 @@ final class LoadClient<Backend: IOBackend> {
     static var endGraceNanos: UInt64 { 1_000_000_000 }
     /// Closed loop: how long a client waits before reconnecting after a failed connect.
     static var reconnectBackoffNanos: UInt64 { 10_000_000 }
-    /// Open loop: how long before a due send the loop stops sleeping and polls (costs up to rate × this much
-    /// CPU time per second).
-    static var spinNanos: UInt64 { 100_000 }
 
     init(backend: Backend, plan: ReactorPlan, link: ReactorLink, clock: RunClock) {
         self.backend = backend
@@ -243,15 +240,19 @@ final class LoadClient<Backend: IOBackend> {
 
             // Sleep until just before the next due send (the timer wheel's 1 ms ticks are too coarse for it), the
             // next timer, or 10 ms at most, so a stop request is seen promptly without a cross-thread wake-up.
-            // The last `spinNanos` before a send are polled, not slept: a sleeping thread wakes 50-150 µs late
-            // (timer slack, scheduler), and a late send is latency the server did not cause. Measured here:
-            // sends leave 2-7 µs after their due time at the median instead of 55-145 µs.
+            // Just before a send, poll and give way to other threads (SendWait).
             var timeout: UInt64 = 10_000_000
             if let t = timers.nanosUntilNext(now: now) { timeout = min(timeout, t) }
             if start != 0 { timeout = nextSweep > now ? min(timeout, nextSweep - now) : 0 }
             if intervalEnd != .max { timeout = intervalEnd > now ? min(timeout, intervalEnd - now) : 0 }
-            if !stopping, let next = due.top?.at { timeout = next > now + Self.spinNanos ? min(timeout, next - now - Self.spinNanos) : 0 }
+            let wait = SendWait.before(nextDue: stopping ? nil : due.top?.at, now: now)
+            switch wait {
+            case .sleep(let nanos): timeout = min(timeout, nanos)
+            case .poll: timeout = 0
+            case .idle: break
+            }
             let n = try backend.wait(timeoutNanos: timeout)
+            if n == 0 && wait == .poll { sched_yield() }
             for i in 0..<n { handle(backend.completion(at: i)) }
             timers.expire(now: System.monotonicNanos()) { fired($0) }
         }
