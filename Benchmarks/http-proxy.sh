@@ -22,12 +22,15 @@
 #                    --rate RATE` sends the same open-loop rate to them in turns (250 ms slices), so both meet
 #                    the same moments of the shared VM and its drift (±10 % and more between consecutive runs)
 #                    cancels in each round's ratio of CPU per request. --rounds N (default 5) rounds per body;
-#                    the report gives the median of the per-round ratios.
+#                    the report gives the median of the per-round ratios. With the row `tern-base` in --only
+#                    the peer is another Tern build ($TERN_BASE_BIN, same flags): an A/B of two builds.
 #
 # Environment:
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root); when it is missing, fails to
 #              start or does not know --http yet, Tern's rows say "not available" and the rest still runs
 #   TERN_ARGS  extra flags for Tern's rows, word-split (e.g. "--io-backend epoll")
+#   TERN_BASE_BIN  the other Tern build for the `tern-base` row (--paired only), e.g. one built from the
+#              commit before a change: `git worktree add /tmp/base HEAD~1` and build it there
 #   TERN_LOAD_BIN  tern-load binary for --load tern-load (default .build/release/tern-load under the repo
 #              root; `swift build -c release` builds it)
 #   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and the load generators' output
@@ -60,7 +63,7 @@ LOAD_CPU=1   # origin and the load generator
 
 SMALL_BYTES=100
 LARGE_BYTES=16384
-KNOWN_ROWS=(direct nginx haproxy caddy tern tern-tcp)
+KNOWN_ROWS=(direct nginx haproxy caddy tern tern-tcp tern-base)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -89,6 +92,10 @@ for r in "${ROWS[@]}"; do
     [[ " ${KNOWN_ROWS[*]} " == *" $r "* ]] || die "--only: unknown row '$r' (known: ${KNOWN_ROWS[*]})"
 done
 (( ${#ROWS[@]} )) || die "--only: no rows"
+if [[ " ${ROWS[*]} " == *" tern-base "* ]]; then
+    [[ -n $PAIRED_RATE ]] || die "--only tern-base compares two Tern builds and needs --paired RATE"
+    [[ -x ${TERN_BASE_BIN:-} ]] || die "--only tern-base: set TERN_BASE_BIN to the other Tern build's binary"
+fi
 IFS=, read -r -a LOADS <<<"$LOAD"
 for g in "${LOADS[@]}"; do
     [[ $g == wrk || $g == tern-load ]] || die "--load: unknown generator '$g' (known: wrk tern-load)"
@@ -350,12 +357,13 @@ EOF
 start_tern() {
     local name=$1; shift
     PROXY_PORT=$(free_port)
-    if [[ ! -x $TERN_BIN ]]; then
-        START_ERROR="no tern binary at $TERN_BIN (build with: swift build -c release --static-swift-stdlib, or set TERN_BIN)"
+    local bin=${TERN_ROW_BIN:-$TERN_BIN}
+    if [[ ! -x $bin ]]; then
+        START_ERROR="no tern binary at $bin (build with: swift build -c release --static-swift-stdlib, or set TERN_BIN)"
         return 1
     fi
     # shellcheck disable=SC2086 # TERN_ARGS is a list of flags
-    spawn "$PROXY_CPU" "$name" "$TERN_BIN" proxy "$@" --cores 1 --drain-timeout 1s $TERN_ARGS \
+    spawn "$PROXY_CPU" "$name" "$bin" proxy "$@" --cores 1 --drain-timeout 1s $TERN_ARGS \
         --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$ORIGIN_PORT"
     PROXY_PID=$LAST_PID
     if ! wait_listening "$PROXY_PORT" "$PROXY_PID"; then
@@ -372,6 +380,7 @@ start_proxy() {
         caddy)    start_caddy ;;
         tern)     start_tern tern --http ;;
         tern-tcp) start_tern tern-tcp ;;
+        tern-base) TERN_ROW_BIN=$TERN_BASE_BIN start_tern tern-base --http ;;
     esac
 }
 

@@ -2,7 +2,8 @@
 # tern-load side by side with wrk and h2load (HTTP/1.1) against the same nginx origin, in one go (issue 5):
 # the most requests per second each generator gets out of one core, the CPU it spends per request (the
 # generator must never be the bottleneck), and whether their p50 and p99 agree at the same load. Prints a
-# markdown table; figures with date and machine go in Benchmarks/README.md. Last, tern-load's allocations:
+# markdown table; figures with date and machine go in Benchmarks/README.md. With tcpdump present, the run of
+# all three at once also gives the wire's view of each connection (what no client-side delay can add to). Last, tern-load's allocations:
 # a malloc-counting preload around 1 s and 3 s runs, which must count the same (nothing per request).
 #
 #   bash Benchmarks/tern-load-vs-wrk.sh
@@ -88,6 +89,37 @@ run() {
     awk '{ print $1 + $2 }' "$WORK/$name.time" >"$WORK/$name.cpu"
 }
 
+# The three generators at once, one connection each, on CPU 1: the same server at the same moments of the
+# VM, so its noise meets all three alike (run one after another, a tail can move 4x between runs). Each tags
+# its URL (`?wrk`, ...) and tcpdump, on the origin's CPU, records the exchanges, from which
+# lib/wire_latency.py gives each connection's latency as the wire saw it: a generator's figure is that plus
+# its own delays (wake-up, parse, timestamping), so the difference shows how much each adds.
+together() {
+    local r=$1 dump="" pids=() pid
+    if command -v tcpdump >/dev/null; then
+        taskset -c "$ORIGIN_CPU" tcpdump -q -n -i lo -s 256 -B 65536 --time-stamp-precision=nano \
+            -w "$WORK/together-r$r.pcap" "tcp port $ORIGIN_PORT and (tcp[tcpflags] & tcp-push != 0)" \
+            2>"$WORK/tcpdump-r$r.err" &
+        dump=$!
+        for _ in $(seq 1 50); do grep -q "listening on" "$WORK/tcpdump-r$r.err" 2>/dev/null && break; sleep 0.1; done
+        grep -q "listening on" "$WORK/tcpdump-r$r.err" || die "tcpdump did not start: $(cat "$WORK/tcpdump-r$r.err")"
+    fi
+    log "together: wrk, h2load and tern-load, one connection each, at once"
+    taskset -c "$LOAD_CPU" wrk -t1 -c1 -d"${DURATION}s" --latency "$URL?wrk" >"$WORK/together-wrk-r$r.out" 2>&1 & pids+=($!)
+    taskset -c "$LOAD_CPU" h2load --h1 -t1 -c1 -D"$DURATION" --log-file="$WORK/together-h2load-r$r.log" "$URL?h2load" \
+        >"$WORK/together-h2load-r$r.out" 2>&1 & pids+=($!)
+    taskset -c "$LOAD_CPU" "$TERN_LOAD_BIN" --cores 1 --connections 1 --duration "${DURATION}s" --json "$URL?tern-load" \
+        >"$WORK/together-tern-load-r$r.out" 2>"$WORK/together-tern-load-r$r.err" & pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid" || die "a generator failed in the together run (logs in $WORK)"; done
+    if [[ -n $dump ]]; then
+        sleep 0.3
+        kill -INT "$dump"
+        wait "$dump" || true
+        python3 "$REPO_ROOT/Benchmarks/lib/wire_latency.py" "$WORK/together-r$r.pcap" "$ORIGIN_PORT" >"$WORK/together-r$r.wire"
+        rm -f "$WORK/together-r$r.pcap"
+    fi
+}
+
 # ROUNDS rounds, each running every generator once in turn, so a drift of the shared machine meets all of them
 # alike; the tables give each figure's median over the rounds.
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -101,6 +133,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run "tern-load-1-r$r" "$TERN_LOAD_BIN" --cores 1 --connections 1 --duration "${DURATION}s" --json "$URL"
     run "h2load-paced-r$r" h2load --h1 -t1 -c"$CONNECTIONS" --rps=$((RATE / CONNECTIONS)) -D"$DURATION" --log-file="$WORK/h2load-paced-r$r.log" "$URL"
     run "tern-load-paced-r$r" "$TERN_LOAD_BIN" --cores 1 --connections "$CONNECTIONS" --rate "$RATE" --duration "${DURATION}s" --json "$URL"
+    together "$r"
 done
 
 python3 - "$WORK" "$DURATION" "$CONNECTIONS" "$RATE" "$ROUNDS" <<'PY'
@@ -172,10 +205,45 @@ for label, (rps, p50, p99) in med.items():
     rounds_p99 = ", ".join(f"{x[2]:,.0f}" for x in per_round[label])
     print(f"| {label} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / w[1] - 1) * 100:+.1f}% | {(p99 / w[2] - 1) * 100:+.1f}% "
           f"| {(p50 / h[1] - 1) * 100:+.1f}% | {(p99 / h[2] - 1) * 100:+.1f}% | {rounds_p99} |")
-worst = max(abs(t[i] / ref[i] - 1) for ref in (w, h) for i in (1, 2))
-print(f"\ntern-load's p50 and p99 against wrk's and h2load's: at most {worst * 100:.1f}% apart (target: within 10%: "
-      + ("met" if worst <= 0.10 else "NOT met") + f"); wrk and h2load differ from each other by "
-      f"{abs(h[1] / w[1] - 1) * 100:.1f}% at p50 and {abs(h[2] / w[2] - 1) * 100:.1f}% at p99.")
+def agreement(prefix, t, w, h):
+    """The issue's figure: tern-load's (t) p50 and p99 within 10 % of wrk's (w) and h2load's (h); tuples (rps, p50, p99)."""
+    worst = max(abs(t[i] / ref[i] - 1) for ref in (w, h) for i in (1, 2))
+    print(f"\n{prefix}tern-load's p50 and p99 against wrk's and h2load's: at most {worst * 100:.1f}% apart (target: within 10%: "
+          + ("met" if worst <= 0.10 else "NOT met") + f"); wrk and h2load differ from each other by "
+          f"{abs(h[1] / w[1] - 1) * 100:.1f}% at p50 and {abs(h[2] / w[2] - 1) * 100:.1f}% at p99.")
+agreement("", t, w, h)
+
+# Together: the three at once, one connection each (see together() above), with the wire's view when tcpdump ran.
+gens = (("wrk 4.1", "wrk", lambda r: wrk_figures("together-wrk" + r)),
+        ("h2load 1.52 (--h1)", "h2load", lambda r: (h2load_rps("together-h2load" + r), *h2load_percentiles(f"{work}/together-h2load{r}.log"))),
+        ("tern-load", "tern-load", lambda r: tern_figures("together-tern-load" + r)))
+def wire(r, tag):
+    try:
+        for line in open(f"{work}/together{r}.wire"):
+            doc = json.loads(line)
+            if doc["tag"] == tag:
+                return doc["p50"], doc["p99"]
+    except FileNotFoundError:
+        pass
+    return None
+together = {label: median_of(f) for label, _, f in gens}
+wires = {}
+for label, tag, _ in gens:
+    seen = [wire(f"-r{r}", tag) for r in range(1, rounds + 1)]
+    if all(seen):
+        wires[label] = tuple(statistics.median(x[i] for x in seen) for i in range(2))
+tw, th, tt = together["wrk 4.1"], together["h2load 1.52 (--h1)"], together["tern-load"]
+print(f"\nThe three at once, one connection each, same nginx, same moments (medians of {rounds} rounds); the wire "
+      "columns are each connection's request-to-response time from a loopback capture, which no client-side delay "
+      "can add to, and 'added' is the generator's figure minus the wire's\n")
+print("| generator | req/s | p50 µs | p99 µs | p50 vs wrk | p99 vs wrk | p50 vs h2load | p99 vs h2load | wire p50 µs | wire p99 µs | added p50 µs | added p99 µs |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for label, (rps, p50, p99) in together.items():
+    w_ = wires.get(label)
+    wire_cells = f"{w_[0]:,.0f} | {w_[1]:,.0f} | {p50 - w_[0]:+,.0f} | {p99 - w_[1]:+,.0f}" if w_ else "- | - | - | -"
+    print(f"| {label} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {(p50 / tw[1] - 1) * 100:+.1f}% | {(p99 / tw[2] - 1) * 100:+.1f}% "
+          f"| {(p50 / th[1] - 1) * 100:+.1f}% | {(p99 / th[2] - 1) * 100:+.1f}% | {wire_cells} |")
+agreement("At once, ", tt, tw, th)
 
 h2 = median_of(lambda r: h2load_figures("h2load-paced" + r))
 print(f"\nThe same load: {rate} req/s over {connections} connections (h2load --rps per connection, tern-load --rate);"
