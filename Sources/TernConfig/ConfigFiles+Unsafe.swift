@@ -38,24 +38,93 @@ public enum ConfigFiles {
         return out
     }
 
-    private static func readFile(_ path: String) throws(ReadError) -> String {
-        // SAFETY: the FILE handle is closed before returning; fread writes at most the chunk's count.
-        guard let f = unsafe fopen(path, "rb") else { throw ReadError(path: path, message: errnoText()) }
-        // SAFETY: closes the handle opened above, once.
-        defer { unsafe fclose(f) }
+    /// How long a file must have gone unmodified before it is taken as written whole.
+    public static let settleNanos: UInt64 = 20_000_000
+    /// How long `readFile` waits for a file to settle before refusing it.
+    public static let settleLimitNanos: UInt64 = 1_000_000_000
+
+    /// Reads a file whole, and only once its writer is done with it. A file rewritten in place (truncated,
+    /// then written, perhaps in several writes) can be caught part-written, and its first part can parse as a
+    /// valid configuration that lacks the rest. So the file's size and modification time are taken before and
+    /// after reading, and the bytes are kept only when nothing moved and the file was last modified at least
+    /// `settleNanos` ago; otherwise it is read again after a pause (`pause`, nanoseconds; tests inject it), for
+    /// up to `settleLimitNanos` in all. Writing a new file and renaming it over the old one (as ConfigMaps
+    /// and careful editors do) never shows a part-written file; a writer that pauses longer than
+    /// `settleNanos` between two writes of one file still can.
+    static func readFile(_ path: String, pause: (UInt64) -> Void = ConfigFiles.pauseNanos) throws(ReadError) -> String {
+        var waited: UInt64 = 0
+        while true {
+            // SAFETY: the descriptor is closed before the next iteration or return.
+            let fd = unsafe open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw ReadError(path: path, message: errnoText()) }
+            let got: (bytes: [UInt8], before: Stamp, after: Stamp)
+            do {
+                got = try readAll(fd, path: path)
+            } catch {
+                close(fd)  // once: this path leaves the loop
+                throw error
+            }
+            close(fd)
+            let (bytes, before, after) = got
+            let now = realtimeNanos()
+            let unchanged = before == after && UInt64(bytes.count) == after.size
+            // A modification time ahead of the clock (a copied file, a clock step) cannot say how old the
+            // file is: then only an unchanged read counts.
+            let age = after.modified <= now ? now - after.modified : UInt64.max
+            if unchanged && age >= settleNanos { return String(decoding: bytes, as: UTF8.self) }
+            if waited >= settleLimitNanos {
+                throw ReadError(path: path, message: "the file kept changing for \(settleLimitNanos / 1_000_000) ms while being read (being written?)")
+            }
+            let wait = unchanged ? settleNanos - age : 1_000_000
+            pause(wait)
+            waited += wait
+        }
+    }
+
+    /// Size and modification time (nanoseconds since the epoch) of an open file.
+    struct Stamp: Equatable {
+        var size: UInt64
+        var modified: UInt64
+    }
+
+    private static func stamp(_ fd: Int32, path: String) throws(ReadError) -> Stamp {
+        var st = stat()
+        // SAFETY: `st` lives on this frame.
+        guard unsafe fstat(fd, &st) == 0 else { throw ReadError(path: path, message: errnoText()) }
+        return Stamp(size: UInt64(max(0, st.st_size)),
+                     modified: UInt64(max(0, st.st_mtim.tv_sec)) * 1_000_000_000 + UInt64(max(0, st.st_mtim.tv_nsec)))
+    }
+
+    /// The whole file from its start, with its stamp before and after reading.
+    private static func readAll(_ fd: Int32, path: String) throws(ReadError) -> ([UInt8], Stamp, Stamp) {
+        let before = try stamp(fd, path: path)
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(before.size))
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            // SAFETY: `chunk` is valid for its count during the call; fread writes at most that many bytes.
-            let n = unsafe chunk.withUnsafeMutableBytes { unsafe fread($0.baseAddress, 1, $0.count, f) }
-            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count {
-                // SAFETY: `f` is open until the deferred fclose.
-                if unsafe ferror(f) != 0 { throw ReadError(path: path, message: errnoText()) }
-                break
+            // SAFETY: `chunk` is valid for its count during the call; read writes at most that many bytes.
+            let n = unsafe chunk.withUnsafeMutableBytes { unsafe Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ReadError(path: path, message: errnoText())
             }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return (bytes, before, try stamp(fd, path: path))
+    }
+
+    private static func realtimeNanos() -> UInt64 {
+        var ts = timespec()
+        // SAFETY: `ts` lives on this frame.
+        unsafe clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(max(0, ts.tv_sec)) * 1_000_000_000 + UInt64(max(0, ts.tv_nsec))
+    }
+
+    static func pauseNanos(_ nanos: UInt64) {
+        var ts = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+        // SAFETY: `ts` lives on this frame; an early wake-up (a signal) only shortens the pause.
+        unsafe _ = nanosleep(&ts, nil)
     }
 
     /// An environment variable's value ($POD_NAMESPACE for the default namespace), nil when unset.
