@@ -196,6 +196,9 @@ def test_tern_own_metrics_and_config_counts(mesh):
     status, dump = get(admin, "/config_dump")
     doc = json.loads(dump)
     assert doc["version"] == 1
+    # Rendered when asked, but last_updated is when the configuration was applied, not when it was asked for.
+    time.sleep(0.01)
+    assert json.loads(get(admin, "/config_dump")[1])["last_updated"] == doc["last_updated"]
     kinds = sorted((r["kind"], r["name"]) for r in doc["resources"])
     assert kinds == [("ServiceEntry", "cart"), ("ServiceEntry", "gone"), ("VirtualService", "cart"), ("VirtualService", "gone")]
     se = next(r for r in doc["resources"] if r["kind"] == "ServiceEntry" and r["name"] == "cart")
