@@ -3,6 +3,23 @@ import TernIO
 import Testing
 
 @Suite struct SocketAddressTests {
+    @Test func equalityAndHashingGoByFamilyAddressAndPort() throws {
+        let a = try #require(SocketAddress(parsing: "10.1.2.3:80"))
+        #expect(a == SocketAddress(parsing: "10.1.2.3:80"))
+        #expect(a != SocketAddress(parsing: "10.1.2.3:81") && a != SocketAddress(parsing: "10.1.2.4:80"))
+        #expect(a != SocketAddress(parsing: "[::ffff:10.1.2.3]:80"))  // another family, as their descriptions differ
+        let v6 = try #require(SocketAddress(parsing: "[fd00::5]:7000"))
+        #expect(v6 == SocketAddress(parsing: "[fd00:0::5]:7000") && v6 != SocketAddress(parsing: "[fd00::6]:7000"))
+        // As a key: the index HTTPProxy and TCPRouter keep of every endpoint, looked up on each swap.
+        var index: [SocketAddress: Int] = [:]
+        for i in 0..<1_000 { index[try #require(SocketAddress(parsing: "10.0.\(i / 256).\(i % 256):8080"))] = i }
+        index[v6] = -1
+        #expect(index.count == 1_001)
+        #expect(index[try #require(SocketAddress(parsing: "10.0.3.7:8080"))] == 3 * 256 + 7)
+        #expect(index[try #require(SocketAddress(parsing: "10.0.3.7:8081"))] == nil)
+        #expect(index[try #require(SocketAddress(parsing: "[fd00::5]:7000"))] == -1)
+    }
+
     @Test func theIPReadsAsNumbersOfItsFamily() throws {
         let v4 = try #require(SocketAddress(parsing: "10.1.2.3:80"))
         #expect(v4.ipv4 == 0x0A01_0203)

@@ -59,4 +59,29 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         #expect(total == 1_001 * ("10.1.2.3".count + "fd00::5".count))
         if let before, let after { #expect(after - before == 0, "\(after - before) allocations for 2,000 addresses") }
     }
+
+    /// Comparing and hashing addresses (endpoint tables are looked up by address on every configuration swap)
+    /// allocates nothing; they compared two formatted descriptions, four Strings per comparison.
+    @Test func comparingAndHashingAddressesAllocatesNothing() throws {
+        let addresses = [try #require(SocketAddress(parsing: "10.1.2.3:40000")), try #require(SocketAddress(parsing: "10.1.2.3:40001")),
+                         try #require(SocketAddress(parsing: "[fd00::5]:7000"))]
+        var equal = 0
+        var hashes = 0
+        func once() {
+            for i in 0..<addresses.count {  // index loops: a for-in iterator is a heap box in a debug build
+                for j in 0..<addresses.count where addresses[i] == addresses[j] { equal += 1 }
+                var h = Hasher()
+                addresses[i].hash(into: &h)
+                hashes &+= h.finalize() & 1
+            }
+        }
+        once()
+        _ = mallocCounter?()
+        let before = mallocCounter?()
+        for _ in 0..<1_000 { once() }
+        let after = mallocCounter?()
+        #expect(equal == 1_001 * 3)
+        #expect(hashes >= 0)
+        if let before, let after { #expect(after - before == 0, "\(after - before) allocations for 9,000 comparisons and 3,000 hashes") }
+    }
 }

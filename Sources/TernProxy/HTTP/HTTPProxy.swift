@@ -270,6 +270,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Upstream addresses the pools are kept for: with `--upstream`, one per listener (by listener index);
     /// with `--config`, every endpoint any snapshot's clusters named, added as snapshots arrive.
     private var endpoints: [SocketAddress]
+    /// With `--config`: each endpoint's index in `endpoints`, so binding a table of thousands of endpoints
+    /// looks each up at once rather than scanning.
+    private var endpointsByAddress: [SocketAddress: Int] = [:]
     /// Each endpoint's key for its live gauges in the metrics (admin /clusters).
     private var endpointKeys: [UInt64] = []
     /// Routing from Istio configuration (`--config`): this reactor's view of the published route tables, the
@@ -378,7 +381,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     private func endpointIndex(_ address: SocketAddress) -> Int {
-        if let i = endpoints.firstIndex(of: address) { return i }
+        if let i = endpointsByAddress[address] { return i }
+        endpointsByAddress[address] = endpoints.count
         endpoints.append(address)
         endpointKeys.append(EndpointKey.make(address: address.ip, port: address.port))
         endpointNames.append(address.description)

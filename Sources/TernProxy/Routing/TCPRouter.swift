@@ -32,7 +32,7 @@ final class TCPRouter {
     private let listenerPorts: [UInt16]
     /// Addresses connections are made to: the listeners' upstreams, or every endpoint a bound table named.
     private(set) var addresses: [SocketAddress]
-    private var addressIndex: [String: Int32] = [:]
+    private var addressIndex: [SocketAddress: Int32] = [:]
     private var listenerRoutes: [TCPListenerRouting] = []
     private var balancers = LoadBalancers()
     /// Per cluster of the bound table, per endpoint: its index in `addresses`, -1 when it has no address.
@@ -69,10 +69,9 @@ final class TCPRouter {
     }
 
     private func index(_ address: SocketAddress) -> Int32 {
-        let key = address.description
-        if let i = addressIndex[key] { return i }
+        if let i = addressIndex[address] { return i }
         addresses.append(address)
-        addressIndex[key] = Int32(addresses.count - 1)
+        addressIndex[address] = Int32(addresses.count - 1)
         return Int32(addresses.count - 1)
     }
 
