@@ -88,7 +88,7 @@ let package = Package(
         ),
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
-        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux"]),
+        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry"]),
         .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry"]),

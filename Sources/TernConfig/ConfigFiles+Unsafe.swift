@@ -9,6 +9,12 @@ public enum ConfigFiles {
         public var message: String
     }
 
+    /// Whether a directory entry named `name` is read as configuration: `*.yaml` or `*.yml`, not hidden. The
+    /// file watcher asks the same, so a change it reloads for is one `read` sees.
+    public static func isConfigurationEntry(_ name: String) -> Bool {
+        !name.hasPrefix(".") && (name.hasSuffix(".yaml") || name.hasSuffix(".yml"))
+    }
+
     /// (path, text) for each file, in order.
     public static func read(_ path: String) throws(ReadError) -> [(path: String, text: String)] {
         var st = stat()
@@ -24,8 +30,7 @@ public enum ConfigFiles {
             let name = unsafe withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 unsafe String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
-            if name.hasPrefix(".") { continue }
-            if name.hasSuffix(".yaml") || name.hasSuffix(".yml") { names.append(name) }
+            if isConfigurationEntry(name) { names.append(name) }
         }
         // SAFETY: closes the handle opened above, once.
         unsafe closedir(dir)
@@ -57,15 +62,14 @@ public enum ConfigFiles {
             // SAFETY: the descriptor is closed before the next iteration or return.
             let fd = unsafe open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw ReadError(path: path, message: errnoText()) }
-            let got: (bytes: [UInt8], before: Stamp, after: Stamp)
+            let bytes: [UInt8], before: Stamp, after: Stamp
             do {
-                got = try readAll(fd, path: path)
+                (bytes, before, after) = try readAll(fd, path: path)
             } catch {
                 close(fd)  // once: this path leaves the loop
                 throw error
             }
             close(fd)
-            let (bytes, before, after) = got
             let now = realtimeNanos()
             let unchanged = before == after && UInt64(bytes.count) == after.size
             // A modification time ahead of the clock (a copied file, a clock step) cannot say how old the
@@ -91,8 +95,7 @@ public enum ConfigFiles {
         var st = stat()
         // SAFETY: `st` lives on this frame.
         guard unsafe fstat(fd, &st) == 0 else { throw ReadError(path: path, message: errnoText()) }
-        return Stamp(size: UInt64(max(0, st.st_size)),
-                     modified: UInt64(max(0, st.st_mtim.tv_sec)) * 1_000_000_000 + UInt64(max(0, st.st_mtim.tv_nsec)))
+        return Stamp(size: UInt64(max(0, st.st_size)), modified: nanos(st.st_mtim))
     }
 
     /// The whole file from its start, with its stamp before and after reading.
@@ -118,7 +121,12 @@ public enum ConfigFiles {
         var ts = timespec()
         // SAFETY: `ts` lives on this frame.
         unsafe clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(max(0, ts.tv_sec)) * 1_000_000_000 + UInt64(max(0, ts.tv_nsec))
+        return nanos(ts)
+    }
+
+    /// Nanoseconds since the epoch (a time before it counts as the epoch).
+    private static func nanos(_ t: timespec) -> UInt64 {
+        UInt64(max(0, t.tv_sec)) * 1_000_000_000 + UInt64(max(0, t.tv_nsec))
     }
 
     static func pauseNanos(_ nanos: UInt64) {

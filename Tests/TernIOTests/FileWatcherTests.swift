@@ -1,8 +1,10 @@
 import Foundation
+import TernConfig
 import Testing
 @testable import TernIO
 
-/// FileWatcher on a real directory with real inotify: which changes count as configuration changes.
+/// FileWatcher on a real directory with real inotify, asking what ConfigFiles reads: which changes count as
+/// configuration changes.
 @Suite struct FileWatcherTests {
     let dir: String
 
@@ -17,7 +19,7 @@ import Testing
 
     @Test func aWatchedFileCountsOnlyItselfAndConfigMapSwaps() throws {
         try write("mesh.yaml", "a: 1\n")
-        let watcher = try #require(FileWatcher(path: dir + "/mesh.yaml"))
+        let watcher = try #require(FileWatcher(path: dir + "/mesh.yaml", directoryEntries: ConfigFiles.isConfigurationEntry))
         #expect(!watcher.changed())
         // Tern's own log next to its configuration, an editor's swap file, another YAML file: not this file.
         try write("tern.log", "config applied version=2\n")
@@ -38,7 +40,7 @@ import Testing
     }
 
     @Test func aWatchedDirectoryCountsTheFilesConfigFilesReads() throws {
-        let watcher = try #require(FileWatcher(path: dir))
+        let watcher = try #require(FileWatcher(path: dir, directoryEntries: ConfigFiles.isConfigurationEntry))
         try write("notes.txt")
         try write(".hidden.yaml")
         try write("tern.log")
@@ -53,10 +55,10 @@ import Testing
 
     @Test func namesAreJudgedAsConfigFilesReadsThem() throws {
         try write("mesh.yaml")
-        let file = try #require(FileWatcher(path: dir + "/mesh.yaml"))
+        let file = try #require(FileWatcher(path: dir + "/mesh.yaml", directoryEntries: ConfigFiles.isConfigurationEntry))
         #expect(file.counts(name: "mesh.yaml") && file.counts(name: "..data") && file.counts(name: ""))
         #expect(!file.counts(name: "mesh.yaml~") && !file.counts(name: "mesh.yml") && !file.counts(name: "tern.log"))
-        let directory = try #require(FileWatcher(path: dir))
+        let directory = try #require(FileWatcher(path: dir, directoryEntries: ConfigFiles.isConfigurationEntry))
         #expect(directory.counts(name: "a.yaml") && directory.counts(name: "b.yml") && directory.counts(name: "..data"))
         #expect(!directory.counts(name: ".a.yaml") && !directory.counts(name: "a.yaml.swp") && !directory.counts(name: "log"))
     }

@@ -6,7 +6,7 @@ import Glibc
 /// renamed over it (as editors do), or a Kubernetes ConfigMap volume swapping its `..data` symlink.
 ///
 /// Only changes to names that can be configuration count: for a watched file, that file's name; for a watched
-/// directory, its `*.yaml` / `*.yml` entries that are not hidden, as `ConfigFiles.read` reads them; and in
+/// directory, the entries its owner reads (`directoryEntries`: `ConfigFiles.isConfigurationEntry`); and in
 /// both, ConfigMap's `..`-prefixed entries and events on the directory itself. Anything else in the
 /// directory (an editor's swap file, Tern's own log written next to its configuration) is ignored: each of
 /// a log's lines used to set off a reload, whose own log line set off the next.
@@ -15,9 +15,13 @@ public final class FileWatcher {
     private var buffer = [UInt8](repeating: 0, count: 4096)
     /// The file's name when a file is watched; nil when a directory is.
     private let fileName: String?
+    /// For a watched directory: whether a change to an entry of this name counts.
+    private let directoryEntries: (String) -> Bool
 
-    /// Watches `path` (a file: its directory; a directory: itself). Nil when inotify is unavailable.
-    public init?(path: String) {
+    /// Watches `path` (a file: its directory; a directory: itself, counting changes to the entries
+    /// `directoryEntries` accepts). Nil when inotify is unavailable.
+    public init?(path: String, directoryEntries: @escaping (String) -> Bool) {
+        self.directoryEntries = directoryEntries
         var isDirectory = false
         var st = stat()
         if unsafe stat(path, &st) == 0 { isDirectory = (st.st_mode & S_IFMT) == S_IFDIR }
@@ -71,6 +75,6 @@ public final class FileWatcher {
     func counts(name: String) -> Bool {
         if name.isEmpty || name.hasPrefix("..") { return true }
         if let fileName { return name == fileName }
-        return !name.hasPrefix(".") && (name.hasSuffix(".yaml") || name.hasSuffix(".yml"))
+        return directoryEntries(name)
     }
 }

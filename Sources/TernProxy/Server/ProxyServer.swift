@@ -261,7 +261,7 @@ public final class ProxyServer {
             return 1
         }
         // Watching starts before the listeners are announced: a change made once they are is seen.
-        let watcher = settings.configPath.flatMap { FileWatcher(path: $0) }
+        let watcher = settings.configPath.flatMap { FileWatcher(path: $0, directoryEntries: ConfigFiles.isConfigurationEntry) }
         if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
         let listenerKind = settings.http == nil ? "proxy" : "http"
         for a in bound { Log.info("listening kind=\(listenerKind) addr=\(a)") }
