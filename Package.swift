@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "TernTelemetry", dependencies: ["TernCore"], swiftSettings: strict),
         .target(
             name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry"],
-            swiftSettings: strict
+            swiftSettings: strict + [.enableExperimentalFeature("Lifetimes")]
         ),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
         .systemLibrary(name: "CTernYAML"),
@@ -51,7 +51,7 @@ let package = Package(
         // A pure library: no system call beyond reading the config files, no reactor code.
         .target(
             name: "TernConfig",
-            dependencies: ["TernCore", "TernHTTP", "CTernYAML", "CTernPCRE2"],
+            dependencies: ["TernCore", "CTernYAML", "CTernPCRE2"],
             swiftSettings: strict + [.enableExperimentalFeature("Lifetimes")]
         ),
         .executableTarget(
@@ -92,6 +92,9 @@ let package = Package(
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry"]),
         .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry"]),
-        .testTarget(name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"]),
+        .testTarget(
+            name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"],
+            swiftSettings: [.enableExperimentalFeature("Lifetimes")]
+        ),
     ]
 )

@@ -1,14 +1,15 @@
-import TernHTTP
+import TernCore
 
-/// What route matching reads of a request, over the bytes it was parsed from: nothing is copied. Built by the
-/// proxy per request from TernHTTP's `HTTP1Head` (whose fields are ranges into the received bytes) and the bytes
-/// as a `Span`; it cannot outlive them. Ranges it returns are ranges of `bytes`.
+/// What route matching reads of a request, over the bytes it was parsed from: nothing is copied. Protocol-neutral:
+/// the codec that parsed the request builds it per request (the HTTP/1.1 codec from its head, whose fields are
+/// ranges into the received bytes; HTTP/2 from a header block decoded into a buffer), so TernConfig knows no
+/// codec. It cannot outlive the bytes. Ranges it returns are ranges of `bytes`.
 public struct RequestView: ~Escapable {
     public enum Scheme: Sendable { case http, https }
 
     public let bytes: Span<UInt8>
     /// The head's field lines (a reference to the parser's array: no copy).
-    public let fields: [HTTP1Head.Field]
+    public let fields: [HeadField]
     public let method: Range<Int>
     /// The path of the request-target, before any `?` (for an absolute-form target, after the authority).
     public let path: Range<Int>
@@ -16,15 +17,22 @@ public struct RequestView: ~Escapable {
     public let query: Range<Int>?
     public let scheme: Scheme
 
+    /// - Parameters:
+    ///   - fields: the head's field lines (the codec's array, shared: no copy).
+    ///   - method: the method token; `target`: the request-target as received.
+    ///   - targetHasAuthority: the target is absolute-form ("scheme://authority/path", RFC 9112 §3.2.2); its path
+    ///     starts at the first "/" after the authority.
     @_lifetime(copy bytes)
-    public init(head: borrowing HTTP1Head, bytes: Span<UInt8>, scheme: Scheme = .http) {
+    public init(bytes: Span<UInt8>, fields: [HeadField], method: Range<Int>, target: Range<Int>,
+                targetHasAuthority: Bool, scheme: Scheme = .http)
+    {
         self.bytes = bytes
-        self.fields = head.fields
-        self.method = head.methodBytes
+        self.fields = fields
+        self.method = method
         self.scheme = scheme
-        var start = head.target.lowerBound
-        let end = head.target.upperBound
-        if head.targetForm == .absolute {
+        var start = target.lowerBound
+        let end = target.upperBound
+        if targetHasAuthority {
             // scheme "://" authority path: skip to the first "/" after "://", or an empty path.
             var i = start
             var slashes = 0

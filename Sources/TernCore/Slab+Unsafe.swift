@@ -6,7 +6,7 @@
 /// touched only as slots are first used, so a large capacity costs address space, not resident memory.
 /// Single-threaded: owned by one reactor.
 @safe public final class Slab<Element> {
-    /// Slot and generation. The generation uses the low 24 bits (the token format has room for 24).
+    /// Slot and generation. The generation uses the low 22 bits (the token format has room for 22: TernIO's `Token.generationMask`).
     public struct ID: Equatable, Hashable, Sendable {
         public var index: UInt32
         public var generation: UInt32
@@ -83,7 +83,7 @@
         // SAFETY: isCurrent checked the index is below neverUsed and the slot holds an element.
         unsafe (elements + i).deinitialize(count: 1)
         unsafe occupied[i] = false
-        unsafe generations[i] = (unsafe generations[i] &+ 1) & 0xFF_FFFF
+        unsafe generations[i] = (unsafe generations[i] &+ 1) & 0x3F_FFFF
         unsafe freeList[freeCount] = id.index
         freeCount += 1
         live -= 1

@@ -54,7 +54,7 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
             for i in 0..<requests.count {
                 let bytes = requests[i]
                 let host = hosts[i]
-                let view = RequestView(head: heads[i], bytes: bytes.span)
+                let view = RequestView(http1: heads[i], bytes: bytes.span)
                 let m = table.select(host: host.span, port: 80, request: view)
                 if m.found { found += 1 }
                 if i == 1 {

@@ -178,7 +178,7 @@ import Testing
 
     func hashes(_ bytes: [UInt8], _ a: RouteTable, _ b: RouteTable) throws -> (UInt64?, UInt64?) {
         let parser = HTTP1ParserBox(bytes)
-        let view = RequestView(head: parser.head, bytes: bytes.span)
+        let view = RequestView(http1: parser.head, bytes: bytes.span)
         let empty: [UInt8] = []
         return (a.hashKey(cluster: 0, request: view, sourceAddress: empty.span),
                 b.hashKey(cluster: 0, request: view, sourceAddress: empty.span))
@@ -191,7 +191,7 @@ import Testing
         func key(_ t: RouteTable, _ request: String, source: [UInt8] = []) -> UInt64? {
             let bytes = Array(request.utf8)
             let p = HTTP1ParserBox(bytes)
-            return t.hashKey(cluster: 0, request: RequestView(head: p.head, bytes: bytes.span), sourceAddress: source.span)
+            return t.hashKey(cluster: 0, request: RequestView(http1: p.head, bytes: bytes.span), sourceAddress: source.span)
         }
         let k1 = key(cookie, get("/", host: "s", headers: ["Cookie: a=1; sid=abc; b=2"]))
         #expect(k1 != nil && k1 == key(cookie, get("/x", host: "s", headers: ["Cookie: sid=abc"])))

@@ -32,7 +32,7 @@ func select(_ table: RouteTable, _ request: String, host: String? = nil, port: U
     #expect(try parser.parse(bytes.span) == .complete)
     let head = parser.head
     let span = bytes.span
-    let view = RequestView(head: head, bytes: span, scheme: scheme)
+    let view = RequestView(http1: head, bytes: span, scheme: scheme)
     if let host {
         let h = Array(host.utf8)
         return table.select(host: h.span, port: port, request: view)
@@ -69,5 +69,14 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
+    }
+}
+
+extension RequestView {
+    /// The view the HTTP/1.1 codec builds (TernProxy's `RequestView(http1:bytes:)`; this target does not link the engine).
+    @_lifetime(copy bytes)
+    init(http1 head: borrowing HTTP1Head, bytes: Span<UInt8>, scheme: Scheme = .http) {
+        self.init(bytes: bytes, fields: head.fields, method: head.methodBytes, target: head.target,
+                  targetHasAuthority: head.targetForm == .absolute, scheme: scheme)
     }
 }

@@ -4,8 +4,10 @@ import Testing
 import TernCore
 import TernIO
 
-let t1 = Token(op: 1, slot: 1, generation: 0)
-let t2 = Token(op: 2, slot: 2, generation: 0)
+// Op kinds from the top of the handlers' range and the widest generation, so every operation below (linked
+// splices, armed receives, cancels) is tried with tokens that use all of a token's handler bits.
+let t1 = Token(op: 200, slot: 1, generation: Token.generationMask)
+let t2 = Token(op: 255, slot: 2, generation: 5)
 
 /// The shared test bodies, generic over the backend.
 struct BackendChecks<B: IOBackend> {

@@ -343,7 +343,7 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.startMeasurement()
             for i in benchmark.scaledIterations {
                 let span = raw.span
-                let view = RequestView(head: head, bytes: span)
+                let view = RequestView(http1: head, bytes: span)
                 let match = table.select(host: span.extracting(head.host!), port: 80, request: view)
                 blackHole(table.pickDestination(match, random: UInt64(i)))
             }

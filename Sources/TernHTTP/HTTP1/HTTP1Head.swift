@@ -1,16 +1,14 @@
+import TernCore
+
 /// A parsed HTTP/1.x request or response head that refers to the bytes it was parsed from.
 ///
 /// Every `Range<Int>` is a range of byte offsets into the buffer handed to `HTTP1Parser.parse`, which starts at the
 /// first byte of the message: nothing is copied, so the caller reads `buffer[range]` and forwards unchanged fields
 /// with iovecs pointing at them (ARCHITECTURE.md §4). The head is valid as long as those bytes stay where they are.
 public struct HTTP1Head: Sendable {
-    /// A field line: name and value ranges, the value trimmed of OWS (RFC 9112 §5.1).
-    public struct Field: Equatable, Sendable {
-        public var name: Range<Int>
-        public var value: Range<Int>
-        /// The fields this codec acts on or a proxy must treat as hop-by-hop; `.other` for the rest.
-        public var known: KnownField
-    }
+    /// A field line: name and value ranges, the value trimmed of OWS (RFC 9112 §5.1). TernCore's protocol-neutral
+    /// field, so routing reads the parser's field table as it is (no copy).
+    public typealias Field = HeadField
 
     public var method: HTTPMethod = .other
     /// Requests: the method token.
@@ -78,17 +76,4 @@ public enum RequestTargetForm: Equatable, Sendable {
 /// Methods this codec knows by name (RFC 9110 §9, RFC 5789); anything else is a valid token kept as `.other`.
 public enum HTTPMethod: Equatable, Sendable {
     case get, head, post, put, delete, connect, options, trace, patch, other
-}
-
-/// Field names the parser recognises (ASCII case-insensitive, RFC 9110 §5.1).
-public enum KnownField: Equatable, Sendable {
-    case contentLength, transferEncoding, host, connection, upgrade, expect, te, trailer, keepAlive
-    case proxyConnection
-    /// Fields a proxy rewrites or strips (Envoy's conventions): X-Forwarded-For, X-Forwarded-Proto, X-Request-Id,
-    /// X-Forwarded-Client-Cert and any x-envoy-* field.
-    case xForwardedFor, xForwardedProto, xRequestID, xForwardedClientCert, xEnvoy
-    /// Fields the access log and tracing read: User-Agent, W3C traceparent and tracestate, B3 single (`b3`) and
-    /// any B3 multi field (a name starting with "x-b3-").
-    case userAgent, traceparent, tracestate, b3, xB3
-    case other
 }

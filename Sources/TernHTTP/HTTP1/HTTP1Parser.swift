@@ -1,3 +1,5 @@
+import TernCore
+
 /// An incremental, strict parser of HTTP/1.1 request and response heads that reads in place.
 ///
 /// The caller keeps the bytes of a message in one buffer starting at its first byte and calls `parse` each time

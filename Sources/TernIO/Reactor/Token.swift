@@ -1,37 +1,46 @@
 /// The 64-bit user data every operation carries (ARCHITECTURE.md §3):
 ///
-///     63      56 55          32 31                    0
-///     +---------+--------------+-----------------------+
-///     | op kind |  generation  |         slot          |
-///     +---------+--------------+-----------------------+
+///     63      56 55 54 53         32 31                    0
+///     +---------+--+--+-------------+-----------------------+
+///     | op kind |I |L | generation  |         slot          |
+///     +---------+--+--+-------------+-----------------------+
 ///
 /// The slot and generation come from the owner's `Slab`, so a completion that arrives after its slot was
-/// freed and reused carries an old generation and is dropped. Op kinds with the top bit set are the
-/// backends' own (wake-ups, cancels, the poll that heads a linked splice) and never reach a handler.
+/// freed and reused carries an old generation and is dropped. Handlers own all 256 op kinds (the TCP relay
+/// 0–31, the HTTP engine from 32: room for TLS, HTTP/2 and per-try timers). Bit I marks the backends' own
+/// operations (wake-ups, cancels, file updates: their kind in the op byte), bit L the poll that heads a linked
+/// splice (the twin of a handler's token); neither reaches a handler.
 public struct Token: Equatable, Hashable, Sendable, CustomStringConvertible {
     public var raw: UInt64
+
+    /// Bits of the generation a token keeps (`Slab` wraps its generations at this width).
+    public static let generationMask: UInt32 = 0x3F_FFFF
+    static let internalBit: UInt64 = 1 << 55
+    static let linkBit: UInt64 = 1 << 54
 
     public init(raw: UInt64) { self.raw = raw }
 
     public init(op: UInt8, slot: UInt32, generation: UInt32) {
-        precondition(op < 0x40, "op kinds from 0x40 up are reserved for backends")
-        raw = UInt64(op) << 56 | UInt64(generation & 0xFF_FFFF) << 32 | UInt64(slot)
+        raw = UInt64(op) << 56 | UInt64(generation & Token.generationMask) << 32 | UInt64(slot)
     }
 
     public var op: UInt8 { UInt8(truncatingIfNeeded: raw >> 56) }
-    public var generation: UInt32 { UInt32(truncatingIfNeeded: raw >> 32) & 0xFF_FFFF }
+    public var generation: UInt32 { UInt32(truncatingIfNeeded: raw >> 32) & Token.generationMask }
     public var slot: UInt32 { UInt32(truncatingIfNeeded: raw) }
 
-    /// True for the backends' internal operations.
-    public var isInternal: Bool { op & 0x80 != 0 }
+    /// True for the backends' internal operations (their own kinds and link heads).
+    public var isInternal: Bool { raw & (Token.internalBit | Token.linkBit) != 0 }
 
-    /// The internal twin of a token (same slot and generation, top bit set): the poll heading a linked splice.
-    var linkHead: Token { Token(raw: raw | (0x80 << 56)) }
+    /// The internal twin of a token (same op, slot and generation, bit L set): the poll heading a linked splice.
+    var linkHead: Token { Token(raw: raw | Token.linkBit) }
 
-    /// A backend's own operation: op 0xC0 | kind, apart from link heads (0x80 | op, op < 0x40).
+    /// A backend's own operation of kind `kind` (bit I set), carrying `value` in the slot bits.
     static func internalOp(_ kind: UInt8, _ value: UInt32 = 0) -> Token {
-        Token(raw: UInt64(0xC0 | kind) << 56 | UInt64(value))
+        Token(raw: UInt64(kind) << 56 | Token.internalBit | UInt64(value))
     }
+
+    /// Whether this is the backend's own operation of kind `kind`.
+    func isInternal(_ kind: UInt8) -> Bool { raw & Token.internalBit != 0 && op == kind }
 
     public var description: String { "op=\(op) slot=\(slot) gen=\(generation)" }
 }

@@ -233,7 +233,7 @@ struct Held {
     func select(_ table: RouteTable, head: HTTP1Head, held: Held, port: UInt16) -> RouteMatch {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
-        let view = RequestView(head: head, bytes: bytes)
+        let view = RequestView(http1: head, bytes: bytes)
         guard let host = head.host else { return .noHost }
         return table.select(host: bytes.extracting(host), port: port, request: view)
     }
@@ -243,7 +243,7 @@ struct Held {
     func hashKey(_ table: RouteTable, cluster: Int, head: HTTP1Head, held: Held, slot: Int) -> UInt64? {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
-        let request = RequestView(head: head, bytes: bytes)
+        let request = RequestView(http1: head, bytes: bytes)
         let p = unsafe scratchPointer(slot)
         let n = Int(unsafe p.load(fromByteOffset: Self.addressLength, as: UInt8.self))
         let source = unsafe UnsafeRawBufferPointer(start: p + Self.addressStart, count: n).assumingMemoryBound(to: UInt8.self).span

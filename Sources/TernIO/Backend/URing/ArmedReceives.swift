@@ -13,14 +13,14 @@ struct ArmedReceives {
         var armed = false
     }
 
-    /// Per op kind (below 0x40: the backends' own ops never receive), per slot.
-    private var byOp = [[Entry]](repeating: [], count: 0x40)
+    /// Per op kind (the handlers' 256; the backends' own ops never receive), per slot.
+    private var byOp = [[Entry]](repeating: [], count: 256)
 
     init() {}
 
     mutating func arm(_ token: Token, fd: Int32, multishot: Bool) {
         let op = Int(token.op), slot = Int(token.slot)
-        precondition(op < byOp.count, "a receive under a backend's internal token")
+        precondition(!token.isInternal, "a receive under a backend's internal token")
         if slot >= byOp[op].count {
             byOp[op].append(contentsOf: repeatElement(Entry(), count: max(slot + 1 - byOp[op].count, byOp[op].count)))
         }

@@ -367,7 +367,7 @@ import Glibc
 
     private func reap(_ c: Completion) {
         if c.token.isInternal {
-            if c.token.op == 0xC0 | Internal.wake.rawValue { armWake() }
+            if c.token.isInternal(Internal.wake.rawValue) { armWake() }
             return  // failed link heads, cancels, file-table updates: their owner's completion follows
         }
         if c.bufferID != nil { buffers.noteTaken() }
