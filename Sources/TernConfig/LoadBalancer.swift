@@ -11,6 +11,8 @@
 public struct LoadBalancer: Sendable {
     /// The cluster's name (`outbound|80|beta|cart.shop.svc.cluster.local`): stable across tables.
     public private(set) var clusterName: String
+    /// Istio's span name for requests to the cluster: its destination's `host:port`, then the path pattern.
+    public private(set) var operation: String
     /// The bound cluster's index in the bound table; -1 when retired (`retire`).
     private var cluster: Int
     private var position: UInt64 = 0
@@ -26,6 +28,7 @@ public struct LoadBalancer: Sendable {
     public init(table: RouteTable, cluster: Int) {
         let c = table.clusters[cluster]
         clusterName = c.name
+        operation = "\(c.host):\(c.port)/*"
         self.cluster = cluster
         slotKeys = c.endpoints.map(Self.key)
         slots = (0..<Int32(c.endpoints.count)).map { $0 }
@@ -75,6 +78,7 @@ public struct LoadBalancer: Sendable {
         slots = next
         credits = [Int64](repeating: 0, count: c.endpoints.count)
         clusterName = c.name
+        operation = "\(c.host):\(c.port)/*"
         self.cluster = cluster
     }
 

@@ -92,6 +92,13 @@ public struct LoadBalancers: Sendable {
         return b < names.count ? names[b] : ""
     }
 
+    /// The span operation of the cluster that counted `request` (`LoadBalancer.operation`), valid as long as
+    /// `clusterName(of:)`.
+    public func operation(of request: OutstandingRequest) -> String {
+        let b = Int(request.balancer)
+        return b < balancers.count ? balancers[b].operation : ""
+    }
+
     /// Outstanding requests per endpoint index of `cluster` in the bound table (allocates: tests, admin pages).
     public func outstanding(cluster: Int) -> [Int32] {
         guard cluster >= 0, cluster < slots.count else { return [] }

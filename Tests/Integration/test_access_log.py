@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -195,6 +196,47 @@ def test_body_sizes_and_times(mesh, cart):
     assert delay["duration"] >= 150 and delay["upstream_service_time"] >= 140
     assert delay["duration"] >= delay["upstream_service_time"]
     assert wall_time(delay["start_time"]) >= wall_time(echo["start_time"])
+
+
+def test_a_request_in_flight_across_a_reload_names_the_cluster_it_was_routed_to(tmp_path, cart):
+    """A reload that renumbers the clusters (a new one sorted and written first) while a slow request is in
+    flight: its line names the cluster it was routed to, not the one now at that cluster's old index."""
+    config = tmp_path / "mesh.yaml"
+    gone = dead_port()
+    config.write_text(MESH.format(cart=cart.port, closed=gone))
+    log = tmp_path / "access.log"
+    t = Tern(["--http", "--config", str(config), "--listen", "127.0.0.1:0", "--cores", "1",
+              "--namespace", "shop", "--access-log", str(log), *QUIET])
+    try:
+        result = {}
+        slow = threading.Thread(target=lambda: result.update(r=httpx.get(
+            f"http://127.0.0.1:{t.port}/delay/2500", headers={"Host": "cart"}, timeout=20)))
+        slow.start()
+        # Routed with the first table: the upstream has the request before the configuration changes.
+        deadline = time.time() + 10
+        while not any(r.target == "/delay/2500" for r in cart.requests) and time.time() < deadline:
+            time.sleep(0.01)
+        # aardvark's ServiceEntry and VirtualService written first: its cluster takes index 0, cart's moves.
+        parts = MESH.split("---\n")
+        aardvark = [p.replace("name: cart", "name: aardvark").replace("hosts: [cart]", "hosts: [aardvark]")
+                    .replace("host: cart", "host: aardvark") for p in (parts[0], parts[2])]
+        config.write_text("---\n".join(aardvark).format(cart=gone) + "---\n" + MESH.format(cart=cart.port, closed=gone))
+        t.signal(signal.SIGHUP)
+        # The new table is served once aardvark is routed (503: its endpoint is closed) instead of 404 NR.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if httpx.get(f"http://127.0.0.1:{t.port}/", headers={"Host": "aardvark"}, timeout=10).status_code == 503:
+                break
+            time.sleep(0.05)
+        slow.join(20)
+        assert result["r"].status_code == 200
+        lines = wait_lines(log, 3, timeout=10)
+        [v] = [line for line in lines if line["path"] == "/delay/2500"]
+        assert v["upstream_cluster"] == "outbound|80||cart.shop.svc.cluster.local", v
+        assert v["upstream_host"] == f"127.0.0.1:{cart.port}"
+        assert any(line["upstream_cluster"] == "outbound|80||aardvark.shop.svc.cluster.local" for line in lines), lines
+    finally:
+        t.stop()
 
 
 def test_upstream_connect_failure_is_503_uf(mesh):

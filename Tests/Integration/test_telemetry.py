@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Tern, tern_bin
-from http_peers import HttpUpstream
+from http_peers import HttpUpstream, TunnelEcho
 from peers import dead_port
 
 MESH = """\
@@ -258,6 +258,53 @@ def test_upstream_mode_reports_as_destination(backend):
         assert s[0].labels["reporter"] == "destination" and s[0].labels["response_code"] == "500"
         assert s[0].labels["destination_workload"] == "reviews-v1" and s[0].labels["source_workload"] == "unknown"
         assert s[0].labels["connection_security_policy"] == "none"
+    finally:
+        t.stop()
+        up.stop()
+
+
+def test_active_connections_count_http_connections_and_tunnels_alike(backend):
+    """tern_active_connections in HTTP mode is the reactor's open client connections: HTTP keep-alive ones and
+    the CONNECT tunnels handed to the splice relay alike, whichever of them changed last (the relay once wrote
+    its own count over the HTTP side's)."""
+    up = TunnelEcho()
+    ports = side_ports()
+    t = Tern(["--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--cores", "1",
+              "--io-backend", backend, *side_args(ports)])
+
+    def active():
+        return sum(s.value for s in samples(families(ports[2]), "tern_active_connections"))
+
+    def settles_at(n):
+        deadline = time.time() + 10
+        while active() != n and time.time() < deadline:
+            time.sleep(0.02)
+        return active()
+
+    def tunnel():
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+        s.sendall(f"CONNECT {up.address} HTTP/1.1\r\nHost: {up.address}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = s.recv(4096)
+            assert data, head
+            head += data
+        assert head.startswith(b"HTTP/1.1 200"), head
+        s.sendall(b"ping")
+        assert s.recv(16) == b"ping"
+        return s
+
+    try:
+        keep = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+        assert settles_at(1) == 1
+        a, b = tunnel(), tunnel()
+        assert settles_at(3) == 3
+        b.close()
+        assert settles_at(2) == 2
+        keep.close()
+        assert settles_at(1) == 1
+        a.close()
+        assert settles_at(0) == 0
     finally:
         t.stop()
         up.stop()

@@ -256,10 +256,10 @@ func fastTiming() -> SpanExporter.Timing {
         #expect(try TracingSettings(decoding: values) == s)
         #expect(try TracingSettings(collector: "http://a:1/v1/traces").format == .otlp)
         #expect(try TracingSettings(collector: "http://a:1/api/v2/spans").samplingPercent == 1.0)
-        #expect(throws: ProxyError.self) { try TracingSettings(collector: "zipkin:9411") }
-        #expect(throws: ProxyError.self) { try TracingSettings(collector: "http://a:1/", sampling: 101) }
-        #expect(throws: ProxyError.self) { try TracingSettings(collector: "http://a:1/", sampling: .nan) }
-        #expect(throws: ProxyError.self) { try TracingSettings(collector: "http://a:1/", format: "jaeger") }
+        #expect(throws: SetupError.self) { try TracingSettings(collector: "zipkin:9411") }
+        #expect(throws: SetupError.self) { try TracingSettings(collector: "http://a:1/", sampling: 101) }
+        #expect(throws: SetupError.self) { try TracingSettings(collector: "http://a:1/", sampling: .nan) }
+        #expect(throws: SetupError.self) { try TracingSettings(collector: "http://a:1/", format: "jaeger") }
     }
 
     @Test func namesResolve() {

@@ -33,7 +33,7 @@ public enum IOBackendChoice: String, Sendable, CaseIterable {
 }
 
 /// A startup failure, reported as one line and exit status 1.
-public struct ProxyError: Error, CustomStringConvertible {
+public struct SetupError: Error, CustomStringConvertible {
     public var description: String
 }
 
@@ -56,7 +56,7 @@ public final class ProxyServer {
     }
 
     /// Which backend `choice` resolves to on this machine, and why when io_uring is not used.
-    public static func resolveBackend(_ choice: IOBackendChoice, settings: BackendSettings) throws(ProxyError) -> (IOBackendKind, String?) {
+    public static func resolveBackend(_ choice: IOBackendChoice, settings: BackendSettings) throws(SetupError) -> (IOBackendKind, String?) {
         switch choice {
         case .epoll:
             return (.epoll, nil)
@@ -65,7 +65,7 @@ public final class ProxyServer {
                 _ = try URingBackend(settings: settings)
                 return (.io_uring, nil)
             } catch {
-                throw ProxyError(description: "--io-backend io_uring: io_uring cannot be set up: \(error)")
+                throw SetupError(description: "--io-backend io_uring: io_uring cannot be set up: \(error)")
             }
         case .auto:
             do {

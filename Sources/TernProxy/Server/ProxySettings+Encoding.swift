@@ -62,18 +62,18 @@ extension ProxySettings {
 
     /// Decodes `encoded()` output. These arguments come from `tern proxy` itself, never from a user, so
     /// anything unexpected is an internal error.
-    public init(decoding arguments: [String]) throws(ProxyError) {
+    public init(decoding arguments: [String]) throws(SetupError) {
         self.init()
         for argument in arguments {
-            guard let eq = argument.firstIndex(of: "=") else { throw ProxyError(description: "malformed argument '\(argument)'") }
+            guard let eq = argument.firstIndex(of: "=") else { throw SetupError(description: "malformed argument '\(argument)'") }
             let key = String(argument[..<eq])
             let value = String(argument[argument.index(after: eq)...])
-            func number() throws(ProxyError) -> UInt64 {
-                guard let n = UInt64(value) else { throw ProxyError(description: "\(key): not a number: '\(value)'") }
+            func number() throws(SetupError) -> UInt64 {
+                guard let n = UInt64(value) else { throw SetupError(description: "\(key): not a number: '\(value)'") }
                 return n
             }
-            func address() throws(ProxyError) -> SocketAddress {
-                guard let a = SocketAddress(parsing: value) else { throw ProxyError(description: "\(key): not an address: '\(value)'") }
+            func address() throws(SetupError) -> SocketAddress {
+                guard let a = SocketAddress(parsing: value) else { throw SetupError(description: "\(key): not an address: '\(value)'") }
                 return a
             }
             switch key {
@@ -81,7 +81,7 @@ extension ProxySettings {
             case "upstream": upstreams.append(try address())
             case "cores": cores = Int(try number())
             case "io-backend":
-                guard let b = IOBackendChoice(rawValue: value) else { throw ProxyError(description: "io-backend: '\(value)'") }
+                guard let b = IOBackendChoice(rawValue: value) else { throw SetupError(description: "io-backend: '\(value)'") }
                 ioBackend = b
             case "ring-depth": backend.ringDepth = UInt32(truncatingIfNeeded: try number())
             case "sqpoll": backend.sqpoll = try number() == 1
@@ -90,13 +90,13 @@ extension ProxySettings {
             case "drain-timeout-ns": drainTimeout = TernDuration(nanoseconds: try number())
             case "max-connections": relay.maxConnections = Int(try number())
             case "log-level":
-                guard let l = LogLevel(name: value) else { throw ProxyError(description: "log-level: '\(value)'") }
+                guard let l = LogLevel(name: value) else { throw SetupError(description: "log-level: '\(value)'") }
                 logLevel = l
             case "http": http = HTTPSettings()
             case "config": configPath = value
             case "namespace": namespace = value
             case "admin", "health", "prometheus":
-                guard let a = TelemetrySettings.decode(value) else { throw ProxyError(description: "\(key): '\(value)'") }
+                guard let a = TelemetrySettings.decode(value) else { throw SetupError(description: "\(key): '\(value)'") }
                 if key == "admin" { telemetry.admin = a } else if key == "health" { telemetry.health = a } else { telemetry.prometheus = a }
             case "metrics": telemetry.metrics = try number() == 1
             case "workload":
@@ -104,25 +104,25 @@ extension ProxySettings {
                 telemetry.workload.canonicalService = value
             case "workload-namespace": telemetry.workload.namespace = value
             case "reporter":
-                guard let r = Reporter(rawValue: value) else { throw ProxyError(description: "reporter: '\(value)'") }
+                guard let r = Reporter(rawValue: value) else { throw SetupError(description: "reporter: '\(value)'") }
                 telemetry.reporter = r
             case "access-log": telemetry.accessLog = value
             case "access-log-format": telemetry.accessLogFormat = value
             case "trace-collector": telemetry.traceCollector = value
             case "trace-sampling":
-                guard let p = Double(value) else { throw ProxyError(description: "trace-sampling: '\(value)'") }
+                guard let p = Double(value) else { throw SetupError(description: "trace-sampling: '\(value)'") }
                 telemetry.traceSampling = p
             default:
-                guard http != nil else { throw ProxyError(description: "unknown setting '\(key)'") }
+                guard http != nil else { throw SetupError(description: "unknown setting '\(key)'") }
                 try decodeHTTP(key, try number())
             }
         }
         guard !listen.isEmpty, listen.count == upstreams.count || (configPath != nil && upstreams.isEmpty) else {
-            throw ProxyError(description: "listen and upstream do not pair")
+            throw SetupError(description: "listen and upstream do not pair")
         }
     }
 
-    private mutating func decodeHTTP(_ key: String, _ n: UInt64) throws(ProxyError) {
+    private mutating func decodeHTTP(_ key: String, _ n: UInt64) throws(SetupError) {
         guard var h = http else { return }
         let i = Int(truncatingIfNeeded: n)
         switch key {
@@ -137,7 +137,7 @@ extension ProxySettings {
         case "max-upstream-connections": h.maxUpstreamConnections = i
         case "max-idle-upstream": h.maxIdleUpstream = i
         case "upstream-idle-timeout-ns": h.upstreamIdleTimeout = TernDuration(nanoseconds: n)
-        default: throw ProxyError(description: "unknown setting '\(key)'")
+        default: throw SetupError(description: "unknown setting '\(key)'")
         }
         http = h
     }

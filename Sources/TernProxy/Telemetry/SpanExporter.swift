@@ -56,10 +56,10 @@ public final class SpanExporter: Sendable {
     }
 
     /// Starts the exporter thread.
-    public func start() throws(ProxyError) {
+    public func start() throws(SetupError) {
         let exporter = self
         guard let t = ReactorThread.start(name: "tern-spans", { exporter.run() }) else {
-            throw ProxyError(description: "cannot start the span exporter thread")
+            throw SetupError(description: "cannot start the span exporter thread")
         }
         thread.withLock { $0 = t }
     }

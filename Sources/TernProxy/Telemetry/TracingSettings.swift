@@ -69,26 +69,26 @@ public struct TracingSettings: Sendable, Equatable {
     }
 
     /// Checks the flags as a user wrote them; the error names the flag.
-    public init(collector: String, sampling: Double? = nil, format: String? = nil, serviceName: String? = nil) throws(ProxyError) {
+    public init(collector: String, sampling: Double? = nil, format: String? = nil, serviceName: String? = nil) throws(SetupError) {
         guard let url = CollectorURL(parsing: collector) else {
-            throw ProxyError(description: "--trace-collector: '\(collector)' is not an http://host:port/path URL")
+            throw SetupError(description: "--trace-collector: '\(collector)' is not an http://host:port/path URL")
         }
         self.init(collector: url)
         if let sampling {
             guard sampling.isFinite, sampling >= 0, sampling <= 100 else {
-                throw ProxyError(description: "--trace-sampling: \(sampling) is not a percentage (0 to 100)")
+                throw SetupError(description: "--trace-sampling: \(sampling) is not a percentage (0 to 100)")
             }
             samplingPercent = sampling
         }
         if let format {
             guard let f = SpanFormat(rawValue: format) else {
-                throw ProxyError(description: "--trace-format: '\(format)' is not one of zipkin, otlp")
+                throw SetupError(description: "--trace-format: '\(format)' is not one of zipkin, otlp")
             }
             self.format = f
         }
         if let serviceName {
             guard !serviceName.isEmpty, serviceName.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
-                throw ProxyError(description: "--trace-service-name: '\(serviceName)' is empty or not printable ASCII")
+                throw SetupError(description: "--trace-service-name: '\(serviceName)' is empty or not printable ASCII")
             }
             self.serviceName = serviceName
         }
@@ -110,11 +110,11 @@ public struct TracingSettings: Sendable, Equatable {
     }
 
     /// Decodes the values of `encoded()` by key (every key of `encodedKeys` present).
-    public init(decoding values: [String: String]) throws(ProxyError) {
+    public init(decoding values: [String: String]) throws(SetupError) {
         guard let c = values["trace-collector"], let s = values["trace-sampling"].flatMap(Double.init),
               let f = values["trace-format"], let n = values["trace-service-name"],
               let r = values["trace-ring"].flatMap(Int.init), r > 0
-        else { throw ProxyError(description: "trace settings incomplete: \(values)") }
+        else { throw SetupError(description: "trace settings incomplete: \(values)") }
         try self.init(collector: c, sampling: s, format: f, serviceName: n)
         ringCapacity = r
     }

@@ -125,11 +125,15 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     private let accessLog: AccessLogShard?
     private let capture: RequestCapture?
     private var addressNames: [String] = []
+    /// Run inside another handler (the HTTP proxy's tunnels): that owner reports the reactor's connections.
+    private let embedded: Bool
     private var listenerNames: [String] = []
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
-                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil, accessLog: AccessLogShard? = nil)
+                metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil, accessLog: AccessLogShard? = nil,
+                embedded: Bool = false)
     {
+        self.embedded = embedded
         self.metrics = metrics
         self.accessLog = accessLog
         capture = accessLog == nil ? nil : RequestCapture(slots: capacity)
@@ -180,6 +184,8 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             acceptor.closeAll(reactor)
             connections.forEachID { close($0, reset: false, reactor) }
         }
+        // Once per loop iteration, before the reactor waits: what tern_active_connections shows.
+        if !embedded { reactor.control.activeConnections.store(connections.count, ordering: .relaxed) }
         let active = counters.active.load(ordering: .relaxed)
         acceptor.update(atCap: active >= settings.descriptorCap, headroom: settings.descriptorCap - active, draining: draining, reactor)
     }
@@ -281,7 +287,6 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             System.close(fd)
             return
         }
-        reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
         metrics?.tcp(service: 0, opened: 1)
         if let capture {
             // Per connection, and only with the access log on.
@@ -517,7 +522,6 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         connections.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
-        reactor.control.activeConnections.store(connections.count, ordering: .relaxed)
     }
 
     /// One access-log line for a connection from a listener, when it is gone.

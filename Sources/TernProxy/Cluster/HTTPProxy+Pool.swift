@@ -1,0 +1,92 @@
+// The HTTP/1.1 connection pool of each endpoint: connections detached from exchanges go back to a
+// waiting request or the idle pool, or are closed; a freed connection slot lets the oldest waiting request connect.
+import TernConfig
+import TernCore
+import TernHTTP
+import TernIO
+import TernTelemetry
+
+extension HTTPProxy {
+    /// Unbinds the exchange's upstream connection: back to the pool or to a waiting request when `reusable`,
+    /// else closed.
+    func detachUpstream(_ id: DID, reusable: Bool, _ reactor: Reactor<Backend>) {
+        guard let u = downstreams[id].exchange.attempt.connection else {
+            // Perhaps still waiting in the queue: it is skipped when popped (no longer waiting).
+            return
+        }
+        downstreams[id].exchange.attempt.connection = nil
+        upstreams[u].downstream = nil
+        if reusable && upstreams[u].state == .bound && !upstreams[u].sending {
+            recycle(u, reactor)
+        } else {
+            closeUpstream(u, reactor)
+        }
+    }
+
+    /// A clean upstream connection: to the oldest waiting request, or the idle pool, or closed.
+    func recycle(_ u: UID, _ reactor: Reactor<Backend>) {
+        let e = upstreams[u].endpoint
+        upstreams[u].downstream = nil
+        while let next = pools.slots[e].pending.pop() {
+            guard downstreams.isCurrent(next), downstreams[next].phase == .open, downstreams[next].exchange.request.state == .waiting,
+                  downstreams[next].exchange.attempt.connection == nil else { continue }
+            bind(u, to: next, reused: true, reactor)
+            return
+        }
+        guard !draining && pools.slots[e].configured && pools.slots[e].idle.count < settings.maxIdleUpstream else {
+            closeUpstream(u, reactor)
+            return
+        }
+        upstreams[u].state = .idle
+        idleUpstreams += 1
+        upstreams[u].idleSince = System.monotonicNanos()
+        pools.slots[e].idle.append(u)
+        if upstreams[u].poolTimer == nil {
+            upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: deadline(after: settings.upstreamIdleTimeout))
+        }
+        // Armed while idle so a close by the upstream is seen at once (and the connection dropped).
+        receiveFromUpstream(u, reactor)
+    }
+
+    func closeUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
+        if upstreams[u].state == .closing { return }
+        if let id = upstreams[u].downstream, downstreams.isCurrent(id), downstreams[id].exchange.attempt.connection == u { downstreams[id].exchange.attempt.connection = nil }
+        upstreams[u].downstream = nil
+        if upstreams[u].state == .idle { idleUpstreams -= 1 }
+        upstreams[u].state = .closing
+        cancel(&upstreams[u].connectTimer, reactor)
+        cancel(&upstreams[u].poolTimer, reactor)
+        let fd = upstreams[u].fd
+        if upstreams[u].inflight > 0 {
+            if upstreams[u].receiving { reactor.backend.cancel(fd: fd, token: token(.upstreamReceive, u)) }
+            if upstreams[u].sending { reactor.backend.cancel(fd: fd, token: token(.upstreamSend, u)) }
+            if upstreams[u].splice != 0 {
+                reactor.backend.cancel(fd: fd, token: Token(op: upstreams[u].splice, slot: u.index, generation: u.generation))
+            }
+            reactor.backend.cancel(fd: fd, token: token(.upstreamConnect, u))
+            _ = System.shutdown(fd, write: false, read: true)
+        }
+        finishUpstreamIfQuiet(u, reactor)
+    }
+
+    func finishUpstreamIfQuiet(_ u: UID, _ reactor: Reactor<Backend>) {
+        guard upstreams[u].inflight == 0 else { return }
+        let e = upstreams[u].endpoint
+        reactor.backend.unregister(fd: upstreams[u].fd)
+        System.close(upstreams[u].fd)
+        upstreams.remove(u)
+        metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
+        pools.connectionClosed(e)
+        connectWaiting(e, reactor)
+    }
+
+    /// A connection slot to endpoint `e` opened: the oldest waiting request gets a new connection.
+    func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
+        while let next = pools.slots[e].pending.pop() {
+            guard downstreams.isCurrent(next), downstreams[next].phase == .open, downstreams[next].exchange.request.state == .waiting,
+                  downstreams[next].exchange.attempt.connection == nil else { continue }
+            connect(for: next, reactor)
+            break
+        }
+    }
+}

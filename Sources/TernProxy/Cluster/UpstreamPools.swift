@@ -1,0 +1,159 @@
+// The cluster runtime's HTTP/1.1 pools (ARCHITECTURE.md §1: cluster runtime, engine-owned, per reactor).
+//
+// One pool per upstream endpoint (address and port), shared by every cluster that names it: idle keep-alive
+// connections, requests waiting for a connection, and the counts that decide when a new connection may open.
+// Pools of `--upstream` listeners live as long as the reactor. With `--config`, a pool is made when a bound table
+// first names its endpoint and freed once a later table no longer does and nothing uses it any more (no open
+// connection, no exchange routed to it): a mesh whose endpoints churn keeps as many pools as it has live
+// endpoints, not every endpoint it ever had. A freed slot is reused, so pool indexes stay small; an index is
+// never freed while a connection or exchange holds it.
+//
+// Nothing here allocates on the request path in steady state: the waiting queue grows (doubling, up to
+// `--max-pending-requests`) only past its high-water mark, and the idle list likewise.
+import TernIO
+import TernTelemetry
+
+struct UpstreamPools {
+    /// Requests waiting for a connection of one endpoint, oldest first: a ring grown on demand.
+    struct PendingQueue {
+        private var ring: [DID?] = []
+        private var head = 0
+        private(set) var count = 0
+
+        /// Adds `id` unless `limit` requests already wait.
+        mutating func push(_ id: DID, limit: Int) -> Bool {
+            if count == ring.count {
+                guard ring.count < limit else { return false }
+                grow(to: min(limit, max(8, ring.count * 2)))
+            }
+            ring[(head + count) % ring.count] = id
+            count += 1
+            return true
+        }
+
+        mutating func pop() -> DID? {
+            guard count > 0 else { return nil }
+            let id = ring[head]
+            ring[head] = nil
+            head = (head + 1) % ring.count
+            count -= 1
+            return id
+        }
+
+        var capacity: Int { ring.count }
+
+        private mutating func grow(to capacity: Int) {
+            var next = [DID?](repeating: nil, count: capacity)
+            for i in 0..<count { next[i] = ring[(head + i) % ring.count] }
+            ring = next
+            head = 0
+        }
+    }
+
+    struct Pool {
+        var address: SocketAddress
+        /// The endpoint's key for its live gauges in the metrics (admin /clusters).
+        var key: UInt64
+        /// `address:port` as spans and access-log lines name the upstream host.
+        var name: String
+        var idle: [UID] = []
+        var pending = PendingQueue()
+        /// Connections open to it (connecting, idle or bound).
+        var connections = 0
+        /// Exchanges routed to it and not finished.
+        var exchanges = 0
+        /// The bound table (or a `--upstream` listener) names it.
+        var configured = true
+        /// The slot holds a pool (false: freed, waiting for reuse).
+        var live = true
+
+        init(address: SocketAddress) {
+            self.address = address
+            key = EndpointKey.make(address: address.ip, port: address.port)
+            name = address.description
+        }
+    }
+
+    /// The pools by index (freed ones included, `live` false). Read and change fields in place through this
+    /// array (`slots[e].idle`); counts change through the methods below, which free what is no longer used.
+    var slots: [Pool] = []
+    private var byAddress: [SocketAddress: Int] = [:]
+    private var free: [Int] = []
+    /// Pools of `--upstream` listeners: never freed.
+    private let permanent: Int
+
+    /// The pools of `--upstream` listeners, by listener index (none with `--config`).
+    init(listenerUpstreams: [SocketAddress]) {
+        slots = listenerUpstreams.map { Pool(address: $0) }
+        permanent = slots.count
+    }
+
+    /// Pools in use (made and not yet freed).
+    var liveCount: Int { slots.count - free.count }
+
+    /// Binds a newly published table's endpoints: each cluster's endpoints as pool indexes (-1 for an endpoint
+    /// with no address), and the pools that the table no longer names (their idle connections should be closed;
+    /// each is freed once unused). Runs when a snapshot arrives, never per request.
+    mutating func bind(clusters: [[SocketAddress?]]) -> (endpoints: [[Int]], retired: [Int]) {
+        var named = [Bool](repeating: false, count: slots.count)
+        let endpoints = clusters.map { addresses in
+            addresses.map { address -> Int in
+                guard let address else { return -1 }
+                let e = index(for: address)
+                if e < named.count { named[e] = true }
+                return e
+            }
+        }
+        var retired: [Int] = []
+        for e in permanent..<named.count where slots[e].live && !named[e] && slots[e].configured {
+            slots[e].configured = false
+            retired.append(e)
+        }
+        for e in retired { freeIfUnused(e) }
+        return (endpoints, retired)
+    }
+
+    private mutating func index(for address: SocketAddress) -> Int {
+        if let e = byAddress[address] {
+            slots[e].configured = true
+            return e
+        }
+        let e: Int
+        if let reused = free.popLast() {
+            e = reused
+            slots[e] = Pool(address: address)
+        } else {
+            e = slots.count
+            slots.append(Pool(address: address))
+        }
+        byAddress[address] = e
+        return e
+    }
+
+    mutating func exchangeStarted(_ e: Int) { slots[e].exchanges += 1 }
+
+    mutating func exchangeFinished(_ e: Int) {
+        slots[e].exchanges -= 1
+        freeIfUnused(e)
+    }
+
+    mutating func connectionOpened(_ e: Int) { slots[e].connections += 1 }
+
+    mutating func connectionClosed(_ e: Int) {
+        slots[e].connections -= 1
+        freeIfUnused(e)
+    }
+
+    /// Frees a pool the table no longer names once no connection or exchange uses it: its slot is reused by
+    /// the next new endpoint, and its queue and idle list give their memory back.
+    private mutating func freeIfUnused(_ e: Int) {
+        guard e >= permanent, slots[e].live, !slots[e].configured, slots[e].connections == 0,
+              slots[e].exchanges == 0 else { return }
+        byAddress[slots[e].address] = nil
+        slots[e].live = false
+        slots[e].idle = []
+        slots[e].pending = PendingQueue()
+        slots[e].name = ""
+        free.append(e)
+    }
+}

@@ -1,0 +1,46 @@
+import TernCore
+import TernIO
+
+/// A client connection of the HTTP engine (one slot of `HTTPProxy.downstreams`): its descriptor and transport,
+/// the operations in flight on it, its timers, and the exchange it carries. HTTP/1.1 answers requests in order,
+/// so a connection carries one exchange at a time (pipelined requests wait, unread, until the exchange before
+/// them is finished); the exchange is kept inline and shares the connection's slot and tokens. An HTTP/2
+/// connection will carry many, each in its own slot of an exchange slab (docs/architecture.md).
+struct DownstreamConnection {
+    enum Phase { case open, lingering, closing }
+
+    var fd: Int32
+    /// The listener (index) it was accepted on; with `--upstream`, also the index of that listener's upstream.
+    var listener: Int
+    var transport = Transport.plain
+    var phase = Phase.open
+    /// Operations in flight on the socket: the slot is freed only when none is (the kernel's memory is never
+    /// the caller's).
+    var inflight = 0
+    var receiving = false
+    var sending = false
+    /// Which splice of the client socket is in flight (its op, to cancel it), or 0.
+    var clientSplice: UInt8 = 0
+    /// The connection stays open after this exchange.
+    var keepAlive = true
+    /// The client closed its side of a tunnel.
+    var clientEOF = false
+    // Timers are lazy: each is set when first needed and, when it fires, checks the time it guards (below) and
+    // sets itself again if that moved; nothing is cancelled on the request path. A keep-alive request then costs
+    // no timer operation.
+    var headerTimer: TimerWheel.ID? = nil
+    var idleTimer: TimerWheel.ID? = nil
+    var lingerTimer: TimerWheel.ID? = nil
+    /// When the connection last became idle between requests (idle timeout).
+    var idleSince: UInt64 = 0
+    /// When the first byte of the current request head arrived (request header timeout, request duration).
+    var headStart: UInt64 = 0
+    var exchange = Exchange()
+
+    init(fd: Int32, listener: Int) {
+        self.fd = fd
+        self.listener = listener
+    }
+}
+
+typealias DID = Slab<DownstreamConnection>.ID

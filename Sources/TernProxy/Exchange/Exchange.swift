@@ -1,0 +1,95 @@
+// An exchange: one request and its response, from the request head to the end of the response (or the start
+// of a tunnel). Each has two sides of one type, `ExchangeSide`:
+//
+//   request   head ──▶ waiting (for an upstream) ──▶ sending ──▶ body ◀──▶ sending ──▶ done
+//   response  idle ──▶ head ──▶ sending ──▶ body ◀──▶ sending ──▶ done       (1xx: head again; 101/CONNECT: tunnel)
+//
+// Bytes move in received buffers: a side holds at most one buffer of unforwarded bytes and re-arms its
+// single-shot receive only once that buffer has been sent on (backpressure: a slow reader stalls its writer
+// through TCP flow control, and memory per exchange is bounded by two buffers). Heads are parsed in place and
+// forwarded with iovecs; a head split across reads is gathered in an assembly buffer first. A Content-Length
+// body of at least `HTTPProxy.spliceThreshold` bytes is spliced through a pipe instead, where both transports
+// allow it.
+import TernConfig
+import TernHTTP
+import TernIO
+import TernTelemetry
+
+/// What is left of a message body to forward.
+enum MessageBody: Equatable {
+    case none
+    case length(UInt64)
+    case chunked
+    case untilClose
+}
+
+enum RequestState { case head, waiting, sending, body, splicing, done, tunnel }
+enum ResponseState { case idle, head, sending, body, splicing, done, reply, tunnel }
+
+/// One direction of an exchange: the request (client → upstream) or the response (upstream → client). The
+/// engine runs the same steps on both (hold received bytes, parse the head, frame the body, send, splice).
+struct ExchangeSide<State> {
+    var state: State
+    /// Received bytes not yet forwarded. For the request side of an HTTP/1.1 connection these are the
+    /// connection's bytes: a pipelined request that follows stays here until its turn.
+    var held = Held()
+    /// Where, in the held bytes, the part being sent ends (consumed once the send completes).
+    var sentTo = 0
+    var body = MessageBody.none
+    var decoder = ChunkedDecoder()
+    /// This side's HTTP/1.1 parser (an index in the engine's parser pool), taken when the connection opened.
+    var parser: Int32 = -1
+    /// A spliced body: the pipe and the bytes in it.
+    var pipe: Pipe? = nil
+    var piped = 0
+    /// What the route does to this side's head (nil: nothing), and the bytes it adds, held in an assembly buffer
+    /// until the head that carries them has been sent.
+    var edits: FieldEdits? = nil
+    var extras = Held()
+
+    init(state: State) { self.state = state }
+}
+
+/// How a route rewrites the request path (the query and fragment always stay).
+enum TargetRewrite {
+    /// `rewrite.uri`: replaces the first `prefix` bytes of the path (the prefix the route matched), or all of it
+    /// when `prefix` is -1.
+    case path(String, prefix: Int)
+    /// `rewrite.uriRegexRewrite`: every match in the path replaced.
+    case regex(RegexRewrite)
+}
+
+struct Exchange {
+    /// A request head was received and not yet answered to its end.
+    var active = false
+    var request = ExchangeSide(state: RequestState.head)
+    var response = ExchangeSide(state: ResponseState.idle)
+    var http10 = false
+    var method = HTTPMethod.get
+    var upgrade = false
+    /// The response head (or a local response) went to the client: no local response can be sent any more.
+    var responseStarted = false
+    /// The head being sent to the client is an interim (1xx) one of this length.
+    var interimLength = 0
+    /// The head being sent to the client is a 101 or a 2xx to CONNECT: a tunnel follows.
+    var tunnelNext = false
+    /// A chunked response to an HTTP/1.0 client: only the chunks' data is forwarded, ended by the close.
+    var dechunk = false
+    /// The local response being sent, and one waiting for an interim response to finish.
+    var reply: LocalReply? = nil
+    var pendingReply: LocalReply? = nil
+    var targetRewrite: TargetRewrite? = nil
+    /// The upstream closed its side of a tunnel.
+    var upstreamEOF = false
+    /// The exchange's deadlines: the upstream timeout (from the end of the request) and the stream idle timeout
+    /// (from the last byte moved). Lazy, as the connection's timers.
+    var upstreamTimer: TimerWheel.ID? = nil
+    var streamTimer: TimerWheel.ID? = nil
+    var lastActivity: UInt64 = 0
+    /// When the request was completely sent upstream (upstream timeout).
+    var requestEnd: UInt64 = 0
+    /// The try in progress: endpoint, upstream connection, what can be replayed.
+    var attempt = UpstreamAttempt()
+    /// What the exchange reports when it ends (metrics, access log, span).
+    var report = ExchangeReport()
+}

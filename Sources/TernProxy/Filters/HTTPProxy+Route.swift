@@ -1,0 +1,227 @@
+// Route filters: the request routed from the Istio route table (or to the listener's upstream),
+// answered by the route itself (directResponse, redirect, 404 NR, 503 NC/UH), or given its header edits and
+// rewrites. Runs once per request head, on the reactor that accepted the connection.
+import TernConfig
+import TernCore
+import TernHTTP
+import TernIO
+import TernTelemetry
+
+extension HTTPProxy {
+    /// Chooses where a request goes from the route table: the endpoint's pool index, or nil after answering
+    /// it (404 NR, 503 NC, 503 UH, 501 for route actions not applied yet).
+    func route(_ id: DID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
+        guard let routes else { return downstreams[id].listener }
+        let table = routes.current
+        let port = hostPort(head, id) ?? 80
+        let match = bytes.select(table, head: head, held: downstreams[id].exchange.request.held, port: port)
+        guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
+        if capture != nil, let name = route.name { downstreams[id].exchange.report.routeName = name }
+        switch route.action {
+        case .forward:
+            // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
+            if route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil {
+                return routeFailed(id, .unsupportedRoute, reactor)
+            }
+        case .directResponse(let status, let body):
+            downstreams[id].exchange.report.status = status
+            let ops = route.responseHeaders
+            respondFromRoute(id, head, reactor) { w in
+                w.append(decimal: status)
+                w.append(" ")
+                w.append(LocalReply.reasonPhrase(status))
+                w.append("\r\n")
+                if !Self.replaces(ops, "content-type") { w.append("content-type: text/plain\r\n") }
+                w.append("content-length: ")
+                w.append(decimal: body.count)
+                w.append("\r\n")
+                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
+            } body: { w in w.append(body) }
+            return nil
+        case .redirect(let r):
+            // The head as received: answering consumes it from the held bytes before the Location is written.
+            let held = downstreams[id].exchange.request.held
+            let prefix = route.matchedPrefixLength(match)
+            downstreams[id].exchange.report.status = r.redirectCode
+            let ops = route.responseHeaders
+            respondFromRoute(id, head, reactor) { w in
+                w.append(decimal: r.redirectCode)
+                w.append(" ")
+                w.append(LocalReply.reasonPhrase(r.redirectCode))
+                w.append("\r\n")
+                if !Self.replaces(ops, "location") {
+                    w.append("location: ")
+                    bytes.writeLocation(r, head, held, port: port, matchedPrefix: prefix, into: &w)
+                    w.append("\r\n")
+                }
+                w.append("content-length: 0\r\n")
+                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
+            } body: { _ in }
+            return nil
+        case .unsupported:
+            return routeFailed(id, .unsupportedRoute, reactor)
+        }
+        guard let destination = table.pickDestination(match, random: random.next()),
+              let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
+        // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
+        // source address, read in place; nil (a random pick, as Envoy) for other policies or a missing value.
+        let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: downstreams[id].exchange.request.held, slot: Int(id.index))
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
+              clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
+        downstreams[id].exchange.attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+        var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
+        requestEdits.host = route.rewrite?.authority
+        downstreams[id].exchange.request.edits = requestEdits.isEmpty ? nil : requestEdits
+        let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
+        downstreams[id].exchange.response.edits = responseEdits.isEmpty ? nil : responseEdits
+        if let regex = route.uriRegexRewrite {
+            downstreams[id].exchange.targetRewrite = .regex(regex)
+        } else if let uri = route.rewrite?.uri, !uri.isEmpty {
+            downstreams[id].exchange.targetRewrite = .path(uri, prefix: route.matchedPrefixLength(match))
+        } else {
+            downstreams[id].exchange.targetRewrite = nil
+        }
+        if cluster < clusterServices.count { downstreams[id].exchange.report.service = clusterServices[cluster] }
+        return clusterEndpoints[cluster][e]
+    }
+
+    /// Answers with a response the route defines (directResponse, redirect): status line and fields from
+    /// `head`, then the connection's fate, then `body`, composed in an assembly buffer and sent from there.
+    func respondFromRoute(_ id: DID, _ request: HTTP1Head, _ reactor: Reactor<Backend>,
+                                  head: (inout ResponseWriter) -> Void, body: (inout ResponseWriter) -> Void)
+    {
+        // A request without a body is consumed whole, so the connection can go on.
+        if downstreams[id].exchange.request.body == .none {
+            downstreams[id].exchange.request.held.start += request.length
+            downstreams[id].exchange.request.state = .done
+        }
+        let keep = downstreams[id].exchange.request.state == .done && downstreams[id].keepAlive && !draining
+        guard let composed = bytes.compose({ w in
+            w.append("HTTP/1.1 ")
+            head(&w)
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+            composedHeadLength = w.count
+            body(&w)
+        }) else {
+            fail(id, .unsupportedRoute, reactor)
+            return
+        }
+        downstreams[id].exchange.reply = .routeResponse
+        downstreams[id].exchange.report.answeredBy = .routeResponse
+        downstreams[id].keepAlive = keep
+        downstreams[id].exchange.responseStarted = true
+        downstreams[id].exchange.response.state = .reply
+        downstreams[id].exchange.request.state = .done
+        dropHeld(&downstreams[id].exchange.response.held, reactor)
+        downstreams[id].exchange.response.held = composed
+        downstreams[id].exchange.report.responseHeads &+= UInt64(composedHeadLength)
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        sendToClient(id, reactor)
+    }
+
+    /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
+    /// or sets (`fields`), and the trace context fields of the proxy's span (`trace`), in one assembly buffer.
+    /// Nil when they do not fit.
+    func composeRequestExtras(_ id: DID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
+                                      _ trace: inout Range<Int>) -> Held? {
+        // The fields read, not the whole session: copying a Session retains every reference it holds.
+        let rewriteTarget = downstreams[id].exchange.targetRewrite, held = downstreams[id].exchange.request.held
+        let edits = downstreams[id].exchange.request.edits, context = downstreams[id].exchange.report.trace
+        var targetEnd = 0
+        var fieldsEnd = 0
+        let extras = bytes.compose { w in
+            if let rewrite = rewriteTarget {
+                // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
+                // authority), rewritten, then the query and fragment as received.
+                let t = head.target
+                let path = bytes.pathExtent(head, held: held)
+                switch rewrite {
+                case .path(let uri, let prefix):
+                    w.append(uri)
+                    let from = prefix >= 0 ? min(path.lowerBound + prefix, path.upperBound) : path.upperBound
+                    bytes.copy(from..<t.upperBound, from: held, into: &w)
+                case .regex(let regex):
+                    bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, into: &w)
+                }
+            }
+            targetEnd = w.count
+            if let edits { Self.writeFields(edits, &w) }
+            fieldsEnd = w.count
+            if let capture, reporting.spans != nil {
+                context.withTraceparentLine { w.append($0) }
+                context.writeFieldsAfterTraceparent(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
+            }
+        }
+        guard let extras else { return nil }
+        target = 0..<targetEnd
+        fields = targetEnd..<fieldsEnd
+        trace = fieldsEnd..<extras.end
+        return extras
+    }
+
+    /// Whether a route's response operations set or remove field `name` (lowercase, as decoded): a response the
+    /// route makes itself (directResponse, redirect) then leaves out its own field of that name, as Envoy
+    /// applies a route's response header changes to its direct responses too.
+    static func replaces(_ ops: HeaderOperations, _ name: String) -> Bool {
+        for i in 0..<ops.set.count where ops.set[i].name == name { return true }
+        for i in 0..<ops.remove.count where ops.remove[i] == name { return true }
+        return false
+    }
+
+    /// "name: value" lines for a route's set and add operations (and a rewritten Host).
+    static func writeFields(_ edits: FieldEdits, _ w: inout ResponseWriter) {
+        if let host = edits.host { line("host", host, &w) }
+        lines(edits.first, &w)
+        lines(edits.second, &w)
+    }
+
+    static func lines(_ ops: HeaderOperations, _ w: inout ResponseWriter) {
+        for i in 0..<ops.set.count { line(ops.set[i].name, ops.set[i].value, &w) }
+        for i in 0..<ops.add.count { line(ops.add[i].name, ops.add[i].value, &w) }
+    }
+
+    static func line(_ name: String, _ value: String, _ w: inout ResponseWriter) {
+        w.append(name)
+        w.append(": ")
+        w.append(value)
+        w.append("\r\n")
+    }
+
+    /// The port in the request's Host, if it names one.
+    func hostPort(_ head: HTTP1Head, _ id: DID) -> UInt16? {
+        guard let host = head.host else { return nil }
+        return bytes.port(in: host, held: downstreams[id].exchange.request.held)
+    }
+
+    /// Answers a request that cannot be routed; one without a body leaves the connection usable.
+    func routeFailed(_ id: DID, _ reply: LocalReply, _ reactor: Reactor<Backend>) -> Int? {
+        Log.debug("request not routed: \(reply.flag)")
+        if downstreams[id].exchange.request.body == .none {
+            let head = requestParsers.parsers[Int(downstreams[id].exchange.request.parser)].head
+            downstreams[id].exchange.request.held.start += head.length
+            downstreams[id].exchange.request.state = .done
+        }
+        fail(id, reply, reactor)
+        return nil
+    }
+
+    /// Reports a routed request finished to the balancer and endpoint that counted it, also when the table it
+    /// was routed with has been replaced since (the balancers keep its slot until then). Once per request.
+    func requestFinished(_ id: DID) {
+        if downstreams[id].exchange.report.activeKey != 0 {
+            metrics?.endpoint(downstreams[id].exchange.report.activeKey, EndpointWords.activeRequests, -1)
+            downstreams[id].exchange.report.activeKey = 0
+        }
+        let e = downstreams[id].exchange.attempt.endpoint
+        if e >= 0 {
+            downstreams[id].exchange.attempt.endpoint = -1
+            pools.exchangeFinished(e)
+        }
+        guard let outstanding = downstreams[id].exchange.attempt.outstanding else { return }
+        balancers.requestFinished(outstanding)
+        downstreams[id].exchange.attempt.outstanding = nil
+    }
+}

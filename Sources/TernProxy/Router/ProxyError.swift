@@ -1,0 +1,39 @@
+import TernTelemetry
+
+/// Why an upstream attempt did not bring a response: what the client is answered (status, body and Envoy's
+/// response flag, as `LocalReply`), where the failure came from, and whether trying again may help. The router
+/// hands it to `RetryPolicy` before anything is answered.
+struct ProxyError: Equatable {
+    enum Source: Equatable {
+        /// Tern itself: a limit, a refused request, a queue full (UO).
+        case local
+        /// The upstream connection could not be made (refused, timed out: UF).
+        case upstreamConnect
+        /// The upstream connection closed or reset before the response ended (UC).
+        case upstreamReset
+        /// The upstream sent something that is not HTTP/1.1 (UPE).
+        case upstreamProtocol
+        /// No response in time (UT).
+        case upstreamTimeout
+    }
+
+    var reply: LocalReply
+    var source: Source
+    /// The request was certainly not processed by the upstream, so sending it again cannot do anything twice:
+    /// the connection failed before it was made, or a reused keep-alive connection turned out to be closed
+    /// before any byte of the response (the race every keep-alive client has with an idle upstream timeout).
+    var retryable: Bool
+
+    static let connectFailure = ProxyError(reply: .connectFailure, source: .upstreamConnect, retryable: true)
+    static let overflow = ProxyError(reply: .overflow, source: .local, retryable: false)
+    static let malformedResponse = ProxyError(reply: .badGateway, source: .upstreamProtocol, retryable: false)
+    static let timeout = ProxyError(reply: .upstreamTimeout, source: .upstreamTimeout, retryable: false)
+
+    /// The upstream connection ended before the response did; `reusedConnection`: it had served an exchange
+    /// before this one.
+    static func reset(reusedConnection: Bool) -> ProxyError {
+        ProxyError(reply: .connectionTermination, source: .upstreamReset, retryable: reusedConnection)
+    }
+
+    var flags: ResponseFlags { reply.responseFlags }
+}

@@ -1,0 +1,19 @@
+import TernConfig
+
+/// One try of an exchange against an upstream endpoint: where it goes, the connection carrying it, and what of
+/// the request can still be sent again. The router decides from a `ProxyError` and this attempt whether a
+/// failure is answered or tried again (`RetryPolicy`).
+struct UpstreamAttempt {
+    /// The endpoint's index in the cluster runtime's pools, or -1 before routing.
+    var endpoint = -1
+    /// The upstream connection carrying it (nil while waiting for one, or after it was detached).
+    var connection: UID? = nil
+    /// The request's bytes [replayFrom, held start) are still held whole, so the request can be sent again on a
+    /// fresh connection (nil: not replayable: a body streamed, or an upgrade).
+    var replayFrom: Int? = nil
+    /// The upstream connection may carry another request once this response ends.
+    var reusable = false
+    /// The request as its load balancer counts it, to report it finished to the same balancer and endpoint
+    /// even when the route table was swapped meanwhile (nil: none outstanding).
+    var outstanding: OutstandingRequest? = nil
+}
