@@ -41,4 +41,4 @@ step "fuzzing the HTTP/1.1 parser (bounded)"
 bash Tools/scripts/fuzz.sh
 
 step "integration tests"
-TERN_BIN="$root/.build/debug/tern" TERN_LOAD_BIN="$root/.build/debug/tern-load" python3 -m pytest -q -p no:warnings Tests/Integration
+TERN_BIN="$root/.build/debug/tern" TERN_LOAD_BIN="$root/.build/debug/tern-load" python3 -m pytest -q -rs -p no:warnings Tests/Integration
