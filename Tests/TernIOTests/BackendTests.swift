@@ -245,6 +245,9 @@ struct BackendChecks<B: IOBackend> {
         #expect(try h.first(t1) != nil)
     }
 
+    /// The backend hands back a late completion with the token it was submitted with, so its slot and generation
+    /// can be checked against the slab. That the handler then drops it is TernProxyTests'
+    /// TCPRelayStaleCompletionTests (through the real relay).
     func staleCompletionForAReusedSlotIsRecognised() throws {
         let h = try Harness<B>()
         let slab = Slab<Int32>(capacity: 1)
