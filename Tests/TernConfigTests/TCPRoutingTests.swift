@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 @Suite struct TCPRoutingTests {
@@ -282,9 +283,10 @@ import Testing
 }
 
 /// The per-connection half of TCP routing (weighted destination, cluster by port, balancer) allocates nothing
-/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests).
+/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests; `MallocCounter`).
 extension AllocationTests {
     @Test func pickingATCPDestinationAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.split), namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
         var balancers = LoadBalancers(table: t)
@@ -298,13 +300,13 @@ extension AllocationTests {
             }
         }
         once(1)
-        let before = threadMallocCount()
+        let before = counter?.count()
         var random: UInt64 = 0x9e37_79b9
         for _ in 0..<2_000 {
             random = random &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             once(random)
         }
-        if let before, let after = threadMallocCount() { #expect(after - before == 0) }
+        if let counter, let before { #expect(counter.count() - before == 0) }
         #expect(picked == 2_001)
     }
 }
@@ -312,6 +314,7 @@ extension AllocationTests {
 /// Choosing a listener's route per connection, by its destination IP (destinationSubnets), allocates nothing either.
 extension AllocationTests {
     @Test func routingATCPConnectionByItsDestinationAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.bySubnet), namespace: "ns")
         guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
             Issue.record("not routed by destination")
@@ -329,9 +332,9 @@ extension AllocationTests {
             }
         }
         once(0)
-        let before = threadMallocCount()
+        let before = counter?.count()
         for i in 1...2_000 { once(i) }
-        if let before, let after = threadMallocCount() { #expect(after - before == 0) }
+        if let counter, let before { #expect(counter.count() - before == 0) }
         #expect(routed == 2_001)
     }
 }

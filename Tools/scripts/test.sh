@@ -28,7 +28,9 @@ swift test --skip-build
 step "route selection allocates nothing (per-thread malloc counter, LD_PRELOAD)"
 counter="$root/.build/count_malloc.so"
 gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$counter" Tools/malloc-count/count_malloc.c
-LD_PRELOAD="$counter" swift test --skip-build --filter AllocationTests
+# TERN_REQUIRE_MALLOC_COUNTER=1: in this run an allocation test whose counter did not load fails instead of
+# only checking its results (Tests/TernTestSupport/MallocCounter.swift).
+TERN_REQUIRE_MALLOC_COUNTER=1 LD_PRELOAD="$counter" swift test --skip-build --filter AllocationTests
 
 step "thread sanitizer (cross-thread primitives)"
 # The reactor loop driven from another thread (drain, stop, wake); the access log's ring and writer thread.
