@@ -90,7 +90,7 @@ let package = Package(
         .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
-        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig"]),
+        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
         .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry", "TernTestSupport"]),
