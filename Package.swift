@@ -86,14 +86,16 @@ let package = Package(
             path: "Tools/tern-load/Sources",
             swiftSettings: strict
         ),
+        // What the test targets share: the allocation tests' malloc counter, CI's skip-or-fail switches.
+        .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
-        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig"]),
+        .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
-        .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry"]),
-        .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry"]),
+        .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
+        .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry", "TernTestSupport"]),
         .testTarget(
-            name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore"],
+            name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore", "TernTestSupport"],
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]
         ),
     ]

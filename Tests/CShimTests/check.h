@@ -45,4 +45,20 @@ static inline int check_skip(const char *suite, const char *why) {
     return check_failed == 0 ? 77 : 1;
 }
 
+/// Whether CI requires what environment variable `name` stands for (it is set to 1, as .ci/run does for
+/// TERN_REQUIRE_IO_URING): then a missing kernel feature fails the test instead of skipping it.
+static inline int check_required(const char *name) {
+    const char *value = getenv(name);
+    return value != NULL && strcmp(value, "1") == 0;
+}
+
+/// `check_skip`, unless CI requires the feature (`check_required(required_by)`): then a failure (exit 1).
+static inline int check_skip_unless_required(const char *suite, const char *why, const char *required_by) {
+    if (check_required(required_by)) {
+        printf("%s: FAILED: %s, and %s=1 requires it\n", suite, why, required_by);
+        return 1;
+    }
+    return check_skip(suite, why);
+}
+
 #endif

@@ -1,9 +1,10 @@
 // uring_probe works|blocked: tries io_uring_queue_init, io_uring_enter and io_uring_register and checks the
 // outcome. `works`: the ring is created and the other two reach the kernel (EBADF on a closed fd); exit 77 when this
-// environment refuses io_uring. `blocked` (run under no-io-uring): all three fail with EPERM, a seccomp filter is
+// environment refuses io_uring (exit 1 instead under TERN_REQUIRE_IO_URING=1). `blocked` (run under no-io-uring): all three fail with EPERM, a seccomp filter is
 // installed, and other system calls still work.
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -50,6 +51,11 @@ int main(int argc, char **argv) {
         if (efd >= 0) close(efd);
     } else {
         if (setup == -EPERM || setup == -ENOSYS) {
+            const char *required = getenv("TERN_REQUIRE_IO_URING");
+            if (required != NULL && strcmp(required, "1") == 0) {
+                printf("FAILED: io_uring is not available here, and TERN_REQUIRE_IO_URING=1 requires it\n");
+                return 1;
+            }
             printf("skipped: io_uring is not available here\n");
             return 77;
         }

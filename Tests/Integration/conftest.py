@@ -24,27 +24,45 @@ def tern_bin():
     return os.environ.get("TERN_BIN", os.path.join(ROOT, ".build", "debug", "tern"))
 
 
-_uring = None
+def unavailable(reason, required_by):
+    """Skips a test for lack of something this machine may not offer (io_uring, network namespaces), or fails it
+    where CI requires that thing (the environment variable `required_by` is 1, as .ci/run sets it): there a
+    missing capability, or a start-up regression that looks like one, must not pass as a skip."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{required_by}=1, but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
-def uring_available():
-    """Whether tern can set up io_uring here (started once with --io-backend io_uring)."""
-    global _uring
-    if _uring is None:
+_uring_failure = None
+
+
+def uring_failure():
+    """Why tern cannot run on io_uring here (started once with --io-backend io_uring), with its log; None when
+    it can."""
+    global _uring_failure
+    if _uring_failure is None:
         try:
             t = Tern(["--io-backend", "io_uring", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"])
             t.stop()
-            _uring = True
-        except RuntimeError:
-            _uring = False
-    return _uring
+            _uring_failure = ""
+        except RuntimeError as e:
+            _uring_failure = f"tern could not start with --io-backend io_uring: {str(e).strip()}"
+    return _uring_failure or None
+
+
+def require_uring():
+    """Skips the test where io_uring cannot be set up (fails it under TERN_REQUIRE_IO_URING=1)."""
+    failure = uring_failure()
+    if failure:
+        unavailable(failure, "TERN_REQUIRE_IO_URING")
 
 
 @pytest.fixture(params=["io_uring", "epoll"])
 def backend(request):
-    """Runs a test once per backend; io_uring is skipped, with the reason, where the kernel refuses it."""
-    if request.param == "io_uring" and not uring_available():
-        pytest.skip("io_uring cannot be set up on this machine")
+    """Runs a test once per backend; io_uring is skipped, with the reason, where it cannot be set up (and fails
+    instead under TERN_REQUIRE_IO_URING=1)."""
+    if request.param == "io_uring":
+        require_uring()
     return request.param
 
 
@@ -136,15 +154,16 @@ def upstream():
 
 @pytest.fixture
 def netns():
-    """A namespace for the test, deleted after it; skipped where namespaces or iptables are not available."""
+    """A namespace for the test, deleted after it; skipped where namespaces or iptables are not available
+    (failed instead under TERN_REQUIRE_NETNS=1)."""
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        unavailable("network namespaces need root", "TERN_REQUIRE_NETNS")
     for tool in ("ip", "iptables", "ip6tables"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
+            unavailable(f"{tool} is not installed", "TERN_REQUIRE_NETNS")
     try:
         ns = NetNamespace()
     except (subprocess.CalledProcessError, OSError) as e:
-        pytest.skip(f"cannot make a network namespace here: {e}")
+        unavailable(f"cannot make a network namespace here: {e}", "TERN_REQUIRE_NETNS")
     yield ns
     ns.delete()

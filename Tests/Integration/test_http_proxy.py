@@ -27,6 +27,14 @@ from http_peers import HttpUpstream, TunnelEcho, WebSocketEcho
 from peers import BLOCK, dead_port, stream_bytes, stream_sha256
 
 ENVOY_503_TEXT = b"upstream connect error or disconnect/reset before headers"
+# Envoy's whole 503 body for each upstream failure Tern answers itself, by response flag: the reset reason is
+# what tells a refused connect (UF), an upstream that went away before answering (UC) and a full pending queue
+# (UO) apart, in the body and in the access log.
+ENVOY_503_BODY = {
+    "UF": ENVOY_503_TEXT + b". reset reason: connection failure",
+    "UC": ENVOY_503_TEXT + b". reset reason: connection termination",
+    "UO": ENVOY_503_TEXT + b". reset reason: overflow",
+}
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MiB = 1 << 20
 
@@ -177,6 +185,29 @@ class RawClient:
 
     def close(self):
         self.sock.close()
+
+
+def access_log(path, n, timeout=5):
+    """The first `n` JSON lines of Tern's access log (--access-log PATH), waiting for its writer thread (it
+    flushes within ~100 ms) up to `timeout` seconds; fewer when they did not come."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            data = open(path, "rb").read()
+        except FileNotFoundError:
+            data = b""
+        lines = data.split(b"\n")[:-1]  # whole lines only
+        if len(lines) >= n or time.time() >= deadline:
+            return [json.loads(line) for line in lines[:n]]
+        time.sleep(0.02)
+
+
+def assert_local_503(status, body, log_line, flag):
+    """A 503 Tern answered itself for upstream failure `flag`: Envoy's exact body for that flag, and the same
+    flag in the request's access-log line."""
+    assert status == 503, (status, body)
+    assert body == ENVOY_503_BODY[flag], body
+    assert log_line["response_code"] == 503 and log_line["response_flags"] == flag, log_line
 
 
 def barrier(port):
@@ -807,34 +838,37 @@ def test_request_head_limits(start_tern, http_upstream, backend, flags, raw, sta
 # Upstream failures become Envoy's local replies
 # ---------------------------------------------------------------------------------------------------------
 
-def test_upstream_port_closed_gives_503(start_tern, backend):
-    """No upstream listening: 503 with Envoy's body text (`upstream connect error or disconnect/reset
-    before headers. ...`, response flag UF)."""
+def test_upstream_port_closed_gives_503(start_tern, backend, tmp_path):
+    """No upstream listening: 503 with Envoy's body `upstream connect error or disconnect/reset before headers.
+    reset reason: connection failure`, response flag UF."""
+    log = tmp_path / "access.log"
     t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{dead_port()}",
-                   "--io-backend", backend, "--cores", "1")
+                   "--io-backend", backend, "--cores", "1", "--access-log", str(log))
     status, body = curl(t.port, "/nobody")
-    assert status == 503
-    assert ENVOY_503_TEXT in body, body
+    [line] = access_log(log, 1)
+    assert_local_503(status, body, line, "UF")
 
 
-def test_upstream_reset_before_response_gives_503(start_tern, http_upstream, backend):
-    """The upstream resets the connection after reading the request: 503 with Envoy's wording (reset reason:
-    connection reset, flag UC)."""
+def test_upstream_reset_before_response_gives_503(start_tern, http_upstream, backend, tmp_path):
+    """The upstream resets the connection (RST) after reading the request: 503 with Envoy's body (reset reason:
+    connection termination: Envoy gives the same reason for an upstream RST as for a FIN), flag UC."""
     up = http_upstream()
-    t = proxy(start_tern, up, backend)
+    log = tmp_path / "access.log"
+    t = proxy(start_tern, up, backend, "--access-log", str(log))
     status, body = curl(t.port, "/reset")
-    assert status == 503
-    assert ENVOY_503_TEXT in body, body
+    [line] = access_log(log, 1)
+    assert_local_503(status, body, line, "UC")
 
 
-def test_upstream_close_before_response_gives_503(start_tern, http_upstream, backend):
-    """The upstream closes cleanly (FIN) without answering: 503 with Envoy's wording (reset reason:
-    connection termination, flag UC)."""
+def test_upstream_close_before_response_gives_503(start_tern, http_upstream, backend, tmp_path):
+    """The upstream closes cleanly (FIN) without answering: 503 with Envoy's body (reset reason: connection
+    termination), flag UC."""
     up = http_upstream()
-    t = proxy(start_tern, up, backend)
+    log = tmp_path / "access.log"
+    t = proxy(start_tern, up, backend, "--access-log", str(log))
     status, body = curl(t.port, "/close")
-    assert status == 503
-    assert ENVOY_503_TEXT in body, body
+    [line] = access_log(log, 1)
+    assert_local_503(status, body, line, "UC")
 
 
 def test_upstream_silence_gives_504_after_upstream_timeout(start_tern, http_upstream, backend):
@@ -866,19 +900,21 @@ def test_local_5xx_reply_keeps_the_client_connection(start_tern, http_upstream, 
     up = http_upstream()
     t = proxy(start_tern, up, backend, "--upstream-timeout", "1s")
     c = RawClient(t.port)
-    for target, status in (("/reset", 503), ("/hang", 504), ("/fine", 200)):
+    for target, status, body in (("/reset", 503, ENVOY_503_BODY["UC"]), ("/hang", 504, b"upstream request timeout"),
+                                 ("/fine", 200, b"/fine")):
         r = c.exchange("GET", target)
-        assert r.status == status, (target, r)
+        assert r.status == status and r.body == body, (target, r)
         assert "close" not in (r.header("connection") or "").lower(), (target, r)
-    assert r.body == b"/fine"
 
 
-def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend):
+def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend, tmp_path):
     """With one upstream connection allowed and one request allowed to wait for it, a third concurrent request
     is refused at once with 503 and Envoy's overflow text (flag UO); the waiting one is served when the
     connection frees up, on that same connection."""
     up = http_upstream()
-    t = proxy(start_tern, up, backend, "--max-upstream-connections", "1", "--max-pending-requests", "1")
+    log = tmp_path / "access.log"
+    t = proxy(start_tern, up, backend, "--max-upstream-connections", "1", "--max-pending-requests", "1",
+              "--access-log", str(log))
     results = {}
 
     def get(name, delay):
@@ -889,9 +925,11 @@ def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend)
     [th.start() for th in threads]
     [th.join(10) for th in threads]
     assert results["first"][0] == 200 and results["second"][0] == 200, results
-    assert results["third"][0] == 503, results
-    assert b"reset reason: overflow" in results["third"][1], results
     assert up.accepted == 1
+    lines = access_log(log, 3)
+    assert sorted(line["response_flags"] for line in lines) == ["-", "-", "UO"], lines
+    [refused] = [line for line in lines if line["response_flags"] != "-"]
+    assert_local_503(*results["third"], refused, "UO")
 
 
 def test_stream_idle_timeout_ends_a_stalled_response(start_tern, http_upstream, backend):
@@ -942,7 +980,7 @@ def test_local_reply_before_the_body_was_read_closes(start_tern, backend):
     t = start_tern("--http", "--io-backend", backend, "--cores", "1", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{dead_port()}")
     c = RawClient(t.port)
     r = c.exchange("POST", "/upload", body=b"x" * 100_000)
-    assert r.status == 503, r
+    assert r.status == 503 and r.body == ENVOY_503_BODY["UF"], r
     assert "close" in (r.header("connection") or "").lower(), r
     c.wait_closed()
 

@@ -509,9 +509,8 @@ def test_cgroup_cpu_quota_caps_the_default_core_count(start_tern, upstream):
 
 @pytest.mark.parametrize("extra", [["--sqpoll"], ["--ring-depth", "8"]], ids=["sqpoll", "ring-depth-8"])
 def test_io_uring_options_relay(start_tern, upstream, extra):
-    from conftest import uring_available
-    if not uring_available():
-        pytest.skip("io_uring cannot be set up on this machine")
+    from conftest import require_uring
+    require_uring()
     size = 4 * 1024 * 1024
     up = upstream(hashing_sender(size))
     t = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", "io_uring", *extra)

@@ -1,24 +1,17 @@
-import Glibc
 import TernConfig
 import TernHTTP
+import TernTestSupport
 import Testing
-
-/// The calling thread's malloc-family call count from Tools/malloc-count (LD_PRELOAD), nil when not preloaded.
-func threadMallocCount() -> UInt? { mallocCounter?() }
-
-/// Looked up once: dlsym itself allocates.
-private let mallocCounter: (@convention(c) () -> UInt)? = {
-    guard let symbol = dlsym(nil, "tern_thread_malloc_count") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt).self)
-}()
 
 /// The request path's half of the table allocates nothing: select, weighted choice, hash keys, load balancing
 /// uriRegexRewrite and a redirect's Location (the proxy writes their pieces into a pooled buffer; here, into
 /// reserved array capacity).
-/// Counted only when run under the malloc counter (Tools/scripts/test.sh does:
-/// `LD_PRELOAD=count_malloc.so swift test --filter AllocationTests`); otherwise it only checks the results.
+/// Counted under the malloc counter (Tools/scripts/test.sh: `TERN_REQUIRE_MALLOC_COUNTER=1
+/// LD_PRELOAD=count_malloc.so swift test --filter AllocationTests`, where a missing counter fails the test);
+/// a plain `swift test` only checks the results (`MallocCounter`).
 @Suite struct AllocationTests {
     @Test func routeSelectionAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         var yaml = canaryYAML
         for i in 0..<100 {
             yaml += "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v\(i), namespace: shop}\nspec:\n  hosts: [v\(i).example.com]\n  http:\n  - match: [{uri: {regex: \"/api/v[0-9]+/.*\"}, queryParams: {q: {prefix: a}}}, {headers: {x-a: {}}, ignoreUriCase: true, uri: {prefix: /X}}]\n    directResponse: {status: 204}\n  - rewrite: {uriRegexRewrite: {match: '/([a-z]+)/([0-9]+)', rewrite: '/\\2/\\1/\\0'}}\n    route: [{destination: {host: cart, subset: beta}}]\n"
@@ -81,14 +74,13 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
             }
         }
         once(1)  // the thread's PCRE2 match block is made on its first match
-        _ = threadMallocCount()
-        let before = threadMallocCount()
+        let before = counter?.count()
         var random: UInt64 = 0x9e37_79b9
         for _ in 0..<2_000 {
             random = random &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             once(random)
         }
-        let after = threadMallocCount()
+        let after = counter?.count()
         #expect(found == 2_001 * 5)
         #expect(rewrites == 2_001 * 2)  // the v42 request takes the rewrite route: two matches each time
         #expect(String(decoding: rewritten, as: UTF8.self) == "/42/items//items/42/7/parts//parts/7?q=/a/1")

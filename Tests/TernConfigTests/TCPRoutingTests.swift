@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 @Suite struct TCPRoutingTests {
@@ -175,30 +176,51 @@ import Testing
         #expect(routed(t, port: 9001, to: "192.168.1.1") == "service")
     }
 
+    /// The index of the virtual host named `name` in `t` (found by name, not by the lookups under test).
+    func virtualHost(_ t: RouteTable, _ name: String) throws -> Int {
+        try #require(t.virtualHosts.firstIndex { $0.name == name }, "no virtual host \(name) in \(t.virtualHosts.map(\.name))")
+    }
+
     @Test func aListenerIsRoutedPerConnectionOnlyWhenARouteForItsPortMatchesSubnets() throws {
         let t = try compile(Self.yaml(Self.bySubnet), namespace: "ns")
-        guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
-            Issue.record("\(t.tcpListenerRouting(port: 9000))")
-            return
+        let echo = try virtualHost(t, "echo.ns.svc.cluster.local")
+        let db = try virtualHost(t, "db.ns.svc.cluster.local")
+        // Port 9000 is echo's alone, and route 0 matches it on a subnet: decided per connection, over echo.
+        #expect(t.tcpListenerRouting(port: 9000) == .byDestination(virtualHosts: [echo]))
+        // Each expected route written out from bySubnet's matches, not taken from another lookup.
+        let on9000: [(String, TCPListenerRoute)] = [
+            ("10.1.2.3", .route(virtualHost: echo, route: 0)),  // route 0: port 9000 and 10.1.0.0/16
+            ("10.200.0.1", .route(virtualHost: echo, route: 1)),  // outside 10.1.0.0/16, inside 10.0.0.0/8
+            ("fd00::1", .route(virtualHost: echo, route: 1)),  // fd00::/8
+            ("192.168.1.1", .service(virtualHost: echo)),  // no route holds: echo's own service
+        ]
+        for (ip, expected) in on9000 {
+            let route = t.tcpListenerRoute(virtualHosts: [echo], port: 9000, destination: try address(ip))
+            #expect(route == expected, "\(ip)")
         }
-        let ip = try #require(IPAddress(parsing: "10.200.0.1"))
-        #expect(t.tcpListenerRoute(virtualHosts: hosts, port: 9000, destination: ip)
-                == t.tcpListenerRoute(port: 9000, destination: ip))
-        // Route 1 has no port, so it is in question on 9001 too.
-        if case .fixed = t.tcpListenerRouting(port: 9001) { Issue.record("9001 is fixed") }
-        // The other service's port: no route of echo in question.
-        #expect(t.tcpListenerRouting(port: 5432) == .fixed(t.tcpListenerRoute(port: 5432)))
-        // A subnet match for 9001 only leaves 9000 fixed.
+        #expect(t.tcpListenerRoute(virtualHosts: [echo], port: 9000, destination: nil) == .service(virtualHost: echo))
+        // Route 1 has no port, so it is in question on 9001 too; there route 0's second match takes any address.
+        #expect(t.tcpListenerRouting(port: 9001) == .byDestination(virtualHosts: [echo]))
+        #expect(t.tcpListenerRoute(virtualHosts: [echo], port: 9001, destination: try address("192.168.1.1"))
+                == .route(virtualHost: echo, route: 0))
+        // The other service's port: no route of echo in question; db has no VirtualService, so its ServiceEntry's
+        // default route (route 0 of its virtual host) for every connection.
+        #expect(t.tcpListenerRouting(port: 5432) == .fixed(.route(virtualHost: db, route: 0)))
+        // A port no service declares: nowhere (NR), for every connection.
+        #expect(t.tcpListenerRouting(port: 80) == .fixed(nil))
+        // A subnet match for 9001 only leaves 9000 fixed (to the service: the route does not match 9000).
         let only9001 = try compile(Self.yaml(Self.virtualService("""
             tcp:
               - match: [{port: 9001, destinationSubnets: [10.0.0.0/8]}]
                 route: [{destination: {host: echo, subset: v1}}]
             """)), namespace: "ns")
-        guard case .fixed(.service) = only9001.tcpListenerRouting(port: 9000) else {
-            Issue.record("\(only9001.tcpListenerRouting(port: 9000))")
-            return
-        }
-        if case .fixed = only9001.tcpListenerRouting(port: 9001) { Issue.record("9001 is fixed") }
+        let echo2 = try virtualHost(only9001, "echo.ns.svc.cluster.local")
+        #expect(only9001.tcpListenerRouting(port: 9000) == .fixed(.service(virtualHost: echo2)))
+        #expect(only9001.tcpListenerRouting(port: 9001) == .byDestination(virtualHosts: [echo2]))
+        #expect(only9001.tcpListenerRoute(virtualHosts: [echo2], port: 9001, destination: try address("10.9.9.9"))
+                == .route(virtualHost: echo2, route: 0))
+        #expect(only9001.tcpListenerRoute(virtualHosts: [echo2], port: 9001, destination: try address("11.0.0.1"))
+                == .service(virtualHost: echo2))
     }
 
     func subnet(_ text: String) throws -> CIDRRange { try CIDRRange(parsing: text) }
@@ -261,9 +283,10 @@ import Testing
 }
 
 /// The per-connection half of TCP routing (weighted destination, cluster by port, balancer) allocates nothing
-/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests).
+/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests; `MallocCounter`).
 extension AllocationTests {
     @Test func pickingATCPDestinationAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.split), namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
         var balancers = LoadBalancers(table: t)
@@ -277,13 +300,13 @@ extension AllocationTests {
             }
         }
         once(1)
-        let before = threadMallocCount()
+        let before = counter?.count()
         var random: UInt64 = 0x9e37_79b9
         for _ in 0..<2_000 {
             random = random &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             once(random)
         }
-        if let before, let after = threadMallocCount() { #expect(after - before == 0) }
+        if let counter, let before { #expect(counter.count() - before == 0) }
         #expect(picked == 2_001)
     }
 }
@@ -291,6 +314,7 @@ extension AllocationTests {
 /// Choosing a listener's route per connection, by its destination IP (destinationSubnets), allocates nothing either.
 extension AllocationTests {
     @Test func routingATCPConnectionByItsDestinationAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.bySubnet), namespace: "ns")
         guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
             Issue.record("not routed by destination")
@@ -308,9 +332,9 @@ extension AllocationTests {
             }
         }
         once(0)
-        let before = threadMallocCount()
+        let before = counter?.count()
         for i in 1...2_000 { once(i) }
-        if let before, let after = threadMallocCount() { #expect(after - before == 0) }
+        if let counter, let before { #expect(counter.count() - before == 0) }
         #expect(routed == 2_001)
     }
 }

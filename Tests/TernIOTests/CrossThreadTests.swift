@@ -55,23 +55,49 @@ struct CrossThreadChecks<B: IOBackend> {
         #expect(fired, "the reactor's timer wheel fired while it ran")
     }
 
-    func bugReportsCountFromManyThreads() {
-        let before = Bugs.count.load(ordering: .relaxed)
-        Bugs.reporter.withLock { $0 = { _ in } }
-        // bug() traps in debug builds, so exercise what it shares: the counter and the reporter.
-        let threads = (0..<4).compactMap { _ in
-            ReactorThread.start(name: "test-bug") {
-                for _ in 0..<100 {
-                    Bugs.count.add(1, ordering: .relaxed)
-                    let r = Bugs.reporter.withLock { $0 }
-                    r?("x")
+    /// Calls TernCore's `bug()` itself from several threads at once: every call is counted in `Bugs.count` and
+    /// reaches the installed reporter with its file and line, none lost to a race.
+    func bugReportsCountFromManyThreads() throws {
+        let threads = 4
+        let calls = 250
+        let seen = ReportTally()
+        let saved = Bugs.reporter.withLock { $0 }
+        // Reports from elsewhere (another test's bug()) are not this test's: only marked ones are tallied. Any
+        // unmarked bug() meanwhile still shows, as a count above threads × calls.
+        Bugs.reporter.withLock {
+            $0 = { message in
+                if message.contains("CrossThreadTests.swift:") && message.hasSuffix(": counted from many threads") {
+                    seen.reports.add(1, ordering: .relaxed)
                 }
             }
         }
-        threads.forEach { $0.join() }
-        let after = Bugs.count.load(ordering: .relaxed)
-        #expect(after - before == 400)
+        // bug() traps in a debug build after counting and reporting; this test wants it to return.
+        let trapped = Bugs.trapsInDebug.exchange(false, ordering: .relaxed)
+        defer {
+            Bugs.trapsInDebug.store(trapped, ordering: .relaxed)
+            Bugs.reporter.withLock { $0 = saved }
+        }
+        let before = Bugs.count.load(ordering: .relaxed)
+        let started = (0..<threads).compactMap { _ in
+            ReactorThread.start(name: "test-bug") {
+                // All threads call at once, so their adds and reports overlap.
+                seen.ready.add(1, ordering: .relaxed)
+                let deadline = System.monotonicNanos() + 5_000_000_000
+                while seen.ready.load(ordering: .relaxed) < threads && System.monotonicNanos() < deadline {}
+                for _ in 0..<calls { bug("counted from many threads") }
+            }
+        }
+        started.forEach { $0.join() }
+        try #require(started.count == threads, "only \(started.count) threads started")
+        #expect(Bugs.count.load(ordering: .relaxed) - before == threads * calls)
+        #expect(seen.reports.load(ordering: .relaxed) == threads * calls)
     }
+}
+
+/// What the bug reporter saw, shared with the threads that call `bug()`.
+final class ReportTally: Sendable {
+    let reports = Atomic<Int>(0)
+    let ready = Atomic<Int>(0)
 }
 
 @Suite(.serialized) struct CrossThreadTests {
@@ -84,7 +110,16 @@ struct CrossThreadChecks<B: IOBackend> {
         try CrossThreadChecks<URingBackend>().drainAndStopFromAnotherThreadEndTheLoop()
     }
 
-    @Test func bugCounterFromManyThreads() {
-        CrossThreadChecks<EpollBackend>().bugReportsCountFromManyThreads()
+    @Test func bugCounterFromManyThreads() throws {
+        try CrossThreadChecks<EpollBackend>().bugReportsCountFromManyThreads()
+    }
+
+    /// Turning the trap off is for that test only: by default `bug()` still stops a debug build.
+    @Test func bugTrapsInADebugBuildByDefault() async {
+        let traps = Bugs.trapsInDebug.load(ordering: .relaxed)
+        #expect(traps)
+        #if DEBUG
+        await #expect(processExitsWith: .failure) { bug("trapped in a child process") }
+        #endif
     }
 }

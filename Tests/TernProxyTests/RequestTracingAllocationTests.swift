@@ -1,25 +1,19 @@
-import Glibc
 import TernHTTP
 import TernIO
 import TernProxy
 import TernTelemetry
+import TernTestSupport
 import Testing
 
-private let mallocCounter: (@convention(c) () -> UInt)? = {
-    guard let symbol = dlsym(nil, "tern_thread_malloc_count") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt).self)
-}()
-
 /// Runs `once` once to warm up, then 1,000 times counted: the allocations those made, nil when the counter
-/// is not preloaded.
-private func allocations(_ once: () -> Void) -> UInt? {
+/// is not preloaded (an error instead where the run requires it: `MallocCounter.load`).
+private func allocations(_ once: () -> Void) throws -> UInt? {
+    let counter = try MallocCounter.load()
     once()
-    _ = mallocCounter?()
-    let before = mallocCounter?()
+    let before = counter?.count()
     for _ in 0..<1_000 { once() }
-    let after = mallocCounter?()
-    guard let before, let after else { return nil }
-    return after - before
+    guard let counter, let before else { return nil }
+    return counter.count() - before
 }
 
 /// Reading a parsed head's trace fields and capturing its tracestate allocates nothing (counted under
@@ -38,7 +32,7 @@ private func allocations(_ once: () -> Void) -> UInt? {
             let headers = TraceHeaders(head: head, bytes: raw.span, capture: capture, slot: 0)
             spans &+= headers.context.child(sampler: TraceSampler(percent: 100), using: &random).spanID & 1
         }
-        let counted = allocations(once)
+        let counted = try allocations(once)
         #expect(capture.string(0, .traceState) == "a=1")
         if let counted { #expect(counted == 0, "\(counted) allocations for 1,000 heads") }
     }
@@ -58,7 +52,7 @@ private func allocations(_ once: () -> Void) -> UInt? {
                 addresses[i].withText(withPort: false) { total &+= $0.count }
             }
         }
-        let counted = allocations(once)
+        let counted = try allocations(once)
         #expect(capture.string(0, .downstreamRemote) == "[fd00::5]:7000")
         #expect(total == 1_001 * ("10.1.2.3".count + "fd00::5".count))
         if let counted { #expect(counted == 0, "\(counted) allocations for 2,000 addresses") }
@@ -79,7 +73,7 @@ private func allocations(_ once: () -> Void) -> UInt? {
                 hashes &+= h.finalize() & 1
             }
         }
-        let counted = allocations(once)
+        let counted = try allocations(once)
         #expect(equal == 1_001 * 3)
         if let counted { #expect(counted == 0, "\(counted) allocations for 9,000 comparisons and 3,000 hashes") }
     }

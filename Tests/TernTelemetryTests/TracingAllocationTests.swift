@@ -1,21 +1,13 @@
-import Glibc
 import TernTelemetry
+import TernTestSupport
 import Testing
 
-/// The calling thread's malloc-family call count from Tools/malloc-count (LD_PRELOAD), nil when not preloaded.
-private func threadMallocCount() -> UInt? { mallocCounter?() }
-
-/// Looked up once: dlsym itself allocates.
-private let mallocCounter: (@convention(c) () -> UInt)? = {
-    guard let symbol = dlsym(nil, "tern_thread_malloc_count") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) () -> UInt).self)
-}()
-
 /// A reactor's whole tracing path allocates nothing: reading a head's trace fields, the child context and
-/// sampling, writing the forwarded fields, filling a span and recording it in the shard. Counted only under
-/// the malloc counter (Tools/scripts/test.sh: `LD_PRELOAD=count_malloc.so swift test --filter AllocationTests`).
+/// sampling, writing the forwarded fields, filling a span and recording it in the shard. Counted under the
+/// malloc counter (Tools/scripts/test.sh's `--filter AllocationTests` run, which requires it: `MallocCounter`).
 @Suite struct TracingAllocationTests {
-    @Test func recordingSpansAllocatesNothing() {
+    @Test func recordingSpansAllocatesNothing() throws {
+        let counter = try MallocCounter.load()
         let head = Array(("GET /details/0 HTTP/1.1\r\nhost: details:9080\r\n"
             + "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
             + "tracestate: rojo=00f067aa0ba902b7,congo=t61rcWkgMzE\r\n"
@@ -73,12 +65,11 @@ private let mallocCounter: (@convention(c) () -> UInt)? = {
         shard.drain { _ in }
         let perRequest = written
         #expect(perRequest == 197)  // traceparent, tracestate and b3 (single wins over multi)
-        _ = threadMallocCount()
-        let before = threadMallocCount()
+        let before = counter?.count()
         for i in 1...1_000 { once(i) }
         var drained = 0
         shard.drain { r in if r.traceIDLow == 0xa3ce_929d_0e0e_4736 && r.operation == operation { drained += 1 } }
-        let after = threadMallocCount()
+        let after = counter?.count()
         #expect(drained == 1_000)
         #expect(written == 1_001 * perRequest && checksum > 0)
         #expect(shard.dropped.load(ordering: .relaxed) == 0)

@@ -59,7 +59,8 @@ public struct RelayListener: Sendable {
 
 public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// Operation kinds carried in tokens. Direction d (0: client → upstream, 1: upstream → client) adds 3d.
-    private enum Op: UInt8 {
+    /// Internal, not private: tests build tokens with them (a late completion for a reused slot).
+    enum Op: UInt8 {
         case accept = 1, connect = 2
         case poll = 3, read = 4, write = 5
         case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12, socketRetry = 20  // pipeRetry + 3 = 15 is direction 1
