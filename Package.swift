@@ -93,7 +93,10 @@ let package = Package(
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
-        .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry", "TernTestSupport"]),
+        .testTarget(
+            name: "TernProxyTests",
+            dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry", "TernConfig", "TernCore", "TernTestSupport"]
+        ),
         .testTarget(
             name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore", "TernTestSupport"],
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]

@@ -28,11 +28,9 @@ public struct MallocCounter: Sendable {
             return nil
         }
         let before = read()
-        let block = malloc(64)
-        block?.storeBytes(of: 1, as: UInt8.self)
-        free(block)
+        let allocated = probeAllocation()
         let after = read()
-        guard block != nil, after &- before >= 1 else {
+        guard allocated, after &- before >= 1 else {
             throw Unavailable(description: "the malloc counter is loaded but did not count a malloc on this thread "
                 + "(\(before) → \(after)): its counts would prove nothing")
         }
@@ -41,6 +39,16 @@ public struct MallocCounter: Sendable {
 
     /// malloc-family calls made on this thread so far.
     public func count() -> UInt { read() }
+}
+
+/// One malloc and free the optimiser may not remove (a release build elides a malloc whose block is only
+/// written and freed).
+@inline(never) @_optimize(none)
+private func probeAllocation() -> Bool {
+    let block = malloc(64)
+    block?.storeBytes(of: 1, as: UInt8.self)
+    free(block)
+    return block != nil
 }
 
 /// Looked up once (dlsym itself allocates), when the first test asks.

@@ -158,11 +158,12 @@ struct Held {
         // A flag on self rather than a local captured by the closure: a captured local var would be boxed on the
         // heap, one allocation per head.
         appendFailed = false
-        let drop: (Range<Int>) -> Bool = { r in
+        // Both closures are written as arguments: a closure stored in a local first is an escaping one, and its
+        // captures went to a heap context, one allocation per forwarded head (two per request).
+        unsafe plan(head, bytes.span, { r in
             guard let edits else { return false }
             return unsafe edits.drops(UnsafeRawBufferPointer(rebasing: whole[r]))
-        }
-        unsafe plan(head, bytes.span, drop) { piece in
+        }) { piece in
             switch piece {
             case .bytes(let r):
                 unsafe add(table, entry, UnsafeRawBufferPointer(rebasing: whole[r]))

@@ -1,0 +1,226 @@
+// The whole HTTP request path allocates nothing in steady state: a real HTTPProxy on its own reactor thread,
+// real loopback sockets, a client and an upstream on other threads; the reactor thread's own malloc calls are
+// counted (the per-thread counter of Tools/malloc-count/count_malloc.c), over 10,000 requests after 1,000
+// warm-up ones. Counted in Tools/scripts/test.sh's `--filter AllocationTests` run, where a missing counter
+// fails the test (TernTestSupport's MallocCounter); a plain `swift test` checks the responses only.
+import Glibc
+import Synchronization
+import TernConfig
+import TernCore
+import TernIO
+import TernTelemetry
+import TernTestSupport
+import Testing
+import TernProxy
+
+/// Runs the engine's handler and, after every event it handles, stores how many mallocs the reactor thread
+/// has made so far.
+private final class CountingHandler<Inner: ReactorHandler>: ReactorHandler {
+    typealias Backend = Inner.Backend
+    let inner: Inner
+    let counter: MallocCounter?
+    let mallocs = Atomic<UInt>(0)
+
+    init(_ inner: Inner, counter: MallocCounter?) {
+        self.inner = inner
+        self.counter = counter
+    }
+
+    private func sample() { if let counter { mallocs.store(counter.count(), ordering: .releasing) } }
+    func iteration(_ reactor: Reactor<Backend>) {
+        inner.iteration(reactor)
+        sample()
+    }
+    func handle(_ completion: Completion, _ reactor: Reactor<Backend>) {
+        inner.handle(completion, reactor)
+        sample()
+    }
+    func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
+        inner.timerFired(token, reactor)
+        sample()
+    }
+    var finished: Bool { inner.finished }
+}
+
+private enum RigSockets {
+    static func listener() throws -> (Int32, SocketAddress) {
+        let l = try System.listen(on: SocketAddress(parsing: "127.0.0.1:0")!)
+        return (l, try System.localAddress(l))
+    }
+
+    static func connect(_ address: SocketAddress) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var s = address.storage
+        _ = withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, address.length) } }
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+}
+
+private let body = String(repeating: "x", count: 100)
+private let upstreamResponse = Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
+
+/// Tern's HTTP proxy on a reactor thread between this thread (the client) and an upstream thread.
+private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
+    let control = ReactorControl()
+    var threads: [ReactorThread] = []
+    var writer: AccessLogWriter? = nil
+    let upstreamListener: Int32
+    let client: Int32
+    let request: [UInt8]
+    private let handler: CountingHandler<HTTPProxy<B>>
+    var buffer = [UInt8](repeating: 0, count: 65536)
+
+    init(counter: MallocCounter?, routed: Bool, telemetry telemetryOn: Bool) throws {
+        let (ul, ua) = try RigSockets.listener()
+        upstreamListener = ul
+        let (pl, pa) = try RigSockets.listener()
+        _ = fcntl(ul, F_SETFL, fcntl(ul, F_GETFL) & ~O_NONBLOCK)
+        threads.append(ReactorThread.start(name: "test-upstream") {
+            let fd = accept(ul, nil, nil)
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                _ = upstreamResponse.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            }
+            close(fd)
+        }!)
+        var routes: SnapshotCell<RouteTable>? = nil
+        if routed {
+            let yaml = """
+                apiVersion: networking.istio.io/v1
+                kind: ServiceEntry
+                metadata: {name: upstream, namespace: test}
+                spec:
+                  hosts: [upstream]
+                  ports: [{number: 80, name: http, protocol: HTTP}]
+                  resolution: STATIC
+                  endpoints: [{address: 127.0.0.1, ports: {http: \(ua.port)}}]
+                ---
+                apiVersion: networking.istio.io/v1
+                kind: VirtualService
+                metadata: {name: upstream, namespace: test}
+                spec:
+                  hosts: [upstream]
+                  http:
+                  - match: [{headers: {x-canary: {exact: "yes"}}}]
+                    route: [{destination: {host: upstream}}]
+                  - match: [{uri: {prefix: /small}}]
+                    name: small
+                    headers: {request: {set: {x-routed: small}}, response: {add: {x-served-by: tern}}}
+                    route: [{destination: {host: upstream}, weight: 100}]
+                """
+            routes = SnapshotCell(try RouteTable.compile(ConfigLoader.load(yaml: yaml, namespace: "test"), namespace: "test"),
+                                  readers: 1)
+        }
+        request = Array("GET /small?page=2 HTTP/1.1\r\nHost: upstream\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n".utf8)
+        let telemetry = telemetryOn ? Telemetry(reactors: 1, workload: WorkloadLabels(), reporter: .source) : nil
+        var reporting = ProxyReporting()
+        if telemetryOn {
+            reporting.spans = SpanShard(capacity: 1 << 16)
+            reporting.sampler = TraceSampler(percent: 100)
+            let writer = try AccessLogWriter.start(shards: [AccessLogShard(format: .json)], path: "/dev/null")
+            reporting.accessLog = writer.shards[0]
+            self.writer = writer
+        }
+        let listener = RelayListener(fd: pl, upstream: ua)
+        // The backend (a ring created with SINGLE_ISSUER belongs to the thread that first submits) and the
+        // proxy are made on the reactor thread; the handler is handed back to read its count.
+        let control = self.control
+        nonisolated(unsafe) var made: CountingHandler<HTTPProxy<B>>? = nil
+        let started = Atomic<Bool>(false)
+        let rigRoutes = routes, rigReporting = reporting
+        threads.append(ReactorThread.start(name: "test-proxy") {
+            let backend = try! B(settings: BackendSettings())
+            let reactor = Reactor(index: 0, backend: backend, control: control, timerCapacity: 4096)
+            let proxy = HTTPProxy<B>(listeners: [listener], settings: HTTPSettings(), relay: RelaySettings(),
+                                     counters: RelayCounters(), capacity: 256, bufferPool: backend.buffers,
+                                     routes: rigRoutes?.reader(0), telemetry: telemetry, reactorIndex: 0,
+                                     reporting: rigReporting)
+            let handler = CountingHandler(proxy, counter: counter)
+            made = handler
+            started.store(true, ordering: .releasing)
+            try! reactor.run(handler)
+        }!)
+        while !started.load(ordering: .acquiring) { sched_yield() }
+        handler = made!
+        client = RigSockets.connect(pa)
+    }
+
+    /// The reactor thread's malloc calls so far (as of the last event it handled).
+    var reactorMallocs: UInt { handler.mallocs.load(ordering: .acquiring) }
+
+    /// One request and its whole response; false when the proxy answered otherwise or closed.
+    func roundTrip() -> Bool {
+        _ = request.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        var have = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(client, $0.baseAddress! + have, $0.count - have) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            have += n
+            var i = 3
+            while i < have {
+                if buffer[i] == 10 && buffer[i - 1] == 13 && buffer[i - 2] == 10 && buffer[i - 3] == 13 {
+                    guard have >= i + 1 + 100 else { break }
+                    // "HTTP/1.1 200"
+                    return buffer[9] == UInt8(ascii: "2") && buffer[10] == UInt8(ascii: "0") && buffer[11] == UInt8(ascii: "0")
+                }
+                i += 1
+            }
+        }
+    }
+
+    func stop() {
+        close(client)
+        control.requestStop()
+        threads.forEach { $0.join() }
+        writer?.stop()
+        close(upstreamListener)
+    }
+}
+
+@Suite struct ProxyAllocationTests {
+    func run<B: IOBackend>(_: B.Type, routed: Bool, telemetry: Bool) throws {
+        #if DEBUG
+        // Unoptimised code allocates per request (unspecialised generics, iterator boxes): the count means
+        // something only in a release build (Tools/scripts/test.sh builds one for this suite).
+        if TestRequirement.isSet("TERN_REQUIRE_MALLOC_COUNTER") {
+            Issue.record("ProxyAllocationTests counts only in a release build (swift test -c release)")
+        }
+        let counter: MallocCounter? = nil
+        #else
+        let counter = try MallocCounter.load()
+        #endif
+        let rig = try ProxyRig<B>(counter: counter, routed: routed, telemetry: telemetry)
+        defer { rig.stop() }
+        var failed: [Int] = []
+        for i in 0..<1_000 where !rig.roundTrip() { failed.append(i) }
+        let before = rig.reactorMallocs
+        for i in 1_000..<11_000 where !rig.roundTrip() { failed.append(i) }
+        let after = rig.reactorMallocs
+        #expect(failed.isEmpty, "requests not answered 200: \(failed.prefix(10))")
+        if counter != nil {
+            #expect(before > 0, "the reactor thread's count was sampled")
+            #expect(after - before == 0, "\(after - before) allocations on the reactor thread over 10,000 requests")
+        }
+    }
+
+    @Test func plainRequestsOverEpollAllocateNothing() throws {
+        try run(EpollBackend.self, routed: false, telemetry: false)
+    }
+
+    @Test func routedRequestsWithEveryTelemetryFeatureOverEpollAllocateNothing() throws {
+        try run(EpollBackend.self, routed: true, telemetry: true)
+    }
+
+    @Test(.enabled(if: TestRequirement.isSet("TERN_REQUIRE_IO_URING") || (try? URingBackend(settings: BackendSettings())) != nil,
+                   "io_uring cannot be set up here"))
+    func routedRequestsWithEveryTelemetryFeatureOverIOURingAllocateNothing() throws {
+        try run(URingBackend.self, routed: true, telemetry: true)
+    }
+}
