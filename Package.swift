@@ -86,8 +86,9 @@ let package = Package(
             path: "Tools/tern-load/Sources",
             swiftSettings: strict
         ),
-        // What the test targets share: the allocation tests' malloc counter, CI's skip-or-fail switches.
-        .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
+        // What the test targets share: the allocation tests' malloc counter, CI's skip-or-fail switches, and the
+        // configuration and request fixtures of the TernConfig and TernProxy tests.
+        .target(name: "TernTestSupport", dependencies: ["TernConfig", "TernHTTP"], path: "Tests/TernTestSupport"),
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),

@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 @Suite struct LoadBalancerTests {
