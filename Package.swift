@@ -47,7 +47,7 @@ let package = Package(
         .systemLibrary(name: "CTernYAML"),
         // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.
         .target(name: "CTernPCRE2", linkerSettings: [.linkedLibrary("pcre2-8")]),
-        // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable; load balancers.
+        // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable.
         // A pure library: no system call beyond reading the config files, no reactor code.
         .target(
             name: "TernConfig",
@@ -94,7 +94,10 @@ let package = Package(
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
-        .testTarget(name: "TernProxyTests", dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernTelemetry", "TernTestSupport"]),
+        .testTarget(
+            name: "TernProxyTests",
+            dependencies: ["TernProxy", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry", "TernTestSupport"]
+        ),
         .testTarget(
             name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore", "TernTestSupport"],
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]
