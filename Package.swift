@@ -47,7 +47,7 @@ let package = Package(
         .systemLibrary(name: "CTernYAML"),
         // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.
         .target(name: "CTernPCRE2", linkerSettings: [.linkedLibrary("pcre2-8")]),
-        // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable; load balancers.
+        // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable.
         // A pure library: no system call beyond reading the config files, no reactor code.
         .target(
             name: "TernConfig",
@@ -86,8 +86,9 @@ let package = Package(
             path: "Tools/tern-load/Sources",
             swiftSettings: strict
         ),
-        // What the test targets share: the allocation tests' malloc counter, CI's skip-or-fail switches.
-        .target(name: "TernTestSupport", path: "Tests/TernTestSupport"),
+        // What the test targets share: the allocation tests' malloc counter, CI's skip-or-fail switches, and the
+        // configuration and request fixtures of the TernConfig and TernProxy tests.
+        .target(name: "TernTestSupport", dependencies: ["TernConfig", "TernHTTP"], path: "Tests/TernTestSupport"),
         .testTarget(name: "TernLoadCoreTests", dependencies: ["TernLoadCore", "CTernZlib"]),
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),

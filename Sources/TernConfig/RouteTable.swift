@@ -7,7 +7,8 @@ import TernCore
 ///
 /// Per request the proxy calls `select(host:port:request:)` (no allocation, no lock), reads the route it names
 /// (`route(_:)`), picks a weighted destination with a random number (`pickDestination`), resolves its cluster for
-/// the port (`WeightedCluster.cluster(port:)`) and asks its reactor's `LoadBalancer` for an endpoint.
+/// the port (`WeightedCluster.cluster(port:)`) and asks its reactor's balancer (the engine's cluster runtime)
+/// for an endpoint.
 public final class RouteTable: Sendable {
     /// The namespace of the sidecar: bare short names in requests (`Host: cart`) prefer its services.
     public let namespace: String

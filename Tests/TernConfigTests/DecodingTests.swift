@@ -1,5 +1,6 @@
 import TernConfig
 import TernCore
+import TernTestSupport
 import Testing
 
 @Suite struct YAMLReaderTests {

@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 /// A redirect route's Location as an Istio user gets it from Envoy (Istio's ApplyRedirect, then Envoy's newUri):

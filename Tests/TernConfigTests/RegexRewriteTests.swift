@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 /// `rewrite.uriRegexRewrite` as Envoy applies it (RE2's GlobalReplace on the path, the query kept): checked

@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 @Suite struct RoutingTests {
@@ -205,8 +206,6 @@ import Testing
         #expect(t.clusters[b].policy.connectionPool?.maxConnections == 5)
     }
 }
-
-func pow2(_ x: Double) -> Double { x * x }
 
 @Suite struct MoreRoutingTests {
     @Test func absoluteFormTargetsMatchOnTheirPath() throws {

@@ -3,40 +3,6 @@ import TernTestSupport
 import Testing
 
 @Suite struct TCPRoutingTests {
-    /// A TCP service on port 9000 with subsets v1 and v2, a second service sharing nothing, and `extra`.
-    static func yaml(_ extra: String = "") -> String {
-        """
-        apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
-        metadata: {name: echo, namespace: ns}
-        spec:
-          hosts: [echo]
-          ports: [{number: 9000, name: tcp, protocol: TCP}, {number: 9001, name: tcp-admin, protocol: TCP}]
-          resolution: STATIC
-          endpoints:
-          - {address: 10.0.0.1, labels: {version: v1}}
-          - {address: 10.0.0.2, labels: {version: v2}}
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
-        metadata: {name: db, namespace: ns}
-        spec:
-          hosts: [db]
-          ports: [{number: 5432, name: tcp-pg, protocol: TCP}]
-          resolution: STATIC
-          endpoints: [{address: 10.0.1.1}]
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: DestinationRule
-        metadata: {name: echo, namespace: ns}
-        spec:
-          host: echo
-          subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
-        ---
-
-        """ + extra
-    }
-
     /// A VirtualService for host echo whose spec, after `hosts`, is the one line `routes`.
     static func virtualService(_ routes: String) -> String {
         """
@@ -50,27 +16,13 @@ import Testing
         """
     }
 
-    static let split = """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: echo, namespace: ns}
-        spec:
-          hosts: [echo]
-          tcp:
-          - match: [{port: 9000, sourceLabels: {app: client}}]
-            route:
-            - {destination: {host: echo, subset: v1}, weight: 80}
-            - {destination: {host: echo, subset: v2}, weight: 20}
-
-        """
-
     func clusterName(_ t: RouteTable, _ route: TCPListenerRoute, port: UInt16, random: UInt64) -> String? {
         guard let d = t.pickTCPDestination(route, random: random), let c = d.cluster(port: port) else { return nil }
         return t.clusters[c].name
     }
 
     @Test func theListenerPortSelectsTheServiceAndItsVirtualServiceTCPRoute() throws {
-        let t = try compile(Self.yaml(Self.split), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(TCPRoutingConfig.split), namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
         guard case .route = route else { Issue.record("\(route)"); return }
         // Weighted split (sourceLabels is a selector, not a match): 80 % v1, 20 % v2 over the random range.
@@ -83,7 +35,7 @@ import Testing
     }
 
     @Test func withoutAMatchingTCPRouteTheServiceItselfIsTheDestination() throws {
-        let t = try compile(Self.yaml(Self.split), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(TCPRoutingConfig.split), namespace: "ns")
         // Port 9001 is the service's too, but the route matches 9000 only: Istio's default route to the service.
         let route = try #require(t.tcpListenerRoute(port: 9001))
         guard case .service = route else { Issue.record("\(route)"); return }
@@ -95,20 +47,20 @@ import Testing
     }
 
     @Test func aPortNoServiceDeclaresHasNoRoute() throws {
-        let t = try compile(Self.yaml(Self.split), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(TCPRoutingConfig.split), namespace: "ns")
         #expect(t.tcpListenerRoute(port: 80) == nil)
         #expect(RouteTable.empty().tcpListenerRoute(port: 9000) == nil)
     }
 
     @Test func aVirtualServiceWithOnlyHTTPRoutesLeavesTCPToTheService() throws {
-        let t = try compile(Self.yaml(Self.virtualService("http: [{route: [{destination: {host: echo, subset: v2}}]}]")),
+        let t = try compile(TCPRoutingConfig.yaml(Self.virtualService("http: [{route: [{destination: {host: echo, subset: v2}}]}]")),
                             namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
         #expect(clusterName(t, route, port: 9000, random: 0) == "outbound|9000||echo.ns.svc.cluster.local")
     }
 
     @Test func aRouteWithADestinationPortUsesThatPortsCluster() throws {
-        let t = try compile(Self.yaml(Self.virtualService("tcp: [{route: [{destination: {host: echo, port: {number: 9001}}}]}]")),
+        let t = try compile(TCPRoutingConfig.yaml(Self.virtualService("tcp: [{route: [{destination: {host: echo, port: {number: 9001}}}]}]")),
                             namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
         #expect(clusterName(t, route, port: 9000, random: 0) == "outbound|9001||echo.ns.svc.cluster.local")
@@ -143,7 +95,7 @@ import Testing
     }
 
     @Test func aMatchHoldsWhenItsPortAndItsSubnetsBothDo() throws {
-        let t = try compile(Self.yaml(Self.bySubnet), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(Self.bySubnet), namespace: "ns")
         // Route 0's first match: port and subnet (AND). Both routes hold for 10.1.2.3: the first wins.
         #expect(routed(t, port: 9000, to: "10.1.2.3") == "route 0")
         #expect(routed(t, port: 9000, to: "10.1.0.0") == "route 0")
@@ -166,7 +118,7 @@ import Testing
 
     @Test func eachMatchKeepsItsOwnPort() throws {
         // A port in one match does not restrict the other: on 9001 the subnet match alone decides.
-        let t = try compile(Self.yaml(Self.virtualService("""
+        let t = try compile(TCPRoutingConfig.yaml(Self.virtualService("""
             tcp:
               - match: [{port: 9000}, {destinationSubnets: [10.0.0.0/8]}]
                 route: [{destination: {host: echo, subset: v1}}]
@@ -182,7 +134,7 @@ import Testing
     }
 
     @Test func aListenerIsRoutedPerConnectionOnlyWhenARouteForItsPortMatchesSubnets() throws {
-        let t = try compile(Self.yaml(Self.bySubnet), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(Self.bySubnet), namespace: "ns")
         let echo = try virtualHost(t, "echo.ns.svc.cluster.local")
         let db = try virtualHost(t, "db.ns.svc.cluster.local")
         // Port 9000 is echo's alone, and route 0 matches it on a subnet: decided per connection, over echo.
@@ -209,7 +161,7 @@ import Testing
         // A port no service declares: nowhere (NR), for every connection.
         #expect(t.tcpListenerRouting(port: 80) == .fixed(nil))
         // A subnet match for 9001 only leaves 9000 fixed (to the service: the route does not match 9000).
-        let only9001 = try compile(Self.yaml(Self.virtualService("""
+        let only9001 = try compile(TCPRoutingConfig.yaml(Self.virtualService("""
             tcp:
               - match: [{port: 9001, destinationSubnets: [10.0.0.0/8]}]
                 route: [{destination: {host: echo, subset: v1}}]
@@ -282,20 +234,17 @@ import Testing
     }
 }
 
-/// The per-connection half of TCP routing (weighted destination, cluster by port, balancer) allocates nothing
-/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests; `MallocCounter`).
+/// The table's per-connection half of TCP routing (weighted destination, cluster by port) allocates nothing
+/// (counted by Tools/scripts/test.sh's malloc counter run, which selects AllocationTests; `MallocCounter`). The
+/// balancer's half is TernProxyTests' LoadBalancerAllocationTests.
 extension AllocationTests {
     @Test func pickingATCPDestinationAllocatesNothing() throws {
         let counter = try MallocCounter.load()
-        let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.split), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(TCPRoutingConfig.split), namespace: "ns")
         let route = try #require(t.tcpListenerRoute(port: 9000))
-        var balancers = LoadBalancers(table: t)
         var picked = 0
         func once(_ random: UInt64) {
-            if let d = t.pickTCPDestination(route, random: random), let c = d.cluster(port: 9000),
-               let e = balancers.pick(cluster: c, table: t, random: random),
-               let outstanding = balancers.requestStarted(cluster: c, endpoint: e) {
-                balancers.requestFinished(outstanding)
+            if let d = t.pickTCPDestination(route, random: random), d.cluster(port: 9000) != nil {
                 picked += 1
             }
         }
@@ -315,7 +264,7 @@ extension AllocationTests {
 extension AllocationTests {
     @Test func routingATCPConnectionByItsDestinationAllocatesNothing() throws {
         let counter = try MallocCounter.load()
-        let t = try compile(TCPRoutingTests.yaml(TCPRoutingTests.bySubnet), namespace: "ns")
+        let t = try compile(TCPRoutingConfig.yaml(TCPRoutingTests.bySubnet), namespace: "ns")
         guard case .byDestination(let hosts) = t.tcpListenerRouting(port: 9000) else {
             Issue.record("not routed by destination")
             return

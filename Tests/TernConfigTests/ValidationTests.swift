@@ -1,4 +1,5 @@
 import TernConfig
+import TernTestSupport
 import Testing
 
 /// Bad configuration → the exact lines users see.

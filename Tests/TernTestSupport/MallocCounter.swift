@@ -1,5 +1,7 @@
 // What the test targets share (ARCHITECTURE.md §2, Tests/): the malloc counter of the allocation tests and the
-// switches under which CI turns a missing capability from a skip into a failure.
+// switches under which CI turns a missing capability from a skip into a failure (here), the configuration and
+// request fixtures of the TernConfig and TernProxy tests (ConfigFixtures.swift, HTTP1Requests.swift) and a
+// seeded generator for statistical tests (SplitMix64.swift).
 import Glibc
 
 /// The calling thread's malloc-family call count from Tools/malloc-count/count_malloc.c, preloaded with

@@ -381,8 +381,16 @@ struct SplitMix {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
+        let z = Self.mix(state)
         state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
+        return z
+    }
+
+    /// The output for state `x` before its step: the golden-ratio increment then the finaliser. Also a stateless
+    /// mixer for deriving a second, independent-looking number from one (`LoadBalancer`'s second choice).
+    @inline(__always)
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)

@@ -9,7 +9,7 @@
 //                              local responses, and the report (metrics, access log, span)
 //   Filters/                   the route phase: routing, route responses, header edits and rewrites
 //   Router/                    the upstream attempt; ProxyError and RetryPolicy: where a retry is decided
-//   Cluster/                   the cluster runtime: per-endpoint HTTP/1.1 pools (balancers: TernConfig's LoadBalancers)
+//   Cluster/                   the cluster runtime: load balancers (kept across table swaps), per-endpoint HTTP/1.1 pools
 //   Upstream/                  the upstream connection
 //   Relay/                     the TCP splice relay (tunnels are handed to it) and its router
 //

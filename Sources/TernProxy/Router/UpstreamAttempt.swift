@@ -1,5 +1,3 @@
-import TernConfig
-
 /// One try of an exchange against an upstream endpoint: where it goes, the connection carrying it, and what of
 /// the request can still be sent again. The router decides from a `ProxyError` and this attempt whether a
 /// failure is answered or tried again (`RetryPolicy`).

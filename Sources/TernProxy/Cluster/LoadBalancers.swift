@@ -1,3 +1,10 @@
+// The cluster runtime's balancer state (ARCHITECTURE.md §1: cluster runtime, engine-owned, per reactor): each
+// reactor's load balancers with the requests they count, kept across route-table swaps. The table itself stays
+// pure (TernConfig holds no mutable per-reactor state); what a pick reads from it (clusters, endpoints, weights,
+// consistent-hash rings and Maglev tables) is built once per table there, the position, credits and
+// outstanding counts that change per request live here.
+import TernConfig
+
 /// One reactor's load balancers, one per cluster of the table it serves, kept across swaps by cluster name (a new
 /// table may number its clusters differently), with the requests they count until each one finishes.
 ///
@@ -9,7 +16,7 @@
 ///
 /// Not shared between threads; `pick`, `requestStarted` and `requestFinished` allocate nothing, `bind` runs
 /// once per published table, off the request path.
-public struct LoadBalancers: Sendable {
+struct LoadBalancers: Sendable {
     /// Balancers by slot. A slot keeps its cluster (by name) while the bound table has that cluster or requests
     /// it counted are outstanding; then it is free (`inUse` false) for a cluster a later table brings.
     private var balancers: [LoadBalancer] = []
@@ -19,14 +26,14 @@ public struct LoadBalancers: Sendable {
     /// The bound table's cluster index → balancer slot.
     private var slots: [Int32] = []
 
-    public init() {}
+    init() {}
 
-    public init(table: RouteTable) { bind(table) }
+    init(table: RouteTable) { bind(table) }
 
     /// Binds every balancer to the clusters of a newly published table: a cluster already known (by name)
     /// keeps its balancer, position and counts; a new one gets a fresh balancer; one that left keeps its
     /// balancer, retired, until its outstanding requests finish.
-    public mutating func bind(_ table: RouteTable) {
+    mutating func bind(_ table: RouteTable) {
         var byName: [String: Int32] = [:]
         for s in names.indices where inUse[s] { byName[names[s]] = Int32(s) }
         var used = [Bool](repeating: false, count: balancers.count)
@@ -64,13 +71,13 @@ public struct LoadBalancers: Sendable {
     }
 
     /// An endpoint index of cluster `cluster` in `table` (the bound table), as `LoadBalancer.pick`.
-    public mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+    mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
         guard cluster >= 0, cluster < slots.count else { return nil }
         return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey)
     }
 
     /// Counts a request sent to `endpoint` of `cluster` (indexes of the bound table) until `requestFinished`.
-    public mutating func requestStarted(cluster: Int, endpoint: Int) -> OutstandingRequest? {
+    mutating func requestStarted(cluster: Int, endpoint: Int) -> OutstandingRequest? {
         guard cluster >= 0, cluster < slots.count else { return nil }
         let b = slots[cluster]
         let e = balancers[Int(b)].requestStarted(endpoint: endpoint)
@@ -79,7 +86,7 @@ public struct LoadBalancers: Sendable {
 
     /// Counts the request finished, on the balancer and endpoint that counted it, whatever table is bound now.
     /// Call it exactly once per `requestStarted` result.
-    public mutating func requestFinished(_ request: OutstandingRequest) {
+    mutating func requestFinished(_ request: OutstandingRequest) {
         let b = Int(request.balancer)
         guard b < balancers.count else { return }
         balancers[b].requestFinished(slot: request.endpoint)
@@ -87,31 +94,31 @@ public struct LoadBalancers: Sendable {
 
     /// The name of the cluster that counted `request` (for reports; still right after it finished, until a
     /// later table brings a new cluster into its freed slot).
-    public func clusterName(of request: OutstandingRequest) -> String {
+    func clusterName(of request: OutstandingRequest) -> String {
         let b = Int(request.balancer)
         return b < names.count ? names[b] : ""
     }
 
     /// The span operation of the cluster that counted `request` (`LoadBalancer.operation`), valid as long as
     /// `clusterName(of:)`.
-    public func operation(of request: OutstandingRequest) -> String {
+    func operation(of request: OutstandingRequest) -> String {
         let b = Int(request.balancer)
         return b < balancers.count ? balancers[b].operation : ""
     }
 
     /// Outstanding requests per endpoint index of `cluster` in the bound table (allocates: tests, admin pages).
-    public func outstanding(cluster: Int) -> [Int32] {
+    func outstanding(cluster: Int) -> [Int32] {
         guard cluster >= 0, cluster < slots.count else { return [] }
         return balancers[Int(slots[cluster])].outstanding
     }
 
     /// Every request counted and not finished, on all balancers (retired ones included).
-    public var totalOutstanding: Int { balancers.reduce(0) { $0 + $1.totalOutstanding } }
+    var totalOutstanding: Int { balancers.reduce(0) { $0 + $1.totalOutstanding } }
 }
 
 /// A request a `LoadBalancers` counts, to report finished: which balancer and endpoint slot counted it (both
 /// stable across swaps while the request is outstanding).
-public struct OutstandingRequest: Sendable, Equatable {
-    public let balancer: Int32
-    public let endpoint: Int32
+struct OutstandingRequest: Sendable, Equatable {
+    let balancer: Int32
+    let endpoint: Int32
 }

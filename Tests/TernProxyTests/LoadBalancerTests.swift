@@ -1,6 +1,10 @@
 import TernConfig
+import TernTestSupport
 import Testing
+@testable import TernProxy
 
+/// The cluster runtime's balancers (Cluster/LoadBalancer.swift, LoadBalancers.swift): each policy's picks, the
+/// outstanding counts LEAST_REQUEST reads, and what a route-table swap keeps.
 @Suite struct LoadBalancerTests {
     /// Service `s` with `endpoints` endpoints at 10.0.0.1, .2, … (or at the last octets `octets`, in that order).
     static func yaml(endpoints: Int, lb: String, weights: [Int]? = nil, octets: [Int]? = nil) -> String {
@@ -184,22 +188,22 @@ import Testing
                 b.hashKey(cluster: 0, request: view, sourceAddress: empty.span))
     }
 
-    @Test func hashKeysFromCookieQueryAndSource() throws {
-        let cookie = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {httpCookie: {name: sid, ttl: 0s}}}"))
-        let query = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {httpQueryParameterName: u}}"))
-        let source = try compile(Self.yaml(endpoints: 3, lb: "{consistentHash: {useSourceIp: true}}"))
-        func key(_ t: RouteTable, _ request: String, source: [UInt8] = []) -> UInt64? {
-            let bytes = Array(request.utf8)
-            let p = HTTP1ParserBox(bytes)
-            return t.hashKey(cluster: 0, request: RequestView(http1: p.head, bytes: bytes.span), sourceAddress: source.span)
-        }
-        let k1 = key(cookie, get("/", host: "s", headers: ["Cookie: a=1; sid=abc; b=2"]))
-        #expect(k1 != nil && k1 == key(cookie, get("/x", host: "s", headers: ["Cookie: sid=abc"])))
-        #expect(key(cookie, get("/", host: "s", headers: ["Cookie: sid=abd"])) != k1)
-        #expect(key(cookie, get("/", host: "s")) == nil)
-        #expect(key(query, get("/?a=1&u=42", host: "s")) == key(query, get("/p?u=42", host: "s")))
-        #expect(key(query, get("/?a=1", host: "s")) == nil)
-        #expect(key(source, get("/", host: "s"), source: [10, 0, 0, 1]) == key(source, get("/z", host: "s"), source: [10, 0, 0, 1]))
-        #expect(key(source, get("/", host: "s"), source: [10, 0, 0, 1]) != key(source, get("/", host: "s"), source: [10, 0, 0, 2]))
+    /// A DNS cluster whose name has no answer has no endpoint: its balancer picks none (the router answers 503 UH).
+    @Test func aClusterWithoutEndpointsPicksNothing() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: bare}
+            spec:
+              hosts: [bare.example.com]
+              ports: [{number: 80, name: http}]
+              resolution: DNS
+
+            """)
+        let r = t.resolved([:])
+        let c = try #require(r.clusters.firstIndex { $0.name == "outbound|80||bare.example.com" })
+        #expect(r.clusters[c].endpoints.isEmpty)
+        var lb = LoadBalancer(table: r, cluster: c)
+        #expect(lb.pick(table: r, random: 1) == nil)
     }
 }

@@ -1,3 +1,7 @@
+// One cluster's balancer in the cluster runtime (ARCHITECTURE.md §1, per reactor), kept across route-table swaps
+// by `LoadBalancers`.
+import TernConfig
+
 /// One reactor's load-balancing state for one cluster, kept outside the snapshot so it survives a swap: the
 /// round-robin position and smooth-weight credits, and the outstanding requests per endpoint (LEAST_REQUEST).
 /// Not shared between threads (a reactor owns its balancers); nothing allocates on `pick` or the counters.
@@ -8,11 +12,11 @@
 /// so a request that started before a swap is still counted after it, and its finish (`requestFinished(slot:)`)
 /// lands on the endpoint it was counted on whatever the table then in use. Invariant: every slot's count is the
 /// number of `requestStarted` results for it not yet finished; a slot is reused only at count zero.
-public struct LoadBalancer: Sendable {
+struct LoadBalancer: Sendable {
     /// The cluster's name (`outbound|80|beta|cart.shop.svc.cluster.local`): stable across tables.
-    public private(set) var clusterName: String
+    private(set) var clusterName: String
     /// Istio's span name for requests to the cluster: its destination's `host:port`, then the path pattern.
-    public private(set) var operation: String
+    private(set) var operation: String
     /// The bound cluster's index in the bound table; -1 when retired (`retire`).
     private var cluster: Int
     private var position: UInt64 = 0
@@ -25,7 +29,7 @@ public struct LoadBalancer: Sendable {
     /// Smooth weighted round robin credits (nginx's algorithm), used when weights differ.
     private var credits: [Int64]
 
-    public init(table: RouteTable, cluster: Int) {
+    init(table: RouteTable, cluster: Int) {
         let c = table.clusters[cluster]
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
@@ -39,15 +43,15 @@ public struct LoadBalancer: Sendable {
     private static func key(_ e: Endpoint) -> String { "\(e.address):\(e.port)" }
 
     /// Outstanding requests per endpoint index of the bound cluster (allocates: for tests and admin pages).
-    public var outstanding: [Int32] { slots.map { counts[Int($0)] } }
+    var outstanding: [Int32] { slots.map { counts[Int($0)] } }
 
     /// All outstanding requests this balancer counts, those of endpoints no longer in the table included.
-    public var totalOutstanding: Int { counts.reduce(0) { $0 + Int($1) } }
+    var totalOutstanding: Int { counts.reduce(0) { $0 + Int($1) } }
 
     /// Binds to `cluster` of a newly published table, keeping the position and every endpoint's slot (by address
     /// and port, so its outstanding count carries over). Endpoints that left the table keep their slot while
     /// requests to them are outstanding; the others' slots are freed for reuse.
-    public mutating func rebind(table: RouteTable, cluster: Int) {
+    mutating func rebind(table: RouteTable, cluster: Int) {
         let c = table.clusters[cluster]
         var byKey: [String: Int32] = [:]
         for s in slotKeys.indices where !slotKeys[s].isEmpty && byKey[slotKeys[s]] == nil { byKey[slotKeys[s]] = Int32(s) }
@@ -84,7 +88,7 @@ public struct LoadBalancer: Sendable {
 
     /// Unbinds from every table (the cluster left the configuration): `pick` answers nil, and the slots with
     /// requests outstanding stay until those requests finish.
-    public mutating func retire() {
+    mutating func retire() {
         cluster = -1
         slots = []
         credits = []
@@ -95,7 +99,7 @@ public struct LoadBalancer: Sendable {
     /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random`
     /// is a fresh uniformly random number from the caller; `hashKey` the request's consistent-hash key
     /// (`RouteTable.hashKey`), if any.
-    public mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+    mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
         guard cluster >= 0, cluster < table.clusters.count else { return nil }
         let c = table.clusters[cluster]
         let n = c.endpoints.count
@@ -110,8 +114,8 @@ public struct LoadBalancer: Sendable {
             // Power of two choices (Envoy's LEAST_REQUEST with choice_count 2): two random candidates (weighted),
             // the one with fewer outstanding requests wins; ties go to the first.
             let a = weightedRandom(c.endpoints, random)
-            var b = weightedRandom(c.endpoints, mix(random ^ 0x5bd1_e995))
-            if b == a { b = (a + 1 + Int(mix(random) % UInt64(n - 1))) % n }
+            var b = weightedRandom(c.endpoints, SplitMix.mix(random ^ 0x5bd1_e995))
+            if b == a { b = (a + 1 + Int(SplitMix.mix(random) % UInt64(n - 1))) % n }
             return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
             guard let h = hashKey else { return weightedRandom(c.endpoints, random) }
@@ -124,7 +128,7 @@ public struct LoadBalancer: Sendable {
 
     /// Counts a request sent to `endpoint` (an index of the bound cluster; LEAST_REQUEST reads these) and
     /// returns the slot to report it finished with, whatever table is bound by then. -1 for an index out of range.
-    public mutating func requestStarted(endpoint: Int) -> Int32 {
+    mutating func requestStarted(endpoint: Int) -> Int32 {
         guard endpoint >= 0, endpoint < slots.count else { return -1 }
         let s = slots[endpoint]
         counts[Int(s)] += 1
@@ -132,7 +136,7 @@ public struct LoadBalancer: Sendable {
     }
 
     /// Counts a request finished (answered, failed or abandoned); `slot` is what `requestStarted` returned.
-    public mutating func requestFinished(slot: Int32) {
+    mutating func requestFinished(slot: Int32) {
         let s = Int(slot)
         if s >= 0, s < counts.count, counts[s] > 0 { counts[s] -= 1 }
     }
