@@ -1,23 +1,28 @@
 // Configuration the TernConfig and TernProxy tests both compile: the canary, YAML compiled with its errors
 // checked, and the tables the allocation tests count against (the table's half in TernConfigTests, the
 // balancers' half in TernProxyTests, so both halves count the same work).
+// No `import Testing` here: this is a plain library target, built by every `swift build` (a release build
+// without tests too), where the Testing module is not on the search path.
 import TernConfig
-import Testing
 
 /// The canary from issue 4, as written there (Tests/Fixtures/config/canary.yaml, shared with test_validate.py).
 public let canaryYAML: String = {
     let path = "/" + #filePath.split(separator: "/").dropLast(2).joined(separator: "/") + "/Fixtures/config/canary.yaml"
-    guard let files = try? ConfigFiles.read(path) else {
-        Issue.record("cannot read \(path)")
-        return ""
-    }
+    guard let files = try? ConfigFiles.read(path) else { preconditionFailure("the test fixture \(path) cannot be read") }
     return files[0].text
 }()
 
-/// Loads YAML and compiles it, failing the test on any error.
+/// The errors of YAML a test expected to be valid.
+public struct UnexpectedConfigErrors: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Loads YAML and compiles it; any error in it is thrown (and fails the test).
 public func compile(_ yaml: String, namespace: String = "default") throws -> RouteTable {
     let set = ConfigLoader.load(yaml: yaml, namespace: namespace)
-    #expect(set.errors.map(\.description) == [])
+    guard set.errors.isEmpty else {
+        throw UnexpectedConfigErrors(description: set.errors.map(\.description).joined(separator: "\n"))
+    }
     return try RouteTable.compile(set, namespace: namespace)
 }
 
