@@ -4,6 +4,13 @@
 # with ratios and the targets from the issue. See Benchmarks/README.md.
 #
 #   bash Benchmarks/tcp-relay.sh
+#   bash Benchmarks/tcp-relay.sh --paired ROUNDS     A/B of two Tern builds: TERN_BIN against TERN_BASE_BIN
+#
+# --paired ROUNDS: instead of the table, ROUNDS rounds in which the build under test (TERN_BIN), the base
+# build (TERN_BASE_BIN) and the base build again (an A/A control) each relay one iperf3 stream for DURATION
+# seconds, on both backends, in an order that turns each round (A B A', then A' B A) so the VM's drift
+# between consecutive runs falls on both sides; the report gives, per backend, the median over the rounds of
+# each round's ratio of relay CPU per GB (B / A, and A' / A as the noise to compare it with).
 #
 # Environment:
 #   TERN_BIN   tern binary (default .build/release/tern under the repo root; build it with
@@ -12,6 +19,7 @@
 #   DURATION   seconds per iperf3 run (default 5)
 #   IDLE_CONNS idle proxied connections for the RSS test (default 10000)
 #   KEEP_LOGS  set to 1 to keep the temp dir with configs, logs and iperf3 JSON
+#   TERN_BASE_BIN  the base build for --paired (e.g. built in `git worktree add /tmp/base COMMIT`)
 #
 # CPU layout (2 cores): every relay runs on CPU 1, iperf3 client and server (and the RSS test's Python
 # client and upstream) on CPU 0. Needs root to install packages and raise the open-file hard limit.
@@ -20,6 +28,14 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
 DURATION=${DURATION:-5}
+PAIRED_ROUNDS=""
+while (( $# )); do
+    case $1 in
+        --paired) PAIRED_ROUNDS=${2:?--paired needs a number of rounds}; shift 2 ;;
+        *) printf 'unknown argument %s\n' "$1" >&2; exit 64 ;;
+    esac
+done
+TERN_BASE_BIN=${TERN_BASE_BIN:-}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 KEEP_LOGS=${KEEP_LOGS:-0}
 
@@ -227,6 +243,57 @@ s = r["end"]["sum_received"]
 print(int(s["bytes"]), s["bits_per_second"])
 EOF
 }
+
+# --- Paired A/B of two builds (--paired) ----------------------------------------------------------------------
+
+# relay_cpu_per_gb BIN BACKEND NAME: starts tern from BIN, relays one iperf3 stream through it for DURATION
+# seconds and sets CPU_GB to its CPU seconds per GB relayed (not in $(...): stop_pid must reap its child).
+relay_cpu_per_gb() {
+    local bin=$1 backend=$2 name=$3 before after out bytes bps
+    TERN_BIN=$bin start_tern "$name" "$backend" "$TERN_URING_PORT" "$IPERF_PORT"
+    before=$(cpu_nanos "$TERN_PID")
+    out=$(run_iperf "$TERN_URING_PORT" 1 "$name") || die "$name: iperf3 failed"
+    after=$(cpu_nanos "$TERN_PID")
+    stop_pid "$TERN_PID"
+    read -r bytes bps <<<"$out"
+    (( bytes > 0 )) || die "$name: nothing relayed"
+    CPU_GB=$(python3 -c "print(($after - $before) / 1e9 / ($bytes / 1e9))")
+}
+
+if [[ -n $PAIRED_ROUNDS ]]; then
+    [[ -x $TERN_BASE_BIN ]] || die "--paired needs TERN_BASE_BIN, the base build's tern"
+    require_free_port "$IPERF_PORT"
+    taskset -c "$LOAD_CPU" iperf3 -s -p "$IPERF_PORT" >"$WORK/iperf3-server.log" 2>&1 &
+    STARTED_PIDS+=("$!")
+    wait_listening "$IPERF_PORT"
+    declare -A RATIOS
+    for backend in io_uring epoll; do
+        for round in $(seq 1 "$PAIRED_ROUNDS"); do
+            declare -A V=()
+            order=(base test base2)
+            (( round % 2 == 0 )) && order=(base2 test base)
+            for who in "${order[@]}"; do
+                bin=$TERN_BASE_BIN
+                [[ $who == test ]] && bin=$TERN_BIN
+                relay_cpu_per_gb "$bin" "$backend" "paired-$backend-$round-$who"
+                V[$who]=$CPU_GB
+            done
+            log "$backend round $round: CPU s/GB base ${V[base]}, test ${V[test]}, base again ${V[base2]}"
+            RATIOS[$backend/ab]+="$(python3 -c "print(${V[test]} / ${V[base]})") "
+            RATIOS[$backend/aa]+="$(python3 -c "print(${V[base2]} / ${V[base]})") "
+        done
+    done
+    median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" $1; }
+    echo
+    echo "TCP relay, paired A/B: relay CPU per GB, median of $PAIRED_ROUNDS rounds ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load at start $LOAD_AT_START)"
+    echo
+    echo "| backend | test ÷ base | base again ÷ base (A/A) | per-round test ÷ base |"
+    echo "| --- | --- | --- | --- |"
+    for backend in io_uring epoll; do
+        echo "| $backend | $(median "${RATIOS[$backend/ab]}") | $(median "${RATIOS[$backend/aa]}") | ${RATIOS[$backend/ab]}|"
+    done
+    exit 0
+fi
 
 # --- Throughput and CPU ------------------------------------------------------------------------------------
 

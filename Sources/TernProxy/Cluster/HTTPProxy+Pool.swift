@@ -28,8 +28,7 @@ extension HTTPProxy {
         let e = upstreams[u].endpoint
         upstreams[u].downstream = nil
         while let next = pools.slots[e].pending.pop() {
-            guard downstreams.isCurrent(next), downstreams[next].phase == .open, downstreams[next].exchange.request.state == .waiting,
-                  downstreams[next].exchange.attempt.connection == nil else { continue }
+            guard isWaiting(next, for: e) else { continue }
             bind(u, to: next, reused: true, reactor)
             return
         }
@@ -83,10 +82,17 @@ extension HTTPProxy {
     /// A connection slot to endpoint `e` opened: the oldest waiting request gets a new connection.
     func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
         while let next = pools.slots[e].pending.pop() {
-            guard downstreams.isCurrent(next), downstreams[next].phase == .open, downstreams[next].exchange.request.state == .waiting,
-                  downstreams[next].exchange.attempt.connection == nil else { continue }
+            guard isWaiting(next, for: e) else { continue }
             connect(for: next, reactor)
             break
         }
+    }
+
+    /// Whether a queue entry still names an exchange waiting for a connection to endpoint `e`: the entry of an
+    /// exchange that ended meanwhile (and perhaps left a later exchange of its connection waiting elsewhere) is
+    /// skipped.
+    func isWaiting(_ id: DID, for e: Int) -> Bool {
+        downstreams.isCurrent(id) && downstreams[id].phase == .open && downstreams[id].exchange.request.state == .waiting
+            && downstreams[id].exchange.attempt.connection == nil && downstreams[id].exchange.attempt.endpoint == e
     }
 }

@@ -10,6 +10,7 @@
 //
 // Nothing here allocates on the request path in steady state: the waiting queue grows (doubling, up to
 // `--max-pending-requests`) only past its high-water mark, and the idle list likewise.
+import TernCore
 import TernIO
 import TernTelemetry
 
@@ -133,6 +134,7 @@ struct UpstreamPools {
     mutating func exchangeStarted(_ e: Int) { slots[e].exchanges += 1 }
 
     mutating func exchangeFinished(_ e: Int) {
+        guard slots[e].exchanges > 0 else { return bug("upstream pool \(e): an exchange finished that never started") }
         slots[e].exchanges -= 1
         freeIfUnused(e)
     }
@@ -140,6 +142,7 @@ struct UpstreamPools {
     mutating func connectionOpened(_ e: Int) { slots[e].connections += 1 }
 
     mutating func connectionClosed(_ e: Int) {
+        guard slots[e].connections > 0 else { return bug("upstream pool \(e): a connection closed that never opened") }
         slots[e].connections -= 1
         freeIfUnused(e)
     }

@@ -53,7 +53,7 @@ extension HTTPProxy {
             } catch {
                 release(buffer, reactor)
                 Log.debug("upstream response head too large (UPE)")
-                fail(id, .badGateway, reactor)
+                attemptFailed(id, .malformedResponse, responseBytesSeen: true, reactor)
                 return
             }
             responseHead(id, reactor)
@@ -97,7 +97,7 @@ extension HTTPProxy {
             progress = try bytes.parse(&responseParsers.parsers[p], downstreams[id].exchange.response.held)
         } catch {
             Log.debug("malformed upstream response (UPE): \(error)")
-            fail(id, .badGateway, reactor)
+            attemptFailed(id, .malformedResponse, responseBytesSeen: true, reactor)
             return
         }
         guard progress == .complete, downstreams[id].exchange.attempt.connection != nil else {
@@ -119,7 +119,7 @@ extension HTTPProxy {
         } else if head.status == 101 || (downstreams[id].exchange.method == .connect && head.status >= 200 && head.status < 300) {
             guard downstreams[id].exchange.upgrade else {
                 Log.debug("upstream switched protocols without being asked (UPE)")
-                fail(id, .badGateway, reactor)
+                attemptFailed(id, .malformedResponse, responseBytesSeen: true, reactor)
                 return
             }
             downstreams[id].exchange.tunnelNext = true
@@ -207,7 +207,7 @@ extension HTTPProxy {
             return try bodyExtent(&body, &decoder, downstreams[id].exchange.response.held, from: from)
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
-            fail(id, .badGateway, reactor)
+            attemptFailed(id, .malformedResponse, responseBytesSeen: true, reactor)
             return nil
         }
     }
@@ -232,7 +232,7 @@ extension HTTPProxy {
             }
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
-            fail(id, .badGateway, reactor)
+            attemptFailed(id, .malformedResponse, responseBytesSeen: true, reactor)
             return nil
         }
         return at
@@ -284,6 +284,7 @@ extension HTTPProxy {
                 exchangeDone(id, reactor)
             } else {
                 recordExchange(id)
+                requestFinished(id)
                 lingerClose(id, reactor)
             }
             return

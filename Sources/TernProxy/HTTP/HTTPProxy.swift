@@ -370,7 +370,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             let due = saturatingAdd(s.exchange.requestEnd, settings.upstreamTimeout.nanoseconds)
             if System.monotonicNanos() >= due {
                 Log.debug("upstream timeout (UT) after \(settings.upstreamTimeout)")
-                fail(id, .upstreamTimeout, reactor)
+                attemptFailed(id, .timeout, responseBytesSeen: downstreams[id].exchange.responseStarted, reactor)
             } else {
                 downstreams[id].exchange.upstreamTimer = reactor.timers.schedule(token(.upstreamTimer, id), at: due)
             }

@@ -468,8 +468,9 @@ final class LoadClient<Backend: IOBackend> {
         sockets[s].phase = .closed
         sockets[s].receiving = false
         sockets[s].sending = false
-        // Tokens carry 24 bits of generation.
-        sockets[s].generation = (sockets[s].generation &+ 1) & 0xFF_FFFF
+        // Tokens carry only so many bits of generation: wrap there, or a slot reused 2^22 times would never again
+        // match its completions.
+        sockets[s].generation = (sockets[s].generation &+ 1) & Token.generationMask
         // A request issued meanwhile waits for this socket: reopen it.
         let (c, t) = clientOf(s)
         if !stopping && clients[c].busy && clients[c].target == t && !clients[c].transmitted {
