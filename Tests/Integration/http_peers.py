@@ -14,6 +14,8 @@ needs, even on one keep-alive connection:
     /status/CODE                answers CODE; 204 has no body, 304 carries `Content-Length: 1000` and no body
     /delay/MS                   answers like the default after MS milliseconds
     /hang                       never answers; holds the connection until the peer closes it
+    /hold/NAME                  answers like the default once the test calls `release(NAME)` (a release may
+                                come first); closes without answering if the upstream stops before
     /reset                      reads the request, then resets the connection (RST)
     /close                      reads the request, then closes cleanly (FIN) without answering
     /garbage/KIND               answers with an invalid status line (KIND: `not-http`, `bad-code`), then holds
@@ -300,10 +302,19 @@ class HttpUpstream(ThreadedServer):
 
     def __init__(self, host="127.0.0.1"):
         self._requests = []
+        self._holds = {}  # NAME of /hold/NAME → set once released
         super().__init__(host)
 
     def paths(self):
         return [r.path for r in self.requests]
+
+    def _hold(self, name):
+        with self.lock:
+            return self._holds.setdefault(name, threading.Event())
+
+    def release(self, name):
+        """Lets the requests for /hold/NAME be answered."""
+        self._hold(name).set()
 
     def all_raw(self):
         """Every byte received (up to RAW_CAP per connection), connections in accepting order."""
@@ -378,6 +389,13 @@ class HttpUpstream(ThreadedServer):
             return True
         if route == "delay":
             time.sleep(int(parts[1]) / 1000)
+            ex.respond(200, ex.request.target.encode())
+            return True
+        if route == "hold":
+            released = self._hold(parts[1])
+            while not released.wait(0.1):
+                if self.stopping.is_set():
+                    return False
             ex.respond(200, ex.request.target.encode())
             return True
         if route == "hang":

@@ -202,6 +202,15 @@ def access_log(path, n, timeout=5):
         time.sleep(0.02)
 
 
+def wait_until(condition, what, timeout=10):
+    """Waits for `condition()` to hold, checking every 10 ms; fails with `what` when it does not within `timeout`
+    seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.01)
+
+
 def assert_local_503(status, body, log_line, flag):
     """A 503 Tern answered itself for upstream failure `flag`: Envoy's exact body for that flag, and the same
     flag in the request's access-log line."""
@@ -910,26 +919,33 @@ def test_local_5xx_reply_keeps_the_client_connection(start_tern, http_upstream, 
 def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend, tmp_path):
     """With one upstream connection allowed and one request allowed to wait for it, a third concurrent request
     is refused at once with 503 and Envoy's overflow text (flag UO); the waiting one is served when the
-    connection frees up, on that same connection."""
+    connection frees up, on that same connection. Ordered by what Tern and the upstream have seen, never by
+    time: the first request holds the connection until the test releases it, the second goes once the upstream
+    has the first, the third once Tern's log (read as it comes) says the second waits."""
     up = http_upstream()
     log = tmp_path / "access.log"
     t = proxy(start_tern, up, backend, "--max-upstream-connections", "1", "--max-pending-requests", "1",
-              "--access-log", str(log))
-    results = {}
-
-    def get(name, delay):
-        time.sleep(delay)
-        results[name] = curl(t.port, "/delay/1000")
-
-    threads = [threading.Thread(target=get, args=(n, d)) for n, d in (("first", 0), ("second", 0.2), ("third", 0.4))]
-    [th.start() for th in threads]
-    [th.join(10) for th in threads]
-    assert results["first"][0] == 200 and results["second"][0] == 200, results
+              "--access-log", str(log), "--log-level", "debug")
+    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr], daemon=True)
+    reader.start()
+    first = RawClient(t.port)
+    first.send(build_request("GET", "/hold/first"))
+    wait_until(lambda: "/hold/first" in up.paths(), "the upstream never got the first request")
+    second = RawClient(t.port)
+    second.send(build_request("GET", "/second"))
+    wait_until(lambda: any("request waits for an upstream connection (1 waiting)" in line for line in list(t.lines)),
+               "Tern never logged the second request as waiting")
+    refused = RawClient(t.port).exchange("GET", "/third")  # answered while the first still holds the connection
+    up.release("first")
+    served = [first.read_response(), second.read_response()]
+    assert [(r.status, r.body) for r in served] == [(200, b"/hold/first"), (200, b"/second")], served
+    assert [r.header("x-upstream-connection") for r in served] == ["1", "1"], served
     assert up.accepted == 1
+    assert up.paths() == ["/hold/first", "/second"]
     lines = access_log(log, 3)
     assert sorted(line["response_flags"] for line in lines) == ["-", "-", "UO"], lines
-    [refused] = [line for line in lines if line["response_flags"] != "-"]
-    assert_local_503(*results["third"], refused, "UO")
+    [refused_line] = [line for line in lines if line["response_flags"] != "-"]
+    assert_local_503(refused.status, refused.body, refused_line, "UO")
 
 
 def test_stream_idle_timeout_ends_a_stalled_response(start_tern, http_upstream, backend):

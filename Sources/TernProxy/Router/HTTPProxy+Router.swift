@@ -17,7 +17,9 @@ extension HTTPProxy {
         }
         if pools.slots[e].connections < settings.maxUpstreamConnections {
             connect(for: id, reactor)
-        } else if !pools.slots[e].pending.push(id, limit: settings.maxPendingRequests) {
+        } else if pools.slots[e].pending.push(id, limit: settings.maxPendingRequests) {
+            Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
+        } else {
             Log.debug("pending request queue full (UO)")
             fail(id, .overflow, reactor)
         }
