@@ -56,7 +56,8 @@ public enum ConfigFiles {
     /// up to `settleLimitNanos` in all. Writing a new file and renaming it over the old one (as ConfigMaps
     /// and careful editors do) never shows a part-written file; a writer that pauses longer than
     /// `settleNanos` between two writes of one file still can.
-    static func readFile(_ path: String, pause: (UInt64) -> Void = ConfigFiles.pauseNanos) throws(ReadError) -> String {
+    static func readFile(_ path: String, pause: (UInt64) -> Void = ConfigFiles.pauseNanos,
+                         now clock: () -> UInt64 = ConfigFiles.realtimeNanos) throws(ReadError) -> String {
         var waited: UInt64 = 0
         while true {
             // SAFETY: the descriptor is closed before the next iteration or return.
@@ -70,7 +71,7 @@ public enum ConfigFiles {
                 throw error
             }
             close(fd)
-            let now = realtimeNanos()
+            let now = clock()
             let unchanged = before == after && UInt64(bytes.count) == after.size
             // A modification time ahead of the clock (a copied file, a clock step) cannot say how old the
             // file is: then only an unchanged read counts.
@@ -117,7 +118,8 @@ public enum ConfigFiles {
         return (bytes, before, try stamp(fd, path: path))
     }
 
-    private static func realtimeNanos() -> UInt64 {
+    /// The wall clock in nanoseconds since the epoch (file modification times are on it); tests inject their own.
+    static func realtimeNanos() -> UInt64 {
         var ts = timespec()
         // SAFETY: `ts` lives on this frame.
         unsafe clock_gettime(CLOCK_REALTIME, &ts)

@@ -3,13 +3,24 @@ import Testing
 @testable import TernConfig
 
 /// `ConfigFiles.readFile` keeps a file's bytes only once the file has settled: unchanged while read and last
-/// modified `settleNanos` ago. The pause is injected, so these tests never sleep and state exact sequences.
+/// modified `settleNanos` ago. The pause and, where a test needs a file to look freshly written however slow the
+/// machine, the clock are injected, so these tests never sleep and state exact sequences.
 @Suite struct ConfigFilesTests {
     let dir: URL
 
     init() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("tern-config-files-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    /// A clock that always reads 1 ms after `url` was last modified: the file looks as if its writer were
+    /// still at it, whatever time passed on a busy machine between writing and reading it.
+    func justWritten(_ url: URL) -> () -> UInt64 {
+        {
+            var st = stat()
+            guard stat(url.path, &st) == 0 else { return 0 }
+            return UInt64(st.st_mtim.tv_sec) * 1_000_000_000 + UInt64(st.st_mtim.tv_nsec) + 1_000_000
+        }
     }
 
     func file(_ text: String, modified: Date = Date()) throws -> URL {
@@ -40,11 +51,12 @@ import Testing
         let first = "- a: 1\n", rest = "- b: 2\n"
         let url = try file(first)
         var pauses: [UInt64] = []
-        let text = try ConfigFiles.readFile(url.path) { nanos in
+        let writing = justWritten(url)
+        let text = try ConfigFiles.readFile(url.path, pause: { nanos in
             pauses.append(nanos)
             // The writer finishes during the pause; by the end of it the file is older than the settle time.
             if pauses.count == 1 { try? append(rest, to: url, modified: Date(timeIntervalSinceNow: -1)) }
-        }
+        }, now: { pauses.isEmpty ? writing() : ConfigFiles.realtimeNanos() })
         #expect(text == first + rest)
         #expect(pauses.count == 1)
         #expect(pauses[0] > 0 && pauses[0] <= ConfigFiles.settleNanos)
@@ -54,13 +66,14 @@ import Testing
         let url = try file("- a: 1\n")
         var waited: UInt64 = 0
         #expect(throws: ConfigFiles.ReadError.self) {
-            _ = try ConfigFiles.readFile(url.path) { nanos in
+            _ = try ConfigFiles.readFile(url.path, pause: { nanos in
                 waited += nanos
                 try? append("- more: 1\n", to: url)
-            }
+            }, now: justWritten(url))
         }
         do {
-            _ = try ConfigFiles.readFile(url.path) { _ in try? append("- more: 1\n", to: url) }
+            _ = try ConfigFiles.readFile(url.path, pause: { _ in try? append("- more: 1\n", to: url) }, now: justWritten(url))
+            Issue.record("a file that kept changing was read")
         } catch {
             #expect(error.path == url.path)
             #expect(error.message.contains("kept changing"))
