@@ -409,7 +409,7 @@ public final class ProxyServer {
                          samples: perReactor { Double(controls[$0].completions.load(ordering: .relaxed)) }),
             MetricFamily(name: "tern_reactor_submissions_total", help: "I/O operations submitted (io_uring SQEs; epoll: operations started).", kind: .counter,
                          samples: perReactor { Double(controls[$0].submissions.load(ordering: .relaxed)) }),
-            MetricFamily(name: "tern_active_connections", help: "Client connections open, per reactor.", kind: .gauge,
+            MetricFamily(name: "tern_active_connections", help: "Client connections open, per reactor (HTTP connections and their tunnels alike).", kind: .gauge,
                          samples: perReactor { Double(controls[$0].activeConnections.load(ordering: .relaxed)) }),
             MetricFamily(name: "tern_upstream_connections", help: "Upstream connections open (HTTP pools), per reactor.", kind: .gauge,
                          samples: perReactor { Double(shards[$0].reactor.load(ReactorWord.upstreamConnections)) }),
