@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(liburing-dev libyaml-dev libpcre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip)
 if [[ ${1:-} == --bench ]]; then
-    packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client caddy tcpdump)
+    packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client caddy tcpdump valgrind)
 fi
 
 missing=()
