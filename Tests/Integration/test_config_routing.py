@@ -312,6 +312,71 @@ def test_an_open_tunnel_holds_back_no_replaced_route_table(tmp_path, backend):
         ws.stop()
 
 
+def churn_mesh(stable_port, generation):
+    """`stable`: a live upstream; `churn`: 20 endpoints (closed ports) that no other generation names."""
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {30000 + generation * 20 + i}}}}}" for i in range(20))
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: stable, namespace: shop}}
+spec:
+  hosts: [stable]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {stable_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: churn, namespace: shop}}
+spec:
+  hosts: [churn]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+"""
+
+
+def test_endpoints_that_leave_the_configuration_free_their_pools(tmp_path, backend):
+    """A mesh whose endpoints churn: 30 reloads, each naming 20 endpoints no earlier table named, while a
+    keep-alive client uses an endpoint every table names. The reactor keeps upstream pools for the endpoints its
+    table names (21), not for every endpoint it ever saw (621), and the kept one still serves."""
+    import threading
+
+    up = HttpUpstream()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(churn_mesh(up.port, 0))
+    os.utime(path, (time.time() - 5, time.time() - 5))
+    t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
+              "--log-level", "debug"])
+    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr])
+    reader.start()
+
+    def served():
+        return [line for line in list(t.lines) if "serves route table" in line]
+
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "stable"}, timeout=10) as c:
+            assert c.get("/0").status_code == 200
+            for generation in range(1, 31):
+                before = len(served())
+                path.write_text(churn_mesh(up.port, generation))
+                os.utime(path, (time.time() - 5, time.time() - 5))
+                t.signal(signal.SIGHUP)
+                deadline = time.time() + 10
+                while len(served()) <= before and time.time() < deadline:
+                    time.sleep(0.01)
+                assert len(served()) > before, f"generation {generation} was not served"
+                assert c.get(f"/{generation}").status_code == 200
+            last = served()[-1]
+            assert last.strip().endswith("with 21 upstream pools"), last
+        assert up.accepted == 1, "the stable endpoint's pool and its connection were kept across every swap"
+    finally:
+        t.stop()
+        reader.join(10)
+        up.stop()
+
+
 def test_a_file_corrupted_mid_write_under_load_leaves_the_old_config_serving(canary):
     """Keep-alive clients run while the file is rewritten in place in two halves with a pause between (as a
     slow writer or a full disk would leave it): the half file is rejected (every error logged), version 1 keeps

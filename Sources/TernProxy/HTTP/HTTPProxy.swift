@@ -203,7 +203,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         if let routes, routes.refresh() {
             bind(routes.current, reactor: reactor)
-            Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch)")
+            Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools")
         }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
