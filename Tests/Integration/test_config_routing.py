@@ -177,6 +177,28 @@ def test_file_changes_reload_without_a_signal(canary):
     assert "config applied version=3" in t.log() + t.rest()
 
 
+def follow_log(t):
+    """Reads Tern's stderr into `t.lines` as it comes (on a thread: join it after `t.stop()`)."""
+    import threading
+    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr])
+    reader.start()
+    return reader
+
+
+def count_lines(t, needle):
+    return sum(needle in line for line in list(t.lines))
+
+
+def after_next(t, needle, action, timeout=10):
+    """Runs `action` and waits until one more log line holds `needle`; true when one came within `timeout`."""
+    before = count_lines(t, needle)
+    action()
+    deadline = time.time() + timeout
+    while count_lines(t, needle) <= before and time.time() < deadline:
+        time.sleep(0.005)
+    return count_lines(t, needle) > before
+
+
 def keep_alive_client(port):
     """A keep-alive client loop for threads: GET /load for Host cart until `stop` is set; every non-200 answer
     and error goes to `failures`, every request to `done`."""
@@ -208,21 +230,14 @@ def test_fifty_swaps_under_keep_alive_load_lose_no_request_and_free_every_table(
 
     # Tern's log is read as it comes, so each swap waits until the one before it was applied: SIGHUPs sent
     # faster than a busy machine runs the config thread would merge into one.
-    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr])
-    reader.start()
-
-    def applied():
-        return sum("config applied version=" in line for line in list(t.lines))
-
+    reader = follow_log(t)
     threads = [threading.Thread(target=client) for _ in range(4)]
     [th.start() for th in threads]
     for i in range(50):
-        before = applied()
-        write(80, 20) if i % 2 else write(20, 80)
-        t.signal(signal.SIGHUP)
-        deadline = time.time() + 10
-        while applied() <= before and time.time() < deadline:
-            time.sleep(0.01)
+        def swap():
+            write(80, 20) if i % 2 else write(20, 80)
+            t.signal(signal.SIGHUP)
+        after_next(t, "config applied version=", swap)
     stop.set()
     [th.join(10) for th in threads]
     assert failures == [], failures[:5]
@@ -263,7 +278,6 @@ def test_an_open_tunnel_holds_back_no_replaced_route_table(tmp_path, backend):
     """A WebSocket tunnel routed by the configuration stays open while the configuration is reloaded 1,000
     times: every replaced table is freed meanwhile (nothing the tunnel or its exchange kept pins one), and the
     tunnel still carries messages afterwards."""
-    import threading
     from websockets.sync.client import connect
 
     ws = WebSocketEcho()
@@ -271,12 +285,7 @@ def test_an_open_tunnel_holds_back_no_replaced_route_table(tmp_path, backend):
     path.write_text(ECHO_MESH.format(port=ws.port, generation=0))
     t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
               "--log-level", "info"])
-    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr])
-    reader.start()
-
-    def applied():
-        return sum("config applied version=" in line for line in list(t.lines))
-
+    reader = follow_log(t)
     try:
         with connect(f"ws://127.0.0.1:{t.port}/chat", proxy=None, compression=None, open_timeout=10,
                      close_timeout=5) as client:
@@ -287,12 +296,7 @@ def test_an_open_tunnel_holds_back_no_replaced_route_table(tmp_path, backend):
             path.write_text(ECHO_MESH.format(port=ws.port, generation=1))
             os.utime(path, (time.time() - 5, time.time() - 5))
             for i in range(1, 1001):
-                before = applied()
-                t.signal(signal.SIGHUP)
-                deadline = time.time() + 10
-                while applied() <= before and time.time() < deadline:
-                    time.sleep(0.002)
-                assert applied() > before, f"swap {i} was not applied"
+                assert after_next(t, "config applied version=", lambda: t.signal(signal.SIGHUP)), f"swap {i} was not applied"
             latest = max(int(line.split("config applied version=")[1].split()[0])
                          for line in list(t.lines) if "config applied version=" in line)
             assert latest >= 1001
@@ -341,7 +345,6 @@ def test_endpoints_that_leave_the_configuration_free_their_pools(tmp_path, backe
     """A mesh whose endpoints churn: 30 reloads, each naming 20 endpoints no earlier table named, while a
     keep-alive client uses an endpoint every table names. The reactor keeps upstream pools for the endpoints its
     table names (21), not for every endpoint it ever saw (621), and the kept one still serves."""
-    import threading
 
     up = HttpUpstream()
     path = tmp_path / "mesh.yaml"
@@ -349,26 +352,18 @@ def test_endpoints_that_leave_the_configuration_free_their_pools(tmp_path, backe
     os.utime(path, (time.time() - 5, time.time() - 5))
     t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
               "--log-level", "debug"])
-    reader = threading.Thread(target=lambda: [t.lines.append(line.decode()) for line in t.proc.stderr])
-    reader.start()
-
-    def served():
-        return [line for line in list(t.lines) if "serves route table" in line]
-
+    reader = follow_log(t)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "stable"}, timeout=10) as c:
             assert c.get("/0").status_code == 200
             for generation in range(1, 31):
-                before = len(served())
-                path.write_text(churn_mesh(up.port, generation))
-                os.utime(path, (time.time() - 5, time.time() - 5))
-                t.signal(signal.SIGHUP)
-                deadline = time.time() + 10
-                while len(served()) <= before and time.time() < deadline:
-                    time.sleep(0.01)
-                assert len(served()) > before, f"generation {generation} was not served"
+                def swap():
+                    path.write_text(churn_mesh(up.port, generation))
+                    os.utime(path, (time.time() - 5, time.time() - 5))
+                    t.signal(signal.SIGHUP)
+                assert after_next(t, "serves route table", swap), f"generation {generation} was not served"
                 assert c.get(f"/{generation}").status_code == 200
-            last = served()[-1]
+            last = [line for line in list(t.lines) if "serves route table" in line][-1]
             assert last.strip().endswith("with 21 upstream pools"), last
         assert up.accepted == 1, "the stable endpoint's pool and its connection were kept across every swap"
     finally:
