@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <stdint.h>
+#include <malloc.h>  // mallopt: not in SwiftGlibc
 // The kernel's io_uring.h before liburing.h, so liburing's own copy (same include guard) is skipped: a Swift
 // program that also imports swift-system (whose CSystem module includes the kernel's header) would otherwise
 // see two different definitions of struct io_uring_sqe and fail to build.

@@ -7,12 +7,31 @@ import Glibc
 import Synchronization
 import TernCore
 
-public enum LogLevel: Int, Comparable, Sendable, CaseIterable {
+public enum LogLevel: Int, Comparable, Sendable, CaseIterable, CustomStringConvertible {
     case trace = 0, debug, info, warn, error
 
+    /// The name flags, log lines and the admin endpoint use. Spelled out: a case name taken from `"\(level)"`
+    /// goes through reflection (Mirror, the runtime's demangler and metadata instantiation), which was a fifth of
+    /// the engine's start-up instructions and ran again for every line logged.
+    public var description: String {
+        switch self {
+        case .trace: "trace"
+        case .debug: "debug"
+        case .info: "info"
+        case .warn: "warn"
+        case .error: "error"
+        }
+    }
+
     public init?(name: String) {
-        guard let l = LogLevel.allCases.first(where: { "\($0)" == name }) else { return nil }
-        self = l
+        switch name {
+        case "trace": self = .trace
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warn": self = .warn
+        case "error": self = .error
+        default: return nil
+        }
     }
 
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }

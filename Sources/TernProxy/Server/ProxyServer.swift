@@ -90,6 +90,9 @@ public final class ProxyServer {
     /// before it returns.
     public func run() -> Int32 {
         defer { Log.shared.flush() }
+        // Before anything large is allocated or freed: tables sized for the most they may hold must stay unbacked
+        // until used (System.keepLargeAllocationsMapped says why).
+        System.keepLargeAllocationsMapped()
         // Signals first: every thread started afterwards (the log writer, the reactors) inherits the mask.
         Signals.ignoreBrokenPipe()
         guard let signals = Signals.takeOver() else {
