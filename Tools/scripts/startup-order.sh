@@ -40,7 +40,9 @@ static_lib="$(dirname "$(readlink -f "$(command -v swiftc)")")/../lib/swift_stat
 work=$(mktemp -d)
 gdb_pid=""
 cleanup() {
-    [[ -n $gdb_pid ]] && kill -KILL "$gdb_pid" 2>/dev/null || true
+    # The engine under gdb first: a tracee outlives a killed tracer.
+    if [[ -f $work/pid ]]; then kill -KILL "$(cat "$work/pid")" 2>/dev/null || true; fi
+    if [[ -n $gdb_pid ]]; then kill -KILL "$gdb_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,7 +54,7 @@ objcopy --strip-debug "$engine" "$work/tern-engine"
 {
     for a in "$static_lib"/lib{swiftCore,swift_Concurrency,swift_StringProcessing,swift_RegexParser}.a \
         "$static_lib"/lib{swiftGlibc,swiftSynchronization,dispatch,BlocksRuntime}.a "$static_lib/x86_64/swiftrt.o"; do
-        [[ -f $a ]] && objdump -t "$a" 2>/dev/null
+        if [[ -f $a ]]; then objdump -t "$a" 2>/dev/null; fi
     done
     while read -r o; do objdump -t "$o"; done <"$objects"
 } | python3 -c '
@@ -176,6 +178,7 @@ trace() {
     kill -STOP "$(cat "$work/pid")"
     wait "$gdb_pid" || true
     gdb_pid=""
+    rm -f "$work/pid"
     sort -u "$work/ran.$phase" "$work/ran" -o "$work/ran"
     echo "startup-order: traced $label ($(wc -l <"$work/ran") functions so far)"
 }
