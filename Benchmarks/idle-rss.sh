@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idle memory of the serving process: VmRSS of `tern proxy` (which hands over to tern-engine, same PID) started
 # and left idle, for --http, --http with a one-service Istio configuration and TCP, --cores 1 and 2, on io_uring
-# and epoll, with where it goes and the binaries' sizes. Prints a markdown table; builds nothing. See Benchmarks/README.md, "Idle memory".
+# and epoll, with where it goes and the binaries' sizes. Prints a markdown table; builds nothing. See
+# Benchmarks/README.md, "Idle memory".
 #
 #   bash Benchmarks/idle-rss.sh [TERN_BIN]
 #
@@ -169,7 +170,11 @@ for mode in http config tcp; do
     for backend in io_uring epoll; do
         for cores in 1 2; do
             result=$(row "$backend" "$cores" "$mode")
-            case $mode in http) label="--http" ;; config) label="--http --config (1 service)" ;; tcp) label="TCP" ;; esac
+            case $mode in
+            http) label="--http" ;;
+            config) label="--http --config (1 service)" ;;
+            tcp) label="TCP" ;;
+            esac
             if [[ $result == failed* ]]; then
                 echo "| $label | $backend | $cores | not measured (${result#failed }) | | | | | |"
                 continue
