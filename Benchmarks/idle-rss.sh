@@ -45,33 +45,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # A mesh sidecar's configuration at its smallest: one service, one route, one subset.
-cat >"$WORK/mesh.yaml" <<'EOF'
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9}, labels: {track: stable}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  http:
-  - match: [{uri: {prefix: /api}}]
-    route: [{destination: {host: cart, subset: stable}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: cart, namespace: shop}
-spec:
-  host: cart
-  subsets: [{name: stable, labels: {track: stable}}]
-EOF
+cp "$REPO_ROOT/Benchmarks/lib/smallest-mesh.yaml" "$WORK/mesh.yaml"   # shared with Tools/scripts/startup-order.sh
 
 # Drops the binaries' pages from the page cache (written back first: dirty pages cannot be dropped).
 evict() {

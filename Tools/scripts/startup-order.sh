@@ -120,33 +120,7 @@ gdb.execute("kill")
 EOF
 
 # A mesh sidecar's configuration at its smallest: one service, one route, one subset.
-cat >"$work/mesh.yaml" <<'YAML'
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9}, labels: {track: stable}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: cart, namespace: shop}
-spec:
-  hosts: [cart]
-  http:
-  - match: [{uri: {prefix: /api}}]
-    route: [{destination: {host: cart, subset: stable}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: cart, namespace: shop}
-spec:
-  host: cart
-  subsets: [{name: stable, labels: {track: stable}}]
-YAML
+cp "$(dirname "${BASH_SOURCE[0]}")/../../Benchmarks/lib/smallest-mesh.yaml" "$work/mesh.yaml"  # shared with Benchmarks/idle-rss.sh
 common=(listen=127.0.0.1:0 cores=1 ring-depth=1024 sqpoll=0
     connect-timeout-ns=5000000000 idle-timeout-ns=3600000000000 drain-timeout-ns=5000000000 max-connections=0
     log-level=info admin=req:127.0.0.1:0 health=req:127.0.0.1:0 prometheus=req:127.0.0.1:0 metrics=1 workload=unknown
