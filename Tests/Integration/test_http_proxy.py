@@ -948,12 +948,14 @@ def test_pending_queue_overflow_gives_503_UO(start_tern, http_upstream, backend,
     assert_local_503(refused.status, refused.body, refused_line, "UO")
 
 
-def test_stream_idle_timeout_ends_a_stalled_response(start_tern, http_upstream, backend):
+@pytest.mark.parametrize("upstream_timeout", ["0s", "30s"])
+def test_stream_idle_timeout_ends_a_stalled_response(start_tern, http_upstream, backend, upstream_timeout):
     """A response whose body stops moving is ended after --stream-idle-timeout (Envoy's stream_idle_timeout,
     flag SI): its head already went out, so the client connection is reset rather than the body looking
-    complete, and the upstream connection is closed."""
+    complete, and the upstream connection is closed. With a later upstream timeout pending too (the exchange
+    keeps one timer, set for the earlier of its deadlines), the stream idle timeout still ends it first."""
     up = http_upstream()
-    t = proxy(start_tern, up, backend, "--stream-idle-timeout", "1s", "--upstream-timeout", "0s")
+    t = proxy(start_tern, up, backend, "--stream-idle-timeout", "1s", "--upstream-timeout", upstream_timeout)
     c = RawClient(t.port)
     c.send(build_request("GET", "/stall-body"))
     start = time.time()

@@ -11,9 +11,11 @@ import TernIO
 import TernTestSupport
 @testable import TernProxy
 
-/// What the test reads of the proxy's slot 0 (both slabs), taken on the reactor thread.
+/// What the test reads of the proxy's slot 0 (the connection slabs) and the exchange of the connection there, taken
+/// on the reactor thread.
 struct HTTPSlotState: Sendable {
     var downstream: DID? = nil
+    var exchange: XID? = nil
     var phase: DownstreamConnection.Phase? = nil
     var clientReceiving = false
     var exchangeActive = false
@@ -33,13 +35,15 @@ struct HTTPSlotState: Sendable {
         if let id = proxy.downstreams.id(at: 0) {
             let d = proxy.downstreams[id]
             downstream = id
+            exchange = d.exchange
             phase = d.phase
             clientReceiving = d.receiving
-            exchangeActive = d.exchange.active
-            request = d.exchange.request.state
-            response = d.exchange.response.state
-            localReply = d.exchange.reply != nil || d.exchange.pendingReply != nil
-            flags = "\(d.exchange.report.flags)"
+            let x = proxy.exchanges[d.exchange]
+            exchangeActive = x.active
+            request = x.request.state
+            response = x.response.state
+            localReply = x.reply != nil || x.pendingReply != nil
+            flags = "\(x.report.flags)"
         }
         if let u = proxy.upstreams.id(at: 0) {
             upstream = u
@@ -52,7 +56,9 @@ struct HTTPSlotState: Sendable {
     /// Everything of the proxy a completion for slot 0 could change: the connection in each slot (with its
     /// exchange, timers and operations in flight), the pools, slot 0's pending iovecs, and the counters.
     static func describe<B: IOBackend>(_ proxy: HTTPProxy<B>) -> String {
-        let d = proxy.downstreams.id(at: 0).map { "\($0): \(proxy.downstreams[$0])" } ?? "free"
+        let d = proxy.downstreams.id(at: 0).map {
+            "\($0): \(proxy.downstreams[$0]), exchange \(proxy.exchanges[proxy.downstreams[$0].exchange])"
+        } ?? "free"
         let u = proxy.upstreams.id(at: 0).map { "\($0): \(proxy.upstreams[$0])" } ?? "free"
         let c = proxy.counters
         return """
@@ -72,6 +78,7 @@ struct HTTPStaleCompletionChecks<B: IOBackend> {
 
     func token(_ op: Proxy.Op, _ id: DID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
     func token(_ op: Proxy.Op, _ id: UID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
+    func token(_ op: Proxy.Op, _ id: XID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
 
     /// Reads slot 0 until `condition` holds (or the deadline passes: then the test stops here).
     func settled(_ late: LateCompletions<Proxy>, _ what: Comment, _ condition: (HTTPSlotState) -> Bool) throws -> HTTPSlotState {
@@ -190,6 +197,11 @@ struct HTTPStaleCompletionChecks<B: IOBackend> {
         try send(spareUpstream, "HTTP/1.1 502 Late\r\nContent-Length: 0\r\n\r\n")
         deliveries.append(("upstreamReceive", late.delivery(of: upstreamReceive)))
         deliveries.append(("upstreamConnect", late.deliver(Completion(token: token(.upstreamConnect, aUp), result: -ECONNREFUSED))))
+        // A's exchange timer, firing after B's exchange took A's exchange slot: taken for B, it would drop B's own
+        // timer and set another.
+        let aX = try #require(a.exchange), bX = try #require(before.exchange)
+        try #require(bX.index == aX.index && bX.generation != aX.generation, "B's exchange did not reuse A's exchange slot")
+        deliveries.append(("exchangeTimer", late.fire(token(.exchangeTimer, aX))))
         for (op, delivery) in deliveries {
             guard let delivery else {
                 Issue.record("the late \(op) never reached the proxy")
@@ -244,7 +256,10 @@ struct HTTPStaleCompletionChecks<B: IOBackend> {
         let waiting = try settled(late, "B's third exchange did not wait for its response") {
             $0.response == .head && $0.upstreamState == .bound && $0.upstreamReceiving && !$0.upstreamSending
         }
-        #expect(waiting.downstream == bDown && waiting.upstream == bUp)
+        #expect(waiting.downstream == bDown && waiting.upstream == bUp && waiting.exchange == bX)
+        // B's exchange timer fired early: it finds no deadline passed and sets itself again.
+        let timer = late.fire(token(.exchangeTimer, bX))
+        #expect(timer.map { $0.after != $0.before } == true, "an exchange timer with B's generation did nothing")
         let failed = late.deliver(Completion(token: token(.upstreamConnect, bUp), result: -ECONNREFUSED))
         #expect(failed.map { $0.after != $0.before } == true, "a failed connect with B's generation did nothing")
         got = try receiveResponse(b)

@@ -70,6 +70,15 @@ final class LateCompletionInjector<Handler: ReactorHandler & SendableMetatype>: 
                             freeBuffersAfter: reactor.backend.buffers.available, before: before, after: observe(handler))
     }
 
+    /// Fires the timer under `token` at the handler as the reactor's wheel would.
+    func fire(_ token: Token, _ reactor: Reactor<Backend>) -> LateDelivery {
+        let before = observe(handler)
+        let free = reactor.backend.buffers.available
+        handler.timerFired(token, reactor)
+        return LateDelivery(token: token, result: 0, hadBuffer: false, freeBuffersBefore: free,
+                            freeBuffersAfter: reactor.backend.buffers.available, before: before, after: observe(handler))
+    }
+
     /// Arms a single-shot receive on `fd` under `token`; its completion goes to the handler as a late one.
     func armLateReceive(fd: Int32, token: Token, _ reactor: Reactor<Backend>) {
         lateReceives.append(token)
@@ -137,6 +146,11 @@ final class LateCompletions<Handler: ReactorHandler & SendableMetatype>: Sendabl
     /// Hands the handler `completion` as if the backend had just reaped it.
     func deliver(_ completion: Completion) -> LateDelivery? {
         onInjector { injector, reactor in injector.deliver(completion, reactor) }
+    }
+
+    /// Fires the timer under `token` at the handler, as if its deadline had just passed.
+    func fire(_ token: Token) -> LateDelivery? {
+        onInjector { injector, reactor in injector.fire(token, reactor) }
     }
 
     /// Arms a single-shot receive on `fd` under `token`: once the test sends to `fd`'s peer, the completion, its

@@ -78,7 +78,7 @@ import Testing
     @Test func theWaitingQueueGrowsOnDemandUpToItsLimitAndKeepsOrder() {
         var q = UpstreamPools.PendingQueue()
         #expect(q.capacity == 0, "nothing preallocated per endpoint")
-        let ids = (0..<20).map { DID(index: UInt32($0), generation: 0) }
+        let ids = (0..<20).map { XID(index: UInt32($0), generation: 0) }
         for id in ids.prefix(12) {
             let pushed = q.push(id, limit: 12)
             #expect(pushed)
@@ -94,7 +94,7 @@ import Testing
             let pushed = q.push(id, limit: 12)
             #expect(pushed)
         }
-        var out: [DID] = []
+        var out: [XID] = []
         while let id = q.pop() { out.append(id) }
         #expect(out == Array(ids[5..<17]))
         #expect(q.count == 0)

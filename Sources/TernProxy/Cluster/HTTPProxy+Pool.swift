@@ -9,13 +9,13 @@ import TernTelemetry
 extension HTTPProxy {
     /// Unbinds the exchange's upstream connection: back to the pool or to a waiting request when `reusable`,
     /// else closed.
-    func detachUpstream(_ id: DID, reusable: Bool, _ reactor: Reactor<Backend>) {
-        guard let u = downstreams[id].exchange.attempt.connection else {
+    func detachUpstream(_ x: XID, reusable: Bool, _ reactor: Reactor<Backend>) {
+        guard let u = exchanges[x].attempt.connection else {
             // Perhaps still waiting in the queue: it is skipped when popped (no longer waiting).
             return
         }
-        downstreams[id].exchange.attempt.connection = nil
-        upstreams[u].downstream = nil
+        exchanges[x].attempt.connection = nil
+        upstreams[u].exchange = nil
         if reusable && upstreams[u].state == .bound && !upstreams[u].sending {
             recycle(u, reactor)
         } else {
@@ -26,7 +26,7 @@ extension HTTPProxy {
     /// A clean upstream connection: to the oldest waiting request, or the idle pool, or closed.
     func recycle(_ u: UID, _ reactor: Reactor<Backend>) {
         let e = upstreams[u].endpoint
-        upstreams[u].downstream = nil
+        upstreams[u].exchange = nil
         while let next = pools.slots[e].pending.pop() {
             guard isWaiting(next, for: e) else { continue }
             bind(u, to: next, reused: true, reactor)
@@ -49,8 +49,8 @@ extension HTTPProxy {
 
     func closeUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
         if upstreams[u].state == .closing { return }
-        if let id = upstreams[u].downstream, downstreams.isCurrent(id), downstreams[id].exchange.attempt.connection == u { downstreams[id].exchange.attempt.connection = nil }
-        upstreams[u].downstream = nil
+        if let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u { exchanges[x].attempt.connection = nil }
+        upstreams[u].exchange = nil
         if upstreams[u].state == .idle { idleUpstreams -= 1 }
         upstreams[u].state = .closing
         cancel(&upstreams[u].connectTimer, reactor)
@@ -91,8 +91,8 @@ extension HTTPProxy {
     /// Whether a queue entry still names an exchange waiting for a connection to endpoint `e`: the entry of an
     /// exchange that ended meanwhile (and perhaps left a later exchange of its connection waiting elsewhere) is
     /// skipped.
-    func isWaiting(_ id: DID, for e: Int) -> Bool {
-        downstreams.isCurrent(id) && downstreams[id].phase == .open && downstreams[id].exchange.request.state == .waiting
-            && downstreams[id].exchange.attempt.connection == nil && downstreams[id].exchange.attempt.endpoint == e
+    func isWaiting(_ x: XID, for e: Int) -> Bool {
+        exchanges.isCurrent(x) && downstreams[exchanges[x].downstream].phase == .open && exchanges[x].request.state == .waiting
+            && exchanges[x].attempt.connection == nil && exchanges[x].attempt.endpoint == e
     }
 }

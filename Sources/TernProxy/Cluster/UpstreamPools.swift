@@ -17,12 +17,12 @@ import TernTelemetry
 struct UpstreamPools {
     /// Requests waiting for a connection of one endpoint, oldest first: a ring grown on demand.
     struct PendingQueue {
-        private var ring: [DID?] = []
+        private var ring: [XID?] = []
         private var head = 0
         private(set) var count = 0
 
         /// Adds `id` unless `limit` requests already wait.
-        mutating func push(_ id: DID, limit: Int) -> Bool {
+        mutating func push(_ id: XID, limit: Int) -> Bool {
             if count == ring.count {
                 guard ring.count < limit else { return false }
                 grow(to: min(limit, max(8, ring.count * 2)))
@@ -32,7 +32,7 @@ struct UpstreamPools {
             return true
         }
 
-        mutating func pop() -> DID? {
+        mutating func pop() -> XID? {
             guard count > 0 else { return nil }
             let id = ring[head]
             ring[head] = nil
@@ -44,7 +44,7 @@ struct UpstreamPools {
         var capacity: Int { ring.count }
 
         private mutating func grow(to capacity: Int) {
-            var next = [DID?](repeating: nil, count: capacity)
+            var next = [XID?](repeating: nil, count: capacity)
             for i in 0..<count { next[i] = ring[(head + i) % ring.count] }
             ring = next
             head = 0

@@ -4,8 +4,8 @@ import TernIO
 /// A client connection of the HTTP engine (one slot of `HTTPProxy.downstreams`): its descriptor and transport,
 /// the operations in flight on it, its timers, and the exchange it carries. HTTP/1.1 answers requests in order,
 /// so a connection carries one exchange at a time (pipelined requests wait, unread, until the exchange before
-/// them is finished); the exchange is kept inline and shares the connection's slot and tokens. An HTTP/2
-/// connection will carry many, each in its own slot of an exchange slab (docs/architecture.md).
+/// them is finished): one slot of the exchange slab, taken when the connection opens. An HTTP/2 connection will
+/// carry many, one exchange slot per stream (docs/architecture.md).
 struct DownstreamConnection {
     enum Phase { case open, lingering, closing }
 
@@ -33,13 +33,13 @@ struct DownstreamConnection {
     var lingerTimer: TimerWheel.ID? = nil
     /// When the connection last became idle between requests (idle timeout).
     var idleSince: UInt64 = 0
-    /// When the first byte of the current request head arrived (request header timeout, request duration).
-    var headStart: UInt64 = 0
-    var exchange = Exchange()
+    /// Its exchange's slot (`HTTPProxy.exchanges`).
+    var exchange: XID
 
-    init(fd: Int32, listener: Int) {
+    init(fd: Int32, listener: Int, exchange: XID) {
         self.fd = fd
         self.listener = listener
+        self.exchange = exchange
     }
 }
 

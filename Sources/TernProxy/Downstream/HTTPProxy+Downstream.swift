@@ -15,12 +15,21 @@ extension HTTPProxy {
             System.close(fd)
             return
         }
-        guard let id = downstreams.insert(DownstreamConnection(fd: fd, listener: listener)) else {
+        // Its exchange slot first (HTTP/1.1: one for the connection's life), then the connection naming it.
+        guard let x = exchanges.insert(Exchange(downstream: DID(index: 0, generation: 0))) else {
             counters.active.subtract(1, ordering: .relaxed)
             counters.rejectedOverLimit.add(1, ordering: .relaxed)
             System.close(fd)
             return
         }
+        guard let id = downstreams.insert(DownstreamConnection(fd: fd, listener: listener, exchange: x)) else {
+            exchanges.remove(x)
+            counters.active.subtract(1, ordering: .relaxed)
+            counters.rejectedOverLimit.add(1, ordering: .relaxed)
+            System.close(fd)
+            return
+        }
+        exchanges[x].downstream = id
         counters.accepted.add(1, ordering: .relaxed)
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
@@ -32,15 +41,16 @@ extension HTTPProxy {
             bytes.setClientAddress(Int(id.index), "unknown")
         }
         if let capture {
+            // Reported per exchange: HTTP/1.1's one exchange slot carries its connection's addresses.
             if let peer {
-                peer.withText(withPort: true) { capture.set(Int(id.index), .downstreamRemote, $0) }
+                peer.withText(withPort: true) { capture.set(Int(x.index), .downstreamRemote, $0) }
             } else {
-                capture.clear(Int(id.index), .downstreamRemote)
+                capture.clear(Int(x.index), .downstreamRemote)
             }
-            capture.set(Int(id.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
+            capture.set(Int(x.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
         }
-        downstreams[id].exchange.request.parser = requestParsers.take()
-        downstreams[id].exchange.response.parser = responseParsers.take()
+        exchanges[x].request.parser = requestParsers.take()
+        exchanges[x].response.parser = responseParsers.take()
         awaitRequest(id, reactor)
     }
 
@@ -62,13 +72,13 @@ extension HTTPProxy {
 
     func clientReceived(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
         // Fields read one by one: a copy of the whole Session would retain every reference it holds.
-        let phase = downstreams[id].phase
+        let phase = downstreams[id].phase, x = downstreams[id].exchange
         if phase == .closing {
             release(c.bufferID, reactor)
             finishDownstreamIfQuiet(id, reactor)
             return
         }
-        if phase == .lingering || downstreams[id].exchange.reply != nil {
+        if phase == .lingering || exchanges[x].reply != nil {
             // Read and discard until the client closes (lingering close), or the linger timer fires.
             release(c.bufferID, reactor)
             if c.result > 0 { receiveFromClient(id, reactor) } else if phase == .lingering { closeDownstream(id, reset: false, reactor) }
@@ -79,26 +89,26 @@ extension HTTPProxy {
             clientEnded(id, c.result, reactor)
             return
         }
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        let request = downstreams[id].exchange.request.state
+        exchanges[x].lastActivity = System.monotonicNanos()
+        let request = exchanges[x].request.state
         switch request {
         case .head:
-            let wasEmpty = downstreams[id].exchange.request.held.isEmpty, exchange = downstreams[id].exchange.active
+            let wasEmpty = exchanges[x].request.held.isEmpty, exchange = exchanges[x].active
             do {
-                let (a, b) = try bytes.take(buffer: buffer, count: Int(c.result), into: &downstreams[id].exchange.request.held)
+                let (a, b) = try bytes.take(buffer: buffer, count: Int(c.result), into: &exchanges[x].request.held)
                 release(a, reactor)
                 release(b, reactor)
             } catch {
                 release(buffer, reactor)
-                fail(id, .headersTooLarge, reactor)
+                fail(x, .headersTooLarge, reactor)
                 return
             }
-            if wasEmpty && !exchange { downstreams[id].headStart = downstreams[id].exchange.lastActivity }
-            requestHead(id, reactor)
+            if wasEmpty && !exchange { exchanges[x].headStart = exchanges[x].lastActivity }
+            requestHead(x, reactor)
         case .body, .tunnel:
-            precondition(!downstreams[id].exchange.request.held.holdsStorage, "request bytes held while receiving more")
-            downstreams[id].exchange.request.held = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
-            if request == .body { requestBody(id, reactor) } else { tunnelToUpstream(id, reactor) }
+            precondition(!exchanges[x].request.held.holdsStorage, "request bytes held while receiving more")
+            exchanges[x].request.held = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
+            if request == .body { requestBody(x, reactor) } else { tunnelToUpstream(x, reactor) }
         case .waiting, .sending, .splicing, .done:
             // Not receiving in these states; a stray completion is a bug.
             release(buffer, reactor)
@@ -108,17 +118,18 @@ extension HTTPProxy {
 
     /// The client closed (0) or failed (< 0) its side.
     func clientEnded(_ id: DID, _ result: Int32, _ reactor: Reactor<Backend>) {
-        let s = downstreams[id]
-        if s.exchange.request.state == .tunnel && result == 0 {
+        let x = downstreams[id].exchange
+        let tunnel = exchanges[x].request.state == .tunnel
+        if tunnel && result == 0 {
             downstreams[id].clientEOF = true
-            if let u = s.exchange.attempt.connection { _ = System.shutdown(upstreams[u].fd, write: true, read: false) }
-            if s.exchange.upstreamEOF { closeDownstream(id, reset: false, reactor) }
+            if let u = exchanges[x].attempt.connection { _ = System.shutdown(upstreams[u].fd, write: true, read: false) }
+            if exchanges[x].upstreamEOF { closeDownstream(id, reset: false, reactor) }
             return
         }
         // Between requests this is the normal end of a keep-alive connection; inside one the client gave up:
         // the upstream side is abandoned with it.
-        if s.exchange.active { Log.debug("client closed during an exchange (\(result < 0 ? Errno.name(-result) : "EOF"))") }
-        closeDownstream(id, reset: result < 0 && s.exchange.request.state == .tunnel, reactor)
+        if exchanges[x].active { Log.debug("client closed during an exchange (\(result < 0 ? Errno.name(-result) : "EOF"))") }
+        closeDownstream(id, reset: result < 0 && tunnel, reactor)
     }
 
     func sendToClient(_ id: DID, _ reactor: Reactor<Backend>) {
@@ -133,11 +144,12 @@ extension HTTPProxy {
 
     /// Closes the write side and reads what the client still sends until it closes or the linger time passes.
     func lingerClose(_ id: DID, _ reactor: Reactor<Backend>) {
+        let x = downstreams[id].exchange
         downstreams[id].phase = .lingering
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
-        dropHeld(&downstreams[id].exchange.request.held, reactor)
-        dropHeld(&downstreams[id].exchange.response.held, reactor)
+        dropHeld(&exchanges[x].request.held, reactor)
+        dropHeld(&exchanges[x].response.held, reactor)
         _ = System.shutdown(downstreams[id].fd, write: true, read: false)
         downstreams[id].lingerTimer = reactor.timers.schedule(token(.lingerTimer, id), at: deadline(after: settings.lingerTimeout))
         receiveFromClient(id, reactor)
@@ -145,22 +157,22 @@ extension HTTPProxy {
 
     func closeDownstream(_ id: DID, reset: Bool, _ reactor: Reactor<Backend>) {
         if downstreams[id].phase == .closing { return }
-        if !downstreams[id].exchange.report.recorded {
+        let x = downstreams[id].exchange
+        if !exchanges[x].report.recorded {
             // The exchange ends with the connection: the client went away (DC), or a failure after the
             // response started already set its flag.
-            if downstreams[id].exchange.report.flags.isEmpty { downstreams[id].exchange.report.flags = .downstreamConnectionTermination }
-            recordExchange(id)
+            if exchanges[x].report.flags.isEmpty { exchanges[x].report.flags = .downstreamConnectionTermination }
+            recordExchange(x)
         }
         if reset {
             counters.resetsPropagated.add(1, ordering: .relaxed)
             System.setLingerReset(downstreams[id].fd)
         }
         downstreams[id].phase = .closing
-        detachUpstream(id, reusable: false, reactor)
+        detachUpstream(x, reusable: false, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
         cancel(&downstreams[id].idleTimer, reactor)
-        cancel(&downstreams[id].exchange.upstreamTimer, reactor)
-        cancel(&downstreams[id].exchange.streamTimer, reactor)
+        cancel(&exchanges[x].timer, reactor)
         cancel(&downstreams[id].lingerTimer, reactor)
         let fd = downstreams[id].fd
         if downstreams[id].inflight > 0 {
@@ -176,20 +188,22 @@ extension HTTPProxy {
 
     func finishDownstreamIfQuiet(_ id: DID, _ reactor: Reactor<Backend>) {
         guard downstreams[id].inflight == 0 else { return }
-        requestFinished(id)
-        dropHeld(&downstreams[id].exchange.request.extras, reactor)
-        dropHeld(&downstreams[id].exchange.response.extras, reactor)
+        let x = downstreams[id].exchange
+        requestFinished(x)
+        dropHeld(&exchanges[x].request.extras, reactor)
+        dropHeld(&exchanges[x].response.extras, reactor)
         // A pipe left mid-transfer may hold bytes, and a cancelled splice of the upstream socket may still
         // hold it: it is closed, never reused (the kernel keeps its own reference while an operation runs).
-        for pipe in [downstreams[id].exchange.request.pipe, downstreams[id].exchange.response.pipe] {
+        for pipe in [exchanges[x].request.pipe, exchanges[x].response.pipe] {
             if let pipe { reactor.pipes.release(pipe, holdsData: true) }
         }
-        dropHeld(&downstreams[id].exchange.request.held, reactor)
-        dropHeld(&downstreams[id].exchange.response.held, reactor)
-        requestParsers.give(downstreams[id].exchange.request.parser)
-        responseParsers.give(downstreams[id].exchange.response.parser)
+        dropHeld(&exchanges[x].request.held, reactor)
+        dropHeld(&exchanges[x].response.held, reactor)
+        requestParsers.give(exchanges[x].request.parser)
+        responseParsers.give(exchanges[x].response.parser)
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
+        exchanges.remove(x)
         downstreams.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
     }

@@ -11,6 +11,7 @@
 // body of at least `HTTPProxy.spliceThreshold` bytes is spliced through a pipe instead, where both transports
 // allow it.
 import TernConfig
+import TernCore
 import TernHTTP
 import TernIO
 import TernTelemetry
@@ -59,7 +60,13 @@ enum TargetRewrite {
     case regex(RegexRewrite)
 }
 
+/// One exchange (a slot of `HTTPProxy.exchanges`, keyed by its own id, not its connection's): its operations
+/// on upstream connections and its timer carry that id. An HTTP/1.1 connection answers its requests in order
+/// and takes one exchange slot when it opens, used by request after request until it closes; an HTTP/2
+/// connection will take one per stream.
 struct Exchange {
+    /// The client connection it belongs to.
+    var downstream: DID
     /// A request head was received and not yet answered to its end.
     var active = false
     var request = ExchangeSide(state: RequestState.head)
@@ -81,10 +88,14 @@ struct Exchange {
     var targetRewrite: TargetRewrite? = nil
     /// The upstream closed its side of a tunnel.
     var upstreamEOF = false
-    /// The exchange's deadlines: the upstream timeout (from the end of the request) and the stream idle timeout
-    /// (from the last byte moved). Lazy, as the connection's timers.
-    var upstreamTimer: TimerWheel.ID? = nil
-    var streamTimer: TimerWheel.ID? = nil
+    /// The exchange's one timer, set for the earliest of its deadlines (`due`): the upstream timeout (from the
+    /// end of the request) and the stream idle timeout (from the last byte moved). Lazy, as the connection's
+    /// timers: when it fires it checks both and sets itself again for the next, so a request moving bytes costs
+    /// no timer operation.
+    var timer: TimerWheel.ID? = nil
+    var due: UInt64 = 0
+    /// When the first byte of the request head arrived (request duration, and the request header timeout).
+    var headStart: UInt64 = 0
     var lastActivity: UInt64 = 0
     /// When the request was completely sent upstream (upstream timeout).
     var requestEnd: UInt64 = 0
@@ -92,4 +103,8 @@ struct Exchange {
     var attempt = UpstreamAttempt()
     /// What the exchange reports when it ends (metrics, access log, span).
     var report = ExchangeReport()
+
+    init(downstream: DID) { self.downstream = downstream }
 }
+
+typealias XID = Slab<Exchange>.ID

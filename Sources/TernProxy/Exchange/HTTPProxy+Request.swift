@@ -6,133 +6,133 @@ import TernIO
 import TernTelemetry
 
 extension HTTPProxy {
-    func requestHead(_ id: DID, _ reactor: Reactor<Backend>) {
-        let p = Int(downstreams[id].exchange.request.parser)
+    func requestHead(_ x: XID, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        let p = Int(exchanges[x].request.parser)
         let progress: HTTP1Parser.Progress
         do {
-            progress = try bytes.parse(&requestParsers.parsers[p], downstreams[id].exchange.request.held)
+            progress = try bytes.parse(&requestParsers.parsers[p], exchanges[x].request.held)
         } catch {
             Log.debug("refused request: \(error)")
-            fail(id, LocalReply.refusing(error), reactor)
+            fail(x, LocalReply.refusing(error), reactor)
             return
         }
         guard progress == .complete else {
             if downstreams[id].headerTimer == nil {
-                let due = saturatingAdd(downstreams[id].headStart, settings.requestHeaderTimeout.nanoseconds)
+                let due = saturatingAdd(exchanges[x].headStart, settings.requestHeaderTimeout.nanoseconds)
                 downstreams[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)
             }
             receiveFromClient(id, reactor)
             return
         }
         let head = requestParsers.parsers[p].head
-        beginExchange(id)
-        downstreams[id].exchange.report.requestWire = UInt64(head.length)
-        downstreams[id].exchange.report.requestHeadLength = UInt64(head.length)
+        beginExchange(x)
+        exchanges[x].report.requestWire = UInt64(head.length)
+        exchanges[x].report.requestHeadLength = UInt64(head.length)
         if let capture {
-            let slot = Int(id.index)
+            let slot = Int(x.index)
             capture.beginRequest(slot)
             if reporting.spans != nil {
-                let incoming = bytes.traceHeaders(head, held: downstreams[id].exchange.request.held, capture: capture, slot: slot)
-                downstreams[id].exchange.report.trace = incoming.context.child(sampler: reporting.sampler, using: &random)
+                let incoming = bytes.traceHeaders(head, held: exchanges[x].request.held, capture: capture, slot: slot)
+                exchanges[x].report.trace = incoming.context.child(sampler: reporting.sampler, using: &random)
             }
             // The values are reported by the access log, and by the span of a sampled request only (1 % by
             // default): the other requests skip the copies.
-            if reporting.accessLog != nil || downstreams[id].exchange.report.trace.sampled == true {
-                bytes.capture(head, held: downstreams[id].exchange.request.held, into: capture, slot: slot)
+            if reporting.accessLog != nil || exchanges[x].report.trace.sampled == true {
+                bytes.capture(head, held: exchanges[x].request.held, into: capture, slot: slot)
             }
         }
-        downstreams[id].exchange.active = true
+        exchanges[x].active = true
         downstreams[id].keepAlive = head.keepAlive && !draining
-        downstreams[id].exchange.http10 = head.version == .http10
-        downstreams[id].exchange.method = head.method
-        downstreams[id].exchange.upgrade = head.upgrade || head.method == .connect
-        downstreams[id].exchange.responseStarted = false
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        if downstreams[id].exchange.streamTimer == nil {
-            downstreams[id].exchange.streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: deadline(after: settings.streamIdleTimeout))
-        }
+        exchanges[x].http10 = head.version == .http10
+        exchanges[x].method = head.method
+        exchanges[x].upgrade = head.upgrade || head.method == .connect
+        exchanges[x].responseStarted = false
+        exchanges[x].lastActivity = System.monotonicNanos()
+        armExchangeTimer(x, at: deadline(after: settings.streamIdleTimeout), reactor)
         switch head.framing {
-        case .contentLength(let n): downstreams[id].exchange.request.body = n == 0 ? .none : .length(n)
+        case .contentLength(let n): exchanges[x].request.body = n == 0 ? .none : .length(n)
         case .chunked:
-            downstreams[id].exchange.request.body = .chunked
-            downstreams[id].exchange.request.decoder.reset()
-        case .none, .untilClose: downstreams[id].exchange.request.body = .none
+            exchanges[x].request.body = .chunked
+            exchanges[x].request.decoder.reset()
+        case .none, .untilClose: exchanges[x].request.body = .none
         }
-        prepareResponseParser(id)
-        downstreams[id].exchange.request.state = .waiting
-        guard let endpoint = route(id, head, reactor) else { return }
-        downstreams[id].exchange.attempt.endpoint = endpoint
+        prepareResponseParser(x)
+        exchanges[x].request.state = .waiting
+        guard let endpoint = route(x, head, reactor) else { return }
+        exchanges[x].attempt.endpoint = endpoint
         pools.exchangeStarted(endpoint)
         if let metrics {
-            downstreams[id].exchange.report.activeKey = pools.slots[endpoint].key
+            exchanges[x].report.activeKey = pools.slots[endpoint].key
             metrics.endpoint(pools.slots[endpoint].key, EndpointWords.activeRequests, 1)
         }
-        acquireUpstream(id, reactor)
+        acquireUpstream(x, reactor)
     }
 
-    func sendRequestHead(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let u = downstreams[id].exchange.attempt.connection else { return bug("request head without an upstream") }
-        let p = Int(downstreams[id].exchange.request.parser)
+    func sendRequestHead(_ x: XID, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        guard let u = exchanges[x].attempt.connection else { return bug("request head without an upstream") }
+        let p = Int(exchanges[x].request.parser)
         let head = requestParsers.parsers[p].head
         let entry = Int(u.index)
-        let held = downstreams[id].exchange.request.held
+        let held = exchanges[x].request.held
         toUpstream.reset(entry)
-        dropHeld(&downstreams[id].exchange.request.extras, reactor)
+        dropHeld(&exchanges[x].request.extras, reactor)
         var target = 0..<0
         var fields = 0..<0
         var trace = 0..<0
         let traced = reporting.spans != nil
-        if downstreams[id].exchange.request.edits != nil || downstreams[id].exchange.targetRewrite != nil || traced {
-            guard let extras = composeRequestExtras(id, head, &target, &fields, &trace) else {
-                fail(id, .headersTooLarge, reactor)
+        if exchanges[x].request.edits != nil || exchanges[x].targetRewrite != nil || traced {
+            guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else {
+                fail(x, .headersTooLarge, reactor)
                 return
             }
-            downstreams[id].exchange.request.extras = extras
+            exchanges[x].request.extras = extras
         }
-        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: downstreams[id].exchange.targetRewrite != nil,
+        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != nil,
                                                      routeFields: !fields.isEmpty, replaceTrace: traced)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, drop, emit in
             HTTP1Forwarding.request(head, span, options: options, drop: drop, emit: emit)
-        }, head: head, edits: downstreams[id].exchange.request.edits, extras: downstreams[id].exchange.request.extras, target: target, fields: fields,
-           trace: trace, capture: capture) else {
-            fail(id, .headersTooLarge, reactor)
+        }, head: head, edits: exchanges[x].request.edits, extras: exchanges[x].request.extras, target: target, fields: fields,
+           trace: trace, capture: capture, captureSlot: Int(x.index)) else {
+            fail(x, .headersTooLarge, reactor)
             return
         }
         let bodyStart = held.start + head.length
-        guard let bodyEnd = takeRequestBody(id, from: bodyStart, reactor) else { return }
+        guard let bodyEnd = takeRequestBody(x, from: bodyStart, reactor) else { return }
         _ = bytes.append(toUpstream, entry, held, bodyStart..<bodyEnd)
-        if downstreams[id].exchange.report.upstreamStart == 0 {
+        if exchanges[x].report.upstreamStart == 0 {
             // Not again when a retry on a fresh connection sends the same bytes.
-            downstreams[id].exchange.report.requestWire &+= UInt64(bodyEnd - bodyStart)
-            downstreams[id].exchange.report.upstreamStart = System.monotonicNanos()
+            exchanges[x].report.requestWire &+= UInt64(bodyEnd - bodyStart)
+            exchanges[x].report.upstreamStart = System.monotonicNanos()
         }
         // The request can be sent again on a fresh connection if this reused one turns out to be closed, as
         // long as all of it is still held.
-        downstreams[id].exchange.attempt.replayFrom = upstreams[u].reused && downstreams[id].exchange.request.body == .none && !downstreams[id].exchange.upgrade ? held.start : nil
-        downstreams[id].exchange.request.sentTo = bodyEnd
-        downstreams[id].exchange.request.state = .sending
-        downstreams[id].exchange.response.state = .head
-        sendToUpstream(id, u, reactor)
+        exchanges[x].attempt.replayFrom = upstreams[u].reused && exchanges[x].request.body == .none && !exchanges[x].upgrade ? held.start : nil
+        exchanges[x].request.sentTo = bodyEnd
+        exchanges[x].request.state = .sending
+        exchanges[x].response.state = .head
+        sendToUpstream(x, u, reactor)
         receiveFromUpstream(u, reactor)
     }
 
     /// How far the request body extends in the held bytes from `from`, updating what remains of it; nil when
     /// the chunked framing is broken (the exchange has then been failed).
-    func takeRequestBody(_ id: DID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
-        var body = downstreams[id].exchange.request.body
-        var decoder = downstreams[id].exchange.request.decoder
+    func takeRequestBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
+        var body = exchanges[x].request.body
+        var decoder = exchanges[x].request.decoder
         defer {
             // A failure may have closed and freed the session.
-            if downstreams.isCurrent(id) {
-                downstreams[id].exchange.request.body = body
-                downstreams[id].exchange.request.decoder = decoder
+            if exchanges.isCurrent(x) {
+                exchanges[x].request.body = body
+                exchanges[x].request.decoder = decoder
             }
         }
         do {
-            return try bodyExtent(&body, &decoder, downstreams[id].exchange.request.held, from: from)
+            return try bodyExtent(&body, &decoder, exchanges[x].request.held, from: from)
         } catch {
             Log.debug("refused request body: \(error)")
-            fail(id, .badRequest, reactor)
+            fail(x, .badRequest, reactor)
             return nil
         }
     }
@@ -165,7 +165,7 @@ extension HTTPProxy {
         }
     }
 
-    func sendToUpstream(_ id: DID, _ u: UID, _ reactor: Reactor<Backend>) {
+    func sendToUpstream(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) {
         if toUpstream.remaining(Int(u.index)) == 0 {
             upstreamSent(u, 0, reactor, nothing: true)
             return
@@ -180,68 +180,69 @@ extension HTTPProxy {
             finishUpstreamIfQuiet(u, reactor)
             return
         }
-        guard let id = upstreams[u].downstream, downstreams.isCurrent(id), downstreams[id].phase == .open else { return }
+        guard let x = servedExchange(u) else { return }
+        let id = exchanges[x].downstream
         if result < 0 {
             Log.debug("send to upstream failed: \(Errno.name(-result))")
-            upstreamLost(id, u, reactor)
+            upstreamLost(x, u, reactor)
             return
         }
         let entry = Int(u.index)
         if !nothing {
             toUpstream.advance(entry, by: Int(result))
-            downstreams[id].exchange.lastActivity = System.monotonicNanos()
+            exchanges[x].lastActivity = System.monotonicNanos()
         }
         if toUpstream.remaining(entry) > 0 {
-            sendToUpstream(id, u, reactor)
+            sendToUpstream(x, u, reactor)
             return
         }
         // What was sent is consumed.
-        downstreams[id].exchange.request.held.start = downstreams[id].exchange.request.sentTo
-        dropHeld(&downstreams[id].exchange.request.extras, reactor)
-        if downstreams[id].exchange.request.state == .tunnel {
-            dropHeld(&downstreams[id].exchange.request.held, reactor)
+        exchanges[x].request.held.start = exchanges[x].request.sentTo
+        dropHeld(&exchanges[x].request.extras, reactor)
+        if exchanges[x].request.state == .tunnel {
+            dropHeld(&exchanges[x].request.held, reactor)
             if !downstreams[id].clientEOF { receiveFromClient(id, reactor) }
             return
         }
-        if downstreams[id].exchange.request.held.isEmpty && downstreams[id].exchange.attempt.replayFrom == nil { dropHeld(&downstreams[id].exchange.request.held, reactor) }
-        if downstreams[id].exchange.request.body == .none {
-            requestDone(id, reactor)
-        } else if case .length(let left) = downstreams[id].exchange.request.body, left >= Self.spliceThreshold,
-                  downstreams[id].exchange.request.held.isEmpty, spliceAllowed(id, u), let pipe = reactor.pipes.acquire()
+        if exchanges[x].request.held.isEmpty && exchanges[x].attempt.replayFrom == nil { dropHeld(&exchanges[x].request.held, reactor) }
+        if exchanges[x].request.body == .none {
+            requestDone(x, reactor)
+        } else if case .length(let left) = exchanges[x].request.body, left >= Self.spliceThreshold,
+                  exchanges[x].request.held.isEmpty, spliceAllowed(id, u), let pipe = reactor.pipes.acquire()
         {
-            dropHeld(&downstreams[id].exchange.request.held, reactor)
-            downstreams[id].exchange.request.pipe = pipe
-            downstreams[id].exchange.request.state = .splicing
+            dropHeld(&exchanges[x].request.held, reactor)
+            exchanges[x].request.pipe = pipe
+            exchanges[x].request.state = .splicing
             Log.debug("request body spliced: \(left) bytes")
             requestSpliceIn(id, reactor)
         } else {
-            downstreams[id].exchange.request.state = .body
-            if downstreams[id].exchange.response.state != .done { receiveFromClient(id, reactor) }
+            exchanges[x].request.state = .body
+            if exchanges[x].response.state != .done { receiveFromClient(id, reactor) }
         }
     }
 
-    func requestBody(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let u = downstreams[id].exchange.attempt.connection else { return bug("request body without an upstream") }
-        guard let end = takeRequestBody(id, from: 0, reactor) else { return }
-        downstreams[id].exchange.report.requestWire &+= UInt64(end)
+    func requestBody(_ x: XID, _ reactor: Reactor<Backend>) {
+        guard let u = exchanges[x].attempt.connection else { return bug("request body without an upstream") }
+        guard let end = takeRequestBody(x, from: 0, reactor) else { return }
+        exchanges[x].report.requestWire &+= UInt64(end)
         let entry = Int(u.index)
         toUpstream.reset(entry)
-        _ = bytes.append(toUpstream, entry, downstreams[id].exchange.request.held, 0..<end)
-        downstreams[id].exchange.request.sentTo = end
-        downstreams[id].exchange.request.state = .sending
-        sendToUpstream(id, u, reactor)
+        _ = bytes.append(toUpstream, entry, exchanges[x].request.held, 0..<end)
+        exchanges[x].request.sentTo = end
+        exchanges[x].request.state = .sending
+        sendToUpstream(x, u, reactor)
     }
 
     /// The whole request went upstream: the upstream timeout starts.
-    func requestDone(_ id: DID, _ reactor: Reactor<Backend>) {
-        downstreams[id].exchange.request.state = .done
-        if downstreams[id].exchange.response.state == .done {
-            exchangeDone(id, reactor)
+    func requestDone(_ x: XID, _ reactor: Reactor<Backend>) {
+        exchanges[x].request.state = .done
+        if exchanges[x].response.state == .done {
+            exchangeDone(x, reactor)
             return
         }
-        downstreams[id].exchange.requestEnd = System.monotonicNanos()
-        if settings.upstreamTimeout.nanoseconds > 0 && downstreams[id].exchange.upstreamTimer == nil {
-            downstreams[id].exchange.upstreamTimer = reactor.timers.schedule(token(.upstreamTimer, id), at: deadline(after: settings.upstreamTimeout))
+        exchanges[x].requestEnd = System.monotonicNanos()
+        if settings.upstreamTimeout.nanoseconds > 0 {
+            armExchangeTimer(x, at: deadline(after: settings.upstreamTimeout), reactor)
         }
     }
 }

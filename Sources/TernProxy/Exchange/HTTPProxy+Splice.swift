@@ -14,7 +14,8 @@ extension HTTPProxy {
     }
 
     func requestSpliceIn(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard case .length(let left) = downstreams[id].exchange.request.body, let pipe = downstreams[id].exchange.request.pipe else {
+        let x = downstreams[id].exchange
+        guard case .length(let left) = exchanges[x].request.body, let pipe = exchanges[x].request.pipe else {
             return bug("request splice without a body or pipe")
         }
         downstreams[id].clientSplice = Op.requestSpliceIn.rawValue
@@ -25,46 +26,48 @@ extension HTTPProxy {
     }
 
     func requestSplicedIn(_ id: DID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        let x = downstreams[id].exchange
         if n == -Errno.EAGAIN { return requestSpliceIn(id, reactor) }
-        guard n > 0, case .length(let left) = downstreams[id].exchange.request.body, let u = downstreams[id].exchange.attempt.connection else {
+        guard n > 0, case .length(let left) = exchanges[x].request.body, let u = exchanges[x].attempt.connection else {
             // The client ended or failed in the middle of its body: nothing sensible can follow.
             Log.debug("client ended during a spliced request body (\(n < 0 ? Errno.name(-n) : "EOF"))")
             closeDownstream(id, reset: n < 0, reactor)
             return
         }
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        downstreams[id].exchange.request.piped = Int(n)
-        downstreams[id].exchange.report.requestWire &+= UInt64(n)
-        downstreams[id].exchange.request.body = left == UInt64(n) ? .none : .length(left - UInt64(n))
-        requestSpliceOut(id, u, reactor)
+        exchanges[x].lastActivity = System.monotonicNanos()
+        exchanges[x].request.piped = Int(n)
+        exchanges[x].report.requestWire &+= UInt64(n)
+        exchanges[x].request.body = left == UInt64(n) ? .none : .length(left - UInt64(n))
+        requestSpliceOut(x, u, reactor)
     }
 
-    func requestSpliceOut(_ id: DID, _ u: UID, _ reactor: Reactor<Backend>) {
-        guard let pipe = downstreams[id].exchange.request.pipe else { return bug("request splice without a pipe") }
+    func requestSpliceOut(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) {
+        guard let pipe = exchanges[x].request.pipe else { return bug("request splice without a pipe") }
         upstreams[u].splice = Op.requestSpliceOut.rawValue
         upstreams[u].inflight += 1
         let fd = upstreams[u].fd
-        reactor.backend.splice(from: pipe.readEnd, to: fd, count: downstreams[id].exchange.request.piped, waitFor: .writable(fd),
+        reactor.backend.splice(from: pipe.readEnd, to: fd, count: exchanges[x].request.piped, waitFor: .writable(fd),
                                token: token(.requestSpliceOut, u))
     }
 
-    func requestSplicedOut(_ id: DID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
-        if n == -Errno.EAGAIN { return requestSpliceOut(id, u, reactor) }
+    func requestSplicedOut(_ x: XID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        if n == -Errno.EAGAIN { return requestSpliceOut(x, u, reactor) }
         guard n > 0 else {
             Log.debug("upstream failed during a spliced request body: \(Errno.name(-n))")
-            upstreamLost(id, u, reactor)
+            upstreamLost(x, u, reactor)
             return
         }
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        downstreams[id].exchange.request.piped -= Int(n)
-        if downstreams[id].exchange.request.piped > 0 { return requestSpliceOut(id, u, reactor) }
-        if downstreams[id].exchange.request.body != .none { return requestSpliceIn(id, reactor) }
-        releasePipe(&downstreams[id].exchange.request.pipe, reactor)
-        requestDone(id, reactor)
+        exchanges[x].lastActivity = System.monotonicNanos()
+        exchanges[x].request.piped -= Int(n)
+        if exchanges[x].request.piped > 0 { return requestSpliceOut(x, u, reactor) }
+        if exchanges[x].request.body != .none { return requestSpliceIn(id, reactor) }
+        releasePipe(&exchanges[x].request.pipe, reactor)
+        requestDone(x, reactor)
     }
 
-    func responseSpliceIn(_ id: DID, _ u: UID, _ reactor: Reactor<Backend>) {
-        guard case .length(let left) = downstreams[id].exchange.response.body, let pipe = downstreams[id].exchange.response.pipe else {
+    func responseSpliceIn(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) {
+        guard case .length(let left) = exchanges[x].response.body, let pipe = exchanges[x].response.pipe else {
             return bug("response splice without a body or pipe")
         }
         upstreams[u].splice = Op.responseSpliceIn.rawValue
@@ -74,42 +77,45 @@ extension HTTPProxy {
                                waitFor: .readable(fd), token: token(.responseSpliceIn, u))
     }
 
-    func responseSplicedIn(_ id: DID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
-        if n == -Errno.EAGAIN { return responseSpliceIn(id, u, reactor) }
-        guard n > 0, case .length(let left) = downstreams[id].exchange.response.body else {
+    func responseSplicedIn(_ x: XID, _ u: UID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        if n == -Errno.EAGAIN { return responseSpliceIn(x, u, reactor) }
+        guard n > 0, case .length(let left) = exchanges[x].response.body else {
             Log.debug("upstream ended during a spliced response body (\(n < 0 ? Errno.name(-n) : "EOF"))")
-            upstreamLost(id, u, reactor)
+            upstreamLost(x, u, reactor)
             return
         }
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        downstreams[id].exchange.response.piped = Int(n)
-        downstreams[id].exchange.response.body = left == UInt64(n) ? .none : .length(left - UInt64(n))
+        exchanges[x].lastActivity = System.monotonicNanos()
+        exchanges[x].response.piped = Int(n)
+        exchanges[x].response.body = left == UInt64(n) ? .none : .length(left - UInt64(n))
         responseSpliceOut(id, reactor)
     }
 
     func responseSpliceOut(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let pipe = downstreams[id].exchange.response.pipe else { return bug("response splice without a pipe") }
+        let x = downstreams[id].exchange
+        guard let pipe = exchanges[x].response.pipe else { return bug("response splice without a pipe") }
         downstreams[id].clientSplice = Op.responseSpliceOut.rawValue
         downstreams[id].inflight += 1
         let fd = downstreams[id].fd
-        reactor.backend.splice(from: pipe.readEnd, to: fd, count: downstreams[id].exchange.response.piped, waitFor: .writable(fd),
+        reactor.backend.splice(from: pipe.readEnd, to: fd, count: exchanges[x].response.piped, waitFor: .writable(fd),
                                token: token(.responseSpliceOut, id))
     }
 
     func responseSplicedOut(_ id: DID, _ n: Int32, _ reactor: Reactor<Backend>) {
+        let x = downstreams[id].exchange
         if n == -Errno.EAGAIN { return responseSpliceOut(id, reactor) }
         guard n > 0 else {
             Log.debug("send to client failed during a spliced response body: \(Errno.name(-n))")
             closeDownstream(id, reset: true, reactor)
             return
         }
-        downstreams[id].exchange.lastActivity = System.monotonicNanos()
-        downstreams[id].exchange.report.responseWire &+= UInt64(n)
-        downstreams[id].exchange.response.piped -= Int(n)
-        if downstreams[id].exchange.response.piped > 0 { return responseSpliceOut(id, reactor) }
-        if downstreams[id].exchange.response.body != .none, let u = downstreams[id].exchange.attempt.connection { return responseSpliceIn(id, u, reactor) }
-        releasePipe(&downstreams[id].exchange.response.pipe, reactor)
-        responseDone(id, reusable: downstreams[id].exchange.attempt.reusable, reactor)
+        exchanges[x].lastActivity = System.monotonicNanos()
+        exchanges[x].report.responseWire &+= UInt64(n)
+        exchanges[x].response.piped -= Int(n)
+        if exchanges[x].response.piped > 0 { return responseSpliceOut(id, reactor) }
+        if exchanges[x].response.body != .none, let u = exchanges[x].attempt.connection { return responseSpliceIn(x, u, reactor) }
+        releasePipe(&exchanges[x].response.pipe, reactor)
+        responseDone(x, reusable: exchanges[x].attempt.reusable, reactor)
     }
 
     /// Returns an emptied pipe to the pool.

@@ -7,41 +7,43 @@ import TernIO
 import TernTelemetry
 
 extension HTTPProxy {
-    func startTunnel(_ id: DID, _ reactor: Reactor<Backend>) {
+    func startTunnel(_ x: XID, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
         // The upgrade counts as a request when its tunnel starts; the tunnel's bytes are not counted.
-        recordExchange(id)
-        requestFinished(id)
-        cancel(&downstreams[id].exchange.upstreamTimer, reactor)
-        cancel(&downstreams[id].exchange.streamTimer, reactor)
-        downstreams[id].exchange.request.state = .tunnel
-        downstreams[id].exchange.response.state = .tunnel
-        downstreams[id].exchange.attempt.replayFrom = nil
-        guard let u = downstreams[id].exchange.attempt.connection else { return bug("tunnel without an upstream") }
-        if downstreams[id].exchange.request.held.isEmpty && downstreams[id].exchange.response.held.isEmpty && downstreams[id].inflight == 0
-            && upstreams[u].inflight == 0 && spliceAllowed(id, u) && handOver(id, u, reactor)
+        recordExchange(x)
+        requestFinished(x)
+        cancel(&exchanges[x].timer, reactor)
+        exchanges[x].request.state = .tunnel
+        exchanges[x].response.state = .tunnel
+        exchanges[x].attempt.replayFrom = nil
+        guard let u = exchanges[x].attempt.connection else { return bug("tunnel without an upstream") }
+        if exchanges[x].request.held.isEmpty && exchanges[x].response.held.isEmpty && downstreams[id].inflight == 0
+            && upstreams[u].inflight == 0 && spliceAllowed(id, u) && handOver(x, u, reactor)
         {
             return
         }
         // Bytes already read on either side (sent right after the request or the 101) go through buffers;
         // such a tunnel stays here, forwarding buffer by buffer.
         // Bytes that followed the 101 head from the upstream, or the request from the client, go first.
-        if !downstreams[id].exchange.response.held.isEmpty {
-            tunnelToClient(id, reactor)
+        if !exchanges[x].response.held.isEmpty {
+            tunnelToClient(x, reactor)
         } else {
-            dropHeld(&downstreams[id].exchange.response.held, reactor)
+            dropHeld(&exchanges[x].response.held, reactor)
             receiveFromUpstream(u, reactor)
         }
-        if !downstreams[id].exchange.request.held.isEmpty {
-            tunnelToUpstream(id, reactor)
+        if !exchanges[x].request.held.isEmpty {
+            tunnelToUpstream(x, reactor)
         } else {
-            dropHeld(&downstreams[id].exchange.request.held, reactor)
+            dropHeld(&exchanges[x].request.held, reactor)
             receiveFromClient(id, reactor)
         }
     }
 
-    /// Gives both sockets of a tunnel to the splicing relay and forgets the session and upstream connection
-    /// (without closing their sockets, and with the connection still counted as active: the relay ends it).
-    func handOver(_ id: DID, _ u: UID, _ reactor: Reactor<Backend>) -> Bool {
+    /// Gives both sockets of a tunnel to the splicing relay and forgets the exchange, its client connection and
+    /// the upstream connection (without closing their sockets, and with the connection still counted as active:
+    /// the relay ends it).
+    func handOver(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) -> Bool {
+        let id = exchanges[x].downstream
         let client = downstreams[id].fd, upstream = upstreams[u].fd
         guard tunnels.adopt(client: client, upstream: upstream, reactor) else { return false }
         Log.debug("tunnel handed to the splice relay")
@@ -49,31 +51,33 @@ extension HTTPProxy {
         upstreams.remove(u)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
         pools.connectionClosed(e)
-        dropHeld(&downstreams[id].exchange.request.held, reactor)
-        dropHeld(&downstreams[id].exchange.response.held, reactor)
-        requestParsers.give(downstreams[id].exchange.request.parser)
-        responseParsers.give(downstreams[id].exchange.response.parser)
+        dropHeld(&exchanges[x].request.held, reactor)
+        dropHeld(&exchanges[x].response.held, reactor)
+        requestParsers.give(exchanges[x].request.parser)
+        responseParsers.give(exchanges[x].response.parser)
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
+        exchanges.remove(x)
         downstreams.remove(id)
         connectWaiting(e, reactor)
         return true
     }
 
-    func tunnelToUpstream(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let u = downstreams[id].exchange.attempt.connection else { return }
-        let held = downstreams[id].exchange.request.held
+    func tunnelToUpstream(_ x: XID, _ reactor: Reactor<Backend>) {
+        guard let u = exchanges[x].attempt.connection else { return }
+        let held = exchanges[x].request.held
         toUpstream.reset(Int(u.index))
         _ = bytes.append(toUpstream, Int(u.index), held, held.start..<held.end)
-        downstreams[id].exchange.request.sentTo = held.end
-        sendToUpstream(id, u, reactor)
+        exchanges[x].request.sentTo = held.end
+        sendToUpstream(x, u, reactor)
     }
 
-    func tunnelToClient(_ id: DID, _ reactor: Reactor<Backend>) {
-        let held = downstreams[id].exchange.response.held
+    func tunnelToClient(_ x: XID, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        let held = exchanges[x].response.held
         toClient.reset(Int(id.index))
         _ = bytes.append(toClient, Int(id.index), held, held.start..<held.end)
-        downstreams[id].exchange.response.sentTo = held.end
+        exchanges[x].response.sentTo = held.end
         sendToClient(id, reactor)
     }
 }

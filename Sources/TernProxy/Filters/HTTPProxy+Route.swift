@@ -10,23 +10,24 @@ import TernTelemetry
 extension HTTPProxy {
     /// Chooses where a request goes from the route table: the endpoint's pool index, or nil after answering
     /// it (404 NR, 503 NC, 503 UH, 501 for route actions not applied yet).
-    func route(_ id: DID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
+    func route(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
+        let id = exchanges[x].downstream
         guard let routes else { return downstreams[id].listener }
         let table = routes.current
-        let port = hostPort(head, id) ?? 80
-        let match = bytes.select(table, head: head, held: downstreams[id].exchange.request.held, port: port)
-        guard match.found, let route = table.route(match) else { return routeFailed(id, .routeNotFound, reactor) }
-        if capture != nil, let name = route.name { downstreams[id].exchange.report.routeName = name }
+        let port = hostPort(head, x) ?? 80
+        let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port)
+        guard match.found, let route = table.route(match) else { return routeFailed(x, .routeNotFound, reactor) }
+        if capture != nil, let name = route.name { exchanges[x].report.routeName = name }
         switch route.action {
         case .forward:
             // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
             if route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil {
-                return routeFailed(id, .unsupportedRoute, reactor)
+                return routeFailed(x, .unsupportedRoute, reactor)
             }
         case .directResponse(let status, let body):
-            downstreams[id].exchange.report.status = status
+            exchanges[x].report.status = status
             let ops = route.responseHeaders
-            respondFromRoute(id, head, reactor) { w in
+            respondFromRoute(x, head, reactor) { w in
                 w.append(decimal: status)
                 w.append(" ")
                 w.append(LocalReply.reasonPhrase(status))
@@ -40,11 +41,11 @@ extension HTTPProxy {
             return nil
         case .redirect(let r):
             // The head as received: answering consumes it from the held bytes before the Location is written.
-            let held = downstreams[id].exchange.request.held
+            let held = exchanges[x].request.held
             let prefix = route.matchedPrefixLength(match)
-            downstreams[id].exchange.report.status = r.redirectCode
+            exchanges[x].report.status = r.redirectCode
             let ops = route.responseHeaders
-            respondFromRoute(id, head, reactor) { w in
+            respondFromRoute(x, head, reactor) { w in
                 w.append(decimal: r.redirectCode)
                 w.append(" ")
                 w.append(LocalReply.reasonPhrase(r.redirectCode))
@@ -59,43 +60,44 @@ extension HTTPProxy {
             } body: { _ in }
             return nil
         case .unsupported:
-            return routeFailed(id, .unsupportedRoute, reactor)
+            return routeFailed(x, .unsupportedRoute, reactor)
         }
         guard let destination = table.pickDestination(match, random: random.next()),
-              let cluster = destination.cluster(port: port) else { return routeFailed(id, .clusterNotFound, reactor) }
+              let cluster = destination.cluster(port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
         // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
         // source address, read in place; nil (a random pick, as Envoy) for other policies or a missing value.
-        let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: downstreams[id].exchange.request.held, slot: Int(id.index))
+        let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: exchanges[x].request.held, slot: Int(id.index))
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
-              clusterEndpoints[cluster][e] >= 0 else { return routeFailed(id, .noHealthyUpstream, reactor) }
-        downstreams[id].exchange.attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+              clusterEndpoints[cluster][e] >= 0 else { return routeFailed(x, .noHealthyUpstream, reactor) }
+        exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
         requestEdits.host = route.rewrite?.authority
-        downstreams[id].exchange.request.edits = requestEdits.isEmpty ? nil : requestEdits
+        exchanges[x].request.edits = requestEdits.isEmpty ? nil : requestEdits
         let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
-        downstreams[id].exchange.response.edits = responseEdits.isEmpty ? nil : responseEdits
+        exchanges[x].response.edits = responseEdits.isEmpty ? nil : responseEdits
         if let regex = route.uriRegexRewrite {
-            downstreams[id].exchange.targetRewrite = .regex(regex)
+            exchanges[x].targetRewrite = .regex(regex)
         } else if let uri = route.rewrite?.uri, !uri.isEmpty {
-            downstreams[id].exchange.targetRewrite = .path(uri, prefix: route.matchedPrefixLength(match))
+            exchanges[x].targetRewrite = .path(uri, prefix: route.matchedPrefixLength(match))
         } else {
-            downstreams[id].exchange.targetRewrite = nil
+            exchanges[x].targetRewrite = nil
         }
-        if cluster < clusterServices.count { downstreams[id].exchange.report.service = clusterServices[cluster] }
+        if cluster < clusterServices.count { exchanges[x].report.service = clusterServices[cluster] }
         return clusterEndpoints[cluster][e]
     }
 
     /// Answers with a response the route defines (directResponse, redirect): status line and fields from
     /// `head`, then the connection's fate, then `body`, composed in an assembly buffer and sent from there.
-    func respondFromRoute(_ id: DID, _ request: HTTP1Head, _ reactor: Reactor<Backend>,
+    func respondFromRoute(_ x: XID, _ request: HTTP1Head, _ reactor: Reactor<Backend>,
                                   head: (inout ResponseWriter) -> Void, body: (inout ResponseWriter) -> Void)
     {
+        let id = exchanges[x].downstream
         // A request without a body is consumed whole, so the connection can go on.
-        if downstreams[id].exchange.request.body == .none {
-            downstreams[id].exchange.request.held.start += request.length
-            downstreams[id].exchange.request.state = .done
+        if exchanges[x].request.body == .none {
+            exchanges[x].request.held.start += request.length
+            exchanges[x].request.state = .done
         }
-        let keep = downstreams[id].exchange.request.state == .done && downstreams[id].keepAlive && !draining
+        let keep = exchanges[x].request.state == .done && downstreams[id].keepAlive && !draining
         guard let composed = bytes.compose({ w in
             w.append("HTTP/1.1 ")
             head(&w)
@@ -104,18 +106,18 @@ extension HTTPProxy {
             composedHeadLength = w.count
             body(&w)
         }) else {
-            fail(id, .unsupportedRoute, reactor)
+            fail(x, .unsupportedRoute, reactor)
             return
         }
-        downstreams[id].exchange.reply = .routeResponse
-        downstreams[id].exchange.report.answeredBy = .routeResponse
+        exchanges[x].reply = .routeResponse
+        exchanges[x].report.answeredBy = .routeResponse
         downstreams[id].keepAlive = keep
-        downstreams[id].exchange.responseStarted = true
-        downstreams[id].exchange.response.state = .reply
-        downstreams[id].exchange.request.state = .done
-        dropHeld(&downstreams[id].exchange.response.held, reactor)
-        downstreams[id].exchange.response.held = composed
-        downstreams[id].exchange.report.responseHeads &+= UInt64(composedHeadLength)
+        exchanges[x].responseStarted = true
+        exchanges[x].response.state = .reply
+        exchanges[x].request.state = .done
+        dropHeld(&exchanges[x].response.held, reactor)
+        exchanges[x].response.held = composed
+        exchanges[x].report.responseHeads &+= UInt64(composedHeadLength)
         let entry = Int(id.index)
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
@@ -125,11 +127,11 @@ extension HTTPProxy {
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
     /// or sets (`fields`), and the trace context fields of the proxy's span (`trace`), in one assembly buffer.
     /// Nil when they do not fit.
-    func composeRequestExtras(_ id: DID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
+    func composeRequestExtras(_ x: XID, _ head: HTTP1Head, _ target: inout Range<Int>, _ fields: inout Range<Int>,
                                       _ trace: inout Range<Int>) -> Held? {
         // The fields read, not the whole session: copying a Session retains every reference it holds.
-        let rewriteTarget = downstreams[id].exchange.targetRewrite, held = downstreams[id].exchange.request.held
-        let edits = downstreams[id].exchange.request.edits, context = downstreams[id].exchange.report.trace
+        let rewriteTarget = exchanges[x].targetRewrite, held = exchanges[x].request.held
+        let edits = exchanges[x].request.edits, context = exchanges[x].report.trace
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
@@ -152,7 +154,7 @@ extension HTTPProxy {
             fieldsEnd = w.count
             if let capture, reporting.spans != nil {
                 context.withTraceparentLine { w.append($0) }
-                context.writeFieldsAfterTraceparent(traceStateFrom: capture, slot: Int(id.index)) { w.append(byte: $0) }
+                context.writeFieldsAfterTraceparent(traceStateFrom: capture, slot: Int(x.index)) { w.append(byte: $0) }
             }
         }
         guard let extras else { return nil }
@@ -191,37 +193,37 @@ extension HTTPProxy {
     }
 
     /// The port in the request's Host, if it names one.
-    func hostPort(_ head: HTTP1Head, _ id: DID) -> UInt16? {
+    func hostPort(_ head: HTTP1Head, _ x: XID) -> UInt16? {
         guard let host = head.host else { return nil }
-        return bytes.port(in: host, held: downstreams[id].exchange.request.held)
+        return bytes.port(in: host, held: exchanges[x].request.held)
     }
 
     /// Answers a request that cannot be routed; one without a body leaves the connection usable.
-    func routeFailed(_ id: DID, _ reply: LocalReply, _ reactor: Reactor<Backend>) -> Int? {
+    func routeFailed(_ x: XID, _ reply: LocalReply, _ reactor: Reactor<Backend>) -> Int? {
         Log.debug("request not routed: \(reply.flag)")
-        if downstreams[id].exchange.request.body == .none {
-            let head = requestParsers.parsers[Int(downstreams[id].exchange.request.parser)].head
-            downstreams[id].exchange.request.held.start += head.length
-            downstreams[id].exchange.request.state = .done
+        if exchanges[x].request.body == .none {
+            let head = requestParsers.parsers[Int(exchanges[x].request.parser)].head
+            exchanges[x].request.held.start += head.length
+            exchanges[x].request.state = .done
         }
-        fail(id, reply, reactor)
+        fail(x, reply, reactor)
         return nil
     }
 
     /// Reports a routed request finished to the balancer and endpoint that counted it, also when the table it
     /// was routed with has been replaced since (the balancers keep its slot until then). Once per request.
-    func requestFinished(_ id: DID) {
-        if downstreams[id].exchange.report.activeKey != 0 {
-            metrics?.endpoint(downstreams[id].exchange.report.activeKey, EndpointWords.activeRequests, -1)
-            downstreams[id].exchange.report.activeKey = 0
+    func requestFinished(_ x: XID) {
+        if exchanges[x].report.activeKey != 0 {
+            metrics?.endpoint(exchanges[x].report.activeKey, EndpointWords.activeRequests, -1)
+            exchanges[x].report.activeKey = 0
         }
-        let e = downstreams[id].exchange.attempt.endpoint
+        let e = exchanges[x].attempt.endpoint
         if e >= 0 {
-            downstreams[id].exchange.attempt.endpoint = -1
+            exchanges[x].attempt.endpoint = -1
             pools.exchangeFinished(e)
         }
-        guard let outstanding = downstreams[id].exchange.attempt.outstanding else { return }
+        guard let outstanding = exchanges[x].attempt.outstanding else { return }
         balancers.requestFinished(outstanding)
-        downstreams[id].exchange.attempt.outstanding = nil
+        exchanges[x].attempt.outstanding = nil
     }
 }

@@ -147,11 +147,14 @@ struct Held {
     }
 
     /// Plans a forwarded head with `plan` over the held head and appends its pieces to entry `entry` of
-    /// `table`. False when the entry ran out of segments.
+    /// `table`; the client's address and a generated request id come from the connection's scratch `slot`, and
+    /// the request id is also captured for the exchange in `captureSlot`. False when the entry ran out of
+    /// segments.
     func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
                     _ plan: (HTTP1Head, borrowing Span<UInt8>, (Range<Int>) -> Bool, (HTTP1Forwarding.Piece) -> Void) -> Void,
                     head: HTTP1Head, edits: FieldEdits? = nil, extras: Held = Held(), target: Range<Int> = 0..<0,
-                    fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0, capture: RequestCapture? = nil) -> Bool
+                    fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0, capture: RequestCapture? = nil,
+                    captureSlot: Int = 0) -> Bool
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
@@ -177,7 +180,7 @@ struct Held {
                 unsafe writeUUIDv4(p)
                 unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
                 // The id the upstream gets is the one the access log and the span report.
-                unsafe capture?.set(slot, .requestID, UnsafeRawBufferPointer(start: p, count: 36))
+                unsafe capture?.set(captureSlot, .requestID, UnsafeRawBufferPointer(start: p, count: 36))
             case .routeTarget:
                 unsafe add(table, entry, view(extras, target))
             case .routeFields:

@@ -69,7 +69,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case accept = 32, acceptBackoff
         case clientReceive, clientSend
         case upstreamConnect, upstreamReceive, upstreamSend
-        case headerTimer, idleTimer, upstreamTimer, streamTimer, lingerTimer
+        case headerTimer, idleTimer, lingerTimer
+        /// The exchange's timer (keyed by exchange, not connection): upstream timeout and stream idle timeout.
+        case exchangeTimer
         case connectTimer, poolTimer
         /// Content-Length bodies spliced through a pipe: into it from the sending side, out of it to the other.
         case requestSpliceIn, requestSpliceOut, responseSpliceIn, responseSpliceOut
@@ -110,6 +112,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var random: SplitMix
     let acceptor: Acceptor<Backend>
     let downstreams: Slab<DownstreamConnection>
+    /// Exchanges, keyed by their own id: their upstream operations, queue places and timer carry it.
+    let exchanges: Slab<Exchange>
     let upstreams: Slab<UpstreamConnection>
     let bytes: HTTPBytes
     let toClient: IOVecTable
@@ -156,6 +160,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
+        exchanges = Slab(capacity: capacity)
         upstreams = Slab(capacity: capacity)
         bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.size, slots: capacity)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.
@@ -193,7 +198,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     public var finished: Bool {
-        (draining || stopping) && downstreams.count == 0 && upstreams.count == 0 && tunnels.count == 0 && acceptor.allClosed
+        (draining || stopping) && downstreams.count == 0 && exchanges.count == 0 && upstreams.count == 0 && tunnels.count == 0 && acceptor.allClosed
     }
 
     // MARK: - Loop hooks
@@ -280,11 +285,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 finishUpstreamIfQuiet(u, reactor)
                 return
             }
-            guard let id = upstreams[u].downstream, downstreams.isCurrent(id), downstreams[id].phase == .open else {
+            guard let x = servedExchange(u) else {
                 closeUpstream(u, reactor)
                 return
             }
-            if op == .requestSpliceOut { requestSplicedOut(id, u, c.result, reactor) } else { responseSplicedIn(id, u, c.result, reactor) }
+            if op == .requestSpliceOut { requestSplicedOut(x, u, c.result, reactor) } else { responseSplicedIn(x, u, c.result, reactor) }
         case .upstreamConnect, .upstreamReceive, .upstreamSend:
             let id = UID(index: c.token.slot, generation: c.token.generation)
             guard upstreams.isCurrent(id) else {
@@ -334,6 +339,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                     upstreams[u].poolTimer = reactor.timers.schedule(self.token(.poolTimer, u), at: due)
                 }
             }
+        case .exchangeTimer:
+            let x = XID(index: token.slot, generation: token.generation)
+            guard exchanges.isCurrent(x) else { return }
+            exchangeTimerFired(x, reactor)
         default:
             let id = DID(index: token.slot, generation: token.generation)
             guard downstreams.isCurrent(id), downstreams[id].phase != .closing else { return }
@@ -341,12 +350,53 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
     }
 
+    /// The exchange an upstream connection serves, while it and its client connection are still open.
+    func servedExchange(_ u: UID) -> XID? {
+        guard let x = upstreams[u].exchange, exchanges.isCurrent(x), downstreams[exchanges[x].downstream].phase == .open else {
+            return nil
+        }
+        return x
+    }
+
+    /// Sets the exchange's timer for `due` unless it is already set to fire by then.
+    func armExchangeTimer(_ x: XID, at due: UInt64, _ reactor: Reactor<Backend>) {
+        if let t = exchanges[x].timer {
+            if exchanges[x].due <= due { return }
+            reactor.timers.cancel(t)
+        }
+        exchanges[x].due = due
+        exchanges[x].timer = reactor.timers.schedule(token(.exchangeTimer, x), at: due)
+    }
+
+    /// The exchange's timer fired: the upstream timeout (UT) or the stream idle timeout (SI) ends the exchange
+    /// if its time has come; otherwise the timer is set again for the earlier of the two.
+    func exchangeTimerFired(_ x: XID, _ reactor: Reactor<Backend>) {
+        exchanges[x].timer = nil
+        let id = exchanges[x].downstream
+        let response = exchanges[x].response.state, request = exchanges[x].request.state
+        guard exchanges[x].active, downstreams[id].phase == .open, response != .reply, response != .tunnel else { return }
+        let idleDue = saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds)
+        var upstreamDue = UInt64.max
+        if settings.upstreamTimeout.nanoseconds > 0 && request == .done && response != .done {
+            upstreamDue = saturatingAdd(exchanges[x].requestEnd, settings.upstreamTimeout.nanoseconds)
+        }
+        let next = min(idleDue, upstreamDue)
+        guard System.monotonicNanos() >= next else { return armExchangeTimer(x, at: next, reactor) }
+        if upstreamDue <= idleDue {
+            Log.debug("upstream timeout (UT) after \(settings.upstreamTimeout)")
+            attemptFailed(x, .timeout, responseBytesSeen: exchanges[x].responseStarted, reactor)
+        } else {
+            Log.debug("stream idle for \(settings.streamIdleTimeout) (SI)")
+            fail(x, request == .done ? .streamTimeoutResponse : .streamTimeoutRequest, reactor)
+        }
+    }
+
     func downstreamTimer(_ op: Op, _ id: DID, _ reactor: Reactor<Backend>) {
-        let s = downstreams[id]
+        let s = downstreams[id], x = s.exchange
         switch op {
         case .idleTimer:
             downstreams[id].idleTimer = nil
-            guard s.phase == .open && !s.exchange.active && s.exchange.request.held.isEmpty else { return }
+            guard s.phase == .open && !exchanges[x].active && exchanges[x].request.held.isEmpty else { return }
             let due = saturatingAdd(s.idleSince, relay.idleTimeout.nanoseconds)
             if System.monotonicNanos() >= due {
                 Log.debug("client connection idle for \(relay.idleTimeout): closing")
@@ -356,33 +406,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
         case .headerTimer:
             downstreams[id].headerTimer = nil
-            guard s.phase == .open && s.exchange.request.state == .head && !s.exchange.request.held.isEmpty else { return }
-            let due = saturatingAdd(s.headStart, settings.requestHeaderTimeout.nanoseconds)
+            guard s.phase == .open && exchanges[x].request.state == .head && !exchanges[x].request.held.isEmpty else { return }
+            let due = saturatingAdd(exchanges[x].headStart, settings.requestHeaderTimeout.nanoseconds)
             if System.monotonicNanos() >= due {
                 Log.debug("request head not complete after \(settings.requestHeaderTimeout)")
-                fail(id, .requestHeaderTimeout, reactor)
+                fail(x, .requestHeaderTimeout, reactor)
             } else {
                 downstreams[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)
-            }
-        case .upstreamTimer:
-            downstreams[id].exchange.upstreamTimer = nil
-            guard s.exchange.active && s.exchange.request.state == .done && s.exchange.response.state != .done && s.exchange.response.state != .reply && s.exchange.response.state != .tunnel else { return }
-            let due = saturatingAdd(s.exchange.requestEnd, settings.upstreamTimeout.nanoseconds)
-            if System.monotonicNanos() >= due {
-                Log.debug("upstream timeout (UT) after \(settings.upstreamTimeout)")
-                attemptFailed(id, .timeout, responseBytesSeen: downstreams[id].exchange.responseStarted, reactor)
-            } else {
-                downstreams[id].exchange.upstreamTimer = reactor.timers.schedule(token(.upstreamTimer, id), at: due)
-            }
-        case .streamTimer:
-            downstreams[id].exchange.streamTimer = nil
-            guard s.exchange.active, s.phase == .open, s.exchange.response.state != .reply else { return }
-            let due = saturatingAdd(s.exchange.lastActivity, settings.streamIdleTimeout.nanoseconds)
-            if System.monotonicNanos() >= due {
-                Log.debug("stream idle for \(settings.streamIdleTimeout) (SI)")
-                fail(id, s.exchange.request.state == .done ? .streamTimeoutResponse : .streamTimeoutRequest, reactor)
-            } else {
-                downstreams[id].exchange.streamTimer = reactor.timers.schedule(token(.streamTimer, id), at: due)
             }
         case .lingerTimer:
             downstreams[id].lingerTimer = nil
@@ -396,6 +426,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     func token(_ op: Op, _ id: DID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
     func token(_ op: Op, _ id: UID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
+    func token(_ op: Op, _ id: XID) -> Token { Token(op: op.rawValue, slot: id.index, generation: id.generation) }
 
     func saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
         let (sum, overflow) = a.addingReportingOverflow(b)

@@ -13,8 +13,8 @@ struct UpstreamConnection {
     var endpoint: Int
     var transport = Transport.plain
     var state = State.connecting
-    /// The client connection whose exchange it serves, while bound.
-    var downstream: DID? = nil
+    /// The exchange it serves, while bound (or connecting for).
+    var exchange: XID? = nil
     var inflight = 0
     var receiving = false
     var sending = false
