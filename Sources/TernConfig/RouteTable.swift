@@ -22,6 +22,8 @@ public final class RouteTable: Sendable {
     let wildcardHosts: HostIndex
     /// A virtual host for `*`, if any.
     let catchAll: Int?
+    /// The per-request facts of the forwarding routes, flat (weights, clusters, rendered head changes).
+    public let forwarding: Forwarding
 
     init(namespace: String, resources: [Resource], virtualHosts: [VirtualHost], clusters: [Cluster],
          exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?) {
@@ -32,6 +34,7 @@ public final class RouteTable: Sendable {
         self.exactHosts = exactHosts
         self.wildcardHosts = wildcardHosts
         self.catchAll = catchAll
+        forwarding = Forwarding(virtualHosts)
     }
 
     /// An empty table: every request answers 404 (NR).

@@ -3,7 +3,8 @@ import TernHTTP
 import TernTestSupport
 import Testing
 
-/// The request path's half of the table allocates nothing: select, weighted choice, hash keys, uriRegexRewrite
+/// The request path's half of the table allocates nothing: select, weighted choice (the model's and the flat
+/// `Forwarding` the proxy reads), hash keys, uriRegexRewrite
 /// and a redirect's Location (the proxy writes their pieces into a pooled buffer; here, into reserved array
 /// capacity). The balancers that then pick an endpoint are the engine's: TernProxyTests'
 /// LoadBalancerAllocationTests counts them on the same workload (`RouteSelectionWorkload`).
@@ -24,6 +25,8 @@ import Testing
         var rewritten: [UInt8] = []
         rewritten.reserveCapacity(256)
         var rewrites = 0
+        var flat = 0
+        var modelled = 0
         var location: [UInt8] = []
         location.reserveCapacity(256)
         let redirectTable = try compile("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [\"*\"]\n  http:\n  - match: [{uri: {prefix: /cart/}}]\n    redirect: {scheme: https, derivePort: FROM_REQUEST_PORT, prefixRewrite: /shop/}\n")
@@ -47,7 +50,13 @@ import Testing
                         for k in 0..<piece.count { location.append(piece[k]) }
                     }
                 }
+                // The flat forwarding facts the proxy reads per request agree with the model and allocate nothing.
+                if let e = table.forwarding.pick(m, random: random), table.forwarding.cluster(e, port: 80) != nil {
+                    flat += 1
+                    if table.forwarding.drops(bytes.span.extracting(0..<4), table.forwarding.entries[e].requestDrops) { flat += 1 }
+                }
                 if let d = table.pickDestination(m, random: random), let c = d.cluster(port: 80) {
+                    modelled += 1
                     if table.hashKey(cluster: c, request: view, sourceAddress: source.span) != nil { keys += 1 }
                     if let rewrite = table.route(m)?.uriRegexRewrite {
                         rewritten.removeAll(keepingCapacity: true)
@@ -67,6 +76,7 @@ import Testing
         }
         let after = counter?.count()
         #expect(found == 2_001 * 5)
+        #expect(flat == modelled && flat > 0)
         // No route here goes to the consistent-hash subset x: every key is nil, the round-robin clusters' early
         // return (HashKeyTests checks keys that exist; they are not counted).
         #expect(keys == 0)

@@ -43,21 +43,12 @@ struct ExchangeSide<State> {
     /// A spliced body: the pipe and the bytes in it.
     var pipe: Pipe? = nil
     var piped = 0
-    /// What the route does to this side's head (nil: nothing), and the bytes it adds, held in an assembly buffer
-    /// until the head that carries them has been sent.
-    var edits: FieldEdits? = nil
+    /// The route changes this side's head fields (read from the route: `Exchange.routed`), and the bytes it
+    /// adds, held in an assembly buffer until the head that carries them has been sent.
+    var edited = false
     var extras = Held()
 
     init(state: State) { self.state = state }
-}
-
-/// How a route rewrites the request path (the query and fragment always stay).
-enum TargetRewrite {
-    /// `rewrite.uri`: replaces the first `prefix` bytes of the path (the prefix the route matched), or all of it
-    /// when `prefix` is -1.
-    case path(String, prefix: Int)
-    /// `rewrite.uriRegexRewrite`: every match in the path replaced.
-    case regex(RegexRewrite)
 }
 
 /// One exchange (a slot of `HTTPProxy.exchanges`, keyed by its own id, not its connection's): its operations
@@ -85,7 +76,9 @@ struct Exchange {
     /// The local response being sent, and one waiting for an interim response to finish.
     var reply: LocalReply? = nil
     var pendingReply: LocalReply? = nil
-    var targetRewrite: TargetRewrite? = nil
+    /// The route it was routed with (nil: none, or `--upstream`), and how that route rewrites the path.
+    var routed: RoutedRoute? = nil
+    var targetRewrite = TargetRewrite.none
     /// The upstream closed its side of a tunnel.
     var upstreamEOF = false
     /// The exchange's one timer, set for the earliest of its deadlines (`due`): the upstream timeout (from the

@@ -82,18 +82,21 @@ extension HTTPProxy {
         var fields = 0..<0
         var trace = 0..<0
         let traced = reporting.spans != nil
-        if exchanges[x].request.edits != nil || exchanges[x].targetRewrite != nil || traced {
+        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced {
             guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else {
                 fail(x, .headersTooLarge, reactor)
                 return
             }
             exchanges[x].request.extras = extras
         }
-        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != nil,
+        let drops = routeDrops(x, response: false)
+        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
                                                      routeFields: !fields.isEmpty, replaceTrace: traced)
-        guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, drop, emit in
-            HTTP1Forwarding.request(head, span, options: options, drop: drop, emit: emit)
-        }, head: head, edits: exchanges[x].request.edits, extras: exchanges[x].request.extras, target: target, fields: fields,
+        guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
+            // The fields the route removes or sets are dropped from the received head (ranges from its start).
+            HTTP1Forwarding.request(head, span, options: options,
+                                    drop: { name in drops.map { bytes.drops(held, name: name, $0.0, $0.1) } ?? false }, emit: emit)
+        }, head: head, extras: exchanges[x].request.extras, target: target, fields: fields,
            trace: trace, capture: capture, captureSlot: Int(x.index)) else {
             fail(x, .headersTooLarge, reactor)
             return

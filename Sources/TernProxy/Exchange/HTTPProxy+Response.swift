@@ -148,8 +148,9 @@ extension HTTPProxy {
         toClient.reset(entry)
         dropHeld(&exchanges[x].response.extras, reactor)
         var fields = 0..<0
-        if let edits = exchanges[x].response.edits, !head.isInterim {
-            guard let extras = bytes.compose({ w in Self.writeFields(edits, &w) }) else {
+        let edited = exchanges[x].response.edited && !head.isInterim
+        if edited {
+            guard let extras = bytes.compose({ w in writeRouteFields(x, response: true, &w) }) else {
                 fail(x, .badGateway, reactor)
                 return
             }
@@ -157,12 +158,12 @@ extension HTTPProxy {
             fields = extras.start..<extras.end
         }
         let routeFields = !fields.isEmpty
-        let edits = head.isInterim ? nil : exchanges[x].response.edits
+        let drops = head.isInterim ? nil : routeDrops(x, response: true)
         let dechunk = exchanges[x].dechunk
-        guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, drop, emit in
+        guard bytes.appendHead(toClient, entry, held, slot: Int(id.index), { head, span, emit in
             HTTP1Forwarding.response(head, span, persistence: persistence, routeFields: routeFields, dechunk: dechunk,
-                                     drop: drop, emit: emit)
-        }, head: head, edits: edits, extras: exchanges[x].response.extras, fields: fields) else {
+                                     drop: { name in drops.map { bytes.drops(held, name: name, $0.0, $0.1) } ?? false }, emit: emit)
+        }, head: head, extras: exchanges[x].response.extras, fields: fields) else {
             fail(x, .badGateway, reactor)
             return
         }

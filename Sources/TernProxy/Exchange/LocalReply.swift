@@ -155,14 +155,3 @@ enum LocalReply: Int, CaseIterable {
         }
     }
 }
-
-/// What a route does to the fields of one head (request or response): Istio's `headers` operations of the
-/// route and of the chosen destination, and for requests an authority rewrite (Host replaced).
-struct FieldEdits {
-    var first = HeaderOperations()
-    var second = HeaderOperations()
-    /// The rewritten authority: it replaces the received Host field.
-    var host: String? = nil
-
-    var isEmpty: Bool { first.isEmpty && second.isEmpty && host == nil }
-}

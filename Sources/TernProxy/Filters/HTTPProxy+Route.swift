@@ -9,81 +9,107 @@ import TernTelemetry
 
 extension HTTPProxy {
     /// Chooses where a request goes from the route table: the endpoint's pool index, or nil after answering
-    /// it (404 NR, 503 NC, 503 UH, 501 for route actions not applied yet).
+    /// it (404 NR, 503 NC, 503 UH, 501 for route actions not applied yet). The route is read in place and kept
+    /// as indexes (`RoutedRoute`): copying it would retain each of its strings and arrays.
     func route(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
         let id = exchanges[x].downstream
         guard let routes else { return downstreams[id].listener }
         let table = routes.current
         let port = hostPort(head, x) ?? 80
         let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port)
-        guard match.found, let route = table.route(match) else { return routeFailed(x, .routeNotFound, reactor) }
-        if capture != nil, let name = route.name { exchanges[x].report.routeName = name }
-        switch route.action {
-        case .forward:
-            // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
-            if route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil {
+        guard match.found else { return routeFailed(x, .routeNotFound, reactor) }
+        let v = Int(match.virtualHost), r = Int(match.route)
+        if capture != nil, let name = table.virtualHosts[v].routes[r].name { exchanges[x].report.routeName = name }
+        let forwarding = table.forwarding
+        // A forwarding route is read from the table's flat `Forwarding` (trivial values only); the others, rare,
+        // from the route itself.
+        if !forwarding.forwards(match) {
+            switch table.virtualHosts[v].routes[r].action {
+            case .forward:
+                bug("a forwarding route missing from the table's forwarding facts")
+                return routeFailed(x, .unsupportedRoute, reactor)
+            case .directResponse(let status, let body):
+                exchanges[x].report.status = status
+                let ops = table.virtualHosts[v].routes[r].responseHeaders
+                respondFromRoute(x, head, reactor) { w in
+                    w.append(decimal: status)
+                    w.append(" ")
+                    w.append(LocalReply.reasonPhrase(status))
+                    w.append("\r\n")
+                    if !Self.replaces(ops, "content-type") { w.append("content-type: text/plain\r\n") }
+                    w.append("content-length: ")
+                    w.append(decimal: body.count)
+                    w.append("\r\n")
+                    Self.lines(ops, &w)  // never framing fields: validation refuses changing those
+                } body: { w in w.append(body) }
+                return nil
+            case .redirect(let redirect):
+                // The head as received: answering consumes it from the held bytes before the Location is written.
+                let held = exchanges[x].request.held
+                let prefix = table.virtualHosts[v].routes[r].matchedPrefixLength(match)
+                exchanges[x].report.status = redirect.redirectCode
+                let ops = table.virtualHosts[v].routes[r].responseHeaders
+                respondFromRoute(x, head, reactor) { w in
+                    w.append(decimal: redirect.redirectCode)
+                    w.append(" ")
+                    w.append(LocalReply.reasonPhrase(redirect.redirectCode))
+                    w.append("\r\n")
+                    if !Self.replaces(ops, "location") {
+                        w.append("location: ")
+                        bytes.writeLocation(redirect, head, held, port: port, matchedPrefix: prefix, into: &w)
+                        w.append("\r\n")
+                    }
+                    w.append("content-length: 0\r\n")
+                    Self.lines(ops, &w)  // never framing fields: validation refuses changing those
+                } body: { _ in }
+                return nil
+            case .unsupported:
                 return routeFailed(x, .unsupportedRoute, reactor)
             }
-        case .directResponse(let status, let body):
-            exchanges[x].report.status = status
-            let ops = route.responseHeaders
-            respondFromRoute(x, head, reactor) { w in
-                w.append(decimal: status)
-                w.append(" ")
-                w.append(LocalReply.reasonPhrase(status))
-                w.append("\r\n")
-                if !Self.replaces(ops, "content-type") { w.append("content-type: text/plain\r\n") }
-                w.append("content-length: ")
-                w.append(decimal: body.count)
-                w.append("\r\n")
-                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
-            } body: { w in w.append(body) }
-            return nil
-        case .redirect(let r):
-            // The head as received: answering consumes it from the held bytes before the Location is written.
-            let held = exchanges[x].request.held
-            let prefix = route.matchedPrefixLength(match)
-            exchanges[x].report.status = r.redirectCode
-            let ops = route.responseHeaders
-            respondFromRoute(x, head, reactor) { w in
-                w.append(decimal: r.redirectCode)
-                w.append(" ")
-                w.append(LocalReply.reasonPhrase(r.redirectCode))
-                w.append("\r\n")
-                if !Self.replaces(ops, "location") {
-                    w.append("location: ")
-                    bytes.writeLocation(r, head, held, port: port, matchedPrefix: prefix, into: &w)
-                    w.append("\r\n")
-                }
-                w.append("content-length: 0\r\n")
-                Self.lines(ops, &w)  // never framing fields: validation refuses changing those
-            } body: { _ in }
-            return nil
-        case .unsupported:
-            return routeFailed(x, .unsupportedRoute, reactor)
         }
-        guard let destination = table.pickDestination(match, random: random.next()),
-              let cluster = destination.cluster(port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
+        guard let entry = forwarding.pick(match, random: random.next()),
+              let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
+        let facts = forwarding.entries[entry]
+        // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
+        if facts.brokenRegex { return routeFailed(x, .unsupportedRoute, reactor) }
         // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
         // source address, read in place; nil (a random pick, as Envoy) for other policies or a missing value.
         let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: exchanges[x].request.held, slot: Int(id.index))
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(x, .noHealthyUpstream, reactor) }
         exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
-        var requestEdits = FieldEdits(first: route.requestHeaders, second: destination.requestHeaders)
-        requestEdits.host = route.rewrite?.authority
-        exchanges[x].request.edits = requestEdits.isEmpty ? nil : requestEdits
-        let responseEdits = FieldEdits(first: route.responseHeaders, second: destination.responseHeaders)
-        exchanges[x].response.edits = responseEdits.isEmpty ? nil : responseEdits
-        if let regex = route.uriRegexRewrite {
-            exchanges[x].targetRewrite = .regex(regex)
-        } else if let uri = route.rewrite?.uri, !uri.isEmpty {
-            exchanges[x].targetRewrite = .path(uri, prefix: route.matchedPrefixLength(match))
+        exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
+        exchanges[x].request.edited = facts.editsRequest
+        exchanges[x].response.edited = facts.editsResponse
+        if facts.regex {
+            exchanges[x].targetRewrite = .regex
+        } else if !facts.uri.isEmpty {
+            exchanges[x].targetRewrite = .path(prefix: forwarding.matchedPrefixLength(match))
         } else {
-            exchanges[x].targetRewrite = nil
+            exchanges[x].targetRewrite = .none
         }
         if cluster < clusterServices.count { exchanges[x].report.service = clusterServices[cluster] }
         return clusterEndpoints[cluster][e]
+    }
+
+    /// Writes the field lines the exchange's route adds or sets on the request (`response`: false) or the
+    /// response head (a rewritten Host among them), rendered in the table the exchange was routed with.
+    func writeRouteFields(_ x: XID, response: Bool, _ w: inout ResponseWriter) {
+        guard let routed = exchanges[x].routed else { return }
+        let forwarding = routedTables[routed.table].forwarding
+        let e = forwarding.entries[Int(routed.entry)]
+        w.append(forwarding.bytes, response ? e.responseLines : e.requestLines)
+    }
+
+    /// What the exchange's route drops from the request's (`response`: false) or response's received fields: the
+    /// table's forwarding facts and the range of names in them (nil: nothing). Taken once per head, then asked
+    /// per field (`HTTPBytes.drops`).
+    func routeDrops(_ x: XID, response: Bool) -> (Forwarding, Range<Int>)? {
+        guard let routed = exchanges[x].routed else { return nil }
+        let forwarding = routedTables[routed.table].forwarding
+        let e = forwarding.entries[Int(routed.entry)]
+        let which = response ? e.responseDrops : e.requestDrops
+        return which.isEmpty ? nil : (forwarding, which)
     }
 
     /// Answers with a response the route defines (directResponse, redirect): status line and fields from
@@ -131,26 +157,34 @@ extension HTTPProxy {
                                       _ trace: inout Range<Int>) -> Held? {
         // The fields read, not the whole session: copying a Session retains every reference it holds.
         let rewriteTarget = exchanges[x].targetRewrite, held = exchanges[x].request.held
-        let edits = exchanges[x].request.edits, context = exchanges[x].report.trace
+        let edited = exchanges[x].request.edited, context = exchanges[x].report.trace
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
-            if let rewrite = rewriteTarget {
+            if rewriteTarget != .none, let routed = exchanges[x].routed {
                 // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
-                // authority), rewritten, then the query and fragment as received.
+                // authority), rewritten, then the query and fragment as received. The rewrite is the route's,
+                // read in place.
                 let t = head.target
                 let path = bytes.pathExtent(head, held: held)
-                switch rewrite {
-                case .path(let uri, let prefix):
-                    w.append(uri)
+                let table = routedTables[routed.table]
+                let v = Int(routed.match.virtualHost), r = Int(routed.match.route)
+                switch rewriteTarget {
+                case .path(let prefix):
+                    let forwarding = table.forwarding
+                    w.append(forwarding.bytes, forwarding.entries[Int(routed.entry)].uri)
                     let from = prefix >= 0 ? min(path.lowerBound + prefix, path.upperBound) : path.upperBound
                     bytes.copy(from..<t.upperBound, from: held, into: &w)
-                case .regex(let regex):
-                    bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, into: &w)
+                case .regex:
+                    if let regex = table.virtualHosts[v].routes[r].uriRegexRewrite {
+                        bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, into: &w)
+                    }
+                case .none:
+                    break
                 }
             }
             targetEnd = w.count
-            if let edits { Self.writeFields(edits, &w) }
+            if edited { writeRouteFields(x, response: false, &w) }
             fieldsEnd = w.count
             if let capture, reporting.spans != nil {
                 context.withTraceparentLine { w.append($0) }
@@ -173,13 +207,7 @@ extension HTTPProxy {
         return false
     }
 
-    /// "name: value" lines for a route's set and add operations (and a rewritten Host).
-    static func writeFields(_ edits: FieldEdits, _ w: inout ResponseWriter) {
-        if let host = edits.host { line("host", host, &w) }
-        lines(edits.first, &w)
-        lines(edits.second, &w)
-    }
-
+    /// "name: value" lines for a route's set and add operations.
     static func lines(_ ops: HeaderOperations, _ w: inout ResponseWriter) {
         for i in 0..<ops.set.count { line(ops.set[i].name, ops.set[i].value, &w) }
         for i in 0..<ops.add.count { line(ops.add[i].name, ops.add[i].value, &w) }
@@ -221,6 +249,10 @@ extension HTTPProxy {
         if e >= 0 {
             exchanges[x].attempt.endpoint = -1
             pools.exchangeFinished(e)
+        }
+        if let routed = exchanges[x].routed {
+            exchanges[x].routed = nil
+            routedTables.finished(routed.table)
         }
         guard let outstanding = exchanges[x].attempt.outstanding else { return }
         balancers.requestFinished(outstanding)

@@ -151,8 +151,8 @@ struct Held {
     /// the request id is also captured for the exchange in `captureSlot`. False when the entry ran out of
     /// segments.
     func appendHead(_ table: IOVecTable, _ entry: Int, _ held: Held, slot: Int,
-                    _ plan: (HTTP1Head, borrowing Span<UInt8>, (Range<Int>) -> Bool, (HTTP1Forwarding.Piece) -> Void) -> Void,
-                    head: HTTP1Head, edits: FieldEdits? = nil, extras: Held = Held(), target: Range<Int> = 0..<0,
+                    _ plan: (HTTP1Head, borrowing Span<UInt8>, (HTTP1Forwarding.Piece) -> Void) -> Void,
+                    head: HTTP1Head, extras: Held = Held(), target: Range<Int> = 0..<0,
                     fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0, capture: RequestCapture? = nil,
                     captureSlot: Int = 0) -> Bool
     {
@@ -163,10 +163,7 @@ struct Held {
         appendFailed = false
         // Both closures are written as arguments: a closure stored in a local first is an escaping one, and its
         // captures went to a heap context, one allocation per forwarded head (two per request).
-        unsafe plan(head, bytes.span, { r in
-            guard let edits else { return false }
-            return unsafe edits.drops(UnsafeRawBufferPointer(rebasing: whole[r]))
-        }) { piece in
+        unsafe plan(head, bytes.span) { piece in
             switch piece {
             case .bytes(let r):
                 unsafe add(table, entry, UnsafeRawBufferPointer(rebasing: whole[r]))
@@ -438,13 +435,20 @@ struct SplitMix {
     }
 
     mutating func append(_ string: String) {
+        // Native strings (those of the route table) lend their UTF-8 in place; others are copied out first.
+        if let done: Void = unsafe string.utf8.withContiguousStorageIfAvailable({ unsafe append(UnsafeRawBufferPointer($0)) }) {
+            return done
+        }
         var s = string
-        // Strings from the route table are native UTF-8: no copy is made.
         s.withUTF8 { unsafe append(UnsafeRawBufferPointer($0)) }
     }
 
     mutating func append(_ bytes: [UInt8]) {
         unsafe bytes.withUnsafeBytes { unsafe append($0) }
+    }
+
+    mutating func append(_ bytes: [UInt8], _ range: Range<Int>) {
+        unsafe bytes.withUnsafeBytes { unsafe append(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 
     mutating func append(_ bytes: borrowing Span<UInt8>) {
@@ -467,29 +471,12 @@ struct SplitMix {
     }
 }
 
-extension FieldEdits {
-    /// Whether a route removes or replaces the field named `name` (ASCII case-insensitive).
-    func drops(_ name: UnsafeRawBufferPointer) -> Bool {
-        if unsafe host != nil && Self.equal(name, "host") { return true }
-        return unsafe Self.drops(name, first) || Self.drops(name, second)
-    }
-
-    private static func drops(_ name: UnsafeRawBufferPointer, _ ops: HeaderOperations) -> Bool {
-        for i in 0..<ops.remove.count where unsafe equal(name, ops.remove[i]) { return true }
-        for i in 0..<ops.set.count where unsafe equal(name, ops.set[i].name) { return true }
-        return false
-    }
-
-    private static func equal(_ bytes: UnsafeRawBufferPointer, _ name: String) -> Bool {
-        var i = 0
-        for c in name.utf8 {
-            guard i < bytes.count else { return false }
-            let b = unsafe bytes[i]
-            let lb = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
-            let lc = c >= 0x41 && c <= 0x5A ? c | 0x20 : c
-            if lb != lc { return false }
-            i += 1
-        }
-        return i == bytes.count
+extension HTTPBytes {
+    /// Whether the route drops (removes, or sets anew) the received field whose name is at `name` in the held
+    /// bytes (relative to their start, as `appendHead`'s plan names fields): one of `forwarding.names[which]`.
+    func drops(_ held: Held, name: Range<Int>, _ forwarding: Forwarding, _ which: Range<Int>) -> Bool {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        return forwarding.drops(bytes.extracting(name), which)
     }
 }

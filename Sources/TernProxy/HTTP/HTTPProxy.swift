@@ -108,6 +108,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// load-balancer state per cluster (kept across swaps) and each cluster's endpoints as pool indexes.
     let routes: SnapshotReader<RouteTable>?
     var balancers = LoadBalancers()
+    /// The route tables live exchanges were routed with (their routes are read in place, never copied).
+    var routedTables = RoutedTables()
     var clusterEndpoints: [[Int]] = []
     var random: SplitMix
     let acceptor: Acceptor<Backend>
@@ -183,6 +185,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// never per request.
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
         balancers.bind(table)
+        routedTables.bind(table)
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
@@ -208,7 +211,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         if let routes, routes.refresh() {
             bind(routes.current, reactor: reactor)
-            Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools")
+            Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools, \(routedTables.heldCount) route tables in use")
         }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
