@@ -110,6 +110,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var balancers = LoadBalancers()
     /// The route tables live exchanges were routed with (their routes are read in place, never copied).
     var routedTables = RoutedTables()
+    /// The epoch of the route table bound last.
+    var boundEpoch: UInt64 = 0
     var clusterEndpoints: [[Int]] = []
     var random: SplitMix
     let acceptor: Acceptor<Backend>
@@ -127,7 +129,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var draining = false
     var stopping = false
     let trustedClient: Bool
-    /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4).
+    /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4), and relays the
+    /// connections of TCP listeners when the process has listeners of both kinds.
     let tunnels: TCPRelay<Backend>
     /// This reactor's metrics (nil: metrics off), and each cluster's service id in them.
     let metrics: MetricsShard?
@@ -144,7 +147,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// reports request start times (spans, access log).
     var wallOffsetNanos: UInt64 = 0
 
-    public init(listeners: [RelayListener], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
+    /// `listeners` accept HTTP; `tcpListeners` (a process with listeners of both kinds) accept TCP connections,
+    /// which the embedded relay routes and splices as the TCP proxy does.
+    public init(listeners: [RelayListener], tcpListeners: [RelayListener] = [], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
                 telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting())
     {
@@ -173,7 +178,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             maxHeaderBytes: settings.limits.maxHeaderBytes, maxHeaderCount: max(settings.limits.maxHeaderCount, 100),
             maxURIBytes: settings.limits.maxURIBytes))
         trustedClient = settings.xffTrustedHops > 0
-        tunnels = TCPRelay(listeners: [], settings: relay, counters: counters, capacity: capacity, embedded: true)
+        tunnels = TCPRelay(listeners: tcpListeners, settings: relay, counters: counters, capacity: capacity,
+                           metrics: tcpListeners.isEmpty ? nil : metrics, routes: tcpListeners.isEmpty ? nil : routes,
+                           accessLog: tcpListeners.isEmpty ? nil : reporting.accessLog, embedded: true)
         precondition(Op.accept.rawValue >= TCPRelay<Backend>.opLimit, "HTTP proxy ops overlap the relay's")
         if let routes { bind(routes.current, reactor: nil) }
     }
@@ -184,6 +191,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// requests in flight still counted) and every cluster endpoint given a pool. Runs when a snapshot arrives,
     /// never per request.
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
+        boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
         routedTables.bind(table)
         if let services {
@@ -201,7 +209,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     }
 
     public var finished: Bool {
-        (draining || stopping) && downstreams.count == 0 && exchanges.count == 0 && upstreams.count == 0 && tunnels.count == 0 && acceptor.allClosed
+        (draining || stopping) && downstreams.count == 0 && exchanges.count == 0 && upstreams.count == 0 && tunnels.finished
+            && acceptor.allClosed
     }
 
     // MARK: - Loop hooks
@@ -209,7 +218,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
-        if let routes, routes.refresh() {
+        // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
+        // a table is bound when its epoch is not the one bound last.
+        if let routes, routes.refresh() || routes.currentEpoch != boundEpoch {
             bind(routes.current, reactor: reactor)
             Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools, \(routedTables.heldCount) route tables in use")
         }

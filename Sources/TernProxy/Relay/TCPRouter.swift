@@ -38,6 +38,9 @@ final class TCPRouter {
     /// Per cluster of the bound table, per endpoint: its index in `addresses`, -1 when it has no address.
     private var clusterAddresses: [[Int32]] = []
     private var random: SplitMix
+    /// The epoch of the table bound: the reader may be shared with an HTTP proxy on the same reactor (listeners
+    /// of both kinds), which refreshes it first.
+    private var boundEpoch: UInt64 = 0
 
     init(listeners: [RelayListener], routes: SnapshotReader<RouteTable>?) {
         self.routes = routes
@@ -45,14 +48,20 @@ final class TCPRouter {
         listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
         var system = SystemRandomNumberGenerator()
         random = SplitMix(seed: system.next())
-        if let routes { bind(routes.current) }
+        if let routes {
+            bind(routes.current)
+            boundEpoch = routes.currentEpoch
+        }
     }
 
     /// Picks up a newly published table (once per loop iteration). Open connections need nothing: their
     /// picks stay valid (`LoadBalancers` keeps counting them where they started).
     func refresh() {
-        guard let routes, routes.refresh() else { return }
+        guard let routes else { return }
+        _ = routes.refresh()
+        guard routes.currentEpoch != boundEpoch else { return }
         bind(routes.current)
+        boundEpoch = routes.currentEpoch
     }
 
     /// The name of the cluster a pick went to (the access log), "" when it went to none.

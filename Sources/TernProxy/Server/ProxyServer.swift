@@ -8,14 +8,24 @@ import TernCore
 import TernIO
 import TernTelemetry
 
+/// What a listener accepts: TCP connections to relay, or HTTP/1.1 to proxy. One process may run both.
+public enum ListenerKind: String, Sendable {
+    case tcp, http
+    /// As the start-up line names it (`listening kind=proxy|http addr=…`).
+    var announced: String { self == .tcp ? "proxy" : "http" }
+}
+
 public struct ProxySettings: Sendable {
     public var listen: [SocketAddress] = []
+    /// Each listener's kind, by position (`--listen tcp:ADDR`, `--listen http:ADDR`); one not given is HTTP when
+    /// `http` is set, TCP otherwise (`--listen ADDR`).
+    public var listenKinds: [ListenerKind] = []
     public var upstreams: [SocketAddress] = []
     public var cores: Int? = nil
     public var ioBackend = IOBackendChoice.auto
     public var backend = BackendSettings()
     public var relay = RelaySettings()
-    /// HTTP/1.1 proxying (`--http`); nil relays TCP.
+    /// HTTP/1.1 proxying settings (`--http`, or any `--listen http:ADDR`); nil: every listener relays TCP.
     public var http: HTTPSettings? = nil
     /// Istio configuration to route by (`--config`, a file or directory) instead of `--upstream`, and the
     /// namespace of resources that name none (`--namespace`).
@@ -26,6 +36,11 @@ public struct ProxySettings: Sendable {
     /// Metrics, the admin, health and Prometheus listeners, access log and tracing.
     public var telemetry = TelemetrySettings()
     public init() {}
+
+    /// The kind of listener `i`.
+    public func kind(_ i: Int) -> ListenerKind {
+        i < listenKinds.count ? listenKinds[i] : (http != nil ? .http : .tcp)
+    }
 }
 
 public enum IOBackendChoice: String, Sendable, CaseIterable {
@@ -128,7 +143,8 @@ public final class ProxyServer {
 
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
-        var bound: [SocketAddress] = []
+        var perReactorTCP = [[RelayListener]](repeating: [], count: cpus.count)
+        var bound: [(kind: ListenerKind, address: SocketAddress)] = []
         for (i, address) in settings.listen.enumerated() {
             var address = address
             for r in 0..<cpus.count {
@@ -136,10 +152,14 @@ public final class ProxyServer {
                     let fd = try System.listen(on: address)
                     if r == 0 {
                         address = try System.localAddress(fd)
-                        bound.append(address)
+                        bound.append((settings.kind(i), address))
                     }
                     let upstream = i < settings.upstreams.count ? settings.upstreams[i] : address
-                    perReactor[r].append(RelayListener(fd: fd, upstream: upstream))
+                    if settings.kind(i) == .tcp && settings.http != nil {
+                        perReactorTCP[r].append(RelayListener(fd: fd, upstream: upstream))
+                    } else {
+                        perReactor[r].append(RelayListener(fd: fd, upstream: upstream))
+                    }
                 } catch {
                     Log.error("cannot listen on \(address): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))")
                     Log.shared.flush()
@@ -214,7 +234,7 @@ public final class ProxyServer {
         let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
         var threads: [ReactorThread] = []
         for (r, cpu) in cpus.enumerated() {
-            let listeners = perReactor[r]
+            let listeners = perReactor[r], tcpListeners = perReactorTCP[r]
             let control = controls[r]
             let relay = relaySettings
             let http = settings.http
@@ -237,9 +257,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -266,12 +286,11 @@ public final class ProxyServer {
         // Watching starts before the listeners are announced: a change made once they are is seen.
         let watcher = settings.configPath.flatMap { FileWatcher(path: $0, directoryEntries: ConfigFiles.isConfigurationEntry) }
         if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
-        let listenerKind = settings.http == nil ? "proxy" : "http"
-        for a in bound { Log.info("listening kind=\(listenerKind) addr=\(a)") }
+        for b in bound { Log.info("listening kind=\(b.kind.announced) addr=\(b.address)") }
         let info = ServerInfo(
             version: Self.version, ioBackend: kind.rawValue, cores: cpus.count,
             ringDepth: Int(settings.backend.ringDepth),
-            listeners: bound.map { (listenerKind, $0.description) } + sideListeners.map { ($0.kind.rawValue, $0.address.description) },
+            listeners: bound.map { ($0.kind.announced, $0.address.description) } + sideListeners.map { ($0.kind.rawValue, $0.address.description) },
             options: settings.encoded().map { item in
                 let parts = item.split(separator: "=", maxSplits: 1)
                 return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
@@ -444,7 +463,8 @@ public final class ProxyServer {
     }
 
     private static func runReactor<B: IOBackend>(
-        _ type: B.Type, index: Int, listeners: [RelayListener], control: ReactorControl, backend: BackendSettings,
+        _ type: B.Type, index: Int, listeners: [RelayListener], tcpListeners: [RelayListener], control: ReactorControl,
+        backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
         capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting
     ) -> IOError? {
@@ -455,7 +475,9 @@ public final class ProxyServer {
             let reactor = Reactor(index: index, backend: b, control: control, timerCapacity: 4 * capacity + 64)
             if let http {
                 // A session holds at most five timers at once; an upstream connection one.
-                let handler = HTTPProxy<B>(listeners: listeners, settings: http, relay: relay, counters: counters,
+                // Listeners of both kinds: the HTTP proxy's relay (which splices its tunnels) also accepts on the TCP
+                // ones.
+                let handler = HTTPProxy<B>(listeners: listeners, tcpListeners: tcpListeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
                                            telemetry: telemetry, reactorIndex: index, reporting: reporting)
                 startup.ready.add(1, ordering: .releasing)

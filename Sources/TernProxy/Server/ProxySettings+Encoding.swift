@@ -17,6 +17,7 @@ extension ProxySettings {
     public func encoded() -> [String] {
         var out: [String] = []
         for a in listen { out.append("listen=\(a)") }
+        if !listenKinds.isEmpty { out.append("listen-kinds=\(listenKinds.map(\.rawValue).joined(separator: ","))") }
         for a in upstreams { out.append("upstream=\(a)") }
         if let cores { out.append("cores=\(cores)") }
         out.append("io-backend=\(ioBackend.rawValue)")
@@ -78,6 +79,11 @@ extension ProxySettings {
             }
             switch key {
             case "listen": listen.append(try address())
+            case "listen-kinds":
+                listenKinds = try value.split(separator: ",").map { k throws(SetupError) -> ListenerKind in
+                    guard let kind = ListenerKind(rawValue: String(k)) else { throw SetupError(description: "listen-kinds: '\(value)'") }
+                    return kind
+                }
             case "upstream": upstreams.append(try address())
             case "cores": cores = Int(try number())
             case "io-backend":

@@ -53,7 +53,7 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("upstream-idle-timeout"), help: "--http: an idle pooled upstream connection closes after this long.")
     var upstreamIdleTimeout: String = "1h"
 
-    @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one). Repeatable.")
+    @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one), optionally with its kind: tcp:ADDR relays TCP, http:ADDR proxies HTTP/1.1 (without one: http with --http, tcp without). Repeatable; one process may have both kinds.")
     var listen: [String] = []
 
     @Option(name: .customLong("upstream"), help: "Address to relay to, paired with --listen by position. Repeatable.")
@@ -129,10 +129,17 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
         }
         for l in listen {
-            guard let a = SocketAddress(parsing: l) else {
-                throw ValidationError("--listen must be IP:PORT or [IPv6]:PORT with a port from 0 to 65535, got '\(l)'")
+            var kind: ListenerKind = http ? .http : .tcp
+            var text = Substring(l)
+            if let k = [ListenerKind.tcp, .http].first(where: { text.hasPrefix($0.rawValue + ":") }) {
+                kind = k
+                text = text.dropFirst(k.rawValue.count + 1)
+            }
+            guard let a = SocketAddress(parsing: String(text)) else {
+                throw ValidationError("--listen must be IP:PORT or [IPv6]:PORT with a port from 0 to 65535, optionally after tcp: or http:, got '\(l)'")
             }
             s.listen.append(a)
+            s.listenKinds.append(kind)
         }
         for u in upstream {
             guard let a = SocketAddress(parsing: u), a.port != 0 else {
@@ -160,7 +167,8 @@ struct ProxyCommand: ParsableCommand {
             throw ValidationError("--log-level must be trace, debug, info, warn or error, got '\(logLevel)'")
         }
         s.logLevel = level
-        if http { s.http = try httpSettings() }
+        // HTTP settings (the --http flags) apply to every HTTP listener, given by --http or by http:ADDR.
+        if http || s.listenKinds.contains(.http) { s.http = try httpSettings() }
         s.telemetry = try telemetrySettings(namespace: s.namespace)
         return s
     }
@@ -207,7 +215,9 @@ struct ProxyCommand: ParsableCommand {
         }
         t.traceSampling = traceSampling
         if let traceCollector {
-            guard http else { throw ValidationError("--trace-collector traces HTTP requests: it needs --http") }
+            guard http || listen.contains(where: { $0.hasPrefix("http:") }) else {
+                throw ValidationError("--trace-collector traces HTTP requests: it needs an HTTP listener (--http, or --listen http:ADDR)")
+            }
             do {
                 _ = try TracingSettings(collector: traceCollector, sampling: traceSampling)
             } catch {
