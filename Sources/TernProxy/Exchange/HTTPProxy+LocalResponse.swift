@@ -53,4 +53,57 @@ extension HTTPProxy {
         exchanges[x].report.responseHeads &+= UInt64(toClient.remaining(entry) - reply.body.utf8.count)
         sendToClient(id, reactor)
     }
+
+    /// Answers with a response the route makes itself, written by the HTTP/1.1 codec: status line, fields,
+    /// the connection's fate, body, composed in an assembly buffer and sent from there.
+    func respondFromRoute(_ x: XID, _ request: HTTP1Head, _ response: RouteResponse, port: UInt16,
+                          _ reactor: Reactor<Backend>)
+    {
+        let id = exchanges[x].downstream
+        // The head as received: answering consumes it from the held bytes; a Location is written from it.
+        let held = exchanges[x].request.held
+        // A request without a body is consumed whole, so the connection can go on.
+        if exchanges[x].request.body == .none {
+            exchanges[x].request.held.start += request.length
+            exchanges[x].request.state = .done
+        }
+        let keep = exchanges[x].request.state == .done && downstreams[id].keepAlive && !draining
+        guard let composed = bytes.compose({ w in
+            w.append("HTTP/1.1 ")
+            w.append(decimal: response.status)
+            w.append(" ")
+            w.append(LocalReply.reasonPhrase(response.status))
+            w.append("\r\n")
+            if response.direct && !Self.replaces(response.fields, "content-type") { w.append("content-type: text/plain\r\n") }
+            if let redirect = response.redirect, !Self.replaces(response.fields, "location") {
+                w.append("location: ")
+                bytes.writeLocation(redirect, request, held, port: port, matchedPrefix: response.matchedPrefix, into: &w)
+                w.append("\r\n")
+            }
+            w.append("content-length: ")
+            w.append(decimal: response.body.count)
+            w.append("\r\n")
+            Self.lines(response.fields, &w)
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+            composedHeadLength = w.count
+            w.append(response.body)
+        }) else {
+            fail(x, .unsupportedRoute, reactor)
+            return
+        }
+        exchanges[x].reply = .routeResponse
+        exchanges[x].report.answeredBy = .routeResponse
+        downstreams[id].keepAlive = keep
+        exchanges[x].responseStarted = true
+        exchanges[x].response.state = .reply
+        exchanges[x].request.state = .done
+        dropHeld(&exchanges[x].response.held, reactor)
+        exchanges[x].response.held = composed
+        exchanges[x].report.responseHeads &+= UInt64(composedHeadLength)
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        sendToClient(id, reactor)
+    }
 }

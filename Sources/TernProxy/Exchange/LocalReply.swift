@@ -155,3 +155,20 @@ enum LocalReply: Int, CaseIterable {
         }
     }
 }
+
+/// A response a route makes itself (Istio's `directResponse` and `redirect`), protocol-neutral: its status, the
+/// fields it carries and its body. The codec of the connection it answers writes it (HTTP/1.1:
+/// `HTTPProxy.respondFromRoute`).
+struct RouteResponse {
+    var status: Int
+    /// A `directResponse`: its body goes with `content-type: text/plain` unless the route's fields set one.
+    var direct = false
+    var body: [UInt8] = []
+    /// A redirect's target, written as the Location field from the request unless the route's fields set one,
+    /// and the length of the path prefix the route matched (`prefixRewrite` replaces it).
+    var redirect: HTTPRedirect? = nil
+    var matchedPrefix = 1
+    /// The route's response header operations: Envoy applies them to the route's own responses too (never to
+    /// framing fields: validation refuses changing those).
+    var fields = HeaderOperations()
+}

@@ -30,38 +30,16 @@ extension HTTPProxy {
                 return routeFailed(x, .unsupportedRoute, reactor)
             case .directResponse(let status, let body):
                 exchanges[x].report.status = status
-                let ops = table.virtualHosts[v].routes[r].responseHeaders
-                respondFromRoute(x, head, reactor) { w in
-                    w.append(decimal: status)
-                    w.append(" ")
-                    w.append(LocalReply.reasonPhrase(status))
-                    w.append("\r\n")
-                    if !Self.replaces(ops, "content-type") { w.append("content-type: text/plain\r\n") }
-                    w.append("content-length: ")
-                    w.append(decimal: body.count)
-                    w.append("\r\n")
-                    Self.lines(ops, &w)  // never framing fields: validation refuses changing those
-                } body: { w in w.append(body) }
+                respondFromRoute(x, head, RouteResponse(status: status, direct: true, body: body,
+                                                        fields: table.virtualHosts[v].routes[r].responseHeaders),
+                                 port: port, reactor)
                 return nil
             case .redirect(let redirect):
-                // The head as received: answering consumes it from the held bytes before the Location is written.
-                let held = exchanges[x].request.held
-                let prefix = table.virtualHosts[v].routes[r].matchedPrefixLength(match)
                 exchanges[x].report.status = redirect.redirectCode
-                let ops = table.virtualHosts[v].routes[r].responseHeaders
-                respondFromRoute(x, head, reactor) { w in
-                    w.append(decimal: redirect.redirectCode)
-                    w.append(" ")
-                    w.append(LocalReply.reasonPhrase(redirect.redirectCode))
-                    w.append("\r\n")
-                    if !Self.replaces(ops, "location") {
-                        w.append("location: ")
-                        bytes.writeLocation(redirect, head, held, port: port, matchedPrefix: prefix, into: &w)
-                        w.append("\r\n")
-                    }
-                    w.append("content-length: 0\r\n")
-                    Self.lines(ops, &w)  // never framing fields: validation refuses changing those
-                } body: { _ in }
+                respondFromRoute(x, head, RouteResponse(status: redirect.redirectCode, redirect: redirect,
+                                                        matchedPrefix: table.virtualHosts[v].routes[r].matchedPrefixLength(match),
+                                                        fields: table.virtualHosts[v].routes[r].responseHeaders),
+                                 port: port, reactor)
                 return nil
             case .unsupported:
                 return routeFailed(x, .unsupportedRoute, reactor)
@@ -110,44 +88,6 @@ extension HTTPProxy {
         let e = forwarding.entries[Int(routed.entry)]
         let which = response ? e.responseDrops : e.requestDrops
         return which.isEmpty ? nil : (forwarding, which)
-    }
-
-    /// Answers with a response the route defines (directResponse, redirect): status line and fields from
-    /// `head`, then the connection's fate, then `body`, composed in an assembly buffer and sent from there.
-    func respondFromRoute(_ x: XID, _ request: HTTP1Head, _ reactor: Reactor<Backend>,
-                                  head: (inout ResponseWriter) -> Void, body: (inout ResponseWriter) -> Void)
-    {
-        let id = exchanges[x].downstream
-        // A request without a body is consumed whole, so the connection can go on.
-        if exchanges[x].request.body == .none {
-            exchanges[x].request.held.start += request.length
-            exchanges[x].request.state = .done
-        }
-        let keep = exchanges[x].request.state == .done && downstreams[id].keepAlive && !draining
-        guard let composed = bytes.compose({ w in
-            w.append("HTTP/1.1 ")
-            head(&w)
-            if !keep { w.append("connection: close\r\n") }
-            w.append("\r\n")
-            composedHeadLength = w.count
-            body(&w)
-        }) else {
-            fail(x, .unsupportedRoute, reactor)
-            return
-        }
-        exchanges[x].reply = .routeResponse
-        exchanges[x].report.answeredBy = .routeResponse
-        downstreams[id].keepAlive = keep
-        exchanges[x].responseStarted = true
-        exchanges[x].response.state = .reply
-        exchanges[x].request.state = .done
-        dropHeld(&exchanges[x].response.held, reactor)
-        exchanges[x].response.held = composed
-        exchanges[x].report.responseHeads &+= UInt64(composedHeadLength)
-        let entry = Int(id.index)
-        toClient.reset(entry)
-        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
-        sendToClient(id, reactor)
     }
 
     /// The bytes a route adds to a request head: the rewritten target (`target`) and the field lines it adds
