@@ -92,7 +92,8 @@ public final class Forwarding: Sendable {
     /// weight is 0.
     public func pick(_ match: RouteMatch, random: UInt64) -> Int? {
         guard match.virtualHost >= 0, match.route >= 0,
-              let r = routes[firstRoute[Int(match.virtualHost)] + Int(match.route)], r.totalWeight > 0 else { return nil }
+              let r = routes[firstRoute[Int(match.virtualHost)] + Int(match.route)], r.count > 0, r.totalWeight > 0
+        else { return nil }
         if r.count == 1 { return r.first }
         // Unbiased scaling of a 64-bit random into [0, total): the high word of random × total.
         var left = random.multipliedFullWidth(by: r.totalWeight).high
@@ -192,7 +193,8 @@ public final class Forwarding: Sendable {
 
         mutating func name(_ n: String) {
             let start = bytes.count
-            bytes.append(contentsOf: n.lowercased().utf8)
+            // ASCII lowercase, as received names are compared (field names are ASCII tokens).
+            bytes.append(contentsOf: n.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 })
             names.append(start..<bytes.count)
         }
     }

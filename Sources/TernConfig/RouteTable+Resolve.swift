@@ -1,8 +1,8 @@
 // DNS endpoints (ServiceEntry `resolution: DNS` and `DNS_ROUND_ROBIN`). A compiled table keeps each endpoint that
 // names a host as written (`needsResolution`); the resolver, on its own thread, asks for those names and publishes
 // `template.resolved(answers)`: the same table with the answers in place of the names. Only the clusters that
-// have DNS endpoints are rebuilt; routes, matchers and the host index are shared with the template (arrays are
-// copied on write, and nothing writes them).
+// have DNS endpoints are rebuilt; routes, matchers, the host index and the forwarding facts are shared with the
+// template (arrays are copied on write, and nothing writes them).
 
 extension RouteTable {
     /// The host names this table's DNS endpoints stand for, each once, in the order clusters first use them.
@@ -40,6 +40,6 @@ extension RouteTable {
         }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts,
                           clusters: resolvedClusters, exactHosts: exactHosts, wildcardHosts: wildcardHosts,
-                          catchAll: catchAll)
+                          catchAll: catchAll, forwarding: forwarding)
     }
 }

@@ -26,7 +26,7 @@ public final class RouteTable: Sendable {
     public let forwarding: Forwarding
 
     init(namespace: String, resources: [Resource], virtualHosts: [VirtualHost], clusters: [Cluster],
-         exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?) {
+         exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?, forwarding: Forwarding? = nil) {
         self.namespace = namespace
         self.resources = resources
         self.virtualHosts = virtualHosts
@@ -34,7 +34,8 @@ public final class RouteTable: Sendable {
         self.exactHosts = exactHosts
         self.wildcardHosts = wildcardHosts
         self.catchAll = catchAll
-        forwarding = Forwarding(virtualHosts)
+        // A table resolved from a template shares its virtual hosts, and so their forwarding facts.
+        self.forwarding = forwarding ?? Forwarding(virtualHosts)
     }
 
     /// An empty table: every request answers 404 (NR).

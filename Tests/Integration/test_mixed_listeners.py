@@ -5,6 +5,7 @@ import signal
 import socket
 
 import httpx
+import pytest
 
 from conftest import Tern
 from http_peers import HttpUpstream
@@ -25,21 +26,25 @@ def relay_roundtrip(port, payload):
     return got
 
 
-def test_http_and_tcp_listeners_with_upstreams_in_one_process(tmp_path, backend):
+@pytest.mark.parametrize("tcp_first", [False, True])
+def test_http_and_tcp_listeners_with_upstreams_in_one_process(tmp_path, backend, tcp_first):
     """`--listen http:…` proxies HTTP/1.1 (forwarding fields added) and `--listen tcp:…` relays bytes untouched
     (an HTTP request head sent to it comes back from the echo exactly as sent), each to the --upstream at its
-    position, on two reactors; metrics and the access log report each kind as Istio does; SIGTERM drains both
-    and the process exits 0."""
+    position (in either order), on two reactors; metrics and the access log report each kind as Istio does;
+    SIGTERM drains both and the process exits 0."""
     web = HttpUpstream()
     echoer = Upstream(echo)
     ports = side_ports()
     log = tmp_path / "access.log"
-    t = Tern(["--listen", "http:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0", "--upstream", f"127.0.0.1:{web.port}",
-              "--upstream", echoer.address, "--cores", "2", "--io-backend", backend, "--access-log", str(log),
+    pairs = [["--listen", "http:127.0.0.1:0", "--upstream", f"127.0.0.1:{web.port}"],
+             ["--listen", "tcp:127.0.0.1:0", "--upstream", echoer.address]]
+    if tcp_first:
+        pairs.reverse()
+    t = Tern([*pairs[0], *pairs[1], "--cores", "2", "--io-backend", backend, "--access-log", str(log),
               *side_args(ports)])
     try:
         assert "listening kind=http addr=127.0.0.1:" in t.log() and "listening kind=proxy addr=127.0.0.1:" in t.log()
-        http_port, tcp_port = t.ports
+        http_port, tcp_port = reversed(t.ports) if tcp_first else t.ports
         for i in range(4):
             r = httpx.get(f"http://127.0.0.1:{http_port}/web/{i}", timeout=10)
             assert r.status_code == 200

@@ -85,4 +85,26 @@ final class ReaderOutcome: Sendable {
         #expect(cell.reclaim() == 1)
         #expect(snapshotsFreed.load(ordering: .relaxed) - before == 1)
     }
+
+    /// A kept snapshot (unlike a pinned one) holds back no other: the snapshots published after it are freed
+    /// while it is kept; it is freed by `reclaim` once released, never by the release itself.
+    @Test func aKeptSnapshotHoldsBackNoOtherAndIsFreedByReclaim() {
+        let before = snapshotsFreed.load(ordering: .relaxed)
+        let cell = SnapshotCell(Table(0), readers: 1)
+        let reader = cell.reader(0)
+        let kept = reader.keep()
+        for v in 1...3 {
+            cell.publish(Table(v))
+            reader.refresh()
+        }
+        cell.reclaim()
+        #expect(snapshotsFreed.load(ordering: .relaxed) - before == 2, "versions 1 and 2 freed while 0 is kept")
+        #expect(cell.retiredCount == 0)
+        #expect(reader.value(kept).version == 0 && reader.value(kept).alive.load(ordering: .acquiring))
+        reader.release(kept)
+        #expect(snapshotsFreed.load(ordering: .relaxed) - before == 2, "not freed by the release")
+        cell.reclaim()
+        #expect(snapshotsFreed.load(ordering: .relaxed) - before == 3)
+        #expect(reader.current.version == 3)
+    }
 }

@@ -73,8 +73,8 @@ extension HTTPProxy {
     /// Writes the field lines the exchange's route adds or sets on the request (`response`: false) or the
     /// response head (a rewritten Host among them), rendered in the table the exchange was routed with.
     func writeRouteFields(_ x: XID, response: Bool, _ w: inout ResponseWriter) {
-        guard let routed = exchanges[x].routed else { return }
-        let forwarding = routedTables[routed.table].forwarding
+        guard let routes, let routed = exchanges[x].routed else { return }
+        let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
         w.append(forwarding.bytes, response ? e.responseLines : e.requestLines)
     }
@@ -83,8 +83,8 @@ extension HTTPProxy {
     /// table's forwarding facts and the range of names in them (nil: nothing). Taken once per head, then asked
     /// per field (`HTTPBytes.drops`).
     func routeDrops(_ x: XID, response: Bool) -> (Forwarding, Range<Int>)? {
-        guard let routed = exchanges[x].routed else { return nil }
-        let forwarding = routedTables[routed.table].forwarding
+        guard let routes, let routed = exchanges[x].routed else { return nil }
+        let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
         let which = response ? e.responseDrops : e.requestDrops
         return which.isEmpty ? nil : (forwarding, which)
@@ -101,13 +101,13 @@ extension HTTPProxy {
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
-            if rewriteTarget != .none, let routed = exchanges[x].routed {
+            if rewriteTarget != .none, let routes, let routed = exchanges[x].routed {
                 // The rewritten target is origin-form: the path (of an absolute-form target, what follows the
                 // authority), rewritten, then the query and fragment as received. The rewrite is the route's,
                 // read in place.
                 let t = head.target
                 let path = bytes.pathExtent(head, held: held)
-                let table = routedTables[routed.table]
+                let table = routedTables.table(routed.table, routes)
                 let v = Int(routed.match.virtualHost), r = Int(routed.match.route)
                 switch rewriteTarget {
                 case .path(let prefix):
@@ -190,9 +190,9 @@ extension HTTPProxy {
             exchanges[x].attempt.endpoint = -1
             pools.exchangeFinished(e)
         }
-        if let routed = exchanges[x].routed {
+        if let routes, let routed = exchanges[x].routed {
             exchanges[x].routed = nil
-            routedTables.finished(routed.table)
+            routedTables.finished(routed.table, routes)
         }
         guard let outstanding = exchanges[x].attempt.outstanding else { return }
         balancers.requestFinished(outstanding)

@@ -27,26 +27,29 @@ enum TargetRewrite: Equatable {
 }
 
 /// This reactor's route tables in use: the current one and those older ones that live exchanges were routed
-/// with, each with the number of such exchanges.
+/// with, each kept (`SnapshotReader.keep`: one reference, which holds back no other table) and counted by the
+/// exchanges routed with it. A table let go is released by the publisher's thread, never on the reactor.
 struct RoutedTables {
-    private var tables: [RouteTable?] = []
+    typealias Reader = SnapshotReader<RouteTable>
+    private var kept: [Reader.Kept?] = []
     private var counts: [Int] = []
     private var current = -1
 
-    /// Tables held, the current one included.
-    var heldCount: Int { tables.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
+    /// Tables kept, the current one included.
+    var heldCount: Int { kept.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
 
-    /// `table` becomes the one new exchanges are routed with; the previous one is let go unless an exchange
-    /// still uses it. Runs when a snapshot is bound, never per request.
-    mutating func bind(_ table: RouteTable) {
-        if current >= 0 && counts[current] == 0 { tables[current] = nil }
-        if let free = tables.firstIndex(where: { $0 == nil }) {
+    /// The reader's current table becomes the one new exchanges are routed with; the previous one is let go
+    /// unless an exchange still uses it. Runs when a snapshot is bound, never per request.
+    mutating func bind(_ reader: Reader) {
+        if current >= 0 && counts[current] == 0 { letGo(current, reader) }
+        let k = reader.keep()
+        if let free = kept.firstIndex(where: { $0 == nil }) {
             current = free
-            tables[free] = table
+            kept[free] = k
             counts[free] = 0
         } else {
-            current = tables.count
-            tables.append(table)
+            current = kept.count
+            kept.append(k)
             counts.append(0)
         }
     }
@@ -58,15 +61,20 @@ struct RoutedTables {
     }
 
     /// An exchange routed with the table in `slot` ended.
-    mutating func finished(_ slot: Int32) {
+    mutating func finished(_ slot: Int32, _ reader: Reader) {
         let i = Int(slot)
         counts[i] -= 1
         if counts[i] < 0 { bug("route table \(i) finished more exchanges than it started") }
-        if counts[i] == 0 && i != current { tables[i] = nil }
+        if counts[i] == 0 && i != current { letGo(i, reader) }
     }
 
-    subscript(slot: Int32) -> RouteTable {
-        guard let t = tables[Int(slot)] else { fatalError("route table slot \(slot) read after its last exchange") }
-        return t
+    func table(_ slot: Int32, _ reader: Reader) -> RouteTable {
+        guard let k = kept[Int(slot)] else { fatalError("route table slot \(slot) read after its last exchange") }
+        return reader.value(k)
+    }
+
+    private mutating func letGo(_ i: Int, _ reader: Reader) {
+        if let k = kept[i] { reader.release(k) }
+        kept[i] = nil
     }
 }

@@ -193,7 +193,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
         boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
-        routedTables.bind(table)
+        if let routes { routedTables.bind(routes) }
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }

@@ -62,7 +62,9 @@ extension HTTPProxy {
             connectFailed(u, reactor)
             return
         }
-        guard let x = upstreams[u].exchange, exchanges.isCurrent(x) else {
+        // The exchange slot of an HTTP/1.1 connection serves request after request: the one connected for must
+        // still be the one waiting for this connection.
+        guard let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u else {
             recycle(u, reactor)
             return
         }
