@@ -20,24 +20,39 @@
     // Inlinable hot paths (specialised in the reactor handlers' modules, so a slot access is a few loads, not
     // a generic call): the storage is visible to them.
     public var count: Int { live }
-    @usableFromInline var live = 0
     @usableFromInline let elements: UnsafeMutablePointer<Element>
     @usableFromInline let generations: UnsafeMutablePointer<UInt32>
     @usableFromInline let occupied: UnsafeMutablePointer<Bool>
     @usableFromInline let freeList: UnsafeMutablePointer<UInt32>
-    @usableFromInline var freeCount = 0
+    /// The slab's counters (live elements, free-list length, slots never used) in memory of their own rather
+    /// than stored properties: every slot access checks `neverUsed`, and a stored `var` of a class is read under
+    /// a dynamic exclusivity check (swift_beginAccess, about 40 instructions), several per request.
+    @usableFromInline let counters: UnsafeMutablePointer<Int>
+    @inlinable var live: Int {
+        get { unsafe counters[0] }
+        set { unsafe counters[0] = newValue }
+    }
+    @inlinable var freeCount: Int {
+        get { unsafe counters[1] }
+        set { unsafe counters[1] = newValue }
+    }
     /// Slots at and above this index were never used: their metadata is still uninitialised memory.
-    @usableFromInline var neverUsed: UInt32 = 0
+    @inlinable var neverUsed: UInt32 {
+        get { UInt32(truncatingIfNeeded: unsafe counters[2]) }
+        set { unsafe counters[2] = Int(newValue) }
+    }
 
     public init(capacity: Int) {
         precondition(capacity > 0 && capacity <= Int(UInt32.max), "slab capacity out of range")
         self.capacity = capacity
-        // SAFETY: the slab owns these four allocations until deinit; every access below checks the index
+        // SAFETY: the slab owns these five allocations until deinit; every access below checks the index
         // against `neverUsed` (≤ capacity) or comes from an ID this slab handed out.
         unsafe elements = UnsafeMutablePointer<Element>.allocate(capacity: capacity)
         unsafe generations = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
         unsafe occupied = UnsafeMutablePointer<Bool>.allocate(capacity: capacity)
         unsafe freeList = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        unsafe counters = UnsafeMutablePointer<Int>.allocate(capacity: 3)
+        unsafe counters.initialize(repeating: 0, count: 3)
     }
 
     deinit {
@@ -49,6 +64,7 @@
         unsafe generations.deallocate()
         unsafe occupied.deallocate()
         unsafe freeList.deallocate()
+        unsafe counters.deallocate()
     }
 
     /// Stores `element` in a free slot; nil when the slab is full.

@@ -49,7 +49,7 @@ extension HTTPProxy {
         exchanges[x].upgrade = head.upgrade || head.method == .connect
         exchanges[x].responseStarted = false
         exchanges[x].lastActivity = System.monotonicNanos()
-        armExchangeTimer(x, at: deadline(after: settings.streamIdleTimeout), reactor)
+        armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds), reactor)
         switch head.framing {
         case .contentLength(let n): exchanges[x].request.body = n == 0 ? .none : .length(n)
         case .chunked:
@@ -243,9 +243,10 @@ extension HTTPProxy {
             exchangeDone(x, reactor)
             return
         }
-        exchanges[x].requestEnd = System.monotonicNanos()
+        let now = System.monotonicNanos()
+        exchanges[x].requestEnd = now
         if settings.upstreamTimeout.nanoseconds > 0 {
-            armExchangeTimer(x, at: deadline(after: settings.upstreamTimeout), reactor)
+            armExchangeTimer(x, at: saturatingAdd(now, settings.upstreamTimeout.nanoseconds), reactor)
         }
     }
 }
