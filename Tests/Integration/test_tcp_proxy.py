@@ -426,6 +426,41 @@ def test_address_in_use_exits_1_naming_it():
     assert f"127.0.0.1:{port}" in r.stderr.decode() and "EADDRINUSE" in r.stderr.decode()
 
 
+@pytest.mark.parametrize("held_by", ["socket with SO_REUSEPORT", "another tern"])
+def test_an_address_another_process_listens_on_with_reuseport_exits_1(start_tern, upstream, held_by):
+    """SO_REUSEPORT (each reactor's own listener) must not let a second process share a listener's address and
+    split its traffic: a second `tern proxy` on an address held by a socket with SO_REUSEPORT, or by a running
+    Tern, exits 1 naming it, and the first keeps every connection."""
+    up = upstream(echo)
+    holder = None
+    first = None
+    if held_by == "another tern":
+        first = start_tern("--listen", "127.0.0.1:0", "--upstream", up.address, "--cores", "2")
+        port = first.port
+    else:
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(16)
+        port = holder.getsockname()[1]
+    try:
+        r = subprocess.run([tern_bin(), "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", up.address],
+                           capture_output=True, timeout=20)
+        assert r.returncode == 1, r.stderr
+        err = r.stderr.decode()
+        assert f"127.0.0.1:{port}" in err and "EADDRINUSE" in err and "another process" in err, err
+        if first:
+            for i in range(20):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                    c.sendall(b"ping %d" % i)
+                    c.shutdown(socket.SHUT_WR)
+                    assert c.recv(100) == b"ping %d" % i
+            assert up.connections == 20
+    finally:
+        if holder:
+            holder.close()
+
+
 def test_help_lists_every_flag_with_default_and_version():
     r = subprocess.run([tern_bin(), "proxy", "--help"], capture_output=True, timeout=20)
     out = r.stdout.decode().split("OPTIONS:", 1)[1]

@@ -154,6 +154,20 @@ public enum System {
         return fd
     }
 
+    /// Throws when another socket already listens on `address` (EADDRINUSE), whoever holds it: a probe binds
+    /// it without SO_REUSEPORT (which Tern's own listeners set so each reactor has one; another process of the
+    /// same user setting it too would silently share the port) and is closed at once. TIME_WAIT connections do
+    /// not count (SO_REUSEADDR). A process binding the address in the instant between this check and Tern's own
+    /// binds is not seen.
+    public static func checkNotListening(_ address: SocketAddress) throws(IOError) {
+        let fd = try tcpSocket(family: address.family)
+        defer { close(fd) }
+        _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+        if address.family == AF_INET6 { _ = setIntOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1) }
+        let bound = unsafe address.withSockAddr { (sa, len) in syscallResult { unsafe Int(Glibc.bind(fd, sa, len)) } }
+        if bound < 0 { throw IOError("bind \(address)", errno: Int32(-bound)) }
+    }
+
     /// The local address a socket is bound to (learns the port chosen for port 0).
     public static func localAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
         try socketName(fd, peer: false)

@@ -147,6 +147,18 @@ public final class ProxyServer {
         var bound: [(kind: ListenerKind, address: SocketAddress)] = []
         for (i, address) in settings.listen.enumerated() {
             var address = address
+            // The reactors' listeners share the address (SO_REUSEPORT), and so would another process's: one that
+            // holds it already is found first, and Tern exits rather than split its traffic.
+            if address.port != 0 {
+                do {
+                    try System.checkNotListening(address)
+                } catch {
+                    let holder = error.errno == Errno.EADDRINUSE ? ", another process listens on it" : ""
+                    Log.error("cannot listen on \(address): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))\(holder)")
+                    Log.shared.flush()
+                    return 1
+                }
+            }
             for r in 0..<cpus.count {
                 do {
                     let fd = try System.listen(on: address)
