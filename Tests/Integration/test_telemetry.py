@@ -486,6 +486,50 @@ def test_drain_listeners_and_quitquitquit(backend):
         up.stop()
 
 
+def test_admin_refuses_what_a_browser_may_be_made_to_send():
+    """A page in a browser on the node must not change the proxy through its admin listener: a POST with a
+    foreign Origin or a cross-site Sec-Fetch-Site is refused with 403 and changes nothing; any request whose
+    Host is a DNS name (a rebound one) is refused too. What tools send (no Origin, Host 127.0.0.1 or localhost,
+    a loopback Origin) still works, as a preStop hook's `curl -X POST 127.0.0.1:15000/quitquitquit` must."""
+    up = HttpUpstream()
+    ports = side_ports()
+    admin, health = ports[0], ports[1]
+    t = Tern(["--http", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{up.port}", *side_args(ports)])
+    base = f"http://127.0.0.1:{admin}"
+
+    def post(path, **headers):
+        return httpx.post(base + path, headers=headers, timeout=10)
+    try:
+        refused = [
+            post("/healthcheck/fail", Origin="http://evil.example"),
+            post("/healthcheck/fail", Origin="null"),
+            post("/healthcheck/fail", Origin="http://127.0.0.1.evil.example:15000"),
+            post("/healthcheck/fail", **{"Sec-Fetch-Site": "cross-site"}),
+            post("/healthcheck/fail", **{"Sec-Fetch-Site": "same-site"}),
+            post("/healthcheck/fail", Host="rebound.example:15000"),
+            post("/quitquitquit", Origin="https://evil.example"),
+            httpx.get(base + "/config_dump", headers={"Host": "rebound.example"}, timeout=10),
+        ]
+        assert [r.status_code for r in refused] == [403] * len(refused), [(r.status_code, r.text) for r in refused]
+        assert get(health, "/healthz/ready")[0] == 200, "a refused request changed readiness"
+        assert t.proc.poll() is None, "a refused /quitquitquit stopped the proxy"
+        # What tools send.
+        assert httpx.get(base + "/config_dump", headers={"Host": f"localhost:{admin}"}, timeout=10).status_code == 200
+        assert post("/healthcheck/fail").status_code == 200
+        assert get(health, "/healthz/ready")[0] == 503
+        assert post("/healthcheck/ok", Origin=f"http://localhost:{admin}", **{"Sec-Fetch-Site": "same-origin"}).status_code == 200
+        assert get(health, "/healthz/ready")[0] == 200
+        assert post("/healthcheck/fail", Origin="http://[::1]:8080").status_code == 200
+        assert post("/healthcheck/ok", Host=f"[::1]:{admin}").status_code == 200
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                            f"http://127.0.0.1:{admin}/quitquitquit"], capture_output=True, timeout=20)
+        assert r.stdout == b"200"
+        assert t.wait(10) == 0
+    finally:
+        t.stop()
+        up.stop()
+
+
 def test_readiness_turns_503_before_draining_on_sigterm(backend):
     up = HttpUpstream()
     ports = side_ports()

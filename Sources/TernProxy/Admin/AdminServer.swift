@@ -189,6 +189,10 @@ final class AdminServer: @unchecked Sendable {
         var method: String
         var path: String
         var query: [String: String]
+        /// The Host, Origin and Sec-Fetch-Site fields (nil: absent): what tells a browser's request from a tool's.
+        var host: String? = nil
+        var origin: String? = nil
+        var fetchSite: String? = nil
     }
 
     struct Response {
@@ -240,7 +244,68 @@ final class AdminServer: @unchecked Sendable {
                 query[percentDecoded(kv[0])] = kv.count == 2 ? percentDecoded(kv[1]) : ""
             }
         }
-        return Request(method: method, path: String(split[0]), query: query)
+        var request = Request(method: method, path: String(split[0]), query: query)
+        for f in head.fields {
+            let name = String(decoding: bytes[f.name], as: UTF8.self).lowercased()
+            let value = String(decoding: bytes[f.value], as: UTF8.self)
+            switch name {
+            case "host": request.host = request.host ?? value
+            case "origin": request.origin = request.origin ?? value
+            case "sec-fetch-site": request.fetchSite = request.fetchSite ?? value.lowercased()
+            default: break
+            }
+        }
+        return request
+    }
+
+    /// Why the admin listener refuses a request a browser may have been made to send (nil: it does not).
+    /// Every request needs a Host that is an IP literal or `localhost` (a page whose DNS name was rebound to
+    /// 127.0.0.1 sends its own name); one that changes the proxy (POST) also needs no Origin but a loopback
+    /// one, and no Sec-Fetch-Site of `cross-site` or `same-site`. Tools (`curl -X POST
+    /// 127.0.0.1:15000/quitquitquit` in a preStop hook, kubectl port-forward) send none of these.
+    static func refusal(_ r: Request, changes: Bool) -> String? {
+        guard let host = r.host, let hostname = authorityHost(host), isLiteralOrLocalhost(hostname) else {
+            return "the admin listener answers requests for an IP address or localhost only (Host: \(r.host ?? "none"))"
+        }
+        guard changes else { return nil }
+        if let site = r.fetchSite, site == "cross-site" || site == "same-site" {
+            return "a cross-site request from a browser cannot change the proxy (Sec-Fetch-Site: \(site))"
+        }
+        if let origin = r.origin {
+            // "scheme://host[:port]"; "null" (an opaque origin) and anything else is not loopback.
+            var authority = Substring(origin)
+            if let colon = origin.firstIndex(of: ":"), origin[colon...].hasPrefix("://") {
+                authority = origin[origin.index(colon, offsetBy: 3)...]
+            }
+            guard let name = authorityHost(String(authority)), isLoopback(name) else {
+                return "a request from a web page of another origin cannot change the proxy (Origin: \(origin))"
+            }
+        }
+        return nil
+    }
+
+    /// The host of an authority `host[:port]` or `[v6][:port]`, lowercased; nil when malformed.
+    static func authorityHost(_ authority: String) -> String? {
+        var a = Substring(authority.lowercased())
+        if let slash = a.firstIndex(of: "/") { a = a[..<slash] }
+        if a.hasPrefix("[") {
+            guard let close = a.firstIndex(of: "]") else { return nil }
+            return String(a[a.index(after: a.startIndex)..<close])
+        }
+        if let colon = a.lastIndex(of: ":") { a = a[..<colon] }
+        return a.isEmpty ? nil : String(a)
+    }
+
+    static func isLiteralOrLocalhost(_ host: String) -> Bool {
+        host == "localhost" || IPAddress(parsing: host) != nil
+    }
+
+    static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" { return true }
+        guard let ip = IPAddress(parsing: host) else { return false }
+        // 127.0.0.0/8, ::1, and ::ffff:127.0.0.0/104.
+        if !ip.isV6 { return ip.low >> 24 == 127 }
+        return ip.high == 0 && (ip.low == 1 || (ip.low >> 32 == 0xFFFF && (ip.low >> 24) & 0xFF == 127))
     }
 
     static func percentDecoded(_ s: Substring) -> String {
@@ -268,6 +333,7 @@ final class AdminServer: @unchecked Sendable {
         case 200: "OK"
         case 400: "Bad Request"
         case 404: "Not Found"
+        case 403: "Forbidden"
         case 405: "Method Not Allowed"
         default: "Service Unavailable"
         }
@@ -289,7 +355,12 @@ final class AdminServer: @unchecked Sendable {
     private static let mutations: Set<String> = ["/quitquitquit", "/drain_listeners", "/healthcheck/fail", "/healthcheck/ok"]
 
     private func admin(_ r: Request) -> Response {
-        if Self.mutations.contains(r.path) || (r.path == "/logging" && !r.query.isEmpty) {
+        let changes = Self.mutations.contains(r.path) || (r.path == "/logging" && !r.query.isEmpty)
+        if let why = Self.refusal(r, changes: changes || r.method == "POST") {
+            Log.warn("admin: refused \(r.method) \(r.path): \(why)")
+            return Response(status: 403, body: why + "\n")
+        }
+        if changes {
             // Envoy: a change must be a POST; a GET changes nothing.
             guard r.method == "POST" else { return Response(status: 400, body: "\(r.path) changes the proxy: use POST\n") }
         }
