@@ -1186,6 +1186,8 @@ def test_connect_gives_200_and_a_tunnel(start_tern, http_upstream, backend):
     c.send(build_request("CONNECT", up.address, host=up.address))
     r = c.read_response("CONNECT")
     assert 200 <= r.status < 300, r
+    # The connection becomes the tunnel: the 2xx says nothing of closing it (it is not a message's end).
+    assert r.header("connection") is None, r
     assert c.buffer == b""
     payload = b"".join(stream_bytes(MiB)) + b"GET / HTTP/1.1\r\n\r\n"  # anything, even HTTP-looking bytes
     c.send(payload)
@@ -1197,6 +1199,20 @@ def test_connect_gives_200_and_a_tunnel(start_tern, http_upstream, backend):
     assert got == payload
     c.sock.shutdown(socket.SHUT_WR)
     assert read_until_closed(c.sock, timeout=5) == b""
+
+
+def test_identical_content_lengths_reach_the_upstream_once(start_tern, http_upstream, backend):
+    """A request with its Content-Length repeated (two identical lines, or a list `3, 3`) is accepted, as RFC
+    9110 §8.6 allows, and goes upstream with one Content-Length of one value, so no peer can read the framing
+    another way."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend)
+    c = RawClient(t.port)
+    for fields in (b"Content-Length: 3\r\nContent-Length: 3\r\n", b"Content-Length: 3, 3\r\n"):
+        c.send(b"POST /sha256 HTTP/1.1\r\nHost: tern.test\r\n" + fields + b"\r\nabc")
+        r = c.read_response()
+        assert r.status == 200, r
+    assert [r.header_values("content-length") for r in up.requests] == [["3"], ["3"]]
 
 
 def test_large_content_length_bodies_are_spliced(start_tern, http_upstream, backend):

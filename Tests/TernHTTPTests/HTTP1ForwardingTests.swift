@@ -120,6 +120,27 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
         #expect(try forwardResponse(raw, .keepAliveHTTP10) == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: s\r\nconnection: keep-alive\r\n\r\n")
     }
 
+    @Test func identicalContentLengthsGoOnOnce() throws {
+        // Repeated lines: the first kept where it was, the others left out.
+        let lines = try forwardRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-A: 1\r\nContent-Length: 3\r\n"
+            + "x-request-id: r\r\n\r\nabc")
+        #expect(lines == "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-A: 1\r\nx-request-id: r\r\n"
+            + "x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\n\r\n")
+        // A list of identical values: written anew with one, in its place.
+        let list = try forwardRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3 , 3\r\nX-A: 1\r\nx-request-id: r\r\n\r\nabc")
+        #expect(list.hasPrefix("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\nX-A: 1\r\nx-request-id: r\r\n"))
+        #expect(try forwardResponse("HTTP/1.1 200 OK\r\nContent-Length: 2,2\r\nContent-Length: 2\r\nServer: s\r\n\r\n")
+                == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nServer: s\r\n\r\n")
+    }
+
+    @Test func aTunnelResponseSaysNothingOfTheConnection() throws {
+        // A 2xx to CONNECT: the connection becomes the tunnel, neither kept for requests nor closed.
+        let out = try render("HTTP/1.1 200 Connection Established\r\nConnection: close\r\n\r\n", kind: .response) { head, bytes, emit in
+            HTTP1Forwarding.response(head, bytes, persistence: .tunnel, emit: emit)
+        }.0
+        #expect(out == "HTTP/1.1 200 Connection Established\r\n\r\n")
+    }
+
     @Test func emptyReasonAndNoFields() throws {
         #expect(try forwardResponse("HTTP/1.1 204 \r\n\r\n") == "HTTP/1.1 204 \r\n\r\n")
         #expect(try forwardResponse("HTTP/1.1 204\r\n\r\n") == "HTTP/1.1 204\r\n\r\n")

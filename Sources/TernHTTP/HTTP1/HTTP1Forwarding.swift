@@ -1,3 +1,5 @@
+import TernCore
+
 /// What a proxy sends instead of a received head: the same bytes where nothing changes, a few literals where
 /// something does (RFC 9110 §7.6: hop-by-hop fields; Envoy's X-Forwarded-* and x-request-id conventions).
 ///
@@ -66,6 +68,7 @@ public enum HTTP1Forwarding {
         }
         var hasRequestID = false
         var keptProto = false
+        var lengthSent = false
         var run: Int? = nil
         for i in head.fields.indices {
             let field = head.fields[i]
@@ -81,7 +84,9 @@ public enum HTTP1Forwarding {
             case .xRequestID:
                 keep = true
                 hasRequestID = true
-            case .contentLength, .transferEncoding:
+            case .contentLength:
+                keep = oneContentLength(head, bytes, field, sent: &lengthSent, run: &run, emit)
+            case .transferEncoding:
                 keep = true
             case .traceparent, .tracestate, .b3, .xB3:
                 keep = !options.replaceTrace && !drop(field.name)
@@ -112,6 +117,29 @@ public enum HTTP1Forwarding {
         emit(.literal("\r\n"))
     }
 
+    /// Content-Length goes on once, with one value (RFC 9110 §8.6: a recipient may replace identical repeats,
+    /// in several lines or a list, with one; forwarding them would let a peer that reads them differently frame
+    /// the body differently). The parser has checked that every value is the same. True when the line is kept
+    /// as received (the first one, a single value); otherwise the line is left out and, for the first, a
+    /// "content-length" line with its first value is emitted in its place.
+    private static func oneContentLength(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, _ field: HeadField,
+                                         sent: inout Bool, run: inout Int?, _ emit: (Piece) -> Void) -> Bool {
+        if sent { return false }
+        sent = true
+        var cursor = field.value.lowerBound
+        guard let first = HTTPGrammar.nextListElement(bytes, &cursor, end: field.value.upperBound),
+              first.upperBound < field.value.upperBound else { return true }
+        // A list: the run of kept lines ends before this one, which is written anew.
+        if let start = run {
+            emit(.bytes(start..<field.name.lowerBound))
+            run = nil
+        }
+        emit(.literal("content-length: "))
+        emit(.bytes(first))
+        emit(.literal("\r\n"))
+        return false
+    }
+
     /// How a response is rewritten for the client.
     public enum Persistence: Sendable {
         /// The client connection stays open after this response (HTTP/1.1 default: nothing to add).
@@ -120,6 +148,9 @@ public enum HTTP1Forwarding {
         case keepAliveHTTP10
         /// The client connection closes after this response ("connection: close").
         case close
+        /// The response (a 2xx to CONNECT) turns the connection into a tunnel: no connection field, the
+        /// connection is neither kept for another request nor closed (RFC 9110 §9.3.6).
+        case tunnel
     }
 
     /// The response as the client gets it: status-line as HTTP/1.1, hop-by-hop fields removed as for requests
@@ -137,6 +168,7 @@ public enum HTTP1Forwarding {
         emit(.literal("HTTP/1.1 "))
         emit(.bytes((head.startLineOffset + 9)..<lineEnd))
         let switching = head.status == 101
+        var lengthSent = false
         var run: Int? = nil
         for i in head.fields.indices {
             let field = head.fields[i]
@@ -145,7 +177,7 @@ public enum HTTP1Forwarding {
             case .connection, .keepAlive, .proxyConnection, .te: keep = false
             case .upgrade: keep = switching
             case .other: keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
-            case .contentLength: keep = true
+            case .contentLength: keep = oneContentLength(head, bytes, field, sent: &lengthSent, run: &run, emit)
             case .transferEncoding: keep = !dechunk
             default: keep = !drop(field.name)
             }
@@ -160,6 +192,7 @@ public enum HTTP1Forwarding {
             case .keepAlive: break
             case .keepAliveHTTP10: emit(.literal("connection: keep-alive\r\n"))
             case .close: emit(.literal("connection: close\r\n"))
+            case .tunnel: break
             }
         }
         emit(.literal("\r\n"))

@@ -133,7 +133,7 @@ extension HTTPProxy {
             if exchanges[x].tunnelNext { keep = false }
             if http10 && head.framing == .chunked { keep = false }
             downstreams[id].keepAlive = keep
-            persistence = keep ? (http10 ? .keepAliveHTTP10 : .keepAlive) : .close
+            persistence = exchanges[x].tunnelNext ? .tunnel : keep ? (http10 ? .keepAliveHTTP10 : .keepAlive) : .close
             switch head.framing {
             case .none: exchanges[x].response.body = .none
             case .contentLength(let n): exchanges[x].response.body = n == 0 ? .none : .length(n)
