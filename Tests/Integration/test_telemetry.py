@@ -530,6 +530,36 @@ def test_admin_refuses_what_a_browser_may_be_made_to_send():
         up.stop()
 
 
+def test_side_listeners_answer_probes_beside_hundreds_of_idle_and_slow_connections():
+    """200 connections sit on each of the admin, health and Prometheus ports (150 idle, 50 with half a head),
+    more than a side listener holds (64): the oldest are closed to admit new ones (counted), and every
+    readiness probe, scrape and admin request is answered (within kubelet's 1 s, where one slow connection at a
+    time used to hold each port for 2 s)."""
+    up = HttpUpstream()
+    ports = side_ports()
+    admin, health, prom = ports
+    t = Tern(["--http", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{up.port}", *side_args(ports)])
+    held = []
+    try:
+        for port in ports:
+            for i in range(200):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if i % 4 == 0:
+                    s.sendall(b"GET /healthz/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                held.append(s)
+        for _ in range(5):
+            assert httpx.get(f"http://127.0.0.1:{health}/healthz/ready", timeout=5).status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{prom}/stats/prometheus", timeout=5).status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{admin}/ready", timeout=5).status_code == 200
+        evicted = samples(families(prom), "tern_side_connections_evicted_total")[0].value
+        assert evicted >= 3 * (200 - 64), evicted
+    finally:
+        for s in held:
+            s.close()
+        t.stop()
+        up.stop()
+
+
 def test_readiness_turns_503_before_draining_on_sigterm(backend):
     up = HttpUpstream()
     ports = side_ports()

@@ -96,6 +96,40 @@ extension System {
         return polls.filter { $0.revents != 0 }.map(\.fd)
     }
 
+    /// Waits until one of `polls` is ready for its events (POLLIN, POLLOUT) or `timeoutMillis` pass, and sets
+    /// each one's `revents`; false when none is ready.
+    public static func poll(_ polls: inout [PollRequest], timeoutMillis: Int32) -> Bool {
+        var raw = polls.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
+        // SAFETY: the pointer and count cover the array, alive for the call.
+        let r = unsafe raw.withUnsafeMutableBufferPointer { p in
+            syscallResult { unsafe Int(Glibc.poll(p.baseAddress!, nfds_t(p.count), timeoutMillis)) }
+        }
+        for i in polls.indices { polls[i].revents = r > 0 ? raw[i].revents : 0 }
+        return r > 0
+    }
+
+    /// Receives what a non-blocking socket has, up to `max` bytes, appended to `into`: the count, 0 when the
+    /// peer closed, -EAGAIN when nothing is there yet, another negative errno on failure.
+    public static func receiveAvailable(_ fd: Int32, max: Int, into bytes: inout [UInt8]) -> Int {
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: max))
+        // SAFETY: the pointer and length cover the `max` bytes just appended, alive for the call.
+        let n = unsafe bytes.withUnsafeMutableBytes { buf in
+            syscallResult { unsafe Glibc.recv(fd, buf.baseAddress! + start, max, 0) }
+        }
+        bytes.removeLast(max - Swift.max(n, 0))
+        return n
+    }
+
+    /// Sends what a non-blocking socket takes of `bytes[from...]`: the count, or a negative errno (-EAGAIN: full).
+    public static func sendAvailable(_ fd: Int32, _ bytes: [UInt8], from: Int) -> Int {
+        guard from < bytes.count else { return 0 }
+        // SAFETY: from < bytes.count, so the pointer and length stay inside the array alive for the call.
+        return unsafe bytes.withUnsafeBytes { buf in
+            syscallResult { unsafe Glibc.send(fd, buf.baseAddress! + from, buf.count - from, Int32(MSG_NOSIGNAL)) }
+        }
+    }
+
     /// Accepts a connection on a non-blocking listener; the new socket is non-blocking and close-on-exec.
     public static func accept(_ listener: Int32) -> Int32? {
         let r = CTernLinux_accept_nonblocking(listener)
@@ -125,4 +159,20 @@ extension System {
         guard let p = unsafe getenv(name) else { return nil }
         return unsafe String(cString: p)
     }
+}
+
+/// One descriptor to `System.poll`: the events waited for, and those that came.
+public struct PollRequest: Sendable {
+    public var fd: Int32
+    public var events: Int16
+    public var revents: Int16 = 0
+    public init(fd: Int32, events: Int16) {
+        self.fd = fd
+        self.events = events
+    }
+    public static var readable: Int16 { Int16(POLLIN) }
+    public static var writable: Int16 { Int16(POLLOUT) }
+    /// Ready to read, or closed or failed (a read then says which).
+    public var isReadable: Bool { revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 }
+    public var isWritable: Bool { revents & Int16(POLLOUT | POLLHUP | POLLERR) != 0 }
 }

@@ -34,6 +34,8 @@ public final class AdminState: Sendable {
     let configVersion = Atomic<Int>(0)
     let configApplied = Atomic<Int>(0)
     let configRejected = Atomic<Int>(0)
+    /// Side-listener connections closed to admit a newer one (a port at its connection cap).
+    let sideConnectionsEvicted = Atomic<Int>(0)
     /// The configuration being served, kept to be rendered when /config_dump asks (a reload no longer pays
     /// for a JSON rendering nobody may read: about an eighth of its CPU).
     private let config = Mutex<(version: Int, table: RouteTable?, clusters: [ClusterView], updated: UInt64)>((0, nil, [], 0))
@@ -169,18 +171,107 @@ final class AdminServer: @unchecked Sendable {
         listeners.forEach { System.close($0.fd) }
     }
 
+    /// A side connection in progress: its head as received, then its response as it is sent.
+    struct Client {
+        var fd: Int32
+        var kind: Kind
+        var listener: Int
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        var sent = 0
+        /// Accept + `clientDeadline`: a connection that has not been answered and sent its response by then is
+        /// closed.
+        var deadline: UInt64
+    }
+
+    /// Connections each side listener holds at once; past it, the oldest is closed to admit the new one (a
+    /// port full of idle or slow connections must not keep a readiness probe out).
+    static let connectionsPerListener = 64
+    static let clientDeadline: UInt64 = 2_000_000_000
+    static let maxHead = 16384
+
+    /// The side listeners' loop: every connection of every listener served at once, non-blocking, each under
+    /// its deadline, so slow or idle clients on one port delay neither the others nor a probe.
     private func run() {
-        let fds = listeners.map(\.fd)
+        var clients: [Client] = []
+        var polls: [PollRequest] = []
         while !stopRequested.load(ordering: .acquiring) {
-            for fd in System.pollReadable(fds, timeoutMillis: 100) {
-                guard let l = listeners.first(where: { $0.fd == fd }) else { continue }
+            let now = System.monotonicNanos()
+            clients.removeAll { c in
+                if now >= c.deadline { System.close(c.fd) }
+                return now >= c.deadline
+            }
+            polls.removeAll(keepingCapacity: true)
+            for l in listeners { polls.append(PollRequest(fd: l.fd, events: PollRequest.readable)) }
+            for c in clients {
+                polls.append(PollRequest(fd: c.fd, events: c.output.isEmpty ? PollRequest.readable : PollRequest.writable))
+            }
+            var wait: Int32 = 100
+            if let next = clients.map(\.deadline).min() { wait = min(wait, Int32((next - now) / 1_000_000) + 1) }
+            guard System.poll(&polls, timeoutMillis: wait) else { continue }
+            // Clients first (their indexes are those of `polls` after the listeners), then new connections.
+            var done: [Int] = []
+            for i in clients.indices {
+                let p = polls[listeners.count + i]
+                if clients[i].output.isEmpty ? p.isReadable : p.isWritable {
+                    if !progress(&clients[i]) { done.append(i) }
+                }
+            }
+            for i in done.reversed() {
+                System.close(clients[i].fd)
+                clients.remove(at: i)
+            }
+            for (li, l) in listeners.enumerated() where polls[li].isReadable {
                 // A few per wake-up, so one listener cannot starve the others.
-                for _ in 0..<8 {
-                    guard let client = System.accept(fd) else { break }
-                    serve(BlockingSocket(adopting: client), l.kind)
+                for _ in 0..<16 {
+                    guard let fd = System.accept(l.fd) else { break }
+                    if clients.filter({ $0.listener == li }).count >= Self.connectionsPerListener,
+                       let oldest = clients.firstIndex(where: { $0.listener == li })
+                    {
+                        System.close(clients[oldest].fd)
+                        clients.remove(at: oldest)
+                        state.sideConnectionsEvicted.add(1, ordering: .relaxed)
+                    }
+                    clients.append(Client(fd: fd, kind: l.kind, listener: li, deadline: System.monotonicNanos() + Self.clientDeadline))
                 }
             }
         }
+        for c in clients { System.close(c.fd) }
+    }
+
+    /// Reads or writes what `c`'s socket is ready for; false when the connection is finished (answered, closed
+    /// by the peer, failed).
+    private func progress(_ c: inout Client) -> Bool {
+        if !c.output.isEmpty {
+            let n = System.sendAvailable(c.fd, c.output, from: c.sent)
+            if n == -Errno.EAGAIN { return true }
+            guard n > 0 else { return false }
+            c.sent += n
+            guard c.sent >= c.output.count else { return true }
+            _ = System.shutdown(c.fd, write: true, read: false)
+            return false
+        }
+        let n = System.receiveAvailable(c.fd, max: 4096, into: &c.input)
+        if n == -Errno.EAGAIN { return true }
+        guard n > 0 else { return false }
+        // The proxy's own parser, as strict here as on the data path (the health and Prometheus listeners face
+        // the pod's network); a head it refuses, or one over 16 KiB, gets 400.
+        var parser = HTTP1Parser(kind: .request, limits: .init(maxHeaderBytes: Self.maxHead, maxHeaderCount: 100, maxURIBytes: 8192))
+        let response: Response
+        do {
+            guard try parser.parse(c.input.span) == .complete else {
+                if c.input.count < Self.maxHead { return true }
+                throw HTTPParseError(.headTooLarge)
+            }
+            response = Self.request(parser.head, c.input).map { handle($0, c.kind) } ?? Response(status: 400, body: "bad request\n")
+        } catch {
+            response = Response(status: 400, body: "bad request\n")
+        }
+        var text = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\ncontent-type: \(response.contentType)\r\n"
+        text += "content-length: \(response.body.utf8.count)\r\ncache-control: no-cache, max-age=0\r\nconnection: close\r\n\r\n"
+        text += response.body
+        c.output = Array(text.utf8)
+        return progress(&c)
     }
 
     // MARK: - One request
@@ -199,36 +290,6 @@ final class AdminServer: @unchecked Sendable {
         var status: Int
         var contentType = "text/plain; charset=utf-8"
         var body: String
-    }
-
-    private func serve(_ socket: consuming BlockingSocket, _ kind: Kind) {
-        let deadline = System.monotonicNanos() + 2_000_000_000
-        // The proxy's own parser, as strict here as on the data path (the health and Prometheus listeners face
-        // the pod's network); a head it refuses, or one over 16 KiB, gets 400.
-        var parser = HTTP1Parser(kind: .request, limits: .init(maxHeaderBytes: 16384, maxHeaderCount: 100, maxURIBytes: 8192))
-        var bytes: [UInt8] = []
-        var request: Request? = nil
-        while bytes.count < 16384 {
-            guard let chunk = try? socket.receive(max: 4096, deadline: deadline), !chunk.isEmpty else { return }
-            bytes += chunk
-            parser.reset()
-            guard let progress = try? parser.parse(bytes.span) else { break }
-            if progress == .complete {
-                request = Self.request(parser.head, bytes)
-                break
-            }
-        }
-        let response: Response
-        if let request {
-            response = handle(request, kind)
-        } else {
-            response = Response(status: 400, body: "bad request\n")
-        }
-        var text = "HTTP/1.1 \(response.status) \(Self.reason(response.status))\r\ncontent-type: \(response.contentType)\r\n"
-        text += "content-length: \(response.body.utf8.count)\r\ncache-control: no-cache, max-age=0\r\nconnection: close\r\n\r\n"
-        text += response.body
-        try? socket.send(Array(text.utf8), deadline: deadline)
-        _ = System.shutdown(socket.fd, write: true, read: false)
     }
 
     /// The method, path and query of a parsed head; nil for a target not in origin form ("/path?query").
