@@ -23,6 +23,8 @@ public final class Forwarding: Sendable {
         public var regex: Bool
         /// The route names a `uriRegexRewrite` that did not compile (validation refuses those: never silent).
         public var brokenRegex: Bool
+        /// The route rewrites the authority (`rewrite.authority`: a "host" line among `requestLines`).
+        public var rewritesHost: Bool
         var ports: Range<Int>
 
         public var editsRequest: Bool { !requestLines.isEmpty || !requestDrops.isEmpty }
@@ -170,6 +172,7 @@ public final class Forwarding: Sendable {
                          requestDrops: requestDrops, responseDrops: responseDrops, uri: uri,
                          regex: route.uriRegexRewrite != nil,
                          brokenRegex: route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil,
+                         rewritesHost: route.rewrite?.authority != nil,
                          ports: start..<ports.count)
         }
 

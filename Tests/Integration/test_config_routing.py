@@ -66,6 +66,29 @@ def canary(tmp_path, backend):
     beta.stop()
 
 
+def raw_get(port, target, host):
+    """One request with `target` as given (absolute-form here) and a Host of `host`; returns the status code."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    return int(got.split(b" ", 2)[1])
+
+
+def test_an_absolute_form_targets_authority_routes_and_replaces_host(canary):
+    """RFC 9112 §3.2.2, as Envoy: with an absolute-form target the Host field is ignored; the request is routed
+    by the target's authority and reaches the upstream in origin form with that authority as its Host, so no
+    client can be routed to one service while the upstream reads another."""
+    t, stable, beta, _, _ = canary
+    assert raw_get(t.port, "http://cart/item?x=1", "nowhere.example") == 200
+    assert raw_get(t.port, "http://nowhere.example/item", "cart") == 404  # NR: the Host does not route it
+    [r] = stable.requests + beta.requests
+    assert r.target == "/item?x=1"
+    assert r.header_values("host") == ["cart"]
+
+
 def split(port, n, headers=None):
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Host": "cart"}, timeout=10) as client:
         for _ in range(n):

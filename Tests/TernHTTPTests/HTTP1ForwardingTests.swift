@@ -120,6 +120,27 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
         #expect(try forwardResponse(raw, .keepAliveHTTP10) == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: s\r\nconnection: keep-alive\r\n\r\n")
     }
 
+    @Test func anAbsoluteFormTargetsAuthorityReplacesHost() throws {
+        // RFC 9112 §3.2.2, as Envoy: the Host field is ignored (and not forwarded); the target goes on in origin
+        // form and its authority as Host.
+        let raw = "GET http://b.example:8080/x?y HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\nx-request-id: r\r\n\r\n"
+        let bytes = Array(raw.utf8)
+        var parser = HTTP1Parser(kind: .request)
+        #expect(try parser.parse(bytes.span) == .complete)
+        #expect(parser.head.hostFromTarget && String(decoding: bytes[parser.head.host!], as: UTF8.self) == "b.example:8080")
+        #expect(try forwardRequest(raw) == "GET /x?y HTTP/1.1\r\nAccept: */*\r\nx-request-id: r\r\nhost: b.example:8080\r\n"
+            + "x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\n\r\n")
+        #expect(try forwardRequest("GET http://b.example HTTP/1.1\r\nHost: b.example\r\nx-request-id: r\r\n\r\n")
+            .hasPrefix("GET / HTTP/1.1\r\nx-request-id: r\r\nhost: b.example\r\n"))
+        #expect(try forwardRequest("GET http://b.example?q HTTP/1.1\r\nHost: b.example\r\nx-request-id: r\r\n\r\n")
+            .hasPrefix("GET /?q HTTP/1.1\r\n"))
+        // A route that rewrites the authority sends its own Host (among its fields) instead.
+        let routed = try render(raw, kind: .request) { head, bytes, emit in
+            HTTP1Forwarding.request(head, bytes, options: .init(routeFields: true, routeSetsHost: true), emit: emit)
+        }.0
+        #expect(!routed.contains("host: b.example") && !routed.contains("Host: a.example") && routed.contains("x-route: 1"))
+    }
+
     @Test func identicalContentLengthsGoOnOnce() throws {
         // Repeated lines: the first kept where it was, the others left out.
         let lines = try forwardRequest("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nX-A: 1\r\nContent-Length: 3\r\n"

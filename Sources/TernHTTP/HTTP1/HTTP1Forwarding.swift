@@ -35,13 +35,17 @@ public enum HTTP1Forwarding {
         /// The proxy traces the request: every received traceparent, tracestate, b3 and x-b3-* field is removed
         /// and `.traceFields` (the proxy's span as the new parent) comes before the empty line.
         public var replaceTrace = false
+        /// The route rewrites the authority (its "host" line is among `.routeFields`): the target's authority of
+        /// an absolute-form request is then not sent as Host.
+        public var routeSetsHost = false
         public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false,
-                    replaceTrace: Bool = false)
+                    replaceTrace: Bool = false, routeSetsHost: Bool = false)
         {
             self.trustedClient = trustedClient
             self.rewriteTarget = rewriteTarget
             self.routeFields = routeFields
             self.replaceTrace = replaceTrace
+            self.routeSetsHost = routeSetsHost
         }
     }
 
@@ -61,6 +65,14 @@ public enum HTTP1Forwarding {
         if options.rewriteTarget {
             emit(.bytes(head.startLineOffset..<head.target.lowerBound))
             emit(.routeTarget)
+            emit(.literal(" HTTP/1.1\r\n"))
+        } else if head.hostFromTarget, let authority = head.host {
+            // An absolute-form target goes on in origin form (its authority becomes the Host field below), as
+            // Envoy sends it: the path and query after the authority, "/" when the path is empty.
+            emit(.bytes(head.startLineOffset..<head.target.lowerBound))
+            let rest = authority.upperBound..<head.target.upperBound
+            if rest.isEmpty || bytes[rest.lowerBound] != 0x2F { emit(.literal("/")) }
+            if !rest.isEmpty { emit(.bytes(rest)) }
             emit(.literal(" HTTP/1.1\r\n"))
         } else {
             emit(.bytes(head.startLineOffset..<(head.target.upperBound + 1)))
@@ -90,7 +102,10 @@ public enum HTTP1Forwarding {
                 keep = true
             case .traceparent, .tracestate, .b3, .xB3:
                 keep = !options.replaceTrace && !drop(field.name)
-            case .host, .expect, .trailer, .userAgent:
+            case .host:
+                // Ignored, and not forwarded, when an absolute-form target names the authority (RFC 9112 §3.2.2).
+                keep = !head.hostFromTarget && !drop(field.name)
+            case .expect, .trailer, .userAgent:
                 keep = !drop(field.name)
             case .other:
                 keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
@@ -98,6 +113,11 @@ public enum HTTP1Forwarding {
             emitRun(head, i, keep: keep, run: &run, emit)
         }
         if let start = run { emit(.bytes(start..<(head.length - 2))) }
+        if head.hostFromTarget, !options.routeSetsHost, let authority = head.host {
+            emit(.literal("host: "))
+            emit(.bytes(authority))
+            emit(.literal("\r\n"))
+        }
         if options.replaceTrace { emit(.traceFields) }
         if options.routeFields { emit(.routeFields) }
         if head.upgrade { emit(.literal("connection: upgrade\r\n")) }

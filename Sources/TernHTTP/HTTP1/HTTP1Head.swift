@@ -24,8 +24,10 @@ public struct HTTP1Head: Sendable {
     /// Field lines in order, at most `Limits.maxHeaderCount`. The array's capacity is reserved once by the parser
     /// and kept across messages, so appending never allocates in steady state.
     public var fields: [Field] = []
-    /// Requests: the Host field value, if exactly one was present.
+    /// Requests: the Host field value, if exactly one was present; for an absolute-form target, the target's
+    /// authority (RFC 9112 §3.2.2: it replaces the Host field, which is then ignored: `hostFromTarget`).
     public var host: Range<Int>? = nil
+    public var hostFromTarget = false
     /// Where the start-line begins: after any empty lines skipped before a request-line (RFC 9112 §2.2).
     public var startLineOffset = 0
     /// Bytes of the head including the empty line that ends it: the body (if any) starts here.

@@ -105,6 +105,8 @@ public struct HTTP1Parser: Sendable {
         /// Every Upgrade field offered only "h2c" (RFC 7540 §3.2's cleartext HTTP/2 upgrade, removed in RFC 9113).
         var upgradeOnlyH2C = true
         var expectContinue = false
+        /// An absolute-form target's authority (RFC 9112 §3.2.2: it replaces the Host field).
+        var targetAuthority: Range<Int>? = nil
     }
 
     public let kind: Kind
@@ -284,6 +286,20 @@ public struct HTTP1Parser: Sendable {
         head.method = Self.method(bytes, methodRange)
         head.target = target
         head.targetForm = try targetForm(bytes, target, method: head.method)
+        if head.targetForm == .absolute {
+            // scheme "://" authority [ path-abempty ] [ "?" query ]: the authority runs to the first "/", "?" or
+            // "#"; it must name a host, and userinfo (RFC 9110 §4.2.4: never sent) is refused.
+            var start = target.lowerBound
+            while bytes[start] != HTTPGrammar.colon { start += 1 }
+            start += 3
+            var end = start
+            while end < target.upperBound, bytes[end] != 0x2F, bytes[end] != 0x3F, bytes[end] != 0x23 {
+                if bytes[end] == 0x40 { throw HTTPParseError(.invalidTarget) }
+                end += 1
+            }
+            guard end > start, bytes[start] != HTTPGrammar.colon else { throw HTTPParseError(.invalidTarget) }
+            facts.targetAuthority = start..<end
+        }
     }
 
     private mutating func parseStatusLine(_ bytes: borrowing Span<UInt8>, _ line: Range<Int>)
@@ -580,6 +596,12 @@ public struct HTTP1Parser: Sendable {
         // field, hop-by-hop, is removed.
         head.upgrade = http11 && facts.upgradeField && facts.upgradeOption && !facts.upgradeOnlyH2C
         if facts.hostCount != 1 { head.host = nil }
+        // RFC 9112 §3.2.2: a proxy receiving an absolute-form target ignores the Host field and uses the target's
+        // authority instead (Envoy does so): routing, reporting and the forwarded Host all take it.
+        if let authority = facts.targetAuthority {
+            head.host = authority
+            head.hostFromTarget = true
+        }
     }
 }
 

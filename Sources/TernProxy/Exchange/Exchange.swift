@@ -79,6 +79,8 @@ struct Exchange {
     /// The route it was routed with (nil: none, or `--upstream`), and how that route rewrites the path.
     var routed: RoutedRoute? = nil
     var targetRewrite = TargetRewrite.none
+    /// The route rewrites the authority (so an absolute-form target's authority is not sent as Host).
+    var routeSetsHost = false
     /// The upstream closed its side of a tunnel.
     var upstreamEOF = false
     /// The exchange's one timer, set for the earliest of its deadlines (`due`): the upstream timeout (from the

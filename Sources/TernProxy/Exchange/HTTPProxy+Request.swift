@@ -59,6 +59,7 @@ extension HTTPProxy {
         }
         prepareResponseParser(x)
         exchanges[x].request.state = .waiting
+        exchanges[x].routeSetsHost = false
         guard let endpoint = route(x, head, reactor) else { return }
         exchanges[x].attempt.endpoint = endpoint
         pools.exchangeStarted(endpoint)
@@ -91,7 +92,8 @@ extension HTTPProxy {
         }
         let drops = routeDrops(x, response: false)
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
-                                                     routeFields: !fields.isEmpty, replaceTrace: traced)
+                                                     routeFields: !fields.isEmpty, replaceTrace: traced,
+                                                     routeSetsHost: exchanges[x].routeSetsHost)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
             // The fields the route removes or sets are dropped from the received head (ranges from its start).
             HTTP1Forwarding.request(head, span, options: options,

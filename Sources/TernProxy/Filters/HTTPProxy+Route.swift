@@ -59,6 +59,7 @@ extension HTTPProxy {
         exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
         exchanges[x].request.edited = facts.editsRequest
         exchanges[x].response.edited = facts.editsResponse
+        exchanges[x].routeSetsHost = facts.rewritesHost
         if facts.regex {
             exchanges[x].targetRewrite = .regex
         } else if !facts.uri.isEmpty {
