@@ -34,6 +34,9 @@ public enum ConfigLoader {
     public static func load(files: [(path: String, text: String)], namespace: String) -> ConfigSet {
         var resources: [Resource] = []
         var diagnostics: [Diagnostic] = []
+        // Alias expansion is bounded for the configuration as a whole: many files each under the limit would
+        // otherwise add up to what one file may not expand to.
+        var expansion = YAMLExpansion()
         for (path, text) in files {
             // A file rewritten in place is empty between its truncation and the write that follows, and a reload
             // that reads it then would publish a configuration without its resources (every request 404 until
@@ -46,7 +49,7 @@ public enum ConfigLoader {
             }
             let documents: [YAMLDocument]
             do {
-                documents = try YAMLReader.documents(text, file: path)
+                documents = try YAMLReader.documents(text, file: path, expansion: &expansion)
             } catch {
                 diagnostics.append(Diagnostic(.error, file: error.file, line: error.line, resource: "", path: "",
                                               message: error.message))

@@ -3,6 +3,10 @@ import TernCore
 extension YAMLNode {
     /// The node as JSON text, as Kubernetes reads YAML: plain scalars that are integers, numbers, booleans or null
     /// keep that type, everything else is a string. Keys keep their order. For /config_dump.
+    ///
+    /// It recurses once per level and writes every alias out in full: for a tree `YAMLReader` accepted, both are
+    /// bounded (nesting at most `YAMLReader.maximumDepth`, expansion within `YAMLExpansion`'s limits), so the text
+    /// is at most about six times the expanded scalar bytes (an escaped control byte) plus a few bytes per node.
     public var json: String {
         var out = ""
         write(into: &out)

@@ -2,9 +2,26 @@ import CTernYAML
 
 /// Reads YAML text into `YAMLNode` trees with libyaml's event parser (not Yams: it pulls full Foundation into the
 /// sidecar). Anchors and aliases are resolved; tags are ignored; marks give each node its line.
+///
+/// Every walk of a tree recurses once per level and follows every alias, and so does releasing it: the reader
+/// refuses what would make those unbounded, aliases that expand past `YAMLExpansion`'s limits and nesting deeper
+/// than `maximumDepth`, with the line of the alias or collection that crossed the limit.
 public enum YAMLReader {
+    /// Lists and maps nested deeper than this are refused, an alias counting as the depth of what it names. Istio
+    /// resources nest about 15 deep; 40,000 levels (an 80 KB file) overflowed the 8 MiB main-thread stack while
+    /// the tree was released, and libyaml's time grows with the square of the depth.
+    public static let maximumDepth = 1_000
+
     /// Every document in `text`; `file` is only used in the result and in errors.
     public static func documents(_ text: String, file: String) throws(YAMLError) -> [YAMLDocument] {
+        var expansion = YAMLExpansion()
+        return try documents(text, file: file, expansion: &expansion)
+    }
+
+    /// Every document in `text`, counting what its aliases expand to in `expansion`, which one load carries from
+    /// file to file so that the limits hold for the configuration as a whole.
+    public static func documents(_ text: String, file: String,
+                                 expansion: inout YAMLExpansion) throws(YAMLError) -> [YAMLDocument] {
         var bytes = Array(text.utf8)
         if bytes.isEmpty { return [] }
         // SAFETY: the parser struct lives on this frame until yaml_parser_delete below; it is zeroed here and
@@ -15,7 +32,8 @@ public enum YAMLReader {
         }
         // SAFETY: deletes what yaml_parser_initialize set up, once.
         defer { unsafe yaml_parser_delete(&parser) }
-        var builder = Builder(file: file)
+        var builder = Builder(file: file, expansion: expansion)
+        defer { expansion = builder.expansion }
         let result: Result<Void, YAMLError> = unsafe bytes.withUnsafeMutableBufferPointer { buffer in
             // SAFETY: `buffer` stays valid for the whole closure, which is the whole parse; libyaml only reads it.
             unsafe yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
@@ -52,17 +70,20 @@ public enum YAMLReader {
                     // SAFETY: `anchor` is NULL or a NUL-terminated string owned by the event, copied at once.
                     let style: YAMLNode.ScalarStyle = unsafe s.style == YAML_PLAIN_SCALAR_STYLE ? .plain : .quoted
                     let anchor = unsafe s.anchor.map { unsafe String(cString: $0) }
-                    if let e = builder.add(YAMLNode(.scalar(value, style), line: line), anchor: anchor) {
+                    builder.expansion.scalar(bytes: value.utf8.count)
+                    let size = YAMLExpansion.Size(nodes: 1, bytes: value.utf8.count)
+                    if let e = builder.add(YAMLNode(.scalar(value, style), line: line), anchor: anchor,
+                                           size: size, height: 0) {
                         return .failure(e)
                     }
                 case YAML_SEQUENCE_START_EVENT:
                     // SAFETY: the sequence_start member for this event type; its anchor copied at once.
                     let anchor = unsafe event.data.sequence_start.anchor.map { unsafe String(cString: $0) }
-                    builder.open(mapping: false, line: line, anchor: anchor)
+                    if let e = builder.open(mapping: false, line: line, anchor: anchor) { return .failure(e) }
                 case YAML_MAPPING_START_EVENT:
                     // SAFETY: the mapping_start member for this event type; its anchor copied at once.
                     let anchor = unsafe event.data.mapping_start.anchor.map { unsafe String(cString: $0) }
-                    builder.open(mapping: true, line: line, anchor: anchor)
+                    if let e = builder.open(mapping: true, line: line, anchor: anchor) { return .failure(e) }
                 case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                     if let e = builder.close() { return .failure(e) }
                 case YAML_ALIAS_EVENT:
@@ -80,24 +101,40 @@ public enum YAMLReader {
 }
 
 /// Assembles nodes from events: a stack of open collections (their items kept apart so appending stays
-/// amortised O(1)), each mapping remembering a pending key.
+/// amortised O(1)), each mapping remembering a pending key. Each anchored node is kept with its expanded size and
+/// height, which its aliases add where they are used.
 private struct Builder {
     struct Frame {
         var isMapping: Bool
         var line: Int
         var anchor: String?
+        /// The expansion's size when the collection opened, itself counted.
+        var start: YAMLExpansion.Size
+        /// Levels of collections below this one, through aliases too.
+        var height = 0
         var items: [YAMLNode] = []
         var pairs: [(key: YAMLNode, value: YAMLNode)] = []
         var pendingKey: YAMLNode?
     }
 
+    struct Anchored {
+        var node: YAMLNode
+        var size: YAMLExpansion.Size
+        /// Levels of collections, the node itself included (0 for a scalar).
+        var height: Int
+    }
+
     let file: String
+    var expansion: YAMLExpansion
     var documents: [YAMLDocument] = []
     var stack: [Frame] = []
     var root: YAMLNode?
-    var anchors: [String: YAMLNode] = [:]
+    var anchors: [String: Anchored] = [:]
 
-    init(file: String) { self.file = file }
+    init(file: String, expansion: YAMLExpansion) {
+        self.file = file
+        self.expansion = expansion
+    }
 
     mutating func startDocument() {
         root = nil
@@ -109,31 +146,49 @@ private struct Builder {
         root = nil
     }
 
-    mutating func open(mapping: Bool, line: Int, anchor: String?) {
-        stack.append(Frame(isMapping: mapping, line: line, anchor: anchor))
+    mutating func open(mapping: Bool, line: Int, anchor: String?) -> YAMLError? {
+        guard stack.count < YAMLReader.maximumDepth else {
+            return YAMLError(file: file, line: line,
+                             message: "YAML: lists and maps nested more than \(YAMLReader.maximumDepth) deep")
+        }
+        let before = expansion.size
+        expansion.collection()
+        stack.append(Frame(isMapping: mapping, line: line, anchor: anchor, start: before))
+        return nil
     }
 
     mutating func close() -> YAMLError? {
         guard let top = stack.popLast() else { return nil }
         let node = YAMLNode(top.isMapping ? .mapping(top.pairs) : .sequence(top.items), line: top.line)
-        return add(node, anchor: top.anchor)
+        let now = expansion.size
+        let size = YAMLExpansion.Size(nodes: now.nodes - top.start.nodes, bytes: now.bytes - top.start.bytes)
+        return add(node, anchor: top.anchor, size: size, height: top.height + 1)
     }
 
     mutating func alias(_ name: String, line: Int) -> YAMLError? {
-        guard var node = anchors[name] else {
+        guard let anchored = anchors[name] else {
             return YAMLError(file: file, line: line, message: "YAML: unknown anchor *\(name)")
         }
+        if let message = expansion.alias(anchored.size) {
+            return YAMLError(file: file, line: line, message: "YAML: " + message)
+        }
+        guard stack.count + anchored.height <= YAMLReader.maximumDepth else {
+            return YAMLError(file: file, line: line,
+                             message: "YAML: lists and maps nested more than \(YAMLReader.maximumDepth) deep (through *\(name))")
+        }
+        var node = anchored.node
         node.line = line
-        return add(node, anchor: nil)
+        return add(node, anchor: nil, size: anchored.size, height: anchored.height)
     }
 
-    mutating func add(_ node: YAMLNode, anchor: String?) -> YAMLError? {
-        if let anchor { anchors[anchor] = node }
+    mutating func add(_ node: YAMLNode, anchor: String?, size: YAMLExpansion.Size, height: Int) -> YAMLError? {
+        if let anchor { anchors[anchor] = Anchored(node: node, size: size, height: height) }
         guard !stack.isEmpty else {
             root = node
             return nil
         }
         let i = stack.count - 1
+        stack[i].height = max(stack[i].height, height)
         if !stack[i].isMapping {
             stack[i].items.append(node)
         } else if let key = stack[i].pendingKey {
