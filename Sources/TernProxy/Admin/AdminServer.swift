@@ -198,8 +198,13 @@ final class AdminServer: @unchecked Sendable {
         while !stopRequested.load(ordering: .acquiring) {
             let now = System.monotonicNanos()
             clients.removeAll { c in
-                if now >= c.deadline { System.close(c.fd) }
-                return now >= c.deadline
+                guard now >= c.deadline else { return false }
+                // A response cut short is said so (its client sees the content-length unmet).
+                if !c.output.isEmpty {
+                    Log.warn("\(c.kind.rawValue): a response cut at its deadline after \(c.sent) of \(c.output.count) bytes")
+                }
+                System.close(c.fd)
+                return true
             }
             polls.removeAll(keepingCapacity: true)
             for l in listeners { polls.append(PollRequest(fd: l.fd, events: PollRequest.readable)) }
