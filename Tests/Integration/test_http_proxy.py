@@ -12,6 +12,7 @@ import json
 import os
 import re
 import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -977,6 +978,51 @@ def test_stream_idle_timeout_on_a_stalled_request_body_gives_408(start_tern, htt
     got = read_until_closed(c.sock, 5)
     assert got.startswith(b"HTTP/1.1 408"), got
     assert 0.9 < time.time() - start < 3.5
+
+
+def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_upstream, backend):
+    """1,000 connections (from 127.0.0.1) each send one byte of a head and wait: more than the 512 receive
+    buffers of two reactors. A normal client (from 127.0.0.2) is served meanwhile, all its requests, while
+    every slow connection is still waiting (not once one's 408 freed a buffer); then each slow one is answered
+    408 (or closed) by the request header timeout."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    up = http_upstream()
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                   "--cores", "2", "--request-header-timeout", "8s")
+    slow = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+            s.sendall(b"G")
+            slow.append(s)
+        for i in range(20):
+            c = socket.socket()
+            c.bind(("127.0.0.2", 0))
+            c.settimeout(30)
+            c.connect(("127.0.0.1", t.port))
+            c.sendall(f"GET /normal/{i} HTTP/1.1\r\nHost: tern.test\r\nConnection: close\r\n\r\n".encode())
+            assert read_until_closed(c, 30).startswith(b"HTTP/1.1 200 "), i
+            c.close()
+        # Every slow connection is still waiting: the normal client did not wait for a timeout to free a buffer.
+        sel = selectors.DefaultSelector()
+        for s in slow:
+            sel.register(s, selectors.EVENT_READ)
+        assert sel.select(timeout=0) == [], "a slow connection was answered before the normal client was done"
+        sel.close()
+        answered = 0
+        for s in slow:
+            s.settimeout(30)
+            got = read_until_closed(s, 30)
+            assert got == b"" or got.startswith(b"HTTP/1.1 408 "), got[:60]
+            answered += 1
+        assert answered == 1000
+        assert len(up.requests) == 20
+    finally:
+        for s in slow:
+            s.close()
 
 
 def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):

@@ -18,6 +18,8 @@ extension HTTPProxy {
             return
         }
         guard progress == .complete else {
+            // The head waits for more bytes without holding a shared receive buffer (HTTPBytes.park).
+            release(bytes.park(&exchanges[x].request.held), reactor)
             if downstreams[id].headerTimer == nil {
                 let due = saturatingAdd(exchanges[x].headStart, settings.requestHeaderTimeout.nanoseconds)
                 downstreams[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)

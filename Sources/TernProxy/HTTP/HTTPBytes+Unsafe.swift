@@ -4,7 +4,10 @@
 //
 // Received bytes stay in the pooled receive buffer they arrived in; a head is parsed and forwarded from there
 // with iovecs. Only a head split across reads is copied, into an assembly buffer taken from a small pool
-// (allocated on first need, kept for reuse: no allocation in steady state).
+// (allocated on first need, kept for reuse: no allocation in steady state). A head still incomplete after a
+// receive is moved out of the pooled buffer (`park`), into a small assembly buffer while it fits one: the
+// reactor's few hundred receive buffers are shared by every connection, and clients that send a head slowly
+// must not hold them (a slow-loris attack would otherwise leave none for anyone).
 import Glibc
 import TernConfig
 import TernCore
@@ -30,8 +33,17 @@ struct Held {
 @safe final class HTTPBytes {
     private let pool: BufferPool
     let assemblySize: Int
-    private var assemblies: [UnsafeMutableRawPointer] = unsafe []
+    /// The size of a small assembly buffer: where a partial head waits for its next bytes.
+    static let smallAssemblySize = 2048
+    /// Free assembly buffers kept for reuse, per size; beyond, a freed one's memory goes back to the allocator
+    /// (after a flood of slow heads, its thousands of small buffers are not kept).
+    static let keptFree = 64
+    private var assemblies: [UnsafeMutableRawPointer?] = unsafe []
+    private var assemblyIsSmall: [Bool] = []
     private var freeAssemblies: [Int32] = []
+    private var freeSmall: [Int32] = []
+    /// Indexes whose memory was given back: reused (allocated anew) before the table grows.
+    private var unbacked: [Int32] = []
     /// Per connection slot: the client's address as text (for X-Forwarded-For) and a request id.
     private let scratch: UnsafeMutableRawPointer
     private let scratchCount: Int
@@ -64,7 +76,9 @@ struct Held {
         var system = SystemRandomNumberGenerator()
         rng = SplitMix(seed: system.next())
         unsafe assemblies.reserveCapacity(64)
-        freeAssemblies.reserveCapacity(64)
+        assemblyIsSmall.reserveCapacity(64)
+        freeAssemblies.reserveCapacity(Self.keptFree + 1)
+        freeSmall.reserveCapacity(Self.keptFree + 1)
     }
 
     deinit {
@@ -80,13 +94,13 @@ struct Held {
     }
 
     private func base(_ h: Held) -> UnsafeMutableRawPointer {
-        if h.assembly >= 0 { return unsafe assemblies[Int(h.assembly)] }
+        if h.assembly >= 0 { return unsafe assemblies[Int(h.assembly)]! }
         precondition(h.buffer >= 0, "no storage held")
         return unsafe UnsafeMutableRawPointer(mutating: pool.bytes(UInt16(h.buffer), length: 0).baseAddress!)
     }
 
     private func view(_ h: Held, _ range: Range<Int>) -> UnsafeRawBufferPointer {
-        precondition(range.lowerBound >= 0 && range.upperBound <= (h.assembly >= 0 ? assemblySize : pool.size), "range outside held storage")
+        precondition(range.lowerBound >= 0 && range.upperBound <= (h.assembly >= 0 ? capacity(h.assembly) : pool.size), "range outside held storage")
         // SAFETY: the range lies inside the held buffer (checked above), which stays allocated while held.
         return unsafe UnsafeRawBufferPointer(start: base(h) + range.lowerBound, count: range.count)
     }
@@ -100,37 +114,73 @@ struct Held {
             held = Held(buffer: Int32(id), assembly: -1, start: 0, end: count)
             return (nil, nil)
         }
-        guard held.count + count <= assemblySize else { throw HTTPParseError(.headTooLarge) }
+        let total = held.count + count
+        guard total <= assemblySize else { throw HTTPParseError(.headTooLarge) }
         var released: UInt16? = nil
-        if held.assembly < 0 {
-            // The held bytes are in a pooled buffer: move them into an assembly buffer.
-            let a = takeAssembly()
-            unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
-            released = UInt16(held.buffer)
+        if held.assembly < 0 || total > capacity(held.assembly) {
+            // Into an assembly buffer big enough: from a pooled buffer, or out of a small one outgrown.
+            let a = takeAssembly(small: total <= Self.smallAssemblySize)
+            unsafe assemblies[Int(a)]!.copyMemory(from: base(held) + held.start, byteCount: held.count)
+            if held.assembly >= 0 { giveBack(held.assembly) } else { released = UInt16(held.buffer) }
             held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
         } else if held.start > 0 {
             // Unconsumed bytes to the front.
-            let p = unsafe assemblies[Int(held.assembly)]
+            let p = unsafe assemblies[Int(held.assembly)]!
             unsafe p.copyMemory(from: p + held.start, byteCount: held.count)
             held.end = held.count
             held.start = 0
         }
         let src = unsafe pool.bytes(id, length: count)
-        unsafe (assemblies[Int(held.assembly)] + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
+        unsafe (assemblies[Int(held.assembly)]! + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
         held.end += count
         return (released, id)
     }
 
-    private func takeAssembly() -> Int32 {
-        if let a = freeAssemblies.popLast() { return a }
-        // SAFETY: owned by `assemblies` until deinit.
-        unsafe assemblies.append(malloc(assemblySize)!)
+    /// Moves held bytes out of their pooled receive buffer into an assembly buffer (a small one when they fit)
+    /// and returns the pooled buffer to release; nil when they were not in one. For a head still incomplete
+    /// after a receive: its connection then holds none of the reactor's shared receive buffers while it waits.
+    func park(_ held: inout Held) -> UInt16? {
+        guard held.buffer >= 0, held.assembly < 0 else { return nil }
+        let a = takeAssembly(small: held.count <= Self.smallAssemblySize)
+        unsafe assemblies[Int(a)]!.copyMemory(from: base(held) + held.start, byteCount: held.count)
+        let released = UInt16(held.buffer)
+        held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
+        return released
+    }
+
+    private func capacity(_ a: Int32) -> Int { assemblyIsSmall[Int(a)] ? Self.smallAssemblySize : assemblySize }
+
+    private func takeAssembly(small: Bool = false) -> Int32 {
+        if small, let a = freeSmall.popLast() { return a }
+        if !small, let a = freeAssemblies.popLast() { return a }
+        let size = small ? Self.smallAssemblySize : assemblySize
+        // SAFETY: owned by `assemblies` until given back beyond `keptFree`, or deinit.
+        let memory = unsafe malloc(size)!
+        if let a = unbacked.popLast() {
+            unsafe assemblies[Int(a)] = memory
+            assemblyIsSmall[Int(a)] = small
+            return a
+        }
+        unsafe assemblies.append(memory)
+        assemblyIsSmall.append(small)
         return unsafe Int32(assemblies.count - 1)
+    }
+
+    /// An assembly buffer no longer used: kept for reuse, or its memory freed when enough of its size are kept.
+    private func giveBack(_ a: Int32) {
+        let small = assemblyIsSmall[Int(a)]
+        if (small ? freeSmall.count : freeAssemblies.count) < Self.keptFree {
+            if small { freeSmall.append(a) } else { freeAssemblies.append(a) }
+            return
+        }
+        unsafe free(assemblies[Int(a)])
+        unsafe assemblies[Int(a)] = nil
+        unbacked.append(a)
     }
 
     /// Drops the held bytes' storage. Returns a pooled buffer to release, if one was held.
     func drop(_ held: inout Held) -> UInt16? {
-        if held.assembly >= 0 { freeAssemblies.append(held.assembly) }
+        if held.assembly >= 0 { giveBack(held.assembly) }
         let b: UInt16? = held.buffer >= 0 ? UInt16(held.buffer) : nil
         held = Held()
         return b
@@ -256,10 +306,10 @@ struct Held {
     /// when it does not fit.
     func compose(_ build: (inout ResponseWriter) -> Void) -> Held? {
         let a = takeAssembly()
-        var w = unsafe ResponseWriter(base: assemblies[Int(a)], capacity: assemblySize)
+        var w = unsafe ResponseWriter(base: assemblies[Int(a)]!, capacity: assemblySize)
         build(&w)
         guard !w.overflowed else {
-            freeAssemblies.append(a)
+            giveBack(a)
             return nil
         }
         return Held(buffer: -1, assembly: a, start: 0, end: w.count)
