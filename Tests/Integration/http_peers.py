@@ -22,6 +22,8 @@ needs, even on one keep-alive connection:
     /hop-by-hop                 an answer carrying hop-by-hop fields (Connection and what it names, Keep-Alive,
                                 Proxy-Connection, Upgrade, TE) next to an end-to-end one
     /connection-close           answers with `Connection: close` and closes
+    /stall-body                 announces 10 bytes, sends 5, then waits for the peer to close
+    /cut-body                   announces 10 bytes, sends 5, then closes (FIN)
     /close-after-response       answers normally (keep-alive), then closes the idle connection 100 ms later
                                 (`closed` is set once it did)
     anything else               200, the body is the request target
@@ -431,6 +433,11 @@ class HttpUpstream(ThreadedServer):
             ex.read_body()
             ex.send(ex.head(200, [("Content-Length", "10")]) + b"12345")
             ex.conn.wait_for_peer_close()
+            return False
+        if route == "cut-body":
+            # Announces 10 bytes, sends 5 and closes (FIN): the response is cut after its head.
+            ex.read_body()
+            ex.send(ex.head(200, [("Content-Length", "10")]) + b"12345")
             return False
         if route == "close-after-response":
             ex.respond(200, b"closing soon")

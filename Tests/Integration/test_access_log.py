@@ -239,6 +239,18 @@ def test_a_request_in_flight_across_a_reload_names_the_cluster_it_was_routed_to(
         t.stop()
 
 
+def test_a_response_cut_after_its_head_is_logged_as_a_reset_after_it_started(mesh):
+    """The upstream closes in the middle of the body: the client connection is reset (a truncated response
+    must not look complete), and the line says what Envoy says: the upstream's status, UC, and
+    `upstream_reset_after_response_started{connection_termination}` (not `…before…`)."""
+    t, log, _ = mesh
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{t.port}/cut-body", headers={"Host": "cart"}, timeout=10)
+    [v] = wait_lines(log, 1)
+    assert v["response_code"] == 200 and "UC" in v["response_flags"].split(","), v
+    assert v["response_code_details"] == "upstream_reset_after_response_started{connection_termination}", v
+
+
 def test_upstream_connect_failure_is_503_uf(mesh):
     """The endpoint's port is closed: 503 with UF, the endpoint tried as upstream_host, no upstream time."""
     t, log, gone = mesh

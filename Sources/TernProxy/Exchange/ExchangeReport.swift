@@ -27,4 +27,6 @@ struct ExchangeReport {
     var requestHeadLength: UInt64 = 0
     var routeName = ""
     var answeredBy: LocalReply? = nil
+    /// The failure came after the response had started: the client connection was reset instead of answered.
+    var failedAfterResponseStarted = false
 }

@@ -19,6 +19,7 @@ extension HTTPProxy {
         detachUpstream(x, reusable: false, reactor)
         if exchanges[x].responseStarted {
             Log.debug("\(reply.flag) after the response started: resetting the client connection")
+            if exchanges[x].reply == nil { exchanges[x].report.failedAfterResponseStarted = true }
             closeDownstream(id, reset: true, reactor)
             return
         }

@@ -57,7 +57,7 @@ extension HTTPProxy {
             }
             r.routeName = exchanges[x].report.routeName
             if let reply = exchanges[x].report.answeredBy {
-                r.responseCodeDetails = reply.details
+                r.responseCodeDetails = exchanges[x].report.failedAfterResponseStarted ? reply.detailsAfterResponseStarted : reply.details
             } else if exchanges[x].report.status != 0 {
                 r.responseCodeDetails = "via_upstream"
             } else if exchanges[x].report.flags.contains(.downstreamConnectionTermination) {

@@ -378,6 +378,7 @@ extension HTTPProxy {
         exchanges[x].report.upstreamHead = 0
         exchanges[x].report.requestHeadLength = 0
         exchanges[x].report.answeredBy = nil
+        exchanges[x].report.failedAfterResponseStarted = false
         if !exchanges[x].report.routeName.isEmpty { exchanges[x].report.routeName = "" }
         exchanges[x].report.trace = TraceContext()
         if capture != nil {

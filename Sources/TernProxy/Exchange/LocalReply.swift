@@ -113,6 +113,14 @@ enum LocalReply: Int, CaseIterable {
         }
     }
 
+    /// Envoy's details when the failure came after the response had started (the client connection is reset
+    /// then, no reply sent): an upstream reset is `upstream_reset_after_response_started{…}`.
+    var detailsAfterResponseStarted: String {
+        let before = "upstream_reset_before_response_started"
+        let d = details
+        return d.hasPrefix(before) ? "upstream_reset_after_response_started" + d.dropFirst(before.count) : d
+    }
+
     /// The whole response on the wire.
     func wire(close: Bool) -> String {
         "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"
