@@ -1025,6 +1025,19 @@ def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_up
             s.close()
 
 
+def test_a_connection_that_never_sends_is_closed_after_the_first_byte_timeout(start_tern, http_upstream, backend):
+    """A connection that sends nothing is closed after --first-byte-timeout, not kept for the 1 h idle timeout;
+    a keep-alive connection that has sent a request is idle by the idle timeout and stays open."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--first-byte-timeout", "1s")
+    served = RawClient(t.port)
+    assert served.exchange("GET", "/first").status == 200
+    silent = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    assert read_until_closed(silent, 20) == b"", "the silent connection got bytes"
+    # Closed by Tern: the served keep-alive connection is still open and in step.
+    assert served.exchange("GET", "/second").status == 200
+
+
 def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):
     """--max-idle-upstream 1: after three concurrent requests needed three upstream connections, only one
     is kept idle; the other two are closed once their requests end."""

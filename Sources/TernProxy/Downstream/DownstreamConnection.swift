@@ -25,6 +25,8 @@ struct DownstreamConnection {
     var keepAlive = true
     /// The client closed its side of a tunnel.
     var clientEOF = false
+    /// A byte arrived on it: until then `--first-byte-timeout`, not the idle timeout, bounds its wait.
+    var spoke = false
     // Timers are lazy: each is set when first needed and, when it fires, checks the time it guards (below) and
     // sets itself again if that moved; nothing is cancelled on the request path. A keep-alive request then costs
     // no timer operation.

@@ -58,9 +58,17 @@ extension HTTPProxy {
     func awaitRequest(_ id: DID, _ reactor: Reactor<Backend>) {
         downstreams[id].idleSince = System.monotonicNanos()
         if downstreams[id].idleTimer == nil {
-            downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: relay.idleTimeout))
+            downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: idleDue(id))
         }
         receiveFromClient(id, reactor)
+    }
+
+    /// When a connection waiting for a request is closed: the idle timeout after its last exchange, or, before
+    /// its first byte, the first-byte timeout if that is shorter.
+    func idleDue(_ id: DID) -> UInt64 {
+        var limit = relay.idleTimeout.nanoseconds
+        if !downstreams[id].spoke { limit = min(limit, settings.firstByteTimeout.nanoseconds) }
+        return saturatingAdd(downstreams[id].idleSince, limit)
     }
 
     func receiveFromClient(_ id: DID, _ reactor: Reactor<Backend>) {
@@ -90,6 +98,7 @@ extension HTTPProxy {
             return
         }
         exchanges[x].lastActivity = System.monotonicNanos()
+        downstreams[id].spoke = true
         let request = exchanges[x].request.state
         switch request {
         case .head:

@@ -34,6 +34,9 @@ public struct HTTPSettings: Sendable {
     public var upstreamTimeout = TernDuration.seconds(15)
     /// `--request-header-timeout`: from the first byte of a request head to its end.
     public var requestHeaderTimeout = TernDuration.seconds(10)
+    /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
+    /// is not kept for the idle timeout).
+    public var firstByteTimeout = TernDuration.seconds(10)
     /// `--stream-idle-timeout`: an exchange with no bytes moving for this long is ended.
     public var streamIdleTimeout = TernDuration.seconds(300)
     /// `--max-pending-requests`: requests waiting for an upstream connection, per reactor; beyond: 503 UO.
@@ -411,9 +414,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case .idleTimer:
             downstreams[id].idleTimer = nil
             guard s.phase == .open && !exchanges[x].active && exchanges[x].request.held.isEmpty else { return }
-            let due = saturatingAdd(s.idleSince, relay.idleTimeout.nanoseconds)
+            let due = idleDue(id)
             if System.monotonicNanos() >= due {
-                Log.debug("client connection idle for \(relay.idleTimeout): closing")
+                Log.debug(s.spoke ? "client connection idle for \(relay.idleTimeout): closing"
+                                  : "client connection sent nothing within \(settings.firstByteTimeout) of its accept: closing")
                 closeDownstream(id, reset: false, reactor)
             } else {
                 downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: due)

@@ -52,6 +52,7 @@ extension ProxySettings {
             out.append("xff-trusted-hops=\(http.xffTrustedHops)")
             out.append("upstream-timeout-ns=\(http.upstreamTimeout.nanoseconds)")
             out.append("request-header-timeout-ns=\(http.requestHeaderTimeout.nanoseconds)")
+            out.append("first-byte-timeout-ns=\(http.firstByteTimeout.nanoseconds)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-pending-requests=\(http.maxPendingRequests)")
             out.append("max-upstream-connections=\(http.maxUpstreamConnections)")
@@ -138,6 +139,7 @@ extension ProxySettings {
         case "xff-trusted-hops": h.xffTrustedHops = i
         case "upstream-timeout-ns": h.upstreamTimeout = TernDuration(nanoseconds: n)
         case "request-header-timeout-ns": h.requestHeaderTimeout = TernDuration(nanoseconds: n)
+        case "first-byte-timeout-ns": h.firstByteTimeout = TernDuration(nanoseconds: n)
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-pending-requests": h.maxPendingRequests = i
         case "max-upstream-connections": h.maxUpstreamConnections = i
