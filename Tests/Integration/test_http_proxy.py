@@ -1038,6 +1038,44 @@ def test_a_connection_that_never_sends_is_closed_after_the_first_byte_timeout(st
     assert served.exchange("GET", "/second").status == 200
 
 
+def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern, http_upstream, backend):
+    """Under `ulimit -n 600` Tern holds about 260 client connections. 400 clients each send a request and keep
+    their connection open: every one is answered, the oldest idle connections being closed (FIN) to make room,
+    counted in tern_idle_connections_evicted_total, where they used to fill the cap and stop all new service
+    until the 1 h idle timeout."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+    up = http_upstream()
+    prom = dead_port()
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                   "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
+                   preexec_fn=limit)
+    clients = []
+    try:
+        for i in range(400):
+            c = RawClient(t.port)
+            c.sock.settimeout(30)
+            assert c.exchange("GET", f"/c/{i}").status == 200, i
+            clients.append(c)
+        closed = 0
+        for c in clients[:100]:
+            c.sock.settimeout(10)
+            try:
+                closed += c.sock.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+        assert closed == 100, "the oldest idle connections were not the ones closed"
+        assert clients[-1].exchange("GET", "/last").status == 200, "the newest connection was closed"
+        text = httpx.get(f"http://127.0.0.1:{prom}/stats/prometheus", timeout=10).text
+        [line] = [l for l in text.splitlines() if l.startswith("tern_idle_connections_evicted_total")]
+        assert float(line.split()[-1]) >= 400 - 260, line
+    finally:
+        for c in clients:
+            c.sock.close()
+
+
 def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):
     """--max-idle-upstream 1: after three concurrent requests needed three upstream connections, only one
     is kept idle; the other two are closed once their requests end."""

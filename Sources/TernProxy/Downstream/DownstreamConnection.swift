@@ -27,6 +27,11 @@ struct DownstreamConnection {
     var clientEOF = false
     /// A byte arrived on it: until then `--first-byte-timeout`, not the idle timeout, bounds its wait.
     var spoke = false
+    /// Its place in the reactor's list of connections waiting for a request, oldest first (`IdleList`): the
+    /// first to close when descriptors run short.
+    var idlePrevious: DID? = nil
+    var idleNext: DID? = nil
+    var inIdleList = false
     // Timers are lazy: each is set when first needed and, when it fires, checks the time it guards (below) and
     // sets itself again if that moved; nothing is cancelled on the request path. A keep-alive request then costs
     // no timer operation.
@@ -46,3 +51,33 @@ struct DownstreamConnection {
 }
 
 typealias DID = Slab<DownstreamConnection>.ID
+
+/// The client connections of a reactor waiting for a request (between requests, or before the first), oldest
+/// first: a doubly linked list through their slots, so joining, leaving and taking the oldest cost O(1) and
+/// allocate nothing.
+struct IdleList {
+    private(set) var oldest: DID? = nil
+    private var newest: DID? = nil
+    private(set) var count = 0
+
+    mutating func append(_ id: DID, _ slots: Slab<DownstreamConnection>) {
+        guard !slots[id].inIdleList else { return }
+        slots[id].inIdleList = true
+        slots[id].idlePrevious = newest
+        slots[id].idleNext = nil
+        if let n = newest { slots[n].idleNext = id } else { oldest = id }
+        newest = id
+        count += 1
+    }
+
+    mutating func remove(_ id: DID, _ slots: Slab<DownstreamConnection>) {
+        guard slots[id].inIdleList else { return }
+        let p = slots[id].idlePrevious, n = slots[id].idleNext
+        if let p { slots[p].idleNext = n } else { oldest = n }
+        if let n { slots[n].idlePrevious = p } else { newest = p }
+        slots[id].inIdleList = false
+        slots[id].idlePrevious = nil
+        slots[id].idleNext = nil
+        count -= 1
+    }
+}

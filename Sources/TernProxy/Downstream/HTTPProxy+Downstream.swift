@@ -57,6 +57,7 @@ extension HTTPProxy {
     /// Waits for the next request head on a client connection (idle keep-alive until its first byte).
     func awaitRequest(_ id: DID, _ reactor: Reactor<Backend>) {
         downstreams[id].idleSince = System.monotonicNanos()
+        idle.append(id, downstreams)
         if downstreams[id].idleTimer == nil {
             downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: idleDue(id))
         }
@@ -99,6 +100,7 @@ extension HTTPProxy {
         }
         exchanges[x].lastActivity = System.monotonicNanos()
         downstreams[id].spoke = true
+        if downstreams[id].inIdleList { idle.remove(id, downstreams) }
         let request = exchanges[x].request.state
         switch request {
         case .head:
@@ -154,6 +156,7 @@ extension HTTPProxy {
     /// Closes the write side and reads what the client still sends until it closes or the linger time passes.
     func lingerClose(_ id: DID, _ reactor: Reactor<Backend>) {
         let x = downstreams[id].exchange
+        idle.remove(id, downstreams)
         downstreams[id].phase = .lingering
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
@@ -166,6 +169,7 @@ extension HTTPProxy {
 
     func closeDownstream(_ id: DID, reset: Bool, _ reactor: Reactor<Backend>) {
         if downstreams[id].phase == .closing { return }
+        idle.remove(id, downstreams)
         let x = downstreams[id].exchange
         if !exchanges[x].report.recorded {
             // The exchange ends with the connection: the client went away (DC), or a failure after the

@@ -57,6 +57,7 @@ extension HTTPProxy {
         responseParsers.give(exchanges[x].response.parser)
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
+        idle.remove(id, downstreams)
         exchanges.remove(x)
         downstreams.remove(id)
         connectWaiting(e, reactor)

@@ -80,6 +80,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case requestSpliceIn, requestSpliceOut, responseSpliceIn, responseSpliceOut
     }
 
+    /// How close to the descriptor cap idle client connections start to be closed for new ones.
+    static var evictionMargin: Int { 16 }
+
     /// A Content-Length body with at least this much left after its head is spliced (socket → pipe → socket,
     /// as the TCP relay moves bytes) instead of passing through receive buffers.
     static var spliceThreshold: UInt64 { 64 * 1024 }
@@ -119,6 +122,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var random: SplitMix
     let acceptor: Acceptor<Backend>
     let downstreams: Slab<DownstreamConnection>
+    /// Client connections waiting for a request, oldest first: closed first when descriptors run short.
+    var idle = IdleList()
     /// Exchanges, keyed by their own id: their upstream operations, queue places and timer carry it.
     let exchanges: Slab<Exchange>
     let upstreams: Slab<UpstreamConnection>
@@ -254,7 +259,23 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // Once per loop iteration, before the reactor waits: client connections open on this reactor, those
         // carrying HTTP and the tunnels handed to the relay (tern_active_connections).
         reactor.control.activeConnections.store(downstreams.count + tunnels.count, ordering: .relaxed)
-        let active = counters.active.load(ordering: .relaxed)
+        var active = counters.active.load(ordering: .relaxed)
+        // At the descriptor cap, connections that wait for a request make room for new ones, oldest first
+        // (as the overload managers of Envoy and HAProxy close idle connections before refusing work): a cap
+        // filled by idle keep-alive clients must not stop all new service.
+        if active >= relay.descriptorCap - Self.evictionMargin && !draining {
+            var evicted = 0
+            while evicted < 16, active - evicted >= relay.descriptorCap - Self.evictionMargin, let oldest = idle.oldest {
+                idle.remove(oldest, downstreams)
+                Log.debug("descriptor cap reached: closing the oldest idle client connection")
+                closeDownstream(oldest, reset: false, reactor)
+                evicted += 1
+            }
+            if evicted > 0 {
+                counters.idleEvicted.add(evicted, ordering: .relaxed)
+                active = counters.active.load(ordering: .relaxed)
+            }
+        }
         acceptor.update(atCap: active >= relay.descriptorCap, headroom: relay.descriptorCap - active, draining: draining, reactor)
     }
 

@@ -44,6 +44,8 @@ public final class RelayCounters: Sendable {
     /// Accept failures for lack of descriptors (EMFILE/ENFILE), each followed by a back-off.
     public let acceptExhausted = Atomic<Int>(0)
     public let resetsPropagated = Atomic<Int>(0)
+    /// Idle keep-alive HTTP connections closed, oldest first, to make room at the descriptor cap.
+    public let idleEvicted = Atomic<Int>(0)
     public init() {}
 }
 

@@ -457,6 +457,8 @@ public final class ProxyServer {
                          samples: one(Double(admin.configApplied.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_config_rejected_total", help: "Configurations rejected (the previous one kept serving).", kind: .counter,
                          samples: one(Double(admin.configRejected.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_idle_connections_evicted_total", help: "Client connections waiting for a request closed, oldest first, to make room at the descriptor cap.", kind: .counter,
+                         samples: one(Double(counters.idleEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_side_connections_evicted_total", help: "Connections to the admin, health and Prometheus listeners closed to admit a newer one (a listener at its cap of 64).", kind: .counter,
                          samples: one(Double(admin.sideConnectionsEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
