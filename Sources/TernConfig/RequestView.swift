@@ -33,16 +33,12 @@ public struct RequestView: ~Escapable {
         var start = target.lowerBound
         let end = target.upperBound
         if targetHasAuthority {
-            // scheme "://" authority path: skip to the first "/" after "://", or an empty path.
+            // scheme "://" authority path: the authority ends at the first "/" or "?" after "://" (as the codec
+            // reads it, RFC 3986 §3.2), where the path starts (empty when none).
             var i = start
-            var slashes = 0
-            while i < end {
-                if bytes[i] == UInt8(ascii: "/") {
-                    slashes += 1
-                    if slashes == 3 { break }
-                }
-                i += 1
-            }
+            while i < end, bytes[i] != UInt8(ascii: ":") { i += 1 }
+            i = min(i + 3, end)
+            while i < end, bytes[i] != UInt8(ascii: "/"), bytes[i] != UInt8(ascii: "?") { i += 1 }
             start = i
         }
         var q = start

@@ -325,3 +325,34 @@ import Testing
         guard case .directResponse(200, _) = t.route(m)?.action else { Issue.record("\(m)"); return }
     }
 }
+
+/// An absolute-form target's path starts where its authority ends, at the first "/" or "?" after "://", as
+/// the HTTP/1.1 codec reads the authority it forwards as Host: a "/" inside the query is not the path.
+@Suite struct AbsoluteFormPathTests {
+    static let yaml = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: svc}
+        spec:
+          hosts: [svc]
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints: [{address: 10.0.0.1}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: svc}
+        spec:
+          hosts: [svc]
+          http:
+          - match: [{uri: {prefix: /public}}]
+            route: [{destination: {host: svc}}]
+        """
+
+    @Test func theQueryIsNotThePath() throws {
+        let table = try compile(Self.yaml)
+        #expect(try select(table, "GET http://svc/public/x HTTP/1.1\r\nHost: svc\r\n\r\n", host: "svc").found)
+        #expect(try !select(table, "GET http://svc?/public HTTP/1.1\r\nHost: svc\r\n\r\n", host: "svc").found)
+        #expect(try !select(table, "GET http://svc HTTP/1.1\r\nHost: svc\r\n\r\n", host: "svc").found)
+    }
+}

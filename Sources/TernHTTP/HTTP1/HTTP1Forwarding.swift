@@ -197,8 +197,10 @@ public enum HTTP1Forwarding {
             case .connection, .keepAlive, .proxyConnection, .te: keep = false
             case .upgrade: keep = switching
             case .other: keep = !namedByConnection(head, bytes, field.name) && !drop(field.name)
-            case .contentLength: keep = oneContentLength(head, bytes, field, sent: &lengthSent, run: &run, emit)
-            case .transferEncoding: keep = !dechunk
+            // A 2xx to CONNECT has no content (RFC 9110 §9.3.6): framing fields it carries are not passed on.
+            case .contentLength:
+                keep = persistence != .tunnel && oneContentLength(head, bytes, field, sent: &lengthSent, run: &run, emit)
+            case .transferEncoding: keep = !dechunk && persistence != .tunnel
             default: keep = !drop(field.name)
             }
             emitRun(head, i, keep: keep, run: &run, emit)

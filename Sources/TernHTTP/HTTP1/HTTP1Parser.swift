@@ -298,6 +298,8 @@ public struct HTTP1Parser: Sendable {
                 end += 1
             }
             guard end > start, bytes[start] != HTTPGrammar.colon else { throw HTTPParseError(.invalidTarget) }
+            // It becomes the Host: checked as a Host field is.
+            if !HTTPGrammar.allHostChars(bytes, start..<end) { throw HTTPParseError(.invalidHost) }
             facts.targetAuthority = start..<end
         }
     }

@@ -195,6 +195,9 @@ final class AdminServer: @unchecked Sendable {
     private func run() {
         var clients: [Client] = []
         var polls: [PollRequest] = []
+        /// A listener whose accept failed (descriptors exhausted) is not polled until then: it stays readable,
+        /// and polling it would spin.
+        var resting = [UInt64](repeating: 0, count: listeners.count)
         while !stopRequested.load(ordering: .acquiring) {
             let now = System.monotonicNanos()
             clients.removeAll { c in
@@ -207,31 +210,43 @@ final class AdminServer: @unchecked Sendable {
                 return true
             }
             polls.removeAll(keepingCapacity: true)
-            for l in listeners { polls.append(PollRequest(fd: l.fd, events: PollRequest.readable)) }
+            for (i, l) in listeners.enumerated() {
+                polls.append(PollRequest(fd: l.fd, events: now >= resting[i] ? PollRequest.readable : 0))
+            }
             for c in clients {
                 polls.append(PollRequest(fd: c.fd, events: c.output.isEmpty ? PollRequest.readable : PollRequest.writable))
             }
             var wait: Int32 = 100
             if let next = clients.map(\.deadline).min() { wait = min(wait, Int32((next - now) / 1_000_000) + 1) }
             guard System.poll(&polls, timeoutMillis: wait) else { continue }
-            // Clients first (their indexes are those of `polls` after the listeners), then new connections.
+            // Clients first (their indexes are those of `polls` after the listeners), health probes before the
+            // rest (a burst of scrapes or admin requests renders first otherwise), then new connections.
             var done: [Int] = []
-            for i in clients.indices {
-                let p = polls[listeners.count + i]
-                if clients[i].output.isEmpty ? p.isReadable : p.isWritable {
-                    if !progress(&clients[i]) { done.append(i) }
+            for pass in 0..<2 {
+                for i in clients.indices where (clients[i].kind == .health) == (pass == 0) {
+                    let p = polls[listeners.count + i]
+                    if clients[i].output.isEmpty ? p.isReadable : p.isWritable {
+                        if !progress(&clients[i]) { done.append(i) }
+                    }
                 }
             }
+            done.sort()
             for i in done.reversed() {
                 System.close(clients[i].fd)
                 clients.remove(at: i)
             }
             for (li, l) in listeners.enumerated() where polls[li].isReadable {
                 // A few per wake-up, so one listener cannot starve the others.
-                for _ in 0..<16 {
-                    guard let fd = System.accept(l.fd) else { break }
+                for n in 0..<16 {
+                    guard let fd = System.accept(l.fd) else {
+                        // Readable yet nothing accepted: descriptors ran out (or the connection went); rest a while.
+                        if n == 0 { resting[li] = System.monotonicNanos() + 100_000_000 }
+                        break
+                    }
+                    // Full: the oldest connection that has sent nothing goes first, else the oldest.
                     if clients.filter({ $0.listener == li }).count >= Self.connectionsPerListener,
-                       let oldest = clients.firstIndex(where: { $0.listener == li })
+                       let oldest = clients.firstIndex(where: { $0.listener == li && $0.input.isEmpty && $0.output.isEmpty })
+                        ?? clients.firstIndex(where: { $0.listener == li })
                     {
                         System.close(clients[oldest].fd)
                         clients.remove(at: oldest)

@@ -61,6 +61,10 @@ extension HTTPProxy {
         }
         prepareResponseParser(x)
         exchanges[x].request.state = .waiting
+        if head.version == .http10 && (!settings.acceptHTTP10 || head.host == nil) {
+            _ = routeFailed(x, settings.acceptHTTP10 ? .missingHost : .upgradeRequired, reactor)
+            return
+        }
         exchanges[x].routeSetsHost = false
         guard let endpoint = route(x, head, reactor) else { return }
         exchanges[x].attempt.endpoint = endpoint

@@ -13,6 +13,9 @@ enum LocalReply: Int, CaseIterable {
     /// Routing from Istio configuration: no virtual host or route matched (NR), the destination names a host
     /// no ServiceEntry declares (NC), no endpoint to send to (UH), a route action this build does not apply.
     case routeNotFound, clusterNotFound, noHealthyUpstream, unsupportedRoute
+    /// HTTP/1.0 without `--accept-http-10` (Envoy's `accept_http_10: false`, Istio's default): 426; with it, an
+    /// HTTP/1.0 request without Host: 400.
+    case upgradeRequired, missingHost
     /// A route's own response (directResponse, redirect), composed per request; `wire` is not used for it.
     case routeResponse
 
@@ -30,6 +33,8 @@ enum LocalReply: Int, CaseIterable {
         case .routeNotFound: 404
         case .clusterNotFound, .noHealthyUpstream: 503
         case .unsupportedRoute: 501
+        case .upgradeRequired: 426
+        case .missingHost: 400
         case .routeResponse: 200
         }
     }
@@ -40,6 +45,7 @@ enum LocalReply: Int, CaseIterable {
         case 404: "Not Found"
         case 408: "Request Timeout"
         case 414: "URI Too Long"
+        case 426: "Upgrade Required"
         case 431: "Request Header Fields Too Large"
         case 501: "Not Implemented"
         case 502: "Bad Gateway"
@@ -63,6 +69,8 @@ enum LocalReply: Int, CaseIterable {
         case .clusterNotFound: "cluster not found"
         case .noHealthyUpstream: "no healthy upstream"
         case .unsupportedRoute: "route action not supported yet"
+        case .upgradeRequired: ""
+        case .missingHost: "missing host header"
         default: reason
         }
     }
@@ -88,7 +96,7 @@ enum LocalReply: Int, CaseIterable {
     /// action carry none).
     var responseFlags: ResponseFlags {
         switch self {
-        case .routeResponse, .unsupportedRoute: []
+        case .routeResponse, .unsupportedRoute, .upgradeRequired: []
         default: ResponseFlags(name: flag) ?? []
         }
     }
@@ -109,6 +117,8 @@ enum LocalReply: Int, CaseIterable {
         case .clusterNotFound: "cluster_not_found"
         case .noHealthyUpstream: "no_healthy_upstream"
         case .unsupportedRoute: "route_action_not_supported"
+        case .upgradeRequired: "low_version"
+        case .missingHost: "missing_host_header"
         case .routeResponse: "direct_response"
         }
     }

@@ -35,15 +35,11 @@ struct Held {
     let assemblySize: Int
     /// The size of a small assembly buffer: where a partial head waits for its next bytes.
     static let smallAssemblySize = 2048
-    /// Free assembly buffers kept for reuse, per size; beyond, a freed one's memory goes back to the allocator
-    /// (after a flood of slow heads, its thousands of small buffers are not kept).
-    static let keptFree = 64
     private var assemblies: [UnsafeMutableRawPointer?] = unsafe []
     private var assemblyIsSmall: [Bool] = []
     private var freeAssemblies: [Int32] = []
     private var freeSmall: [Int32] = []
-    /// Indexes whose memory was given back: reused (allocated anew) before the table grows.
-    private var unbacked: [Int32] = []
+
     /// Per connection slot: the client's address as text (for X-Forwarded-For) and a request id.
     private let scratch: UnsafeMutableRawPointer
     private let scratchCount: Int
@@ -77,8 +73,8 @@ struct Held {
         rng = SplitMix(seed: system.next())
         unsafe assemblies.reserveCapacity(64)
         assemblyIsSmall.reserveCapacity(64)
-        freeAssemblies.reserveCapacity(Self.keptFree + 1)
-        freeSmall.reserveCapacity(Self.keptFree + 1)
+        freeAssemblies.reserveCapacity(64)
+        freeSmall.reserveCapacity(64)
     }
 
     deinit {
@@ -154,28 +150,18 @@ struct Held {
         if small, let a = freeSmall.popLast() { return a }
         if !small, let a = freeAssemblies.popLast() { return a }
         let size = small ? Self.smallAssemblySize : assemblySize
-        // SAFETY: owned by `assemblies` until given back beyond `keptFree`, or deinit.
+        // SAFETY: owned by `assemblies` until deinit.
         let memory = unsafe malloc(size)!
-        if let a = unbacked.popLast() {
-            unsafe assemblies[Int(a)] = memory
-            assemblyIsSmall[Int(a)] = small
-            return a
-        }
         unsafe assemblies.append(memory)
         assemblyIsSmall.append(small)
         return unsafe Int32(assemblies.count - 1)
     }
 
-    /// An assembly buffer no longer used: kept for reuse, or its memory freed when enough of its size are kept.
+    /// An assembly buffer no longer used: kept for reuse. Its memory is never returned to the allocator while
+    /// the proxy runs: a send of a connection being torn down may still be reading it (its cancellation is
+    /// asynchronous), and freed memory could then carry another client's bytes.
     private func giveBack(_ a: Int32) {
-        let small = assemblyIsSmall[Int(a)]
-        if (small ? freeSmall.count : freeAssemblies.count) < Self.keptFree {
-            if small { freeSmall.append(a) } else { freeAssemblies.append(a) }
-            return
-        }
-        unsafe free(assemblies[Int(a)])
-        unsafe assemblies[Int(a)] = nil
-        unbacked.append(a)
+        if assemblyIsSmall[Int(a)] { freeSmall.append(a) } else { freeAssemblies.append(a) }
     }
 
     /// Drops the held bytes' storage. Returns a pooled buffer to release, if one was held.

@@ -34,6 +34,9 @@ public struct HTTPSettings: Sendable {
     public var upstreamTimeout = TernDuration.seconds(15)
     /// `--request-header-timeout`: from the first byte of a request head to its end.
     public var requestHeaderTimeout = TernDuration.seconds(10)
+    /// `--accept-http-10`: HTTP/1.0 requests are proxied (with a Host field); without it they are answered 426
+    /// Upgrade Required, as Envoy and Istio answer them by default.
+    public var acceptHTTP10 = false
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
     /// is not kept for the idle timeout).
     public var firstByteTimeout = TernDuration.seconds(10)

@@ -153,7 +153,7 @@ public final class ProxyServer {
                 do {
                     try System.checkNotListening(address)
                 } catch {
-                    let holder = error.errno == Errno.EADDRINUSE ? ", another process listens on it" : ""
+                    let holder = error.errno == Errno.EADDRINUSE ? ", another socket listens on it (another process, or an earlier --listen of this one)" : ""
                     Log.error("cannot listen on \(address): \(Errno.name(error.errno)) (\(Errno.message(error.errno)))\(holder)")
                     Log.shared.flush()
                     return 1
@@ -188,7 +188,10 @@ public final class ProxyServer {
         // The backends index descriptors up to 2^20 (the kernel's default nr_open); a "nofile infinity" limit
         // must not size anything beyond that.
         let usable = Int(min(limits.soft, 1 << 20))
-        relaySettings.descriptorCap = max(8, (usable - 64 - (2 * settings.listen.count + 16) * cpus.count) / 2)
+        // Each side listener holds up to 64 connections (AdminServer.connectionsPerListener).
+        let t = settings.telemetry
+        let side = [t.admin, t.health, t.prometheus].filter { $0.address != nil }.count * AdminServer.connectionsPerListener
+        relaySettings.descriptorCap = max(8, (usable - 64 - side - (2 * settings.listen.count + 16) * cpus.count) / 2)
         let controls = cpus.map { _ in ReactorControl() }
         if let publisher {
             publisher.attach(controls)
