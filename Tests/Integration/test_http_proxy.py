@@ -1298,6 +1298,33 @@ def test_connect_gives_200_and_a_tunnel(start_tern, http_upstream, backend):
     assert read_until_closed(c.sock, timeout=5) == b""
 
 
+def test_request_trailers_are_dropped(start_tern, http_upstream, backend):
+    """A chunked request's trailer section goes no further (as Envoy's HTTP/1 codec drops trailers by default):
+    fields RFC 9110 §6.5.1 forbids there (Content-Length, Host, Transfer-Encoding, …) can never reach an
+    upstream that might act on them. The body arrives whole, ended by the empty line alone, also when the
+    trailer section comes in pieces, and the connection stays in step for the next request."""
+    import hashlib
+    up = http_upstream()
+    t = proxy(start_tern, up, backend)
+    c = RawClient(t.port)
+    head = b"POST /sha256 HTTP/1.1\r\nHost: tern.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    c.send(head + b"3\r\nabc\r\n0\r\nX-Trailer: 1\r\nContent-Length: 9\r\nHost: evil\r\n\r\n")
+    r = c.read_response()
+    assert r.status == 200 and hashlib.sha256(b"abc").hexdigest() in r.body.decode(), r
+    # The trailer section in pieces: the last chunk, then each field line apart.
+    c.send(head + b"2\r\nxy\r\n0\r\n")
+    for piece in (b"Transfer-Encoding: chunked\r\n", b"X-Late: 2\r\n", b"\r\n"):
+        time.sleep(0.05)
+        c.send(piece)
+    r = c.read_response()
+    assert r.status == 200 and hashlib.sha256(b"xy").hexdigest() in r.body.decode(), r
+    raw = up.all_raw()
+    for field in (b"X-Trailer", b"Content-Length: 9", b"Host: evil", b"X-Late", b"Transfer-Encoding: chunked\r\nX"):
+        assert field not in raw, field
+    assert b"\r\n\r\n3\r\nabc\r\n0\r\n\r\nPOST " in raw and raw.endswith(b"\r\n\r\n2\r\nxy\r\n0\r\n\r\n"), raw[-200:]
+    assert c.exchange("GET", "/after").status == 200
+
+
 def test_identical_content_lengths_reach_the_upstream_once(start_tern, http_upstream, backend):
     """A request with its Content-Length repeated (two identical lines, or a list `3, 3`) is accepted, as RFC
     9110 §8.6 allows, and goes upstream with one Content-Length of one value, so no peer can read the framing

@@ -92,17 +92,37 @@ struct ChunkCase: Sendable, CustomTestStringConvertible {
         var decoder = ChunkedDecoder()
         let first = try decoder.decode(bytes.span)
         #expect(first.event == .data(3..<8) && first.consumed == 8)
+        // The last chunk's line is reported where it ends: the trailer section (here empty) follows.
         let second = try decoder.decode(bytes.span.extracting(8..<bytes.count))
-        #expect(second.event == .end && second.consumed == bytes.count - 8)
+        #expect(second.event == .lastChunk && second.consumed == 5)
+        let third = try decoder.decode(bytes.span.extracting(13..<bytes.count))
+        #expect(third.event == .end && third.consumed == 2)
         #expect(decoder.isDone)
+    }
+
+    @Test func theTrailerSectionStartsAfterTheLastChunk() throws {
+        let bytes = Array("3\r\nabc\r\n0;ext=1\r\nX-T: 1\r\nContent-Length: 9\r\n\r\nNEXT".utf8)
+        var decoder = ChunkedDecoder()
+        var at = 0
+        var events: [ChunkedDecoder.Event] = []
+        while true {
+            let out = try decoder.decode(bytes.span.extracting(at..<bytes.count))
+            events.append(out.event)
+            at += out.consumed
+            if out.event == .lastChunk { #expect(String(decoding: bytes[..<at], as: UTF8.self).hasSuffix("0;ext=1\r\n")) }
+            if out.event == .end { break }
+        }
+        #expect(events == [.data(3..<6), .lastChunk, .end])
+        #expect(String(decoding: bytes[at...], as: UTF8.self) == "NEXT")
     }
 
     @Test func resetStartsTheNextBody() throws {
         var decoder = ChunkedDecoder()
         let body = Array("0\r\n\r\n".utf8)
-        #expect(try decoder.decode(body.span).event == .end)
+        #expect(try decoder.decode(body.span).event == .lastChunk)
+        #expect(try decoder.decode(body.span.extracting(3..<5)).event == .end)
         decoder.reset()
         #expect(!decoder.isDone)
-        #expect(try decoder.decode(body.span).event == .end)
+        #expect(try decoder.decode(body.span).event == .lastChunk)
     }
 }

@@ -83,6 +83,8 @@ func decodeChunked(_ bytes: [UInt8], cuts: [Int]) -> BodyOutcome {
                 case .needMore:
                     precondition(position + output.consumed == hi, "needMore before the piece was consumed")
                     break pieces
+                case .lastChunk:
+                    position += output.consumed
                 case .end:
                     return .body(data, end: position + output.consumed)
                 }

@@ -35,6 +35,9 @@ public struct ChunkedDecoder: Sendable {
         case data(Range<Int>)
         /// The piece was consumed; pass the next one.
         case needMore
+        /// The last chunk's line ended (`consumed` is just after it): what follows, to `end`, is the trailer
+        /// section (RFC 9112 §7.1.2), which a proxy may drop.
+        case lastChunk
         /// The last chunk and trailer section ended; bytes after `consumed` belong to the next message.
         case end
     }
@@ -120,7 +123,11 @@ public struct ChunkedDecoder: Sendable {
                 lineBytes = 0
             case .sizeLF:
                 guard b == G.lf else { throw HTTPParseError(.bareCR) }
-                state = size == 0 ? .trailerLineStart : .data(remaining: size)
+                if size == 0 {
+                    state = .trailerLineStart
+                    return Output(event: .lastChunk, consumed: i + 1)
+                }
+                state = .data(remaining: size)
             case .sizeStart, .size:
                 try countLineByte(b)
                 if let digit = G.hexValue(b) {

@@ -16,6 +16,14 @@ import TernHTTP
 import TernIO
 import TernTelemetry
 
+/// What of a body's received bytes is consumed (`end`) and forwarded (up to `forwardEnd`, then the empty line
+/// that ends a chunked body when its trailer section was dropped).
+struct BodyExtent {
+    var end: Int
+    var forwardEnd: Int
+    var closesTrailers: Bool
+}
+
 /// What is left of a message body to forward.
 enum MessageBody: Equatable {
     case none
@@ -38,6 +46,9 @@ struct ExchangeSide<State> {
     var sentTo = 0
     var body = MessageBody.none
     var decoder = ChunkedDecoder()
+    /// A chunked body's trailer section is being received: its bytes are dropped (as Envoy's HTTP/1 codec drops
+    /// trailers unless told otherwise), and its end is sent as the empty line alone.
+    var inTrailers = false
     /// This side's HTTP/1.1 parser (an index in the engine's parser pool), taken when the connection opened.
     var parser: Int32 = -1
     /// A spliced body: the pipe and the bytes in it.

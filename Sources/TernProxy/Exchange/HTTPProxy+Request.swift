@@ -57,6 +57,7 @@ extension HTTPProxy {
         case .chunked:
             exchanges[x].request.body = .chunked
             exchanges[x].request.decoder.reset()
+            exchanges[x].request.inTrailers = false
         case .none, .untilClose: exchanges[x].request.body = .none
         }
         prepareResponseParser(x)
@@ -110,8 +111,10 @@ extension HTTPProxy {
             return
         }
         let bodyStart = held.start + head.length
-        guard let bodyEnd = takeRequestBody(x, from: bodyStart, reactor) else { return }
-        _ = bytes.append(toUpstream, entry, held, bodyStart..<bodyEnd)
+        guard let extent = takeRequestBody(x, from: bodyStart, reactor) else { return }
+        let bodyEnd = extent.end
+        _ = bytes.append(toUpstream, entry, held, bodyStart..<extent.forwardEnd)
+        if extent.closesTrailers { _ = bytes.append(toUpstream, entry, "\r\n") }
         if exchanges[x].report.upstreamStart == 0 {
             // Not again when a retry on a fresh connection sends the same bytes.
             exchanges[x].report.requestWire &+= UInt64(bodyEnd - bodyStart)
@@ -127,20 +130,20 @@ extension HTTPProxy {
         receiveFromUpstream(u, reactor)
     }
 
-    /// How far the request body extends in the held bytes from `from`, updating what remains of it; nil when
-    /// the chunked framing is broken (the exchange has then been failed).
-    func takeRequestBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
-        var body = exchanges[x].request.body
-        var decoder = exchanges[x].request.decoder
+    /// What to forward of the request body in the held bytes from `from`, updating what remains of it; nil
+    /// when the chunked framing is broken (the exchange has then been failed).
+    func takeRequestBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> BodyExtent? {
+        var side = exchanges[x].request
         defer {
             // A failure may have closed and freed the session.
             if exchanges.isCurrent(x) {
-                exchanges[x].request.body = body
-                exchanges[x].request.decoder = decoder
+                exchanges[x].request.body = side.body
+                exchanges[x].request.decoder = side.decoder
+                exchanges[x].request.inTrailers = side.inTrailers
             }
         }
         do {
-            return try bodyExtent(&body, &decoder, exchanges[x].request.held, from: from)
+            return try bodyExtent(&side.body, &side.decoder, &side.inTrailers, side.held, from: from)
         } catch {
             Log.debug("refused request body: \(error)")
             fail(x, .badRequest, reactor)
@@ -148,31 +151,42 @@ extension HTTPProxy {
         }
     }
 
-    /// How far a body extends in the held bytes from `from`, updating what remains of it (a Content-Length
-    /// count, or the chunked decoder's state); a body ending at close takes everything.
-    func bodyExtent(_ body: inout MessageBody, _ decoder: inout ChunkedDecoder, _ held: Held, from: Int)
-        throws(HTTPParseError) -> Int
+    /// How far a body extends in the held bytes from `from` (`end`, updating what remains of it: a
+    /// Content-Length count, or the chunked decoder's state; a body ending at close takes everything) and what of
+    /// it is forwarded: [from, `forwardEnd`), then, when `closesTrailers`, the empty line that ends a chunked
+    /// body. A chunked body's trailer section is dropped, as Envoy's HTTP/1 codec drops trailers by default
+    /// (none of the fields RFC 9110 §6.5.1 forbids there, Content-Length or Host among them, reaches a peer).
+    func bodyExtent(_ body: inout MessageBody, _ decoder: inout ChunkedDecoder, _ inTrailers: inout Bool, _ held: Held,
+                    from: Int) throws(HTTPParseError) -> BodyExtent
     {
         switch body {
         case .none:
-            return from
+            return BodyExtent(end: from, forwardEnd: from, closesTrailers: false)
         case .untilClose:
-            return held.end
+            return BodyExtent(end: held.end, forwardEnd: held.end, closesTrailers: false)
         case .length(let left):
             let take = Int(min(left, UInt64(held.end - from)))
             body = left == UInt64(take) ? .none : .length(left - UInt64(take))
-            return from + take
+            return BodyExtent(end: from + take, forwardEnd: from + take, closesTrailers: false)
         case .chunked:
             var at = from
+            var forwardEnd = inTrailers ? from : held.end
+            var closes = false
             while at < held.end {
                 let out = try bytes.decode(&decoder, held, from: at)
                 at += out.consumed
+                if out.event == .lastChunk {
+                    inTrailers = true
+                    forwardEnd = at
+                }
                 if out.event == .end {
                     body = .none
+                    closes = inTrailers
+                    inTrailers = false
                     break
                 }
             }
-            return at
+            return BodyExtent(end: at, forwardEnd: min(forwardEnd, at), closesTrailers: closes)
         }
     }
 
@@ -234,11 +248,13 @@ extension HTTPProxy {
 
     func requestBody(_ x: XID, _ reactor: Reactor<Backend>) {
         guard let u = exchanges[x].attempt.connection else { return bug("request body without an upstream") }
-        guard let end = takeRequestBody(x, from: 0, reactor) else { return }
+        guard let extent = takeRequestBody(x, from: 0, reactor) else { return }
+        let end = extent.end
         exchanges[x].report.requestWire &+= UInt64(end)
         let entry = Int(u.index)
         toUpstream.reset(entry)
-        _ = bytes.append(toUpstream, entry, exchanges[x].request.held, 0..<end)
+        _ = bytes.append(toUpstream, entry, exchanges[x].request.held, 0..<extent.forwardEnd)
+        if extent.closesTrailers { _ = bytes.append(toUpstream, entry, "\r\n") }
         exchanges[x].request.sentTo = end
         exchanges[x].request.state = .sending
         sendToUpstream(x, u, reactor)

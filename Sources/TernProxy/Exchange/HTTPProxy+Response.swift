@@ -140,6 +140,7 @@ extension HTTPProxy {
             case .chunked:
                 exchanges[x].response.body = .chunked
                 exchanges[x].response.decoder.reset()
+                exchanges[x].response.inTrailers = false
                 exchanges[x].dechunk = http10
             case .untilClose: exchanges[x].response.body = .untilClose
             }
@@ -174,11 +175,15 @@ extension HTTPProxy {
             guard let end = appendDechunked(x, from: bodyStart, reactor) else { return }
             bodyEnd = end
         } else {
+            var forwardEnd = bodyStart, closesTrailers = false
             if exchanges[x].interimLength == 0 && !exchanges[x].tunnelNext {
-                guard let end = takeResponseBody(x, from: bodyStart, reactor) else { return }
-                bodyEnd = end
+                guard let extent = takeResponseBody(x, from: bodyStart, reactor) else { return }
+                bodyEnd = extent.end
+                forwardEnd = extent.forwardEnd
+                closesTrailers = extent.closesTrailers
             }
-            _ = bytes.append(toClient, entry, held, bodyStart..<bodyEnd)
+            _ = bytes.append(toClient, entry, held, bodyStart..<forwardEnd)
+            if closesTrailers { _ = bytes.append(toClient, entry, "\r\n") }
         }
         exchanges[x].response.sentTo = bodyEnd
         exchanges[x].responseStarted = exchanges[x].responseStarted || exchanges[x].interimLength == 0
@@ -196,18 +201,20 @@ extension HTTPProxy {
         responseParsers.parsers[p].respondingToCONNECT = method == .connect
     }
 
-    func takeResponseBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> Int? {
+    func takeResponseBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> BodyExtent? {
         var body = exchanges[x].response.body
         var decoder = exchanges[x].response.decoder
+        var inTrailers = exchanges[x].response.inTrailers
         defer {
             // A failure may have closed and freed the session.
             if exchanges.isCurrent(x) {
                 exchanges[x].response.body = body
                 exchanges[x].response.decoder = decoder
+                exchanges[x].response.inTrailers = inTrailers
             }
         }
         do {
-            return try bodyExtent(&body, &decoder, exchanges[x].response.held, from: from)
+            return try bodyExtent(&body, &decoder, &inTrailers, exchanges[x].response.held, from: from)
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
             attemptFailed(x, .malformedResponse, responseBytesSeen: true, reactor)
@@ -229,7 +236,7 @@ extension HTTPProxy {
                 switch out.event {
                 case .data(let r): _ = bytes.append(toClient, entry, held, (at + r.lowerBound)..<(at + r.upperBound))
                 case .end: exchanges[x].response.body = .none
-                case .needMore: break
+                case .needMore, .lastChunk: break  // a de-chunked body carries no trailers
                 }
                 at += out.consumed
                 if out.event == .needMore { break }
@@ -253,10 +260,11 @@ extension HTTPProxy {
             sendToClient(id, reactor)
             return
         }
-        guard let end = takeResponseBody(x, from: 0, reactor) else { return }
+        guard let extent = takeResponseBody(x, from: 0, reactor) else { return }
         toClient.reset(entry)
-        _ = bytes.append(toClient, entry, exchanges[x].response.held, 0..<end)
-        exchanges[x].response.sentTo = end
+        _ = bytes.append(toClient, entry, exchanges[x].response.held, 0..<extent.forwardEnd)
+        if extent.closesTrailers { _ = bytes.append(toClient, entry, "\r\n") }
+        exchanges[x].response.sentTo = extent.end
         exchanges[x].response.state = .sending
         sendToClient(id, reactor)
     }
