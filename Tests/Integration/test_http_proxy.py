@@ -981,20 +981,22 @@ def test_stream_idle_timeout_on_a_stalled_request_body_gives_408(start_tern, htt
 
 
 def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_upstream, backend):
-    """1,000 connections (from 127.0.0.1) each send one byte of a head and wait: more than the 512 receive
+    """5,000 connections (from 127.0.0.1) each send one byte of a head and wait: ten times the 512 receive
     buffers of two reactors. A normal client (from 127.0.0.2) is served meanwhile, all its requests, while
     every slow connection is still waiting (not once one's 408 freed a buffer); then each slow one is answered
     408 (or closed) by the request header timeout."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 2200:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    if soft < 11000:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 11000:
+        pytest.skip("needs 11,000 descriptors (5,000 client sockets here, 5,000 in Tern)")
     up = http_upstream()
     t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
                    "--cores", "2", "--request-header-timeout", "8s")
     slow = []
     try:
-        for _ in range(1000):
+        for _ in range(5000):
             s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
             s.sendall(b"G")
             slow.append(s)
@@ -1018,7 +1020,7 @@ def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_up
             got = read_until_closed(s, 30)
             assert got == b"" or got.startswith(b"HTTP/1.1 408 "), got[:60]
             answered += 1
-        assert answered == 1000
+        assert answered == 5000
         assert len(up.requests) == 20
     finally:
         for s in slow:
