@@ -21,8 +21,9 @@ public struct HTTP1Head: Sendable {
     public var status: Int = 0
     /// Responses: the reason-phrase, possibly empty. Never interpreted (RFC 9112 §4).
     public var reason: Range<Int> = 0..<0
-    /// Field lines in order, at most `Limits.maxHeaderCount`. The array's capacity is reserved once by the parser
-    /// and kept across messages, so appending never allocates in steady state.
+    /// Field lines in order, at most `Limits.maxHeaderCount`. The array's capacity is reserved by the parser (for
+    /// 32 fields, grown once by a head with more) and kept across messages, so appending never allocates in
+    /// steady state.
     public var fields: [Field] = []
     /// Requests: the Host field value, if exactly one was present; for an absolute-form target, the target's
     /// authority (RFC 9112 §3.2.2: it replaces the Host field, which is then ignored: `hostFromTarget`).

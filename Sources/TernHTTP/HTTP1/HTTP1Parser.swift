@@ -130,7 +130,10 @@ public struct HTTP1Parser: Sendable {
     public init(kind: Kind, limits: Limits = Limits()) {
         self.kind = kind
         self.limits = limits
-        head.fields.reserveCapacity(limits.maxHeaderCount)
+        // Room for the fields of a typical head; one with more grows the table once (up to the limit), and the
+        // table is kept across messages. A table for the full limit (100 fields, 4 KiB) per parser made a
+        // connection cost kilobytes while it waited.
+        head.fields.reserveCapacity(min(limits.maxHeaderCount, 32))
     }
 
     /// Prepares for the next message on the connection, keeping the field table's storage.

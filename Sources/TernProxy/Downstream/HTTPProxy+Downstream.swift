@@ -49,13 +49,18 @@ extension HTTPProxy {
             }
             capture.set(Int(x.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
         }
-        exchanges[x].request.parser = requestParsers.take()
-        exchanges[x].response.parser = responseParsers.take()
         awaitRequest(id, reactor)
     }
 
     /// Waits for the next request head on a client connection (idle keep-alive until its first byte).
     func awaitRequest(_ id: DID, _ reactor: Reactor<Backend>) {
+        // A connection waiting for a request holds no parser (each reserves a field table): it takes them again
+        // when its next head arrives, so idle keep-alive connections cost their slots and little more.
+        let x = downstreams[id].exchange
+        requestParsers.give(exchanges[x].request.parser)
+        responseParsers.give(exchanges[x].response.parser)
+        exchanges[x].request.parser = -1
+        exchanges[x].response.parser = -1
         downstreams[id].idleSince = System.monotonicNanos()
         idle.append(id, downstreams)
         if downstreams[id].idleTimer == nil {

@@ -8,6 +8,7 @@ import TernTelemetry
 extension HTTPProxy {
     func requestHead(_ x: XID, _ reactor: Reactor<Backend>) {
         let id = exchanges[x].downstream
+        if exchanges[x].request.parser < 0 { exchanges[x].request.parser = requestParsers.take() }
         let p = Int(exchanges[x].request.parser)
         let progress: HTTP1Parser.Progress
         do {
@@ -60,6 +61,7 @@ extension HTTPProxy {
             exchanges[x].request.inTrailers = false
         case .none, .untilClose: exchanges[x].request.body = .none
         }
+        if exchanges[x].response.parser < 0 { exchanges[x].response.parser = responseParsers.take() }
         prepareResponseParser(x)
         exchanges[x].request.state = .waiting
         if head.version == .http10 && (!settings.acceptHTTP10 || head.host == nil) {
