@@ -94,17 +94,9 @@ public final class Forwarding: Sendable {
     /// weight is 0.
     public func pick(_ match: RouteMatch, random: UInt64) -> Int? {
         guard match.virtualHost >= 0, match.route >= 0,
-              let r = routes[firstRoute[Int(match.virtualHost)] + Int(match.route)], r.count > 0, r.totalWeight > 0
-        else { return nil }
-        if r.count == 1 { return r.first }
-        // Unbiased scaling of a 64-bit random into [0, total): the high word of random × total.
-        var left = random.multipliedFullWidth(by: r.totalWeight).high
-        for i in r.first..<(r.first + r.count) {
-            let w = entries[i].weight
-            if left < w { return i }
-            left -= w
-        }
-        return r.first + r.count - 1
+              let r = routes[firstRoute[Int(match.virtualHost)] + Int(match.route)] else { return nil }
+        return RouteTable.weightedIndex(count: r.count, total: r.totalWeight, random: random) { entries[r.first + $0].weight }
+            .map { r.first + $0 }
     }
 
     /// Whether the route `match` selected forwards (rather than redirecting, answering or being unsupported).
@@ -115,9 +107,7 @@ public final class Forwarding: Sendable {
     /// The cluster of entry `entry` for a request addressed to `port`, as `WeightedCluster.cluster(port:)`.
     public func cluster(_ entry: Int, port: UInt16) -> Int? {
         let p = entries[entry].ports
-        if p.count == 1 { return Int(ports[p.lowerBound].cluster) }
-        for i in p where ports[i].port == port { return Int(ports[i].cluster) }
-        return p.isEmpty ? nil : Int(ports[p.lowerBound].cluster)
+        return WeightedCluster.cluster(count: p.count, port: port) { ports[p.lowerBound + $0] }
     }
 
     /// Whether `name` (a received field name) is among `names[which]`, ASCII case-insensitively.
@@ -127,8 +117,7 @@ public final class Forwarding: Sendable {
             guard n.count == name.count else { continue }
             var same = true
             for k in 0..<n.count {
-                let c = name[k]
-                if (c >= 0x41 && c <= 0x5A ? c | 0x20 : c) != bytes[n.lowerBound + k] {
+                if asciiLower(name[k]) != bytes[n.lowerBound + k] {
                     same = false
                     break
                 }
@@ -197,7 +186,7 @@ public final class Forwarding: Sendable {
         mutating func name(_ n: String) {
             let start = bytes.count
             // ASCII lowercase, as received names are compared (field names are ASCII tokens).
-            bytes.append(contentsOf: n.utf8.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 })
+            bytes.append(contentsOf: n.utf8.map(asciiLower))
             names.append(start..<bytes.count)
         }
     }

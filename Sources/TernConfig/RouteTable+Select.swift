@@ -123,17 +123,24 @@ extension RouteTable {
     }
 
     static func pick(_ destinations: [WeightedCluster], total: UInt64, random: UInt64) -> WeightedCluster? {
-        guard total > 0 else { return nil }
-        if destinations.count == 1 { return destinations[0] }
+        weightedIndex(count: destinations.count, total: total, random: random) { destinations[$0].weight }
+            .map { destinations[$0] }
+    }
+
+    /// Index i of `count` choices with probability weight(i) / `total` from a uniformly random `random`; nil when
+    /// there is none or every weight is 0. Shared by `pickDestination` and `Forwarding.pick`.
+    static func weightedIndex(count: Int, total: UInt64, random: UInt64, weight: (Int) -> UInt64) -> Int? {
+        guard count > 0, total > 0 else { return nil }
+        if count == 1 { return 0 }
         // Unbiased scaling of a 64-bit random into [0, total): the high word of random × total.
         var r = random.multipliedFullWidth(by: total).high
         // Index loops: a for-in over these structs allocates an iterator box in unoptimised builds.
-        for i in 0..<destinations.count {
-            let w = destinations[i].weight
-            if r < w { return destinations[i] }
+        for i in 0..<count {
+            let w = weight(i)
+            if r < w { return i }
             r -= w
         }
-        return destinations.last
+        return count - 1
     }
 
     /// The consistent-hash key of a request for `cluster`'s policy: the header's, cookie's or query

@@ -125,10 +125,15 @@ public struct WeightedCluster: Sendable {
     /// The cluster for a request addressed to `port`: the destination's port if it named one (the only entry),
     /// else the service port equal to `port`, else the service's first port. nil: no such service (NC).
     public func cluster(port: UInt16) -> Int? {
-        if clusters.count == 1 { return Int(clusters[0].cluster) }
+        Self.cluster(count: clusters.count, port: port) { clusters[$0] }
+    }
+
+    /// The rule of `cluster(port:)` over `count` (service port, cluster) pairs (shared with `Forwarding`).
+    static func cluster(count: Int, port: UInt16, _ pair: (Int) -> (port: UInt16, cluster: Int32)) -> Int? {
+        if count == 1 { return Int(pair(0).cluster) }
         // An index loop: a for-in over these tuples allocates an iterator box in unoptimised builds.
-        for i in 0..<clusters.count where clusters[i].port == port { return Int(clusters[i].cluster) }
-        return clusters.isEmpty ? nil : Int(clusters[0].cluster)
+        for i in 0..<count where pair(i).port == port { return Int(pair(i).cluster) }
+        return count == 0 ? nil : Int(pair(0).cluster)
     }
 }
 

@@ -208,6 +208,21 @@ def follow_log(t):
     return reader
 
 
+def settled_write(path, text):
+    """Writes a configuration with its modification time in the past, so a reload reads it at once (a file
+    changed within the last moments is waited on to settle)."""
+    path.write_text(text)
+    os.utime(path, (time.time() - 5, time.time() - 5))
+
+
+def reloaded(t, path, text):
+    """An action for `after_next`: the configuration rewritten, then SIGHUP."""
+    def action():
+        settled_write(path, text)
+        t.signal(signal.SIGHUP)
+    return action
+
+
 def count_lines(t, needle):
     return sum(needle in line for line in list(t.lines))
 
@@ -316,8 +331,7 @@ def test_an_open_tunnel_holds_back_no_replaced_route_table(tmp_path, backend):
             assert client.recv(timeout=10) == "before"
             # Changed once, then reloaded unchanged: each SIGHUP still publishes a new table, and the file is
             # not waited on to settle each time.
-            path.write_text(ECHO_MESH.format(port=ws.port, generation=1))
-            os.utime(path, (time.time() - 5, time.time() - 5))
+            settled_write(path, ECHO_MESH.format(port=ws.port, generation=1))
             for i in range(1, 1001):
                 assert after_next(t, "config applied version=", lambda: t.signal(signal.SIGHUP)), f"swap {i} was not applied"
             latest = max(int(line.split("config applied version=")[1].split()[0])
@@ -371,8 +385,7 @@ def test_endpoints_that_leave_the_configuration_free_their_pools(tmp_path, backe
 
     up = HttpUpstream()
     path = tmp_path / "mesh.yaml"
-    path.write_text(churn_mesh(up.port, 0))
-    os.utime(path, (time.time() - 5, time.time() - 5))
+    settled_write(path, churn_mesh(up.port, 0))
     t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
               "--log-level", "debug"])
     reader = follow_log(t)
@@ -380,11 +393,8 @@ def test_endpoints_that_leave_the_configuration_free_their_pools(tmp_path, backe
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "stable"}, timeout=10) as c:
             assert c.get("/0").status_code == 200
             for generation in range(1, 31):
-                def swap():
-                    path.write_text(churn_mesh(up.port, generation))
-                    os.utime(path, (time.time() - 5, time.time() - 5))
-                    t.signal(signal.SIGHUP)
-                assert after_next(t, "serves route table", swap), f"generation {generation} was not served"
+                served = after_next(t, "serves route table", reloaded(t, path, churn_mesh(up.port, generation)))
+                assert served, f"generation {generation} was not served"
                 assert c.get(f"/{generation}").status_code == 200
             last = [line for line in list(t.lines) if "serves route table" in line][-1]
             assert "with 21 upstream pools," in last, last
@@ -426,8 +436,7 @@ def test_a_request_in_flight_keeps_its_routes_header_edits_across_reloads(tmp_pa
 
     up = HttpUpstream()
     path = tmp_path / "mesh.yaml"
-    path.write_text(edits_mesh(up.port, 0))
-    os.utime(path, (time.time() - 5, time.time() - 5))
+    settled_write(path, edits_mesh(up.port, 0))
     t = Tern(["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
               "--log-level", "debug"])
     reader = follow_log(t)
@@ -441,14 +450,9 @@ def test_a_request_in_flight_keeps_its_routes_header_edits_across_reloads(tmp_pa
             time.sleep(0.01)
         assert "/hold/slow" in up.paths(), "the upstream never got the held request"
 
-        def swap(generation):
-            def action():
-                path.write_text(edits_mesh(up.port, generation))
-                os.utime(path, (time.time() - 5, time.time() - 5))
-                t.signal(signal.SIGHUP)
-            return action
         for generation in range(1, 21):
-            assert after_next(t, "serves route table", swap(generation)), f"generation {generation} was not served"
+            served = after_next(t, "serves route table", reloaded(t, path, edits_mesh(up.port, generation)))
+            assert served, f"generation {generation} was not served"
         last = [line for line in list(t.lines) if "serves route table" in line][-1]
         assert last.strip().endswith("2 route tables in use"), last
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "api"}, timeout=10) as c:
@@ -458,7 +462,7 @@ def test_a_request_in_flight_keeps_its_routes_header_edits_across_reloads(tmp_pa
             slow.join(20)
             held = result["r"]
             assert held.status_code == 200 and held.headers["x-generation"] == "0", held.headers
-            assert after_next(t, "serves route table", swap(21))
+            assert after_next(t, "serves route table", reloaded(t, path, edits_mesh(up.port, 21)))
             last = [line for line in list(t.lines) if "serves route table" in line][-1]
             assert last.strip().endswith("1 route tables in use"), last
             assert c.get("/after").headers["x-generation"] == "21"

@@ -3,6 +3,7 @@ as its kind says, on the same reactors, with `--upstream` and with `--config`; I
 count each kind's traffic, and the process drains both."""
 import signal
 import socket
+import time
 
 import httpx
 import pytest
@@ -116,7 +117,6 @@ def test_http_and_tcp_listeners_routed_by_one_configuration(tmp_path, backend):
         # The TCP service moves: the next connection goes to the new endpoint, and HTTP still routes.
         path.write_text(MESH.format(web=web.port, tcp_listen=tcp_listen, echo=second.port))
         t.signal(signal.SIGHUP)
-        import time
         deadline = time.time() + 10
         while second.connections == 0 and time.time() < deadline:
             relay_roundtrip(tcp_listen, b"probe")

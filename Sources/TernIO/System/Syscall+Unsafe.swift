@@ -131,6 +131,27 @@ public enum System {
     /// `reusePort` false: a port another socket holds is refused (EADDRINUSE), as the admin, health and
     /// Prometheus listeners need: with SO_REUSEPORT a second sidecar would share them and answer for the first.
     public static func listen(on address: SocketAddress, backlog: Int32 = listenBacklog, reusePort: Bool = true) throws(IOError) -> Int32 {
+        let fd = try boundSocket(address, reusePort: reusePort)
+        let listened = syscallResult { Int(Glibc.listen(fd, backlog)) }
+        if listened < 0 {
+            close(fd)
+            throw IOError("listen \(address)", errno: Int32(-listened))
+        }
+        return fd
+    }
+
+    /// Throws when another socket already listens on `address` (EADDRINUSE), whoever holds it: a probe binds
+    /// it without SO_REUSEPORT (which Tern's own listeners set so each reactor has one; another process of the
+    /// same user setting it too would silently share the port) and is closed at once. TIME_WAIT connections do
+    /// not count (SO_REUSEADDR). A process binding the address in the instant between this check and Tern's own
+    /// binds is not seen.
+    public static func checkNotListening(_ address: SocketAddress) throws(IOError) {
+        close(try boundSocket(address, reusePort: false))
+    }
+
+    /// A TCP socket bound to `address` (SO_REUSEADDR; SO_REUSEPORT when asked; IPv6 only for an IPv6 address),
+    /// not yet listening.
+    private static func boundSocket(_ address: SocketAddress, reusePort: Bool) throws(IOError) -> Int32 {
         let fd = try tcpSocket(family: address.family)
         _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
         if reusePort && setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) < 0 {
@@ -146,26 +167,7 @@ public enum System {
             close(fd)
             throw IOError("bind \(address)", errno: Int32(-bound))
         }
-        let listened = syscallResult { Int(Glibc.listen(fd, backlog)) }
-        if listened < 0 {
-            close(fd)
-            throw IOError("listen \(address)", errno: Int32(-listened))
-        }
         return fd
-    }
-
-    /// Throws when another socket already listens on `address` (EADDRINUSE), whoever holds it: a probe binds
-    /// it without SO_REUSEPORT (which Tern's own listeners set so each reactor has one; another process of the
-    /// same user setting it too would silently share the port) and is closed at once. TIME_WAIT connections do
-    /// not count (SO_REUSEADDR). A process binding the address in the instant between this check and Tern's own
-    /// binds is not seen.
-    public static func checkNotListening(_ address: SocketAddress) throws(IOError) {
-        let fd = try tcpSocket(family: address.family)
-        defer { close(fd) }
-        _ = setIntOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
-        if address.family == AF_INET6 { _ = setIntOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1) }
-        let bound = unsafe address.withSockAddr { (sa, len) in syscallResult { unsafe Int(Glibc.bind(fd, sa, len)) } }
-        if bound < 0 { throw IOError("bind \(address)", errno: Int32(-bound)) }
     }
 
     /// The local address a socket is bound to (learns the port chosen for port 0).

@@ -408,15 +408,16 @@ extension HTTPProxy {
             lingerClose(id, reactor)
             return
         }
-        requestParsers.parsers[Int(exchanges[x].request.parser)].reset()
         exchanges[x].request.state = .head
         exchanges[x].response.state = .idle
         exchanges[x].responseStarted = false
         if exchanges[x].request.held.isEmpty {
+            // The parsers go back to their pools (taken, and reset, when the next head arrives).
             dropHeld(&exchanges[x].request.held, reactor)
             awaitRequest(id, reactor)
         } else {
-            // A pipelined request is already here.
+            // A pipelined request is already here: the same request parser reads it.
+            requestParsers.parsers[Int(exchanges[x].request.parser)].reset()
             exchanges[x].headStart = System.monotonicNanos()
             requestHead(x, reactor)
         }

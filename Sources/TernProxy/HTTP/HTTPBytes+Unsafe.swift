@@ -35,7 +35,7 @@ struct Held {
     let assemblySize: Int
     /// The size of a small assembly buffer: where a partial head waits for its next bytes.
     static let smallAssemblySize = 2048
-    private var assemblies: [UnsafeMutableRawPointer?] = unsafe []
+    private var assemblies: [UnsafeMutableRawPointer] = unsafe []
     private var assemblyIsSmall: [Bool] = []
     private var freeAssemblies: [Int32] = []
     private var freeSmall: [Int32] = []
@@ -90,7 +90,7 @@ struct Held {
     }
 
     private func base(_ h: Held) -> UnsafeMutableRawPointer {
-        if h.assembly >= 0 { return unsafe assemblies[Int(h.assembly)]! }
+        if h.assembly >= 0 { return unsafe assemblies[Int(h.assembly)] }
         precondition(h.buffer >= 0, "no storage held")
         return unsafe UnsafeMutableRawPointer(mutating: pool.bytes(UInt16(h.buffer), length: 0).baseAddress!)
     }
@@ -116,18 +116,18 @@ struct Held {
         if held.assembly < 0 || total > capacity(held.assembly) {
             // Into an assembly buffer big enough: from a pooled buffer, or out of a small one outgrown.
             let a = takeAssembly(small: total <= Self.smallAssemblySize)
-            unsafe assemblies[Int(a)]!.copyMemory(from: base(held) + held.start, byteCount: held.count)
+            unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
             if held.assembly >= 0 { giveBack(held.assembly) } else { released = UInt16(held.buffer) }
             held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
         } else if held.start > 0 {
             // Unconsumed bytes to the front.
-            let p = unsafe assemblies[Int(held.assembly)]!
+            let p = unsafe assemblies[Int(held.assembly)]
             unsafe p.copyMemory(from: p + held.start, byteCount: held.count)
             held.end = held.count
             held.start = 0
         }
         let src = unsafe pool.bytes(id, length: count)
-        unsafe (assemblies[Int(held.assembly)]! + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
+        unsafe (assemblies[Int(held.assembly)] + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
         held.end += count
         return (released, id)
     }
@@ -138,7 +138,7 @@ struct Held {
     func park(_ held: inout Held) -> UInt16? {
         guard held.buffer >= 0, held.assembly < 0 else { return nil }
         let a = takeAssembly(small: held.count <= Self.smallAssemblySize)
-        unsafe assemblies[Int(a)]!.copyMemory(from: base(held) + held.start, byteCount: held.count)
+        unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
         let released = UInt16(held.buffer)
         held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
         return released
@@ -292,7 +292,7 @@ struct Held {
     /// when it does not fit.
     func compose(_ build: (inout ResponseWriter) -> Void) -> Held? {
         let a = takeAssembly()
-        var w = unsafe ResponseWriter(base: assemblies[Int(a)]!, capacity: assemblySize)
+        var w = unsafe ResponseWriter(base: assemblies[Int(a)], capacity: assemblySize)
         build(&w)
         guard !w.overflowed else {
             giveBack(a)
