@@ -77,14 +77,19 @@ spec:
 QUIET = ["--admin", "off", "--health", "off", "--prometheus", "off"]
 
 
-def read_lines(path):
-    """The log's lines; the last must be complete (a line is written whole or not at all)."""
+def read_lines(path, writing=False):
+    """The log's lines; the last must be complete (a line is written whole or not at all). While Tern may be
+    writing (`writing`), a read can overlap a write and see part of it: the incomplete rest is left for later."""
     try:
         data = open(path, "rb").read()
     except FileNotFoundError:
         return []
     if not data:
         return []
+    if writing:
+        data = data[:data.rfind(b"\n") + 1]
+        if not data:
+            return []
     assert data.endswith(b"\n"), data[-200:]
     return data.decode("utf-8").split("\n")[:-1]
 
@@ -112,7 +117,7 @@ def wait_lines(path, n, timeout=5.0, parser=parse):
     """Waits until the log holds at least `n` lines; returns them parsed."""
     deadline = time.time() + timeout
     while True:
-        lines = read_lines(path)
+        lines = read_lines(path, writing=True)
         if len(lines) >= n or time.time() >= deadline:
             return [parser(line) for line in lines]
         time.sleep(0.02)
@@ -323,6 +328,35 @@ def test_every_line_is_written_by_sigterm_exit(mesh):
     assert len(lines) == 300
     assert sorted(v["path"] for v in lines) == sorted([f"/k/{i}" for i in range(200)] + [f"/n/{i}" for i in range(100)])
     assert all(v["response_code"] == 200 for v in lines)
+
+
+def test_requests_cut_at_the_drain_timeout_are_logged_as_tern_closed_them(tmp_path, cart):
+    """A request the upstream holds past --drain-timeout: after SIGTERM and the drain timeout, Tern closes its
+    connection and logs it with LR and `downstream_local_disconnect(drain_timeout)` (Envoy's details for a
+    connection it closed), not DC, which says the client went away."""
+    config = tmp_path / "mesh.yaml"
+    config.write_text(MESH.format(cart=cart.port, closed=dead_port()))
+    log = tmp_path / "access.log"
+    t = Tern(["--http", "--config", str(config), "--listen", "127.0.0.1:0", "--cores", "1", "--namespace", "shop",
+              "--access-log", str(log), "--drain-timeout", "300ms", *QUIET])
+    try:
+        held = socket.create_connection(("127.0.0.1", t.port))
+        held.sendall(b"GET /hold/drain HTTP/1.1\r\nHost: cart\r\n\r\n")
+        deadline = time.time() + 10
+        while len(cart.requests) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(cart.requests) == 1
+        t.signal(signal.SIGTERM)
+        assert t.wait(20) == 0
+        held.settimeout(10)
+        assert held.recv(100) == b""
+        held.close()
+    finally:
+        cart.release("drain")
+        t.stop()
+    [v] = json_lines(log)
+    assert v["path"] == "/hold/drain" and v["response_code"] == 0, v
+    assert v["response_flags"] == "LR" and v["response_code_details"] == "downstream_local_disconnect(drain_timeout)", v
 
 
 def test_sigusr1_reopens_the_file_at_its_path(mesh):

@@ -1040,23 +1040,38 @@ def test_a_connection_that_never_sends_is_closed_after_the_first_byte_timeout(st
     assert served.exchange("GET", "/second").status == 200
 
 
-def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern, http_upstream, backend):
-    """Under `ulimit -n 600` Tern holds about 225 client connections. 400 clients each send a request and keep
-    their connection open: every one is answered, the oldest idle connections being closed (FIN) to make room,
-    counted in tern_idle_connections_evicted_total, where they used to fill the cap and stop all new service
-    until the 1 h idle timeout."""
+def tern_with_600_descriptors(start_tern, up, backend):
+    """An HTTP Tern on one reactor under `ulimit -n 600` (a descriptor cap of 438) with Prometheus on; returns
+    it and its Prometheus port."""
     import resource
 
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
-    up = http_upstream()
     prom = dead_port()
     t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
                    "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
                    preexec_fn=limit)
+    return t, prom
+
+
+def prometheus_value(port, name):
+    """The value of the unlabelled sample `name` on Tern's Prometheus endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{port}/stats/prometheus", timeout=10).text
+    [line] = [l for l in text.splitlines() if l.startswith(name + " ")]
+    return float(line.split()[-1])
+
+
+def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern, http_upstream, backend):
+    """Under `ulimit -n 600` Tern holds about 420 idle client connections (one socket each; the upstream
+    connection is pooled). 700 clients each send a request and keep their connection open: every one is
+    answered, the oldest idle connections being closed (FIN) to make room, counted in
+    tern_idle_connections_evicted_total, where they used to fill the cap and stop all new service until the 1 h
+    idle timeout."""
+    up = http_upstream()
+    t, prom = tern_with_600_descriptors(start_tern, up, backend)
     clients = []
     try:
-        for i in range(400):
+        for i in range(700):
             c = RawClient(t.port)
             c.sock.settimeout(30)
             assert c.exchange("GET", f"/c/{i}").status == 200, i
@@ -1070,12 +1085,54 @@ def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern,
                 closed += 1
         assert closed == 100, "the oldest idle connections were not the ones closed"
         assert clients[-1].exchange("GET", "/last").status == 200, "the newest connection was closed"
-        text = httpx.get(f"http://127.0.0.1:{prom}/stats/prometheus", timeout=10).text
-        [line] = [l for l in text.splitlines() if l.startswith("tern_idle_connections_evicted_total")]
-        assert float(line.split()[-1]) >= 400 - 230, line
+        evicted = prometheus_value(prom, "tern_idle_connections_evicted_total")
+        assert evicted >= 700 - 440, evicted
     finally:
         for c in clients:
             c.sock.close()
+
+
+def test_descriptor_cap_with_nothing_idle_answers_503(start_tern, http_upstream, backend):
+    """Under `ulimit -n 600`, 260 clients each send a request the upstream holds: the first ones fill the
+    descriptor cap with their client and upstream sockets and nothing is idle to close. The rest are not left
+    waiting in the listen backlog until a held request ends: after the backlog grace each is answered 503
+    `connection: close` and counted in tern_connections_shed_total. Once the upstream answers, every held
+    request gets its 200 and a new client is served."""
+    up = http_upstream()
+    t, prom = tern_with_600_descriptors(start_tern, up, backend)
+
+    def counter(name):
+        return int(prometheus_value(prom, name))
+    n = 260
+    clients = []
+    try:
+        for i in range(n):
+            c = RawClient(t.port, timeout=30)
+            c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            clients.append(c)
+        # Every client is either held at the upstream or shed.
+        deadline = time.time() + 60
+        while len(up.requests) + counter("tern_connections_shed_total") < n and time.time() < deadline:
+            time.sleep(0.1)
+        held, shed = len(up.requests), counter("tern_connections_shed_total")
+        assert held + shed == n, (held, shed)
+        assert 150 < held < n and shed > 0, (held, shed)
+        answers = {}
+        readable = set(select.select([c.sock for c in clients], [], [], 0)[0])
+        for s in readable:
+            answers[s] = read_until_closed(s, 10)
+        assert len(answers) == shed, (len(answers), shed)
+        for a in answers.values():
+            assert a.startswith(b"HTTP/1.1 503 ") and b"connection: close" in a and a.endswith(b"overloaded"), a
+        up.release("a")
+        for c in clients:
+            if c.sock not in readable:
+                r = c.read_response()
+                assert r.status == 200, r
+    finally:
+        for c in clients:
+            c.sock.close()
+    assert RawClient(t.port).exchange("GET", "/after").status == 200
 
 
 def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):

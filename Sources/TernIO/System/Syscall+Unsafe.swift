@@ -232,6 +232,26 @@ public enum System {
         return syscallResult { unsafe Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
     }
 
+    /// Reads and drops what a non-blocking socket holds now, up to 64 KiB (a connection about to be closed after
+    /// a reply: unread bytes would make the close a reset).
+    public static func discardReadable(_ fd: Int32) {
+        // SAFETY: the scratch space lives for the closure and the length passed is its size.
+        unsafe withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 8) { scratch in
+            for _ in 0..<16 {
+                let n = syscallResult { unsafe Glibc.recv(fd, scratch.baseAddress, 4096, Int32(MSG_DONTWAIT)) }
+                if n <= 0 { return }
+            }
+        }
+    }
+
+    /// Sends what fits now on a non-blocking socket; the bytes sent or -errno.
+    public static func sendNow(_ fd: Int32, _ bytes: Span<UInt8>) -> Int {
+        // SAFETY: the pointer is valid for bytes.count bytes during the closure.
+        unsafe bytes.withUnsafeBufferPointer { p in
+            syscallResult { unsafe Glibc.send(fd, p.baseAddress, p.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)) }
+        }
+    }
+
     /// Bytes waiting in a pipe (FIONREAD).
     public static func bytesReadable(_ fd: Int32) -> Int {
         var n: Int32 = 0

@@ -73,6 +73,7 @@ extension HTTPProxy {
         let e = upstreams[u].endpoint
         reactor.backend.unregister(fd: upstreams[u].fd)
         System.close(upstreams[u].fd)
+        counters.descriptors.subtract(1, ordering: .relaxed)
         upstreams.remove(u)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
         pools.connectionClosed(e)

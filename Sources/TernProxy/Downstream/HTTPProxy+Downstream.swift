@@ -31,6 +31,7 @@ extension HTTPProxy {
         }
         exchanges[x].downstream = id
         counters.accepted.add(1, ordering: .relaxed)
+        counters.descriptors.add(1, ordering: .relaxed)
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         // Per connection, composed on the stack: nothing allocated.
@@ -62,7 +63,11 @@ extension HTTPProxy {
         exchanges[x].request.parser = -1
         exchanges[x].response.parser = -1
         downstreams[id].idleSince = System.monotonicNanos()
-        idle.append(id, downstreams)
+        // Only a connection that has had an exchange may be closed to make room at the descriptor cap (a client
+        // expects a kept-alive connection to close between requests and sends again on a new one). A new
+        // connection's request may be on its way already: closing it would lose it unanswered; it is bounded by
+        // the first-byte timeout instead.
+        if downstreams[id].spoke { idle.append(id, downstreams) }
         if downstreams[id].idleTimer == nil {
             downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: idleDue(id))
         }
@@ -177,9 +182,12 @@ extension HTTPProxy {
         idle.remove(id, downstreams)
         let x = downstreams[id].exchange
         if !exchanges[x].report.recorded {
-            // The exchange ends with the connection: the client went away (DC), or a failure after the
-            // response started already set its flag.
-            if exchanges[x].report.flags.isEmpty { exchanges[x].report.flags = .downstreamConnectionTermination }
+            // The exchange ends with the connection: the client went away (DC), Tern closed it at the end of
+            // the drain timeout (LR), or a failure after the response started already set its flag.
+            if exchanges[x].report.flags.isEmpty {
+                exchanges[x].report.cutAtDrainTimeout = stopping
+                exchanges[x].report.flags = stopping ? .localReset : .downstreamConnectionTermination
+            }
             recordExchange(x)
         }
         if reset {
@@ -224,5 +232,6 @@ extension HTTPProxy {
         exchanges.remove(x)
         downstreams.remove(id)
         counters.active.subtract(1, ordering: .relaxed)
+        counters.descriptors.subtract(1, ordering: .relaxed)
     }
 }

@@ -29,4 +29,7 @@ struct ExchangeReport {
     var answeredBy: LocalReply? = nil
     /// The failure came after the response had started: the client connection was reset instead of answered.
     var failedAfterResponseStarted = false
+    /// Tern closed the client connection under the exchange because the drain timeout ran out (LR, Envoy's
+    /// `downstream_local_disconnect(…)` details), not the client.
+    var cutAtDrainTimeout = false
 }

@@ -60,6 +60,8 @@ extension HTTPProxy {
                 r.responseCodeDetails = exchanges[x].report.failedAfterResponseStarted ? reply.detailsAfterResponseStarted : reply.details
             } else if exchanges[x].report.status != 0 {
                 r.responseCodeDetails = "via_upstream"
+            } else if exchanges[x].report.cutAtDrainTimeout {
+                r.responseCodeDetails = "downstream_local_disconnect(drain_timeout)"
             } else if exchanges[x].report.flags.contains(.downstreamConnectionTermination) {
                 r.responseCodeDetails = "downstream_remote_disconnect"
             }

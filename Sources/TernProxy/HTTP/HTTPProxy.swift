@@ -81,10 +81,22 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case connectTimer, poolTimer
         /// Content-Length bodies spliced through a pipe: into it from the sending side, out of it to the other.
         case requestSpliceIn, requestSpliceOut, responseSpliceIn, responseSpliceOut
+        /// Wakes the loop when the descriptor cap has been reached for `shedGrace` (slot and generation 0).
+        case shedTimer
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
     static var evictionMargin: Int { 16 }
+    /// How close to the descriptor cap accepting pauses: the last descriptors below it are left for upstream
+    /// connections (the open-file limit keeps a further reserve beyond the cap).
+    static var acceptMargin: Int { 8 }
+    /// How long new connections wait in the listen backlog at the descriptor cap when no idle connection can be
+    /// closed for them: past it, each is answered 503 with `connection: close` at once (Envoy's overload manager
+    /// rejects, HAProxy queues without bound; waiting for ever behind long requests helps no client).
+    static var shedGrace: UInt64 { 1_000_000_000 }
+    /// The answer to a connection shed at the descriptor cap, sent before its request is read.
+    let overloadReply: [UInt8] = Array(("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\n"
+        + "content-type: text/plain\r\nconnection: close\r\n\r\noverloaded").utf8)
 
     /// A Content-Length body with at least this much left after its head is spliced (socket → pipe → socket,
     /// as the TCP relay moves bytes) instead of passing through receive buffers.
@@ -139,6 +151,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var idleUpstreams = 0
     var draining = false
     var stopping = false
+    /// When the descriptor cap was reached with nothing idle to close (0: not now), and whether new connections
+    /// are being answered 503 because that has lasted `shedGrace`.
+    var saturatedSince: UInt64 = 0
+    var shedding = false
     let trustedClient: Bool
     /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4), and relays the
     /// connections of TCP listeners when the process has listeners of both kinds.
@@ -262,24 +278,59 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // Once per loop iteration, before the reactor waits: client connections open on this reactor, those
         // carrying HTTP and the tunnels handed to the relay (tern_active_connections).
         reactor.control.activeConnections.store(downstreams.count + tunnels.count, ordering: .relaxed)
-        var active = counters.active.load(ordering: .relaxed)
-        // At the descriptor cap, connections that wait for a request make room for new ones, oldest first
+        var used = counters.descriptors.load(ordering: .relaxed)
+        // Near the descriptor cap, connections that wait for a request make room for new ones, oldest first
         // (as the overload managers of Envoy and HAProxy close idle connections before refusing work): a cap
         // filled by idle keep-alive clients must not stop all new service.
-        if active >= relay.descriptorCap - Self.evictionMargin && !draining {
+        if used >= relay.descriptorCap - Self.evictionMargin && !draining {
             var evicted = 0
-            while evicted < 16, active - evicted >= relay.descriptorCap - Self.evictionMargin, let oldest = idle.oldest {
+            while evicted < 16, used - evicted >= relay.descriptorCap - Self.evictionMargin, let oldest = idle.oldest {
                 idle.remove(oldest, downstreams)
+                // A request already waiting in the socket makes the connection busy, not idle: it is left to be read.
+                if System.peek(downstreams[oldest].fd) > 0 { continue }
                 Log.debug("descriptor cap reached: closing the oldest idle client connection")
                 closeDownstream(oldest, reset: false, reactor)
                 evicted += 1
             }
             if evicted > 0 {
                 counters.idleEvicted.add(evicted, ordering: .relaxed)
-                active = counters.active.load(ordering: .relaxed)
+                used = counters.descriptors.load(ordering: .relaxed)
             }
         }
-        acceptor.update(atCap: active >= relay.descriptorCap, headroom: relay.descriptorCap - active, draining: draining, reactor)
+        let atCap = used >= relay.descriptorCap - Self.acceptMargin
+        updateShedding(saturated: atCap && idle.oldest == nil && !draining, reactor)
+        acceptor.update(atCap: atCap && !shedding, headroom: shedding ? 0 : relay.descriptorCap - used, draining: draining, reactor)
+    }
+
+    /// At the descriptor cap with no idle connection left to close, new connections first wait in the listen
+    /// backlog (a request ending frees a descriptor soon); once that has lasted `shedGrace`, they are accepted
+    /// one at a time and answered 503 until descriptors are free again, so none waits without an answer.
+    private func updateShedding(saturated: Bool, _ reactor: Reactor<Backend>) {
+        if saturated {
+            let now = System.monotonicNanos()
+            if saturatedSince == 0 {
+                saturatedSince = now
+                _ = reactor.timers.schedule(Token(op: Op.shedTimer.rawValue, slot: 0, generation: 0), at: now + Self.shedGrace)
+            } else if !shedding && now - saturatedSince >= Self.shedGrace {
+                shedding = true
+                Log.warn("descriptor cap (\(relay.descriptorCap)) reached with no idle connection to close: answering new connections 503 until descriptors are free")
+            }
+        } else if saturatedSince != 0 {
+            if shedding { Log.info("descriptors free again: accepting connections") }
+            saturatedSince = 0
+            shedding = false
+        }
+    }
+
+    /// Answers a connection accepted while shedding: what the client sent so far is read and dropped (so closing
+    /// does not reset the connection under the answer), then 503 with `connection: close`, and the socket closes.
+    func shed(_ fd: Int32) {
+        counters.shed.add(1, ordering: .relaxed)
+        System.discardReadable(fd)
+        let reply = overloadReply
+        _ = System.sendNow(fd, reply.span)
+        _ = System.shutdown(fd, write: true, read: false)
+        System.close(fd)
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
@@ -290,7 +341,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         guard let op = Op(rawValue: c.token.op) else { return bug("unknown HTTP proxy op \(c.token.op)") }
         switch op {
         case .accept:
-            if let (fd, i) = acceptor.accepted(c, draining: draining, reactor) { accepted(fd, listener: i, reactor) }
+            if let (fd, i) = acceptor.accepted(c, draining: draining, reactor) {
+                if shedding && counters.descriptors.load(ordering: .relaxed) >= relay.descriptorCap - Self.acceptMargin {
+                    shed(fd)
+                } else {
+                    accepted(fd, listener: i, reactor)
+                }
+            }
         case .clientReceive, .clientSend:
             let id = DID(index: c.token.slot, generation: c.token.generation)
             guard downstreams.isCurrent(id) else {
@@ -360,7 +417,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         guard let op = Op(rawValue: token.op) else { return }
         switch op {
         case .acceptBackoff:
-            acceptor.backoffFired(token, headroom: relay.descriptorCap - counters.active.load(ordering: .relaxed), reactor)
+            acceptor.backoffFired(token, headroom: relay.descriptorCap - counters.descriptors.load(ordering: .relaxed), reactor)
+        case .shedTimer:
+            break  // the iteration that follows decides
         case .connectTimer, .poolTimer:
             let u = UID(index: token.slot, generation: token.generation)
             guard upstreams.isCurrent(u) else { return }

@@ -26,16 +26,22 @@ public struct RelaySettings: Sendable {
     /// Process-wide cap on open proxied connections; 0 means unlimited. Beyond it new connections are
     /// closed at once and counted (`--max-connections`).
     public var maxConnections = 0
-    /// How many connections the open-file limit leaves room for (two sockets each; pipes while bytes
-    /// move come out of a separate allowance). At this many, reactors stop accepting and new connections wait in the listen backlog until
-    /// one closes: the limit slows service down, it never drops a connection or stalls the loop.
+    /// How many sockets client and upstream connections may hold together (`RelayCounters.descriptors`): the
+    /// open-file limit less what listeners, pipes, logs and side listeners keep. A relayed TCP connection holds
+    /// two; an HTTP client connection one, and upstream connections are counted as they are opened (a pooled
+    /// upstream connection serves many clients). Near it, reactors stop accepting (connections wait in the
+    /// listen backlog) and idle HTTP keep-alive connections close, oldest first, to make room; an HTTP
+    /// listener that stays full with nothing idle answers new connections 503 (`HTTPProxy.shedGrace`).
     public var descriptorCap = Int.max
     public init() {}
 }
 
 /// Counters shared by all reactors. Written on accept and close only, never per byte.
 public final class RelayCounters: Sendable {
+    /// Client connections open (HTTP and relayed), for --max-connections and tern_active_connections.
     public let active = Atomic<Int>(0)
+    /// Sockets held by client and upstream connections (the descriptor cap's measure).
+    public let descriptors = Atomic<Int>(0)
     public let accepted = Atomic<Int>(0)
     /// Connections closed at once because --max-connections was reached.
     public let rejectedOverLimit = Atomic<Int>(0)
@@ -46,6 +52,9 @@ public final class RelayCounters: Sendable {
     public let resetsPropagated = Atomic<Int>(0)
     /// Idle keep-alive HTTP connections closed, oldest first, to make room at the descriptor cap.
     public let idleEvicted = Atomic<Int>(0)
+    /// HTTP connections answered 503 and closed at once because the descriptor cap stayed reached with no idle
+    /// connection to close.
+    public let shed = Atomic<Int>(0)
     public init() {}
 }
 
@@ -189,8 +198,9 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         // Once per loop iteration, before the reactor waits: what tern_active_connections shows.
         if !embedded { reactor.control.activeConnections.store(connections.count, ordering: .relaxed) }
-        let active = counters.active.load(ordering: .relaxed)
-        acceptor.update(atCap: active >= settings.descriptorCap, headroom: settings.descriptorCap - active, draining: draining, reactor)
+        // A relayed connection needs two sockets: accepting pauses while fewer than two are left.
+        let headroom = settings.descriptorCap - counters.descriptors.load(ordering: .relaxed)
+        acceptor.update(atCap: headroom < 2, headroom: headroom / 2, draining: draining, reactor)
     }
 
     public func handle(_ c: Completion, _ reactor: Reactor<Backend>) {
@@ -228,7 +238,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
 
     public func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
         if token.op == Op.acceptBackoff.rawValue {
-            acceptor.backoffFired(token, headroom: settings.descriptorCap - counters.active.load(ordering: .relaxed), reactor)
+            acceptor.backoffFired(token, headroom: (settings.descriptorCap - counters.descriptors.load(ordering: .relaxed)) / 2, reactor)
             return
         }
         let id = Slab<Connection>.ID(index: token.slot, generation: token.generation)
@@ -290,6 +300,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             System.close(fd)
             return
         }
+        counters.descriptors.add(1, ordering: .relaxed)
         metrics?.tcp(service: 0, opened: 1)
         if let capture {
             // Per connection, and only with the access log on.
@@ -334,6 +345,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             _ = reactor.timers.schedule(token(.socketRetry, id), at: System.monotonicNanos() + 5_000_000)
             return
         }
+        counters.descriptors.add(1, ordering: .relaxed)
         System.setNoDelay(upstream)
         reactor.backend.register(fd: upstream)
         connections[id].upstream = upstream
@@ -519,6 +531,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             reactor.backend.unregister(fd: c.upstream)
             System.close(c.upstream)
         }
+        counters.descriptors.subtract(c.upstream >= 0 ? 2 : 1, ordering: .relaxed)
         if c.listener >= 0 {
             metrics?.tcp(service: 0, closed: 1)
             if let accessLog { log(c, slot: Int(id.index), accessLog) }

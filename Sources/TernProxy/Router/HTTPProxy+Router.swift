@@ -41,6 +41,7 @@ extension HTTPProxy {
             return
         }
         pools.connectionOpened(e)
+        counters.descriptors.add(1, ordering: .relaxed)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, 1)
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)

@@ -182,16 +182,17 @@ public final class ProxyServer {
         Log.info("tern proxy starting backend=\(kind.rawValue) cores=\(cpus.count) cpus=\(cpus.map(String.init).joined(separator: ",")) ring-depth=\(settings.backend.ringDepth) nofile=\(limits.soft)")
 
         var relaySettings = settings.relay
-        // A connection holds two sockets; pipes are held only while bytes move. Keep 64 descriptors for
-        // listeners, eventfds and logs and 16 per reactor for pipes (each pipe pool also keeps a reserve
-        // made at start, so some connections always progress when descriptors run out).
+        // The cap counts the sockets of client and upstream connections (RelaySettings.descriptorCap); pipes
+        // are held only while bytes move. Keep 64 descriptors for listeners, eventfds and logs, 16 per reactor
+        // for pipes (each pipe pool also keeps a reserve made at start, so some connections always progress when
+        // descriptors run out) and 16 per reactor beyond the cap for upstream sockets and shed connections.
         // The backends index descriptors up to 2^20 (the kernel's default nr_open); a "nofile infinity" limit
         // must not size anything beyond that.
         let usable = Int(min(limits.soft, 1 << 20))
         // Each side listener holds up to 64 connections (AdminServer.connectionsPerListener).
         let t = settings.telemetry
         let side = [t.admin, t.health, t.prometheus].filter { $0.address != nil }.count * AdminServer.connectionsPerListener
-        relaySettings.descriptorCap = max(8, (usable - 64 - side - (2 * settings.listen.count + 16) * cpus.count) / 2)
+        relaySettings.descriptorCap = max(16, usable - 64 - side - (2 * settings.listen.count + 32) * cpus.count)
         let controls = cpus.map { _ in ReactorControl() }
         if let publisher {
             publisher.attach(controls)
@@ -245,8 +246,9 @@ public final class ProxyServer {
             }
         }
         defer { accessLog?.stop() }
-        // Descriptors each reactor may hold: half for client sockets, half for upstream ones.
-        let capacity = max(min(Int(limits.soft), 1 << 20) / 2, 1024)
+        // Connections each reactor may hold: as many as the process has descriptors, since the kernel need not
+        // spread connections evenly over the reactors (slabs reserve address space and touch it as they fill).
+        let capacity = max(min(Int(limits.soft), 1 << 20), 1024)
         var threads: [ReactorThread] = []
         for (r, cpu) in cpus.enumerated() {
             let listeners = perReactor[r], tcpListeners = perReactorTCP[r]
@@ -462,6 +464,10 @@ public final class ProxyServer {
                          samples: one(Double(admin.configRejected.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_idle_connections_evicted_total", help: "Client connections waiting for a request closed, oldest first, to make room at the descriptor cap.", kind: .counter,
                          samples: one(Double(counters.idleEvicted.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_connections_shed_total", help: "HTTP connections answered 503 and closed at once: the descriptor cap had been reached for 1s with no idle connection to close.", kind: .counter,
+                         samples: one(Double(counters.shed.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_open_descriptors", help: "Sockets held by client and upstream connections, against the descriptor cap.", kind: .gauge,
+                         samples: one(Double(counters.descriptors.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_side_connections_evicted_total", help: "Connections to the admin, health and Prometheus listeners closed to admit a newer one (a listener at its cap of 64).", kind: .counter,
                          samples: one(Double(admin.sideConnectionsEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
