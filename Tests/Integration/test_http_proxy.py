@@ -1027,6 +1027,47 @@ def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_up
             s.close()
 
 
+def test_heads_in_progress_are_held_to_the_head_memory_budget(start_tern, http_upstream, backend):
+    """--max-head-memory-mb 1 on one reactor: room for 11 large heads in progress (a large buffer holds the
+    60 KiB head limit plus a 32 KiB receive buffer: 92 KiB). 20 clients each send 3 KiB of a head (more than a
+    small 2 KiB buffer) and wait: 11 are kept, the other 9 are answered 503 `overloaded` (flag OM) with
+    `connection: close` rather than given memory, counted in tern_request_heads_refused_total. A request whose
+    head arrives whole takes none and is served meanwhile, and once the 11 finish their heads each gets its
+    200."""
+    up = http_upstream()
+    prom = dead_port()
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                   "--cores", "1", "--max-head-memory-mb", "1", "--admin", "off", "--health", "off",
+                   "--prometheus", f"127.0.0.1:{prom}")
+    partial = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000
+    kept = (1 << 20) // ((60 + 32) * 1024)
+    refused_n = 20 - kept
+    clients = []
+    try:
+        for _ in range(20):
+            c = RawClient(t.port, timeout=30)
+            c.send(partial)
+            clients.append(c)
+        deadline = time.time() + 30
+        while prometheus_value(prom, "tern_request_heads_refused_total") < refused_n and time.time() < deadline:
+            time.sleep(0.05)
+        assert prometheus_value(prom, "tern_request_heads_refused_total") == refused_n
+        assert RawClient(t.port).exchange("GET", "/whole").status == 200
+        refused = set(select.select([c.sock for c in clients], [], [], 0)[0])
+        assert len(refused) == refused_n, len(refused)
+        for c in clients:
+            if c.sock in refused:
+                got = read_until_closed(c.sock, 10)
+                assert got.startswith(b"HTTP/1.1 503 ") and b"connection: close" in got and got.endswith(b"overloaded"), got
+            else:
+                c.send(b"\r\n\r\n")
+                assert c.read_response().status == 200
+        assert prometheus_value(prom, "tern_request_heads_refused_total") == refused_n
+    finally:
+        for c in clients:
+            c.sock.close()
+
+
 def test_a_connection_that_never_sends_is_closed_after_the_first_byte_timeout(start_tern, http_upstream, backend):
     """A connection that sends nothing is closed after --first-byte-timeout, not kept for the 1 h idle timeout;
     a keep-alive connection that has sent a request is idle by the idle timeout and stays open."""

@@ -395,6 +395,7 @@ BAD_FLAGS = [
     (["--upstream", "127.0.0.1:0"], "--upstream must be IP:PORT or [IPv6]:PORT with a port from 1 to 65535"),
     (["--listen", "127.0.0.1:0"], "--listen and --upstream pair by position"),
     (["--cores", "many"], "--cores"),
+    (["--http", "--max-head-memory-mb", "0"], "--max-head-memory-mb must be a whole number from 1 to 1048576"),
 ]
 
 

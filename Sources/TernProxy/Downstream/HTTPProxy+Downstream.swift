@@ -116,12 +116,13 @@ extension HTTPProxy {
         case .head:
             let wasEmpty = exchanges[x].request.held.isEmpty, exchange = exchanges[x].active
             do {
-                let (a, b) = try bytes.take(buffer: buffer, count: Int(c.result), into: &exchanges[x].request.held)
+                let (a, b) = try bytes.take(buffer: buffer, count: Int(c.result), into: &exchanges[x].request.held, budgeted: true)
                 release(a, reactor)
                 release(b, reactor)
             } catch {
                 release(buffer, reactor)
-                fail(x, .headersTooLarge, reactor)
+                if error == .overBudget { headRefusedOverBudget() }
+                fail(x, error == .tooLarge ? .headersTooLarge : .overloaded, reactor)
                 return
             }
             if wasEmpty && !exchange { exchanges[x].headStart = exchanges[x].lastActivity }

@@ -20,7 +20,13 @@ extension HTTPProxy {
         }
         guard progress == .complete else {
             // The head waits for more bytes without holding a shared receive buffer (HTTPBytes.park).
-            release(bytes.park(&exchanges[x].request.held), reactor)
+            do {
+                release(try bytes.park(&exchanges[x].request.held), reactor)
+            } catch {
+                headRefusedOverBudget()
+                fail(x, .overloaded, reactor)
+                return
+            }
             if downstreams[id].headerTimer == nil {
                 let due = saturatingAdd(exchanges[x].headStart, settings.requestHeaderTimeout.nanoseconds)
                 downstreams[id].headerTimer = reactor.timers.schedule(token(.headerTimer, id), at: due)

@@ -16,6 +16,9 @@ enum LocalReply: Int, CaseIterable {
     /// HTTP/1.0 without `--accept-http-10` (Envoy's `accept_http_10: false`, Istio's default): 426; with it, an
     /// HTTP/1.0 request without Host: 400.
     case upgradeRequired, missingHost
+    /// A request head that needs more memory than its reactor has left for heads in progress
+    /// (`--max-head-memory-mb`): 503 with Envoy's overload-manager flag OM.
+    case overloaded
     /// A route's own response (directResponse, redirect), composed per request; `wire` is not used for it.
     case routeResponse
 
@@ -27,7 +30,7 @@ enum LocalReply: Int, CaseIterable {
         case .notImplemented: 501
         case .versionNotSupported: 505
         case .requestHeaderTimeout, .streamTimeoutRequest: 408
-        case .connectFailure, .connectionTermination, .overflow: 503
+        case .connectFailure, .connectionTermination, .overflow, .overloaded: 503
         case .upstreamTimeout, .streamTimeoutResponse: 504
         case .badGateway: 502
         case .routeNotFound: 404
@@ -71,6 +74,7 @@ enum LocalReply: Int, CaseIterable {
         case .unsupportedRoute: "route action not supported yet"
         case .upgradeRequired: ""
         case .missingHost: "missing host header"
+        case .overloaded: "overloaded"
         default: reason
         }
     }
@@ -88,6 +92,7 @@ enum LocalReply: Int, CaseIterable {
         case .routeNotFound: "NR"
         case .clusterNotFound: "NC"
         case .noHealthyUpstream: "UH"
+        case .overloaded: "OM"
         default: "DPE"
         }
     }
@@ -119,6 +124,7 @@ enum LocalReply: Int, CaseIterable {
         case .unsupportedRoute: "route_action_not_supported"
         case .upgradeRequired: "low_version"
         case .missingHost: "missing_host_header"
+        case .overloaded: "overload"
         case .routeResponse: "direct_response"
         }
     }

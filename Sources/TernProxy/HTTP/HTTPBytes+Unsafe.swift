@@ -30,6 +30,14 @@ struct Held {
     var count: Int { end - start }
 }
 
+/// Why received bytes could not be added to a head in progress.
+enum HeadRefusal: Error {
+    /// Beyond the largest head (431).
+    case tooLarge
+    /// A request head would need memory beyond the reactor's budget for heads in progress (503, OM).
+    case overBudget
+}
+
 @safe final class HTTPBytes {
     private let pool: BufferPool
     let assemblySize: Int
@@ -39,6 +47,10 @@ struct Held {
     private var assemblyIsSmall: [Bool] = []
     private var freeAssemblies: [Int32] = []
     private var freeSmall: [Int32] = []
+    /// Large assembly buffers in use, and how many request heads in progress may hold (`--max-head-memory-mb`:
+    /// memory for heads is accounted, and a head past it is refused rather than allocated for).
+    private(set) var largeInUse = 0
+    let headBudget: Int
 
     /// Per connection slot: the client's address as text (for X-Forwarded-For) and a request id.
     private let scratch: UnsafeMutableRawPointer
@@ -50,9 +62,10 @@ struct Held {
     private let replies: UnsafeMutableRawPointer
     private var replySpans: [(Int, Int)] = []
 
-    init(pool: BufferPool, assemblySize: Int, slots: Int) {
+    init(pool: BufferPool, assemblySize: Int, slots: Int, headMemory: Int = 64 << 20) {
         self.pool = pool
         self.assemblySize = assemblySize
+        headBudget = max(1, headMemory / assemblySize)
         scratchCount = slots
         // SAFETY: owned until deinit; indexes are checked against scratchCount.
         unsafe scratch = calloc(slots, Self.scratchSize)!
@@ -104,16 +117,19 @@ struct Held {
     /// Adds `count` bytes received into pooled buffer `id` to `held` and returns the pooled buffers no longer
     /// needed (their bytes were copied into an assembly buffer) for the caller to release. The first bytes of
     /// a message stay in the buffer they arrived in; a head split across reads is gathered in an assembly
-    /// buffer. Throws `headTooLarge`, changing nothing, when the bytes would not fit.
-    func take(buffer id: UInt16, count: Int, into held: inout Held) throws(HTTPParseError) -> (UInt16?, UInt16?) {
+    /// buffer. Throws, changing nothing, when the bytes would not fit (`tooLarge`), or when a request head
+    /// (`budgeted`) would need a large assembly buffer beyond the reactor's head memory (`overBudget`).
+    func take(buffer id: UInt16, count: Int, into held: inout Held, budgeted: Bool = false) throws(HeadRefusal) -> (UInt16?, UInt16?) {
         if !held.holdsStorage {
             held = Held(buffer: Int32(id), assembly: -1, start: 0, end: count)
             return (nil, nil)
         }
         let total = held.count + count
-        guard total <= assemblySize else { throw HTTPParseError(.headTooLarge) }
+        guard total <= assemblySize else { throw .tooLarge }
         var released: UInt16? = nil
         if held.assembly < 0 || total > capacity(held.assembly) {
+            // (A large assembly is never outgrown: it holds the largest head.)
+            if budgeted && total > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
             // Into an assembly buffer big enough: from a pooled buffer, or out of a small one outgrown.
             let a = takeAssembly(small: total <= Self.smallAssemblySize)
             unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
@@ -135,8 +151,9 @@ struct Held {
     /// Moves held bytes out of their pooled receive buffer into an assembly buffer (a small one when they fit)
     /// and returns the pooled buffer to release; nil when they were not in one. For a head still incomplete
     /// after a receive: its connection then holds none of the reactor's shared receive buffers while it waits.
-    func park(_ held: inout Held) -> UInt16? {
+    func park(_ held: inout Held) throws(HeadRefusal) -> UInt16? {
         guard held.buffer >= 0, held.assembly < 0 else { return nil }
+        if held.count > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
         let a = takeAssembly(small: held.count <= Self.smallAssemblySize)
         unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
         let released = UInt16(held.buffer)
@@ -147,6 +164,7 @@ struct Held {
     private func capacity(_ a: Int32) -> Int { assemblyIsSmall[Int(a)] ? Self.smallAssemblySize : assemblySize }
 
     private func takeAssembly(small: Bool = false) -> Int32 {
+        if !small { largeInUse += 1 }
         if small, let a = freeSmall.popLast() { return a }
         if !small, let a = freeAssemblies.popLast() { return a }
         let size = small ? Self.smallAssemblySize : assemblySize
@@ -161,7 +179,10 @@ struct Held {
     /// the proxy runs: a send of a connection being torn down may still be reading it (its cancellation is
     /// asynchronous), and freed memory could then carry another client's bytes.
     private func giveBack(_ a: Int32) {
-        if assemblyIsSmall[Int(a)] { freeSmall.append(a) } else { freeAssemblies.append(a) }
+        if assemblyIsSmall[Int(a)] { freeSmall.append(a) } else {
+            largeInUse -= 1
+            freeAssemblies.append(a)
+        }
     }
 
     /// Drops the held bytes' storage. Returns a pooled buffer to release, if one was held.

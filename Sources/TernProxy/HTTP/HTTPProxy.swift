@@ -40,6 +40,9 @@ public struct HTTPSettings: Sendable {
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
     /// is not kept for the idle timeout).
     public var firstByteTimeout = TernDuration.seconds(10)
+    /// `--max-head-memory-mb`: memory each reactor gives request heads that arrive in pieces and outgrow a small
+    /// buffer (a head that arrives whole in one read takes none); a head that would need more is answered 503.
+    public var maxHeadMemoryBytes = 64 << 20
     /// `--stream-idle-timeout`: an exchange with no bytes moving for this long is ended.
     public var streamIdleTimeout = TernDuration.seconds(300)
     /// `--max-pending-requests`: requests waiting for an upstream connection, per reactor; beyond: 503 UO.
@@ -95,8 +98,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// rejects, HAProxy queues without bound; waiting for ever behind long requests helps no client).
     static var shedGrace: UInt64 { 1_000_000_000 }
     /// The answer to a connection shed at the descriptor cap, sent before its request is read.
-    let overloadReply: [UInt8] = Array(("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\n"
-        + "content-type: text/plain\r\nconnection: close\r\n\r\noverloaded").utf8)
+    let overloadReply: [UInt8] = Array(LocalReply.overloaded.wire(close: true).utf8)
 
     /// A Content-Length body with at least this much left after its head is spliced (socket → pipe → socket,
     /// as the TCP relay moves bytes) instead of passing through receive buffers.
@@ -196,7 +198,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         downstreams = Slab(capacity: capacity)
         exchanges = Slab(capacity: capacity)
         upstreams = Slab(capacity: capacity)
-        bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.size, slots: capacity)
+        bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.size, slots: capacity,
+                          headMemory: settings.maxHeadMemoryBytes)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.
         toClient = IOVecTable(count: capacity, maxSegments: 48)
         toUpstream = IOVecTable(count: capacity, maxSegments: 48)
@@ -319,6 +322,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             if shedding { Log.info("descriptors free again: accepting connections") }
             saturatedSince = 0
             shedding = false
+        }
+    }
+
+    /// A request head was refused because heads in progress hold the reactor's `--max-head-memory-mb`: counted,
+    /// and said in a warning line at the first and every thousandth.
+    func headRefusedOverBudget() {
+        let n = counters.headsOverBudget.wrappingAdd(1, ordering: .relaxed).newValue
+        if n == 1 || n % 1000 == 0 {
+            Log.warn("request heads in progress hold the reactor's head memory (\(bytes.headBudget) large buffers, --max-head-memory-mb): answering new ones 503 (\(n) so far)")
         }
     }
 

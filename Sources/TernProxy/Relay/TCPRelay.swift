@@ -55,6 +55,8 @@ public final class RelayCounters: Sendable {
     /// HTTP connections answered 503 and closed at once because the descriptor cap stayed reached with no idle
     /// connection to close.
     public let shed = Atomic<Int>(0)
+    /// Request heads answered 503 because heads in progress held their reactor's `--max-head-memory-mb`.
+    public let headsOverBudget = Atomic<Int>(0)
     public init() {}
 }
 

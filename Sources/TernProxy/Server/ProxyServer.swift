@@ -466,6 +466,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.idleEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_connections_shed_total", help: "HTTP connections answered 503 and closed at once: the descriptor cap had been reached for 1s with no idle connection to close.", kind: .counter,
                          samples: one(Double(counters.shed.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_request_heads_refused_total", help: "Request heads answered 503 (OM) because heads in progress held their reactor's --max-head-memory-mb.", kind: .counter,
+                         samples: one(Double(counters.headsOverBudget.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_open_descriptors", help: "Sockets held by client and upstream connections, against the descriptor cap.", kind: .gauge,
                          samples: one(Double(counters.descriptors.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_side_connections_evicted_total", help: "Connections to the admin, health and Prometheus listeners closed to admit a newer one (a listener at its cap of 64).", kind: .counter,

@@ -41,6 +41,9 @@ struct ProxyCommand: ParsableCommand {
     @Flag(name: .customLong("accept-http-10"), help: "--http: proxy HTTP/1.0 requests (they need a Host field); without it they are answered 426 Upgrade Required, as Envoy and Istio answer them by default.")
     var acceptHTTP10 = false
 
+    @Option(name: .customLong("max-head-memory-mb"), help: "--http: MiB each reactor gives request heads that arrive in pieces (beyond: 503, flag OM).")
+    var maxHeadMemoryMB: Int = 64
+
     @Option(name: .customLong("first-byte-timeout"), help: "--http: a client connection that sends no byte within this of its accept is closed (the idle timeout covers the time between its requests after that).")
     var firstByteTimeout: String = "10s"
 
@@ -248,6 +251,7 @@ struct ProxyCommand: ParsableCommand {
         h.upstreamTimeout = try duration(upstreamTimeout, flag: "--upstream-timeout", allowZero: true)
         h.requestHeaderTimeout = try duration(requestHeaderTimeout, flag: "--request-header-timeout")
         h.firstByteTimeout = try duration(firstByteTimeout, flag: "--first-byte-timeout")
+        h.maxHeadMemoryBytes = try positive(maxHeadMemoryMB, "--max-head-memory-mb", max: 1 << 20) << 20
         h.acceptHTTP10 = acceptHTTP10
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         h.maxPendingRequests = try positive(maxPendingRequests, "--max-pending-requests", max: 1 << 20)
