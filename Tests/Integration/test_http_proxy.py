@@ -1081,17 +1081,17 @@ def test_a_connection_that_never_sends_is_closed_after_the_first_byte_timeout(st
     assert served.exchange("GET", "/second").status == 200
 
 
-def tern_with_600_descriptors(start_tern, up, backend):
-    """An HTTP Tern on one reactor under `ulimit -n 600` (a descriptor cap of 438) with Prometheus on; returns
-    it and its Prometheus port."""
+def tern_with_descriptors(start_tern, up, backend, *extra, nofile=600):
+    """An HTTP Tern on one reactor under `ulimit -n NOFILE` (a descriptor cap of NOFILE - 162: 438 for 600)
+    with Prometheus on; returns it and its Prometheus port."""
     import resource
 
     def limit():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     prom = dead_port()
     t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
                    "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
-                   preexec_fn=limit)
+                   *extra, preexec_fn=limit)
     return t, prom
 
 
@@ -1103,16 +1103,22 @@ def prometheus_value(port, name):
 
 
 def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern, http_upstream, backend):
-    """Under `ulimit -n 600` Tern holds about 420 idle client connections (one socket each; the upstream
-    connection is pooled). 700 clients each send a request and keep their connection open: every one is
-    answered, the oldest idle connections being closed (FIN) to make room, counted in
+    """The issue's size: under `ulimit -n 8000` Tern holds about 7,820 idle client connections (one socket
+    each; the upstream connection is pooled). 10,000 clients each send a request and keep their connection
+    open: every one is answered, the oldest idle connections being closed (FIN) to make room, counted in
     tern_idle_connections_evicted_total, where they used to fill the cap and stop all new service until the 1 h
     idle timeout."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 11000:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 11000:
+        pytest.skip("needs 11,000 descriptors (10,000 client sockets here)")
     up = http_upstream()
-    t, prom = tern_with_600_descriptors(start_tern, up, backend)
+    t, prom = tern_with_descriptors(start_tern, up, backend, nofile=8000)
     clients = []
     try:
-        for i in range(700):
+        for i in range(10_000):
             c = RawClient(t.port)
             c.sock.settimeout(30)
             assert c.exchange("GET", f"/c/{i}").status == 200, i
@@ -1127,7 +1133,7 @@ def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern,
         assert closed == 100, "the oldest idle connections were not the ones closed"
         assert clients[-1].exchange("GET", "/last").status == 200, "the newest connection was closed"
         evicted = prometheus_value(prom, "tern_idle_connections_evicted_total")
-        assert evicted >= 700 - 440, evicted
+        assert evicted >= 10_000 - 7_840, evicted
     finally:
         for c in clients:
             c.sock.close()
@@ -1140,7 +1146,7 @@ def test_descriptor_cap_with_nothing_idle_answers_503(start_tern, http_upstream,
     `connection: close` and counted in tern_connections_shed_total. Once the upstream answers, every held
     request gets its 200 and a new client is served."""
     up = http_upstream()
-    t, prom = tern_with_600_descriptors(start_tern, up, backend)
+    t, prom = tern_with_descriptors(start_tern, up, backend, "--upstream-timeout", "0s")
 
     def counter(name):
         return int(prometheus_value(prom, name))
@@ -1174,6 +1180,71 @@ def test_descriptor_cap_with_nothing_idle_answers_503(start_tern, http_upstream,
         for c in clients:
             c.sock.close()
     assert RawClient(t.port).exchange("GET", "/after").status == 200
+
+
+def test_requests_waiting_for_an_upstream_connection_hold_no_receive_buffer(start_tern, http_upstream, backend):
+    """--max-upstream-connections 10 on one reactor: 300 clients each send a request the upstream holds, so 290
+    wait in the queue, more than the reactor's 256 receive buffers. A waiting request moves its bytes out of
+    the shared buffer it arrived in; when each sat in one, no buffer was left to receive the 10 responses that
+    would let the queue move, and every request stalled until the stream idle timeout. Once the upstream
+    answers, all 300 get their 200."""
+    up = http_upstream()
+    t = proxy(start_tern, up, backend, "--max-upstream-connections", "10", "--upstream-timeout", "0s")
+    clients = []
+    try:
+        for i in range(300):
+            c = RawClient(t.port, timeout=30)
+            c.send(f"GET /hold/q?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            clients.append(c)
+        deadline = time.time() + 30
+        while len(up.requests) < 10 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(up.requests) == 10
+        up.release("q")
+        statuses = [c.read_response().status for c in clients]
+        assert statuses == [200] * 300, [s for s in statuses if s != 200][:5]
+        assert len(up.requests) == 300
+    finally:
+        for c in clients:
+            c.sock.close()
+
+
+def test_requests_wait_for_a_descriptor_for_their_upstream_socket(start_tern, http_upstream, backend):
+    """Under `ulimit -n 600`, 400 keep-alive clients (one socket each, one pooled upstream connection) then
+    all send a request the upstream holds: each needs an upstream connection of its own, and the descriptors
+    run out part way. Those requests wait for a descriptor (tern_upstream_descriptor_waits_total) instead of
+    failing with 503 UF. At the cap Tern also closes keep-alive connections it sees idle, and a request sent
+    on one just then is lost with it, as HTTP/1.1 allows (RFC 9112 §9.3.1): the client sends it again on a new
+    connection, as clients do. Once the upstream answers, every one of the 400 requests gets its 200."""
+    up = http_upstream()
+    t, prom = tern_with_descriptors(start_tern, up, backend, "--upstream-timeout", "0s")
+    clients = []
+    try:
+        for i in range(400):
+            c = RawClient(t.port, timeout=60)
+            assert c.exchange("GET", f"/first/{i}").status == 200, i
+            clients.append(c)
+        for i, c in enumerate(clients):
+            c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        deadline = time.time() + 30
+        while prometheus_value(prom, "tern_upstream_descriptor_waits_total") < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert prometheus_value(prom, "tern_upstream_descriptor_waits_total") >= 1
+        assert 400 < len(up.requests) < 800, len(up.requests)
+        up.release("a")
+        statuses, lost = [], []
+        for i, c in enumerate(clients):
+            try:
+                statuses.append(c.read_response().status)
+            except (ConnectionError, AssertionError):  # closed (FIN or reset) with no response
+                lost.append(i)
+        assert statuses == [200] * len(statuses), [s for s in statuses if s != 200][:5]
+        assert len(lost) <= prometheus_value(prom, "tern_idle_connections_evicted_total"), len(lost)
+        for i in lost:
+            assert RawClient(t.port, timeout=30).exchange("GET", f"/hold/a?again{i}").status == 200, i
+    finally:
+        for c in clients:
+            c.sock.close()
 
 
 def test_idle_upstream_pool_is_capped(start_tern, http_upstream, backend):

@@ -30,6 +30,8 @@ func syscallOrThrow(_ call: String, _ body: () -> Int) throws(IOError) -> Int {
 public enum Errno {
     public static let EAGAIN = Glibc.EAGAIN
     public static let ECANCELED = Glibc.ECANCELED
+    public static let EMFILE = Glibc.EMFILE
+    public static let ENFILE = Glibc.ENFILE
     public static let ECONNRESET = Glibc.ECONNRESET
     public static let EPERM = Glibc.EPERM
     public static let ENOSYS = Glibc.ENOSYS

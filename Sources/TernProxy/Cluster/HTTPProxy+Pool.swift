@@ -32,6 +32,11 @@ extension HTTPProxy {
             bind(u, to: next, reused: true, reactor)
             return
         }
+        // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
+        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0, for: e) }) {
+            bind(u, to: descriptorWaiters.remove(at: i), reused: true, reactor)
+            return
+        }
         guard !draining && pools.slots[e].configured && pools.slots[e].idle.count < settings.maxIdleUpstream else {
             closeUpstream(u, reactor)
             return
@@ -74,6 +79,7 @@ extension HTTPProxy {
         reactor.backend.unregister(fd: upstreams[u].fd)
         System.close(upstreams[u].fd)
         counters.descriptors.subtract(1, ordering: .relaxed)
+        if upstreams[u].closingForRoom { closingForRoom -= 1 }
         upstreams.remove(u)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
         pools.connectionClosed(e)

@@ -32,6 +32,8 @@ struct DownstreamConnection {
     var idlePrevious: DID? = nil
     var idleNext: DID? = nil
     var inIdleList = false
+    /// Closed to make room at the descriptor cap (`HTTPProxy.closingForRoom` counts it until its socket closes).
+    var closingForRoom = false
     // Timers are lazy: each is set when first needed and, when it fires, checks the time it guards (below) and
     // sets itself again if that moved; nothing is cancelled on the request path. A keep-alive request then costs
     // no timer operation.

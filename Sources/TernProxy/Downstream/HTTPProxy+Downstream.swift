@@ -230,6 +230,7 @@ extension HTTPProxy {
         responseParsers.give(exchanges[x].response.parser)
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
+        if downstreams[id].closingForRoom { closingForRoom -= 1 }
         exchanges.remove(x)
         downstreams.remove(id)
         counters.active.subtract(1, ordering: .relaxed)

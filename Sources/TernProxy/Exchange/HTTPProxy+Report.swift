@@ -56,12 +56,13 @@ extension HTTPProxy {
                 r.upstreamCluster = balancers.clusterName(of: outstanding)
             }
             r.routeName = exchanges[x].report.routeName
-            if let reply = exchanges[x].report.answeredBy {
+            if exchanges[x].report.cutAtDrainTimeout {
+                // Whatever had been answered so far, Tern cut the exchange.
+                r.responseCodeDetails = "downstream_local_disconnect(drain_timeout)"
+            } else if let reply = exchanges[x].report.answeredBy {
                 r.responseCodeDetails = exchanges[x].report.failedAfterResponseStarted ? reply.detailsAfterResponseStarted : reply.details
             } else if exchanges[x].report.status != 0 {
                 r.responseCodeDetails = "via_upstream"
-            } else if exchanges[x].report.cutAtDrainTimeout {
-                r.responseCodeDetails = "downstream_local_disconnect(drain_timeout)"
             } else if exchanges[x].report.flags.contains(.downstreamConnectionTermination) {
                 r.responseCodeDetails = "downstream_remote_disconnect"
             }

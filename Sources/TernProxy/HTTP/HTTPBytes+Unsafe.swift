@@ -45,10 +45,13 @@ enum HeadRefusal: Error {
     static let smallAssemblySize = 2048
     private var assemblies: [UnsafeMutableRawPointer] = unsafe []
     private var assemblyIsSmall: [Bool] = []
+    /// A large assembly taken for a request head in progress (counted in `largeInUse` until given back).
+    private var assemblyIsBudgeted: [Bool] = []
     private var freeAssemblies: [Int32] = []
     private var freeSmall: [Int32] = []
-    /// Large assembly buffers in use, and how many request heads in progress may hold (`--max-head-memory-mb`:
-    /// memory for heads is accounted, and a head past it is refused rather than allocated for).
+    /// Large assembly buffers holding request heads in progress, and how many they may be (`--max-head-memory-mb`:
+    /// memory for heads is accounted, and a head past it is refused rather than allocated for). Large buffers
+    /// for other uses (responses composed, response heads) are not counted.
     private(set) var largeInUse = 0
     let headBudget: Int
 
@@ -86,6 +89,7 @@ enum HeadRefusal: Error {
         rng = SplitMix(seed: system.next())
         unsafe assemblies.reserveCapacity(64)
         assemblyIsSmall.reserveCapacity(64)
+        assemblyIsBudgeted.reserveCapacity(64)
         freeAssemblies.reserveCapacity(64)
         freeSmall.reserveCapacity(64)
     }
@@ -131,7 +135,7 @@ enum HeadRefusal: Error {
             // (A large assembly is never outgrown: it holds the largest head.)
             if budgeted && total > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
             // Into an assembly buffer big enough: from a pooled buffer, or out of a small one outgrown.
-            let a = takeAssembly(small: total <= Self.smallAssemblySize)
+            let a = takeAssembly(small: total <= Self.smallAssemblySize, budgeted: budgeted)
             unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
             if held.assembly >= 0 { giveBack(held.assembly) } else { released = UInt16(held.buffer) }
             held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
@@ -154,7 +158,7 @@ enum HeadRefusal: Error {
     func park(_ held: inout Held) throws(HeadRefusal) -> UInt16? {
         guard held.buffer >= 0, held.assembly < 0 else { return nil }
         if held.count > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
-        let a = takeAssembly(small: held.count <= Self.smallAssemblySize)
+        let a = takeAssembly(small: held.count <= Self.smallAssemblySize, budgeted: true)
         unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
         let released = UInt16(held.buffer)
         held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
@@ -163,26 +167,36 @@ enum HeadRefusal: Error {
 
     private func capacity(_ a: Int32) -> Int { assemblyIsSmall[Int(a)] ? Self.smallAssemblySize : assemblySize }
 
-    private func takeAssembly(small: Bool = false) -> Int32 {
-        if !small { largeInUse += 1 }
-        if small, let a = freeSmall.popLast() { return a }
-        if !small, let a = freeAssemblies.popLast() { return a }
-        let size = small ? Self.smallAssemblySize : assemblySize
-        // SAFETY: owned by `assemblies` until deinit.
-        let memory = unsafe malloc(size)!
-        unsafe assemblies.append(memory)
-        assemblyIsSmall.append(small)
-        return unsafe Int32(assemblies.count - 1)
+    private func takeAssembly(small: Bool = false, budgeted: Bool = false) -> Int32 {
+        let a: Int32
+        if small, let free = freeSmall.popLast() {
+            a = free
+        } else if !small, let free = freeAssemblies.popLast() {
+            a = free
+        } else {
+            // SAFETY: owned by `assemblies` until deinit.
+            let memory = unsafe malloc(small ? Self.smallAssemblySize : assemblySize)!
+            unsafe assemblies.append(memory)
+            assemblyIsSmall.append(small)
+            assemblyIsBudgeted.append(false)
+            a = unsafe Int32(assemblies.count - 1)
+        }
+        if budgeted && !small {
+            assemblyIsBudgeted[Int(a)] = true
+            largeInUse += 1
+        }
+        return a
     }
 
     /// An assembly buffer no longer used: kept for reuse. Its memory is never returned to the allocator while
     /// the proxy runs: a send of a connection being torn down may still be reading it (its cancellation is
     /// asynchronous), and freed memory could then carry another client's bytes.
     private func giveBack(_ a: Int32) {
-        if assemblyIsSmall[Int(a)] { freeSmall.append(a) } else {
+        if assemblyIsBudgeted[Int(a)] {
+            assemblyIsBudgeted[Int(a)] = false
             largeInUse -= 1
-            freeAssemblies.append(a)
         }
+        if assemblyIsSmall[Int(a)] { freeSmall.append(a) } else { freeAssemblies.append(a) }
     }
 
     /// Drops the held bytes' storage. Returns a pooled buffer to release, if one was held.

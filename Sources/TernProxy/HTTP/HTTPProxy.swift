@@ -86,6 +86,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case requestSpliceIn, requestSpliceOut, responseSpliceIn, responseSpliceOut
         /// Wakes the loop when the descriptor cap has been reached for `shedGrace` (slot and generation 0).
         case shedTimer
+        /// Retries the upstream sockets of `descriptorWaiters` (slot and generation 0).
+        case descriptorRetry
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -157,6 +159,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// are being answered 503 because that has lasted `shedGrace`.
     var saturatedSince: UInt64 = 0
     var shedding = false
+    /// Connections closed to make room at the descriptor cap whose sockets are not closed yet.
+    var closingForRoom = 0
+    /// Exchanges whose upstream socket could not be opened for lack of descriptors (EMFILE/ENFILE): retried on
+    /// `descriptorRetry` until one is free or their own deadlines end them.
+    var descriptorWaiters: [XID] = []
+    var descriptorRetryArmed = false
+    var retryingDescriptors = false
     let trustedClient: Bool
     /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4), and relays the
     /// connections of TCP listeners when the process has listeners of both kinds.
@@ -281,47 +290,70 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // Once per loop iteration, before the reactor waits: client connections open on this reactor, those
         // carrying HTTP and the tunnels handed to the relay (tern_active_connections).
         reactor.control.activeConnections.store(downstreams.count + tunnels.count, ordering: .relaxed)
-        var used = counters.descriptors.load(ordering: .relaxed)
-        // Near the descriptor cap, connections that wait for a request make room for new ones, oldest first
-        // (as the overload managers of Envoy and HAProxy close idle connections before refusing work): a cap
-        // filled by idle keep-alive clients must not stop all new service.
-        if used >= relay.descriptorCap - Self.evictionMargin && !draining {
+        // Sockets held, less those already closing to make room (their descriptors are freed when their
+        // cancelled operations complete, an iteration or two later: counted once, not closed for again).
+        var used = counters.descriptors.load(ordering: .relaxed) - closingForRoom
+        // Near the descriptor cap, connections that wait for work make room for new ones (as the overload
+        // managers of Envoy and HAProxy close idle connections before refusing work): idle pooled upstream
+        // connections first (closing one costs no client anything), then idle keep-alive clients, oldest first.
+        // A cap filled by idle connections must not stop all new service.
+        let room = relay.descriptorCap - Self.evictionMargin
+        if used >= room && !draining {
+            var closed = 0
+            for e in pools.slots.indices where idleUpstreams > 0 && used - closed >= room {
+                while closed < 16, used - closed >= room, !pools.slots[e].idle.isEmpty {
+                    let u = pools.slots[e].idle.removeFirst()
+                    guard upstreams.isCurrent(u), upstreams[u].state == .idle else { continue }
+                    Log.debug("descriptor cap reached: closing an idle upstream connection")
+                    upstreams[u].closingForRoom = true
+                    closingForRoom += 1
+                    closeUpstream(u, reactor)
+                    closed += 1
+                }
+            }
             var evicted = 0
-            while evicted < 16, used - evicted >= relay.descriptorCap - Self.evictionMargin, let oldest = idle.oldest {
+            while closed < 16, used - closed >= room, let oldest = idle.oldest {
                 idle.remove(oldest, downstreams)
                 // A request already waiting in the socket makes the connection busy, not idle: it is left to be read.
                 if System.peek(downstreams[oldest].fd) > 0 { continue }
                 Log.debug("descriptor cap reached: closing the oldest idle client connection")
+                downstreams[oldest].closingForRoom = true
+                closingForRoom += 1
                 closeDownstream(oldest, reset: false, reactor)
+                closed += 1
                 evicted += 1
             }
-            if evicted > 0 {
-                counters.idleEvicted.add(evicted, ordering: .relaxed)
-                used = counters.descriptors.load(ordering: .relaxed)
-            }
+            if evicted > 0 { counters.idleEvicted.add(evicted, ordering: .relaxed) }
+            used = counters.descriptors.load(ordering: .relaxed) - closingForRoom
         }
         let atCap = used >= relay.descriptorCap - Self.acceptMargin
-        updateShedding(saturated: atCap && idle.oldest == nil && !draining, reactor)
+        updateShedding(atCap: atCap && !draining, nothingIdle: idle.oldest == nil && idleUpstreams == 0, reactor)
         acceptor.update(atCap: atCap && !shedding, headroom: shedding ? 0 : relay.descriptorCap - used, draining: draining, reactor)
     }
 
     /// At the descriptor cap with no idle connection left to close, new connections first wait in the listen
     /// backlog (a request ending frees a descriptor soon); once that has lasted `shedGrace`, they are accepted
-    /// one at a time and answered 503 until descriptors are free again, so none waits without an answer.
-    private func updateShedding(saturated: Bool, _ reactor: Reactor<Backend>) {
-        if saturated {
-            let now = System.monotonicNanos()
-            if saturatedSince == 0 {
-                saturatedSince = now
-                _ = reactor.timers.schedule(Token(op: Op.shedTimer.rawValue, slot: 0, generation: 0), at: now + Self.shedGrace)
-            } else if !shedding && now - saturatedSince >= Self.shedGrace {
-                shedding = true
-                Log.warn("descriptor cap (\(relay.descriptorCap)) reached with no idle connection to close: answering new connections 503 until descriptors are free")
-            }
-        } else if saturatedSince != 0 {
+    /// one at a time and answered 503 until the reactor is below the cap again, so none waits without an answer.
+    /// Shedding stops only below the cap (a connection going idle meanwhile does not restart the grace).
+    private func updateShedding(atCap: Bool, nothingIdle: Bool, _ reactor: Reactor<Backend>) {
+        guard atCap else {
             if shedding { Log.info("descriptors free again: accepting connections") }
             saturatedSince = 0
             shedding = false
+            return
+        }
+        if shedding { return }
+        guard nothingIdle else {
+            saturatedSince = 0  // something can still be closed for room: no grace running
+            return
+        }
+        let now = System.monotonicNanos()
+        if saturatedSince == 0 {
+            saturatedSince = now
+            _ = reactor.timers.schedule(Token(op: Op.shedTimer.rawValue, slot: 0, generation: 0), at: now + Self.shedGrace)
+        } else if now - saturatedSince >= Self.shedGrace {
+            shedding = true
+            Log.warn("descriptor cap (\(relay.descriptorCap)) reached with no idle connection to close: answering new connections 503 until descriptors are free")
         }
     }
 
@@ -432,6 +464,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             acceptor.backoffFired(token, headroom: relay.descriptorCap - counters.descriptors.load(ordering: .relaxed), reactor)
         case .shedTimer:
             break  // the iteration that follows decides
+        case .descriptorRetry:
+            descriptorRetryArmed = false
+            retryDescriptorWaiters(reactor)
         case .connectTimer, .poolTimer:
             let u = UID(index: token.slot, generation: token.generation)
             guard upstreams.isCurrent(u) else { return }

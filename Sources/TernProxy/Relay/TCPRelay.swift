@@ -57,6 +57,8 @@ public final class RelayCounters: Sendable {
     public let shed = Atomic<Int>(0)
     /// Request heads answered 503 because heads in progress held their reactor's `--max-head-memory-mb`.
     public let headsOverBudget = Atomic<Int>(0)
+    /// HTTP requests whose upstream socket could not be opened for lack of descriptors and waited for one.
+    public let upstreamDescriptorWaits = Atomic<Int>(0)
     public init() {}
 }
 

@@ -17,7 +17,9 @@ extension HTTPProxy {
         }
         if pools.slots[e].connections < settings.maxUpstreamConnections {
             connect(for: x, reactor)
-        } else if pools.slots[e].pending.push(x, limit: settings.maxPendingRequests) {
+        } else if pools.slots[e].pending.count < settings.maxPendingRequests {
+            guard parkWaiting(x, reactor) else { return }
+            _ = pools.slots[e].pending.push(x, limit: settings.maxPendingRequests)
             Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
         } else {
             Log.debug("pending request queue full (UO)")
@@ -27,10 +29,17 @@ extension HTTPProxy {
 
     func connect(for x: XID, _ reactor: Reactor<Backend>) {
         let e = exchanges[x].attempt.endpoint
+        // Upstream sockets may use part of the reserve beyond the descriptor cap, never the descriptors kept for
+        // the side listeners, pipes and logs: past that the request waits for one (closing idle connections at
+        // the cap frees some), retried shortly; its own timeouts still bound the wait.
+        guard counters.descriptors.load(ordering: .relaxed) - Self.acceptMargin < relay.descriptorCap else {
+            return waitForDescriptor(x, reactor)
+        }
         let fd: Int32
         do {
             fd = try System.tcpSocket(family: pools.slots[e].address.family)
         } catch {
+            if error.errno == Errno.EMFILE || error.errno == Errno.ENFILE { return waitForDescriptor(x, reactor) }
             Log.debug("upstream socket: \(error)")
             fail(x, .connectFailure, reactor)
             return
@@ -50,6 +59,60 @@ extension HTTPProxy {
         upstreams[u].connectTimer = reactor.timers.schedule(token(.connectTimer, u), at: deadline(after: relay.connectTimeout))
         upstreams[u].inflight += 1
         reactor.backend.connect(fd: fd, to: pools.slots[e].address, token: token(.upstreamConnect, u))
+    }
+
+    /// Out of descriptors for exchange `x`'s upstream socket: it waits in `descriptorWaiters` (an upstream
+    /// connection to its endpoint coming free takes it, see `recycle`; otherwise retried every 5 ms, oldest
+    /// first, while descriptors are below the cap again). Counted and logged once per request.
+    func waitForDescriptor(_ x: XID, _ reactor: Reactor<Backend>) {
+        guard parkWaiting(x, reactor) else { return }
+        if !retryingDescriptors {
+            Log.debug("no descriptor for an upstream socket: the request waits for one")
+            counters.upstreamDescriptorWaits.add(1, ordering: .relaxed)
+        }
+        descriptorWaiters.append(x)
+        armDescriptorRetry(reactor)
+    }
+
+    /// A request about to wait for an upstream connection gives back the shared receive buffer its bytes are
+    /// in (they move to an assembly buffer of its own, as a slow head's do): requests waiting in numbers must
+    /// not leave the reactor without buffers to receive the responses that would let them go on. False when
+    /// head memory is exhausted (`--max-head-memory-mb`): the request was answered 503 instead.
+    func parkWaiting(_ x: XID, _ reactor: Reactor<Backend>) -> Bool {
+        do {
+            release(try bytes.park(&exchanges[x].request.held), reactor)
+            return true
+        } catch {
+            headRefusedOverBudget()
+            fail(x, .overloaded, reactor)
+            return false
+        }
+    }
+
+    private func armDescriptorRetry(_ reactor: Reactor<Backend>) {
+        guard !descriptorRetryArmed else { return }
+        descriptorRetryArmed = reactor.timers.schedule(Token(op: Op.descriptorRetry.rawValue, slot: 0, generation: 0),
+                                                       at: System.monotonicNanos() + 5_000_000) != nil
+    }
+
+    /// The retry timer fired: the waiting requests, oldest first, open their sockets while descriptors allow
+    /// (stopping at the first that has to wait again); the rest wait for the next round.
+    func retryDescriptorWaiters(_ reactor: Reactor<Backend>) {
+        retryingDescriptors = true
+        defer { retryingDescriptors = false }
+        var done = 0
+        while done < descriptorWaiters.count
+            && counters.descriptors.load(ordering: .relaxed) - Self.acceptMargin < relay.descriptorCap
+        {
+            let x = descriptorWaiters[done]
+            done += 1
+            guard exchanges.isCurrent(x), isWaiting(x, for: exchanges[x].attempt.endpoint) else { continue }
+            let before = descriptorWaiters.count
+            connect(for: x, reactor)
+            if descriptorWaiters.count > before { break }  // it waits again (appended): so would the rest
+        }
+        descriptorWaiters.removeFirst(done)
+        if !descriptorWaiters.isEmpty { armDescriptorRetry(reactor) }
     }
 
     func upstreamConnected(_ u: UID, _ result: Int32, _ reactor: Reactor<Backend>) {

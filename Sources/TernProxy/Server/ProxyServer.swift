@@ -192,7 +192,7 @@ public final class ProxyServer {
         // Each side listener holds up to 64 connections (AdminServer.connectionsPerListener).
         let t = settings.telemetry
         let side = [t.admin, t.health, t.prometheus].filter { $0.address != nil }.count * AdminServer.connectionsPerListener
-        relaySettings.descriptorCap = max(16, usable - 64 - side - (2 * settings.listen.count + 32) * cpus.count)
+        relaySettings.descriptorCap = max(64, usable - 64 - side - (2 * settings.listen.count + 32) * cpus.count)
         let controls = cpus.map { _ in ReactorControl() }
         if let publisher {
             publisher.attach(controls)
@@ -468,6 +468,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.shed.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_request_heads_refused_total", help: "Request heads answered 503 (OM) because heads in progress held their reactor's --max-head-memory-mb.", kind: .counter,
                          samples: one(Double(counters.headsOverBudget.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_upstream_descriptor_waits_total", help: "HTTP requests whose upstream socket could not be opened for lack of descriptors (EMFILE/ENFILE) and waited for one.", kind: .counter,
+                         samples: one(Double(counters.upstreamDescriptorWaits.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_open_descriptors", help: "Sockets held by client and upstream connections, against the descriptor cap.", kind: .gauge,
                          samples: one(Double(counters.descriptors.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_side_connections_evicted_total", help: "Connections to the admin, health and Prometheus listeners closed to admit a newer one (a listener at its cap of 64).", kind: .counter,

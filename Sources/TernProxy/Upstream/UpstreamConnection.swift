@@ -26,6 +26,8 @@ struct UpstreamConnection {
     /// Lazy, as the downstream timers: set when the connection first goes idle.
     var poolTimer: TimerWheel.ID? = nil
     var idleSince: UInt64 = 0
+    /// Closed to make room at the descriptor cap (`HTTPProxy.closingForRoom` counts it until its socket closes).
+    var closingForRoom = false
 
     init(fd: Int32, endpoint: Int) {
         self.fd = fd
