@@ -1209,6 +1209,36 @@ def test_requests_waiting_for_an_upstream_connection_hold_no_receive_buffer(star
             c.sock.close()
 
 
+def keep_alive_clients_then_held_requests(t, prom, up, n=400):
+    """n keep-alive clients each served once, then each sending a request the upstream holds (`/hold/a`);
+    returns them once some request waits for a descriptor and the upstream holds more than the first n."""
+    clients = []
+    for i in range(n):
+        c = RawClient(t.port, timeout=60)
+        assert c.exchange("GET", f"/first/{i}").status == 200, i
+        clients.append(c)
+    for i, c in enumerate(clients):
+        c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    deadline = time.time() + 30
+    while (prometheus_value(prom, "tern_upstream_descriptor_waits_total") < 1 or len(up.requests) <= n) \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    assert prometheus_value(prom, "tern_upstream_descriptor_waits_total") >= 1
+    assert len(up.requests) > n, len(up.requests)
+    return clients
+
+
+def responses_or_lost(clients):
+    """Each client's response, or None when its connection closed without one."""
+    out = []
+    for c in clients:
+        try:
+            out.append(c.read_response())
+        except (ConnectionError, AssertionError):  # closed (FIN or reset) with no response
+            out.append(None)
+    return out
+
+
 def test_requests_wait_for_a_descriptor_for_their_upstream_socket(start_tern, http_upstream, backend):
     """Under `ulimit -n 600`, 400 keep-alive clients (one socket each, one pooled upstream connection) then
     all send a request the upstream holds: each needs an upstream connection of its own, and the descriptors
@@ -1217,31 +1247,49 @@ def test_requests_wait_for_a_descriptor_for_their_upstream_socket(start_tern, ht
     on one just then is lost with it, as HTTP/1.1 allows (RFC 9112 §9.3.1): the client sends it again on a new
     connection, as clients do. Once the upstream answers, every one of the 400 requests gets its 200."""
     up = http_upstream()
-    t, prom = tern_with_descriptors(start_tern, up, backend, "--upstream-timeout", "0s")
+    t, prom = tern_with_descriptors(start_tern, up, backend, "--upstream-timeout", "0s", "--connect-timeout", "60s")
     clients = []
     try:
-        for i in range(400):
-            c = RawClient(t.port, timeout=60)
-            assert c.exchange("GET", f"/first/{i}").status == 200, i
-            clients.append(c)
-        for i, c in enumerate(clients):
-            c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        deadline = time.time() + 30
-        while prometheus_value(prom, "tern_upstream_descriptor_waits_total") < 1 and time.time() < deadline:
-            time.sleep(0.05)
-        assert prometheus_value(prom, "tern_upstream_descriptor_waits_total") >= 1
-        assert 400 < len(up.requests) < 800, len(up.requests)
+        clients = keep_alive_clients_then_held_requests(t, prom, up)
         up.release("a")
-        statuses, lost = [], []
-        for i, c in enumerate(clients):
-            try:
-                statuses.append(c.read_response().status)
-            except (ConnectionError, AssertionError):  # closed (FIN or reset) with no response
-                lost.append(i)
-        assert statuses == [200] * len(statuses), [s for s in statuses if s != 200][:5]
+        responses = responses_or_lost(clients)
+        assert all(r.status == 200 for r in responses if r is not None), [r for r in responses if r and r.status != 200][:3]
+        lost = [i for i, r in enumerate(responses) if r is None]
         assert len(lost) <= prometheus_value(prom, "tern_idle_connections_evicted_total"), len(lost)
         for i in lost:
             assert RawClient(t.port, timeout=30).exchange("GET", f"/hold/a?again{i}").status == 200, i
+    finally:
+        for c in clients:
+            c.sock.close()
+
+
+def test_a_request_waits_for_a_descriptor_no_longer_than_the_connect_timeout(start_tern, http_upstream, backend):
+    """As above, but the upstream keeps holding: the requests waiting for a descriptor are answered 503 UF once
+    --connect-timeout (1 s) has passed, as a connect that never completed, one per wait counted; the requests
+    the upstream holds are then answered 200 when it lets them go."""
+    up = http_upstream()
+    t, prom = tern_with_descriptors(start_tern, up, backend, "--upstream-timeout", "0s", "--connect-timeout", "1s")
+    clients = []
+    try:
+        clients = keep_alive_clients_then_held_requests(t, prom, up)
+        by_sock = {c.sock: c for c in clients}
+        answered, refused = set(), 0
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            for sock in select.select([s for s in by_sock if s not in answered], [], [], 0.5)[0]:
+                answered.add(sock)
+                try:
+                    r = by_sock[sock].read_response()
+                except (ConnectionError, AssertionError):
+                    continue  # an idle connection closed for room before its request was read
+                assert r.status == 503 and r.body == ENVOY_503_BODY["UF"], r
+                refused += 1
+            if refused and refused == prometheus_value(prom, "tern_upstream_descriptor_waits_total"):
+                break
+        assert refused > 0 and refused == prometheus_value(prom, "tern_upstream_descriptor_waits_total"), refused
+        up.release("a")
+        held = [r for r in responses_or_lost([c for c in clients if c.sock not in answered]) if r is not None]
+        assert held and all(r.status == 200 for r in held), [r.status for r in held if r.status != 200][:3]
     finally:
         for c in clients:
             c.sock.close()

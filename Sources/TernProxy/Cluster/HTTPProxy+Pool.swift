@@ -33,8 +33,8 @@ extension HTTPProxy {
             return
         }
         // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
-        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0, for: e) }) {
-            bind(u, to: descriptorWaiters.remove(at: i), reused: true, reactor)
+        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0.exchange, for: e) }) {
+            bind(u, to: descriptorWaiters.remove(at: i).exchange, reused: true, reactor)
             return
         }
         guard !draining && pools.slots[e].configured && pools.slots[e].idle.count < settings.maxIdleUpstream else {

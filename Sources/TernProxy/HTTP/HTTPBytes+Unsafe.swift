@@ -155,10 +155,10 @@ enum HeadRefusal: Error {
     /// Moves held bytes out of their pooled receive buffer into an assembly buffer (a small one when they fit)
     /// and returns the pooled buffer to release; nil when they were not in one. For a head still incomplete
     /// after a receive: its connection then holds none of the reactor's shared receive buffers while it waits.
-    func park(_ held: inout Held) throws(HeadRefusal) -> UInt16? {
+    func park(_ held: inout Held, budgeted: Bool = true) throws(HeadRefusal) -> UInt16? {
         guard held.buffer >= 0, held.assembly < 0 else { return nil }
-        if held.count > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
-        let a = takeAssembly(small: held.count <= Self.smallAssemblySize, budgeted: true)
+        if budgeted && held.count > Self.smallAssemblySize && largeInUse >= headBudget { throw .overBudget }
+        let a = takeAssembly(small: held.count <= Self.smallAssemblySize, budgeted: budgeted)
         unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
         let released = UInt16(held.buffer)
         held = Held(buffer: -1, assembly: a, start: 0, end: held.count)

@@ -72,6 +72,12 @@ public struct ProxyReporting: Sendable {
     var needsCapture: Bool { spans != nil || accessLog != nil }
 }
 
+/// A request waiting for a descriptor to open its upstream socket, and since when.
+struct DescriptorWaiter {
+    var exchange: XID
+    var since: UInt64
+}
+
 public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Op kinds from 32 up; those below belong to the embedded relay that splices tunnels.
     enum Op: UInt8 {
@@ -163,9 +169,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var closingForRoom = 0
     /// Exchanges whose upstream socket could not be opened for lack of descriptors (EMFILE/ENFILE): retried on
     /// `descriptorRetry` until one is free or their own deadlines end them.
-    var descriptorWaiters: [XID] = []
+    var descriptorWaiters: [DescriptorWaiter] = []
     var descriptorRetryArmed = false
+    /// While `retryDescriptorWaiters` runs one: a wait again is not counted anew and keeps its start.
     var retryingDescriptors = false
+    var retryingSince: UInt64? = nil
     let trustedClient: Bool
     /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4), and relays the
     /// connections of TCP listeners when the process has listeners of both kinds.

@@ -18,7 +18,7 @@ extension HTTPProxy {
         if pools.slots[e].connections < settings.maxUpstreamConnections {
             connect(for: x, reactor)
         } else if pools.slots[e].pending.count < settings.maxPendingRequests {
-            guard parkWaiting(x, reactor) else { return }
+            parkWaiting(x, reactor)
             _ = pools.slots[e].pending.push(x, limit: settings.maxPendingRequests)
             Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
         } else {
@@ -63,30 +63,25 @@ extension HTTPProxy {
 
     /// Out of descriptors for exchange `x`'s upstream socket: it waits in `descriptorWaiters` (an upstream
     /// connection to its endpoint coming free takes it, see `recycle`; otherwise retried every 5 ms, oldest
-    /// first, while descriptors are below the cap again). Counted and logged once per request.
+    /// first, while descriptors are below the cap again), for at most `--connect-timeout` (then 503 UF, as a
+    /// connect that did not complete). Counted and logged once per wait.
     func waitForDescriptor(_ x: XID, _ reactor: Reactor<Backend>) {
-        guard parkWaiting(x, reactor) else { return }
+        parkWaiting(x, reactor)
         if !retryingDescriptors {
             Log.debug("no descriptor for an upstream socket: the request waits for one")
             counters.upstreamDescriptorWaits.add(1, ordering: .relaxed)
         }
-        descriptorWaiters.append(x)
+        descriptorWaiters.append(DescriptorWaiter(exchange: x, since: retryingSince ?? System.monotonicNanos()))
         armDescriptorRetry(reactor)
     }
 
     /// A request about to wait for an upstream connection gives back the shared receive buffer its bytes are
     /// in (they move to an assembly buffer of its own, as a slow head's do): requests waiting in numbers must
-    /// not leave the reactor without buffers to receive the responses that would let them go on. False when
-    /// head memory is exhausted (`--max-head-memory-mb`): the request was answered 503 instead.
-    func parkWaiting(_ x: XID, _ reactor: Reactor<Backend>) -> Bool {
-        do {
-            release(try bytes.park(&exchanges[x].request.held), reactor)
-            return true
-        } catch {
-            headRefusedOverBudget()
-            fail(x, .overloaded, reactor)
-            return false
-        }
+    /// not leave the reactor without buffers to receive the responses that would let them go on. Their memory
+    /// is bounded by `--max-pending-requests` and the descriptors, not by the head budget.
+    func parkWaiting(_ x: XID, _ reactor: Reactor<Backend>) {
+        // An unbudgeted park never throws.
+        release(try? bytes.park(&exchanges[x].request.held, budgeted: false), reactor)
     }
 
     private func armDescriptorRetry(_ reactor: Reactor<Backend>) {
@@ -95,21 +90,42 @@ extension HTTPProxy {
                                                        at: System.monotonicNanos() + 5_000_000) != nil
     }
 
-    /// The retry timer fired: the waiting requests, oldest first, open their sockets while descriptors allow
-    /// (stopping at the first that has to wait again); the rest wait for the next round.
+    /// The retry timer fired. Entries of requests that ended meanwhile go; requests that waited past
+    /// `--connect-timeout` are answered 503 UF; then the rest, oldest first, go through `acquireUpstream` again
+    /// (an idle connection, a new one within `--max-upstream-connections`, or the pending queue) while
+    /// descriptors allow, stopping at the first that has to wait again (it keeps its place).
     func retryDescriptorWaiters(_ reactor: Reactor<Backend>) {
-        retryingDescriptors = true
-        defer { retryingDescriptors = false }
+        descriptorWaiters.removeAll { !exchanges.isCurrent($0.exchange) || !isWaiting($0.exchange, for: exchanges[$0.exchange].attempt.endpoint) }
+        let expired = System.monotonicNanos() &- relay.connectTimeout.nanoseconds
+        var i = 0
+        while i < descriptorWaiters.count {
+            if descriptorWaiters[i].since <= expired {
+                let x = descriptorWaiters.remove(at: i).exchange
+                Log.debug("no descriptor for an upstream socket within \(relay.connectTimeout) (UF)")
+                fail(x, .connectFailure, reactor)
+            } else {
+                i += 1
+            }
+        }
         var done = 0
         while done < descriptorWaiters.count
             && counters.descriptors.load(ordering: .relaxed) - Self.acceptMargin < relay.descriptorCap
         {
-            let x = descriptorWaiters[done]
+            let w = descriptorWaiters[done]
             done += 1
-            guard exchanges.isCurrent(x), isWaiting(x, for: exchanges[x].attempt.endpoint) else { continue }
+            guard exchanges.isCurrent(w.exchange), isWaiting(w.exchange, for: exchanges[w.exchange].attempt.endpoint) else { continue }
             let before = descriptorWaiters.count
-            connect(for: x, reactor)
-            if descriptorWaiters.count > before { break }  // it waits again (appended): so would the rest
+            retryingDescriptors = true
+            retryingSince = w.since
+            acquireUpstream(w.exchange, reactor)
+            retryingDescriptors = false
+            retryingSince = nil
+            if descriptorWaiters.count > before {
+                // It waits again: back to its place, and so would the rest.
+                descriptorWaiters[done - 1] = descriptorWaiters.removeLast()
+                done -= 1
+                break
+            }
         }
         descriptorWaiters.removeFirst(done)
         if !descriptorWaiters.isEmpty { armDescriptorRetry(reactor) }
