@@ -74,4 +74,38 @@ import TernIO
         wheel.expire(now: 10 * ms) { fired.append($0.raw) }
         #expect(fired.last == 3)
     }
+
+    /// After the earliest fires or is cancelled the next is found from the hand forward: against a plain list
+    /// of deadlines, random timers over several revolutions (some past due, some far away), cancelled and fired
+    /// in turns, always give the same answer.
+    @Test func nextTimerMatchesTheEarliestDeadlineThroughFiresAndCancels() {
+        var rng = SystemRandomNumberGenerator()
+        let slotCount = 16
+        let wheel = TimerWheel(capacity: 512, slotCount: slotCount, now: 0)
+        var live: [UInt64: (TimerWheel.ID, UInt64)] = [:]
+        var now: UInt64 = 0
+        var next: UInt64 = 1
+        for round in 0..<400 {
+            for _ in 0..<3 {
+                let deadline = round % 7 == 0 ? now &- min(now, UInt64.random(in: 0...3 * ms, using: &rng))
+                    : now + UInt64.random(in: 0...(UInt64(slotCount) * 5 * ms), using: &rng)
+                if let id = wheel.schedule(Token(raw: next), at: deadline) { live[next] = (id, deadline) }
+                next += 1
+            }
+            if round % 3 == 0, let k = live.keys.randomElement(using: &rng) {
+                wheel.cancel(live[k]!.0)
+                live[k] = nil
+            }
+            now += UInt64.random(in: 0...(2 * ms), using: &rng)
+            wheel.expire(now: now) { live[$0.raw] = nil }
+            let earliest = live.values.map(\.1).min()
+            let got = wheel.nanosUntilNext(now: now)
+            if let earliest {
+                let endOfTick = (earliest + ms - 1) / ms * ms
+                #expect(got == (endOfTick <= now ? 0 : endOfTick - now), "round \(round)")
+            } else {
+                #expect(got == nil)
+            }
+        }
+    }
 }
