@@ -980,17 +980,22 @@ def test_stream_idle_timeout_on_a_stalled_request_body_gives_408(start_tern, htt
     assert 0.9 < time.time() - start < 3.5
 
 
+def need_descriptors(n, why):
+    """Raises this process's descriptor limit to at least `n` (up to the hard limit), or skips the test."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(n, 16384)), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < n:
+        pytest.skip(f"needs {n:,} descriptors ({why})")
+
+
 def test_slow_heads_hold_no_receive_buffer_and_starve_no_one(start_tern, http_upstream, backend):
     """5,000 connections (from 127.0.0.1) each send one byte of a head and wait: ten times the 512 receive
     buffers of two reactors. A normal client (from 127.0.0.2) is served meanwhile, all its requests, while
     every slow connection is still waiting (not once one's 408 freed a buffer); then each slow one is answered
     408 (or closed) by the request header timeout."""
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 11000:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 11000:
-        pytest.skip("needs 11,000 descriptors (5,000 client sockets here, 5,000 in Tern)")
+    need_descriptors(11000, "5,000 client sockets here, 5,000 in Tern")
     up = http_upstream()
     t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
                    "--cores", "2", "--request-header-timeout", "8s")
@@ -1048,9 +1053,8 @@ def test_heads_in_progress_are_held_to_the_head_memory_budget(start_tern, http_u
             c = RawClient(t.port, timeout=30)
             c.send(partial)
             clients.append(c)
-        deadline = time.time() + 30
-        while prometheus_value(prom, "tern_request_heads_refused_total") < refused_n and time.time() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: prometheus_value(prom, "tern_request_heads_refused_total") >= refused_n,
+                   "the heads beyond the budget were not refused", timeout=30)
         assert prometheus_value(prom, "tern_request_heads_refused_total") == refused_n
         assert RawClient(t.port).exchange("GET", "/whole").status == 200
         refused = set(select.select([c.sock for c in clients], [], [], 0)[0])
@@ -1108,12 +1112,7 @@ def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern,
     open: every one is answered, the oldest idle connections being closed (FIN) to make room, counted in
     tern_idle_connections_evicted_total, where they used to fill the cap and stop all new service until the 1 h
     idle timeout."""
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 11000:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 11000:
-        pytest.skip("needs 11,000 descriptors (10,000 client sockets here)")
+    need_descriptors(11000, "10,000 client sockets here")
     up = http_upstream()
     t, prom = tern_with_descriptors(start_tern, up, backend, nofile=8000)
     clients = []
@@ -1139,6 +1138,36 @@ def test_idle_keep_alive_connections_make_room_at_the_descriptor_cap(start_tern,
             c.sock.close()
 
 
+def test_idle_upstream_connections_are_closed_for_room_before_idle_clients(start_tern, http_upstream, backend):
+    """Under `ulimit -n 600` (cap 438), 150 clients whose held requests each opened an upstream connection
+    leave, once answered, 150 idle clients and 150 idle pooled upstream connections (300 sockets). 250 more
+    clients each make a request and stay: room is made by closing idle upstream connections, which no client
+    notices, and not one idle client is closed while any idle upstream connection is left to close."""
+    up = http_upstream()
+    t, prom = tern_with_descriptors(start_tern, up, backend, "--max-idle-upstream", "200", "--upstream-timeout", "0s")
+    clients = []
+    try:
+        for i in range(150):
+            c = RawClient(t.port, timeout=30)
+            c.send(f"GET /hold/b?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            clients.append(c)
+        wait_until(lambda: len(up.requests) >= 150, "the upstream did not get the 150 held requests", timeout=30)
+        up.release("b")
+        assert [c.read_response().status for c in clients] == [200] * 150
+        assert len(up.connections) == 150
+        for i in range(250):
+            c = RawClient(t.port, timeout=30)
+            assert c.exchange("GET", f"/more/{i}").status == 200, i
+            clients.append(c)
+        assert prometheus_value(prom, "tern_idle_connections_evicted_total") == 0
+        wait_until(lambda: sum(u.closed.is_set() for u in up.connections) >= 100,
+                   "idle upstream connections were not closed for room", timeout=30)
+        assert all(c.exchange("GET", "/again").status == 200 for c in clients[:150]), "an idle client was closed"
+    finally:
+        for c in clients:
+            c.sock.close()
+
+
 def test_descriptor_cap_with_nothing_idle_answers_503(start_tern, http_upstream, backend):
     """Under `ulimit -n 600`, 260 clients each send a request the upstream holds: the first ones fill the
     descriptor cap with their client and upstream sockets and nothing is idle to close. The rest are not left
@@ -1158,9 +1187,8 @@ def test_descriptor_cap_with_nothing_idle_answers_503(start_tern, http_upstream,
             c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             clients.append(c)
         # Every client is either held at the upstream or shed.
-        deadline = time.time() + 60
-        while len(up.requests) + counter("tern_connections_shed_total") < n and time.time() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: len(up.requests) + counter("tern_connections_shed_total") >= n,
+                   "a client is neither held nor shed", timeout=60)
         held, shed = len(up.requests), counter("tern_connections_shed_total")
         assert held + shed == n, (held, shed)
         assert 150 < held < n and shed > 0, (held, shed)
@@ -1196,9 +1224,7 @@ def test_requests_waiting_for_an_upstream_connection_hold_no_receive_buffer(star
             c = RawClient(t.port, timeout=30)
             c.send(f"GET /hold/q?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             clients.append(c)
-        deadline = time.time() + 30
-        while len(up.requests) < 10 and time.time() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(up.requests) >= 10, "the upstream did not get its 10 requests", timeout=30)
         assert len(up.requests) == 10
         up.release("q")
         statuses = [c.read_response().status for c in clients]
@@ -1219,10 +1245,8 @@ def keep_alive_clients_then_held_requests(t, prom, up, n=400):
         clients.append(c)
     for i, c in enumerate(clients):
         c.send(f"GET /hold/a?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    deadline = time.time() + 30
-    while (prometheus_value(prom, "tern_upstream_descriptor_waits_total") < 1 or len(up.requests) <= n) \
-            and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: prometheus_value(prom, "tern_upstream_descriptor_waits_total") >= 1 and len(up.requests) > n,
+               "no request waited for a descriptor", timeout=30)
     assert prometheus_value(prom, "tern_upstream_descriptor_waits_total") >= 1
     assert len(up.requests) > n, len(up.requests)
     return clients

@@ -171,8 +171,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// `descriptorRetry` until one is free or their own deadlines end them.
     var descriptorWaiters: [DescriptorWaiter] = []
     var descriptorRetryArmed = false
-    /// While `retryDescriptorWaiters` runs one: a wait again is not counted anew and keeps its start.
-    var retryingDescriptors = false
+    /// While `retryDescriptorWaiters` runs one, when that request began to wait: a wait again keeps its start
+    /// and is not counted anew.
     var retryingSince: UInt64? = nil
     let trustedClient: Bool
     /// Splices Upgrade and CONNECT tunnels once their 101 or 2xx went out (ARCHITECTURE.md §4), and relays the

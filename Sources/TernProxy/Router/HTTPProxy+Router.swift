@@ -67,7 +67,7 @@ extension HTTPProxy {
     /// connect that did not complete). Counted and logged once per wait.
     func waitForDescriptor(_ x: XID, _ reactor: Reactor<Backend>) {
         parkWaiting(x, reactor)
-        if !retryingDescriptors {
+        if retryingSince == nil {
             Log.debug("no descriptor for an upstream socket: the request waits for one")
             counters.upstreamDescriptorWaits.add(1, ordering: .relaxed)
         }
@@ -115,10 +115,8 @@ extension HTTPProxy {
             done += 1
             guard exchanges.isCurrent(w.exchange), isWaiting(w.exchange, for: exchanges[w.exchange].attempt.endpoint) else { continue }
             let before = descriptorWaiters.count
-            retryingDescriptors = true
             retryingSince = w.since
             acquireUpstream(w.exchange, reactor)
-            retryingDescriptors = false
             retryingSince = nil
             if descriptorWaiters.count > before {
                 // It waits again: back to its place, and so would the rest.
