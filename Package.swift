@@ -59,7 +59,11 @@ let package = Package(
             cSettings: [.define("_GNU_SOURCE")],
             linkerSettings: [.linkedLibrary("uring")]
         ),
+        // OpenSSL 3 (Debian's libssl-dev) for TernTLS: macros as functions, the custom BIO and the callbacks.
+        .target(name: "CTernOpenSSL", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .target(name: "TernCore", swiftSettings: strict + functionSections),
+        // I/O-free TLS sessions and contexts over OpenSSL (issue 16).
+        .target(name: "TernTLS", dependencies: ["CTernOpenSSL"], swiftSettings: strict + functionSections),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict + functionSections),
         .target(name: "TernHTTP", dependencies: ["TernCore"], swiftSettings: strict + functionSections),
         // Metrics shards and exposition, access-log formatting, trace context (issue 6): no system calls.
@@ -121,6 +125,7 @@ let package = Package(
         .testTarget(name: "TernCoreTests", dependencies: ["TernCore"]),
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
+        .testTarget(name: "TernTLSTests", dependencies: ["TernTLS"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
         .testTarget(
             name: "TernProxyTests",
