@@ -69,7 +69,7 @@ let package = Package(
         // Metrics shards and exposition, access-log formatting, trace context (issue 6): no system calls.
         .target(name: "TernTelemetry", dependencies: ["TernCore"], swiftSettings: strict + functionSections),
         .target(
-            name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry"],
+            name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry", "TernTLS"],
             swiftSettings: strict + functionSections + [.enableExperimentalFeature("Lifetimes")]
         ),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.

@@ -9,23 +9,26 @@ import Glibc
     public let capacity: Int
     private let ssl: UnsafeMutablePointer<OpaquePointer?>
     private let io: UnsafeMutablePointer<tern_tls_io>
-    /// Each open session's context, kept alive while the session lives (a reload may drop it meanwhile).
-    private var contexts: [TLSContext?]
+    /// Each open session's context (a retained `Unmanaged`, 0 when none), kept alive while the session lives (a
+    /// reload may drop it meanwhile).
+    private let contexts: UnsafeMutablePointer<UInt>
 
+    /// Slots are calloc'd (all zero is a closed slot), so memory is committed only for slots used: a reactor
+    /// sized for a million connections holds none for those it never has.
     public init(capacity: Int) {
         self.capacity = capacity
-        // SAFETY: owned until deinit; every index is checked against capacity.
-        unsafe ssl = UnsafeMutablePointer<OpaquePointer?>.allocate(capacity: capacity)
-        unsafe ssl.initialize(repeating: nil, count: capacity)
-        unsafe io = UnsafeMutablePointer<tern_tls_io>.allocate(capacity: capacity)
-        unsafe io.initialize(repeating: tern_tls_io(), count: capacity)
-        contexts = Array(repeating: nil, count: capacity)
+        // SAFETY: owned until deinit; every index is checked against capacity; zero bytes are valid values of
+        // all three (nil, an empty tern_tls_io, no context).
+        unsafe ssl = calloc(capacity, MemoryLayout<OpaquePointer?>.stride)!.bindMemory(to: OpaquePointer?.self, capacity: capacity)
+        unsafe io = calloc(capacity, MemoryLayout<tern_tls_io>.stride)!.bindMemory(to: tern_tls_io.self, capacity: capacity)
+        unsafe contexts = calloc(capacity, MemoryLayout<UInt>.stride)!.bindMemory(to: UInt.self, capacity: capacity)
     }
 
     deinit {
         for i in 0..<capacity { close(i) }
-        unsafe ssl.deallocate()
-        unsafe io.deallocate()
+        unsafe free(ssl)
+        unsafe free(io)
+        unsafe free(contexts)
     }
 
     @inline(__always)
@@ -71,7 +74,7 @@ import Glibc
             unsafe SSL_set_connect_state(s)
         }
         unsafe ssl[i] = s
-        contexts[i] = context
+        unsafe contexts[i] = UInt(bitPattern: Unmanaged.passRetained(context).toOpaque())
         return true
     }
 
@@ -87,7 +90,8 @@ import Glibc
             unsafe SSL_free(s)
             unsafe ssl[i] = nil
             unsafe io[i] = tern_tls_io()
-            contexts[i] = nil
+            if let p = unsafe UnsafeRawPointer(bitPattern: contexts[i]) { unsafe Unmanaged<TLSContext>.fromOpaque(p).release() }
+            unsafe contexts[i] = 0
         }
     }
 

@@ -39,7 +39,7 @@ final class Pair {
     /// again after each full buffer) and removing from `input` what it consumed.
     func call(_ t: TLSSessions, input: inout [UInt8], sent: inout [UInt8], _ op: (TLSSessions) -> TLSStep) -> TLSStep {
         var step = TLSStep.wantWrite
-        var inputCopy = input
+        let inputCopy = input
         inputCopy.withUnsafeBytes { inBytes in
             t.setInput(0, inBytes)
             out.withUnsafeMutableBytes { outBytes in

@@ -86,7 +86,9 @@ import TernTelemetry
                 model[slot][field] = m.isEmpty ? nil : m
             case 4 where step % 50 == 0:
                 c.beginRequest(slot)
-                for f in CapturedField.allCases where f != .downstreamRemote && f != .downstreamLocal { model[slot][f] = nil }
+                for f in CapturedField.allCases where ![.downstreamRemote, .downstreamLocal, .tlsVersion, .tlsCipher, .serverName].contains(f) {
+                    model[slot][f] = nil
+                }
             default:
                 set(c, slot, field, value)
                 model[slot][field] = value.isEmpty ? nil : Array(value.prefix(field.limit))

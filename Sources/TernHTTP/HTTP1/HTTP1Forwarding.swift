@@ -38,9 +38,12 @@ public enum HTTP1Forwarding {
         /// The route rewrites the authority (its "host" line is among `.routeFields`): the target's authority of
         /// an absolute-form request is then not sent as Host.
         public var routeSetsHost = false
+        /// The client connection is TLS: X-Forwarded-Proto is https.
+        public var secure = false
         public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false,
-                    replaceTrace: Bool = false, routeSetsHost: Bool = false)
+                    replaceTrace: Bool = false, routeSetsHost: Bool = false, secure: Bool = false)
         {
+            self.secure = secure
             self.trustedClient = trustedClient
             self.rewriteTarget = rewriteTarget
             self.routeFields = routeFields
@@ -52,7 +55,7 @@ public enum HTTP1Forwarding {
     /// The request as the upstream gets it: always HTTP/1.1; hop-by-hop fields removed (Connection and the
     /// fields it names, Keep-Alive, Proxy-Connection, TE, and Upgrade unless upgrading, when
     /// "connection: upgrade" is sent instead); the client's address appended to X-Forwarded-For (Envoy with
-    /// use_remote_address); X-Forwarded-Proto set to http; x-request-id added when absent. Content-Length and
+    /// use_remote_address); X-Forwarded-Proto set to http (https from a TLS client); x-request-id added when absent. Content-Length and
     /// Transfer-Encoding pass unchanged: the body is forwarded in the framing it arrived in, which the parser
     /// has already checked to be unambiguous.
     ///
@@ -128,7 +131,7 @@ public enum HTTP1Forwarding {
         }
         emit(.clientAddress)
         emit(.literal("\r\n"))
-        if !keptProto { emit(.literal("x-forwarded-proto: http\r\n")) }
+        if !keptProto { emit(.literal(options.secure ? "x-forwarded-proto: https\r\n" : "x-forwarded-proto: http\r\n")) }
         if !hasRequestID {
             emit(.literal("x-request-id: "))
             emit(.requestID)

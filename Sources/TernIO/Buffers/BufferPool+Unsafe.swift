@@ -6,21 +6,32 @@ import Glibc
 ///
 /// Policy when empty: nothing is allocated. A receive waits until a buffer comes back (the backends keep a
 /// list of receives waiting for buffers). Single-threaded: owned by one reactor.
+///
+/// Beyond the `count` receive buffers, `spare` more (ids `count..<count+spare`, same allocation) are handed out
+/// to the owner to fill itself (`takeSpare`): where TLS writes plaintext it decrypted and records it encrypted.
+/// They are released like receive buffers (`IOBackend.releaseBuffer` gives them back here, not to the kernel).
 @safe public final class BufferPool {
     public let count: Int
     public let size: Int
+    public let spare: Int
+    /// Free spare buffers (a stack of ids).
+    private var freeSpare: [UInt16] = []
+    public var spareAvailable: Int { freeSpare.count }
     private let base: UnsafeMutableRawPointer
     /// Free stack, used by the epoll backend (the io_uring backend hands free buffers to the kernel).
     private let free: UnsafeMutablePointer<UInt16>
     public private(set) var available: Int
 
-    init(count: Int, size: Int) {
+    init(count: Int, size: Int, spare: Int = 0) {
         precondition(count > 0 && count <= 32768 && count & (count - 1) == 0, "buffer count must be a power of two ≤ 32768")
+        precondition(spare >= 0 && spare <= 32768, "at most 32768 spare buffers")
         self.count = count
         self.size = size
-        // SAFETY: calloc'd memory of count*size bytes owned until deinit; large calloc is mmap-backed and
-        // lazily committed. Buffer ids are checked against count before any pointer arithmetic.
-        unsafe base = calloc(count, size)!
+        self.spare = spare
+        // SAFETY: calloc'd memory of (count+spare)*size bytes owned until deinit; large calloc is mmap-backed and
+        // lazily committed. Buffer ids are checked against count+spare before any pointer arithmetic.
+        unsafe base = calloc(count + spare, size)!
+        freeSpare = (0..<spare).reversed().map { UInt16(count + $0) }
         unsafe free = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
         for i in 0..<count { unsafe free[i] = UInt16(count - 1 - i) }
         available = count
@@ -33,8 +44,8 @@ import Glibc
 
     /// The start of buffer `id`.
     func pointer(_ id: UInt16) -> UnsafeMutableRawPointer {
-        precondition(Int(id) < count, "buffer id out of range")
-        // SAFETY: id < count, so the buffer lies inside the allocation.
+        precondition(Int(id) < count + spare, "buffer id out of range")
+        // SAFETY: id < count + spare, so the buffer lies inside the allocation.
         return unsafe base + Int(id) * size
     }
 
@@ -43,6 +54,25 @@ import Glibc
         precondition(length >= 0 && length <= size, "length out of range")
         // SAFETY: pointer(id) checks the id; length ≤ size keeps the view inside that buffer.
         return unsafe UnsafeRawBufferPointer(start: pointer(id), count: length)
+    }
+
+    /// The first `length` bytes of buffer `id` to write into (a spare buffer the owner took).
+    public func mutableBytes(_ id: UInt16, length: Int) -> UnsafeMutableRawBufferPointer {
+        precondition(length >= 0 && length <= size, "length out of range")
+        // SAFETY: pointer(id) checks the id; length ≤ size keeps the view inside that buffer.
+        return unsafe UnsafeMutableRawBufferPointer(start: pointer(id), count: length)
+    }
+
+    /// Whether `id` is a spare buffer (given back with `putSpare`, never to the kernel).
+    public func isSpare(_ id: UInt16) -> Bool { Int(id) >= count }
+
+    /// Takes a spare buffer; nil when none is free.
+    public func takeSpare() -> UInt16? { freeSpare.popLast() }
+
+    /// Gives back a spare buffer.
+    func putSpare(_ id: UInt16) {
+        precondition(isSpare(id) && freeSpare.count < spare, "spare buffer released twice")
+        freeSpare.append(id)
     }
 
     /// Takes a free buffer (epoll backend); nil when none is free.

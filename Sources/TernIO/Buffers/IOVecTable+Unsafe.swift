@@ -92,6 +92,25 @@ import Glibc
         }
     }
 
+    /// Copies the first bytes entry `i` has to send into `destination` (as many as fit) without dropping them;
+    /// returns how many.
+    public func copy(_ i: Int, into destination: UnsafeMutableRawBufferPointer) -> Int {
+        check(i)
+        var copied = 0
+        var k = 0
+        let n = unsafe Int(messages[i].msg_iovlen)
+        // SAFETY: i checked; msg_iov points at entry i's segments and msg_iovlen ≤ maxSegments; every copy stays
+        // inside `destination` (copied + take ≤ destination.count).
+        while k < n && copied < destination.count {
+            let v = unsafe messages[i].msg_iov![k]
+            let take = min(unsafe v.iov_len, destination.count - copied)
+            if take > 0 { unsafe (destination.baseAddress! + copied).copyMemory(from: v.iov_base!, byteCount: take) }
+            copied += take
+            k += 1
+        }
+        return copied
+    }
+
     /// The msghdr of entry `i`, for sendmsg(2) and IORING_OP_SENDMSG.
     func message(_ i: Int) -> UnsafeMutablePointer<msghdr> {
         check(i)

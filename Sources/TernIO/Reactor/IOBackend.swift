@@ -74,6 +74,9 @@ public protocol IOBackend: AnyObject, SendableMetatype {
 }
 
 extension IOBackend {
+    /// A spare buffer for the caller to fill (`BufferPool.takeSpare`), released with `releaseBuffer`.
+    public func takeBuffer() -> UInt16? { buffers.takeSpare() }
+
     /// Multishot receive (see `receive(fd:token:multishot:)`).
     public func receive(fd: Int32, token: Token) { receive(fd: fd, token: token, multishot: true) }
 }
@@ -93,6 +96,9 @@ public struct BackendSettings: Sendable {
     /// Number and size of pooled receive buffers per reactor.
     public var bufferCount = 256
     public var bufferSize = 16 * 1024
+    /// Buffers beyond the receive buffers that the handler fills itself (TLS plaintext and records): 0 unless
+    /// something needs them.
+    public var spareBuffers = 0
 
     public init() {}
 }

@@ -59,6 +59,12 @@ public struct Completion: Sendable {
         self.flags = flags
     }
 
+    /// A completion naming pooled buffer `buffer` (a handler handing bytes it produced itself, such as TLS
+    /// plaintext, to code written for received bytes).
+    public init(token: Token, result: Int32, buffer: UInt16) {
+        self.init(token: token, result: result, flags: Completion.flagBuffer | UInt32(buffer) << 16)
+    }
+
     static let flagBuffer: UInt32 = 1
     static let flagMore: UInt32 = 2
 

@@ -32,6 +32,15 @@ extension HTTPProxy {
         exchanges[x].downstream = id
         counters.accepted.add(1, ordering: .relaxed)
         counters.descriptors.add(1, ordering: .relaxed)
+        guard tlsAccepted(id, reactor) else {
+            Log.warn("cannot start a TLS session (out of memory): closing the connection")
+            exchanges.remove(x)
+            downstreams.remove(id)
+            counters.active.subtract(1, ordering: .relaxed)
+            counters.descriptors.subtract(1, ordering: .relaxed)
+            System.close(fd)
+            return
+        }
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         // Per connection, composed on the stack: nothing allocated.
@@ -83,6 +92,7 @@ extension HTTPProxy {
     }
 
     func receiveFromClient(_ id: DID, _ reactor: Reactor<Backend>) {
+        if downstreams[id].transport == .tls { return tlsWantsBytes(id, reactor) }
         guard !downstreams[id].receiving else { return }
         downstreams[id].receiving = true
         downstreams[id].inflight += 1
@@ -159,6 +169,7 @@ extension HTTPProxy {
             clientSent(id, 0, reactor, nothing: true)
             return
         }
+        if downstreams[id].transport == .tls { return tlsSend(id, reactor) }
         downstreams[id].sending = true
         downstreams[id].inflight += 1
         reactor.backend.send(fd: downstreams[id].fd, vectors: toClient, index: Int(id.index), token: token(.clientSend, id))
@@ -173,6 +184,7 @@ extension HTTPProxy {
         cancel(&downstreams[id].headerTimer, reactor)
         dropHeld(&exchanges[x].request.held, reactor)
         dropHeld(&exchanges[x].response.held, reactor)
+        if downstreams[id].transport == .tls { tlsCloseNotify(id, reactor) }
         _ = System.shutdown(downstreams[id].fd, write: true, read: false)
         downstreams[id].lingerTimer = reactor.timers.schedule(token(.lingerTimer, id), at: deadline(after: settings.lingerTimeout))
         receiveFromClient(id, reactor)
@@ -203,8 +215,12 @@ extension HTTPProxy {
         cancel(&downstreams[id].lingerTimer, reactor)
         let fd = downstreams[id].fd
         if downstreams[id].inflight > 0 {
-            if downstreams[id].receiving { reactor.backend.cancel(fd: fd, token: token(.clientReceive, id)) }
-            if downstreams[id].sending { reactor.backend.cancel(fd: fd, token: token(.clientSend, id)) }
+            if downstreams[id].transport == .tls {
+                tlsCancel(id, reactor)
+            } else {
+                if downstreams[id].receiving { reactor.backend.cancel(fd: fd, token: token(.clientReceive, id)) }
+                if downstreams[id].sending { reactor.backend.cancel(fd: fd, token: token(.clientSend, id)) }
+            }
             if downstreams[id].clientSplice != 0 {
                 reactor.backend.cancel(fd: fd, token: Token(op: downstreams[id].clientSplice, slot: id.index, generation: id.generation))
             }
@@ -228,6 +244,7 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.held, reactor)
         requestParsers.give(exchanges[x].request.parser)
         responseParsers.give(exchanges[x].response.parser)
+        tlsFree(id, reactor)
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
         if downstreams[id].closingForRoom { closingForRoom -= 1 }

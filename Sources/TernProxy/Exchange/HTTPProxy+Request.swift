@@ -108,7 +108,8 @@ extension HTTPProxy {
         let drops = routeDrops(x, response: false)
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
                                                      routeFields: !fields.isEmpty, replaceTrace: traced,
-                                                     routeSetsHost: exchanges[x].routeSetsHost)
+                                                     routeSetsHost: exchanges[x].routeSetsHost,
+                                                     secure: downstreams[id].transport == .tls)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
             // The fields the route removes or sets are dropped from the received head (ranges from its start).
             HTTP1Forwarding.request(head, span, options: options,

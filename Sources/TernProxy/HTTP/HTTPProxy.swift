@@ -21,6 +21,7 @@ import TernConfig
 import TernCore
 import TernHTTP
 import TernIO
+import TernTLS
 import TernTelemetry
 
 /// Settings of the HTTP proxy (immutable once the proxy starts).
@@ -56,6 +57,8 @@ public struct HTTPSettings: Sendable {
     /// How long a closing client connection is read and discarded after the last response, so that unread
     /// request bytes do not turn the close into a reset that destroys the response (lingering close).
     public var lingerTimeout = TernDuration.seconds(2)
+    /// `--tls-handshake-timeout`: from the accept of a TLS connection to the end of its handshake.
+    public var tlsHandshakeTimeout = TernDuration.seconds(10)
     public init() {}
 }
 
@@ -94,6 +97,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case shedTimer
         /// Retries the upstream sockets of `descriptorWaiters` (slot and generation 0).
         case descriptorRetry
+        /// A TLS client connection's socket operations (ciphertext), and its handshake deadline.
+        case tlsClientReceive, tlsClientSend, tlsHandshakeTimer
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -189,6 +194,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     let capture: RequestCapture?
     /// Each listener's address as the access log shows it.
     let listenerNames: [String]
+    /// TLS termination (`--tls-cert`): the current server context, the sessions and links of this reactor's
+    /// connections, the connections with plaintext ready for the engine, and those waiting for a spare buffer.
+    let tlsPolicy: SnapshotReader<TLSServerPolicy>?
+    let tls: TLSIO?
+    var tlsReady: [DID] = []
+    var tlsStarved: [DID] = []
     /// Wall clock minus monotonic clock, in nanoseconds, refreshed once per loop iteration while something
     /// reports request start times (spans, access log).
     var wallOffsetNanos: UInt64 = 0
@@ -197,8 +208,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// which the embedded relay routes and splices as the TCP proxy does.
     public init(listeners: [RelayListener], tcpListeners: [RelayListener] = [], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
-                telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting())
+                telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting(),
+                tls: SnapshotReader<TLSServerPolicy>? = nil)
     {
+        tlsPolicy = tls
+        self.tls = tls == nil ? nil : TLSIO(capacity: capacity, pool: bufferPool)
+        if tls != nil {
+            tlsReady.reserveCapacity(256)
+            tlsStarved.reserveCapacity(256)
+        }
         metrics = telemetry?.shards[reactorIndex]
         services = telemetry?.services
         self.reporting = reporting
@@ -264,6 +282,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
+        if let tlsPolicy {
+            _ = tlsPolicy.refresh()
+            tlsIteration(reactor)
+        }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
         // a table is bound when its epoch is not the one bound last.
@@ -395,7 +417,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case .accept:
             if let (fd, i) = acceptor.accepted(c, draining: draining, reactor) {
                 if shedding && counters.descriptors.load(ordering: .relaxed) >= relay.descriptorCap - Self.acceptMargin {
-                    shed(fd)
+                    if tls != nil {
+                        // No plaintext answer on a TLS port: closed, and counted as shed.
+                        counters.shed.add(1, ordering: .relaxed)
+                        System.close(fd)
+                    } else {
+                        shed(fd)
+                    }
                 } else {
                     accepted(fd, listener: i, reactor)
                 }
@@ -440,6 +468,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 return
             }
             if op == .requestSpliceOut { requestSplicedOut(x, u, c.result, reactor) } else { responseSplicedIn(x, u, c.result, reactor) }
+        case .tlsClientReceive, .tlsClientSend:
+            let id = DID(index: c.token.slot, generation: c.token.generation)
+            guard downstreams.isCurrent(id) else {
+                if let b = c.bufferID { reactor.backend.releaseBuffer(b) }
+                return
+            }
+            downstreams[id].inflight -= 1
+            if op == .tlsClientReceive { tlsSocketReceived(id, c, reactor) } else { tlsSocketSent(id, c.result, reactor) }
         case .upstreamConnect, .upstreamReceive, .upstreamSend:
             let id = UID(index: c.token.slot, generation: c.token.generation)
             guard upstreams.isCurrent(id) else {
@@ -573,6 +609,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case .lingerTimer:
             downstreams[id].lingerTimer = nil
             closeDownstream(id, reset: false, reactor)
+        case .tlsHandshakeTimer:
+            guard let tls, s.transport == .tls else { return }
+            tls[Int(id.index)].handshakeTimer = nil
+            guard tls[Int(id.index)].handshaking else { return }
+            tlsFailed(id, TLSFailure(.timeout, "handshake not finished within \(settings.tlsHandshakeTimeout) of the accept"), reactor)
         default:
             bug("unknown session timer \(op)")
         }

@@ -59,6 +59,8 @@ public final class RelayCounters: Sendable {
     public let headsOverBudget = Atomic<Int>(0)
     /// HTTP requests whose upstream socket could not be opened for lack of descriptors and waited for one.
     public let upstreamDescriptorWaits = Atomic<Int>(0)
+    /// TLS handshakes, resumptions and failures by reason.
+    public let tls = TLSCounters()
     public init() {}
 }
 

@@ -6,6 +6,7 @@ import Synchronization
 import TernConfig
 import TernCore
 import TernIO
+import TernTLS
 import TernTelemetry
 
 /// What a listener accepts: TCP connections to relay, or HTTP/1.1 to proxy. One process may run both.
@@ -35,6 +36,8 @@ public struct ProxySettings: Sendable {
     public var logLevel = LogLevel.info
     /// Metrics, the admin, health and Prometheus listeners, access log and tracing.
     public var telemetry = TelemetrySettings()
+    /// TLS termination on every listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`); HTTP listeners only.
+    public var tls: TLSServerFiles? = nil
     public init() {}
 
     /// The kind of listener `i`.
@@ -140,6 +143,22 @@ public final class ProxyServer {
         }
         let routes = publisher?.cell
         defer { publisher?.stop(timeout: .milliseconds(500)) }
+        // TLS termination: the server context is built here, before any listener opens (a bad file exits 1 naming
+        // it), and published to the reactors as route tables are; OpenSSL is not touched at all without it.
+        var tlsCell: SnapshotCell<TLSServerPolicy>? = nil
+        if let files = settings.tls {
+            do {
+                let context = try files.context(alpn: ["http/1.1"])
+                tlsCell = SnapshotCell(TLSServerPolicy(context: context), readers: cpus.count)
+                counters.tls.configured.store(true, ordering: .relaxed)
+                Log.info("tls: serving \(files.certificate)\(files.clientCA.map { " (client certificates verified against \($0))" } ?? "")")
+                warnIfExpiring(context, files.certificate)
+            } catch {
+                Log.error("tls: \(error.description)")
+                Log.shared.flush()
+                return 1
+            }
+        }
 
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
@@ -259,6 +278,9 @@ public final class ProxyServer {
             // send instead of two of each. Buffers are committed as first used (address space, not memory).
             var backendSettings = settings.backend
             if http != nil { backendSettings.bufferSize = 32 * 1024 }
+            // TLS decrypts into, and writes records into, spare buffers: as many again as the receive buffers.
+            if tlsCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }
+            let tls = tlsCell
             let backend = backendSettings
             let counters = self.counters
             var reporting = ProxyReporting()
@@ -274,9 +296,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -303,6 +325,9 @@ public final class ProxyServer {
         // Watching starts before the listeners are announced: a change made once they are is seen.
         let watcher = settings.configPath.flatMap { FileWatcher(path: $0, directoryEntries: ConfigFiles.isConfigurationEntry) }
         if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
+        let tlsWatchers = (settings.tls?.paths ?? []).compactMap { FileWatcher(path: $0, directoryEntries: { _ in false }) }
+        if settings.tls != nil && tlsWatchers.count != settings.tls?.paths.count { Log.warn("cannot watch the TLS files (inotify); SIGHUP reloads them") }
+        var tlsReloadDue: UInt64? = nil
         for b in bound { Log.info("listening kind=\(b.kind.announced) addr=\(b.address)") }
         let info = ServerInfo(
             version: Self.version, ioBackend: kind.rawValue, cores: cpus.count,
@@ -338,10 +363,17 @@ public final class ProxyServer {
                 reloadDue = nil
                 reload(publisher, path: path)
             }
-            if let sig = signals.wait(milliseconds: reloadDue == nil ? 200 : 50) {
+            if tlsWatchers.contains(where: { $0.changed() }) { tlsReloadDue = System.monotonicNanos() + 200_000_000 }
+            if let due = tlsReloadDue, System.monotonicNanos() >= due, let tlsCell, let files = settings.tls {
+                tlsReloadDue = nil
+                reloadTLS(tlsCell, files)
+            }
+            tlsCell?.reclaim()
+            if let sig = signals.wait(milliseconds: reloadDue == nil && tlsReloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
-                    if Signals.name(sig) == "SIGHUP", let publisher, let path = settings.configPath {
-                        reload(publisher, path: path)
+                    if Signals.name(sig) == "SIGHUP" && (settings.configPath != nil || tlsCell != nil) {
+                        if let publisher, let path = settings.configPath { reload(publisher, path: path) }
+                        if let tlsCell, let files = settings.tls { reloadTLS(tlsCell, files) }
                         continue
                     }
                     if Signals.name(sig) == "SIGUSR1" {
@@ -433,6 +465,35 @@ public final class ProxyServer {
         Log.info("config applied version=\(version) resources=\(table.resources.count) path=\(path) took=\(micros)us")
     }
 
+    /// The TLS files changed (or SIGHUP): a new server context for new handshakes; connections already
+    /// established keep theirs. A file that cannot be used is refused with an error line, and the old context
+    /// keeps serving.
+    private func reloadTLS(_ cell: SnapshotCell<TLSServerPolicy>, _ files: TLSServerFiles) {
+        System.atIdlePriority {
+            do throws(TLSSetupError) {
+                let context = try files.context(alpn: ["http/1.1"])
+                cell.publish(TLSServerPolicy(context: context))
+                counters.tls.reloads.add()
+                Log.info("tls: reloaded \(files.certificate): new handshakes use it")
+                warnIfExpiring(context, files.certificate)
+            } catch {
+                counters.tls.reloadsRefused.add()
+                Log.error("tls: reload refused: \(error.description); the previous certificate keeps serving")
+            }
+        }
+    }
+
+    /// A certificate already expired, or expiring within a day, is served (clients decide) with a warning.
+    private func warnIfExpiring(_ context: TLSContext, _ path: String) {
+        guard let notAfter = context.certificateNotAfter else { return }
+        let now = Int(System.wallClockMicros() / 1_000_000)
+        if notAfter <= now {
+            Log.warn("tls: \(path) expired \((now - notAfter) / 3600) hours ago; clients will refuse it")
+        } else if notAfter - now < 86_400 {
+            Log.warn("tls: \(path) expires in \((notAfter - now) / 60) minutes")
+        }
+    }
+
     /// Tern's own metrics (beside Istio's): per reactor loop iterations, completions and connections; pools;
     /// the configuration's version with applied and rejected counts; series not recorded.
     static func ternMetrics(controls: [ReactorControl], telemetry: Telemetry, admin: AdminState, counters: RelayCounters) -> [MetricFamily] {
@@ -476,6 +537,27 @@ public final class ProxyServer {
                          samples: one(Double(admin.sideConnectionsEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
                          samples: one(Double(telemetry.seriesOverflowed))),
+        ] + tlsMetrics(counters.tls)
+    }
+
+    /// TLS handshakes by side (downstream: terminated by Tern; upstream: originated), resumed ones, failures by
+    /// side and reason (TLSFailureReason), and certificate reloads. Present only where TLS is configured.
+    static func tlsMetrics(_ tls: TLSCounters) -> [MetricFamily] {
+        let sides = TLSCounters.Side.allCases
+        guard tls.configured.load(ordering: .relaxed) else { return [] }
+        return [
+            MetricFamily(name: "tern_tls_certificate_reloads_total", help: "TLS certificate reloads applied (--tls-cert and its files changed).", kind: .counter,
+                         samples: [([], Double(tls.reloads.count))]),
+            MetricFamily(name: "tern_tls_certificate_reloads_refused_total", help: "TLS certificate reloads refused (a file could not be used; the previous certificate kept serving).", kind: .counter,
+                         samples: [([], Double(tls.reloadsRefused.count))]),
+            MetricFamily(name: "tern_tls_handshakes_total", help: "TLS handshakes completed, by side (downstream: clients of Tern's TLS listeners; upstream: connections Tern originates).", kind: .counter,
+                         samples: sides.map { ([("side", $0.label)], Double(tls.handshakes($0))) }),
+            MetricFamily(name: "tern_tls_resumed_handshakes_total", help: "TLS handshakes that resumed a session (ticket), by side.", kind: .counter,
+                         samples: sides.map { ([("side", $0.label)], Double(tls.resumedHandshakes($0))) }),
+            MetricFamily(name: "tern_tls_handshake_failures_total", help: "TLS handshakes that failed, by side and reason.", kind: .counter,
+                         samples: sides.flatMap { side in
+                             TLSFailureReason.allCases.map { ([("side", side.label), ("reason", $0.rawValue)], Double(tls.failures(side, $0))) }
+                         }),
         ]
     }
 
@@ -495,7 +577,8 @@ public final class ProxyServer {
         _ type: B.Type, index: Int, listeners: [RelayListener], tcpListeners: [RelayListener], control: ReactorControl,
         backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
-        capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting
+        capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting,
+        tls: SnapshotCell<TLSServerPolicy>?
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -508,7 +591,7 @@ public final class ProxyServer {
                 // ones.
                 let handler = HTTPProxy<B>(listeners: listeners, tcpListeners: tcpListeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
-                                           telemetry: telemetry, reactorIndex: index, reporting: reporting)
+                                           telemetry: telemetry, reactorIndex: index, reporting: reporting, tls: tls?.reader(index))
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {

@@ -44,8 +44,14 @@ extension ProxySettings {
         out.append("access-log-format=\(t.accessLogFormat)")
         if let c = t.traceCollector { out.append("trace-collector=\(c)") }
         out.append("trace-sampling=\(t.traceSampling)")
+        if let tls {
+            out.append("tls-cert=\(tls.certificate)")
+            out.append("tls-key=\(tls.key)")
+            if let ca = tls.clientCA { out.append("tls-client-ca=\(ca)") }
+        }
         if let http {
             out.append("http=1")
+            out.append("tls-handshake-timeout-ns=\(http.tlsHandshakeTimeout.nanoseconds)")
             out.append("max-request-headers-bytes=\(http.limits.maxHeaderBytes)")
             out.append("max-request-headers-count=\(http.limits.maxHeaderCount)")
             out.append("max-uri-bytes=\(http.limits.maxURIBytes)")
@@ -118,6 +124,9 @@ extension ProxySettings {
             case "access-log": telemetry.accessLog = value
             case "access-log-format": telemetry.accessLogFormat = value
             case "trace-collector": telemetry.traceCollector = value
+            case "tls-cert": tls = TLSServerFiles(certificate: value, key: tls?.key ?? "", clientCA: tls?.clientCA)
+            case "tls-key": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: value, clientCA: tls?.clientCA)
+            case "tls-client-ca": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: tls?.key ?? "", clientCA: value)
             case "trace-sampling":
                 guard let p = Double(value) else { throw SetupError(description: "trace-sampling: '\(value)'") }
                 telemetry.traceSampling = p
@@ -149,6 +158,7 @@ extension ProxySettings {
         case "max-upstream-connections": h.maxUpstreamConnections = i
         case "max-idle-upstream": h.maxIdleUpstream = i
         case "upstream-idle-timeout-ns": h.upstreamIdleTimeout = TernDuration(nanoseconds: n)
+        case "tls-handshake-timeout-ns": h.tlsHandshakeTimeout = TernDuration(nanoseconds: n)
         default: throw SetupError(description: "unknown setting '\(key)'")
         }
         http = h

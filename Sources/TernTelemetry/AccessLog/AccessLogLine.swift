@@ -89,7 +89,11 @@ public enum AccessLogLine {
         line.append(",\"downstream_remote_address\":")
         jsonCaptured(capture, slot, .downstreamRemote, &line)
         line.append(",\"requested_server_name\":")
-        jsonString(r.requestedServerName, &line)
+        if r.requestedServerName.isEmpty { jsonCaptured(capture, slot, .serverName, &line) } else { jsonString(r.requestedServerName, &line) }
+        line.append(",\"downstream_tls_version\":")
+        jsonCaptured(capture, slot, .tlsVersion, &line)
+        line.append(",\"downstream_tls_cipher\":")
+        jsonCaptured(capture, slot, .tlsCipher, &line)
         line.append(",\"upstream_transport_failure_reason\":")
         jsonString(r.upstreamTransportFailureReason, &line)
         line.append("}\n")
@@ -172,7 +176,7 @@ public enum AccessLogLine {
         line.append(" ")
         textCaptured(capture, slot, .downstreamRemote, &line)
         line.append(" ")
-        textString(r.requestedServerName, &line)
+        if r.requestedServerName.isEmpty { textCaptured(capture, slot, .serverName, &line) } else { textString(r.requestedServerName, &line) }
         line.append(" ")
         textString(r.routeName, &line)
         line.append("\n")

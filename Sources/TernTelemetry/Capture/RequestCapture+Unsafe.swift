@@ -7,6 +7,8 @@ import Glibc
 public enum CapturedField: Int, CaseIterable, Sendable {
     case method, path, authority, userAgent, forwardedFor, requestID, downstreamRemote, downstreamLocal
     case traceParent, traceState
+    /// A TLS connection's protocol version ("TLSv1.3"), cipher suite and the server name its client asked for.
+    case tlsVersion, tlsCipher, serverName
 
     /// Bytes kept at most (a longer value is cut there).
     public var limit: Int {
@@ -21,15 +23,23 @@ public enum CapturedField: Int, CaseIterable, Sendable {
         case .traceParent: 64
         // W3C Trace Context: a proxy should pass on at least 512 bytes of tracestate (TraceHeaders.traceStateLimit).
         case .traceState: 512
+        case .tlsVersion: 16
+        case .tlsCipher: 64
+        case .serverName: 256
         }
     }
 
     /// Fields of the connection rather than of a request: set once when it is accepted, kept by `beginRequest`.
     @inline(__always)
-    var ofConnection: Bool { self == .downstreamRemote || self == .downstreamLocal }
+    var ofConnection: Bool {
+        switch self {
+        case .downstreamRemote, .downstreamLocal, .tlsVersion, .tlsCipher, .serverName: true
+        default: false
+        }
+    }
 
     /// How many fields there are (`allCases.count` builds an array each time in a debug build).
-    static var count: Int { CapturedField.traceState.rawValue + 1 }
+    static var count: Int { CapturedField.serverName.rawValue + 1 }
 
     // A slot: a table of (offset, length) UInt16 pairs, one per field; the packed region's end (UInt16); the
     // connection's two fields at fixed places; then the packed region, where a request's fields are written one
@@ -40,7 +50,21 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     /// After the table and the cursor, rounded up to 16 bytes.
     static var remoteOffset: Int { (cursorOffset + 2 + 15) & ~15 }
     static var localOffset: Int { remoteOffset + CapturedField.downstreamRemote.limit }
-    static var packedStart: Int { localOffset + CapturedField.downstreamLocal.limit }
+    static var tlsVersionOffset: Int { localOffset + CapturedField.downstreamLocal.limit }
+    static var tlsCipherOffset: Int { tlsVersionOffset + CapturedField.tlsVersion.limit }
+    static var serverNameOffset: Int { tlsCipherOffset + CapturedField.tlsCipher.limit }
+    static var packedStart: Int { serverNameOffset + CapturedField.serverName.limit }
+
+    /// A connection field's fixed place in a slot.
+    var connectionOffset: Int {
+        switch self {
+        case .downstreamRemote: CapturedField.remoteOffset
+        case .downstreamLocal: CapturedField.localOffset
+        case .tlsVersion: CapturedField.tlsVersionOffset
+        case .tlsCipher: CapturedField.tlsCipherOffset
+        default: CapturedField.serverNameOffset
+        }
+    }
     /// Room for every request field at its limit at once, so a request never runs out of it.
     static var packedCapacity: Int {
         CapturedField.method.limit + CapturedField.path.limit + CapturedField.authority.limit + CapturedField.userAgent.limit
@@ -133,7 +157,7 @@ public enum CapturedField: Int, CaseIterable, Sendable {
     private func place(_ base: UnsafeMutableRawPointer, _ field: CapturedField, count: Int, keep: Int) -> UnsafeMutableRawPointer {
         precondition(count <= field.limit && keep <= count)
         if field.ofConnection {
-            let offset = field == .downstreamRemote ? CapturedField.remoteOffset : CapturedField.localOffset
+            let offset = field.connectionOffset
             unsafe setEntry(base, field, offset: offset, length: count)
             return unsafe base + offset
         }

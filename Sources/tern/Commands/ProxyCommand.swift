@@ -62,6 +62,18 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("upstream-idle-timeout"), help: "--http: an idle pooled upstream connection closes after this long.")
     var upstreamIdleTimeout: String = "1h"
 
+    @Option(name: .customLong("tls-cert"), help: "Terminate TLS on every --listen listener with this PEM certificate chain (leaf first); needs --tls-key. Reloaded when the file changes.")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key (RSA or ECDSA) of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-client-ca"), help: "Require a client certificate that verifies against this PEM CA bundle (mutual TLS).")
+    var tlsClientCA: String?
+
+    @Option(name: .customLong("tls-handshake-timeout"), help: "From the accept of a TLS connection to the end of its handshake (closed beyond).")
+    var tlsHandshakeTimeout: String = "10s"
+
     @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one), optionally with its kind: tcp:ADDR relays TCP, http:ADDR proxies HTTP/1.1 (without one: http with --http, tcp without). Repeatable; one process may have both kinds.")
     var listen: [String] = []
 
@@ -178,6 +190,18 @@ struct ProxyCommand: ParsableCommand {
         s.logLevel = level
         // HTTP settings (the --http flags) apply to every HTTP listener, given by --http or by http:ADDR.
         if http || s.listenKinds.contains(.http) { s.http = try httpSettings() }
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            guard s.http != nil, !s.listenKinds.contains(.tcp), http || !s.listenKinds.isEmpty else {
+                throw ValidationError("--tls-cert terminates TLS on HTTP listeners (--http, or --listen http:ADDR); TCP listeners cannot have it yet")
+            }
+            s.tls = TLSServerFiles(certificate: cert, key: key, clientCA: tlsClientCA)
+            s.http?.tlsHandshakeTimeout = try duration(tlsHandshakeTimeout, flag: "--tls-handshake-timeout")
+        case (nil, nil):
+            if tlsClientCA != nil { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
         s.telemetry = try telemetrySettings(namespace: s.namespace)
         return s
     }

@@ -58,7 +58,7 @@ commonName = supplied
 subjectAltName = DNS:localhost,IP:127.0.0.1
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth,clientAuth
 CNF
     openssl ca -batch -config "ca-$1/openssl.cnf" -cert "$2.crt" -keyfile "$2.key" -in "$1.csr" \
         -startdate "$3" -enddate "$4" -out "$1.crt" -notext 2>/dev/null

@@ -72,7 +72,7 @@ import TernCore
         unsafe ev.events = EPOLLIN.rawValue | EPOLLET.rawValue
         unsafe ev.data.fd = wakeFD
         unsafe _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
-        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize)
+        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers)
         tableSize = max(Int(min(System.openFileLimit(), 1 << 20)), 1024)
         // SAFETY: both allocations are owned until deinit; descriptor indexes are checked against tableSize.
         unsafe states = calloc(tableSize, MemoryLayout<DescriptorState>.stride)!
@@ -251,6 +251,7 @@ import TernCore
     }
 
     public func releaseBuffer(_ id: UInt16) {
+        if buffers.isSpare(id) { return buffers.putSpare(id) }
         buffers.put(id)
         // Receives that found the pool empty wait here; a returned buffer lets them run again.
         while buffers.available > 0, let fd = starvedReceives.popLast() {

@@ -113,7 +113,7 @@ import Glibc
         unsafe _ = io_uring_register_ring_fd(ring)
 
         // Provided-buffer ring, group 0 (liburing 2.3 lacks io_uring_setup_buf_ring: allocate and register).
-        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize)
+        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers)
         bufferRingEntries = settings.bufferCount
         var ringMemory: UnsafeMutableRawPointer? = nil
         let bytes = bufferRingEntries * Int(CTernLinux_buf_ring_entry_size())
@@ -319,6 +319,7 @@ import Glibc
     }
 
     public func releaseBuffer(_ id: UInt16) {
+        if buffers.isSpare(id) { return buffers.putSpare(id) }
         let mask = io_uring_buf_ring_mask(UInt32(bufferRingEntries))
         unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(id), UInt32(buffers.size), id, mask, 0)
         unsafe io_uring_buf_ring_advance(bufferRing, 1)

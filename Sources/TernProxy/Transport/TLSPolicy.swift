@@ -1,0 +1,109 @@
+// TLS termination settings and what the reactors read of them: a server context built off the reactors (at start
+// and whenever its files change) and published to them through a SnapshotCell, as route tables are.
+import Synchronization
+import TernCore
+import TernIO
+import TernTLS
+
+/// The files a TLS listener serves with (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+public struct TLSServerFiles: Sendable, Hashable {
+    /// PEM certificate chain, leaf first.
+    public var certificate: String
+    /// PEM private key (RSA or ECDSA) of the leaf.
+    public var key: String
+    /// PEM CA bundle: when set, clients must present a certificate that verifies against it.
+    public var clientCA: String?
+    public init(certificate: String, key: String, clientCA: String? = nil) {
+        self.certificate = certificate
+        self.key = key
+        self.clientCA = clientCA
+    }
+
+    /// Every file, for watching.
+    public var paths: [String] { [certificate, key] + (clientCA.map { [$0] } ?? []) }
+
+    /// Builds the server context (ALPN: HTTP/1.1 on HTTP listeners, none on TCP ones).
+    public func context(alpn: [String]) throws(TLSSetupError) -> TLSContext {
+        try TLSContext.server(certificate: certificate, key: key, clientCA: clientCA, alpn: alpn)
+    }
+}
+
+/// What a reactor reads at accept: the current server context.
+public final class TLSServerPolicy: Sendable {
+    public let context: TLSContext
+    public init(context: TLSContext) { self.context = context }
+}
+
+/// A counter shared by reactors (relaxed, one per label set).
+public final class SharedCounter: Sendable {
+    public let value = Atomic<Int>(0)
+    public init() {}
+    func add(_ n: Int = 1) { value.add(n, ordering: .relaxed) }
+    public var count: Int { value.load(ordering: .relaxed) }
+}
+
+/// TLS handshakes by side (downstream: connections Tern terminates; upstream: connections it originates).
+public final class TLSCounters: Sendable {
+    public enum Side: Int, Sendable, CaseIterable {
+        case downstream, upstream
+        public var label: String { self == .downstream ? "downstream" : "upstream" }
+    }
+    private let handshakes = [SharedCounter(), SharedCounter()]
+    private let resumed = [SharedCounter(), SharedCounter()]
+    private let failures: [SharedCounter] = (0..<(2 * TLSFailureReason.allCases.count)).map { _ in SharedCounter() }
+    /// Certificate reloads applied and refused (termination).
+    public let reloads = SharedCounter()
+    public let reloadsRefused = SharedCounter()
+    /// Set once TLS is configured: its metrics are shown from then on.
+    public let configured = Atomic<Bool>(false)
+    public init() {}
+
+    func handshake(_ side: Side, resumed r: Bool) {
+        handshakes[side.rawValue].add()
+        if r { resumed[side.rawValue].add() }
+    }
+
+    func failed(_ side: Side, _ reason: TLSFailureReason) {
+        failures[side.rawValue * TLSFailureReason.allCases.count + Self.index(reason)].add()
+    }
+
+    public func handshakes(_ side: Side) -> Int { handshakes[side.rawValue].count }
+    public func resumedHandshakes(_ side: Side) -> Int { resumed[side.rawValue].count }
+    public func failures(_ side: Side, _ reason: TLSFailureReason) -> Int {
+        failures[side.rawValue * TLSFailureReason.allCases.count + Self.index(reason)].count
+    }
+
+    private static func index(_ reason: TLSFailureReason) -> Int {
+        TLSFailureReason.allCases.firstIndex(of: reason) ?? 0
+    }
+}
+
+/// The TLS state of one connection beside its session (`TLSIO.sessions`, same slot): the ciphertext it received
+/// and has not fed to OpenSSL yet, the records it wrote and has not sent, and where its handshake stands.
+struct TLSLink {
+    /// A pooled receive buffer holding ciphertext [inputStart, inputEnd) not yet taken by OpenSSL, or -1.
+    var input: Int32 = -1
+    var inputStart = 0
+    var inputEnd = 0
+    /// A spare buffer records are being written into ([0, fillLength)), or -1.
+    var fill: Int32 = -1
+    var fillLength = 0
+    /// A spare buffer being sent ([flightSent, flightLength) still to go), or -1.
+    var flight: Int32 = -1
+    var flightLength = 0
+    var flightSent = 0
+    var socketReceiving = false
+    var socketSending = false
+    var handshaking = true
+    /// The socket reported its end (0) or an error: nothing more will arrive.
+    var socketEnded = false
+    /// The peer's close_notify was read, or the stream ended: the engine is told once it asks for bytes.
+    var ended = false
+    /// Plaintext encrypted for the engine's send in progress, reported as sent once its records are.
+    var pendingPlain = 0
+    /// In the reactor's list of links to run at the next loop iteration.
+    var queued = false
+    /// In the reactor's list of links waiting for a spare buffer.
+    var starved = false
+    var handshakeTimer: TimerWheel.ID? = nil
+}

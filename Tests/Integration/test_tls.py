@@ -1,0 +1,525 @@
+"""TLS termination (`tern proxy --http --tls-cert --tls-key [--tls-client-ca]`), on both backends, against real
+TLS clients: curl, `openssl s_client` and Python's ssl. Certificates are made for the run by
+Tests/Fixtures/tls/make-certs.sh (openssl CLI). Tern is held to what Envoy does terminating TLS on a listener
+(DownstreamTlsContext with a certificate, optionally require_client_certificate): TLS 1.2 and 1.3, ALPN
+http/1.1, stateless session tickets, X-Forwarded-Proto https, failed handshakes closed and counted, the
+certificate reloaded when its files change without disturbing established connections.
+"""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import ROOT
+from http_peers import HttpUpstream
+from peers import dead_port, stream_bytes, stream_sha256
+from test_http_proxy import (MiB, access_log, build_request, http_upstream, vm_rss,  # noqa: F401 (fixture)
+                             wait_until)
+
+MAKE_CERTS = os.path.join(ROOT, "Tests", "Fixtures", "tls", "make-certs.sh")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """The directory of make-certs.sh's certificates (made once per test run)."""
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", MAKE_CERTS, str(d)], check=True, timeout=120)
+    return str(d)
+
+
+def tls_proxy(start_tern, up, backend, certs, *extra, cert="server-chain.crt", key="server.key", cores="1"):
+    """`tern proxy --http` terminating TLS in front of `up`, with Prometheus on; returns (tern, prometheus port)."""
+    prom = dead_port()
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                   "--cores", cores, "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
+                   "--tls-cert", os.path.join(certs, cert), "--tls-key", os.path.join(certs, key), *extra)
+    return t, prom
+
+
+def metric(port, name, **labels):
+    """The value of sample `name` with exactly `labels` on Tern's Prometheus endpoint (0 when absent)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/stats/prometheus", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if want and line.startswith(f"{name}{{{want}}} ") or not want and line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def failures(port, reason):
+    return metric(port, "tern_tls_handshake_failures_total", side="downstream", reason=reason)
+
+
+def client_context(certs, ca="ca.crt", cert=None, key=None, max_version=None):
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, ca))
+    if cert:
+        ctx.load_cert_chain(os.path.join(certs, cert), os.path.join(certs, key))
+    if max_version:
+        ctx.maximum_version = max_version
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class TLSClient:
+    """An HTTP/1.1 client over one TLS connection (Python's ssl), reading responses with Content-Length."""
+
+    def __init__(self, port, ctx, server_name="localhost", session=None, timeout=30):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = ctx.wrap_socket(raw, server_hostname=server_name, session=session)
+        self.buffer = b""
+
+    def request(self, method, target, headers=(), body=b""):
+        self.sock.sendall(build_request(method, target, headers, body))
+        return self.response()
+
+    def response(self, on_data=None):
+        while b"\r\n\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            assert data, f"connection closed before a response head: {self.buffer!r}"
+            self.buffer += data
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {}
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            fields[k.strip().lower()] = v.strip()
+        length = int(fields.get("content-length", "0"))
+        body = bytearray()
+        got = 0
+        while got < length:
+            if not self.buffer:
+                self.buffer = self.sock.recv(1 << 20)
+                assert self.buffer, "connection closed inside a response body"
+            piece, self.buffer = self.buffer[: length - got], self.buffer[length - got:]
+            got += len(piece)
+            if on_data:
+                on_data(piece)
+            else:
+                body += piece
+        return status, fields, bytes(body)
+
+    def close(self):
+        self.sock.close()
+
+
+def curl(port, path, *args, host="localhost", timeout=30):
+    """curl over https; returns (exit code, status or 0, body, stderr)."""
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "--resolve", f"{host}:{port}:127.0.0.1", "-o", "-",
+                        "-w", "\n%{http_code} %{http_version}", *args, f"https://{host}:{port}{path}"],
+                       capture_output=True, timeout=timeout)
+    out = r.stdout
+    body, _, tail = out.rpartition(b"\n")
+    code = int(tail.split()[0]) if tail else 0
+    return r.returncode, code, body, r.stderr.decode()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Handshakes that succeed
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_curl_gets_through_tls_and_the_upstream_sees_https(start_tern, http_upstream, backend, certs, version):
+    """curl over TLS 1.2 and 1.3 with the test CA: 200 with the upstream's body; the upstream gets plaintext
+    HTTP/1.1 with X-Forwarded-Proto https (Envoy sets it from the connection's scheme)."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    code, status, body, err = curl(t.port, "/hello", "--cacert", os.path.join(certs, "ca.crt"),
+                                   f"--tlsv{version}", "--tls-max", version)
+    assert (code, status, body) == (0, 200, b"/hello"), err
+    [req] = up.requests
+    assert req.header("x-forwarded-proto") == "https"
+    assert metric(prom, "tern_tls_handshakes_total", side="downstream") == 1
+
+
+def test_openssl_s_client_negotiates_alpn_http11_and_tls13(start_tern, http_upstream, backend, certs):
+    """`openssl s_client -alpn h2,http/1.1`: TLS 1.3, ALPN http/1.1 (h2 is not offered until HTTP/2 lands), the
+    certificate verifies; a client offering only h2 still connects, without ALPN (as Envoy continues)."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    for alpn, expected in (("h2,http/1.1", "ALPN protocol: http/1.1"), ("h2", "No ALPN negotiated")):
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-servername", "localhost",
+                            "-CAfile", os.path.join(certs, "ca.crt"), "-alpn", alpn, "-ign_eof"],
+                           input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", capture_output=True, timeout=30)
+        out = r.stdout.decode() + r.stderr.decode()
+        assert "New, TLSv1.3" in out, out
+        assert "Verify return code: 0 (ok)" in out, out
+        assert expected in out, out
+        assert "HTTP/1.1 200" in out, out
+
+
+@pytest.mark.parametrize("name", ["localhost", "a.example.com", "x.b.example.com"])
+def test_sni_names_of_the_certificate_verify_and_are_logged(start_tern, http_upstream, backend, certs, tmp_path, name):
+    """The certificate names localhost, a.example.com and *.b.example.com: clients asking for each verify it; the
+    access log has the requested server name, TLS version and cipher."""
+    up = http_upstream()
+    log = tmp_path / "access.log"
+    t, _ = tls_proxy(start_tern, up, backend, certs, "--access-log", str(log))
+    code, status, _, err = curl(t.port, "/sni", "--cacert", os.path.join(certs, "ca.crt"), host=name)
+    assert (code, status) == (0, 200), err
+    [line] = access_log(str(log), 1)
+    assert line["requested_server_name"] == name
+    assert line["downstream_tls_version"] == "TLSv1.3"
+    assert line["downstream_tls_cipher"].startswith("TLS_")
+
+
+def test_keep_alive_requests_share_one_tls_connection(start_tern, http_upstream, backend, certs):
+    """Ten requests on one TLS connection: one handshake, ten answers, one upstream connection."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    c = TLSClient(t.port, client_context(certs))
+    for i in range(10):
+        status, _, body = c.request("GET", f"/k{i}")
+        assert (status, body) == (200, f"/k{i}".encode())
+    c.close()
+    assert metric(prom, "tern_tls_handshakes_total", side="downstream") == 1
+    assert up.accepted == 1
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume_with_tickets(start_tern, http_upstream, backend, certs, version):
+    """A second connection offering the first one's session ticket resumes it (TLS 1.2 and 1.3 tickets), counted
+    in tern_tls_resumed_handshakes_total; the tickets are the process's, so every reactor resumes them."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs, cores="2")
+    ctx = client_context(certs, max_version=version)
+    first = TLSClient(t.port, ctx)
+    assert first.request("GET", "/one")[0] == 200  # TLS 1.3 tickets arrive after the handshake: read first
+    session = first.sock.session
+    first.close()
+    assert session is not None and session.has_ticket
+    resumed = 0
+    for i in range(6):  # over both reactors (SO_REUSEPORT spreads connections by their source port)
+        c = TLSClient(t.port, ctx, session=session)
+        assert c.request("GET", f"/again{i}")[0] == 200
+        resumed += c.sock.session_reused
+        c.close()
+    assert resumed == 6
+    assert metric(prom, "tern_tls_resumed_handshakes_total", side="downstream") == 6
+
+
+def test_large_bodies_both_ways_intact(start_tern, http_upstream, backend, certs):
+    """64 MiB up and 64 MiB down through TLS, checked by sha256 at the far ends."""
+    size = 64 * MiB
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    c = TLSClient(t.port, client_context(certs), timeout=60)
+    sent = hashlib.sha256()
+    c.sock.sendall(build_request("POST", "/sha256", [("Content-Length", str(size))]))
+    for block in stream_bytes(size):
+        sent.update(block)
+        c.sock.sendall(block)
+    status, _, body = c.response()
+    assert status == 200
+    assert json.loads(body) == {"length": size, "sha256": sent.hexdigest()}
+    got = hashlib.sha256()
+    count = [0]
+
+    def take(data):
+        got.update(data)
+        count[0] += len(data)
+    c.sock.sendall(build_request("GET", f"/bytes/{size}"))
+    status, _, _ = c.response(on_data=take)
+    assert status == 200
+    assert (count[0], got.hexdigest()) == (size, stream_sha256(size))
+
+
+@pytest.mark.large
+def test_1gib_both_ways_in_bounded_memory(start_tern, http_upstream, backend, certs):
+    """1 GiB uploaded (the upstream not reading for its first 2 s) and 1 GiB downloaded over TLS, intact by
+    sha256, while Tern's resident memory stays under 64 MiB: decrypted and encrypted bytes move through the
+    reactor's pooled buffers with backpressure, never piling up."""
+    size = 1 << 30
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    pid = t.proc.pid
+    peak, stop = [vm_rss(pid)], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                peak[0] = max(peak[0], vm_rss(pid))
+            except OSError:
+                return
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        c = TLSClient(t.port, client_context(certs), timeout=120)
+        start = time.time()
+        sent = hashlib.sha256()
+        c.sock.sendall(build_request("POST", "/sha256?pause_ms=2000", [("Content-Length", str(size))]))
+        for block in stream_bytes(size):
+            sent.update(block)
+            c.sock.sendall(block)
+            assert time.time() - start < 120, "the upload did not finish within two minutes"
+        status, _, body = c.response()
+        got = hashlib.sha256()
+        count = [0]
+
+        def take(data):
+            got.update(data)
+            count[0] += len(data)
+        c.sock.sendall(build_request("GET", f"/bytes/{size}"))
+        down_status, _, _ = c.response(on_data=take)
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert status == 200
+    assert json.loads(body) == {"length": size, "sha256": sent.hexdigest()}
+    assert down_status == 200
+    assert (count[0], got.hexdigest()) == (size, stream_sha256(size))
+    assert peak[0] < 64 * MiB, f"tern reached {peak[0] / MiB:.1f} MiB resident"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Client certificates
+# ---------------------------------------------------------------------------------------------------------
+
+def test_client_certificate_required_present_missing_and_wrong(start_tern, http_upstream, backend, certs):
+    """With --tls-client-ca: a client certificate signed by that CA gets through; none, one from another CA, or an
+    expired one fails the handshake (counted by reason) and nothing reaches the upstream for them."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs, "--tls-client-ca", os.path.join(certs, "ca.crt"))
+    ca = os.path.join(certs, "ca.crt")
+    code, status, _, err = curl(t.port, "/mtls", "--cacert", ca, "--cert", os.path.join(certs, "client.crt"),
+                                "--key", os.path.join(certs, "client.key"))
+    assert (code, status) == (0, 200), err
+    code, status, _, err = curl(t.port, "/none", "--cacert", ca)
+    assert code != 0 and status == 0, err
+    wait_until(lambda: failures(prom, "no_certificate") == 1, "the missing certificate counted")
+    code, status, _, err = curl(t.port, "/other", "--cacert", ca, "--cert", os.path.join(certs, "other.crt"),
+                                "--key", os.path.join(certs, "other.key"))
+    assert code != 0 and status == 0, err
+    wait_until(lambda: failures(prom, "certificate_verify_failed") == 1, "the unknown CA counted")
+    code, status, _, err = curl(t.port, "/expired", "--cacert", ca, "--cert", os.path.join(certs, "expired.crt"),
+                                "--key", os.path.join(certs, "expired.key"))
+    assert code != 0 and status == 0, err
+    wait_until(lambda: failures(prom, "certificate_expired") == 1, "the expired certificate counted")
+    assert up.paths() == ["/mtls"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Handshakes that fail, and bytes that are not TLS
+# ---------------------------------------------------------------------------------------------------------
+
+def served_after(t, certs):
+    """Tern still serves a good client afterwards."""
+    code, status, _, err = curl(t.port, "/after", "--cacert", os.path.join(certs, "ca.crt"))
+    assert (code, status) == (0, 200), err
+
+
+def read_until_closed(sock, timeout=15):
+    """Everything the peer sends until it closes (or resets); raises if it stays open past `timeout`."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                return data
+            data += piece
+    except ConnectionResetError:
+        return data
+
+
+def test_wrong_ca_on_the_client_fails_its_handshake(start_tern, http_upstream, backend, certs):
+    """A client that trusts another CA refuses Tern's certificate and says so (alert unknown_ca): counted as a
+    peer alert; a client asking for a name the certificate lacks refuses it too."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    code, _, _, err = curl(t.port, "/", "--cacert", os.path.join(certs, "other-ca.crt"))
+    assert code == 60, err  # curl: peer certificate cannot be authenticated
+    wait_until(lambda: failures(prom, "peer_alert") == 1, "the client's alert counted")
+    code, _, _, err = curl(t.port, "/", "--cacert", os.path.join(certs, "ca.crt"), host="c.example.com")
+    assert code == 60, err
+    assert up.paths() == []
+    served_after(t, certs)
+
+
+@pytest.mark.parametrize("cert", ["expired", "future"])
+def test_expired_and_not_yet_valid_server_certificates_are_refused_by_clients(start_tern, http_upstream, backend, certs, cert):
+    """Tern serves the certificate it is given (clients decide; a warning says it is out of date); curl refuses
+    an expired and a not-yet-valid one."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs, cert=f"{cert}.crt", key=f"{cert}.key")
+    code, _, _, err = curl(t.port, "/", "--cacert", os.path.join(certs, "ca.crt"))
+    assert code == 60, err
+    assert "expired" in err or "not yet valid" in err, err
+    assert up.paths() == []
+
+
+def test_plaintext_http_on_the_tls_port_is_closed_and_counted(start_tern, http_upstream, backend, certs):
+    """A plaintext HTTP request to the TLS port gets no HTTP answer (Envoy closes it too): the connection is
+    closed, counted as http_request, and nothing reaches the upstream."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = read_until_closed(s)
+    assert b"HTTP/1.1" not in data
+    wait_until(lambda: failures(prom, "http_request") == 1, "the plaintext request counted")
+    assert up.paths() == []
+    served_after(t, certs)
+
+
+@pytest.mark.parametrize("what,payload,reason", [
+    ("random bytes", bytes((i * 77 + 3) % 256 for i in range(4096)), "protocol_error"),
+    ("a record header announcing garbage", b"\x16\x03\x01\x00\x20" + b"\xff" * 32, "protocol_error"),
+])
+def test_garbage_closes_the_connection(start_tern, http_upstream, backend, certs, what, payload, reason):
+    """Bytes that are not a TLS handshake close the connection (after OpenSSL's alert), nothing reaches the
+    upstream, and the reactor goes on serving."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    s.sendall(payload)
+    read_until_closed(s)
+    wait_until(lambda: failures(prom, reason) == 1, f"{what} counted as {reason}")
+    assert up.paths() == []
+    served_after(t, certs)
+
+
+def test_truncated_client_hello_then_close(start_tern, http_upstream, backend, certs):
+    """A ClientHello cut short by the client's close: counted as closed_early; Tern serves on."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    s.shutdown(socket.SHUT_WR)
+    read_until_closed(s)
+    wait_until(lambda: failures(prom, "closed_early") == 1, "the cut handshake counted")
+    served_after(t, certs)
+
+
+def test_garbage_after_the_handshake_resets_the_connection(start_tern, http_upstream, backend, certs):
+    """A record that fails to decrypt after the handshake (bytes written around the TLS layer) ends the
+    connection; nothing reaches the upstream."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    ctx = client_context(certs)
+    raw = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    # Application data record with a bogus body, written on the raw socket under the TLS layer.
+    os.write(tls.fileno(), b"\x17\x03\x03\x00\x40" + b"\x00" * 64)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        tls.settimeout(15)
+        data = tls.recv(100)
+        if not data:
+            raise OSError("closed")
+    assert up.paths() == []
+    served_after(t, certs)
+
+
+def test_stalled_handshake_is_cut_at_the_handshake_timeout(start_tern, http_upstream, backend, certs):
+    """A client that sends half a ClientHello and stalls is closed at --tls-handshake-timeout (1 s here), counted
+    as timeout, while others are served."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs, "--tls-handshake-timeout", "1s")
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    served_after(t, certs)
+    read_until_closed(s, timeout=15)
+    wait_until(lambda: failures(prom, "timeout") == 1, "the stalled handshake counted")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files: bad at start, reloaded while serving
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cert,key,says", [
+    ("server.crt", "mismatch.key", "mismatch.key"),
+    ("missing.crt", "server.key", "missing.crt"),
+    ("server.key", "server.key", "server.key: not a usable PEM certificate chain"),
+])
+def test_bad_files_at_start_exit_1_naming_them(certs, cert, key, says):
+    """A key that does not match its certificate, a missing file, or a file that is not a certificate: tern
+    exits 1 with an error line naming the file."""
+    from conftest import tern_bin
+    r = subprocess.run([tern_bin(), "proxy", "--http", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                        "--admin", "off", "--health", "off", "--prometheus", "off",
+                        "--tls-cert", os.path.join(certs, cert), "--tls-key", os.path.join(certs, key)],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 1
+    assert says in r.stderr.decode(), r.stderr.decode()
+
+
+def test_certificate_rotation_under_keep_alive_load_fails_no_request(start_tern, http_upstream, backend, certs, tmp_path):
+    """The certificate and key files are replaced (renamed over, as a Kubernetes secret update or cert-manager
+    does) while clients keep sending: every request succeeds; an established keep-alive connection carries on
+    with its session; new connections get the new certificate (RSA after ECDSA here); a reload that would break
+    (a key that does not match) is refused and the working certificate keeps serving; session tickets issued
+    before the reload still resume after it."""
+    up = http_upstream()
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(os.path.join(certs, "server.crt"), live / "tls.crt")
+    shutil.copy(os.path.join(certs, "server.key"), live / "tls.key")
+    t, prom = tls_proxy(start_tern, up, backend, certs, cert=str(live / "tls.crt"), key=str(live / "tls.key"))
+    ctx = client_context(certs)
+    kept = TLSClient(t.port, ctx)
+    assert kept.request("GET", "/before")[0] == 200
+    ticket = kept.sock.session
+
+    def key_type(c):
+        return c.sock.getpeercert(binary_form=False) and subprocess.run(
+            ["openssl", "x509", "-noout", "-text"], input=ssl.DER_cert_to_PEM_cert(c.sock.getpeercert(True)).encode(),
+            capture_output=True).stdout.decode()
+
+    failed, done, count = [], threading.Event(), [0]
+
+    def load():
+        c = TLSClient(t.port, ctx)
+        while not done.is_set() and count[0] < 5000:
+            try:
+                status, _, _ = c.request("GET", f"/load{count[0]}")
+                if status != 200:
+                    failed.append(status)
+                count[0] += 1
+                if count[0] % 25 == 0:  # new connections too
+                    c.close()
+                    c = TLSClient(t.port, ctx)
+            except Exception as e:  # noqa: BLE001 - every failure is a finding
+                failed.append(repr(e))
+                c = TLSClient(t.port, ctx)
+        c.close()
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        wait_until(lambda: count[0] >= 50, "load running")
+        shutil.copy(os.path.join(certs, "rsa.crt"), live / "tls.crt.new")
+        shutil.copy(os.path.join(certs, "rsa.key"), live / "tls.key.new")
+        os.rename(live / "tls.key.new", live / "tls.key")
+        os.rename(live / "tls.crt.new", live / "tls.crt")
+        wait_until(lambda: metric(prom, "tern_tls_certificate_reloads_total") >= 1, "the reload applied")
+        fresh = TLSClient(t.port, ctx)
+        assert "rsaEncryption" in key_type(fresh)
+        assert fresh.request("GET", "/fresh")[0] == 200
+        fresh.close()
+        assert kept.request("GET", "/kept")[0] == 200  # the established connection carries on
+        resumed = TLSClient(t.port, ctx, session=ticket)
+        assert resumed.request("GET", "/resumed")[0] == 200
+        assert resumed.sock.session_reused, "a ticket from before the reload did not resume"
+        resumed.close()
+        # A key that does not match: refused, the RSA certificate keeps serving.
+        shutil.copy(os.path.join(certs, "mismatch.key"), live / "tls.key.new")
+        os.rename(live / "tls.key.new", live / "tls.key")
+        wait_until(lambda: metric(prom, "tern_tls_certificate_reloads_refused_total") >= 1, "the bad reload refused")
+        again = TLSClient(t.port, ctx)
+        assert "rsaEncryption" in key_type(again)
+        assert again.request("GET", "/still")[0] == 200
+        again.close()
+        wait_until(lambda: count[0] >= 300, "more load after the reloads")
+    finally:
+        done.set()
+        worker.join(60)
+    kept.close()
+    assert failed == []
