@@ -270,14 +270,13 @@ import Glibc
         return String(decoding: buffer[0..<n], as: UTF8.self)
     }
 
-    /// The session to resume the next connection to the same upstream with (client side), after the handshake.
+    /// The session to resume the next connection to the same upstream with (client side), after the handshake: a
+    /// copy, since OpenSSL marks a connection's own session not resumable when the connection is freed without
+    /// a close_notify both ways (as pooled upstream connections usually end).
     public func resumption(_ i: Int) -> TLSResumption? {
-        guard let s = unsafe SSL_get1_session(session(i)) else { return nil }
-        guard unsafe SSL_SESSION_is_resumable(s) == 1 else {
-            unsafe SSL_SESSION_free(s)
-            return nil
-        }
-        return unsafe TLSResumption(owning: s)
+        guard let s = unsafe SSL_get_session(session(i)), unsafe SSL_SESSION_is_resumable(s) == 1,
+              let copy = unsafe SSL_SESSION_dup(s) else { return nil }
+        return unsafe TLSResumption(owning: copy)
     }
 }
 

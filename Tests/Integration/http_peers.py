@@ -38,6 +38,7 @@ with 200 and then echoes raw bytes (and echoes raw bytes from the start when the
 import hashlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -536,3 +537,46 @@ class WebSocketEcho:
     def stop(self):
         self.server.shutdown()
         self.thread.join(5)
+
+
+class TLSHttpUpstream(HttpUpstream):
+    """HttpUpstream behind TLS (Python's ssl, server side): `context` is set by `with_context` before it starts.
+    Each connection's handshake is recorded in `handshakes` (SNI asked for, client certificate subject's URI or
+    CN, whether the session was resumed); handshakes that fail go to `handshake_failures` (a failing handshake
+    is what some tests want, so it is not a failure of the peer)."""
+
+    context = None
+
+    @classmethod
+    def with_context(cls, context):
+        return type("BoundTLSHttpUpstream", (cls,), {"context": context})
+
+    def __init__(self, host="127.0.0.1"):
+        self.handshakes = []
+        self.handshake_failures = []
+        self._sni = {}
+        self.context.sni_callback = self._remember_sni
+        super().__init__(host)
+
+    def _remember_sni(self, sock, name, ctx):
+        self._sni[id(sock)] = name
+
+    def _run(self, conn):
+        try:
+            tls = self.context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            tls.settimeout(30)
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as e:
+            self.handshake_failures.append(repr(e))
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+            conn.closed.set()
+            return
+        peer = tls.getpeercert() or {}
+        names = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+        self.handshakes.append({"sni": self._sni.pop(id(tls), None), "peer": names[0] if names else None,
+                                "resumed": tls.session_reused, "version": tls.version()})
+        conn.sock = tls
+        super()._run(conn)

@@ -523,3 +523,219 @@ def test_certificate_rotation_under_keep_alive_load_fails_no_request(start_tern,
         worker.join(60)
     kept.close()
     assert failed == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Origination: DestinationRule trafficPolicy.tls
+# ---------------------------------------------------------------------------------------------------------
+
+ORIGINATION = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [localhost, a.example.com, c.example.com]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: localhost
+  trafficPolicy:
+    tls:
+{tls}
+"""
+
+
+def upstream_context(certs, cert="server-chain.crt", key="server.key", client_ca=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certs, cert), os.path.join(certs, key))
+    if client_ca:
+        ctx.load_verify_locations(os.path.join(certs, client_ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def originating(start_tern, up, backend, certs, tmp_path, tls, *extra, host_rule="localhost"):
+    """Tern routing plaintext HTTP by Host to `up` through a DestinationRule whose tls block is `tls` (YAML lines,
+    indented for `tls:`); returns (tern, prometheus port, access log path)."""
+    config = tmp_path / "config.yaml"
+    lines = "\n".join("      " + line for line in tls.format(certs=certs).splitlines())
+    config.write_text(ORIGINATION.format(port=up.port, tls=lines).replace("host: localhost", f"host: {host_rule}"))
+    prom = dead_port()
+    log = tmp_path / "access.log"
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--config", str(config), "--io-backend", backend, "--cores", "1",
+                   "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}", "--access-log", str(log),
+                   *extra)
+    return t, prom, str(log)
+
+
+def get(port, path, host="localhost"):
+    r = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}, timeout=30, trust_env=False)
+    return r.status_code, r.content
+
+
+def test_simple_originates_tls_with_auto_sni_and_pools_connections(start_tern, http_upstream, backend, certs, tmp_path):
+    """mode SIMPLE with caCertificates: plaintext in, TLS to the upstream, its certificate verified against the
+    request's Host (Envoy's auto SNI and SAN validation); keep-alive requests share one pooled TLS connection."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, prom, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"Host": "localhost"}, timeout=30, trust_env=False) as c:
+        for i in range(5):
+            r = c.get(f"/o{i}")
+            assert (r.status_code, r.content) == (200, f"/o{i}".encode())
+    assert up.accepted == 1
+    assert [h["sni"] for h in up.handshakes] == ["localhost"]
+    assert metric(prom, "tern_tls_handshakes_total", side="upstream") == 1
+
+
+def HttpUpstream_tls(certs, **kw):
+    from http_peers import TLSHttpUpstream
+    return TLSHttpUpstream.with_context(upstream_context(certs, **kw))
+
+
+def test_simple_with_sni_sends_it_and_verifies_it(start_tern, http_upstream, backend, certs, tmp_path):
+    """An explicit sni is sent whatever the Host, and is the name the certificate must carry."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt\nsni: x.b.example.com")
+    assert get(t.port, "/sni") == (200, b"/sni")
+    assert [h["sni"] for h in up.handshakes] == ["x.b.example.com"]
+
+
+def test_certificate_that_does_not_name_the_host_fails_with_envoys_503(start_tern, http_upstream, backend, certs, tmp_path):
+    """The upstream's certificate lacks the SNI's name (c.example.com): 503 UF with Envoy's body and the TLS
+    transport failure reason, in the access log too, counted as an upstream TLS failure; nothing sent in the
+    clear."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, prom, log = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt",
+                               host_rule="c.example.com")
+    status, body = get(t.port, "/x", host="c.example.com")
+    assert status == 503
+    assert body.startswith(b"upstream connect error or disconnect/reset before headers. reset reason: connection failure, "
+                           b"transport failure reason: TLS_error:|"), body
+    assert b"certificate verify failed" in body and body.endswith(b":TLS_error_end"), body
+    [line] = access_log(log, 1)
+    assert line["response_flags"] == "UF"
+    assert line["upstream_transport_failure_reason"].startswith("TLS_error:|")
+    assert metric(prom, "tern_tls_handshake_failures_total", side="upstream", reason="san_mismatch") >= 1
+    assert up.requests == []
+
+
+@pytest.mark.parametrize("sans,ok", [("[a.example.com]", True), ("[spiffe://cluster.local/ns/default/sa/api]", False)])
+def test_subject_alt_names_are_checked(start_tern, http_upstream, backend, certs, tmp_path, sans, ok):
+    """subjectAltNames replace the SNI as the names the certificate must carry (any one of them)."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, prom, _ = originating(start_tern, up, backend, certs, tmp_path,
+                             "mode: SIMPLE\ncaCertificates: {certs}/ca.crt\nsni: localhost\nsubjectAltNames: " + sans)
+    status, body = get(t.port, "/san")
+    if ok:
+        assert (status, body) == (200, b"/san")
+    else:
+        assert status == 503 and b"TLS_error" in body, body
+        assert metric(prom, "tern_tls_handshake_failures_total", side="upstream", reason="san_mismatch") == 1
+
+
+def test_unknown_ca_fails_and_insecure_skip_verify_accepts_it(start_tern, http_upstream, backend, certs, tmp_path):
+    """An upstream certificate from another CA fails verification (503 UF); insecureSkipVerify: true accepts it."""
+    up = http_upstream(HttpUpstream_tls(certs, cert="other.crt", key="other.key"))
+    t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+    status, body = get(t.port, "/x")
+    assert status == 503 and b"certificate verify failed" in body, body
+    up2 = http_upstream(HttpUpstream_tls(certs, cert="other.crt", key="other.key"))
+    t2, _, _ = originating(start_tern, up2, backend, certs, tmp_path / "..",
+                           "mode: SIMPLE\ninsecureSkipVerify: true")
+    assert get(t2.port, "/insecure") == (200, b"/insecure")
+
+
+def test_mutual_presents_the_client_certificate(start_tern, http_upstream, backend, certs, tmp_path):
+    """mode MUTUAL: the client certificate and key are presented to an upstream that requires one."""
+    up = http_upstream(HttpUpstream_tls(certs, client_ca="ca.crt"))
+    t, _, _ = originating(start_tern, up, backend, certs, tmp_path,
+                          "mode: MUTUAL\ncaCertificates: {certs}/ca.crt\nclientCertificate: {certs}/client.crt\n"
+                          "privateKey: {certs}/client.key")
+    assert get(t.port, "/m") == (200, b"/m")
+    assert [h["peer"] for h in up.handshakes] == ["spiffe://cluster.local/ns/default/sa/client"]
+
+
+def test_credential_name_reads_a_mounted_secret(start_tern, http_upstream, backend, certs, tmp_path):
+    """credentialName NAME with --credentials-dir DIR: DIR/NAME/tls.crt, tls.key and ca.crt, as a mounted
+    Kubernetes TLS secret holds them."""
+    secret = tmp_path / "creds" / "api-client"
+    secret.mkdir(parents=True)
+    shutil.copy(os.path.join(certs, "client.crt"), secret / "tls.crt")
+    shutil.copy(os.path.join(certs, "client.key"), secret / "tls.key")
+    shutil.copy(os.path.join(certs, "ca.crt"), secret / "ca.crt")
+    up = http_upstream(HttpUpstream_tls(certs, client_ca="ca.crt"))
+    t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: MUTUAL\ncredentialName: api-client",
+                          "--credentials-dir", str(tmp_path / "creds"))
+    assert get(t.port, "/cred") == (200, b"/cred")
+    assert [h["peer"] for h in up.handshakes] == ["spiffe://cluster.local/ns/default/sa/client"]
+
+
+def test_new_upstream_connections_resume_the_session(start_tern, http_upstream, backend, certs, tmp_path):
+    """Each request closes its upstream connection (the upstream answers connection: close): every handshake after
+    the first resumes the pool's session, counted in tern_tls_resumed_handshakes_total{side="upstream"}."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, prom, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+    for _ in range(4):
+        assert get(t.port, "/connection-close")[0] == 200
+    wait_until(lambda: len(up.handshakes) == 4, "four upstream handshakes")
+    assert [h["resumed"] for h in up.handshakes] == [False, True, True, True]
+    assert metric(prom, "tern_tls_resumed_handshakes_total", side="upstream") == 3
+
+
+def test_bad_ca_file_refuses_the_configuration(certs, tmp_path):
+    """A caCertificates file that cannot be used refuses the configuration at start (exit 1, naming the rule and
+    the file)."""
+    from conftest import tern_bin
+    config = tmp_path / "config.yaml"
+    config.write_text(ORIGINATION.format(port=9, tls="      mode: SIMPLE\n      caCertificates: /nonexistent/ca.pem"))
+    r = subprocess.run([tern_bin(), "proxy", "--http", "--listen", "127.0.0.1:0", "--config", str(config),
+                        "--admin", "off", "--health", "off", "--prometheus", "off"], capture_output=True, timeout=30)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "DestinationRule for localhost" in err and "/nonexistent/ca.pem" in err, err
+
+
+def test_nginx_as_the_tls_upstream(start_tern, backend, certs, tmp_path):
+    """nginx serving HTTPS with the test certificate, Tern originating SIMPLE to it with auto SNI."""
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed")
+    port = dead_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"""
+daemon off; worker_processes 1; error_log {tmp_path}/error.log; pid {tmp_path}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path}; fastcgi_temp_path {tmp_path};
+  uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
+  server {{
+    listen 127.0.0.1:{port} ssl; server_name localhost;
+    ssl_certificate {certs}/server-chain.crt; ssl_certificate_key {certs}/server.key; ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{ return 200 "nginx:$ssl_server_name:$ssl_protocol"; }}
+  }}
+}}
+""")
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
+    try:
+        def up_ready():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up_ready, "nginx listening")
+
+        class Up:
+            pass
+        up = Up()
+        up.port = port
+        t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+        assert get(t.port, "/") == (200, b"nginx:localhost:TLSv1.3")
+    finally:
+        nginx.terminate()
+        nginx.wait(10)

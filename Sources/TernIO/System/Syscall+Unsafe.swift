@@ -246,6 +246,11 @@ public enum System {
         }
     }
 
+    /// Whether this process can read the file at `path`.
+    public static func isReadable(_ path: String) -> Bool {
+        unsafe Glibc.access(path, R_OK) == 0
+    }
+
     /// Sends what fits now on a non-blocking socket; the bytes sent or -errno.
     public static func sendNow(_ fd: Int32, _ bytes: Span<UInt8>) -> Int {
         // SAFETY: the pointer is valid for bytes.count bytes during the closure.

@@ -27,13 +27,20 @@ extension HTTPProxy {
     func recycle(_ u: UID, _ reactor: Reactor<Backend>) {
         let e = upstreams[u].endpoint
         upstreams[u].exchange = nil
+        keepResumption(u)
         while let next = pools.slots[e].pending.pop() {
             guard isWaiting(next, for: e) else { continue }
+            guard exchanges[next].attempt.serverName == upstreams[u].serverName else {
+                // Made for another server name (auto SNI): closed, and the waiting request connects anew.
+                _ = pools.slots[e].pending.pushFront(next)
+                closeUpstream(u, reactor)
+                return
+            }
             bind(u, to: next, reused: true, reactor)
             return
         }
         // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
-        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0.exchange, for: e) }) {
+        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0.exchange, for: e) && exchanges[$0.exchange].attempt.serverName == upstreams[u].serverName }) {
             bind(u, to: descriptorWaiters.remove(at: i).exchange, reused: true, reactor)
             return
         }
@@ -54,6 +61,7 @@ extension HTTPProxy {
 
     func closeUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
         if upstreams[u].state == .closing { return }
+        keepResumption(u)
         if let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u { exchanges[x].attempt.connection = nil }
         upstreams[u].exchange = nil
         if upstreams[u].state == .idle { idleUpstreams -= 1 }
@@ -62,8 +70,12 @@ extension HTTPProxy {
         cancel(&upstreams[u].poolTimer, reactor)
         let fd = upstreams[u].fd
         if upstreams[u].inflight > 0 {
-            if upstreams[u].receiving { reactor.backend.cancel(fd: fd, token: token(.upstreamReceive, u)) }
-            if upstreams[u].sending { reactor.backend.cancel(fd: fd, token: token(.upstreamSend, u)) }
+            if upstreams[u].transport == .tls {
+                tlsCancel(.upstream(u), reactor)
+            } else {
+                if upstreams[u].receiving { reactor.backend.cancel(fd: fd, token: token(.upstreamReceive, u)) }
+                if upstreams[u].sending { reactor.backend.cancel(fd: fd, token: token(.upstreamSend, u)) }
+            }
             if upstreams[u].splice != 0 {
                 reactor.backend.cancel(fd: fd, token: Token(op: upstreams[u].splice, slot: u.index, generation: u.generation))
             }
@@ -76,6 +88,10 @@ extension HTTPProxy {
     func finishUpstreamIfQuiet(_ u: UID, _ reactor: Reactor<Backend>) {
         guard upstreams[u].inflight == 0 else { return }
         let e = upstreams[u].endpoint
+        if upstreams[u].transport == .tls {
+            tlsFree(.upstream(u), reactor)
+            upstreams[u].transport = .plain
+        }
         reactor.backend.unregister(fd: upstreams[u].fd)
         System.close(upstreams[u].fd)
         counters.descriptors.subtract(1, ordering: .relaxed)

@@ -1,6 +1,7 @@
 // The cluster runtime's HTTP/1.1 pools (ARCHITECTURE.md §1: cluster runtime, engine-owned, per reactor).
 //
-// One pool per upstream endpoint (address and port), shared by every cluster that names it: idle keep-alive
+// One pool per upstream endpoint (address and port) and TLS origination settings (none for plaintext), shared by
+// every cluster that names both: idle keep-alive
 // connections, requests waiting for a connection, and the counts that decide when a new connection may open.
 // Pools of `--upstream` listeners live as long as the reactor. With `--config`, a pool is made when a bound table
 // first names its endpoint and freed once a later table no longer does and nothing uses it any more (no open
@@ -12,7 +13,14 @@
 // `--max-pending-requests`) only past its high-water mark, and the idle list likewise.
 import TernCore
 import TernIO
+import TernTLS
 import TernTelemetry
+
+/// What a pool is for: an endpoint, and how connections to it are made (nil: plaintext).
+struct PoolKey: Hashable {
+    var address: SocketAddress
+    var tls: TLSOriginationKey?
+}
 
 struct UpstreamPools {
     /// Requests waiting for a connection of one endpoint, oldest first: a ring grown on demand.
@@ -28,6 +36,18 @@ struct UpstreamPools {
                 grow(to: min(limit, max(8, ring.count * 2)))
             }
             ring[(head + count) % ring.count] = id
+            count += 1
+            return true
+        }
+
+        /// Puts `id` back at the head of the queue (it was popped, and waits on); false when the queue is full.
+        mutating func pushFront(_ id: XID) -> Bool {
+            if count == ring.count {
+                guard ring.count > 0 else { return false }
+                grow(to: ring.count * 2)
+            }
+            head = (head + ring.count - 1) % ring.count
+            ring[head] = id
             count += 1
             return true
         }
@@ -53,6 +73,13 @@ struct UpstreamPools {
 
     struct Pool {
         var address: SocketAddress
+        var tlsKey: TLSOriginationKey? = nil
+        /// With TLS: the client policy of the bound table (contexts are rebuilt with each table), and the session
+        /// the next connection resumes (the last one that offered a ticket).
+        var tls: TLSClientPolicy? = nil
+        var resumption: TLSResumption? = nil
+        /// Server names sent as SNI by Host (auto SNI), by their hash: made once per name, not per connection.
+        var serverNames: [UInt64: String] = [:]
         /// The endpoint's key for its live gauges in the metrics (admin /clusters).
         var key: UInt64
         /// `address:port` as spans and access-log lines name the upstream host.
@@ -68,8 +95,9 @@ struct UpstreamPools {
         /// The slot holds a pool (false: freed, waiting for reuse).
         var live = true
 
-        init(address: SocketAddress) {
+        init(address: SocketAddress, tls: TLSOriginationKey? = nil) {
             self.address = address
+            tlsKey = tls
             key = EndpointKey.make(address: address.ip, port: address.port)
             name = address.description
         }
@@ -78,7 +106,7 @@ struct UpstreamPools {
     /// The pools by index (freed ones included, `live` false). Read and change fields in place through this
     /// array (`slots[e].idle`); counts change through the methods below, which free what is no longer used.
     var slots: [Pool] = []
-    private var byAddress: [SocketAddress: Int] = [:]
+    private var byKey: [PoolKey: Int] = [:]
     private var free: [Int] = []
     /// Pools of `--upstream` listeners: never freed.
     private let permanent: Int
@@ -95,12 +123,12 @@ struct UpstreamPools {
     /// Binds a newly published table's endpoints: each cluster's endpoints as pool indexes (-1 for an endpoint
     /// with no address), and the pools that the table no longer names (their idle connections should be closed;
     /// each is freed once unused). Runs when a snapshot arrives, never per request.
-    mutating func bind(clusters: [[SocketAddress?]]) -> (endpoints: [[Int]], retired: [Int]) {
+    mutating func bind(clusters: [[SocketAddress?]], tls: [TLSOriginationKey?] = []) -> (endpoints: [[Int]], retired: [Int]) {
         var named = [Bool](repeating: false, count: slots.count)
-        let endpoints = clusters.map { addresses in
-            addresses.map { address -> Int in
+        let endpoints = clusters.indices.map { c in
+            clusters[c].map { address -> Int in
                 guard let address else { return -1 }
-                let e = index(for: address)
+                let e = index(for: PoolKey(address: address, tls: c < tls.count ? tls[c] : nil))
                 if e < named.count { named[e] = true }
                 return e
             }
@@ -114,20 +142,20 @@ struct UpstreamPools {
         return (endpoints, retired)
     }
 
-    private mutating func index(for address: SocketAddress) -> Int {
-        if let e = byAddress[address] {
+    private mutating func index(for key: PoolKey) -> Int {
+        if let e = byKey[key] {
             slots[e].configured = true
             return e
         }
         let e: Int
         if let reused = free.popLast() {
             e = reused
-            slots[e] = Pool(address: address)
+            slots[e] = Pool(address: key.address, tls: key.tls)
         } else {
             e = slots.count
-            slots.append(Pool(address: address))
+            slots.append(Pool(address: key.address, tls: key.tls))
         }
-        byAddress[address] = e
+        byKey[key] = e
         return e
     }
 
@@ -152,8 +180,11 @@ struct UpstreamPools {
     private mutating func freeIfUnused(_ e: Int) {
         guard e >= permanent, slots[e].live, !slots[e].configured, slots[e].connections == 0,
               slots[e].exchanges == 0 else { return }
-        byAddress[slots[e].address] = nil
+        byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey)] = nil
         slots[e].live = false
+        slots[e].tls = nil
+        slots[e].resumption = nil
+        slots[e].serverNames = [:]
         slots[e].idle = []
         slots[e].pending = PendingQueue()
         slots[e].name = ""

@@ -92,7 +92,7 @@ extension HTTPProxy {
     }
 
     func receiveFromClient(_ id: DID, _ reactor: Reactor<Backend>) {
-        if downstreams[id].transport == .tls { return tlsWantsBytes(id, reactor) }
+        if downstreams[id].transport == .tls { return tlsWantsBytes(.client(id), reactor) }
         guard !downstreams[id].receiving else { return }
         downstreams[id].receiving = true
         downstreams[id].inflight += 1
@@ -169,7 +169,7 @@ extension HTTPProxy {
             clientSent(id, 0, reactor, nothing: true)
             return
         }
-        if downstreams[id].transport == .tls { return tlsSend(id, reactor) }
+        if downstreams[id].transport == .tls { return tlsSend(.client(id), reactor) }
         downstreams[id].sending = true
         downstreams[id].inflight += 1
         reactor.backend.send(fd: downstreams[id].fd, vectors: toClient, index: Int(id.index), token: token(.clientSend, id))
@@ -184,7 +184,7 @@ extension HTTPProxy {
         cancel(&downstreams[id].headerTimer, reactor)
         dropHeld(&exchanges[x].request.held, reactor)
         dropHeld(&exchanges[x].response.held, reactor)
-        if downstreams[id].transport == .tls { tlsCloseNotify(id, reactor) }
+        if downstreams[id].transport == .tls { tlsCloseNotify(.client(id), reactor) }
         _ = System.shutdown(downstreams[id].fd, write: true, read: false)
         downstreams[id].lingerTimer = reactor.timers.schedule(token(.lingerTimer, id), at: deadline(after: settings.lingerTimeout))
         receiveFromClient(id, reactor)
@@ -216,7 +216,7 @@ extension HTTPProxy {
         let fd = downstreams[id].fd
         if downstreams[id].inflight > 0 {
             if downstreams[id].transport == .tls {
-                tlsCancel(id, reactor)
+                tlsCancel(.client(id), reactor)
             } else {
                 if downstreams[id].receiving { reactor.backend.cancel(fd: fd, token: token(.clientReceive, id)) }
                 if downstreams[id].sending { reactor.backend.cancel(fd: fd, token: token(.clientSend, id)) }
@@ -244,7 +244,10 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.held, reactor)
         requestParsers.give(exchanges[x].request.parser)
         responseParsers.give(exchanges[x].response.parser)
-        tlsFree(id, reactor)
+        if downstreams[id].transport == .tls {
+            tlsFree(.client(id), reactor)
+            downstreams[id].transport = .plain
+        }
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
         if downstreams[id].closingForRoom { closingForRoom -= 1 }

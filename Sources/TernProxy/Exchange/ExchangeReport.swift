@@ -32,4 +32,7 @@ struct ExchangeReport {
     /// Tern closed the client connection under the exchange because the drain timeout ran out (LR, Envoy's
     /// `downstream_local_disconnect(…)` details), not the client.
     var cutAtDrainTimeout = false
+    /// Why the upstream connection failed below HTTP (a TLS handshake), in Envoy's words: the 503's body and the
+    /// access log's upstream_transport_failure_reason.
+    var transportFailure = ""
 }

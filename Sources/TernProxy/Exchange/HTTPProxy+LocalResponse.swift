@@ -29,6 +29,7 @@ extension HTTPProxy {
             exchanges[x].reply = reply
             return
         }
+        if reply == .connectFailure && !exchanges[x].report.transportFailure.isEmpty { return sendTransportFailure(x, reactor) }
         sendReply(x, reply, reactor)
     }
 

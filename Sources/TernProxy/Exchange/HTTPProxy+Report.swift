@@ -56,6 +56,7 @@ extension HTTPProxy {
                 r.upstreamCluster = balancers.clusterName(of: outstanding)
             }
             r.routeName = exchanges[x].report.routeName
+            r.upstreamTransportFailureReason = exchanges[x].report.transportFailure
             if exchanges[x].report.cutAtDrainTimeout {
                 // Whatever had been answered so far, Tern cut the exchange.
                 r.responseCodeDetails = "downstream_local_disconnect(drain_timeout)"

@@ -204,6 +204,7 @@ extension HTTPProxy {
             upstreamSent(u, 0, reactor, nothing: true)
             return
         }
+        if upstreams[u].transport == .tls { return tlsSend(.upstream(u), reactor) }
         upstreams[u].sending = true
         upstreams[u].inflight += 1
         reactor.backend.send(fd: upstreams[u].fd, vectors: toUpstream, index: Int(u.index), token: token(.upstreamSend, u))

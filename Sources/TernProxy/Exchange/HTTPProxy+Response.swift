@@ -8,6 +8,7 @@ import TernTelemetry
 
 extension HTTPProxy {
     func receiveFromUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
+        if upstreams[u].transport == .tls { return tlsWantsBytes(.upstream(u), reactor) }
         guard !upstreams[u].receiving else { return }
         upstreams[u].receiving = true
         upstreams[u].inflight += 1

@@ -68,7 +68,20 @@ extension HTTPProxy {
             exchanges[x].targetRewrite = .none
         }
         if cluster < clusterServices.count { exchanges[x].report.service = clusterServices[cluster] }
-        return clusterEndpoints[cluster][e]
+        let endpoint = clusterEndpoints[cluster][e]
+        exchanges[x].attempt.serverName = 0
+        if pools.slots[endpoint].tlsKey != nil, pools.slots[endpoint].tls?.sni == nil, let host = head.host {
+            // Auto SNI: the request's Host names the connection's server.
+            let held = exchanges[x].request.held
+            let (hash, _) = bytes.hostName(host, held: held, text: false)
+            exchanges[x].attempt.serverName = hash
+            if pools.slots[endpoint].serverNames[hash] == nil {
+                // Bounded: a client naming endless hosts (a wildcard route) starts the table over.
+                if pools.slots[endpoint].serverNames.count >= 256 { pools.slots[endpoint].serverNames.removeAll(keepingCapacity: true) }
+                pools.slots[endpoint].serverNames[hash] = bytes.hostName(host, held: held, text: true).name
+            }
+        }
+        return endpoint
     }
 
     /// Writes the field lines the exchange's route adds or sets on the request (`response`: false) or the

@@ -377,6 +377,31 @@ enum HeadRefusal: Error {
         regex.apply(target: target) { piece in w.append(piece) }
     }
 
+    /// The name of a Host value in the held head (without its port, without the brackets of an IPv6 literal,
+    /// lower-cased) hashed (FNV-1a, never 0), and the name as text when `text` (auto SNI: the text is made once per
+    /// name, the hash per request).
+    func hostName(_ host: Range<Int>, held: Held, text: Bool) -> (hash: UInt64, name: String?) {
+        let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))
+        var end = v.count
+        // "name:port": the port goes; "[v6]:port" and "[v6]": the brackets and port go.
+        if let colon = unsafe v.lastIndex(of: 0x3A), unsafe !v.contains(0x5D) || v[colon - 1] == 0x5D { end = colon }
+        var start = 0
+        if end > 1, unsafe v[0] == 0x5B, unsafe v[end - 1] == 0x5D {
+            start = 1
+            end -= 1
+        }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var bytes: [UInt8] = []
+        if text { bytes.reserveCapacity(end - start) }
+        for i in start..<end {
+            var b = unsafe v[i]
+            if b >= 0x41 && b <= 0x5A { b |= 0x20 }
+            hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3
+            if text { bytes.append(b) }
+        }
+        return (hash == 0 ? 1 : hash, text ? String(decoding: bytes, as: UTF8.self) : nil)
+    }
+
     /// The port at the end of a Host value in the held head ("name:8080", "[::1]:8080"), if any.
     func port(in host: Range<Int>, held: Held) -> UInt16? {
         let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))

@@ -99,6 +99,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case descriptorRetry
         /// A TLS client connection's socket operations (ciphertext), and its handshake deadline.
         case tlsClientReceive, tlsClientSend, tlsHandshakeTimer
+        /// A TLS upstream connection's socket operations (ciphertext).
+        case tlsUpstreamReceive, tlsUpstreamSend
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -198,8 +200,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// connections, the connections with plaintext ready for the engine, and those waiting for a spare buffer.
     let tlsPolicy: SnapshotReader<TLSServerPolicy>?
     let tls: TLSIO?
-    var tlsReady: [DID] = []
-    var tlsStarved: [DID] = []
+    var tlsReady: [TLSEnd] = []
+    var tlsStarved: [TLSEnd] = []
+    /// TLS origination (DestinationRule `trafficPolicy.tls`): the client contexts of the route tables, published
+    /// before each table, and this reactor's upstream sessions.
+    let originations: SnapshotReader<TLSOriginations>?
+    let upstreamTLS: TLSIO?
     /// Wall clock minus monotonic clock, in nanoseconds, refreshed once per loop iteration while something
     /// reports request start times (spans, access log).
     var wallOffsetNanos: UInt64 = 0
@@ -209,11 +215,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     public init(listeners: [RelayListener], tcpListeners: [RelayListener] = [], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
                 telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting(),
-                tls: SnapshotReader<TLSServerPolicy>? = nil)
+                tls: SnapshotReader<TLSServerPolicy>? = nil, originations: SnapshotReader<TLSOriginations>? = nil)
     {
         tlsPolicy = tls
         self.tls = tls == nil ? nil : TLSIO(capacity: capacity, pool: bufferPool)
-        if tls != nil {
+        self.originations = originations
+        upstreamTLS = originations == nil ? nil : TLSIO(capacity: capacity, pool: bufferPool)
+        if tls != nil || originations != nil {
             tlsReady.reserveCapacity(256)
             tlsStarved.reserveCapacity(256)
         }
@@ -262,7 +270,20 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
-        let (endpoints, retired) = pools.bind(clusters: table.clusters.map { $0.endpoints.map(\.socketAddress) })
+        let tlsKeys = table.clusters.map { TLSOriginationKey($0.policy.tls) }
+        let (endpoints, retired) = pools.bind(clusters: table.clusters.map { $0.endpoints.map(\.socketAddress) }, tls: tlsKeys)
+        if originations != nil {
+            // Published before this table: its contexts are there. A key without one (ISTIO_MUTUAL is not a key)
+            // cannot happen; such a pool would have no policy and stay plaintext, which bind never lets it be.
+            _ = originations?.refresh()
+            let current = originations?.current
+            for c in endpoints.indices {
+                guard let key = tlsKeys[c] else { continue }
+                let policy = current?.policies[key]
+                if policy == nil { bug("no TLS origination policy published for cluster \(table.clusters[c].name)") }
+                for e in endpoints[c] where e >= 0 { pools.slots[e].tls = policy }
+            }
+        }
         clusterEndpoints = endpoints
         // Endpoints the table no longer names keep no idle connection; each pool is freed once unused.
         guard let reactor else { return }
@@ -282,10 +303,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
-        if let tlsPolicy {
-            _ = tlsPolicy.refresh()
-            tlsIteration(reactor)
-        }
+        if let tlsPolicy { _ = tlsPolicy.refresh() }
+        if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
         // a table is bound when its epoch is not the one bound last.
@@ -475,7 +494,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 return
             }
             downstreams[id].inflight -= 1
-            if op == .tlsClientReceive { tlsSocketReceived(id, c, reactor) } else { tlsSocketSent(id, c.result, reactor) }
+            if op == .tlsClientReceive { tlsSocketReceived(.client(id), c, reactor) } else { tlsSocketSent(.client(id), c.result, reactor) }
+        case .tlsUpstreamReceive, .tlsUpstreamSend:
+            let u = UID(index: c.token.slot, generation: c.token.generation)
+            guard upstreams.isCurrent(u) else {
+                if let b = c.bufferID { reactor.backend.releaseBuffer(b) }
+                return
+            }
+            upstreams[u].inflight -= 1
+            if op == .tlsUpstreamReceive { tlsSocketReceived(.upstream(u), c, reactor) } else { tlsSocketSent(.upstream(u), c.result, reactor) }
         case .upstreamConnect, .upstreamReceive, .upstreamSend:
             let id = UID(index: c.token.slot, generation: c.token.generation)
             guard upstreams.isCurrent(id) else {
@@ -517,6 +544,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             if op == .connectTimer {
                 upstreams[u].connectTimer = nil
                 if upstreams[u].state == .connecting {
+                    if upstreams[u].transport == .tls {
+                        let f = TLSFailure(.timeout, "handshake not finished within --connect-timeout \(relay.connectTimeout)")
+                        counters.tls.failed(.upstream, f.reason)
+                        return upstreamHandshakeFailed(u, f, reactor)
+                    }
                     Log.debug("upstream connect timed out after \(relay.connectTimeout)")
                     connectFailed(u, reactor)
                 }
@@ -613,7 +645,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             guard let tls, s.transport == .tls else { return }
             tls[Int(id.index)].handshakeTimer = nil
             guard tls[Int(id.index)].handshaking else { return }
-            tlsFailed(id, TLSFailure(.timeout, "handshake not finished within \(settings.tlsHandshakeTimeout) of the accept"), reactor)
+            tlsFailed(.client(id), TLSFailure(.timeout, "handshake not finished within \(settings.tlsHandshakeTimeout) of the accept"), reactor)
         default:
             bug("unknown session timer \(op)")
         }

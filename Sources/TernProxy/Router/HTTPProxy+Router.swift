@@ -10,8 +10,31 @@ extension HTTPProxy {
     /// Finds the exchange an upstream connection: an idle pooled one, a new one, or a place in the queue.
     func acquireUpstream(_ x: XID, _ reactor: Reactor<Backend>) {
         let e = exchanges[x].attempt.endpoint
+        if pools.slots[e].tls != nil && pools.slots[e].tls?.sni == nil {
+            // Auto SNI: only a connection made for the same server name serves it.
+            let name = exchanges[x].attempt.serverName
+            var i = pools.slots[e].idle.count
+            while i > 0 {
+                i -= 1
+                let u = pools.slots[e].idle[i]
+                guard upstreams.isCurrent(u), upstreams[u].state == .idle else {
+                    pools.slots[e].idle.remove(at: i)
+                    continue
+                }
+                if upstreams[u].serverName == name {
+                    pools.slots[e].idle.remove(at: i)
+                    bind(u, to: x, reused: true, reactor)
+                    return
+                }
+            }
+        }
         while let u = pools.slots[e].idle.popLast() {
             guard upstreams.isCurrent(u), upstreams[u].state == .idle else { continue }
+            if upstreams[u].serverName != exchanges[x].attempt.serverName {
+                // Another server name's: closed, this request gets its own connection.
+                closeUpstream(u, reactor)
+                continue
+            }
             bind(u, to: x, reused: true, reactor)
             return
         }
@@ -55,6 +78,7 @@ extension HTTPProxy {
         System.setNoDelay(fd)
         reactor.backend.register(fd: fd)
         upstreams[u].exchange = x
+        upstreams[u].serverName = exchanges[x].attempt.serverName
         exchanges[x].attempt.connection = u
         upstreams[u].connectTimer = reactor.timers.schedule(token(.connectTimer, u), at: deadline(after: relay.connectTimeout))
         upstreams[u].inflight += 1
@@ -134,12 +158,20 @@ extension HTTPProxy {
             finishUpstreamIfQuiet(u, reactor)
             return
         }
-        cancel(&upstreams[u].connectTimer, reactor)
         if result < 0 {
+            cancel(&upstreams[u].connectTimer, reactor)
             Log.debug("upstream connect failed: \(Errno.name(-result)) (UF)")
             connectFailed(u, reactor)
             return
         }
+        // TLS origination: the handshake first, within the same --connect-timeout.
+        if upstreamStartTLS(u, reactor) { return }
+        upstreamReady(u, reactor)
+    }
+
+    /// The connection is made (and its TLS handshake done): it serves the request it was made for.
+    func upstreamReady(_ u: UID, _ reactor: Reactor<Backend>) {
+        cancel(&upstreams[u].connectTimer, reactor)
         // The exchange slot of an HTTP/1.1 connection serves request after request: the one connected for must
         // still be the one waiting for this connection.
         guard let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u else {

@@ -14,4 +14,7 @@ struct UpstreamAttempt {
     /// The request as its load balancer counts it, to report it finished to the same balancer and endpoint
     /// even when the route table was swapped meanwhile (nil: none outstanding).
     var outstanding: OutstandingRequest? = nil
+    /// With TLS origination and no fixed SNI: the hash of the request's Host (without port), the SNI its
+    /// connection must have been made with (0: none). Its text is in the pool's `serverNames`.
+    var serverName: UInt64 = 0
 }

@@ -38,6 +38,8 @@ public struct ProxySettings: Sendable {
     public var telemetry = TelemetrySettings()
     /// TLS termination on every listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`); HTTP listeners only.
     public var tls: TLSServerFiles? = nil
+    /// `--credentials-dir`: where DestinationRule `credentialName` secrets are (DIR/NAME/tls.crt, tls.key, ca.crt).
+    public var credentialsDir: String? = nil
     public init() {}
 
     /// The kind of listener `i`.
@@ -136,6 +138,16 @@ public final class ProxyServer {
                 Log.error("configuration \(path) refused; not starting")
                 Log.shared.flush()
                 return 1
+            }
+            if settings.http != nil {
+                // TLS origination: the contexts its DestinationRules need, before any reactor binds the table.
+                guard let o = Self.originations(table, credentialsDir: settings.credentialsDir) else {
+                    Log.error("configuration \(path) refused; not starting")
+                    Log.shared.flush()
+                    return 1
+                }
+                originationCell = SnapshotCell(o, readers: cpus.count)
+                if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
             }
             publisher = RoutePublisher(template: table, readers: cpus.count)
             admin.applied(version: 1, table: table)
@@ -278,8 +290,10 @@ public final class ProxyServer {
             // send instead of two of each. Buffers are committed as first used (address space, not memory).
             var backendSettings = settings.backend
             if http != nil { backendSettings.bufferSize = 32 * 1024 }
-            // TLS decrypts into, and writes records into, spare buffers: as many again as the receive buffers.
-            if tlsCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }
+            // TLS decrypts into, and writes records into, spare buffers: as many again as the receive buffers
+            // (address space until used; with --config, a reload may bring TLS origination).
+            if tlsCell != nil || originationCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }
+            let originations = originationCell
             let tls = tlsCell
             let backend = backendSettings
             let counters = self.counters
@@ -296,9 +310,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -369,6 +383,7 @@ public final class ProxyServer {
                 reloadTLS(tlsCell, files)
             }
             tlsCell?.reclaim()
+            originationCell?.reclaim()
             if let sig = signals.wait(milliseconds: reloadDue == nil && tlsReloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
                     if Signals.name(sig) == "SIGHUP" && (settings.configPath != nil || tlsCell != nil) {
@@ -440,6 +455,20 @@ public final class ProxyServer {
     }
 
     private var version = 1
+    /// TLS origination contexts (HTTP with --config), published before each route table.
+    private var originationCell: SnapshotCell<TLSOriginations>? = nil
+
+    /// Builds the TLS origination contexts `table` needs; logs its warnings, or the error and returns nil.
+    static func originations(_ table: RouteTable, credentialsDir: String?) -> TLSOriginations? {
+        do throws(TLSSetupError) {
+            let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir)
+            for w in warnings { Log.warn(w) }
+            return o
+        } catch {
+            Log.error(error.description)
+            return nil
+        }
+    }
     private var tablesFreed = 0
 
     /// SIGHUP: reads the configuration again; a valid one is published to every reactor (which picks it up
@@ -457,6 +486,16 @@ public final class ProxyServer {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
+        }
+        if let cell = originationCell {
+            // The table's TLS contexts go out first: a reactor that binds the table finds them.
+            guard let o = Self.originations(table, credentialsDir: settings.credentialsDir) else {
+                admin.rejected()
+                Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
+                return
+            }
+            if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
+            cell.publish(o)
         }
         version += 1
         publisher.apply(table)
@@ -578,7 +617,7 @@ public final class ProxyServer {
         backend: BackendSettings,
         relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
         capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting,
-        tls: SnapshotCell<TLSServerPolicy>?
+        tls: SnapshotCell<TLSServerPolicy>?, originations: SnapshotCell<TLSOriginations>?
     ) -> IOError? {
         do {
             let b = try B(settings: backend)
@@ -591,7 +630,8 @@ public final class ProxyServer {
                 // ones.
                 let handler = HTTPProxy<B>(listeners: listeners, tcpListeners: tcpListeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
-                                           telemetry: telemetry, reactorIndex: index, reporting: reporting, tls: tls?.reader(index))
+                                           telemetry: telemetry, reactorIndex: index, reporting: reporting, tls: tls?.reader(index),
+                                           originations: originations?.reader(index))
                 startup.ready.add(1, ordering: .releasing)
                 try reactor.run(handler)
             } else {

@@ -44,6 +44,7 @@ extension ProxySettings {
         out.append("access-log-format=\(t.accessLogFormat)")
         if let c = t.traceCollector { out.append("trace-collector=\(c)") }
         out.append("trace-sampling=\(t.traceSampling)")
+        if let credentialsDir { out.append("credentials-dir=\(credentialsDir)") }
         if let tls {
             out.append("tls-cert=\(tls.certificate)")
             out.append("tls-key=\(tls.key)")
@@ -124,6 +125,7 @@ extension ProxySettings {
             case "access-log": telemetry.accessLog = value
             case "access-log-format": telemetry.accessLogFormat = value
             case "trace-collector": telemetry.traceCollector = value
+            case "credentials-dir": credentialsDir = value
             case "tls-cert": tls = TLSServerFiles(certificate: value, key: tls?.key ?? "", clientCA: tls?.clientCA)
             case "tls-key": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: value, clientCA: tls?.clientCA)
             case "tls-client-ca": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: tls?.key ?? "", clientCA: value)

@@ -1,15 +1,20 @@
-// TLS on client connections (termination): what sits between a TLS connection's socket operations and the
-// HTTP/1.1 engine (docs/architecture.md, "TLS"). The engine is written for received bytes in pooled buffers and
-// sends of iovec entries; for a TLS connection:
+// TLS on client connections (termination) and upstream connections (origination): what sits between a TLS
+// connection's socket operations and the HTTP/1.1 engine (docs/architecture.md, "TLS"). Both sides run the same
+// code here, told apart by `TLSEnd`. The engine is written for received bytes in pooled buffers and sends of
+// iovec entries; for a TLS connection:
 //
-// - `receiveFromClient` asks for plaintext (`tlsWantsBytes`): a receive of ciphertext is armed on the socket
-//   (op `tlsClientReceive`), OpenSSL reads it out of the receive buffer it arrived in, and the plaintext is
-//   decrypted into a spare pooled buffer handed to `clientReceived` as if the kernel had filled it. Ciphertext
+// - `receiveFromClient` (`receiveFromUpstream`) asks for plaintext (`tlsWantsBytes`): a receive of ciphertext is
+//   armed on the socket (op `tlsClientReceive`, `tlsUpstreamReceive`), OpenSSL reads it out of the receive buffer
+//   it arrived in, and the plaintext is decrypted into a spare pooled buffer handed to `clientReceived`
+//   (`upstreamReceived`) as if the kernel had filled it. Ciphertext
 //   left over (the engine did not ask for more yet) stays in its receive buffer until it does; a connection with
 //   plaintext ready runs from the reactor's list at the next loop iteration, never inside the call that asked.
-// - `sendToClient` encrypts (`tlsSend`): up to one record of the entry's bytes is gathered and written as a record
-//   into a spare pooled buffer, which is sent (op `tlsClientSend`); once it is all on the wire, `clientSent` hears
-//   of the plaintext it carried, and the engine advances and sends the rest as it does after a short send.
+// - `sendToClient` (`sendToUpstream`) encrypts (`tlsSend`): up to one record of the entry's bytes is gathered and
+//   written as a record into a spare pooled buffer, which is sent (op `tlsClientSend`, `tlsUpstreamSend`); once it
+//   is all on the wire, `clientSent` (`upstreamSent`) hears of the plaintext it carried, and the engine advances
+//   and sends the rest as it does after a short send.
+// - An upstream connection's handshake starts once its TCP connect completes and must end within the same
+//   `--connect-timeout`; the engine hears of the connection only then (`upstreamReady`).
 // - Records OpenSSL writes of its own accord (handshake flights, tickets, alerts) go out the same way.
 // - Spare buffers are the reactor's (`BackendSettings.spareBuffers`); when none is free, the connection waits in
 //   `tlsStarved` and runs again once one is (an iteration later).
@@ -17,7 +22,145 @@ import TernCore
 import TernIO
 import TernTLS
 
+/// Which connection a TLS link belongs to: a client connection (termination) or an upstream one (origination).
+enum TLSEnd: Equatable {
+    case client(DID)
+    case upstream(UID)
+
+    var slot: Int {
+        switch self {
+        case .client(let id): Int(id.index)
+        case .upstream(let u): Int(u.index)
+        }
+    }
+
+    var side: TLSCounters.Side {
+        switch self {
+        case .client: .downstream
+        case .upstream: .upstream
+        }
+    }
+}
+
 extension HTTPProxy {
+    // MARK: - The two sides, told apart
+
+    /// The TLS state of `end`'s side.
+    func tlsIO(_ end: TLSEnd) -> TLSIO? {
+        switch end {
+        case .client: tls
+        case .upstream: upstreamTLS
+        }
+    }
+
+    private func tlsFD(_ end: TLSEnd) -> Int32 {
+        switch end {
+        case .client(let id): downstreams[id].fd
+        case .upstream(let u): upstreams[u].fd
+        }
+    }
+
+    /// Whether the connection still exists and is not closing.
+    private func tlsLive(_ end: TLSEnd) -> Bool {
+        switch end {
+        case .client(let id): downstreams.isCurrent(id) && downstreams[id].phase != .closing
+        case .upstream(let u): upstreams.isCurrent(u) && upstreams[u].state != .closing
+        }
+    }
+
+    private func tlsClosing(_ end: TLSEnd) -> Bool {
+        switch end {
+        case .client(let id): downstreams[id].phase == .closing
+        case .upstream(let u): upstreams[u].state == .closing
+        }
+    }
+
+    private func tlsInflight(_ end: TLSEnd, _ delta: Int) {
+        switch end {
+        case .client(let id): downstreams[id].inflight += delta
+        case .upstream(let u): upstreams[u].inflight += delta
+        }
+    }
+
+    /// The engine asked for bytes and has not had them yet (the connection's `receiving`).
+    private func tlsWanted(_ end: TLSEnd) -> Bool {
+        switch end {
+        case .client(let id): downstreams[id].receiving
+        case .upstream(let u): upstreams[u].receiving
+        }
+    }
+
+    private func tlsSetWanted(_ end: TLSEnd, _ value: Bool) {
+        switch end {
+        case .client(let id): downstreams[id].receiving = value
+        case .upstream(let u): upstreams[u].receiving = value
+        }
+    }
+
+    /// The engine sent and has not heard back yet (the connection's `sending`).
+    private func tlsSending(_ end: TLSEnd) -> Bool {
+        switch end {
+        case .client(let id): downstreams[id].sending
+        case .upstream(let u): upstreams[u].sending
+        }
+    }
+
+    private func tlsSetSending(_ end: TLSEnd, _ value: Bool) {
+        switch end {
+        case .client(let id): downstreams[id].sending = value
+        case .upstream(let u): upstreams[u].sending = value
+        }
+    }
+
+    private func tlsToken(_ end: TLSEnd, receive: Bool) -> Token {
+        switch end {
+        case .client(let id): token(receive ? .tlsClientReceive : .tlsClientSend, id)
+        case .upstream(let u): token(receive ? .tlsUpstreamReceive : .tlsUpstreamSend, u)
+        }
+    }
+
+    /// Plaintext (or the end of the stream, `result` 0) for the engine.
+    private func tlsHandOver(_ end: TLSEnd, result: Int32, buffer: UInt16?, _ reactor: Reactor<Backend>) {
+        tlsSetWanted(end, false)
+        switch end {
+        case .client(let id):
+            let c = buffer.map { Completion(token: token(.clientReceive, id), result: result, buffer: $0) }
+                ?? Completion(token: token(.clientReceive, id), result: result)
+            clientReceived(id, c, reactor)
+        case .upstream(let u):
+            let c = buffer.map { Completion(token: token(.upstreamReceive, u), result: result, buffer: $0) }
+                ?? Completion(token: token(.upstreamReceive, u), result: result)
+            upstreamReceived(u, c, reactor)
+        }
+    }
+
+    /// The engine's send went out whole: `n` plaintext bytes.
+    private func tlsReportSent(_ end: TLSEnd, _ n: Int32, _ reactor: Reactor<Backend>) {
+        tlsSetSending(end, false)
+        switch end {
+        case .client(let id): clientSent(id, n, reactor)
+        case .upstream(let u): upstreamSent(u, n, reactor)
+        }
+    }
+
+    /// The connection broke after its handshake (a send failed, a record did not decrypt).
+    private func tlsBroken(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        switch end {
+        case .client(let id): closeDownstream(id, reset: true, reactor)
+        case .upstream(let u):
+            if let x = servedExchange(u) { upstreamLost(x, u, reactor) } else { closeUpstream(u, reactor) }
+        }
+    }
+
+    private func tlsEntry(_ end: TLSEnd) -> IOVecTable {
+        switch end {
+        case .client: toClient
+        case .upstream: toUpstream
+        }
+    }
+
+    // MARK: - Opening
+
     /// A connection accepted on a TLS listener: its session opens; the handshake runs as its bytes arrive, within
     /// `--tls-handshake-timeout` of now. False when no session could be made (the connection is then closed).
     func tlsAccepted(_ id: DID, _ reactor: Reactor<Backend>) -> Bool {
@@ -30,341 +173,365 @@ extension HTTPProxy {
         return true
     }
 
+    // MARK: - Receiving
+
     /// The engine asks for the next plaintext of a TLS connection.
-    func tlsWantsBytes(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls, !downstreams[id].receiving else { return }
-        downstreams[id].receiving = true
-        let slot = Int(id.index)
-        if tls[slot].input >= 0 || tls[slot].ended || (!tls[slot].handshaking && tls.sessions.hasBuffered(slot)) {
-            tlsQueue(id)
+    func tlsWantsBytes(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end), !tlsWanted(end) else { return }
+        tlsSetWanted(end, true)
+        let slot = end.slot
+        if io[slot].input >= 0 || io[slot].ended || (!io[slot].handshaking && io.sessions.hasBuffered(slot)) {
+            tlsQueue(end)
         } else {
-            tlsSocketReceive(id, reactor)
+            tlsSocketReceive(end, reactor)
         }
     }
 
-    func tlsQueue(_ id: DID) {
-        guard let tls, !tls[Int(id.index)].queued else { return }
-        tls[Int(id.index)].queued = true
-        tlsReady.append(id)
+    func tlsQueue(_ end: TLSEnd) {
+        guard let io = tlsIO(end), !io[end.slot].queued else { return }
+        io[end.slot].queued = true
+        tlsReady.append(end)
     }
 
     /// Once per loop iteration: connections with plaintext ready for the engine, and those that waited for a spare
     /// buffer.
     func tlsIteration(_ reactor: Reactor<Backend>) {
-        guard let tls else { return }
         if !tlsStarved.isEmpty && reactor.backend.buffers.spareAvailable > 0 {
             let waiting = tlsStarved
             tlsStarved.removeAll(keepingCapacity: true)
-            for id in waiting where downstreams.isCurrent(id) && downstreams[id].phase != .closing {
-                tls[Int(id.index)].starved = false
-                tlsRun(id, reactor)
-                if downstreams.isCurrent(id) && downstreams[id].phase != .closing && downstreams[id].sending && tls[Int(id.index)].pendingPlain == 0 {
-                    tlsEncryptRound(id, reactor)
+            for end in waiting where tlsLive(end) {
+                guard let io = tlsIO(end) else { continue }
+                io[end.slot].starved = false
+                tlsRun(end, reactor)
+                if tlsLive(end) && tlsSending(end) && io[end.slot].pendingPlain == 0 && !io[end.slot].handshaking {
+                    tlsEncryptRound(end, reactor)
                 }
             }
         }
         var i = 0
         while i < tlsReady.count {
-            let id = tlsReady[i]
+            let end = tlsReady[i]
             i += 1
-            guard downstreams.isCurrent(id) else { continue }
-            tls[Int(id.index)].queued = false
-            guard downstreams[id].phase != .closing else { continue }
-            tlsRun(id, reactor)
+            guard tlsLive(end), let io = tlsIO(end) else { continue }
+            io[end.slot].queued = false
+            tlsRun(end, reactor)
         }
         tlsReady.removeAll(keepingCapacity: true)
-        TicketKeys.shared.rotateIfDue(now: System.monotonicNanos())
+        if tls != nil { TicketKeys.shared.rotateIfDue(now: System.monotonicNanos()) }
     }
 
-    func tlsStarve(_ id: DID) {
-        guard let tls, !tls[Int(id.index)].starved else { return }
-        tls[Int(id.index)].starved = true
-        tlsStarved.append(id)
+    func tlsStarve(_ end: TLSEnd) {
+        guard let io = tlsIO(end), !io[end.slot].starved else { return }
+        io[end.slot].starved = true
+        tlsStarved.append(end)
     }
 
-    func tlsSocketReceive(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        guard !tls[slot].socketReceiving, !tls[slot].socketEnded, tls[slot].input < 0 else { return }
-        tls[slot].socketReceiving = true
-        downstreams[id].inflight += 1
-        reactor.backend.receive(fd: downstreams[id].fd, token: token(.tlsClientReceive, id), multishot: false)
+    func tlsSocketReceive(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard !io[slot].socketReceiving, !io[slot].socketEnded, io[slot].input < 0 else { return }
+        io[slot].socketReceiving = true
+        tlsInflight(end, 1)
+        reactor.backend.receive(fd: tlsFD(end), token: tlsToken(end, receive: true), multishot: false)
     }
 
     /// Ciphertext arrived (or the socket ended).
-    func tlsSocketReceived(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
-        guard let tls else { return release(c.bufferID, reactor) }
-        let slot = Int(id.index)
-        tls[slot].socketReceiving = false
-        if downstreams[id].phase == .closing {
+    func tlsSocketReceived(_ end: TLSEnd, _ c: Completion, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return release(c.bufferID, reactor) }
+        let slot = end.slot
+        io[slot].socketReceiving = false
+        if tlsClosing(end) {
             release(c.bufferID, reactor)
-            return finishDownstreamIfQuiet(id, reactor)
+            return tlsFinishIfQuiet(end, reactor)
         }
         if c.result > 0, let b = c.bufferID {
-            tls[slot].input = Int32(b)
-            tls[slot].inputStart = 0
-            tls[slot].inputEnd = Int(c.result)
+            io[slot].input = Int32(b)
+            io[slot].inputStart = 0
+            io[slot].inputEnd = Int(c.result)
         } else {
             release(c.bufferID, reactor)
-            tls[slot].socketEnded = true
-            tls.sessions.setEndOfInput(slot)
+            io[slot].socketEnded = true
+            io.sessions.setEndOfInput(slot)
         }
-        tlsRun(id, reactor)
+        tlsRun(end, reactor)
+    }
+
+    private func tlsFinishIfQuiet(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        switch end {
+        case .client(let id): finishDownstreamIfQuiet(id, reactor)
+        case .upstream(let u): finishUpstreamIfQuiet(u, reactor)
+        }
     }
 
     /// Moves a connection's TLS along: the handshake while it runs, then plaintext to the engine if it asked.
-    func tlsRun(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        if tls[slot].handshaking {
-            let step = tlsCall(id, reactor) { $0.sessions.handshake(slot) }
+    func tlsRun(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        if io[slot].handshaking {
+            let step = tlsCall(end, reactor) { $0.sessions.handshake(slot) }
             switch step {
             case .done:
-                tlsHandshakeDone(id, reactor)
+                tlsFlush(end, reactor)
+                tlsHandshakeDone(end, reactor)
+                // A client's request may have come with its last handshake flight.
+                guard tlsLive(end) else { return }
             case .wantRead:
-                tlsFlush(id, reactor)
-                if tls[slot].socketEnded {
-                    return tlsFailed(id, TLSFailure(.closedEarly, "the client closed the connection during the handshake"), reactor)
+                tlsFlush(end, reactor)
+                if io[slot].socketEnded {
+                    return tlsFailed(end, TLSFailure(.closedEarly, "the peer closed the connection during the handshake"), reactor)
                 }
-                return tlsSocketReceive(id, reactor)
+                return tlsSocketReceive(end, reactor)
             case .wantWrite:
-                return tlsStarve(id)
+                return tlsStarve(end)
             case .closed:
-                return tlsFailed(id, TLSFailure(.closedEarly, "the client closed the connection during the handshake"), reactor)
+                return tlsFailed(end, TLSFailure(.closedEarly, "the peer closed the connection during the handshake"), reactor)
             case .failed(let f):
-                return tlsFailed(id, f, reactor)
+                return tlsFailed(end, f, reactor)
             }
         }
-        tlsFlush(id, reactor)
-        guard downstreams[id].receiving, downstreams[id].phase != .closing else { return }
-        tlsDeliver(id, reactor)
+        tlsFlush(end, reactor)
+        guard tlsWanted(end), !tlsClosing(end) else { return }
+        tlsDeliver(end, reactor)
     }
 
     /// Runs `op` with the connection's unread ciphertext as input and room in its fill buffer as output; a full
     /// fill buffer is sent and another taken (two at most: the one in flight and the one filling). Input OpenSSL
     /// took is dropped; a fill buffer left empty is released (an idle connection holds no buffer).
-    func tlsCall(_ id: DID, _ reactor: Reactor<Backend>, _ op: (TLSIO) -> TLSStep) -> TLSStep {
-        guard let tls else { return .failed(TLSFailure(.internalError, "no TLS")) }
-        let slot = Int(id.index)
-        tls.setInput(slot, buffer: tls[slot].input, start: tls[slot].inputStart, end: tls[slot].inputEnd)
+    func tlsCall(_ end: TLSEnd, _ reactor: Reactor<Backend>, _ op: (TLSIO) -> TLSStep) -> TLSStep {
+        guard let io = tlsIO(end) else { return .failed(TLSFailure(.internalError, "no TLS")) }
+        let slot = end.slot
+        io.setInput(slot, buffer: io[slot].input, start: io[slot].inputStart, end: io[slot].inputEnd)
         var step = TLSStep.wantWrite
         while true {
-            if tls[slot].fill < 0 {
+            if io[slot].fill < 0 {
                 guard let b = reactor.backend.takeBuffer() else { break }
-                tls[slot].fill = Int32(b)
-                tls[slot].fillLength = 0
+                io[slot].fill = Int32(b)
+                io[slot].fillLength = 0
             }
-            tls.setOutput(slot, buffer: tls[slot].fill, offset: tls[slot].fillLength)
-            step = op(tls)
-            tls[slot].fillLength += tls.sessions.outputCount(slot)
+            io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
+            step = op(io)
+            io[slot].fillLength += io.sessions.outputCount(slot)
             if step != .wantWrite { break }
-            guard tls[slot].flight < 0 else {
+            guard io[slot].flight < 0 else {
                 step = .failed(TLSFailure(.internalError, "records to send exceed two buffers"))
                 break
             }
-            tlsFlush(id, reactor)
+            tlsFlush(end, reactor)
         }
-        let left = tls.sessions.inputLeft(slot)
-        tls[slot].inputStart = tls[slot].inputEnd - left
-        if left == 0 && tls[slot].input >= 0 {
-            release(UInt16(tls[slot].input), reactor)
-            tls[slot].input = -1
+        let left = io.sessions.inputLeft(slot)
+        io[slot].inputStart = io[slot].inputEnd - left
+        if left == 0 && io[slot].input >= 0 {
+            release(UInt16(io[slot].input), reactor)
+            io[slot].input = -1
         }
-        tls.setInput(slot, buffer: -1, start: 0, end: 0)
-        tls.setOutput(slot, buffer: -1, offset: 0)
-        if tls[slot].fill >= 0 && tls[slot].fillLength == 0 {
-            release(UInt16(tls[slot].fill), reactor)
-            tls[slot].fill = -1
+        io.setInput(slot, buffer: -1, start: 0, end: 0)
+        io.setOutput(slot, buffer: -1, offset: 0)
+        if io[slot].fill >= 0 && io[slot].fillLength == 0 {
+            release(UInt16(io[slot].fill), reactor)
+            io[slot].fill = -1
         }
         return step
     }
 
+    // MARK: - Sending
+
     /// Sends the fill buffer's records unless a send is in flight (it follows that one).
-    func tlsFlush(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        guard !tls[slot].socketSending, tls[slot].flight < 0, tls[slot].fill >= 0, tls[slot].fillLength > 0 else { return }
-        tls[slot].flight = tls[slot].fill
-        tls[slot].flightLength = tls[slot].fillLength
-        tls[slot].flightSent = 0
-        tls[slot].fill = -1
-        tls[slot].fillLength = 0
-        tlsSendFlight(id, reactor)
+    func tlsFlush(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard !io[slot].socketSending, io[slot].flight < 0, io[slot].fill >= 0, io[slot].fillLength > 0 else { return }
+        io[slot].flight = io[slot].fill
+        io[slot].flightLength = io[slot].fillLength
+        io[slot].flightSent = 0
+        io[slot].fill = -1
+        io[slot].fillLength = 0
+        tlsSendFlight(end, reactor)
     }
 
-    private func tlsSendFlight(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        tls[slot].socketSending = true
-        downstreams[id].inflight += 1
-        tls.send(reactor.backend, fd: downstreams[id].fd, buffer: tls[slot].flight, start: tls[slot].flightSent,
-                 end: tls[slot].flightLength, token: token(.tlsClientSend, id))
+    private func tlsSendFlight(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        io[slot].socketSending = true
+        tlsInflight(end, 1)
+        io.send(reactor.backend, fd: tlsFD(end), buffer: io[slot].flight, start: io[slot].flightSent,
+                end: io[slot].flightLength, token: tlsToken(end, receive: false))
     }
 
     /// Records went out (some of them, or the send failed).
-    func tlsSocketSent(_ id: DID, _ result: Int32, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        tls[slot].socketSending = false
-        if downstreams[id].phase == .closing || result < 0 {
-            release(UInt16(tls[slot].flight), reactor)
-            tls[slot].flight = -1
-            if downstreams[id].phase == .closing { return finishDownstreamIfQuiet(id, reactor) }
-            Log.debug("send to TLS client failed: \(Errno.name(-result))")
-            return closeDownstream(id, reset: true, reactor)
+    func tlsSocketSent(_ end: TLSEnd, _ result: Int32, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        io[slot].socketSending = false
+        if tlsClosing(end) || result < 0 {
+            release(UInt16(io[slot].flight), reactor)
+            io[slot].flight = -1
+            if tlsClosing(end) { return tlsFinishIfQuiet(end, reactor) }
+            Log.debug("send to a TLS peer failed: \(Errno.name(-result))")
+            if io[slot].handshaking {
+                return tlsFailed(end, TLSFailure(.closedEarly, "send failed during the handshake: \(Errno.name(-result))"), reactor)
+            }
+            return tlsBroken(end, reactor)
         }
-        tls[slot].flightSent += Int(result)
-        if tls[slot].flightSent < tls[slot].flightLength { return tlsSendFlight(id, reactor) }
-        release(UInt16(tls[slot].flight), reactor)
-        tls[slot].flight = -1
-        if tls[slot].fill >= 0 && tls[slot].fillLength > 0 { return tlsFlush(id, reactor) }
-        if tls[slot].pendingPlain > 0 {
-            let n = tls[slot].pendingPlain
-            tls[slot].pendingPlain = 0
-            downstreams[id].sending = false
-            return clientSent(id, Int32(n), reactor)
+        io[slot].flightSent += Int(result)
+        if io[slot].flightSent < io[slot].flightLength { return tlsSendFlight(end, reactor) }
+        release(UInt16(io[slot].flight), reactor)
+        io[slot].flight = -1
+        if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+        if io[slot].pendingPlain > 0 {
+            let n = io[slot].pendingPlain
+            io[slot].pendingPlain = 0
+            return tlsReportSent(end, Int32(n), reactor)
         }
         // A send waited for room behind these records.
-        if downstreams[id].sending && downstreams[id].phase == .open { tlsEncryptRound(id, reactor) }
+        if tlsSending(end) && !io[slot].handshaking { tlsEncryptRound(end, reactor) }
     }
 
-    /// The engine sends what entry `id.index` of `toClient` holds.
-    func tlsSend(_ id: DID, _ reactor: Reactor<Backend>) {
-        downstreams[id].sending = true
-        tlsEncryptRound(id, reactor)
+    /// The engine sends what its entry for the connection holds.
+    func tlsSend(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        tlsSetSending(end, true)
+        tlsEncryptRound(end, reactor)
     }
 
     /// Encrypts up to one record of the engine's send into the fill buffer and sends it.
-    func tlsEncryptRound(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        guard tls[slot].pendingPlain == 0 else { return }
-        if tls[slot].fill < 0 {
-            guard let b = reactor.backend.takeBuffer() else { return tlsStarve(id) }
-            tls[slot].fill = Int32(b)
-            tls[slot].fillLength = 0
+    func tlsEncryptRound(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard io[slot].pendingPlain == 0 else { return }
+        if io[slot].fill < 0 {
+            guard let b = reactor.backend.takeBuffer() else { return tlsStarve(end) }
+            io[slot].fill = Int32(b)
+            io[slot].fillLength = 0
         }
-        let room = tls.pool.size - tls[slot].fillLength - TLSIO.recordOverhead
+        let room = io.pool.size - io[slot].fillLength - TLSIO.recordOverhead
         if room < 1024 {
             // Nearly full of records written before (a ticket, an alert): they go first, then this round.
-            return tlsFlush(id, reactor)
+            return tlsFlush(end, reactor)
         }
-        tls.setOutput(slot, buffer: tls[slot].fill, offset: tls[slot].fillLength)
-        let (n, step) = tls.writeStaged(slot, from: toClient, entry: Int(id.index), limit: room)
-        tls[slot].fillLength += tls.sessions.outputCount(slot)
-        tls.setOutput(slot, buffer: -1, offset: 0)
+        io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
+        let (n, step) = io.writeStaged(slot, from: tlsEntry(end), entry: slot, limit: room)
+        io[slot].fillLength += io.sessions.outputCount(slot)
+        io.setOutput(slot, buffer: -1, offset: 0)
         guard case .done = step, n > 0 else {
             if case .failed(let f) = step { Log.debug("TLS write failed: \(f.detail)") }
-            return closeDownstream(id, reset: true, reactor)
+            return tlsBroken(end, reactor)
         }
-        tls[slot].pendingPlain = n
-        tlsFlush(id, reactor)
+        io[slot].pendingPlain = n
+        tlsFlush(end, reactor)
     }
 
     /// Decrypts what the connection has into a spare buffer and hands it to the engine (or the end of the stream).
-    func tlsDeliver(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        if tls[slot].ended {
-            downstreams[id].receiving = false
-            return clientReceived(id, Completion(token: token(.clientReceive, id), result: 0), reactor)
-        }
-        guard let plain = reactor.backend.takeBuffer() else { return tlsStarve(id) }
+    func tlsDeliver(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        if io[slot].ended { return tlsHandOver(end, result: 0, buffer: nil, reactor) }
+        guard let plain = reactor.backend.takeBuffer() else { return tlsStarve(end) }
         var n = 0
         var step = TLSStep.wantRead
-        while n < tls.pool.size {
-            step = tlsCall(id, reactor) { $0.read(slot, into: plain, offset: n) }
+        while n < io.pool.size {
+            step = tlsCall(end, reactor) { $0.read(slot, into: plain, offset: n) }
             guard case .done(let k) = step else { break }
             n += k
         }
-        tlsFlush(id, reactor)
+        tlsFlush(end, reactor)
         switch step {
         case .closed:
-            tls[slot].ended = true
+            io[slot].ended = true
         case .failed(let f):
             release(plain, reactor)
             Log.debug("TLS connection failed: \(f.detail)")
-            return closeDownstream(id, reset: true, reactor)
+            return tlsBroken(end, reactor)
         case .wantRead:
             // The socket ended without close_notify: an end of stream all the same (as Envoy and nginx take it).
-            if tls[slot].socketEnded && tls[slot].input < 0 { tls[slot].ended = true }
+            if io[slot].socketEnded && io[slot].input < 0 { io[slot].ended = true }
         case .wantWrite:
             if n == 0 {
                 release(plain, reactor)
-                return tlsStarve(id)
+                return tlsStarve(end)
             }
         case .done:
             break
         }
         if n > 0 {
-            downstreams[id].receiving = false
-            clientReceived(id, Completion(token: token(.clientReceive, id), result: Int32(n), buffer: plain), reactor)
-        } else if tls[slot].ended {
+            tlsHandOver(end, result: Int32(n), buffer: plain, reactor)
+        } else if io[slot].ended {
             release(plain, reactor)
-            downstreams[id].receiving = false
-            clientReceived(id, Completion(token: token(.clientReceive, id), result: 0), reactor)
+            tlsHandOver(end, result: 0, buffer: nil, reactor)
         } else {
             release(plain, reactor)
-            tlsSocketReceive(id, reactor)
+            tlsSocketReceive(end, reactor)
         }
     }
 
-    func tlsHandshakeDone(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        tls[slot].handshaking = false
-        if let t = tls[slot].handshakeTimer { reactor.timers.cancel(t) }
-        tls[slot].handshakeTimer = nil
-        counters.tls.handshake(.downstream, resumed: tls.sessions.resumed(slot))
-        if let capture {
-            let x = Int(downstreams[id].exchange.index)
-            capture.set(x, .tlsVersion, tls.sessions.version(slot))
-            capture.set(x, .tlsCipher, tls.sessions.cipher(slot))
-            if let name = tls.sessions.serverName(slot) { capture.set(x, .serverName, name) } else { capture.clear(x, .serverName) }
+    // MARK: - Handshakes
+
+    func tlsHandshakeDone(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        io[slot].handshaking = false
+        if let t = io[slot].handshakeTimer { reactor.timers.cancel(t) }
+        io[slot].handshakeTimer = nil
+        switch end {
+        case .client(let id):
+            counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
+            if let capture {
+                let x = Int(downstreams[id].exchange.index)
+                capture.set(x, .tlsVersion, io.sessions.version(slot))
+                capture.set(x, .tlsCipher, io.sessions.cipher(slot))
+                if let name = io.sessions.serverName(slot) { capture.set(x, .serverName, name) } else { capture.clear(x, .serverName) }
+            }
+        case .upstream(let u):
+            upstreamHandshakeDone(u, reactor)
         }
     }
 
     /// A handshake failed or timed out: counted by reason, the alert OpenSSL wrote sent if the socket takes it at
-    /// once, and the connection closed.
-    func tlsFailed(_ id: DID, _ f: TLSFailure, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        counters.tls.failed(.downstream, f.reason)
-        Log.debug("TLS handshake with a client failed (\(f.reason.rawValue)): \(f.detail)")
-        if tls[slot].flight < 0 { tls.sendNow(fd: downstreams[id].fd, buffer: tls[slot].fill, count: tls[slot].fillLength) }
-        closeDownstream(id, reset: false, reactor)
+    /// once, and the connection closed (an upstream attempt fails with the reason, 503 UF).
+    func tlsFailed(_ end: TLSEnd, _ f: TLSFailure, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        counters.tls.failed(end.side, f.reason)
+        if io[slot].flight < 0 { io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength) }
+        switch end {
+        case .client(let id):
+            Log.debug("TLS handshake with a client failed (\(f.reason.rawValue)): \(f.detail)")
+            closeDownstream(id, reset: false, reactor)
+        case .upstream(let u):
+            upstreamHandshakeFailed(u, f, reactor)
+        }
     }
 
     /// Before the write side closes (lingering close): close_notify, sent if the socket takes it at once.
-    func tlsCloseNotify(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        guard !tls[slot].handshaking, tls[slot].flight < 0, !tls[slot].socketSending else { return }
-        _ = tlsCall(id, reactor) { $0.sessions.shutdown(slot) }
-        if tls[slot].fill >= 0 {
-            tls.sendNow(fd: downstreams[id].fd, buffer: tls[slot].fill, count: tls[slot].fillLength)
-            release(UInt16(tls[slot].fill), reactor)
-            tls[slot].fill = -1
-            tls[slot].fillLength = 0
+    func tlsCloseNotify(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard !io[slot].handshaking, io[slot].flight < 0, !io[slot].socketSending else { return }
+        _ = tlsCall(end, reactor) { $0.sessions.shutdown(slot) }
+        if io[slot].fill >= 0 {
+            io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)
+            release(UInt16(io[slot].fill), reactor)
+            io[slot].fill = -1
+            io[slot].fillLength = 0
         }
     }
 
     /// Cancels the connection's socket operations (closing).
-    func tlsCancel(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index), fd = downstreams[id].fd
-        if tls[slot].socketReceiving { reactor.backend.cancel(fd: fd, token: token(.tlsClientReceive, id)) }
-        if tls[slot].socketSending { reactor.backend.cancel(fd: fd, token: token(.tlsClientSend, id)) }
+    func tlsCancel(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let fd = tlsFD(end)
+        if io[end.slot].socketReceiving { reactor.backend.cancel(fd: fd, token: tlsToken(end, receive: true)) }
+        if io[end.slot].socketSending { reactor.backend.cancel(fd: fd, token: tlsToken(end, receive: false)) }
     }
 
     /// Frees the session and the buffers its link holds (no operation is in flight any more).
-    func tlsFree(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls, downstreams[id].transport == .tls else { return }
-        let slot = Int(id.index)
-        for b in [tls[slot].input, tls[slot].fill, tls[slot].flight] where b >= 0 { release(UInt16(b), reactor) }
-        if let t = tls[slot].handshakeTimer { reactor.timers.cancel(t) }
-        tls.open(slot)
-        tls.sessions.close(slot)
-        downstreams[id].transport = .plain
+    func tlsFree(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard io.sessions.isOpen(slot) else { return }
+        if io[slot].input >= 0 { release(UInt16(io[slot].input), reactor) }
+        if io[slot].fill >= 0 { release(UInt16(io[slot].fill), reactor) }
+        if io[slot].flight >= 0 { release(UInt16(io[slot].flight), reactor) }
+        if let t = io[slot].handshakeTimer { reactor.timers.cancel(t) }
+        io.open(slot)
+        io.sessions.close(slot)
     }
 }

@@ -28,6 +28,10 @@ struct UpstreamConnection {
     var idleSince: UInt64 = 0
     /// Closed to make room at the descriptor cap (`HTTPProxy.closingForRoom` counts it until its socket closes).
     var closingForRoom = false
+    /// The SNI hash it was made with under auto SNI (`UpstreamAttempt.serverName`); 0 otherwise.
+    var serverName: UInt64 = 0
+    /// Its TLS session was offered to its pool for resumption (`keepResumption`).
+    var sessionKept = false
 
     init(fd: Int32, endpoint: Int) {
         self.fd = fd

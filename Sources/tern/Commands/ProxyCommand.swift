@@ -74,6 +74,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("tls-handshake-timeout"), help: "From the accept of a TLS connection to the end of its handshake (closed beyond).")
     var tlsHandshakeTimeout: String = "10s"
 
+    @Option(name: .customLong("credentials-dir"), help: "--config: where DestinationRule tls credentialName secrets are, DIR/NAME/tls.crt, tls.key and ca.crt (a mounted Kubernetes TLS secret).")
+    var credentialsDir: String?
+
     @Option(name: .customLong("listen"), help: "Address to accept on, IP:PORT or [IPv6]:PORT (port 0 picks one), optionally with its kind: tcp:ADDR relays TCP, http:ADDR proxies HTTP/1.1 (without one: http with --http, tcp without). Repeatable; one process may have both kinds.")
     var listen: [String] = []
 
@@ -190,6 +193,10 @@ struct ProxyCommand: ParsableCommand {
         s.logLevel = level
         // HTTP settings (the --http flags) apply to every HTTP listener, given by --http or by http:ADDR.
         if http || s.listenKinds.contains(.http) { s.http = try httpSettings() }
+        if let credentialsDir {
+            guard s.configPath != nil else { throw ValidationError("--credentials-dir holds DestinationRule credentials: it needs --config") }
+            s.credentialsDir = credentialsDir
+        }
         switch (tlsCert, tlsKey) {
         case (let cert?, let key?):
             guard s.http != nil, !s.listenKinds.contains(.tcp), http || !s.listenKinds.isEmpty else {

@@ -1,0 +1,117 @@
+// TLS origination on upstream connections: once the TCP connect completes, a connection whose pool has a TLS
+// policy runs its handshake (bounded by the same --connect-timeout) before the engine gets it; a failed
+// handshake fails the attempt (503 UF) with Envoy's transport failure reason in the body and the access log.
+import TernConfig
+import TernCore
+import TernIO
+import TernTLS
+
+extension HTTPProxy {
+    /// The TCP connect of `u` completed: with a TLS pool, its handshake starts (the ClientHello goes out now);
+    /// false when the pool is plaintext (the engine takes the connection at once).
+    func upstreamStartTLS(_ u: UID, _ reactor: Reactor<Backend>) -> Bool {
+        let e = upstreams[u].endpoint
+        guard pools.slots[e].tlsKey != nil else { return false }
+        guard let io = upstreamTLS, let policy = pools.slots[e].tls else {
+            // A pool keyed for TLS without its context: never plaintext instead.
+            upstreamHandshakeFailed(u, TLSFailure(.internalError, "no TLS context for this upstream"), reactor)
+            return true
+        }
+        let slot = Int(u.index)
+        let name = upstreamServerName(u)
+        let verifyName = policy.verify && policy.subjectAltNames.isEmpty ? name : nil
+        if policy.verify && policy.subjectAltNames.isEmpty && name == nil {
+            // Nothing to check the certificate's names against: refused rather than accepting any name.
+            upstreamHandshakeFailed(u, TLSFailure(.sanMismatch, "no server name to verify the upstream's certificate against (no sni, no subjectAltNames, no Host)"), reactor)
+            return true
+        }
+        guard io.sessions.open(slot, policy.context, serverName: name, verifyName: verifyName, resume: pools.slots[e].resumption) else {
+            upstreamHandshakeFailed(u, TLSFailure(.internalError, "cannot start a TLS session (out of memory)"), reactor)
+            return true
+        }
+        io.open(slot)
+        upstreams[u].transport = .tls
+        tlsRun(.upstream(u), reactor)
+        return true
+    }
+
+    /// The SNI of a new connection: the policy's `sni`, else the Host of the request it is made for (Envoy's auto
+    /// SNI), else none.
+    private func upstreamServerName(_ u: UID) -> String? {
+        let e = upstreams[u].endpoint
+        if let sni = pools.slots[e].tls?.sni { return sni }
+        guard let x = upstreams[u].exchange, exchanges.isCurrent(x) else { return nil }
+        return pools.slots[e].serverNames[exchanges[x].attempt.serverName]
+    }
+
+    /// The handshake of `u` finished: the names the certificate must carry are checked, the session is kept for
+    /// resumption, and the engine gets the connection.
+    func upstreamHandshakeDone(_ u: UID, _ reactor: Reactor<Backend>) {
+        guard let io = upstreamTLS else { return }
+        let slot = Int(u.index), e = upstreams[u].endpoint
+        if let policy = pools.slots[e].tls, policy.verify, !policy.subjectAltNames.isEmpty,
+           !io.sessions.peerMatches(slot, anyOf: policy.subjectAltNames) {
+            return tlsFailed(.upstream(u), TLSFailure(.sanMismatch, "the upstream's certificate has none of the subjectAltNames \(policy.subjectAltNames)"), reactor)
+        }
+        counters.tls.handshake(.upstream, resumed: io.sessions.resumed(slot))
+        upstreamReady(u, reactor)
+    }
+
+    /// A connection that was offered a resumable session since its handshake (TLS 1.3 tickets come after it)
+    /// leaves it for the next connection to its pool: once, when it first goes back to the pool or closes.
+    func keepResumption(_ u: UID) {
+        guard upstreams[u].transport == .tls, !upstreams[u].sessionKept, let io = upstreamTLS else { return }
+        let slot = Int(u.index)
+        guard io.sessions.isOpen(slot), !io[slot].handshaking else { return }
+        upstreams[u].sessionKept = true
+        if let r = io.sessions.resumption(slot) { pools.slots[upstreams[u].endpoint].resumption = r }
+    }
+
+    /// The handshake of `u` failed (or timed out): counted (by `tlsFailed`), the reason kept for the 503 and the
+    /// access log, and the attempt failed as a connect failure (UF).
+    func upstreamHandshakeFailed(_ u: UID, _ f: TLSFailure, _ reactor: Reactor<Backend>) {
+        Log.debug("TLS handshake with an upstream failed (\(f.reason.rawValue)): \(f.detail)")
+        if let x = upstreams[u].exchange, exchanges.isCurrent(x) {
+            exchanges[x].report.transportFailure = "TLS_error:|\(f.detail):TLS_error_end"
+        }
+        if upstreams[u].transport != .tls { counters.tls.failed(.upstream, f.reason) }
+        cancel(&upstreams[u].connectTimer, reactor)
+        connectFailed(u, reactor)
+    }
+
+    /// Envoy's 503 for a connection failure with a transport failure reason: "… reset reason: connection failure,
+    /// transport failure reason: TLS_error:|…:TLS_error_end".
+    func sendTransportFailure(_ x: XID, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        let reason = exchanges[x].report.transportFailure
+        cancel(&downstreams[id].headerTimer, reactor)
+        cancel(&exchanges[x].timer, reactor)
+        let keep = exchanges[x].request.state == .done && downstreams[id].keepAlive && !draining
+        let body = LocalReply.connectFailure.body + ", transport failure reason: " + reason
+        guard let composed = bytes.compose({ w in
+            w.append("HTTP/1.1 503 Service Unavailable\r\ncontent-length: ")
+            w.append(decimal: body.utf8.count)
+            w.append("\r\ncontent-type: text/plain\r\n")
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+            composedHeadLength = w.count
+            w.append(body)
+        }) else {
+            exchanges[x].report.transportFailure = ""
+            return sendReply(x, .connectFailure, reactor)
+        }
+        exchanges[x].reply = .connectFailure
+        downstreams[id].keepAlive = keep
+        exchanges[x].responseStarted = true
+        exchanges[x].response.state = .reply
+        exchanges[x].request.state = .done
+        exchanges[x].report.status = 503
+        dropHeld(&exchanges[x].response.held, reactor)
+        exchanges[x].response.held = composed
+        exchanges[x].report.responseHeads &+= UInt64(composedHeadLength)
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        sendToClient(id, reactor)
+    }
+}
