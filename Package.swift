@@ -111,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "tern-load",
             dependencies: [
-                "TernLoadCore", "TernIO", "TernHTTP", "TernCore",
+                "TernLoadCore", "TernIO", "TernHTTP", "TernCore", "TernTLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],

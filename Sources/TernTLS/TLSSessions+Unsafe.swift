@@ -70,7 +70,12 @@ import Glibc
                     _ = unsafe SSL_set1_host(s, verifyName)
                 }
             }
-            if let resume, let session = unsafe resume.session { _ = unsafe SSL_set_session(s, session) }
+            // A copy each time: OpenSSL changes the session a connection resumes, and one TLSResumption serves
+            // every connection until a newer session replaces it.
+            if let resume, let session = unsafe resume.session, let copy = unsafe SSL_SESSION_dup(session) {
+                _ = unsafe SSL_set_session(s, copy)
+                unsafe SSL_SESSION_free(copy)
+            }
             unsafe SSL_set_connect_state(s)
         }
         unsafe ssl[i] = s

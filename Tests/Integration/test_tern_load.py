@@ -404,7 +404,9 @@ def test_sigint_prints_the_results_so_far(server):
 
 @pytest.mark.parametrize("args,message", [
     ([], "give at least one URL"),
-    (["https://127.0.0.1/"], "https is not supported yet"),
+    (["ftp://127.0.0.1/"], "must start with http:// or https://"),
+    (["--insecure", "http://127.0.0.1:1/"], "are for https:// URLs"),
+    (["--cacert", "/nonexistent.pem", "https://127.0.0.1:1/"], "/nonexistent.pem"),
     (["http://example.com/"], "IP literal or localhost"),
     (["--connections", "0", "http://127.0.0.1:1/"], "--connections must be"),
     (["--duration", "ten", "http://127.0.0.1:1/"], "--duration must be a duration"),

@@ -739,3 +739,52 @@ http {{
     finally:
         nginx.terminate()
         nginx.wait(10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tern-load over TLS
+# ---------------------------------------------------------------------------------------------------------
+
+def tern_load(*args, timeout=60):
+    from test_tern_load import tern_load_bin
+    r = subprocess.run([tern_load_bin(), "--json", *args], capture_output=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("mode,expect_resumed", [("keep-alive", None), ("reconnect", True), ("no-resume", False)])
+def test_tern_load_measures_https_with_and_without_handshakes(start_tern, http_upstream, backend, certs, mode, expect_resumed):
+    """tern-load over https: keep-alive connections (one handshake each); --reconnect, a new connection per
+    request resuming the session of the one before; --reconnect --no-resume, a full handshake per request. Tern's
+    handshake counters agree with what tern-load did."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    extra = {"keep-alive": [], "reconnect": ["--reconnect"], "no-resume": ["--reconnect", "--no-resume"]}[mode]
+    doc = tern_load(f"https://localhost:{t.port}/load", "--cacert", os.path.join(certs, "ca.crt"), "--connections", "2",
+                    "--requests", "40", "--io-backend", backend, *extra)
+    assert doc["errors"] == {"connect": 0, "timeout": 0, "reset": 0, "status_4xx": 0, "status_5xx": 0}
+    assert doc["requests"] == 40
+    handshakes = metric(prom, "tern_tls_handshakes_total", side="downstream")
+    resumed = metric(prom, "tern_tls_resumed_handshakes_total", side="downstream")
+    if expect_resumed is None:
+        assert handshakes == 2 and resumed == 0
+    else:
+        assert handshakes >= 40
+        # The first connection of each socket is in full; the rest resume (or none, with --no-resume).
+        assert resumed == (handshakes - 2 if expect_resumed else 0), (handshakes, resumed)
+
+
+def test_tern_load_refuses_an_unverified_server_and_insecure_accepts_it(start_tern, http_upstream, backend, certs):
+    """Without the CA, tern-load's handshakes fail (connect errors, explained once on stderr); --insecure skips
+    verification; mutual TLS with --cert/--key gets through --tls-client-ca."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs, "--tls-client-ca", os.path.join(certs, "ca.crt"))
+    from test_tern_load import tern_load_bin
+    r = subprocess.run([tern_load_bin(), "--json", f"https://localhost:{t.port}/", "--connections", "1", "--duration", "500ms",
+                        "--cacert", os.path.join(certs, "other-ca.crt"), "--io-backend", backend], capture_output=True, timeout=60)
+    doc = json.loads(r.stdout)
+    assert doc["requests"] == 0 and doc["errors"]["connect"] > 0, doc
+    assert "certificate verify failed" in r.stderr.decode()
+    doc = tern_load(f"https://localhost:{t.port}/", "--insecure", "--cert", os.path.join(certs, "client.crt"),
+                    "--key", os.path.join(certs, "client.key"), "--connections", "1", "--requests", "5", "--io-backend", backend)
+    assert doc["requests"] == 5 and doc["errors"]["connect"] == 0

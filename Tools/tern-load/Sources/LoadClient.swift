@@ -24,6 +24,7 @@ import TernCore
 import TernHTTP
 import TernIO
 import TernLoadCore
+import TernTLS
 
 /// Between the main thread and one reactor.
 final class ReactorLink: Sendable {
@@ -97,6 +98,10 @@ final class LoadClient<Backend: IOBackend> {
         /// After a failed connect, not before this time (back-off).
         var retryAt: UInt64 = 0
         var reconnectScheduled = false
+        /// https: the handshake has not finished (the request waits for it).
+        var handshaking = false
+        /// https: this connection's session was kept for the next one to resume.
+        var sessionKept = false
     }
 
     private enum Reading {
@@ -141,6 +146,11 @@ final class LoadClient<Backend: IOBackend> {
     private let requests: [RequestBytes]
 
     private var sockets: [Socket]
+    /// https: the sockets' sessions and records, the client context, and per socket the session its next
+    /// connection resumes (unless --no-resume).
+    private let tls: TLSClientIO?
+    private let tlsContext: TLSContext?
+    private var resumptions: [TLSResumption?]
     private var clients: [Client]
     private var parsers: [HTTP1Parser]
     private var decoders: [ChunkedDecoder]
@@ -196,6 +206,9 @@ final class LoadClient<Backend: IOBackend> {
         // --compare: one socket per target for each client; otherwise client i uses target i mod targets.
         let socketsPerClient = compare ? 2 : 1
         sockets = [Socket](repeating: Socket(), count: n * socketsPerClient)
+        tlsContext = s.tlsContext
+        tls = s.tlsContext == nil ? nil : TLSClientIO(sockets: n * socketsPerClient, largestRequest: requests.map(\.count).max() ?? 0)
+        resumptions = [TLSResumption?](repeating: nil, count: s.tlsContext == nil ? 0 : n * socketsPerClient)
         clients = plan.clients.map { Client(global: $0, target: s.compare ? 0 : $0 % s.targets.count) }
         parsers = [HTTP1Parser](repeating: HTTP1Parser(kind: .response), count: n)
         decoders = [ChunkedDecoder](repeating: ChunkedDecoder(), count: n)
@@ -360,7 +373,22 @@ final class LoadClient<Backend: IOBackend> {
         parsers[c].reset()
         parsers[c].respondingToHEAD = isHEAD
         if !staging[c].isEmpty { staging[c].removeAll(keepingCapacity: true) }
+        if let tls {
+            // The whole request becomes records at once; they go out as sends complete.
+            let step = tls.write(s, requests[clients[c].target])
+            guard case .done = step else { return fail(c, .reset, now: now) }
+            clients[c].sentBytes = requests[clients[c].target].count
+            return tlsFlush(s)
+        }
         sendRest(c, s)
+    }
+
+    /// https: sends the socket's records unless a send is in flight (they follow it).
+    private func tlsFlush(_ s: Int) {
+        guard let tls, !sockets[s].sending, sockets[s].phase == .open, tls.hasPending(s) else { return }
+        sockets[s].sending = true
+        sockets[s].pending += 1
+        tls.send(s, on: backend, fd: sockets[s].fd, token: token(.send, s))
     }
 
     private func sendRest(_ c: Int, _ s: Int) {
@@ -382,8 +410,18 @@ final class LoadClient<Backend: IOBackend> {
             completedCount += 1
             link.completed.store(completedCount, ordering: .relaxed)
         }
-        if !clients[c].keepAlive { close(socketIndex(c, t), reset: false) }
+        let s = socketIndex(c, t)
+        if tls != nil { keepSession(s) }
+        if !clients[c].keepAlive || plan.settings.reconnect { close(s, reset: false) }
         next(c, now: now)
+    }
+
+    /// https: the connection's session, for the next connection of this socket to resume (once per connection,
+    /// after its first response, by when TLS 1.3 tickets have come).
+    private func keepSession(_ s: Int) {
+        guard let tls, plan.settings.resume, !sockets[s].sessionKept, tls.sessions.isOpen(s) else { return }
+        sockets[s].sessionKept = true
+        if let r = tls.sessions.resumption(s) { resumptions[s] = r }
     }
 
     private enum Failure { case connect, timeout, reset }
@@ -468,6 +506,9 @@ final class LoadClient<Backend: IOBackend> {
         sockets[s].phase = .closed
         sockets[s].receiving = false
         sockets[s].sending = false
+        sockets[s].handshaking = false
+        sockets[s].sessionKept = false
+        tls?.reset(s)
         // Tokens carry only so many bits of generation: wrap there, or a slot reused 2^22 times would never again
         // match its completions.
         sockets[s].generation = (sockets[s].generation &+ 1) & Token.generationMask
@@ -529,6 +570,18 @@ final class LoadClient<Backend: IOBackend> {
         }
         sockets[s].phase = .open
         armReceive(s)
+        if let tls, let tlsContext {
+            // The handshake first: the request goes once it is done.
+            let target = plan.settings.targets[clientOf(s).target]
+            guard tls.sessions.open(s, tlsContext, serverName: target.serverName, verifyName: target.serverName,
+                                    resume: plan.settings.resume ? resumptions[s] : nil) else {
+                connectFailed(s, now: now)
+                close(s, reset: false)
+                return
+            }
+            sockets[s].handshaking = true
+            return tlsHandshake(s, now: now)
+        }
         let (c, t) = clientOf(s)
         if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
     }
@@ -541,6 +594,18 @@ final class LoadClient<Backend: IOBackend> {
 
     private func sent(_ s: Int, _ result: Int32, now: UInt64) {
         let (c, t) = clientOf(s)
+        if let tls {
+            guard sockets[s].phase == .open else { return }
+            if result <= 0 {
+                if result == -Errno.EAGAIN { return tlsFlush(s) }
+                if clients[c].busy && clients[c].target == t { fail(c, sockets[s].handshaking ? .connect : .reset, now: now) }
+                return close(s, reset: false)
+            }
+            if now >= measureStart { bytesSent[report(t)] += UInt64(result) }
+            _ = tls.sent(s, Int(result))
+            tlsFlush(s)
+            return
+        }
         guard sockets[s].phase == .open, clients[c].busy, clients[c].target == t, clients[c].transmitted else { return }
         if result <= 0 {
             if result == -Errno.EAGAIN { sendRest(c, s); return }
@@ -556,6 +621,13 @@ final class LoadClient<Backend: IOBackend> {
         let (c, t) = clientOf(s)
         let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
         let result = completion.result
+        if tls != nil, result > 0, let buffer = completion.bufferID {
+            if sockets[s].phase == .open && now >= measureStart { bytesReceived[report(t)] += UInt64(result) }
+            if sockets[s].phase == .open { tlsReceived(s, buffer, Int(result), now: now) }
+            backend.releaseBuffer(buffer)
+            if sockets[s].phase == .open && !completion.more { armReceive(s) }
+            return
+        }
         if result > 0, let buffer = completion.bufferID {
             if sockets[s].phase == .open && now >= measureStart { bytesReceived[report(t)] += UInt64(result) }
             if mine && sockets[s].phase == .open {
@@ -604,6 +676,64 @@ final class LoadClient<Backend: IOBackend> {
             if clients[c].busy && clients[c].target == t && !clients[c].transmitted { open(s, now: now) }
         default:
             bug("tern-load: unknown timer \(tok.op)")
+        }
+    }
+
+    // MARK: - TLS
+
+    /// Runs the handshake as far as the input allows; once done, the request waiting for it goes.
+    private func tlsHandshake(_ s: Int, now: UInt64) {
+        guard let tls else { return }
+        let step = tls.run(s) { $0.handshake(s) }
+        tlsFlush(s)
+        switch step {
+        case .done:
+            sockets[s].handshaking = false
+            let (c, t) = clientOf(s)
+            if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
+        case .wantRead, .wantWrite:
+            break
+        case .closed, .failed:
+            if case .failed(let f) = step, !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+                System.writeStderr("tern-load: TLS handshake with \(plan.settings.targets[clientOf(s).target].url) failed: \(f.detail) (counted as connect errors)")
+            }
+            connectFailed(s, now: now)
+            close(s, reset: false)
+        }
+    }
+
+    /// Ciphertext arrived: the handshake goes on, or the plaintext goes to the response parser.
+    private func tlsReceived(_ s: Int, _ buffer: UInt16, _ length: Int, now: UInt64) {
+        guard let tls else { return }
+        tls.feed(s, backend.buffers, buffer, length: length)
+        defer { if sockets[s].phase != .closed { tls.clearInput(s) } }
+        if sockets[s].handshaking {
+            tlsHandshake(s, now: now)
+            if sockets[s].handshaking || sockets[s].phase != .open { return }
+        }
+        let (c, t) = clientOf(s)
+        let step = tls.read(s) { piece in
+            let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
+            if mine { consume(c, piece, now: now) }
+            return sockets[s].phase == .open
+        }
+        tlsFlush(s)
+        switch step {
+        case .closed:
+            if clients[c].busy && clients[c].target == t && clients[c].transmitted {
+                if case .untilClose = clients[c].reading {
+                    clients[c].keepAlive = false
+                    complete(c, now: now)
+                } else {
+                    fail(c, .reset, now: now)
+                }
+            }
+            close(s, reset: false)
+        case .failed:
+            if clients[c].busy && clients[c].target == t { fail(c, .reset, now: now) }
+            close(s, reset: false)
+        default:
+            break
         }
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import TernCore
+import TernTLS
 
 /// The flags (issue 5). Every bad value gets one line naming the flag and what it accepts, and exit status 64.
 struct LoadCommand: ParsableCommand {
@@ -65,6 +66,24 @@ struct LoadCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Compare two URLs, A then B: the latency B adds over A.")
     var compare: [String] = []
 
+    @Option(help: "https: CA bundle (PEM) the server's certificate must verify against (default: the system's).")
+    var cacert: String?
+
+    @Option(help: "https: client certificate chain (PEM) for mutual TLS; needs --key.")
+    var cert: String?
+
+    @Option(help: "https: private key (PEM) of --cert.")
+    var key: String?
+
+    @Flag(help: "https: do not verify the server's certificate.")
+    var insecure = false
+
+    @Flag(help: "A new connection for every request (with https, a handshake for each).")
+    var reconnect = false
+
+    @Flag(name: .customLong("no-resume"), help: "https: every handshake in full (by default a connection resumes the session of the one before it).")
+    var noResume = false
+
     func settings() throws(ValidationError) -> LoadSettings {
         var s = LoadSettings()
         let texts: [String]
@@ -84,6 +103,25 @@ struct LoadCommand: ParsableCommand {
             case .success(let target): s.targets.append(target)
             case .failure(let e): throw ValidationError(e.description)
             }
+        }
+        s.reconnect = reconnect
+        s.resume = !noResume
+        if s.targets.contains(where: \.tls) {
+            guard s.targets.allSatisfy(\.tls) else { throw ValidationError("URLs must be all http:// or all https://") }
+            guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
+            var t = TLSClientSettings()
+            t.caFile = cacert
+            t.certificateFile = cert
+            t.keyFile = key
+            t.insecureSkipVerify = insecure
+            t.alpn = ["http/1.1"]
+            do throws(TLSSetupError) {
+                s.tlsContext = try TLSContext.client(t)
+            } catch {
+                throw ValidationError(error.description)
+            }
+        } else if cacert != nil || cert != nil || key != nil || insecure || noResume {
+            throw ValidationError("--cacert, --cert, --key, --insecure and --no-resume are for https:// URLs")
         }
         guard connections >= 1 && connections <= 1_000_000 else {
             throw ValidationError("--connections must be a whole number from 1 to 1000000, got \(connections)")

@@ -1,5 +1,6 @@
 import TernCore
 import TernIO
+import TernTLS
 
 /// Everything a run needs, checked (LoadCommand builds it from the flags).
 struct LoadSettings: Sendable {
@@ -32,6 +33,12 @@ struct LoadSettings: Sendable {
     var json = false
     var hdrLogPath: String? = nil
     var plotPath: String? = nil
+    /// https targets: the client context (--cacert, --cert/--key, --insecure), built once for every reactor.
+    var tlsContext: TLSContext? = nil
+    /// `--reconnect`: a new connection for every request (with https, a handshake each; resumed unless
+    /// `--no-resume`).
+    var reconnect = false
+    var resume = true
 
     var targetRate: UInt64? {
         if case .openLoop(let rate) = mode { return rate }
@@ -50,7 +57,7 @@ enum BackendChoice: String, Sendable, CaseIterable {
     case auto, io_uring, epoll
 }
 
-/// One `http://` URL: where to connect and what goes on the request line and in Host.
+/// One `http://` or `https://` URL: where to connect and what goes on the request line and in Host.
 struct Target: Sendable, Equatable {
     var url: String
     var address: SocketAddress
@@ -58,18 +65,19 @@ struct Target: Sendable, Equatable {
     var authority: String
     /// origin-form request-target: path and query.
     var path: String
+    /// https: TLS, with this server name (SNI, and the name its certificate must carry).
+    var tls = false
+    var serverName: String? = nil
 
-    /// Parses `http://HOST[:PORT][/PATH][?QUERY]`, HOST an IPv4 literal, a bracketed IPv6 literal or
+    /// Parses `http[s]://HOST[:PORT][/PATH][?QUERY]`, HOST an IPv4 literal, a bracketed IPv6 literal or
     /// `localhost`; the reason it is refused otherwise.
     static func parse(_ text: String) -> Result<Target, TargetError> {
         let lower = text.lowercased()
-        if lower.hasPrefix("https://") {
-            return .failure(TargetError("\(text): https is not supported yet (TLS arrives with Tern's TLS support); use http://"))
+        let tls = lower.hasPrefix("https://")
+        guard tls || lower.hasPrefix("http://") else {
+            return .failure(TargetError("\(text): a URL must start with http:// or https://"))
         }
-        guard lower.hasPrefix("http://") else {
-            return .failure(TargetError("\(text): a URL must start with http://"))
-        }
-        var rest = Substring(text.dropFirst(7))
+        var rest = Substring(text.dropFirst(tls ? 8 : 7))
         if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
         let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
         let authority = String(rest[..<end])
@@ -82,7 +90,7 @@ struct Target: Sendable, Equatable {
             return .failure(TargetError("\(text): the path must be printable ASCII without spaces (percent-encode the rest)"))
         }
         var host = authority
-        var port = "80"
+        var port = tls ? "443" : "80"
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else {
                 return .failure(TargetError("\(text): unterminated IPv6 literal"))
@@ -103,7 +111,10 @@ struct Target: Sendable, Equatable {
             }
             return .failure(TargetError("\(text): the port must be from 1 to 65535, got '\(port)'"))
         }
-        return .success(Target(url: text, address: address, authority: authority, path: path))
+        var name = host
+        if name.hasPrefix("[") { name = String(name.dropFirst().dropLast()) }
+        return .success(Target(url: text, address: address, authority: authority, path: path, tls: tls,
+                               serverName: tls ? name : nil))
     }
 }
 

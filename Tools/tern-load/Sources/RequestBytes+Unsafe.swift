@@ -4,7 +4,7 @@ import TernIO
 /// A request's bytes, built once and kept at a fixed address for the whole run: every send of that request
 /// names them (the kernel reads them until the send completes).
 @safe final class RequestBytes {
-    private let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
     let count: Int
 
     init(_ bytes: [UInt8]) {
