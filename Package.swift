@@ -45,6 +45,7 @@ let package = Package(
         .library(name: "TernIO", targets: ["TernIO", "TernCore"]),
         // For the fuzz package (Tools/fuzz).
         .library(name: "TernHTTP", targets: ["TernHTTP"]),
+        .library(name: "TernTLS", targets: ["TernTLS"]),
         .library(name: "TernProxy", targets: ["TernProxy"]),
         .library(name: "TernConfig", targets: ["TernConfig"]),
         .library(name: "TernTelemetry", targets: ["TernTelemetry"]),

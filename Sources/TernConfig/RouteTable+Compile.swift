@@ -16,7 +16,7 @@ extension RouteTable {
     }
 }
 
-private struct RouteCompiler {
+struct RouteCompiler {
     let resources: [Resource]
     let namespace: String
     var services: [String: ServiceEntry] = [:]
@@ -46,10 +46,11 @@ private struct RouteCompiler {
             guard case .virtualService(let vs) = r.spec, Self.appliesToMesh(vs.gateways) else { continue }
             let routes = vs.http.compactMap { compileRoute($0, gateways: vs.gateways) }
             let tcp = vs.tcp.map { compileTCP($0) }
+            let tls = vs.tls.map { compileTLS($0) }
             for h in vs.hosts where hostOwner[h] == nil {
                 hostOwner[h] = virtualHosts.count
                 virtualHosts.append(VirtualHost(name: h, source: r.label, routes: routes, tcpRoutes: tcp,
-                                                serviceDestination: serviceDestination(h)))
+                                                serviceDestination: serviceDestination(h), tlsRoutes: tls))
             }
         }
         for r in resources {
@@ -93,8 +94,10 @@ private struct RouteCompiler {
             }
         }
         for a in aliases.sorted(by: { $0.priority < $1.priority }) { exact.insert(a.key, value: a.value) }
+        let (sniRoutes, sniPorts) = compileSNI(hostOwner: hostOwner)
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts, clusters: clusters,
-                          exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll)
+                          exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll, sniRoutes: sniRoutes,
+                          sniPorts: sniPorts)
     }
 
     /// The service a ServiceEntry declares as exactly `host`, as a destination (all its ports); nil when none does.
@@ -143,6 +146,15 @@ private struct RouteCompiler {
             fault: r.fault,
             mirrors: r.mirrors.map { (weightedCluster($0.destination, weight: 1, headers: nil), $0.percentage ?? 100) },
             corsPolicy: r.corsPolicy)
+    }
+
+    /// A VirtualService tls route: its destinations as a TCP route's, its matches kept for SNI routing.
+    mutating func compileTLS(_ r: TCPRoute) -> TLSRouteEntry {
+        let tcp = compileTCP(r)
+        let matches = r.match.filter { Self.appliesToMesh($0.gateways) }.map {
+            SNIMatch(sniHosts: $0.sniHosts, port: $0.port, destinationSubnets: $0.destinationSubnets)
+        }
+        return TLSRouteEntry(destinations: tcp.destinations, totalWeight: tcp.totalWeight, sniMatches: matches)
     }
 
     mutating func compileTCP(_ r: TCPRoute) -> TCPRouteEntry {

@@ -40,6 +40,6 @@ extension RouteTable {
         }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts,
                           clusters: resolvedClusters, exactHosts: exactHosts, wildcardHosts: wildcardHosts,
-                          catchAll: catchAll, forwarding: forwarding)
+                          catchAll: catchAll, forwarding: forwarding, sniRoutes: sniRoutes, sniPorts: sniPorts)
     }
 }

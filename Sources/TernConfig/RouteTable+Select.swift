@@ -284,6 +284,9 @@ extension RouteTable {
         switch route {
         case .route(let vh, let r): return pickTCPDestination(virtualHost: vh, route: r, random: random)
         case .service(let vh): return virtualHosts[vh].serviceDestination
+        case .tlsRoute(let vh, let r):
+            let route = virtualHosts[vh].tlsRoutes[r]
+            return Self.pick(route.destinations, total: route.totalWeight, random: random)
         }
     }
 }
@@ -294,6 +297,8 @@ public enum TCPListenerRoute: Sendable, Equatable {
     case route(virtualHost: Int, route: Int)
     /// No TCP route applies: the service the ServiceEntry declares.
     case service(virtualHost: Int)
+    /// A VirtualService `tls` route chosen by server name (`RouteTable.sniRoute`).
+    case tlsRoute(virtualHost: Int, route: Int)
 }
 
 /// How a TCP listener's connections are routed (`RouteTable.tcpListenerRouting`), as indexes into its table.

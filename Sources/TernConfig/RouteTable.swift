@@ -24,9 +24,15 @@ public final class RouteTable: Sendable {
     let catchAll: Int?
     /// The per-request facts of the forwarding routes, flat (weights, clusters, rendered head changes).
     public let forwarding: Forwarding
+    /// TLS connections routed by server name (RouteTable+SNI.swift), and the ports where that applies.
+    let sniRoutes: [SNIRoute]
+    let sniPorts: [UInt16]
 
     init(namespace: String, resources: [Resource], virtualHosts: [VirtualHost], clusters: [Cluster],
-         exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?, forwarding: Forwarding? = nil) {
+         exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?, forwarding: Forwarding? = nil,
+         sniRoutes: [SNIRoute] = [], sniPorts: [UInt16] = []) {
+        self.sniRoutes = sniRoutes
+        self.sniPorts = sniPorts
         self.namespace = namespace
         self.resources = resources
         self.virtualHosts = virtualHosts
@@ -81,6 +87,21 @@ public struct VirtualHost: Sendable {
     /// host goes when none of `tcpRoutes` applies to its port (Istio's default TCP route). nil when no
     /// ServiceEntry declares the host by this name.
     public var serviceDestination: WeightedCluster? = nil
+    /// VirtualService `tls` routes (routed by server name: `RouteTable.sniRoute`).
+    public var tlsRoutes: [TLSRouteEntry] = []
+}
+
+/// A VirtualService `tls` route: where connections go, and the matches SNI routing reads.
+public struct TLSRouteEntry: Sendable {
+    public var destinations: [WeightedCluster]
+    public var totalWeight: UInt64
+    public var sniMatches: [SNIMatch]
+}
+
+public struct SNIMatch: Sendable {
+    public var sniHosts: [String]
+    public var port: UInt16?
+    public var destinationSubnets: [CIDRRange]
 }
 
 /// One precompiled HTTP route.

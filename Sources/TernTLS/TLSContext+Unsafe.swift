@@ -175,6 +175,12 @@ public struct TLSClientSettings: Sendable, Hashable {
                 }
                 if let names = unsafe SSL_load_client_CA_file(clientCA) { unsafe SSL_CTX_set_client_CA_list(ctx, names) }
                 unsafe SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+                // Resumption with client verification needs a session id context (else OpenSSL fails the
+                // handshake of every client that offers a ticket); derived from the CA, so a ticket issued under
+                // one CA does not resume under another.
+                var context = Array("tern-mtls:".utf8) + Self.digest(ofFile: clientCA)
+                context = Array(context.prefix(32))
+                _ = unsafe SSL_CTX_set_session_id_context(ctx, context, UInt32(context.count))
             }
             _ = unsafe tern_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
             _ = unsafe SSL_CTX_set_num_tickets(ctx, 1)
@@ -184,6 +190,24 @@ public struct TLSClientSettings: Sendable, Hashable {
             unsafe SSL_CTX_free(ctx)
             throw error
         }
+    }
+
+    /// 16 bytes identifying a file's contents (FNV-1a over it, twice seeded), for session id contexts.
+    static func digest(ofFile path: String) -> [UInt8] {
+        var a: UInt64 = 0xcbf2_9ce4_8422_2325, b: UInt64 = 0x8422_2325_cbf2_9ce4
+        if let f = unsafe fopen(path, "rb") {
+            defer { unsafe fclose(f) }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = unsafe buffer.withUnsafeMutableBytes { unsafe fread($0.baseAddress, 1, $0.count, f) }
+                if n == 0 { break }
+                for i in 0..<n {
+                    a = (a ^ UInt64(buffer[i])) &* 0x100_0000_01b3
+                    b = (b ^ UInt64(buffer[i])) &* 0x100_0000_01b3 &+ 1
+                }
+            }
+        }
+        return (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? a : b) >> UInt64(56 - 8 * (i % 8))) }
     }
 
     /// A client context (origination). Server names are checked per session (`TLSSessions.open`).

@@ -144,7 +144,10 @@ import Glibc
         let s = unsafe session(i)
         ERR_clear_error()
         let r = unsafe SSL_do_handshake(s)
-        return r == 1 ? .done(0) : unsafe step(s, r)
+        if r == 1 { return .done(0) }
+        let step = unsafe step(s, r)
+        // The stream ended before the handshake did (without close_notify, OpenSSL calls that a clean end).
+        return step == .closed ? .failed(TLSFailure(.closedEarly, "the peer closed the connection during the handshake")) : step
     }
 
     public func isHandshakeDone(_ i: Int) -> Bool { unsafe SSL_is_init_finished(session(i)) == 1 }

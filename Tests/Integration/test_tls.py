@@ -788,3 +788,170 @@ def test_tern_load_refuses_an_unverified_server_and_insecure_accepts_it(start_te
     doc = tern_load(f"https://localhost:{t.port}/", "--insecure", "--cert", os.path.join(certs, "client.crt"),
                     "--key", os.path.join(certs, "client.key"), "--connections", "1", "--requests", "5", "--io-backend", backend)
     assert doc["requests"] == 5 and doc["errors"]["connect"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SNI routing without termination
+# ---------------------------------------------------------------------------------------------------------
+
+SNI_CONFIG = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: a, namespace: default}}
+spec:
+  hosts: [a.example.com]
+  ports: [{{number: {port}, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {a}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: b, namespace: default}}
+spec:
+  hosts: ["*.b.example.com"]
+  ports: [{{number: {port}, name: https, protocol: HTTPS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{https: {b}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: localhost, namespace: default}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {a}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: steer, namespace: default}}
+spec:
+  hosts: [localhost]
+  tls:
+  - match: [{{sniHosts: [localhost], port: {port}}}]
+    route: [{{destination: {{host: "x.b.example.com"}}}}]
+"""
+
+
+def sni_relay(start_tern, http_upstream, backend, certs, tmp_path):
+    """A TCP listener routing by SNI: a.example.com to upstream A, *.b.example.com to upstream B (both TLS servers
+    with the test certificate), and localhost steered to B by a VirtualService tls route."""
+    a = http_upstream(HttpUpstream_tls(certs))
+    b = http_upstream(HttpUpstream_tls(certs))
+    port = dead_port()
+    config = tmp_path / "sni.yaml"
+    config.write_text(SNI_CONFIG.format(port=port, a=a.port, b=b.port))
+    log = tmp_path / "access.log"
+    t = start_tern("--listen", f"127.0.0.1:{port}", "--config", str(config), "--io-backend", backend, "--cores", "1",
+                   "--admin", "off", "--health", "off", "--prometheus", "off", "--access-log", str(log))
+    return t, a, b, str(log)
+
+
+def tls_get(port, certs, name, path="/"):
+    """A TLS request straight through (Tern does not terminate): the upstream's certificate verified for `name`."""
+    c = TLSClient(port, ssl.create_default_context(cafile=os.path.join(certs, "ca.crt")), server_name=name)
+    try:
+        return c.request("GET", path)[0]
+    finally:
+        c.close()
+
+
+def test_sni_routes_two_names_to_two_upstreams(start_tern, http_upstream, backend, certs, tmp_path):
+    """Connections carrying SNI a.example.com reach A, x.b.example.com (a wildcard ServiceEntry host) reaches B,
+    each with its bytes untouched (the client verifies the upstream's own certificate); a VirtualService tls route
+    steers localhost to B; the access log has the server name."""
+    t, a, b, log = sni_relay(start_tern, http_upstream, backend, certs, tmp_path)
+    assert tls_get(t.port, certs, "a.example.com", "/to-a") == 200
+    assert tls_get(t.port, certs, "x.b.example.com", "/to-b") == 200
+    assert tls_get(t.port, certs, "localhost", "/steered") == 200
+    assert a.paths() == ["/to-a"]
+    assert b.paths() == ["/to-b", "/steered"]
+    assert [h["sni"] for h in a.handshakes] == ["a.example.com"]
+    lines = access_log(log, 3)
+    assert sorted(l["requested_server_name"] for l in lines) == ["a.example.com", "localhost", "x.b.example.com"]
+
+
+def test_sni_unknown_name_plaintext_and_garbage_are_closed(start_tern, http_upstream, backend, certs, tmp_path):
+    """An SNI no route names, a ClientHello without SNI, plaintext, and garbage: each connection is closed and
+    nothing reaches an upstream; Tern serves on."""
+    t, a, b, _ = sni_relay(start_tern, http_upstream, backend, certs, tmp_path)
+    with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+        tls_get(t.port, certs, "c.example.com")
+    for payload in (b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n", bytes(range(256)) * 4):
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+        s.sendall(payload)
+        read_until_closed(s)
+    assert a.accepted == 0 and b.accepted == 0
+    assert tls_get(t.port, certs, "a.example.com") == 200
+
+
+def test_sni_clienthello_split_over_segments_still_routes(start_tern, http_upstream, backend, certs, tmp_path):
+    """A ClientHello sent in three pieces, 50 ms apart (TCP segments; the first too short to hold the name), is
+    read once whole enough and routed."""
+    t, a, _, _ = sni_relay(start_tern, http_upstream, backend, certs, tmp_path)
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="a.example.com")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outgoing.read()
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=15)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for piece in (hello[:20], hello[20:60], hello[60:]):
+        s.sendall(piece)
+        time.sleep(0.05)
+    # Finish the handshake over the socket by hand, then one request.
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            data = outgoing.read()
+            if data:
+                s.sendall(data)
+            got = s.recv(65536)
+            assert got, "closed during the handshake"
+            incoming.write(got)
+    s.sendall(outgoing.read())
+    obj.write(b"GET /split HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+    s.sendall(outgoing.read())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        try:
+            reply += obj.read(65536)
+        except ssl.SSLWantReadError:
+            incoming.write(s.recv(65536))
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert a.paths() == ["/split"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Found in review
+# ---------------------------------------------------------------------------------------------------------
+
+def test_mutual_tls_clients_resume_their_sessions(start_tern, http_upstream, backend, certs):
+    """With --tls-client-ca, a client offering its session ticket resumes (OpenSSL needs a session id context for
+    that, else it fails every such handshake)."""
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs, "--tls-client-ca", os.path.join(certs, "ca.crt"))
+    ctx = client_context(certs, cert="client.crt", key="client.key")
+    first = TLSClient(t.port, ctx)
+    assert first.request("GET", "/one")[0] == 200
+    session = first.sock.session
+    first.close()
+    again = TLSClient(t.port, ctx, session=session)
+    assert again.request("GET", "/two")[0] == 200
+    assert again.sock.session_reused
+    again.close()
+    assert metric(prom, "tern_tls_resumed_handshakes_total", side="downstream") == 1
+
+
+def test_upstream_closing_without_close_notify_ends_a_close_delimited_body(start_tern, http_upstream, backend, certs, tmp_path):
+    """An upstream answering with a body delimited by its close, and closing without close_notify (as many
+    HTTP/1.1 servers do), completes the response: an end of stream, not a broken connection."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    t, _, log = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+    status, body = get(t.port, "/bytes/100000?framing=close")
+    assert status == 200 and len(body) == 100000
+    [line] = access_log(log, 1)
+    assert line["response_flags"] == "-", line

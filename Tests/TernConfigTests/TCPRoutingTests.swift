@@ -90,6 +90,7 @@ import Testing
         switch t.tcpListenerRoute(port: port, destination: destination) {
         case .route(_, let r): return "route \(r)"
         case .service: return "service"
+        case .tlsRoute(_, let r): return "tls route \(r)"
         case nil: return "none"
         }
     }

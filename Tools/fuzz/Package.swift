@@ -12,6 +12,11 @@ let package = Package(
             name: "FuzzHTTP1",
             dependencies: [.product(name: "TernHTTP", package: "tern")],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
-        )
+        ),
+        .executableTarget(
+            name: "FuzzClientHello",
+            dependencies: [.product(name: "TernTLS", package: "tern")],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
     ]
 )

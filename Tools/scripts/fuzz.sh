@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Builds the fuzz targets (Tools/fuzz, libFuzzer via `swift build --sanitize=fuzzer`), replays the checked-in
-# corpus and every past crasher as regression cases, then fuzzes for a bounded time (FUZZ_SECONDS, default 20).
-# A new crasher is written to Tools/fuzz/crashers/ and fails the run: minimise it, keep it, fix the bug.
+# Builds the fuzz targets (Tools/fuzz, libFuzzer via `swift build --sanitize=fuzzer`), replays each one's checked-in
+# corpus and every past crasher as regression cases, then fuzzes each for a bounded time (FUZZ_SECONDS, default
+# 20). A new crasher is written to Tools/fuzz/crashers/ and fails the run: minimise it, keep it, fix the bug.
+#   FuzzHTTP1        the HTTP/1.1 head parser and chunked decoder    corpus/http1
+#   FuzzClientHello  the ClientHello reader of SNI routing (TernTLS)  corpus/clienthello
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 seconds=${FUZZ_SECONDS:-20}
 cd "$root/Tools/fuzz"
 swift build --sanitize=fuzzer
-bin="$(swift build --sanitize=fuzzer --show-bin-path)/FuzzHTTP1"
-
-replay=(corpus/http1/*)
-for f in crashers/*; do [[ -f $f && $(basename "$f") != .keep ]] && replay+=("$f"); done
-"$bin" "${replay[@]}" >/dev/null 2>&1 || { echo "fuzz: a corpus or crasher case fails again:" >&2; "$bin" "${replay[@]}"; exit 1; }
-echo "fuzz: replayed ${#replay[@]} corpus and crasher cases"
-
+bindir="$(swift build --sanitize=fuzzer --show-bin-path)"
 work=$(mktemp -d /tmp/tern-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-"$bin" "$work" corpus/http1 -max_total_time="$seconds" -max_len=4096 -timeout=5 \
-    -artifact_prefix="$root/Tools/fuzz/crashers/" -print_final_stats=1 2>"$work/log" \
-    || { tail -30 "$work/log" >&2; echo "fuzz: crasher written to Tools/fuzz/crashers/" >&2; exit 1; }
-grep -E "stat::number_of_executed_units|Done" "$work/log" | tail -2
+
+run() {  # target corpus-dir max-len
+    local target=$1 corpus=$2 maxlen=$3 bin="$bindir/$1"
+    local replay=("$corpus"/*)
+    for f in crashers/"$target"-* crashers/crash-*; do
+        [[ -f $f ]] || continue
+        # Old crashers (crash-*) belong to FuzzHTTP1, the only target before FuzzClientHello.
+        if [[ $(basename "$f") == crash-* && $target != FuzzHTTP1 ]]; then continue; fi
+        replay+=("$f")
+    done
+    "$bin" "${replay[@]}" >/dev/null 2>&1 || { echo "fuzz: a $target corpus or crasher case fails again:" >&2; "$bin" "${replay[@]}"; exit 1; }
+    echo "fuzz: $target replayed ${#replay[@]} corpus and crasher cases"
+    mkdir -p "$work/$target"
+    "$bin" "$work/$target" "$corpus" -max_total_time="$seconds" -max_len="$maxlen" -timeout=5 \
+        -artifact_prefix="$root/Tools/fuzz/crashers/$target-" -print_final_stats=1 2>"$work/$target.log" \
+        || { tail -30 "$work/$target.log" >&2; echo "fuzz: crasher written to Tools/fuzz/crashers/" >&2; exit 1; }
+    grep -E "stat::number_of_executed_units|Done" "$work/$target.log" | tail -2
+}
+
+run FuzzHTTP1 corpus/http1 4096
+run FuzzClientHello corpus/clienthello 4096

@@ -49,7 +49,7 @@ step "thread sanitizer (cross-thread primitives)"
 swift test --scratch-path .build-tsan --sanitize=thread --filter 'CrossThreadTests/(epoll|uring)LoopStopsOnRequest|SnapshotCellTests|SpanShardTests|AccessLogTests/producerAndConsumerOnTwoThreads|AccessLogWriterTests|SchedulingTests'
 
 
-step "fuzzing the HTTP/1.1 parser (bounded)"
+step "fuzzing the HTTP/1.1 parser and the ClientHello reader (bounded)"
 bash Tools/scripts/fuzz.sh
 
 step "integration tests"

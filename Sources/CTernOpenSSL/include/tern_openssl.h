@@ -71,7 +71,8 @@ int tern_ctx_set_max_version(SSL_CTX *ctx, int version);
 long tern_ctx_set_mode(SSL_CTX *ctx, long mode);
 long tern_ctx_set_session_cache_mode(SSL_CTX *ctx, long mode);
 long tern_set_host_name(SSL *ssl, const char *name);
-// No renegotiation (a CPU attack on servers), no compression (CRIME), the server's cipher order.
+// No renegotiation (a CPU attack on servers), no compression (CRIME), the server's cipher order; a stream that
+// ends without close_notify is an end of stream (as HTTP/1.1 peers commonly close), not an error.
 void tern_ctx_set_hardening_options(SSL_CTX *ctx);
 int tern_ctx_set_groups(SSL_CTX *ctx, const char *groups);
 int tern_ctx_add_extra_chain_cert(SSL_CTX *ctx, X509 *cert);

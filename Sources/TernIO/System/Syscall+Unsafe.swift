@@ -246,6 +246,15 @@ public enum System {
         }
     }
 
+    /// Copies what the socket holds (up to `buffer.count` bytes) into `buffer` without consuming it (MSG_PEEK,
+    /// non-blocking): the byte count, 0 at end of stream, or -errno (-EAGAIN: nothing yet).
+    public static func peek(_ fd: Int32, into buffer: inout [UInt8]) -> Int {
+        // SAFETY: the pointer is the array's own storage, valid for buffer.count bytes during the closure.
+        unsafe buffer.withUnsafeMutableBytes { p in
+            syscallResult { unsafe Glibc.recv(fd, p.baseAddress, p.count, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) }
+        }
+    }
+
     /// Whether this process can read the file at `path`.
     public static func isReadable(_ path: String) -> Bool {
         unsafe Glibc.access(path, R_OK) == 0

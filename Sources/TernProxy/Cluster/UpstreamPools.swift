@@ -74,10 +74,10 @@ struct UpstreamPools {
     struct Pool {
         var address: SocketAddress
         var tlsKey: TLSOriginationKey? = nil
-        /// With TLS: the client policy of the bound table (contexts are rebuilt with each table), and the session
-        /// the next connection resumes (the last one that offered a ticket).
+        /// With TLS: the client policy of the bound table (contexts are rebuilt with each table), and per server
+        /// name hash (0: the fixed SNI) the session the next connection resumes (the last verified one offered).
         var tls: TLSClientPolicy? = nil
-        var resumption: TLSResumption? = nil
+        var resumptions: [UInt64: TLSResumption] = [:]
         /// Server names sent as SNI by Host (auto SNI), by their hash: made once per name, not per connection.
         var serverNames: [UInt64: String] = [:]
         /// The endpoint's key for its live gauges in the metrics (admin /clusters).
@@ -183,7 +183,7 @@ struct UpstreamPools {
         byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey)] = nil
         slots[e].live = false
         slots[e].tls = nil
-        slots[e].resumption = nil
+        slots[e].resumptions = [:]
         slots[e].serverNames = [:]
         slots[e].idle = []
         slots[e].pending = PendingQueue()

@@ -377,6 +377,7 @@ extension HTTPProxy {
     /// A new exchange's report starts empty.
     func beginExchange(_ x: XID) {
         exchanges[x].report.recorded = false
+        exchanges[x].report.transportFailure = ""
         exchanges[x].report.status = 0
         exchanges[x].report.flags = []
         exchanges[x].report.service = 0

@@ -384,7 +384,7 @@ enum HeadRefusal: Error {
         let v = unsafe view(held, (held.start + host.lowerBound)..<(held.start + host.upperBound))
         var end = v.count
         // "name:port": the port goes; "[v6]:port" and "[v6]": the brackets and port go.
-        if let colon = unsafe v.lastIndex(of: 0x3A), unsafe !v.contains(0x5D) || v[colon - 1] == 0x5D { end = colon }
+        if let colon = unsafe v.lastIndex(of: 0x3A), unsafe !v.contains(0x5D) || (colon > 0 && v[colon - 1] == 0x5D) { end = colon }
         var start = 0
         if end > 1, unsafe v[0] == 0x5B, unsafe v[end - 1] == 0x5D {
             start = 1

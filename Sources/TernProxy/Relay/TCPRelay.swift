@@ -17,6 +17,7 @@ import Synchronization
 import TernConfig
 import TernCore
 import TernIO
+import TernTLS
 import TernTelemetry
 
 /// Settings shared by every reactor's relay (immutable once the proxy starts).
@@ -81,9 +82,13 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         case accept = 1, connect = 2
         case poll = 3, read = 4, write = 5
         case connectTimer = 9, idleTimer = 10, acceptBackoff = 11, pipeRetry = 12, socketRetry = 20  // pipeRetry + 3 = 15 is direction 1
+        /// SNI routing: the client's first bytes are readable (a poll), and a ClientHello cut short is peeked again.
+        case inspect = 13, inspectRetry = 14
     }
 
     private enum Phase {
+        /// Accepted on a listener that routes by server name: its ClientHello is being read (peeked, not consumed).
+        case inspecting
         /// Accepted, but no descriptor was left for the upstream socket: retried on a timer.
         case waitingForSocket
         case connecting, relaying, closing
@@ -146,6 +151,12 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// Run inside another handler (the HTTP proxy's tunnels): that owner reports the reactor's connections.
     private let embedded: Bool
     private var listenerNames: [String] = []
+    /// SNI routing: where a ClientHello is peeked and its server name written (kept for reuse: nothing is allocated
+    /// per connection).
+    private var helloBuffer: [UInt8] = []
+    private var nameBuffer: [UInt8] = []
+    /// The most of a ClientHello peeked: one that is not whole (to its server name) within it is refused.
+    static var helloLimit: Int { 16 * 1024 }
 
     public init(listeners: [RelayListener], settings: RelaySettings, counters: RelayCounters, capacity: Int,
                 metrics: MetricsShard? = nil, routes: SnapshotReader<RouteTable>? = nil, accessLog: AccessLogShard? = nil,
@@ -161,6 +172,10 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         self.settings = settings
         self.counters = counters
         connections = Slab(capacity: capacity)
+        if routes != nil {
+            helloBuffer = [UInt8](repeating: 0, count: Self.helloLimit)
+            nameBuffer = [UInt8](repeating: 0, count: ClientHello.maxNameLength)
+        }
         // Direction 1 of a per-direction op is its raw value + 3: no other op may live there.
         for op in [Op.poll, .read, .write, .pipeRetry] {
             precondition(Op(rawValue: op.rawValue + 3) == nil, "relay op \(op) collides with another op in direction 1")
@@ -227,6 +242,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             connected(id, c.result, reactor)
             return
         }
+        if op == Op.inspect.rawValue {
+            if connections[id].phase == .closing { return finishIfQuiet(id, reactor) }
+            if c.result < 0 { return close(id, reset: false, reactor) }
+            return inspect(id, reactor)
+        }
         let d = Int((op - Op.poll.rawValue) / 3)
         let kind = op - 3 * UInt8(d)
         connections[id][d].inFlight = 0
@@ -252,9 +272,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         switch token.op {
         case Op.socketRetry.rawValue:
             if connections[id].phase == .waitingForSocket { connectUpstream(id, reactor) }
+        case Op.inspectRetry.rawValue:
+            if connections[id].phase == .inspecting { inspect(id, reactor) }
         case Op.connectTimer.rawValue:
             connections[id].connectTimer = nil
-            if connections[id].phase == .connecting || connections[id].phase == .waitingForSocket {
+            if connections[id].phase == .inspecting {
+                Log.debug("no whole ClientHello within \(settings.connectTimeout): closing")
+                close(id, reset: false, reactor)
+            } else if connections[id].phase == .connecting || connections[id].phase == .waitingForSocket {
                 counters.upstreamConnectFailures.add(1, ordering: .relaxed)
                 Log.debug("upstream connect timed out after \(settings.connectTimeout)")
                 close(id, reset: false, reactor)
@@ -322,8 +347,18 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         reactor.backend.register(fd: fd)
         connections[id].connectTimer = reactor.timers.schedule(
             token(.connectTimer, id), at: deadline(after: settings.connectTimeout))
-        switch router.choose(listener: i, clientAddress: { try? System.peerAddress(fd) },
-                             destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }) {
+        if i < router.routesBySNI.count && router.routesBySNI[i] && !helloBuffer.isEmpty {
+            // Routed by the server name its ClientHello carries: read (peeked) before anything else happens, within
+            // the connect timeout.
+            connections[id].phase = .inspecting
+            return startInspect(id, reactor)
+        }
+        routed(id, router.choose(listener: i, clientAddress: { try? System.peerAddress(fd) },
+                                 destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }), reactor)
+    }
+
+    private func routed(_ id: Slab<Connection>.ID, _ choice: TCPRouter.Choice, _ reactor: Reactor<Backend>) {
+        switch choice {
         case .upstream(let pick):
             connections[id].route = pick
             connectUpstream(id, reactor)
@@ -331,6 +366,52 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
             // Nowhere to go (Envoy's TCP proxy closes the connection too).
             Log.debug("connection not routed: \(flag)")
             if accessLog != nil { connections[id].flags = ResponseFlags(name: flag.description) ?? [] }
+            close(id, reset: false, reactor)
+        }
+    }
+
+    // MARK: - SNI routing
+
+    private func startInspect(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
+        connections[id].inflight += 1
+        reactor.backend.poll(.readable(connections[id].client), knownNotReady: false, token: token(.inspect, id))
+    }
+
+    /// Peeks at the client's first bytes: a whole ClientHello (to its server name) routes the connection, whose
+    /// bytes then all go to the upstream as they are (nothing was consumed); a partial one is peeked again shortly
+    /// (readiness would report the same bytes at once); anything else, or a hello beyond `helloLimit`, closes it.
+    private func inspect(_ id: Slab<Connection>.ID, _ reactor: Reactor<Backend>) {
+        let fd = connections[id].client
+        var hello = helloBuffer, name = nameBuffer
+        helloBuffer = []
+        nameBuffer = []
+        defer {
+            helloBuffer = hello
+            nameBuffer = name
+        }
+        let n = System.peek(fd, into: &hello)
+        if n == -Int(Errno.EAGAIN) { return startInspect(id, reactor) }
+        guard n > 0 else { return close(id, reset: false, reactor) }
+        var out = name.mutableSpan
+        let result = ClientHello.serverName(in: hello.span.extracting(0..<n), into: &out)
+        switch result {
+        case .complete(let length):
+            if let capture {
+                if length > 0 {
+                    capture.set(Int(id.index), .serverName, name.span.extracting(0..<length))
+                } else {
+                    capture.clear(Int(id.index), .serverName)
+                }
+            }
+            connections[id].phase = .connecting
+            let i = connections[id].listener
+            routed(id, router.choose(listener: i, serverName: name.span.extracting(0..<length),
+                                     clientAddress: { try? System.peerAddress(fd) },
+                                     destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }), reactor)
+        case .incomplete where n < hello.count:
+            _ = reactor.timers.schedule(token(.inspectRetry, id), at: System.monotonicNanos() + 5_000_000)
+        case .incomplete, .notTLS:
+            Log.debug("not a TLS ClientHello (or one beyond \(Self.helloLimit) bytes) on a listener routing by SNI: closing")
             close(id, reset: false, reactor)
         }
     }

@@ -34,6 +34,8 @@ final class TCPRouter {
     private(set) var addresses: [SocketAddress]
     private var addressIndex: [SocketAddress: Int32] = [:]
     private var listenerRoutes: [TCPListenerRouting] = []
+    /// Per listener: its connections are routed by the server name of their ClientHello (`RouteTable.sniRoute`).
+    private(set) var routesBySNI: [Bool] = []
     private var balancers = LoadBalancers()
     /// Per cluster of the bound table, per endpoint: its index in `addresses`, -1 when it has no address.
     private var clusterAddresses: [[Int32]] = []
@@ -72,6 +74,7 @@ final class TCPRouter {
     private func bind(_ table: RouteTable) {
         balancers.bind(table)
         listenerRoutes = listenerPorts.map { table.tcpListenerRouting(port: $0) }
+        routesBySNI = listenerPorts.map { table.routesBySNI(port: $0) }
         clusterAddresses = table.clusters.map { cluster in
             cluster.endpoints.map { e in e.socketAddress.map(index) ?? -1 }
         }
@@ -92,14 +95,28 @@ final class TCPRouter {
     /// route for the listener's port matches on destinationSubnets.
     func choose(listener: Int, clientAddress: () -> SocketAddress? = { nil }, destinationIP: () -> IPAddress? = { nil }) -> Choice {
         guard let routes else { return .upstream(Pick(address: Int32(listener))) }
-        let table = routes.current
-        let port = listenerPorts[listener]
         let chosen: TCPListenerRoute?
         switch listenerRoutes[listener] {
         case .fixed(let route): chosen = route
         case .byDestination(let hosts):
-            chosen = table.tcpListenerRoute(virtualHosts: hosts, port: port, destination: destinationIP())
+            chosen = routes.current.tcpListenerRoute(virtualHosts: hosts, port: listenerPorts[listener], destination: destinationIP())
         }
+        return choose(chosen, listener: listener, clientAddress: clientAddress)
+    }
+
+    /// The upstream for a TLS connection on listener `listener` whose ClientHello names `serverName` (lower-cased;
+    /// empty: none), counted as started at its endpoint: by `RouteTable.sniRoute`.
+    func choose(listener: Int, serverName: borrowing Span<UInt8>, clientAddress: () -> SocketAddress? = { nil },
+                destinationIP: () -> IPAddress? = { nil }) -> Choice {
+        guard let routes else { return .upstream(Pick(address: Int32(listener))) }
+        let chosen = routes.current.sniRoute(port: listenerPorts[listener], name: serverName, destination: destinationIP())
+        return choose(chosen, listener: listener, clientAddress: clientAddress)
+    }
+
+    private func choose(_ chosen: TCPListenerRoute?, listener: Int, clientAddress: () -> SocketAddress?) -> Choice {
+        guard let routes else { return .upstream(Pick(address: Int32(listener))) }
+        let table = routes.current
+        let port = listenerPorts[listener]
         guard let route = chosen else { return .none(flag: "NR") }
         guard let destination = table.pickTCPDestination(route, random: random.next()),
               let cluster = destination.cluster(port: port) else { return .none(flag: "NC") }

@@ -11,7 +11,8 @@ extension HTTPProxy {
     func acquireUpstream(_ x: XID, _ reactor: Reactor<Backend>) {
         let e = exchanges[x].attempt.endpoint
         if pools.slots[e].tls != nil && pools.slots[e].tls?.sni == nil {
-            // Auto SNI: only a connection made for the same server name serves it.
+            // Auto SNI: only a connection made for the same server name serves it; those of other names stay
+            // pooled for theirs, unless the pool is full (then the oldest of them makes room).
             let name = exchanges[x].attempt.serverName
             var i = pools.slots[e].idle.count
             while i > 0 {
@@ -27,13 +28,16 @@ extension HTTPProxy {
                     return
                 }
             }
+            if pools.slots[e].connections >= settings.maxUpstreamConnections, !pools.slots[e].idle.isEmpty {
+                closeUpstream(pools.slots[e].idle.removeFirst(), reactor)
+            }
         }
         while let u = pools.slots[e].idle.popLast() {
             guard upstreams.isCurrent(u), upstreams[u].state == .idle else { continue }
-            if upstreams[u].serverName != exchanges[x].attempt.serverName {
-                // Another server name's: closed, this request gets its own connection.
-                closeUpstream(u, reactor)
-                continue
+            guard upstreams[u].serverName == exchanges[x].attempt.serverName else {
+                // (Auto SNI only, handled above: keep it.)
+                pools.slots[e].idle.append(u)
+                break
             }
             bind(u, to: x, reused: true, reactor)
             return
@@ -222,6 +226,7 @@ extension HTTPProxy {
         if exchanges[x].request.held.isEmpty { dropHeld(&exchanges[x].request.held, reactor) }
         exchanges[x].request.state = .waiting
         exchanges[x].response.state = .idle
+        exchanges[x].report.transportFailure = ""
         connect(for: x, reactor)
     }
 }

@@ -25,7 +25,8 @@ extension HTTPProxy {
             upstreamHandshakeFailed(u, TLSFailure(.sanMismatch, "no server name to verify the upstream's certificate against (no sni, no subjectAltNames, no Host)"), reactor)
             return true
         }
-        guard io.sessions.open(slot, policy.context, serverName: name, verifyName: verifyName, resume: pools.slots[e].resumption) else {
+        guard io.sessions.open(slot, policy.context, serverName: name, verifyName: verifyName,
+                               resume: pools.slots[e].resumptions[upstreams[u].serverName]) else {
             upstreamHandshakeFailed(u, TLSFailure(.internalError, "cannot start a TLS session (out of memory)"), reactor)
             return true
         }
@@ -39,9 +40,11 @@ extension HTTPProxy {
     /// SNI), else none.
     private func upstreamServerName(_ u: UID) -> String? {
         let e = upstreams[u].endpoint
-        if let sni = pools.slots[e].tls?.sni { return sni }
+        if let sni = pools.slots[e].tls?.sni, !sni.isEmpty { return sni }
         guard let x = upstreams[u].exchange, exchanges.isCurrent(x) else { return nil }
-        return pools.slots[e].serverNames[exchanges[x].attempt.serverName]
+        // An empty name (Host "", ":443", "[]") is no name: never one that turns the certificate check off.
+        guard let name = pools.slots[e].serverNames[exchanges[x].attempt.serverName], !name.isEmpty else { return nil }
+        return name
     }
 
     /// The handshake of `u` finished: the names the certificate must carry are checked, the session is kept for
@@ -54,17 +57,25 @@ extension HTTPProxy {
             return tlsFailed(.upstream(u), TLSFailure(.sanMismatch, "the upstream's certificate has none of the subjectAltNames \(policy.subjectAltNames)"), reactor)
         }
         counters.tls.handshake(.upstream, resumed: io.sessions.resumed(slot))
+        upstreams[u].verified = true
         upstreamReady(u, reactor)
     }
 
-    /// A connection that was offered a resumable session since its handshake (TLS 1.3 tickets come after it)
-    /// leaves it for the next connection to its pool: once, when it first goes back to the pool or closes.
+    /// A verified connection that was offered a resumable session since its handshake (TLS 1.3 tickets come after
+    /// it) leaves it for the next connection to its pool with the same server name (a session resumes without its
+    /// certificate being checked again: one made for another name must never serve this one): once, when it
+    /// first goes back to the pool or closes.
     func keepResumption(_ u: UID) {
-        guard upstreams[u].transport == .tls, !upstreams[u].sessionKept, let io = upstreamTLS else { return }
+        guard upstreams[u].transport == .tls, upstreams[u].verified, !upstreams[u].sessionKept, let io = upstreamTLS else { return }
         let slot = Int(u.index)
         guard io.sessions.isOpen(slot), !io[slot].handshaking else { return }
         upstreams[u].sessionKept = true
-        if let r = io.sessions.resumption(slot) { pools.slots[upstreams[u].endpoint].resumption = r }
+        guard let r = io.sessions.resumption(slot) else { return }
+        let e = upstreams[u].endpoint
+        if pools.slots[e].resumptions[upstreams[u].serverName] == nil && pools.slots[e].resumptions.count >= 256 {
+            pools.slots[e].resumptions.removeAll(keepingCapacity: true)
+        }
+        pools.slots[e].resumptions[upstreams[u].serverName] = r
     }
 
     /// The handshake of `u` failed (or timed out): counted (by `tlsFailed`), the reason kept for the 503 and the

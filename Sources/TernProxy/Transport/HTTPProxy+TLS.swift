@@ -143,10 +143,13 @@ extension HTTPProxy {
         }
     }
 
+    /// Spare buffers kept for records (never given to plaintext).
+    static var tlsRecordReserve: Int { 16 }
+
     /// The connection broke after its handshake (a send failed, a record did not decrypt).
     private func tlsBroken(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
         switch end {
-        case .client(let id): closeDownstream(id, reset: true, reactor)
+        case .client(let id): closeDownstream(id, reset: downstreams[id].phase != .lingering, reactor)
         case .upstream(let u):
             if let x = servedExchange(u) { upstreamLost(x, u, reactor) } else { closeUpstream(u, reactor) }
         }
@@ -296,17 +299,26 @@ extension HTTPProxy {
 
     /// Runs `op` with the connection's unread ciphertext as input and room in its fill buffer as output; a full
     /// fill buffer is sent and another taken (two at most: the one in flight and the one filling). Input OpenSSL
-    /// took is dropped; a fill buffer left empty is released (an idle connection holds no buffer).
-    func tlsCall(_ end: TLSEnd, _ reactor: Reactor<Backend>, _ op: (TLSIO) -> TLSStep) -> TLSStep {
+    /// took is dropped; a fill buffer left empty is released (an idle connection holds no buffer). `lazy` (reads,
+    /// which seldom write): the op first runs with no output at all, and gets a fill buffer only if it asks.
+    func tlsCall(_ end: TLSEnd, _ reactor: Reactor<Backend>, lazy: Bool = false, _ op: (TLSIO) -> TLSStep) -> TLSStep {
         guard let io = tlsIO(end) else { return .failed(TLSFailure(.internalError, "no TLS")) }
         let slot = end.slot
         io.setInput(slot, buffer: io[slot].input, start: io[slot].inputStart, end: io[slot].inputEnd)
         var step = TLSStep.wantWrite
+        var withoutOutput = lazy
         while true {
-            if io[slot].fill < 0 {
+            if io[slot].fill < 0 && !withoutOutput {
                 guard let b = reactor.backend.takeBuffer() else { break }
                 io[slot].fill = Int32(b)
                 io[slot].fillLength = 0
+            }
+            if withoutOutput && io[slot].fill < 0 {
+                withoutOutput = false
+                io.setOutput(slot, buffer: -1, offset: 0)
+                step = op(io)
+                if step != .wantWrite { break }
+                continue
             }
             io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
             step = op(io)
@@ -424,11 +436,15 @@ extension HTTPProxy {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
         if io[slot].ended { return tlsHandOver(end, result: 0, buffer: nil, reactor) }
-        guard let plain = reactor.backend.takeBuffer() else { return tlsStarve(end) }
+        // Plaintext may be held by the engine for a while (a body waiting for its peer): the last spare buffers are
+        // kept for records, so sends and handshakes always have room.
+        guard reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve, let plain = reactor.backend.takeBuffer() else {
+            return tlsStarve(end)
+        }
         var n = 0
         var step = TLSStep.wantRead
         while n < io.pool.size {
-            step = tlsCall(end, reactor) { $0.read(slot, into: plain, offset: n) }
+            step = tlsCall(end, reactor, lazy: true) { $0.read(slot, into: plain, offset: n) }
             guard case .done(let k) = step else { break }
             n += k
         }
@@ -506,7 +522,8 @@ extension HTTPProxy {
         let slot = end.slot
         guard !io[slot].handshaking, io[slot].flight < 0, !io[slot].socketSending else { return }
         _ = tlsCall(end, reactor) { $0.sessions.shutdown(slot) }
-        if io[slot].fill >= 0 {
+        // (Had that filled a buffer and sent it, the rest must not overtake it: no close_notify then.)
+        if io[slot].fill >= 0 && io[slot].flight < 0 {
             io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)
             release(UInt16(io[slot].fill), reactor)
             io[slot].fill = -1

@@ -32,6 +32,8 @@ struct UpstreamConnection {
     var serverName: UInt64 = 0
     /// Its TLS session was offered to its pool for resumption (`keepResumption`).
     var sessionKept = false
+    /// Its TLS handshake finished and the server's certificate passed every check (its session may be resumed).
+    var verified = false
 
     init(fd: Int32, endpoint: Int) {
         self.fd = fd
