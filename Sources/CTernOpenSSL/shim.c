@@ -1,7 +1,80 @@
 #include "tern_openssl.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <openssl/core_names.h>
+
+// MARK: - OpenSSL, loaded when first needed
+
+#define TERN_OPENSSL_POINTER(ret, name, params, args) static ret(*p_##name) params;
+TERN_OPENSSL_FUNCTIONS(TERN_OPENSSL_POINTER)
+
+#define TERN_OPENSSL_WRAPPER(ret, name, params, args) ret tern_##name params { return p_##name args; }
+TERN_OPENSSL_FUNCTIONS(TERN_OPENSSL_WRAPPER)
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static char load_error[256];
+
+static void load(void) {
+    void *ssl = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!ssl) {
+        snprintf(load_error, sizeof load_error, "cannot load libssl.so.3 (OpenSSL 3): %s", dlerror());
+        return;
+    }
+#define TERN_OPENSSL_RESOLVE(ret, name, params, args)                                                              \
+    if (!load_error[0]) {                                                                                          \
+        *(void **)&p_##name = dlsym(ssl, #name);                                                                   \
+        if (!p_##name) snprintf(load_error, sizeof load_error, "OpenSSL lacks %s: not OpenSSL 3", #name);           \
+    }
+    TERN_OPENSSL_FUNCTIONS(TERN_OPENSSL_RESOLVE)
+}
+
+int tern_openssl_load(char *error, size_t capacity) {
+    pthread_once(&load_once, load);
+    if (load_error[0]) {
+        if (capacity) snprintf(error, capacity, "%s", load_error);
+        return 0;
+    }
+    return 1;
+}
+
+// The shim's own calls go through the resolved functions too (the macros of the headers expand to these names).
+#define SSL_CTX_ctrl p_SSL_CTX_ctrl
+#define SSL_ctrl p_SSL_ctrl
+#define SSL_CTX_set_ex_data p_SSL_CTX_set_ex_data
+#define SSL_CTX_get_ex_data p_SSL_CTX_get_ex_data
+#define SSL_CTX_set_alpn_select_cb p_SSL_CTX_set_alpn_select_cb
+#define SSL_CTX_set_tlsext_ticket_key_evp_cb p_SSL_CTX_set_tlsext_ticket_key_evp_cb
+#define SSL_get_SSL_CTX p_SSL_get_SSL_CTX
+#define SSL_get_servername p_SSL_get_servername
+#define SSL_CTX_set_options p_SSL_CTX_set_options
+#define X509_get_ext_d2i p_X509_get_ext_d2i
+#define OPENSSL_sk_num p_OPENSSL_sk_num
+#define OPENSSL_sk_value p_OPENSSL_sk_value
+#define GENERAL_NAMES_free p_GENERAL_NAMES_free
+#define ASN1_STRING_get0_data p_ASN1_STRING_get0_data
+#define ASN1_STRING_length p_ASN1_STRING_length
+#define BIO_get_data p_BIO_get_data
+#define BIO_set_data p_BIO_set_data
+#define BIO_set_init p_BIO_set_init
+#define BIO_get_new_index p_BIO_get_new_index
+#define BIO_meth_new p_BIO_meth_new
+#define BIO_meth_set_create p_BIO_meth_set_create
+#define BIO_meth_set_ctrl p_BIO_meth_set_ctrl
+#define BIO_meth_set_read p_BIO_meth_set_read
+#define BIO_meth_set_write p_BIO_meth_set_write
+#define BIO_new p_BIO_new
+#define BIO_set_flags p_BIO_set_flags
+#define BIO_clear_flags p_BIO_clear_flags
+#define EVP_CIPHER_get_iv_length p_EVP_CIPHER_get_iv_length
+#define EVP_DecryptInit_ex p_EVP_DecryptInit_ex
+#define EVP_EncryptInit_ex p_EVP_EncryptInit_ex
+#define EVP_MAC_CTX_set_params p_EVP_MAC_CTX_set_params
+#define OSSL_PARAM_construct_end p_OSSL_PARAM_construct_end
+#define OSSL_PARAM_construct_octet_string p_OSSL_PARAM_construct_octet_string
+#define OSSL_PARAM_construct_utf8_string p_OSSL_PARAM_construct_utf8_string
+#define RAND_bytes p_RAND_bytes
 
 // MARK: - The BIO over the caller's buffers
 
@@ -163,7 +236,6 @@ void tern_ctx_set_hardening_options(SSL_CTX *ctx) {
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
 }
 int tern_ctx_set_groups(SSL_CTX *ctx, const char *groups) { return (int)SSL_CTX_set1_groups_list(ctx, groups); }
-int tern_ctx_add_extra_chain_cert(SSL_CTX *ctx, X509 *cert) { return (int)SSL_CTX_add_extra_chain_cert(ctx, cert); }
 const char *tern_servername(const SSL *ssl) { return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name); }
 
 // MARK: - subjectAltNames

@@ -15,10 +15,12 @@ import Synchronization
     private let lastRotation = Atomic<UInt64>(0)
 
     private init() {
+        // Made by the first server context, which loaded OpenSSL; loaded here too for a caller that comes first.
+        try? TLSContext.loadOpenSSL()
         // SAFETY: one allocation for the life of the process (a static); written only by the C rotation.
         unsafe keys = UnsafeMutablePointer<tern_ticket_keys>.allocate(capacity: 1)
         unsafe keys.initialize(to: tern_ticket_keys())
-        unsafe keys.pointee.cipher = EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
+        unsafe keys.pointee.cipher = tern_EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
         // Three rotations: three valid keys from the start.
         for _ in 0..<3 { _ = unsafe tern_ticket_keys_rotate(keys) }
     }
@@ -48,9 +50,9 @@ func openSSLErrors() -> String {
     var parts: [String] = []
     var buffer = [CChar](repeating: 0, count: 256)
     while true {
-        let e = ERR_get_error()
+        let e = tern_ERR_get_error()
         if e == 0 { break }
-        unsafe buffer.withUnsafeMutableBufferPointer { unsafe ERR_error_string_n(e, $0.baseAddress, $0.count) }
+        unsafe buffer.withUnsafeMutableBufferPointer { unsafe tern_ERR_error_string_n(e, $0.baseAddress, $0.count) }
         parts.append(unsafe buffer.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) })
     }
     return parts.isEmpty ? "unknown OpenSSL error" : parts.joined(separator: "; ")
@@ -111,13 +113,13 @@ public struct TLSClientSettings: Sendable, Hashable {
             if isServer {
                 unsafe tern_ctx_set_alpn_select(ctx, list)
             } else {
-                _ = unsafe SSL_CTX_set_alpn_protos(ctx, bytes, UInt32(wire.count))
+                _ = unsafe tern_SSL_CTX_set_alpn_protos(ctx, bytes, UInt32(wire.count))
             }
         }
     }
 
     deinit {
-        unsafe SSL_CTX_free(ctx)
+        unsafe tern_SSL_CTX_free(ctx)
         unsafe alpnBytes?.deallocate()
         unsafe alpnList?.deallocate()
     }
@@ -126,13 +128,21 @@ public struct TLSClientSettings: Sendable, Hashable {
     /// OpenSSL's (AES-GCM and ChaCha20-Poly1305).
     static let cipherList = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
+    /// Loads OpenSSL (once per process: a sidecar without TLS never does).
+    static func loadOpenSSL() throws(TLSSetupError) {
+        var error = [CChar](repeating: 0, count: 256)
+        let ok = unsafe error.withUnsafeMutableBufferPointer { unsafe tern_openssl_load($0.baseAddress, $0.count) }
+        guard ok == 1 else { throw TLSSetupError(unsafe error.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }) }
+    }
+
     private static func base(server: Bool) throws(TLSSetupError) -> OpaquePointer {
-        ERR_clear_error()
-        guard let ctx = unsafe SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
+        try loadOpenSSL()
+        tern_ERR_clear_error()
+        guard let ctx = unsafe tern_SSL_CTX_new(server ? tern_TLS_server_method() : tern_TLS_client_method()) else {
             throw TLSSetupError("cannot create a TLS context: \(openSSLErrors())")
         }
         _ = unsafe tern_ctx_set_min_version(ctx, TLS1_2_VERSION)
-        _ = unsafe SSL_CTX_set_cipher_list(ctx, cipherList)
+        _ = unsafe tern_SSL_CTX_set_cipher_list(ctx, cipherList)
         _ = unsafe tern_ctx_set_groups(ctx, "X25519:P-256:P-384")
         // Records are not kept in per-connection buffers while idle (an idle TLS connection holds no record
         // buffer); a retried write may come from another address (the caller's staging moves between buffers).
@@ -142,20 +152,20 @@ public struct TLSClientSettings: Sendable, Hashable {
     }
 
     private static func loadChain(_ ctx: OpaquePointer, certificate: String, key: String) throws(TLSSetupError) -> Int? {
-        guard unsafe SSL_CTX_use_certificate_chain_file(ctx, certificate) == 1 else {
+        guard unsafe tern_SSL_CTX_use_certificate_chain_file(ctx, certificate) == 1 else {
             throw TLSSetupError("\(certificate): not a usable PEM certificate chain: \(openSSLErrors())")
         }
-        guard unsafe SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 else {
+        guard unsafe tern_SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 else {
             throw TLSSetupError("\(key): not a usable PEM private key: \(openSSLErrors())")
         }
-        guard unsafe SSL_CTX_check_private_key(ctx) == 1 else {
+        guard unsafe tern_SSL_CTX_check_private_key(ctx) == 1 else {
             throw TLSSetupError("\(key): the private key does not match the certificate in \(certificate): \(openSSLErrors())")
         }
-        guard let cert = unsafe SSL_CTX_get0_certificate(ctx) else { return nil }
+        guard let cert = unsafe tern_SSL_CTX_get0_certificate(ctx) else { return nil }
         var seconds: Int? = nil
-        if let notAfter = unsafe X509_get0_notAfter(cert) {
+        if let notAfter = unsafe tern_X509_get0_notAfter(cert) {
             var tm = unsafe Glibc.tm()
-            if unsafe ASN1_TIME_to_tm(notAfter, &tm) == 1 { seconds = unsafe timegm(&tm) }
+            if unsafe tern_ASN1_TIME_to_tm(notAfter, &tm) == 1 { seconds = unsafe timegm(&tm) }
         }
         return seconds
     }
@@ -170,24 +180,24 @@ public struct TLSClientSettings: Sendable, Hashable {
             _ = unsafe tern_ctx_set_max_version(ctx, maximumVersion.code)
             let notAfter = try unsafe loadChain(ctx, certificate: certificate, key: key)
             if let clientCA {
-                guard unsafe SSL_CTX_load_verify_locations(ctx, clientCA, nil) == 1 else {
+                guard unsafe tern_SSL_CTX_load_verify_locations(ctx, clientCA, nil) == 1 else {
                     throw TLSSetupError("\(clientCA): not a usable PEM CA bundle: \(openSSLErrors())")
                 }
-                if let names = unsafe SSL_load_client_CA_file(clientCA) { unsafe SSL_CTX_set_client_CA_list(ctx, names) }
-                unsafe SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+                if let names = unsafe tern_SSL_load_client_CA_file(clientCA) { unsafe tern_SSL_CTX_set_client_CA_list(ctx, names) }
+                unsafe tern_SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
                 // Resumption with client verification needs a session id context (else OpenSSL fails the
                 // handshake of every client that offers a ticket); derived from the CA, so a ticket issued under
                 // one CA does not resume under another.
                 var context = Array("tern-mtls:".utf8) + Self.digest(ofFile: clientCA)
                 context = Array(context.prefix(32))
-                _ = unsafe SSL_CTX_set_session_id_context(ctx, context, UInt32(context.count))
+                _ = unsafe tern_SSL_CTX_set_session_id_context(ctx, context, UInt32(context.count))
             }
             _ = unsafe tern_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
-            _ = unsafe SSL_CTX_set_num_tickets(ctx, 1)
+            _ = unsafe tern_SSL_CTX_set_num_tickets(ctx, 1)
             unsafe tern_ctx_use_ticket_keys(ctx, TicketKeys.shared.keys)
             return unsafe TLSContext(ctx: ctx, isServer: true, verifiesPeer: clientCA != nil, alpn: alpn, notAfter: notAfter)
         } catch {
-            unsafe SSL_CTX_free(ctx)
+            unsafe tern_SSL_CTX_free(ctx)
             throw error
         }
     }
@@ -221,20 +231,20 @@ public struct TLSClientSettings: Sendable, Hashable {
             }
             if !settings.insecureSkipVerify {
                 if let ca = settings.caFile {
-                    guard unsafe SSL_CTX_load_verify_locations(ctx, ca, nil) == 1 else {
+                    guard unsafe tern_SSL_CTX_load_verify_locations(ctx, ca, nil) == 1 else {
                         throw TLSSetupError("\(ca): not a usable PEM CA bundle: \(openSSLErrors())")
                     }
                 } else {
-                    guard unsafe SSL_CTX_load_verify_locations(ctx, nil, "/etc/ssl/certs") == 1 else {
+                    guard unsafe tern_SSL_CTX_load_verify_locations(ctx, nil, "/etc/ssl/certs") == 1 else {
                         throw TLSSetupError("/etc/ssl/certs: the system's CA certificates cannot be read: \(openSSLErrors())")
                     }
                 }
-                unsafe SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+                unsafe tern_SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
             }
             _ = unsafe tern_ctx_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE))
             return unsafe TLSContext(ctx: ctx, isServer: false, verifiesPeer: !settings.insecureSkipVerify, alpn: settings.alpn, notAfter: notAfter)
         } catch {
-            unsafe SSL_CTX_free(ctx)
+            unsafe tern_SSL_CTX_free(ctx)
             throw error
         }
     }

@@ -51,32 +51,32 @@ import Glibc
     public func open(_ i: Int, _ context: TLSContext, serverName: String? = nil, verifyName: String? = nil, resume: TLSResumption? = nil) -> Bool {
         check(i)
         precondition(unsafe ssl[i] == nil, "TLS session slot \(i) already open")
-        ERR_clear_error()
-        guard let s = unsafe SSL_new(context.ctx) else { return false }
+        tern_ERR_clear_error()
+        guard let s = unsafe tern_SSL_new(context.ctx) else { return false }
         unsafe io[i] = tern_tls_io()
         guard let bio = unsafe tern_tls_bio_new(io + i) else {
-            unsafe SSL_free(s)
+            unsafe tern_SSL_free(s)
             return false
         }
-        unsafe SSL_set_bio(s, bio, bio)
+        unsafe tern_SSL_set_bio(s, bio, bio)
         if context.isServer {
-            unsafe SSL_set_accept_state(s)
+            unsafe tern_SSL_set_accept_state(s)
         } else {
             if let serverName, !serverName.isEmpty, !isIPAddress(serverName) { _ = unsafe tern_set_host_name(s, serverName) }
             if let verifyName, context.verifiesPeer {
                 if isIPAddress(verifyName) {
-                    _ = unsafe X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), verifyName)
+                    _ = unsafe tern_X509_VERIFY_PARAM_set1_ip_asc(tern_SSL_get0_param(s), verifyName)
                 } else {
-                    _ = unsafe SSL_set1_host(s, verifyName)
+                    _ = unsafe tern_SSL_set1_host(s, verifyName)
                 }
             }
             // A copy each time: OpenSSL changes the session a connection resumes, and one TLSResumption serves
             // every connection until a newer session replaces it.
-            if let resume, let session = unsafe resume.session, let copy = unsafe SSL_SESSION_dup(session) {
-                _ = unsafe SSL_set_session(s, copy)
-                unsafe SSL_SESSION_free(copy)
+            if let resume, let session = unsafe resume.session, let copy = unsafe tern_SSL_SESSION_dup(session) {
+                _ = unsafe tern_SSL_set_session(s, copy)
+                unsafe tern_SSL_SESSION_free(copy)
             }
-            unsafe SSL_set_connect_state(s)
+            unsafe tern_SSL_set_connect_state(s)
         }
         unsafe ssl[i] = s
         unsafe contexts[i] = UInt(bitPattern: Unmanaged.passRetained(context).toOpaque())
@@ -92,7 +92,7 @@ import Glibc
     public func close(_ i: Int) {
         check(i)
         if let s = unsafe ssl[i] {
-            unsafe SSL_free(s)
+            unsafe tern_SSL_free(s)
             unsafe ssl[i] = nil
             unsafe io[i] = tern_tls_io()
             if let p = unsafe UnsafeRawPointer(bitPattern: contexts[i]) { unsafe Unmanaged<TLSContext>.fromOpaque(p).release() }
@@ -136,28 +136,28 @@ import Glibc
     }
 
     /// Whether OpenSSL holds decrypted bytes or an unprocessed record (a read may return without new input).
-    public func hasBuffered(_ i: Int) -> Bool { unsafe SSL_has_pending(session(i)) == 1 }
+    public func hasBuffered(_ i: Int) -> Bool { unsafe tern_SSL_has_pending(session(i)) == 1 }
 
     // MARK: - Operations
 
     public func handshake(_ i: Int) -> TLSStep {
         let s = unsafe session(i)
-        ERR_clear_error()
-        let r = unsafe SSL_do_handshake(s)
+        tern_ERR_clear_error()
+        let r = unsafe tern_SSL_do_handshake(s)
         if r == 1 { return .done(0) }
         let step = unsafe step(s, r)
         // The stream ended before the handshake did (without close_notify, OpenSSL calls that a clean end).
         return step == .closed ? .failed(TLSFailure(.closedEarly, "the peer closed the connection during the handshake")) : step
     }
 
-    public func isHandshakeDone(_ i: Int) -> Bool { unsafe SSL_is_init_finished(session(i)) == 1 }
+    public func isHandshakeDone(_ i: Int) -> Bool { unsafe tern_SSL_is_init_finished(session(i)) == 1 }
 
     /// Decrypts into `buffer`: `.done(n)` with n > 0 bytes, `.closed` at close_notify.
     public func read(_ i: Int, into buffer: UnsafeMutableRawBufferPointer) -> TLSStep {
         let s = unsafe session(i)
-        ERR_clear_error()
+        tern_ERR_clear_error()
         var n = 0
-        let r = unsafe SSL_read_ex(s, buffer.baseAddress, buffer.count, &n)
+        let r = unsafe tern_SSL_read_ex(s, buffer.baseAddress, buffer.count, &n)
         return r == 1 ? .done(n) : unsafe step(s, 0)
     }
 
@@ -165,22 +165,22 @@ import Glibc
     /// with the same bytes once the output has room).
     public func write(_ i: Int, _ bytes: UnsafeRawBufferPointer) -> TLSStep {
         let s = unsafe session(i)
-        ERR_clear_error()
+        tern_ERR_clear_error()
         var n = 0
-        let r = unsafe SSL_write_ex(s, bytes.baseAddress, bytes.count, &n)
+        let r = unsafe tern_SSL_write_ex(s, bytes.baseAddress, bytes.count, &n)
         return r == 1 ? .done(n) : unsafe step(s, 0)
     }
 
     /// Writes close_notify into the output (`.done` once written; the peer's is not waited for).
     public func shutdown(_ i: Int) -> TLSStep {
         let s = unsafe session(i)
-        ERR_clear_error()
-        let r = unsafe SSL_shutdown(s)
+        tern_ERR_clear_error()
+        let r = unsafe tern_SSL_shutdown(s)
         return r >= 0 ? .done(0) : unsafe step(s, r)
     }
 
     private func step(_ s: OpaquePointer, _ r: Int32) -> TLSStep {
-        let e = unsafe SSL_get_error(s, r)
+        let e = unsafe tern_SSL_get_error(s, r)
         switch e {
         case SSL_ERROR_WANT_READ: return .wantRead
         case SSL_ERROR_WANT_WRITE: return .wantWrite
@@ -190,11 +190,11 @@ import Glibc
     }
 
     private func failure(_ s: OpaquePointer, _ code: Int32) -> TLSFailure {
-        let packed = ERR_peek_last_error()
-        let verify = unsafe SSL_get_verify_result(s)
+        let packed = tern_ERR_peek_last_error()
+        let verify = unsafe tern_SSL_get_verify_result(s)
         let reason = ERR_GET_REASON(packed)
         var detail = packed == 0 ? (code == SSL_ERROR_SYSCALL ? "unexpected end of stream" : "TLS error \(code)") : openSSLErrors()
-        if verify != X509_V_OK, let text = unsafe X509_verify_cert_error_string(verify) {
+        if verify != X509_V_OK, let text = unsafe tern_X509_verify_cert_error_string(verify) {
             detail += " (\(unsafe String(cString: text)))"
         }
         let kind: TLSFailureReason
@@ -223,11 +223,11 @@ import Glibc
     // MARK: - What the handshake settled
 
     /// "TLSv1.3", "TLSv1.2".
-    public func version(_ i: Int) -> String { unsafe String(cString: SSL_get_version(session(i))) }
+    public func version(_ i: Int) -> String { unsafe String(cString: tern_SSL_get_version(session(i))) }
 
     /// The cipher suite's standard (RFC) name, as Envoy logs it ("TLS_AES_128_GCM_SHA256").
     public func cipher(_ i: Int) -> String {
-        guard let c = unsafe SSL_get_current_cipher(session(i)), let name = unsafe SSL_CIPHER_standard_name(c) else { return "" }
+        guard let c = unsafe tern_SSL_get_current_cipher(session(i)), let name = unsafe tern_SSL_CIPHER_standard_name(c) else { return "" }
         return unsafe String(cString: name)
     }
 
@@ -241,17 +241,17 @@ import Glibc
     public func alpn(_ i: Int) -> String? {
         var p: UnsafePointer<UInt8>? = nil
         var n: UInt32 = 0
-        unsafe SSL_get0_alpn_selected(session(i), &p, &n)
+        unsafe tern_SSL_get0_alpn_selected(session(i), &p, &n)
         guard let p = unsafe p, n > 0 else { return nil }
         return unsafe String(decoding: UnsafeBufferPointer(start: p, count: Int(n)), as: UTF8.self)
     }
 
     /// Whether the handshake resumed an earlier session.
-    public func resumed(_ i: Int) -> Bool { unsafe SSL_session_reused(session(i)) == 1 }
+    public func resumed(_ i: Int) -> Bool { unsafe tern_SSL_session_reused(session(i)) == 1 }
 
     /// Whether the peer presented a certificate (verified, when the context verifies peers).
     public func peerPresentedCertificate(_ i: Int) -> Bool {
-        guard let cert = unsafe SSL_get0_peer_certificate(session(i)) else { return false }
+        guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return false }
         _ = unsafe cert
         return true
     }
@@ -259,7 +259,7 @@ import Glibc
     /// Whether the peer's certificate has one of `names` as a subjectAltName: a URI when the name has a scheme
     /// ("spiffe://…"), a DNS name otherwise.
     public func peerMatches(_ i: Int, anyOf names: [String]) -> Bool {
-        guard let cert = unsafe SSL_get0_peer_certificate(session(i)) else { return false }
+        guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return false }
         for name in names {
             let isURI = name.contains("://")
             var copy = name
@@ -271,7 +271,7 @@ import Glibc
 
     /// The first URI subjectAltName of the peer's certificate (a SPIFFE ID), if any.
     public func peerURI(_ i: Int) -> String? {
-        guard let cert = unsafe SSL_get0_peer_certificate(session(i)) else { return nil }
+        guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return nil }
         var buffer = [UInt8](repeating: 0, count: 2048)
         let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe tern_cert_first_uri(cert, $0.baseAddress, $0.count) }
         guard n >= 0 else { return nil }
@@ -282,8 +282,8 @@ import Glibc
     /// copy, since OpenSSL marks a connection's own session not resumable when the connection is freed without
     /// a close_notify both ways (as pooled upstream connections usually end).
     public func resumption(_ i: Int) -> TLSResumption? {
-        guard let s = unsafe SSL_get_session(session(i)), unsafe SSL_SESSION_is_resumable(s) == 1,
-              let copy = unsafe SSL_SESSION_dup(s) else { return nil }
+        guard let s = unsafe tern_SSL_get_session(session(i)), unsafe tern_SSL_SESSION_is_resumable(s) == 1,
+              let copy = unsafe tern_SSL_SESSION_dup(s) else { return nil }
         return unsafe TLSResumption(owning: copy)
     }
 }
@@ -292,5 +292,5 @@ import Glibc
 @safe public final class TLSResumption: @unchecked Sendable {
     let session: OpaquePointer?
     init(owning s: OpaquePointer) { unsafe session = s }
-    deinit { if let s = unsafe session { unsafe SSL_SESSION_free(s) } }
+    deinit { if let s = unsafe session { unsafe tern_SSL_SESSION_free(s) } }
 }

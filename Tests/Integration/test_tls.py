@@ -702,8 +702,7 @@ def test_bad_ca_file_refuses_the_configuration(certs, tmp_path):
 
 def test_nginx_as_the_tls_upstream(start_tern, backend, certs, tmp_path):
     """nginx serving HTTPS with the test certificate, Tern originating SIMPLE to it with auto SNI."""
-    if not shutil.which("nginx"):
-        pytest.skip("nginx is not installed")
+    assert shutil.which("nginx"), "nginx is installed by Tools/scripts/setup.sh"
     port = dead_port()
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
@@ -955,3 +954,46 @@ def test_upstream_closing_without_close_notify_ends_a_close_delimited_body(start
     assert status == 200 and len(body) == 100000
     [line] = access_log(log, 1)
     assert line["response_flags"] == "-", line
+
+
+def test_haproxy_as_a_tls_client_of_tern(start_tern, http_upstream, backend, certs, tmp_path):
+    """HAProxy in front of Tern, speaking TLS to it with verification and SNI (its `server … ssl verify
+    required`): requests get through, the upstream sees X-Forwarded-Proto https, and HAProxy's pooled
+    connections make one handshake serve many requests."""
+    assert shutil.which("haproxy"), "haproxy is installed by Tools/scripts/setup.sh"
+    up = http_upstream()
+    t, prom = tls_proxy(start_tern, up, backend, certs)
+    port = dead_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"""global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend tern
+backend tern
+    server tern 127.0.0.1:{t.port} ssl verify required ca-file {certs}/ca.crt sni str(localhost) alpn http/1.1
+""")
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def ready():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(ready, "haproxy listening")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False) as c:
+            for i in range(5):
+                r = c.get(f"/h{i}")
+                assert (r.status_code, r.content) == (200, f"/h{i}".encode())
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)
+    assert [r.header("x-forwarded-proto") for r in up.requests] == ["https"] * 5
+    assert metric(prom, "tern_tls_handshakes_total", side="downstream") <= 2

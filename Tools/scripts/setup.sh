@@ -6,7 +6,8 @@
 #   bash Tools/scripts/setup.sh --bench    also the peers and load tools the benchmarks use
 set -euo pipefail
 
-packages=(liburing-dev libyaml-dev libpcre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip)
+# nginx and haproxy: TLS peers of the integration tests (test_tls.py), not started as services.
+packages=(liburing-dev libyaml-dev libpcre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip nginx haproxy)
 if [[ ${1:-} == --bench ]]; then
     packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client caddy tcpdump valgrind)
 fi

@@ -1,7 +1,9 @@
-// OpenSSL 3 (Debian's libssl-dev) for TernTLS. The shim exists for what Swift cannot import cleanly: the macros
-// OpenSSL's API is partly made of (SSL_CTX_set_min_proto_version, SSL_set_tlsext_host_name, BIO retry flags), the
-// C callbacks a custom BIO, ALPN selection and session-ticket keys need, and the walk over a certificate's
-// subjectAltNames. It holds no state: every structure it reads is owned by its Swift caller.
+// OpenSSL 3 (Debian's libssl-dev headers; libssl.so.3 loaded at run time) for TernTLS. The shim exists for what
+// Swift cannot import cleanly: the macros OpenSSL's API is partly made of (SSL_CTX_set_min_proto_version,
+// SSL_set_tlsext_host_name, BIO retry flags), the C callbacks a custom BIO, ALPN selection and session-ticket keys
+// need, the walk over a certificate's subjectAltNames, and loading OpenSSL only when TLS is first needed (every
+// OpenSSL function Swift calls is a tern_ wrapper: tern_openssl_functions.h). Its only state is the resolved
+// functions and the BIO method table, each made once.
 #ifndef TERN_OPENSSL_H
 #define TERN_OPENSSL_H
 #include <stddef.h>
@@ -13,6 +15,18 @@
 #include <openssl/pem.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/core_names.h>
+#include <time.h>
+#include "tern_openssl_functions.h"
+
+// Loads libssl.so.3 (and so libcrypto.so.3) and resolves every function of TERN_OPENSSL_FUNCTIONS, once per
+// process (later calls return the first result). Returns 1, or 0 with the reason in `error`. Call it before any
+// tern_ wrapper.
+int tern_openssl_load(char *error, size_t capacity);
+
+#define TERN_OPENSSL_DECLARE(ret, name, params, args) ret tern_##name params;
+TERN_OPENSSL_FUNCTIONS(TERN_OPENSSL_DECLARE)
+#undef TERN_OPENSSL_DECLARE
 
 // Where a session's BIO reads ciphertext from and writes ciphertext to: memory its owner points at the reactor's
 // pooled buffers before each call into OpenSSL. Reads take from in[in_pos, in_len); at the end they ask to be
@@ -75,7 +89,6 @@ long tern_set_host_name(SSL *ssl, const char *name);
 // ends without close_notify is an end of stream (as HTTP/1.1 peers commonly close), not an error.
 void tern_ctx_set_hardening_options(SSL_CTX *ctx);
 int tern_ctx_set_groups(SSL_CTX *ctx, const char *groups);
-int tern_ctx_add_extra_chain_cert(SSL_CTX *ctx, X509 *cert);
 
 // Whether `cert` has a subjectAltName of `type` (GEN_DNS or GEN_URI) equal to `name` (DNS names compared without
 // case; a DNS SAN "*.example.com" matches one label, as RFC 6125 §6.4.3 allows).

@@ -92,23 +92,44 @@ import Glibc
         }
     }
 
-    /// Copies the first bytes entry `i` has to send into `destination` (as many as fit) without dropping them;
-    /// returns how many.
-    public func copy(_ i: Int, into destination: UnsafeMutableRawBufferPointer) -> Int {
+    /// Copies what entry `i` has to send, from byte `offset` of it, into `destination` (as many as fit) without
+    /// dropping them; returns how many.
+    public func copy(_ i: Int, from offset: Int = 0, into destination: UnsafeMutableRawBufferPointer) -> Int {
         check(i)
         var copied = 0
+        var skip = offset
         var k = 0
         let n = unsafe Int(messages[i].msg_iovlen)
         // SAFETY: i checked; msg_iov points at entry i's segments and msg_iovlen ≤ maxSegments; every copy stays
-        // inside `destination` (copied + take ≤ destination.count).
+        // inside `destination` (copied + take ≤ destination.count) and inside its segment (skip < iov_len).
         while k < n && copied < destination.count {
             let v = unsafe messages[i].msg_iov![k]
-            let take = min(unsafe v.iov_len, destination.count - copied)
-            if take > 0 { unsafe (destination.baseAddress! + copied).copyMemory(from: v.iov_base!, byteCount: take) }
-            copied += take
             k += 1
+            if unsafe skip >= v.iov_len {
+                skip -= unsafe v.iov_len
+                continue
+            }
+            let take = min(unsafe v.iov_len - skip, destination.count - copied)
+            if take > 0 { unsafe (destination.baseAddress! + copied).copyMemory(from: v.iov_base! + skip, byteCount: take) }
+            copied += take
+            skip = 0
         }
         return copied
+    }
+
+    /// The bytes of entry `i` from byte `offset` to the end of the segment that holds it (empty past the end):
+    /// what can be read in place without gathering. Valid while the entry and the bytes it names are.
+    public func contiguous(_ i: Int, from offset: Int) -> UnsafeRawBufferPointer {
+        check(i)
+        var skip = offset
+        let n = unsafe Int(messages[i].msg_iovlen)
+        // SAFETY: i checked; msg_iov points at entry i's segments; the view lies inside segment k.
+        for k in 0..<n {
+            let v = unsafe messages[i].msg_iov![k]
+            if unsafe skip < v.iov_len { return unsafe UnsafeRawBufferPointer(start: v.iov_base! + skip, count: v.iov_len - skip) }
+            skip -= unsafe v.iov_len
+        }
+        return unsafe UnsafeRawBufferPointer(start: nil, count: 0)
     }
 
     /// The msghdr of entry `i`, for sendmsg(2) and IORING_OP_SENDMSG.

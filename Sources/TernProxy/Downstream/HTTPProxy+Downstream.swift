@@ -184,8 +184,11 @@ extension HTTPProxy {
         cancel(&downstreams[id].headerTimer, reactor)
         dropHeld(&exchanges[x].request.held, reactor)
         dropHeld(&exchanges[x].response.held, reactor)
-        if downstreams[id].transport == .tls { tlsCloseNotify(.client(id), reactor) }
-        _ = System.shutdown(downstreams[id].fd, write: true, read: false)
+        if downstreams[id].transport == .tls {
+            tlsLingerShutdown(id, reactor)
+        } else {
+            _ = System.shutdown(downstreams[id].fd, write: true, read: false)
+        }
         downstreams[id].lingerTimer = reactor.timers.schedule(token(.lingerTimer, id), at: deadline(after: settings.lingerTimeout))
         receiveFromClient(id, reactor)
     }

@@ -388,11 +388,26 @@ extension HTTPProxy {
         if io[slot].flightSent < io[slot].flightLength { return tlsSendFlight(end, reactor) }
         release(UInt16(io[slot].flight), reactor)
         io[slot].flight = -1
-        if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+        if io[slot].fill >= 0 && io[slot].fillLength > 0 {
+            tlsFlush(end, reactor)
+            // The round that waited behind the last flight is on its way now: the engine goes on.
+            if io[slot].pendingPlain > 0 {
+                let n = io[slot].pendingPlain
+                io[slot].pendingPlain = 0
+                tlsReportSent(end, Int32(n), reactor)
+            }
+            return
+        }
         if io[slot].pendingPlain > 0 {
             let n = io[slot].pendingPlain
             io[slot].pendingPlain = 0
             return tlsReportSent(end, Int32(n), reactor)
+        }
+        if io[slot].shutdownPending, case .client(let id) = end {
+            io[slot].shutdownPending = false
+            tlsCloseNotify(end, reactor)
+            _ = System.shutdown(downstreams[id].fd, write: true, read: false)
+            return
         }
         // A send waited for room behind these records.
         if tlsSending(end) && !io[slot].handshaking { tlsEncryptRound(end, reactor) }
@@ -404,7 +419,8 @@ extension HTTPProxy {
         tlsEncryptRound(end, reactor)
     }
 
-    /// Encrypts up to one record of the engine's send into the fill buffer and sends it.
+    /// Encrypts as many records of the engine's send as the fill buffer has room for (two of 16 KiB in a
+    /// 32 KiB buffer) and sends them.
     func tlsEncryptRound(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
@@ -414,21 +430,46 @@ extension HTTPProxy {
             io[slot].fill = Int32(b)
             io[slot].fillLength = 0
         }
-        let room = io.pool.size - io[slot].fillLength - TLSIO.recordOverhead
-        if room < 1024 {
-            // Nearly full of records written before (a ticket, an alert): they go first, then this round.
-            return tlsFlush(end, reactor)
+        let table = tlsEntry(end)
+        let total = table.remaining(slot)
+        var taken = 0
+        while taken < total {
+            let room = io.pool.size - io[slot].fillLength - TLSIO.recordOverhead
+            // Nearly full (of records written before: a ticket, an alert; or of this round's): send first.
+            if room < 1024 { break }
+            io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
+            let (n, step) = io.writeRecord(slot, from: table, entry: slot, offset: taken, limit: room)
+            io[slot].fillLength += io.sessions.outputCount(slot)
+            io.setOutput(slot, buffer: -1, offset: 0)
+            guard case .done = step, n > 0 else {
+                if case .failed(let f) = step { Log.debug("TLS write failed: \(f.detail)") }
+                return tlsBroken(end, reactor)
+            }
+            taken += n
         }
-        io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
-        let (n, step) = io.writeStaged(slot, from: tlsEntry(end), entry: slot, limit: room)
-        io[slot].fillLength += io.sessions.outputCount(slot)
-        io.setOutput(slot, buffer: -1, offset: 0)
-        guard case .done = step, n > 0 else {
-            if case .failed(let f) = step { Log.debug("TLS write failed: \(f.detail)") }
-            return tlsBroken(end, reactor)
-        }
-        io[slot].pendingPlain = n
+        let flightBusy = io[slot].flight >= 0 || io[slot].socketSending
         tlsFlush(end, reactor)
+        guard taken > 0 else { return }
+        if flightBusy {
+            // These records follow the flight in progress; the engine hears of them when they go out.
+            io[slot].pendingPlain = taken
+        } else {
+            // On their way, and the plaintext is consumed (encrypted): the engine prepares its next send meanwhile.
+            tlsReportSent(end, Int32(taken), reactor)
+        }
+    }
+
+    /// A lingering close's shutdown of the write side: close_notify and the shutdown now, or, with records still
+    /// in flight (the engine heard of them before they were sent), once they are sent.
+    func tlsLingerShutdown(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard let tls else { return }
+        let slot = Int(id.index)
+        if tls[slot].flight >= 0 || tls[slot].socketSending || (tls[slot].fill >= 0 && tls[slot].fillLength > 0) {
+            tls[slot].shutdownPending = true
+            return
+        }
+        tlsCloseNotify(.client(id), reactor)
+        _ = System.shutdown(downstreams[id].fd, write: true, read: false)
     }
 
     /// Decrypts what the connection has into a spare buffer and hands it to the engine (or the end of the stream).

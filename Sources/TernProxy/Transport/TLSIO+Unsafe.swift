@@ -79,10 +79,17 @@ import TernTLS
         return unsafe sessions.read(slot, into: UnsafeMutableRawBufferPointer(rebasing: whole[offset...]))
     }
 
-    /// Encrypts up to `limit` bytes of what entry `entry` of `table` has to send, gathered into one record.
-    /// Returns the plaintext byte count taken and the step.
-    func writeStaged(_ slot: Int, from table: IOVecTable, entry: Int, limit: Int) -> (Int, TLSStep) {
-        let n = unsafe table.copy(entry, into: UnsafeMutableRawBufferPointer(rebasing: staging[0..<min(limit, Self.recordPayload)]))
+    /// Encrypts up to `limit` bytes (one record at most) of what entry `entry` of `table` has to send, from byte
+    /// `offset` of it: read in place when one segment holds them all (a body), else gathered first (a head in a
+    /// dozen pieces makes one record, not a dozen). Returns the plaintext byte count taken and the step.
+    func writeRecord(_ slot: Int, from table: IOVecTable, entry: Int, offset: Int, limit: Int) -> (Int, TLSStep) {
+        let want = min(limit, Self.recordPayload)
+        let run = unsafe table.contiguous(entry, from: offset)
+        if run.count >= want || run.count == table.remaining(entry) - offset {
+            let n = min(run.count, want)
+            return (n, unsafe sessions.write(slot, UnsafeRawBufferPointer(rebasing: run[0..<n])))
+        }
+        let n = unsafe table.copy(entry, from: offset, into: UnsafeMutableRawBufferPointer(rebasing: staging[0..<want]))
         let step = unsafe sessions.write(slot, UnsafeRawBufferPointer(rebasing: staging[0..<n]))
         return (n, step)
     }

@@ -234,7 +234,7 @@ final class LoadClient<Backend: IOBackend> {
         var announced = false
         while true {
             let now = System.monotonicNanos()
-            if !announced && sockets.allSatisfy({ $0.phase != .connecting }) {
+            if !announced && sockets.allSatisfy({ $0.phase != .connecting && !$0.handshaking }) {
                 announced = true
                 link.connected.store(true, ordering: .releasing)
             }
@@ -358,6 +358,7 @@ final class LoadClient<Backend: IOBackend> {
         clients[c].deadline = now + timeoutNanos
         let s = socketIndex(c, t)
         switch sockets[s].phase {
+        case .open where sockets[s].handshaking: break  // sent once the TLS handshake is done
         case .open: transmit(c, s, now: now)
         case .closed:
             reopen(s, now: now)
@@ -729,7 +730,10 @@ final class LoadClient<Backend: IOBackend> {
                 }
             }
             close(s, reset: false)
-        case .failed:
+        case .failed(let f):
+            if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+                System.writeStderr("tern-load: TLS connection to \(plan.settings.targets[t].url) failed: \(f.detail) (counted as reset)")
+            }
             if clients[c].busy && clients[c].target == t { fail(c, .reset, now: now) }
             close(s, reset: false)
         default:
