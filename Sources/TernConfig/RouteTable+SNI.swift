@@ -22,8 +22,9 @@ public struct SNIRoute: Sendable {
             for i in 0..<pattern.count where name[i] != pattern[i] { return false }
             return true
         }
-        // "*.example.com" needs at least one character before ".example.com"; "*" matches everything.
-        guard name.count > pattern.count else { return pattern.isEmpty && name.count > 0 }
+        // "*.example.com" needs at least one character before ".example.com"; "*" matches everything, a
+        // ClientHello without SNI too.
+        guard name.count > pattern.count else { return pattern.isEmpty }
         let offset = name.count - pattern.count
         for i in 0..<pattern.count where name[offset + i] != pattern[i] { return false }
         return true
@@ -44,17 +45,19 @@ extension RouteTable {
     public func routesBySNI(port: UInt16) -> Bool { sniPorts.contains(port) }
 
     /// The route of a TLS connection to `port` whose ClientHello names `name` (lower-cased; empty: no SNI, which
-    /// only a `*` pattern takes), at `destination`; nil when none (Envoy closes it: no filter chain matches). No
-    /// allocation.
+    /// only a `*` pattern takes), at `destination`; nil when none (Envoy closes it: no filter chain matches). An
+    /// exact name first (in configuration order), then the most specific wildcard (the longest suffix; ties in
+    /// configuration order), as Envoy's server_names matching. No allocation.
     public func sniRoute(port: UInt16, name: borrowing Span<UInt8>, destination: IPAddress?) -> TCPListenerRoute? {
-        // Exact names first, then wildcards, each in configuration order.
-        for pass in 0..<2 {
-            for i in 0..<sniRoutes.count where sniRoutes[i].wildcard == (pass == 1) {
-                let r = sniRoutes[i]
-                if r.applies(port: port, destination: destination) && r.matches(name) { return r.route }
-            }
+        for i in 0..<sniRoutes.count where !sniRoutes[i].wildcard {
+            if sniRoutes[i].applies(port: port, destination: destination) && sniRoutes[i].matches(name) { return sniRoutes[i].route }
         }
-        return nil
+        var best = -1
+        for i in 0..<sniRoutes.count where sniRoutes[i].wildcard {
+            guard sniRoutes[i].applies(port: port, destination: destination), sniRoutes[i].matches(name) else { continue }
+            if best < 0 || sniRoutes[i].pattern.count > sniRoutes[best].pattern.count { best = i }
+        }
+        return best >= 0 ? sniRoutes[best].route : nil
     }
 }
 

@@ -15,11 +15,12 @@ import Synchronization
     private let lastRotation = Atomic<UInt64>(0)
 
     private init() {
-        // Made by the first server context, which loaded OpenSSL; loaded here too for a caller that comes first.
-        try? TLSContext.loadOpenSSL()
         // SAFETY: one allocation for the life of the process (a static); written only by the C rotation.
         unsafe keys = UnsafeMutablePointer<tern_ticket_keys>.allocate(capacity: 1)
         unsafe keys.initialize(to: tern_ticket_keys())
+        // Made by the first server context, which loaded OpenSSL; without it (never, in practice) no key is made
+        // and the ticket callback refuses to issue tickets (its cipher is nil).
+        guard (try? TLSContext.loadOpenSSL()) != nil else { return }
         unsafe keys.pointee.cipher = tern_EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
         // Three rotations: three valid keys from the start.
         for _ in 0..<3 { _ = unsafe tern_ticket_keys_rotate(keys) }
@@ -38,11 +39,14 @@ import Synchronization
         }
         guard now &- last >= Self.rotationNanos else { return }
         guard lastRotation.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged else { return }
-        _ = unsafe tern_ticket_keys_rotate(keys)
+        rotate()
     }
 
     /// Rotates now (tests).
-    public func rotate() { _ = unsafe tern_ticket_keys_rotate(keys) }
+    public func rotate() {
+        guard unsafe keys.pointee.cipher != nil else { return }
+        _ = unsafe tern_ticket_keys_rotate(keys)
+    }
 }
 
 /// OpenSSL's error queue as text (and emptied), prefixed by `what`.

@@ -74,4 +74,44 @@ import Testing
         #expect(cluster(t, "steered.example.com", destination: inside) == "outbound|443||api.example.com")
         #expect(cluster(t, "steered.example.com", destination: nil)?.hasSuffix("db.internal") == true)
     }
+
+    static let overlapping = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: narrow, namespace: ns}
+        spec:
+          hosts: ["*.api.example.com"]
+          ports: [{number: 443, name: tls, protocol: TLS}]
+          resolution: STATIC
+          endpoints: [{address: 10.0.0.5}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: fallback, namespace: ns}
+        spec:
+          hosts: [fallback.internal]
+          ports: [{number: 443, name: tls, protocol: TLS}]
+          resolution: STATIC
+          endpoints: [{address: 10.0.0.6}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: broad, namespace: ns}
+        spec:
+          hosts: [broad.example.com]
+          tls:
+          - match: [{sniHosts: ["*.example.com"], port: 443}]
+            route: [{destination: {host: fallback.internal}}]
+          - match: [{sniHosts: ["*"], port: 443}]
+            route: [{destination: {host: fallback.internal}}]
+
+        """
+
+    @Test func theMostSpecificWildcardWinsAndStarTakesHellosWithoutSNI() throws {
+        let t = try compile(Self.overlapping, namespace: "ns")
+        #expect(cluster(t, "x.api.example.com") == "outbound|443||*.api.example.com")
+        #expect(cluster(t, "www.example.com") == "outbound|443||fallback.internal")
+        #expect(cluster(t, "") == "outbound|443||fallback.internal")
+        #expect(cluster(t, "elsewhere.test") == "outbound|443||fallback.internal")
+    }
 }

@@ -388,16 +388,7 @@ extension HTTPProxy {
         if io[slot].flightSent < io[slot].flightLength { return tlsSendFlight(end, reactor) }
         release(UInt16(io[slot].flight), reactor)
         io[slot].flight = -1
-        if io[slot].fill >= 0 && io[slot].fillLength > 0 {
-            tlsFlush(end, reactor)
-            // The round that waited behind the last flight is on its way now: the engine goes on.
-            if io[slot].pendingPlain > 0 {
-                let n = io[slot].pendingPlain
-                io[slot].pendingPlain = 0
-                tlsReportSent(end, Int32(n), reactor)
-            }
-            return
-        }
+        if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
         if io[slot].pendingPlain > 0 {
             let n = io[slot].pendingPlain
             io[slot].pendingPlain = 0
@@ -447,16 +438,10 @@ extension HTTPProxy {
             }
             taken += n
         }
-        let flightBusy = io[slot].flight >= 0 || io[slot].socketSending
+        // The engine hears of the plaintext once its records are on the wire (what it does next, such as a
+        // shutdown of the write side or a close, must not overtake them).
+        io[slot].pendingPlain = taken
         tlsFlush(end, reactor)
-        guard taken > 0 else { return }
-        if flightBusy {
-            // These records follow the flight in progress; the engine hears of them when they go out.
-            io[slot].pendingPlain = taken
-        } else {
-            // On their way, and the plaintext is consumed (encrypted): the engine prepares its next send meanwhile.
-            tlsReportSent(end, Int32(taken), reactor)
-        }
     }
 
     /// A lingering close's shutdown of the write side: close_notify and the shutdown now, or, with records still

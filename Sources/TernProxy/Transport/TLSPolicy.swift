@@ -99,11 +99,10 @@ struct TLSLink {
     var socketEnded = false
     /// The peer's close_notify was read, or the stream ended: the engine is told once it asks for bytes.
     var ended = false
-    /// Plaintext encrypted for the engine's send while other records were in flight: reported as sent once its
-    /// own records go out (a round's plaintext is reported when its records are on their way, so the engine
-    /// prepares the next round while they travel: one round ahead at most).
+    /// Plaintext encrypted for the engine's send, reported as sent once its records are on the wire.
     var pendingPlain = 0
-    /// A lingering close waits for the records in flight: close_notify and the write side's shutdown follow them.
+    /// A lingering close waits for records in flight (a ticket OpenSSL wrote): close_notify and the write side's
+    /// shutdown follow them.
     var shutdownPending = false
     /// In the reactor's list of links to run at the next loop iteration.
     var queued = false
