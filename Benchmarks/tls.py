@@ -271,23 +271,23 @@ def main():
             rows[name] = {k: sorted(x[k] for x in rs)[len(rs) // 2] for k in rs[0]}
             print("median", name, json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[name].items()}), flush=True)
       if "tern" in only and "extra" in scenarios:
-          extra = {}
-          # Idle resident memory with and without a TLS listener (OpenSSL initialised only with one).
-          for tls in (False, True):
-              proc, _ = start_tern(work, origin_port, certs, tls=tls)
-              time.sleep(1.0)
-              extra["idle_rss_tls" if tls else "idle_rss_plain"] = proxies.rss_mib(proc.pid)
-              proxies.stop(proc)
-          # CPU per full handshake at --cores 2 (both CPUs, the load beside it) against --cores 1.
-          proc, port = start_tern(work, origin_port, certs, cores=2, cpus="0,1")
-          time.sleep(0.5)
-          full, cpu = measured(proc, lambda: load(port, certs, seconds, "--reconnect", "--no-resume", "--connections", "8"))
-          extra["full_us_cores2"] = cpu / max(full["requests"], 1) * 1e6
-          proxies.stop(proc)
-          # mTLS origination: Tern --config MUTUAL to the TLS origin, against nginx proxy_pass https.
-          extra.update(origination(work, certs, origin_tls, seconds))
-          print("tern extra", json.dumps({k: round(v, 2) for k, v in extra.items()}), flush=True)
-          rows["tern_extra"] = extra
+        extra = {}
+        # Idle resident memory with and without a TLS listener (OpenSSL initialised only with one).
+        for tls in (False, True):
+            proc, _ = start_tern(work, origin_port, certs, tls=tls)
+            time.sleep(1.0)
+            extra["idle_rss_tls" if tls else "idle_rss_plain"] = proxies.rss_mib(proc.pid)
+            proxies.stop(proc)
+        # CPU per full handshake at --cores 2 (both CPUs, the load beside it) against --cores 1.
+        proc, port = start_tern(work, origin_port, certs, cores=2, cpus="0,1")
+        time.sleep(0.5)
+        full, cpu = measured(proc, lambda: load(port, certs, seconds, "--reconnect", "--no-resume", "--connections", "8"))
+        extra["full_us_cores2"] = cpu / max(full["requests"], 1) * 1e6
+        proxies.stop(proc)
+        # mTLS origination: Tern --config MUTUAL to the TLS origin, against nginx proxy_pass https.
+        extra.update(origination(work, certs, origin_tls, seconds))
+        print("tern extra", json.dumps({k: round(v, 2) for k, v in extra.items()}), flush=True)
+        rows["tern_extra"] = extra
     finally:
         proxies.stop(origin)
     print(json.dumps(rows, indent=1))

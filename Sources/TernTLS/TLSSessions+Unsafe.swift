@@ -256,6 +256,13 @@ import Glibc
         return true
     }
 
+    /// Whether the peer presented a certificate and it verified (mutual TLS).
+    public func peerVerified(_ i: Int) -> Bool {
+        let s = unsafe session(i)
+        guard unsafe tern_SSL_get0_peer_certificate(s) != nil else { return false }
+        return unsafe tern_SSL_get_verify_result(s) == X509_V_OK
+    }
+
     /// Whether the peer's certificate has one of `names` as a subjectAltName: a URI when the name has a scheme
     /// ("spiffe://…"), a DNS name otherwise.
     public func peerMatches(_ i: Int, anyOf names: [String]) -> Bool {

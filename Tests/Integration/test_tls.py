@@ -997,3 +997,25 @@ backend tern
         haproxy.wait(10)
     assert [r.header("x-forwarded-proto") for r in up.requests] == ["https"] * 5
     assert metric(prom, "tern_tls_handshakes_total", side="downstream") <= 2
+
+
+def security_policies(port):
+    """The connection_security_policy label of every istio_requests_total sample."""
+    text = httpx.get(f"http://127.0.0.1:{port}/stats/prometheus", timeout=10).text
+    return sorted({line.split('connection_security_policy="', 1)[1].split('"', 1)[0]
+                   for line in text.splitlines() if line.startswith("istio_requests_total{")})
+
+
+@pytest.mark.parametrize("client_ca,expected", [(True, "mutual_tls"), (False, "none")])
+def test_istio_metrics_say_mutual_tls_for_verified_clients(start_tern, http_upstream, backend, certs, client_ca, expected):
+    """On the destination's side, Istio's connection_security_policy is mutual_tls for requests over a connection
+    whose client certificate verified, none otherwise."""
+    up = http_upstream()
+    extra = ["--reporter", "destination"] + (["--tls-client-ca", os.path.join(certs, "ca.crt")] if client_ca else [])
+    t, prom = tls_proxy(start_tern, up, backend, certs, *extra)
+    args = ["--cacert", os.path.join(certs, "ca.crt")]
+    if client_ca:
+        args += ["--cert", os.path.join(certs, "client.crt"), "--key", os.path.join(certs, "client.key")]
+    code, status, _, err = curl(t.port, "/policy", *args)
+    assert (code, status) == (0, 200), err
+    wait_until(lambda: security_policies(prom) == [expected], f"connection_security_policy {expected}")

@@ -27,6 +27,8 @@ struct DownstreamConnection {
     var clientEOF = false
     /// A byte arrived on it: until then `--first-byte-timeout`, not the idle timeout, bounds its wait.
     var spoke = false
+    /// A TLS connection whose client presented a certificate that verified (`--tls-client-ca`): mutual TLS.
+    var mutualTLS = false
     /// Its place in the reactor's list of connections waiting for a request, oldest first (`IdleList`): the
     /// first to close when descriptors run short.
     var idlePrevious: DID? = nil

@@ -13,7 +13,8 @@ extension HTTPProxy {
         exchanges[x].report.recorded = true
         let micros = (System.monotonicNanos() &- exchanges[x].headStart) / 1000
         if let metrics {
-            let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags, protocol: .http)
+            let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags,
+                                protocol: .http, mutualTLS: downstreams[exchanges[x].downstream].mutualTLS)
             metrics.request(key, durationMicros: micros, requestBytes: exchanges[x].report.requestWire, responseBytes: exchanges[x].report.responseWire)
         }
         if let spans = reporting.spans, let capture, exchanges[x].report.trace.sampled == true {

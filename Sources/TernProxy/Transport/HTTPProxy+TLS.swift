@@ -515,6 +515,7 @@ extension HTTPProxy {
         switch end {
         case .client(let id):
             counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
+            downstreams[id].mutualTLS = io.sessions.peerVerified(slot)
             if let capture {
                 let x = Int(downstreams[id].exchange.index)
                 capture.set(x, .tlsVersion, io.sessions.version(slot))

@@ -92,8 +92,9 @@ public final class Telemetry: Sendable {
         } else {
             l.append(("response_flags", key.flags.description))
         }
-        // No peer identity yet (mTLS arrives with the security issue): plaintext on the server side.
-        l.append(("connection_security_policy", reporter == .destination ? "none" : "unknown"))
+        // As Istio reports it: the destination's side knows whether its client connection was mutual TLS; the
+        // source's does not.
+        l.append(("connection_security_policy", reporter == .destination ? (key.mutualTLS ? "mutual_tls" : "none") : "unknown"))
         return l
     }
 

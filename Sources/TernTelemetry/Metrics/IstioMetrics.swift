@@ -24,14 +24,18 @@ public struct SeriesKey: Hashable, Sendable {
     public let raw: UInt64
 
     @inlinable
-    public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol) {
+    public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol, mutualTLS: Bool = false) {
         let c = UInt64(code >= 0 && code <= 999 ? code : 0)
-        raw = (1 << 63) | (UInt64(service & 0x3F_FFFF) << 41) | (p.rawValue << 39) | (c << 29) | UInt64(flags.rawValue)
+        raw = (1 << 63) | (mutualTLS ? 1 << 62 : 0) | (UInt64(service & 0x1F_FFFF) << 41) | (p.rawValue << 39) | (c << 29)
+            | UInt64(flags.rawValue)
     }
 
     public init(raw: UInt64) { self.raw = raw }
 
-    public var service: UInt32 { UInt32((raw >> 41) & 0x3F_FFFF) }
+    public var service: UInt32 { UInt32((raw >> 41) & 0x1F_FFFF) }
+    /// The client connection was mutual TLS (a client certificate verified): Istio's connection_security_policy
+    /// `mutual_tls` on the destination's side.
+    public var mutualTLS: Bool { (raw >> 62) & 1 == 1 }
     public var code: Int { Int((raw >> 29) & 0x3FF) }
     public var flags: ResponseFlags { ResponseFlags(rawValue: UInt32(raw & 0x1FFF_FFFF)) }
     public var requestProtocol: RequestProtocol { RequestProtocol(rawValue: (raw >> 39) & 3) ?? .http }
@@ -185,7 +189,7 @@ public final class ServiceRegistry: Sendable {
     public func id(_ service: Service) -> UInt32 {
         state.withLock { s in
             if let id = s.ids[service] { return id }
-            guard s.list.count < 0x3F_FFFF else { return 0 }
+            guard s.list.count < 0x1F_FFFF else { return 0 }
             let id = UInt32(s.list.count)
             s.list.append(service)
             s.ids[service] = id
