@@ -123,6 +123,9 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var received: UInt64 = 0
         var sent: UInt64 = 0
         var flags = ResponseFlags()
+        /// SNI routing: how long until a ClientHello cut short is peeked again (doubling from 5 ms to 320 ms, so a
+        /// client that stalls mid-hello costs a few dozen peeks before the connect timeout, not a thousand).
+        var inspectDelay: UInt32 = 5
 
         subscript(d: Int) -> Direction {
             get { d == 0 ? directions.0 : directions.1 }
@@ -409,7 +412,9 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
                                      clientAddress: { try? System.peerAddress(fd) },
                                      destinationIP: { System.originalDestination(fd).flatMap(IPAddress.init) }), reactor)
         case .incomplete where n < hello.count:
-            _ = reactor.timers.schedule(token(.inspectRetry, id), at: System.monotonicNanos() + 5_000_000)
+            let delay = connections[id].inspectDelay
+            connections[id].inspectDelay = min(delay * 2, 320)
+            _ = reactor.timers.schedule(token(.inspectRetry, id), at: System.monotonicNanos() + UInt64(delay) * 1_000_000)
         case .incomplete, .notTLS:
             Log.debug("not a TLS ClientHello (or one beyond \(Self.helloLimit) bytes) on a listener routing by SNI: closing")
             close(id, reset: false, reactor)
