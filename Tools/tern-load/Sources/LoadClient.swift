@@ -605,6 +605,8 @@ final class LoadClient<Backend: IOBackend> {
             if now >= measureStart { bytesSent[report(t)] += UInt64(result) }
             _ = tls.sent(s, Int(result))
             tlsFlush(s)
+            // A handshake that filled the buffer (a long client-certificate chain) goes on now there is room.
+            if sockets[s].handshaking && !sockets[s].sending { tlsHandshake(s, now: now) }
             return
         }
         guard sockets[s].phase == .open, clients[c].busy, clients[c].target == t, clients[c].transmitted else { return }
