@@ -1019,3 +1019,31 @@ def test_istio_metrics_say_mutual_tls_for_verified_clients(start_tern, http_upst
     code, status, _, err = curl(t.port, "/policy", *args)
     assert (code, status) == (0, 200), err
     wait_until(lambda: security_policies(prom) == [expected], f"connection_security_policy {expected}")
+
+
+def test_a_key_update_from_the_client_is_answered_and_the_connection_goes_on(start_tern, http_upstream, backend, certs):
+    """`openssl s_client`'s `K` command sends a TLS 1.3 KeyUpdate asking for Tern's too: Tern answers it (records
+    it writes while reading) and the request after it is served on the same connection."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-servername", "localhost",
+                          "-CAfile", os.path.join(certs, "ca.crt")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: p.stdout.read(1) or None, None)), daemon=True)
+    reader.start()
+    try:
+        text = lambda: b"".join(out).decode(errors="replace")  # noqa: E731
+        wait_until(lambda: "Verify return code" in text(), "s_client connected", timeout=30)
+        # One command per read of s_client's input: the request only once the KeyUpdate went.
+        p.stdin.write(b"K\n")
+        p.stdin.flush()
+        wait_until(lambda: "KEYUPDATE" in text(), "s_client sent its KeyUpdate", timeout=30)
+        p.stdin.write(b"GET /after-key-update HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        p.stdin.flush()
+        wait_until(lambda: "closed" in text(), "the response and Tern's close", timeout=30)
+    finally:
+        p.kill()
+        p.wait(10)
+    assert "HTTP/1.1 200" in text() and "/after-key-update" in text(), text()
+    assert up.paths() == ["/after-key-update"]

@@ -425,7 +425,9 @@ extension HTTPProxy {
         let total = table.remaining(slot)
         var taken = 0
         while taken < total {
-            let room = io.pool.size - io[slot].fillLength - TLSIO.recordOverhead
+            // 1 KiB stays free for records OpenSSL writes of its own accord while these wait behind a flight (a
+            // KeyUpdate's answer, an alert): a full buffer would fail the read that needs to write them.
+            let room = io.pool.size - io[slot].fillLength - TLSIO.recordOverhead - 1024
             // Nearly full (of records written before: a ticket, an alert; or of this round's): send first.
             if room < 1024 { break }
             io.setOutput(slot, buffer: io[slot].fill, offset: io[slot].fillLength)
