@@ -66,6 +66,8 @@ extension RouteCompiler {
     mutating func compileSNI(hostOwner: [String: Int]) -> (routes: [SNIRoute], ports: [UInt16]) {
         var routes: [SNIRoute] = []
         var ports = Set<UInt16>()
+        // Virtual hosts made here for wildcard ServiceEntry hosts (one each, however many TLS ports declare them).
+        var wildcardOwner: [String: Int] = [:]
         func pattern(_ host: String) -> ([UInt8], Bool) {
             let lower = host.lowercased()
             if lower == "*" { return ([], true) }
@@ -90,14 +92,20 @@ extension RouteCompiler {
             for port in se.ports where ["TLS", "HTTPS"].contains(port.protocol?.uppercased() ?? "") {
                 ports.insert(port.number)
                 for host in se.hosts {
-                    var owner = hostOwner[host]
+                    var owner = hostOwner[host] ?? wildcardOwner[host]
                     if owner == nil && host.hasPrefix("*") {
                         // A wildcard host has no virtual host for HTTP here; for SNI it is a service like any
-                        // other (Envoy: a filter chain for server_names *.example.com to its cluster).
+                        // other (Envoy: a filter chain for server_names *.example.com to its cluster), when it has
+                        // endpoints to go to: not with resolution NONE (the original destination, which the relay
+                        // does not follow yet) nor DNS without endpoints (the name to resolve would be the pattern).
+                        let resolvesItself = se.resolution == .NONE
+                            || (se.endpoints.isEmpty && (se.resolution == .DNS || se.resolution == .DNS_ROUND_ROBIN))
+                        guard !resolvesItself else { continue }
                         let d = Destination(host: host, subset: nil, port: nil, mark: Mark(line: 0, path: ""))
                         virtualHosts.append(VirtualHost(name: host, source: r.label, routes: [], tcpRoutes: [],
                                                         serviceDestination: weightedCluster(d, weight: 1, headers: nil)))
                         owner = virtualHosts.count - 1
+                        wildcardOwner[host] = owner
                     }
                     guard let vh = owner, virtualHosts[vh].serviceDestination != nil else { continue }
                     let (bytes, wildcard) = pattern(host)

@@ -114,4 +114,31 @@ import Testing
         #expect(cluster(t, "") == "outbound|443||fallback.internal")
         #expect(cluster(t, "elsewhere.test") == "outbound|443||fallback.internal")
     }
+
+    @Test func wildcardHostsWithoutEndpointsOfTheirOwnAreNotRoutedAndNothingAsksDNSForThePattern() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: dns, namespace: ns}
+            spec:
+              hosts: ["*.dns.example.com"]
+              ports: [{number: 443, name: tls, protocol: TLS}, {number: 8443, name: tls2, protocol: TLS}]
+              resolution: DNS
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: twice, namespace: ns}
+            spec:
+              hosts: ["*.twice.example.com"]
+              ports: [{number: 443, name: tls, protocol: TLS}, {number: 8443, name: tls2, protocol: TLS}]
+              resolution: STATIC
+              endpoints: [{address: 10.0.0.7}]
+
+            """, namespace: "ns")
+        #expect(cluster(t, "a.dns.example.com") == nil)
+        #expect(!t.dnsNames.contains { $0.hasPrefix("*") }, "\(t.dnsNames)")
+        #expect(cluster(t, "a.twice.example.com") == "outbound|443||*.twice.example.com")
+        #expect(cluster(t, "a.twice.example.com", port: 8443) == "outbound|8443||*.twice.example.com")
+        #expect(t.virtualHosts.filter { $0.name == "*.twice.example.com" }.count == 1)
+    }
 }
