@@ -272,17 +272,6 @@ int tern_cert_has_san(X509 *cert, int type, const uint8_t *name, size_t length) 
     return found;
 }
 
-int tern_cert_uri_count(X509 *cert) {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    if (!names) return 0;
-    int count = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
-        if (sk_GENERAL_NAME_value(names, i)->type == GEN_URI) count++;
-    }
-    GENERAL_NAMES_free(names);
-    return count;
-}
-
 long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
     if (!names) return -1;

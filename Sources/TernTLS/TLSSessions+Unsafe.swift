@@ -150,8 +150,6 @@ import Glibc
         return step == .closed ? .failed(TLSFailure(.closedEarly, "the peer closed the connection during the handshake")) : step
     }
 
-    public func isHandshakeDone(_ i: Int) -> Bool { unsafe tern_SSL_is_init_finished(session(i)) == 1 }
-
     /// Decrypts into `buffer`: `.done(n)` with n > 0 bytes, `.closed` at close_notify.
     public func read(_ i: Int, into buffer: UnsafeMutableRawBufferPointer) -> TLSStep {
         let s = unsafe session(i)

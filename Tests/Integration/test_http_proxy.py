@@ -236,6 +236,32 @@ def vm_rss(pid):
     return 0
 
 
+class PeakRSS:
+    """The highest resident memory of process `pid` while the `with` block runs, sampled every 20 ms on a thread
+    (`.peak`, bytes)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = vm_rss(pid)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample)
+
+    def _sample(self):
+        while not self.stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, vm_rss(self.pid))
+            except OSError:
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
 def test_http_listener_logs_kind_http(start_tern, http_upstream, backend):
     """Callers learn the port from one stderr line per listener, `listening kind=http addr=IP:PORT`."""
     up = http_upstream()
@@ -526,20 +552,7 @@ def test_memory_stays_bounded_during_a_1gib_upload(start_tern, http_upstream, ba
     size = 1 << 30
     up = http_upstream()
     t = proxy(start_tern, up, backend)
-    pid = t.proc.pid
-    peak, stop = [vm_rss(pid)], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            try:
-                peak[0] = max(peak[0], vm_rss(pid))
-            except OSError:
-                return
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakRSS(t.proc.pid) as rss:
         c = RawClient(t.port, timeout=60)
         start = time.time()
         sent = hashlib.sha256()
@@ -549,12 +562,9 @@ def test_memory_stays_bounded_during_a_1gib_upload(start_tern, http_upstream, ba
             c.send(block)
             assert time.time() - start < 60, "the upload did not finish within a minute"
         r = c.read_response()
-    finally:
-        stop.set()
-        sampler.join(5)
     assert r.status == 200, r
     assert json.loads(r.body) == {"length": size, "sha256": sent.hexdigest()}
-    assert peak[0] < 64 * MiB, f"tern reached {peak[0] / MiB:.1f} MiB resident"
+    assert rss.peak < 64 * MiB, f"tern reached {rss.peak / MiB:.1f} MiB resident"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -97,8 +97,6 @@ int tern_cert_has_san(X509 *cert, int type, const uint8_t *name, size_t length);
 // Copies the first URI subjectAltName of `cert` into `out` (at most `capacity` bytes) and returns its length, or -1.
 long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity);
 
-// The number of URI subjectAltNames of `cert`.
-int tern_cert_uri_count(X509 *cert);
 
 // SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name).
 const char *tern_servername(const SSL *ssl);

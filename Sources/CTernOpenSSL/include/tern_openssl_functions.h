@@ -18,7 +18,6 @@
     X(int, SSL_shutdown, (SSL *s), (s)) \
     X(int, SSL_do_handshake, (SSL *s), (s)) \
     X(int, SSL_get_error, (const SSL *s, int ret), (s, ret)) \
-    X(int, SSL_is_init_finished, (const SSL *s), (s)) \
     X(int, SSL_has_pending, (const SSL *s), (s)) \
     X(const char *, SSL_get_version, (const SSL *s), (s)) \
     X(long, SSL_get_verify_result, (const SSL *s), (s)) \
