@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from conftest import ROOT
-from peers import dead_port, stream_bytes, stream_sha256
+from peers import dead_port, echo, hashing_sender, stream_bytes, stream_sha256
+from test_tcp_routing import SERVICE as TCP_SERVICE, tagged
 from test_http_proxy import (MiB, PeakRSS, access_log, build_request, http_upstream,  # noqa: F401 (fixture)
                              wait_until)
 
@@ -1004,29 +1005,335 @@ def test_istio_metrics_say_mutual_tls_for_verified_clients(start_tern, http_upst
     wait_until(lambda: security_policies(prom) == [expected], f"connection_security_policy {expected}")
 
 
+class SClient:
+    """`openssl s_client` to Tern's port (verifying it for localhost), its output collected as it comes."""
+
+    def __init__(self, port, certs, *extra):
+        self.p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                                   "-CAfile", os.path.join(certs, "ca.crt"), *extra],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = []
+        threading.Thread(target=lambda: self.out.extend(iter(lambda: self.p.stdout.read(1) or None, None)),
+                         daemon=True).start()
+
+    def text(self):
+        return b"".join(self.out).decode(errors="replace")
+
+    def wait_for(self, words, what):
+        wait_until(lambda: words in self.text(), what, timeout=30)
+
+    def send(self, data):
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait(10)
+
+
 def test_a_key_update_from_the_client_is_answered_and_the_connection_goes_on(start_tern, http_upstream, backend, certs):
     """`openssl s_client`'s `K` command sends a TLS 1.3 KeyUpdate asking for Tern's too: Tern answers it (records
     it writes while reading) and the request after it is served on the same connection."""
     up = http_upstream()
     t, _ = tls_proxy(start_tern, up, backend, certs)
-    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-servername", "localhost",
-                          "-CAfile", os.path.join(certs, "ca.crt")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = []
-    reader = threading.Thread(target=lambda: out.extend(iter(lambda: p.stdout.read(1) or None, None)), daemon=True)
-    reader.start()
-    try:
-        text = lambda: b"".join(out).decode(errors="replace")  # noqa: E731
-        wait_until(lambda: "Verify return code" in text(), "s_client connected", timeout=30)
+    with SClient(t.port, certs) as c:
+        c.wait_for("Verify return code", "s_client connected")
         # One command per read of s_client's input: the request only once the KeyUpdate went.
-        p.stdin.write(b"K\n")
-        p.stdin.flush()
-        wait_until(lambda: "KEYUPDATE" in text(), "s_client sent its KeyUpdate", timeout=30)
-        p.stdin.write(b"GET /after-key-update HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        p.stdin.flush()
-        wait_until(lambda: "closed" in text(), "the response and Tern's close", timeout=30)
-    finally:
-        p.kill()
-        p.wait(10)
-    assert "HTTP/1.1 200" in text() and "/after-key-update" in text(), text()
+        c.send(b"K\n")
+        c.wait_for("KEYUPDATE", "s_client sent its KeyUpdate")
+        c.send(b"GET /after-key-update HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.wait_for("closed", "the response and Tern's close")
+    assert "HTTP/1.1 200" in c.text() and "/after-key-update" in c.text(), c.text()
     assert up.paths() == ["/after-key-update"]
+
+
+# --- TLS terminated on TCP listeners (`--listen tcp:ADDR --tls-cert …`): the decrypted stream is relayed ---------
+
+def tcp_tls_proxy(start_tern, up, backend, certs, *extra, prom=None):
+    """`tern proxy` with one TCP listener terminating TLS in front of `up` (a peers.Upstream)."""
+    prom = prom or dead_port()
+    t = start_tern("--listen", "tcp:127.0.0.1:0", "--upstream", up.address, "--io-backend", backend, "--cores", "1",
+                   "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
+                   "--tls-cert", os.path.join(certs, "server-chain.crt"), "--tls-key", os.path.join(certs, "server.key"),
+                   *extra)
+    return t, prom
+
+
+def tls_stream(port, certs, cert=None, key=None, name="localhost"):
+    """A TLS connection (Python's ssl, verifying Tern's certificate for `name`) to a TCP listener."""
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(os.path.join(certs, cert), os.path.join(certs, key))
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname=name)
+
+
+def shut_write(s):
+    """Half-closes the TCP connection under a TLS socket (a FIN without close_notify; the TLS object stays)."""
+    d = socket.socket(fileno=os.dup(s.fileno()))
+    d.shutdown(socket.SHUT_WR)
+    d.close()
+
+
+def exchange_both_ways(s, size, timeout=60):
+    """Sends `size` bytes of the deterministic stream on TLS socket `s` while reading what comes back, in one thread
+    (an SSL object must not be read and written from two at once); half-closes once all is sent (shut_write) and
+    reads until close_notify. Returns (bytes received, their sha256)."""
+    import selectors
+    s.setblocking(False)
+    out = b"".join(stream_bytes(size))
+    sent, received, got = 0, 0, hashlib.sha256()
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    deadline = time.time() + timeout
+    ended = False
+    while not ended and time.time() < deadline:
+        sel.select(1)
+        while True:
+            try:
+                data = s.recv(1 << 20)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if not data:
+                ended = True
+                break
+            received += len(data)
+            got.update(data)
+        while sent < size:
+            try:
+                sent += s.send(out[sent:sent + (1 << 18)])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if sent == size:
+                shut_write(s)
+        sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if sent < size else 0))
+    sel.close()
+    s.setblocking(True)
+    return received, got.hexdigest()
+
+
+def read_to_end(s):
+    """Everything a TLS socket delivers until the peer's close_notify (an end without one raises SSLEOFError)."""
+    got = bytearray()
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            return bytes(got)
+        got += data
+
+
+def tcp_metric(prom, name, policy="none"):
+    return metric(prom, name, reporter="destination", source_workload="unknown", source_canonical_service="unknown",
+                  source_canonical_revision="latest", source_workload_namespace="unknown", source_principal="unknown",
+                  source_app="unknown", source_version="unknown", source_cluster="unknown",
+                  destination_workload="unknown", destination_workload_namespace="default",
+                  destination_principal="unknown", destination_app="unknown", destination_version="unknown",
+                  destination_service="unknown", destination_canonical_service="unknown",
+                  destination_canonical_revision="latest", destination_service_name="unknown",
+                  destination_service_namespace="unknown", destination_cluster="unknown", request_protocol="tcp",
+                  response_flags="-", connection_security_policy=policy)
+
+
+def test_tcp_listener_relays_the_decrypted_stream_both_ways_with_half_closes(start_tern, upstream, backend, certs):
+    """8 MiB each way at once through a TCP listener terminating TLS: the upstream gets the client's plaintext
+    whole (by hash) and its FIN when the client half-closes (FIN without close_notify); the client gets the
+    upstream's bytes whole and then Tern's close_notify when the upstream closes its side. Counted as one TCP
+    connection with its bytes."""
+    size = 8 * MiB
+    up = upstream(hashing_sender(size))
+    t, prom = tcp_tls_proxy(start_tern, up, backend, certs)
+    s = tls_stream(t.port, certs)
+    received, digest = exchange_both_ways(s, size)
+    assert received == size and digest == stream_sha256(size)
+    wait_until(lambda: up.results == [(size, stream_sha256(size))], "the upstream's hash of the client's bytes")
+    s.close()
+    wait_until(lambda: tcp_metric(prom, "istio_tcp_connections_closed_total") == 1, "the connection closed")
+    assert tcp_metric(prom, "istio_tcp_connections_opened_total") == 1
+    assert tcp_metric(prom, "istio_tcp_received_bytes_total") == size
+    assert tcp_metric(prom, "istio_tcp_sent_bytes_total") == size
+
+
+def test_tcp_listener_server_first_protocol_with_openssl_s_client(start_tern, upstream, backend, certs):
+    """A server-first protocol (the upstream greets before the client says anything, as SMTP or MySQL do): the
+    greeting reaches an `openssl s_client` that sent nothing, and its answer reaches the upstream."""
+    async def greet(reader, writer, up):
+        writer.write(b"220 greetings\r\n")
+        await writer.drain()
+        line = await reader.readline()
+        up.results.append(line)
+        writer.write(b"221 bye " + line)
+        await writer.drain()
+
+    up = upstream(greet)
+    t, _ = tcp_tls_proxy(start_tern, up, backend, certs)
+    with SClient(t.port, certs, "-quiet") as c:
+        c.wait_for("220 greetings", "the upstream's greeting")
+        c.send(b"HELO tern\n")
+        c.wait_for("221 bye HELO tern", "the upstream's answer")
+    assert up.results == [b"HELO tern\n"]
+
+
+def test_tcp_listener_mutual_tls_metrics_and_access_log(start_tern, upstream, backend, certs, tmp_path):
+    """With --tls-client-ca, a client with a verified certificate is relayed and its TCP connection is labelled
+    mutual_tls; one without a certificate fails its handshake, is counted by reason and never reaches the
+    upstream. The access log has one TCP line for the relayed connection, with its bytes and TLS fields."""
+    up = upstream(echo)
+    log = tmp_path / "access.log"
+    t, prom = tcp_tls_proxy(start_tern, up, backend, certs, "--reporter", "destination",
+                            "--tls-client-ca", os.path.join(certs, "ca.crt"), "--access-log", str(log))
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        s = tls_stream(t.port, certs)
+        s.sendall(b"no certificate")
+        s.recv(100)
+    wait_until(lambda: failures(prom, "no_certificate") == 1, "the refused handshake counted")
+    s = tls_stream(t.port, certs, cert="client.crt", key="client.key", name="localhost")
+    s.sendall(b"ping" * 1000)
+    echoed = b""
+    while len(echoed) < 4000:
+        data = s.recv(65536)
+        assert data
+        echoed += data
+    shut_write(s)
+    assert read_to_end(s) == b""
+    s.close()
+    assert echoed == b"ping" * 1000
+    wait_until(lambda: tcp_metric(prom, "istio_tcp_connections_closed_total", "mutual_tls") == 1, "closed, mutual_tls")
+    assert tcp_metric(prom, "istio_tcp_connections_opened_total", "none") == 0
+    assert up.connections == 1
+    [line] = access_log(str(log), 1)
+    assert line["protocol"] is None  # (Envoy logs "-" for TCP)
+    assert (line["bytes_received"], line["bytes_sent"]) == (4000, 4000)
+    assert line["upstream_host"] == up.address
+    assert line["requested_server_name"] == "localhost"
+    assert line["downstream_tls_version"] == "TLSv1.3"
+    assert line["downstream_tls_cipher"].startswith("TLS_")
+    time.sleep(0.3)  # (no second line comes for the refused handshake)
+    assert len(access_log(str(log), 2, timeout=0.5)) == 1
+
+
+def test_tcp_listener_plaintext_and_an_unreachable_upstream_are_closed(start_tern, upstream, backend, certs, tmp_path):
+    """Plaintext on the TLS TCP port is closed and counted, and nothing reaches the upstream; with the upstream
+    refusing connections, a handshake that succeeds is followed by a close (flag UF in the access log)."""
+    up = upstream(echo)
+    t, prom = tcp_tls_proxy(start_tern, up, backend, certs)
+    s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_until_closed(s)
+    wait_until(lambda: failures(prom, "http_request") == 1, "the plaintext counted")
+    assert up.connections == 0
+    log = tmp_path / "access.log"
+    t2 = start_tern("--listen", "tcp:127.0.0.1:0", "--upstream", f"127.0.0.1:{dead_port()}", "--io-backend", backend,
+                    "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", "off",
+                    "--access-log", str(log), "--tls-cert", os.path.join(certs, "server-chain.crt"),
+                    "--tls-key", os.path.join(certs, "server.key"))
+    s = tls_stream(t2.port, certs)
+    assert read_to_end_or_eof(s) == b""
+    [line] = access_log(str(log), 1)
+    assert line["response_flags"] == "UF" and line["protocol"] is None
+
+
+def read_to_end_or_eof(s):
+    """What a TLS socket delivers until it ends, with or without close_notify."""
+    try:
+        return read_to_end(s)
+    except (ssl.SSLEOFError, ConnectionResetError):
+        return b""
+
+
+def test_tcp_listener_idle_connections_close_at_the_idle_timeout(start_tern, upstream, backend, certs):
+    """A relayed TLS connection with no byte either way for --idle-timeout is closed (both sides); one that keeps
+    talking is not."""
+    up = upstream(echo)
+    t, prom = tcp_tls_proxy(start_tern, up, backend, certs, "--idle-timeout", "1s")
+    quiet = tls_stream(t.port, certs)
+    busy = tls_stream(t.port, certs)
+    quiet.sendall(b"once")
+    assert quiet.recv(10) == b"once"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        busy.sendall(b"x")
+        assert busy.recv(10) == b"x"
+        if tcp_metric(prom, "istio_tcp_connections_closed_total") >= 1:
+            break
+        time.sleep(0.2)
+    assert tcp_metric(prom, "istio_tcp_connections_closed_total") == 1
+    assert read_to_end_or_eof(quiet) == b""
+    busy.sendall(b"still")
+    assert busy.recv(10) == b"still"
+
+
+# The tagged echo service of test_tcp_routing, with every connection on the listener's port routed to subset v2.
+TCP_TLS_CONFIG = TCP_SERVICE + """\
+  - match: [{{port: {listen}}}]
+    route: [{{destination: {{host: echo, subset: v2}}}}]
+"""
+
+
+def test_tcp_listener_with_config_routes_by_the_virtual_services_tcp_route(start_tern, upstream, backend, certs, tmp_path):
+    """With --config, a TLS-terminating TCP listener's connections go where the VirtualService's tcp route for its
+    port sends them (subset v2 only), with the cluster named in the access log; an HTTP listener of the same
+    process terminates TLS as before."""
+    v1, v2 = upstream(tagged(b"v1")), upstream(tagged(b"v2"))
+    port = dead_port()
+    config = tmp_path / "echo.yaml"
+    config.write_text(TCP_TLS_CONFIG.format(listen=port, resolution="STATIC", v1_address="127.0.0.1", v1=v1.port, v2=v2.port))
+    log = tmp_path / "access.log"
+    t = start_tern("--listen", f"tcp:127.0.0.1:{port}", "--listen", "http:127.0.0.1:0", "--config", str(config),
+                   "--io-backend", backend, "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", "off",
+                   "--access-log", str(log), "--tls-cert", os.path.join(certs, "server-chain.crt"),
+                   "--tls-key", os.path.join(certs, "server.key"))
+    code, status, _, err = curl(t.ports[1], "/first", "--cacert", os.path.join(certs, "ca.crt"))
+    assert code == 0 and status == 404, err  # no HTTP route: answered over TLS all the same
+    for i in range(4):
+        s = tls_stream(port, certs)
+        s.sendall(b"q%d" % i)
+        assert s.recv(2) == b"v2"
+        assert s.recv(2) == b"q%d" % i
+        s.close()
+    assert v1.connections == 0 and v2.connections == 4
+    http, *tcp = access_log(str(log), 5)
+    assert http["path"] == "/first"
+    assert {l["upstream_cluster"] for l in tcp} == {f"outbound|{port}|v2|echo.shop.svc.cluster.local"}
+    # (The TCP connections reuse the HTTP connection's slot: nothing of its request shows in their lines.)
+    assert {(l["method"], l["path"], l["response_code"]) for l in tcp} == {(None, None, 0)}
+
+
+TCP_ORIGINATION = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: secure-db, namespace: default}}
+spec:
+  hosts: [db.example.com]
+  ports: [{{number: {port}, name: tcp-db, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp-db: {up}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: secure-db, namespace: default}}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {certs}/ca.crt, sni: x.b.example.com}}
+"""
+
+
+def test_tcp_listener_originates_tls_from_the_destination_rule(start_tern, http_upstream, backend, certs, tmp_path):
+    """TLS in, TLS out: a TLS-terminating TCP listener relays to a service whose DestinationRule says SIMPLE with an
+    sni; the upstream's handshake carries that name and its certificate is verified; the bytes arrive whole (an
+    HTTP request through the TCP tunnel, answered)."""
+    up = http_upstream(HttpUpstream_tls(certs))
+    port = dead_port()
+    config = tmp_path / "db.yaml"
+    config.write_text(TCP_ORIGINATION.format(port=port, up=up.port, certs=certs))
+    t = start_tern("--listen", f"tcp:127.0.0.1:{port}", "--config", str(config), "--io-backend", backend, "--cores", "1",
+                   "--admin", "off", "--health", "off", "--prometheus", "off",
+                   "--tls-cert", os.path.join(certs, "server-chain.crt"), "--tls-key", os.path.join(certs, "server.key"))
+    s = tls_stream(port, certs)
+    s.sendall(build_request("GET", "/connection-close"))  # (answered, then the upstream closes)
+    answer = read_to_end(s)  # to Tern's close_notify, sent once the upstream closed
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert up.paths() == ["/connection-close"]
+    assert [h["sni"] for h in up.handshakes] == ["x.b.example.com"]

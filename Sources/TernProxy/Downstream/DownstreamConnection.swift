@@ -29,6 +29,9 @@ struct DownstreamConnection {
     var spoke = false
     /// A TLS connection whose client presented a certificate that verified (`--tls-client-ca`): mutual TLS.
     var mutualTLS = false
+    /// Accepted on a TLS-terminating TCP listener: its decrypted stream is relayed, not read as HTTP
+    /// (Relay/HTTPProxy+TCP.swift).
+    var relaysTCP = false
     /// Its place in the reactor's list of connections waiting for a request, oldest first (`IdleList`): the
     /// first to close when descriptors run short.
     var idlePrevious: DID? = nil

@@ -59,6 +59,7 @@ extension HTTPProxy {
             }
             capture.set(Int(x.index), .downstreamLocal, listener < listenerNames.count ? listenerNames[listener] : "")
         }
+        if listenerRelaysTCP[listener] && downstreams[id].transport == .tls { return relayAccepted(id, reactor) }
         awaitRequest(id, reactor)
     }
 
@@ -199,8 +200,9 @@ extension HTTPProxy {
         let x = downstreams[id].exchange
         if !exchanges[x].report.recorded {
             // The exchange ends with the connection: the client went away (DC), Tern closed it at the end of
-            // the drain timeout (LR), or a failure after the response started already set its flag.
-            if exchanges[x].report.flags.isEmpty {
+            // the drain timeout (LR), or a failure after the response started already set its flag. (A relayed
+            // TCP connection's close is its normal end.)
+            if exchanges[x].report.flags.isEmpty && !downstreams[id].relaysTCP {
                 exchanges[x].report.cutAtDrainTimeout = stopping
                 exchanges[x].report.flags = stopping ? .localReset : .downstreamConnectionTermination
             }

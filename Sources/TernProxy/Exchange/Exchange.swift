@@ -107,6 +107,8 @@ struct Exchange {
     var requestEnd: UInt64 = 0
     /// The try in progress: endpoint, upstream connection, what can be replayed.
     var attempt = UpstreamAttempt()
+    /// A relayed TCP connection's route (Relay/HTTPProxy+TCP.swift): reported to its balancer when it ends.
+    var relayed: TCPRouter.Pick? = nil
     /// What the exchange reports when it ends (metrics, access log, span).
     var report = ExchangeReport()
 

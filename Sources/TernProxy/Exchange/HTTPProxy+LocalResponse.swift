@@ -12,6 +12,7 @@ extension HTTPProxy {
     func fail(_ x: XID, _ reply: LocalReply, _ reactor: Reactor<Backend>) {
         let id = exchanges[x].downstream
         if downstreams[id].phase != .open || exchanges[x].reply != nil { return }
+        if downstreams[id].relaysTCP { return relayFailed(x, reply, reactor) }
         // A refused head (400, 408, 414, 431) is a request too, though no exchange began.
         if !exchanges[x].active && exchanges[x].report.recorded { beginExchange(x) }
         exchanges[x].report.flags.formUnion(reply.responseFlags)

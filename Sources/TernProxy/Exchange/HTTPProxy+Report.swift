@@ -11,6 +11,7 @@ extension HTTPProxy {
     func recordExchange(_ x: XID) {
         guard !exchanges[x].report.recorded else { return }
         exchanges[x].report.recorded = true
+        if downstreams[exchanges[x].downstream].relaysTCP { return recordRelayed(x) }
         let micros = (System.monotonicNanos() &- exchanges[x].headStart) / 1000
         if let metrics {
             let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags,

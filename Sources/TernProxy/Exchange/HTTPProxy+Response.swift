@@ -78,7 +78,12 @@ extension HTTPProxy {
         case .tunnel:
             if result == 0 {
                 exchanges[x].upstreamEOF = true
-                _ = System.shutdown(s.fd, write: true, read: false)
+                if s.transport == .tls {
+                    // close_notify first, after any records still in flight.
+                    tlsLingerShutdown(id, reactor)
+                } else {
+                    _ = System.shutdown(s.fd, write: true, read: false)
+                }
                 if s.clientEOF { closeDownstream(id, reset: false, reactor) }
             } else {
                 closeDownstream(id, reset: true, reactor)

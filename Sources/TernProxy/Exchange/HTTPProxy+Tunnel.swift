@@ -9,9 +9,12 @@ import TernTelemetry
 extension HTTPProxy {
     func startTunnel(_ x: XID, _ reactor: Reactor<Backend>) {
         let id = exchanges[x].downstream
-        // The upgrade counts as a request when its tunnel starts; the tunnel's bytes are not counted.
-        recordExchange(x)
-        requestFinished(x)
+        // The upgrade counts as a request when its tunnel starts; the tunnel's bytes are not counted. (A relayed
+        // TCP connection is reported when it closes, with its bytes.)
+        if !downstreams[id].relaysTCP {
+            recordExchange(x)
+            requestFinished(x)
+        }
         cancel(&exchanges[x].timer, reactor)
         exchanges[x].request.state = .tunnel
         exchanges[x].response.state = .tunnel
@@ -70,6 +73,7 @@ extension HTTPProxy {
         toUpstream.reset(Int(u.index))
         _ = bytes.append(toUpstream, Int(u.index), held, held.start..<held.end)
         exchanges[x].request.sentTo = held.end
+        if downstreams[exchanges[x].downstream].relaysTCP { relayCounted(x, toUpstream: true, held.end - held.start) }
         sendToUpstream(x, u, reactor)
     }
 
@@ -79,6 +83,7 @@ extension HTTPProxy {
         toClient.reset(Int(id.index))
         _ = bytes.append(toClient, Int(id.index), held, held.start..<held.end)
         exchanges[x].response.sentTo = held.end
+        if downstreams[id].relaysTCP { relayCounted(x, toUpstream: false, held.end - held.start) }
         sendToClient(id, reactor)
     }
 }

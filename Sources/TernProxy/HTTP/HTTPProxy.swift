@@ -196,6 +196,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     let capture: RequestCapture?
     /// Each listener's address as the access log shows it.
     let listenerNames: [String]
+    /// Per listener: a TCP listener terminating TLS, whose connections are relayed (Relay/HTTPProxy+TCP.swift),
+    /// and the router that picks their upstreams (nil when there is none).
+    let listenerRelaysTCP: [Bool]
+    let relayRouter: TCPRouter?
     /// TLS termination (`--tls-cert`): the current server context, the sessions and links of this reactor's
     /// connections, the connections with plaintext ready for the engine, and those waiting for a spare buffer.
     let tlsPolicy: SnapshotReader<TLSServerPolicy>?
@@ -230,6 +234,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.reporting = reporting
         capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
         listenerNames = reporting.needsCapture ? listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } : []
+        listenerRelaysTCP = listeners.map(\.relaysTCP)
+        relayRouter = listeners.contains(where: \.relaysTCP) ? TCPRouter(listeners: listeners, routes: routes) : nil
         self.settings = settings
         self.relay = relay
         self.counters = counters
@@ -310,6 +316,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         // a table is bound when its epoch is not the one bound last.
         if let routes, routes.refresh() || routes.currentEpoch != boundEpoch {
             bind(routes.current, reactor: reactor)
+            // Relayed TCP connections are routed with the same table (its cluster and endpoint indexes are the
+            // pools'): the reader is not refreshed again in between.
+            relayRouter?.refresh(reader: false)
             Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools, \(routedTables.heldCount) route tables in use")
         }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
@@ -596,6 +605,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     func exchangeTimerFired(_ x: XID, _ reactor: Reactor<Backend>) {
         exchanges[x].timer = nil
         let id = exchanges[x].downstream
+        if downstreams[id].relaysTCP { return relayTimerFired(x, reactor) }
         let response = exchanges[x].response.state, request = exchanges[x].request.state
         guard exchanges[x].active, downstreams[id].phase == .open, response != .reply, response != .tunnel else { return }
         let idleDue = saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds)

@@ -69,9 +69,13 @@ public final class RelayCounters: Sendable {
 public struct RelayListener: Sendable {
     public var fd: Int32
     public var upstream: SocketAddress
-    public init(fd: Int32, upstream: SocketAddress) {
+    /// A TCP listener that terminates TLS: the HTTP engine accepts on it (it holds the TLS glue) and relays each
+    /// connection's decrypted stream to the upstream the TCP routes pick (HTTPProxy+TCP.swift), not HTTP.
+    public var relaysTCP: Bool
+    public init(fd: Int32, upstream: SocketAddress, relaysTCP: Bool = false) {
         self.fd = fd
         self.upstream = upstream
+        self.relaysTCP = relaysTCP
     }
 }
 

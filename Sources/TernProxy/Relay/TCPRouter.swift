@@ -18,6 +18,10 @@ final class TCPRouter {
     struct Pick {
         var address: Int32 = -1
         var outstanding: OutstandingRequest? = nil
+        /// With `--config`, the cluster and the endpoint in it (indexes in the table bound when it was picked);
+        /// -1 with `--upstream`.
+        var cluster: Int32 = -1
+        var endpoint: Int32 = -1
     }
 
     enum Choice {
@@ -57,10 +61,11 @@ final class TCPRouter {
     }
 
     /// Picks up a newly published table (once per loop iteration). Open connections need nothing: their
-    /// picks stay valid (`LoadBalancers` keeps counting them where they started).
-    func refresh() {
+    /// picks stay valid (`LoadBalancers` keeps counting them where they started). `reader: false`: the table the
+    /// reader holds now, without looking for a newer one (an owner that just bound it binds the same).
+    func refresh(reader: Bool = true) {
         guard let routes else { return }
-        _ = routes.refresh()
+        if reader { _ = routes.refresh() }
         guard routes.currentEpoch != boundEpoch else { return }
         bind(routes.current)
         boundEpoch = routes.currentEpoch
@@ -128,7 +133,7 @@ final class TCPRouter {
               clusterAddresses[cluster][e] >= 0
         else { return .none(flag: "UH") }
         let outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
-        return .upstream(Pick(address: clusterAddresses[cluster][e], outstanding: outstanding))
+        return .upstream(Pick(address: clusterAddresses[cluster][e], outstanding: outstanding, cluster: Int32(cluster), endpoint: Int32(e)))
     }
 
     /// A connection ended: its endpoint has one outstanding connection less, on the balancer that counted it,

@@ -9,6 +9,8 @@ import TernTelemetry
 extension HTTPProxy {
     /// Finds the exchange an upstream connection: an idle pooled one, a new one, or a place in the queue.
     func acquireUpstream(_ x: XID, _ reactor: Reactor<Backend>) {
+        // A relayed TCP connection has an upstream connection of its own, never a pooled HTTP one.
+        if exchanges[x].relayed != nil { return connect(for: x, reactor) }
         let e = exchanges[x].attempt.endpoint
         if pools.slots[e].tls != nil && pools.slots[e].tls?.sni == nil {
             // Auto SNI: only a connection made for the same server name serves it; those of other names stay
@@ -192,6 +194,7 @@ extension HTTPProxy {
         upstreams[u].exchange = x
         upstreams[u].reused = reused
         exchanges[x].attempt.connection = u
+        if exchanges[x].relayed != nil { return relayConnected(x, reactor) }
         sendRequestHead(x, reactor)
     }
 

@@ -26,7 +26,8 @@ public struct ProxySettings: Sendable {
     public var ioBackend = IOBackendChoice.auto
     public var backend = BackendSettings()
     public var relay = RelaySettings()
-    /// HTTP/1.1 proxying settings (`--http`, or any `--listen http:ADDR`); nil: every listener relays TCP.
+    /// The HTTP engine's settings (`--http`, any `--listen http:ADDR`, or `--tls-cert`, whose TCP listeners the
+    /// engine relays); nil: every listener relays TCP through the splice relay.
     public var http: HTTPSettings? = nil
     /// Istio configuration to route by (`--config`, a file or directory) instead of `--upstream`, and the
     /// namespace of resources that name none (`--namespace`).
@@ -36,7 +37,8 @@ public struct ProxySettings: Sendable {
     public var logLevel = LogLevel.info
     /// Metrics, the admin, health and Prometheus listeners, access log and tracing.
     public var telemetry = TelemetrySettings()
-    /// TLS termination on every listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`); HTTP listeners only.
+    /// TLS termination on every listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`): HTTP listeners speak
+    /// HTTPS, TCP listeners relay the decrypted stream (through the HTTP engine, so `http` is set with it).
     public var tls: TLSServerFiles? = nil
     /// `--credentials-dir`: where DestinationRule `credentialName` secrets are (DIR/NAME/tls.crt, tls.key, ca.crt).
     public var credentialsDir: String? = nil
@@ -198,7 +200,10 @@ public final class ProxyServer {
                         bound.append((settings.kind(i), address))
                     }
                     let upstream = i < settings.upstreams.count ? settings.upstreams[i] : address
-                    if settings.kind(i) == .tcp && settings.http != nil {
+                    if settings.kind(i) == .tcp && settings.tls != nil {
+                        // TLS terminated, then relayed by the HTTP engine (Relay/HTTPProxy+TCP.swift).
+                        perReactor[r].append(RelayListener(fd: fd, upstream: upstream, relaysTCP: true))
+                    } else if settings.kind(i) == .tcp && settings.http != nil {
                         perReactorTCP[r].append(RelayListener(fd: fd, upstream: upstream))
                     } else {
                         perReactor[r].append(RelayListener(fd: fd, upstream: upstream))

@@ -524,6 +524,7 @@ extension HTTPProxy {
                 capture.set(x, .tlsCipher, io.sessions.cipher(slot))
                 if let name = io.sessions.serverName(slot) { capture.set(x, .serverName, name) } else { capture.clear(x, .serverName) }
             }
+            if downstreams[id].relaysTCP { relayHandshakeDone(id, reactor) }
         case .upstream(let u):
             upstreamHandshakeDone(u, reactor)
         }

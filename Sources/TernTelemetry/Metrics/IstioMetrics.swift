@@ -127,10 +127,12 @@ public final class MetricsShard: Sendable {
         http.add(s, HTTPWords.responseBytesSum, responseBytes)
     }
 
-    /// A TCP connection's events: opened, closed, bytes sent to and received from the downstream.
+    /// A TCP connection's events: opened, closed, bytes sent to and received from the downstream. `mutualTLS`: the
+    /// connection's client presented a verified certificate to a TLS listener (`connection_security_policy`).
     @inlinable
-    public func tcp(service: UInt32, opened: UInt64 = 0, closed: UInt64 = 0, sent: UInt64 = 0, received: UInt64 = 0) {
-        let key = SeriesKey(service: service, code: 0, flags: [], protocol: .tcp)
+    public func tcp(service: UInt32, opened: UInt64 = 0, closed: UInt64 = 0, sent: UInt64 = 0, received: UInt64 = 0,
+                    mutualTLS: Bool = false) {
+        let key = SeriesKey(service: service, code: 0, flags: [], protocol: .tcp, mutualTLS: mutualTLS)
         guard let s = tcp.slot(key.raw) else { return }
         if opened != 0 { tcp.add(s, TCPWords.opened, opened) }
         if closed != 0 { tcp.add(s, TCPWords.closed, closed) }

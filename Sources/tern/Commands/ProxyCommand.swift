@@ -199,9 +199,9 @@ struct ProxyCommand: ParsableCommand {
         }
         switch (tlsCert, tlsKey) {
         case (let cert?, let key?):
-            guard s.http != nil, !s.listenKinds.contains(.tcp), http || !s.listenKinds.isEmpty else {
-                throw ValidationError("--tls-cert terminates TLS on HTTP listeners (--http, or --listen http:ADDR); TCP listeners cannot have it yet")
-            }
+            // TCP listeners terminating TLS are served by the HTTP engine, which holds the TLS code: it runs with
+            // its settings even when no listener speaks HTTP (every listener's kind is explicit by now).
+            if s.http == nil { s.http = try httpSettings() }
             s.tls = TLSServerFiles(certificate: cert, key: key, clientCA: tlsClientCA)
             s.http?.tlsHandshakeTimeout = try duration(tlsHandshakeTimeout, flag: "--tls-handshake-timeout")
         case (nil, nil):
