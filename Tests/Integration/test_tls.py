@@ -1067,7 +1067,9 @@ def tls_stream(port, certs, cert=None, key=None, name="localhost"):
     ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
     if cert:
         ctx.load_cert_chain(os.path.join(certs, cert), os.path.join(certs, key))
-    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname=name)
+    # (suppress_ragged_eofs off: an end without close_notify raises SSLEOFError instead of reading as b"")
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname=name,
+                           suppress_ragged_eofs=False)
 
 
 def shut_write(s):
@@ -1089,9 +1091,9 @@ def exchange_both_ways(s, size, timeout=60):
     sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
     deadline = time.time() + timeout
     ended = False
-    while not ended and time.time() < deadline:
+    while not (ended and sent == size) and time.time() < deadline:
         sel.select(1)
-        while True:
+        while not ended:
             try:
                 data = s.recv(1 << 20)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
@@ -1108,7 +1110,7 @@ def exchange_both_ways(s, size, timeout=60):
                 break
             if sent == size:
                 shut_write(s)
-        sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if sent < size else 0))
+        sel.modify(s, (0 if ended else selectors.EVENT_READ) | (selectors.EVENT_WRITE if sent < size else 0) or selectors.EVENT_READ)
     sel.close()
     s.setblocking(True)
     return received, got.hexdigest()
@@ -1153,6 +1155,27 @@ def test_tcp_listener_relays_the_decrypted_stream_both_ways_with_half_closes(sta
     assert tcp_metric(prom, "istio_tcp_connections_opened_total") == 1
     assert tcp_metric(prom, "istio_tcp_received_bytes_total") == size
     assert tcp_metric(prom, "istio_tcp_sent_bytes_total") == size
+
+
+def test_tcp_listener_close_notify_follows_a_bulk_transfer_to_a_slow_reader(start_tern, upstream, backend, certs):
+    """The upstream sends 16 MiB and closes at once; the client starts reading only after a second, so Tern's
+    sends wait on a full socket when the upstream's FIN arrives: every byte still arrives, then close_notify (a
+    FIN without it would raise SSLEOFError here)."""
+    size = 16 * MiB
+    up = upstream(hashing_sender(size))
+    t, _ = tcp_tls_proxy(start_tern, up, backend, certs)
+    s = tls_stream(t.port, certs)
+    shut_write(s)
+    time.sleep(1)  # (lets the sends back up; what is asserted does not depend on how long)
+    got = hashlib.sha256()
+    n = 0
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        got.update(data)
+        n += len(data)
+    assert n == size and got.hexdigest() == stream_sha256(size)
 
 
 def test_tcp_listener_server_first_protocol_with_openssl_s_client(start_tern, upstream, backend, certs):

@@ -13,6 +13,9 @@ import Glibc
 @safe public final class BufferPool {
     public let count: Int
     public let size: Int
+    /// The most a receive puts in a buffer (`size`, or less where the owner needs the rest: TLS writes the
+    /// records of a buffer's worth of plaintext into one buffer, and records are larger than what they carry).
+    public let receiveLength: Int
     public let spare: Int
     /// Free spare buffers (a stack of ids).
     private var freeSpare: [UInt16] = []
@@ -22,11 +25,12 @@ import Glibc
     private let free: UnsafeMutablePointer<UInt16>
     public private(set) var available: Int
 
-    init(count: Int, size: Int, spare: Int = 0) {
+    init(count: Int, size: Int, spare: Int = 0, receiveLength: Int? = nil) {
         precondition(count > 0 && count <= 32768 && count & (count - 1) == 0, "buffer count must be a power of two ≤ 32768")
         precondition(spare >= 0 && spare <= 32768, "at most 32768 spare buffers")
         self.count = count
         self.size = size
+        self.receiveLength = min(max(receiveLength ?? size, 1), size)
         self.spare = spare
         // SAFETY: calloc'd memory of (count+spare)*size bytes owned until deinit; large calloc is mmap-backed and
         // lazily committed. Buffer ids are checked against count+spare before any pointer arithmetic.

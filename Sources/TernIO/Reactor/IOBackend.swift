@@ -96,6 +96,8 @@ public struct BackendSettings: Sendable {
     /// Number and size of pooled receive buffers per reactor.
     public var bufferCount = 256
     public var bufferSize = 16 * 1024
+    /// The most one receive puts in a buffer (nil: `bufferSize`): `BufferPool.receiveLength`.
+    public var receiveLength: Int? = nil
     /// Buffers beyond the receive buffers that the handler fills itself (TLS plaintext and records): 0 unless
     /// something needs them.
     public var spareBuffers = 0

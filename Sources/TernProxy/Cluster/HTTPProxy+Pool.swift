@@ -40,7 +40,11 @@ extension HTTPProxy {
             return
         }
         // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
-        if let i = descriptorWaiters.firstIndex(where: { isWaiting($0.exchange, for: e) && exchanges[$0.exchange].attempt.serverName == upstreams[u].serverName }) {
+        // (Not a relayed TCP connection: it has an upstream connection of its own, never an HTTP one.)
+        if let i = descriptorWaiters.firstIndex(where: {
+            isWaiting($0.exchange, for: e) && exchanges[$0.exchange].relayed == nil
+                && exchanges[$0.exchange].attempt.serverName == upstreams[u].serverName
+        }) {
             bind(u, to: descriptorWaiters.remove(at: i).exchange, reused: true, reactor)
             return
         }

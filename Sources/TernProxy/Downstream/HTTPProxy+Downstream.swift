@@ -155,7 +155,13 @@ extension HTTPProxy {
         let tunnel = exchanges[x].request.state == .tunnel
         if tunnel && result == 0 {
             downstreams[id].clientEOF = true
-            if let u = exchanges[x].attempt.connection { _ = System.shutdown(upstreams[u].fd, write: true, read: false) }
+            if let u = exchanges[x].attempt.connection {
+                if upstreams[u].transport == .tls {
+                    tlsShutdownWrite(.upstream(u), reactor)  // close_notify after what is in flight
+                } else {
+                    _ = System.shutdown(upstreams[u].fd, write: true, read: false)
+                }
+            }
             if exchanges[x].upstreamEOF { closeDownstream(id, reset: false, reactor) }
             return
         }
@@ -186,7 +192,7 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].request.held, reactor)
         dropHeld(&exchanges[x].response.held, reactor)
         if downstreams[id].transport == .tls {
-            tlsLingerShutdown(id, reactor)
+            tlsShutdownWrite(.client(id), reactor)
         } else {
             _ = System.shutdown(downstreams[id].fd, write: true, read: false)
         }

@@ -80,7 +80,7 @@ extension HTTPProxy {
                 exchanges[x].upstreamEOF = true
                 if s.transport == .tls {
                     // close_notify first, after any records still in flight.
-                    tlsLingerShutdown(id, reactor)
+                    tlsShutdownWrite(.client(id), reactor)
                 } else {
                     _ = System.shutdown(s.fd, write: true, read: false)
                 }

@@ -247,7 +247,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         downstreams = Slab(capacity: capacity)
         exchanges = Slab(capacity: capacity)
         upstreams = Slab(capacity: capacity)
-        bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.size, slots: capacity,
+        bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.receiveLength, slots: capacity,
                           headMemory: settings.maxHeadMemoryBytes)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.
         toClient = IOVecTable(count: capacity, maxSegments: 48)

@@ -54,7 +54,7 @@ extension HTTPProxy {
         case .none(let flag):
             Log.debug("TLS connection not routed: \(flag)")
             exchanges[x].report.flags = ResponseFlags(name: flag.description) ?? []
-            closeDownstream(id, reset: false, reactor)
+            relayClose(x, reactor)
         case .upstream(let pick):
             exchanges[x].relayed = pick
             // With --upstream the pick is the listener's own upstream, whose pool has the listener's index.
@@ -63,7 +63,7 @@ extension HTTPProxy {
                     ? clusterEndpoints[Int(pick.cluster)][Int(pick.endpoint)] : -1
             guard e >= 0 else {
                 exchanges[x].report.flags = .noHealthyUpstream
-                return closeDownstream(id, reset: false, reactor)
+                return relayClose(x, reactor)
             }
             exchanges[x].attempt.endpoint = e
             pools.exchangeStarted(e)
@@ -88,17 +88,27 @@ extension HTTPProxy {
         let due = saturatingAdd(exchanges[x].lastActivity, relay.idleTimeout.nanoseconds)
         guard System.monotonicNanos() >= due else { return armExchangeTimer(x, at: due, reactor) }
         Log.debug("TLS connection idle for \(relay.idleTimeout): closing")
-        closeDownstream(id, reset: false, reactor)
+        relayClose(x, reactor)
     }
 
     /// What would answer an HTTP request with a local reply (no upstream, a connect failure, a TLS origination
-    /// failure) ends a relayed connection: closed with the reply's flag, as Envoy's TCP proxy closes.
+    /// failure) ends a relayed connection: closed with the reply's flag, as Envoy's TCP proxy closes. Once the
+    /// tunnel runs, a failure is the upstream connection breaking (a send failed): the client is reset, as the
+    /// relay resets the other side of a connection that broke.
     func relayFailed(_ x: XID, _ reply: LocalReply, _ reactor: Reactor<Backend>) {
-        let id = exchanges[x].downstream
         Log.debug("relayed TLS connection failed (\(reply.flag)): closing")
         exchanges[x].report.flags.formUnion(reply.responseFlags)
+        guard exchanges[x].request.state == .tunnel else { return relayClose(x, reactor) }
         detachUpstream(x, reusable: false, reactor)
-        closeDownstream(id, reset: false, reactor)
+        closeDownstream(exchanges[x].downstream, reset: true, reactor)
+    }
+
+    /// Tern ends a relayed connection: the upstream connection closes, and the client's is closed as an HTTP
+    /// connection is after its last response (close_notify, the write side shut, what the client still sends
+    /// read and dropped until it closes or `lingerTimeout` passes); reported once it is gone.
+    func relayClose(_ x: XID, _ reactor: Reactor<Backend>) {
+        detachUpstream(x, reusable: false, reactor)
+        lingerClose(exchanges[x].downstream, reactor)
     }
 
     /// Bytes a tunnel forwards, counted for a relayed connection (istio_tcp_*_bytes_total and its log line).

@@ -295,6 +295,15 @@ public final class ProxyServer {
             // send instead of two of each. Buffers are committed as first used (address space, not memory).
             var backendSettings = settings.backend
             if http != nil { backendSettings.bufferSize = 32 * 1024 }
+            // TLS termination: 64 KiB buffers, of which a receive fills 62 KiB, so that the four records of a
+            // buffer's worth of plaintext (and the room kept for records OpenSSL writes itself) fit one buffer: a
+            // bulk transfer then takes half as many rounds of receive, encrypt and send as with 32 KiB (one 1 GiB
+            // download: 2.5-3.0 Gbit/s with 32 KiB, 3.3-4.4 with 64 KiB, HAProxy 3.0-3.9 in the same runs;
+            // Benchmarks/README.md, "TLS"). Address space until used.
+            if tlsCell != nil {
+                backendSettings.bufferSize = 64 * 1024
+                backendSettings.receiveLength = 62 * 1024
+            }
             // TLS decrypts into, and writes records into, spare buffers: as many again as the receive buffers
             // (address space until used; with --config, a reload may bring TLS origination).
             if tlsCell != nil || originationCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }

@@ -394,11 +394,9 @@ extension HTTPProxy {
             io[slot].pendingPlain = 0
             return tlsReportSent(end, Int32(n), reactor)
         }
-        if io[slot].shutdownPending, case .client(let id) = end {
+        if io[slot].shutdownPending {
             io[slot].shutdownPending = false
-            tlsCloseNotify(end, reactor)
-            _ = System.shutdown(downstreams[id].fd, write: true, read: false)
-            return
+            return tlsShutdownWrite(end, reactor)
         }
         // A send waited for room behind these records.
         if tlsSending(end) && !io[slot].handshaking { tlsEncryptRound(end, reactor) }
@@ -446,17 +444,26 @@ extension HTTPProxy {
         tlsFlush(end, reactor)
     }
 
-    /// A lingering close's shutdown of the write side: close_notify and the shutdown now, or, with records still
-    /// in flight (the engine heard of them before they were sent), once they are sent.
-    func tlsLingerShutdown(_ id: DID, _ reactor: Reactor<Backend>) {
-        guard let tls else { return }
-        let slot = Int(id.index)
-        if tls[slot].flight >= 0 || tls[slot].socketSending || (tls[slot].fill >= 0 && tls[slot].fillLength > 0) {
-            tls[slot].shutdownPending = true
+    /// Shuts the write side of a TLS connection (a lingering close, a tunnel's half-close): after the records
+    /// still in flight or filling (the engine heard of them before they were sent), close_notify is written and
+    /// sent the same way, and the socket's write side is shut once it is on the wire. (Sent with one non-blocking
+    /// send, close_notify would be lost whenever the socket's buffer is full, as at the end of a bulk transfer.)
+    func tlsShutdownWrite(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard let io = tlsIO(end), tlsLive(end) else { return }
+        let slot = end.slot
+        if io[slot].flight >= 0 || io[slot].socketSending {
+            io[slot].shutdownPending = true
             return
         }
-        tlsCloseNotify(.client(id), reactor)
-        _ = System.shutdown(downstreams[id].fd, write: true, read: false)
+        if !io[slot].handshaking && !io[slot].closeNotifyWritten {
+            io[slot].closeNotifyWritten = true
+            _ = tlsCall(end, reactor) { $0.sessions.shutdown(slot) }
+        }
+        if io[slot].fill >= 0 && io[slot].fillLength > 0 {
+            io[slot].shutdownPending = true
+            return tlsFlush(end, reactor)
+        }
+        _ = System.shutdown(tlsFD(end), write: true, read: false)
     }
 
     /// Decrypts what the connection has into a spare buffer and hands it to the engine (or the end of the stream).
@@ -471,7 +478,7 @@ extension HTTPProxy {
         }
         var n = 0
         var step = TLSStep.wantRead
-        while n < io.pool.size {
+        while n < io.pool.receiveLength {
             step = tlsCall(end, reactor, lazy: true) { $0.read(slot, into: plain, offset: n) }
             guard case .done(let k) = step else { break }
             n += k
@@ -543,21 +550,6 @@ extension HTTPProxy {
             closeDownstream(id, reset: false, reactor)
         case .upstream(let u):
             upstreamHandshakeFailed(u, f, reactor)
-        }
-    }
-
-    /// Before the write side closes (lingering close): close_notify, sent if the socket takes it at once.
-    func tlsCloseNotify(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
-        guard let io = tlsIO(end) else { return }
-        let slot = end.slot
-        guard !io[slot].handshaking, io[slot].flight < 0, !io[slot].socketSending else { return }
-        _ = tlsCall(end, reactor) { $0.sessions.shutdown(slot) }
-        // (Had that filled a buffer and sent it, the rest must not overtake it: no close_notify then.)
-        if io[slot].fill >= 0 && io[slot].flight < 0 {
-            io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)
-            release(UInt16(io[slot].fill), reactor)
-            io[slot].fill = -1
-            io[slot].fillLength = 0
         }
     }
 

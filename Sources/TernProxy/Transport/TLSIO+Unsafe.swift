@@ -73,9 +73,10 @@ import TernTLS
         unsafe sessions.setOutput(slot, UnsafeMutableRawBufferPointer(rebasing: whole[offset...]))
     }
 
-    /// Decrypts into pooled buffer `buffer` from `offset` to its end.
+    /// Decrypts into pooled buffer `buffer` from `offset` to the most a receive would have put there (the engine
+    /// takes plaintext as received bytes).
     func read(_ slot: Int, into buffer: UInt16, offset: Int) -> TLSStep {
-        let whole = unsafe pool.mutableBytes(buffer, length: pool.size)
+        let whole = unsafe pool.mutableBytes(buffer, length: pool.receiveLength)
         return unsafe sessions.read(slot, into: UnsafeMutableRawBufferPointer(rebasing: whole[offset...]))
     }
 

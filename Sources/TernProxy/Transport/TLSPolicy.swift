@@ -101,9 +101,11 @@ struct TLSLink {
     var ended = false
     /// Plaintext encrypted for the engine's send, reported as sent once its records are on the wire.
     var pendingPlain = 0
-    /// A lingering close waits for records in flight (a ticket OpenSSL wrote): close_notify and the write side's
-    /// shutdown follow them.
+    /// The write side is to be shut (a lingering close, a tunnel's half-close) once the records before it and
+    /// the close_notify after them are on the wire (`tlsShutdownWrite`).
     var shutdownPending = false
+    /// close_notify has been written (into the fill buffer, sent as records are).
+    var closeNotifyWritten = false
     /// In the reactor's list of links to run at the next loop iteration.
     var queued = false
     /// In the reactor's list of links waiting for a spare buffer.

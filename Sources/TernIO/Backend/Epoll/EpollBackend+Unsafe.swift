@@ -72,7 +72,8 @@ import TernCore
         unsafe ev.events = EPOLLIN.rawValue | EPOLLET.rawValue
         unsafe ev.data.fd = wakeFD
         unsafe _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev)
-        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers)
+        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers,
+                             receiveLength: settings.receiveLength)
         tableSize = max(Int(min(System.openFileLimit(), 1 << 20)), 1024)
         // SAFETY: both allocations are owned until deinit; descriptor indexes are checked against tableSize.
         unsafe states = calloc(tableSize, MemoryLayout<DescriptorState>.stride)!
@@ -299,7 +300,7 @@ import TernCore
                     return
                 }
                 let r = syscallResult {
-                    unsafe Glibc.recv(fd, buffers.pointer(id), buffers.size, Int32(MSG_DONTWAIT))
+                    unsafe Glibc.recv(fd, buffers.pointer(id), buffers.receiveLength, Int32(MSG_DONTWAIT))
                 }
                 if r > 0 && w.count == 1 {
                     unsafe s.pointee.read = Waiter()

@@ -113,7 +113,8 @@ import Glibc
         unsafe _ = io_uring_register_ring_fd(ring)
 
         // Provided-buffer ring, group 0 (liburing 2.3 lacks io_uring_setup_buf_ring: allocate and register).
-        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers)
+        buffers = BufferPool(count: settings.bufferCount, size: settings.bufferSize, spare: settings.spareBuffers,
+                             receiveLength: settings.receiveLength)
         bufferRingEntries = settings.bufferCount
         var ringMemory: UnsafeMutableRawPointer? = nil
         let bytes = bufferRingEntries * Int(CTernLinux_buf_ring_entry_size())
@@ -131,7 +132,7 @@ import Glibc
         }
         let mask = io_uring_buf_ring_mask(UInt32(bufferRingEntries))
         for id in 0..<bufferRingEntries {
-            unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(UInt16(id)), UInt32(buffers.size), UInt16(id), mask, Int32(id))
+            unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(UInt16(id)), UInt32(buffers.receiveLength), UInt16(id), mask, Int32(id))
         }
         unsafe io_uring_buf_ring_advance(bufferRing, Int32(bufferRingEntries))
 
@@ -321,7 +322,7 @@ import Glibc
     public func releaseBuffer(_ id: UInt16) {
         if buffers.isSpare(id) { return buffers.putSpare(id) }
         let mask = io_uring_buf_ring_mask(UInt32(bufferRingEntries))
-        unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(id), UInt32(buffers.size), id, mask, 0)
+        unsafe io_uring_buf_ring_add(bufferRing, buffers.pointer(id), UInt32(buffers.receiveLength), id, mask, 0)
         unsafe io_uring_buf_ring_advance(bufferRing, 1)
         buffers.noteReturned()
         // -ENOBUFS ended these receives; buffers are back, so re-arm them (ENOBUFS policy).
