@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -682,10 +683,8 @@ def test_bad_ca_file_refuses_the_configuration(certs, tmp_path):
     assert "DestinationRule for localhost" in err and "/nonexistent/ca.pem" in err, err
 
 
-def test_nginx_as_the_tls_upstream(start_tern, backend, certs, tmp_path):
-    """nginx serving HTTPS with the test certificate, Tern originating SIMPLE to it with auto SNI."""
-    assert shutil.which("nginx"), "nginx is installed by Tools/scripts/setup.sh"
-    port = dead_port()
+def nginx_conf(tmp_path, server):
+    """An nginx configuration in tmp_path with one server block holding `server`; returns its path."""
     conf = tmp_path / "nginx.conf"
     conf.write_text(f"""
 daemon off; worker_processes 1; error_log {tmp_path}/error.log; pid {tmp_path}/nginx.pid;
@@ -694,32 +693,112 @@ http {{
   access_log off;
   client_body_temp_path {tmp_path}; proxy_temp_path {tmp_path}; fastcgi_temp_path {tmp_path};
   uwsgi_temp_path {tmp_path}; scgi_temp_path {tmp_path};
-  server {{
-    listen 127.0.0.1:{port} ssl; server_name localhost;
-    ssl_certificate {certs}/server-chain.crt; ssl_certificate_key {certs}/server.key; ssl_protocols TLSv1.2 TLSv1.3;
-    location / {{ return 200 "nginx:$ssl_server_name:$ssl_protocol"; }}
+  server {{{server}
   }}
 }}
 """)
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL)
-    try:
-        def up_ready():
+    return conf
+
+
+def test_nginx_as_the_tls_upstream(start_tern, backend, certs, tmp_path):
+    """nginx serving HTTPS with the test certificate, Tern originating SIMPLE to it with auto SNI."""
+    assert shutil.which("nginx"), "nginx is installed by Tools/scripts/setup.sh"
+    port = dead_port()
+    conf = nginx_conf(tmp_path, f"""
+    listen 127.0.0.1:{port} ssl; server_name localhost;
+    ssl_certificate {certs}/server-chain.crt; ssl_certificate_key {certs}/server.key; ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{ return 200 "nginx:$ssl_server_name:$ssl_protocol"; }}""")
+    with PeerProcess(["nginx", "-c", str(conf), "-p", str(tmp_path)], port):
+        up = SimpleNamespace(port=port)  # (what originating needs of an upstream)
+        t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
+        assert get(t.port, "/") == (200, b"nginx:localhost:TLSv1.3")
+
+
+class PeerProcess:
+    """A peer process (nginx, HAProxy, openssl s_server) that listens on `port`: started, waited for until it
+    accepts, stopped at the end of the with block."""
+
+    def __init__(self, cmd, port):
+        self.cmd, self.port = cmd, port
+
+    def __enter__(self):
+        self.p = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepting():
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return True
             except OSError:
                 return False
-        wait_until(up_ready, "nginx listening")
+        wait_until(accepting, f"{self.cmd[0]} listening")
+        return self
 
-        class Up:
-            pass
-        up = Up()
-        up.port = port
+    def __exit__(self, *exc):
+        self.p.terminate()
+        self.p.wait(10)
+
+
+def haproxy_conf(tmp_path, sections):
+    """An HAProxy configuration (HTTP mode, short timeouts) in tmp_path ending with `sections`; returns its path."""
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("global\n    maxconn 100\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n"
+                   "    timeout server 30s\n" + sections)
+    return cfg
+
+
+def test_haproxy_as_the_mutual_tls_upstream(start_tern, backend, certs, tmp_path):
+    """HAProxy serving HTTPS that requires a client certificate from the test CA: Tern originates MUTUAL to it,
+    and HAProxy sees Tern's client certificate and the SNI."""
+    assert shutil.which("haproxy"), "haproxy is installed by Tools/scripts/setup.sh"
+    port = dead_port()
+    pem = tmp_path / "haproxy.pem"
+    pem.write_bytes(open(os.path.join(certs, "server-chain.crt"), "rb").read() + open(os.path.join(certs, "server.key"), "rb").read())
+    cfg = haproxy_conf(tmp_path, f"""frontend fe
+    bind 127.0.0.1:{port} ssl crt {pem} ca-file {certs}/ca.crt verify required
+    http-request return status 200 content-type text/plain lf-string "haproxy:%[ssl_fc_sni]:%[ssl_c_s_dn(CN)]"
+""")
+    with PeerProcess(["haproxy", "-db", "-f", str(cfg)], port):
+        up = SimpleNamespace(port=port)  # (what originating needs of an upstream)
+        t, prom, _ = originating(start_tern, up, backend, certs, tmp_path,
+                                 "mode: MUTUAL\ncaCertificates: {certs}/ca.crt\nclientCertificate: {certs}/client.crt\n"
+                                 "privateKey: {certs}/client.key")
+        assert get(t.port, "/") == (200, b"haproxy:localhost:client")
+        assert get(t.port, "/again") == (200, b"haproxy:localhost:client")
+    assert metric(prom, "tern_tls_handshakes_total", side="upstream") == 1  # (pooled)
+
+
+def test_openssl_s_server_as_the_tls_upstream(start_tern, backend, certs, tmp_path):
+    """`openssl s_server -www` (HTTP/1.0, a body ended by its close) as the upstream Tern originates SIMPLE to:
+    its status page arrives whole, naming the TLS 1.3 session Tern made."""
+    port = dead_port()
+    with PeerProcess(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", os.path.join(certs, "server-chain.crt"),
+                      "-key", os.path.join(certs, "server.key"), "-www"], port):
+        up = SimpleNamespace(port=port)  # (what originating needs of an upstream)
         t, _, _ = originating(start_tern, up, backend, certs, tmp_path, "mode: SIMPLE\ncaCertificates: {certs}/ca.crt")
-        assert get(t.port, "/") == (200, b"nginx:localhost:TLSv1.3")
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
+        status, body = get(t.port, "/")
+    assert status == 200, body
+    assert b"</HTML>" in body.upper() and b"TLSv1.3" in body, body
+
+
+def test_nginx_as_a_tls_client_of_tern(start_tern, http_upstream, backend, certs, tmp_path):
+    """nginx in front of Tern, proxying to it over TLS with verification and SNI (`proxy_ssl_verify on`): requests
+    get through and the upstream sees X-Forwarded-Proto https."""
+    assert shutil.which("nginx"), "nginx is installed by Tools/scripts/setup.sh"
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    port = dead_port()
+    conf = nginx_conf(tmp_path, f"""
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass https://127.0.0.1:{t.port}; proxy_http_version 1.1;  # (HTTP/1.0 gets 426, as from Envoy)
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate {certs}/ca.crt;
+      proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_protocols TLSv1.3;
+    }}""")
+    with PeerProcess(["nginx", "-c", str(conf), "-p", str(tmp_path)], port):
+        for i in range(3):
+            r = httpx.get(f"http://127.0.0.1:{port}/n{i}", timeout=30, trust_env=False)
+            assert (r.status_code, r.content) == (200, f"/n{i}".encode())
+    assert [r.header("x-forwarded-proto") for r in up.requests] == ["https"] * 3
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -948,37 +1027,18 @@ def test_haproxy_as_a_tls_client_of_tern(start_tern, http_upstream, backend, cer
     up = http_upstream()
     t, prom = tls_proxy(start_tern, up, backend, certs)
     port = dead_port()
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(f"""global
-    maxconn 100
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    http-reuse always
+    cfg = haproxy_conf(tmp_path, f"""    http-reuse always
 frontend fe
     bind 127.0.0.1:{port}
     default_backend tern
 backend tern
     server tern 127.0.0.1:{t.port} ssl verify required ca-file {certs}/ca.crt sni str(localhost) alpn http/1.1
 """)
-    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def ready():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_until(ready, "haproxy listening")
+    with PeerProcess(["haproxy", "-db", "-f", str(cfg)], port):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False) as c:
             for i in range(5):
                 r = c.get(f"/h{i}")
                 assert (r.status_code, r.content) == (200, f"/h{i}".encode())
-    finally:
-        haproxy.terminate()
-        haproxy.wait(10)
     assert [r.header("x-forwarded-proto") for r in up.requests] == ["https"] * 5
     assert metric(prom, "tern_tls_handshakes_total", side="downstream") <= 2
 
