@@ -9,7 +9,9 @@ import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TERN = os.path.join(ROOT, ".build/release/tern")
+# TERN_BENCH_BIN: another build's `tern` (its `tern-engine` beside it) for an A/B against this one, paired in one
+# run by calling the script once per build between rounds; the load generator stays this tree's.
+TERN = os.environ.get("TERN_BENCH_BIN") or os.path.join(ROOT, ".build/release/tern")
 TERN_LOAD = os.path.join(ROOT, ".build/release/tern-load")
 NOFILE = 65536
 

@@ -1217,6 +1217,33 @@ def test_tcp_listener_relays_the_decrypted_stream_both_ways_with_half_closes(sta
     assert tcp_metric(prom, "istio_tcp_sent_bytes_total") == size
 
 
+@pytest.mark.parametrize("size", [300, 64 * MiB])
+def test_a_client_that_half_closes_after_its_request_gets_the_whole_response(start_tern, http_upstream, backend, certs, size):
+    """A TLS client sends its request and half-closes at once (FIN, as `nc -N` does): Tern sees the FIN only once
+    the response has gone to the engine's sends, and the close that follows waits for every record of it (the
+    engine hears of a send before its records are on the wire)."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    s = tls_stream(t.port, certs)
+    s.sendall(build_request("GET", f"/bytes/{size}"))
+    shut_write(s)
+    data = bytearray()
+    try:
+        while True:
+            # A slow reader (64 KiB every 2 ms): Tern's last records are still waiting for room when it sees the
+            # FIN; what is asserted does not depend on how slow.
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.002)
+    except ssl.SSLEOFError:
+        pass  # (the connection ends with the close; what matters is that the response is whole)
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert len(body) == size and hashlib.sha256(body).hexdigest() == stream_sha256(size)
+
+
 def test_tcp_listener_close_notify_follows_a_bulk_transfer_to_a_slow_reader(start_tern, upstream, backend, certs):
     """The upstream sends 16 MiB and closes at once; the client starts reading only after a second, so Tern's
     sends wait on a full socket when the upstream's FIN arrives: every byte still arrives, then close_notify (a

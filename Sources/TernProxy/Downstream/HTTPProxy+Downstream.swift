@@ -218,6 +218,9 @@ extension HTTPProxy {
             counters.resetsPropagated.add(1, ordering: .relaxed)
             System.setLingerReset(downstreams[id].fd)
         }
+        // A graceful close of a TLS connection first sends the records the engine was told are sent
+        // (tlsReportEarly), within the linger timeout; a reset, or the end of the drain timeout, does not wait.
+        let drain = !reset && !stopping && downstreams[id].transport == .tls && tlsUnsent(.client(id))
         downstreams[id].phase = .closing
         detachUpstream(x, reusable: false, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
@@ -227,7 +230,7 @@ extension HTTPProxy {
         let fd = downstreams[id].fd
         if downstreams[id].inflight > 0 {
             if downstreams[id].transport == .tls {
-                tlsCancel(.client(id), reactor)
+                tlsCancel(.client(id), keepSending: drain, reactor)
             } else {
                 if downstreams[id].receiving { reactor.backend.cancel(fd: fd, token: token(.clientReceive, id)) }
                 if downstreams[id].sending { reactor.backend.cancel(fd: fd, token: token(.clientSend, id)) }
@@ -237,12 +240,18 @@ extension HTTPProxy {
             }
             _ = System.shutdown(fd, write: false, read: true)
         }
+        if drain, let tls {
+            tls[Int(id.index)].draining = true
+            tlsFlush(.client(id), reactor)  // (records still filling, with none in flight: sent now)
+            downstreams[id].lingerTimer = reactor.timers.schedule(token(.lingerTimer, id), at: deadline(after: settings.lingerTimeout))
+        }
         finishDownstreamIfQuiet(id, reactor)
     }
 
     func finishDownstreamIfQuiet(_ id: DID, _ reactor: Reactor<Backend>) {
         guard downstreams[id].inflight == 0 else { return }
         let x = downstreams[id].exchange
+        cancel(&downstreams[id].lingerTimer, reactor)
         requestFinished(x)
         dropHeld(&exchanges[x].request.extras, reactor)
         dropHeld(&exchanges[x].response.extras, reactor)

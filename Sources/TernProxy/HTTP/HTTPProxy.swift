@@ -206,6 +206,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     let tls: TLSIO?
     var tlsReady: [TLSEnd] = []
     var tlsStarved: [TLSEnd] = []
+    var tlsSentEarly: [TLSEnd] = []
     /// TLS origination (DestinationRule `trafficPolicy.tls`): the client contexts of the route tables, published
     /// before each table, and this reactor's upstream sessions.
     let originations: SnapshotReader<TLSOriginations>?
@@ -228,6 +229,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if tls != nil || originations != nil {
             tlsReady.reserveCapacity(256)
             tlsStarved.reserveCapacity(256)
+            tlsSentEarly.reserveCapacity(256)
         }
         metrics = telemetry?.shards[reactorIndex]
         services = telemetry?.services
@@ -577,7 +579,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             exchangeTimerFired(x, reactor)
         default:
             let id = DID(index: token.slot, generation: token.generation)
-            guard downstreams.isCurrent(id), downstreams[id].phase != .closing else { return }
+            guard downstreams.isCurrent(id) else { return }
+            guard downstreams[id].phase != .closing else {
+                // A closing TLS connection whose records still had not gone out within the linger timeout.
+                if op == .lingerTimer {
+                    downstreams[id].lingerTimer = nil
+                    tlsCancel(.client(id), reactor)
+                }
+                return
+            }
             downstreamTimer(op, id, reactor)
         }
     }

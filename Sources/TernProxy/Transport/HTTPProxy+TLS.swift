@@ -220,7 +220,37 @@ extension HTTPProxy {
             tlsRun(end, reactor)
         }
         tlsReady.removeAll(keepingCapacity: true)
+        i = 0
+        while i < tlsSentEarly.count {
+            let end = tlsSentEarly[i]
+            i += 1
+            guard tlsLive(end), let io = tlsIO(end) else { continue }
+            io[end.slot].earlyQueued = false
+            tlsReportEarly(end, reactor)
+        }
+        tlsSentEarly.removeAll(keepingCapacity: true)
         if tls != nil { TicketKeys.shared.rotateIfDue(now: System.monotonicNanos()) }
+    }
+
+    /// A client connection's engine hears that its send is done once the records are in the flight (the kernel's
+    /// hands) with none left filling, rather than once they are on the wire: its next receive (the next buffer of
+    /// a body from the upstream) then overlaps their send, and the next round fills a second buffer meanwhile.
+    /// What could overtake the records waits for them instead: shutting the write side (`tlsShutdownWrite`) and
+    /// a graceful close (`closeDownstream` drains them, bounded by the linger timeout). Upstream connections hear
+    /// of sends on the wire only: a tunnel's close must not cut what the upstream was told is sent.
+    func tlsReportEarly(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+        guard case .client = end, let io = tlsIO(end) else { return }
+        let slot = end.slot
+        guard io[slot].pendingPlain > 0, io[slot].fill < 0, io[slot].flight >= 0 else { return }
+        let n = io[slot].pendingPlain
+        io[slot].pendingPlain = 0
+        tlsReportSent(end, Int32(n), reactor)
+    }
+
+    /// Records written and not yet on the wire.
+    func tlsUnsent(_ end: TLSEnd) -> Bool {
+        guard let io = tlsIO(end) else { return false }
+        return io[end.slot].flight >= 0 || (io[end.slot].fill >= 0 && io[end.slot].fillLength > 0)
     }
 
     func tlsStarve(_ end: TLSEnd) {
@@ -374,6 +404,15 @@ extension HTTPProxy {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
         io[slot].socketSending = false
+        if tlsClosing(end) && io[slot].draining && result > 0 {
+            // A graceful close sends what the engine was told is sent, then the connection goes.
+            io[slot].flightSent += Int(result)
+            if io[slot].flightSent < io[slot].flightLength { return tlsSendFlight(end, reactor) }
+            release(UInt16(io[slot].flight), reactor)
+            io[slot].flight = -1
+            if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+            return tlsFinishIfQuiet(end, reactor)
+        }
         if tlsClosing(end) || result < 0 {
             release(UInt16(io[slot].flight), reactor)
             io[slot].flight = -1
@@ -388,7 +427,10 @@ extension HTTPProxy {
         if io[slot].flightSent < io[slot].flightLength { return tlsSendFlight(end, reactor) }
         release(UInt16(io[slot].flight), reactor)
         io[slot].flight = -1
-        if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+        if io[slot].fill >= 0 && io[slot].fillLength > 0 {
+            tlsFlush(end, reactor)
+            return tlsReportEarly(end, reactor)
+        }
         if io[slot].pendingPlain > 0 {
             let n = io[slot].pendingPlain
             io[slot].pendingPlain = 0
@@ -438,10 +480,14 @@ extension HTTPProxy {
             }
             taken += n
         }
-        // The engine hears of the plaintext once its records are on the wire (what it does next, such as a
-        // shutdown of the write side or a close, must not overtake them).
+        // The engine hears of the plaintext once its records are on the wire, or, on a client connection, once
+        // they are all in the flight (`tlsReportEarly`: at the next loop iteration, not inside its call).
         io[slot].pendingPlain = taken
         tlsFlush(end, reactor)
+        if case .client = end, taken > 0, io[slot].fill < 0, io[slot].flight >= 0, !io[slot].earlyQueued {
+            io[slot].earlyQueued = true
+            tlsSentEarly.append(end)
+        }
     }
 
     /// Shuts the write side of a TLS connection (a lingering close, a tunnel's half-close): after the records
@@ -553,12 +599,13 @@ extension HTTPProxy {
         }
     }
 
-    /// Cancels the connection's socket operations (closing).
-    func tlsCancel(_ end: TLSEnd, _ reactor: Reactor<Backend>) {
+    /// Cancels the connection's socket operations (closing); `keepSending`: not its send (a graceful close
+    /// drains its records).
+    func tlsCancel(_ end: TLSEnd, keepSending: Bool = false, _ reactor: Reactor<Backend>) {
         guard let io = tlsIO(end) else { return }
         let fd = tlsFD(end)
         if io[end.slot].socketReceiving { reactor.backend.cancel(fd: fd, token: tlsToken(end, receive: true)) }
-        if io[end.slot].socketSending { reactor.backend.cancel(fd: fd, token: tlsToken(end, receive: false)) }
+        if io[end.slot].socketSending && !keepSending { reactor.backend.cancel(fd: fd, token: tlsToken(end, receive: false)) }
     }
 
     /// Frees the session and the buffers its link holds (no operation is in flight any more).

@@ -106,6 +106,11 @@ struct TLSLink {
     var shutdownPending = false
     /// close_notify has been written (into the fill buffer, sent as records are).
     var closeNotifyWritten = false
+    /// In the reactor's list of client connections whose engine hears of its send before the records are on the
+    /// wire (`tlsReportEarly`).
+    var earlyQueued = false
+    /// A graceful close waits for the records the engine was told are sent (`closeDownstream`).
+    var draining = false
     /// In the reactor's list of links to run at the next loop iteration.
     var queued = false
     /// In the reactor's list of links waiting for a spare buffer.
