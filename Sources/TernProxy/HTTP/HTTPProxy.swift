@@ -340,7 +340,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             stopping = true
             draining = true
             acceptor.closeAll(reactor)
-            downstreams.forEachID { closeDownstream($0, reset: false, reactor) }
+            downstreams.forEachID {
+                // (Those already closing may be draining records: the stop does not wait for them.)
+                if downstreams[$0].phase == .closing { tlsStopDraining($0, reactor) }
+                closeDownstream($0, reset: false, reactor)
+            }
             upstreams.forEachID { closeUpstream($0, reactor) }
         }
         if let m = metrics {
@@ -584,7 +588,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 // A closing TLS connection whose records still had not gone out within the linger timeout.
                 if op == .lingerTimer {
                     downstreams[id].lingerTimer = nil
-                    tlsCancel(.client(id), reactor)
+                    tlsStopDraining(id, reactor)
                 }
                 return
             }

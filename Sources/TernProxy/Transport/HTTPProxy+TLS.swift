@@ -247,6 +247,14 @@ extension HTTPProxy {
         tlsReportSent(end, Int32(n), reactor)
     }
 
+    /// Stops a graceful close's drain (its linger timeout passed, or the process stops): the send is cancelled
+    /// and the connection goes once it completes.
+    func tlsStopDraining(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard let tls, downstreams[id].transport == .tls, tls[Int(id.index)].draining else { return }
+        tls[Int(id.index)].draining = false
+        tlsCancel(.client(id), reactor)
+    }
+
     /// Records written and not yet on the wire.
     func tlsUnsent(_ end: TLSEnd) -> Bool {
         guard let io = tlsIO(end) else { return false }
@@ -411,6 +419,12 @@ extension HTTPProxy {
             release(UInt16(io[slot].flight), reactor)
             io[slot].flight = -1
             if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+            if io[slot].shutdownPending && !io[slot].closeNotifyWritten && !io[slot].handshaking {
+                // The write side was to be shut after these records (a tunnel's half-close): close_notify first.
+                io[slot].closeNotifyWritten = true
+                _ = tlsCall(end, reactor) { $0.sessions.shutdown(slot) }
+                if io[slot].fill >= 0 && io[slot].fillLength > 0 { return tlsFlush(end, reactor) }
+            }
             return tlsFinishIfQuiet(end, reactor)
         }
         if tlsClosing(end) || result < 0 {
@@ -589,7 +603,13 @@ extension HTTPProxy {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
         counters.tls.failed(end.side, f.reason)
-        if io[slot].flight < 0 { io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength) }
+        if io[slot].flight < 0 && io[slot].fill >= 0 {
+            // The alert, if the socket takes it now; the close that follows does not send it again.
+            io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)
+            release(UInt16(io[slot].fill), reactor)
+            io[slot].fill = -1
+            io[slot].fillLength = 0
+        }
         switch end {
         case .client(let id):
             Log.debug("TLS handshake with a client failed (\(f.reason.rawValue)): \(f.detail)")
