@@ -1220,8 +1220,8 @@ def test_tcp_listener_relays_the_decrypted_stream_both_ways_with_half_closes(sta
 @pytest.mark.parametrize("size", [300, 64 * MiB])
 def test_a_client_that_half_closes_after_its_request_gets_the_whole_response(start_tern, http_upstream, backend, certs, size):
     """A TLS client sends its request and half-closes at once (FIN, as `nc -N` does): Tern sees the FIN only once
-    the response has gone to the engine's sends, and the close that follows waits for every record of it (the
-    engine hears of a send before its records are on the wire)."""
+    the response has gone to the engine's sends (which hear of a send before its records are on the wire), and
+    the client still gets every byte of the response."""
     up = http_upstream()
     t, _ = tls_proxy(start_tern, up, backend, certs)
     s = tls_stream(t.port, certs)
@@ -1230,13 +1230,10 @@ def test_a_client_that_half_closes_after_its_request_gets_the_whole_response(sta
     data = bytearray()
     try:
         while True:
-            # A slow reader (64 KiB every 2 ms): Tern's last records are still waiting for room when it sees the
-            # FIN; what is asserted does not depend on how slow.
             chunk = s.recv(1 << 16)
             if not chunk:
                 break
             data += chunk
-            time.sleep(0.002)
     except ssl.SSLEOFError:
         pass  # (the connection ends with the close; what matters is that the response is whole)
     head, _, body = bytes(data).partition(b"\r\n\r\n")
@@ -1245,15 +1242,14 @@ def test_a_client_that_half_closes_after_its_request_gets_the_whole_response(sta
 
 
 def test_tcp_listener_close_notify_follows_a_bulk_transfer_to_a_slow_reader(start_tern, upstream, backend, certs):
-    """The upstream sends 16 MiB and closes at once; the client starts reading only after a second, so Tern's
-    sends wait on a full socket when the upstream's FIN arrives: every byte still arrives, then close_notify (a
-    FIN without it would raise SSLEOFError here)."""
+    """The upstream sends 16 MiB and closes at once, faster than the client (Python's ssl) reads, so Tern's sends
+    wait on a full socket when the upstream's FIN arrives: every byte still arrives, then close_notify (a FIN
+    without it would raise SSLEOFError here)."""
     size = 16 * MiB
     up = upstream(hashing_sender(size))
     t, _ = tcp_tls_proxy(start_tern, up, backend, certs)
     s = tls_stream(t.port, certs)
     shut_write(s)
-    time.sleep(1)  # (lets the sends back up; what is asserted does not depend on how long)
     got = hashlib.sha256()
     n = 0
     while True:
@@ -1312,6 +1308,7 @@ def test_tcp_listener_mutual_tls_metrics_and_access_log(start_tern, upstream, ba
     wait_until(lambda: tcp_metric(prom, "istio_tcp_connections_closed_total", "mutual_tls") == 1, "closed, mutual_tls")
     assert tcp_metric(prom, "istio_tcp_connections_opened_total", "none") == 0
     assert up.connections == 1
+    # The refused handshake was counted before this connection opened: a line of its own would come first.
     [line] = access_log(str(log), 1)
     assert line["protocol"] is None  # (Envoy logs "-" for TCP)
     assert (line["bytes_received"], line["bytes_sent"]) == (4000, 4000)
@@ -1319,8 +1316,6 @@ def test_tcp_listener_mutual_tls_metrics_and_access_log(start_tern, upstream, ba
     assert line["requested_server_name"] == "localhost"
     assert line["downstream_tls_version"] == "TLSv1.3"
     assert line["downstream_tls_cipher"].startswith("TLS_")
-    time.sleep(0.3)  # (no second line comes for the refused handshake)
-    assert len(access_log(str(log), 2, timeout=0.5)) == 1
 
 
 def test_tcp_listener_plaintext_and_an_unreachable_upstream_are_closed(start_tern, upstream, backend, certs, tmp_path):
@@ -1408,6 +1403,26 @@ def test_tcp_listener_with_config_routes_by_the_virtual_services_tcp_route(start
     assert {l["upstream_cluster"] for l in tcp} == {f"outbound|{port}|v2|echo.shop.svc.cluster.local"}
     # (The TCP connections reuse the HTTP connection's slot: nothing of its request shows in their lines.)
     assert {(l["method"], l["path"], l["response_code"]) for l in tcp} == {(None, None, 0)}
+
+
+def test_tcp_listener_on_a_port_routed_by_sni_routes_by_the_handshakes_name(start_tern, upstream, backend, certs, tmp_path):
+    """A TLS-terminating TCP listener on a port that routes by server name (SNI_CONFIG: a ServiceEntry port with
+    protocol TLS, a VirtualService tls route): the name the client sent in its handshake picks the upstream, which
+    gets the decrypted bytes."""
+    a, b = upstream(tagged(b"A")), upstream(tagged(b"B"))
+    port = dead_port()
+    config = tmp_path / "sni.yaml"
+    config.write_text(SNI_CONFIG.format(port=port, a=a.port, b=b.port))
+    start_tern("--listen", f"tcp:127.0.0.1:{port}", "--config", str(config), "--io-backend", backend, "--cores", "1",
+               "--admin", "off", "--health", "off", "--prometheus", "off",
+               "--tls-cert", os.path.join(certs, "server-chain.crt"), "--tls-key", os.path.join(certs, "server.key"))
+    for name, tag in (("a.example.com", b"A"), ("x.b.example.com", b"B"), ("localhost", b"B")):
+        s = tls_stream(port, certs, name=name)
+        assert s.recv(1) == tag
+        s.sendall(b"plain")
+        assert s.recv(5) == b"plain"
+        s.close()
+    assert (a.connections, b.connections) == (1, 2)
 
 
 TCP_ORIGINATION = """\

@@ -25,7 +25,6 @@ extension HTTPProxy {
     func relayAccepted(_ id: DID, _ reactor: Reactor<Backend>) {
         let x = downstreams[id].exchange
         downstreams[id].relaysTCP = true
-        downstreams[id].spoke = true
         exchanges[x].headStart = System.monotonicNanos()
         beginExchange(x)
         // The slot may have carried an HTTP request before: its values must not show in this connection's line.
