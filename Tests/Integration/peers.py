@@ -4,6 +4,7 @@ Each server records what it saw so tests can assert on the upstream's view of th
 """
 import asyncio
 import hashlib
+import random
 import socket
 import struct
 import threading
@@ -153,10 +154,28 @@ async def hold(reader, writer, up):
         pass
 
 
+def free_port(wildcard=False):
+    """A port nothing listens on, for Tern to bind (an --admin, --health or --prometheus address, a listener a
+    configuration names) or to be refused at. Taken from below the kernel's ephemeral range: a port from bind(0) is
+    an ephemeral one, and before Tern binds it any client connection on the machine may take it as its local port
+    (a CI run failed on EADDRINUSE for --health this way). With `wildcard`, free on 0.0.0.0 and [::] too."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        try:
+            if wildcard:
+                with socket.socket(socket.AF_INET) as a, socket.socket(socket.AF_INET6) as b:
+                    a.bind(("0.0.0.0", port))
+                    b.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    b.bind(("::", port))
+            else:
+                with socket.socket() as a:
+                    a.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def dead_port():
     """A loopback port nothing listens on (connections to it are refused)."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+    return free_port()

@@ -10,9 +10,8 @@ import pytest
 
 from conftest import Tern
 from http_peers import HttpUpstream
-from peers import Upstream, echo, dead_port
+from peers import Upstream, echo, dead_port, free_port
 from test_access_log import wait_lines
-from test_tcp_routing import free_port
 from test_telemetry import families, samples, side_args, side_ports
 
 

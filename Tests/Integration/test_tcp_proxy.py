@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, Tern, tern_bin
-from peers import echo, hashing_sender, hold, reset_after, stream_bytes, stream_sha256
+from peers import dead_port, echo, hashing_sender, hold, reset_after, stream_bytes, stream_sha256
 
 
 def proxy(start_tern, up, backend, *extra, **kw):
@@ -107,11 +107,7 @@ def test_half_close_keeps_the_other_direction_open(start_tern, upstream, backend
 
 
 def test_upstream_refusing_closes_client_promptly(start_tern, backend):
-    # A port nothing listens on: bind and close to learn a free one.
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    dead = probe.getsockname()[1]
-    probe.close()
+    dead = dead_port()
     t = start_tern("--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{dead}", "--io-backend", backend)
     s = connect(t.port, timeout=10)
     start = time.time()
@@ -607,10 +603,7 @@ def test_slow_reader_bounds_what_is_in_flight(start_tern, backend):
 
 def test_a_full_stderr_never_stalls_the_proxy(upstream, backend):
     """Logs go to a bounded queue: with stderr a pipe nobody reads, Tern drops lines and keeps relaying."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    dead = probe.getsockname()[1]
-    probe.close()
+    dead = dead_port()
     up = upstream(echo)
     proc = subprocess.Popen([tern_bin(), "proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{dead}",
                              "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,

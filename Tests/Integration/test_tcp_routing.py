@@ -1,14 +1,13 @@
 """`tern proxy --config` without `--http`: TCP connections relayed as Istio's VirtualService `tcp` routes say, with
 the listener's port as the destination port, to real echo upstreams through the splice relay."""
 import signal
-import random
 import socket
 import time
 
 import pytest
 
 from conftest import Tern
-from peers import Upstream, echo
+from peers import Upstream, echo, free_port
 
 # The echo service, its subsets v1 and v2, and its VirtualService up to the tcp routes.
 SERVICE = """\
@@ -59,28 +58,8 @@ def tagged(tag):
     return behaviour
 
 
-def free_port():
-    """A port nothing listens on now (the configuration must name the listener's port before Tern binds it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def free_wildcard_port():
-    """A port free on 0.0.0.0 and [::], from below the kernel's ephemeral range (32768-60999 here): a wildcard
-    bind fails on a port any socket uses on any address, and a port from bind(0) may meanwhile become the local
-    port of some client connection (this made the wildcard test fail about one run in four)."""
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    for port in random.sample(range(max(1024, low - 12000), low), 200):
-        try:
-            with socket.socket(socket.AF_INET) as a, socket.socket(socket.AF_INET6) as b:
-                a.bind(("0.0.0.0", port))
-                b.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                b.bind(("::", port))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port below the ephemeral range")
+    return free_port(wildcard=True)
 
 
 def exchange(port, payload=b"ping", host="127.0.0.1"):
