@@ -116,7 +116,8 @@ struct ConfigValidator {
             case .virtualService(let vs):
                 if !vs.gateways.isEmpty, !vs.gateways.contains("mesh") { continue }  // not for sidecars
                 for (h, mark) in zip(vs.hosts, vs.hostMarks) {
-                    if let first = routeOwner[h] {
+                    // (A host the VirtualService names twice is an error of its own.)
+                    if let first = routeOwner[h], first != r.label {
                         out.append(Diagnostic(.warning, file: r.file, line: mark.line, resource: r.label, path: mark.path,
                                               message: "host \(h) is already routed by \(first); this VirtualService is not used for it"))
                     } else {

@@ -24,16 +24,80 @@ public enum YAMLReader {
                                  expansion: inout YAMLExpansion) throws(YAMLError) -> [YAMLDocument] {
         var bytes = Array(text.utf8)
         if bytes.isEmpty { return [] }
+        // An unquoted IPv6 address ending in `::` inside a flow list (`addresses: [2001:db8::]`) is a plain scalar to
+        // Go's YAML parser, which Istio users write for, and an error to libyaml (a `:` before `]` or `,` ends a
+        // plain scalar there). Each such scalar libyaml stops at is quoted and the text read again; quoting adds no
+        // line, so every line number stays the one written.
+        let start = expansion
+        for _ in 0..<64 {
+            var attempt = start
+            switch parse(&bytes, file: file, expansion: &attempt) {
+            case .success(let documents):
+                expansion = attempt
+                return documents
+            case .failure(let failure):
+                guard let quote = failure.ipv6Scalar else { throw failure.error }
+                bytes.insert(UInt8(ascii: "\""), at: quote.upperBound)
+                bytes.insert(UInt8(ascii: "\""), at: quote.lowerBound)
+            }
+        }
+        throw YAMLError(file: file, line: 1, message: "YAML: too many unquoted IPv6 addresses in flow lists; quote them")
+    }
+
+    struct Failure: Error {
+        var error: YAMLError
+        /// The byte range of an unquoted IPv6 address libyaml stopped in, to be quoted.
+        var ipv6Scalar: Range<Int>?
+    }
+
+    /// The bytes of the IPv6 address in plain style that starts at `start` when libyaml stopped at a `:` in it
+    /// (`at`), or nil: hexadecimal digits, colons and dots, with at least two colons, up to a flow indicator,
+    /// a space or the end.
+    static func ipv6Scalar(_ bytes: [UInt8], start: Int, at: Int) -> Range<Int>? {
+        guard start >= 0, start <= at, at < bytes.count else { return nil }
+        var end = start
+        var colons = 0
+        while end < bytes.count {
+            let b = bytes[end]
+            if b == UInt8(ascii: ":") {
+                colons += 1
+            } else if !(b == UInt8(ascii: ".") || (b >= 48 && b <= 57) || (b | 0x20 >= 97 && b | 0x20 <= 102)) {
+                break
+            }
+            end += 1
+        }
+        guard end > at, colons >= 2, end - start <= 45 else { return nil }
+        if end < bytes.count, ![UInt8(ascii: "]"), UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: " "),
+                                UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t")].contains(bytes[end]) {
+            return nil
+        }
+        return start..<end
+    }
+
+    /// The offset in UTF-8 `bytes` of the character at index `character`.
+    static func byteOffset(_ bytes: [UInt8], character: Int) -> Int {
+        var seen = -1
+        for (i, b) in bytes.enumerated() where b & 0xC0 != 0x80 {
+            seen += 1
+            if seen == character { return i }
+        }
+        return bytes.count
+    }
+
+    private static func parse(_ bytes: inout [UInt8], file: String,
+                              expansion: inout YAMLExpansion) -> Result<[YAMLDocument], Failure> {
         // SAFETY: the parser struct lives on this frame until yaml_parser_delete below; it is zeroed here and
         // initialised by libyaml before any other use.
         var parser = unsafe yaml_parser_t()
         guard unsafe yaml_parser_initialize(&parser) == 1 else {
-            throw YAMLError(file: file, line: 1, message: "cannot initialise the YAML parser")
+            return .failure(Failure(error: YAMLError(file: file, line: 1, message: "cannot initialise the YAML parser")))
         }
         // SAFETY: deletes what yaml_parser_initialize set up, once.
         defer { unsafe yaml_parser_delete(&parser) }
         var builder = Builder(file: file, expansion: expansion)
         defer { expansion = builder.expansion }
+        var ipv6: Range<Int>? = nil
+        let scanned = bytes
         let result: Result<Void, YAMLError> = unsafe bytes.withUnsafeMutableBufferPointer { buffer in
             // SAFETY: `buffer` stays valid for the whole closure, which is the whole parse; libyaml only reads it.
             unsafe yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
@@ -47,6 +111,12 @@ public enum YAMLReader {
                     let problem = unsafe parser.problem.map { unsafe String(cString: $0) } ?? "syntax error"
                     var context = ""
                     if let c = unsafe parser.context { context = " " + (unsafe String(cString: c)) }
+                    if problem == "found unexpected ':'" && context == " while scanning a plain scalar" {
+                        // SAFETY: plain integer fields of the marks libyaml set with the error.
+                        // libyaml's mark index counts characters, not bytes.
+                        ipv6 = Self.ipv6Scalar(scanned, start: Self.byteOffset(scanned, character: Int(unsafe parser.context_mark.index)),
+                                               at: Self.byteOffset(scanned, character: Int(unsafe parser.problem_mark.index)))
+                    }
                     return .failure(YAMLError(file: file, line: line, message: "YAML: \(problem)\(context)"))
                 }
                 // SAFETY: the event was filled by a successful yaml_parser_parse; it is deleted once, after its
@@ -95,8 +165,8 @@ public enum YAMLReader {
                 }
             }
         }
-        if case .failure(let e) = result { throw e }
-        return builder.documents
+        if case .failure(let e) = result { return .failure(Failure(error: e, ipv6Scalar: ipv6)) }
+        return .success(builder.documents)
     }
 }
 

@@ -212,7 +212,7 @@ import Testing
             metadata: {name: ext, namespace: n}
             spec:
               hosts: [api.example.com]
-              addresses: [10.1.0.0/16]
+              addresses: [10.1.0.1]
               location: MESH_INTERNAL
               ports: [{number: 443, name: https, protocol: TLS, targetPort: 8443}]
               resolution: DNS

@@ -115,7 +115,17 @@ import Testing
         #expect(cluster(t, "elsewhere.test") == "outbound|443||fallback.internal")
     }
 
-    @Test func wildcardHostsWithoutEndpointsOfTheirOwnAreNotRoutedAndNothingAsksDNSForThePattern() throws {
+    @Test func wildcardHostsNeedEndpointsOfTheirOwnAndNothingAsksDNSForThePattern() throws {
+        // Istio refuses a wildcard host under DNS resolution without endpoints (the pattern cannot be resolved).
+        #expect(diagnostics("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: dns, namespace: ns}
+            spec:
+              hosts: ["*.dns.example.com"]
+              ports: [{number: 443, name: tls, protocol: TLS}]
+              resolution: DNS
+            """) == ["f.yaml:5: ServiceEntry ns/dns: spec.hosts[0]: a wildcard host needs endpoints with resolution DNS (the host itself is resolved)"])
         let t = try compile("""
             apiVersion: networking.istio.io/v1
             kind: ServiceEntry
@@ -124,6 +134,7 @@ import Testing
               hosts: ["*.dns.example.com"]
               ports: [{number: 443, name: tls, protocol: TLS}, {number: 8443, name: tls2, protocol: TLS}]
               resolution: DNS
+              endpoints: [{address: backend.dns.example.com}]
             ---
             apiVersion: networking.istio.io/v1
             kind: ServiceEntry
@@ -135,7 +146,7 @@ import Testing
               endpoints: [{address: 10.0.0.7}]
 
             """, namespace: "ns")
-        #expect(cluster(t, "a.dns.example.com") == nil)
+        #expect(cluster(t, "a.dns.example.com") == "outbound|443||*.dns.example.com")
         #expect(!t.dnsNames.contains { $0.hasPrefix("*") }, "\(t.dnsNames)")
         #expect(cluster(t, "a.twice.example.com") == "outbound|443||*.twice.example.com")
         #expect(cluster(t, "a.twice.example.com", port: 8443) == "outbound|8443||*.twice.example.com")

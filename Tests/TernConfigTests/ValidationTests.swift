@@ -83,8 +83,9 @@ import Testing
         ("apiVersion: networking.istio.io/v1\nkind: Ingress\nmetadata: {name: x}\n",
          ["f.yaml:2: kind: unsupported kind \"Ingress\" for networking.istio.io/v1"]),
         // fault percentage range, consistent hash with two keys
-        (vsHead + "  http:\n  - directResponse: {status: 200}\n    fault: {delay: {fixedDelay: 5s, percentage: {value: 101}}}\n",
-         ["f.yaml:8: VirtualService ns/r: spec.http[0].fault.delay.percentage.value: must be between 0 and 100, got 101"]),
+        (vsHead + "  http:\n  - route: [{destination: {host: r}}]\n    fault: {delay: {fixedDelay: 5s, percentage: {value: 101}}}\n",
+         ["f.yaml:7: warning: VirtualService ns/r: spec.http[0].route[0].destination.host: no ServiceEntry declares host r.ns.svc.cluster.local; requests routed here get 503 (NC)",
+          "f.yaml:8: VirtualService ns/r: spec.http[0].fault.delay.percentage.value: must be between 0 and 100, got 101"]),
         ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: d\n  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: a, useSourceIp: true}\n",
          ["f.yaml:5: warning: DestinationRule default/d: spec.host: no ServiceEntry declares host d.default.svc.cluster.local; this rule applies to nothing yet",
           "f.yaml:8: DestinationRule default/d: spec.trafficPolicy.loadBalancer.consistentHash: httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName are mutually exclusive"]),
