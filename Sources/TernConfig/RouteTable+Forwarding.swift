@@ -25,6 +25,13 @@ public final class Forwarding: Sendable {
         public var brokenRegex: Bool
         /// The route rewrites the authority (`rewrite.authority`: a "host" line among `requestLines`).
         public var rewritesHost: Bool
+        /// The route's `timeout` in nanoseconds: -1 when it sets none (the proxy's default applies), 0 for no
+        /// timeout at all.
+        public var timeout: Int64
+        /// The route's `fault` (empty: none).
+        public var fault: FaultFacts
+        /// The route's `retries`, or Istio's mesh default when it has none.
+        public var retry: RetryFacts
         var ports: Range<Int>
 
         public var editsRequest: Bool { !requestLines.isEmpty || !requestDrops.isEmpty }
@@ -42,6 +49,8 @@ public final class Forwarding: Sendable {
 
     public let bytes: [UInt8]
     public let names: [Range<Int>]
+    /// The status codes of `retryOn` lists, in `RetryFacts.codes` ranges.
+    public let retriableCodes: [UInt16]
     public let entries: [Entry]
     /// (service port, cluster index) of every entry, in `Entry.ports` ranges.
     let ports: [(port: UInt16, cluster: Int32)]
@@ -75,6 +84,7 @@ public final class Forwarding: Sendable {
         }
         bytes = b.bytes
         names = b.names
+        retriableCodes = b.codes
         entries = b.entries
         ports = b.ports
         self.firstRoute = firstRoute
@@ -128,6 +138,29 @@ public final class Forwarding: Sendable {
     }
 
     private struct Builder {
+        var codes: [UInt16] = []
+
+        mutating func retry(_ r: HTTPRetry?) -> RetryFacts {
+            guard let r else { return .meshDefault }
+            // `attempts: 0`: Istio sets no retry policy at all.
+            guard r.attempts > 0 else { return .none }
+            var f = RetryFacts(retries: Int32(clamping: r.attempts), on: [], codes: 0..<0)
+            let start = codes.count
+            for token in r.retryOn {
+                if let code = UInt16(token) {
+                    codes.append(code)
+                    f.on.insert(.retriableStatusCodes)  // as Istio adds it for a status code in the list
+                } else if let on = RetryOn.named[token] {
+                    f.on.insert(on)
+                }
+            }
+            f.codes = start..<codes.count
+            if let t = r.perTryTimeout { f.perTryTimeout = t.nanoseconds }
+            f.ignorePreviousHosts = r.retryIgnorePreviousHosts ?? true
+            if let b = r.backoff { f.backoffBase = b.nanoseconds }
+            return f
+        }
+
         var bytes: [UInt8] = []
         var names: [Range<Int>] = []
         var entries: [Entry] = []
@@ -162,6 +195,9 @@ public final class Forwarding: Sendable {
                          regex: route.uriRegexRewrite != nil,
                          brokenRegex: route.rewrite?.uriRegexRewrite != nil && route.uriRegexRewrite == nil,
                          rewritesHost: route.rewrite?.authority != nil,
+                         timeout: route.timeout.map { Int64(clamping: $0.nanoseconds) } ?? -1,
+                         fault: FaultFacts(route.fault),
+                         retry: retry(route.retries),
                          ports: start..<ports.count)
         }
 
@@ -189,5 +225,127 @@ public final class Forwarding: Sendable {
             bytes.append(contentsOf: n.utf8.map(asciiLower))
             names.append(start..<bytes.count)
         }
+    }
+}
+
+/// A route's fault injection (VirtualService `fault`) as trivial values, read per request: each fault fires for
+/// `perMillion` requests in a million, as Istio hands Envoy a percentage (value × 10,000 over a million).
+public struct FaultFacts: Sendable, Equatable {
+    /// `delay.fixedDelay` in nanoseconds, and how often it applies.
+    public var delay: UInt64 = 0
+    public var delayPerMillion: UInt32 = 0
+    /// `abort.httpStatus` (200 with a gRPC status, as Envoy answers those), the gRPC status code (-1: none), and
+    /// how often it applies.
+    public var abortStatus = 0
+    public var abortGrpc = -1
+    public var abortPerMillion: UInt32 = 0
+
+    public var isEmpty: Bool { delayPerMillion == 0 && abortPerMillion == 0 }
+
+    public init() {}
+
+    init(_ fault: HTTPFaultInjection?) {
+        guard let fault else { return }
+        if let d = fault.delay {
+            delay = d.fixedDelay.nanoseconds
+            delayPerMillion = Self.perMillion(d.percentage)
+        }
+        if let a = fault.abort {
+            if let s = a.httpStatus {
+                abortStatus = s
+            } else if let g = a.grpcStatus, let code = Self.grpcCodes.firstIndex(of: g) {
+                abortStatus = 200
+                abortGrpc = code
+            }
+            if abortStatus != 0 { abortPerMillion = Self.perMillion(a.percentage) }
+        }
+    }
+
+    /// Istio's conversion of a percentage (nil: 0 %) to parts per million.
+    static func perMillion(_ percentage: Double?) -> UInt32 {
+        guard let p = percentage, p > 0 else { return 0 }
+        return UInt32(min(p, 100) * 10_000)
+    }
+
+    /// gRPC status names by code.
+    public static let grpcCodes = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    ]
+}
+
+/// What a route retries on (Envoy's `retry_on` policies, as Istio writes `retryOn`).
+public struct RetryOn: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    public static let serverError = RetryOn(rawValue: 1 << 0)  // 5xx
+    public static let gatewayError = RetryOn(rawValue: 1 << 1)
+    public static let reset = RetryOn(rawValue: 1 << 2)
+    public static let resetBeforeRequest = RetryOn(rawValue: 1 << 3)
+    public static let connectFailure = RetryOn(rawValue: 1 << 4)
+    public static let retriable4xx = RetryOn(rawValue: 1 << 5)
+    public static let refusedStream = RetryOn(rawValue: 1 << 6)
+    public static let retriableStatusCodes = RetryOn(rawValue: 1 << 7)
+    /// Accepted for parity; it matches nothing: Istio gives no header list to match (a warning says so).
+    public static let retriableHeaders = RetryOn(rawValue: 1 << 8)
+    public static let envoyRateLimited = RetryOn(rawValue: 1 << 9)
+    /// HTTP/3 only: matches nothing here.
+    public static let http3PostConnectFailure = RetryOn(rawValue: 1 << 10)
+    public static let grpcCancelled = RetryOn(rawValue: 1 << 11)
+    public static let grpcDeadlineExceeded = RetryOn(rawValue: 1 << 12)
+    public static let grpcResourceExhausted = RetryOn(rawValue: 1 << 13)
+    public static let grpcInternal = RetryOn(rawValue: 1 << 14)
+    public static let grpcUnavailable = RetryOn(rawValue: 1 << 15)
+
+    public static let named: [String: RetryOn] = [
+        "5xx": .serverError, "gateway-error": .gatewayError, "reset": .reset, "reset-before-request": .resetBeforeRequest,
+        "connect-failure": .connectFailure, "retriable-4xx": .retriable4xx, "refused-stream": .refusedStream,
+        "retriable-status-codes": .retriableStatusCodes, "retriable-headers": .retriableHeaders,
+        "envoy-ratelimited": .envoyRateLimited, "http3-post-connect-failure": .http3PostConnectFailure,
+        "cancelled": .grpcCancelled, "deadline-exceeded": .grpcDeadlineExceeded,
+        "resource-exhausted": .grpcResourceExhausted, "internal": .grpcInternal, "unavailable": .grpcUnavailable,
+    ]
+
+    /// The gRPC statuses (by code) a response head may be retried on.
+    public static let grpc: RetryOn = [.grpcCancelled, .grpcDeadlineExceeded, .grpcResourceExhausted, .grpcInternal, .grpcUnavailable]
+}
+
+/// A route's retry policy as trivial values, read per request (Envoy's router retry semantics).
+public struct RetryFacts: Sendable, Equatable {
+    /// Retries after the first try (Istio's `attempts`); 0: none.
+    public var retries: Int32
+    public var on: RetryOn
+    /// The route's retriable status codes: a range of `Forwarding.retriableCodes`.
+    public var codes: Range<Int>
+    /// `perTryTimeout` in nanoseconds (0: none: the route's timeout alone bounds each try).
+    public var perTryTimeout: UInt64 = 0
+    /// `retryIgnorePreviousHosts` (Istio's default true): a retry goes to another endpoint when one exists.
+    public var ignorePreviousHosts = true
+    /// The back-off base interval (Envoy's 25 ms unless `backoff` sets it): retry N waits a uniformly random time
+    /// in [0, (2^N - 1) × base), at most 10 × base.
+    public var backoffBase: UInt64 = 25_000_000
+
+    public init(retries: Int32, on: RetryOn, codes: Range<Int>) {
+        self.retries = retries
+        self.on = on
+        self.codes = codes
+    }
+
+    /// Istio's mesh default when a route has no `retries`: 2 retries on
+    /// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` (with no status codes).
+    /// No retries (`--upstream`, no route).
+    public static let none = RetryFacts(retries: 0, on: [], codes: 0..<0)
+
+    public static let meshDefault = RetryFacts(retries: 2, on: [.connectFailure, .refusedStream, .grpcUnavailable, .grpcCancelled,
+                                                                .retriableStatusCodes], codes: 0..<0)
+
+    /// The wait before retry `n` (1 for the first retry) from a uniformly random `random`.
+    public func backoff(retry n: Int, random: UInt64) -> UInt64 {
+        let cap = backoffBase &* 10
+        let shift = min(n, 20)
+        let window = min(cap, ((UInt64(1) << UInt64(shift)) - 1) &* backoffBase)
+        return window == 0 ? 0 : random % window
     }
 }

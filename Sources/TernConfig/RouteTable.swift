@@ -250,6 +250,14 @@ public enum LoadBalancingPolicy: Sendable {
     case random
     case ringHash(key: HashSource, ring: HashRing)
     case maglev(key: HashSource, table: MaglevTable)
+
+    /// Ring hash or maglev: the endpoint follows from the request (a retry does not look for another).
+    public var hashesConsistently: Bool {
+        switch self {
+        case .ringHash, .maglev: true
+        case .leastRequest, .roundRobin, .random: false
+        }
+    }
 }
 
 /// What a consistent hash is computed from, with names as the bytes requests are compared with.

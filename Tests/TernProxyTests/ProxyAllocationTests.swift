@@ -62,6 +62,7 @@ private enum RigSockets {
 
 private let body = String(repeating: "x", count: 100)
 private let upstreamResponse = Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
+private let unavailableResponse = Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
 
 /// Tern's HTTP proxy on a reactor thread between this thread (the client) and an upstream thread.
 private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
@@ -74,7 +75,9 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     private let handler: CountingHandler<HTTPProxy<B>>
     var buffer = [UInt8](repeating: 0, count: 65536)
 
-    init(counter: MallocCounter?, routed: Bool, telemetry telemetryOn: Bool) throws {
+    /// `failEveryOther`: the upstream answers every other request 503 (the route retries on 5xx, so each client
+    /// request still gets a 200, half of them after a retry).
+    init(counter: MallocCounter?, routed: Bool, telemetry telemetryOn: Bool, failEveryOther: Bool = false) throws {
         let (ul, ua) = try RigSockets.listener()
         upstreamListener = ul
         let (pl, pa) = try RigSockets.listener()
@@ -83,6 +86,7 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         // each complete request head (requests carry no body) with the 100-byte response.
         threads.append(ReactorThread.start(name: "test-upstream") {
             var buf = [UInt8](repeating: 0, count: 65536)
+            var answered = 0
             while true {
                 let fd = accept(ul, nil, nil)
                 if fd < 0 {
@@ -99,7 +103,9 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
                     var i = 3
                     while i < have {
                         if buf[i] == 10 && buf[i - 1] == 13 && buf[i - 2] == 10 && buf[i - 3] == 13 {
-                            _ = upstreamResponse.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                            answered += 1
+                            let response = failEveryOther && answered % 2 == 1 ? unavailableResponse : upstreamResponse
+                            _ = response.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
                             start = i + 1
                             i += 4
                         } else {
@@ -138,6 +144,7 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
                     name: small
                     headers: {request: {set: {x-routed: small}}, response: {add: {x-served-by: tern}}}
                     route: [{destination: {host: upstream}, weight: 100}]
+                \(failEveryOther ? "    retries: {attempts: 1, retryOn: 5xx, backoff: 1ms}" : "")
                 """
             routes = SnapshotCell(try RouteTable.compile(ConfigLoader.load(yaml: yaml, namespace: "test"), namespace: "test"),
                                   readers: 1)
@@ -213,7 +220,7 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
 }
 
 @Suite struct ProxyAllocationTests {
-    func run<B: IOBackend>(_: B.Type, routed: Bool, telemetry: Bool) throws {
+    func run<B: IOBackend>(_: B.Type, routed: Bool, telemetry: Bool, retrying: Bool = false) throws {
         #if DEBUG
         // Unoptimised code allocates per request (unspecialised generics, iterator boxes): the count means
         // something only in a release build (Tools/scripts/test.sh builds one for this suite).
@@ -224,20 +231,22 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         #else
         let counter = try MallocCounter.load()
         #endif
-        let rig = try ProxyRig<B>(counter: counter, routed: routed, telemetry: telemetry)
+        let rig = try ProxyRig<B>(counter: counter, routed: routed, telemetry: telemetry, failEveryOther: retrying)
         defer { rig.stop() }
+        // Retried requests back off (up to 1 ms each): fewer of them.
+        let warm = retrying ? 500 : 1_000, counted = retrying ? 2_000 : 10_000
         var failed: [Int] = []
-        for i in 0..<1_000 where !rig.roundTrip() { failed.append(i) }
+        for i in 0..<warm where !rig.roundTrip() { failed.append(i) }
         let before = rig.reactorMallocs
-        for i in 1_000..<11_000 where !rig.roundTrip() { failed.append(i) }
+        for i in warm..<(warm + counted) where !rig.roundTrip() { failed.append(i) }
         // One more exchange, so the tail of the last counted one (its send completion, the connection back to
         // the pool, the report) has run before the second sample: both samples fall at the same phase.
-        if !rig.roundTrip() { failed.append(11_000) }
+        if !rig.roundTrip() { failed.append(warm + counted) }
         let after = rig.reactorMallocs
         #expect(failed.isEmpty, "requests not answered 200: \(failed.prefix(10))")
         if counter != nil {
             #expect(before > 0, "the reactor thread's count was sampled")
-            #expect(after - before == 0, "\(after - before) allocations on the reactor thread over 10,000 requests")
+            #expect(after - before == 0, "\(after - before) allocations on the reactor thread over \(counted) requests")
         }
     }
 
@@ -247,6 +256,12 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
 
     @Test func routedRequestsWithEveryTelemetryFeatureOverEpollAllocateNothing() throws {
         try run(EpollBackend.self, routed: true, telemetry: true)
+    }
+
+    /// Every other try answered 503 and retried (retryOn 5xx): the retry (a new connection, the request sent again
+    /// from the held bytes, the back-off timer) allocates nothing either.
+    @Test func retriedRequestsOverEpollAllocateNothing() throws {
+        try run(EpollBackend.self, routed: true, telemetry: true, retrying: true)
     }
 
     @Test(.enabled(if: TestRequirement.isSet("TERN_REQUIRE_IO_URING") || (try? URingBackend(settings: BackendSettings())) != nil,

@@ -1,4 +1,5 @@
 // The cluster runtime's HTTP/1.1 pools without sockets: pool accounting across table swaps.
+import TernConfig
 import TernCore
 import TernIO
 import Testing
@@ -108,22 +109,77 @@ import Testing
         return a
     }
 
-    @Test func aClosedReusedConnectionIsRetriedFromTheHeldRequest() {
-        let d = RetryPolicy.decide(.reset(reusedConnection: true), attempt(replayFrom: 7), responseBytesSeen: false)
-        #expect(d == .retry(from: 7))
+    func decide(_ e: ProxyError, replayFrom: Int? = 0, started: Bool = false, seen: Bool = false,
+                on: RetryOn = [], left: Int32 = 2) -> RetryPolicy.Decision {
+        RetryPolicy.decide(e, attempt(replayFrom: replayFrom), responseStarted: started, responseBytesSeen: seen,
+                           policy: RetryFacts(retries: 2, on: on, codes: 0..<0), retriesLeft: left)
     }
 
-    @Test func aFreshConnectionThatFailsIsAnswered() {
-        // The upstream may have processed a request on a connection it accepted for it: not sent twice.
-        #expect(RetryPolicy.decide(.reset(reusedConnection: false), attempt(replayFrom: 0), responseBytesSeen: false) == .answer)
+    @Test func aClosedReusedConnectionIsReplayedOnceWithoutAPolicy() {
+        #expect(decide(.reset(reusedConnection: true), replayFrom: 7) == .retry(from: 7, counted: false))
+        // A fresh connection that fails may have had the request processed: not sent twice without a policy.
+        #expect(decide(.reset(reusedConnection: false)) == .answer)
+        #expect(decide(.reset(reusedConnection: true), seen: true) == .answer)
+        #expect(decide(.reset(reusedConnection: true), replayFrom: nil) == .answer)
     }
 
-    @Test func nothingIsRetriedOnceResponseBytesArrived() {
-        #expect(RetryPolicy.decide(.reset(reusedConnection: true), attempt(replayFrom: 0), responseBytesSeen: true) == .answer)
+    @Test func eachFailureIsRetriedOnThePoliciesEnvoyRetriesItOn() {
+        // Connect failures: connect-failure, reset-before-request, reset, 5xx, gateway-error.
+        for on: RetryOn in [.connectFailure, .resetBeforeRequest, .reset, .serverError, .gatewayError] {
+            #expect(decide(.connectFailure, on: on) == .retry(from: 0, counted: true), "\(on)")
+        }
+        for on: RetryOn in [.refusedStream, .retriable4xx, .retriableStatusCodes, .grpcUnavailable] {
+            #expect(decide(.connectFailure, on: on) == .answer, "\(on)")
+        }
+        // A reset after the request went: reset, 5xx, gateway-error; not connect-failure nor reset-before-request.
+        for on: RetryOn in [.reset, .serverError, .gatewayError] {
+            #expect(decide(.reset(reusedConnection: false), on: on) == .retry(from: 0, counted: true), "\(on)")
+        }
+        for on: RetryOn in [.connectFailure, .resetBeforeRequest] {
+            #expect(decide(.reset(reusedConnection: false), on: on) == .answer, "\(on)")
+        }
+        // A per-try timeout: 5xx and gateway-error only (Envoy); the route's own timeout and overflow never.
+        #expect(decide(.perTryTimeout, on: .gatewayError) == .retry(from: 0, counted: true))
+        #expect(decide(.perTryTimeout, on: .reset) == .answer)
+        #expect(decide(.timeout, on: [.serverError, .reset, .gatewayError]) == .answer)
+        #expect(decide(.overflow, on: [.serverError, .reset, .gatewayError]) == .answer)
     }
 
-    @Test func aRequestNoLongerHeldWholeIsAnswered() {
-        #expect(RetryPolicy.decide(.reset(reusedConnection: true), attempt(replayFrom: nil), responseBytesSeen: false) == .answer)
+    @Test func noRetryOnceTheResponseReachedTheClientOrTheRequestIsNotHeldWhole() {
+        #expect(decide(.reset(reusedConnection: false), started: true, on: .reset) == .answer)
+        #expect(decide(.connectFailure, replayFrom: nil, on: .connectFailure) == .answer)
+    }
+
+    @Test func aPolicyWithoutRetriesLeftIsURX() {
+        #expect(decide(.connectFailure, on: .connectFailure, left: 0) == .limitExceeded)
+        // The keep-alive replay is not a retry of the policy: it happens with none left.
+        #expect(decide(.reset(reusedConnection: true), on: .connectFailure, left: 0) == .retry(from: 0, counted: false))
+    }
+
+    @Test func responseHeadsAreRetriedAsEnvoyDoes() {
+        func would(_ status: Int, grpc: Int? = nil, limited: Bool = false, _ on: RetryOn, codes: [Int] = []) -> Bool {
+            RetryPolicy.wouldRetry(status: status, grpcStatus: grpc, rateLimited: limited, on) { codes.contains($0) }
+        }
+        #expect(would(500, .serverError) && would(599, .serverError) && !would(499, .serverError))
+        #expect(would(502, .gatewayError) && would(503, .gatewayError) && would(504, .gatewayError) && !would(500, .gatewayError))
+        #expect(would(409, .retriable4xx) && !would(408, .retriable4xx))
+        #expect(would(418, .retriableStatusCodes, codes: [418]) && !would(418, .serverError, codes: [418]))
+        // Istio's mesh default names retriable-status-codes with no codes: no status is retried on.
+        #expect(!would(503, RetryFacts.meshDefault.on))
+        // gRPC statuses in the head (a trailers-only response), each by its own policy.
+        #expect(would(200, grpc: 14, .grpcUnavailable) && would(200, grpc: 1, .grpcCancelled) && !would(200, grpc: 14, .grpcCancelled))
+        #expect(would(200, grpc: 4, .grpcDeadlineExceeded) && would(200, grpc: 8, .grpcResourceExhausted) && would(200, grpc: 13, .grpcInternal))
+        // x-envoy-ratelimited decides alone: only envoy-ratelimited retries it, whatever the status.
+        #expect(would(429, limited: true, .envoyRateLimited) && !would(503, limited: true, [.serverError, .gatewayError]))
+    }
+
+    @Test func backOffIsEnvoysFullJitterWithItsCap() {
+        let f = RetryFacts.meshDefault
+        // Retry n waits in [0, (2^n - 1) × 25 ms), at most 250 ms.
+        #expect(f.backoff(retry: 1, random: 24_999_999) == 24_999_999 && f.backoff(retry: 1, random: 25_000_000) == 0)
+        #expect(f.backoff(retry: 2, random: 74_999_999) == 74_999_999)
+        #expect(f.backoff(retry: 9, random: UInt64.max) < 250_000_000)
+        #expect(f.backoff(retry: 60, random: 249_999_999) == 249_999_999)
     }
 
     @Test func errorsCarryTheirFlagSourceAndRetryability() {
@@ -131,8 +187,6 @@ import Testing
         #expect(ProxyError.reset(reusedConnection: false).reply.flag == "UC")
         #expect(ProxyError.overflow.reply.flag == "UO" && !ProxyError.overflow.retryable)
         #expect(ProxyError.malformedResponse.reply.flag == "UPE" && ProxyError.malformedResponse.source == .upstreamProtocol)
-        // Connect failures are retryable in kind; today's policy (before Istio's retries) still answers them.
-        #expect(ProxyError.connectFailure.retryable)
-        #expect(RetryPolicy.decide(.connectFailure, attempt(replayFrom: 0), responseBytesSeen: false) == .answer)
+        #expect(ProxyError.perTryTimeout.reply.flag == "UT")
     }
 }

@@ -142,6 +142,8 @@ extension HTTPProxy {
             precondition(!exchanges[x].request.held.holdsStorage, "request bytes held while receiving more")
             exchanges[x].request.held = Held(buffer: Int32(buffer), assembly: -1, start: 0, end: Int(c.result))
             if request == .body { requestBody(x, reactor) } else { tunnelToUpstream(x, reactor) }
+        case .waiting where exchanges[x].gathering:
+            gathered(x, buffer: buffer, count: Int(c.result), reactor)
         case .waiting, .sending, .splicing, .done:
             // Not receiving in these states; a stray completion is a bug.
             release(buffer, reactor)

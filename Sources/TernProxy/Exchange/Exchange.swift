@@ -103,8 +103,30 @@ struct Exchange {
     /// When the first byte of the request head arrived (request duration, and the request header timeout).
     var headStart: UInt64 = 0
     var lastActivity: UInt64 = 0
-    /// When the request was completely sent upstream (upstream timeout).
+    /// When the request was first completely sent upstream: the upstream timeout runs from there, across
+    /// retries (0: not yet).
     var requestEnd: UInt64 = 0
+    /// The upstream timeout of the exchange in nanoseconds (the route's `timeout`, else `--upstream-timeout`);
+    /// 0: none.
+    var timeout: UInt64 = 0
+    /// The route's fault injection, and the end of an injected delay while one holds the request (0: none).
+    var fault = FaultFacts()
+    var delayUntil: UInt64 = 0
+    /// Retries (Router/HTTPProxy+Retry.swift): the route's policy, the retries it has left, the tries made (the
+    /// first included: `x-envoy-attempt-count`), the cluster the endpoint was picked from (-1: none, or a table
+    /// that is no longer the bound one), the endpoints tried (bits by their index in the cluster, modulo 64), when
+    /// the current try's request was completely sent (the per-try timeout), and the end of a back-off (0: none).
+    var retry = RetryFacts.none
+    var retriesLeft: Int32 = 0
+    var tries: Int32 = 0
+    var cluster: Int32 = -1
+    var tried: UInt64 = 0
+    var tryEnd: UInt64 = 0
+    var retryAt: UInt64 = 0
+    /// The request body's framing as its head announced it: what a replay starts from again.
+    var replayBody = MessageBody.none
+    /// Its body is being gathered whole before it goes upstream (`HTTPSettings.perRequestBufferBytes`).
+    var gathering = false
     /// The try in progress: endpoint, upstream connection, what can be replayed.
     var attempt = UpstreamAttempt()
     /// A relayed TCP connection's route (Relay/HTTPProxy+TCP.swift): reported to its balancer when it ends.

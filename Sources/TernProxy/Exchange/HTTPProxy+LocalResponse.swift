@@ -59,6 +59,9 @@ extension HTTPProxy {
 
     /// Answers with a response the route makes itself, written by the HTTP/1.1 codec: status line, fields,
     /// the connection's fate, body, composed in an assembly buffer and sent from there.
+    /// Route response bodies up to this size are copied after the head; larger ones are sent from the table.
+    static var inlineBodyLimit: Int { 16 * 1024 }
+
     func respondFromRoute(_ x: XID, _ request: HTTP1Head, _ response: RouteResponse, port: UInt16,
                           _ reactor: Reactor<Backend>)
     {
@@ -90,7 +93,7 @@ extension HTTPProxy {
             if !keep { w.append("connection: close\r\n") }
             w.append("\r\n")
             composedHeadLength = w.count
-            w.append(response.body)
+            if response.body.count <= Self.inlineBodyLimit { w.append(response.body) }
         }) else {
             fail(x, .unsupportedRoute, reactor)
             return
@@ -107,6 +110,11 @@ extension HTTPProxy {
         let entry = Int(id.index)
         toClient.reset(entry)
         _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        if response.body.count > Self.inlineBodyLimit {
+            // A large directResponse body (Istio allows 1 MB) goes from the route table's bytes, which the exchange
+            // keeps (`routed`, set by the route phase) until it ends.
+            _ = bytes.appendTableBytes(toClient, entry, response.body)
+        }
         sendToClient(id, reactor)
     }
 }

@@ -75,6 +75,19 @@ extension HTTPProxy {
             return
         }
         exchanges[x].routeSetsHost = false
+        exchanges[x].timeout = settings.upstreamTimeout.nanoseconds
+        exchanges[x].requestEnd = 0
+        exchanges[x].delayUntil = 0
+        exchanges[x].retry = .none
+        exchanges[x].retriesLeft = 0
+        exchanges[x].tries = 1
+        exchanges[x].cluster = -1
+        exchanges[x].tried = 0
+        exchanges[x].tryEnd = 0
+        exchanges[x].retryAt = 0
+        exchanges[x].replayBody = exchanges[x].request.body
+        exchanges[x].gathering = false
+        if !exchanges[x].fault.isEmpty { exchanges[x].fault = FaultFacts() }
         guard let endpoint = route(x, head, reactor) else { return }
         exchanges[x].attempt.endpoint = endpoint
         pools.exchangeStarted(endpoint)
@@ -82,6 +95,14 @@ extension HTTPProxy {
             exchanges[x].report.activeKey = pools.slots[endpoint].key
             metrics.endpoint(pools.slots[endpoint].key, EndpointWords.activeRequests, 1)
         }
+        if gatherForRetries(x, head, reactor) { return }
+        forwardRouted(x, reactor)
+    }
+
+    /// A routed request goes on: the route's fault filter (Filters/HTTPProxy+Fault.swift) may hold or answer it,
+    /// else it goes upstream.
+    func forwardRouted(_ x: XID, _ reactor: Reactor<Backend>) {
+        if !exchanges[x].fault.isEmpty && injectFault(x, reactor) { return }
         acquireUpstream(x, reactor)
     }
 
@@ -98,7 +119,8 @@ extension HTTPProxy {
         var fields = 0..<0
         var trace = 0..<0
         let traced = reporting.spans != nil
-        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced {
+        // Routed by Istio configuration, every request carries x-envoy-attempt-count, as Istio has Envoy send it.
+        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced || routes != nil {
             guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else {
                 fail(x, .headersTooLarge, reactor)
                 return
@@ -129,9 +151,12 @@ extension HTTPProxy {
             exchanges[x].report.requestWire &+= UInt64(bodyEnd - bodyStart)
             exchanges[x].report.upstreamStart = System.monotonicNanos()
         }
-        // The request can be sent again on a fresh connection if this reused one turns out to be closed, as
-        // long as all of it is still held.
-        exchanges[x].attempt.replayFrom = upstreams[u].reused && exchanges[x].request.body == .none && !exchanges[x].upgrade ? held.start : nil
+        // The request can be sent again, on a fresh connection if this reused one turns out to be closed or as a
+        // retry (Router/HTTPProxy+Retry.swift), as long as all of it is still held: its whole body arrived with
+        // its head (within one receive or assembly buffer) and it is no upgrade.
+        let replayable = (upstreams[u].reused || !exchanges[x].retry.on.isEmpty) && exchanges[x].request.body == .none
+            && !exchanges[x].upgrade
+        exchanges[x].attempt.replayFrom = replayable ? held.start : nil
         exchanges[x].request.sentTo = bodyEnd
         exchanges[x].request.state = .sending
         exchanges[x].response.state = .head
@@ -277,10 +302,16 @@ extension HTTPProxy {
             exchangeDone(x, reactor)
             return
         }
+        // The timeout runs from the first time the whole request went upstream: a retry does not restart it. The
+        // per-try timeout runs from this try's.
         let now = System.monotonicNanos()
-        exchanges[x].requestEnd = now
-        if settings.upstreamTimeout.nanoseconds > 0 {
-            armExchangeTimer(x, at: saturatingAdd(now, settings.upstreamTimeout.nanoseconds), reactor)
+        if exchanges[x].requestEnd == 0 { exchanges[x].requestEnd = now }
+        exchanges[x].tryEnd = now
+        if exchanges[x].timeout > 0 {
+            armExchangeTimer(x, at: saturatingAdd(exchanges[x].requestEnd, exchanges[x].timeout), reactor)
+        }
+        if exchanges[x].retry.perTryTimeout > 0 {
+            armExchangeTimer(x, at: saturatingAdd(now, exchanges[x].retry.perTryTimeout), reactor)
         }
     }
 }

@@ -40,10 +40,10 @@ extension HTTPProxy {
             return
         }
         exchanges[x].lastActivity = System.monotonicNanos()
-        if exchanges[x].attempt.replayFrom != nil {
-            // The upstream answered: the request will not be sent again.
-            exchanges[x].attempt.replayFrom = nil
-            if exchanges[x].request.held.isEmpty && exchanges[x].request.state != .sending { dropHeld(&exchanges[x].request.held, reactor) }
+        if exchanges[x].attempt.replayFrom != nil && exchanges[x].retry.on.isEmpty {
+            // The upstream answered: the request will not be sent again (with a retry policy, not before its
+            // response head was read: a retry may follow on it).
+            noReplay(x, reactor)
         }
         switch exchanges[x].response.state {
         case .head:
@@ -111,6 +111,16 @@ extension HTTPProxy {
         guard progress == .complete, exchanges[x].attempt.connection != nil else {
             if let u = exchanges[x].attempt.connection { receiveFromUpstream(u, reactor) }
             return
+        }
+        if exchanges[x].attempt.replayFrom != nil {
+            // The retry policy's turn (Router/HTTPProxy+Retry.swift); past a final head the request is not sent
+            // again. (Decided before this function copies the head: a copy alive during the retry would make the
+            // parser's reset copy its field table.)
+            switch responseRetry(x) {
+            case .retry(let from): return retry(x, from: from, reactor)
+            case .final: noReplay(x, reactor)
+            case .interim: break
+            }
         }
         let head = responseParsers.parsers[p].head
         // Fields read one by one: a copy of the whole Session would retain every reference it holds.
@@ -195,6 +205,12 @@ extension HTTPProxy {
         exchanges[x].responseStarted = exchanges[x].responseStarted || exchanges[x].interimLength == 0
         exchanges[x].response.state = .sending
         sendToClient(id, reactor)
+    }
+
+    /// The request will not be sent again: what is held of it only for a replay is let go.
+    func noReplay(_ x: XID, _ reactor: Reactor<Backend>) {
+        exchanges[x].attempt.replayFrom = nil
+        if exchanges[x].request.held.isEmpty && exchanges[x].request.state != .sending { dropHeld(&exchanges[x].request.held, reactor) }
     }
 
     /// Readies the session's response parser for the response to its current request (in place: a copy

@@ -21,6 +21,9 @@ enum LocalReply: Int, CaseIterable {
     case overloaded
     /// A route's own response (directResponse, redirect), composed per request; `wire` is not used for it.
     case routeResponse
+    /// A route's fault filter aborted the request (FI), with the status it names, composed per request as a
+    /// route's response is.
+    case faultAbort
 
     var status: Int {
         switch self {
@@ -38,7 +41,7 @@ enum LocalReply: Int, CaseIterable {
         case .unsupportedRoute: 501
         case .upgradeRequired: 426
         case .missingHost: 400
-        case .routeResponse: 200
+        case .routeResponse, .faultAbort: 200
         }
     }
 
@@ -75,6 +78,7 @@ enum LocalReply: Int, CaseIterable {
         case .upgradeRequired: ""
         case .missingHost: "missing host header"
         case .overloaded: "overloaded"
+        case .faultAbort: "fault filter abort"
         default: reason
         }
     }
@@ -93,6 +97,7 @@ enum LocalReply: Int, CaseIterable {
         case .clusterNotFound: "NC"
         case .noHealthyUpstream: "UH"
         case .overloaded: "OM"
+        case .faultAbort: "FI"
         default: "DPE"
         }
     }
@@ -126,6 +131,7 @@ enum LocalReply: Int, CaseIterable {
         case .missingHost: "missing_host_header"
         case .overloaded: "overload"
         case .routeResponse: "direct_response"
+        case .faultAbort: "fault_filter_abort"
         }
     }
 

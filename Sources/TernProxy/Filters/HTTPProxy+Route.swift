@@ -30,6 +30,10 @@ extension HTTPProxy {
                 return routeFailed(x, .unsupportedRoute, reactor)
             case .directResponse(let status, let body):
                 exchanges[x].report.status = status
+                if body.count > Self.inlineBodyLimit {
+                    // Sent from the table's own bytes (respondFromRoute): the table is kept until the exchange ends.
+                    exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: -1)
+                }
                 respondFromRoute(x, head, RouteResponse(status: status, direct: true, body: body,
                                                         fields: table.virtualHosts[v].routes[r].responseHeaders),
                                  port: port, reactor)
@@ -48,6 +52,10 @@ extension HTTPProxy {
         guard let entry = forwarding.pick(match, random: random.next()),
               let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
         let facts = forwarding.entries[entry]
+        if facts.timeout >= 0 { exchanges[x].timeout = UInt64(facts.timeout) }
+        if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
+        exchanges[x].retry = facts.retry
+        exchanges[x].retriesLeft = facts.retry.retries
         // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
         if facts.brokenRegex { return routeFailed(x, .unsupportedRoute, reactor) }
         // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
@@ -56,6 +64,8 @@ extension HTTPProxy {
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(x, .noHealthyUpstream, reactor) }
         exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+        exchanges[x].cluster = Int32(cluster)
+        exchanges[x].tried = 1 << UInt64(e & 63)
         exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
         exchanges[x].request.edited = facts.editsRequest
         exchanges[x].response.edited = facts.editsResponse
@@ -69,19 +79,23 @@ extension HTTPProxy {
         }
         if cluster < clusterServices.count { exchanges[x].report.service = clusterServices[cluster] }
         let endpoint = clusterEndpoints[cluster][e]
-        exchanges[x].attempt.serverName = 0
-        if pools.slots[endpoint].tlsKey != nil, pools.slots[endpoint].tls?.sni == nil, let host = head.host {
-            // Auto SNI: the request's Host names the connection's server.
-            let held = exchanges[x].request.held
-            let (hash, _) = bytes.hostName(host, held: held, text: false)
-            exchanges[x].attempt.serverName = hash
-            if pools.slots[endpoint].serverNames[hash] == nil {
-                // Bounded: a client naming endless hosts (a wildcard route) starts the table over.
-                if pools.slots[endpoint].serverNames.count >= 256 { pools.slots[endpoint].serverNames.removeAll(keepingCapacity: true) }
-                pools.slots[endpoint].serverNames[hash] = bytes.hostName(host, held: held, text: true).name
-            }
-        }
+        setServerName(x, endpoint: endpoint, head)
         return endpoint
+    }
+
+    /// With TLS origination and no fixed SNI, the request's Host names the server of the connection that carries
+    /// it (Envoy's auto SNI): its hash goes with the attempt, its text into the endpoint pool's names.
+    func setServerName(_ x: XID, endpoint: Int, _ head: HTTP1Head) {
+        exchanges[x].attempt.serverName = 0
+        guard pools.slots[endpoint].tlsKey != nil, pools.slots[endpoint].tls?.sni == nil, let host = head.host else { return }
+        let held = exchanges[x].request.held
+        let (hash, _) = bytes.hostName(host, held: held, text: false)
+        exchanges[x].attempt.serverName = hash
+        if pools.slots[endpoint].serverNames[hash] == nil {
+            // Bounded: a client naming endless hosts (a wildcard route) starts the table over.
+            if pools.slots[endpoint].serverNames.count >= 256 { pools.slots[endpoint].serverNames.removeAll(keepingCapacity: true) }
+            pools.slots[endpoint].serverNames[hash] = bytes.hostName(host, held: held, text: true).name
+        }
     }
 
     /// Writes the field lines the exchange's route adds or sets on the request (`response`: false) or the
@@ -111,7 +125,7 @@ extension HTTPProxy {
                                       _ trace: inout Range<Int>) -> Held? {
         // The fields read, not the whole session: copying a Session retains every reference it holds.
         let rewriteTarget = exchanges[x].targetRewrite, held = exchanges[x].request.held
-        let edited = exchanges[x].request.edited, context = exchanges[x].report.trace
+        let edited = exchanges[x].request.edited, context = exchanges[x].report.trace, tries = exchanges[x].tries
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
@@ -139,6 +153,11 @@ extension HTTPProxy {
             }
             targetEnd = w.count
             if edited { writeRouteFields(x, response: false, &w) }
+            if routes != nil {
+                w.append("x-envoy-attempt-count: ")
+                w.append(decimal: Int(tries))
+                w.append("\r\n")
+            }
             fieldsEnd = w.count
             if let capture, reporting.spans != nil {
                 context.withTraceparentLine { w.append($0) }

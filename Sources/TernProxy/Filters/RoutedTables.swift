@@ -68,6 +68,10 @@ struct RoutedTables {
         if counts[i] == 0 && i != current { letGo(i, reader) }
     }
 
+    /// Whether `slot` holds the table new exchanges are routed with (the one the balancers and cluster indexes
+    /// of the engine describe).
+    func isCurrent(_ slot: Int32) -> Bool { Int(slot) == current }
+
     func table(_ slot: Int32, _ reader: Reader) -> RouteTable {
         guard let k = kept[Int(slot)] else { fatalError("route table slot \(slot) read after its last exchange") }
         return reader.value(k)

@@ -15,6 +15,15 @@ import TernHTTP
 import TernIO
 import TernTelemetry
 
+/// Field names and values the engine compares received bytes with (arrays made once: a literal per call would
+/// allocate).
+struct FieldNames {
+    let contentType: [UInt8] = Array("content-type".utf8)
+    let applicationGRPC: [UInt8] = Array("application/grpc".utf8)
+    let grpcStatus: [UInt8] = Array("grpc-status".utf8)
+    let envoyRateLimited: [UInt8] = Array("x-envoy-ratelimited".utf8)
+}
+
 /// Bytes received on one socket and not yet consumed: a range of one pooled buffer or of an assembly buffer.
 struct Held {
     /// The pooled receive buffer holding the bytes, or -1.
@@ -40,6 +49,7 @@ enum HeadRefusal: Error {
 
 @safe final class HTTPBytes {
     private let pool: BufferPool
+    let names = FieldNames()
     let assemblySize: Int
     /// The size of a small assembly buffer: where a partial head waits for its next bytes.
     static let smallAssemblySize = 2048
@@ -150,6 +160,20 @@ enum HeadRefusal: Error {
         unsafe (assemblies[Int(held.assembly)] + held.end).copyMemory(from: src.baseAddress!, byteCount: count)
         held.end += count
         return (released, id)
+    }
+
+    /// Moves held bytes into a large assembly buffer, taken from the head budget (`overBudget` when it is spent),
+    /// so that bytes appended up to `assemblySize` never need another; returns the pooled buffer they were in,
+    /// to release. For a request body gathered whole for retries.
+    func holdLarge(_ held: inout Held) throws(HeadRefusal) -> UInt16? {
+        if held.assembly >= 0 && !assemblyIsSmall[Int(held.assembly)] { return nil }
+        if largeInUse >= headBudget { throw .overBudget }
+        let a = takeAssembly(small: false, budgeted: true)
+        unsafe assemblies[Int(a)].copyMemory(from: base(held) + held.start, byteCount: held.count)
+        var released: UInt16? = nil
+        if held.assembly >= 0 { giveBack(held.assembly) } else { released = UInt16(held.buffer) }
+        held = Held(buffer: -1, assembly: a, start: 0, end: held.count)
+        return released
     }
 
     /// Moves held bytes out of their pooled receive buffer into an assembly buffer (a small one when they fit)
@@ -310,6 +334,47 @@ enum HeadRefusal: Error {
         return table.select(host: bytes.extracting(host), port: port, request: view)
     }
 
+    /// Whether the held request is a gRPC one: its Content-Type is `application/grpc`, alone or followed by `+` or
+    /// `;` (as Envoy's `Grpc::Common::isGrpcRequestHeaders` reads it).
+    func isGRPC(_ head: HTTP1Head, held: Held) -> Bool {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let request = RequestView(http1: head, bytes: bytes)
+        guard let v = request.header(names.contentType) else { return false }
+        let want = names.applicationGRPC
+        guard v.count >= want.count else { return false }
+        for i in 0..<want.count where bytes[v.lowerBound + i] | 0x20 != want[i] | 0x20 { return false }
+        if v.count == want.count { return true }
+        let next = bytes[v.lowerBound + want.count]
+        return next == UInt8(ascii: "+") || next == UInt8(ascii: ";")
+    }
+
+    /// The value of the first field of a held head named `lowercaseName` as a decimal number (nil: absent, or
+    /// not a number of at most 9 digits), and whether such a field is present at all.
+    func decimalField(_ head: HTTP1Head, held: Held, _ lowercaseName: [UInt8]) -> (present: Bool, value: Int?) {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        for i in 0..<head.fields.count where head.fields[i].name.count == lowercaseName.count {
+            let name = head.fields[i].name
+            var same = true
+            for k in 0..<name.count where bytes[name.lowerBound + k] | 0x20 != lowercaseName[k] | 0x20 {
+                same = false
+                break
+            }
+            guard same else { continue }
+            let v = head.fields[i].value
+            guard !v.isEmpty, v.count <= 9 else { return (true, nil) }
+            var n = 0
+            for k in v {
+                let d = bytes[k]
+                guard d >= 48 && d <= 57 else { return (true, nil) }
+                n = n * 10 + Int(d - 48)
+            }
+            return (true, n)
+        }
+        return (false, nil)
+    }
+
     /// The consistent-hash key of the held request for `cluster` (`RouteTable.hashKey`), the source address
     /// being the client's IP as text (kept per slot for X-Forwarded-For).
     func hashKey(_ table: RouteTable, cluster: Int, head: HTTP1Head, held: Held, slot: Int) -> UInt64? {
@@ -424,6 +489,14 @@ enum HeadRefusal: Error {
         unsafe table.append(entry, view(held, range))
     }
 
+    /// Appends bytes of a route table (a large directResponse body) to entry `entry`.
+    ///
+    /// SAFETY: the caller keeps the table that owns `bytes` (`RoutedTables`) until the send is over; a table is
+    /// immutable, so the array's storage neither moves nor changes while it is kept.
+    func appendTableBytes(_ table: IOVecTable, _ entry: Int, _ bytes: [UInt8]) -> Bool {
+        unsafe bytes.withUnsafeBytes { unsafe table.append(entry, $0) }
+    }
+
     /// Appends a literal to entry `entry`.
     func append(_ table: IOVecTable, _ entry: Int, _ literal: StaticString) -> Bool {
         unsafe table.append(entry, UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
@@ -476,6 +549,19 @@ enum HeadRefusal: Error {
 struct SplitMix {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
+
+    /// `TERN_RANDOM_SEED`, read once at start: set, every random draw (weighted routing, load-balancer choices,
+    /// fault percentages, retry jitter) is reproducible from run to run, for tests; unset, seeds come from the
+    /// system.
+    static let fixedSeed: UInt64? = System.environment("TERN_RANDOM_SEED").flatMap { UInt64($0) }
+
+    /// A generator for one user (`stream`: a reactor's index and what draws from it), from the fixed seed when
+    /// one is set, else from the system.
+    static func seeded(stream: UInt64) -> SplitMix {
+        if let seed = fixedSeed { return SplitMix(seed: mix(seed ^ mix(stream))) }
+        var system = SystemRandomNumberGenerator()
+        return SplitMix(seed: system.next())
+    }
     mutating func next() -> UInt64 {
         let z = Self.mix(state)
         state &+= 0x9E37_79B9_7F4A_7C15

@@ -44,6 +44,10 @@ public struct HTTPSettings: Sendable {
     /// `--max-head-memory-mb`: memory each reactor gives request heads that arrive in pieces and outgrow a small
     /// buffer (a head that arrives whole in one read takes none); a head that would need more is answered 503.
     public var maxHeadMemoryBytes = 64 << 20
+    /// `--per-request-buffer-kb`: under a retry policy, a Content-Length body up to this size is gathered whole
+    /// (with its head, in one assembly buffer, from the head memory budget) before the request goes upstream, so
+    /// a retry can send it again; larger bodies, chunked ones and `Expect: 100-continue` stream and are not retried.
+    public var perRequestBufferBytes = 64 << 10
     /// `--stream-idle-timeout`: an exchange with no bytes moving for this long is ended.
     public var streamIdleTimeout = TernDuration.seconds(300)
     /// `--max-pending-requests`: requests waiting for an upstream connection, per reactor; beyond: 503 UO.
@@ -242,8 +246,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.relay = relay
         self.counters = counters
         self.routes = routes
-        var system = SystemRandomNumberGenerator()
-        random = SplitMix(seed: system.next())
+        random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
@@ -623,15 +626,34 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         let response = exchanges[x].response.state, request = exchanges[x].request.state
         guard exchanges[x].active, downstreams[id].phase == .open, response != .reply, response != .tunnel else { return }
         let idleDue = saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds)
-        var upstreamDue = UInt64.max
-        if settings.upstreamTimeout.nanoseconds > 0 && request == .done && response != .done {
-            upstreamDue = saturatingAdd(exchanges[x].requestEnd, settings.upstreamTimeout.nanoseconds)
+        if exchanges[x].delayUntil != 0 {
+            // A request held by an injected delay: released when it ends (the stream idle timeout still bounds it,
+            // as Envoy's does).
+            let now = System.monotonicNanos()
+            if now >= exchanges[x].delayUntil { return faultDelayEnded(x, reactor) }
+            if now < idleDue { return armExchangeTimer(x, at: min(idleDue, exchanges[x].delayUntil), reactor) }
         }
-        let next = min(idleDue, upstreamDue)
+        // The route's timeout runs from the first time the whole request went upstream, through retries and their
+        // back-offs; the per-try timeout from this try's; a back-off ends in a retry.
+        var upstreamDue = UInt64.max, tryDue = UInt64.max
+        let timeout = exchanges[x].timeout, perTry = exchanges[x].retry.perTryTimeout
+        if timeout > 0 && response != .done && exchanges[x].requestEnd != 0 {
+            upstreamDue = saturatingAdd(exchanges[x].requestEnd, timeout)
+        }
+        if perTry > 0 && request == .done && response != .done && exchanges[x].tryEnd != 0 {
+            tryDue = saturatingAdd(exchanges[x].tryEnd, perTry)
+        }
+        let backoffDue = exchanges[x].retryAt == 0 ? UInt64.max : exchanges[x].retryAt
+        let next = min(idleDue, upstreamDue, tryDue, backoffDue)
         guard System.monotonicNanos() >= next else { return armExchangeTimer(x, at: next, reactor) }
-        if upstreamDue <= idleDue {
-            Log.debug("upstream timeout (UT) after \(settings.upstreamTimeout)")
+        if upstreamDue == next {
+            Log.debug("upstream timeout (UT) after \(TernDuration(nanoseconds: timeout))")
             attemptFailed(x, .timeout, responseBytesSeen: exchanges[x].responseStarted, reactor)
+        } else if backoffDue == next {
+            retryBackoffEnded(x, reactor)
+        } else if tryDue == next {
+            Log.debug("per-try timeout after \(TernDuration(nanoseconds: perTry))")
+            attemptFailed(x, .perTryTimeout, responseBytesSeen: exchanges[x].responseStarted, reactor)
         } else {
             Log.debug("stream idle for \(settings.streamIdleTimeout) (SI)")
             fail(x, request == .done ? .streamTimeoutResponse : .streamTimeoutRequest, reactor)

@@ -58,6 +58,14 @@ public final class RelayCounters: Sendable {
     public let shed = Atomic<Int>(0)
     /// Request heads answered 503 because heads in progress held their reactor's `--max-head-memory-mb`.
     public let headsOverBudget = Atomic<Int>(0)
+    /// Requests a route's fault filter delayed (DI) and aborted (FI): Envoy's `fault.delays_injected` and
+    /// `fault.aborts_injected`.
+    public let faultDelays = Atomic<Int>(0)
+    public let faultAborts = Atomic<Int>(0)
+    /// Requests tried again under a route's retry policy (Envoy's `upstream_rq_retry`), and answered when the
+    /// policy would have retried but none were left (`upstream_rq_retry_limit_exceeded`, flag URX).
+    public let retries = Atomic<Int>(0)
+    public let retryLimitExceeded = Atomic<Int>(0)
     /// HTTP requests whose upstream socket could not be opened for lack of descriptors and waited for one.
     public let upstreamDescriptorWaits = Atomic<Int>(0)
     /// TLS handshakes, resumptions and failures by reason.

@@ -216,20 +216,4 @@ extension HTTPProxy {
         exchanges[x].attempt.connection = nil
         attemptFailed(x, error, responseBytesSeen: seen, reactor)
     }
-
-    /// An attempt failed with `error`: the retry policy decides between sending the request again on a fresh
-    /// connection and answering the client (a local response, or a reset if the response had already started).
-    func attemptFailed(_ x: XID, _ error: ProxyError, responseBytesSeen: Bool, _ reactor: Reactor<Backend>) {
-        guard case .retry(let from) = RetryPolicy.decide(error, exchanges[x].attempt,
-                                                          responseBytesSeen: responseBytesSeen)
-        else { return fail(x, error.reply, reactor) }
-        Log.debug("\(error.reply.flag) on a reused upstream connection; sending the request again on a new one")
-        exchanges[x].attempt.replayFrom = nil
-        exchanges[x].request.held.start = from
-        if exchanges[x].request.held.isEmpty { dropHeld(&exchanges[x].request.held, reactor) }
-        exchanges[x].request.state = .waiting
-        exchanges[x].response.state = .idle
-        exchanges[x].report.transportFailure = ""
-        connect(for: x, reactor)
-    }
 }

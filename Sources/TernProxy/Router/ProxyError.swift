@@ -13,8 +13,10 @@ struct ProxyError: Equatable {
         case upstreamReset
         /// The upstream sent something that is not HTTP/1.1 (UPE).
         case upstreamProtocol
-        /// No response in time (UT).
+        /// No response in time (UT): the route's timeout, which bounds the request and all its retries.
         case upstreamTimeout
+        /// No response within the try's `perTryTimeout` (UT, unless a retry follows).
+        case upstreamPerTryTimeout
     }
 
     var reply: LocalReply
@@ -28,6 +30,7 @@ struct ProxyError: Equatable {
     static let overflow = ProxyError(reply: .overflow, source: .local, retryable: false)
     static let malformedResponse = ProxyError(reply: .badGateway, source: .upstreamProtocol, retryable: false)
     static let timeout = ProxyError(reply: .upstreamTimeout, source: .upstreamTimeout, retryable: false)
+    static let perTryTimeout = ProxyError(reply: .upstreamTimeout, source: .upstreamPerTryTimeout, retryable: false)
 
     /// The upstream connection ended before the response did; `reusedConnection`: it had served an exchange
     /// before this one.

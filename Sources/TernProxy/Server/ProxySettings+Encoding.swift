@@ -61,6 +61,7 @@ extension ProxySettings {
             out.append("request-header-timeout-ns=\(http.requestHeaderTimeout.nanoseconds)")
             out.append("first-byte-timeout-ns=\(http.firstByteTimeout.nanoseconds)")
             out.append("max-head-memory-bytes=\(http.maxHeadMemoryBytes)")
+            out.append("per-request-buffer-bytes=\(http.perRequestBufferBytes)")
             out.append("accept-http-10=\(http.acceptHTTP10 ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-pending-requests=\(http.maxPendingRequests)")
@@ -154,6 +155,7 @@ extension ProxySettings {
         case "request-header-timeout-ns": h.requestHeaderTimeout = TernDuration(nanoseconds: n)
         case "first-byte-timeout-ns": h.firstByteTimeout = TernDuration(nanoseconds: n)
         case "max-head-memory-bytes": h.maxHeadMemoryBytes = i
+        case "per-request-buffer-bytes": h.perRequestBufferBytes = i
         case "accept-http-10": h.acceptHTTP10 = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-pending-requests": h.maxPendingRequests = i

@@ -32,8 +32,8 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("xff-trusted-hops"), help: "--http: proxies in front of Tern whose forwarding fields are trusted (Envoy's xff_num_trusted_hops).")
     var xffTrustedHops: Int = 0
 
-    @Option(name: .customLong("upstream-timeout"), help: "--http: from the end of a request to the end of its response (504 UT beyond); 0 disables.")
-    var upstreamTimeout: String = "15s"
+    @Option(name: .customLong("upstream-timeout"), help: "--http: from the end of a request to the end of its response (504 UT beyond); 0 disables. Default 15s with --upstream; with --config none, as Istio's, unless a route sets `timeout`.")
+    var upstreamTimeout: String?
 
     @Option(name: .customLong("request-header-timeout"), help: "--http: from the first byte of a request head to its end (408 beyond).")
     var requestHeaderTimeout: String = "10s"
@@ -43,6 +43,9 @@ struct ProxyCommand: ParsableCommand {
 
     @Option(name: .customLong("max-head-memory-mb"), help: "--http: MiB each reactor gives request heads that arrive in pieces (beyond: 503, flag OM).")
     var maxHeadMemoryMB: Int = 64
+
+    @Option(name: .customLong("per-request-buffer-kb"), help: "--config: a request body up to this many KiB is held whole before it goes upstream, so a retry can send it again (Envoy's per_request_buffer_limit); larger bodies stream and are not retried.")
+    var perRequestBufferKB: Int = 64
 
     @Option(name: .customLong("first-byte-timeout"), help: "--http: a client connection that sends no byte within this of its accept is closed (the idle timeout covers the time between its requests after that).")
     var firstByteTimeout: String = "10s"
@@ -279,10 +282,15 @@ struct ProxyCommand: ParsableCommand {
                          maxURIBytes: try positive(maxURIKB, "--max-uri-kb", max: 8192) * 1024)
         guard xffTrustedHops >= 0 && xffTrustedHops <= 64 else { throw ValidationError("--xff-trusted-hops must be from 0 to 64, got \(xffTrustedHops)") }
         h.xffTrustedHops = xffTrustedHops
-        h.upstreamTimeout = try duration(upstreamTimeout, flag: "--upstream-timeout", allowZero: true)
+        // Istio writes Envoy's route timeout as 0 (none) unless the VirtualService sets one: with --config the
+        // flag is only a default when given.
+        h.upstreamTimeout = try upstreamTimeout.map { v throws(ValidationError) in try duration(v, flag: "--upstream-timeout", allowZero: true) }
+            ?? (config == nil ? .seconds(15) : .zero)
         h.requestHeaderTimeout = try duration(requestHeaderTimeout, flag: "--request-header-timeout")
         h.firstByteTimeout = try duration(firstByteTimeout, flag: "--first-byte-timeout")
         h.maxHeadMemoryBytes = try positive(maxHeadMemoryMB, "--max-head-memory-mb", max: 1 << 20) << 20
+        guard perRequestBufferKB >= 0 && perRequestBufferKB <= 1024 else { throw ValidationError("--per-request-buffer-kb must be from 0 to 1024, got \(perRequestBufferKB)") }
+        h.perRequestBufferBytes = perRequestBufferKB << 10
         h.acceptHTTP10 = acceptHTTP10
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         h.maxPendingRequests = try positive(maxPendingRequests, "--max-pending-requests", max: 1 << 20)

@@ -1,0 +1,196 @@
+// Retries (VirtualService `retries`, or Istio's mesh default when a route has none), as Envoy's router runs them:
+// after a failed try (a connect failure, a reset before the response, a per-try timeout) or on a response head the
+// policy names (a 5xx, a status code of its list, a gRPC status), before any byte of that response reaches the
+// client. A retry backs off first (full jitter, 25 ms base, 250 ms cap), goes to an endpoint not tried yet when
+// one exists (`retryIgnorePreviousHosts`), and carries `x-envoy-attempt-count`. The route's `timeout` bounds the
+// request and all its retries. A request is replayable only while all of it is held: its body arrived with its
+// head; a body that streamed past that is not retried.
+import TernConfig
+import TernCore
+import TernHTTP
+import TernIO
+import TernTelemetry
+
+extension HTTPProxy {
+    /// An attempt failed with `error`: the retry policy decides between trying again and answering the client (a
+    /// local response, or a reset if the response had already started).
+    func attemptFailed(_ x: XID, _ error: ProxyError, responseBytesSeen: Bool, _ reactor: Reactor<Backend>) {
+        var attempt = exchanges[x].attempt
+        if attempt.replayFrom == nil && exchanges[x].request.state == .waiting {
+            // Nothing of the request was sent (its connection failed): it goes again as it is held.
+            attempt.replayFrom = exchanges[x].request.held.start
+        }
+        let decision = RetryPolicy.decide(error, attempt, responseStarted: exchanges[x].responseStarted,
+                                          responseBytesSeen: responseBytesSeen, policy: exchanges[x].retry,
+                                          retriesLeft: exchanges[x].retriesLeft)
+        switch decision {
+        case .answer:
+            fail(x, error.reply, reactor)
+        case .limitExceeded:
+            counters.retryLimitExceeded.add(1, ordering: .relaxed)
+            exchanges[x].report.flags.insert(.upstreamRetryLimitExceeded)
+            fail(x, error.reply, reactor)
+        case .retry(let from, let counted):
+            if counted {
+                Log.debug("\(error.reply.flag): retrying (\(exchanges[x].retriesLeft) retries left)")
+                retry(x, from: from, reactor)
+            } else {
+                // The keep-alive replay: at once, on a new connection to the same endpoint.
+                Log.debug("\(error.reply.flag) on a reused upstream connection; sending the request again on a new one")
+                detachUpstream(x, reusable: false, reactor)
+                rewind(x, to: from, reactor)
+                connect(for: x, reactor)
+            }
+        }
+    }
+
+    /// Under a retry policy, a request whose Content-Length body fits `--per-request-buffer-kb` (and, with its head,
+    /// one assembly buffer) is held until all of it arrived, so a retry can send it again: true when it waits for
+    /// the rest of its body (`gathered` goes on). Not with `Expect: 100-continue` (the client waits for the
+    /// upstream's 100 before sending it), nor when the head memory budget is spent (it then streams).
+    func gatherForRetries(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
+        guard !exchanges[x].retry.on.isEmpty, case .length(let n) = exchanges[x].request.body, !head.expectContinue,
+              !exchanges[x].upgrade, n <= UInt64(settings.perRequestBufferBytes) else { return false }
+        let total = head.length + Int(n)
+        guard exchanges[x].request.held.count < total, total <= bytes.assemblySize else { return false }
+        do {
+            release(try bytes.holdLarge(&exchanges[x].request.held), reactor)
+        } catch {
+            return false
+        }
+        exchanges[x].gathering = true
+        receiveFromClient(exchanges[x].downstream, reactor)
+        return true
+    }
+
+    /// Bytes of a body being gathered arrived: appended; once all of it is held the request goes on.
+    func gathered(_ x: XID, buffer: UInt16, count: Int, _ reactor: Reactor<Backend>) {
+        do {
+            let (a, b) = try bytes.take(buffer: buffer, count: count, into: &exchanges[x].request.held, budgeted: true)
+            release(a, reactor)
+            release(b, reactor)
+        } catch {
+            // (Cannot happen: the large assembly holds head and body; a pipelined request beyond them waits.)
+            release(buffer, reactor)
+            fail(x, .overloaded, reactor)
+            return
+        }
+        let head = requestParsers.parsers[Int(exchanges[x].request.parser)].head
+        guard case .length(let n) = exchanges[x].request.body,
+              exchanges[x].request.held.count < head.length + Int(n) else {
+            exchanges[x].gathering = false
+            return forwardRouted(x, reactor)
+        }
+        receiveFromClient(exchanges[x].downstream, reactor)
+    }
+
+    enum ResponseRetry { case retry(from: Int), final, interim }
+
+    /// A response head was parsed: whether the policy retries on it (`retry`: the response is dropped and the
+    /// request tried again from that offset), or it goes to the client (`final`, with flag URX when only the lack of
+    /// retries left stopped a retry; `interim` for a 1xx, after which the final head is decided).
+    func responseRetry(_ x: XID) -> ResponseRetry {
+        let head = responseParsers.parsers[Int(exchanges[x].response.parser)].head
+        if head.isInterim && head.status != 101 { return .interim }
+        let on = exchanges[x].retry.on
+        guard head.status != 101, !on.isEmpty, !exchanges[x].responseStarted, let from = exchanges[x].attempt.replayFrom,
+              let routes, let routed = exchanges[x].routed else { return .final }
+        let held = exchanges[x].response.held
+        let limited = bytes.decimalField(head, held: held, bytes.names.envoyRateLimited).present
+        let grpc = on.isDisjoint(with: RetryOn.grpc) ? nil : bytes.decimalField(head, held: held, bytes.names.grpcStatus).value
+        let forwarding = routedTables.table(routed.table, routes).forwarding
+        let codes = exchanges[x].retry.codes
+        let would = RetryPolicy.wouldRetry(status: head.status, grpcStatus: grpc, rateLimited: limited, on) { status in
+            for i in codes where Int(forwarding.retriableCodes[i]) == status { return true }
+            return false
+        }
+        guard would else { return .final }
+        guard exchanges[x].retriesLeft > 0 else {
+            counters.retryLimitExceeded.add(1, ordering: .relaxed)
+            exchanges[x].report.flags.insert(.upstreamRetryLimitExceeded)
+            return .final
+        }
+        Log.debug("response \(head.status): retrying (\(exchanges[x].retriesLeft) retries left)")
+        return .retry(from: from)
+    }
+
+    /// Tries the request again under the route's policy: the current try's connection and response go, the request
+    /// is rewound, another endpoint is picked when one is left untried, and after the back-off it goes upstream.
+    func retry(_ x: XID, from: Int, _ reactor: Reactor<Backend>) {
+        counters.retries.add(1, ordering: .relaxed)
+        exchanges[x].retriesLeft -= 1
+        exchanges[x].tries += 1
+        detachUpstream(x, reusable: false, reactor)
+        rewind(x, to: from, reactor)
+        repickEndpoint(x)
+        let now = System.monotonicNanos()
+        exchanges[x].lastActivity = now
+        let wait = exchanges[x].retry.backoff(retry: Int(exchanges[x].tries - 1), random: random.next())
+        guard wait > 0 else { return acquireUpstream(x, reactor) }
+        // Backing off, the request holds no shared receive buffer (as one waiting for a connection).
+        parkWaiting(x, reactor)
+        exchanges[x].retryAt = max(1, saturatingAdd(now, wait))
+        armExchangeTimer(x, at: exchanges[x].retryAt, reactor)
+    }
+
+    /// The back-off before a retry ended: the request goes upstream.
+    func retryBackoffEnded(_ x: XID, _ reactor: Reactor<Backend>) {
+        exchanges[x].retryAt = 0
+        exchanges[x].lastActivity = System.monotonicNanos()
+        armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds), reactor)
+        acquireUpstream(x, reactor)
+    }
+
+    /// The exchange goes back to the state before its request was sent: the held request from `from` again, its
+    /// body framing as the head announced it, and no response.
+    func rewind(_ x: XID, to from: Int, _ reactor: Reactor<Backend>) {
+        exchanges[x].attempt.replayFrom = nil
+        exchanges[x].request.held.start = from
+        exchanges[x].request.body = exchanges[x].replayBody
+        exchanges[x].request.decoder.reset()
+        exchanges[x].request.inTrailers = false
+        exchanges[x].request.state = .waiting
+        dropHeld(&exchanges[x].response.held, reactor)
+        dropHeld(&exchanges[x].response.extras, reactor)
+        prepareResponseParser(x)
+        exchanges[x].response.state = .idle
+        exchanges[x].report.status = 0
+        exchanges[x].report.upstreamHead = 0
+        exchanges[x].report.transportFailure = ""
+        exchanges[x].tryEnd = 0
+    }
+
+    /// With `retryIgnorePreviousHosts` (Istio's default), a retry goes to an endpoint of the cluster not tried
+    /// yet, picked by the cluster's balancer (up to five picks, as Istio configures Envoy's previous-hosts
+    /// predicate); the same endpoint when none is found, under consistent hashing (Istio does not apply the
+    /// predicate there), or when the table the request was routed with is no longer the bound one.
+    func repickEndpoint(_ x: XID) {
+        let cluster = Int(exchanges[x].cluster)
+        guard exchanges[x].retry.ignorePreviousHosts, cluster >= 0, let routes, let routed = exchanges[x].routed,
+              routedTables.isCurrent(routed.table), let outstanding = exchanges[x].attempt.outstanding,
+              !routes.current.clusters[cluster].loadBalancing.hashesConsistently else { return }
+        let table = routes.current
+        var picked: Int? = nil
+        for _ in 0..<5 {
+            guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()) else { return }
+            if exchanges[x].tried & (1 << UInt64(e & 63)) == 0 {
+                picked = e
+                break
+            }
+        }
+        guard let e = picked, clusterEndpoints[cluster][e] >= 0 else { return }
+        let endpoint = clusterEndpoints[cluster][e], previous = exchanges[x].attempt.endpoint
+        exchanges[x].tried |= 1 << UInt64(e & 63)
+        balancers.requestFinished(outstanding)
+        exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
+        if previous >= 0 { pools.exchangeFinished(previous) }
+        pools.exchangeStarted(endpoint)
+        exchanges[x].attempt.endpoint = endpoint
+        if let metrics {
+            if exchanges[x].report.activeKey != 0 { metrics.endpoint(exchanges[x].report.activeKey, EndpointWords.activeRequests, -1) }
+            exchanges[x].report.activeKey = pools.slots[endpoint].key
+            metrics.endpoint(pools.slots[endpoint].key, EndpointWords.activeRequests, 1)
+        }
+        setServerName(x, endpoint: endpoint, requestParsers.parsers[Int(exchanges[x].request.parser)].head)
+    }
+}

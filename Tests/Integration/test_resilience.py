@@ -1,0 +1,629 @@
+"""Resilience as Istio defines it (issue 18): route timeouts and fault injection, against real upstreams, checking
+what the upstream saw and what Tern reported (status, response flags, counters), never timings. Istio's own
+bookinfo fault-injection samples run as written."""
+import json
+import os
+
+import httpx
+import pytest
+
+from conftest import Tern
+from peers import dead_port
+from http_peers import HttpUpstream
+from test_access_log import wait_lines
+from test_telemetry import families, samples, side_args, side_ports
+
+# Side listeners off unless a test asks for them (it then passes --admin, --health and --prometheus).
+QUIET = ["--admin", "off", "--health", "off", "--prometheus", "off"]
+
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{version: v1}}}}
+"""
+
+
+def start(tmp_path, backend, yaml, *flags, env=None, log=True):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml)
+    args = ["--http", "--config", str(path), "--listen", "127.0.0.1:0", "--cores", "1", "--io-backend", backend,
+            *([] if "--prometheus" in flags else QUIET), *flags]
+    access = tmp_path / "access.log"
+    if log:
+        args += ["--access-log", str(access)]
+    return Tern(args, env=env), access
+
+
+def lines(access, n):
+    got = wait_lines(access, n, timeout=10, parser=json.loads)
+    assert len(got) == n, got
+    return got
+
+
+def timed_mesh(port, route, timeout):
+    """Service `slow` on `port`, whose requests with `x-route: ROUTE` have a route `timeout`, the others none."""
+    return SERVICE.format(name="slow", port=port) + f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow}}
+spec:
+  hosts: [slow]
+  http:
+  - match: [{{headers: {{x-route: {{exact: {route}}}}}}}]
+    timeout: {timeout}
+    route: [{{destination: {{host: slow}}}}]
+  - route: [{{destination: {{host: slow}}}}]
+"""
+
+
+def hang(t, route=None):
+    """A request to the upstream's /hang (never answered), on the route `route` picks; returns its status."""
+    headers = {"host": "slow", **({"x-route": route} if route else {})}
+    r = httpx.get(f"http://127.0.0.1:{t.port}/hang", headers=headers, timeout=30)
+    return r.status_code, r.text
+
+
+def test_a_route_timeout_answers_504_UT_and_a_route_without_one_has_none(tmp_path, backend):
+    up = HttpUpstream()
+    # No --upstream-timeout: with --config there is none unless a route sets one (Istio's default), so only the
+    # stream idle timeout ends a request to a silent upstream on the untimed route.
+    t, access = start(tmp_path, backend, timed_mesh(up.port, "timed", "500ms"), "--stream-idle-timeout", "2s")
+    try:
+        cmdline = open(f"/proc/{t.proc.pid}/cmdline", "rb").read().split(b"\0")
+        assert b"upstream-timeout-ns=0" in cmdline
+        assert hang(t, "timed") == (504, "upstream request timeout")
+        assert hang(t) == (504, "stream timeout")
+        got = lines(access, 2)
+        assert [(g["response_flags"], g["response_code_details"]) for g in got] == [
+            ("UT", "upstream_response_timeout"), ("SI", "stream_idle_timeout")]
+        assert up.paths() == ["/hang", "/hang"]
+    finally:
+        t.stop()
+        up.stop()
+
+
+def test_an_explicit_upstream_timeout_is_the_default_and_a_route_timeout_of_0s_disables_it(tmp_path, backend):
+    up = HttpUpstream()
+    t, access = start(tmp_path, backend, timed_mesh(up.port, "never", "0s"), "--upstream-timeout", "300ms",
+                      "--stream-idle-timeout", "1500ms")
+    try:
+        assert hang(t)[0] == 504
+        assert hang(t, "never")[0] == 504
+        # The first ended by the flag's timeout (UT); the second outlived it, ended by the stream idle timeout (SI).
+        assert [g["response_flags"] for g in lines(access, 2)] == ["UT", "SI"]
+    finally:
+        t.stop()
+        up.stop()
+
+
+FAULTY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: faulty}}
+spec:
+  hosts: [faulty]
+  http:
+  - match: [{{uri: {{prefix: /abort}}}}]
+    fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}
+    route: [{{destination: {{host: faulty}}}}]
+  - match: [{{uri: {{prefix: /grpc}}}}]
+    fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: 100}}}}}}
+    route: [{{destination: {{host: faulty}}}}]
+  - match: [{{uri: {{prefix: /delay-then-abort}}}}]
+    fault:
+      delay: {{fixedDelay: 200ms, percentage: {{value: 100}}}}
+      abort: {{httpStatus: 503, percentage: {{value: 100}}}}
+    route: [{{destination: {{host: faulty}}}}]
+  - match: [{{uri: {{prefix: /held}}}}]
+    timeout: 100ms
+    fault: {{delay: {{fixedDelay: 400ms, percentage: {{value: 100}}}}}}
+    route: [{{destination: {{host: faulty}}}}]
+  - match: [{{uri: {{prefix: /half}}}}]
+    fault: {{abort: {{httpStatus: 500, percentage: {{value: 50}}}}}}
+    route: [{{destination: {{host: faulty}}}}]
+  - match: [{{uri: {{prefix: /unset}}}}]
+    fault: {{abort: {{httpStatus: 500}}}}
+    route: [{{destination: {{host: faulty}}}}]
+"""
+
+
+@pytest.fixture
+def faulty(tmp_path, backend):
+    up = HttpUpstream()
+    ports = side_ports()
+    t, access = start(tmp_path, backend, SERVICE.format(name="faulty", port=up.port) + FAULTY.format(),
+                      *side_args(ports), env={**os.environ, "TERN_RANDOM_SEED": "18"})
+    yield t, up, access, ports
+    t.stop()
+    up.stop()
+
+
+def test_an_injected_abort_answers_with_envoys_body_and_flag_FI_and_never_reaches_the_upstream(faulty):
+    t, up, access, ports = faulty
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "faulty"}, timeout=10) as c:
+        r = c.get("/abort")
+        assert (r.status_code, r.text, r.headers["content-type"]) == (418, "fault filter abort", "text/plain")
+        # The connection stays usable after an abort, as after any local reply to a whole request.
+        r = c.get("/grpc", headers={"content-type": "application/grpc"})
+        assert r.status_code == 200 and r.headers["grpc-status"] == "14" and r.content == b""
+        assert r.headers["content-type"] == "application/grpc"
+        # A gRPC abort to a client that is not gRPC: Envoy's status 200 and body.
+        r = c.get("/grpc")
+        assert (r.status_code, r.text) == (200, "fault filter abort") and "grpc-status" not in r.headers
+        # An abort without a percentage aborts nothing (Istio): the request goes through.
+        assert c.get("/unset").status_code == 200
+    assert up.paths() == ["/unset"]
+    got = lines(access, 4)
+    assert [(g["response_code"], g["response_flags"], g["response_code_details"]) for g in got] == [
+        (418, "FI", "fault_filter_abort"), (200, "FI", "fault_filter_abort"), (200, "FI", "fault_filter_abort"),
+        (200, "-", "via_upstream")]
+    fams = families(ports[2])
+    assert samples(fams, "tern_fault_aborts_injected_total")[0].value == 3
+    assert samples(fams, "istio_requests_total", response_code="418", response_flags="FI")[0].value == 1
+
+
+def test_an_injected_delay_holds_the_request_before_the_upstream_and_outside_the_route_timeout(faulty):
+    t, up, access, ports = faulty
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "faulty"}, timeout=10) as c:
+        # A 400 ms delay on a route with a 100 ms timeout: the timeout starts once the request went upstream.
+        r = c.get("/held")
+        assert r.status_code == 200 and r.text == "/held"
+        r = c.get("/delay-then-abort")
+        assert (r.status_code, r.text) == (503, "fault filter abort")
+    assert up.paths() == ["/held"]
+    got = lines(access, 2)
+    assert [(g["response_code"], g["response_flags"]) for g in got] == [(200, "DI"), (503, "DI,FI")]
+    fams = families(ports[2])
+    assert samples(fams, "tern_fault_delays_injected_total")[0].value == 2
+    assert samples(fams, "tern_fault_aborts_injected_total")[0].value == 1
+
+
+def test_an_abort_percentage_holds_statistically(faulty):
+    """500 requests at 50 %: the aborted count passes a chi-square test (1 degree of freedom, p = 0.001), and the
+    upstream sees exactly the others."""
+    t, up, access, ports = faulty
+    n = 500
+    aborted = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "faulty"}, timeout=10) as c:
+        for _ in range(n):
+            r = c.get("/half")
+            assert r.status_code in (200, 500)
+            aborted += r.status_code == 500
+    expected = n / 2
+    chi2 = (aborted - expected) ** 2 / expected + ((n - aborted) - expected) ** 2 / expected
+    assert chi2 < 10.83, (aborted, chi2)
+    assert len(up.paths()) == n - aborted
+
+
+def test_the_same_seed_draws_the_same_faults(tmp_path, backend):
+    """TERN_RANDOM_SEED makes fault draws reproducible: two runs with one seed abort the same requests."""
+    outcomes = []
+    for run in range(2):
+        up = HttpUpstream()
+        t, _ = start(tmp_path, backend, SERVICE.format(name="faulty", port=up.port) + FAULTY.format(),
+                     env={**os.environ, "TERN_RANDOM_SEED": "7"}, log=False)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "faulty"}, timeout=10) as c:
+                outcomes.append([c.get("/half").status_code for _ in range(40)])
+        finally:
+            t.stop()
+            up.stop()
+    assert outcomes[0] == outcomes[1]
+    assert 0 < outcomes[0].count(500) < 40
+
+
+# Istio's bookinfo samples, as written (samples/bookinfo/networking/): ratings v1 behind its DestinationRule, with
+# virtual-service-ratings-test-abort.yaml and virtual-service-ratings-test-delay.yaml.
+BOOKINFO_RATINGS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ratings}}
+spec:
+  hosts: [ratings]
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: ratings
+spec:
+  host: ratings
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v2-mysql
+    labels:
+      version: v2-mysql
+  - name: v2-mysql-vm
+    labels:
+      version: v2-mysql-vm
+---
+"""
+
+RATINGS_TEST_ABORT = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+    fault:
+      abort:
+        percentage:
+          value: 100.0
+        httpStatus: 500
+    route:
+    - destination:
+        host: ratings
+        subset: v1
+  - route:
+    - destination:
+        host: ratings
+        subset: v1
+"""
+
+RATINGS_TEST_DELAY = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: ratings
+spec:
+  hosts:
+  - ratings
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+    fault:
+      delay:
+        percentage:
+          value: 100.0
+        fixedDelay: 7s
+    route:
+    - destination:
+        host: ratings
+        subset: v1
+  - route:
+    - destination:
+        host: ratings
+        subset: v1
+"""
+
+
+def test_bookinfo_ratings_test_abort(tmp_path, backend):
+    up = HttpUpstream()
+    t, access = start(tmp_path, backend, BOOKINFO_RATINGS.format(port=up.port) + RATINGS_TEST_ABORT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "ratings:9080"}, timeout=10) as c:
+            r = c.get("/ratings/0", headers={"end-user": "jason"})
+            assert (r.status_code, r.text) == (500, "fault filter abort")
+            assert c.get("/ratings/0").status_code == 200
+            assert c.get("/ratings/0", headers={"end-user": "someone-else"}).status_code == 200
+        assert up.paths() == ["/ratings/0", "/ratings/0"]
+        assert [g["response_flags"] for g in lines(access, 3)] == ["FI", "-", "-"]
+    finally:
+        t.stop()
+        up.stop()
+
+
+def test_bookinfo_ratings_test_delay(tmp_path):
+    """The sample's 7 s delay for jason (one backend: it takes 7 s)."""
+    up = HttpUpstream()
+    t, access = start(tmp_path, "epoll", BOOKINFO_RATINGS.format(port=up.port) + RATINGS_TEST_DELAY)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "ratings:9080"}, timeout=30) as c:
+            assert c.get("/ratings/0").status_code == 200
+            assert c.get("/ratings/0", headers={"end-user": "jason"}).status_code == 200
+        assert up.paths() == ["/ratings/0", "/ratings/0"]
+        assert [g["response_flags"] for g in lines(access, 2)] == ["-", "DI"]
+    finally:
+        t.stop()
+        up.stop()
+
+
+def test_a_large_direct_response_body_is_served_whole(tmp_path, backend):
+    """Istio accepts directResponse bodies up to 1 MB (warning above 100 KB); Tern serves them from the table."""
+    body = "".join(chr(97 + i % 26) for i in range(900_000))
+    yaml = f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: big}}
+spec:
+  hosts: [big.example.com]
+  http:
+  - directResponse: {{status: 200, body: {{string: "{body}"}}}}
+"""
+    t, access = start(tmp_path, backend, yaml)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "big.example.com"}, timeout=10) as c:
+            for _ in range(3):
+                r = c.get("/")
+                assert r.status_code == 200 and r.text == body
+        got = lines(access, 3)
+        assert all(g["bytes_sent"] == len(body) for g in got), got
+    finally:
+        t.stop()
+
+
+
+# Retries: endpoints scripted to fail, counted at the upstreams.
+
+class Scripted(HttpUpstream):
+    """An upstream whose every request gets the same treatment, whatever its path: `status` (with `headers`), or
+    `behaviour` "hang" (never answered) or "reset" (reset after the request); any other path behaviour of
+    HttpUpstream is bypassed. Its `requests` count what reached it."""
+
+    def __init__(self, status=503, headers=(), behaviour=None):
+        self.status, self.extra, self.behaviour = status, list(headers), behaviour
+        super().__init__()
+
+    def answer(self, ex):
+        if self.behaviour == "hang":
+            ex.read_body()
+            ex.conn.wait_for_peer_close()
+            return False
+        if self.behaviour == "reset":
+            ex.read_body()
+            ex.conn.reset()
+            return False
+        r = ex.request
+        body = json.dumps({"length": r.body_length if r.complete else None, "sha256": None}).encode()
+        ex.read_body()
+        body = json.dumps({"length": r.body_length, "sha256": r.body_sha256}).encode()
+        ex.respond(self.status, body, self.extra)
+        return True
+
+
+def cluster(name, ports, lb="ROUND_ROBIN"):
+    """Service `name` with an endpoint on each of `ports`, balanced by `lb`."""
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}}}" for p in ports)
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: {name}
+  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}
+"""
+
+
+def retrying(name, retries):
+    """A VirtualService for `name` whose one route has `retries` (YAML flow text; None: no `retries` field)."""
+    field = f"\n    retries: {retries}" if retries is not None else ""
+    return f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}]
+  http:
+  - route: [{{destination: {{host: {name}}}}}]{field}
+"""
+
+
+@pytest.fixture
+def mesh_of(tmp_path, backend):
+    """Starts Tern on a configuration (with side listeners and an access log); stops what it started."""
+    started = []
+
+    def run(yaml, *flags):
+        ports = side_ports()
+        where = tmp_path / f"run{len(started)}"
+        where.mkdir()
+        t, access = start(where, backend, yaml, *side_args(ports), *flags,
+                          env={**os.environ, "TERN_RANDOM_SEED": "18"})
+        started.append(t)
+        return t, access, ports[2]
+    yield run
+    for t in started:
+        t.stop()
+
+
+def counter(prom, name):
+    got = samples(families(prom), name)
+    return got[0].value if got else None
+
+
+def test_a_5xx_retry_goes_to_another_endpoint_and_every_client_request_succeeds(mesh_of):
+    bad, good1, good2 = Scripted(503), HttpUpstream(), HttpUpstream()
+    try:
+        t, access, prom = mesh_of(cluster("svc", [bad.port, good1.port, good2.port]) +
+                                  retrying("svc", "{attempts: 2, retryOn: 5xx}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(30)] == [200] * 30
+        bad_count = len(bad.requests)
+        good = good1.requests + good2.requests
+        assert bad_count > 0 and len(good) == 30
+        # Each request the bad endpoint failed was tried once more, elsewhere (retryIgnorePreviousHosts), and said so.
+        attempts = sorted(int(r.header("x-envoy-attempt-count")) for r in good)
+        assert attempts.count(2) == bad_count and attempts.count(1) == 30 - bad_count
+        assert all(r.header("x-envoy-attempt-count") == "1" for r in bad.requests)
+        assert counter(prom, "tern_retries_total") == bad_count
+        assert [g["response_code"] for g in lines(access, 30)] == [200] * 30
+    finally:
+        for u in (bad, good1, good2):
+            u.stop()
+
+
+def test_retries_run_out_with_URX_and_the_last_response_goes_to_the_client(mesh_of):
+    bad = Scripted(503)
+    try:
+        t, access, prom = mesh_of(cluster("svc", [bad.port]) + retrying("svc", "{attempts: 2, retryOn: 5xx}"))
+        r = httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10)
+        assert r.status_code == 503 and json.loads(r.text)["length"] == 0
+        assert [q.header("x-envoy-attempt-count") for q in bad.requests] == ["1", "2", "3"]
+        (line,) = lines(access, 1)
+        assert (line["response_code"], line["response_flags"]) == (503, "URX")
+        assert counter(prom, "tern_retries_total") == 2 and counter(prom, "tern_retry_limit_exceeded_total") == 1
+    finally:
+        bad.stop()
+
+
+def test_attempts_0_disables_retries_and_a_policy_without_the_condition_does_not_retry(mesh_of):
+    bad = Scripted(503)
+    try:
+        t, _, prom = mesh_of(cluster("a", [bad.port]) + retrying("a", "{attempts: 0, retryOn: 5xx}")
+                             + "---\n" + cluster("b", [bad.port]) + retrying("b", "{attempts: 3, retryOn: connect-failure}"))
+        assert httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "a"}, timeout=10).status_code == 503
+        assert httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "b"}, timeout=10).status_code == 503
+        assert len(bad.requests) == 2
+        assert counter(prom, "tern_retries_total") == 0
+    finally:
+        bad.stop()
+
+
+def test_istios_default_retries_a_connect_failure_on_another_endpoint(mesh_of):
+    """No `retries`: Istio's mesh default (2 retries on connect-failure,…) applies."""
+    good = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(cluster("svc", [dead_port(), good.port]) + retrying("svc", None))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(10)] == [200] * 10
+        assert len(good.requests) == 10
+        assert counter(prom, "tern_retries_total") == sum(r.header("x-envoy-attempt-count") == "2" for r in good.requests)
+        assert counter(prom, "tern_retries_total") > 0
+        # With nothing to connect to, two retries, then 503 with Envoy's flags.
+        t2, access2, prom2 = mesh_of(cluster("gone", [dead_port()]) + retrying("gone", None))
+        r = httpx.get(f"http://127.0.0.1:{t2.port}/x", headers={"host": "gone"}, timeout=10)
+        assert r.status_code == 503
+        assert lines(access2, 1)[0]["response_flags"] == "UF,URX"
+        assert counter(prom2, "tern_retries_total") == 2
+    finally:
+        good.stop()
+
+
+def test_a_body_that_arrived_with_its_head_is_sent_again_whole(mesh_of):
+    bad, good = Scripted(503), Scripted(200)
+    try:
+        t, _, _ = mesh_of(cluster("svc", [bad.port, good.port]) + retrying("svc", "{attempts: 1, retryOn: 5xx}"))
+        body = bytes(range(256)) * 8
+        import hashlib
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            for i in range(6):
+                r = c.post(f"/p{i}", content=body)
+                assert r.status_code == 200
+                assert json.loads(r.text) == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        assert len(bad.requests) > 0 and all(q.complete and q.body_length == len(body) for q in bad.requests)
+    finally:
+        bad.stop()
+        good.stop()
+
+
+def test_a_body_that_streamed_past_the_first_buffer_is_not_retried(mesh_of):
+    bad = Scripted(503)
+    try:
+        t, access, prom = mesh_of(cluster("svc", [bad.port]) + retrying("svc", "{attempts: 2, retryOn: 5xx}"))
+        body = b"x" * (4 << 20)
+        r = httpx.post(f"http://127.0.0.1:{t.port}/big", content=body, headers={"host": "svc"}, timeout=30)
+        assert r.status_code == 503
+        assert len(bad.requests) == 1 and bad.requests[0].body_length == len(body)
+        assert counter(prom, "tern_retries_total") == 0
+    finally:
+        bad.stop()
+
+
+def test_a_per_try_timeout_retries_elsewhere_and_the_route_timeout_bounds_all_tries(mesh_of):
+    hung, good = Scripted(behaviour="hang"), HttpUpstream()
+    try:
+        t, access, _ = mesh_of(cluster("svc", [hung.port, good.port]) +
+                               retrying("svc", "{attempts: 2, perTryTimeout: 200ms, retryOn: gateway-error}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(6)] == [200] * 6
+        assert len(hung.requests) > 0 and len(good.requests) == 6
+    finally:
+        good.stop()
+    try:
+        yaml = cluster("slow", [hung.port]) + """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow}
+spec:
+  hosts: [slow]
+  http:
+  - route: [{destination: {host: slow}}]
+    timeout: 700ms
+    retries: {attempts: 10, perTryTimeout: 300ms, retryOn: gateway-error}
+"""
+        before = len(hung.requests)
+        t2, access2, _ = mesh_of(yaml)
+        r = httpx.get(f"http://127.0.0.1:{t2.port}/x", headers={"host": "slow"}, timeout=30)
+        assert (r.status_code, r.text) == (504, "upstream request timeout")
+        # At most three tries of 300 ms fit in 700 ms (fewer on a slow machine, never more).
+        assert 1 <= len(hung.requests) - before <= 3
+        assert lines(access2, 1)[0]["response_flags"] == "UT"
+    finally:
+        hung.stop()
+
+
+def test_no_request_is_sent_twice_once_its_response_reached_the_client(mesh_of):
+    up = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(cluster("svc", [up.port]) + retrying("svc", "{attempts: 3, retryOn: \"reset,5xx\"}"))
+        # The response started, then the upstream closed: the client connection is cut (reset), never retried.
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{t.port}/cut-body", headers={"host": "svc"}, timeout=10)
+        assert up.paths() == ["/cut-body"]
+        # Reset before any response byte: retried, three times, then URX.
+        r = httpx.get(f"http://127.0.0.1:{t.port}/reset", headers={"host": "svc"}, timeout=10)
+        assert r.status_code == 503
+        assert up.paths() == ["/cut-body"] + ["/reset"] * 4
+        assert counter(prom, "tern_retries_total") == 3
+        assert lines(access, 2)[1]["response_flags"] == "UC,URX"
+    finally:
+        up.stop()
+
+
+@pytest.mark.parametrize("retry_on,status,headers,retried", [
+    ("\"418\"", 418, [], True),                                     # a listed status code
+    ("retriable-status-codes", 418, [], False),                     # the policy without codes: none
+    ("retriable-4xx", 409, [], True),
+    ("retriable-4xx", 404, [], False),
+    ("gateway-error", 500, [], False),
+    ("gateway-error", 504, [], True),
+    ("unavailable", 200, [("grpc-status", "14")], True),            # a trailers-only gRPC response
+    ("cancelled", 200, [("grpc-status", "14")], False),
+    ("envoy-ratelimited", 429, [("x-envoy-ratelimited", "true")], True),
+    ("5xx", 503, [("x-envoy-ratelimited", "true")], False),         # rate limited: only envoy-ratelimited
+])
+def test_each_retry_on_status_condition(mesh_of, retry_on, status, headers, retried):
+    bad = Scripted(status, headers)
+    try:
+        t, _, _ = mesh_of(cluster("svc", [bad.port]) + retrying("svc", f"{{attempts: 1, retryOn: {retry_on}}}"))
+        assert httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10).status_code == status
+        assert len(bad.requests) == (2 if retried else 1)
+    finally:
+        bad.stop()
