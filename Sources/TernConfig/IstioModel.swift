@@ -317,6 +317,48 @@ public struct OutlierDetection: Sendable, Equatable {
     public var baseEjectionTime: TernDuration?
     public var maxEjectionPercent: Int?
     public var minHealthPercent: Int?
+    /// `outlierDetectionHttpErrorCodes`: the statuses that count as errors (empty: every 5xx).
+    public var errorCodes: [Int] = []
+
+    public init() {}
+}
+
+/// A cluster's outlier detection with Istio's and Envoy's defaults applied (reference/istio.md, OutlierDetection),
+/// as trivial values the proxy reads per request.
+public struct OutlierSettings: Sendable, Equatable {
+    /// Consecutive 5xx (or `errorCodes`) responses that eject a host; 0: off. Envoy's default 5.
+    public var consecutive5xx: UInt32 = 5
+    /// Consecutive 502, 503 and 504 responses that eject a host; 0 (Envoy's enforcement default): off.
+    public var consecutiveGateway: UInt32 = 0
+    /// With `splitExternalLocalOriginErrors`: consecutive locally originated failures (connect failures,
+    /// timeouts) that eject a host, counted apart from responses; without it those count as 503 and 504.
+    public var split = false
+    public var consecutiveLocal: UInt32 = 5
+    public var interval: UInt64 = 10_000_000_000
+    public var baseEjection: UInt64 = 30_000_000_000
+    public var maxEjectionPercent: UInt32 = 10
+    /// Below this share of hosts in service, balance over all of them (Envoy's panic); Istio's default 0: never.
+    public var minHealthPercent: UInt32 = 0
+
+    public init() {}
+
+    public init(_ d: OutlierDetection) {
+        if let v = d.consecutive5xxErrors { consecutive5xx = UInt32(clamping: v) }
+        if let v = d.consecutiveGatewayErrors { consecutiveGateway = UInt32(clamping: v) }
+        split = d.splitExternalLocalOriginErrors ?? false
+        if let v = d.consecutiveLocalOriginFailures { consecutiveLocal = UInt32(clamping: v) }
+        if let v = d.interval { interval = v.nanoseconds }
+        if let v = d.baseEjectionTime { baseEjection = v.nanoseconds }
+        if let v = d.maxEjectionPercent { maxEjectionPercent = UInt32(clamping: v) }
+        if let v = d.minHealthPercent { minHealthPercent = UInt32(clamping: v) }
+    }
+
+    /// How long an ejection lasts, the `multiplier`-th in a row: base × multiplier, at most Envoy's
+    /// `max_ejection_time` (300 s, or the base when that is longer).
+    public func ejectionTime(multiplier: UInt32) -> UInt64 {
+        let cap = max(300_000_000_000, baseEjection)
+        return min(cap, baseEjection &* UInt64(max(1, multiplier)))
+    }
 }
 
 public struct ClientTLSSettings: Sendable, Equatable {

@@ -887,8 +887,7 @@ final class ResourceDecoder {
                                           "interval", "baseEjectionTime", "maxEjectionPercent", "minHealthPercent",
                                           "outlierDetectionHttpErrorCodes"])
         else { return nil }
-        notActedOn(f)
-        for c in items(o["outlierDetectionHttpErrorCodes"]) { _ = integer(c, min: 100, max: 599) }
+        let errorCodes = items(o["outlierDetectionHttpErrorCodes"]).compactMap { integer($0, min: 100, max: 599) }
         let maxInt = Int(UInt32.max)
         var d = OutlierDetection()
         if let c = o["consecutiveErrors"] {
@@ -903,6 +902,7 @@ final class ResourceDecoder {
         d.baseEjectionTime = o["baseEjectionTime"].flatMap { duration($0, minimum: .milliseconds(1)) }
         d.maxEjectionPercent = o["maxEjectionPercent"].flatMap { integer($0, min: 0, max: 100) }
         d.minHealthPercent = o["minHealthPercent"].flatMap { integer($0, min: 0, max: 100) }
+        d.errorCodes = errorCodes
         return d
     }
 

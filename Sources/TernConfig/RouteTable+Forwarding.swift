@@ -155,6 +155,8 @@ public final class Forwarding: Sendable {
                 }
             }
             f.codes = start..<codes.count
+            // Istio starts from its default policy and replaces what the route sets: no retryOn, the default's.
+            if r.retryOn.isEmpty { f.on = RetryFacts.meshDefault.on }
             if let t = r.perTryTimeout { f.perTryTimeout = t.nanoseconds }
             f.ignorePreviousHosts = r.retryIgnorePreviousHosts ?? true
             if let b = r.backoff { f.backoffBase = b.nanoseconds }

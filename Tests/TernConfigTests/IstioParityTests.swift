@@ -80,7 +80,6 @@ import Testing
             "f.yaml:19: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.zoneAwareLbSetting:" + said,
             "f.yaml:20: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.backendUtilization:" + said,
             "f.yaml:21: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes:" + said,
-            "f.yaml:22: warning: DestinationRule default/s: spec.trafficPolicy.outlierDetection:" + said,
         ])
     }
 

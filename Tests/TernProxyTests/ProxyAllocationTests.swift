@@ -75,8 +75,8 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     private let handler: CountingHandler<HTTPProxy<B>>
     var buffer = [UInt8](repeating: 0, count: 65536)
 
-    /// `failEveryOther`: the upstream answers every other request 503 (the route retries on 5xx, so each client
-    /// request still gets a 200, half of them after a retry).
+    /// `failEveryOther`: the upstream answers every other request it gets 503 (the route retries on 5xx: each client
+    /// request's first try gets the 503, its retry the 200).
     init(counter: MallocCounter?, routed: Bool, telemetry telemetryOn: Bool, failEveryOther: Bool = false) throws {
         let (ul, ua) = try RigSockets.listener()
         upstreamListener = ul
@@ -145,6 +145,7 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
                     headers: {request: {set: {x-routed: small}}, response: {add: {x-served-by: tern}}}
                     route: [{destination: {host: upstream}, weight: 100}]
                 \(failEveryOther ? "    retries: {attempts: 1, retryOn: 5xx, backoff: 1ms}" : "")
+                \(failEveryOther ? "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: upstream, namespace: test}\nspec:\n  host: upstream\n  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 5}}" : "")
                 """
             routes = SnapshotCell(try RouteTable.compile(ConfigLoader.load(yaml: yaml, namespace: "test"), namespace: "test"),
                                   readers: 1)
@@ -258,8 +259,9 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         try run(EpollBackend.self, routed: true, telemetry: true)
     }
 
-    /// Every other try answered 503 and retried (retryOn 5xx): the retry (a new connection, the request sent again
-    /// from the held bytes, the back-off timer) allocates nothing either.
+    /// Every other try answered 503 and retried (retryOn 5xx), with outlier detection counting every try: the retry
+    /// (a new connection, the request sent again from the held bytes, the back-off timer) and the counting allocate
+    /// nothing either.
     @Test func retriedRequestsOverEpollAllocateNothing() throws {
         try run(EpollBackend.self, routed: true, telemetry: true, retrying: true)
     }

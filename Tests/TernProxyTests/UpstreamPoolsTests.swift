@@ -138,9 +138,11 @@ import Testing
         for on: RetryOn in [.connectFailure, .resetBeforeRequest] {
             #expect(decide(.reset(reusedConnection: false), on: on) == .answer, "\(on)")
         }
-        // A per-try timeout: 5xx and gateway-error only (Envoy); the route's own timeout and overflow never.
+        // A per-try timeout (Envoy resets the try): 5xx, gateway-error and reset; the route's own timeout and
+        // overflow never.
         #expect(decide(.perTryTimeout, on: .gatewayError) == .retry(from: 0, counted: true))
-        #expect(decide(.perTryTimeout, on: .reset) == .answer)
+        #expect(decide(.perTryTimeout, on: .reset) == .retry(from: 0, counted: true))
+        #expect(decide(.perTryTimeout, on: [.connectFailure, .retriableStatusCodes]) == .answer)
         #expect(decide(.timeout, on: [.serverError, .reset, .gatewayError]) == .answer)
         #expect(decide(.overflow, on: [.serverError, .reset, .gatewayError]) == .answer)
     }

@@ -40,9 +40,14 @@ public enum HTTP1Forwarding {
         public var routeSetsHost = false
         /// The client connection is TLS: X-Forwarded-Proto is https.
         public var secure = false
+        /// The proxy sends its own `x-envoy-attempt-count` (among `.routeFields`): a trusted client's is dropped
+        /// (Envoy overwrites it).
+        public var setsAttemptCount = false
         public init(trustedClient: Bool = false, rewriteTarget: Bool = false, routeFields: Bool = false,
-                    replaceTrace: Bool = false, routeSetsHost: Bool = false, secure: Bool = false)
+                    replaceTrace: Bool = false, routeSetsHost: Bool = false, secure: Bool = false,
+                    setsAttemptCount: Bool = false)
         {
+            self.setsAttemptCount = setsAttemptCount
             self.secure = secure
             self.trustedClient = trustedClient
             self.rewriteTarget = rewriteTarget
@@ -95,7 +100,10 @@ public enum HTTP1Forwarding {
             case .xForwardedProto:
                 keep = options.trustedClient
                 keptProto = keptProto || keep
-            case .xEnvoy, .xForwardedClientCert: keep = options.trustedClient
+            case .xEnvoy:
+                keep = options.trustedClient
+                    && !(options.setsAttemptCount && HTTPGrammar.equalsIgnoringCase(bytes, field.name, Self.attemptCount))
+            case .xForwardedClientCert: keep = options.trustedClient
             case .xRequestID:
                 keep = true
                 hasRequestID = true
@@ -235,6 +243,8 @@ public enum HTTP1Forwarding {
     }
 
     /// Whether a Connection field names `name` (RFC 9110 §7.6.1: those fields are hop-by-hop too).
+    static let attemptCount = StaticBytes("x-envoy-attempt-count")
+
     private static func namedByConnection(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> Bool {
         for field in head.fields where field.known == .connection {
             var cursor = field.value.lowerBound

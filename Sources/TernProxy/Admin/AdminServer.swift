@@ -564,12 +564,14 @@ final class AdminServer: @unchecked Sendable {
             }
         }
         let views = state.clusters
+        let now = System.monotonicNanos()
         if json {
             let items = views.map { c in
                 let hosts = c.endpoints.map { e in
                     let a = active[e.key] ?? (0, 0)
+                    let ejected = counters.outliers.isEjected(cluster: c.name, address: "\(e.address):\(e.port)", now: now)
                     return "{\"address\": {\"socket_address\": {\"address\": \(JSONText.quote(e.address)), \"port_value\": \(e.port)}}, "
-                        + "\"weight\": \(e.weight), \"health_status\": {\"eds_health_status\": \"HEALTHY\", \"failed_outlier_check\": false}, "
+                        + "\"weight\": \(e.weight), \"health_status\": {\"eds_health_status\": \"HEALTHY\", \"failed_outlier_check\": \(ejected)}, "
                         + "\"stats\": [{\"name\": \"rq_active\", \"value\": \(a.requests)}, {\"name\": \"cx_active\", \"value\": \(a.connections)}]}"
                 }
                 return "{\"name\": \(JSONText.quote(c.name)), \"host_statuses\": [\(hosts.joined(separator: ", "))]}"
@@ -583,8 +585,9 @@ final class AdminServer: @unchecked Sendable {
                 let host = e.address.contains(":") ? "[\(e.address)]:\(e.port)" : "\(e.address):\(e.port)"
                 let prefix = "\(c.name)::\(host)::"
                 out += "\(prefix)rq_active::\(a.requests)\n\(prefix)cx_active::\(a.connections)\n\(prefix)weight::\(e.weight)\n"
-                // No outlier detection or active health checking yet: every endpoint is healthy.
-                out += "\(prefix)health_flags::healthy\n"
+                // Envoy's flag for an endpoint outlier detection ejected; no active health checking.
+                let ejected = counters.outliers.isEjected(cluster: c.name, address: "\(e.address):\(e.port)", now: now)
+                out += "\(prefix)health_flags::\(ejected ? "/failed_outlier_check" : "healthy")\n"
             }
         }
         return Response(status: 200, body: out)

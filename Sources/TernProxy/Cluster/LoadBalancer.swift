@@ -28,8 +28,14 @@ struct LoadBalancer: Sendable {
     private var slotKeys: [String]
     /// Smooth weighted round robin credits (nginx's algorithm), used when weights differ.
     private var credits: [Int64]
+    /// Outlier detection (Cluster/OutlierDetection.swift): the cluster's settings (nil: none), its error codes, its
+    /// process-wide record, and each slot's endpoint record.
+    private(set) var outlier: OutlierSettings? = nil
+    private var outlierCodes: [Int] = []
+    private var outlierCluster: OutlierCluster? = nil
+    private var outlierHosts: [OutlierHost?] = []
 
-    init(table: RouteTable, cluster: Int) {
+    init(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil) {
         let c = table.clusters[cluster]
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
@@ -38,6 +44,38 @@ struct LoadBalancer: Sendable {
         slots = (0..<Int32(c.endpoints.count)).map { $0 }
         counts = [Int32](repeating: 0, count: c.endpoints.count)
         credits = [Int64](repeating: 0, count: c.endpoints.count)
+        bindOutlier(table, registry)
+    }
+
+    /// Takes the cluster's outlier settings from the bound table and the records of its endpoints' slots.
+    private mutating func bindOutlier(_ table: RouteTable, _ registry: OutlierRegistry?) {
+        let c = table.clusters[cluster]
+        guard let registry, let d = c.policy.outlierDetection else {
+            outlier = nil
+            outlierCodes = []
+            outlierCluster = nil
+            outlierHosts = []
+            return
+        }
+        outlier = OutlierSettings(d)
+        outlierCodes = d.errorCodes
+        let oc = registry.cluster(c.name)
+        oc.hosts.store(c.endpoints.count, ordering: .relaxed)
+        outlierCluster = oc
+        outlierHosts = slotKeys.map { $0.isEmpty ? nil : registry.host(oc, address: $0) }
+    }
+
+    /// Counts what a try to the endpoint in `slot` came to (`requestStarted`'s slot); true when it ejected it.
+    func record(slot: Int32, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
+        guard let outlier, slot >= 0, Int(slot) < outlierHosts.count, let host = outlierHosts[Int(slot)] else { return false }
+        return outlier.record(outcome, on: host, errorCodes: outlierCodes, now: now)
+    }
+
+    /// Whether endpoint index `i` of the bound cluster is ejected at `now`.
+    private func ejected(_ i: Int, _ now: UInt64) -> Bool {
+        let s = Int(slots[i])
+        guard s < outlierHosts.count, let h = outlierHosts[s] else { return false }
+        return h.isEjected(now: now)
     }
 
     private static func key(_ e: Endpoint) -> String { "\(e.address):\(e.port)" }
@@ -51,7 +89,7 @@ struct LoadBalancer: Sendable {
     /// Binds to `cluster` of a newly published table, keeping the position and every endpoint's slot (by address
     /// and port, so its outstanding count carries over). Endpoints that left the table keep their slot while
     /// requests to them are outstanding; the others' slots are freed for reuse.
-    mutating func rebind(table: RouteTable, cluster: Int) {
+    mutating func rebind(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil) {
         let c = table.clusters[cluster]
         var byKey: [String: Int32] = [:]
         for s in slotKeys.indices where !slotKeys[s].isEmpty && byKey[slotKeys[s]] == nil { byKey[slotKeys[s]] = Int32(s) }
@@ -84,6 +122,7 @@ struct LoadBalancer: Sendable {
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
         self.cluster = cluster
+        bindOutlier(table, registry)
     }
 
     /// Unbinds from every table (the cluster left the configuration): `pick` answers nil, and the slots with
@@ -99,11 +138,26 @@ struct LoadBalancer: Sendable {
     /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random`
     /// is a fresh uniformly random number from the caller; `hashKey` the request's consistent-hash key
     /// (`RouteTable.hashKey`), if any.
-    mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+    mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0) -> Int? {
         guard cluster >= 0, cluster < table.clusters.count else { return nil }
         let c = table.clusters[cluster]
         let n = c.endpoints.count
         guard n > 0, n == slots.count else { return nil }
+        if let oc = outlierCluster, oc.ejected.load(ordering: .relaxed) > 0 {
+            // Some host of the cluster is ejected (its time may be up: `ejected` returns it to service then).
+            var healthy = 0
+            for i in 0..<n where !ejected(i, now) { healthy += 1 }
+            let panicBelow = Int(outlier?.minHealthPercent ?? 0)
+            if healthy < n {
+                if healthy * 100 < panicBelow * n {
+                    // Panic (minHealthPercent): balance over every host, ejected or not, as Envoy.
+                } else if healthy == 0 {
+                    return nil  // 503 UH: every host is ejected and panic is off
+                } else {
+                    return pickInService(c, random: random, hashKey: hashKey, now: now)
+                }
+            }
+        }
         if n == 1 { return 0 }
         switch c.loadBalancing {
         case .roundRobin:
@@ -124,6 +178,59 @@ struct LoadBalancer: Sendable {
             guard let h = hashKey else { return weightedRandom(c.endpoints, random) }
             return table.endpoint(for: h)
         }
+    }
+
+    /// A pick among the hosts in service only (some are ejected): round robin goes on to the next one in service,
+    /// random and least-request choose among them by weight, a consistent hash whose host is ejected moves on to
+    /// another hash of the key (Envoy rebuilds its ring without the host; the keys of the others stay put either
+    /// way).
+    private mutating func pickInService(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64) -> Int? {
+        let n = c.endpoints.count
+        switch c.loadBalancing {
+        case .roundRobin:
+            for _ in 0..<n {
+                let i = Int(position % UInt64(n))
+                position &+= 1
+                if !ejected(i, now) { return i }
+            }
+            return nil
+        case .random:
+            return weightedRandom(c.endpoints, random) { !ejected($0, now) }
+        case .leastRequest:
+            guard let a = weightedRandom(c.endpoints, random, { !ejected($0, now) }) else { return nil }
+            guard let b = weightedRandom(c.endpoints, SplitMix.mix(random ^ 0x5bd1_e995), { !ejected($0, now) }) else { return a }
+            return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
+        case .ringHash(_, let ring):
+            return rehashed(hashKey, now) { ring.endpoint(for: $0) } ?? weightedRandom(c.endpoints, random) { !ejected($0, now) }
+        case .maglev(_, let table):
+            return rehashed(hashKey, now) { table.endpoint(for: $0) } ?? weightedRandom(c.endpoints, random) { !ejected($0, now) }
+        }
+    }
+
+    /// A consistent hash's endpoint for `key` when it is in service, else for the key rehashed (up to eight times).
+    private func rehashed(_ key: UInt64?, _ now: UInt64, _ lookup: (UInt64) -> Int?) -> Int? {
+        guard var k = key else { return nil }
+        for _ in 0..<8 {
+            if let i = lookup(k), !ejected(i, now) { return i }
+            k = SplitMix.mix(k)
+        }
+        return nil
+    }
+
+    /// By weight among the endpoints `inService` admits; nil when it admits none.
+    private func weightedRandom(_ endpoints: [Endpoint], _ random: UInt64, _ inService: (Int) -> Bool) -> Int? {
+        var total: UInt64 = 0
+        for i in 0..<endpoints.count where inService(i) { total += UInt64(endpoints[i].weight) }
+        guard total > 0 else { return nil }
+        var r = random.multipliedFullWidth(by: total).high
+        var last: Int? = nil
+        for i in 0..<endpoints.count where inService(i) {
+            let w = UInt64(endpoints[i].weight)
+            if r < w { return i }
+            r -= w
+            last = i
+        }
+        return last
     }
 
     /// Counts a request sent to `endpoint` (an index of the bound cluster; LEAST_REQUEST reads these) and

@@ -28,6 +28,11 @@ struct LoadBalancers: Sendable {
 
     init() {}
 
+    /// Outlier records shared by every reactor (nil: no outlier detection, as in tests of balancing alone).
+    private var registry: OutlierRegistry? = nil
+
+    init(registry: OutlierRegistry? = nil) { self.registry = registry }
+
     init(table: RouteTable) { bind(table) }
 
     /// Binds every balancer to the clusters of a newly published table: a cluster already known (by name)
@@ -40,7 +45,7 @@ struct LoadBalancers: Sendable {
         var next = [Int32](repeating: -1, count: table.clusters.count)
         for c in table.clusters.indices {
             if let s = byName[table.clusters[c].name], !used[Int(s)] {
-                balancers[Int(s)].rebind(table: table, cluster: c)
+                balancers[Int(s)].rebind(table: table, cluster: c, registry: registry)
                 next[c] = s
                 used[Int(s)] = true
             }
@@ -54,7 +59,7 @@ struct LoadBalancers: Sendable {
             }
         }
         for c in table.clusters.indices where next[c] < 0 {
-            let b = LoadBalancer(table: table, cluster: c)
+            let b = LoadBalancer(table: table, cluster: c, registry: registry)
             if let s = free.popLast() {
                 balancers[Int(s)] = b
                 names[Int(s)] = b.clusterName
@@ -71,9 +76,16 @@ struct LoadBalancers: Sendable {
     }
 
     /// An endpoint index of cluster `cluster` in `table` (the bound table), as `LoadBalancer.pick`.
-    mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil) -> Int? {
+    mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0) -> Int? {
         guard cluster >= 0, cluster < slots.count else { return nil }
-        return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey)
+        return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey, now: now)
+    }
+
+    /// Counts what a try of `request` came to for outlier detection; true when that ejected its endpoint.
+    func record(_ request: OutstandingRequest, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
+        let b = Int(request.balancer)
+        guard b < balancers.count, balancers[b].outlier != nil else { return false }
+        return balancers[b].record(slot: request.endpoint, outcome, now: now)
     }
 
     /// Counts a request sent to `endpoint` of `cluster` (indexes of the bound table) until `requestFinished`.

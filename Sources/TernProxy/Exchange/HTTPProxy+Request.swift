@@ -103,6 +103,7 @@ extension HTTPProxy {
     /// else it goes upstream.
     func forwardRouted(_ x: XID, _ reactor: Reactor<Backend>) {
         if !exchanges[x].fault.isEmpty && injectFault(x, reactor) { return }
+        startRouteTimeout(x, reactor)
         acquireUpstream(x, reactor)
     }
 
@@ -131,7 +132,7 @@ extension HTTPProxy {
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
                                                      routeFields: !fields.isEmpty, replaceTrace: traced,
                                                      routeSetsHost: exchanges[x].routeSetsHost,
-                                                     secure: downstreams[id].transport == .tls)
+                                                     secure: downstreams[id].transport == .tls, setsAttemptCount: routes != nil)
         guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
             // The fields the route removes or sets are dropped from the received head (ranges from its start).
             HTTP1Forwarding.request(head, span, options: options,
@@ -265,6 +266,7 @@ extension HTTPProxy {
             return
         }
         if exchanges[x].request.held.isEmpty && exchanges[x].attempt.replayFrom == nil { dropHeld(&exchanges[x].request.held, reactor) }
+        parkForReplay(x, reactor)
         if exchanges[x].request.body == .none {
             requestDone(x, reactor)
         } else if case .length(let left) = exchanges[x].request.body, left >= Self.spliceThreshold,
@@ -307,11 +309,6 @@ extension HTTPProxy {
         let now = System.monotonicNanos()
         if exchanges[x].requestEnd == 0 { exchanges[x].requestEnd = now }
         exchanges[x].tryEnd = now
-        if exchanges[x].timeout > 0 {
-            armExchangeTimer(x, at: saturatingAdd(exchanges[x].requestEnd, exchanges[x].timeout), reactor)
-        }
-        if exchanges[x].retry.perTryTimeout > 0 {
-            armExchangeTimer(x, at: saturatingAdd(now, exchanges[x].retry.perTryTimeout), reactor)
-        }
+        armExchangeDues(x, reactor)
     }
 }

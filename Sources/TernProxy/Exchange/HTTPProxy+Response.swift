@@ -112,14 +112,17 @@ extension HTTPProxy {
             if let u = exchanges[x].attempt.connection { receiveFromUpstream(u, reactor) }
             return
         }
+        let status = responseParsers.parsers[p].head.status
+        if status >= 200 { recordOutcome(x, .status(status)) }
         if exchanges[x].attempt.replayFrom != nil {
             // The retry policy's turn (Router/HTTPProxy+Retry.swift); past a final head the request is not sent
             // again. (Decided before this function copies the head: a copy alive during the retry would make the
             // parser's reset copy its field table.)
             switch responseRetry(x) {
             case .retry(let from): return retry(x, from: from, reactor)
-            case .final: noReplay(x, reactor)
-            case .interim: break
+            case .final, .interim:
+                // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.)
+                noReplay(x, reactor)
             }
         }
         let head = responseParsers.parsers[p].head

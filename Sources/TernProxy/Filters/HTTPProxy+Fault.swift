@@ -31,6 +31,9 @@ extension HTTPProxy {
         if fault.delayPerMillion > 0 && random.next() % 1_000_000 < UInt64(fault.delayPerMillion) {
             counters.faultDelays.add(1, ordering: .relaxed)
             exchanges[x].report.flags.insert(.delayInjected)
+            // Held, the request keeps none of the reactor's shared receive buffers (as one waiting for a
+            // connection does).
+            parkWaiting(x, reactor)
             exchanges[x].delayUntil = max(1, saturatingAdd(System.monotonicNanos(), fault.delay))
             armExchangeTimer(x, at: exchanges[x].delayUntil, reactor)
             return true
@@ -44,7 +47,8 @@ extension HTTPProxy {
         exchanges[x].delayUntil = 0
         exchanges[x].lastActivity = System.monotonicNanos()
         if abortByFault(x, reactor) { return }
-        armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds), reactor)
+        armExchangeDues(x, reactor)
+        startRouteTimeout(x, reactor)
         acquireUpstream(x, reactor)
     }
 

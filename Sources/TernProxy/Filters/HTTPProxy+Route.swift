@@ -61,7 +61,8 @@ extension HTTPProxy {
         // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
         // source address, read in place; nil (a random pick, as Envoy) for other policies or a missing value.
         let hashKey = bytes.hashKey(table, cluster: cluster, head: head, held: exchanges[x].request.held, slot: Int(id.index))
-        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
+        guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey,
+                                     now: exchanges[x].lastActivity),
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(x, .noHealthyUpstream, reactor) }
         exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         exchanges[x].cluster = Int32(cluster)

@@ -391,14 +391,18 @@ enum HeadRefusal: Error {
     /// and returns it held, to be sent from there and dropped after: its bytes live as long as the send. Nil
     /// when it does not fit.
     func compose(_ build: (inout ResponseWriter) -> Void) -> Held? {
-        let a = takeAssembly()
-        var w = unsafe ResponseWriter(base: assemblies[Int(a)], capacity: assemblySize)
-        build(&w)
-        guard !w.overflowed else {
+        // A small assembly first (what most heads' extras need: a few field lines), a large one when that overflows
+        // (`build` writes again from the start).
+        var small = true
+        while true {
+            let a = takeAssembly(small: small)
+            var w = unsafe ResponseWriter(base: assemblies[Int(a)], capacity: small ? Self.smallAssemblySize : assemblySize)
+            build(&w)
+            if !w.overflowed { return Held(buffer: -1, assembly: a, start: 0, end: w.count) }
             giveBack(a)
-            return nil
+            if !small { return nil }
+            small = false
         }
-        return Held(buffer: -1, assembly: a, start: 0, end: w.count)
     }
 
     /// Bytes of the held request head (for a redirect's Location: its Host and path).

@@ -248,6 +248,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.routes = routes
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
+        balancers = LoadBalancers(registry: counters.outliers)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
         exchanges = Slab(capacity: capacity)

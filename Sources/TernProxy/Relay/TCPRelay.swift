@@ -70,6 +70,9 @@ public final class RelayCounters: Sendable {
     public let upstreamDescriptorWaits = Atomic<Int>(0)
     /// TLS handshakes, resumptions and failures by reason.
     public let tls = TLSCounters()
+    /// Outlier detection's records of every cluster and endpoint (Cluster/OutlierDetection.swift): shared by the
+    /// reactors like these counters, written with atomics on the request path.
+    public let outliers = OutlierRegistry()
     public init() {}
 }
 

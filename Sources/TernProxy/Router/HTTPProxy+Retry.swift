@@ -15,6 +15,12 @@ extension HTTPProxy {
     /// An attempt failed with `error`: the retry policy decides between trying again and answering the client (a
     /// local response, or a reset if the response had already started).
     func attemptFailed(_ x: XID, _ error: ProxyError, responseBytesSeen: Bool, _ reactor: Reactor<Backend>) {
+        switch error.source {
+        case .upstreamConnect: recordOutcome(x, .connectFailed)
+        case .upstreamReset, .upstreamProtocol: recordOutcome(x, .reset)
+        case .upstreamTimeout, .upstreamPerTryTimeout: recordOutcome(x, .timeout)
+        case .local: break
+        }
         var attempt = exchanges[x].attempt
         if attempt.replayFrom == nil && exchanges[x].request.state == .waiting {
             // Nothing of the request was sent (its connection failed): it goes again as it is held.
@@ -44,6 +50,16 @@ extension HTTPProxy {
         }
     }
 
+    /// Counts what the exchange's current try came to for outlier detection (Cluster/OutlierDetection.swift), on
+    /// the endpoint its balancer counted it on.
+    func recordOutcome(_ x: XID, _ outcome: OutlierOutcome) {
+        guard let outstanding = exchanges[x].attempt.outstanding else { return }
+        if balancers.record(outstanding, outcome, now: System.monotonicNanos()) {
+            let e = exchanges[x].attempt.endpoint
+            Log.info("outlier detection ejected \(e >= 0 ? pools.slots[e].address.description : "an endpoint") of \(balancers.clusterName(of: outstanding))")
+        }
+    }
+
     /// Under a retry policy, a request whose Content-Length body fits `--per-request-buffer-kb` (and, with its head,
     /// one assembly buffer) is held until all of it arrived, so a retry can send it again: true when it waits for
     /// the rest of its body (`gathered` goes on). Not with `Expect: 100-continue` (the client waits for the
@@ -52,7 +68,11 @@ extension HTTPProxy {
         guard !exchanges[x].retry.on.isEmpty, case .length(let n) = exchanges[x].request.body, !head.expectContinue,
               !exchanges[x].upgrade, n <= UInt64(settings.perRequestBufferBytes) else { return false }
         let total = head.length + Int(n)
-        guard exchanges[x].request.held.count < total, total <= bytes.assemblySize else { return false }
+        // Head and body within --max-request-headers-kb, so that one more receive (the rest of the body and
+        // whatever pipelined request follows it) still fits the assembly; and gathering takes at most half of the
+        // head memory, so that slow bodies cannot starve heads.
+        guard exchanges[x].request.held.count < total, total <= settings.limits.maxHeaderBytes,
+              bytes.largeInUse < bytes.headBudget / 2 else { return false }
         do {
             release(try bytes.holdLarge(&exchanges[x].request.held), reactor)
         } catch {
@@ -88,7 +108,7 @@ extension HTTPProxy {
 
     /// A response head was parsed: whether the policy retries on it (`retry`: the response is dropped and the
     /// request tried again from that offset), or it goes to the client (`final`, with flag URX when only the lack of
-    /// retries left stopped a retry; `interim` for a 1xx, after which the final head is decided).
+    /// retries left stopped a retry; `interim` for a 1xx, after which, as in Envoy, the request is not tried again).
     func responseRetry(_ x: XID) -> ResponseRetry {
         let head = responseParsers.parsers[Int(exchanges[x].response.parser)].head
         if head.isInterim && head.status != 101 { return .interim }
@@ -126,19 +146,65 @@ extension HTTPProxy {
         let now = System.monotonicNanos()
         exchanges[x].lastActivity = now
         let wait = exchanges[x].retry.backoff(retry: Int(exchanges[x].tries - 1), random: random.next())
-        guard wait > 0 else { return acquireUpstream(x, reactor) }
-        // Backing off, the request holds no shared receive buffer (as one waiting for a connection).
+        if wait > 0 {
+            // Backing off, the request holds no shared receive buffer (as one waiting for a connection).
+            parkWaiting(x, reactor)
+            exchanges[x].retryAt = max(1, saturatingAdd(now, wait))
+        }
+        armExchangeDues(x, reactor)
+        if wait == 0 { acquireUpstream(x, reactor) }
+    }
+
+    /// A request that may be sent again keeps its bytes until its response head is read; they leave the shared
+    /// receive buffer they arrived in for an assembly buffer of their own (as a request waiting for a connection
+    /// does), so requests waiting on slow upstreams cannot hold all of the reactor's receive buffers.
+    func parkForReplay(_ x: XID, _ reactor: Reactor<Backend>) {
+        guard let from = exchanges[x].attempt.replayFrom, exchanges[x].request.held.buffer >= 0 else { return }
+        let sent = exchanges[x].request.held.start - from
+        exchanges[x].request.held.start = from
         parkWaiting(x, reactor)
-        exchanges[x].retryAt = max(1, saturatingAdd(now, wait))
-        armExchangeTimer(x, at: exchanges[x].retryAt, reactor)
+        // Moved to the front of the assembly: the request starts at 0, what follows it where it was sent to.
+        exchanges[x].attempt.replayFrom = exchanges[x].request.held.start
+        exchanges[x].request.held.start += sent
     }
 
     /// The back-off before a retry ended: the request goes upstream.
     func retryBackoffEnded(_ x: XID, _ reactor: Reactor<Backend>) {
         exchanges[x].retryAt = 0
         exchanges[x].lastActivity = System.monotonicNanos()
-        armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds), reactor)
+        armExchangeDues(x, reactor)
         acquireUpstream(x, reactor)
+    }
+
+    /// The router takes the request (after the fault filter): the route's timeout starts now when the whole
+    /// request is here (Envoy's starts at the end of the downstream request), or when its streamed body ends
+    /// (`requestDone`).
+    func startRouteTimeout(_ x: XID, _ reactor: Reactor<Backend>) {
+        guard exchanges[x].requestEnd == 0, exchanges[x].request.body == .none || bodyHeldWhole(x) else { return }
+        exchanges[x].requestEnd = System.monotonicNanos()
+        armExchangeDues(x, reactor)
+    }
+
+    /// Whether all of a Content-Length body is held with its head.
+    func bodyHeldWhole(_ x: XID) -> Bool {
+        guard case .length(let n) = exchanges[x].request.body, exchanges[x].request.parser >= 0 else { return false }
+        let head = requestParsers.parsers[Int(exchanges[x].request.parser)].head.length
+        return exchanges[x].request.held.count >= head + Int(n)
+    }
+
+    /// Sets the exchange's timer for the earliest of what it waits for: the stream idle timeout, the route's
+    /// timeout once it runs, the try's timeout, the end of a back-off or of an injected delay.
+    func armExchangeDues(_ x: XID, _ reactor: Reactor<Backend>) {
+        var due = saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds)
+        if exchanges[x].timeout > 0 && exchanges[x].requestEnd != 0 {
+            due = min(due, saturatingAdd(exchanges[x].requestEnd, exchanges[x].timeout))
+        }
+        if exchanges[x].retry.perTryTimeout > 0 && exchanges[x].tryEnd != 0 {
+            due = min(due, saturatingAdd(exchanges[x].tryEnd, exchanges[x].retry.perTryTimeout))
+        }
+        if exchanges[x].retryAt != 0 { due = min(due, exchanges[x].retryAt) }
+        if exchanges[x].delayUntil != 0 { due = min(due, exchanges[x].delayUntil) }
+        armExchangeTimer(x, at: due, reactor)
     }
 
     /// The exchange goes back to the state before its request was sent: the held request from `from` again, its
@@ -171,8 +237,9 @@ extension HTTPProxy {
               !routes.current.clusters[cluster].loadBalancing.hashesConsistently else { return }
         let table = routes.current
         var picked: Int? = nil
+        let now = System.monotonicNanos()
         for _ in 0..<5 {
-            guard let e = balancers.pick(cluster: cluster, table: table, random: random.next()) else { return }
+            guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), now: now) else { return }
             if exchanges[x].tried & (1 << UInt64(e & 63)) == 0 {
                 picked = e
                 break

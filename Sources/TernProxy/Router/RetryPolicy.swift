@@ -44,7 +44,8 @@ struct RetryPolicy {
         case .upstreamReset, .upstreamProtocol:
             return !on.isDisjoint(with: [.reset, .serverError, .gatewayError])
         case .upstreamPerTryTimeout:
-            return !on.isDisjoint(with: [.serverError, .gatewayError])
+            // Envoy resets the try (a local reset): 5xx, gateway-error and reset retry it.
+            return !on.isDisjoint(with: [.serverError, .gatewayError, .reset])
         }
     }
 

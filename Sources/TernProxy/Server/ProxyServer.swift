@@ -598,7 +598,25 @@ public final class ProxyServer {
                          samples: one(Double(admin.sideConnectionsEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
                          samples: one(Double(telemetry.seriesOverflowed))),
-        ] + tlsMetrics(counters.tls)
+        ] + tlsMetrics(counters.tls) + outlierMetrics(counters.outliers)
+    }
+
+    /// Outlier detection per cluster, under Envoy's names (what Istio users scrape): hosts ejected now, ejections
+    /// enforced, and ejections `maxEjectionPercent` refused.
+    static func outlierMetrics(_ registry: OutlierRegistry) -> [MetricFamily] {
+        let figures = registry.figures()
+        guard !figures.isEmpty else { return [] }
+        func per(_ value: ((cluster: String, active: Int, enforced: Int, overflow: Int)) -> Int) -> [(labels: [(String, String)], value: Double)] {
+            figures.map { ([("cluster_name", $0.cluster)], Double(value($0))) }
+        }
+        return [
+            MetricFamily(name: "envoy_cluster_outlier_detection_ejections_active", help: "Hosts of the cluster ejected now.", kind: .gauge,
+                         samples: per { $0.active }),
+            MetricFamily(name: "envoy_cluster_outlier_detection_ejections_enforced_total", help: "Ejections enforced.", kind: .counter,
+                         samples: per { $0.enforced }),
+            MetricFamily(name: "envoy_cluster_outlier_detection_ejections_overflow", help: "Ejections maxEjectionPercent refused.", kind: .counter,
+                         samples: per { $0.overflow }),
+        ]
     }
 
     /// TLS handshakes by side (downstream: terminated by Tern; upstream: originated), resumed ones, failures by
