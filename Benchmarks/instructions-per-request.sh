@@ -13,12 +13,20 @@
 #
 # Environment: TERN_BIN (default .build/release/tern), TERN_BASE_BIN (required), TERN_LOAD_BIN (default
 # .build/release/tern-load). Needs valgrind and nginx (`bash Tools/scripts/setup.sh --bench` installs both).
+# An A/B of two configurations of one build instead: TERN_BASE_BIN=$TERN_BIN with TERN_BASE_ARGS and TERN_TEST_ARGS,
+# each replacing `--upstream 127.0.0.1:18080` (e.g. `--config FILE`, whose endpoint is that origin), and
+# TERN_LOAD_HOST, the Host the load sends (the configuration's service); Benchmarks/resilience-cost.sh does that.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
 TERN_BASE_BIN=${TERN_BASE_BIN:?set TERN_BASE_BIN to the other build\'s tern}
 TERN_LOAD_BIN=${TERN_LOAD_BIN:-$REPO_ROOT/.build/release/tern-load}
 REPEATS=${1:-3}
+ORIGIN_ARGS="--upstream 127.0.0.1:18080"
+TERN_BASE_ARGS=${TERN_BASE_ARGS:-$ORIGIN_ARGS}
+TERN_TEST_ARGS=${TERN_TEST_ARGS:-$ORIGIN_ARGS}
+LOAD_ARGS=()
+[[ -n ${TERN_LOAD_HOST:-} ]] && LOAD_ARGS=(--header "Host: $TERN_LOAD_HOST")
 ORIGIN_PORT=18080
 TERN_PORT=18081
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -59,14 +67,16 @@ done
 
 # count WHO N: callgrind's instruction count for tern-engine serving N requests after 1,000 warm-up ones.
 count() {
-    local who=$1 n=$2 out="$WORK/$1-$2" vpid
+    local who=$1 n=$2 out="$WORK/$1-$2" vpid args=$TERN_TEST_ARGS
+    [[ $who == base ]] && args=$TERN_BASE_ARGS
+    # shellcheck disable=SC2086 # the arguments are words on purpose
     valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.cg" "$WORK/$who/tern" proxy --http \
-        --cores 1 --io-backend epoll --listen "127.0.0.1:$TERN_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
+        --cores 1 --io-backend epoll --listen "127.0.0.1:$TERN_PORT" $args \
         --admin off --health off --prometheus off 2>"$out.log" &
     vpid=$!
     for _ in $(seq 1 300); do grep -q "listening kind=http" "$out.log" 2>/dev/null && break; sleep 0.1; done
-    "$TERN_LOAD_BIN" --io-backend epoll --connections 4 --requests 1000 "http://127.0.0.1:$TERN_PORT/" >/dev/null
-    "$TERN_LOAD_BIN" --io-backend epoll --connections 4 --requests "$n" "http://127.0.0.1:$TERN_PORT/" >"$out.load"
+    "$TERN_LOAD_BIN" --io-backend epoll --connections 4 --requests 1000 "${LOAD_ARGS[@]}" "http://127.0.0.1:$TERN_PORT/" >/dev/null
+    "$TERN_LOAD_BIN" --io-backend epoll --connections 4 --requests "$n" "${LOAD_ARGS[@]}" "http://127.0.0.1:$TERN_PORT/" >"$out.load"
     grep -q "errors: connect 0, timeout 0, reset 0, 4xx 0, 5xx 0" "$out.load" || die "$who: failed requests: $(grep errors "$out.load")"
     kill -TERM "$vpid"
     wait "$vpid" || true

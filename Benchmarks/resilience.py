@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -145,11 +146,15 @@ def run(work, name, ports, bad_log, requests, connections):
         watcher.start()
     load = subprocess.run([TERN_LOAD, "--connections", str(connections), "--requests", str(requests), "--header", "Host: svc",
                            "--json", f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=900)
+    trickle_errors = []
     if outlier and back_at[0] is None and ejected_at[0] is not None:
         # The run ended before the ejection did: a bounded trickle of requests until the endpoint gets one.
         t0 = time.monotonic()
         while back_at[0] is None and time.monotonic() - t0 < 40:
-            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": "svc"}), timeout=10).read()
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": "svc"}), timeout=10).read()
+            except urllib.error.HTTPError as e:
+                trickle_errors.append(e.code)
             time.sleep(0.01)
     done.set()
     doc = json.loads(load.stdout)
@@ -164,6 +169,7 @@ def run(work, name, ports, bad_log, requests, connections):
         "ejections": figure(m, "envoy_cluster_outlier_detection_ejections_enforced_total"),
         "ejected_after_s": None if ejected_at[0] is None else ejected_at[0] - start,
         "back_in_after_s": None if back_at[0] is None or ejected_at[0] is None else back_at[0] - ejected_at[0],
+        "trickle_errors": trickle_errors,
     }
     stop(tern)
     return result

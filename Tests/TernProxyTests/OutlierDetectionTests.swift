@@ -65,7 +65,7 @@ import Testing
         #expect(!split.record(.connected, on: h[1], errorCodes: [], now: 3))   // ends the local run
         #expect(!split.record(.connectFailed, on: h[1], errorCodes: [], now: 4))
         #expect(split.record(.connectFailed, on: h[1], errorCodes: [], now: 5))
-        // A reset before the response counts as a 5xx (Envoy's 500) in both modes.
+        // A reset before the response is a failed connection to Envoy: with the split, a local-origin failure.
         #expect(!split.record(.reset, on: h[2], errorCodes: [], now: 1))
         #expect(split.record(.reset, on: h[2], errorCodes: [], now: 2))
     }
@@ -87,15 +87,50 @@ import Testing
             now += took
         }
         #expect(c.ejected.load(ordering: .relaxed) == 0)
-        // The multiplier stands at 12: 25 healthy seconds take two steps off, so the next ejection is the 11th
-        // step (capped: 300 s); after 2,000 healthy seconds (200 intervals) it is back to the first: 30 s.
+        // The multiplier stopped at 11 (Envoy grows it while base × it < 300 s + base): 25 healthy seconds take two
+        // steps off, so the next ejection is the 10th step (300 s); after 2,000 healthy seconds (200 intervals) it
+        // is back to the first: 30 s.
+        #expect(h[0].multiplier.load(ordering: .relaxed) == 11)
         now += 25 * second
         #expect(ejectAndEnd() == 300 * second)
+        #expect(h[0].multiplier.load(ordering: .relaxed) == 10)
         #expect(OutlierSettings().ejectionTime(multiplier: 11) == 300 * second)
         now += 300 * second + 2_000 * second
         #expect(ejectAndEnd() == 30 * second)
         // A base above 300 s is its own cap.
         #expect(settings { $0.baseEjectionTime = .seconds(400) }.ejectionTime(multiplier: 3) == 400 * second)
+    }
+
+    @Test func aResetIsAGatewayErrorWithoutTheSplit() {
+        let (_, _, h) = cluster(hosts: 1)
+        let gw = settings { $0.consecutive5xxErrors = 0; $0.consecutiveGatewayErrors = 2 }
+        #expect(!gw.record(.status(502), on: h[0], errorCodes: [], now: 1))
+        #expect(gw.record(.reset, on: h[0], errorCodes: [], now: 2))
+    }
+
+    @Test func anEndpointThatLeftTheTableReturnsAndCountsNoMore() {
+        let (r, c, h) = cluster(hosts: 3)
+        let s = settings { $0.consecutive5xxErrors = 1; $0.maxEjectionPercent = 100 }
+        #expect(s.record(.status(503), on: h[0], errorCodes: [], now: 1))
+        #expect(s.record(.status(503), on: h[1], errorCodes: [], now: 1))
+        #expect(c.ejected.load(ordering: .relaxed) == 2)
+        r.keep(c.name, addresses: ["10.0.0.1:80", "10.0.0.2:80"])  // 10.0.0.0 left the table
+        #expect(c.ejected.load(ordering: .relaxed) == 1 && !h[0].isEjected(now: 2))
+        #expect(!s.record(.status(503), on: h[0], errorCodes: [], now: 3))
+        r.keep(c.name, addresses: ["10.0.0.1:80", "10.0.0.2:80"])  // every reactor binds the same table: once
+        #expect(c.ejected.load(ordering: .relaxed) == 1)
+        r.keep(c.name, addresses: [])  // outlier detection removed from the cluster
+        #expect(c.ejected.load(ordering: .relaxed) == 0)
+    }
+
+    @Test func aRefusedEjectionStartsTheRunOver() {
+        let (_, c, h) = cluster(hosts: 3)
+        let s = settings { $0.consecutive5xxErrors = 2; $0.maxEjectionPercent = 10 }
+        for t in 1...2 { _ = s.record(.status(503), on: h[0], errorCodes: [], now: UInt64(t)) }
+        #expect(h[0].isEjected(now: 3))
+        for t in 3...6 { _ = s.record(.status(503), on: h[1], errorCodes: [], now: UInt64(t)) }
+        // Four errors, two runs refused (not one per error after the threshold).
+        #expect(c.overflow.load(ordering: .relaxed) == 2)
     }
 
     @Test func maxEjectionPercentAlwaysAllowsOneAndCountsTheRefused() {
@@ -119,7 +154,7 @@ import Testing
         #expect(!r.isEjected(cluster: c.name, address: "10.0.0.0:80", now: 10 + second))
         #expect(!h[0].isEjected(now: 10 + second))
         #expect(c.ejected.load(ordering: .relaxed) == 0)
-        #expect(r.figures().map(\.enforced) == [1])
+        #expect(r.figures(now: 10 + second).map(\.enforced) == [1])
     }
 }
 

@@ -51,6 +51,8 @@ struct LoadBalancer: Sendable {
     private mutating func bindOutlier(_ table: RouteTable, _ registry: OutlierRegistry?) {
         let c = table.clusters[cluster]
         guard let registry, let d = c.policy.outlierDetection else {
+            // (Outlier detection removed from the cluster: what it had ejected returns.)
+            if let oc = outlierCluster { registry?.keep(oc.name, addresses: []) }
             outlier = nil
             outlierCodes = []
             outlierCluster = nil
@@ -63,10 +65,15 @@ struct LoadBalancer: Sendable {
         oc.hosts.store(c.endpoints.count, ordering: .relaxed)
         outlierCluster = oc
         outlierHosts = slotKeys.map { $0.isEmpty ? nil : registry.host(oc, address: $0) }
+        registry.keep(c.name, addresses: Set(c.endpoints.map(Self.key)))
     }
 
+    mutating func detectsOutliers() -> Bool { outlier != nil }
+
     /// Counts what a try to the endpoint in `slot` came to (`requestStarted`'s slot); true when it ejected it.
-    func record(slot: Int32, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
+    /// (Mutating only so that it runs on the balancer in place: through an array's getter the whole struct would be
+    /// copied, its arrays retained.)
+    mutating func record(slot: Int32, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
         guard let outlier, slot >= 0, Int(slot) < outlierHosts.count, let host = outlierHosts[Int(slot)] else { return false }
         return outlier.record(outcome, on: host, errorCodes: outlierCodes, now: now)
     }
@@ -127,7 +134,8 @@ struct LoadBalancer: Sendable {
 
     /// Unbinds from every table (the cluster left the configuration): `pick` answers nil, and the slots with
     /// requests outstanding stay until those requests finish.
-    mutating func retire() {
+    mutating func retire(registry: OutlierRegistry? = nil) {
+        if let oc = outlierCluster { registry?.keep(oc.name, addresses: []) }
         cluster = -1
         slots = []
         credits = []

@@ -52,7 +52,7 @@ struct LoadBalancers: Sendable {
         }
         var free: [Int32] = []
         for s in balancers.indices where !used[s] {
-            balancers[s].retire()
+            balancers[s].retire(registry: registry)
             if balancers[s].totalOutstanding == 0 {
                 inUse[s] = false
                 free.append(Int32(s))
@@ -82,9 +82,15 @@ struct LoadBalancers: Sendable {
     }
 
     /// Counts what a try of `request` came to for outlier detection; true when that ejected its endpoint.
-    func record(_ request: OutstandingRequest, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
+    /// Whether the cluster that counted `request` has outlier detection (mutating: read in place, see `record`).
+    mutating func detectsOutliers(_ request: OutstandingRequest) -> Bool {
         let b = Int(request.balancer)
-        guard b < balancers.count, balancers[b].outlier != nil else { return false }
+        return b < balancers.count && balancers[b].detectsOutliers()
+    }
+
+    mutating func record(_ request: OutstandingRequest, _ outcome: OutlierOutcome, now: UInt64) -> Bool {
+        let b = Int(request.balancer)
+        guard b < balancers.count else { return false }
         return balancers[b].record(slot: request.endpoint, outcome, now: now)
     }
 

@@ -29,6 +29,8 @@ final class OutlierHost: Sendable {
     /// per interval in service).
     let multiplier = Atomic<UInt32>(0)
     let multiplierSince = Atomic<UInt64>(0)
+    /// In the cluster of the bound table (an endpoint that left it counts nothing and is not ejected).
+    let live = Atomic<Bool>(true)
     let cluster: OutlierCluster
     /// `address:port`, as the admin page shows it.
     let address: String
@@ -44,11 +46,18 @@ final class OutlierHost: Sendable {
         let until = ejectedUntil.load(ordering: .acquiring)
         if until == 0 { return false }
         if now < until { return true }
-        if ejectedUntil.compareExchange(expected: until, desired: 0, ordering: .acquiringAndReleasing).exchanged {
-            multiplierSince.store(now, ordering: .relaxed)
-            cluster.ejected.subtract(1, ordering: .relaxed)
-        }
+        returnToService(until)
         return false
+    }
+
+    /// Ends the ejection that lasts until `until` (once: the caller whose swap succeeds), as Envoy's un-ejection:
+    /// out of the cluster's ejected hosts, its counters started afresh.
+    func returnToService(_ until: UInt64) {
+        guard ejectedUntil.compareExchange(expected: until, desired: 0, ordering: .acquiringAndReleasing).exchanged else { return }
+        consecutive5xx.store(0, ordering: .relaxed)
+        consecutiveGateway.store(0, ordering: .relaxed)
+        consecutiveLocal.store(0, ordering: .relaxed)
+        cluster.ejected.subtract(1, ordering: .relaxed)
     }
 }
 
@@ -70,7 +79,8 @@ final class OutlierCluster: Sendable {
 public final class OutlierRegistry: Sendable {
     private struct State {
         var clusters: [String: OutlierCluster] = [:]
-        var hosts: [String: OutlierHost] = [:]
+        /// By cluster name, then address.
+        var hosts: [String: [String: OutlierHost]] = [:]
     }
     private let state = Mutex(State())
 
@@ -86,19 +96,38 @@ public final class OutlierRegistry: Sendable {
     }
 
     func host(_ cluster: OutlierCluster, address: String) -> OutlierHost {
-        let key = cluster.name + "|" + address
-        return state.withLock { s in
-            if let h = s.hosts[key] { return h }
+        state.withLock { s in
+            if let h = s.hosts[cluster.name]?[address] {
+                h.live.store(true, ordering: .relaxed)
+                return h
+            }
             let h = OutlierHost(cluster: cluster, address: address)
-            s.hosts[key] = h
+            s.hosts[cluster.name, default: [:]][address] = h
             return h
         }
     }
 
-    /// Per cluster: hosts ejected now, ejections enforced and refused by `maxEjectionPercent` (the metrics).
-    public func figures() -> [(cluster: String, active: Int, enforced: Int, overflow: Int)] {
+    /// The cluster's endpoints in the bound table are `addresses` (none: the cluster left, or lost its outlier
+    /// detection): the records of the others are returned to service, stop counting, and are dropped, as Envoy
+    /// forgets a removed host. Idempotent: every reactor binds the same table.
+    func keep(_ cluster: String, addresses: Set<String>) {
         state.withLock { s in
-            s.clusters.values.sorted { $0.name < $1.name }.map {
+            guard let hosts = s.hosts[cluster] else { return }
+            for (address, h) in hosts where !addresses.contains(address) {
+                h.live.store(false, ordering: .relaxed)
+                let until = h.ejectedUntil.load(ordering: .acquiring)
+                if until != 0 { h.returnToService(until) }
+                s.hosts[cluster]?[address] = nil
+            }
+        }
+    }
+
+    /// Per cluster: hosts ejected now (those whose time is up returned to service first), ejections enforced and
+    /// refused by `maxEjectionPercent` (the metrics).
+    public func figures(now: UInt64) -> [(cluster: String, active: Int, enforced: Int, overflow: Int)] {
+        state.withLock { s in
+            for hosts in s.hosts.values { for h in hosts.values { _ = h.isEjected(now: now) } }
+            return s.clusters.values.sorted { $0.name < $1.name }.map {
                 ($0.name, $0.ejected.load(ordering: .relaxed), $0.enforced.load(ordering: .relaxed), $0.overflow.load(ordering: .relaxed))
             }
         }
@@ -106,7 +135,7 @@ public final class OutlierRegistry: Sendable {
 
     /// Whether endpoint `address` of cluster `cluster` is ejected now (the admin page's `failed_outlier_check`).
     public func isEjected(cluster: String, address: String, now: UInt64) -> Bool {
-        let h = state.withLock { $0.hosts[cluster + "|" + address] }
+        let h = state.withLock { $0.hosts[cluster]?[address] }
         return h?.isEjected(now: now) ?? false
     }
 }
@@ -129,13 +158,13 @@ extension OutlierSettings {
     /// Counts one outcome on `host` and ejects it when a threshold is crossed and `maxEjectionPercent` allows
     /// (at least one host of a cluster can always be ejected, as in Envoy). Returns true when it ejected the host.
     func record(_ outcome: OutlierOutcome, on host: OutlierHost, errorCodes: [Int], now: UInt64) -> Bool {
+        guard host.live.load(ordering: .relaxed) else { return false }
         switch outcome {
         case .status(let status):
             let error = errorCodes.isEmpty ? status >= 500 : errorCodes.contains(status)
             return count(error: error, gateway: status == 502 || status == 503 || status == 504, host, now)
-        case .reset:
-            return count(error: true, gateway: false, host, now)
-        case .connectFailed, .timeout:
+        case .connectFailed, .timeout, .reset:
+            // Envoy reports a reset before the response as a failed connection: a 503 without the split.
             if split { return bump(host.consecutiveLocal, consecutiveLocal, host, now) }
             return count(error: true, gateway: true, host, now)  // 503 or 504
         case .connected:
@@ -168,6 +197,8 @@ extension OutlierSettings {
         guard threshold > 0 else { return false }
         let n = counter.wrappingAdd(1, ordering: .relaxed).newValue
         guard n >= threshold, host.ejectedUntil.load(ordering: .relaxed) == 0 else { return false }
+        // Detected: the run starts over whether or not the ejection is allowed (Envoy).
+        counter.store(0, ordering: .relaxed)
         return eject(host, now)
     }
 
@@ -180,18 +211,20 @@ extension OutlierSettings {
             cluster.overflow.add(1, ordering: .relaxed)
             return false
         }
-        // The multiplier decays by one per whole interval the host has been in service since it last changed.
+        // The multiplier decays by one per whole interval the host has been in service since its last ejection
+        // ended, and grows only while base × multiplier stays below Envoy's cap plus the base (11 with the defaults).
         var m = host.multiplier.load(ordering: .relaxed)
         let since = host.multiplierSince.load(ordering: .relaxed)
         if m > 0 && interval > 0 && now > since {
             let intervals = (now - since) / interval
             m = intervals >= UInt64(m) ? 0 : m - UInt32(intervals)
         }
-        m += 1
+        let cap = max(300_000_000_000, baseEjection)
+        if UInt64(m) &* baseEjection < cap &+ baseEjection { m += 1 }
         let until = max(1, now &+ ejectionTime(multiplier: m))
         guard host.ejectedUntil.compareExchange(expected: 0, desired: until, ordering: .acquiringAndReleasing).exchanged else { return false }
         host.multiplier.store(m, ordering: .relaxed)
-        host.multiplierSince.store(now, ordering: .relaxed)
+        host.multiplierSince.store(until, ordering: .relaxed)
         host.consecutive5xx.store(0, ordering: .relaxed)
         host.consecutiveGateway.store(0, ordering: .relaxed)
         host.consecutiveLocal.store(0, ordering: .relaxed)

@@ -112,13 +112,12 @@ extension HTTPProxy {
             if let u = exchanges[x].attempt.connection { receiveFromUpstream(u, reactor) }
             return
         }
-        let status = responseParsers.parsers[p].head.status
-        if status >= 200 { recordOutcome(x, .status(status)) }
-        if exchanges[x].attempt.replayFrom != nil {
+        if exchanges[x].attempt.replayFrom != nil
+            || exchanges[x].attempt.outstanding.map({ balancers.detectsOutliers($0) }) == true {
             // The retry policy's turn (Router/HTTPProxy+Retry.swift); past a final head the request is not sent
             // again. (Decided before this function copies the head: a copy alive during the retry would make the
             // parser's reset copy its field table.)
-            switch responseRetry(x) {
+            switch responseRetry(x, parser: p) {
             case .retry(let from): return retry(x, from: from, reactor)
             case .final, .interim:
                 // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.)

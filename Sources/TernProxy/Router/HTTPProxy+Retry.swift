@@ -18,7 +18,13 @@ extension HTTPProxy {
         switch error.source {
         case .upstreamConnect: recordOutcome(x, .connectFailed)
         case .upstreamReset, .upstreamProtocol: recordOutcome(x, .reset)
-        case .upstreamTimeout, .upstreamPerTryTimeout: recordOutcome(x, .timeout)
+        case .upstreamTimeout, .upstreamPerTryTimeout:
+            // Only a try that reached an upstream and awaits its response head is the endpoint's timeout (not a
+            // back-off, a queue, a connect, nor a response already under way), as Envoy counts it.
+            if exchanges[x].attempt.connection != nil && exchanges[x].request.state != .waiting
+                && exchanges[x].response.state == .head && !exchanges[x].responseStarted {
+                recordOutcome(x, .timeout)
+            }
         case .local: break
         }
         var attempt = exchanges[x].attempt
@@ -109,22 +115,30 @@ extension HTTPProxy {
     /// A response head was parsed: whether the policy retries on it (`retry`: the response is dropped and the
     /// request tried again from that offset), or it goes to the client (`final`, with flag URX when only the lack of
     /// retries left stopped a retry; `interim` for a 1xx, after which, as in Envoy, the request is not tried again).
-    func responseRetry(_ x: XID) -> ResponseRetry {
-        let head = responseParsers.parsers[Int(exchanges[x].response.parser)].head
+    /// (Also where a final response counts for outlier detection, so the head is read once.)
+    func responseRetry(_ x: XID, parser p: Int) -> ResponseRetry {
+        let head = responseParsers.parsers[p].head
         if head.isInterim && head.status != 101 { return .interim }
+        if head.status >= 200 { recordOutcome(x, .status(head.status)) }
         let on = exchanges[x].retry.on
         guard head.status != 101, !on.isEmpty, !exchanges[x].responseStarted, let from = exchanges[x].attempt.replayFrom,
               let routes, let routed = exchanges[x].routed else { return .final }
         let held = exchanges[x].response.held
-        let limited = bytes.decimalField(head, held: held, bytes.names.envoyRateLimited).present
         let grpc = on.isDisjoint(with: RetryOn.grpc) ? nil : bytes.decimalField(head, held: held, bytes.names.grpcStatus).value
-        let forwarding = routedTables.table(routed.table, routes).forwarding
         let codes = exchanges[x].retry.codes
-        let would = RetryPolicy.wouldRetry(status: head.status, grpcStatus: grpc, rateLimited: limited, on) { status in
-            for i in codes where Int(forwarding.retriableCodes[i]) == status { return true }
-            return false
+        func would(limited: Bool) -> Bool {
+            RetryPolicy.wouldRetry(status: head.status, grpcStatus: grpc, rateLimited: limited, on) { status in
+                guard !codes.isEmpty else { return false }
+                let forwarding = routedTables.table(routed.table, routes).forwarding
+                for i in codes where Int(forwarding.retriableCodes[i]) == status { return true }
+                return false
+            }
         }
-        guard would else { return .final }
+        // x-envoy-ratelimited is looked for only when it can change the answer (a response the policy would retry
+        // otherwise, or an envoy-ratelimited policy): most responses are not scanned for it.
+        guard would(limited: false) || on.contains(.envoyRateLimited) else { return .final }
+        let limited = bytes.decimalField(head, held: held, bytes.names.envoyRateLimited).present
+        guard would(limited: limited) else { return .final }
         guard exchanges[x].retriesLeft > 0 else {
             counters.retryLimitExceeded.add(1, ordering: .relaxed)
             exchanges[x].report.flags.insert(.upstreamRetryLimitExceeded)
@@ -162,7 +176,12 @@ extension HTTPProxy {
         guard let from = exchanges[x].attempt.replayFrom, exchanges[x].request.held.buffer >= 0 else { return }
         let sent = exchanges[x].request.held.start - from
         exchanges[x].request.held.start = from
-        parkWaiting(x, reactor)
+        // From the head budget beyond a small buffer: when it is spent, the request keeps its pooled buffer.
+        guard let released = try? bytes.park(&exchanges[x].request.held, budgeted: true) else {
+            exchanges[x].request.held.start = from + sent
+            return
+        }
+        release(released, reactor)
         // Moved to the front of the assembly: the request starts at 0, what follows it where it was sent to.
         exchanges[x].attempt.replayFrom = exchanges[x].request.held.start
         exchanges[x].request.held.start += sent

@@ -194,7 +194,7 @@ extension HTTPProxy {
         upstreams[u].exchange = x
         upstreams[u].reused = reused
         exchanges[x].attempt.connection = u
-        if !reused { recordOutcome(x, .connected) }
+        recordOutcome(x, .connected)
         if exchanges[x].relayed != nil { return relayConnected(x, reactor) }
         sendRequestHead(x, reactor)
     }

@@ -604,7 +604,7 @@ public final class ProxyServer {
     /// Outlier detection per cluster, under Envoy's names (what Istio users scrape): hosts ejected now, ejections
     /// enforced, and ejections `maxEjectionPercent` refused.
     static func outlierMetrics(_ registry: OutlierRegistry) -> [MetricFamily] {
-        let figures = registry.figures()
+        let figures = registry.figures(now: System.monotonicNanos())
         guard !figures.isEmpty else { return [] }
         func per(_ value: ((cluster: String, active: Int, enforced: Int, overflow: Int)) -> Int) -> [(labels: [(String, String)], value: Double)] {
             figures.map { ([("cluster_name", $0.cluster)], Double(value($0))) }
