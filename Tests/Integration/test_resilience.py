@@ -780,6 +780,9 @@ def test_ejection_holds_for_the_whole_process_across_reactors(mesh_of):
             httpx.get(f"http://127.0.0.1:{t.port}/r{i}", headers={"host": "svc", "connection": "close"}, timeout=10)
         assert len(bad.requests) == 4
         assert outlier_figure(prom, "envoy_cluster_outlier_detection_ejections_enforced_total", SVC) == 1
+        # Both reactors served requests: each keeps the upstream connections it made in its own pool.
+        pooled = samples(families(prom), "tern_upstream_connections")
+        assert sorted(s.labels["reactor"] for s in pooled if s.value >= 1) == ["0", "1"], pooled
     finally:
         bad.stop()
         good.stop()
