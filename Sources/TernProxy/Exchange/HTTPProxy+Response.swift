@@ -119,7 +119,7 @@ extension HTTPProxy {
             // parser's reset copy its field table.)
             switch responseRetry(x, parser: p) {
             case .retry(let from): return retry(x, from: from, reactor)
-            case .final, .interim:
+            case .final:
                 // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.)
                 noReplay(x, reactor)
             }

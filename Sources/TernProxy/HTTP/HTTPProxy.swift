@@ -634,8 +634,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             if now >= exchanges[x].delayUntil { return faultDelayEnded(x, reactor) }
             if now < idleDue { return armExchangeTimer(x, at: min(idleDue, exchanges[x].delayUntil), reactor) }
         }
-        // The route's timeout runs from the first time the whole request went upstream, through retries and their
-        // back-offs; the per-try timeout from this try's; a back-off ends in a retry.
+        // The route's timeout runs from when the router took the whole request (`startRouteTimeout`), through
+        // retries and their back-offs; the per-try timeout from the end of this try's request; a back-off ends in a
+        // retry. (`armExchangeDues` arms the earliest of the same times.)
         var upstreamDue = UInt64.max, tryDue = UInt64.max
         let timeout = exchanges[x].timeout, perTry = exchanges[x].retry.perTryTimeout
         if timeout > 0 && response != .done && exchanges[x].requestEnd != 0 {

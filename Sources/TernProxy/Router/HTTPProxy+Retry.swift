@@ -110,15 +110,15 @@ extension HTTPProxy {
         receiveFromClient(exchanges[x].downstream, reactor)
     }
 
-    enum ResponseRetry { case retry(from: Int), final, interim }
+    enum ResponseRetry { case retry(from: Int), final }
 
     /// A response head was parsed: whether the policy retries on it (`retry`: the response is dropped and the
     /// request tried again from that offset), or it goes to the client (`final`, with flag URX when only the lack of
-    /// retries left stopped a retry; `interim` for a 1xx, after which, as in Envoy, the request is not tried again).
+    /// retries left stopped a retry; also for a 1xx, after which, as in Envoy, the request is not tried again).
     /// (Also where a final response counts for outlier detection, so the head is read once.)
     func responseRetry(_ x: XID, parser p: Int) -> ResponseRetry {
         let head = responseParsers.parsers[p].head
-        if head.isInterim && head.status != 101 { return .interim }
+        if head.isInterim && head.status != 101 { return .final }
         if head.status >= 200 { recordOutcome(x, .status(head.status)) }
         let on = exchanges[x].retry.on
         guard head.status != 101, !on.isEmpty, !exchanges[x].responseStarted, let from = exchanges[x].attempt.replayFrom,
