@@ -305,6 +305,7 @@ public struct ConnectionPoolSettings: Sendable, Equatable {
     public var h2UpgradePolicy: String?
     public var useClientProtocol: Bool?
     public var maxConcurrentStreams: Int?
+    public init() {}
 }
 
 public struct OutlierDetection: Sendable, Equatable {
@@ -403,6 +404,16 @@ public struct TrafficPolicy: Sendable {
     public var blocks: PolicyBlocks
     /// Port → settings that replace all four blocks (unset blocks fall back to defaults, not to the DR's).
     public var portLevelSettings: [(port: UInt16, blocks: PolicyBlocks)]
+    /// `retryBudget` (not one of the four blocks: a port level has none; a subset's replaces the rule's).
+    public var retryBudget: RetryBudget? = nil
+}
+
+/// `trafficPolicy.retryBudget`: concurrent retries limited to `percent` of the cluster's active and pending
+/// requests, at least `minRetryConcurrency` (Envoy's retry budget; it replaces `maxRetries`).
+public struct RetryBudget: Sendable, Equatable {
+    public var percent = 20.0
+    public var minRetryConcurrency = 3
+    public init() {}
 }
 
 public struct Subset: Sendable {

@@ -706,13 +706,16 @@ final class ResourceDecoder {
             notActedOn(pp)
             if let v = po["version"], let s = string(v), s != "V1", s != "V2" { error(v, "must be V1 or V2, got \"\(s)\"") }
         }
+        var budget: RetryBudget? = nil
         if let rb = o["retryBudget"], let ro = object(rb, allowed: ["percent", "minRetryConcurrency", "budgetInterval"]) {
-            notActedOn(rb)
-            _ = ro["percent"].flatMap(percentValue)
-            _ = ro["minRetryConcurrency"].flatMap { integer($0, min: 0, max: Int(UInt32.max)) }
-            _ = ro["budgetInterval"].flatMap { duration($0, minimum: .zero) }
+            var b = RetryBudget()
+            if let p = ro["percent"].flatMap(percentValue) { b.percent = p }
+            if let m = ro["minRetryConcurrency"].flatMap({ integer($0, min: 0, max: Int(UInt32.max)) }) { b.minRetryConcurrency = m }
+            // A budget over recent requests rather than those in flight now: Tern counts only those in flight.
+            if let i = ro["budgetInterval"], let d = duration(i, minimum: .zero), d.nanoseconds > 0 { notActedOn(i) }
+            budget = b
         }
-        return TrafficPolicy(blocks: blocks(o), portLevelSettings: ports)
+        return TrafficPolicy(blocks: blocks(o), portLevelSettings: ports, retryBudget: budget)
     }
 
     private func blocks(_ o: Fields) -> PolicyBlocks {
@@ -841,7 +844,6 @@ final class ResourceDecoder {
 
     private func connectionPool(_ f: Field) -> ConnectionPoolSettings? {
         guard let o = object(f, allowed: ["tcp", "http"]) else { return nil }
-        notActedOn(f)
         var c = ConnectionPoolSettings()
         let maxInt = Int(Int32.max)
         if let t = o["tcp"], let to = object(t, allowed: ["maxConnections", "connectTimeout", "tcpKeepalive",
@@ -860,6 +862,10 @@ final class ResourceDecoder {
                                                            "maxRequestsPerConnection", "maxRetries", "idleTimeout",
                                                            "h2UpgradePolicy", "useClientProtocol",
                                                            "maxConcurrentStreams", "http2KeepAlive"]) {
+            // HTTP/2 upstream connections come with the HTTP/2 issue: until then these change nothing.
+            for name in ["h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams", "http2KeepAlive"] {
+                if let field = ho[name] { notActedOn(field) }
+            }
             if let k = ho["http2KeepAlive"], let ko = object(k, allowed: ["interval", "timeout"]) {
                 _ = ko["interval"].flatMap { duration($0, minimum: .milliseconds(1)) }
                 _ = ko["timeout"].flatMap { duration($0, minimum: .milliseconds(1)) }

@@ -246,7 +246,8 @@ struct RouteCompiler {
             policy = stp.portLevelSettings.first { $0.port == port }?.blocks ?? policy.overridden(by: stp.blocks)
         }
         clusters.append(Cluster(name: name, host: host, subset: subset, port: port, endpoints: endpoints,
-                                policy: policy, loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
+                                policy: policy, retryBudget: subsetDef?.trafficPolicy?.retryBudget ?? rule?.trafficPolicy?.retryBudget,
+                                loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
                                 originalDestination: se.resolution == .NONE, resolution: se.resolution))
         clusterIndex[name] = clusters.count - 1
         return clusters.count - 1

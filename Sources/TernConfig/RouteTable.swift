@@ -217,6 +217,8 @@ public struct Cluster: Sendable {
     public var endpoints: [Endpoint]
     /// The four policy blocks after Istio's merge (DR, then its port level, then the subset's, whole blocks).
     public var policy: PolicyBlocks
+    /// The subset's `retryBudget`, else the rule's (nil: none; `maxRetries` limits retries).
+    public var retryBudget: RetryBudget? = nil
     public var loadBalancing: LoadBalancingPolicy
     /// ServiceEntry resolution NONE: connect to the original destination (no endpoints).
     public var originalDestination: Bool

@@ -3,11 +3,15 @@
 Each server records what it saw so tests can assert on the upstream's view of the traffic.
 """
 import asyncio
+import contextlib
 import hashlib
 import random
 import socket
 import struct
 import threading
+import time
+
+import pytest
 
 
 class Upstream:
@@ -179,3 +183,37 @@ def free_port(wildcard=False):
 def dead_port():
     """A loopback port nothing listens on (connections to it are refused)."""
     return free_port()
+
+
+@contextlib.contextmanager
+def hanging_listener():
+    """A loopback port whose connects hang: a listener with its accept queue full drops further SYNs. Skips the
+    test where this kernel completes such a connect (it would then prove nothing)."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(full.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    time.sleep(0.1)
+    probe = socket.socket()
+    probe.settimeout(0.3)
+    try:
+        probe.connect(full.getsockname())
+        pytest.skip("this kernel completed a connect to a full listen queue")
+    except (socket.timeout, BlockingIOError):
+        pass
+    finally:
+        probe.close()
+    try:
+        yield full.getsockname()[1]
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import Tern
-from peers import dead_port
+from peers import dead_port, hanging_listener
 from http_peers import HttpUpstream
 from test_access_log import wait_lines
 from test_telemetry import families, samples, side_args, side_ports
@@ -801,3 +801,229 @@ def test_connect_failures_eject_too_and_retries_hide_them(mesh_of):
         assert outlier_figure(prom, "envoy_cluster_outlier_detection_ejections_active", SVC) == 1
     finally:
         good.stop()
+
+
+# Circuit breakers (DestinationRule connectionPool): each limit's overflow, counted at the upstreams and in Envoy's
+# metrics. Requests are held at the upstream (/hold/NAME) until released, so what is in flight is known exactly.
+
+def pooled(name, port, pool, extra=""):
+    """Service `name` on `port` with `connectionPool: POOL` (YAML flow text) and `extra` trafficPolicy fields, and
+    a route without retries (so that a refusal is not hidden by one)."""
+    return cluster(name, [port]).replace(
+        "trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}",
+        f"trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}, connectionPool: {pool}{extra}}}") \
+        + retrying(name, "{attempts: 0}")
+
+
+def breaker(prom, name, cluster_name=SVC):
+    """One of Envoy's circuit-breaker figures for `cluster_name` (a counter's sample carries `_total` once parsed)."""
+    fams = families(prom)
+    got = samples(fams, name, cluster_name=cluster_name) or samples(fams, name + "_total", cluster_name=cluster_name)
+    return got[0].value if got else None
+
+
+def wait_for(condition, what, timeout=10):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.02)
+
+
+def background(port, path, host="svc"):
+    """Sends GET `path` on a thread; returns the thread and a list that receives the response."""
+    import threading
+    out = []
+
+    def run():
+        try:
+            out.append(httpx.get(f"http://127.0.0.1:{port}{path}", headers={"host": host}, timeout=30))
+        except httpx.HTTPError as e:
+            out.append(e)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, out
+
+
+def test_istios_circuit_breaking_task_one_connection_one_pending_the_rest_503_UO(mesh_of):
+    """Istio's circuit-breaking task's rule (maxConnections 1, http1MaxPendingRequests 1, maxRequestsPerConnection
+    1): one request on the one connection, one waiting for it, the third answered 503 UO with Envoy's body and
+    x-envoy-overloaded at once; the waiting one goes on a new connection once the first ends."""
+    up = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(pooled("svc", up.port,
+                                         "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}"))
+        first, r1 = background(t.port, "/hold/a")
+        wait_for(lambda: len(up.requests) == 1, "the first request at the upstream")
+        second, r2 = background(t.port, "/hold/a")
+        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 1, "the second request waiting")
+        assert breaker(prom, "envoy_cluster_circuit_breakers_default_cx_open") == 1
+        assert breaker(prom, "envoy_cluster_circuit_breakers_default_rq_pending_open") == 1
+        third = httpx.get(f"http://127.0.0.1:{t.port}/c", headers={"host": "svc"}, timeout=10)
+        assert third.status_code == 503 and third.headers["x-envoy-overloaded"] == "true"
+        assert third.text == "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        assert len(up.requests) == 1 and len(up.connections) == 1
+        up.release("a")
+        first.join(10)
+        second.join(10)
+        assert [r.status_code for r in r1 + r2] == [200, 200]
+        # maxRequestsPerConnection 1: each request had a connection of its own, one after the other.
+        assert len(up.requests) == 2 and len({r.connection.index for r in up.requests}) == 2
+        assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == 1
+        assert breaker(prom, "envoy_cluster_upstream_cx_overflow") >= 1
+        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 0
+                 and breaker(prom, "envoy_cluster_upstream_rq_active") == 0, "nothing left in flight")
+        flags = sorted(line["response_flags"] for line in lines(access, 3))
+        assert flags == ["-", "-", "UO"]
+    finally:
+        up.stop()
+
+
+def test_http2_max_requests_limits_requests_in_flight_over_http1_too(mesh_of):
+    """http2MaxRequests caps requests on connections (HTTP/1.1 too, as Envoy applies it): with one held, a second
+    gets a connection of its own but is answered 503 UO; the connection is kept for the next request."""
+    up = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(pooled("svc", up.port, "{http: {http2MaxRequests: 1}}"))
+        first, r1 = background(t.port, "/hold/b")
+        wait_for(lambda: len(up.requests) == 1, "the first request at the upstream")
+        second = httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10)
+        assert second.status_code == 503 and second.headers["x-envoy-overloaded"] == "true"
+        assert len(up.requests) == 1
+        assert breaker(prom, "envoy_cluster_circuit_breakers_default_rq_open") == 1
+        up.release("b")
+        first.join(10)
+        assert r1[0].status_code == 200
+        # Below the limit again: served, on one of the connections already open.
+        assert httpx.get(f"http://127.0.0.1:{t.port}/y", headers={"host": "svc"}, timeout=10).status_code == 200
+        assert len(up.requests) == 2 and len(up.connections) <= 2
+        assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == 1
+        assert sorted(line["response_flags"] for line in lines(access, 3)) == ["-", "-", "UO"]
+    finally:
+        up.stop()
+
+
+class FailThenHold(HttpUpstream):
+    """The first request for each path is answered 503; later ones wait until `release(path)`."""
+
+    def __init__(self):
+        self.seen = set()
+        super().__init__()
+
+    def answer(self, ex):
+        path = ex.request.path
+        with self.lock:
+            first = path not in self.seen
+            self.seen.add(path)
+        if first:
+            ex.respond(503, b"first")
+            return True
+        self._hold(path).wait(30)
+        ex.respond(200, b"second")
+        return True
+
+
+@pytest.mark.parametrize("limit", ["{connectionPool: {http: {maxRetries: 1}}}",
+                                   # The budget replaces maxRetries: 10 % of 2 requests is under the floor of 1.
+                                   "{connectionPool: {http: {maxRetries: 5}}, retryBudget: {percent: {value: 10}, minRetryConcurrency: 1}}"])
+def test_a_retry_beyond_the_clusters_retry_limit_is_not_made_and_flagged_UO(mesh_of, limit):
+    up = FailThenHold()
+    try:
+        yaml = cluster("svc", [up.port]).replace(
+            "trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}",
+            "trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}, " + limit[1:-1] + "}") \
+            + retrying("svc", "{attempts: 2, retryOn: 5xx}")
+        t, access, prom = mesh_of(yaml)
+        first, r1 = background(t.port, "/a")
+        # Its retry is under way (held at the upstream): the one retry the cluster allows.
+        wait_for(lambda: len(up.requests) == 2, "the first request's retry at the upstream")
+        assert breaker(prom, "envoy_cluster_circuit_breakers_default_rq_retry_open") == 1
+        second = httpx.get(f"http://127.0.0.1:{t.port}/b", headers={"host": "svc"}, timeout=10)
+        assert (second.status_code, second.text) == (503, "first")
+        assert len(up.requests) == 3
+        assert breaker(prom, "envoy_cluster_upstream_rq_retry_overflow") == 1
+        up.release("/a")
+        first.join(10)
+        assert (r1[0].status_code, r1[0].text) == (200, "second")
+        got = {line["path"]: line["response_flags"] for line in lines(access, 2)}
+        assert got == {"/a": "-", "/b": "UO"}
+        assert counter(prom, "tern_retries_total") == 1
+    finally:
+        up.stop()
+
+
+def test_connections_are_reused_up_to_max_requests_per_connection_and_idle_ones_close_after_idle_timeout(mesh_of):
+    up = HttpUpstream()
+    try:
+        t, _, prom = mesh_of(pooled("svc", up.port, "{http: {maxRequestsPerConnection: 2, idleTimeout: 300ms}}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(5)] == [200] * 5
+        per = [len(conn.requests) for conn in up.connections]
+        assert per == [2, 2, 1], per
+        # The last connection, idle, is closed by Tern after the cluster's idle timeout (not the flag's hour).
+        wait_for(lambda: up.connections[-1].end == "eof", "the idle connection closed by Tern")
+        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_cx_active") == 0, "no connection left open")
+    finally:
+        up.stop()
+
+
+def test_max_connection_duration_closes_an_idle_connection_when_reached(mesh_of):
+    up = HttpUpstream()
+    try:
+        t, _, _ = mesh_of(pooled("svc", up.port, "{tcp: {maxConnectionDuration: 200ms}}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert c.get("/a").status_code == 200
+            wait_for(lambda: up.connections[0].end == "eof", "the connection closed at its maximum duration")
+            assert c.get("/b").status_code == 200
+        assert [len(conn.requests) for conn in up.connections] == [1, 1]
+    finally:
+        up.stop()
+
+
+def test_tcp_keepalive_is_set_on_upstream_connections(mesh_of):
+    import subprocess
+    up = HttpUpstream()
+    try:
+        t, _, _ = mesh_of(pooled("svc", up.port, "{tcp: {tcpKeepalive: {time: 7s, interval: 3s, probes: 2}}}"))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert c.get("/a").status_code == 200
+            # Tern's end of its pooled connection to the upstream: its keepalive timer runs (ss shows it).
+            out = subprocess.run(["ss", "-tno", "state", "established", f"dport = :{up.port}"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "timer:(keepalive," in out, out
+    finally:
+        up.stop()
+
+
+def test_the_flags_are_the_defaults_where_no_rule_speaks_for_the_whole_process(mesh_of):
+    """--max-upstream-connections 1 and --max-pending-requests 1 with two reactors: the limits are the cluster's
+    for the whole process, not each reactor's. A reactor with no connection of its own opens one anyway (Envoy's
+    rule, so that its queue cannot wait on the other's), so at most two requests reach the upstream and one
+    waits; of seven, four or five are refused, never fewer."""
+    up = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(cluster("svc", [up.port]) + retrying("svc", "{attempts: 0}"), "--cores", "2",
+                                  "--max-upstream-connections", "1", "--max-pending-requests", "1")
+        held = [background(t.port, "/hold/c") for _ in range(7)]
+        wait_for(lambda: sum(1 for _, out in held if out) >= 4, "the refused requests answered")
+        refused = sum(1 for _, out in held if out)
+        assert all(out[0].status_code == 503 for _, out in held if out)
+        assert refused in (4, 5) and len(up.requests) == 6 - refused
+        up.release("c")
+        for th, _ in held:
+            th.join(10)
+        codes = [out[0].status_code for _, out in held]
+        assert codes.count(503) == refused and codes.count(200) == 7 - refused
+        assert len(up.connections) == 6 - refused
+        assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == refused
+    finally:
+        up.stop()
+
+
+def test_the_clusters_connect_timeout_replaces_the_flag(mesh_of):
+    """tcp.connectTimeout 300ms against an endpoint whose connects hang, with --connect-timeout 60s: 503 UF within
+    the cluster's timeout (the client's 10 s bound would fail first under the flag's)."""
+    with hanging_listener() as port:
+        t, access, _ = mesh_of(pooled("svc", port, "{tcp: {connectTimeout: 300ms}}"), "--connect-timeout", "60s")
+        r = httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10)
+        assert r.status_code == 503
+        assert lines(access, 1)[0]["response_flags"] == "UF"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, Tern, tern_bin
-from peers import dead_port, echo, hashing_sender, hold, reset_after, stream_bytes, stream_sha256
+from peers import dead_port, echo, hanging_listener, hashing_sender, hold, reset_after, stream_bytes, stream_sha256
 
 
 def proxy(start_tern, up, backend, *extra, **kw):
@@ -231,41 +231,15 @@ def test_idle_timeout_closes_quiet_connections(start_tern, upstream, backend):
 
 
 def test_connect_timeout(start_tern, backend):
-    # A listener whose accept queue is full drops further SYNs, so a connect to it hangs.
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        try:
-            f.connect(full.getsockname())
-        except BlockingIOError:
-            pass
-        fillers.append(f)
-    time.sleep(0.1)
-    # Make sure a further connect to it really hangs (rather than being refused), or the test proves nothing.
-    probe = socket.socket()
-    probe.settimeout(0.3)
-    try:
-        probe.connect(full.getsockname())
-        pytest.skip("this kernel completed a connect to a full listen queue")
-    except (socket.timeout, BlockingIOError):
-        pass
-    finally:
-        probe.close()
-    t = start_tern("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:%d" % full.getsockname()[1],
-                   "--io-backend", backend, "--connect-timeout", "500ms")
-    s = connect(t.port)
-    start = time.time()
-    assert s.recv(1) == b""
-    elapsed = time.time() - start
-    # Closed by the timeout: not before it (a refusal would close at once), and well within a generous bound.
-    assert 0.4 < elapsed < 10
-    for f in fillers:
-        f.close()
-    full.close()
+    with hanging_listener() as port:
+        t = start_tern("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:%d" % port,
+                       "--io-backend", backend, "--connect-timeout", "500ms")
+        s = connect(t.port)
+        start = time.time()
+        assert s.recv(1) == b""
+        elapsed = time.time() - start
+        # Closed by the timeout: not before it (a refusal would close at once), and well within a generous bound.
+        assert 0.4 < elapsed < 10
 
 
 def test_ipv6(start_tern, upstream, backend):

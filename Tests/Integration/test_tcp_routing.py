@@ -295,3 +295,77 @@ def test_a_connection_iptables_redirected_is_routed_by_its_original_destination(
             t.stop()
             for u in ups:
                 u.stop()
+
+
+TCP_POOLED = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [echo]
+  ports: [{{number: {listen}, name: tcp-echo, protocol: TCP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp-echo: {port}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: echo
+  trafficPolicy: {{connectionPool: {pool}}}
+"""
+
+
+def tcp_pooled(tmp_path, backend, pool, *flags):
+    up = Upstream(tagged(b"up"))
+    listen = free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(TCP_POOLED.format(listen=listen, port=up.port, pool=pool))
+    access = tmp_path / "access.log"
+    t = Tern(["--config", str(path), "--listen", f"127.0.0.1:{listen}", "--cores", "1", "--io-backend", backend,
+              "--access-log", str(access), *flags])
+    return t, up, access
+
+
+def test_tcp_max_connections_closes_connections_beyond_it_with_flag_UO(tmp_path, backend):
+    """tcp.maxConnections 1 on a TCP route: while one connection is relayed, the next is closed at once without
+    reaching the upstream (Envoy's TCP proxy, flag UO); once it closes, a new one is relayed again."""
+    import json
+    from test_access_log import wait_lines
+    t, up, access = tcp_pooled(tmp_path, backend, "{tcp: {maxConnections: 1}}")
+    try:
+        held = socket.create_connection(("127.0.0.1", t.ports[0]), timeout=10)
+        assert held.recv(2) == b"up"
+        with socket.create_connection(("127.0.0.1", t.ports[0]), timeout=10) as s:
+            try:
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        assert up.connections == 1
+        held.close()
+        deadline = time.time() + 10
+        while True:
+            # The first connection's end reaches the relay asynchronously: until then the limit still holds.
+            with socket.create_connection(("127.0.0.1", t.ports[0]), timeout=10) as s:
+                if s.recv(2) == b"up":
+                    break
+            assert time.time() < deadline, "a connection was not relayed again after the first closed"
+            time.sleep(0.05)
+        got = wait_lines(access, 3, timeout=10, parser=json.loads)
+        assert "UO" in [g["response_flags"] for g in got]
+    finally:
+        t.stop()
+        up.stop()
+
+
+def test_tcp_idle_timeout_of_the_cluster_replaces_the_flag(tmp_path, backend):
+    t, up, _ = tcp_pooled(tmp_path, backend, "{tcp: {idleTimeout: 300ms}}", "--idle-timeout", "1h")
+    try:
+        with socket.create_connection(("127.0.0.1", t.ports[0]), timeout=10) as s:
+            assert s.recv(2) == b"up"
+            # Nothing moves: closed by Tern at the cluster's timeout (the socket timeout only bounds the test).
+            assert s.recv(10) == b""
+    finally:
+        t.stop()
+        up.stop()

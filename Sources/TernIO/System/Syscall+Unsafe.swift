@@ -104,6 +104,15 @@ public enum System {
         }
     }
 
+    /// SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT where given (0: the system's value), as
+    /// a DestinationRule's `tcpKeepalive` asks.
+    public static func setKeepalive(_ fd: Int32, idle: Int, interval: Int, probes: Int) {
+        _ = setIntOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1)
+        if idle > 0 { _ = setIntOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPIDLE, value: Int32(clamping: idle)) }
+        if interval > 0 { _ = setIntOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPINTVL, value: Int32(clamping: interval)) }
+        if probes > 0 { _ = setIntOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPCNT, value: Int32(clamping: probes)) }
+    }
+
     /// TCP_NODELAY: proxied bytes go out at once (Nagle would add up to 40 ms to small writes).
     @discardableResult
     public static func setNoDelay(_ fd: Int32) -> Int {

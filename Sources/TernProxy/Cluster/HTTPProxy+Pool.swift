@@ -10,13 +10,15 @@ extension HTTPProxy {
     /// Unbinds the exchange's upstream connection: back to the pool or to a waiting request when `reusable`,
     /// else closed.
     func detachUpstream(_ x: XID, reusable: Bool, _ reactor: Reactor<Backend>) {
+        // No longer on a connection: no longer one of its cluster's requests in flight.
+        discharge(x, .request)
         guard let u = exchanges[x].attempt.connection else {
             // Perhaps still waiting in the queue: it is skipped when popped (no longer waiting).
             return
         }
         exchanges[x].attempt.connection = nil
         upstreams[u].exchange = nil
-        if reusable && upstreams[u].state == .bound && !upstreams[u].sending {
+        if reusable && upstreams[u].state == .bound && !upstreams[u].sending && mayServeAgain(u) {
             recycle(u, reactor)
         } else {
             closeUpstream(u, reactor)
@@ -36,16 +38,20 @@ extension HTTPProxy {
                 closeUpstream(u, reactor)
                 return
             }
+            // One the cluster's request limit refuses is answered (503 UO); the next one waiting is offered it.
+            guard admitRequest(next, reactor) else { continue }
             bind(u, to: next, reused: true, reactor)
             return
         }
         // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
         // (Not a relayed TCP connection: it has an upstream connection of its own, never an HTTP one.)
-        if let i = descriptorWaiters.firstIndex(where: {
+        while let i = descriptorWaiters.firstIndex(where: {
             isWaiting($0.exchange, for: e) && exchanges[$0.exchange].relayed == nil
                 && exchanges[$0.exchange].attempt.serverName == upstreams[u].serverName
         }) {
-            bind(u, to: descriptorWaiters.remove(at: i).exchange, reused: true, reactor)
+            let next = descriptorWaiters.remove(at: i).exchange
+            guard admitRequest(next, reactor) else { continue }
+            bind(u, to: next, reused: true, reactor)
             return
         }
         guard !draining && pools.slots[e].configured && pools.slots[e].idle.count < settings.maxIdleUpstream else {
@@ -56,8 +62,8 @@ extension HTTPProxy {
         idleUpstreams += 1
         upstreams[u].idleSince = System.monotonicNanos()
         pools.slots[e].idle.append(u)
-        if upstreams[u].poolTimer == nil {
-            upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: deadline(after: settings.upstreamIdleTimeout))
+        if upstreams[u].poolTimer == nil, let due = poolDue(u) {
+            upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: due)
         }
         // Armed while idle so a close by the upstream is seen at once (and the connection dropped).
         receiveFromUpstream(u, reactor)
@@ -100,19 +106,34 @@ extension HTTPProxy {
         System.close(upstreams[u].fd)
         counters.descriptors.subtract(1, ordering: .relaxed)
         if upstreams[u].closingForRoom { closingForRoom -= 1 }
+        upstreams[u].circuit?.give(.connection)
+        upstreams[u].circuit = nil
         upstreams.remove(u)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
         pools.connectionClosed(e)
         connectWaiting(e, reactor)
     }
 
-    /// A connection slot to endpoint `e` opened: the oldest waiting request gets a new connection.
+    /// A connection to endpoint `e` closed: the oldest waiting request gets a new connection if its cluster's
+    /// limit allows it now (or none is left to this endpoint here); else it waits on for one of the others.
     func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
         while let next = pools.slots[e].pending.pop() {
             guard isWaiting(next, for: e) else { continue }
-            connect(for: next, reactor)
+            if mayConnect(next, e) {
+                connect(for: next, reactor)
+            } else {
+                _ = pools.slots[e].pending.pushFront(next)
+            }
             break
         }
+    }
+
+    /// When idle connection `u` is to close: its idle timeout, or the end of its `maxConnectionDuration` (nil:
+    /// neither).
+    func poolDue(_ u: UID) -> UInt64? {
+        var due = upstreams[u].idleTimeout > 0 ? saturatingAdd(upstreams[u].idleSince, upstreams[u].idleTimeout) : UInt64.max
+        if upstreams[u].expires > 0 { due = min(due, upstreams[u].expires) }
+        return due == UInt64.max ? nil : due
     }
 
     /// Whether a queue entry still names an exchange waiting for a connection to endpoint `e`: the entry of an

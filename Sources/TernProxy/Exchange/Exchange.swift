@@ -129,6 +129,10 @@ struct Exchange {
     var gathering = false
     /// The try in progress: endpoint, upstream connection, what can be replayed.
     var attempt = UpstreamAttempt()
+    /// The circuit breakers of the cluster it was routed to (nil: not routed yet, or a relayed TCP connection),
+    /// and the units it holds of them (given back as it leaves the queue, its connection, its retry, or ends).
+    var circuit: ClusterCircuit? = nil
+    var charges = CircuitCharges()
     /// A relayed TCP connection's route (Relay/HTTPProxy+TCP.swift): reported to its balancer when it ends.
     var relayed: TCPRouter.Pick? = nil
     /// What the exchange reports when it ends (metrics, access log, span).

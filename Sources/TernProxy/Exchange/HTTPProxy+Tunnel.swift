@@ -48,8 +48,9 @@ extension HTTPProxy {
     func handOver(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) -> Bool {
         let id = exchanges[x].downstream
         let client = downstreams[id].fd, upstream = upstreams[u].fd
-        guard tunnels.adopt(client: client, upstream: upstream, reactor) else { return false }
+        guard tunnels.adopt(client: client, upstream: upstream, circuit: upstreams[u].circuit, reactor) else { return false }
         Log.debug("tunnel handed to the splice relay")
+        upstreams[u].circuit = nil  // (the relay gives it back)
         let e = upstreams[u].endpoint
         upstreams.remove(u)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)

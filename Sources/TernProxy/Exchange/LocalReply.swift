@@ -143,9 +143,11 @@ enum LocalReply: Int, CaseIterable {
         return d.hasPrefix(before) ? "upstream_reset_after_response_started" + d.dropFirst(before.count) : d
     }
 
-    /// The whole response on the wire.
+    /// The whole response on the wire. A request a circuit breaker refused carries `x-envoy-overloaded: true`, as
+    /// Envoy marks it (so that a client sidecar does not retry it).
     func wire(close: Bool) -> String {
         "HTTP/1.1 \(status) \(reason)\r\ncontent-length: \(body.utf8.count)\r\ncontent-type: text/plain\r\n"
+            + (self == .overflow ? "x-envoy-overloaded: true\r\n" : "")
             + (close ? "connection: close\r\n" : "") + "\r\n\(body)"
     }
 

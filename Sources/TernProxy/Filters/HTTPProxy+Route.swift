@@ -13,7 +13,10 @@ extension HTTPProxy {
     /// as indexes (`RoutedRoute`): copying it would retain each of its strings and arrays.
     func route(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
         let id = exchanges[x].downstream
-        guard let routes else { return downstreams[id].listener }
+        guard let routes else {
+            exchanges[x].circuit = clusterCircuits[downstreams[id].listener]
+            return downstreams[id].listener
+        }
         let table = routes.current
         let port = hostPort(head, x) ?? 80
         let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port)
@@ -66,6 +69,7 @@ extension HTTPProxy {
               clusterEndpoints[cluster][e] >= 0 else { return routeFailed(x, .noHealthyUpstream, reactor) }
         exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         exchanges[x].cluster = Int32(cluster)
+        exchanges[x].circuit = clusterCircuits[cluster]
         exchanges[x].tried = 1 << UInt64(e & 63)
         exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
         exchanges[x].request.edited = facts.editsRequest
@@ -215,6 +219,7 @@ extension HTTPProxy {
     /// Reports a routed request finished to the balancer and endpoint that counted it, also when the table it
     /// was routed with has been replaced since (the balancers keep its slot until then). Once per request.
     func requestFinished(_ x: XID) {
+        if exchanges[x].circuit != nil { leaveCircuit(x) }
         if exchanges[x].report.activeKey != 0 {
             metrics?.endpoint(exchanges[x].report.activeKey, EndpointWords.activeRequests, -1)
             exchanges[x].report.activeKey = 0

@@ -50,14 +50,9 @@ public struct HTTPSettings: Sendable {
     public var perRequestBufferBytes = 64 << 10
     /// `--stream-idle-timeout`: an exchange with no bytes moving for this long is ended.
     public var streamIdleTimeout = TernDuration.seconds(300)
-    /// `--max-pending-requests`: requests waiting for an upstream connection, per reactor; beyond: 503 UO.
-    public var maxPendingRequests = 1024
-    /// `--max-upstream-connections`: connections per upstream endpoint, per reactor.
-    public var maxUpstreamConnections = 1024
-    /// `--max-idle-upstream`: idle keep-alive connections kept per endpoint, per reactor.
+    /// `--max-idle-upstream`: idle keep-alive connections kept per endpoint, per reactor (memory, not a circuit
+    /// breaker: the process-wide limits are `RelaySettings.circuits`).
     public var maxIdleUpstream = 64
-    /// `--upstream-idle-timeout`: an idle pooled connection is closed after this long.
-    public var upstreamIdleTimeout = TernDuration.seconds(3600)
     /// How long a closing client connection is read and discarded after the last response, so that unread
     /// request bytes do not turn the close into a reset that destroys the response (lingering close).
     public var lingerTimeout = TernDuration.seconds(2)
@@ -155,6 +150,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// The epoch of the route table bound last.
     var boundEpoch: UInt64 = 0
     var clusterEndpoints: [[Int]] = []
+    /// Each cluster's circuit breakers (by cluster index of the bound table; with `--upstream`, by listener).
+    var clusterCircuits: [ClusterCircuit] = []
     var random: SplitMix
     let acceptor: Acceptor<Backend>
     let downstreams: Slab<DownstreamConnection>
@@ -241,13 +238,18 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
         listenerNames = reporting.needsCapture ? listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } : []
         listenerRelaysTCP = listeners.map(\.relaysTCP)
-        relayRouter = listeners.contains(where: \.relaysTCP) ? TCPRouter(listeners: listeners, routes: routes) : nil
+        relayRouter = listeners.contains(where: \.relaysTCP) ? TCPRouter(listeners: listeners, routes: routes, circuits: counters.circuits, relay: relay) : nil
         self.settings = settings
         self.relay = relay
         self.counters = counters
         self.routes = routes
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
+        if routes == nil {
+            // Each `--upstream` is a cluster of its own, named by its address, limited by the flags.
+            let limits = CircuitLimits(nil, budget: nil, relay: relay)
+            clusterCircuits = listeners.map { counters.circuits.circuit($0.upstream.description, limits) }
+        }
         balancers = LoadBalancers(registry: counters.outliers)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
@@ -278,6 +280,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
         boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
+        clusterCircuits = table.clusters.map {
+            counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay))
+        }
+        counters.circuits.keep(Set(table.clusters.map(\.name)))
         if let routes { routedTables.bind(routes) }
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
@@ -573,8 +579,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 }
             } else {
                 upstreams[u].poolTimer = nil
-                guard upstreams[u].state == .idle else { return }
-                let due = saturatingAdd(upstreams[u].idleSince, settings.upstreamIdleTimeout.nanoseconds)
+                guard upstreams[u].state == .idle, let due = poolDue(u) else { return }
                 if System.monotonicNanos() >= due {
                     closeUpstream(u, reactor)
                 } else {

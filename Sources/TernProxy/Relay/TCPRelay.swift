@@ -34,6 +34,8 @@ public struct RelaySettings: Sendable {
     /// listen backlog) and idle HTTP keep-alive connections close, oldest first, to make room; an HTTP
     /// listener that stays full with nothing idle answers new connections 503 (`HTTPProxy.shedGrace`).
     public var descriptorCap = Int.max
+    /// Circuit-breaker limits and connection settings where no DestinationRule sets them (Cluster/CircuitBreakers.swift).
+    public var circuits = CircuitDefaults()
     public init() {}
 }
 
@@ -73,6 +75,8 @@ public final class RelayCounters: Sendable {
     /// Outlier detection's records of every cluster and endpoint (Cluster/OutlierDetection.swift): shared by the
     /// reactors like these counters, written with atomics on the request path.
     public let outliers = OutlierRegistry()
+    /// Every cluster's circuit breakers, shared by the reactors.
+    public let circuits = CircuitRegistry()
     public init() {}
 }
 
@@ -130,6 +134,10 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         var connectTimer: TimerWheel.ID? = nil
         var idleTimer: TimerWheel.ID? = nil
         var lastActivity: UInt64 = 0
+        /// Its idle timeout: its cluster's `tcp.idleTimeout`, else `--idle-timeout` (0: none); and when its
+        /// cluster's `tcp.maxConnectionDuration` ends it (0: never).
+        var idleTimeout: UInt64 = 0
+        var expires: UInt64 = 0
         /// The upstream chosen at accept (`TCPRouter`).
         var route = TCPRouter.Pick()
         /// For the access log: when the connection was accepted, bytes each way, why it ended.
@@ -185,7 +193,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         self.accessLog = accessLog
         capture = accessLog == nil ? nil : RequestCapture(slots: capacity)
         if accessLog != nil { listenerNames = listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } }
-        router = TCPRouter(listeners: listeners, routes: routes)
+        router = TCPRouter(listeners: listeners, routes: routes, circuits: counters.circuits, relay: settings)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         self.settings = settings
         self.counters = counters
@@ -214,8 +222,10 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
     /// Relays an already connected pair (an HTTP Upgrade or CONNECT tunnel): from now on bytes are spliced
     /// both ways as for any relayed connection, and closing it closes both sockets and counts the connection
     /// (in `counters.active`) as gone. False when the relay is full; the caller keeps both sockets then.
-    func adopt(client: Int32, upstream: Int32, _ reactor: Reactor<Backend>) -> Bool {
+    func adopt(client: Int32, upstream: Int32, circuit: ClusterCircuit? = nil, _ reactor: Reactor<Backend>) -> Bool {
         guard let id = connections.insert(Connection(client: client, upstream: upstream, listener: -1)) else { return false }
+        // The upstream connection still counts against its cluster's connections until it closes here.
+        connections[id].route.circuit = circuit
         connected(id, 0, reactor)
         return true
     }
@@ -305,10 +315,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         case Op.idleTimer.rawValue:
             connections[id].idleTimer = nil
             let now = System.monotonicNanos()
-            let (sum, overflow) = connections[id].lastActivity.addingReportingOverflow(settings.idleTimeout.nanoseconds)
-            let deadline = overflow ? UInt64.max : sum
+            let deadline = relayDue(id)
             if now >= deadline {
-                Log.debug("connection idle for \(settings.idleTimeout): closing")
+                Log.debug(connections[id].expires != 0 && now >= connections[id].expires
+                          ? "connection reached its cluster's maxConnectionDuration: closing"
+                          : "connection idle for \(TernDuration(nanoseconds: connections[id].idleTimeout)): closing")
                 close(id, reset: false, reactor)
             } else {
                 connections[id].idleTimer = reactor.timers.schedule(token, at: deadline)
@@ -379,6 +390,11 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         switch choice {
         case .upstream(let pick):
             connections[id].route = pick
+            if let c = pick.circuit?.connectionSettings.connectTimeout, c != settings.connectTimeout.nanoseconds {
+                // The cluster's own connect timeout (DestinationRule tcp.connectTimeout), from now.
+                if let t = connections[id].connectTimer { reactor.timers.cancel(t) }
+                connections[id].connectTimer = reactor.timers.schedule(token(.connectTimer, id), at: deadline(after: TernDuration(nanoseconds: c)))
+            }
             connectUpstream(id, reactor)
         case .none(let flag):
             // Nowhere to go (Envoy's TCP proxy closes the connection too).
@@ -454,11 +470,27 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         counters.descriptors.add(1, ordering: .relaxed)
         System.setNoDelay(upstream)
+        if let c = connections[id].route.circuit?.connectionSettings,
+           c.keepaliveTime > 0 || c.keepaliveInterval > 0 || c.keepaliveProbes > 0 {
+            System.setKeepalive(upstream, idle: c.keepaliveTime, interval: c.keepaliveInterval, probes: c.keepaliveProbes)
+        }
         reactor.backend.register(fd: upstream)
         connections[id].upstream = upstream
         connections[id].phase = .connecting
         connections[id].inflight += 1
         reactor.backend.connect(fd: upstream, to: upstreamAddress, token: token(.connect, id))
+    }
+
+    /// When the relayed connection is to close unless bytes move: its idle timeout from its last activity, or the
+    /// end of its maximum duration, whichever is first (UInt64.max: never).
+    private func relayDue(_ id: Slab<Connection>.ID) -> UInt64 {
+        var due = UInt64.max
+        if connections[id].idleTimeout > 0 {
+            let (sum, overflow) = connections[id].lastActivity.addingReportingOverflow(connections[id].idleTimeout)
+            due = overflow ? UInt64.max : sum
+        }
+        if connections[id].expires != 0 { due = min(due, connections[id].expires) }
+        return due
     }
 
     private func connected(_ id: Slab<Connection>.ID, _ result: Int32, _ reactor: Reactor<Backend>) {
@@ -478,7 +510,14 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         connections[id].phase = .relaying
         let now = System.monotonicNanos()
         connections[id].lastActivity = now
-        connections[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: settings.idleTimeout))
+        let cluster = connections[id].route.circuit?.connectionSettings
+        connections[id].idleTimeout = cluster?.tcpIdleTimeout ?? settings.idleTimeout.nanoseconds
+        if let duration = cluster?.maxConnectionDuration, duration > 0 {
+            let (sum, overflow) = now.addingReportingOverflow(duration)
+            connections[id].expires = overflow ? UInt64.max : sum
+        }
+        let due = relayDue(id)
+        if due != UInt64.max { connections[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: due) }
         startPoll(id, 0, reactor)
         startPoll(id, 1, reactor)
     }

@@ -22,6 +22,9 @@ final class TCPRouter {
         /// -1 with `--upstream`.
         var cluster: Int32 = -1
         var endpoint: Int32 = -1
+        /// With `--config`: the cluster's circuit breakers, holding one connection of it until `finished`, and
+        /// whose connection settings (connect and idle timeouts, keepalive) the connection follows.
+        var circuit: ClusterCircuit? = nil
     }
 
     enum Choice {
@@ -47,9 +50,16 @@ final class TCPRouter {
     /// The epoch of the table bound: the reader may be shared with an HTTP proxy on the same reactor (listeners
     /// of both kinds), which refreshes it first.
     private var boundEpoch: UInt64 = 0
+    /// Each cluster's circuit breakers (by cluster index of the bound table), shared with every reactor.
+    private var circuits: [ClusterCircuit] = []
+    private let registry: CircuitRegistry?
+    private let relay: RelaySettings
 
-    init(listeners: [RelayListener], routes: SnapshotReader<RouteTable>?) {
+    init(listeners: [RelayListener], routes: SnapshotReader<RouteTable>?, circuits: CircuitRegistry? = nil,
+         relay: RelaySettings = RelaySettings()) {
         self.routes = routes
+        registry = circuits
+        self.relay = relay
         addresses = routes == nil ? listeners.map(\.upstream) : []
         listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
         var system = SystemRandomNumberGenerator()
@@ -78,6 +88,12 @@ final class TCPRouter {
 
     private func bind(_ table: RouteTable) {
         balancers.bind(table)
+        if let registry {
+            circuits = table.clusters.map {
+                registry.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay))
+            }
+            registry.keep(Set(table.clusters.map(\.name)))
+        }
         listenerRoutes = listenerPorts.map { table.tcpListenerRouting(port: $0) }
         routesBySNI = listenerPorts.map { table.routesBySNI(port: $0) }
         clusterAddresses = table.clusters.map { cluster in
@@ -132,14 +148,23 @@ final class TCPRouter {
         guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), hashKey: hashKey),
               clusterAddresses[cluster][e] >= 0
         else { return .none(flag: "UH") }
+        // The cluster's connection limit (tcp.maxConnections): beyond it the connection is closed, flag UO, as
+        // Envoy's TCP proxy does.
+        let circuit = cluster < circuits.count ? circuits[cluster] : nil
+        if let circuit, !circuit.take(.tcpConnection) {
+            circuit.cxOverflow.add(1, ordering: .relaxed)
+            return .none(flag: "UO")
+        }
         let outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
-        return .upstream(Pick(address: clusterAddresses[cluster][e], outstanding: outstanding, cluster: Int32(cluster), endpoint: Int32(e)))
+        return .upstream(Pick(address: clusterAddresses[cluster][e], outstanding: outstanding, cluster: Int32(cluster),
+                              endpoint: Int32(e), circuit: circuit))
     }
 
     /// A connection ended: its endpoint has one outstanding connection less, on the balancer that counted it,
-    /// whatever table is bound now. Once per connection.
+    /// whatever table is bound now, and its cluster one connection less. Once per connection.
     func finished(_ pick: Pick) {
         if let outstanding = pick.outstanding { balancers.requestFinished(outstanding) }
+        pick.circuit?.give(.tcpConnection)
     }
 }
 

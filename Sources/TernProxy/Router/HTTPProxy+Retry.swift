@@ -44,6 +44,8 @@ extension HTTPProxy {
             fail(x, error.reply, reactor)
         case .retry(let from, let counted):
             if counted {
+                // The cluster's retry limit (maxRetries or its budget) may refuse it: then the failure is answered.
+                guard admitRetry(x) else { return fail(x, error.reply, reactor) }
                 Log.debug("\(error.reply.flag): retrying (\(exchanges[x].retriesLeft) retries left)")
                 retry(x, from: from, reactor)
             } else {
@@ -144,6 +146,8 @@ extension HTTPProxy {
             exchanges[x].report.flags.insert(.upstreamRetryLimitExceeded)
             return .final
         }
+        // The cluster's retry limit may refuse it: the response goes to the client, flagged UO.
+        guard admitRetry(x) else { return .final }
         Log.debug("response \(head.status): retrying (\(exchanges[x].retriesLeft) retries left)")
         return .retry(from: from)
     }

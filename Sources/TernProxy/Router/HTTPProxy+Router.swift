@@ -26,11 +26,12 @@ extension HTTPProxy {
                 }
                 if upstreams[u].serverName == name {
                     pools.slots[e].idle.remove(at: i)
+                    guard admitRequest(x, reactor) else { return pools.slots[e].idle.append(u) }
                     bind(u, to: x, reused: true, reactor)
                     return
                 }
             }
-            if pools.slots[e].connections >= settings.maxUpstreamConnections, !pools.slots[e].idle.isEmpty {
+            if let circuit = exchanges[x].circuit, !circuit.connectionsLeft, !pools.slots[e].idle.isEmpty {
                 closeUpstream(pools.slots[e].idle.removeFirst(), reactor)
             }
         }
@@ -41,20 +42,24 @@ extension HTTPProxy {
                 pools.slots[e].idle.append(u)
                 break
             }
+            guard admitRequest(x, reactor) else { return pools.slots[e].idle.append(u) }
             bind(u, to: x, reused: true, reactor)
             return
         }
-        if pools.slots[e].connections < settings.maxUpstreamConnections {
+        if mayConnect(x, e) {
             connect(for: x, reactor)
-        } else if pools.slots[e].pending.count < settings.maxPendingRequests {
+        } else if admitPending(x) {
             parkWaiting(x, reactor)
-            _ = pools.slots[e].pending.push(x, limit: settings.maxPendingRequests)
+            _ = pools.slots[e].pending.push(x, limit: Self.pendingQueueLimit)
             Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
         } else {
-            Log.debug("pending request queue full (UO)")
             fail(x, .overflow, reactor)
         }
     }
+
+    /// The most requests one endpoint's queue on one reactor holds: the cluster's pending limit decides first;
+    /// this only bounds the queue's memory when that limit is very large.
+    static var pendingQueueLimit: Int { 1 << 20 }
 
     func connect(for x: XID, _ reactor: Reactor<Backend>) {
         let e = exchanges[x].attempt.endpoint
@@ -82,11 +87,13 @@ extension HTTPProxy {
         counters.descriptors.add(1, ordering: .relaxed)
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, 1)
         System.setNoDelay(fd)
+        let connectTimeout = chargeConnection(u, for: x)
+        discharge(x, .pending)
         reactor.backend.register(fd: fd)
         upstreams[u].exchange = x
         upstreams[u].serverName = exchanges[x].attempt.serverName
         exchanges[x].attempt.connection = u
-        upstreams[u].connectTimer = reactor.timers.schedule(token(.connectTimer, u), at: deadline(after: relay.connectTimeout))
+        upstreams[u].connectTimer = reactor.timers.schedule(token(.connectTimer, u), at: saturatingAdd(System.monotonicNanos(), connectTimeout))
         upstreams[u].inflight += 1
         reactor.backend.connect(fd: fd, to: pools.slots[e].address, token: token(.upstreamConnect, u))
     }
@@ -170,7 +177,7 @@ extension HTTPProxy {
             connectFailed(u, reactor)
             return
         }
-        // TLS origination: the handshake first, within the same --connect-timeout.
+        // TLS origination: the handshake first, within the same connect timeout.
         if upstreamStartTLS(u, reactor) { return }
         upstreamReady(u, reactor)
     }
@@ -184,6 +191,12 @@ extension HTTPProxy {
             recycle(u, reactor)
             return
         }
+        if exchanges[x].relayed == nil && exchanges[x].circuit != nil && !exchanges[x].charges.contains(.request) {
+            // Unlinked while admitted: a request refused (503 UO) leaves the new connection to whoever waits next.
+            exchanges[x].attempt.connection = nil
+            upstreams[u].exchange = nil
+            guard admitRequest(x, reactor) else { return recycle(u, reactor) }
+        }
         bind(u, to: x, reused: false, reactor)
     }
 
@@ -193,6 +206,7 @@ extension HTTPProxy {
         upstreams[u].state = .bound
         upstreams[u].exchange = x
         upstreams[u].reused = reused
+        if upstreams[u].requestsLeft != Int.max { upstreams[u].requestsLeft -= 1 }
         exchanges[x].attempt.connection = u
         recordOutcome(x, .connected)
         if exchanges[x].relayed != nil { return relayConnected(x, reactor) }

@@ -598,7 +598,7 @@ public final class ProxyServer {
                          samples: one(Double(admin.sideConnectionsEvicted.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
                          samples: one(Double(telemetry.seriesOverflowed))),
-        ] + tlsMetrics(counters.tls) + outlierMetrics(counters.outliers)
+        ] + tlsMetrics(counters.tls) + outlierMetrics(counters.outliers) + circuitMetrics(counters.circuits)
     }
 
     /// Outlier detection per cluster, under Envoy's names (what Istio users scrape): hosts ejected now, ejections
@@ -616,6 +616,39 @@ public final class ProxyServer {
                          samples: per { $0.enforced }),
             MetricFamily(name: "envoy_cluster_outlier_detection_ejections_overflow", help: "Ejections maxEjectionPercent refused.", kind: .counter,
                          samples: per { $0.overflow }),
+        ]
+    }
+
+    /// Circuit breakers per cluster, under Envoy's names (what Istio users scrape and alert on): overflows of each
+    /// limit, what is in use now against them, and whether each is reached (`circuit_breakers.default.*_open`).
+    static func circuitMetrics(_ registry: CircuitRegistry) -> [MetricFamily] {
+        let figures = registry.figures()
+        guard !figures.isEmpty else { return [] }
+        func per(_ value: (CircuitFigures) -> Int) -> [(labels: [(String, String)], value: Double)] {
+            figures.map { ([("cluster_name", $0.cluster)], Double(value($0))) }
+        }
+        func open(_ i: Int) -> [(labels: [(String, String)], value: Double)] { per { $0.open[i] ? 1 : 0 } }
+        return [
+            MetricFamily(name: "envoy_cluster_upstream_cx_overflow", help: "Times the cluster's connection limit (tcp.maxConnections) was reached: an HTTP request waited instead, a TCP connection was closed (UO).", kind: .counter,
+                         samples: per { $0.cxOverflow }),
+            MetricFamily(name: "envoy_cluster_upstream_rq_pending_overflow", help: "Requests answered 503 UO because the cluster's pending (http1MaxPendingRequests) or in-flight (http2MaxRequests) limit was reached.", kind: .counter,
+                         samples: per { $0.pendingOverflow }),
+            MetricFamily(name: "envoy_cluster_upstream_rq_retry_overflow", help: "Retries not made because the cluster's retry limit (maxRetries or retryBudget) was reached.", kind: .counter,
+                         samples: per { $0.retryOverflow }),
+            MetricFamily(name: "envoy_cluster_upstream_cx_active", help: "Connections open to the cluster (HTTP pools and TCP routes).", kind: .gauge,
+                         samples: per { $0.connections }),
+            MetricFamily(name: "envoy_cluster_upstream_rq_pending_active", help: "Requests waiting for a connection to the cluster.", kind: .gauge,
+                         samples: per { $0.pending }),
+            MetricFamily(name: "envoy_cluster_upstream_rq_active", help: "Requests on a connection to the cluster.", kind: .gauge,
+                         samples: per { $0.requests }),
+            MetricFamily(name: "envoy_cluster_circuit_breakers_default_cx_open", help: "1 while the cluster's connection limit is reached.", kind: .gauge,
+                         samples: open(0)),
+            MetricFamily(name: "envoy_cluster_circuit_breakers_default_rq_pending_open", help: "1 while the cluster's pending-request limit is reached.", kind: .gauge,
+                         samples: open(1)),
+            MetricFamily(name: "envoy_cluster_circuit_breakers_default_rq_open", help: "1 while the cluster's in-flight request limit is reached.", kind: .gauge,
+                         samples: open(2)),
+            MetricFamily(name: "envoy_cluster_circuit_breakers_default_rq_retry_open", help: "1 while the cluster's retry limit is reached.", kind: .gauge,
+                         samples: open(3)),
         ]
     }
 

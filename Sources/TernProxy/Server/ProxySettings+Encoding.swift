@@ -27,6 +27,11 @@ extension ProxySettings {
         out.append("idle-timeout-ns=\(relay.idleTimeout.nanoseconds)")
         out.append("drain-timeout-ns=\(drainTimeout.nanoseconds)")
         out.append("max-connections=\(relay.maxConnections)")
+        out.append("max-pending-requests=\(relay.circuits.maxPending)")
+        out.append("max-upstream-connections=\(relay.circuits.maxConnections)")
+        out.append("max-requests=\(relay.circuits.maxRequests)")
+        out.append("max-retries=\(relay.circuits.maxRetries)")
+        out.append("upstream-idle-timeout-ns=\(relay.circuits.upstreamIdleTimeout.nanoseconds)")
         out.append("log-level=\(logLevel)")
         if let configPath {
             out.append("config=\(configPath)")
@@ -64,10 +69,7 @@ extension ProxySettings {
             out.append("per-request-buffer-bytes=\(http.perRequestBufferBytes)")
             out.append("accept-http-10=\(http.acceptHTTP10 ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
-            out.append("max-pending-requests=\(http.maxPendingRequests)")
-            out.append("max-upstream-connections=\(http.maxUpstreamConnections)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
-            out.append("upstream-idle-timeout-ns=\(http.upstreamIdleTimeout.nanoseconds)")
         }
         return out
     }
@@ -106,6 +108,11 @@ extension ProxySettings {
             case "idle-timeout-ns": relay.idleTimeout = TernDuration(nanoseconds: try number())
             case "drain-timeout-ns": drainTimeout = TernDuration(nanoseconds: try number())
             case "max-connections": relay.maxConnections = Int(try number())
+            case "max-pending-requests": relay.circuits.maxPending = Int(try number())
+            case "max-upstream-connections": relay.circuits.maxConnections = Int(try number())
+            case "max-requests": relay.circuits.maxRequests = Int(try number())
+            case "max-retries": relay.circuits.maxRetries = Int(try number())
+            case "upstream-idle-timeout-ns": relay.circuits.upstreamIdleTimeout = TernDuration(nanoseconds: try number())
             case "log-level":
                 guard let l = LogLevel(name: value) else { throw SetupError(description: "log-level: '\(value)'") }
                 logLevel = l
@@ -158,10 +165,7 @@ extension ProxySettings {
         case "per-request-buffer-bytes": h.perRequestBufferBytes = i
         case "accept-http-10": h.acceptHTTP10 = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
-        case "max-pending-requests": h.maxPendingRequests = i
-        case "max-upstream-connections": h.maxUpstreamConnections = i
         case "max-idle-upstream": h.maxIdleUpstream = i
-        case "upstream-idle-timeout-ns": h.upstreamIdleTimeout = TernDuration(nanoseconds: n)
         case "tls-handshake-timeout-ns": h.tlsHandshakeTimeout = TernDuration(nanoseconds: n)
         default: throw SetupError(description: "unknown setting '\(key)'")
         }

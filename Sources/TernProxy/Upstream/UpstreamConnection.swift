@@ -34,6 +34,13 @@ struct UpstreamConnection {
     var sessionKept = false
     /// Its TLS handshake finished and the server's certificate passed every check (its session may be resumed).
     var verified = false
+    /// The cluster it counts against (`tcp.maxConnections`), and its rule's connection settings: how long it may
+    /// stay idle (0: for ever), when it must stop serving (`maxConnectionDuration`; 0: never), and the requests it
+    /// may still carry (`maxRequestsPerConnection`; Int.max: no limit).
+    var circuit: ClusterCircuit? = nil
+    var idleTimeout: UInt64 = 0
+    var expires: UInt64 = 0
+    var requestsLeft = Int.max
 
     init(fd: Int32, endpoint: Int) {
         self.fd = fd

@@ -53,11 +53,17 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("stream-idle-timeout"), help: "--http: an exchange with no bytes moving this long is ended.")
     var streamIdleTimeout: String = "5m"
 
-    @Option(name: .customLong("max-pending-requests"), help: "--http: requests waiting for an upstream connection, per core (beyond: 503 UO).")
+    @Option(name: .customLong("max-pending-requests"), help: "--http: requests waiting for a connection to one cluster (upstream), for the whole process, where no DestinationRule sets http1MaxPendingRequests (beyond: 503 UO).")
     var maxPendingRequests: Int = 1024
 
-    @Option(name: .customLong("max-upstream-connections"), help: "--http: connections to each upstream, per core.")
+    @Option(name: .customLong("max-upstream-connections"), help: "--http: connections to one cluster (upstream), for the whole process, where no DestinationRule sets tcp.maxConnections (beyond: requests wait for one).")
     var maxUpstreamConnections: Int = 1024
+
+    @Option(name: .customLong("max-requests"), help: "--http: requests in flight to one cluster (upstream), for the whole process, where no DestinationRule sets http2MaxRequests (beyond: 503 UO; 0: no limit).")
+    var maxRequests: Int = 0
+
+    @Option(name: .customLong("max-retries"), help: "--http: retries under way to one cluster (upstream), for the whole process, where no DestinationRule sets maxRetries or a retryBudget (beyond: not retried, flag UO; 0: no limit).")
+    var maxRetries: Int = 0
 
     @Option(name: .customLong("max-idle-upstream"), help: "--http: idle keep-alive connections kept to each upstream, per core.")
     var maxIdleUpstream: Int = 64
@@ -190,6 +196,21 @@ struct ProxyCommand: ParsableCommand {
         s.drainTimeout = try duration(drainTimeout, flag: "--drain-timeout", allowZero: true)
         guard maxConnections >= 0 else { throw ValidationError("--max-connections must be 0 (unlimited) or a positive whole number, got \(maxConnections)") }
         s.relay.maxConnections = maxConnections
+        // Circuit-breaker defaults (per cluster, process-wide); relay settings, as TCP routes apply DestinationRule
+        // limits too.
+        func positive(_ v: Int, _ flag: String) throws(ValidationError) -> Int {
+            guard v >= 1 && v <= 1 << 30 else { throw ValidationError("\(flag) must be a whole number from 1 to \(1 << 30), got \(v)") }
+            return v
+        }
+        func limit(_ v: Int, _ flag: String) throws(ValidationError) -> Int {
+            guard v >= 0 && v <= 1 << 30 else { throw ValidationError("\(flag) must be 0 (no limit) or a whole number up to \(1 << 30), got \(v)") }
+            return v
+        }
+        s.relay.circuits.maxPending = try positive(maxPendingRequests, "--max-pending-requests")
+        s.relay.circuits.maxConnections = try positive(maxUpstreamConnections, "--max-upstream-connections")
+        s.relay.circuits.maxRequests = try limit(maxRequests, "--max-requests")
+        s.relay.circuits.maxRetries = try limit(maxRetries, "--max-retries")
+        s.relay.circuits.upstreamIdleTimeout = try duration(upstreamIdleTimeout, flag: "--upstream-idle-timeout")
         guard let level = LogLevel(name: logLevel) else {
             throw ValidationError("--log-level must be trace, debug, info, warn or error, got '\(logLevel)'")
         }
@@ -293,11 +314,8 @@ struct ProxyCommand: ParsableCommand {
         h.perRequestBufferBytes = perRequestBufferKB << 10
         h.acceptHTTP10 = acceptHTTP10
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
-        h.maxPendingRequests = try positive(maxPendingRequests, "--max-pending-requests", max: 1 << 20)
-        h.maxUpstreamConnections = try positive(maxUpstreamConnections, "--max-upstream-connections", max: 1 << 20)
         guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
         h.maxIdleUpstream = maxIdleUpstream
-        h.upstreamIdleTimeout = try duration(upstreamIdleTimeout, flag: "--upstream-idle-timeout")
         return h
     }
 
