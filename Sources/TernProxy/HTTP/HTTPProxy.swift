@@ -155,6 +155,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// The epoch of the route table bound last.
     var boundEpoch: UInt64 = 0
     var clusterEndpoints: [[Int]] = []
+    /// This reactor's index: its reader of the published tables, and its copy of each of their regexes (tables
+    /// are compiled with one copy per reactor, `CompiledRegex`).
+    let reactorIndex: Int
     var random: SplitMix
     let acceptor: Acceptor<Backend>
     let downstreams: Slab<DownstreamConnection>
@@ -246,6 +249,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.relay = relay
         self.counters = counters
         self.routes = routes
+        self.reactorIndex = reactorIndex
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
         balancers = LoadBalancers(registry: counters.outliers)
