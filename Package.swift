@@ -76,13 +76,14 @@ let package = Package(
         ),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
         .systemLibrary(name: "CTernYAML"),
-        // PCRE2 with JIT (Debian's libpcre2-dev) for route regexes: thin C over its width-suffixed macros.
-        .target(name: "CTernPCRE2", linkerSettings: [.linkedLibrary("pcre2-8")]),
+        // RE2 (Debian's libre2-dev) for route regexes, as Envoy's safe_regex: a C face over its C++ API (shim.cc,
+        // C++17; SwiftPM links libstdc++ for a target with C++ sources).
+        .target(name: "CTernRE2", linkerSettings: [.linkedLibrary("re2")]),
         // Istio configuration (issue 4): decode, validate, compile into an immutable RouteTable.
         // A pure library: no system call beyond reading the config files, no reactor code.
         .target(
             name: "TernConfig",
-            dependencies: ["TernCore", "CTernYAML", "CTernPCRE2"],
+            dependencies: ["TernCore", "CTernYAML", "CTernRE2"],
             swiftSettings: strict + functionSections + [.enableExperimentalFeature("Lifetimes")]
         ),
         .executableTarget(
@@ -137,5 +138,6 @@ let package = Package(
             name: "TernConfigTests", dependencies: ["TernConfig", "TernHTTP", "TernCore", "TernTestSupport"],
             swiftSettings: [.enableExperimentalFeature("Lifetimes")]
         ),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )

@@ -11,7 +11,9 @@
 /// - no match leaves the path unchanged.
 ///
 /// The validator warns about the last two kinds of substitution (`problems`), since Envoy accepts them silently.
-/// `apply` runs per request: it writes through a callback and allocates nothing.
+/// `apply` runs per request on a reactor, with that reactor's copy of the regex (`CompiledRegex`): it writes
+/// through a callback (the proxy's pooled buffer) and allocates nothing but what RE2 may allocate to find groups
+/// (`CompiledRegex`: none for a one-pass pattern or a substitution naming no group but `\0`).
 public final class RegexRewrite: Sendable {
     public let pattern: String
     public let substitution: String
@@ -21,6 +23,8 @@ public final class RegexRewrite: Sendable {
     private let literal: [UInt8]
     /// False when the substitution names a group the pattern lacks: nothing is rewritten, as in Envoy.
     private let rewrites: Bool
+    /// The groups each search asks for, as GlobalReplace's `1 + MaxSubmatch(rewrite)`: fewer groups, less work.
+    private let groups: Int
 
     private struct Piece: Sendable {
         /// The group to insert, or -1 for `literal[from..<to]`.
@@ -37,11 +41,12 @@ public final class RegexRewrite: Sendable {
         literal = parsed.literal
         pieces = parsed.pieces
         rewrites = parsed.highestGroup <= regex.captureCount
+        groups = 1 + parsed.highestGroup
     }
 
-    /// Compiles `match` (RE2 syntax) for searching, and the substitution.
-    public static func compile(match: String, rewrite: String) -> Result<RegexRewrite, CompiledRegex.CompileError> {
-        CompiledRegex.compile(match, caseless: false, search: true).map {
+    /// Compiles `match` (RE2 syntax) for searching, one copy per reactor (`copies`), and the substitution.
+    public static func compile(match: String, rewrite: String, copies: Int = 1) -> Result<RegexRewrite, CompiledRegex.CompileError> {
+        CompiledRegex.compile(match, copies: copies, search: true).map {
             RegexRewrite(pattern: match, substitution: rewrite, regex: $0)
         }
     }
@@ -107,19 +112,19 @@ public final class RegexRewrite: Sendable {
     /// Rewrites an origin-form request-target: its path (up to the first `?` or `#`) as `apply` does, its query
     /// and fragment handed on unchanged, all through `emit`. Returns the number of matches replaced.
     @discardableResult
-    public func apply(target: Span<UInt8>, _ emit: (borrowing Span<UInt8>) -> Void) -> Int {
+    public func apply(target: Span<UInt8>, reactor: Int, _ emit: (borrowing Span<UInt8>) -> Void) -> Int {
         var end = 0
         while end < target.count, target[end] != UInt8(ascii: "?"), target[end] != UInt8(ascii: "#") { end += 1 }
-        let n = apply(path: target.extracting(0..<end), emit)
+        let n = apply(path: target.extracting(0..<end), reactor: reactor, emit)
         if end < target.count { emit(target.extracting(end..<target.count)) }
         return n
     }
 
     /// Rewrites `path` (a request path without its query), handing the result to `emit` in pieces, in order
     /// (runs of `path` and of the substitution; nothing when the path is empty and nothing matched). Returns the
-    /// number of matches replaced. Allocation-free after the thread's first regex match.
+    /// number of matches replaced, with reactor `reactor`'s copy of the regex.
     @discardableResult
-    public func apply(path: Span<UInt8>, _ emit: (borrowing Span<UInt8>) -> Void) -> Int {
+    public func apply(path: Span<UInt8>, reactor: Int, _ emit: (borrowing Span<UInt8>) -> Void) -> Int {
         let end = path.count
         guard rewrites else {
             if end > 0 { emit(path) }
@@ -130,7 +135,7 @@ public final class RegexRewrite: Sendable {
         var count = 0
         // RE2's GlobalReplace loop: search from p; copy what precedes the match; skip an empty match at the end
         // of the previous one (copying one character); otherwise write the substitution and go on after it.
-        while p <= end, let m = regex.firstMatch(in: path, from: p) {
+        while p <= end, let m = regex.firstMatch(in: path, from: p, groups: groups, reactor: reactor) {
             let r = m.range
             if p < r.lowerBound { emit(path.extracting(p..<r.lowerBound)) }
             if r.lowerBound == lastEnd && r.isEmpty {
@@ -178,7 +183,7 @@ public final class RegexRewrite: Sendable {
     public func rewrite(_ target: String) -> String {
         let bytes = Array(target.utf8)
         var out: [UInt8] = []
-        apply(target: bytes.span) { piece in
+        apply(target: bytes.span, reactor: 0) { piece in
             for i in 0..<piece.count { out.append(piece[i]) }
         }
         return String(decoding: out, as: UTF8.self)

@@ -3,31 +3,36 @@ import TernCore
 extension RouteTable {
     /// Compiles a validated set into a table; a set with any error is refused whole (the old table keeps serving).
     /// `namespace` is the sidecar's: a bare `Host: cart` prefers `cart.<namespace>.svc.cluster.local`.
-    public static func compile(_ set: ConfigSet, namespace: String) throws(ConfigError) -> RouteTable {
+    /// `reactors`: how many reactors will match requests against the table; each regex is compiled once per
+    /// reactor, and reactor i matches with copy i (`CompiledRegex` says why).
+    public static func compile(_ set: ConfigSet, namespace: String, reactors: Int = 1) throws(ConfigError) -> RouteTable {
         if set.hasErrors { throw ConfigError(set.errors) }
-        var compiler = RouteCompiler(resources: set.resources, namespace: namespace)
+        var compiler = RouteCompiler(resources: set.resources, namespace: namespace, reactors: reactors)
         return compiler.run()
     }
 
     /// Loads, validates and compiles PATH in one go (what `tern validate` checks).
-    public static func load(path: String, namespace: String) throws(ConfigError) -> (RouteTable, warnings: [Diagnostic]) {
+    public static func load(path: String, namespace: String, reactors: Int = 1) throws(ConfigError) -> (RouteTable, warnings: [Diagnostic]) {
         let set = ConfigLoader.load(path: path, namespace: namespace)
-        return (try compile(set, namespace: namespace), set.warnings)
+        return (try compile(set, namespace: namespace, reactors: reactors), set.warnings)
     }
 }
 
 struct RouteCompiler {
     let resources: [Resource]
     let namespace: String
+    /// Copies of each regex, one per reactor.
+    let reactors: Int
     var services: [String: ServiceEntry] = [:]
     var rules: [String: DestinationRule] = [:]
     var clusters: [Cluster] = []
     var clusterIndex: [String: Int] = [:]
     var virtualHosts: [VirtualHost] = []
 
-    init(resources: [Resource], namespace: String) {
+    init(resources: [Resource], namespace: String, reactors: Int) {
         self.resources = resources
         self.namespace = namespace
+        self.reactors = reactors
     }
 
     mutating func run() -> RouteTable {
@@ -133,7 +138,7 @@ struct RouteCompiler {
         }
         var regexRewrite: RegexRewrite?
         if let rx = r.rewrite?.uriRegexRewrite {
-            switch RegexRewrite.compile(match: rx.match, rewrite: rx.rewrite) {
+            switch RegexRewrite.compile(match: rx.match, rewrite: rx.rewrite, copies: reactors) {
             case .success(let compiled): regexRewrite = compiled
             case .failure: bug("uriRegexRewrite \(rx.match) passed validation but does not compile")
             }
@@ -187,7 +192,7 @@ struct RouteCompiler {
         case .prefix(let v): return ignoreCase ? .prefixIgnoringCase(Array(v.lowercased().utf8)) : .prefix(Array(v.utf8))
         case .present: return .present
         case .regex(let v):
-            switch CompiledRegex.compile(v, caseless: false) {
+            switch CompiledRegex.compile(v, copies: reactors) {
             case .success(let r): return .regex(r)
             case .failure:
                 bug("regex \(v) passed validation but does not compile")

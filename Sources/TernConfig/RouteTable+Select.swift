@@ -5,14 +5,15 @@ extension RouteTable {
     /// Selects the virtual host for `host` (a Host or :authority value, with or without `:port`; an exact name or
     /// its Kubernetes short forms, then wildcards, longest suffix first, then `*`) and its first route whose
     /// matchers accept the request (routes in order, first match wins). `port` is the port the request
-    /// addressed, for `port` matches and multi-port services.
-    public func select(host: Span<UInt8>, port: UInt16, request: borrowing RequestView) -> RouteMatch {
+    /// addressed, for `port` matches and multi-port services. `reactor`: the calling reactor's index, whose copy
+    /// of each regex it matches with (`RouteTable.compile(_:namespace:reactors:)`).
+    public func select(host: Span<UInt8>, port: UInt16, request: borrowing RequestView, reactor: Int = 0) -> RouteMatch {
         guard let vh = virtualHost(for: host) else { return .noHost }
         let routes = virtualHosts[vh].routes
         for r in 0..<routes.count {
             let matchers = routes[r].matchers
             if matchers.isEmpty { return RouteMatch(virtualHost: Int32(vh), route: Int32(r)) }
-            for m in 0..<matchers.count where matches(matchers[m], host: host, port: port, request: request) {
+            for m in 0..<matchers.count where matches(matchers[m], host: host, port: port, request: request, reactor: reactor) {
                 return RouteMatch(virtualHost: Int32(vh), route: Int32(r), matcher: Int32(m))
             }
         }
@@ -47,18 +48,19 @@ extension RouteTable {
         return catchAll
     }
 
-    func matches(_ m: RequestMatcher, host: Span<UInt8>, port: UInt16, request: borrowing RequestView) -> Bool {
+    func matches(_ m: RequestMatcher, host: Span<UInt8>, port: UInt16, request: borrowing RequestView,
+                 reactor: Int) -> Bool {
         if let p = m.port, p != port { return false }
         let bytes = request.bytes
-        if let u = m.uri, !Self.check(u, bytes, request.path) { return false }
-        if let mm = m.method, !Self.check(mm, bytes, request.method) { return false }
-        if let a = m.authority, !Self.check(a, host, 0..<host.count) { return false }
+        if let u = m.uri, !Self.check(u, bytes, request.path, reactor) { return false }
+        if let mm = m.method, !Self.check(mm, bytes, request.method, reactor) { return false }
+        if let a = m.authority, !Self.check(a, host, 0..<host.count, reactor) { return false }
         if let s = m.scheme {
             let ok: Bool
             switch (s, request.scheme) {
             case (.present, _): ok = true
-            case (.regex(let r), .http): ok = r.matches(Self.http.span)
-            case (.regex(let r), .https): ok = r.matches(Self.https.span)
+            case (.regex(let r), .http): ok = r.matches(Self.http.span, reactor: reactor)
+            case (.regex(let r), .https): ok = r.matches(Self.https.span, reactor: reactor)
             case (.exact(let v), .http), (.exactIgnoringCase(let v), .http): ok = v == Self.http
             case (.exact(let v), .https), (.exactIgnoringCase(let v), .https): ok = v == Self.https
             case (.prefix(let v), .http), (.prefixIgnoringCase(let v), .http): ok = Self.http.starts(with: v)
@@ -67,17 +69,17 @@ extension RouteTable {
             if !ok { return false }
         }
         for i in 0..<m.headers.count {
-            guard let v = request.header(m.headers[i].name), Self.check(m.headers[i].matcher, bytes, v) else {
+            guard let v = request.header(m.headers[i].name), Self.check(m.headers[i].matcher, bytes, v, reactor) else {
                 return false
             }
         }
         for i in 0..<m.withoutHeaders.count {
-            if let v = request.header(m.withoutHeaders[i].name), Self.check(m.withoutHeaders[i].matcher, bytes, v) {
+            if let v = request.header(m.withoutHeaders[i].name), Self.check(m.withoutHeaders[i].matcher, bytes, v, reactor) {
                 return false
             }
         }
         for i in 0..<m.queryParams.count {
-            guard let v = request.queryParameter(m.queryParams[i].name), Self.check(m.queryParams[i].matcher, bytes, v)
+            guard let v = request.queryParameter(m.queryParams[i].name), Self.check(m.queryParams[i].matcher, bytes, v, reactor)
             else { return false }
         }
         return true
@@ -86,7 +88,7 @@ extension RouteTable {
     static let http: [UInt8] = Array("http".utf8)
     static let https: [UInt8] = Array("https".utf8)
 
-    static func check(_ m: Matcher, _ bytes: Span<UInt8>, _ range: Range<Int>) -> Bool {
+    static func check(_ m: Matcher, _ bytes: Span<UInt8>, _ range: Range<Int>, _ reactor: Int) -> Bool {
         switch m {
         case .present:
             return true
@@ -99,7 +101,7 @@ extension RouteTable {
         case .prefixIgnoringCase(let v):
             return range.count >= v.count && equal(bytes, range.lowerBound, v, ignoringCase: true)
         case .regex(let r):
-            return r.matches(bytes.extracting(range))
+            return r.matches(bytes.extracting(range), reactor: reactor)
         }
     }
 

@@ -60,14 +60,14 @@ import Testing
                     if table.hashKey(cluster: c, request: view, sourceAddress: source.span) != nil { keys += 1 }
                     if let rewrite = table.route(m)?.uriRegexRewrite {
                         rewritten.removeAll(keepingCapacity: true)
-                        rewrites += rewrite.apply(target: rewriteTarget.span) { piece in
+                        rewrites += rewrite.apply(target: rewriteTarget.span, reactor: 0) { piece in
                             for k in 0..<piece.count { rewritten.append(piece[k]) }
                         }
                     }
                 }
             }
         }
-        once(1)  // the thread's PCRE2 match block is made on its first match
+        once(1)  // RE2 builds each regex's DFA, and its states, as its first matches meet them
         let before = counter?.count()
         var random: UInt64 = 0x9e37_79b9
         for _ in 0..<2_000 {

@@ -33,7 +33,7 @@ import Testing
         let r = try RegexRewrite.compile(match: "zzz", rewrite: "y").get()
         let path = Array("/abc".utf8)
         var pieces = 0
-        #expect(r.apply(path: path.span) { _ in pieces += 1 } == 0)
+        #expect(r.apply(path: path.span, reactor: 0) { _ in pieces += 1 } == 0)
         #expect(pieces == 1)
     }
 

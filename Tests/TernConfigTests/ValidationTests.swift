@@ -34,7 +34,7 @@ import Testing
           "f.yaml:7: VirtualService ns/r: spec.http[0]: route, redirect, directResponse and delegate are mutually exclusive"]),
         // bad regex, two kinds of match, uppercase header
         (vsHead + "  http:\n  - match:\n    - uri: {regex: \"(\"}\n      method: {exact: GET, prefix: G}\n      headers: {X-A: {exact: a}}\n    directResponse: {status: 200}\n",
-         ["f.yaml:8: VirtualService ns/r: spec.http[0].match[0].uri.regex: invalid regex: missing closing parenthesis at offset 1",
+         ["f.yaml:8: VirtualService ns/r: spec.http[0].match[0].uri.regex: invalid regex: missing ): (",
           "f.yaml:9: VirtualService ns/r: spec.http[0].match[0].method: exact, prefix and regex are mutually exclusive",
           "f.yaml:10: VirtualService ns/r: spec.http[0].match[0].headers.X-A: header names must be lowercase"]),
         // uriRegexRewrite: empty fields are errors (as in Istio); a substitution Envoy would not apply as written
@@ -47,6 +47,19 @@ import Testing
           "f.yaml:13: warning: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.rewrite: unknown escape at offset 4 (\\0-\\9 insert groups, \\\\ a backslash): Envoy drops the rest of the substitution from there",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite.rewrite: must not be empty",
           "f.yaml:17: VirtualService ns/r: spec.http[2].rewrite.uriRegexRewrite: uri and uriRegexRewrite are mutually exclusive"]),
+        // Regexes Istio and Envoy refuse: Perl (PCRE) syntax RE2 lacks, \C, and a program over Envoy's size limit,
+        // in every place a regex is taken
+        (vsHead + "  http:\n  - match:\n    - uri: {regex: \"/a/(?=b)\"}\n    - headers: {x-a: {regex: \"(a)\\\\1\"}}\n"
+            + "    - queryParams: {q: {regex: \"a++\"}}\n    - authority: {regex: \"(?<!x)y\"}\n    - withoutHeaders: {x-b: {regex: \"a\\\\Cb\"}}\n"
+            + "    - method: {regex: \"G{97}\"}\n    directResponse: {status: 200}\n"
+            + "  - rewrite: {uriRegexRewrite: {match: \"(?>a)\", rewrite: /b}}\n    directResponse: {status: 200}\n",
+         ["f.yaml:8: VirtualService ns/r: spec.http[0].match[0].uri.regex: invalid regex: invalid perl operator: (?= (lookahead and lookbehind are not RE2 syntax)",
+          "f.yaml:9: VirtualService ns/r: spec.http[0].match[1].headers.x-a.regex: invalid regex: invalid escape sequence: \\1 (backreferences are not RE2 syntax)",
+          "f.yaml:10: VirtualService ns/r: spec.http[0].match[2].queryParams.q.regex: invalid regex: bad repetition operator: ++ (possessive quantifiers are not RE2 syntax)",
+          "f.yaml:11: VirtualService ns/r: spec.http[0].match[3].authority.regex: invalid regex: invalid perl operator: (?< (lookahead and lookbehind are not RE2 syntax)",
+          "f.yaml:12: VirtualService ns/r: spec.http[0].match[4].withoutHeaders.x-b.regex: invalid regex: invalid escape sequence: \\C (Istio refuses it; it would match any byte)",
+          "f.yaml:13: VirtualService ns/r: spec.http[0].match[5].method.regex: regex too large: RE2 program size of 101 > max program size of 100 (Envoy's default re2.max_program_size.error_level)",
+          "f.yaml:15: VirtualService ns/r: spec.http[1].rewrite.uriRegexRewrite.match: invalid regex: invalid perl operator: (?> (atomic groups are not RE2 syntax)"]),
         // tcp destinationSubnets: IPv4 and IPv6, with or without a prefix (host bits set are fine: cleared, as
         // Envoy does); a bad address or prefix is an error at its list item
         (vsHead + "  tcp:\n  - match:\n    - destinationSubnets: [10.0.0.0/8, 10.1.2.3/16, 192.168.0.1, \"fd00::/8\", \"::1\", 0.0.0.0/0]\n      port: 9000\n"

@@ -122,6 +122,9 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         }!)
         var routes: SnapshotCell<RouteTable>? = nil
         if routed {
+            // The route the requests take matches by regex and rewrites the path with uriRegexRewrite, with the
+            // reactor's copy of each regex; the rewrite's pattern is one-pass, so RE2 finds its group without
+            // allocating (CompiledRegex says which patterns allocate).
             let yaml = """
                 apiVersion: networking.istio.io/v1
                 kind: ServiceEntry
@@ -140,8 +143,9 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
                   http:
                   - match: [{headers: {x-canary: {exact: "yes"}}}]
                     route: [{destination: {host: upstream}}]
-                  - match: [{uri: {prefix: /small}}]
+                  - match: [{uri: {regex: "/sm[a-z]+"}}]
                     name: small
+                    rewrite: {uriRegexRewrite: {match: '^/([a-z]+)$', rewrite: '/v1/\\1'}}
                     headers: {request: {set: {x-routed: small}}, response: {add: {x-served-by: tern}}}
                     route: [{destination: {host: upstream}, weight: 100}]
                 \(failEveryOther ? "    retries: {attempts: 1, retryOn: 5xx, backoff: 1ms}" : "")

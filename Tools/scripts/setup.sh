@@ -6,8 +6,9 @@
 #   bash Tools/scripts/setup.sh --bench    also the peers and load tools the benchmarks use
 set -euo pipefail
 
-# nginx and haproxy: TLS peers of the integration tests (test_tls.py), not started as services.
-packages=(liburing-dev libyaml-dev libpcre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip nginx haproxy)
+# g++: CMake builds the RE2 shim (C++) for its C test. nginx and haproxy: TLS peers of the integration tests
+# (test_tls.py), not started as services.
+packages=(liburing-dev libyaml-dev libre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc g++ libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip nginx haproxy)
 if [[ ${1:-} == --bench ]]; then
     packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client caddy tcpdump valgrind)
 fi

@@ -544,8 +544,9 @@ final class AdminServer: @unchecked Sendable {
         for (k, v) in byCode.sorted(by: { $0.key < $1.key }) { out.append((k, String(v))) }
         out.sort { $0.0 < $1.0 }
         guard let filter, !filter.isEmpty else { return out }
-        guard case .success(let re) = CompiledRegex.compile(".*(?:\(filter)).*", caseless: false) else { return [] }
-        return out.filter { re.matches($0.0) }
+        // Envoy's admin filter: RE2, matching anywhere in the name, with no program-size limit.
+        guard case .success(let re) = CompiledRegex.compile(filter, maxProgramSize: nil) else { return [] }
+        return out.filter { re.occurs(in: $0.0) }
     }
 
     private func statsJSON(filter: String?) -> String {

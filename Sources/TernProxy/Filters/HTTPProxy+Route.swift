@@ -19,7 +19,7 @@ extension HTTPProxy {
         }
         let table = routes.current
         let port = hostPort(head, x) ?? 80
-        let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port)
+        let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port, reactor: reactorIndex)
         guard match.found else { return routeFailed(x, .routeNotFound, reactor) }
         let v = Int(match.virtualHost), r = Int(match.route)
         if capture != nil, let name = table.virtualHosts[v].routes[r].name { exchanges[x].report.routeName = name }
@@ -150,7 +150,7 @@ extension HTTPProxy {
                     bytes.copy(from..<t.upperBound, from: held, into: &w)
                 case .regex:
                     if let regex = table.virtualHosts[v].routes[r].uriRegexRewrite {
-                        bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, into: &w)
+                        bytes.rewrite(path.lowerBound..<t.upperBound, from: held, with: regex, reactor: reactorIndex, into: &w)
                     }
                 case .none:
                     break

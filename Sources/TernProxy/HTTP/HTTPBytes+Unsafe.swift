@@ -325,13 +325,13 @@ enum HeadRefusal: Error {
     }
 
     /// Selects the route for the request whose head is held (its Host, the port it was addressed to), reading
-    /// the head in place.
-    func select(_ table: RouteTable, head: HTTP1Head, held: Held, port: UInt16) -> RouteMatch {
+    /// the head in place, with reactor `reactor`'s copies of the table's regexes.
+    func select(_ table: RouteTable, head: HTTP1Head, held: Held, port: UInt16, reactor: Int) -> RouteMatch {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
         let view = RequestView(http1: head, bytes: bytes)
         guard let host = head.host else { return .noHost }
-        return table.select(host: bytes.extracting(host), port: port, request: view)
+        return table.select(host: bytes.extracting(host), port: port, request: view, reactor: reactor)
     }
 
     /// Whether the held request is a gRPC one: its Content-Type is `application/grpc`, alone or followed by `+` or
@@ -438,12 +438,13 @@ enum HeadRefusal: Error {
     }
 
     /// Writes the target part `range` of the held head (a path, then maybe its query and fragment) with the path
-    /// rewritten by `regex` (`RegexRewrite.apply(target:)`). Allocates nothing.
-    func rewrite(_ range: Range<Int>, from held: Held, with regex: RegexRewrite, into w: inout ResponseWriter) {
+    /// rewritten by `regex` with reactor `reactor`'s copy (`RegexRewrite.apply(target:reactor:_:)`). Allocates
+    /// nothing but what RE2 may to find groups (`CompiledRegex`).
+    func rewrite(_ range: Range<Int>, from held: Held, with regex: RegexRewrite, reactor: Int, into w: inout ResponseWriter) {
         let v = unsafe view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound))
         // SAFETY: the view lies inside the held buffer (checked by `view`), which stays allocated while held.
         let target = unsafe v.assumingMemoryBound(to: UInt8.self).span
-        regex.apply(target: target) { piece in w.append(piece) }
+        regex.apply(target: target, reactor: reactor) { piece in w.append(piece) }
     }
 
     /// The name of a Host value in the held head (without its port, without the brackets of an IPv6 literal,

@@ -152,6 +152,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var clusterEndpoints: [[Int]] = []
     /// Each cluster's circuit breakers (by cluster index of the bound table; with `--upstream`, by listener).
     var clusterCircuits: [ClusterCircuit] = []
+    /// This reactor's index: its reader of the published tables, and its copy of each of their regexes (tables
+    /// are compiled with one copy per reactor, `CompiledRegex`).
+    let reactorIndex: Int
     var random: SplitMix
     let acceptor: Acceptor<Backend>
     let downstreams: Slab<DownstreamConnection>
@@ -243,6 +246,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.relay = relay
         self.counters = counters
         self.routes = routes
+        self.reactorIndex = reactorIndex
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
         if routes == nil {

@@ -29,6 +29,8 @@ final class RoutePublisher: Sendable {
     }
 
     let cell: SnapshotCell<RouteTable>
+    /// The reactors reading the cell: a table published here is compiled with that many copies of each regex.
+    let readers: Int
     private let state: Mutex<State>
     private let doorbell: ThreadWakeup?
     private let stopRequested = Atomic<Bool>(false)
@@ -39,6 +41,7 @@ final class RoutePublisher: Sendable {
         var refresh = refresh
         refresh.track(template.dnsNames, now: System.monotonicNanos())
         cell = SnapshotCell(template.resolved(refresh.answers), readers: readers)
+        self.readers = readers
         state = Mutex(State(template: template, refresh: refresh))
         doorbell = ThreadWakeup()
     }

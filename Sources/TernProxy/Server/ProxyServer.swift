@@ -136,7 +136,7 @@ public final class ProxyServer {
         let cpus = Self.resolveCores(settings.cores)
         var publisher: RoutePublisher? = nil
         if let path = settings.configPath {
-            guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
+            guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: cpus.count) else {
                 Log.error("configuration \(path) refused; not starting")
                 Log.shared.flush()
                 return 1
@@ -455,11 +455,11 @@ public final class ProxyServer {
         return exitStatus
     }
 
-    /// Reads and compiles the configuration; logs every error (and warning) as FILE:LINE: … and returns nil
-    /// when there is any error.
-    static func loadConfig(_ path: String, namespace: String) -> RouteTable? {
+    /// Reads and compiles the configuration, each regex once per reactor; logs every error (and warning) as
+    /// FILE:LINE: … and returns nil when there is any error.
+    static func loadConfig(_ path: String, namespace: String, reactors: Int) -> RouteTable? {
         do {
-            let (table, warnings) = try RouteTable.load(path: path, namespace: namespace)
+            let (table, warnings) = try RouteTable.load(path: path, namespace: namespace, reactors: reactors)
             for w in warnings { Log.warn(w.description) }
             return table
         } catch {
@@ -496,7 +496,7 @@ public final class ProxyServer {
 
     private func reloadNow(_ publisher: RoutePublisher, path: String) {
         let started = System.monotonicNanos()
-        guard let table = Self.loadConfig(path, namespace: settings.namespace) else {
+        guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: publisher.readers) else {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
