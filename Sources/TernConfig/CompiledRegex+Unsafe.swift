@@ -2,8 +2,8 @@ import CTernRE2
 
 /// A regex compiled with RE2, the engine behind Envoy's `safe_regex`: the same syntax (RE2's, which Istio checks
 /// too: no lookarounds, backreferences, possessive quantifiers or atomic groups) and matching in time linear in
-/// the subject (automata, no backtracking: a client's header cannot make a match run long), refused above Envoy's
-/// program-size limit. Matches whole strings (`matches`, Envoy's `FullMatch`) or finds matches with their groups
+/// the subject (automata, no backtracking: a client's header cannot make a match run long), refused above the
+/// program-size limit Istio gives Envoy and above the length Istio's validation allows. Matches whole strings (`matches`, Envoy's `FullMatch`) or finds matches with their groups
 /// (`firstMatch`, for `RegexRewrite`). Subjects are bytes; the pattern is UTF-8, as in Envoy (`.` is one UTF-8
 /// character).
 ///
@@ -33,8 +33,12 @@ import CTernRE2
     /// How many reactors have a copy of their own.
     public var copyCount: Int { unsafe copies.count }
 
-    /// Envoy's default `re2.max_program_size.error_level`: a regex whose program is larger is refused.
-    public static let envoyMaxProgramSize = 100
+    /// The `re2.max_program_size.error_level` Istio's sidecar bootstrap gives Envoy (Envoy's own default is 100):
+    /// a regex whose program is larger is refused.
+    public static let istioMaxProgramSize = 32768
+    /// Istio's validation refuses a regex longer than this many bytes (its stand-in for the program size, which Go
+    /// cannot compute).
+    public static let istioMaxLength = 1024
 
     public struct CompileError: Error, Sendable {
         /// The reason, whole ("invalid regex: …", "RE2 program size of …").
@@ -58,7 +62,7 @@ import CTernRE2
     /// RE2 refuses, `\C` (Istio's validation refuses it), and a program larger than `maxProgramSize` (nil: no
     /// limit). `search`: the regex will be searched (`firstMatch`), so RE2's reverse program, which finds where
     /// a match starts, is compiled now rather than by the first search on a reactor.
-    public static func compile(_ pattern: String, copies: Int = 1, maxProgramSize: Int? = envoyMaxProgramSize,
+    public static func compile(_ pattern: String, copies: Int = 1, maxProgramSize: Int? = istioMaxProgramSize,
                                search: Bool = false) -> Result<CompiledRegex, CompileError> {
         if let refusal = istioRefusal(pattern) { return .failure(CompileError(message: refusal)) }
         var made: [OpaquePointer] = unsafe []
@@ -91,8 +95,8 @@ import CTernRE2
         // SAFETY: `made` holds at least one live regex.
         let size = unsafe Int(tern_re2_program_size(made[0]))
         if let limit = maxProgramSize, size > limit {
-            return fail("regex too large: RE2 program size of \(size) > max program size of \(limit) (Envoy's default "
-                        + "re2.max_program_size.error_level)")
+            return fail("regex too large: RE2 program size of \(size) > max program size of \(limit) (the "
+                        + "re2.max_program_size.error_level Istio gives Envoy)")
         }
         // SAFETY: as above.
         let groups = unsafe Int(tern_re2_capture_count(made[0]))
@@ -125,6 +129,7 @@ import CTernRE2
     /// a class (inside one RE2 refuses it itself) and outside `\Q…\E` (where it is literal text).
     static func istioRefusal(_ pattern: String) -> String? {
         let b = Array(pattern.utf8)
+        if b.count > istioMaxLength { return "regex is too large, max length allowed is \(istioMaxLength) (Istio's limit), got \(b.count)" }
         var i = 0
         var quoted = false
         while i + 1 < b.count {

@@ -6,7 +6,7 @@ import Testing
 /// linear on a pattern a backtracking engine takes exponential time over, and the per-reactor copies a table is
 /// compiled with.
 @Suite struct CompiledRegexTests {
-    func refusal(_ pattern: String, maxProgramSize: Int? = CompiledRegex.envoyMaxProgramSize) -> String? {
+    func refusal(_ pattern: String, maxProgramSize: Int? = CompiledRegex.istioMaxProgramSize) -> String? {
         guard case .failure(let e) = CompiledRegex.compile(pattern, maxProgramSize: maxProgramSize) else { return nil }
         return e.message
     }
@@ -39,12 +39,20 @@ import Testing
         }
     }
 
-    @Test func programSizeOverEnvoysLimitIsRefused() throws {
+    @Test func programSizeOverTheLimitIstioGivesEnvoyIsRefused() throws {
         // A literal of n characters is n instructions, plus 4 (RE2's unanchored prefix, the match): 96 is 100.
         #expect(try CompiledRegex.compile("a{96}").get().programSize == 100)
-        #expect(refusal("a{97}") == "regex too large: RE2 program size of 101 > max program size of 100 (Envoy's default re2.max_program_size.error_level)")
-        #expect(refusal("\\pL") != nil)  // every Unicode letter: over a thousand instructions
-        #expect(refusal("\\pL", maxProgramSize: nil) == nil)  // the admin's filter has no limit, as Envoy's
+        #expect(refusal("a{97}", maxProgramSize: 100) == "regex too large: RE2 program size of 101 > max program size of 100 (the re2.max_program_size.error_level Istio gives Envoy)")
+        // Istio's 32,768: every Unicode letter (over a thousand instructions) passes, 40 × 1,000 ASCII letters not.
+        #expect(refusal("\\pL") == nil)
+        let huge = String(repeating: "[a-z]{1000}", count: 40)
+        #expect(refusal(huge)?.hasPrefix("regex too large: RE2 program size of ") == true)
+        #expect(refusal(huge, maxProgramSize: nil) == nil)  // the admin's filter has no limit, as Envoy's
+    }
+
+    @Test func aRegexLongerThanIstiosLimitIsRefused() {
+        #expect(refusal(String(repeating: "a", count: 1024)) == nil)
+        #expect(refusal(String(repeating: "a", count: 1025)) == "regex is too large, max length allowed is 1024 (Istio's limit), got 1025")
     }
 
     /// (a*)*b is the textbook exponential backtracking case: against 'a' × 50,000 a backtracker tries every way
