@@ -6,9 +6,11 @@
 #   bash Benchmarks/resilience-cost.sh [REPEATS]
 #
 # base: `retries: {attempts: 0}` and no outlierDetection (no retry policy at all: Istio's way to turn retries off);
-# test: `retries: {attempts: 3, perTryTimeout: 2s, retryOn: "5xx,reset,connect-failure"}`, `timeout: 10s` and
-# `outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 3, interval: 1s, baseEjectionTime: 5s}`.
-# Circuit breakers (`connectionPool`) are not acted on yet, so they are not in the comparison.
+# test: `retries: {attempts: 3, perTryTimeout: 2s, retryOn: "5xx,reset,connect-failure"}`, `timeout: 10s`,
+# `outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 3, interval: 1s, baseEjectionTime: 5s}` and
+# circuit breakers (`connectionPool` with every limit set, far above what the run reaches). The base is not free of
+# circuit breakers: the `--max-*` flags are every cluster's defaults, so their accounting runs in both; what it
+# costs over a build without it is an A/B of two builds (TERN_BASE_BIN, instructions-per-request.sh).
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export TERN_BIN=${TERN_BIN:-$REPO_ROOT/.build/release/tern}
@@ -44,7 +46,7 @@ $2
 YAML
 }
 mesh "{loadBalancer: {simple: ROUND_ROBIN}}" "    retries: {attempts: 0}" >"$WORK/plain.yaml"
-mesh "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 3, interval: 1s, baseEjectionTime: 5s}}" \
+mesh "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 3, interval: 1s, baseEjectionTime: 5s}, connectionPool: {tcp: {maxConnections: 100, connectTimeout: 2s}, http: {http1MaxPendingRequests: 100, http2MaxRequests: 100, maxRetries: 10}}}" \
     "    timeout: 10s
     retries: {attempts: 3, perTryTimeout: 2s, retryOn: \"5xx,reset,connect-failure\"}" >"$WORK/resilient.yaml"
 TERN_BASE_ARGS="--config $WORK/plain.yaml" TERN_TEST_ARGS="--config $WORK/resilient.yaml" TERN_LOAD_HOST=svc \

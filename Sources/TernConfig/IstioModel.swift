@@ -286,7 +286,41 @@ public struct LoadBalancerSettings: Sendable, Equatable {
     }
     public var simple: Simple?
     public var consistentHash: ConsistentHash?
-    public var warmupDuration: TernDuration?
+    /// `warmup` (or the older `warmupDurationSecs`): slow start for endpoints new to the cluster.
+    public var warmup: Warmup?
+    public var locality: LocalityLbSetting?
+
+    /// Envoy's slow start: a new endpoint's weight grows over `duration` from `minimumPercent` of it, as
+    /// (time in window / duration)^(1 / aggression).
+    public struct Warmup: Sendable, Equatable {
+        public var duration: TernDuration
+        public var minimumPercent = 10.0
+        public var aggression = 1.0
+        public init(duration: TernDuration) { self.duration = duration }
+    }
+
+    /// `localityLbSetting`: locality-weighted distribution, or failover by proximity to the sidecar's locality.
+    public struct LocalityLbSetting: Sendable, Equatable {
+        /// nil: Istio's mesh default, enabled.
+        public var enabled: Bool?
+        /// From a locality pattern of the sidecar's (`region/zone/subzone`, `*` for any rest) to endpoint
+        /// locality patterns and their weights (out of 100).
+        public var distribute: [Distribute] = []
+        public var failover: [(from: String, to: String)] = []
+        public var failoverPriority: [String] = []
+        public struct Distribute: Sendable, Equatable {
+            public var from: String
+            public var to: [(locality: String, weight: UInt32)]
+            public static func == (a: Distribute, b: Distribute) -> Bool {
+                a.from == b.from && a.to.map(\.locality) == b.to.map(\.locality) && a.to.map(\.weight) == b.to.map(\.weight)
+            }
+        }
+        public init() {}
+        public static func == (a: LocalityLbSetting, b: LocalityLbSetting) -> Bool {
+            a.enabled == b.enabled && a.distribute == b.distribute && a.failoverPriority == b.failoverPriority
+                && a.failover.map(\.from) == b.failover.map(\.from) && a.failover.map(\.to) == b.failover.map(\.to)
+        }
+    }
 }
 
 public struct ConnectionPoolSettings: Sendable, Equatable {
@@ -295,6 +329,8 @@ public struct ConnectionPoolSettings: Sendable, Equatable {
     public var tcpKeepaliveTime: TernDuration?
     public var tcpKeepaliveInterval: TernDuration?
     public var tcpKeepaliveProbes: Int?
+    /// `tcpKeepalive` is present (SO_KEEPALIVE on, with the system's values where it sets none).
+    public var tcpKeepalive = false
     public var maxConnectionDuration: TernDuration?
     public var tcpIdleTimeout: TernDuration?
     public var http1MaxPendingRequests: Int?

@@ -377,7 +377,6 @@ final class ResourceDecoder {
                     retryOn.append(token)
                 }
             }
-            if let rl = r["retryRemoteLocalities"] { notActedOn(rl) }
             retries = HTTPRetry(attempts: attempts,
                                 perTryTimeout: r["perTryTimeout"].flatMap { duration($0, minimum: .milliseconds(1)) },
                                 retryOn: retryOn,
@@ -427,7 +426,6 @@ final class ResourceDecoder {
             mirrors.append(HTTPMirror(destination: d, percentage: mo["percentage"].flatMap(percentValue)))
         }
         if o["mirror"] != nil, o["mirrors"] != nil { error(o["mirrors"]!, "mirror and mirrors are mutually exclusive") }
-        if let m = o["mirror"] ?? o["mirrors"] { notActedOn(m) }
         var cors: CorsPolicy?
         if let cf = o["corsPolicy"], let c = object(cf, allowed: ["allowOrigins", "allowOrigin", "allowMethods",
                                                                   "allowHeaders", "exposeHeaders", "maxAge",
@@ -779,22 +777,31 @@ final class ResourceDecoder {
             if keys.count == 1 { lb.consistentHash = .init(key: keys[0], algorithm: algorithm) }
             if o["simple"] != nil { error(f, "simple and consistentHash are mutually exclusive") }
         }
-        if let w = o["warmupDurationSecs"] {
-            notActedOn(w)
-            lb.warmupDuration = duration(w, minimum: .zero)
+        if let w = o["warmupDurationSecs"], let d = duration(w, minimum: .zero), d.nanoseconds > 0 {
+            lb.warmup = .init(duration: d)
         }
         if let w = o["warmup"], let wo = object(w, allowed: ["duration", "minimumPercent", "aggression"]) {
-            notActedOn(w)
             // Istio: duration required and at least 1 ms; minimumPercent within [0, 100]; aggression at least 1.
-            if let d = wo["duration"] { _ = duration(d, minimum: .milliseconds(1)) } else { error(w, "duration: required field missing") }
-            if let m = wo["minimumPercent"], let v = double(m), !(0...100).contains(v) {
-                error(m, "must be between 0 and 100, got \(v)")
+            var warmup: LoadBalancerSettings.Warmup? = nil
+            if let d = wo["duration"] {
+                warmup = duration(d, minimum: .milliseconds(1)).map { .init(duration: $0) }
+            } else {
+                error(w, "duration: required field missing")
             }
-            if let a = wo["aggression"], let v = double(a), v < 1 { error(a, "must be at least 1, got \(v)") }
+            if let m = wo["minimumPercent"], let v = double(m) {
+                if (0...100).contains(v) { warmup?.minimumPercent = v } else { error(m, "must be between 0 and 100, got \(v)") }
+            }
+            if let a = wo["aggression"], let v = double(a) {
+                if v >= 1 { warmup?.aggression = v } else { error(a, "must be at least 1, got \(v)") }
+            }
             if o["warmupDurationSecs"] != nil { error(w, "warmup and warmupDurationSecs are mutually exclusive") }
+            lb.warmup = warmup
         }
-        if let l = o["localityLbSetting"] { localityLB(l, zoneAware: false) }
-        if let z = o["zoneAwareLbSetting"] { localityLB(z, zoneAware: true) }
+        if let l = o["localityLbSetting"] { lb.locality = localityLB(l, zoneAware: false) }
+        if let z = o["zoneAwareLbSetting"] {
+            notActedOn(z)
+            _ = localityLB(z, zoneAware: true)
+        }
         if let b = o["backendUtilization"] {
             // Newer than the Istio API this build was checked against: its fields are accepted unchecked.
             _ = object(b, allowed: nil)
@@ -805,32 +812,44 @@ final class ResourceDecoder {
 
     /// `localityLbSetting` ({enabled, distribute[{from, to}], failover[{from, to}], failoverPriority[]}) or
     /// `zoneAwareLbSetting` ({enabled, failover[{from, to}], failoverPriority[], minClusterSize}).
-    private func localityLB(_ f: Field, zoneAware: Bool) {
+    private func localityLB(_ f: Field, zoneAware: Bool) -> LoadBalancerSettings.LocalityLbSetting? {
         let keys: Set<String> = zoneAware ? ["enabled", "failover", "failoverPriority", "minClusterSize"]
             : ["enabled", "distribute", "failover", "failoverPriority"]
-        guard let o = object(f, allowed: keys) else { return }
-        notActedOn(f)
-        _ = o["enabled"].flatMap(bool)
+        guard let o = object(f, allowed: keys) else { return nil }
+        var setting = LoadBalancerSettings.LocalityLbSetting()
+        setting.enabled = o["enabled"].flatMap(bool)
         for d in items(o["distribute"]) {
             guard let dobj = object(d, allowed: ["from", "to"]) else { continue }
-            _ = dobj["from"].flatMap { string($0) }
+            var entry = LoadBalancerSettings.LocalityLbSetting.Distribute(from: dobj["from"].flatMap { string($0) } ?? "*", to: [])
             if let t = dobj["to"] {
                 // Istio: the weights of one `from` add up to 100.
                 var total = 0, valid = true
-                for (_, v) in pairs(t) {
-                    if let w = integer(v, min: 0, max: 100) { total += w } else { valid = false }
+                for (k, v) in pairs(t) {
+                    if let w = integer(v, min: 0, max: 100) {
+                        total += w
+                        entry.to.append((k.name, UInt32(w)))
+                    } else {
+                        valid = false
+                    }
                 }
                 if valid && total != 100 { error(t, "weights must add up to 100, got \(total)") }
             }
+            setting.distribute.append(entry)
         }
         for fo in items(o["failover"]) {
             guard let fobj = object(fo, allowed: ["from", "to"]) else { continue }
             let from = fobj["from"].flatMap { string($0) }, to = fobj["to"].flatMap { string($0) }
             if let from, from == to { error(fo, "from and to must differ, both \"\(from)\"") }
+            if let from, let to { setting.failover.append((from, to)) }
         }
-        if let p = o["failoverPriority"] { _ = stringList(p) }
+        if let p = o["failoverPriority"] {
+            // Labels of the sidecar's own workload rank endpoints here: they come with workload identity.
+            notActedOn(p)
+            setting.failoverPriority = stringList(p)
+        }
         if let m = o["minClusterSize"] { _ = integer(m, min: 0, max: Int.max) }
         if o["distribute"] != nil, o["failover"] != nil { error(f, "distribute and failover are mutually exclusive") }
+        return setting
     }
 
     static func isPrime(_ n: Int) -> Bool {
@@ -854,6 +873,7 @@ final class ResourceDecoder {
             c.maxConnectionDuration = to["maxConnectionDuration"].flatMap { duration($0, minimum: .milliseconds(1)) }
             c.tcpIdleTimeout = to["idleTimeout"].flatMap { duration($0, minimum: .zero) }
             if let k = to["tcpKeepalive"], let ko = object(k, allowed: ["probes", "time", "interval"]) {
+                c.tcpKeepalive = true
                 c.tcpKeepaliveProbes = ko["probes"].flatMap { integer($0, min: 0, max: maxInt) }
                 c.tcpKeepaliveTime = ko["time"].flatMap { duration($0, minimum: .milliseconds(1)) }
                 c.tcpKeepaliveInterval = ko["interval"].flatMap { duration($0, minimum: .milliseconds(1)) }

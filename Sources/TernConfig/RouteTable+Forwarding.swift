@@ -33,6 +33,8 @@ public final class Forwarding: Sendable {
         /// The route's `retries`, or Istio's mesh default when it has none.
         public var retry: RetryFacts
         var ports: Range<Int>
+        /// The route's mirrors (VirtualService `mirror`/`mirrors`), in `mirrorTargets` (empty: none).
+        public var mirrors: Range<Int>
 
         public var editsRequest: Bool { !requestLines.isEmpty || !requestDrops.isEmpty }
         public var editsResponse: Bool { !responseLines.isEmpty || !responseDrops.isEmpty }
@@ -52,6 +54,8 @@ public final class Forwarding: Sendable {
     /// The status codes of `retryOn` lists, in `RetryFacts.codes` ranges.
     public let retriableCodes: [UInt16]
     public let entries: [Entry]
+    /// Every route's mirror targets: the clusters by port (in `ports`) and the share of requests mirrored.
+    public let mirrorTargets: [MirrorTarget]
     /// (service port, cluster index) of every entry, in `Entry.ports` ranges.
     let ports: [(port: UInt16, cluster: Int32)]
     /// Per virtual host, the index in `routes` of its first route; per route in that flat order, its entries
@@ -87,6 +91,7 @@ public final class Forwarding: Sendable {
         retriableCodes = b.codes
         entries = b.entries
         ports = b.ports
+        mirrorTargets = b.mirrors
         self.firstRoute = firstRoute
         self.routes = routes
         self.prefixLengths = prefixLengths
@@ -117,6 +122,12 @@ public final class Forwarding: Sendable {
     /// The cluster of entry `entry` for a request addressed to `port`, as `WeightedCluster.cluster(port:)`.
     public func cluster(_ entry: Int, port: UInt16) -> Int? {
         let p = entries[entry].ports
+        return WeightedCluster.cluster(count: p.count, port: port) { ports[p.lowerBound + $0] }
+    }
+
+    /// The cluster of mirror target `target` for a request addressed to `port` (as `cluster(_:port:)`).
+    public func mirrorCluster(_ target: Int, port: UInt16) -> Int? {
+        let p = mirrorTargets[target].ports
         return WeightedCluster.cluster(count: p.count, port: port) { ports[p.lowerBound + $0] }
     }
 
@@ -159,6 +170,7 @@ public final class Forwarding: Sendable {
             if r.retryOn.isEmpty { f.on = RetryFacts.meshDefault.on }
             if let t = r.perTryTimeout { f.perTryTimeout = t.nanoseconds }
             f.ignorePreviousHosts = r.retryIgnorePreviousHosts ?? true
+            f.remoteLocalities = r.retryRemoteLocalities ?? false
             if let b = r.backoff { f.backoffBase = b.nanoseconds }
             return f
         }
@@ -167,6 +179,7 @@ public final class Forwarding: Sendable {
         var names: [Range<Int>] = []
         var entries: [Entry] = []
         var ports: [(port: UInt16, cluster: Int32)] = []
+        var mirrors: [MirrorTarget] = []
 
         mutating func render(_ route: Route, _ destination: WeightedCluster) -> Entry {
             var start = bytes.count
@@ -192,6 +205,13 @@ public final class Forwarding: Sendable {
             let uri = start..<bytes.count
             start = ports.count
             ports.append(contentsOf: destination.clusters)
+            let destinationPorts = start..<ports.count
+            let firstMirror = mirrors.count
+            for m in route.mirrors {
+                let p = ports.count
+                ports.append(contentsOf: m.cluster.clusters)
+                mirrors.append(MirrorTarget(ports: p..<ports.count, perMillion: FaultFacts.perMillion(m.percentage)))
+            }
             return Entry(weight: destination.weight, requestLines: requestLines, responseLines: responseLines,
                          requestDrops: requestDrops, responseDrops: responseDrops, uri: uri,
                          regex: route.uriRegexRewrite != nil,
@@ -200,7 +220,7 @@ public final class Forwarding: Sendable {
                          timeout: route.timeout.map { Int64(clamping: $0.nanoseconds) } ?? -1,
                          fault: FaultFacts(route.fault),
                          retry: retry(route.retries),
-                         ports: start..<ports.count)
+                         ports: destinationPorts, mirrors: firstMirror..<mirrors.count)
         }
 
         mutating func lines(_ ops: HeaderOperations) {
@@ -228,6 +248,14 @@ public final class Forwarding: Sendable {
             names.append(start..<bytes.count)
         }
     }
+}
+
+/// Where a route mirrors its requests (VirtualService `mirror`/`mirrors`): the clusters of the mirror destination by
+/// port (a range of `Forwarding.ports`), and the share of requests mirrored, in parts per million (Istio: 100 %
+/// unless `mirrorPercentage` or the entry's `percentage` says otherwise; an explicit 0 mirrors nothing).
+public struct MirrorTarget: Sendable, Equatable {
+    public var ports: Range<Int>
+    public var perMillion: UInt32
 }
 
 /// A route's fault injection (VirtualService `fault`) as trivial values, read per request: each fault fires for
@@ -325,6 +353,9 @@ public struct RetryFacts: Sendable, Equatable {
     public var perTryTimeout: UInt64 = 0
     /// `retryIgnorePreviousHosts` (Istio's default true): a retry goes to another endpoint when one exists.
     public var ignorePreviousHosts = true
+    /// `retryRemoteLocalities`: a retry goes to a locality rank not tried yet (Envoy's previous_priorities, as
+    /// Istio configures it), when locality failover ranks the cluster.
+    public var remoteLocalities = false
     /// The back-off base interval (Envoy's 25 ms unless `backoff` sets it): retry N waits a uniformly random time
     /// in [0, (2^N - 1) × base), at most 10 × base.
     public var backoffBase: UInt64 = 25_000_000

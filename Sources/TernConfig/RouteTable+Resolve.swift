@@ -32,7 +32,7 @@ extension RouteTable {
                 let addresses = answers[e.address] ?? []
                 for a in clusters[i].resolution == .DNS_ROUND_ROBIN ? Array(addresses.prefix(1)) : addresses {
                     endpoints.append(Endpoint(address: a, port: e.port, weight: e.weight, labels: e.labels,
-                                              needsResolution: false))
+                                              needsResolution: false, locality: e.locality))
                 }
             }
             resolvedClusters[i].endpoints = endpoints

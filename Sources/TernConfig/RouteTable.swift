@@ -235,13 +235,17 @@ public struct Endpoint: Sendable, Equatable {
     public var weight: UInt32
     public var labels: [String: String]
     public var needsResolution: Bool
+    /// `region/zone/subzone` (any part may be absent; "" for none), as the ServiceEntry endpoint gives it.
+    public var locality: String
 
-    public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool) {
+    public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool,
+                locality: String = "") {
         self.address = address
         self.port = port
         self.weight = weight
         self.labels = labels
         self.needsResolution = needsResolution
+        self.locality = locality
     }
 }
 

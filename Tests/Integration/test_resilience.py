@@ -954,13 +954,13 @@ def test_a_retry_beyond_the_clusters_retry_limit_is_not_made_and_flagged_UO(mesh
 def test_connections_are_reused_up_to_max_requests_per_connection_and_idle_ones_close_after_idle_timeout(mesh_of):
     up = HttpUpstream()
     try:
-        t, _, prom = mesh_of(pooled("svc", up.port, "{http: {maxRequestsPerConnection: 2, idleTimeout: 300ms}}"))
+        t, _, prom = mesh_of(pooled("svc", up.port, "{http: {maxRequestsPerConnection: 2, idleTimeout: 2s}}"))
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
             assert [c.get(f"/r{i}").status_code for i in range(5)] == [200] * 5
         per = [len(conn.requests) for conn in up.connections]
         assert per == [2, 2, 1], per
         # The last connection, idle, is closed by Tern after the cluster's idle timeout (not the flag's hour).
-        wait_for(lambda: up.connections[-1].end == "eof", "the idle connection closed by Tern")
+        wait_for(lambda: up.connections[-1].end == "eof", "the idle connection closed by Tern", timeout=20)
         wait_for(lambda: breaker(prom, "envoy_cluster_upstream_cx_active") == 0, "no connection left open")
     finally:
         up.stop()
@@ -997,24 +997,26 @@ def test_tcp_keepalive_is_set_on_upstream_connections(mesh_of):
 def test_the_flags_are_the_defaults_where_no_rule_speaks_for_the_whole_process(mesh_of):
     """--max-upstream-connections 1 and --max-pending-requests 1 with two reactors: the limits are the cluster's
     for the whole process, not each reactor's. A reactor with no connection of its own opens one anyway (Envoy's
-    rule, so that its queue cannot wait on the other's), so at most two requests reach the upstream and one
-    waits; of seven, four or five are refused, never fewer."""
+    rule, so that its queue cannot wait on the other's): of twenty held requests, one or two (one per reactor)
+    reach the upstream, one waits, the rest are refused (per reactor, one would wait on each)."""
     up = HttpUpstream()
     try:
         t, access, prom = mesh_of(cluster("svc", [up.port]) + retrying("svc", "{attempts: 0}"), "--cores", "2",
                                   "--max-upstream-connections", "1", "--max-pending-requests", "1")
-        held = [background(t.port, "/hold/c") for _ in range(7)]
-        wait_for(lambda: sum(1 for _, out in held if out) >= 4, "the refused requests answered")
-        refused = sum(1 for _, out in held if out)
+        held = [background(t.port, "/hold/c") for _ in range(20)]
+        # Every request is accounted for: answered (refused), at the upstream, or the one waiting.
+        wait_for(lambda: sum(1 for _, out in held if out) + len(up.requests) == 19
+                 and breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 1, "all twenty requests placed")
         assert all(out[0].status_code == 503 for _, out in held if out)
-        assert refused in (4, 5) and len(up.requests) == 6 - refused
+        upstream = len(up.requests)
+        assert upstream in (1, 2) and len(up.connections) == upstream
         up.release("c")
         for th, _ in held:
             th.join(10)
         codes = [out[0].status_code for _, out in held]
-        assert codes.count(503) == refused and codes.count(200) == 7 - refused
-        assert len(up.connections) == 6 - refused
-        assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == refused
+        # The one that waited is served too: never more than the process-wide limits let through.
+        assert codes.count(200) == upstream + 1 and codes.count(503) == 19 - upstream
+        assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == 19 - upstream
     finally:
         up.stop()
 
@@ -1027,3 +1029,250 @@ def test_the_clusters_connect_timeout_replaces_the_flag(mesh_of):
         r = httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10)
         assert r.status_code == 503
         assert lines(access, 1)[0]["response_flags"] == "UF"
+
+
+# Mirroring (VirtualService mirror, mirrors, mirrorPercentage): fire and forget, checked at the upstreams.
+
+HTTPBIN = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin]
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin}}
+spec:
+  host: httpbin
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin}}
+spec:
+  hosts: [httpbin]
+  http:
+  - route:
+    - destination: {{host: httpbin, subset: v1}}
+      weight: 100
+    mirror: {{host: httpbin, subset: v2}}
+{extra}"""
+
+
+def mirrored(v1, v2, extra="    mirrorPercentage: {value: 100.0}\n"):
+    return HTTPBIN.format(v1=v1, v2=v2, extra=extra)
+
+
+def test_istios_mirroring_task_copies_each_request_to_v2_with_shadow_host(mesh_of):
+    """Istio's traffic-mirroring task as written: all traffic to v1, mirrored to v2 at 100 %. v2 gets each request
+    (same method, path and body) with `-shadow` appended to its Host, before the port; the client sees v1's answer."""
+    v1, v2 = HttpUpstream(), HttpUpstream()
+    try:
+        t, _, prom = mesh_of(mirrored(v1.port, v2.port))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", timeout=10) as c:
+            for i in range(5):
+                r = c.get(f"/headers/{i}", headers={"host": "httpbin:8000"})
+                assert r.status_code == 200 and r.headers["x-upstream-connection"] is not None
+            r = c.post("/post", headers={"host": "httpbin"}, content=b"x" * 5000)
+            assert r.status_code == 200
+        assert [q.path for q in v1.requests] == [f"/headers/{i}" for i in range(5)] + ["/post"]
+        wait_for(lambda: len(v2.requests) == 6, "six mirrored requests at v2")
+        got = sorted(v2.requests, key=lambda q: q.path)
+        assert [q.path for q in got] == ["/headers/0", "/headers/1", "/headers/2", "/headers/3", "/headers/4", "/post"]
+        assert {q.header("host") for q in got[:5]} == {"httpbin-shadow:8000"}
+        assert got[5].header("host") == "httpbin-shadow" and got[5].method == "POST"
+        wait_for(lambda: got[5].complete, "the mirrored body")
+        assert got[5].body_length == 5000 and got[5].body_sha256 == v1.requests[5].body_sha256
+        assert counter(prom, "tern_mirrored_requests_total") == 6
+    finally:
+        v1.stop()
+        v2.stop()
+
+
+def test_a_mirror_that_is_down_costs_the_client_nothing(mesh_of):
+    v1 = HttpUpstream()
+    try:
+        t, access, prom = mesh_of(mirrored(v1.port, dead_port()))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(20)] == [200] * 20
+        assert len(v1.requests) == 20
+        wait_for(lambda: counter(prom, "tern_mirror_requests_failed_total") == 20, "twenty failed mirrors counted")
+        assert counter(prom, "tern_mirrored_requests_total") == 20
+        # The access log has the client's requests only, all answered by v1.
+        assert [line["response_code"] for line in lines(access, 20)] == [200] * 20
+    finally:
+        v1.stop()
+
+
+def test_a_slow_mirror_holds_bounded_connections_and_never_slows_the_client(mesh_of):
+    """The mirror never answers: each reactor keeps at most 64 mirror connections; beyond them mirrors are
+    dropped (counted), and every client request is answered by v1 meanwhile."""
+    v1, slow = HttpUpstream(), Scripted(behaviour="hang")
+    try:
+        t, _, prom = mesh_of(mirrored(v1.port, slow.port))
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
+            assert [c.get(f"/r{i}").status_code for i in range(150)] == [200] * 150
+        wait_for(lambda: len(slow.requests) == 64, "64 mirrors held at the slow mirror")
+        assert len(slow.connections) == 64
+        assert counter(prom, "tern_mirrored_requests_total") == 64
+        assert counter(prom, "tern_mirror_requests_dropped_total") == 150 - 64
+    finally:
+        v1.stop()
+        slow.stop()
+
+
+def test_mirror_connections_are_reused_and_percentages_hold(mesh_of):
+    """mirrors with a percentage: 0 % never, 100 % always; a mirror's connection carries the next mirror."""
+    v1, v2, v3 = HttpUpstream(), HttpUpstream(), HttpUpstream()
+    try:
+        yaml = mirrored(v1.port, v2.port, extra="").replace(
+            "    mirror: {host: httpbin, subset: v2}\n",
+            "    mirrors:\n    - {destination: {host: httpbin, subset: v2}, percentage: {value: 0}}\n"
+            "    - destination: {host: third}\n") + "---\n" + SERVICE.format(name="third", port=v3.port)
+        t, _, prom = mesh_of(yaml)
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
+            for i in range(30):
+                assert c.get(f"/r{i}").status_code == 200
+                wait_for(lambda: counter(prom, "tern_mirror_requests_answered_total") == i + 1, "the mirror of request %d" % i)
+        assert len(v2.requests) == 0 and len(v1.requests) == 30
+        # Each mirror waited for the one before: one connection carried them all.
+        assert len(v3.connections) == 1
+        assert {q.header("host") for q in v3.requests} == {"httpbin-shadow"}
+    finally:
+        for u in (v1, v2, v3):
+            u.stop()
+
+
+def test_no_shadow_host_suffix_keeps_the_mirrors_host_as_istio_1_28_does(mesh_of):
+    v1, v2 = HttpUpstream(), HttpUpstream()
+    try:
+        t, _, _ = mesh_of(mirrored(v1.port, v2.port), "--no-shadow-host-suffix")
+        assert httpx.get(f"http://127.0.0.1:{t.port}/a", headers={"host": "httpbin:8000"}, timeout=10).status_code == 200
+        wait_for(lambda: len(v2.requests) == 1, "the mirrored request")
+        assert v2.requests[0].header("host") == "httpbin:8000"
+    finally:
+        v1.stop()
+        v2.stop()
+
+
+# Locality load balancing (--locality, localityLbSetting): counted at upstreams in three localities.
+
+class Switchable(HttpUpstream):
+    """Answers 200, or 503 while `failing` is set."""
+
+    def __init__(self):
+        self.failing = False
+        super().__init__()
+
+    def answer(self, ex):
+        ex.read_body()
+        ex.respond(503 if self.failing else 200, b"x")
+        return True
+
+
+def located(ports_and_localities, lb="{simple: ROUND_ROBIN}",
+            outlier="{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}"):
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {p}}}, locality: {l}}}" for p, l in ports_and_localities)
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc}}
+spec:
+  hosts: [svc]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc}}
+spec:
+  host: svc
+  trafficPolicy: {{loadBalancer: {lb}{", outlierDetection: " + outlier if outlier else ""}}}
+""" + retrying("svc", "{attempts: 0}")
+
+
+def test_locality_failover_goes_to_the_nearest_locality_then_the_next_as_each_is_ejected(mesh_of):
+    """Three localities seen from r1/z1/s1: its own subzone, another zone of its region, another region. All
+    requests go to the nearest; when its one endpoint fails (ejected at once), to the same region's; when that one
+    fails too, to the remote region."""
+    near, region, remote = Switchable(), Switchable(), Switchable()
+    try:
+        t, _, prom = mesh_of(located([(remote.port, "r2/z1/s1"), (near.port, "r1/z1/s1"), (region.port, "r1/z2/s1")]),
+                             "--locality", "r1/z1/s1")
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/a{i}").status_code for i in range(20)] == [200] * 20
+            assert (len(near.requests), len(region.requests), len(remote.requests)) == (20, 0, 0)
+            near.failing = True
+            assert c.get("/fail").status_code == 503
+            assert [c.get(f"/b{i}").status_code for i in range(20)] == [200] * 20
+            assert (len(near.requests), len(region.requests), len(remote.requests)) == (21, 20, 0)
+            region.failing = True
+            assert c.get("/fail").status_code == 503
+            assert [c.get(f"/c{i}").status_code for i in range(20)] == [200] * 20
+            assert (len(near.requests), len(region.requests), len(remote.requests)) == (21, 21, 20)
+        assert outlier_figure(prom, "envoy_cluster_outlier_detection_ejections_active", SVC) == 2
+    finally:
+        for u in (near, region, remote):
+            u.stop()
+
+
+def test_locality_failover_rule_and_distribute(mesh_of):
+    """A failover rule from r1 to r3 sends the spill to r3 before r2; `distribute` splits by locality weights."""
+    near, r2, r3 = Switchable(), Switchable(), Switchable()
+    try:
+        lb = "{simple: ROUND_ROBIN, localityLbSetting: {failover: [{from: r1, to: r3}]}}"
+        t, _, _ = mesh_of(located([(near.port, "r1/z1"), (r2.port, "r2/z1"), (r3.port, "r3/z1")], lb=lb),
+                          "--locality", "r1/z1")
+        near.failing = True
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert c.get("/fail").status_code == 503
+            assert [c.get(f"/a{i}").status_code for i in range(10)] == [200] * 10
+        assert (len(r2.requests), len(r3.requests)) == (0, 10)
+    finally:
+        for u in (near, r2, r3):
+            u.stop()
+    a, b, other = HttpUpstream(), HttpUpstream(), HttpUpstream()
+    try:
+        lb = "{simple: RANDOM, localityLbSetting: {distribute: [{from: \"r1/z1/*\", to: {\"r1/z1/*\": 75, \"r1/z2/*\": 25}}]}}"
+        t, _, _ = mesh_of(located([(a.port, "r1/z1/s1"), (b.port, "r1/z2/s1"), (other.port, "r2/z1/s1")], lb=lb, outlier=None),
+                          "--locality", "r1/z1/s1")
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/d{i}").status_code for i in range(400)] == [200] * 400
+        # 300 expected at a, 100 at b (binomial, n = 400, p = 0.25: sd 8.7; 5 sd either way), none elsewhere.
+        assert len(other.requests) == 0 and 56 <= len(b.requests) <= 144 and len(a.requests) + len(b.requests) == 400
+    finally:
+        for u in (a, b, other):
+            u.stop()
+
+
+def test_retry_remote_localities_sends_the_retry_to_another_locality(mesh_of):
+    """retryRemoteLocalities: a retry leaves out the locality ranks tried (Envoy's previous_priorities), so a 503
+    from the near locality (not ejected: its threshold is high) is retried in the next one; without it, the retry
+    stays in the near locality (its other endpoint)."""
+    near1, near2, far = Scripted(503), Scripted(503), HttpUpstream()
+    try:
+        eps = [(near1.port, "r1/z1"), (near2.port, "r1/z1"), (far.port, "r2/z1")]
+        outlier = "{consecutive5xxErrors: 100}"
+        yaml = located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 1, retryOn: 5xx, retryRemoteLocalities: true}")
+        t, _, _ = mesh_of(yaml, "--locality", "r1/z1")
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/a{i}").status_code for i in range(10)] == [200] * 10
+        assert len(near1.requests) + len(near2.requests) == 10 and len(far.requests) == 10
+        t2, _, _ = mesh_of(located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 1, retryOn: 5xx}"),
+                           "--locality", "r1/z1")
+        with httpx.Client(base_url=f"http://127.0.0.1:{t2.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/b{i}").status_code for i in range(10)] == [503] * 10
+        assert len(far.requests) == 10  # none more: both tries stayed in r1/z1
+    finally:
+        for u in (near1, near2, far):
+            u.stop()

@@ -40,12 +40,13 @@ import Testing
         pool.connectTimeout = TernDuration.milliseconds(250)
         pool.tcpKeepaliveTime = TernDuration.milliseconds(1500)  // rounded up to whole seconds
         pool.tcpKeepaliveProbes = 4
+        pool.tcpKeepalive = true
         pool.maxConnectionDuration = TernDuration.seconds(60)
         pool.maxRequestsPerConnection = 1
         var l = CircuitLimits(pool, budget: nil, relay: relay())
         // http.idleTimeout unset: tcp.idleTimeout is the HTTP pool's idle timeout too (Istio's applyConnectionPool).
         #expect(l.idleTimeout == 30_000_000_000 && l.tcpIdleTimeout == 30_000_000_000)
-        #expect(l.connectTimeout == 250_000_000 && l.keepaliveTime == 2 && l.keepaliveInterval == 0 && l.keepaliveProbes == 4)
+        #expect(l.keepalive && l.connectTimeout == 250_000_000 && l.keepaliveTime == 2 && l.keepaliveInterval == 0 && l.keepaliveProbes == 4)
         #expect(l.maxConnectionDuration == 60_000_000_000 && l.maxRequestsPerConnection == 1)
         pool.idleTimeout = TernDuration.zero  // 0s: never
         l = CircuitLimits(pool, budget: nil, relay: relay())
@@ -95,8 +96,19 @@ import Testing
         let again = r.circuit("a", CircuitLimits())  // a reactor binding a newer table: same record, new limits
         #expect(a === again && a.take(.request) && a.take(.request))
         _ = r.circuit("b", l)
+        // Left the table, but requests still hold units of it: kept (a core binding an older table finds it).
+        r.keep(["b"])
+        #expect(r.figures().map(\.cluster) == ["a", "b"])
+        a.give(.request)
+        a.give(.request)
         r.keep(["b"])
         #expect(r.figures().map(\.cluster) == ["b"])
         #expect(r.circuit("a", l) !== a)
+        // An older table's limits do not replace a newer one's.
+        var newer = CircuitLimits()
+        newer.maxRequests = 5
+        let b = r.circuit("b", newer, epoch: 7)
+        _ = r.circuit("b", l, epoch: 6)
+        #expect(b.take(.request) && b.take(.request))
     }
 }

@@ -44,6 +44,7 @@ struct CircuitLimits: Equatable {
     var idleTimeout: UInt64 = 0
     var maxRequestsPerConnection = 0
     var maxConnectionDuration: UInt64 = 0
+    var keepalive = false
     var keepaliveTime = 0, keepaliveInterval = 0, keepaliveProbes = 0
     /// TCP routes: a relayed connection with no bytes either way for this long is closed (0: never).
     var tcpIdleTimeout: UInt64 = 0
@@ -88,6 +89,7 @@ extension CircuitLimits {
         idleTimeout = (pool?.idleTimeout ?? pool?.tcpIdleTimeout ?? defaults.upstreamIdleTimeout).nanoseconds
         maxRequestsPerConnection = pool?.maxRequestsPerConnection ?? 0
         maxConnectionDuration = pool?.maxConnectionDuration?.nanoseconds ?? 0
+        keepalive = pool?.tcpKeepalive ?? false
         keepaliveTime = Self.seconds(pool?.tcpKeepaliveTime)
         keepaliveInterval = Self.seconds(pool?.tcpKeepaliveInterval)
         keepaliveProbes = pool?.tcpKeepaliveProbes ?? 0
@@ -110,6 +112,7 @@ struct ConnectionSettings {
     /// 0: no limit.
     var maxRequestsPerConnection: Int
     var maxConnectionDuration: UInt64
+    var keepalive: Bool
     var keepaliveTime: Int, keepaliveInterval: Int, keepaliveProbes: Int
 }
 
@@ -136,11 +139,21 @@ final class ClusterCircuit: Sendable {
     private let tcpIdleTimeout = Atomic<UInt64>(0)
     private let maxRequestsPerConnection = Atomic<Int>(0)
     private let maxConnectionDuration = Atomic<UInt64>(0)
+    private let keepalive = Atomic<Bool>(false)
     private let keepaliveTime = Atomic<Int>(0)
     private let keepaliveInterval = Atomic<Int>(0)
     private let keepaliveProbes = Atomic<Int>(0)
 
+    /// The epoch of the table whose limits it has (written under the registry's lock).
+    let epoch = Atomic<UInt64>(0)
+
     init(name: String) { self.name = name }
+
+    /// Nothing is held of it.
+    var idle: Bool {
+        connections.load(ordering: .relaxed) == 0 && pending.load(ordering: .relaxed) == 0
+            && requests.load(ordering: .relaxed) == 0 && retries.load(ordering: .relaxed) == 0
+    }
 
     /// Read when a connection to the cluster is made (a few loads; nothing shared is written).
     var connectionSettings: ConnectionSettings {
@@ -148,6 +161,7 @@ final class ClusterCircuit: Sendable {
                            tcpIdleTimeout: tcpIdleTimeout.load(ordering: .relaxed),
                            maxRequestsPerConnection: maxRequestsPerConnection.load(ordering: .relaxed),
                            maxConnectionDuration: maxConnectionDuration.load(ordering: .relaxed),
+                           keepalive: keepalive.load(ordering: .relaxed),
                            keepaliveTime: keepaliveTime.load(ordering: .relaxed), keepaliveInterval: keepaliveInterval.load(ordering: .relaxed),
                            keepaliveProbes: keepaliveProbes.load(ordering: .relaxed))
     }
@@ -166,6 +180,7 @@ final class ClusterCircuit: Sendable {
         tcpIdleTimeout.store(l.tcpIdleTimeout, ordering: .relaxed)
         maxRequestsPerConnection.store(l.maxRequestsPerConnection, ordering: .relaxed)
         maxConnectionDuration.store(l.maxConnectionDuration, ordering: .relaxed)
+        keepalive.store(l.keepalive, ordering: .relaxed)
         keepaliveTime.store(l.keepaliveTime, ordering: .relaxed)
         keepaliveInterval.store(l.keepaliveInterval, ordering: .relaxed)
         keepaliveProbes.store(l.keepaliveProbes, ordering: .relaxed)
@@ -234,21 +249,25 @@ public final class CircuitRegistry: Sendable {
 
     public init() {}
 
-    func circuit(_ name: String, _ limits: CircuitLimits) -> ClusterCircuit {
-        let c = circuits.withLock { all in
-            if let c = all[name] { return c }
-            let c = ClusterCircuit(name: name)
+    /// The record of cluster `name`, given the limits of the table of epoch `epoch` (a core binding an older table
+    /// than another already did leaves the newer limits in place).
+    func circuit(_ name: String, _ limits: CircuitLimits, epoch: UInt64 = 0) -> ClusterCircuit {
+        circuits.withLock { all in
+            let c = all[name] ?? ClusterCircuit(name: name)
             all[name] = c
+            if epoch >= c.epoch.load(ordering: .relaxed) {
+                c.epoch.store(epoch, ordering: .relaxed)
+                c.configure(limits)
+            }
             return c
         }
-        c.configure(limits)
-        return c
     }
 
-    /// The bound table's clusters are `names`: the others are forgotten (their requests and connections in flight
-    /// still give back what they took, to the object they hold), so a mesh whose clusters churn keeps only its own.
+    /// The bound table's clusters are `names`: the others are forgotten once nothing holds a unit of them, so a
+    /// mesh whose clusters churn keeps only its own, and a cluster in use keeps one record whichever table each
+    /// core binds meanwhile.
     func keep(_ names: Set<String>) {
-        circuits.withLock { all in all = all.filter { names.contains($0.key) } }
+        circuits.withLock { all in all = all.filter { names.contains($0.key) || !$0.value.idle } }
     }
 
     /// Per cluster: what is in use now and the overflow counters (the metrics).

@@ -70,10 +70,10 @@ extension HTTPProxy {
 
     /// Whether exchange `x` may open a connection to endpoint `e` now: within its cluster's connections, or, at
     /// the limit, when this reactor has no connection at all to `e` (one is opened anyway, or the requests waiting
-    /// here would wait for connections other reactors hold; Envoy's rule). Counts an overflow when at the limit.
+    /// here would wait for connections other reactors hold; Envoy's rule). The check and the charge are two steps,
+    /// as Envoy's: cores racing for the last connection may each open one.
     func mayConnect(_ x: XID, _ e: Int) -> Bool {
         guard let circuit = exchanges[x].circuit, !circuit.connectionsLeft else { return true }
-        circuit.cxOverflow.add(1, ordering: .relaxed)
         return pools.slots[e].connections == 0
     }
 
@@ -82,7 +82,11 @@ extension HTTPProxy {
     func chargeConnection(_ u: UID, for x: XID) -> UInt64 {
         guard let circuit = exchanges[x].circuit else {
             upstreams[u].idleTimeout = relay.circuits.upstreamIdleTimeout.nanoseconds
-            return relay.connectTimeout.nanoseconds
+            // A relayed TCP connection (TLS terminated here): its cluster's connect timeout and keepalive; its
+            // connection unit is the TCP router's.
+            guard let c = exchanges[x].relayed?.circuit?.connectionSettings else { return relay.connectTimeout.nanoseconds }
+            if c.keepalive { System.setKeepalive(upstreams[u].fd, idle: c.keepaliveTime, interval: c.keepaliveInterval, probes: c.keepaliveProbes) }
+            return c.connectTimeout
         }
         _ = circuit.forceConnection()
         let c = circuit.connectionSettings
@@ -90,9 +94,7 @@ extension HTTPProxy {
         upstreams[u].idleTimeout = c.idleTimeout
         upstreams[u].requestsLeft = c.maxRequestsPerConnection > 0 ? c.maxRequestsPerConnection : Int.max
         if c.maxConnectionDuration > 0 { upstreams[u].expires = saturatingAdd(System.monotonicNanos(), c.maxConnectionDuration) }
-        if c.keepaliveTime > 0 || c.keepaliveInterval > 0 || c.keepaliveProbes > 0 {
-            System.setKeepalive(upstreams[u].fd, idle: c.keepaliveTime, interval: c.keepaliveInterval, probes: c.keepaliveProbes)
-        }
+        if c.keepalive { System.setKeepalive(upstreams[u].fd, idle: c.keepaliveTime, interval: c.keepaliveInterval, probes: c.keepaliveProbes) }
         return c.connectTimeout
     }
 

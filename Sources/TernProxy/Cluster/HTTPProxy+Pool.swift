@@ -114,17 +114,17 @@ extension HTTPProxy {
         connectWaiting(e, reactor)
     }
 
-    /// A connection to endpoint `e` closed: the oldest waiting request gets a new connection if its cluster's
-    /// limit allows it now (or none is left to this endpoint here); else it waits on for one of the others.
+    /// Requests wait for connections to endpoint `e`: the oldest get new connections, in order, while their
+    /// cluster's limit allows (or while this core has none to `e`); the rest wait on for one to come free. Run when
+    /// a request joins the queue and when a connection to `e` closes.
     func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
         while let next = pools.slots[e].pending.pop() {
             guard isWaiting(next, for: e) else { continue }
-            if mayConnect(next, e) {
-                connect(for: next, reactor)
-            } else {
+            guard mayConnect(next, e) else {
                 _ = pools.slots[e].pending.pushFront(next)
+                return
             }
-            break
+            connect(for: next, reactor)
         }
     }
 

@@ -1,6 +1,10 @@
 // One cluster's balancer in the cluster runtime (ARCHITECTURE.md §1, per reactor), kept across route-table swaps
 // by `LoadBalancers`.
+#if canImport(Glibc)
+import Glibc
+#endif
 import TernConfig
+import TernIO
 
 /// One reactor's load-balancing state for one cluster, kept outside the snapshot so it survives a swap: the
 /// round-robin position and smooth-weight credits, and the outstanding requests per endpoint (LEAST_REQUEST).
@@ -34,8 +38,16 @@ struct LoadBalancer: Sendable {
     private var outlierCodes: [Int] = []
     private var outlierCluster: OutlierCluster? = nil
     private var outlierHosts: [OutlierHost?] = []
+    /// This sidecar's locality (`--locality`) and the bound cluster's weights and ranks for it (LocalityPlan.swift).
+    private let proxyLocality: Locality
+    private var plan: LocalityPlan
+    /// Slow start (`warmup`, ROUND_ROBIN and LEAST_REQUEST only): its settings, when each slot's endpoint joined the
+    /// cluster (0: with the balancer, not warming), and until when some endpoint warms (0: none).
+    private var warmup: LoadBalancerSettings.Warmup? = nil
+    private var slotJoined: [UInt64]
+    private var warmUntil: UInt64 = 0
 
-    init(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil) {
+    init(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil, locality: Locality = Locality("")) {
         let c = table.clusters[cluster]
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
@@ -44,7 +56,22 @@ struct LoadBalancer: Sendable {
         slots = (0..<Int32(c.endpoints.count)).map { $0 }
         counts = [Int32](repeating: 0, count: c.endpoints.count)
         credits = [Int64](repeating: 0, count: c.endpoints.count)
+        slotJoined = [UInt64](repeating: 0, count: c.endpoints.count)
+        proxyLocality = locality
+        plan = LocalityPlan(c, proxy: locality)
+        bindWarmup(c)
         bindOutlier(table, registry)
+    }
+
+    /// Takes the cluster's slow-start settings (Istio applies them to ROUND_ROBIN and LEAST_REQUEST).
+    private mutating func bindWarmup(_ c: Cluster) {
+        switch c.loadBalancing {
+        case .roundRobin, .leastRequest: warmup = c.policy.loadBalancer?.warmup
+        default: warmup = nil
+        }
+        warmUntil = 0
+        guard let w = warmup else { return }
+        for t in slotJoined where t > 0 { warmUntil = max(warmUntil, t &+ w.duration.nanoseconds) }
     }
 
     /// Takes the cluster's outlier settings from the bound table and the records of its endpoints' slots.
@@ -113,19 +140,25 @@ struct LoadBalancer: Sendable {
             slotKeys[s] = ""
             free.append(Int32(s))
         }
+        // An endpoint new to the cluster joins now: with slow start, its weight grows from here.
+        let now = System.monotonicNanos()
         for i in c.endpoints.indices where next[i] < 0 {
             let key = Self.key(c.endpoints[i])
             if let s = free.popLast() {
                 slotKeys[Int(s)] = key
+                slotJoined[Int(s)] = now
                 next[i] = s
             } else {
                 slotKeys.append(key)
                 counts.append(0)
+                slotJoined.append(now)
                 next[i] = Int32(slotKeys.count - 1)
             }
         }
         slots = next
         credits = [Int64](repeating: 0, count: c.endpoints.count)
+        plan = LocalityPlan(c, proxy: proxyLocality)
+        bindWarmup(c)
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
         self.cluster = cluster
@@ -146,97 +179,159 @@ struct LoadBalancer: Sendable {
     /// this balancer was last bound to and the endpoint count changed: call `rebind` after every swap). `random`
     /// is a fresh uniformly random number from the caller; `hashKey` the request's consistent-hash key
     /// (`RouteTable.hashKey`), if any.
-    mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0) -> Int? {
+    /// `avoidRanks`: locality ranks (bits) a retry tried already (`retryRemoteLocalities`): left out of the rank
+    /// choice, as Envoy's previous_priorities, unless nothing else is in service.
+    mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0, avoidRanks: UInt8 = 0) -> Int? {
         guard cluster >= 0, cluster < table.clusters.count else { return nil }
         let c = table.clusters[cluster]
         let n = c.endpoints.count
         guard n > 0, n == slots.count else { return nil }
-        if let oc = outlierCluster, oc.ejected.load(ordering: .relaxed) > 0 {
-            // Some host of the cluster is ejected (its time may be up: `ejected` returns it to service then).
-            var healthy = 0
-            for i in 0..<n where !ejected(i, now) { healthy += 1 }
-            let panicBelow = Int(outlier?.minHealthPercent ?? 0)
-            if healthy < n {
-                if healthy * 100 < panicBelow * n {
-                    // Panic (minHealthPercent): balance over every host, ejected or not, as Envoy.
-                } else if healthy == 0 {
-                    return nil  // 503 UH: every host is ejected and panic is off
-                } else {
-                    return pickInService(c, random: random, hashKey: hashKey, now: now)
-                }
-            }
+        let ejections = outlierCluster.map { $0.ejected.load(ordering: .relaxed) > 0 } ?? false
+        let clock = warmUntil > 0 && now == 0 ? System.monotonicNanos() : now
+        if warmUntil > 0 && clock >= warmUntil { warmUntil = 0 }
+        if ejections || plan.rankCount > 1 || warmUntil > 0 {
+            return pickAmong(c, random: random, hashKey: hashKey, now: clock, ejections: ejections, avoidRanks: avoidRanks)
         }
-        if n == 1 { return 0 }
+        if n == 1 { return plan.weights[0] > 0 ? 0 : nil }
         switch c.loadBalancing {
         case .roundRobin:
-            return roundRobin(c.endpoints)
+            return roundRobin(n)
         case .random:
-            return weightedRandom(c.endpoints, random)
+            return weightedRandom(n, random, clock, .all)
         case .leastRequest:
             // Power of two choices (Envoy's LEAST_REQUEST with choice_count 2): two random candidates (weighted),
             // the one with fewer outstanding requests wins; ties go to the first.
-            let a = weightedRandom(c.endpoints, random)
-            var b = weightedRandom(c.endpoints, SplitMix.mix(random ^ 0x5bd1_e995))
+            guard let a = weightedRandom(n, random, clock, .all) else { return nil }
+            var b = weightedRandom(n, SplitMix.mix(random ^ 0x5bd1_e995), clock, .all) ?? a
             if b == a { b = (a + 1 + Int(SplitMix.mix(random) % UInt64(n - 1))) % n }
+            if plan.weights[b] == 0 { return a }
             return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
-            guard let h = hashKey else { return weightedRandom(c.endpoints, random) }
+            guard let h = hashKey else { return weightedRandom(n, random, clock, .all) }
             return ring.endpoint(for: h)
         case .maglev(_, let table):
-            guard let h = hashKey else { return weightedRandom(c.endpoints, random) }
+            guard let h = hashKey else { return weightedRandom(n, random, clock, .all) }
             return table.endpoint(for: h)
         }
     }
 
-    /// A pick among the hosts in service only (some are ejected): round robin goes on to the next one in service,
-    /// random and least-request choose among them by weight, a consistent hash whose host is ejected moves on to
-    /// another hash of the key (Envoy rebuilds its ring without the host; the keys of the others stay put either
-    /// way).
-    private mutating func pickInService(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64) -> Int? {
+    /// A pick when some endpoints are out (ejected), ranked (locality failover) or warming: the rank requests go
+    /// to (Envoy's priority load over the endpoints in service), then, in it, round robin goes on to the next
+    /// endpoint admitted (by weight), random and least-request choose among the admitted by weight, and a consistent
+    /// hash whose endpoint is out moves on to another hash of the key (Envoy rebuilds its ring without the host;
+    /// the keys of the others stay put either way). Below `minHealthPercent` of a rank in service the rank panics
+    /// and its ejected endpoints are admitted too, as Envoy's panic threshold; nil (503 UH) when nothing is in
+    /// service and panic is off.
+    private mutating func pickAmong(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64, ejections: Bool,
+                                    avoidRanks: UInt8) -> Int? {
+        let n = c.endpoints.count
+        var rank = 0
+        if plan.rankCount > 1 {
+            let draw = SplitMix.mix(random ^ 0x2545_f491)
+            let chosen = avoidRanks == 0 ? nil : plan.chooseRank(random: draw) { i in
+                avoidRanks & (1 << self.plan.ranks[i]) == 0 && (!ejections || !self.ejected(i, now))
+            }
+            guard let r = chosen ?? plan.chooseRank(random: draw, inService: { !ejections || !ejected($0, now) }) else {
+                return panicking(rank: nil, now) ? pickAny(c, random: random, now: now, rank: nil) : nil
+            }
+            rank = r
+        }
+        var total = 0, healthy = 0
+        for i in 0..<n where Int(plan.ranks[i]) == rank && plan.weights[i] > 0 {
+            total += 1
+            if !ejections || !ejected(i, now) { healthy += 1 }
+        }
+        if healthy < total && panicking(rank: rank, now) { return pickAny(c, random: random, now: now, rank: rank) }
+        guard healthy > 0 else { return nil }  // 503 UH: every host is ejected and panic is off
+        return pickAdmitted(c, random: random, hashKey: hashKey, now: now, Admit(rank: rank, inServiceOnly: ejections))
+    }
+
+    /// Which endpoints a pick may choose: those of one rank (-1: any) with weight, and only those in service.
+    struct Admit {
+        var rank: Int
+        var inServiceOnly: Bool
+        static let all = Admit(rank: -1, inServiceOnly: false)
+    }
+
+    private func admits(_ a: Admit, _ i: Int, _ now: UInt64) -> Bool {
+        (a.rank < 0 || Int(plan.ranks[i]) == a.rank) && plan.weights[i] > 0 && (!a.inServiceOnly || !ejected(i, now))
+    }
+
+    /// The locality rank of endpoint index `i` of the bound cluster (0: nearest; 0 without locality failover).
+    func rank(of i: Int) -> UInt8 { i >= 0 && i < plan.ranks.count ? plan.ranks[i] : 0 }
+
+    /// Whether the rank (nil: all of the cluster) has fewer endpoints in service than `minHealthPercent` asks.
+    private func panicking(rank: Int?, _ now: UInt64) -> Bool {
+        let panicBelow = Int(outlier?.minHealthPercent ?? 0)
+        guard panicBelow > 0 else { return false }
+        var total = 0, healthy = 0
+        for i in 0..<slots.count where rank == nil || Int(plan.ranks[i]) == rank! {
+            total += 1
+            if !ejected(i, now) { healthy += 1 }
+        }
+        return healthy * 100 < panicBelow * total
+    }
+
+    /// Panic: balance over every endpoint of the rank (nil: of the cluster) with weight, ejected or not.
+    private mutating func pickAny(_ c: Cluster, random: UInt64, now: UInt64, rank: Int?) -> Int? {
+        pickAdmitted(c, random: random, hashKey: nil, now: now, Admit(rank: rank ?? -1, inServiceOnly: false))
+    }
+
+    private mutating func pickAdmitted(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64, _ admit: Admit) -> Int? {
         let n = c.endpoints.count
         switch c.loadBalancing {
         case .roundRobin:
-            for _ in 0..<n {
-                let i = Int(position % UInt64(n))
-                position &+= 1
-                if !ejected(i, now) { return i }
-            }
-            return nil
+            return smoothRoundRobin(n, admit, now)
         case .random:
-            return weightedRandom(c.endpoints, random) { !ejected($0, now) }
+            return weightedRandom(n, random, now, admit)
         case .leastRequest:
-            guard let a = weightedRandom(c.endpoints, random, { !ejected($0, now) }) else { return nil }
-            guard let b = weightedRandom(c.endpoints, SplitMix.mix(random ^ 0x5bd1_e995), { !ejected($0, now) }) else { return a }
+            guard let a = weightedRandom(n, random, now, admit) else { return nil }
+            guard let b = weightedRandom(n, SplitMix.mix(random ^ 0x5bd1_e995), now, admit) else { return a }
             return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
-            return rehashed(hashKey, now) { ring.endpoint(for: $0) } ?? weightedRandom(c.endpoints, random) { !ejected($0, now) }
+            return rehashed(hashKey, admit, now) { ring.endpoint(for: $0) } ?? weightedRandom(n, random, now, admit)
         case .maglev(_, let table):
-            return rehashed(hashKey, now) { table.endpoint(for: $0) } ?? weightedRandom(c.endpoints, random) { !ejected($0, now) }
+            return rehashed(hashKey, admit, now) { table.endpoint(for: $0) } ?? weightedRandom(n, random, now, admit)
         }
     }
 
-    /// A consistent hash's endpoint for `key` when it is in service, else for the key rehashed (up to eight times).
-    private func rehashed(_ key: UInt64?, _ now: UInt64, _ lookup: (UInt64) -> Int?) -> Int? {
+    /// Endpoint `i`'s weight at `now`: its plan's (locality `distribute` applied), times Envoy's slow-start factor
+    /// while it warms: max(minimumPercent, (time since it joined / duration)^(1 / aggression)).
+    private func weight(_ i: Int, _ now: UInt64) -> UInt64 {
+        let w = plan.weights[i]
+        guard warmUntil > 0, let wu = warmup else { return w }
+        // In 1/1024ths while something warms, so that a fraction of a weight of 1 still counts.
+        let joined = slotJoined[Int(slots[i])]
+        let window = wu.duration.nanoseconds
+        guard joined > 0, now < joined &+ window, window > 0 else { return w << 10 }
+        let t = Double(now &- joined) / Double(window)
+        let factor = Swift.max(wu.minimumPercent / 100, pow(t, 1 / wu.aggression))
+        return Swift.max(1, UInt64(Double(w << 10) * factor))
+    }
+
+    /// A consistent hash's endpoint for `key` when admitted, else for the key rehashed (up to eight times).
+    private func rehashed(_ key: UInt64?, _ admit: Admit, _ now: UInt64, _ lookup: (UInt64) -> Int?) -> Int? {
         guard var k = key else { return nil }
         for _ in 0..<8 {
-            if let i = lookup(k), !ejected(i, now) { return i }
+            if let i = lookup(k), admits(admit, i, now) { return i }
             k = SplitMix.mix(k)
         }
         return nil
     }
 
-    /// By weight among the endpoints `inService` admits; nil when it admits none.
-    private func weightedRandom(_ endpoints: [Endpoint], _ random: UInt64, _ inService: (Int) -> Bool) -> Int? {
+    /// By weight at `now` among the `n` endpoints `admit` admits; nil when it admits none (or all weigh 0).
+    private func weightedRandom(_ n: Int, _ random: UInt64, _ now: UInt64, _ admit: Admit) -> Int? {
+        // Index loops: a for-in over structs allocates an iterator box in unoptimised builds.
         var total: UInt64 = 0
-        for i in 0..<endpoints.count where inService(i) { total += UInt64(endpoints[i].weight) }
+        for i in 0..<n where admits(admit, i, now) { total += weight(i, now) }
         guard total > 0 else { return nil }
         var r = random.multipliedFullWidth(by: total).high
         var last: Int? = nil
-        for i in 0..<endpoints.count where inService(i) {
-            let w = UInt64(endpoints[i].weight)
+        for i in 0..<n where admits(admit, i, now) {
+            let w = weight(i, now)
             if r < w { return i }
             r -= w
-            last = i
+            if w > 0 { last = i }
         }
         return last
     }
@@ -256,11 +351,10 @@ struct LoadBalancer: Sendable {
         if s >= 0, s < counts.count, counts[s] > 0 { counts[s] -= 1 }
     }
 
-    private mutating func roundRobin(_ endpoints: [Endpoint]) -> Int {
-        let n = endpoints.count
-        let w0 = endpoints[0].weight
-        var equal = true
-        for i in 1..<n where endpoints[i].weight != w0 {
+    private mutating func roundRobin(_ n: Int) -> Int? {
+        let w0 = plan.weights[0]
+        var equal = w0 > 0
+        for i in 1..<n where plan.weights[i] != w0 {
             equal = false
             break
         }
@@ -269,31 +363,24 @@ struct LoadBalancer: Sendable {
             position &+= 1
             return i
         }
-        // Smooth weighted round robin: each pick adds every weight to its credit, the largest credit wins and
-        // pays the total; the sequence interleaves (5,1,1 → a a b a c a a) instead of bursting.
+        return smoothRoundRobin(n, .all, 0)
+    }
+
+    /// Smooth weighted round robin over the endpoints `admit` admits: each pick adds every weight to its credit,
+    /// the largest credit wins and pays the total; the sequence interleaves (5,1,1 → a a b a c a a) instead of
+    /// bursting. An endpoint of weight 0 (a locality `distribute` gives none) is never picked.
+    private mutating func smoothRoundRobin(_ n: Int, _ admit: Admit, _ now: UInt64) -> Int? {
         var total: Int64 = 0
-        var best = 0
-        for i in 0..<n {
-            let w = Int64(endpoints[i].weight)
+        var best = -1
+        for i in 0..<n where admits(admit, i, now) {
+            let w = Int64(weight(i, now))
             credits[i] += w
             total += w
-            if credits[i] > credits[best] { best = i }
+            if best < 0 || credits[i] > credits[best] { best = i }
         }
+        guard best >= 0 else { return nil }
         credits[best] -= total
         position &+= 1
         return best
-    }
-
-    private func weightedRandom(_ endpoints: [Endpoint], _ random: UInt64) -> Int {
-        // Index loops: a for-in over structs allocates an iterator box in unoptimised builds.
-        var total: UInt64 = 0
-        for i in 0..<endpoints.count { total += UInt64(endpoints[i].weight) }
-        var r = random.multipliedFullWidth(by: total).high
-        for i in 0..<endpoints.count {
-            let w = UInt64(endpoints[i].weight)
-            if r < w { return i }
-            r -= w
-        }
-        return endpoints.count - 1
     }
 }

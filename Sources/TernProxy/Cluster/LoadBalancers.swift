@@ -28,10 +28,15 @@ struct LoadBalancers: Sendable {
 
     init() {}
 
-    /// Outlier records shared by every reactor (nil: no outlier detection, as in tests of balancing alone).
+    /// Outlier records shared by every reactor (nil: no outlier detection, as in tests of balancing alone), and
+    /// this sidecar's locality (`--locality`), which locality-aware balancing ranks endpoints by.
     private var registry: OutlierRegistry? = nil
+    private var locality = Locality("")
 
-    init(registry: OutlierRegistry? = nil) { self.registry = registry }
+    init(registry: OutlierRegistry? = nil, locality: Locality = Locality("")) {
+        self.registry = registry
+        self.locality = locality
+    }
 
     init(table: RouteTable) { bind(table) }
 
@@ -59,7 +64,7 @@ struct LoadBalancers: Sendable {
             }
         }
         for c in table.clusters.indices where next[c] < 0 {
-            let b = LoadBalancer(table: table, cluster: c, registry: registry)
+            let b = LoadBalancer(table: table, cluster: c, registry: registry, locality: locality)
             if let s = free.popLast() {
                 balancers[Int(s)] = b
                 names[Int(s)] = b.clusterName
@@ -76,9 +81,16 @@ struct LoadBalancers: Sendable {
     }
 
     /// An endpoint index of cluster `cluster` in `table` (the bound table), as `LoadBalancer.pick`.
-    mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0) -> Int? {
+    mutating func pick(cluster: Int, table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0,
+                       avoidRanks: UInt8 = 0) -> Int? {
         guard cluster >= 0, cluster < slots.count else { return nil }
-        return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey, now: now)
+        return balancers[Int(slots[cluster])].pick(table: table, random: random, hashKey: hashKey, now: now, avoidRanks: avoidRanks)
+    }
+
+    /// The locality rank of endpoint `endpoint` of `cluster` (bound table indexes). Mutating: read in place.
+    mutating func rank(cluster: Int, endpoint: Int) -> UInt8 {
+        guard cluster >= 0, cluster < slots.count else { return 0 }
+        return balancers[Int(slots[cluster])].rank(of: endpoint)
     }
 
     /// Counts what a try of `request` came to for outlier detection; true when that ejected its endpoint.

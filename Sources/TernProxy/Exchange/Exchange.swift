@@ -121,12 +121,18 @@ struct Exchange {
     var tries: Int32 = 0
     var cluster: Int32 = -1
     var tried: UInt64 = 0
+    /// With `retryRemoteLocalities`: the locality ranks tried (bits).
+    var triedRanks: UInt8 = 0
     var tryEnd: UInt64 = 0
     var retryAt: UInt64 = 0
     /// The request body's framing as its head announced it: what a replay starts from again.
     var replayBody = MessageBody.none
     /// Its body is being gathered whole before it goes upstream (`HTTPSettings.perRequestBufferBytes`).
     var gathering = false
+    /// The route's mirrors this request was drawn for (bits by their index in the route's list) and the port that
+    /// picks their clusters (Router/HTTPProxy+Mirror.swift).
+    var mirrorDraws: UInt8 = 0
+    var mirrorPort: UInt16 = 0
     /// The try in progress: endpoint, upstream connection, what can be replayed.
     var attempt = UpstreamAttempt()
     /// The circuit breakers of the cluster it was routed to (nil: not routed yet, or a relayed TCP connection),

@@ -103,42 +103,18 @@ extension HTTPProxy {
     /// else it goes upstream.
     func forwardRouted(_ x: XID, _ reactor: Reactor<Backend>) {
         if !exchanges[x].fault.isEmpty && injectFault(x, reactor) { return }
+        if exchanges[x].mirrorDraws != 0 { mirrorRequest(x, reactor) }
         startRouteTimeout(x, reactor)
         acquireUpstream(x, reactor)
     }
 
     func sendRequestHead(_ x: XID, _ reactor: Reactor<Backend>) {
-        let id = exchanges[x].downstream
         guard let u = exchanges[x].attempt.connection else { return bug("request head without an upstream") }
         let p = Int(exchanges[x].request.parser)
         let head = requestParsers.parsers[p].head
         let entry = Int(u.index)
         let held = exchanges[x].request.held
-        toUpstream.reset(entry)
-        dropHeld(&exchanges[x].request.extras, reactor)
-        var target = 0..<0
-        var fields = 0..<0
-        var trace = 0..<0
-        let traced = reporting.spans != nil
-        // Routed by Istio configuration, every request carries x-envoy-attempt-count, as Istio has Envoy send it.
-        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced || routes != nil {
-            guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else {
-                fail(x, .headersTooLarge, reactor)
-                return
-            }
-            exchanges[x].request.extras = extras
-        }
-        let drops = routeDrops(x, response: false)
-        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
-                                                     routeFields: !fields.isEmpty, replaceTrace: traced,
-                                                     routeSetsHost: exchanges[x].routeSetsHost,
-                                                     secure: downstreams[id].transport == .tls, setsAttemptCount: routes != nil)
-        guard bytes.appendHead(toUpstream, entry, held, slot: Int(id.index), { head, span, emit in
-            // The fields the route removes or sets are dropped from the received head (ranges from its start).
-            HTTP1Forwarding.request(head, span, options: options,
-                                    drop: { name in drops.map { bytes.drops(held, name: name, $0.0, $0.1) } ?? false }, emit: emit)
-        }, head: head, extras: exchanges[x].request.extras, target: target, fields: fields,
-           trace: trace, capture: capture, captureSlot: Int(x.index)) else {
+        guard composeRequestHead(x, head, into: toUpstream, entry: entry, reactor) else {
             fail(x, .headersTooLarge, reactor)
             return
         }
@@ -163,6 +139,36 @@ extension HTTPProxy {
         exchanges[x].response.state = .head
         sendToUpstream(x, u, reactor)
         receiveFromUpstream(u, reactor)
+    }
+
+    /// Composes the request head as it goes upstream into entry `entry` of `table` (reset first): the received
+    /// head's kept ranges, the rewritten target, and the extras (route fields, x-envoy-attempt-count, trace) composed
+    /// anew into the exchange's extras buffer. False when it does not fit.
+    func composeRequestHead(_ x: XID, _ head: HTTP1Head, into table: IOVecTable, entry: Int, _ reactor: Reactor<Backend>) -> Bool {
+        let id = exchanges[x].downstream
+        let held = exchanges[x].request.held
+        table.reset(entry)
+        dropHeld(&exchanges[x].request.extras, reactor)
+        var target = 0..<0
+        var fields = 0..<0
+        var trace = 0..<0
+        let traced = reporting.spans != nil
+        // Routed by Istio configuration, every request carries x-envoy-attempt-count, as Istio has Envoy send it.
+        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced || routes != nil {
+            guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else { return false }
+            exchanges[x].request.extras = extras
+        }
+        let drops = routeDrops(x, response: false)
+        let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
+                                                     routeFields: !fields.isEmpty, replaceTrace: traced,
+                                                     routeSetsHost: exchanges[x].routeSetsHost,
+                                                     secure: downstreams[id].transport == .tls, setsAttemptCount: routes != nil)
+        return bytes.appendHead(table, entry, held, slot: Int(id.index), { head, span, emit in
+            // The fields the route removes or sets are dropped from the received head (ranges from its start).
+            HTTP1Forwarding.request(head, span, options: options,
+                                    drop: { name in drops.map { bytes.drops(held, name: name, $0.0, $0.1) } ?? false }, emit: emit)
+        }, head: head, extras: exchanges[x].request.extras, target: target, fields: fields,
+           trace: trace, capture: capture, captureSlot: Int(x.index))
     }
 
     /// What to forward of the request body in the held bytes from `from`, updating what remains of it; nil

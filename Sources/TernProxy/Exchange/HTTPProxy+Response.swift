@@ -120,7 +120,9 @@ extension HTTPProxy {
             switch responseRetry(x, parser: p) {
             case .retry(let from): return retry(x, from: from, reactor)
             case .final:
-                // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.)
+                // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.) Its retry, if
+                // it was one, no longer counts against the cluster's retries (Envoy's retry state ends here).
+                if !exchanges[x].charges.isEmpty { discharge(x, .retry) }
                 noReplay(x, reactor)
             }
         }

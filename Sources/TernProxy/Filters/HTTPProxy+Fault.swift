@@ -48,6 +48,7 @@ extension HTTPProxy {
         exchanges[x].lastActivity = System.monotonicNanos()
         if abortByFault(x, reactor) { return }
         armExchangeDues(x, reactor)
+        if exchanges[x].mirrorDraws != 0 { mirrorRequest(x, reactor) }
         startRouteTimeout(x, reactor)
         acquireUpstream(x, reactor)
     }

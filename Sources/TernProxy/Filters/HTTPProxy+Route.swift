@@ -59,6 +59,7 @@ extension HTTPProxy {
         if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
         exchanges[x].retry = facts.retry
         exchanges[x].retriesLeft = facts.retry.retries
+        drawMirrors(x, facts.mirrors, forwarding, port: port)
         // A rewrite that did not compile (validation makes that impossible) is never ignored silently.
         if facts.brokenRegex { return routeFailed(x, .unsupportedRoute, reactor) }
         // Consistent hashing (DestinationRule consistentHash): the request's header, cookie, query parameter or
@@ -71,6 +72,7 @@ extension HTTPProxy {
         exchanges[x].cluster = Int32(cluster)
         exchanges[x].circuit = clusterCircuits[cluster]
         exchanges[x].tried = 1 << UInt64(e & 63)
+        if facts.retry.remoteLocalities { exchanges[x].triedRanks = 1 << balancers.rank(cluster: cluster, endpoint: e) }
         exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
         exchanges[x].request.edited = facts.editsRequest
         exchanges[x].response.edited = facts.editsResponse

@@ -38,6 +38,8 @@ public struct HTTPSettings: Sendable {
     /// `--accept-http-10`: HTTP/1.0 requests are proxied (with a Host field); without it they are answered 426
     /// Upgrade Required, as Envoy and Istio answer them by default.
     public var acceptHTTP10 = false
+    /// A mirrored request's Host gets `-shadow` appended (Envoy's default); off with `--no-shadow-host-suffix`.
+    public var shadowHostSuffix = true
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
     /// is not kept for the idle timeout).
     public var firstByteTimeout = TernDuration.seconds(10)
@@ -100,6 +102,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case tlsClientReceive, tlsClientSend, tlsHandshakeTimer
         /// A TLS upstream connection's socket operations (ciphertext).
         case tlsUpstreamReceive, tlsUpstreamSend
+        /// A mirror connection's operations and its timer (Router/HTTPProxy+Mirror.swift), keyed by mirror connection.
+        case mirrorConnect, mirrorSend, mirrorReceive, mirrorTimer
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -163,6 +167,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Exchanges, keyed by their own id: their upstream operations, queue places and timer carry it.
     let exchanges: Slab<Exchange>
     let upstreams: Slab<UpstreamConnection>
+    /// Mirrored requests (Router/HTTPProxy+Mirror.swift): their connections, the idle ones by endpoint, the memory
+    /// of their requests and response heads, and where a request is composed to be copied to them.
+    let mirrors: Slab<MirrorConnection>
+    /// Idle mirror connections by endpoint pool index (grown with the pools when a table is bound; each list keeps
+    /// its capacity, so taking and returning connections allocates nothing).
+    var mirrorIdle: [[MID]] = []
+    let mirrorMemory: MirrorMemory
+    let mirrorVecs = IOVecTable(count: 1, maxSegments: 48)
+    var mirrorReaders = [MirrorResponse?](repeating: nil, count: HTTPProxy.mirrorSlots)
     let bytes: HTTPBytes
     let toClient: IOVecTable
     let toUpstream: IOVecTable
@@ -254,11 +267,17 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             let limits = CircuitLimits(nil, budget: nil, relay: relay)
             clusterCircuits = listeners.map { counters.circuits.circuit($0.upstream.description, limits) }
         }
-        balancers = LoadBalancers(registry: counters.outliers)
+        balancers = LoadBalancers(registry: counters.outliers, locality: Locality(relay.locality))
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
         exchanges = Slab(capacity: capacity)
         upstreams = Slab(capacity: capacity)
+        mirrors = Slab(capacity: Self.mirrorSlots)
+        // A mirror copies a request held whole: a head within the assembly, a body within --per-request-buffer-kb,
+        // and what routing adds to the head.
+        mirrorMemory = MirrorMemory(slots: Self.mirrorSlots,
+                                    requestCapacity: settings.limits.maxHeaderBytes + bufferPool.receiveLength + settings.perRequestBufferBytes + (8 << 10),
+                                    headCapacity: Self.mirrorHeadCapacity)
         bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.receiveLength, slots: capacity,
                           headMemory: settings.maxHeadMemoryBytes)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.
@@ -285,7 +304,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
         clusterCircuits = table.clusters.map {
-            counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay))
+            counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: boundEpoch)
         }
         counters.circuits.keep(Set(table.clusters.map(\.name)))
         if let routes { routedTables.bind(routes) }
@@ -307,6 +326,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
         }
         clusterEndpoints = endpoints
+        while mirrorIdle.count < pools.slots.count {
+            mirrorIdle.append([])
+            mirrorIdle[mirrorIdle.count - 1].reserveCapacity(Self.idleMirrorsPerEndpoint)
+        }
         // Endpoints the table no longer names keep no idle connection; each pool is freed once unused.
         guard let reactor else { return }
         for e in retired {
@@ -314,10 +337,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
             }
         }
+        closeIdleMirrors(of: retired, reactor)
     }
 
     public var finished: Bool {
-        (draining || stopping) && downstreams.count == 0 && exchanges.count == 0 && upstreams.count == 0 && tunnels.finished
+        (draining || stopping) && downstreams.count == 0 && exchanges.count == 0 && upstreams.count == 0 && mirrors.count == 0
+            && tunnels.finished
             && acceptor.allClosed
     }
 
@@ -349,6 +374,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                     if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
                 }
             }
+            closeAllMirrors(reactor)
         }
         if !stopping && reactor.control.stopRequested.load(ordering: .acquiring) {
             stopping = true
@@ -360,6 +386,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 closeDownstream($0, reset: false, reactor)
             }
             upstreams.forEachID { closeUpstream($0, reactor) }
+            closeAllMirrors(reactor)
         }
         if let m = metrics {
             m.reactor.set(ReactorWord.upstreamConnections, UInt64(upstreams.count))
@@ -532,6 +559,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
             upstreams[u].inflight -= 1
             if op == .tlsUpstreamReceive { tlsSocketReceived(.upstream(u), c, reactor) } else { tlsSocketSent(.upstream(u), c.result, reactor) }
+        case .mirrorConnect, .mirrorSend, .mirrorReceive:
+            mirrorCompleted(op, c, reactor)
         case .upstreamConnect, .upstreamReceive, .upstreamSend:
             let id = UID(index: c.token.slot, generation: c.token.generation)
             guard upstreams.isCurrent(id) else {
@@ -574,11 +603,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 upstreams[u].connectTimer = nil
                 if upstreams[u].state == .connecting {
                     if upstreams[u].transport == .tls {
-                        let f = TLSFailure(.timeout, "handshake not finished within --connect-timeout \(relay.connectTimeout)")
+                        let f = TLSFailure(.timeout, "handshake not finished within the connect timeout")
                         counters.tls.failed(.upstream, f.reason)
                         return upstreamHandshakeFailed(u, f, reactor)
                     }
-                    Log.debug("upstream connect timed out after \(relay.connectTimeout)")
+                    Log.debug("upstream connect timed out (its cluster's connect timeout, else --connect-timeout)")
                     connectFailed(u, reactor)
                 }
             } else {
@@ -590,6 +619,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                     upstreams[u].poolTimer = reactor.timers.schedule(self.token(.poolTimer, u), at: due)
                 }
             }
+        case .mirrorTimer:
+            mirrorTimerFired(token, reactor)
         case .exchangeTimer:
             let x = XID(index: token.slot, generation: token.generation)
             guard exchanges.isCurrent(x) else { return }

@@ -76,17 +76,30 @@ extension HTTPProxy {
     /// its idle timeout with it.
     func relayConnected(_ x: XID, _ reactor: Reactor<Backend>) {
         exchanges[x].lastActivity = System.monotonicNanos()
+        // Its cluster's tcp.idleTimeout (else --idle-timeout; 0: none) and tcp.maxConnectionDuration, as for a
+        // connection the TCP relay carries.
+        let c = exchanges[x].relayed?.circuit?.connectionSettings
+        exchanges[x].timeout = c?.tcpIdleTimeout ?? relay.idleTimeout.nanoseconds
+        exchanges[x].requestEnd = c.map { $0.maxConnectionDuration > 0 ? saturatingAdd(exchanges[x].lastActivity, $0.maxConnectionDuration) : 0 } ?? 0
         startTunnel(x, reactor)
-        armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, relay.idleTimeout.nanoseconds), reactor)
+        armExchangeTimer(x, at: relayDue(x), reactor)
     }
 
-    /// The exchange timer of a relayed connection: its idle timeout.
+    /// When a relayed connection closes unless bytes move: its idle timeout (held in `timeout`) from its last
+    /// activity, or the end of its maximum duration (held in `requestEnd`).
+    func relayDue(_ x: XID) -> UInt64 {
+        var due = exchanges[x].timeout > 0 ? saturatingAdd(exchanges[x].lastActivity, exchanges[x].timeout) : UInt64.max
+        if exchanges[x].requestEnd > 0 { due = min(due, exchanges[x].requestEnd) }
+        return due
+    }
+
+    /// The exchange timer of a relayed connection: its idle timeout or its maximum duration.
     func relayTimerFired(_ x: XID, _ reactor: Reactor<Backend>) {
         let id = exchanges[x].downstream
         guard downstreams[id].phase == .open else { return }
-        let due = saturatingAdd(exchanges[x].lastActivity, relay.idleTimeout.nanoseconds)
-        guard System.monotonicNanos() >= due else { return armExchangeTimer(x, at: due, reactor) }
-        Log.debug("TLS connection idle for \(relay.idleTimeout): closing")
+        let due = relayDue(x)
+        guard System.monotonicNanos() >= due else { return due == UInt64.max ? () : armExchangeTimer(x, at: due, reactor) }
+        Log.debug("relayed TLS connection idle for its idle timeout, or at its maximum duration: closing")
         relayClose(x, reactor)
     }
 

@@ -36,6 +36,9 @@ public struct RelaySettings: Sendable {
     public var descriptorCap = Int.max
     /// Circuit-breaker limits and connection settings where no DestinationRule sets them (Cluster/CircuitBreakers.swift).
     public var circuits = CircuitDefaults()
+    /// `--locality region/zone/subzone`: this sidecar's locality, which locality-aware balancing ranks and weighs
+    /// endpoints by ("": none, every endpoint ranks alike).
+    public var locality = ""
     public init() {}
 }
 
@@ -74,6 +77,15 @@ public final class RelayCounters: Sendable {
     public let tls = TLSCounters()
     /// Outlier detection's records of every cluster and endpoint (Cluster/OutlierDetection.swift): shared by the
     /// reactors like these counters, written with atomics on the request path.
+    /// Requests mirrored (sent to a mirror), mirrors whose whole response came back, mirrors dropped (not sent: a body that streams, no slot, a limit of
+    /// the mirror's cluster, TLS origination), and mirrors that failed (connect, reset, timeout, malformed).
+    public let mirrors = Atomic<Int>(0)
+    public let mirrorsAnswered = Atomic<Int>(0)
+    public let mirrorsDropped = Atomic<Int>(0)
+    public let mirrorsFailed = Atomic<Int>(0)
+    /// Mirror connection slots given their memory (the first time each is used; at most 64 per reactor): the one
+    /// allocation mirroring makes after start, which the allocation tests discount.
+    public let mirrorSlotsMade = Atomic<Int>(0)
     public let outliers = OutlierRegistry()
     /// Every cluster's circuit breakers, shared by the reactors.
     public let circuits = CircuitRegistry()
@@ -470,8 +482,7 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         }
         counters.descriptors.add(1, ordering: .relaxed)
         System.setNoDelay(upstream)
-        if let c = connections[id].route.circuit?.connectionSettings,
-           c.keepaliveTime > 0 || c.keepaliveInterval > 0 || c.keepaliveProbes > 0 {
+        if let c = connections[id].route.circuit?.connectionSettings, c.keepalive {
             System.setKeepalive(upstream, idle: c.keepaliveTime, interval: c.keepaliveInterval, probes: c.keepaliveProbes)
         }
         reactor.backend.register(fd: upstream)
@@ -510,7 +521,9 @@ public final class TCPRelay<Backend: IOBackend>: ReactorHandler {
         connections[id].phase = .relaying
         let now = System.monotonicNanos()
         connections[id].lastActivity = now
-        let cluster = connections[id].route.circuit?.connectionSettings
+        // (An HTTP tunnel handed over keeps the HTTP connection's --idle-timeout and no maximum duration: its
+        // circuit is only counted here.)
+        let cluster = connections[id].listener >= 0 ? connections[id].route.circuit?.connectionSettings : nil
         connections[id].idleTimeout = cluster?.tcpIdleTimeout ?? settings.idleTimeout.nanoseconds
         if let duration = cluster?.maxConnectionDuration, duration > 0 {
             let (sum, overflow) = now.addingReportingOverflow(duration)

@@ -60,12 +60,13 @@ final class TCPRouter {
         self.routes = routes
         registry = circuits
         self.relay = relay
+        balancers = LoadBalancers(locality: Locality(relay.locality))
         addresses = routes == nil ? listeners.map(\.upstream) : []
         listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
         var system = SystemRandomNumberGenerator()
         random = SplitMix(seed: system.next())
         if let routes {
-            bind(routes.current)
+            bind(routes.current, epoch: routes.currentEpoch)
             boundEpoch = routes.currentEpoch
         }
     }
@@ -77,7 +78,7 @@ final class TCPRouter {
         guard let routes else { return }
         if reader { _ = routes.refresh() }
         guard routes.currentEpoch != boundEpoch else { return }
-        bind(routes.current)
+        bind(routes.current, epoch: routes.currentEpoch)
         boundEpoch = routes.currentEpoch
     }
 
@@ -86,11 +87,11 @@ final class TCPRouter {
         pick.outstanding.map { balancers.clusterName(of: $0) } ?? ""
     }
 
-    private func bind(_ table: RouteTable) {
+    private func bind(_ table: RouteTable, epoch: UInt64 = 0) {
         balancers.bind(table)
         if let registry {
             circuits = table.clusters.map {
-                registry.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay))
+                registry.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: epoch)
             }
             registry.keep(Set(table.clusters.map(\.name)))
         }

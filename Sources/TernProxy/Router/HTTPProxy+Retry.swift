@@ -53,7 +53,12 @@ extension HTTPProxy {
                 Log.debug("\(error.reply.flag) on a reused upstream connection; sending the request again on a new one")
                 detachUpstream(x, reusable: false, reactor)
                 rewind(x, to: from, reactor)
-                connect(for: x, reactor)
+                let e = exchanges[x].attempt.endpoint
+                if pools.slots[e].pending.count == 0 && mayConnect(x, e) && admitPending(x) {
+                    connect(for: x, reactor)
+                } else {
+                    acquireUpstream(x, reactor)  // waits its turn (or is refused) as any request would
+                }
             }
         }
     }
@@ -68,12 +73,13 @@ extension HTTPProxy {
         }
     }
 
-    /// Under a retry policy, a request whose Content-Length body fits `--per-request-buffer-kb` (and, with its head,
-    /// one assembly buffer) is held until all of it arrived, so a retry can send it again: true when it waits for
+    /// Under a retry policy, or drawn for a mirror, a request whose Content-Length body fits `--per-request-buffer-kb`
+    /// (and, with its head, one assembly buffer) is held until all of it arrived, so a retry can send it again (and
+    /// a mirror gets all of it): true when it waits for
     /// the rest of its body (`gathered` goes on). Not with `Expect: 100-continue` (the client waits for the
     /// upstream's 100 before sending it), nor when the head memory budget is spent (it then streams).
     func gatherForRetries(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
-        guard !exchanges[x].retry.on.isEmpty, case .length(let n) = exchanges[x].request.body, !head.expectContinue,
+        guard !exchanges[x].retry.on.isEmpty || exchanges[x].mirrorDraws != 0, case .length(let n) = exchanges[x].request.body, !head.expectContinue,
               !exchanges[x].upgrade, n <= UInt64(settings.perRequestBufferBytes) else { return false }
         let total = head.length + Int(n)
         // Head and body within --max-request-headers-kb, so that one more receive (the rest of the body and
@@ -252,18 +258,21 @@ extension HTTPProxy {
     /// With `retryIgnorePreviousHosts` (Istio's default), a retry goes to an endpoint of the cluster not tried
     /// yet, picked by the cluster's balancer (up to five picks, as Istio configures Envoy's previous-hosts
     /// predicate); the same endpoint when none is found, under consistent hashing (Istio does not apply the
-    /// predicate there), or when the table the request was routed with is no longer the bound one.
+    /// predicate there), or when the table the request was routed with is no longer the bound one. With
+    /// `retryRemoteLocalities`, the pick leaves out the locality ranks tried already (Envoy's previous_priorities).
     func repickEndpoint(_ x: XID) {
         let cluster = Int(exchanges[x].cluster)
-        guard exchanges[x].retry.ignorePreviousHosts, cluster >= 0, let routes, let routed = exchanges[x].routed,
+        let ignorePrevious = exchanges[x].retry.ignorePreviousHosts, remote = exchanges[x].retry.remoteLocalities
+        guard ignorePrevious || remote, cluster >= 0, let routes, let routed = exchanges[x].routed,
               routedTables.isCurrent(routed.table), let outstanding = exchanges[x].attempt.outstanding,
               !routes.current.clusters[cluster].loadBalancing.hashesConsistently else { return }
         let table = routes.current
         var picked: Int? = nil
         let now = System.monotonicNanos()
+        let avoid = remote ? exchanges[x].triedRanks : 0
         for _ in 0..<5 {
-            guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), now: now) else { return }
-            if exchanges[x].tried & (1 << UInt64(e & 63)) == 0 {
+            guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), now: now, avoidRanks: avoid) else { return }
+            if !ignorePrevious || exchanges[x].tried & (1 << UInt64(e & 63)) == 0 {
                 picked = e
                 break
             }
@@ -271,6 +280,7 @@ extension HTTPProxy {
         guard let e = picked, clusterEndpoints[cluster][e] >= 0 else { return }
         let endpoint = clusterEndpoints[cluster][e], previous = exchanges[x].attempt.endpoint
         exchanges[x].tried |= 1 << UInt64(e & 63)
+        if remote { exchanges[x].triedRanks |= 1 << balancers.rank(cluster: cluster, endpoint: e) }
         balancers.requestFinished(outstanding)
         exchanges[x].attempt.outstanding = balancers.requestStarted(cluster: cluster, endpoint: e)
         if previous >= 0 { pools.exchangeFinished(previous) }

@@ -46,15 +46,19 @@ extension HTTPProxy {
             bind(u, to: x, reused: true, reactor)
             return
         }
-        if mayConnect(x, e) {
-            connect(for: x, reactor)
-        } else if admitPending(x) {
-            parkWaiting(x, reactor)
-            _ = pools.slots[e].pending.push(x, limit: Self.pendingQueueLimit)
-            Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
-        } else {
-            fail(x, .overflow, reactor)
+        // Not given a ready connection, the request is pending (as Envoy counts it, connecting or queued) until it
+        // gets one: beyond the cluster's pending limit it is refused.
+        guard admitPending(x) else { return fail(x, .overflow, reactor) }
+        if pools.slots[e].pending.count == 0 && mayConnect(x, e) { return connect(for: x, reactor) }
+        // Behind requests already waiting here (they go first), or at the cluster's connection limit.
+        if let circuit = exchanges[x].circuit, !circuit.connectionsLeft { circuit.cxOverflow.add(1, ordering: .relaxed) }
+        parkWaiting(x, reactor)
+        guard pools.slots[e].pending.push(x, limit: Self.pendingQueueLimit) else {
+            discharge(x, .pending)
+            return fail(x, .overflow, reactor)
         }
+        Log.debug("request waits for an upstream connection (\(pools.slots[e].pending.count) waiting)")
+        connectWaiting(e, reactor)
     }
 
     /// The most requests one endpoint's queue on one reactor holds: the cluster's pending limit decides first;
@@ -88,7 +92,6 @@ extension HTTPProxy {
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, 1)
         System.setNoDelay(fd)
         let connectTimeout = chargeConnection(u, for: x)
-        discharge(x, .pending)
         reactor.backend.register(fd: fd)
         upstreams[u].exchange = x
         upstreams[u].serverName = exchanges[x].attempt.serverName

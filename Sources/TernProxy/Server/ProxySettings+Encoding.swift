@@ -31,6 +31,7 @@ extension ProxySettings {
         out.append("max-upstream-connections=\(relay.circuits.maxConnections)")
         out.append("max-requests=\(relay.circuits.maxRequests)")
         out.append("max-retries=\(relay.circuits.maxRetries)")
+        if !relay.locality.isEmpty { out.append("locality=\(relay.locality)") }
         out.append("upstream-idle-timeout-ns=\(relay.circuits.upstreamIdleTimeout.nanoseconds)")
         out.append("log-level=\(logLevel)")
         if let configPath {
@@ -68,6 +69,7 @@ extension ProxySettings {
             out.append("max-head-memory-bytes=\(http.maxHeadMemoryBytes)")
             out.append("per-request-buffer-bytes=\(http.perRequestBufferBytes)")
             out.append("accept-http-10=\(http.acceptHTTP10 ? 1 : 0)")
+            out.append("shadow-host-suffix=\(http.shadowHostSuffix ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
         }
@@ -112,6 +114,7 @@ extension ProxySettings {
             case "max-upstream-connections": relay.circuits.maxConnections = Int(try number())
             case "max-requests": relay.circuits.maxRequests = Int(try number())
             case "max-retries": relay.circuits.maxRetries = Int(try number())
+            case "locality": relay.locality = value
             case "upstream-idle-timeout-ns": relay.circuits.upstreamIdleTimeout = TernDuration(nanoseconds: try number())
             case "log-level":
                 guard let l = LogLevel(name: value) else { throw SetupError(description: "log-level: '\(value)'") }
@@ -164,6 +167,7 @@ extension ProxySettings {
         case "max-head-memory-bytes": h.maxHeadMemoryBytes = i
         case "per-request-buffer-bytes": h.perRequestBufferBytes = i
         case "accept-http-10": h.acceptHTTP10 = n == 1
+        case "shadow-host-suffix": h.shadowHostSuffix = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-idle-upstream": h.maxIdleUpstream = i
         case "tls-handshake-timeout-ns": h.tlsHandshakeTimeout = TernDuration(nanoseconds: n)

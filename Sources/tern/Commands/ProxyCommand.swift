@@ -41,6 +41,9 @@ struct ProxyCommand: ParsableCommand {
     @Flag(name: .customLong("accept-http-10"), help: "--http: proxy HTTP/1.0 requests (they need a Host field); without it they are answered 426 Upgrade Required, as Envoy and Istio answer them by default.")
     var acceptHTTP10 = false
 
+    @Flag(name: .customLong("no-shadow-host-suffix"), help: "--http: mirrored requests keep the request's Host as it is (Istio 1.28+'s DISABLE_SHADOW_HOST_SUFFIX=true); by default -shadow is appended to it, as Envoy does.")
+    var noShadowHostSuffix = false
+
     @Option(name: .customLong("max-head-memory-mb"), help: "--http: MiB each reactor gives request heads that arrive in pieces (beyond: 503, flag OM).")
     var maxHeadMemoryMB: Int = 64
 
@@ -58,6 +61,9 @@ struct ProxyCommand: ParsableCommand {
 
     @Option(name: .customLong("max-upstream-connections"), help: "--http: connections to one cluster (upstream), for the whole process, where no DestinationRule sets tcp.maxConnections (beyond: requests wait for one).")
     var maxUpstreamConnections: Int = 1024
+
+    @Option(name: .customLong("locality"), help: "This sidecar's locality, region/zone/subzone (Istio's topology labels): DestinationRule localityLbSetting ranks and weighs endpoints by it (failover to the nearest, distribute).")
+    var locality: String?
 
     @Option(name: .customLong("max-requests"), help: "--http: requests in flight to one cluster (upstream), for the whole process, where no DestinationRule sets http2MaxRequests (beyond: 503 UO; 0: no limit).")
     var maxRequests: Int = 0
@@ -206,6 +212,13 @@ struct ProxyCommand: ParsableCommand {
             guard v >= 0 && v <= 1 << 30 else { throw ValidationError("\(flag) must be 0 (no limit) or a whole number up to \(1 << 30), got \(v)") }
             return v
         }
+        if let locality {
+            let parts = locality.split(separator: "/", omittingEmptySubsequences: false)
+            guard !locality.isEmpty, parts.count <= 3, !parts[0].isEmpty, !locality.contains("*") else {
+                throw ValidationError("--locality must be region, region/zone or region/zone/subzone, got '\(locality)'")
+            }
+            s.relay.locality = locality
+        }
         s.relay.circuits.maxPending = try positive(maxPendingRequests, "--max-pending-requests")
         s.relay.circuits.maxConnections = try positive(maxUpstreamConnections, "--max-upstream-connections")
         s.relay.circuits.maxRequests = try limit(maxRequests, "--max-requests")
@@ -313,6 +326,7 @@ struct ProxyCommand: ParsableCommand {
         guard perRequestBufferKB >= 0 && perRequestBufferKB <= 1024 else { throw ValidationError("--per-request-buffer-kb must be from 0 to 1024, got \(perRequestBufferKB)") }
         h.perRequestBufferBytes = perRequestBufferKB << 10
         h.acceptHTTP10 = acceptHTTP10
+        h.shadowHostSuffix = !noShadowHostSuffix
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
         h.maxIdleUpstream = maxIdleUpstream
