@@ -32,6 +32,12 @@ public final class Forwarding: Sendable {
         public var fault: FaultFacts
         /// The route's `retries`, or Istio's mesh default when it has none.
         public var retry: RetryFacts
+        /// The route's CORS policy: an index in `cors` (-1: none).
+        public var cors: Int32
+        /// `responseDrops` and the CORS fields the policy sets on a response whose origin it allows (Envoy's filter
+        /// replaces what the upstream sent): `access-control-allow-origin`, and `-allow-credentials` and
+        /// `-expose-headers` when it sends them. Empty without a policy.
+        public var corsResponseDrops: Range<Int>
         var ports: Range<Int>
 
         public var editsRequest: Bool { !requestLines.isEmpty || !requestDrops.isEmpty }
@@ -51,6 +57,9 @@ public final class Forwarding: Sendable {
     public let names: [Range<Int>]
     /// The status codes of `retryOn` lists, in `RetryFacts.codes` ranges.
     public let retriableCodes: [UInt16]
+    /// The CORS policies of the forwarding routes (`Entry.cors`), and their origin matchers (`CORSFacts.origins`).
+    public let cors: [CORSFacts]
+    let originMatchers: [Matcher]
     public let entries: [Entry]
     /// (service port, cluster index) of every entry, in `Entry.ports` ranges.
     let ports: [(port: UInt16, cluster: Int32)]
@@ -79,12 +88,15 @@ public final class Forwarding: Sendable {
                 }
                 routes.append(RouteEntries(first: b.entries.count, count: destinations.count, totalWeight: total,
                                            prefixes: start..<prefixLengths.count))
-                for d in destinations { b.entries.append(b.render(route, d)) }
+                let cors = b.cors.add(route, into: &b.bytes)
+                for d in destinations { b.entries.append(b.render(route, d, cors: cors)) }
             }
         }
         bytes = b.bytes
         names = b.names
         retriableCodes = b.codes
+        cors = b.cors.facts
+        originMatchers = b.cors.matchers
         entries = b.entries
         ports = b.ports
         self.firstRoute = firstRoute
@@ -167,8 +179,9 @@ public final class Forwarding: Sendable {
         var names: [Range<Int>] = []
         var entries: [Entry] = []
         var ports: [(port: UInt16, cluster: Int32)] = []
+        var cors = CORSBuilder()
 
-        mutating func render(_ route: Route, _ destination: WeightedCluster) -> Entry {
+        mutating func render(_ route: Route, _ destination: WeightedCluster, cors: Int32) -> Entry {
             var start = bytes.count
             if let host = route.rewrite?.authority { line("host", host) }
             lines(route.requestHeaders)
@@ -187,6 +200,13 @@ public final class Forwarding: Sendable {
             drops(route.responseHeaders)
             drops(destination.responseHeaders)
             let responseDrops = start..<names.count
+            if cors >= 0 {
+                let policy = self.cors.facts[Int(cors)]
+                name("access-control-allow-origin")
+                if policy.allowCredentials { name("access-control-allow-credentials") }
+                if !policy.exposeHeaders.isEmpty { name("access-control-expose-headers") }
+            }
+            let corsResponseDrops = cors >= 0 ? responseDrops.lowerBound..<names.count : 0..<0
             start = bytes.count
             if let uri = route.rewrite?.uri { bytes.append(contentsOf: uri.utf8) }
             let uri = start..<bytes.count
@@ -200,6 +220,7 @@ public final class Forwarding: Sendable {
                          timeout: route.timeout.map { Int64(clamping: $0.nanoseconds) } ?? -1,
                          fault: FaultFacts(route.fault),
                          retry: retry(route.retries),
+                         cors: cors, corsResponseDrops: corsResponseDrops,
                          ports: start..<ports.count)
         }
 

@@ -194,7 +194,6 @@ import Testing
             "f.yaml:8: warning: VirtualService ns/r: spec.http[0].retries.retryOn: retriable-headers retries on the headers of a list Istio's retries cannot give: it matches nothing",
             "f.yaml:8: warning: VirtualService ns/r: spec.http[0].retries.retryRemoteLocalities: not acted on by Tern yet: decoded and checked, but it has no effect",
             "f.yaml:9: warning: VirtualService ns/r: spec.http[0].mirror: not acted on by Tern yet: decoded and checked, but it has no effect",
-            "f.yaml:10: warning: VirtualService ns/r: spec.http[0].corsPolicy: not acted on by Tern yet: decoded and checked, but it has no effect",
             "f.yaml:12: warning: VirtualService ns/r: spec.http[1].fault: fault applies to routes that forward (route); Tern ignores it with redirect, directResponse or delegate",
         ])
     }
