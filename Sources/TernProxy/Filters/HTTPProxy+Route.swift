@@ -14,6 +14,8 @@ extension HTTPProxy {
     func route(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
         let id = exchanges[x].downstream
         guard let routes else { return downstreams[id].listener }
+        dropHeld(&exchanges[x].cors, reactor)
+        exchanges[x].corsPreflight = false
         let table = routes.current
         let port = hostPort(head, x) ?? 80
         let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port)
@@ -49,8 +51,10 @@ extension HTTPProxy {
                 return routeFailed(x, .unsupportedRoute, reactor)
             }
         }
-        guard let entry = forwarding.pick(match, random: random.next()),
-              let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
+        guard let entry = forwarding.pick(match, random: random.next()) else { return routeFailed(x, .clusterNotFound, reactor) }
+        // The CORS filter comes before the router: a preflight it answers needs no cluster.
+        if forwarding.entries[entry].cors >= 0 && applyCORS(x, head, table, match, entry: entry, reactor) { return nil }
+        guard let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
         let facts = forwarding.entries[entry]
         if facts.timeout >= 0 { exchanges[x].timeout = UInt64(facts.timeout) }
         if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
@@ -115,7 +119,8 @@ extension HTTPProxy {
         guard let routes, let routed = exchanges[x].routed else { return nil }
         let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
-        let which = response ? e.responseDrops : e.requestDrops
+        // (With an allowed CORS origin, the CORS fields the upstream sent too.)
+        let which = response ? (exchanges[x].cors.holdsStorage ? e.corsResponseDrops : e.responseDrops) : e.requestDrops
         return which.isEmpty ? nil : (forwarding, which)
     }
 
