@@ -46,6 +46,13 @@ extension Forwarding {
         var facts: [CORSFacts] = []
         var matchers: [Matcher] = []
 
+        /// The (lowercase) names of the fields policy `i` sets on a response to an origin it allows, replacing
+        /// any the upstream or the route sent.
+        func fieldNames(_ i: Int) -> [String] {
+            ["access-control-allow-origin"] + (facts[i].allowCredentials ? ["access-control-allow-credentials"] : [])
+                + (facts[i].exposeHeaders.isEmpty ? [] : ["access-control-expose-headers"])
+        }
+
         /// The index of `route`'s policy, rendered into `bytes` (-1: none).
         mutating func add(_ route: Route, into bytes: inout [UInt8]) -> Int32 {
             guard let policy = route.corsPolicy else { return -1 }

@@ -34,6 +34,9 @@ public final class Forwarding: Sendable {
         public var retry: RetryFacts
         /// The route's CORS policy: an index in `cors` (-1: none).
         public var cors: Int32
+        /// `responseLines` without the lines of the fields the policy sets on a response to an origin it allows
+        /// (a prefix of `responseLines`, all of it without a policy).
+        public var corsResponseLines: Range<Int>
         /// `responseDrops` and the CORS fields the policy sets on a response whose origin it allows (Envoy's filter
         /// replaces what the upstream sent): `access-control-allow-origin`, and `-allow-credentials` and
         /// `-expose-headers` when it sends them. Empty without a policy.
@@ -188,8 +191,14 @@ public final class Forwarding: Sendable {
             lines(destination.requestHeaders)
             let requestLines = start..<bytes.count
             start = bytes.count
-            lines(route.responseHeaders)
-            lines(destination.responseHeaders)
+            // The lines of fields a CORS policy sets come last: a response to an origin it allows goes without them
+            // (`corsResponseLines`), as Envoy's filter overwrites them.
+            let corsNames = cors >= 0 ? self.cors.fieldNames(Int(cors)) : []
+            lines(route.responseHeaders, corsNames, replaced: false)
+            lines(destination.responseHeaders, corsNames, replaced: false)
+            let corsResponseLines = start..<bytes.count
+            lines(route.responseHeaders, corsNames, replaced: true)
+            lines(destination.responseHeaders, corsNames, replaced: true)
             let responseLines = start..<bytes.count
             start = names.count
             if route.rewrite?.authority != nil { name("host") }
@@ -200,12 +209,7 @@ public final class Forwarding: Sendable {
             drops(route.responseHeaders)
             drops(destination.responseHeaders)
             let responseDrops = start..<names.count
-            if cors >= 0 {
-                let policy = self.cors.facts[Int(cors)]
-                name("access-control-allow-origin")
-                if policy.allowCredentials { name("access-control-allow-credentials") }
-                if !policy.exposeHeaders.isEmpty { name("access-control-expose-headers") }
-            }
+            for n in corsNames { name(n) }
             let corsResponseDrops = cors >= 0 ? responseDrops.lowerBound..<names.count : 0..<0
             start = bytes.count
             if let uri = route.rewrite?.uri { bytes.append(contentsOf: uri.utf8) }
@@ -220,13 +224,19 @@ public final class Forwarding: Sendable {
                          timeout: route.timeout.map { Int64(clamping: $0.nanoseconds) } ?? -1,
                          fault: FaultFacts(route.fault),
                          retry: retry(route.retries),
-                         cors: cors, corsResponseDrops: corsResponseDrops,
+                         cors: cors, corsResponseLines: corsResponseLines, corsResponseDrops: corsResponseDrops,
                          ports: start..<ports.count)
         }
 
         mutating func lines(_ ops: HeaderOperations) {
             for (n, v) in ops.set { line(n, v) }
             for (n, v) in ops.add { line(n, v) }
+        }
+
+        /// The lines of `ops` whose names are among `names` (`replaced`), or the others.
+        mutating func lines(_ ops: HeaderOperations, _ names: [String], replaced: Bool) {
+            for (n, v) in ops.set where names.contains(n) == replaced { line(n, v) }
+            for (n, v) in ops.add where names.contains(n) == replaced { line(n, v) }
         }
 
         mutating func line(_ n: String, _ v: String) {

@@ -61,7 +61,8 @@ import Testing
     }
 
     @Test func istiosDocumentedExampleBecomesWhatIstioHandsEnvoy() throws {
-        // The CorsPolicy example of Istio's VirtualService reference, as written (its host and subset made local).
+        // The CorsPolicy example of Istio's VirtualService reference, as written (Tests/Fixtures/config), with a
+        // ServiceEntry and DestinationRule for its host and subset.
         let table = try compile("""
             apiVersion: networking.istio.io/v1
             kind: ServiceEntry
@@ -79,29 +80,8 @@ import Testing
               host: ratings.prod.svc.cluster.local
               subsets: [{name: v1, labels: {version: v1}}]
             ---
-            apiVersion: networking.istio.io/v1
-            kind: VirtualService
-            metadata:
-              name: ratings-route
-            spec:
-              hosts:
-              - ratings.prod.svc.cluster.local
-              http:
-              - route:
-                - destination:
-                    host: ratings.prod.svc.cluster.local
-                    subset: v1
-                corsPolicy:
-                  allowOrigins:
-                  - exact: https://example.com
-                  allowMethods:
-                  - POST
-                  - GET
-                  allowCredentials: false
-                  allowHeaders:
-                  - X-Foo-Bar
-                  maxAge: "24h"
-            """)
+
+            """ + configFixture("istio-cors-example.yaml"))
         let f = table.forwarding
         #expect(f.cors.count == 1)
         let p = f.cors[0]
@@ -171,6 +151,25 @@ import Testing
         }
         #expect(try dropped(0) == ["Access-Control-Allow-Origin", "access-control-allow-credentials", "access-control-expose-headers"])
         #expect(try dropped(1) == ["Access-Control-Allow-Origin"])
+    }
+
+    @Test func aRoutesOwnLinesForTheFieldsThePolicySetsAreLeftOutForAnAllowedOrigin() throws {
+        let table = try compile(Self.mesh([""]) + """
+              - headers:
+                  response:
+                    set: {access-control-allow-origin: "https://route.example", access-control-max-age: "5"}
+                    add: {x-a: "1", access-control-expose-headers: x-b}
+                corsPolicy: {allowOrigins: [{exact: a}], exposeHeaders: [x-c]}
+                route: [{destination: {host: web}}]
+
+            """)
+        let f = table.forwarding
+        let e = try #require(f.entries.first { $0.cors >= 0 })
+        let all = Self.text(table, e.responseLines), kept = Self.text(table, e.corsResponseLines)
+        #expect(all == "access-control-max-age: 5\r\nx-a: 1\r\naccess-control-allow-origin: https://route.example\r\naccess-control-expose-headers: x-b\r\n")
+        #expect(kept == "access-control-max-age: 5\r\nx-a: 1\r\n")
+        let plain = try #require(f.entries.first { $0.cors < 0 })
+        #expect(plain.corsResponseLines == plain.responseLines)
     }
 
     @Test func everyDestinationOfARouteSharesItsPolicyAndTheRouteHeadersStayItsOwn() throws {

@@ -189,9 +189,9 @@ enum LocalReply: Int, CaseIterable {
     }
 }
 
-/// A response a route makes itself (Istio's `directResponse` and `redirect`, a CORS preflight's answer), protocol-neutral: its status, the
-/// fields it carries and its body. The codec of the connection it answers writes it (HTTP/1.1:
-/// `HTTPProxy.respondFromRoute`).
+/// A response a route makes itself (Istio's `directResponse` and `redirect`, a CORS preflight's answer),
+/// protocol-neutral: its status, the fields it carries and its body. The codec of the connection it answers writes it
+/// (HTTP/1.1: `HTTPProxy.respondFromRoute`).
 struct RouteResponse {
     var status: Int
     /// A `directResponse`: its body goes with `content-type: text/plain` unless the route's fields set one.

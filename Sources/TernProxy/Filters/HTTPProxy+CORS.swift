@@ -104,25 +104,10 @@ extension HTTPProxy {
             w.append("\r\n")
         }
         if facts.allowCredentials { w.append("access-control-allow-credentials: true\r\n") }
-        if facts.echoesMethod {
-            w.append("access-control-allow-methods: ")
-            appendJoined(head, held, bytes.names.accessControlRequestMethod, &w)
-            w.append("\r\n")
-        } else if !facts.allowMethods.isEmpty {
-            w.append("access-control-allow-methods: ")
-            w.append(forwarding.bytes, facts.allowMethods)
-            w.append("\r\n")
-        }
-        if facts.echoesHeaders {
-            // (Empty when the preflight names no headers, as Envoy sends it.)
-            w.append("access-control-allow-headers: ")
-            appendJoined(head, held, bytes.names.accessControlRequestHeaders, &w)
-            w.append("\r\n")
-        } else if !facts.allowHeaders.isEmpty {
-            w.append("access-control-allow-headers: ")
-            w.append(forwarding.bytes, facts.allowHeaders)
-            w.append("\r\n")
-        }
+        writeAllowed("access-control-allow-methods: ", echoing: facts.echoesMethod, bytes.names.accessControlRequestMethod,
+                     else: facts.allowMethods, forwarding, head, held, &w)
+        writeAllowed("access-control-allow-headers: ", echoing: facts.echoesHeaders, bytes.names.accessControlRequestHeaders,
+                     else: facts.allowHeaders, forwarding, head, held, &w)
         if !facts.maxAge.isEmpty {
             w.append("access-control-max-age: ")
             w.append(forwarding.bytes, facts.maxAge)
@@ -133,6 +118,20 @@ extension HTTPProxy {
             w.append(forwarding.bytes, facts.exposeHeaders)
             w.append("\r\n")
         }
+    }
+
+    /// A preflight answer's list of allowed methods or headers: with "*", the request's own (`requested`; an empty
+    /// list when the preflight names none, as Envoy sends it), else the policy's `list` (none when it is empty).
+    private func writeAllowed(_ field: StaticString, echoing: Bool, _ requested: [UInt8], else list: Range<Int>,
+                              _ forwarding: Forwarding, _ head: HTTP1Head, _ held: Held, _ w: inout ResponseWriter) {
+        guard echoing || !list.isEmpty else { return }
+        w.append(field)
+        if echoing {
+            appendJoined(head, held, requested, &w)
+        } else {
+            w.append(forwarding.bytes, list)
+        }
+        w.append("\r\n")
     }
 
     /// The non-empty values of the held head's fields named `name`, joined with "," (how Envoy keeps a header it

@@ -109,7 +109,8 @@ extension HTTPProxy {
         guard let routes, let routed = exchanges[x].routed else { return }
         let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
-        w.append(forwarding.bytes, response ? e.responseLines : e.requestLines)
+        // (With an allowed CORS origin, without the lines of the fields the policy sets.)
+        w.append(forwarding.bytes, response ? (exchanges[x].cors.holdsStorage ? e.corsResponseLines : e.responseLines) : e.requestLines)
     }
 
     /// What the exchange's route drops from the request's (`response`: false) or response's received fields: the
