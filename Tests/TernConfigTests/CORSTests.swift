@@ -247,12 +247,14 @@ import Testing
             "f.yaml:8: warning: VirtualService ns/r: spec.http[0].corsPolicy: corsPolicy applies to routes that forward (route), as Envoy's CORS filter; Tern ignores it with redirect, directResponse or delegate",
         ])
     }
+}
 
-    /// Origin matching, the part of the filter that runs per request in TernConfig, allocates nothing (counted under
-    /// the malloc counter, as `AllocationTests`).
-    @Test func originMatchingAllocatesNothing() throws {
+extension AllocationTests {
+    /// CORS origin matching, the filter's part that runs per request in TernConfig, allocates nothing (in this suite
+    /// so that the counted `--filter AllocationTests` run includes it).
+    @Test func corsOriginMatchingAllocatesNothing() throws {
         let counter = try MallocCounter.load()
-        let table = try compile(Self.mesh([
+        let table = try compile(CORSTests.mesh([
             #"{allowOrigins: [{exact: "https://a.example"}, {prefix: "https://shop."}, {regex: "https://[a-z]+\\.example"}]}"#,
         ]))
         let vh = try #require(table.virtualHosts.firstIndex { $0.name.hasPrefix("web") })
