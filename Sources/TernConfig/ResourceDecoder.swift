@@ -426,29 +426,73 @@ final class ResourceDecoder {
             mirrors.append(HTTPMirror(destination: d, percentage: mo["percentage"].flatMap(percentValue)))
         }
         if o["mirror"] != nil, o["mirrors"] != nil { error(o["mirrors"]!, "mirror and mirrors are mutually exclusive") }
-        var cors: CorsPolicy?
-        if let cf = o["corsPolicy"], let c = object(cf, allowed: ["allowOrigins", "allowOrigin", "allowMethods",
-                                                                  "allowHeaders", "exposeHeaders", "maxAge",
-                                                                  "allowCredentials", "unmatchedPreflights"]) {
-            var origins = items(c["allowOrigins"]).compactMap { stringMatch($0, presence: false) }
-            if let legacy = c["allowOrigin"] {
-                warning(legacy, "allowOrigin is deprecated; use allowOrigins")
-                origins += stringList(legacy).map { .exact($0) }
-            }
-            notActedOn(cf)
-            let unmatched = c["unmatchedPreflights"].flatMap { string($0) }
-            if let u = unmatched, u != "FORWARD", u != "IGNORE", u != "UNSPECIFIED" {
-                error(c["unmatchedPreflights"]!, "must be FORWARD or IGNORE, got \"\(u)\"")
-            }
-            cors = CorsPolicy(allowOrigins: origins, allowMethods: c["allowMethods"].map { self.stringList($0) } ?? [],
-                              allowHeaders: c["allowHeaders"].map { self.stringList($0) } ?? [],
-                              exposeHeaders: c["exposeHeaders"].map { self.stringList($0) } ?? [],
-                              maxAge: c["maxAge"].flatMap { duration($0, minimum: .zero) },
-                              allowCredentials: c["allowCredentials"].flatMap(bool), unmatchedPreflights: unmatched)
+        let cors = o["corsPolicy"].flatMap(corsPolicy)
+        if let cf = o["corsPolicy"], o["route"] == nil {
+            warning(cf, "corsPolicy applies to routes that forward (route), as Envoy's CORS filter; Tern ignores it with redirect, directResponse or delegate")
         }
         return HTTPRoute(name: o["name"].flatMap { string($0) }, match: matches, route: route, redirect: redirect,
                          directResponse: direct, rewrite: rewrite, timeout: timeout, retries: retries, fault: fault,
                          mirrors: mirrors, corsPolicy: cors, headers: o["headers"].flatMap(headers), mark: f.mark)
+    }
+
+    /// `corsPolicy`, with Istio's checks (`validateCORSPolicy`): origins that match something, methods Istio knows
+    /// (or `*`), header names that are tokens (or `*`), a `maxAge` of whole seconds.
+    private func corsPolicy(_ cf: Field) -> CorsPolicy? {
+        guard let c = object(cf, allowed: ["allowOrigins", "allowOrigin", "allowMethods", "allowHeaders",
+                                           "exposeHeaders", "maxAge", "allowCredentials", "unmatchedPreflights"])
+        else { return nil }
+        var origins: [StringMatch] = []
+        for of in items(c["allowOrigins"]) {
+            guard let m = stringMatch(of, presence: false) else { continue }
+            if case .exact("") = m { error(of, "'' is not a valid match type for CORS allow origins") }
+            origins.append(m)
+        }
+        if let legacy = c["allowOrigin"] {
+            // Istio reads the deprecated list (exact origins) only when allowOrigins is empty.
+            if origins.isEmpty {
+                warning(legacy, "allowOrigin is deprecated; use allowOrigins")
+                origins = stringList(legacy).map { .exact($0) }
+            } else {
+                warning(legacy, "allowOrigin is deprecated and ignored: allowOrigins is set")
+            }
+        }
+        let methods = c["allowMethods"].map { self.stringList($0) } ?? []
+        if let mf = c["allowMethods"] {
+            for m in methods where !Self.corsMethods.contains(m) { error(mf, "\"\(m)\" is not a supported HTTP method") }
+        }
+        func headerNames(_ key: String) -> [String] {
+            guard let hf = c[key] else { return [] }
+            let names = stringList(hf)
+            for n in names where n != "*" && !Self.isToken(n) {
+                error(hf, n.isEmpty ? "header name cannot be empty" : "header name \(n) is not a valid header name")
+            }
+            return names
+        }
+        var maxAge: TernDuration?
+        if let af = c["maxAge"], let d = duration(af, minimum: .milliseconds(1)) {
+            if d.nanoseconds % 1_000_000_000 != 0 {
+                error(af, "max_age duration is accurate only to seconds precision")
+            } else {
+                maxAge = d
+            }
+        }
+        let unmatched = c["unmatchedPreflights"].flatMap { string($0) }
+        if let u = unmatched, u != "FORWARD", u != "IGNORE", u != "UNSPECIFIED" {
+            error(c["unmatchedPreflights"]!, "must be FORWARD or IGNORE, got \"\(u)\"")
+        }
+        return CorsPolicy(allowOrigins: origins, allowMethods: methods, allowHeaders: headerNames("allowHeaders"),
+                          exposeHeaders: headerNames("exposeHeaders"), maxAge: maxAge,
+                          allowCredentials: c["allowCredentials"].flatMap(bool), unmatchedPreflights: unmatched)
+    }
+
+    /// The methods Istio accepts in `allowMethods` (Go's net/http names, and `*`).
+    static let corsMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"]
+
+    /// An RFC 9110 §5.6.2 token: what Istio accepts as a header name in a CORS policy.
+    static func isToken(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) || "!#$%&'*+-.^_`|~".utf8.contains(b)
+        }
     }
 
     static let retryOnPolicies: Set<String> = [

@@ -150,7 +150,8 @@ struct RouteCompiler {
             responseHeaders: r.headers?.response ?? HeaderOperations(), timeout: r.timeout, retries: r.retries,
             fault: r.fault,
             mirrors: r.mirrors.map { (weightedCluster($0.destination, weight: 1, headers: nil), $0.percentage ?? 100) },
-            corsPolicy: r.corsPolicy)
+            corsPolicy: r.corsPolicy,
+            corsOrigins: r.corsPolicy?.allowOrigins.map { matcher($0, ignoreCase: false) } ?? [])
     }
 
     /// A VirtualService tls route: its destinations as a TCP route's, its matches kept for SNI routing.

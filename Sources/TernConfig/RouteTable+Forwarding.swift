@@ -32,6 +32,15 @@ public final class Forwarding: Sendable {
         public var fault: FaultFacts
         /// The route's `retries`, or Istio's mesh default when it has none.
         public var retry: RetryFacts
+        /// The route's CORS policy: an index in `cors` (-1: none).
+        public var cors: Int32
+        /// `responseLines` without the lines of the fields the policy sets on a response to an origin it allows
+        /// (a prefix of `responseLines`, all of it without a policy).
+        public var corsResponseLines: Range<Int>
+        /// `responseDrops` and the CORS fields the policy sets on a response whose origin it allows (Envoy's filter
+        /// replaces what the upstream sent): `access-control-allow-origin`, and `-allow-credentials` and
+        /// `-expose-headers` when it sends them. Empty without a policy.
+        public var corsResponseDrops: Range<Int>
         var ports: Range<Int>
         /// The route's mirrors (VirtualService `mirror`/`mirrors`), in `mirrorTargets` (empty: none).
         public var mirrors: Range<Int>
@@ -53,6 +62,9 @@ public final class Forwarding: Sendable {
     public let names: [Range<Int>]
     /// The status codes of `retryOn` lists, in `RetryFacts.codes` ranges.
     public let retriableCodes: [UInt16]
+    /// The CORS policies of the forwarding routes (`Entry.cors`), and their origin matchers (`CORSFacts.origins`).
+    public let cors: [CORSFacts]
+    let originMatchers: [Matcher]
     public let entries: [Entry]
     /// Every route's mirror targets: the clusters by port (in `ports`) and the share of requests mirrored.
     public let mirrorTargets: [MirrorTarget]
@@ -83,12 +95,15 @@ public final class Forwarding: Sendable {
                 }
                 routes.append(RouteEntries(first: b.entries.count, count: destinations.count, totalWeight: total,
                                            prefixes: start..<prefixLengths.count))
-                for d in destinations { b.entries.append(b.render(route, d)) }
+                let cors = b.cors.add(route, into: &b.bytes)
+                for d in destinations { b.entries.append(b.render(route, d, cors: cors)) }
             }
         }
         bytes = b.bytes
         names = b.names
         retriableCodes = b.codes
+        cors = b.cors.facts
+        originMatchers = b.cors.matchers
         entries = b.entries
         ports = b.ports
         mirrorTargets = b.mirrors
@@ -180,16 +195,23 @@ public final class Forwarding: Sendable {
         var entries: [Entry] = []
         var ports: [(port: UInt16, cluster: Int32)] = []
         var mirrors: [MirrorTarget] = []
+        var cors = CORSBuilder()
 
-        mutating func render(_ route: Route, _ destination: WeightedCluster) -> Entry {
+        mutating func render(_ route: Route, _ destination: WeightedCluster, cors: Int32) -> Entry {
             var start = bytes.count
             if let host = route.rewrite?.authority { line("host", host) }
             lines(route.requestHeaders)
             lines(destination.requestHeaders)
             let requestLines = start..<bytes.count
             start = bytes.count
-            lines(route.responseHeaders)
-            lines(destination.responseHeaders)
+            // The lines of fields a CORS policy sets come last: a response to an origin it allows goes without them
+            // (`corsResponseLines`), as Envoy's filter overwrites them.
+            let corsNames = cors >= 0 ? self.cors.fieldNames(Int(cors)) : []
+            lines(route.responseHeaders, corsNames, replaced: false)
+            lines(destination.responseHeaders, corsNames, replaced: false)
+            let corsResponseLines = start..<bytes.count
+            lines(route.responseHeaders, corsNames, replaced: true)
+            lines(destination.responseHeaders, corsNames, replaced: true)
             let responseLines = start..<bytes.count
             start = names.count
             if route.rewrite?.authority != nil { name("host") }
@@ -200,6 +222,8 @@ public final class Forwarding: Sendable {
             drops(route.responseHeaders)
             drops(destination.responseHeaders)
             let responseDrops = start..<names.count
+            for n in corsNames { name(n) }
+            let corsResponseDrops = cors >= 0 ? responseDrops.lowerBound..<names.count : 0..<0
             start = bytes.count
             if let uri = route.rewrite?.uri { bytes.append(contentsOf: uri.utf8) }
             let uri = start..<bytes.count
@@ -220,12 +244,19 @@ public final class Forwarding: Sendable {
                          timeout: route.timeout.map { Int64(clamping: $0.nanoseconds) } ?? -1,
                          fault: FaultFacts(route.fault),
                          retry: retry(route.retries),
+                         cors: cors, corsResponseLines: corsResponseLines, corsResponseDrops: corsResponseDrops,
                          ports: destinationPorts, mirrors: firstMirror..<mirrors.count)
         }
 
         mutating func lines(_ ops: HeaderOperations) {
             for (n, v) in ops.set { line(n, v) }
             for (n, v) in ops.add { line(n, v) }
+        }
+
+        /// The lines of `ops` whose names are among `names` (`replaced`), or the others.
+        mutating func lines(_ ops: HeaderOperations, _ names: [String], replaced: Bool) {
+            for (n, v) in ops.set where names.contains(n) == replaced { line(n, v) }
+            for (n, v) in ops.add where names.contains(n) == replaced { line(n, v) }
         }
 
         mutating func line(_ n: String, _ v: String) {

@@ -122,6 +122,8 @@ public struct Route: Sendable {
     public var fault: HTTPFaultInjection?
     public var mirrors: [(cluster: WeightedCluster, percentage: Double)]
     public var corsPolicy: CorsPolicy?
+    /// `corsPolicy.allowOrigins` compiled (regexes as the route matchers' own).
+    public var corsOrigins: [Matcher] = []
 }
 
 public enum RouteAction: Sendable {

@@ -26,6 +26,8 @@ needs, even on one keep-alive connection:
     /cut-body                   announces 10 bytes, sends 5, then closes (FIN)
     /close-after-response       answers normally (keep-alive), then closes the idle connection 100 ms later
                                 (`closed` is set once it did)
+    /headers?NAME=VALUE&...     200 carrying each query parameter as a response field (a name given twice: two
+                                fields), the body the request target
     anything else               200, the body is the request target
 
 Every answer carries `X-Upstream-Connection: K` (the accepting order of the connection, from 1), so tests see
@@ -42,7 +44,7 @@ import ssl
 import struct
 import threading
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import h11
 
@@ -440,6 +442,9 @@ class HttpUpstream(ThreadedServer):
             ex.read_body()
             ex.send(ex.head(200, [("Content-Length", "10")]) + b"12345")
             return False
+        if route == "headers":
+            ex.respond(200, ex.request.target.encode(), parse_qsl(url.query))
+            return True
         if route == "close-after-response":
             ex.respond(200, b"closing soon")
             time.sleep(0.1)

@@ -192,7 +192,6 @@ import Testing
         let d = diagnostics(yaml).filter { !$0.contains("no ServiceEntry declares") }
         #expect(d == [
             "f.yaml:8: warning: VirtualService ns/r: spec.http[0].retries.retryOn: retriable-headers retries on the headers of a list Istio's retries cannot give: it matches nothing",
-            "f.yaml:10: warning: VirtualService ns/r: spec.http[0].corsPolicy: not acted on by Tern yet: decoded and checked, but it has no effect",
             "f.yaml:12: warning: VirtualService ns/r: spec.http[1].fault: fault applies to routes that forward (route); Tern ignores it with redirect, directResponse or delegate",
         ])
     }

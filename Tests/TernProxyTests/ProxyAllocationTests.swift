@@ -73,15 +73,19 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     let mirrorListener: Int32
     let counters = RelayCounters()
     let client: Int32
-    let request: [UInt8]
+    /// The requests sent in turn, each with the body length of its response, and whether that response must carry
+    /// an allowed CORS origin's field.
+    let requests: [(bytes: [UInt8], bodyLength: Int, cors: Bool)]
+    private var sent = 0
     private let handler: CountingHandler<HTTPProxy<B>>
     var buffer = [UInt8](repeating: 0, count: 65536)
 
     /// `failEveryOther`: the upstream answers every other request it gets 503 (the route retries on 5xx: each client
-    /// request's first try gets the 503, its retry the 200).
-    /// `mirroring`: the route mirrors every request to a second upstream.
+    /// request's first try gets the 503, its retry the 200). `cors`: the requests alternate between one from an
+    /// origin the route's corsPolicy allows (the upstream's response gets its fields) and a preflight the policy
+    /// answers. `mirroring`: the route mirrors every request to a second upstream.
     init(counter: MallocCounter?, routed: Bool, telemetry telemetryOn: Bool, failEveryOther: Bool = false,
-         mirroring: Bool = false) throws {
+         cors: Bool = false, mirroring: Bool = false) throws {
         let (ul, ua) = try RigSockets.listener()
         upstreamListener = ul
         let (pl, pa) = try RigSockets.listener()
@@ -113,6 +117,15 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
                   http:
                   - match: [{headers: {x-canary: {exact: "yes"}}}]
                     route: [{destination: {host: upstream}}]
+                  - match: [{uri: {prefix: /cors}}]
+                    corsPolicy:
+                      allowOrigins: [{exact: "https://app.example"}, {regex: "https://[a-z]+\\\\.example"}]
+                      allowMethods: [GET, POST]
+                      allowHeaders: ["*"]
+                      exposeHeaders: [x-a]
+                      maxAge: 1h
+                      allowCredentials: true
+                    route: [{destination: {host: upstream}}]
                   - match: [{uri: {regex: "/sm[a-z]+"}}]
                     name: small
                     rewrite: {uriRegexRewrite: {match: '^/([a-z]+)$', rewrite: '/v1/\\1'}}
@@ -125,7 +138,14 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
             routes = SnapshotCell(try RouteTable.compile(ConfigLoader.load(yaml: yaml, namespace: "test"), namespace: "test"),
                                   readers: 1)
         }
-        request = Array("GET /small?page=2 HTTP/1.1\r\nHost: upstream\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n".utf8)
+        if cors {
+            requests = [
+                (Array("GET /cors HTTP/1.1\r\nHost: upstream\r\nOrigin: https://shop.example\r\nAccept: */*\r\n\r\n".utf8), 100, true),
+                (Array("OPTIONS /cors HTTP/1.1\r\nHost: upstream\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: x-a, x-b\r\n\r\n".utf8), 0, true),
+            ]
+        } else {
+            requests = [(Array("GET /small?page=2 HTTP/1.1\r\nHost: upstream\r\nUser-Agent: test\r\nAccept: */*\r\n\r\n".utf8), 100, false)]
+        }
         let telemetry = telemetryOn ? Telemetry(reactors: 1, workload: WorkloadLabels(), reporter: .source) : nil
         var reporting = ProxyReporting()
         if telemetryOn {
@@ -223,6 +243,8 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
 
     /// One request and its whole response; false when the proxy answered otherwise or closed.
     func roundTrip() -> Bool {
+        let (request, bodyLength, cors) = requests[sent % requests.count]
+        sent += 1
         _ = request.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
         var have = 0
         while true {
@@ -233,13 +255,22 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
             var i = 3
             while i < have {
                 if buffer[i] == 10 && buffer[i - 1] == 13 && buffer[i - 2] == 10 && buffer[i - 3] == 13 {
-                    guard have >= i + 1 + 100 else { break }
+                    guard have >= i + 1 + bodyLength else { break }
+                    if cors && !hasAllowOrigin(before: i) { return false }
                     // "HTTP/1.1 200"
                     return buffer[9] == UInt8(ascii: "2") && buffer[10] == UInt8(ascii: "0") && buffer[11] == UInt8(ascii: "0")
                 }
                 i += 1
             }
         }
+    }
+
+    /// Whether the response head in `buffer[0..<end]` carries an access-control-allow-origin field.
+    private func hasAllowOrigin(before end: Int) -> Bool {
+        let field = Array("\r\naccess-control-allow-origin: https://".utf8)
+        guard end >= field.count else { return false }
+        for start in 0...(end - field.count) where buffer[start..<(start + field.count)].elementsEqual(field) { return true }
+        return false
     }
 
     func stop() {
@@ -257,7 +288,8 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
 }
 
 @Suite struct ProxyAllocationTests {
-    func run<B: IOBackend>(_: B.Type, routed: Bool, telemetry: Bool, retrying: Bool = false, mirroring: Bool = false) throws {
+    func run<B: IOBackend>(_: B.Type, routed: Bool, telemetry: Bool, retrying: Bool = false, cors: Bool = false,
+                           mirroring: Bool = false) throws {
         #if DEBUG
         // Unoptimised code allocates per request (unspecialised generics, iterator boxes): the count means
         // something only in a release build (Tools/scripts/test.sh builds one for this suite).
@@ -268,7 +300,7 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         #else
         let counter = try MallocCounter.load()
         #endif
-        let rig = try ProxyRig<B>(counter: counter, routed: routed, telemetry: telemetry, failEveryOther: retrying,
+        let rig = try ProxyRig<B>(counter: counter, routed: routed, telemetry: telemetry, failEveryOther: retrying, cors: cors,
                                   mirroring: mirroring)
         defer { rig.stop() }
         // Retried requests back off (up to 1 ms each): fewer of them.
@@ -310,6 +342,13 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
 
     @Test func retriedRequestsOverEpollAllocateNothing() throws {
         try run(EpollBackend.self, routed: true, telemetry: true, retrying: true)
+    }
+
+    /// CORS (Filters/HTTPProxy+CORS.swift): every other request comes from an origin the route's regex allows (its
+    /// response gets the policy's fields), the others are preflights the policy answers (the request's headers
+    /// echoed); neither allocates.
+    @Test func corsRequestsAndPreflightsOverEpollAllocateNothing() throws {
+        try run(EpollBackend.self, routed: true, telemetry: true, cors: true)
     }
 
     @Test(.enabled(if: TestRequirement.isSet("TERN_REQUIRE_IO_URING") || (try? URingBackend(settings: BackendSettings())) != nil,

@@ -6,11 +6,14 @@
 import TernConfig
 
 /// The canary from issue 4, as written there (Tests/Fixtures/config/canary.yaml, shared with test_validate.py).
-public let canaryYAML: String = {
-    let path = "/" + #filePath.split(separator: "/").dropLast(2).joined(separator: "/") + "/Fixtures/config/canary.yaml"
+public let canaryYAML = configFixture("canary.yaml")
+
+/// The text of Tests/Fixtures/config/`name` (fixtures the integration tests read too).
+public func configFixture(_ name: String) -> String {
+    let path = "/" + #filePath.split(separator: "/").dropLast(2).joined(separator: "/") + "/Fixtures/config/" + name
     guard let files = try? ConfigFiles.read(path) else { preconditionFailure("the test fixture \(path) cannot be read") }
     return files[0].text
-}()
+}
 
 /// The errors of YAML a test expected to be valid.
 public struct UnexpectedConfigErrors: Error, CustomStringConvertible {

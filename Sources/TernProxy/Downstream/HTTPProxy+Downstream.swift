@@ -257,6 +257,7 @@ extension HTTPProxy {
         requestFinished(x)
         dropHeld(&exchanges[x].request.extras, reactor)
         dropHeld(&exchanges[x].response.extras, reactor)
+        dropHeld(&exchanges[x].cors, reactor)
         // A pipe left mid-transfer may hold bytes, and a cancelled splice of the upstream socket may still
         // hold it: it is closed, never reused (the kernel keeps its own reference while an operation runs).
         for pipe in [exchanges[x].request.pipe, exchanges[x].response.pipe] {

@@ -112,6 +112,12 @@ struct Exchange {
     /// The route's fault injection, and the end of an injected delay while one holds the request (0: none).
     var fault = FaultFacts()
     var delayUntil: UInt64 = 0
+    /// CORS (Filters/HTTPProxy+CORS.swift): the field lines a response to an allowed origin gets (the origin
+    /// echoed, credentials, exposed headers), composed from the request head in an assembly buffer that is kept
+    /// until the exchange ends (empty: none); and the request is a preflight the filter answers (after the route's
+    /// fault, when it has one).
+    var cors = Held()
+    var corsPreflight = false
     /// Retries (Router/HTTPProxy+Retry.swift): the route's policy, the retries it has left, the tries made (the
     /// first included: `x-envoy-attempt-count`), the cluster the endpoint was picked from (-1: none, or a table
     /// that is no longer the bound one), the endpoints tried (bits by their index in the cluster, modulo 64), when

@@ -51,7 +51,27 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.held, reactor)
         let entry = Int(id.index)
         toClient.reset(entry)
-        _ = bytes.append(toClient, entry, reply, close: !keep)
+        let cors = exchanges[x].cors
+        if cors.holdsStorage, let composed = bytes.compose({ w in
+            // The reply with the CORS fields of an allowed origin, as Envoy's filter adds them to the router's
+            // local replies.
+            w.append("HTTP/1.1 ")
+            w.append(decimal: reply.status)
+            w.append(" ")
+            w.append(reply.reason)
+            w.append("\r\ncontent-length: ")
+            w.append(decimal: reply.body.utf8.count)
+            w.append("\r\ncontent-type: text/plain\r\n")
+            bytes.copy(0..<cors.count, from: cors, into: &w)
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+            w.append(reply.body)
+        }) {
+            exchanges[x].response.held = composed
+            _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        } else {
+            _ = bytes.append(toClient, entry, reply, close: !keep)
+        }
         exchanges[x].report.status = reply.status
         exchanges[x].report.responseHeads &+= UInt64(toClient.remaining(entry) - reply.body.utf8.count)
         sendToClient(id, reactor)
@@ -90,6 +110,7 @@ extension HTTPProxy {
             w.append(decimal: response.body.count)
             w.append("\r\n")
             Self.lines(response.fields, &w)
+            if response.preflight { writePreflightFields(x, request, held, &w) }
             if !keep { w.append("connection: close\r\n") }
             w.append("\r\n")
             composedHeadLength = w.count

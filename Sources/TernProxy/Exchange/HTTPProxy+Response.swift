@@ -170,8 +170,13 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.extras, reactor)
         var fields = 0..<0
         let edited = exchanges[x].response.edited && !head.isInterim
-        if edited {
-            guard let extras = bytes.compose({ w in writeRouteFields(x, response: true, &w) }) else {
+        // An allowed CORS origin's fields go on the final head (Envoy's filter does not touch 1xx heads).
+        let cors = head.isInterim ? Held() : exchanges[x].cors
+        if edited || cors.holdsStorage {
+            guard let extras = bytes.compose({ w in
+                if edited { writeRouteFields(x, response: true, &w) }
+                if cors.holdsStorage { bytes.copy(0..<cors.count, from: cors, into: &w) }
+            }) else {
                 fail(x, .badGateway, reactor)
                 return
             }
@@ -427,6 +432,7 @@ extension HTTPProxy {
         let id = exchanges[x].downstream
         recordExchange(x)
         requestFinished(x)
+        dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].active = false
         exchanges[x].attempt.replayFrom = nil
         // While draining, a connection whose response still promised keep-alive waits for one more request,

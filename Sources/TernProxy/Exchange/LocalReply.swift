@@ -24,6 +24,8 @@ enum LocalReply: Int, CaseIterable {
     /// A route's fault filter aborted the request (FI), with the status it names, composed per request as a
     /// route's response is.
     case faultAbort
+    /// A route's CORS filter answered a preflight (200, composed per request).
+    case corsResponse
 
     var status: Int {
         switch self {
@@ -41,7 +43,7 @@ enum LocalReply: Int, CaseIterable {
         case .unsupportedRoute: 501
         case .upgradeRequired: 426
         case .missingHost: 400
-        case .routeResponse, .faultAbort: 200
+        case .routeResponse, .faultAbort, .corsResponse: 200
         }
     }
 
@@ -106,7 +108,7 @@ enum LocalReply: Int, CaseIterable {
     /// action carry none).
     var responseFlags: ResponseFlags {
         switch self {
-        case .routeResponse, .unsupportedRoute, .upgradeRequired: []
+        case .routeResponse, .corsResponse, .unsupportedRoute, .upgradeRequired: []
         default: ResponseFlags(name: flag) ?? []
         }
     }
@@ -132,6 +134,7 @@ enum LocalReply: Int, CaseIterable {
         case .overloaded: "overload"
         case .routeResponse: "direct_response"
         case .faultAbort: "fault_filter_abort"
+        case .corsResponse: "cors_response"
         }
     }
 
@@ -188,9 +191,9 @@ enum LocalReply: Int, CaseIterable {
     }
 }
 
-/// A response a route makes itself (Istio's `directResponse` and `redirect`), protocol-neutral: its status, the
-/// fields it carries and its body. The codec of the connection it answers writes it (HTTP/1.1:
-/// `HTTPProxy.respondFromRoute`).
+/// A response a route makes itself (Istio's `directResponse` and `redirect`, a CORS preflight's answer),
+/// protocol-neutral: its status, the fields it carries and its body. The codec of the connection it answers writes it
+/// (HTTP/1.1: `HTTPProxy.respondFromRoute`).
 struct RouteResponse {
     var status: Int
     /// A `directResponse`: its body goes with `content-type: text/plain` unless the route's fields set one.
@@ -203,4 +206,6 @@ struct RouteResponse {
     /// The route's response header operations: Envoy applies them to the route's own responses too (never to
     /// framing fields: validation refuses changing those).
     var fields = HeaderOperations()
+    /// A CORS preflight the route's policy answers: its fields are the policy's (`HTTPProxy.writePreflightFields`).
+    var preflight = false
 }

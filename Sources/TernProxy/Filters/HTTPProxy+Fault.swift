@@ -47,6 +47,8 @@ extension HTTPProxy {
         exchanges[x].delayUntil = 0
         exchanges[x].lastActivity = System.monotonicNanos()
         if abortByFault(x, reactor) { return }
+        // A CORS preflight the route's policy answers: its turn comes after the fault's (Istio's filter order).
+        if exchanges[x].corsPreflight { return answerPreflight(x, reactor) }
         armExchangeDues(x, reactor)
         if exchanges[x].mirrorDraws != 0 { mirrorRequest(x, reactor) }
         startRouteTimeout(x, reactor)

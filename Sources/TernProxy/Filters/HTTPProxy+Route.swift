@@ -17,6 +17,8 @@ extension HTTPProxy {
             exchanges[x].circuit = clusterCircuits[downstreams[id].listener]
             return downstreams[id].listener
         }
+        dropHeld(&exchanges[x].cors, reactor)
+        exchanges[x].corsPreflight = false
         let table = routes.current
         let port = hostPort(head, x) ?? 80
         let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port, reactor: reactorIndex)
@@ -52,8 +54,10 @@ extension HTTPProxy {
                 return routeFailed(x, .unsupportedRoute, reactor)
             }
         }
-        guard let entry = forwarding.pick(match, random: random.next()),
-              let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
+        guard let entry = forwarding.pick(match, random: random.next()) else { return routeFailed(x, .clusterNotFound, reactor) }
+        // The CORS filter comes before the router: a preflight it answers needs no cluster.
+        if forwarding.entries[entry].cors >= 0 && applyCORS(x, head, table, match, entry: entry, reactor) { return nil }
+        guard let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
         let facts = forwarding.entries[entry]
         if facts.timeout >= 0 { exchanges[x].timeout = UInt64(facts.timeout) }
         if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
@@ -111,7 +115,8 @@ extension HTTPProxy {
         guard let routes, let routed = exchanges[x].routed else { return }
         let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
-        w.append(forwarding.bytes, response ? e.responseLines : e.requestLines)
+        // (With an allowed CORS origin, without the lines of the fields the policy sets.)
+        w.append(forwarding.bytes, response ? (exchanges[x].cors.holdsStorage ? e.corsResponseLines : e.responseLines) : e.requestLines)
     }
 
     /// What the exchange's route drops from the request's (`response`: false) or response's received fields: the
@@ -121,7 +126,8 @@ extension HTTPProxy {
         guard let routes, let routed = exchanges[x].routed else { return nil }
         let forwarding = routedTables.table(routed.table, routes).forwarding
         let e = forwarding.entries[Int(routed.entry)]
-        let which = response ? e.responseDrops : e.requestDrops
+        // (With an allowed CORS origin, the CORS fields the upstream sent too.)
+        let which = response ? (exchanges[x].cors.holdsStorage ? e.corsResponseDrops : e.responseDrops) : e.requestDrops
         return which.isEmpty ? nil : (forwarding, which)
     }
 

@@ -22,6 +22,9 @@ struct FieldNames {
     let applicationGRPC: [UInt8] = Array("application/grpc".utf8)
     let grpcStatus: [UInt8] = Array("grpc-status".utf8)
     let envoyRateLimited: [UInt8] = Array("x-envoy-ratelimited".utf8)
+    let origin: [UInt8] = Array("origin".utf8)
+    let accessControlRequestMethod: [UInt8] = Array("access-control-request-method".utf8)
+    let accessControlRequestHeaders: [UInt8] = Array("access-control-request-headers".utf8)
 }
 
 /// Bytes received on one socket and not yet consumed: a range of one pooled buffer or of an assembly buffer.
@@ -659,6 +662,30 @@ struct SplitMix {
 }
 
 extension HTTPBytes {
+    /// Calls `body` with the value (in the held head's coordinates) of each field of the held head named
+    /// `lowercaseName` whose value is not empty, in order.
+    func forEachValue(_ head: HTTP1Head, held: Held, named lowercaseName: [UInt8], _ body: (Range<Int>) -> Void) {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        for i in 0..<head.fields.count where head.fields[i].name.count == lowercaseName.count && !head.fields[i].value.isEmpty {
+            let name = head.fields[i].name
+            var same = true
+            for k in 0..<name.count where bytes[name.lowerBound + k] | 0x20 != lowercaseName[k] | 0x20 {
+                same = false
+                break
+            }
+            if same { body(head.fields[i].value) }
+        }
+    }
+
+    /// Whether the CORS policy `policy` of `forwarding` allows the origin at `value` of `held` (relative to its
+    /// start, as the line `HTTPProxy.applyCORS` composed holds it).
+    func allowsOrigin(_ held: Held, value: Range<Int>, _ forwarding: Forwarding, _ policy: Int, reactor: Int) -> Bool {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        return forwarding.allowsOrigin(policy, bytes.extracting(value), reactor: reactor)
+    }
+
     /// Whether the route drops (removes, or sets anew) the received field whose name is at `name` in the held
     /// bytes (relative to their start, as `appendHead`'s plan names fields): one of `forwarding.names[which]`.
     func drops(_ held: Held, name: Range<Int>, _ forwarding: Forwarding, _ which: Range<Int>) -> Bool {

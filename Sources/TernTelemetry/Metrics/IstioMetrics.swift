@@ -154,7 +154,10 @@ extension MetricsShard {
 public enum ReactorWord {
     /// Gauges set by the proxy: its upstream connections, and how many of them idle in the pools.
     public static let upstreamConnections = 0, idleUpstreamConnections = 1
-    public static let count = 2
+    /// Counters: requests with an Origin a route's CORS policy allows, and with one it does not (Envoy's
+    /// `cors.origin_valid` and `cors.origin_invalid`).
+    public static let corsOriginValid = 2, corsOriginInvalid = 3
+    public static let count = 4
 }
 
 /// The destination services metrics name, each given a small id once (at config apply and snapshot bind,
