@@ -444,7 +444,10 @@ final class ResourceDecoder {
         var origins: [StringMatch] = []
         for of in items(c["allowOrigins"]) {
             guard let m = stringMatch(of, presence: false) else { continue }
-            if case .exact("") = m { error(of, "'' is not a valid match type for CORS allow origins") }
+            switch m {
+            case .exact(""), .prefix(""), .regex(""): error(of, "'' is not a valid match type for CORS allow origins")
+            default: break
+            }
             origins.append(m)
         }
         if let legacy = c["allowOrigin"] {

@@ -1255,24 +1255,26 @@ def test_locality_failover_rule_and_distribute(mesh_of):
             u.stop()
 
 
-def test_retry_remote_localities_sends_the_retry_to_another_locality(mesh_of):
-    """retryRemoteLocalities: a retry leaves out the locality ranks tried (Envoy's previous_priorities), so a 503
-    from the near locality (not ejected: its threshold is high) is retried in the next one; without it, the retry
-    stays in the near locality (its other endpoint)."""
+def test_retry_remote_localities_sends_a_later_retry_to_another_locality(mesh_of):
+    """retryRemoteLocalities: as Istio configures Envoy (previous_priorities, update_frequency 2), from the second
+    retry on a retry leaves out the locality ranks tried. Both endpoints of the near locality answer 503 (not
+    ejected: their threshold is high): the first retry goes to the other near one, the second to the far
+    locality; without the setting both retries stay near."""
     near1, near2, far = Scripted(503), Scripted(503), HttpUpstream()
     try:
         eps = [(near1.port, "r1/z1"), (near2.port, "r1/z1"), (far.port, "r2/z1")]
         outlier = "{consecutive5xxErrors: 100}"
-        yaml = located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 1, retryOn: 5xx, retryRemoteLocalities: true}")
+        yaml = located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 2, retryOn: 5xx, retryRemoteLocalities: true}")
         t, _, _ = mesh_of(yaml, "--locality", "r1/z1")
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
             assert [c.get(f"/a{i}").status_code for i in range(10)] == [200] * 10
-        assert len(near1.requests) + len(near2.requests) == 10 and len(far.requests) == 10
-        t2, _, _ = mesh_of(located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 1, retryOn: 5xx}"),
+        # Each request: one try at each near endpoint (retryIgnorePreviousHosts), then the far one.
+        assert len(near1.requests) == 10 and len(near2.requests) == 10 and len(far.requests) == 10
+        t2, _, _ = mesh_of(located(eps, outlier=outlier).replace("retries: {attempts: 0}", "retries: {attempts: 2, retryOn: 5xx}"),
                            "--locality", "r1/z1")
         with httpx.Client(base_url=f"http://127.0.0.1:{t2.port}", headers={"host": "svc"}, timeout=10) as c:
             assert [c.get(f"/b{i}").status_code for i in range(10)] == [503] * 10
-        assert len(far.requests) == 10  # none more: both tries stayed in r1/z1
+        assert len(far.requests) == 10  # none more: all three tries stayed in r1/z1
     finally:
         for u in (near1, near2, far):
             u.stop()

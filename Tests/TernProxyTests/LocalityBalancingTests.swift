@@ -109,4 +109,25 @@ import Testing
         picks = (0..<100).map { _ in balancer.pick(table: t2, random: 0, now: joined + 101_000_000_000)! }
         #expect(picks.filter { $0 == 1 }.count == 50)
     }
+
+    @Test func aHashedRequestKeepsToOneEndpointOfTheNearestRank() throws {
+        // Ring hash over ten endpoints, one of them in the sidecar's zone: every key goes to it, always.
+        let lb = "{consistentHash: {httpHeaderName: x-user}}"
+        let t = try compile(Self.yaml(["r1/z1"] + Array(repeating: "r1/z2", count: 9), lb: lb))
+        var balancer = LoadBalancer(table: t, cluster: 0, locality: Locality("r1/z1"))
+        var g = SplitMix64(seed: 7)
+        for key in 0..<200 {
+            let h = SplitMix.mix(UInt64(key))
+            #expect(balancer.pick(table: t, random: g.next(), hashKey: h) == 0)
+        }
+        // With distribute giving the sidecar's zone nothing, no key lands there.
+        let d = "{consistentHash: {httpHeaderName: x-user}, localityLbSetting: {distribute: [{from: r1/z1, to: {r1/z2: 100}}]}}"
+        let t2 = try compile(Self.yaml(["r1/z1"] + Array(repeating: "r1/z2", count: 9), lb: d, outlier: nil))
+        var b2 = LoadBalancer(table: t2, cluster: 0, locality: Locality("r1/z1"))
+        for key in 0..<200 {
+            let h = SplitMix.mix(UInt64(key))
+            let first = b2.pick(table: t2, random: g.next(), hashKey: h)
+            #expect(first != 0 && first != nil && b2.pick(table: t2, random: g.next(), hashKey: h) == first)
+        }
+    }
 }

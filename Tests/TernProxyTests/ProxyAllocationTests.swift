@@ -318,9 +318,16 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         // time it is used, at most 64 per reactor, never again: slots first used in the window are discounted.
         let slots = rig.counters.mirrorSlotsMade.load(ordering: .relaxed) - slotsBefore
         #expect(failed.isEmpty, "requests not answered 200: \(failed.prefix(10))")
+        if mirroring {
+            // Every request was mirrored and its mirror answered (bar the last few still on their way).
+            #expect(rig.counters.mirrorsAnswered.load(ordering: .relaxed) >= warm + counted - 8)
+        }
         if counter != nil {
             #expect(before > 0, "the reactor thread's count was sampled")
-            #expect(after - before == UInt(2 * slots), "\(after - before) allocations on the reactor thread over \(counted) requests (\(slots) mirror slots first used)")
+            // (A slot's first use may straddle a sample: its count and its two allocations land on either side.)
+            let expected = 2 * slots, got = Int(after - before)
+            #expect(got == expected || (mirroring && abs(got - expected) == 2),
+                    "\(got) allocations on the reactor thread over \(counted) requests (\(slots) mirror slots first used)")
         }
     }
 

@@ -246,6 +246,8 @@ final class ClusterCircuit: Sendable {
 /// never on the request path).
 public final class CircuitRegistry: Sendable {
     private let circuits = Mutex([String: ClusterCircuit]())
+    /// The newest table epoch bound (written under the lock above).
+    private let newest = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -266,8 +268,14 @@ public final class CircuitRegistry: Sendable {
     /// The bound table's clusters are `names`: the others are forgotten once nothing holds a unit of them, so a
     /// mesh whose clusters churn keeps only its own, and a cluster in use keeps one record whichever table each
     /// core binds meanwhile.
-    func keep(_ names: Set<String>) {
-        circuits.withLock { all in all = all.filter { names.contains($0.key) || !$0.value.idle } }
+    func keep(_ names: Set<String>, epoch: UInt64 = 0) {
+        circuits.withLock { all in
+            // (A core binding an older table than another already did prunes nothing: the newer table's clusters
+            // may not be in use yet.)
+            guard epoch >= newest.load(ordering: .relaxed) else { return }
+            newest.store(epoch, ordering: .relaxed)
+            all = all.filter { names.contains($0.key) || !$0.value.idle }
+        }
     }
 
     /// Per cluster: what is in use now and the overflow counters (the metrics).

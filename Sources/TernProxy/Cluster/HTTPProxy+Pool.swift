@@ -117,14 +117,18 @@ extension HTTPProxy {
     /// Requests wait for connections to endpoint `e`: the oldest get new connections, in order, while their
     /// cluster's limit allows (or while this core has none to `e`); the rest wait on for one to come free. Run when
     /// a request joins the queue and when a connection to `e` closes.
+    /// The queue is the endpoint's, shared by the clusters that name it: one whose cluster is at its limit keeps
+    /// its place while those of other clusters behind it go (one pass over the queue, order kept).
     func connectWaiting(_ e: Int, _ reactor: Reactor<Backend>) {
-        while let next = pools.slots[e].pending.pop() {
+        var left = pools.slots[e].pending.count
+        while left > 0, let next = pools.slots[e].pending.pop() {
+            left -= 1
             guard isWaiting(next, for: e) else { continue }
-            guard mayConnect(next, e) else {
-                _ = pools.slots[e].pending.pushFront(next)
-                return
+            if mayConnect(next, e) {
+                connect(for: next, reactor)
+            } else {
+                _ = pools.slots[e].pending.push(next, limit: Self.pendingQueueLimit)
             }
-            connect(for: next, reactor)
         }
     }
 

@@ -208,10 +208,13 @@ struct LoadBalancer: Sendable {
             return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
             guard let h = hashKey else { return weightedRandom(n, random, clock, .all) }
-            return ring.endpoint(for: h)
+            // (An endpoint a locality `distribute` gives no weight is passed over, as if not in the ring.)
+            if let i = ring.endpoint(for: h), plan.weights[i] > 0 { return i }
+            return rehashed(h, .all, clock) { ring.endpoint(for: $0) } ?? weightedRandom(n, h, clock, .all)
         case .maglev(_, let table):
             guard let h = hashKey else { return weightedRandom(n, random, clock, .all) }
-            return table.endpoint(for: h)
+            if let i = table.endpoint(for: h), plan.weights[i] > 0 { return i }
+            return rehashed(h, .all, clock) { table.endpoint(for: $0) } ?? weightedRandom(n, h, clock, .all)
         }
     }
 
@@ -227,7 +230,8 @@ struct LoadBalancer: Sendable {
         let n = c.endpoints.count
         var rank = 0
         if plan.rankCount > 1 {
-            let draw = SplitMix.mix(random ^ 0x2545_f491)
+            // A hashed request draws its rank from its key, so it keeps to one rank (Envoy hashes the priority too).
+            let draw = hashKey.map { SplitMix.mix($0) } ?? SplitMix.mix(random ^ 0x2545_f491)
             let chosen = avoidRanks == 0 ? nil : plan.chooseRank(random: draw) { i in
                 avoidRanks & (1 << self.plan.ranks[i]) == 0 && (!ejections || !self.ejected(i, now))
             }
@@ -289,9 +293,10 @@ struct LoadBalancer: Sendable {
             guard let b = weightedRandom(n, SplitMix.mix(random ^ 0x5bd1_e995), now, admit) else { return a }
             return counts[Int(slots[b])] < counts[Int(slots[a])] ? b : a
         case .ringHash(_, let ring):
-            return rehashed(hashKey, admit, now) { ring.endpoint(for: $0) } ?? weightedRandom(n, random, now, admit)
+            // A key whose endpoints are all out keeps to one endpoint of those admitted (drawn by the key).
+            return rehashed(hashKey, admit, now) { ring.endpoint(for: $0) } ?? weightedRandom(n, hashKey ?? random, now, admit)
         case .maglev(_, let table):
-            return rehashed(hashKey, admit, now) { table.endpoint(for: $0) } ?? weightedRandom(n, random, now, admit)
+            return rehashed(hashKey, admit, now) { table.endpoint(for: $0) } ?? weightedRandom(n, hashKey ?? random, now, admit)
         }
     }
 

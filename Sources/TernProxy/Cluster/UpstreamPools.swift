@@ -52,6 +52,9 @@ struct UpstreamPools {
             return true
         }
 
+        /// The oldest entry, left in place.
+        var first: XID? { count > 0 ? ring[head] : nil }
+
         mutating func pop() -> XID? {
             guard count > 0 else { return nil }
             let id = ring[head]

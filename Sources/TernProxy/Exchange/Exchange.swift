@@ -127,8 +127,9 @@ struct Exchange {
     var tries: Int32 = 0
     var cluster: Int32 = -1
     var tried: UInt64 = 0
-    /// With `retryRemoteLocalities`: the locality ranks tried (bits).
+    /// With `retryRemoteLocalities`: the locality ranks tried, and those a retry leaves out (bits).
     var triedRanks: UInt8 = 0
+    var excludedRanks: UInt8 = 0
     var tryEnd: UInt64 = 0
     var retryAt: UInt64 = 0
     /// The request body's framing as its head announced it: what a replay starts from again.
@@ -138,6 +139,8 @@ struct Exchange {
     /// The route's mirrors this request was drawn for (bits by their index in the route's list) and the port that
     /// picks their clusters (Router/HTTPProxy+Mirror.swift).
     var mirrorDraws: UInt8 = 0
+    /// The x-request-id Tern made for this request is in its connection's scratch (retries and mirrors reuse it).
+    var requestIDMade = false
     var mirrorPort: UInt16 = 0
     /// The try in progress: endpoint, upstream connection, what can be replayed.
     var attempt = UpstreamAttempt()

@@ -62,6 +62,7 @@ extension HTTPProxy {
             w.append("\r\ncontent-length: ")
             w.append(decimal: reply.body.utf8.count)
             w.append("\r\ncontent-type: text/plain\r\n")
+            if reply == .overflow { w.append("x-envoy-overloaded: true\r\n") }
             bytes.copy(0..<cors.count, from: cors, into: &w)
             if !keep { w.append("connection: close\r\n") }
             w.append("\r\n")

@@ -168,7 +168,13 @@ extension HTTPProxy {
             HTTP1Forwarding.request(head, span, options: options,
                                     drop: { name in drops.map { bytes.drops(held, name: name, $0.0, $0.1) } ?? false }, emit: emit)
         }, head: head, extras: exchanges[x].request.extras, target: target, fields: fields,
-           trace: trace, capture: capture, captureSlot: Int(x.index))
+           trace: trace, capture: capture, captureSlot: Int(x.index), newRequestID: requestIDIsNew(x))
+    }
+
+    /// Whether the request's x-request-id (when Tern makes one) is to be made now: once per request.
+    func requestIDIsNew(_ x: XID) -> Bool {
+        defer { exchanges[x].requestIDMade = true }
+        return !exchanges[x].requestIDMade
     }
 
     /// What to forward of the request body in the held bytes from `from`, updating what remains of it; nil

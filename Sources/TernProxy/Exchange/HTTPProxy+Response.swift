@@ -122,7 +122,7 @@ extension HTTPProxy {
             case .final:
                 // (A 1xx goes to the client: after it, as in Envoy, the request is not tried again.) Its retry, if
                 // it was one, no longer counts against the cluster's retries (Envoy's retry state ends here).
-                if !exchanges[x].charges.isEmpty { discharge(x, .retry) }
+                if exchanges[x].charges.contains(.retry) { discharge(x, .retry) }
                 noReplay(x, reactor)
             }
         }
@@ -170,8 +170,9 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.extras, reactor)
         var fields = 0..<0
         let edited = exchanges[x].response.edited && !head.isInterim
-        // An allowed CORS origin's fields go on the final head (Envoy's filter does not touch 1xx heads).
-        let cors = head.isInterim ? Held() : exchanges[x].cors
+        // An allowed CORS origin's fields go on the final head and on a 101 (Envoy's filter sees a 101 as the final
+        // head of an upgrade; it does not touch the other 1xx heads).
+        let cors = head.isInterim && head.status != 101 ? Held() : exchanges[x].cors
         if edited || cors.holdsStorage {
             guard let extras = bytes.compose({ w in
                 if edited { writeRouteFields(x, response: true, &w) }
@@ -328,6 +329,7 @@ extension HTTPProxy {
             if downstreams[id].keepAlive {
                 exchangeDone(x, reactor)
             } else {
+                dropHeld(&exchanges[x].cors, reactor)
                 recordExchange(x)
                 requestFinished(x)
                 lingerClose(id, reactor)
@@ -406,6 +408,7 @@ extension HTTPProxy {
 
     /// A new exchange's report starts empty.
     func beginExchange(_ x: XID) {
+        exchanges[x].requestIDMade = false
         exchanges[x].report.recorded = false
         exchanges[x].report.transportFailure = ""
         exchanges[x].report.status = 0

@@ -16,6 +16,8 @@ extension HTTPProxy {
             requestFinished(x)
         }
         cancel(&exchanges[x].timer, reactor)
+        // The 101 (or 2xx to CONNECT) went with the CORS fields: they are not needed for the tunnel's life.
+        dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].request.state = .tunnel
         exchanges[x].response.state = .tunnel
         exchanges[x].attempt.replayFrom = nil

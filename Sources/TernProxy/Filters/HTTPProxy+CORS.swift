@@ -42,7 +42,9 @@ extension HTTPProxy {
         // The response's lines, composed before the origin is known to be allowed: the origin is matched where it
         // is written, whole even when it came in several fields.
         var valueEnd = 0
-        guard var lines = bytes.compose({ w in
+        // (In a small buffer only, held as long as the exchange: an Origin too long for it, far past any real
+        // origin's length, is not honoured, rather than pinning a large buffer no memory budget counts.)
+        guard var lines = bytes.compose(smallOnly: true, { w in
             w.append(CORSField.allowOrigin)
             appendJoined(head, held, bytes.names.origin, &w)
             valueEnd = w.count
@@ -53,7 +55,10 @@ extension HTTPProxy {
                 w.append(forwarding.bytes, facts.exposeHeaders)
                 w.append("\r\n")
             }
-        }) else { return false }
+        }) else {
+            metrics?.reactor.add(ReactorWord.corsOriginInvalid, 1)
+            return false
+        }
         let origin = CORSField.allowOrigin.utf8CodeUnitCount..<valueEnd
         if origin.isEmpty {
             dropHeld(&lines, reactor)

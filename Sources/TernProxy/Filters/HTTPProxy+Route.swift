@@ -76,7 +76,10 @@ extension HTTPProxy {
         exchanges[x].cluster = Int32(cluster)
         exchanges[x].circuit = clusterCircuits[cluster]
         exchanges[x].tried = 1 << UInt64(e & 63)
-        if facts.retry.remoteLocalities { exchanges[x].triedRanks = 1 << balancers.rank(cluster: cluster, endpoint: e) }
+        if facts.retry.remoteLocalities {
+            exchanges[x].triedRanks = 1 << balancers.rank(cluster: cluster, endpoint: e)
+            exchanges[x].excludedRanks = 0
+        }
         exchanges[x].routed = RoutedRoute(table: routedTables.started(), match: match, entry: Int32(entry))
         exchanges[x].request.edited = facts.editsRequest
         exchanges[x].response.edited = facts.editsResponse

@@ -252,7 +252,7 @@ enum HeadRefusal: Error {
                     _ plan: (HTTP1Head, borrowing Span<UInt8>, (HTTP1Forwarding.Piece) -> Void) -> Void,
                     head: HTTP1Head, extras: Held = Held(), target: Range<Int> = 0..<0,
                     fields: Range<Int> = 0..<0, trace: Range<Int> = 0..<0, capture: RequestCapture? = nil,
-                    captureSlot: Int = 0) -> Bool
+                    captureSlot: Int = 0, newRequestID: Bool = true) -> Bool
     {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self)
@@ -272,7 +272,8 @@ enum HeadRefusal: Error {
                 unsafe add(table, entry, UnsafeRawBufferPointer(start: scratchPointer(slot) + Self.addressStart, count: n))
             case .requestID:
                 let p = unsafe scratchPointer(slot) + Self.requestIDStart
-                unsafe writeUUIDv4(p)
+                // Made once per request: its mirror and its retries carry the same id (Envoy's HCM sets it once).
+                if newRequestID { unsafe writeUUIDv4(p) }
                 unsafe add(table, entry, UnsafeRawBufferPointer(start: p, count: 36))
                 // The id the upstream gets is the one the access log and the span report.
                 unsafe capture?.set(captureSlot, .requestID, UnsafeRawBufferPointer(start: p, count: 36))
@@ -393,7 +394,9 @@ enum HeadRefusal: Error {
     /// Writes a response of Tern's own making (a route's directResponse or redirect) into an assembly buffer
     /// and returns it held, to be sent from there and dropped after: its bytes live as long as the send. Nil
     /// when it does not fit.
-    func compose(_ build: (inout ResponseWriter) -> Void) -> Held? {
+    /// `smallOnly`: nil rather than a large assembly (what an exchange keeps for its whole life, such as the CORS
+    /// lines of its response: a client's long Origin must not pin a large buffer that no budget counts).
+    func compose(smallOnly: Bool = false, _ build: (inout ResponseWriter) -> Void) -> Held? {
         // A small assembly first (what most heads' extras need: a few field lines), a large one when that overflows
         // (`build` writes again from the start).
         var small = true
@@ -403,7 +406,7 @@ enum HeadRefusal: Error {
             build(&w)
             if !w.overflowed { return Held(buffer: -1, assembly: a, start: 0, end: w.count) }
             giveBack(a)
-            if !small { return nil }
+            if !small || smallOnly { return nil }
             small = false
         }
     }

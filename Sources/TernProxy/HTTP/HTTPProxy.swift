@@ -173,6 +173,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Idle mirror connections by endpoint pool index (grown with the pools when a table is bound; each list keeps
     /// its capacity, so taking and returning connections allocates nothing).
     var mirrorIdle: [[MID]] = []
+    var mirrorIdleCount = 0
     let mirrorMemory: MirrorMemory
     let mirrorVecs = IOVecTable(count: 1, maxSegments: 48)
     var mirrorReaders = [MirrorResponse?](repeating: nil, count: HTTPProxy.mirrorSlots)
@@ -306,7 +307,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         clusterCircuits = table.clusters.map {
             counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: boundEpoch)
         }
-        counters.circuits.keep(Set(table.clusters.map(\.name)))
+        counters.circuits.keep(Set(table.clusters.map(\.name)), epoch: boundEpoch)
         if let routes { routedTables.bind(routes) }
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }

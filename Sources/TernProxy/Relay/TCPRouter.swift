@@ -93,7 +93,7 @@ final class TCPRouter {
             circuits = table.clusters.map {
                 registry.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: epoch)
             }
-            registry.keep(Set(table.clusters.map(\.name)))
+            registry.keep(Set(table.clusters.map(\.name)), epoch: epoch)
         }
         listenerRoutes = listenerPorts.map { table.tcpListenerRouting(port: $0) }
         routesBySNI = listenerPorts.map { table.routesBySNI(port: $0) }

@@ -30,7 +30,9 @@ struct MirrorConnection {
     var inflight = 0
     var receiving = false
     var circuit: ClusterCircuit? = nil
-    /// It holds a request unit of its cluster's circuit (while a mirror is in flight).
+    /// The circuit whose request unit its mirror in flight holds (the mirror's cluster: a connection to an
+    /// endpoint two clusters name may have been opened for the other one).
+    var requestCircuit: ClusterCircuit? = nil
     var holdsRequest = false
     /// The request's length and how much of it was sent.
     var length = 0
@@ -82,7 +84,9 @@ extension HTTPProxy {
         exchanges[x].mirrorDraws = 0
         let head = requestParsers.parsers[Int(exchanges[x].request.parser)].head
         let whole = exchanges[x].request.body == .none || bodyHeldWhole(x)
+        // (Upgrades and CONNECT are not mirrored: a shadow tunnel would be neither fire nor forget.)
         guard let routes, let routed = exchanges[x].routed, routedTables.isCurrent(routed.table), whole, !draining,
+              !exchanges[x].upgrade, exchanges[x].method != .connect,
               composeRequestHead(x, head, into: mirrorVecs, entry: 0, reactor)
         else {
             counters.mirrorsDropped.add(draws.nonzeroBitCount, ordering: .relaxed)
@@ -90,7 +94,11 @@ extension HTTPProxy {
         }
         if case .length(let n) = exchanges[x].request.body {
             let bodyStart = exchanges[x].request.held.start + head.length
-            _ = bytes.append(mirrorVecs, 0, exchanges[x].request.held, bodyStart..<bodyStart + Int(n))
+            guard bytes.append(mirrorVecs, 0, exchanges[x].request.held, bodyStart..<bodyStart + Int(n)) else {
+                mirrorVecs.reset(0)
+                counters.mirrorsDropped.add(draws.nonzeroBitCount, ordering: .relaxed)
+                return
+            }
         }
         let table = routes.current
         let forwarding = table.forwarding
@@ -121,7 +129,13 @@ extension HTTPProxy {
         }
         var m: MID? = nil
         while m == nil, e < mirrorIdle.count, let idle = mirrorIdle[e].popLast() {
-            if mirrors.isCurrent(idle), mirrors[idle].state == .idle, mirrors[idle].address == pools.slots[e].address { m = idle }
+            guard mirrors.isCurrent(idle), mirrors[idle].state == .idle else { continue }
+            if mirrors[idle].address == pools.slots[e].address {
+                mirrorIdleCount -= 1
+                m = idle
+            } else {
+                closeMirror(idle, reactor)  // (its pool went to another address)
+            }
         }
         if m == nil { m = openMirror(to: e, circuit: circuit, reactor) }
         guard let m, let length = mirrorMemory.copyShadow(Int(m.index), from: mirrorVecs, entry: 0, suffix: settings.shadowHostSuffix) else {
@@ -132,6 +146,7 @@ extension HTTPProxy {
         }
         counters.mirrors.add(1, ordering: .relaxed)
         mirrors[m].holdsRequest = true
+        mirrors[m].requestCircuit = circuit
         mirrors[m].length = length
         mirrors[m].sent = 0
         mirrors[m].answeredEarly = false
@@ -268,9 +283,13 @@ extension HTTPProxy {
         counters.mirrorsAnswered.add(1, ordering: .relaxed)
         releaseMirrorRequest(m)
         let e = mirrors[m].endpoint
-        guard reusable, !draining, pools.slots[e].live, pools.slots[e].address == mirrors[m].address,
-              e < mirrorIdle.count, mirrorIdle[e].count < Self.idleMirrorsPerEndpoint else { return closeMirror(m, reactor) }
+        if e < mirrorIdle.count { mirrorIdle[e].removeAll { !mirrors.isCurrent($0) || mirrors[$0].state != .idle } }
+        // At most half the slots idle, so that idle connections to some endpoints never leave no slot for others.
+        guard reusable, !draining, pools.slots[e].live, pools.slots[e].configured, pools.slots[e].address == mirrors[m].address,
+              e < mirrorIdle.count, mirrorIdle[e].count < Self.idleMirrorsPerEndpoint,
+              mirrorIdleCount < Self.mirrorSlots / 2 else { return closeMirror(m, reactor) }
         mirrors[m].state = .idle
+        mirrorIdleCount += 1
         mirrorIdle[e].append(m)
         cancel(&mirrors[m].timer, reactor)
         let idle = mirrors[m].circuit?.connectionSettings.idleTimeout ?? 0
@@ -282,11 +301,13 @@ extension HTTPProxy {
     private func releaseMirrorRequest(_ m: MID) {
         guard mirrors[m].holdsRequest else { return }
         mirrors[m].holdsRequest = false
-        mirrors[m].circuit?.give(.request)
+        mirrors[m].requestCircuit?.give(.request)
+        mirrors[m].requestCircuit = nil
     }
 
     func closeMirror(_ m: MID, _ reactor: Reactor<Backend>) {
         guard mirrors[m].state != .closing else { return }
+        if mirrors[m].state == .idle { mirrorIdleCount -= 1 }  // (its stale entry is skipped where it was listed)
         releaseMirrorRequest(m)
         mirrors[m].state = .closing
         cancel(&mirrors[m].timer, reactor)
@@ -314,6 +335,7 @@ extension HTTPProxy {
     func closeAllMirrors(_ reactor: Reactor<Backend>) {
         mirrors.forEachID { closeMirror($0, reactor) }
         for e in mirrorIdle.indices { mirrorIdle[e].removeAll() }
+        mirrorIdleCount = 0
     }
 
     /// Idle mirror connections to endpoints a new table no longer names close.

@@ -15,6 +15,9 @@ extension HTTPProxy {
     /// An attempt failed with `error`: the retry policy decides between trying again and answering the client (a
     /// local response, or a reset if the response had already started).
     func attemptFailed(_ x: XID, _ error: ProxyError, responseBytesSeen: Bool, _ reactor: Reactor<Backend>) {
+        // Its connect failed or it timed out waiting: no longer pending (Envoy's pool drops the stream); a retry
+        // takes a unit again when it waits again.
+        discharge(x, .pending)
         switch error.source {
         case .upstreamConnect: recordOutcome(x, .connectFailed)
         case .upstreamReset, .upstreamProtocol: recordOutcome(x, .reset)
@@ -259,7 +262,7 @@ extension HTTPProxy {
     /// yet, picked by the cluster's balancer (up to five picks, as Istio configures Envoy's previous-hosts
     /// predicate); the same endpoint when none is found, under consistent hashing (Istio does not apply the
     /// predicate there), or when the table the request was routed with is no longer the bound one. With
-    /// `retryRemoteLocalities`, the pick leaves out the locality ranks tried already (Envoy's previous_priorities).
+    /// `retryRemoteLocalities`, the pick leaves out the locality ranks tried (Envoy's previous_priorities).
     func repickEndpoint(_ x: XID) {
         let cluster = Int(exchanges[x].cluster)
         let ignorePrevious = exchanges[x].retry.ignorePreviousHosts, remote = exchanges[x].retry.remoteLocalities
@@ -269,7 +272,10 @@ extension HTTPProxy {
         let table = routes.current
         var picked: Int? = nil
         let now = System.monotonicNanos()
-        let avoid = remote ? exchanges[x].triedRanks : 0
+        // Envoy's previous_priorities as Istio sets it (update_frequency 2): the ranks tried are left out from the
+        // second retry on, refreshed every second attempt.
+        if remote && (exchanges[x].tries - 1) % 2 == 0 { exchanges[x].excludedRanks = exchanges[x].triedRanks }
+        let avoid = remote ? exchanges[x].excludedRanks : 0
         for _ in 0..<5 {
             guard let e = balancers.pick(cluster: cluster, table: table, random: random.next(), now: now, avoidRanks: avoid) else { return }
             if !ignorePrevious || exchanges[x].tried & (1 << UInt64(e & 63)) == 0 {

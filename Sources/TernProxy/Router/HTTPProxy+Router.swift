@@ -49,6 +49,8 @@ extension HTTPProxy {
         // Not given a ready connection, the request is pending (as Envoy counts it, connecting or queued) until it
         // gets one: beyond the cluster's pending limit it is refused.
         guard admitPending(x) else { return fail(x, .overflow, reactor) }
+        // (Entries of requests that ended meanwhile are dropped from the front first: they wait for nothing.)
+        while let first = pools.slots[e].pending.first, !isWaiting(first, for: e) { _ = pools.slots[e].pending.pop() }
         if pools.slots[e].pending.count == 0 && mayConnect(x, e) { return connect(for: x, reactor) }
         // Behind requests already waiting here (they go first), or at the cluster's connection limit.
         if let circuit = exchanges[x].circuit, !circuit.connectionsLeft { circuit.cxOverflow.add(1, ordering: .relaxed) }
