@@ -1278,3 +1278,138 @@ def test_retry_remote_localities_sends_a_later_retry_to_another_locality(mesh_of
     finally:
         for u in (near1, near2, far):
             u.stop()
+
+
+# Istio's bookinfo request-timeouts and traffic-shifting tasks, their VirtualServices as the tasks write them, with
+# reviews' DestinationRule from destination-rule-all.yaml; each reviews version is an upstream of its own.
+BOOKINFO_REVIEWS = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{version: v2}}}}
+  - {{address: 127.0.0.1, ports: {{http: {v3}}}, labels: {{version: v3}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v3
+    labels:
+      version: v3
+---
+"""
+
+REVIEWS_V2_TIMEOUT = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+    timeout: 0.5s
+"""
+
+REVIEWS_50_V3 = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: 50
+    - destination:
+        host: reviews
+        subset: v3
+      weight: 50
+"""
+
+REVIEWS_V3 = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v3
+"""
+
+
+def reviews_versions():
+    return HttpUpstream(), HttpUpstream(), HttpUpstream()
+
+
+def test_bookinfo_request_timeouts_task(tmp_path, backend):
+    """The request-timeouts task: reviews v2 behind a 0.5 s route timeout; the call it makes (ratings, delayed 2 s
+    by the task's fault) is played by an upstream that answers after 2 s: 504 UT, not the answer. A fast call
+    passes."""
+    v1, v2, v3 = reviews_versions()
+    t, access = start(tmp_path, backend, BOOKINFO_REVIEWS.format(v1=v1.port, v2=v2.port, v3=v3.port) + REVIEWS_V2_TIMEOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "reviews:9080"}, timeout=10) as c:
+            r = c.get("/delay/2000")
+            assert (r.status_code, r.text) == (504, "upstream request timeout")
+            assert c.get("/reviews/0").status_code == 200
+        assert v2.paths() == ["/delay/2000", "/reviews/0"] and not v1.requests and not v3.requests
+        assert [g["response_flags"] for g in lines(access, 2)] == ["UT", "-"]
+    finally:
+        t.stop()
+        for u in (v1, v2, v3):
+            u.stop()
+
+
+def test_bookinfo_traffic_shifting_task(tmp_path, backend):
+    """The traffic-shifting task: 50 % to v1 and 50 % to v3 (400 requests: v3's share within 5 standard deviations
+    of 200, seeded), then all to v3."""
+    v1, v2, v3 = reviews_versions()
+    yaml = BOOKINFO_REVIEWS.format(v1=v1.port, v2=v2.port, v3=v3.port)
+    t, _ = start(tmp_path, backend, yaml + REVIEWS_50_V3, env={**os.environ, "TERN_RANDOM_SEED": "18"}, log=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "reviews:9080"}, timeout=10) as c:
+            assert [c.get(f"/reviews/{i}").status_code for i in range(400)] == [200] * 400
+        assert 150 <= len(v3.requests) <= 250 and len(v1.requests) + len(v3.requests) == 400 and not v2.requests
+    finally:
+        t.stop()
+    other = tmp_path / "v3"
+    other.mkdir()
+    v1_before, v3_before = len(v1.requests), len(v3.requests)
+    t, _ = start(other, backend, yaml + REVIEWS_V3, log=False)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "reviews:9080"}, timeout=10) as c:
+            assert [c.get(f"/reviews/{i}").status_code for i in range(50)] == [200] * 50
+        assert len(v3.requests) - v3_before == 50 and len(v1.requests) == v1_before and not v2.requests
+    finally:
+        t.stop()
+        for u in (v1, v2, v3):
+            u.stop()
