@@ -12,6 +12,7 @@ from conftest import Tern
 from peers import dead_port, hanging_listener
 from http_peers import HttpUpstream
 from test_access_log import wait_lines
+from test_http_proxy import wait_until
 from test_telemetry import families, samples, side_args, side_ports
 
 # Side listeners off unless a test asks for them (it then passes --admin, --health and --prometheus).
@@ -822,13 +823,6 @@ def breaker(prom, name, cluster_name=SVC):
     return got[0].value if got else None
 
 
-def wait_for(condition, what, timeout=10):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.02)
-
-
 def background(port, path, host="svc"):
     """Sends GET `path` on a thread; returns the thread and a list that receives the response."""
     import threading
@@ -853,9 +847,9 @@ def test_istios_circuit_breaking_task_one_connection_one_pending_the_rest_503_UO
         t, access, prom = mesh_of(pooled("svc", up.port,
                                          "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}"))
         first, r1 = background(t.port, "/hold/a")
-        wait_for(lambda: len(up.requests) == 1, "the first request at the upstream")
+        wait_until(lambda: len(up.requests) == 1, "the first request at the upstream")
         second, r2 = background(t.port, "/hold/a")
-        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 1, "the second request waiting")
+        wait_until(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 1, "the second request waiting")
         assert breaker(prom, "envoy_cluster_circuit_breakers_default_cx_open") == 1
         assert breaker(prom, "envoy_cluster_circuit_breakers_default_rq_pending_open") == 1
         third = httpx.get(f"http://127.0.0.1:{t.port}/c", headers={"host": "svc"}, timeout=10)
@@ -870,7 +864,7 @@ def test_istios_circuit_breaking_task_one_connection_one_pending_the_rest_503_UO
         assert len(up.requests) == 2 and len({r.connection.index for r in up.requests}) == 2
         assert breaker(prom, "envoy_cluster_upstream_rq_pending_overflow") == 1
         assert breaker(prom, "envoy_cluster_upstream_cx_overflow") >= 1
-        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 0
+        wait_until(lambda: breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 0
                  and breaker(prom, "envoy_cluster_upstream_rq_active") == 0, "nothing left in flight")
         flags = sorted(line["response_flags"] for line in lines(access, 3))
         assert flags == ["-", "-", "UO"]
@@ -885,7 +879,7 @@ def test_http2_max_requests_limits_requests_in_flight_over_http1_too(mesh_of):
     try:
         t, access, prom = mesh_of(pooled("svc", up.port, "{http: {http2MaxRequests: 1}}"))
         first, r1 = background(t.port, "/hold/b")
-        wait_for(lambda: len(up.requests) == 1, "the first request at the upstream")
+        wait_until(lambda: len(up.requests) == 1, "the first request at the upstream")
         second = httpx.get(f"http://127.0.0.1:{t.port}/x", headers={"host": "svc"}, timeout=10)
         assert second.status_code == 503 and second.headers["x-envoy-overloaded"] == "true"
         assert len(up.requests) == 1
@@ -935,7 +929,7 @@ def test_a_retry_beyond_the_clusters_retry_limit_is_not_made_and_flagged_UO(mesh
         t, access, prom = mesh_of(yaml)
         first, r1 = background(t.port, "/a")
         # Its retry is under way (held at the upstream): the one retry the cluster allows.
-        wait_for(lambda: len(up.requests) == 2, "the first request's retry at the upstream")
+        wait_until(lambda: len(up.requests) == 2, "the first request's retry at the upstream")
         assert breaker(prom, "envoy_cluster_circuit_breakers_default_rq_retry_open") == 1
         second = httpx.get(f"http://127.0.0.1:{t.port}/b", headers={"host": "svc"}, timeout=10)
         assert (second.status_code, second.text) == (503, "first")
@@ -960,8 +954,8 @@ def test_connections_are_reused_up_to_max_requests_per_connection_and_idle_ones_
         per = [len(conn.requests) for conn in up.connections]
         assert per == [2, 2, 1], per
         # The last connection, idle, is closed by Tern after the cluster's idle timeout (not the flag's hour).
-        wait_for(lambda: up.connections[-1].end == "eof", "the idle connection closed by Tern", timeout=20)
-        wait_for(lambda: breaker(prom, "envoy_cluster_upstream_cx_active") == 0, "no connection left open")
+        wait_until(lambda: up.connections[-1].end == "eof", "the idle connection closed by Tern", timeout=20)
+        wait_until(lambda: breaker(prom, "envoy_cluster_upstream_cx_active") == 0, "no connection left open")
     finally:
         up.stop()
 
@@ -972,7 +966,7 @@ def test_max_connection_duration_closes_an_idle_connection_when_reached(mesh_of)
         t, _, _ = mesh_of(pooled("svc", up.port, "{tcp: {maxConnectionDuration: 200ms}}"))
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
             assert c.get("/a").status_code == 200
-            wait_for(lambda: up.connections[0].end == "eof", "the connection closed at its maximum duration")
+            wait_until(lambda: up.connections[0].end == "eof", "the connection closed at its maximum duration")
             assert c.get("/b").status_code == 200
         assert [len(conn.requests) for conn in up.connections] == [1, 1]
     finally:
@@ -1005,7 +999,7 @@ def test_the_flags_are_the_defaults_where_no_rule_speaks_for_the_whole_process(m
                                   "--max-upstream-connections", "1", "--max-pending-requests", "1")
         held = [background(t.port, "/hold/c") for _ in range(20)]
         # Every request is accounted for: answered (refused), at the upstream, or the one waiting.
-        wait_for(lambda: sum(1 for _, out in held if out) + len(up.requests) == 19
+        wait_until(lambda: sum(1 for _, out in held if out) + len(up.requests) == 19
                  and breaker(prom, "envoy_cluster_upstream_rq_pending_active") == 1, "all twenty requests placed")
         assert all(out[0].status_code == 503 for _, out in held if out)
         upstream = len(up.requests)
@@ -1084,12 +1078,12 @@ def test_istios_mirroring_task_copies_each_request_to_v2_with_shadow_host(mesh_o
             r = c.post("/post", headers={"host": "httpbin"}, content=b"x" * 5000)
             assert r.status_code == 200
         assert [q.path for q in v1.requests] == [f"/headers/{i}" for i in range(5)] + ["/post"]
-        wait_for(lambda: len(v2.requests) == 6, "six mirrored requests at v2")
+        wait_until(lambda: len(v2.requests) == 6, "six mirrored requests at v2")
         got = sorted(v2.requests, key=lambda q: q.path)
         assert [q.path for q in got] == ["/headers/0", "/headers/1", "/headers/2", "/headers/3", "/headers/4", "/post"]
         assert {q.header("host") for q in got[:5]} == {"httpbin-shadow:8000"}
         assert got[5].header("host") == "httpbin-shadow" and got[5].method == "POST"
-        wait_for(lambda: got[5].complete, "the mirrored body")
+        wait_until(lambda: got[5].complete, "the mirrored body")
         assert got[5].body_length == 5000 and got[5].body_sha256 == v1.requests[5].body_sha256
         assert counter(prom, "tern_mirrored_requests_total") == 6
     finally:
@@ -1104,7 +1098,7 @@ def test_a_mirror_that_is_down_costs_the_client_nothing(mesh_of):
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
             assert [c.get(f"/r{i}").status_code for i in range(20)] == [200] * 20
         assert len(v1.requests) == 20
-        wait_for(lambda: counter(prom, "tern_mirror_requests_failed_total") == 20, "twenty failed mirrors counted")
+        wait_until(lambda: counter(prom, "tern_mirror_requests_failed_total") == 20, "twenty failed mirrors counted")
         assert counter(prom, "tern_mirrored_requests_total") == 20
         # The access log has the client's requests only, all answered by v1.
         assert [line["response_code"] for line in lines(access, 20)] == [200] * 20
@@ -1120,7 +1114,7 @@ def test_a_slow_mirror_holds_bounded_connections_and_never_slows_the_client(mesh
         t, _, prom = mesh_of(mirrored(v1.port, slow.port))
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
             assert [c.get(f"/r{i}").status_code for i in range(150)] == [200] * 150
-        wait_for(lambda: len(slow.requests) == 64, "64 mirrors held at the slow mirror")
+        wait_until(lambda: len(slow.requests) == 64, "64 mirrors held at the slow mirror")
         assert len(slow.connections) == 64
         assert counter(prom, "tern_mirrored_requests_total") == 64
         assert counter(prom, "tern_mirror_requests_dropped_total") == 150 - 64
@@ -1141,7 +1135,7 @@ def test_mirror_connections_are_reused_and_percentages_hold(mesh_of):
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "httpbin"}, timeout=10) as c:
             for i in range(30):
                 assert c.get(f"/r{i}").status_code == 200
-                wait_for(lambda: counter(prom, "tern_mirror_requests_answered_total") == i + 1, "the mirror of request %d" % i)
+                wait_until(lambda: counter(prom, "tern_mirror_requests_answered_total") == i + 1, "the mirror of request %d" % i)
         assert len(v2.requests) == 0 and len(v1.requests) == 30
         # Each mirror waited for the one before: one connection carried them all.
         assert len(v3.connections) == 1
@@ -1156,7 +1150,7 @@ def test_no_shadow_host_suffix_keeps_the_mirrors_host_as_istio_1_28_does(mesh_of
     try:
         t, _, _ = mesh_of(mirrored(v1.port, v2.port), "--no-shadow-host-suffix")
         assert httpx.get(f"http://127.0.0.1:{t.port}/a", headers={"host": "httpbin:8000"}, timeout=10).status_code == 200
-        wait_for(lambda: len(v2.requests) == 1, "the mirrored request")
+        wait_until(lambda: len(v2.requests) == 1, "the mirrored request")
         assert v2.requests[0].header("host") == "httpbin:8000"
     finally:
         v1.stop()
