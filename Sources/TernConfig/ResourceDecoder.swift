@@ -765,10 +765,17 @@ final class ResourceDecoder {
     }
 
     private func blocks(_ o: Fields) -> PolicyBlocks {
-        PolicyBlocks(loadBalancer: o["loadBalancer"].flatMap(loadBalancer),
-                     connectionPool: o["connectionPool"].flatMap(connectionPool),
-                     outlierDetection: o["outlierDetection"].flatMap(outlierDetection),
-                     tls: o["tls"].flatMap(clientTLS))
+        let b = PolicyBlocks(loadBalancer: o["loadBalancer"].flatMap(loadBalancer),
+                             connectionPool: o["connectionPool"].flatMap(connectionPool),
+                             outlierDetection: o["outlierDetection"].flatMap(outlierDetection),
+                             tls: o["tls"].flatMap(clientTLS))
+        // Istio's warning: failover moves traffic only as outlier detection ejects endpoints.
+        if o["outlierDetection"] == nil, let f = o["loadBalancer"], let l = b.loadBalancer?.locality,
+           !l.failover.isEmpty || !l.failoverPriority.isEmpty {
+            warning(f, "localityLbSetting failover and failoverPriority need an outlierDetection beside them: without it "
+                + "endpoints are not ranked")
+        }
+        return b
     }
 
     private func loadBalancer(_ f: Field) -> LoadBalancerSettings? {
@@ -857,6 +864,10 @@ final class ResourceDecoder {
         return lb
     }
 
+    /// The labels a locality stands for (Kubernetes' node topology labels and Istio's subzone).
+    static let localityLabels: Set<String> = ["topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+                                              "topology.istio.io/subzone"]
+
     /// `localityLbSetting` ({enabled, distribute[{from, to}], failover[{from, to}], failoverPriority[]}) or
     /// `zoneAwareLbSetting` ({enabled, failover[{from, to}], failoverPriority[], minClusterSize}).
     private func localityLB(_ f: Field, zoneAware: Bool) -> LoadBalancerSettings.LocalityLbSetting? {
@@ -890,9 +901,11 @@ final class ResourceDecoder {
             if let from, let to { setting.failover.append((from, to)) }
         }
         if let p = o["failoverPriority"] {
-            // Labels of the sidecar's own workload rank endpoints here: they come with workload identity.
-            notActedOn(p)
             setting.failoverPriority = stringList(p)
+            // Istio's rule: with failover rules, the locality's own labels cannot rank endpoints a second time.
+            if !setting.failover.isEmpty, let l = setting.failoverPriority.first(where: Self.localityLabels.contains) {
+                error(p, "cannot set failover together with the topology label \"\(l)\" in failoverPriority")
+            }
         }
         if let m = o["minClusterSize"] { _ = integer(m, min: 0, max: Int.max) }
         if o["distribute"] != nil, o["failover"] != nil { error(f, "distribute and failover are mutually exclusive") }

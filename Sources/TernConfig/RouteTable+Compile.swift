@@ -236,7 +236,8 @@ struct RouteCompiler {
         for e in se.endpoints where labels.allSatisfy({ e.labels[$0.key] == $0.value }) {
             let p = sePort.flatMap { e.ports[$0.name] } ?? sePort?.targetPort ?? port
             endpoints.append(Endpoint(address: e.address, port: p, weight: max(e.weight ?? 1, 1), labels: e.labels,
-                                      needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? ""))
+                                      needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? "",
+                                      network: e.network ?? ""))
         }
         if se.endpoints.isEmpty, dns, labels.isEmpty {
             endpoints.append(Endpoint(address: host, port: sePort?.targetPort ?? port, weight: 1, labels: [:],

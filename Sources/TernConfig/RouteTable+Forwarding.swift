@@ -337,28 +337,31 @@ public struct FaultFacts: Sendable, Equatable {
 }
 
 /// What a route retries on (Envoy's `retry_on` policies, as Istio writes `retryOn`).
+///
+/// The options are inlinable constants: the request path tests them on every response, and a `static let` read
+/// from another module is a call to its addressor each time.
 public struct RetryOn: OptionSet, Sendable, Hashable {
     public let rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let serverError = RetryOn(rawValue: 1 << 0)  // 5xx
-    public static let gatewayError = RetryOn(rawValue: 1 << 1)
-    public static let reset = RetryOn(rawValue: 1 << 2)
-    public static let resetBeforeRequest = RetryOn(rawValue: 1 << 3)
-    public static let connectFailure = RetryOn(rawValue: 1 << 4)
-    public static let retriable4xx = RetryOn(rawValue: 1 << 5)
-    public static let refusedStream = RetryOn(rawValue: 1 << 6)
-    public static let retriableStatusCodes = RetryOn(rawValue: 1 << 7)
+    @inlinable public static var serverError: RetryOn { RetryOn(rawValue: 1 << 0) }  // 5xx
+    @inlinable public static var gatewayError: RetryOn { RetryOn(rawValue: 1 << 1) }
+    @inlinable public static var reset: RetryOn { RetryOn(rawValue: 1 << 2) }
+    @inlinable public static var resetBeforeRequest: RetryOn { RetryOn(rawValue: 1 << 3) }
+    @inlinable public static var connectFailure: RetryOn { RetryOn(rawValue: 1 << 4) }
+    @inlinable public static var retriable4xx: RetryOn { RetryOn(rawValue: 1 << 5) }
+    @inlinable public static var refusedStream: RetryOn { RetryOn(rawValue: 1 << 6) }
+    @inlinable public static var retriableStatusCodes: RetryOn { RetryOn(rawValue: 1 << 7) }
     /// Accepted for parity; it matches nothing: Istio gives no header list to match (a warning says so).
-    public static let retriableHeaders = RetryOn(rawValue: 1 << 8)
-    public static let envoyRateLimited = RetryOn(rawValue: 1 << 9)
+    @inlinable public static var retriableHeaders: RetryOn { RetryOn(rawValue: 1 << 8) }
+    @inlinable public static var envoyRateLimited: RetryOn { RetryOn(rawValue: 1 << 9) }
     /// HTTP/3 only: matches nothing here.
-    public static let http3PostConnectFailure = RetryOn(rawValue: 1 << 10)
-    public static let grpcCancelled = RetryOn(rawValue: 1 << 11)
-    public static let grpcDeadlineExceeded = RetryOn(rawValue: 1 << 12)
-    public static let grpcResourceExhausted = RetryOn(rawValue: 1 << 13)
-    public static let grpcInternal = RetryOn(rawValue: 1 << 14)
-    public static let grpcUnavailable = RetryOn(rawValue: 1 << 15)
+    @inlinable public static var http3PostConnectFailure: RetryOn { RetryOn(rawValue: 1 << 10) }
+    @inlinable public static var grpcCancelled: RetryOn { RetryOn(rawValue: 1 << 11) }
+    @inlinable public static var grpcDeadlineExceeded: RetryOn { RetryOn(rawValue: 1 << 12) }
+    @inlinable public static var grpcResourceExhausted: RetryOn { RetryOn(rawValue: 1 << 13) }
+    @inlinable public static var grpcInternal: RetryOn { RetryOn(rawValue: 1 << 14) }
+    @inlinable public static var grpcUnavailable: RetryOn { RetryOn(rawValue: 1 << 15) }
 
     public static let named: [String: RetryOn] = [
         "5xx": .serverError, "gateway-error": .gatewayError, "reset": .reset, "reset-before-request": .resetBeforeRequest,
@@ -370,7 +373,8 @@ public struct RetryOn: OptionSet, Sendable, Hashable {
     ]
 
     /// The gRPC statuses (by code) a response head may be retried on.
-    public static let grpc: RetryOn = [.grpcCancelled, .grpcDeadlineExceeded, .grpcResourceExhausted, .grpcInternal, .grpcUnavailable]
+    /// (`grpcCancelled` through `grpcUnavailable`: bits 11 to 15.)
+    @inlinable public static var grpc: RetryOn { RetryOn(rawValue: 0b11111 << 11) }
 }
 
 /// A route's retry policy as trivial values, read per request (Envoy's router retry semantics).

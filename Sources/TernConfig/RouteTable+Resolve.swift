@@ -32,7 +32,7 @@ extension RouteTable {
                 let addresses = answers[e.address] ?? []
                 for a in clusters[i].resolution == .DNS_ROUND_ROBIN ? Array(addresses.prefix(1)) : addresses {
                     endpoints.append(Endpoint(address: a, port: e.port, weight: e.weight, labels: e.labels,
-                                              needsResolution: false, locality: e.locality))
+                                              needsResolution: false, locality: e.locality, network: e.network))
                 }
             }
             resolvedClusters[i].endpoints = endpoints

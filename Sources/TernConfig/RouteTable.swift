@@ -239,15 +239,18 @@ public struct Endpoint: Sendable, Equatable {
     public var needsResolution: Bool
     /// `region/zone/subzone` (any part may be absent; "" for none), as the ServiceEntry endpoint gives it.
     public var locality: String
+    /// The ServiceEntry endpoint's `network` ("" for none).
+    public var network: String
 
     public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool,
-                locality: String = "") {
+                locality: String = "", network: String = "") {
         self.address = address
         self.port = port
         self.weight = weight
         self.labels = labels
         self.needsResolution = needsResolution
         self.locality = locality
+        self.network = network
     }
 }
 

@@ -1720,6 +1720,9 @@ BAD_HTTP_FLAGS = [
     ["--max-uri-kb", "x"],
     ["--max-pending-requests=-1"],
     ["--max-idle-upstream", "some"],
+    ["--labels", "app"],
+    ["--labels", "app=a b"],
+    ["--locality", "r1//z1/s1/x"],
 ]
 
 

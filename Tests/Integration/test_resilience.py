@@ -1249,6 +1249,34 @@ def test_locality_failover_rule_and_distribute(mesh_of):
             u.stop()
 
 
+def test_failover_priority_prefers_the_endpoints_sharing_the_sidecars_labels_in_order(mesh_of):
+    """failoverPriority [version, app] from a sidecar started with --labels app=cart,version=v2 (Istio's label
+    ranks): the endpoint sharing both labels gets every request; once it is ejected, the one sharing the first
+    label; once that one is ejected too, the one sharing neither. Localities play no part."""
+    both, first, neither = Switchable(), Switchable(), Switchable()
+    try:
+        eps = [(neither.port, "{version: v1, app: cart}"), (both.port, "{version: v2, app: cart}"),
+               (first.port, "{version: v2, app: other}")]
+        yaml = located([(p, "r1/z1") for p, _ in eps], lb="{simple: ROUND_ROBIN, localityLbSetting: {failoverPriority: [version, app]}}")
+        for p, labels in eps:
+            yaml = yaml.replace(f"ports: {{http: {p}}}, locality: r1/z1", f"ports: {{http: {p}}}, labels: {labels}")
+        t, _, _ = mesh_of(yaml, "--labels", "app=cart,version=v2")
+        with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
+            assert [c.get(f"/a{i}").status_code for i in range(10)] == [200] * 10
+            assert (len(both.requests), len(first.requests), len(neither.requests)) == (10, 0, 0)
+            both.failing = True
+            assert c.get("/fail").status_code == 503
+            assert [c.get(f"/b{i}").status_code for i in range(10)] == [200] * 10
+            assert (len(both.requests), len(first.requests), len(neither.requests)) == (11, 10, 0)
+            first.failing = True
+            assert c.get("/fail").status_code == 503
+            assert [c.get(f"/c{i}").status_code for i in range(10)] == [200] * 10
+            assert (len(both.requests), len(first.requests), len(neither.requests)) == (11, 11, 10)
+    finally:
+        for u in (both, first, neither):
+            u.stop()
+
+
 def test_retry_remote_localities_sends_a_later_retry_to_another_locality(mesh_of):
     """retryRemoteLocalities: as Istio configures Envoy (previous_priorities, update_frequency 2), from the second
     retry on a retry leaves out the locality ranks tried. Both endpoints of the near locality answer 503 (not

@@ -111,6 +111,47 @@ import Testing
         ])
     }
 
+    @Test func failoverPriorityFollowsIstiosRules() {
+        func said(_ lb: String, outlier: Bool = true) -> [String] {
+            diagnostics(Self.se + """
+                ---
+                apiVersion: networking.istio.io/v1
+                kind: DestinationRule
+                metadata: {name: s}
+                spec:
+                  host: s.example.com
+                  trafficPolicy:
+                    loadBalancer: {localityLbSetting: \(lb)}
+                """ + (outlier ? "\n    outlierDetection: {consecutive5xxErrors: 3}\n" : "\n"))
+        }
+        // Acted on: no warning.
+        #expect(said("{failoverPriority: [topology.istio.io/network, topology.kubernetes.io/region, \"version=v2\"]}") == [])
+        #expect(said("{failover: [{from: a, to: b}], failoverPriority: [topology.istio.io/network, app]}") == [])
+        // Istio's validation: failover rules and a locality topology label in failoverPriority do not go together.
+        #expect(said("{failover: [{from: a, to: b}], failoverPriority: [app, topology.kubernetes.io/zone]}") == [
+            "f.yaml:16: DestinationRule default/s: spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: cannot set failover together with the topology label \"topology.kubernetes.io/zone\" in failoverPriority",
+        ])
+        // And its warning: without outlier detection nothing fails over.
+        #expect(said("{failoverPriority: [app]}", outlier: false) == [
+            "f.yaml:16: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer: localityLbSetting failover and failoverPriority need an outlierDetection beside them: without it endpoints are not ranked",
+        ])
+    }
+
+    @Test func workloadLabelsAreCheckedAsKubernetesChecksThem() {
+        #expect(WorkloadLabels.parse("app=reviews,version=v2,topology.istio.io/network=n1,empty=") == .success([
+            "app": "reviews", "version": "v2", "topology.istio.io/network": "n1", "empty": "",
+        ]))
+        let refused = ["", "app", "app=a,", "=v", "app=a,app=b", "Bad.Prefix/app=a", "app=-x", "app=a b",
+                       String(repeating: "a", count: 64) + "=v", "a/b/c=v", "/app=v", "app=\(String(repeating: "v", count: 64))"]
+        for text in refused {
+            guard case .failure = WorkloadLabels.parse(text) else {
+                Issue.record("\(text) was accepted")
+                continue
+            }
+        }
+        #expect(WorkloadLabels.parse("app=a,app=b") == .failure(LabelError("label key 'app' given twice")))
+    }
+
     @Test func serviceEntryRulesAsIstioHasThem() {
         func errors(_ spec: String) -> [String] {
             diagnostics("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n" + spec)

@@ -12,8 +12,14 @@ import Testing
     /// and `lb` as its loadBalancer.
     static func yaml(_ localities: [String], lb: String = "{simple: ROUND_ROBIN}",
                      outlier: String? = "{consecutive5xxErrors: 1, maxEjectionPercent: 100}") -> String {
+        service(localities.map { "locality: \($0)" }, lb: lb, outlier: outlier)
+    }
+
+    /// Service `s` with the endpoints written out (each `{...}` body after its address, 10.0.0.1, .2, …), outlier
+    /// detection unless `outlier` is nil, and `lb` as its loadBalancer.
+    static func service(_ endpoints: [String], lb: String, outlier: String?) -> String {
         var eps = ""
-        for (i, l) in localities.enumerated() { eps += "  - {address: 10.0.0.\(i + 1), locality: \(l)}\n" }
+        for (i, e) in endpoints.enumerated() { eps += "  - {address: 10.0.0.\(i + 1), \(e)}\n" }
         return """
             apiVersion: networking.istio.io/v1
             kind: ServiceEntry
@@ -57,6 +63,69 @@ import Testing
         #expect(try plan(Self.yaml(localities), proxy: "").rankCount == 1)
         let off = "{simple: ROUND_ROBIN, localityLbSetting: {enabled: false}}"
         #expect(try plan(Self.yaml(localities, lb: off), proxy: "r1/z1/s1").rankCount == 1)
+    }
+
+    /// Service `s` with the endpoints written out, outlier detection unless `outlier` is false, and `setting` as
+    /// its localityLbSetting.
+    static func labelled(_ endpoints: [String], setting: String, outlier: Bool = true) -> String {
+        service(endpoints, lb: "{simple: ROUND_ROBIN, localityLbSetting: \(setting)}",
+                outlier: outlier ? "{consecutive5xxErrors: 1}" : nil)
+    }
+
+    func plan(_ yaml: String, proxy: String, labels: [String: String]) throws -> LocalityPlan {
+        LocalityPlan(try compile(yaml).clusters[0], proxy: Locality(proxy), labels: labels)
+    }
+
+    @Test func failoverPriorityRanksByTheLabelsSharedInOrder() throws {
+        // Istio's example order; the sidecar is in r1/z1 on network n1 (a label, as `--labels` gives it).
+        let setting = "{failoverPriority: [topology.istio.io/network, topology.kubernetes.io/region, topology.kubernetes.io/zone]}"
+        let endpoints = [
+            "network: n1, locality: r1/z1",  // all three shared: 0
+            "network: n1, locality: r1/z2",  // network and region: 1
+            "network: n1, locality: r2/z1",  // network only: 2
+            "network: n2, locality: r1/z1",  // not even the first: 3
+            "labels: {topology.istio.io/network: n1}, locality: r1/z1",  // a written label counts as the network: 0
+            "network: n2, labels: {topology.istio.io/network: n1}, locality: r1/z1",  // and wins over `network`: 0
+        ]
+        let p = try plan(Self.labelled(endpoints, setting: setting), proxy: "r1/z1", labels: ["topology.istio.io/network": "n1"])
+        #expect(p.ranks == [0, 1, 2, 3, 0, 0] && p.rankCount == 4)
+        // The sidecar's locality rides on its labels: from r2/z1 the third endpoint is nearest.
+        let q = try plan(Self.labelled(endpoints, setting: setting), proxy: "r2/z1", labels: ["topology.istio.io/network": "n1"])
+        #expect(q.ranks == [1, 1, 0, 2, 1, 1] && q.rankCount == 3)
+    }
+
+    @Test func failoverPriorityTakesAnEntrysOwnValueAndCountsALabelNeitherSideHasAsShared() throws {
+        // `version=v2` compares with v2, not with the sidecar's v1; `team` is on no one, so it is shared by all.
+        let setting = "{failoverPriority: [\"version=v2\", team, app]}"
+        let endpoints = ["labels: {version: v2, app: a}", "labels: {version: v2, app: b}", "labels: {version: v1, app: a}",
+                         "labels: {version: v2, app: a, team: t}"]
+        let p = try plan(Self.labelled(endpoints, setting: setting), proxy: "", labels: ["version": "v1", "app": "a"])
+        #expect(p.ranks == [0, 1, 3, 2] && p.rankCount == 4)
+        // A sidecar with neither labels nor a locality ranks nothing (Istio's rule), whatever the entries say.
+        #expect(try plan(Self.labelled(endpoints, setting: setting), proxy: "", labels: [:]).rankCount == 1)
+        // Without outlier detection, nothing is ranked either.
+        let unwatched = Self.labelled(endpoints, setting: setting, outlier: false)
+        #expect(try plan(unwatched, proxy: "", labels: ["version": "v1", "app": "a"]).rankCount == 1)
+    }
+
+    @Test func failoverPriorityWithFailoverRulesSplitsEachLabelRankByLocality() throws {
+        // Istio: label rank × 5 + locality rank, made contiguous.
+        let setting = "{failover: [{from: r1, to: r3}], failoverPriority: [app]}"
+        let endpoints = ["labels: {app: a}, locality: r1/z1", "labels: {app: a}, locality: r2/z1",
+                         "labels: {app: a}, locality: r3/z1", "labels: {app: b}, locality: r1/z1"]
+        let p = try plan(Self.labelled(endpoints, setting: setting), proxy: "r1/z1", labels: ["app": "a"])
+        #expect(p.ranks == [0, 2, 1, 3] && p.rankCount == 4)
+    }
+
+    @Test func ranksBeyondTheEighthShareIt() throws {
+        let labels = (1...10).map { "l\($0)" }
+        let setting = "{failoverPriority: [\(labels.joined(separator: ", "))]}"
+        // Endpoint i shares the first i labels: rank 10 - i, eleven ranks in all.
+        let endpoints = (0...10).map { i in "labels: {\((0..<i).map { "l\($0 + 1): x" }.joined(separator: ", "))}" }
+        let own = Dictionary(uniqueKeysWithValues: labels.map { ($0, "x") })
+        let p = try plan(Self.labelled(endpoints, setting: setting), proxy: "", labels: own)
+        #expect(p.rankCount == LocalityPlan.maxRanks)
+        #expect(p.ranks == [7, 7, 7, 7, 6, 5, 4, 3, 2, 1, 0])
     }
 
     @Test func trafficStaysInTheNearestRankAndSpillsAsItsEndpointsAreEjected() throws {

@@ -38,8 +38,10 @@ struct LoadBalancer: Sendable {
     private var outlierCodes: [Int] = []
     private var outlierCluster: OutlierCluster? = nil
     private var outlierHosts: [OutlierHost?] = []
-    /// This sidecar's locality (`--locality`) and the bound cluster's weights and ranks for it (LocalityPlan.swift).
+    /// This sidecar's locality (`--locality`) and workload labels (`--labels`), and the bound cluster's weights
+    /// and ranks for them (LocalityPlan.swift).
     private let proxyLocality: Locality
+    private let proxyLabels: [String: String]
     private var plan: LocalityPlan
     /// Slow start (`warmup`, ROUND_ROBIN and LEAST_REQUEST only): its settings, when each slot's endpoint joined the
     /// cluster (0: with the balancer, not warming), and until when some endpoint warms (0: none).
@@ -47,7 +49,8 @@ struct LoadBalancer: Sendable {
     private var slotJoined: [UInt64]
     private var warmUntil: UInt64 = 0
 
-    init(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil, locality: Locality = Locality("")) {
+    init(table: RouteTable, cluster: Int, registry: OutlierRegistry? = nil, locality: Locality = Locality(""),
+         labels: [String: String] = [:]) {
         let c = table.clusters[cluster]
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
@@ -58,7 +61,8 @@ struct LoadBalancer: Sendable {
         credits = [Int64](repeating: 0, count: c.endpoints.count)
         slotJoined = [UInt64](repeating: 0, count: c.endpoints.count)
         proxyLocality = locality
-        plan = LocalityPlan(c, proxy: locality)
+        proxyLabels = labels
+        plan = LocalityPlan(c, proxy: locality, labels: labels)
         bindWarmup(c)
         bindOutlier(table, registry)
     }
@@ -157,7 +161,7 @@ struct LoadBalancer: Sendable {
         }
         slots = next
         credits = [Int64](repeating: 0, count: c.endpoints.count)
-        plan = LocalityPlan(c, proxy: proxyLocality)
+        plan = LocalityPlan(c, proxy: proxyLocality, labels: proxyLabels)
         bindWarmup(c)
         clusterName = c.name
         operation = "\(c.host):\(c.port)/*"
@@ -183,17 +187,17 @@ struct LoadBalancer: Sendable {
     /// choice, as Envoy's previous_priorities, unless nothing else is in service.
     mutating func pick(table: RouteTable, random: UInt64, hashKey: UInt64? = nil, now: UInt64 = 0, avoidRanks: UInt8 = 0) -> Int? {
         guard cluster >= 0, cluster < table.clusters.count else { return nil }
-        let c = table.clusters[cluster]
-        let n = c.endpoints.count
+        // The cluster's fields are read in place: a copy of the whole `Cluster` costs some 400 instructions a pick.
+        let n = table.clusters[cluster].endpoints.count
         guard n > 0, n == slots.count else { return nil }
         let ejections = outlierCluster.map { $0.ejected.load(ordering: .relaxed) > 0 } ?? false
         let clock = warmUntil > 0 && now == 0 ? System.monotonicNanos() : now
         if warmUntil > 0 && clock >= warmUntil { warmUntil = 0 }
         if ejections || plan.rankCount > 1 || warmUntil > 0 {
-            return pickAmong(c, random: random, hashKey: hashKey, now: clock, ejections: ejections, avoidRanks: avoidRanks)
+            return pickAmong(table.clusters[cluster].loadBalancing, random: random, hashKey: hashKey, now: clock, ejections: ejections, avoidRanks: avoidRanks)
         }
         if n == 1 { return plan.weights[0] > 0 ? 0 : nil }
-        switch c.loadBalancing {
+        switch table.clusters[cluster].loadBalancing {
         case .roundRobin:
             return roundRobin(n)
         case .random:
@@ -225,9 +229,9 @@ struct LoadBalancer: Sendable {
     /// the keys of the others stay put either way). Below `minHealthPercent` of a rank in service the rank panics
     /// and its ejected endpoints are admitted too, as Envoy's panic threshold; nil (503 UH) when nothing is in
     /// service and panic is off.
-    private mutating func pickAmong(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64, ejections: Bool,
+    private mutating func pickAmong(_ balancing: LoadBalancingPolicy, random: UInt64, hashKey: UInt64?, now: UInt64, ejections: Bool,
                                     avoidRanks: UInt8) -> Int? {
-        let n = c.endpoints.count
+        let n = slots.count
         var rank = 0
         if plan.rankCount > 1 {
             // A hashed request draws its rank from its key, so it keeps to one rank (Envoy hashes the priority too).
@@ -236,7 +240,7 @@ struct LoadBalancer: Sendable {
                 avoidRanks & (1 << self.plan.ranks[i]) == 0 && (!ejections || !self.ejected(i, now))
             }
             guard let r = chosen ?? plan.chooseRank(random: draw, inService: { !ejections || !ejected($0, now) }) else {
-                return panicking(rank: nil, now) ? pickAny(c, random: random, now: now, rank: nil) : nil
+                return panicking(rank: nil, now) ? pickAny(balancing, random: random, now: now, rank: nil) : nil
             }
             rank = r
         }
@@ -245,9 +249,9 @@ struct LoadBalancer: Sendable {
             total += 1
             if !ejections || !ejected(i, now) { healthy += 1 }
         }
-        if healthy < total && panicking(rank: rank, now) { return pickAny(c, random: random, now: now, rank: rank) }
+        if healthy < total && panicking(rank: rank, now) { return pickAny(balancing, random: random, now: now, rank: rank) }
         guard healthy > 0 else { return nil }  // 503 UH: every host is ejected and panic is off
-        return pickAdmitted(c, random: random, hashKey: hashKey, now: now, Admit(rank: rank, inServiceOnly: ejections))
+        return pickAdmitted(balancing, random: random, hashKey: hashKey, now: now, Admit(rank: rank, inServiceOnly: ejections))
     }
 
     /// Which endpoints a pick may choose: those of one rank (-1: any) with weight, and only those in service.
@@ -277,13 +281,14 @@ struct LoadBalancer: Sendable {
     }
 
     /// Panic: balance over every endpoint of the rank (nil: of the cluster) with weight, ejected or not.
-    private mutating func pickAny(_ c: Cluster, random: UInt64, now: UInt64, rank: Int?) -> Int? {
-        pickAdmitted(c, random: random, hashKey: nil, now: now, Admit(rank: rank ?? -1, inServiceOnly: false))
+    private mutating func pickAny(_ balancing: LoadBalancingPolicy, random: UInt64, now: UInt64, rank: Int?) -> Int? {
+        pickAdmitted(balancing, random: random, hashKey: nil, now: now, Admit(rank: rank ?? -1, inServiceOnly: false))
     }
 
-    private mutating func pickAdmitted(_ c: Cluster, random: UInt64, hashKey: UInt64?, now: UInt64, _ admit: Admit) -> Int? {
-        let n = c.endpoints.count
-        switch c.loadBalancing {
+    private mutating func pickAdmitted(_ balancing: LoadBalancingPolicy, random: UInt64, hashKey: UInt64?, now: UInt64,
+                                       _ admit: Admit) -> Int? {
+        let n = slots.count
+        switch balancing {
         case .roundRobin:
             return smoothRoundRobin(n, admit, now)
         case .random:

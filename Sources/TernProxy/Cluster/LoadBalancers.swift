@@ -29,13 +29,16 @@ struct LoadBalancers: Sendable {
     init() {}
 
     /// Outlier records shared by every reactor (nil: no outlier detection, as in tests of balancing alone), and
-    /// this sidecar's locality (`--locality`), which locality-aware balancing ranks endpoints by.
+    /// this sidecar's locality (`--locality`) and labels (`--labels`), which locality-aware balancing ranks
+    /// endpoints by.
     private var registry: OutlierRegistry? = nil
     private var locality = Locality("")
+    private var labels: [String: String] = [:]
 
-    init(registry: OutlierRegistry? = nil, locality: Locality = Locality("")) {
+    init(registry: OutlierRegistry? = nil, locality: Locality = Locality(""), labels: [String: String] = [:]) {
         self.registry = registry
         self.locality = locality
+        self.labels = labels
     }
 
     init(table: RouteTable) { bind(table) }
@@ -64,7 +67,7 @@ struct LoadBalancers: Sendable {
             }
         }
         for c in table.clusters.indices where next[c] < 0 {
-            let b = LoadBalancer(table: table, cluster: c, registry: registry, locality: locality)
+            let b = LoadBalancer(table: table, cluster: c, registry: registry, locality: locality, labels: labels)
             if let s = free.popLast() {
                 balancers[Int(s)] = b
                 names[Int(s)] = b.clusterName

@@ -268,7 +268,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             let limits = CircuitLimits(nil, budget: nil, relay: relay)
             clusterCircuits = listeners.map { counters.circuits.circuit($0.upstream.description, limits) }
         }
-        balancers = LoadBalancers(registry: counters.outliers, locality: Locality(relay.locality))
+        balancers = LoadBalancers(registry: counters.outliers, locality: Locality(relay.locality), labels: relay.labels)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
         exchanges = Slab(capacity: capacity)

@@ -39,6 +39,9 @@ public struct RelaySettings: Sendable {
     /// `--locality region/zone/subzone`: this sidecar's locality, which locality-aware balancing ranks and weighs
     /// endpoints by ("": none, every endpoint ranks alike).
     public var locality = ""
+    /// `--labels k=v,...`: this workload's labels (a pod's labels in Istio), which DestinationRule
+    /// `failoverPriority` ranks endpoints by.
+    public var labels: [String: String] = [:]
     public init() {}
 }
 

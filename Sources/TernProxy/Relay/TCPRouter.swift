@@ -60,7 +60,7 @@ final class TCPRouter {
         self.routes = routes
         registry = circuits
         self.relay = relay
-        balancers = LoadBalancers(locality: Locality(relay.locality))
+        balancers = LoadBalancers(locality: Locality(relay.locality), labels: relay.labels)
         addresses = routes == nil ? listeners.map(\.upstream) : []
         listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
         var system = SystemRandomNumberGenerator()

@@ -32,6 +32,10 @@ extension ProxySettings {
         out.append("max-requests=\(relay.circuits.maxRequests)")
         out.append("max-retries=\(relay.circuits.maxRetries)")
         if !relay.locality.isEmpty { out.append("locality=\(relay.locality)") }
+        if !relay.labels.isEmpty {
+            // (Label names and values hold neither `,` nor `=`: `tern proxy` checks them.)
+            out.append("labels=\(relay.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))")
+        }
         out.append("upstream-idle-timeout-ns=\(relay.circuits.upstreamIdleTimeout.nanoseconds)")
         out.append("log-level=\(logLevel)")
         if let configPath {
@@ -115,6 +119,11 @@ extension ProxySettings {
             case "max-requests": relay.circuits.maxRequests = Int(try number())
             case "max-retries": relay.circuits.maxRetries = Int(try number())
             case "locality": relay.locality = value
+            case "labels":
+                for pair in value.split(separator: ",") {
+                    let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    relay.labels[String(kv[0])] = kv.count == 2 ? String(kv[1]) : ""
+                }
             case "upstream-idle-timeout-ns": relay.circuits.upstreamIdleTimeout = TernDuration(nanoseconds: try number())
             case "log-level":
                 guard let l = LogLevel(name: value) else { throw SetupError(description: "log-level: '\(value)'") }

@@ -65,6 +65,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("locality"), help: "This sidecar's locality, region/zone/subzone (Istio's topology labels): DestinationRule localityLbSetting ranks and weighs endpoints by it (failover to the nearest, distribute).")
     var locality: String?
 
+    @Option(name: .customLong("labels"), help: "This workload's labels, k=v,... (a pod's labels in Istio): DestinationRule localityLbSetting failoverPriority ranks endpoints by the labels they share with it.")
+    var labels: String?
+
     @Option(name: .customLong("max-requests"), help: "--http: requests in flight to one cluster (upstream), for the whole process, where no DestinationRule sets http2MaxRequests (beyond: 503 UO; 0: no limit).")
     var maxRequests: Int = 0
 
@@ -218,6 +221,12 @@ struct ProxyCommand: ParsableCommand {
                 throw ValidationError("--locality must be region, region/zone or region/zone/subzone, got '\(locality)'")
             }
             s.relay.locality = locality
+        }
+        if let labels {
+            switch WorkloadLabels.parse(labels) {
+            case .success(let l): s.relay.labels = l
+            case .failure(let e): throw ValidationError("--labels: \(e)")
+            }
         }
         s.relay.circuits.maxPending = try positive(maxPendingRequests, "--max-pending-requests")
         s.relay.circuits.maxConnections = try positive(maxUpstreamConnections, "--max-upstream-connections")
