@@ -38,8 +38,16 @@ import Testing
             return ok
         }
 
+        /// Called for each head and trailers received, before their fields are cleared.
+        var onHead: ((Int32, Range<Int>, Bool) -> Void)? = nil
+
         func logEvents(_ bytes: [UInt8]) {
             for e in session.events {
+                switch e {
+                case .head(let s, let f, let end): onHead?(s, f, end)
+                case .trailers(let s, let f): onHead?(s, f, true)
+                default: break
+                }
                 switch e {
                 case .head(let s, let f, let end): log.append("head \(s)\(end ? " end" : "") \(fields(f))")
                 case .trailers(let s, let f): log.append("trailers \(s) \(fields(f))")
@@ -66,7 +74,7 @@ import Testing
     }
 
     /// Passes output both ways until neither side has any.
-    func settle(_ a: Side, _ b: Side) {
+    static func settle(_ a: Side, _ b: Side) {
         for _ in 0..<100 {
             let ab = a.output(), ba = b.output()
             if ab.isEmpty && ba.isEmpty { return }
@@ -76,7 +84,7 @@ import Testing
         Issue.record("the sessions did not settle")
     }
 
-    func request(_ client: Side, _ fields: [(String, String)], body: [UInt8]? = nil, trailers: Bool = false) -> Int32 {
+    static func request(_ client: Side, _ fields: [(String, String)], body: [UInt8]? = nil, trailers: Bool = false) -> Int32 {
         client.session.beginHead()
         for (n, v) in fields { client.session.addField(n.utf8, v.utf8) }
         let id = client.session.submitRequest(hasBody: body != nil)!
@@ -89,16 +97,16 @@ import Testing
 
     @Test func aRequestAndItsResponseGoThroughWithTheirFields() {
         let client = Side(.client), server = Side(.server)
-        let id = request(client, Self.get)
+        let id = Self.request(client, Self.get)
         #expect(id == 1)
-        settle(client, server)
+        Self.settle(client, server)
         #expect(server.log == ["head 1 end [\":method: GET\", \":scheme: http\", \":authority: svc\", \":path: /a\", \"x-a: 1\"]"])
         server.session.beginHead()
         server.session.addField(":status".utf8, "200".utf8)
         server.session.addField("content-type".utf8, "text/plain".utf8)
         server.bodies[1] = Array("hello".utf8)
         #expect(server.session.submitResponse(stream: 1, hasBody: true))
-        settle(client, server)
+        Self.settle(client, server)
         #expect(client.log == ["head 1 [\":status: 200\", \"content-type: text/plain\"]", "data 1 5", "end 1", "closed 1 0"])
         #expect(server.log.last == "closed 1 0")
     }
@@ -107,13 +115,13 @@ import Testing
         let client = Side(.client), server = Side(.server)
         let post = [(":method", "POST"), (":scheme", "http"), (":authority", "svc"), (":path", "/pkg.Svc/Call"),
                     ("content-type", "application/grpc"), ("te", "trailers")]
-        let id = request(client, post, body: [UInt8](repeating: 7, count: 1000), trailers: true)
-        settle(client, server)
+        let id = Self.request(client, post, body: [UInt8](repeating: 7, count: 1000), trailers: true)
+        Self.settle(client, server)
         // The body ended without END_STREAM: the trailers end the stream.
         client.session.beginHead()
         client.session.addField("x-checksum".utf8, "7".utf8)
         #expect(client.session.submitTrailers(stream: id))
-        settle(client, server)
+        Self.settle(client, server)
         #expect(server.log == ["head 1 \(post.map { "\($0.0): \($0.1)" })", "data 1 1000", "trailers 1 [\"x-checksum: 7\"]"])
         // A gRPC answer: head, message, trailers with the status.
         server.session.beginHead()
@@ -121,11 +129,11 @@ import Testing
         server.bodies[id] = [0, 0, 0, 0, 2, 8, 1]
         server.trailers.insert(id)
         server.session.submitResponse(stream: id, hasBody: true)
-        settle(client, server)
+        Self.settle(client, server)
         server.session.beginHead()
         server.session.addField("grpc-status".utf8, "0".utf8)
         server.session.submitTrailers(stream: id)
-        settle(client, server)
+        Self.settle(client, server)
         #expect(client.log == ["head 1 [\":status: 200\"]", "data 1 7", "trailers 1 [\"grpc-status: 0\"]", "closed 1 0"])
     }
 
@@ -135,16 +143,16 @@ import Testing
         small.connectionWindow = 65_535
         let client = Side(.client), server = Side(.server, small)
         // (Until the server's SETTINGS arrive, a client may use the default window of 65,535 bytes.)
-        settle(client, server)
-        let id = request(client, [(":method", "POST"), (":scheme", "http"), (":authority", "svc"), (":path", "/up")],
+        Self.settle(client, server)
+        let id = Self.request(client, [(":method", "POST"), (":scheme", "http"), (":authority", "svc"), (":path", "/up")],
                          body: [UInt8](repeating: 1, count: 100_000))
-        settle(client, server)
+        Self.settle(client, server)
         func received() -> Int { server.log.compactMap { $0.hasPrefix("data 1 ") ? Int($0.dropFirst(7)) : nil }.reduce(0, +) }
         // The stream window, and not a byte more, until the server says what it passed on.
         #expect(received() == 16_384)
         #expect(client.session.sendWindow(stream: id) == 0)
         server.session.consume(stream: id, 16_384)
-        settle(client, server)
+        Self.settle(client, server)
         #expect(received() == 32_768)
         // Consumed as it arrives: the whole body, and the stream ends.
         var consumed = 16_384
@@ -152,29 +160,29 @@ import Testing
             let r = received()
             server.session.consume(stream: id, r - consumed)
             consumed = r
-            settle(client, server)
+            Self.settle(client, server)
         }
         #expect(received() == 100_000 && server.log.last == "end 1")
     }
 
     @Test func aResetAndAGoawayReachThePeer() {
         let client = Side(.client), server = Side(.server)
-        let id = request(client, Self.get)
-        settle(client, server)
+        let id = Self.request(client, Self.get)
+        Self.settle(client, server)
         client.session.reset(stream: id, code: HTTP2ErrorCode.cancel)
-        settle(client, server)
+        Self.settle(client, server)
         #expect(server.log.suffix(2) == ["reset 1 8", "closed 1 8"])
-        _ = request(client, Self.get)
-        settle(client, server)
+        _ = Self.request(client, Self.get)
+        Self.settle(client, server)
         server.session.goaway(code: HTTP2ErrorCode.noError)
-        settle(client, server)
+        Self.settle(client, server)
         #expect(client.log.contains("goaway 3 0"))
         // A graceful drain starts with the notice: the client may still finish what it sent.
         let drained = Side(.server), c2 = Side(.client)
-        _ = request(c2, Self.get)
-        settle(c2, drained)
+        _ = Self.request(c2, Self.get)
+        Self.settle(c2, drained)
         drained.session.goaway(graceful: true)
-        settle(c2, drained)
+        Self.settle(c2, drained)
         #expect(c2.log.contains("goaway 2147483647 0"))
     }
 

@@ -12,12 +12,7 @@
 // opens only as the caller reports bytes consumed (`consume`), so a slow reader on the other side holds at most a
 // window of memory per stream.
 import CTernNghttp2
-
-/// A header field of a received head: its name and value in `HTTP2Session.headerBytes`.
-public struct HTTP2Field: Equatable, Sendable {
-    public var name: Range<Int>
-    public var value: Range<Int>
-}
+import TernCore
 
 /// What the peer did, in the order it happened.
 public enum HTTP2Event: Equatable, Sendable {
@@ -88,8 +83,9 @@ public enum HTTP2ErrorCode {
     /// Events since `clearEvents`: handle them and clear them before calling `receive` again (data events point
     /// into the input of the `receive` call that made them).
     public private(set) var events: [HTTP2Event] = []
-    /// The fields of the heads in `events` (and of a head still arriving).
-    public private(set) var fields: [HTTP2Field] = []
+    /// The fields of the heads in `events` (and of a head still arriving), in TernCore's protocol-neutral form
+    /// (what routing reads of an HTTP/1.1 head too), with ranges into `headerBytes`.
+    public private(set) var fields: [HeadField] = []
     /// The bytes `fields` point into.
     public private(set) var headerBytes: [UInt8] = []
     /// Where the head still arriving begins in `fields` (nil: none).
@@ -352,7 +348,8 @@ public enum HTTP2ErrorCode {
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: name, count: nameLength))
             let v = me.headerBytes.count
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
-            me.fields.append(HTTP2Field(name: n..<v, value: v..<me.headerBytes.count))
+            let known = HTTP1Parser.knownField(me.headerBytes.span, n..<v)
+            me.fields.append(HeadField(name: n..<v, value: v..<me.headerBytes.count, known: known))
             return 0
         }
         unsafe nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
