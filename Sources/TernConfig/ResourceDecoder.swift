@@ -772,8 +772,8 @@ final class ResourceDecoder {
         // Istio's warning: failover moves traffic only as outlier detection ejects endpoints.
         if o["outlierDetection"] == nil, let f = o["loadBalancer"], let l = b.loadBalancer?.locality,
            !l.failover.isEmpty || !l.failoverPriority.isEmpty {
-            warning(f, "localityLbSetting failover and failoverPriority need an outlierDetection beside them: without it "
-                + "endpoints are not ranked")
+            warning(f, "outlier detection policy must be provided for failover (Istio's warning): localityLbSetting "
+                + "failover and failoverPriority rank endpoints only where outlierDetection applies")
         }
         return b
     }

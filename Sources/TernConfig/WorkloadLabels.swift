@@ -17,6 +17,17 @@ public enum WorkloadLabels {
         return .success(out)
     }
 
+    /// The locality (`region/zone/subzone`, trailing empty parts left out) the topology labels among `labels` give,
+    /// or nil when they hold none of `topology.kubernetes.io/region`, `topology.kubernetes.io/zone` and
+    /// `topology.istio.io/subzone` (Istio takes a proxy's locality from these labels first).
+    public static func locality(_ labels: [String: String]) -> String? {
+        let parts = ["topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"].map { labels[$0] }
+        guard parts.contains(where: { $0 != nil }) else { return nil }
+        var text = parts.map { $0 ?? "" }
+        while text.count > 1 && text.last == "" { text.removeLast() }
+        return text.joined(separator: "/")
+    }
+
     /// Why `key` is not a label key (an optional DNS-subdomain prefix and `/`, then a name), or nil.
     public static func keyProblem(_ key: String) -> String? {
         let parts = key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)

@@ -1723,6 +1723,7 @@ BAD_HTTP_FLAGS = [
     ["--labels", "app"],
     ["--labels", "app=a b"],
     ["--locality", "r1//z1/s1/x"],
+    ["--locality", "r1/z1", "--labels", "topology.kubernetes.io/region=r2"],
 ]
 
 

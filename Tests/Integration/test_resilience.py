@@ -1195,14 +1195,19 @@ spec:
 """ + retrying("svc", "{attempts: 0}")
 
 
-def test_locality_failover_goes_to_the_nearest_locality_then_the_next_as_each_is_ejected(mesh_of):
-    """Three localities seen from r1/z1/s1: its own subzone, another zone of its region, another region. All
-    requests go to the nearest; when its one endpoint fails (ejected at once), to the same region's; when that one
-    fails too, to the remote region."""
+@pytest.mark.parametrize("where", [
+    ["--locality", "r1/z1/s1"],
+    ["--labels", "topology.kubernetes.io/region=r1,topology.kubernetes.io/zone=z1,topology.istio.io/subzone=s1"],
+], ids=["locality", "topology-labels"])
+def test_locality_failover_goes_to_the_nearest_locality_then_the_next_as_each_is_ejected(mesh_of, where):
+    """Three localities seen from r1/z1/s1 (given by --locality, or by the topology labels, as Istio reads a
+    proxy's locality): its own subzone, another zone of its region, another region. All requests go to the
+    nearest; when its one endpoint fails (ejected at once), to the same region's; when that one fails too, to the
+    remote region."""
     near, region, remote = Switchable(), Switchable(), Switchable()
     try:
         t, _, prom = mesh_of(located([(remote.port, "r2/z1/s1"), (near.port, "r1/z1/s1"), (region.port, "r1/z2/s1")]),
-                             "--locality", "r1/z1/s1")
+                             *where)
         with httpx.Client(base_url=f"http://127.0.0.1:{t.port}", headers={"host": "svc"}, timeout=10) as c:
             assert [c.get(f"/a{i}").status_code for i in range(20)] == [200] * 20
             assert (len(near.requests), len(region.requests), len(remote.requests)) == (20, 0, 0)
@@ -1252,7 +1257,8 @@ def test_locality_failover_rule_and_distribute(mesh_of):
 def test_failover_priority_prefers_the_endpoints_sharing_the_sidecars_labels_in_order(mesh_of):
     """failoverPriority [version, app] from a sidecar started with --labels app=cart,version=v2 (Istio's label
     ranks): the endpoint sharing both labels gets every request; once it is ejected, the one sharing the first
-    label; once that one is ejected too, the one sharing neither. Localities play no part."""
+    label; once that one is ejected too, the one whose first label differs (it shares `app`, but a label counts
+    only after all before it: Istio's rule). Localities play no part."""
     both, first, neither = Switchable(), Switchable(), Switchable()
     try:
         eps = [(neither.port, "{version: v1, app: cart}"), (both.port, "{version: v2, app: cart}"),

@@ -133,7 +133,7 @@ import Testing
         ])
         // And its warning: without outlier detection nothing fails over.
         #expect(said("{failoverPriority: [app]}", outlier: false) == [
-            "f.yaml:16: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer: localityLbSetting failover and failoverPriority need an outlierDetection beside them: without it endpoints are not ranked",
+            "f.yaml:16: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer: outlier detection policy must be provided for failover (Istio's warning): localityLbSetting failover and failoverPriority rank endpoints only where outlierDetection applies",
         ])
     }
 
@@ -150,6 +150,10 @@ import Testing
             }
         }
         #expect(WorkloadLabels.parse("app=a,app=b") == .failure(LabelError("label key 'app' given twice")))
+        // The locality, as Istio reads a proxy's from its topology labels.
+        #expect(WorkloadLabels.locality(["app": "a"]) == nil)
+        #expect(WorkloadLabels.locality(["topology.kubernetes.io/region": "r1", "topology.kubernetes.io/zone": "z1"]) == "r1/z1")
+        #expect(WorkloadLabels.locality(["topology.kubernetes.io/region": "r1", "topology.istio.io/subzone": "s1"]) == "r1//s1")
     }
 
     @Test func serviceEntryRulesAsIstioHasThem() {

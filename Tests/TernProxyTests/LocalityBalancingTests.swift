@@ -17,7 +17,7 @@ import Testing
 
     /// Service `s` with the endpoints written out (each `{...}` body after its address, 10.0.0.1, .2, …), outlier
     /// detection unless `outlier` is nil, and `lb` as its loadBalancer.
-    static func service(_ endpoints: [String], lb: String, outlier: String?) -> String {
+    static func service(_ endpoints: [String], lb: String, outlier: String?, resolution: String = "STATIC") -> String {
         var eps = ""
         for (i, e) in endpoints.enumerated() { eps += "  - {address: 10.0.0.\(i + 1), \(e)}\n" }
         return """
@@ -27,7 +27,7 @@ import Testing
             spec:
               hosts: [s]
               ports: [{number: 80, name: http}]
-              resolution: STATIC
+              resolution: \(resolution)
               endpoints:
             \(eps)---
             apiVersion: networking.istio.io/v1
@@ -67,9 +67,9 @@ import Testing
 
     /// Service `s` with the endpoints written out, outlier detection unless `outlier` is false, and `setting` as
     /// its localityLbSetting.
-    static func labelled(_ endpoints: [String], setting: String, outlier: Bool = true) -> String {
+    static func labelled(_ endpoints: [String], setting: String, outlier: Bool = true, resolution: String = "STATIC") -> String {
         service(endpoints, lb: "{simple: ROUND_ROBIN, localityLbSetting: \(setting)}",
-                outlier: outlier ? "{consecutive5xxErrors: 1}" : nil)
+                outlier: outlier ? "{consecutive5xxErrors: 1}" : nil, resolution: resolution)
     }
 
     func plan(_ yaml: String, proxy: String, labels: [String: String]) throws -> LocalityPlan {
@@ -115,6 +115,12 @@ import Testing
                          "labels: {app: a}, locality: r3/z1", "labels: {app: b}, locality: r1/z1"]
         let p = try plan(Self.labelled(endpoints, setting: setting), proxy: "r1/z1", labels: ["app": "a"])
         #expect(p.ranks == [0, 2, 1, 3] && p.rankCount == 4)
+        // A DNS cluster's endpoints are not ranked by labels (Istio's cluster builder leaves them out): the failover
+        // rule alone ranks them, and without one nothing does.
+        let dns = try plan(Self.labelled(endpoints, setting: setting, resolution: "DNS"), proxy: "r1/z1", labels: ["app": "a"])
+        #expect(dns.ranks == [0, 2, 1, 0] && dns.rankCount == 3)
+        let dnsLabelsOnly = Self.labelled(endpoints, setting: "{failoverPriority: [app]}", resolution: "DNS")
+        #expect(try plan(dnsLabelsOnly, proxy: "r1/z1", labels: ["app": "a"]).rankCount == 1)
     }
 
     @Test func ranksBeyondTheEighthShareIt() throws {

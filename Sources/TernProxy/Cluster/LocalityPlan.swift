@@ -17,8 +17,9 @@
 //   entry compares with that value instead of the sidecar's): all of N labels rank 0, the first N-1 rank 1, ...,
 //   none rank N; a label neither side has counts as shared. Both sides' labels include the topology labels of
 //   their locality (`topology.kubernetes.io/region`, `topology.kubernetes.io/zone`, `topology.istio.io/subzone`) and
-//   an endpoint's `network` as `topology.istio.io/network`, as Istio augments them. With `failover` rules too, each
-//   label rank is split by the locality failover ranks within it. No labels at all: one rank.
+//   an endpoint's `network` as `topology.istio.io/network`, as Istio augments them. With `failover` rules too (and
+//   a locality), each label rank is split by the locality failover ranks within it. No labels at all, or a DNS
+//   cluster (Istio leaves its endpoints out of label ranks): the `failover` ranks alone, if any.
 //
 // Ranks are at most eight (Envoy's priorities are more): further ones share the eighth.
 import TernConfig
@@ -67,9 +68,11 @@ struct LocalityPlan: Equatable {
             let failover = setting?.failover ?? []
             if let priority = setting?.failoverPriority, !priority.isEmpty {
                 let own = Self.augmented(labels, proxy, network: nil)
-                // Istio ranks by labels only when the sidecar has some (its topology labels count).
-                guard !own.isEmpty else { return }
-                var raw = endpoints.map { Self.labelRank($0, priority, own) }
+                // Istio ranks by labels only when the sidecar has some (its topology labels count), and not the
+                // endpoints of a DNS cluster (its cluster builder leaves them out); `failover` rules still apply.
+                let dns = cluster.resolution == .DNS || cluster.resolution == .DNS_ROUND_ROBIN
+                var raw = own.isEmpty || dns ? [Int](repeating: 0, count: endpoints.count)
+                    : endpoints.map { Self.labelRank($0, priority, own) }
                 if !failover.isEmpty && !proxy.isEmpty {
                     for i in endpoints.indices { raw[i] = raw[i] * 5 + Self.localityRank(endpoints[i], failover, proxy) }
                 }

@@ -65,7 +65,7 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("locality"), help: "This sidecar's locality, region/zone/subzone (Istio's topology labels): DestinationRule localityLbSetting ranks and weighs endpoints by it (failover to the nearest, distribute).")
     var locality: String?
 
-    @Option(name: .customLong("labels"), help: "This workload's labels, k=v,... (a pod's labels in Istio): DestinationRule localityLbSetting failoverPriority ranks endpoints by the labels they share with it.")
+    @Option(name: .customLong("labels"), help: "This workload's labels, k=v,... (a pod's labels in Istio): DestinationRule localityLbSetting failoverPriority ranks endpoints by the labels they share with it; topology.kubernetes.io/region and zone and topology.istio.io/subzone give the locality.")
     var labels: String?
 
     @Option(name: .customLong("max-requests"), help: "--http: requests in flight to one cluster (upstream), for the whole process, where no DestinationRule sets http2MaxRequests (beyond: 503 UO; 0: no limit).")
@@ -226,6 +226,13 @@ struct ProxyCommand: ParsableCommand {
             switch WorkloadLabels.parse(labels) {
             case .success(let l): s.relay.labels = l
             case .failure(let e): throw ValidationError("--labels: \(e)")
+            }
+            // Istio takes a proxy's locality from its topology labels first.
+            if let fromLabels = WorkloadLabels.locality(s.relay.labels) {
+                if let locality, locality != fromLabels {
+                    throw ValidationError("--locality '\(locality)' disagrees with the topology labels of --labels ('\(fromLabels)')")
+                }
+                s.relay.locality = fromLabels
             }
         }
         s.relay.circuits.maxPending = try positive(maxPendingRequests, "--max-pending-requests")
