@@ -186,6 +186,23 @@ import Testing
         #expect(c2.log.contains("goaway 2147483647 0"))
     }
 
+    @Test func aHeaderListOverTheLimitIsDroppedAsItArrivesAndItsStreamReset() {
+        var small = HTTP2Session.Settings()
+        small.maxHeaderListSize = 4096
+        let client = Side(.client), server = Side(.server, small)
+        Self.settle(client, server)
+        let big = Self.request(client, Self.get + (0..<10).map { ("x-\($0)", String(repeating: "v", count: 1000)) })
+        Self.settle(client, server)
+        // No head reached the caller, its fields are gone, and the stream was reset.
+        #expect(!server.log.contains { $0.hasPrefix("head") })
+        #expect(server.session.headsTooLarge == 1 && server.session.fields.isEmpty)
+        #expect(client.log.contains("reset \(big) 2") || client.log.contains("closed \(big) 2"))
+        // The connection goes on.
+        let next = Self.request(client, Self.get)
+        Self.settle(client, server)
+        #expect(server.log.last == "head \(next) end [\":method: GET\", \":scheme: http\", \":authority: svc\", \":path: /a\", \"x-a: 1\"]")
+    }
+
     @Test func aConnectionThatDoesNotStartWithThePrefaceFails() {
         let server = Side(.server)
         #expect(!server.take(Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8)))

@@ -49,6 +49,7 @@ public enum HTTP2ErrorCode {
     public static let protocolError: UInt32 = 0x1
     public static let internalError: UInt32 = 0x2
     public static let flowControlError: UInt32 = 0x3
+    public static let streamClosed: UInt32 = 0x5
     public static let refusedStream: UInt32 = 0x7
     public static let cancel: UInt32 = 0x8
     public static let enhanceYourCalm: UInt32 = 0xb
@@ -88,8 +89,13 @@ public enum HTTP2ErrorCode {
     public private(set) var fields: [HeadField] = []
     /// The bytes `fields` point into.
     public private(set) var headerBytes: [UInt8] = []
-    /// Where the head still arriving begins in `fields` (nil: none).
+    /// Where the head still arriving begins in `fields` (nil: none), and its size so far by RFC 9113's measure
+    /// (names and values plus 32 per field); beyond `settings.maxHeaderListSize` its stream is reset and its
+    /// fields dropped (nghttp2 announces the limit but does not enforce it: an HPACK bomb would fill memory).
     private var headStart: Int? = nil
+    private var headSize = 0
+    /// Heads refused for their size since the session began.
+    public private(set) var headsTooLarge = 0
     /// Why `receive` failed (nghttp2's error name), after a failure.
     public private(set) var failure: String? = nil
 
@@ -282,6 +288,20 @@ public enum HTTP2ErrorCode {
         _ = unsafe nghttp2_session_consume(session, stream, count)
     }
 
+    /// `count` bytes received on the connection were taken off it: the peer may send that much more on the
+    /// connection (the stream's window is left as it is).
+    public func consumeConnection(_ count: Int) {
+        guard count > 0 else { return }
+        _ = unsafe nghttp2_session_consume_connection(session, count)
+    }
+
+    /// `count` bytes of `stream`'s body were passed on: the peer may send that much more on the stream (its
+    /// connection-level share was given back with `consumeConnection`).
+    public func consumeStream(_ stream: Int32, _ count: Int) {
+        guard count > 0 else { return }
+        _ = unsafe nghttp2_session_consume_stream(session, stream, count)
+    }
+
     /// How many body bytes this side may send on `stream` now (the smaller of its window and the connection's).
     public func sendWindow(stream: Int32) -> Int {
         Int(min(unsafe nghttp2_session_get_stream_remote_window_size(session, stream),
@@ -340,10 +360,23 @@ public enum HTTP2ErrorCode {
         unsafe nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, _, user in
             let me = unsafe HTTP2Session.me(user)
             me.headStart = me.fields.count
+            me.headSize = 0
             return 0
         }
         unsafe nghttp2_session_callbacks_set_on_header_callback(cbs) { _, _, name, nameLength, value, valueLength, _, user in
             let me = unsafe HTTP2Session.me(user)
+            guard me.headStart != nil else { return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue }  // refused
+            me.headSize += nameLength + valueLength + 32
+            if me.headSize > Int(me.settings.maxHeaderListSize) {
+                // Too large: its fields go, and nghttp2 resets the stream (INTERNAL_ERROR) and skips the rest.
+                if let start = me.headStart, start < me.fields.count {
+                    me.headerBytes.removeSubrange(me.fields[start].name.lowerBound...)
+                    me.fields.removeSubrange(start...)
+                }
+                me.headStart = nil
+                me.headsTooLarge += 1
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+            }
             let n = me.headerBytes.count
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: name, count: nameLength))
             let v = me.headerBytes.count
@@ -358,7 +391,7 @@ public enum HTTP2ErrorCode {
             let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
             switch UInt32(hd.type) {
             case NGHTTP2_HEADERS.rawValue:
-                let start = me.headStart ?? me.fields.count
+                guard let start = me.headStart else { break }  // refused for its size
                 me.headStart = nil
                 let range = start..<me.fields.count
                 let category = unsafe frame!.pointee.headers.cat

@@ -87,10 +87,7 @@ public enum HTTP2Translation {
                 out.append(contentsOf: crlf)
                 continue
             }
-            out.append(contentsOf: b[field.name])
-            out.append(contentsOf: colonSpace)
-            out.append(contentsOf: b[field.value])
-            out.append(contentsOf: crlf)
+            line(b[field.name], b[field.value], into: &out)
         }
         let framing: Framing
         if let length {
@@ -121,17 +118,14 @@ public enum HTTP2Translation {
         out.append(space)
         out.append(contentsOf: String(status).utf8)
         out.append(space)
-        out.append(contentsOf: reason(status).utf8)
+        out.append(contentsOf: String(describing: HTTPReason.phrase(status)).utf8)
         out.append(contentsOf: crlf)
         for i in fields where b[f[i].name.lowerBound] != colon {
             if f[i].known == .contentLength {
                 guard let n = decimal(b[f[i].value]) else { return .failure(.badContentLength) }
                 length = n
             }
-            out.append(contentsOf: b[f[i].name])
-            out.append(contentsOf: colonSpace)
-            out.append(contentsOf: b[f[i].value])
-            out.append(contentsOf: crlf)
+            line(b[f[i].name], b[f[i].value], into: &out)
         }
         let framing: Framing
         if toHEAD || status < 200 || status == 204 || status == 304 {
@@ -154,12 +148,15 @@ public enum HTTP2Translation {
     public static func http1Trailers(_ session: HTTP2Session, _ fields: Range<Int>, into out: inout [UInt8]) {
         let f = session.fields, b = session.headerBytes
         out.append(contentsOf: Names.lastChunk)
-        for i in fields where b[f[i].name.lowerBound] != colon {
-            out.append(contentsOf: b[f[i].name])
-            out.append(contentsOf: colonSpace)
-            out.append(contentsOf: b[f[i].value])
-            out.append(contentsOf: crlf)
-        }
+        for i in fields where b[f[i].name.lowerBound] != colon { line(b[f[i].name], b[f[i].value], into: &out) }
+        out.append(contentsOf: crlf)
+    }
+
+    /// Appends a field line: `name: value` and CRLF.
+    private static func line(_ name: ArraySlice<UInt8>, _ value: ArraySlice<UInt8>, into out: inout [UInt8]) {
+        out.append(contentsOf: name)
+        out.append(contentsOf: colonSpace)
+        out.append(contentsOf: value)
         out.append(contentsOf: crlf)
     }
 
@@ -219,8 +216,8 @@ public enum HTTP2Translation {
     }
 
     /// The fields of an HTTP/1.1 head fit for HTTP/2: lower-cased, without connection-specific fields (and those
-    /// Connection names), Host (it is `:authority`), or a `te` other than "trailers"; Content-Length only with no
-    /// other framing.
+    /// Connection names), Host (it is `:authority`), a `te` other than "trailers", or a Content-Length on a 1xx or
+    /// 204.
     private static func addFields<B: RandomAccessCollection<UInt8>>(_ head: HTTP1Head, _ bytes: B,
                                                                     into session: HTTP2Session) where B.Index == Int {
         for field in head.fields {
@@ -230,7 +227,8 @@ public enum HTTP2Translation {
             case .te:
                 guard equalsIgnoringCase(bytes[field.value], Names.trailers) else { continue }
             case .contentLength:
-                guard case .contentLength = head.framing else { continue }
+                // Kept (a response to HEAD announces its length too), but not on 1xx and 204, which have none.
+                if head.status >= 100 && head.status < 200 || head.status == 204 { continue }
             default:
                 if namedByConnection(field.name, head, bytes) { continue }
             }
@@ -270,41 +268,6 @@ public enum HTTP2Translation {
             n = n * 10 + UInt64(d - 0x30)
         }
         return n
-    }
-
-    /// A reason phrase for a status (never interpreted by the recipient: RFC 9112 §4).
-    static func reason(_ status: Int) -> String {
-        switch status {
-        case 100: "Continue"
-        case 101: "Switching Protocols"
-        case 200: "OK"
-        case 201: "Created"
-        case 202: "Accepted"
-        case 204: "No Content"
-        case 206: "Partial Content"
-        case 301: "Moved Permanently"
-        case 302: "Found"
-        case 303: "See Other"
-        case 304: "Not Modified"
-        case 307: "Temporary Redirect"
-        case 308: "Permanent Redirect"
-        case 400: "Bad Request"
-        case 401: "Unauthorized"
-        case 403: "Forbidden"
-        case 404: "Not Found"
-        case 405: "Method Not Allowed"
-        case 408: "Request Timeout"
-        case 409: "Conflict"
-        case 413: "Content Too Large"
-        case 429: "Too Many Requests"
-        case 431: "Request Header Fields Too Large"
-        case 500: "Internal Server Error"
-        case 501: "Not Implemented"
-        case 502: "Bad Gateway"
-        case 503: "Service Unavailable"
-        case 504: "Gateway Timeout"
-        default: "Status"
-        }
     }
 
     private static let colon = UInt8(ascii: ":"), space = UInt8(ascii: " "), tab = UInt8(ascii: "\t")
