@@ -166,12 +166,14 @@ def test_curl_gets_through_tls_and_the_upstream_sees_https(start_tern, http_upst
     assert metric(prom, "tern_tls_handshakes_total", side="downstream") == 1
 
 
-def test_openssl_s_client_negotiates_alpn_http11_and_tls13(start_tern, http_upstream, backend, certs):
-    """`openssl s_client -alpn h2,http/1.1`: TLS 1.3, ALPN http/1.1 (h2 is not offered until HTTP/2 lands), the
-    certificate verifies; a client offering only h2 still connects, without ALPN (as Envoy continues)."""
+def test_openssl_s_client_negotiates_alpn_and_tls13(start_tern, http_upstream, backend, certs):
+    """`openssl s_client`: TLS 1.3, the certificate verifies, and ALPN picks h2 when the client offers it (HTTP/2
+    by ALPN), http/1.1 when it offers only that; an HTTP/1.1 request still gets its answer (a connection is served
+    as HTTP/2 when it begins with the HTTP/2 preface)."""
     up = http_upstream()
     t, _ = tls_proxy(start_tern, up, backend, certs)
-    for alpn, expected in (("h2,http/1.1", "ALPN protocol: http/1.1"), ("h2", "No ALPN negotiated")):
+    for alpn, expected in (("h2,http/1.1", "ALPN protocol: h2"), ("http/1.1", "ALPN protocol: http/1.1"),
+                           ("h2", "ALPN protocol: h2")):
         r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-servername", "localhost",
                             "-CAfile", os.path.join(certs, "ca.crt"), "-alpn", alpn, "-ign_eof"],
                            input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", capture_output=True, timeout=30)
@@ -180,6 +182,20 @@ def test_openssl_s_client_negotiates_alpn_http11_and_tls13(start_tern, http_upst
         assert "Verify return code: 0 (ok)" in out, out
         assert expected in out, out
         assert "HTTP/1.1 200" in out, out
+
+
+def test_curl_speaks_http2_over_tls_by_alpn(start_tern, http_upstream, backend, certs):
+    """curl --http2 over TLS: ALPN h2, the answer over HTTP/2; the upstream gets HTTP/1.1 with X-Forwarded-Proto
+    https, as from an HTTPS client over HTTP/1.1."""
+    up = http_upstream()
+    t, _ = tls_proxy(start_tern, up, backend, certs)
+    code, status, body, err = curl(t.port, "/over-h2", "--cacert", os.path.join(certs, "ca.crt"), "--http2")
+    assert (code, status, body) == (0, 200, b"/over-h2"), err
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "--resolve", f"localhost:{t.port}:127.0.0.1", "-o", "/dev/null",
+                        "-w", "%{http_version}", "--cacert", os.path.join(certs, "ca.crt"), "--http2",
+                        f"https://localhost:{t.port}/v"], capture_output=True, timeout=30)
+    assert r.stdout == b"2", r.stderr
+    assert all(req.header("x-forwarded-proto") == "https" for req in up.requests)
 
 
 @pytest.mark.parametrize("name", ["localhost", "a.example.com", "x.b.example.com"])

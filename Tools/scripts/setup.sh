@@ -39,7 +39,7 @@ fi
 
 # PyPI packages the integration tests import, as module=requirement; only the missing ones are installed.
 pip_missing=()
-for pair in "pytest=pytest>=7" "httpx=httpx>=0.24" "h11=h11>=0.14" "websockets=websockets>=13" \
+for pair in "pytest=pytest>=7" "httpx=httpx>=0.24" "h11=h11>=0.14" "h2=h2>=4.1" "websockets=websockets>=13" \
     "prometheus_client=prometheus-client>=0.17"; do
     python3 -c "import ${pair%%=*}" 2>/dev/null || pip_missing+=("${pair#*=}")
 done

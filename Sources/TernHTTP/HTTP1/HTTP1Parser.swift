@@ -449,7 +449,8 @@ public struct HTTP1Parser: Sendable {
         }
     }
 
-    private static func knownField(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> KnownField {
+    /// Which known field `name` (a range of `bytes`) names, ASCII case-insensitively (HTTP/2 heads use it too).
+    static func knownField(_ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> KnownField {
         func eq(_ literal: StaticBytes) -> Bool { HTTPGrammar.equalsIgnoringCase(bytes, name, literal) }
         // The first letter rules out most names before any comparison (most fields are none of these).
         let first = HTTPGrammar.lowercased(bytes[name.lowerBound])

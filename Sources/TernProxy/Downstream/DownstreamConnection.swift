@@ -49,6 +49,10 @@ struct DownstreamConnection {
     var idleSince: UInt64 = 0
     /// Its exchange's slot (`HTTPProxy.exchanges`).
     var exchange: XID
+    /// HTTP/2 (Downstream/HTTPProxy+H2+Unsafe.swift): a connection that began with the HTTP/2 preface has its
+    /// session and streams here; a stream's own connection (transport `.h2stream`) has its state in `h2s`.
+    var h2: H2Link? = nil
+    var h2s = H2StreamState()
 
     init(fd: Int32, listener: Int, exchange: XID) {
         self.fd = fd

@@ -93,6 +93,7 @@ extension HTTPProxy {
     }
 
     func receiveFromClient(_ id: DID, _ reactor: Reactor<Backend>) {
+        if downstreams[id].transport == .h2stream { return h2Wants(id, reactor) }
         if downstreams[id].transport == .tls { return tlsWantsBytes(.client(id), reactor) }
         guard !downstreams[id].receiving else { return }
         downstreams[id].receiving = true
@@ -101,6 +102,7 @@ extension HTTPProxy {
     }
 
     func clientReceived(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
+        if downstreams[id].h2 != nil { return h2Received(id, c, reactor) }
         // Fields read one by one: a copy of the whole Session would retain every reference it holds.
         let phase = downstreams[id].phase, x = downstreams[id].exchange
         if phase == .closing {
@@ -118,6 +120,11 @@ extension HTTPProxy {
             release(c.bufferID, reactor)
             clientEnded(id, c.result, reactor)
             return
+        }
+        // A connection whose first bytes are the HTTP/2 preface speaks HTTP/2 (Downstream/HTTPProxy+H2+Unsafe.swift).
+        if !downstreams[id].spoke && downstreams[id].transport != .h2stream && h2Preface(buffer, Int(c.result)) {
+            downstreams[id].spoke = true
+            return h2Begin(id, c, reactor)
         }
         exchanges[x].lastActivity = System.monotonicNanos()
         downstreams[id].spoke = true
@@ -179,6 +186,7 @@ extension HTTPProxy {
             return
         }
         if downstreams[id].transport == .tls { return tlsSend(.client(id), reactor) }
+        if downstreams[id].transport == .h2stream { return h2Send(id, reactor) }
         downstreams[id].sending = true
         downstreams[id].inflight += 1
         reactor.backend.send(fd: downstreams[id].fd, vectors: toClient, index: Int(id.index), token: token(.clientSend, id))
@@ -186,6 +194,11 @@ extension HTTPProxy {
 
     /// Closes the write side and reads what the client still sends until it closes or the linger time passes.
     func lingerClose(_ id: DID, _ reactor: Reactor<Backend>) {
+        // An HTTP/2 stream ends with its response: there is no socket to linger on.
+        if downstreams[id].transport == .h2stream {
+            downstreams[id].h2s.graceful = true
+            return closeDownstream(id, reset: false, reactor)
+        }
         let x = downstreams[id].exchange
         idle.remove(id, downstreams)
         downstreams[id].phase = .lingering
@@ -204,6 +217,8 @@ extension HTTPProxy {
 
     func closeDownstream(_ id: DID, reset: Bool, _ reactor: Reactor<Backend>) {
         if downstreams[id].phase == .closing { return }
+        // An HTTP/2 connection ends its streams first.
+        if let link = downstreams[id].h2, !link.ended { return h2Close(id, reset: reset, reactor) }
         idle.remove(id, downstreams)
         let x = downstreams[id].exchange
         if !exchanges[x].report.recorded {
@@ -215,6 +230,15 @@ extension HTTPProxy {
                 exchanges[x].report.flags = stopping ? .localReset : .downstreamConnectionTermination
             }
             recordExchange(x)
+        }
+        if downstreams[id].transport == .h2stream {
+            downstreams[id].phase = .closing
+            h2StreamClose(id, reactor)
+            detachUpstream(x, reusable: false, reactor)
+            cancel(&downstreams[id].headerTimer, reactor)
+            cancel(&downstreams[id].idleTimer, reactor)
+            cancel(&exchanges[x].timer, reactor)
+            return finishDownstreamIfQuiet(id, reactor)
         }
         if reset {
             counters.resetsPropagated.add(1, ordering: .relaxed)
@@ -267,6 +291,15 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].response.held, reactor)
         requestParsers.give(exchanges[x].request.parser)
         responseParsers.give(exchanges[x].response.parser)
+        if downstreams[id].transport == .h2stream {
+            // A stream's slots: no socket, and not a client connection of the counts.
+            h2StreamFree(id, reactor)
+            exchanges.remove(x)
+            downstreams.remove(id)
+            h2StreamCount -= 1
+            return
+        }
+        if downstreams[id].h2 != nil { h2Free(id, reactor) }
         if downstreams[id].transport == .tls {
             tlsFree(.client(id), reactor)
             downstreams[id].transport = .plain

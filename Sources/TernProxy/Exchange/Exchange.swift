@@ -74,6 +74,8 @@ struct Exchange {
     var request = ExchangeSide(state: RequestState.head)
     var response = ExchangeSide(state: ResponseState.idle)
     var http10 = false
+    /// The request came on an HTTP/2 stream (Downstream/HTTPProxy+H2+Unsafe.swift).
+    var http2 = false
     var method = HTTPMethod.get
     var upgrade = false
     /// The response head (or a local response) went to the client: no local response can be sent any more.

@@ -26,7 +26,7 @@ extension HTTPProxy {
             span.responseFlags = exchanges[x].report.flags
             span.requestBytes = exchanges[x].report.requestWire
             span.responseBytes = exchanges[x].report.responseWire
-            span.httpProtocol = exchanges[x].http10 ? .http10 : .http11
+            span.httpProtocol = exchanges[x].http2 ? .http2 : exchanges[x].http10 ? .http10 : .http11
             // Named through the balancer that counted the request: its slot stays put while the request is
             // outstanding, so a table swapped in meanwhile (its clusters numbered anew) cannot rename it.
             if let outstanding = exchanges[x].attempt.outstanding {
@@ -51,7 +51,7 @@ extension HTTPProxy {
             r.flags = exchanges[x].report.flags
             r.bytesReceived = exchanges[x].report.requestWire &- min(exchanges[x].report.requestHeadLength, exchanges[x].report.requestWire)
             r.bytesSent = exchanges[x].report.responseWire &- min(exchanges[x].report.responseHeads, exchanges[x].report.responseWire)
-            r.protocol = exchanges[x].http10 ? .http10 : .http11
+            r.protocol = exchanges[x].http2 ? .http2 : exchanges[x].http10 ? .http10 : .http11
             let e = exchanges[x].attempt.endpoint
             if e >= 0 { r.upstreamHost = pools.slots[e].name }
             if let outstanding = exchanges[x].attempt.outstanding {

@@ -52,7 +52,7 @@ extension HTTPProxy {
             }
         }
         exchanges[x].active = true
-        downstreams[id].keepAlive = head.keepAlive && !draining
+        downstreams[id].keepAlive = head.keepAlive && !draining && downstreams[id].transport != .h2stream
         exchanges[x].http10 = head.version == .http10
         exchanges[x].method = head.method
         exchanges[x].upgrade = head.upgrade || head.method == .connect
@@ -162,7 +162,7 @@ extension HTTPProxy {
         let options = HTTP1Forwarding.RequestOptions(trustedClient: trustedClient, rewriteTarget: exchanges[x].targetRewrite != .none,
                                                      routeFields: !fields.isEmpty, replaceTrace: traced,
                                                      routeSetsHost: exchanges[x].routeSetsHost,
-                                                     secure: downstreams[id].transport == .tls, setsAttemptCount: routes != nil)
+                                                     secure: clientIsSecure(id), setsAttemptCount: routes != nil)
         return bytes.appendHead(table, entry, held, slot: Int(id.index), { head, span, emit in
             // The fields the route removes or sets are dropped from the received head (ranges from its start).
             HTTP1Forwarding.request(head, span, options: options,

@@ -302,6 +302,7 @@ extension HTTPProxy {
     }
 
     func clientSent(_ id: DID, _ result: Int32, _ reactor: Reactor<Backend>, nothing: Bool = false) {
+        if downstreams[id].h2 != nil { return h2Sent(id, result, reactor) }
         let x = downstreams[id].exchange
         if downstreams[id].phase == .closing {
             finishDownstreamIfQuiet(id, reactor)

@@ -154,30 +154,8 @@ enum LocalReply: Int, CaseIterable {
             + (close ? "connection: close\r\n" : "") + "\r\n\(body)"
     }
 
-    /// Reason phrases for statuses a route may answer with (RFC 9110 §15); anything else gets an empty one,
-    /// which RFC 9112 §4 allows.
-    static func reasonPhrase(_ status: Int) -> StaticString {
-        switch status {
-        case 200: "OK"
-        case 201: "Created"
-        case 204: "No Content"
-        case 301: "Moved Permanently"
-        case 302: "Found"
-        case 303: "See Other"
-        case 307: "Temporary Redirect"
-        case 308: "Permanent Redirect"
-        case 400: "Bad Request"
-        case 401: "Unauthorized"
-        case 403: "Forbidden"
-        case 404: "Not Found"
-        case 429: "Too Many Requests"
-        case 500: "Internal Server Error"
-        case 502: "Bad Gateway"
-        case 503: "Service Unavailable"
-        case 504: "Gateway Timeout"
-        default: ""
-        }
-    }
+    /// Reason phrases for statuses a route may answer with (TernHTTP's `HTTPReason`).
+    static func reasonPhrase(_ status: Int) -> StaticString { HTTPReason.phrase(status) }
 
     /// The answer to a request head Tern refused.
     static func refusing(_ error: HTTPParseError) -> LocalReply {

@@ -529,6 +529,13 @@ enum HeadRefusal: Error {
         }
     }
 
+    /// Copies slot `from`'s client address to slot `to` (an HTTP/2 stream's slot gets its connection's).
+    func copyClientAddress(from: Int, to: Int) {
+        let source = unsafe scratchPointer(from), target = unsafe scratchPointer(to)
+        unsafe target.storeBytes(of: source.load(fromByteOffset: Self.addressLength, as: UInt8.self), toByteOffset: Self.addressLength, as: UInt8.self)
+        unsafe (target + Self.addressStart).copyMemory(from: source + Self.addressStart, byteCount: Self.requestIDStart - Self.addressStart)
+    }
+
     func setClientAddress(_ slot: Int, _ text: String) {
         var text = text
         // SAFETY: the buffer is the string's own UTF-8, valid for the call.

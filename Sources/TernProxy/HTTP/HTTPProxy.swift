@@ -60,6 +60,13 @@ public struct HTTPSettings: Sendable {
     public var lingerTimeout = TernDuration.seconds(2)
     /// `--tls-handshake-timeout`: from the accept of a TLS connection to the end of its handshake.
     public var tlsHandshakeTimeout = TernDuration.seconds(10)
+    /// HTTP/2 from clients (Downstream/HTTPProxy+H2+Unsafe.swift): `--http2-max-concurrent-streams` (Envoy's
+    /// `max_concurrent_streams`; Tern's default is nghttp2's 100, where Envoy allows 2^31-1),
+    /// `--http2-connection-window-kb` (`initial_connection_window_size`) and `--http2-max-frame-size`. A stream's
+    /// window stays HTTP/2's initial 65,535 bytes: what a stream's request body may hold in Tern's buffers.
+    public var http2MaxConcurrentStreams: UInt32 = 100
+    public var http2ConnectionWindow: UInt32 = 512 << 10
+    public var http2MaxFrameSize: UInt32 = 16_384
     public init() {}
 }
 
@@ -104,6 +111,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case tlsUpstreamReceive, tlsUpstreamSend
         /// A mirror connection's operations and its timer (Router/HTTPProxy+Mirror.swift), keyed by mirror connection.
         case mirrorConnect, mirrorSend, mirrorReceive, mirrorTimer
+        /// Wakes the loop at once for HTTP/2 streams that have work left for the next iteration (slot 0).
+        case h2Kick
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -178,6 +187,15 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     let mirrorVecs = IOVecTable(count: 1, maxSegments: 48)
     var mirrorReaders = [MirrorResponse?](repeating: nil, count: HTTPProxy.mirrorSlots)
     let bytes: HTTPBytes
+    /// The reactor's buffers (HTTP/2 writes frames and its streams' bytes into spare ones).
+    let pool: BufferPool
+    /// HTTP/2 (Downstream/HTTPProxy+H2+Unsafe.swift): where a stream's head is written as HTTP/1.1, streams with
+    /// bytes or a send to report this iteration, connections waiting for a spare buffer, and the streams open.
+    var h2Scratch: [UInt8] = []
+    var h2ReadyList: [DID] = []
+    var h2Starved: [DID] = []
+    var h2StreamCount = 0
+    var h2KickArmed = false
     let toClient: IOVecTable
     let toUpstream: IOVecTable
     var requestParsers: ParserPool
@@ -279,6 +297,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         mirrorMemory = MirrorMemory(slots: Self.mirrorSlots,
                                     requestCapacity: settings.limits.maxHeaderBytes + bufferPool.receiveLength + settings.perRequestBufferBytes + (8 << 10),
                                     headCapacity: Self.mirrorHeadCapacity)
+        pool = bufferPool
+        h2Scratch.reserveCapacity(bufferPool.size)
+        h2ReadyList.reserveCapacity(256)
         bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.receiveLength, slots: capacity,
                           headMemory: settings.maxHeadMemoryBytes)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.
@@ -353,6 +374,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         tunnels.iteration(reactor)
         if let tlsPolicy { _ = tlsPolicy.refresh() }
         if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
+        if !h2ReadyList.isEmpty || !h2Starved.isEmpty { h2Iteration(reactor) }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
         // a table is bound when its epoch is not the one bound last.
@@ -366,6 +388,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
+            h2Drain(reactor)
             // Every client connection ends after its next response, which says "connection: close" (as Envoy
             // drains HTTP/1.1). An idle keep-alive connection is not closed at once: a request may already be on
             // its way, and closing under it would lose it; it closes with its next response, or when the drain
@@ -395,7 +418,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         // Once per loop iteration, before the reactor waits: client connections open on this reactor, those
         // carrying HTTP and the tunnels handed to the relay (tern_active_connections).
-        reactor.control.activeConnections.store(downstreams.count + tunnels.count, ordering: .relaxed)
+        reactor.control.activeConnections.store(downstreams.count - h2StreamCount + tunnels.count, ordering: .relaxed)
         // Sockets held, less those already closing to make room (their descriptors are freed when their
         // cancelled operations complete, an iteration or two later: counted once, not closed for again).
         var used = counters.descriptors.load(ordering: .relaxed) - closingForRoom
@@ -594,6 +617,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             acceptor.backoffFired(token, headroom: relay.descriptorCap - counters.descriptors.load(ordering: .relaxed), reactor)
         case .shedTimer:
             break  // the iteration that follows decides
+        case .h2Kick:
+            h2KickArmed = false  // the iteration that follows does the work
         case .descriptorRetry:
             descriptorRetryArmed = false
             retryDescriptorWaiters(reactor)
@@ -709,6 +734,19 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case .idleTimer:
             downstreams[id].idleTimer = nil
             guard s.phase == .open && !exchanges[x].active && exchanges[x].request.held.isEmpty else { return }
+            // An HTTP/2 connection is idle while it has no stream open; it says GOAWAY before it closes.
+            if let link = s.h2 {
+                if !link.streams.isEmpty {
+                    // Busy: looked at again an idle timeout from now (its idle time starts when its last stream ends).
+                    downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: deadline(after: relay.idleTimeout))
+                } else if System.monotonicNanos() < idleDue(id) {
+                    downstreams[id].idleTimer = reactor.timers.schedule(token(.idleTimer, id), at: idleDue(id))
+                } else {
+                    Log.debug("HTTP/2 connection idle for \(relay.idleTimeout): GOAWAY and closing")
+                    h2GoAway(id, reactor)
+                }
+                return
+            }
             let due = idleDue(id)
             if System.monotonicNanos() >= due {
                 Log.debug(s.spoke ? "client connection idle for \(relay.idleTimeout): closing"

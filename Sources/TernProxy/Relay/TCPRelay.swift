@@ -51,6 +51,12 @@ public final class RelayCounters: Sendable {
     public let active = Atomic<Int>(0)
     /// Sockets held by client and upstream connections (the descriptor cap's measure).
     public let descriptors = Atomic<Int>(0)
+    /// HTTP/2 client connections and the streams they opened, and those ended for a protocol error.
+    public let h2Connections = Atomic<UInt64>(0)
+    public let h2Streams = Atomic<UInt64>(0)
+    public let h2ProtocolErrors = Atomic<UInt64>(0)
+    /// HTTP/2 connections closed for resetting too many streams early (Envoy's premature-reset rule).
+    public let h2ResetFloods = Atomic<UInt64>(0)
     public let accepted = Atomic<Int>(0)
     /// Connections closed at once because --max-connections was reached.
     public let rejectedOverLimit = Atomic<Int>(0)

@@ -48,6 +48,13 @@ public struct ProxySettings: Sendable {
     public func kind(_ i: Int) -> ListenerKind {
         i < listenKinds.count ? listenKinds[i] : (http != nil ? .http : .tcp)
     }
+
+    /// The ALPN protocols TLS listeners offer: h2 and http/1.1 when every listener speaks HTTP (a connection is
+    /// served as HTTP/2 when it begins with the HTTP/2 preface); http/1.1 alone when a TCP listener shares the
+    /// certificate (its decrypted stream is relayed as it is).
+    public var serverALPN: [String] {
+        (0..<listen.count).allSatisfy { kind($0) == .http } ? ["h2", "http/1.1"] : ["http/1.1"]
+    }
 }
 
 public enum IOBackendChoice: String, Sendable, CaseIterable {
@@ -162,7 +169,7 @@ public final class ProxyServer {
         var tlsCell: SnapshotCell<TLSServerPolicy>? = nil
         if let files = settings.tls {
             do {
-                let context = try files.context(alpn: ["http/1.1"])
+                let context = try files.context(alpn: settings.serverALPN)
                 tlsCell = SnapshotCell(TLSServerPolicy(context: context), readers: cpus.count)
                 counters.tls.configured.store(true, ordering: .relaxed)
                 Log.info("tls: serving \(files.certificate)\(files.clientCA.map { " (client certificates verified against \($0))" } ?? "")")
@@ -304,9 +311,9 @@ public final class ProxyServer {
                 backendSettings.bufferSize = 64 * 1024
                 backendSettings.receiveLength = 62 * 1024
             }
-            // TLS decrypts into, and writes records into, spare buffers: as many again as the receive buffers
-            // (address space until used; with --config, a reload may bring TLS origination).
-            if tlsCell != nil || originationCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }
+            // TLS decrypts into, and writes records into, spare buffers, and HTTP/2 connections write their frames and
+            // their streams' requests into them: as many again as the receive buffers (address space until used).
+            if http != nil || tlsCell != nil || originationCell != nil { backendSettings.spareBuffers = backendSettings.bufferCount }
             let originations = originationCell
             let tls = tlsCell
             let backend = backendSettings
@@ -524,7 +531,7 @@ public final class ProxyServer {
     private func reloadTLS(_ cell: SnapshotCell<TLSServerPolicy>, _ files: TLSServerFiles) {
         System.atIdlePriority {
             do throws(TLSSetupError) {
-                let context = try files.context(alpn: ["http/1.1"])
+                let context = try files.context(alpn: settings.serverALPN)
                 cell.publish(TLSServerPolicy(context: context))
                 counters.tls.reloads.add()
                 Log.info("tls: reloaded \(files.certificate): new handshakes use it")
@@ -590,6 +597,14 @@ public final class ProxyServer {
                          samples: one(Double(shards.reduce(0) { $0 + $1.reactor.load(ReactorWord.corsOriginValid) }))),
             MetricFamily(name: "tern_cors_origin_invalid_total", help: "Requests with an Origin a route's corsPolicy does not allow, as Envoy's cors.origin_invalid.", kind: .counter,
                          samples: one(Double(shards.reduce(0) { $0 + $1.reactor.load(ReactorWord.corsOriginInvalid) }))),
+            MetricFamily(name: "tern_http2_connections_total", help: "Client connections served as HTTP/2 (h2c with prior knowledge, or h2 by ALPN).", kind: .counter,
+                         samples: one(Double(counters.h2Connections.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_http2_streams_total", help: "HTTP/2 streams served as requests.", kind: .counter,
+                         samples: one(Double(counters.h2Streams.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_http2_protocol_errors_total", help: "HTTP/2 connections that broke the protocol (nghttp2 ended the session) and streams reset for a malformed request head.", kind: .counter,
+                         samples: one(Double(counters.h2ProtocolErrors.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_http2_reset_floods_total", help: "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting more than half of 500 or more streams early (Envoy's premature-reset rule).", kind: .counter,
+                         samples: one(Double(counters.h2ResetFloods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_retries_total", help: "Requests tried again under a route's retry policy, as Envoy's upstream_rq_retry.", kind: .counter,
                          samples: one(Double(counters.retries.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_retry_limit_exceeded_total", help: "Requests answered (flag URX) when their retry policy would have retried but no retries were left, as Envoy's upstream_rq_retry_limit_exceeded.", kind: .counter,

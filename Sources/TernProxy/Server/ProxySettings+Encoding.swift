@@ -76,6 +76,9 @@ extension ProxySettings {
             out.append("shadow-host-suffix=\(http.shadowHostSuffix ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
+            out.append("http2-max-concurrent-streams=\(http.http2MaxConcurrentStreams)")
+            out.append("http2-connection-window=\(http.http2ConnectionWindow)")
+            out.append("http2-max-frame-size=\(http.http2MaxFrameSize)")
         }
         return out
     }
@@ -179,6 +182,9 @@ extension ProxySettings {
         case "shadow-host-suffix": h.shadowHostSuffix = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-idle-upstream": h.maxIdleUpstream = i
+        case "http2-max-concurrent-streams": h.http2MaxConcurrentStreams = UInt32(truncatingIfNeeded: n)
+        case "http2-connection-window": h.http2ConnectionWindow = UInt32(truncatingIfNeeded: n)
+        case "http2-max-frame-size": h.http2MaxFrameSize = UInt32(truncatingIfNeeded: n)
         case "tls-handshake-timeout-ns": h.tlsHandshakeTimeout = TernDuration(nanoseconds: n)
         default: throw SetupError(description: "unknown setting '\(key)'")
         }

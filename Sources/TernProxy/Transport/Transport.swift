@@ -12,13 +12,16 @@ enum Transport: Equatable {
     case plain
     /// TLS: the session and `TLSLink` in the connection's slot of the reactor's `TLSIO`.
     case tls
+    /// An HTTP/2 stream seen by the engine as a connection of its own (Downstream/HTTPProxy+H2+Unsafe.swift): its
+    /// request arrives as HTTP/1.1 bytes its connection's session wrote, and its response goes back through it.
+    case h2stream
 
     /// Whether bytes may move socket → pipe → socket without the codec seeing them (spliced bodies, tunnels
     /// handed to the TCP relay): only when what the kernel holds is the plaintext.
     var allowsSplice: Bool {
         switch self {
         case .plain: true
-        case .tls: false
+        case .tls, .h2stream: false
         }
     }
 }

@@ -44,6 +44,15 @@ struct ProxyCommand: ParsableCommand {
     @Flag(name: .customLong("no-shadow-host-suffix"), help: "--http: mirrored requests keep the request's Host as it is (Istio 1.28+'s DISABLE_SHADOW_HOST_SUFFIX=true); by default -shadow is appended to it, as Envoy does.")
     var noShadowHostSuffix = false
 
+    @Option(name: .customLong("http2-max-concurrent-streams"), help: "--http: streams an HTTP/2 client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; Envoy's max_concurrent_streams).")
+    var http2MaxConcurrentStreams: Int = 100
+
+    @Option(name: .customLong("http2-connection-window-kb"), help: "--http: KiB of request bodies an HTTP/2 client connection may have in flight across its streams (Envoy's initial_connection_window_size; a stream's own window is 64 KiB).")
+    var http2ConnectionWindowKB: Int = 512
+
+    @Option(name: .customLong("http2-max-frame-size"), help: "--http: the largest HTTP/2 frame payload a client may send (SETTINGS_MAX_FRAME_SIZE, 16384 to 16777215).")
+    var http2MaxFrameSize: Int = 16_384
+
     @Option(name: .customLong("max-head-memory-mb"), help: "--http: MiB each reactor gives request heads that arrive in pieces (beyond: 503, flag OM).")
     var maxHeadMemoryMB: Int = 64
 
@@ -346,6 +355,15 @@ struct ProxyCommand: ParsableCommand {
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
         h.maxIdleUpstream = maxIdleUpstream
+        h.http2MaxConcurrentStreams = UInt32(try positive(http2MaxConcurrentStreams, "--http2-max-concurrent-streams", max: Int(Int32.max)))
+        guard http2ConnectionWindowKB >= 64 && http2ConnectionWindowKB <= (Int(Int32.max) >> 10) else {
+            throw ValidationError("--http2-connection-window-kb must be from 64 to \(Int(Int32.max) >> 10), got \(http2ConnectionWindowKB)")
+        }
+        h.http2ConnectionWindow = UInt32(http2ConnectionWindowKB << 10)
+        guard http2MaxFrameSize >= 16_384 && http2MaxFrameSize <= 16_777_215 else {
+            throw ValidationError("--http2-max-frame-size must be from 16384 to 16777215, got \(http2MaxFrameSize)")
+        }
+        h.http2MaxFrameSize = UInt32(http2MaxFrameSize)
         return h
     }
 

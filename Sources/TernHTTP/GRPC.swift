@@ -1,0 +1,52 @@
+// gRPC over HTTP/2, what a proxy needs of it (gRPC's PROTOCOL-HTTP2.md): the status of a local reply sent to a gRPC
+// client, and the deadline a `grpc-timeout` field sets.
+
+public enum GRPC {
+    /// The gRPC status a local reply with HTTP status `status` carries (Envoy's `httpToGrpcStatus`, which gRPC's
+    /// http-grpc-status-mapping.md also gives): 400 → 13 INTERNAL, 401 → 16 UNAUTHENTICATED, 403 → 7
+    /// PERMISSION_DENIED, 404 → 12 UNIMPLEMENTED, 429, 502, 503 and 504 → 14 UNAVAILABLE, anything else → 2 UNKNOWN.
+    public static func status(forHTTP status: Int) -> Int {
+        switch status {
+        case 400: 13
+        case 401: 16
+        case 403: 7
+        case 404: 12
+        case 429, 502, 503, 504: 14
+        default: 2
+        }
+    }
+
+    /// The nanoseconds a `grpc-timeout` value asks for (`TimeoutValue TimeoutUnit`: 1 to 8 digits, then H, M, S,
+    /// m, u or n), or nil when it is not one (then, as in Envoy, the field sets no deadline).
+    public static func timeoutNanos<C: BidirectionalCollection<UInt8>>(_ value: C) -> UInt64? {
+        guard value.count >= 2, value.count <= 9, let unit = value.last else { return nil }
+        var n: UInt64 = 0
+        for d in value.dropLast() {
+            guard d >= 0x30 && d <= 0x39 else { return nil }
+            n = n * 10 + UInt64(d - 0x30)
+        }
+        let per: UInt64
+        switch unit {
+        case UInt8(ascii: "H"): per = 3_600_000_000_000
+        case UInt8(ascii: "M"): per = 60_000_000_000
+        case UInt8(ascii: "S"): per = 1_000_000_000
+        case UInt8(ascii: "m"): per = 1_000_000
+        case UInt8(ascii: "u"): per = 1_000
+        case UInt8(ascii: "n"): per = 1
+        default: return nil
+        }
+        // 99,999,999 hours fits: about 3.6e20 ns overflows UInt64, so saturate.
+        let (product, overflow) = n.multipliedReportingOverflow(by: per)
+        return overflow ? .max : product
+    }
+
+    /// Whether a Content-Type value is gRPC's: exactly `application/grpc`, or it followed by `+` (`+proto`,
+    /// `+json`), as Envoy tells gRPC requests (`request_protocol` "grpc" in Istio's metrics) from other ones;
+    /// `application/grpc-web` is not.
+    public static func isGRPC<C: Collection<UInt8>>(contentType: C) -> Bool {
+        let prefix = "application/grpc".utf8
+        guard contentType.starts(with: prefix) else { return false }
+        let rest = contentType.dropFirst(prefix.count)
+        return rest.isEmpty || rest.first == UInt8(ascii: "+")
+    }
+}

@@ -1,0 +1,433 @@
+// One HTTP/2 connection's protocol state over nghttp2 1.52, I/O-free as the HTTP/1.1 parser is: the bytes received
+// go in (`receive`), the frames to send come out (`nextOutput`), and what happened comes out as events (from either
+// call: a stream closes as its last frame is sent, too), which the caller handles and clears (`clearEvents`) before
+// it calls `receive` again. Nothing here makes a system call.
+//
+// No per-request allocation once warm: header fields of the heads received are copied into one byte arena per
+// session and described by ranges, events go into an array kept across calls, and heads to send are built in a
+// second arena. DATA payloads are not copied on the way in: an event gives their range in the input. Going out,
+// nghttp2 copies body bytes into its frame buffer as it frames them (once), reading them through `bodySource`.
+//
+// Flow control is the caller's: automatic WINDOW_UPDATEs are off, and a stream's (and the connection's) window
+// opens only as the caller reports bytes consumed (`consume`), so a slow reader on the other side holds at most a
+// window of memory per stream.
+import CTernNghttp2
+import TernCore
+
+/// What the peer did, in the order it happened.
+public enum HTTP2Event: Equatable, Sendable {
+    /// A head: a request (server), or a response, interim (1xx) or final (client). `fields` are indexes into
+    /// `HTTP2Session.fields` (pseudo-header fields first, as nghttp2 checks); `endStream`: no body follows.
+    case head(stream: Int32, fields: Range<Int>, endStream: Bool)
+    /// Trailers: header fields after the body; they end the stream.
+    case trailers(stream: Int32, fields: Range<Int>)
+    /// Body bytes: `bytes` of the input `receive` was given.
+    case data(stream: Int32, bytes: Range<Int>)
+    /// The body ended (END_STREAM on a DATA frame).
+    case endStream(stream: Int32)
+    /// The peer reset the stream (RST_STREAM with this error code).
+    case reset(stream: Int32, code: UInt32)
+    /// The stream is closed, for whatever reason (after its events; `code` 0 for a clean close).
+    case closed(stream: Int32, code: UInt32)
+    /// The peer is going away: streams above `lastStream` were not processed and may be retried elsewhere.
+    case goaway(lastStream: Int32, code: UInt32)
+}
+
+/// What `bodySource` gives for a stream's body when nghttp2 asks for up to `count` bytes.
+public enum HTTP2BodyRead: Equatable, Sendable {
+    /// `count` bytes were written; `end`: the body ends with them (with trailers to follow: `endWithTrailers`).
+    case bytes(Int, end: Bool)
+    /// `count` bytes were written and the body ends; trailers follow (`submitTrailers`), which end the stream.
+    case endWithTrailers(Int)
+    /// Nothing yet: the stream waits until `resume(stream)`.
+    case wait
+}
+
+/// HTTP/2 error codes (RFC 9113 §7).
+public enum HTTP2ErrorCode {
+    public static let noError: UInt32 = 0x0
+    public static let protocolError: UInt32 = 0x1
+    public static let internalError: UInt32 = 0x2
+    public static let flowControlError: UInt32 = 0x3
+    public static let streamClosed: UInt32 = 0x5
+    public static let refusedStream: UInt32 = 0x7
+    public static let cancel: UInt32 = 0x8
+    public static let enhanceYourCalm: UInt32 = 0xb
+}
+
+@safe public final class HTTP2Session {
+    public enum Role: Sendable { case server, client }
+
+    /// What this side announces in its SETTINGS, and its receive windows.
+    public struct Settings: Sendable, Equatable {
+        /// Streams the peer may open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+        public var maxConcurrentStreams: UInt32 = 100
+        /// Each stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE).
+        public var initialStreamWindow: UInt32 = 65_535
+        /// The connection's receive window.
+        public var connectionWindow: UInt32 = 1 << 20
+        /// The largest frame payload the peer may send (SETTINGS_MAX_FRAME_SIZE, 16,384 to 16,777,215).
+        public var maxFrameSize: UInt32 = 16_384
+        /// The largest header list the peer may send, by RFC 9113's measure (SETTINGS_MAX_HEADER_LIST_SIZE).
+        public var maxHeaderListSize: UInt32 = 60 * 1024
+        public init() {}
+    }
+
+    public let role: Role
+    public let settings: Settings
+    /// nghttp2's session (set once at init; nil only if its creation failed).
+    private var created: OpaquePointer? = nil
+    private var session: OpaquePointer { unsafe created! }
+    /// The input of the `receive` call in progress (data events' ranges are offsets into it).
+    private var input: UnsafeRawBufferPointer? = nil
+
+    /// Events since `clearEvents`: handle them and clear them before calling `receive` again (data events point
+    /// into the input of the `receive` call that made them).
+    public private(set) var events: [HTTP2Event] = []
+    /// The fields of the heads in `events` (and of a head still arriving), in TernCore's protocol-neutral form
+    /// (what routing reads of an HTTP/1.1 head too), with ranges into `headerBytes`.
+    public private(set) var fields: [HeadField] = []
+    /// The bytes `fields` point into.
+    public private(set) var headerBytes: [UInt8] = []
+    /// Where the head still arriving begins in `fields` (nil: none), and its size so far by RFC 9113's measure
+    /// (names and values plus 32 per field); beyond `settings.maxHeaderListSize` its stream is reset and its
+    /// fields dropped (nghttp2 announces the limit but does not enforce it: an HPACK bomb would fill memory).
+    private var headStart: Int? = nil
+    private var headSize = 0
+    /// Heads refused for their size since the session began.
+    public private(set) var headsTooLarge = 0
+    /// Why `receive` failed (nghttp2's error name), after a failure.
+    public private(set) var failure: String? = nil
+
+    /// Called as nghttp2 frames a stream's body: write up to the buffer's count of bytes into it.
+    public var bodySource: ((Int32, UnsafeMutableRawBufferPointer) -> HTTP2BodyRead)? = nil
+
+    // Heads to send: names and values appended to `outBytes`, described by `outFields`, turned into nghttp2's
+    // name/value array (copied by nghttp2 at submit) when submitted.
+    private var outBytes: [UInt8] = []
+    private var outFields: [(name: Range<Int>, value: Range<Int>)] = []
+    private var nv: UnsafeMutablePointer<nghttp2_nv>
+    private var nvCapacity = 16
+
+    /// A session for one connection. A server session expects the client's connection preface first; both send
+    /// their SETTINGS with their first output.
+    public init?(role: Role, settings: Settings = Settings()) {
+        self.role = role
+        self.settings = settings
+        var callbacks: OpaquePointer? = nil
+        guard unsafe nghttp2_session_callbacks_new(&callbacks) == 0, let cbs = unsafe callbacks else { return nil }
+        defer { unsafe nghttp2_session_callbacks_del(cbs) }
+        unsafe Self.install(cbs)
+        var option: OpaquePointer? = nil
+        guard unsafe nghttp2_option_new(&option) == 0, let opt = unsafe option else { return nil }
+        defer { unsafe nghttp2_option_del(opt) }
+        // Windows open only as the caller consumes (`consume`).
+        unsafe nghttp2_option_set_no_auto_window_update(opt, 1)
+        unsafe nghttp2_option_set_peer_max_concurrent_streams(opt, 100)
+        unsafe nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024)
+        // SETTINGS entries in one frame, and frames (SETTINGS and PING acknowledgements) queued and unsent: floods
+        // of either end the connection (nghttp2's flood protection, NGHTTP2_ERR_FLOODED).
+        unsafe nghttp2_option_set_max_settings(opt, 32)
+        unsafe nghttp2_option_set_max_outbound_ack(opt, 1000)
+        unsafe nv = UnsafeMutablePointer<nghttp2_nv>.allocate(capacity: 16)
+        var made: OpaquePointer? = nil
+        let me = unsafe Unmanaged.passUnretained(self).toOpaque()
+        let rc = role == .server ? unsafe nghttp2_session_server_new2(&made, cbs, me, opt)
+            : unsafe nghttp2_session_client_new2(&made, cbs, me, opt)
+        guard rc == 0, let s = unsafe made else { return nil }
+        unsafe created = s
+        var iv = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: settings.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialStreamWindow),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue), value: settings.maxFrameSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: settings.maxHeaderListSize),
+        ]
+        if role == .client {
+            iv.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
+        }
+        unsafe iv.withUnsafeBufferPointer { b in
+            _ = unsafe nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), b.baseAddress, b.count)
+        }
+        // The connection window beyond the 65,535 bytes every connection starts with.
+        _ = unsafe nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: settings.connectionWindow))
+    }
+
+    deinit {
+        if let s = unsafe created { unsafe nghttp2_session_del(s) }
+        unsafe nv.deallocate()
+    }
+
+    // MARK: Receiving
+
+    /// Processes `bytes` received, adding events. False when the connection is beyond saving (`failure` says why):
+    /// send what `nextOutput` still gives (a GOAWAY, when nghttp2 queued one), then close.
+    public func receive(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        assert(events.isEmpty, "HTTP/2 events not cleared before receive")
+        unsafe input = bytes
+        defer { unsafe input = nil }
+        let n = unsafe nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+        guard n >= 0 else {
+            failure = unsafe String(cString: nghttp2_strerror(Int32(n)))
+            return false
+        }
+        return true
+    }
+
+    /// Forgets the events handled, and the fields of their heads (those of a head still arriving, whose
+    /// CONTINUATION frames may come in a later `receive`, are kept).
+    public func clearEvents() {
+        events.removeAll(keepingCapacity: true)
+        guard let start = headStart else {
+            fields.removeAll(keepingCapacity: true)
+            headerBytes.removeAll(keepingCapacity: true)
+            return
+        }
+        let base = start < fields.count ? fields[start].name.lowerBound : headerBytes.count
+        if base > 0 {
+            headerBytes.removeSubrange(0..<base)
+            for i in start..<fields.count {
+                fields[i].name = (fields[i].name.lowerBound - base)..<(fields[i].name.upperBound - base)
+                fields[i].value = (fields[i].value.lowerBound - base)..<(fields[i].value.upperBound - base)
+            }
+        }
+        fields.removeSubrange(0..<start)
+        headStart = 0
+    }
+
+    /// The name of field `i` (an index from an event's range) as bytes.
+    public func name(_ i: Int) -> ArraySlice<UInt8> { headerBytes[fields[i].name] }
+    /// The value of field `i` as bytes.
+    public func value(_ i: Int) -> ArraySlice<UInt8> { headerBytes[fields[i].value] }
+
+    // MARK: Sending
+
+    /// The next bytes to send (valid until the next call or until the session goes), empty when there are none.
+    public func nextOutput() -> UnsafeRawBufferPointer {
+        var data: UnsafePointer<UInt8>? = nil
+        let n = unsafe nghttp2_session_mem_send(session, &data)
+        guard n > 0, let d = unsafe data else {
+            if n < 0 { failure = unsafe String(cString: nghttp2_strerror(Int32(n))) }
+            return unsafe UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        return unsafe UnsafeRawBufferPointer(start: d, count: n)
+    }
+
+    /// Whether the session still wants to read or write; when neither, the connection is done.
+    public var isDone: Bool { unsafe nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
+    /// Whether output is waiting (`nextOutput`).
+    public var wantsToWrite: Bool { unsafe nghttp2_session_want_write(session) != 0 }
+
+    /// Starts a head to send: add its fields (`addField`), pseudo-header fields first, then submit it.
+    public func beginHead() {
+        outBytes.removeAll(keepingCapacity: true)
+        outFields.removeAll(keepingCapacity: true)
+    }
+
+    /// Adds a field (a lower-case name) to the head being built.
+    public func addField<N: Collection<UInt8>, V: Collection<UInt8>>(_ name: N, _ value: V) {
+        let n = outBytes.count
+        outBytes.append(contentsOf: name)
+        let v = outBytes.count
+        outBytes.append(contentsOf: value)
+        outFields.append((n..<v, v..<outBytes.count))
+    }
+
+    /// Sends the head built as a request on a new stream (client); the body, if `hasBody`, is read through
+    /// `bodySource`. Returns the stream's id, or nil when no stream can be opened (out of ids, or going away).
+    public func submitRequest(hasBody: Bool) -> Int32? {
+        let id = unsafe withNameValues { nva, count in
+            hasBody ? unsafe withBodyProvider { unsafe nghttp2_submit_request(session, nil, nva, count, $0, nil) }
+                : unsafe nghttp2_submit_request(session, nil, nva, count, nil, nil)
+        }
+        return id > 0 ? id : nil
+    }
+
+    /// Sends the head built as the response (or an interim 1xx head, with `interim`) on `stream` (server).
+    @discardableResult
+    public func submitResponse(stream: Int32, hasBody: Bool, interim: Bool = false) -> Bool {
+        let rc = unsafe withNameValues { nva, count in
+            if interim {
+                return unsafe nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil)
+            }
+            return hasBody ? unsafe withBodyProvider { unsafe nghttp2_submit_response(session, stream, nva, count, $0) }
+                : unsafe nghttp2_submit_response(session, stream, nva, count, nil)
+        }
+        return rc == 0
+    }
+
+    /// Sends the head built as trailers on `stream`, ending it (after its body: `bodySource` said
+    /// `endWithTrailers`).
+    @discardableResult
+    public func submitTrailers(stream: Int32) -> Bool {
+        unsafe withNameValues { nva, count in unsafe nghttp2_submit_trailer(session, stream, nva, count) } == 0
+    }
+
+    /// Resets `stream` with `code` (RST_STREAM).
+    public func reset(stream: Int32, code: UInt32) {
+        _ = unsafe nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
+    }
+
+    /// Sends GOAWAY: with `graceful`, first the notice (last stream id 2^31-1, as Envoy's two-step drain begins),
+    /// else with the last stream this side processed and `code`.
+    public func goaway(code: UInt32 = HTTP2ErrorCode.noError, graceful: Bool = false) {
+        if graceful, role == .server {
+            _ = unsafe nghttp2_submit_shutdown_notice(session)
+            return
+        }
+        let last = unsafe nghttp2_session_get_last_proc_stream_id(session)
+        _ = unsafe nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
+    }
+
+    /// The body of `stream` has more to give: nghttp2 asks `bodySource` again.
+    public func resume(stream: Int32) { _ = unsafe nghttp2_session_resume_data(session, stream) }
+
+    /// `count` bytes of `stream`'s body were passed on: the peer may send that much more on the stream and the
+    /// connection.
+    public func consume(stream: Int32, _ count: Int) {
+        guard count > 0 else { return }
+        _ = unsafe nghttp2_session_consume(session, stream, count)
+    }
+
+    /// `count` bytes received on the connection were taken off it: the peer may send that much more on the
+    /// connection (the stream's window is left as it is).
+    public func consumeConnection(_ count: Int) {
+        guard count > 0 else { return }
+        _ = unsafe nghttp2_session_consume_connection(session, count)
+    }
+
+    /// `count` bytes of `stream`'s body were passed on: the peer may send that much more on the stream (its
+    /// connection-level share was given back with `consumeConnection`).
+    public func consumeStream(_ stream: Int32, _ count: Int) {
+        guard count > 0 else { return }
+        _ = unsafe nghttp2_session_consume_stream(session, stream, count)
+    }
+
+    /// How many body bytes this side may send on `stream` now (the smaller of its window and the connection's).
+    public func sendWindow(stream: Int32) -> Int {
+        Int(min(unsafe nghttp2_session_get_stream_remote_window_size(session, stream),
+                unsafe nghttp2_session_get_remote_window_size(session)))
+    }
+
+    /// Streams the peer may still open at once, as it announced (client: how many more requests fit now).
+    public var peerMaxConcurrentStreams: UInt32 {
+        unsafe nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+    }
+
+    // MARK: nghttp2's name/value arrays and data providers
+
+    private func withNameValues(_ body: (UnsafePointer<nghttp2_nv>, Int) -> Int32) -> Int32 {
+        if outFields.count > nvCapacity {
+            unsafe nv.deallocate()
+            nvCapacity = outFields.count
+            unsafe nv = UnsafeMutablePointer<nghttp2_nv>.allocate(capacity: nvCapacity)
+        }
+        return unsafe outBytes.withUnsafeMutableBufferPointer { b in
+            let base = b.baseAddress!
+            for (i, f) in outFields.enumerated() {
+                unsafe nv[i] = nghttp2_nv(name: base + f.name.lowerBound, value: base + f.value.lowerBound,
+                                          namelen: f.name.count, valuelen: f.value.count,
+                                          flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return unsafe body(nv, outFields.count)
+        }
+    }
+
+    private func withBodyProvider(_ body: (UnsafePointer<nghttp2_data_provider>) -> Int32) -> Int32 {
+        var provider = unsafe nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: { session, stream, buf, length, flags, _, user in
+            let me = unsafe Unmanaged<HTTP2Session>.fromOpaque(user!).takeUnretainedValue()
+            guard let source = unsafe me.bodySource else { return ssize_t(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+            switch unsafe source(stream, UnsafeMutableRawBufferPointer(start: buf, count: length)) {
+            case .wait:
+                return ssize_t(NGHTTP2_ERR_DEFERRED.rawValue)
+            case .bytes(let n, let end):
+                if end { unsafe flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+                return n
+            case .endWithTrailers(let n):
+                unsafe flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue | NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                return n
+            }
+        })
+        return unsafe body(&provider)
+    }
+
+    // MARK: Callbacks
+
+    private static func me(_ user: UnsafeMutableRawPointer?) -> HTTP2Session {
+        unsafe Unmanaged<HTTP2Session>.fromOpaque(user!).takeUnretainedValue()
+    }
+
+    private static func install(_ cbs: OpaquePointer) {
+        unsafe nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, _, user in
+            let me = unsafe HTTP2Session.me(user)
+            me.headStart = me.fields.count
+            me.headSize = 0
+            return 0
+        }
+        unsafe nghttp2_session_callbacks_set_on_header_callback(cbs) { _, _, name, nameLength, value, valueLength, _, user in
+            let me = unsafe HTTP2Session.me(user)
+            guard me.headStart != nil else { return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue }  // refused
+            me.headSize += nameLength + valueLength + 32
+            if me.headSize > Int(me.settings.maxHeaderListSize) {
+                // Too large: its fields go, and nghttp2 resets the stream (INTERNAL_ERROR) and skips the rest.
+                if let start = me.headStart, start < me.fields.count {
+                    me.headerBytes.removeSubrange(me.fields[start].name.lowerBound...)
+                    me.fields.removeSubrange(start...)
+                }
+                me.headStart = nil
+                me.headsTooLarge += 1
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+            }
+            let n = me.headerBytes.count
+            unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: name, count: nameLength))
+            let v = me.headerBytes.count
+            unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
+            let known = HTTP1Parser.knownField(me.headerBytes.span, n..<v)
+            me.fields.append(HeadField(name: n..<v, value: v..<me.headerBytes.count, known: known))
+            return 0
+        }
+        unsafe nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
+            let me = unsafe HTTP2Session.me(user)
+            let hd = unsafe frame!.pointee.hd
+            let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            switch UInt32(hd.type) {
+            case NGHTTP2_HEADERS.rawValue:
+                guard let start = me.headStart else { break }  // refused for its size
+                me.headStart = nil
+                let range = start..<me.fields.count
+                let category = unsafe frame!.pointee.headers.cat
+                // A HEADERS frame after the head: trailers, unless it carries a status (a final response after an
+                // interim one).
+                let isHead = category != NGHTTP2_HCAT_HEADERS
+                    || me.fields[range].contains { me.headerBytes[$0.name].elementsEqual(statusName) }
+                me.events.append(isHead ? .head(stream: hd.stream_id, fields: range, endStream: endStream)
+                    : .trailers(stream: hd.stream_id, fields: range))
+            case NGHTTP2_DATA.rawValue:
+                if endStream { me.events.append(.endStream(stream: hd.stream_id)) }
+            case NGHTTP2_RST_STREAM.rawValue:
+                me.events.append(.reset(stream: hd.stream_id, code: unsafe frame!.pointee.rst_stream.error_code))
+            case NGHTTP2_GOAWAY.rawValue:
+                let g = unsafe frame!.pointee.goaway
+                unsafe me.events.append(.goaway(lastStream: g.last_stream_id, code: g.error_code))
+            default:
+                break
+            }
+            return 0
+        }
+        unsafe nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, stream, data, length, user in
+            let me = unsafe HTTP2Session.me(user)
+            guard let input = unsafe me.input, let base = input.baseAddress, let d = unsafe data else { return 0 }
+            let offset = unsafe UnsafeRawPointer(d) - base
+            // nghttp2 hands DATA payloads out of the input as it is (not copied).
+            precondition(offset >= 0 && offset + length <= input.count, "DATA payload outside the input")
+            me.events.append(.data(stream: stream, bytes: offset..<(offset + length)))
+            return 0
+        }
+        unsafe nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, stream, code, user in
+            let me = unsafe HTTP2Session.me(user)
+            me.events.append(.closed(stream: stream, code: code))
+            return 0
+        }
+    }
+}
+
+private let statusName: [UInt8] = Array(":status".utf8)

@@ -1,0 +1,888 @@
+// HTTP/2 from clients (issue 17): a client connection whose first bytes are the HTTP/2 connection preface (h2c with
+// prior knowledge on an HTTP listener, or h2 inside TLS) is served by an HTTP/2 session (TernHTTP's
+// `HTTP2Session`, over nghttp2), and each of its streams is handed to the engine as a connection of its own, with
+// transport `.h2stream` and an exchange of its own: the engine routes, filters, retries and reports it as it does
+// an HTTP/1.1 request, and never learns the difference.
+//
+// - Requests: a stream's head is written as an HTTP/1.1 request head (`HTTP2Translation.http1Request`) into a
+//   spare buffer and handed to `clientReceived` as if received; its DATA payloads are gathered into spare buffers
+//   and handed over, a buffer at a time, as the engine asks for more (framed as one chunk when the body has no
+//   Content-Length). A stream's receive window (65,535 bytes) reopens only as the engine takes what it was given,
+//   so a slow upstream holds a client stream to what fits three buffers.
+// - Responses: what the engine sends to the stream (HTTP/1.1 bytes) is copied into a spare buffer, its head read
+//   with a response parser and submitted as HEADERS (`HTTP2Translation.http2Response`), its body (de-chunked)
+//   read by nghttp2 as the stream's window allows; the engine hears its send is done once nghttp2 took the bytes.
+// - Frames go out through the connection's own transport (plain or TLS), one spare buffer at a time.
+// - A stream's end (the engine closes its connection after the response: keep-alive is off on a stream) frees
+//   its slots; the client resetting it, or the connection closing, ends its exchange as a client disconnect.
+import TernCore
+import TernHTTP
+import TernIO
+import TernTelemetry
+
+/// An HTTP/2 client connection's session and its open streams.
+final class H2Link {
+    let session: HTTP2Session
+    /// Open streams: the HTTP/2 stream id and the stream's own connection (at most the streams the session
+    /// allows at once, so a scan is short).
+    var streams: [(id: Int32, connection: DID)] = []
+    /// The spare buffer being sent (-1: none) and how much of it is filled.
+    var out: Int32 = -1
+    /// Frames nghttp2 gave that did not fit the buffer being filled: sent next (capacity kept).
+    var overflow: [UInt8] = []
+    /// The connection is closing: no stream is opened any more, and it closes once its output is out.
+    var closing = false
+    /// Its streams were ended with it (`h2Close`).
+    var ended = false
+    /// Streams ended on this connection, and those a client reset before their response, within a second of
+    /// opening (Envoy's premature resets, CVE-2023-44487), or made the session reset (a protocol, flow-control or
+    /// closed-stream error of the client's: CVE-2025-8671, MadeYouReset); the stream the client reset last (its
+    /// close that follows is not counted again).
+    var streamsEnded = 0
+    var prematureResets = 0
+    var lastClientReset: Int32 = 0
+    /// Waiting for a spare buffer (on `HTTPProxy.h2Starved`).
+    var starved = false
+    /// `h2Flush` is filling a buffer (a stream closed meanwhile does not flush again inside it); `h2Events` is
+    /// handling the session's events.
+    var flushing = false
+    var inEvents = false
+
+    init(session: HTTP2Session) {
+        self.session = session
+        streams.reserveCapacity(16)
+    }
+
+    func connection(of stream: Int32) -> DID? {
+        for s in streams where s.id == stream { return s.connection }
+        return nil
+    }
+}
+
+/// An HTTP/2 stream's state, in the slot of the connection the engine sees for it.
+struct H2StreamState {
+    var parent: DID? = nil
+    var stream: Int32 = 0
+    /// When the stream opened (monotonic nanoseconds): a reset within `H2Wire.prematureLifetime` is premature.
+    var openedAt: UInt64 = 0
+    // The request, as HTTP/1.1 bytes for the engine: its head (a spare buffer), then its body's bytes gathered
+    // in a spare buffer until the engine asks.
+    var head: Int32 = -1
+    var headLength = 0
+    /// Body bytes gathered, in up to four spare buffers (a stream's window, 65,535 bytes, fills three), the
+    /// first handed over first.
+    var bodies = InlineArray<4, Int32>(repeating: -1)
+    var bodyLengths = InlineArray<4, Int>(repeating: 0)
+    var bodyCount = 0
+    var chunked = false
+    /// END_STREAM came from the client; the end of a chunked body was handed over.
+    var requestEnded = false
+    var lastChunkSent = false
+    /// The engine asked for bytes; the stream is on the reactor's `h2Ready` list.
+    var wanting = false
+    var queued = false
+    /// DATA bytes the engine was given: the stream's window reopens by them when it asks again.
+    var consumable = 0
+    // The response, as the engine writes it (HTTP/1.1): its head parsed in `out`, then its body bytes there until
+    // nghttp2 frames them.
+    var parser: Int32 = -1
+    var headSubmitted = false
+    var out: Int32 = -1
+    var outStart = 0
+    var outEnd = 0
+    var framing = BodyFraming.none
+    var remaining: UInt64 = 0
+    var decoder = ChunkedDecoder()
+    var responseEnded = false
+    /// Bytes of the engine's send to report once nghttp2 has taken them (0: none).
+    var unreported = 0
+    var reportSent = false
+    /// The stream is gone on the HTTP/2 side (closed, or reset by either end).
+    var gone = false
+    /// The engine ended the stream's connection after a complete response (`lingerClose`): a response whose
+    /// length was its connection's close ends with END_STREAM, not a reset.
+    var graceful = false
+    /// `out` was drained by nghttp2 and goes back to the pool (at the next iteration); the stream waits for a
+    /// spare buffer (on `HTTPProxy.h2Starved`) to send into (`starvedSend`) or to end its body in.
+    var releaseOut = false
+    var starved = false
+    var starvedSend = false
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+enum H2Wire {
+    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    static let crlf: [UInt8] = [0x0D, 0x0A]
+    static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
+    /// Bytes kept at the front of a stream's body buffer for the chunk-size line written before it.
+    static let chunkRoom = 16
+    /// Envoy's premature-reset rule (its runtime defaults): once a connection has ended this many streams, and
+    /// more than half of them were reset by the client within a second of opening (or made the session reset
+    /// them for a protocol error), it is closed with GOAWAY ENHANCE_YOUR_CALM.
+    static let prematureResetMinimumStreams = 500
+    static let status: [UInt8] = Array(":status".utf8), notImplemented: [UInt8] = Array("501".utf8)
+    static let method: [UInt8] = Array(":method".utf8), connect: [UInt8] = Array("CONNECT".utf8)
+    static let prematureLifetime: UInt64 = 1_000_000_000
+}
+
+extension HTTPProxy {
+    // MARK: - The connection
+
+    /// Whether a connection's first bytes (`count` of pooled buffer `buffer`) begin the HTTP/2 preface (all of
+    /// them, when fewer than it).
+    func h2Preface(_ buffer: UInt16, _ count: Int) -> Bool {
+        let n = min(count, H2Wire.preface.count)
+        guard n >= 4 else { return false }
+        let b = unsafe pool.bytes(buffer, length: n)
+        for i in 0..<n where unsafe b[i] != H2Wire.preface[i] { return false }
+        return true
+    }
+
+    /// Turns client connection `id` into an HTTP/2 connection and feeds it its first bytes.
+    func h2Begin(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
+        var settings = HTTP2Session.Settings()
+        // A stream's window stays HTTP/2's initial 65,535 (a smaller one would race what a client sends before
+        // our SETTINGS arrive; a larger one would not fit the buffers a stream gathers its body in).
+        settings.initialStreamWindow = 65_535
+        settings.connectionWindow = self.settings.http2ConnectionWindow
+        settings.maxConcurrentStreams = self.settings.http2MaxConcurrentStreams
+        settings.maxFrameSize = self.settings.http2MaxFrameSize
+        settings.maxHeaderListSize = UInt32(self.settings.limits.maxHeaderBytes)
+        guard let session = HTTP2Session(role: .server, settings: settings) else {
+            release(c.bufferID, reactor)
+            return closeDownstream(id, reset: true, reactor)
+        }
+        let link = H2Link(session: session)
+        unsafe session.bodySource = { [unowned self] stream, buffer in unsafe self.h2BodyRead(id, stream, buffer) }
+        downstreams[id].h2 = link
+        downstreams[id].keepAlive = false
+        cancel(&downstreams[id].headerTimer, reactor)
+        counters.h2Connections.add(1, ordering: .relaxed)
+        h2Received(id, c, reactor)
+    }
+
+    /// Bytes (or the end) from an HTTP/2 client connection.
+    func h2Received(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return release(c.bufferID, reactor) }
+        if downstreams[id].phase == .lingering {
+            // After GOAWAY: read and drop until the client closes, or the linger timer ends it.
+            release(c.bufferID, reactor)
+            return c.result > 0 ? receiveFromClient(id, reactor) : closeDownstream(id, reset: false, reactor)
+        }
+        if downstreams[id].phase != .open {
+            release(c.bufferID, reactor)
+            return finishDownstreamIfQuiet(id, reactor)
+        }
+        guard c.result > 0, let buffer = c.bufferID else {
+            release(c.bufferID, reactor)
+            return h2Close(id, reset: c.result < 0, reactor)
+        }
+        let input = unsafe pool.bytes(buffer, length: Int(c.result))
+        let ok = unsafe link.session.receive(input)
+        unsafe h2Events(id, link, input, reactor)
+        release(buffer, reactor)
+        if !ok {
+            Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
+            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            link.closing = true
+        }
+        h2Flush(id, reactor)
+        if downstreams.isCurrent(id) && downstreams[id].phase == .open && !link.closing { receiveFromClient(id, reactor) }
+    }
+
+    /// What the session's last call produced, stream by stream.
+    private func h2Events(_ id: DID, _ link: H2Link, _ input: UnsafeRawBufferPointer, _ reactor: Reactor<Backend>) {
+        // Handling an event may flush the connection, and a flush may add events (a stream closing as its last
+        // frame goes out): they join this loop, which alone handles and clears them.
+        guard !link.inEvents else { return }
+        link.inEvents = true
+        defer { link.inEvents = false }
+        var i = 0
+        while i < link.session.events.count {
+            let e = link.session.events[i]
+            i += 1
+            switch e {
+            case .head(let stream, let fields, let endStream):
+                h2Open(id, link, stream, fields, endStream: endStream, reactor)
+            case .trailers(let stream, _):
+                // Request trailers end the body (the HTTP/1.1 side drops them, as Envoy's HTTP/1 codec does).
+                if let v = link.connection(of: stream) { h2RequestEnded(v, reactor) }
+            case .data(let stream, let range):
+                guard let v = link.connection(of: stream) else {
+                    link.session.consume(stream: stream, range.count)
+                    continue
+                }
+                unsafe h2Gather(v, UnsafeRawBufferPointer(rebasing: input[range]), reactor)
+            case .endStream(let stream):
+                if let v = link.connection(of: stream) { h2RequestEnded(v, reactor) }
+            case .reset(let stream, _), .closed(let stream, _):
+                h2CountReset(link, e)
+                guard let v = link.connection(of: stream) else { continue }
+                downstreams[v].h2s.gone = true
+                if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.requestEnded {
+                    // The client gave up on it (or the session reset it): the exchange ends as a client disconnect.
+                    closeDownstream(v, reset: false, reactor)
+                }
+            case .goaway:
+                break
+            }
+        }
+        link.session.clearEvents()
+        if link.streamsEnded >= H2Wire.prematureResetMinimumStreams && link.prematureResets * 2 > link.streamsEnded
+            && !link.closing {
+            Log.debug("HTTP/2 connection: \(link.prematureResets) of \(link.streamsEnded) streams reset early: GOAWAY ENHANCE_YOUR_CALM")
+            counters.h2ResetFloods.add(1, ordering: .relaxed)
+            link.session.goaway(code: HTTP2ErrorCode.enhanceYourCalm)
+            link.closing = true
+        }
+    }
+
+    /// Counts a stream's end, and whether it was a premature reset: the client reset it within a second of opening,
+    /// before its response ended, or the session reset it for a protocol error (PROTOCOL_ERROR, which Tern's own
+    /// resets of streams it cannot serve do not use).
+    private func h2CountReset(_ link: H2Link, _ e: HTTP2Event) {
+        switch e {
+        case .reset(let stream, _):
+            link.lastClientReset = stream
+            guard let v = link.connection(of: stream) else { return }
+            if !downstreams[v].h2s.responseEnded && System.monotonicNanos() &- downstreams[v].h2s.openedAt < H2Wire.prematureLifetime {
+                link.prematureResets += 1
+            }
+        case .closed(let stream, let code):
+            link.streamsEnded += 1
+            // Closed by the session for the client's error (Tern's own resets use other codes, or
+            // PROTOCOL_ERROR for a head it refused, which is the client's error too).
+            let clients = code == HTTP2ErrorCode.protocolError || code == HTTP2ErrorCode.flowControlError
+                || code == HTTP2ErrorCode.streamClosed
+            if clients && stream != link.lastClientReset { link.prematureResets += 1 }
+        default:
+            break
+        }
+    }
+
+    /// Sends what the session has to send, a spare buffer at a time, through the connection's transport.
+    func h2Flush(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard downstreams.isCurrent(id), let link = downstreams[id].h2, link.out < 0, !link.flushing else { return }
+        guard downstreams[id].phase == .open else { return }
+        link.flushing = true
+        defer { link.flushing = false }
+        guard let b = reactor.backend.takeBuffer() else {
+            if !link.starved {
+                link.starved = true
+                h2Starved.append(id)
+            }
+            return
+        }
+        let room = unsafe pool.mutableBytes(b, length: pool.size)
+        var n = 0
+        if !link.overflow.isEmpty {
+            let k = min(link.overflow.count, room.count)
+            unsafe link.overflow.withUnsafeBytes { unsafe room.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: k) }
+            link.overflow.removeSubrange(0..<k)
+            n = k
+        }
+        while n < room.count && link.overflow.isEmpty {
+            let chunk = unsafe link.session.nextOutput()
+            if unsafe chunk.isEmpty { break }
+            let k = min(chunk.count, room.count - n)
+            unsafe (room.baseAddress! + n).copyMemory(from: chunk.baseAddress!, byteCount: k)
+            n += k
+            if k < chunk.count { unsafe link.overflow.append(contentsOf: chunk[k...]) }
+        }
+        // Streams that closed as their last frames went into the buffer.
+        if !link.session.events.isEmpty { unsafe h2Events(id, link, UnsafeRawBufferPointer(start: nil, count: 0), reactor) }
+        guard n > 0 else {
+            release(b, reactor)
+            // All said (a GOAWAY last): the connection ends, unless `h2Close` is ending it already.
+            if (link.closing || link.session.isDone) && !link.ended { h2Finish(id, reactor) }
+            return
+        }
+        link.out = Int32(b)
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = unsafe toClient.append(entry, UnsafeRawBufferPointer(rebasing: room[0..<n]))
+        sendToClient(id, reactor)
+    }
+
+    /// The connection's frames went out (`result` bytes of them).
+    func h2Sent(_ id: DID, _ result: Int32, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return }
+        if downstreams[id].phase == .closing { return finishDownstreamIfQuiet(id, reactor) }
+        if result < 0 { return h2Close(id, reset: true, reactor) }
+        let entry = Int(id.index)
+        toClient.advance(entry, by: Int(result))
+        if toClient.remaining(entry) > 0 { return sendToClient(id, reactor) }
+        if link.out >= 0 {
+            release(UInt16(link.out), reactor)
+            link.out = -1
+        }
+        h2Flush(id, reactor)
+    }
+
+    /// Ends the connection and every stream on it.
+    func h2Close(_ id: DID, reset: Bool, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return }
+        link.closing = true
+        link.ended = true
+        for s in link.streams where downstreams.isCurrent(s.connection) {
+            downstreams[s.connection].h2s.gone = true
+            closeDownstream(s.connection, reset: false, reactor)
+        }
+        if downstreams.isCurrent(id) { closeDownstream(id, reset: reset, reactor) }
+    }
+
+    /// The connection said all it had to (GOAWAY last): its streams end, and it closes as an HTTP/1.1 connection
+    /// does, reading what the client still sends for a while (so the close is no reset that could destroy the
+    /// GOAWAY before the client read it).
+    func h2Finish(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return }
+        link.closing = true
+        link.ended = true
+        for s in link.streams where downstreams.isCurrent(s.connection) {
+            downstreams[s.connection].h2s.gone = true
+            closeDownstream(s.connection, reset: false, reactor)
+        }
+        if downstreams.isCurrent(id) && downstreams[id].phase == .open { lingerClose(id, reactor) }
+    }
+
+    /// The connection's slots are freed: its output buffer goes back.
+    func h2Free(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return }
+        if link.out >= 0 { release(UInt16(link.out), reactor) }
+        link.out = -1
+        unsafe link.session.bodySource = nil
+        downstreams[id].h2 = nil
+    }
+
+    /// Whether a request head's method is CONNECT.
+    private func h2IsConnect(_ link: H2Link, _ fields: Range<Int>) -> Bool {
+        let f = link.session.fields, b = link.session.headerBytes
+        for i in fields where b[f[i].name].elementsEqual(H2Wire.method) { return b[f[i].value].elementsEqual(H2Wire.connect) }
+        return false
+    }
+
+    /// Whether the client's connection is TLS (an HTTP/2 stream's: its connection's).
+    func clientIsSecure(_ id: DID) -> Bool {
+        switch downstreams[id].transport {
+        case .tls: true
+        case .plain: false
+        case .h2stream: downstreams[id].h2s.parent.map { downstreams.isCurrent($0) && downstreams[$0].transport == .tls } ?? false
+        }
+    }
+
+    /// Says GOAWAY (NO_ERROR, with the last stream processed) and closes once it is out: an idle connection.
+    func h2GoAway(_ id: DID, _ reactor: Reactor<Backend>) {
+        guard let link = downstreams[id].h2 else { return }
+        link.session.goaway(code: HTTP2ErrorCode.noError)
+        link.closing = true
+        h2Flush(id, reactor)
+    }
+
+    /// The drain (SIGTERM): every HTTP/2 connection is told to open no new stream (GOAWAY with the last stream it
+    /// processed); those open finish, and the connection closes when it has none (or at the drain timeout).
+    func h2Drain(_ reactor: Reactor<Backend>) {
+        downstreams.forEachID { id in
+            guard let link = downstreams[id].h2 else { return }
+            link.session.goaway(code: HTTP2ErrorCode.noError)
+            h2Flush(id, reactor)
+            if link.streams.isEmpty { link.closing = true }
+        }
+    }
+
+    // MARK: - Requests
+
+    /// A new stream: its own connection and exchange, and its head written as HTTP/1.1 for the engine.
+    private func h2Open(_ id: DID, _ link: H2Link, _ stream: Int32, _ fields: Range<Int>, endStream: Bool,
+                        _ reactor: Reactor<Backend>) {
+        if let v = link.connection(of: stream) {
+            // A second head on a stream the engine has: interim heads are not sent by clients; trailers come as
+            // `.trailers`. Reset it.
+            Log.debug("HTTP/2 stream \(stream): a second head")
+            link.session.reset(stream: stream, code: HTTP2ErrorCode.protocolError)
+            return closeDownstream(v, reset: false, reactor)
+        }
+        if link.closing || draining {
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
+        }
+        if h2IsConnect(link, fields) {
+            // CONNECT over HTTP/2 (a tunnel on a stream) is not served yet: 501, as to an unknown method.
+            link.session.beginHead()
+            link.session.addField(H2Wire.status, H2Wire.notImplemented)
+            _ = link.session.submitResponse(stream: stream, hasBody: false)
+            return
+        }
+        h2Scratch.removeAll(keepingCapacity: true)
+        let framing: HTTP2Translation.Framing
+        switch HTTP2Translation.http1Request(link.session, fields, endStream: endStream, into: &h2Scratch) {
+        case .success(let f): framing = f
+        case .failure(let why):
+            Log.debug("HTTP/2 stream \(stream): malformed request head (\(why))")
+            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.protocolError)
+        }
+        guard h2Scratch.count <= pool.size, let head = h2TakeBuffer(reactor) else {
+            // Beyond a buffer (the header list is limited to --max-request-headers-kb) or no buffer free: refused,
+            // so the client may try again.
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
+        }
+        guard let x = exchanges.insert(Exchange(downstream: DID(index: 0, generation: 0))) else {
+            release(head, reactor)
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
+        }
+        guard let v = downstreams.insert(DownstreamConnection(fd: -1, listener: downstreams[id].listener, exchange: x)) else {
+            exchanges.remove(x)
+            release(head, reactor)
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
+        }
+        exchanges[x].downstream = v
+        exchanges[x].http2 = true
+        unsafe h2Scratch.withUnsafeBytes { unsafe pool.mutableBytes(head, length: $0.count).copyMemory(from: $0) }
+        downstreams[v].transport = .h2stream
+        downstreams[v].keepAlive = false
+        downstreams[v].spoke = true
+        downstreams[v].h2s.parent = id
+        downstreams[v].h2s.stream = stream
+        downstreams[v].h2s.openedAt = System.monotonicNanos()
+        downstreams[v].h2s.head = Int32(head)
+        downstreams[v].h2s.headLength = h2Scratch.count
+        downstreams[v].h2s.chunked = framing == .chunked
+        downstreams[v].h2s.requestEnded = endStream
+        link.streams.append((stream, v))
+        downstreams[v].mutualTLS = downstreams[id].mutualTLS
+        bytes.copyClientAddress(from: Int(id.index), to: Int(v.index))
+        if let capture {
+            // The connection's fields (addresses, TLS version, cipher, server name) are the stream's too.
+            let px = Int(downstreams[id].exchange.index), sx = Int(x.index)
+            func copy(_ f: CapturedField) { unsafe capture.withBytes(px, f) { unsafe capture.set(sx, f, $0) } }
+            copy(.downstreamRemote)
+            copy(.downstreamLocal)
+            copy(.tlsVersion)
+            copy(.tlsCipher)
+            copy(.serverName)
+        }
+        counters.h2Streams.add(1, ordering: .relaxed)
+        h2StreamCount += 1
+        receiveFromClient(v, reactor)
+    }
+
+    /// DATA for a stream: gathered in its body buffer until the engine asks.
+    private func h2Gather(_ v: DID, _ data: UnsafeRawBufferPointer, _ reactor: Reactor<Backend>) {
+        guard let parent = downstreams[v].h2s.parent, let link = downstreams[parent].h2 else { return }
+        if unsafe downstreams[v].phase != .open || data.isEmpty {
+            // Nobody reads it any more: the window reopens at once.
+            link.session.consume(stream: downstreams[v].h2s.stream, data.count)
+            return
+        }
+        var rest = unsafe data
+        while unsafe !rest.isEmpty {
+            let last = downstreams[v].h2s.bodyCount - 1
+            // Room in the last buffer: its chunk-size line before the data, and CRLF and the last chunk after.
+            let room = last < 0 ? 0 : pool.size - H2Wire.chunkRoom - downstreams[v].h2s.bodyLengths[last] - 8
+            if room <= 0 {
+                guard downstreams[v].h2s.bodyCount < 4, let b = h2TakeBuffer(reactor) else {
+                    // Beyond the stream's window (nghttp2 ends the connection first), or no buffer free.
+                    link.session.reset(stream: downstreams[v].h2s.stream, code: HTTP2ErrorCode.internalError)
+                    return closeDownstream(v, reset: false, reactor)
+                }
+                downstreams[v].h2s.bodies[last + 1] = Int32(b)
+                downstreams[v].h2s.bodyLengths[last + 1] = 0
+                downstreams[v].h2s.bodyCount += 1
+                continue
+            }
+            let k = min(room, rest.count)
+            let at = H2Wire.chunkRoom + downstreams[v].h2s.bodyLengths[last]
+            let buffer = unsafe pool.mutableBytes(UInt16(downstreams[v].h2s.bodies[last]), length: pool.size)
+            unsafe (buffer.baseAddress! + at).copyMemory(from: rest.baseAddress!, byteCount: k)
+            downstreams[v].h2s.bodyLengths[last] += k
+            unsafe rest = unsafe UnsafeRawBufferPointer(rebasing: rest[k...])
+        }
+        h2Ready(v)
+    }
+
+    /// The client's END_STREAM (or trailers) for a stream.
+    private func h2RequestEnded(_ v: DID, _ reactor: Reactor<Backend>) {
+        downstreams[v].h2s.requestEnded = true
+        h2Ready(v)
+    }
+
+    /// The engine asks a stream for bytes (`receiveFromClient`).
+    func h2Wants(_ v: DID, _ reactor: Reactor<Backend>) {
+        downstreams[v].h2s.wanting = true
+        h2Ready(v)
+    }
+
+    private func h2Ready(_ v: DID) {
+        guard !downstreams[v].h2s.queued else { return }
+        downstreams[v].h2s.queued = true
+        h2ReadyList.append(v)
+    }
+
+    /// Once per loop iteration: streams with bytes for an engine that asked, sends to report, and, once spare
+    /// buffers are free, connections and streams that waited for one. What this adds goes to the next iteration
+    /// (kicked by a timer due at once), so a stream that cannot progress never spins inside one.
+    func h2Iteration(_ reactor: Reactor<Backend>) {
+        if !h2Starved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
+            let waiting = h2Starved
+            h2Starved.removeAll(keepingCapacity: true)
+            for id in waiting where downstreams.isCurrent(id) {
+                if let link = downstreams[id].h2 {
+                    link.starved = false
+                    h2Flush(id, reactor)
+                } else if downstreams[id].transport == .h2stream {
+                    downstreams[id].h2s.starved = false
+                    if downstreams[id].h2s.starvedSend {
+                        downstreams[id].h2s.starvedSend = false
+                        h2Send(id, reactor)
+                    } else {
+                        h2Ready(id)
+                    }
+                }
+            }
+        }
+        let count = h2ReadyList.count
+        var i = 0
+        while i < count {
+            let v = h2ReadyList[i]
+            i += 1
+            guard downstreams.isCurrent(v), downstreams[v].transport == .h2stream else { continue }
+            downstreams[v].h2s.queued = false
+            if downstreams[v].h2s.releaseOut {
+                downstreams[v].h2s.releaseOut = false
+                let s = downstreams[v].h2s
+                if s.out >= 0 && s.headSubmitted && s.outStart == s.outEnd {
+                    release(UInt16(s.out), reactor)
+                    downstreams[v].h2s.out = -1
+                    downstreams[v].h2s.outStart = 0
+                    downstreams[v].h2s.outEnd = 0
+                }
+            }
+            if downstreams[v].h2s.reportSent {
+                downstreams[v].h2s.reportSent = false
+                let n = downstreams[v].h2s.unreported
+                downstreams[v].h2s.unreported = 0
+                clientSent(v, Int32(n), reactor)
+                guard downstreams.isCurrent(v), downstreams[v].transport == .h2stream else { continue }
+            }
+            if downstreams[v].h2s.wanting && !downstreams[v].h2s.starved { h2Deliver(v, reactor) }
+        }
+        h2ReadyList.removeSubrange(0..<count)
+        if !h2ReadyList.isEmpty && !h2KickArmed {
+            h2KickArmed = reactor.timers.schedule(Token(op: Op.h2Kick.rawValue, slot: 0, generation: 0),
+                                                  at: System.monotonicNanos()) != nil
+        }
+    }
+
+    /// A spare buffer for HTTP/2's own use, leaving TLS its reserve of record buffers (nil: none to spare).
+    func h2TakeBuffer(_ reactor: Reactor<Backend>) -> UInt16? {
+        reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve ? reactor.backend.takeBuffer() : nil
+    }
+
+    /// A stream waits for a spare buffer: it goes on once one is free.
+    private func h2Starve(_ v: DID) {
+        guard !downstreams[v].h2s.starved else { return }
+        downstreams[v].h2s.starved = true
+        h2Starved.append(v)
+    }
+
+    /// Hands the engine what a stream has: its head, then its body as it came, then its end.
+    private func h2Deliver(_ v: DID, _ reactor: Reactor<Backend>) {
+        guard let parent = downstreams[v].h2s.parent, let link = downstreams[parent].h2 else { return }
+        let stream = downstreams[v].h2s.stream
+        if downstreams[v].h2s.consumable > 0 {
+            // The engine took what it was given before: the client may send that much more on the stream.
+            link.session.consumeStream(stream, downstreams[v].h2s.consumable)
+            downstreams[v].h2s.consumable = 0
+            h2Flush(parent, reactor)
+        }
+        let token = token(.clientReceive, v)
+        if downstreams[v].h2s.head >= 0 {
+            let b = UInt16(downstreams[v].h2s.head), n = downstreams[v].h2s.headLength
+            downstreams[v].h2s.head = -1
+            downstreams[v].h2s.wanting = false
+            return clientReceived(v, Completion(token: token, result: Int32(n), buffer: b), reactor)
+        }
+        let ended = downstreams[v].h2s.requestEnded, chunked = downstreams[v].h2s.chunked
+        if downstreams[v].h2s.bodyCount > 0 {
+            let b = UInt16(downstreams[v].h2s.bodies[0]), n = downstreams[v].h2s.bodyLengths[0]
+            let count = downstreams[v].h2s.bodyCount
+            for i in 1..<4 {
+                downstreams[v].h2s.bodies[i - 1] = downstreams[v].h2s.bodies[i]
+                downstreams[v].h2s.bodyLengths[i - 1] = downstreams[v].h2s.bodyLengths[i]
+            }
+            downstreams[v].h2s.bodies[3] = -1
+            downstreams[v].h2s.bodyCount = count - 1
+            downstreams[v].h2s.consumable = n
+            // Off the connection (into the stream's own buffers, bounded by its window): the connection's window
+            // reopens now, so a stream whose body waits for its response holds no other stream back.
+            link.session.consumeConnection(n)
+            // The last chunk goes with the last buffer.
+            let last = count == 1
+            let buffer = unsafe pool.mutableBytes(b, length: pool.size)
+            var length = n
+            if chunked {
+                // One chunk of what came: its size line (hex digits, CRLF) written just before the data, all moved
+                // to the front, then CRLF, and the last chunk if the stream ended.
+                var digits = 1
+                while n >> (4 * digits) > 0 { digits += 1 }
+                let lineStart = H2Wire.chunkRoom - digits - 2
+                for d in 0..<digits {
+                    let nibble = (n >> (4 * (digits - 1 - d))) & 0xF
+                    unsafe buffer[lineStart + d] = UInt8(nibble < 10 ? 0x30 + nibble : 0x57 + nibble)
+                }
+                unsafe buffer[H2Wire.chunkRoom - 2] = 0x0D
+                unsafe buffer[H2Wire.chunkRoom - 1] = 0x0A
+                length = digits + 2 + n
+                unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + lineStart, byteCount: length)
+                unsafe buffer[length] = 0x0D
+                unsafe buffer[length + 1] = 0x0A
+                length += 2
+                if ended && last {
+                    for (k, c) in H2Wire.lastChunk.enumerated() { unsafe buffer[length + k] = c }
+                    length += H2Wire.lastChunk.count
+                    downstreams[v].h2s.lastChunkSent = true
+                }
+            } else {
+                unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + H2Wire.chunkRoom, byteCount: n)
+            }
+            downstreams[v].h2s.wanting = false
+            return clientReceived(v, Completion(token: token, result: Int32(length), buffer: b), reactor)
+        }
+        guard ended else { return }  // nothing yet: delivered when it comes
+        if chunked && !downstreams[v].h2s.lastChunkSent {
+            guard let b = h2TakeBuffer(reactor) else { return h2Starve(v) }
+            downstreams[v].h2s.lastChunkSent = true
+            unsafe H2Wire.lastChunk.withUnsafeBytes { unsafe pool.mutableBytes(b, length: $0.count).copyMemory(from: $0) }
+            downstreams[v].h2s.wanting = false
+            return clientReceived(v, Completion(token: token, result: Int32(H2Wire.lastChunk.count), buffer: b), reactor)
+        }
+        // The request is all there and the engine reads on (a lingering close, or a client that ended mid-request):
+        // the end of the stream, as a socket's would be.
+        downstreams[v].h2s.wanting = false
+        clientReceived(v, Completion(token: token, result: 0), reactor)
+    }
+
+    // MARK: - Responses
+
+    /// The engine sends to a stream (`sendToClient`): its HTTP/1.1 bytes become HEADERS and DATA.
+    func h2Send(_ v: DID, _ reactor: Reactor<Backend>) {
+        guard let parent = downstreams[v].h2s.parent, let link = downstreams[parent].h2 else { return }
+        let stream = downstreams[v].h2s.stream
+        if downstreams[v].h2s.out < 0 {
+            guard let b = h2TakeBuffer(reactor) else {
+                // The engine's bytes stay where they are until a buffer is free.
+                downstreams[v].h2s.starvedSend = true
+                return h2Starve(v)
+            }
+            downstreams[v].h2s.out = Int32(b)
+            downstreams[v].h2s.outStart = 0
+            downstreams[v].h2s.outEnd = 0
+        }
+        let entry = Int(v.index)
+        let buffer = unsafe pool.mutableBytes(UInt16(downstreams[v].h2s.out), length: pool.size)
+        // Compact what nghttp2 has not taken yet to the front, and copy in as much of the send as fits.
+        let start = downstreams[v].h2s.outStart, end = downstreams[v].h2s.outEnd
+        if start > 0 {
+            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: end - start)
+            downstreams[v].h2s.outStart = 0
+            downstreams[v].h2s.outEnd = end - start
+        }
+        let from = downstreams[v].h2s.outEnd
+        let copied = unsafe toClient.copy(entry, into: UnsafeMutableRawBufferPointer(rebasing: buffer[from...]))
+        downstreams[v].h2s.outEnd += copied
+        if !downstreams[v].h2s.headSubmitted {
+            guard unsafe h2ResponseHead(v, link, stream, buffer, reactor) else { return }
+            if !downstreams[v].h2s.headSubmitted && downstreams[v].h2s.outEnd == pool.size {
+                // A response head larger than a buffer (the engine's heads may be up to 60 KiB): the stream cannot
+                // carry it. Reset.
+                Log.debug("HTTP/2 stream \(stream): response head over \(pool.size) bytes: reset")
+                link.session.reset(stream: stream, code: HTTP2ErrorCode.internalError)
+                closeDownstream(v, reset: false, reactor)
+                return h2Flush(parent, reactor)
+            }
+        } else {
+            unsafe h2ResponseBody(v, buffer, from: from)
+        }
+        downstreams[v].h2s.unreported = copied
+        if downstreams[v].h2s.outEnd == downstreams[v].h2s.outStart {
+            // Nothing waits for nghttp2 (a head, framing, or the body's end): the send is done.
+            downstreams[v].h2s.outStart = 0
+            downstreams[v].h2s.outEnd = 0
+            downstreams[v].h2s.reportSent = true
+            h2Ready(v)
+        }
+        if downstreams[v].h2s.headSubmitted { link.session.resume(stream: stream) }
+        h2Flush(parent, reactor)
+    }
+
+    /// Reads response heads from the front of the stream's `out` (interim ones are sent as they come), submits
+    /// the final one, and leaves the body bytes after it. False when the stream was reset instead.
+    private func h2ResponseHead(_ v: DID, _ link: H2Link, _ stream: Int32, _ buffer: UnsafeMutableRawBufferPointer,
+                                _ reactor: Reactor<Backend>) -> Bool {
+        let x = downstreams[v].exchange
+        while true {
+            if downstreams[v].h2s.parser < 0 {
+                let p = responseParsers.take()
+                responseParsers.parsers[Int(p)].respondingToHEAD = exchanges[x].method == .head
+                downstreams[v].h2s.parser = p
+            }
+            let p = Int(downstreams[v].h2s.parser)
+            let bytes = unsafe UnsafeRawBufferPointer(rebasing: buffer[0..<downstreams[v].h2s.outEnd])
+            let progress: HTTP1Parser.Progress
+            do {
+                progress = try unsafe bytes.withMemoryRebound(to: UInt8.self) { try unsafe responseParsers.parsers[p].parse($0.span) }
+            } catch {
+                // The engine writes the heads it sends: a head it cannot have written. Reset.
+                bug("HTTP/2 stream: response head the engine wrote does not parse: \(error)")
+                link.session.reset(stream: stream, code: HTTP2ErrorCode.internalError)
+                closeDownstream(v, reset: false, reactor)
+                return false
+            }
+            guard progress == .complete else { return true }  // the rest of the head comes with the next send
+            let head = responseParsers.parsers[p].head
+            link.session.beginHead()
+            let hasBody = unsafe HTTP2Translation.http2Response(head, bytes, into: link.session)
+            let interim = head.isInterim && head.status != 101
+            _ = link.session.submitResponse(stream: stream, hasBody: hasBody, interim: interim)
+            // The head's bytes are done with: what follows moves to the front.
+            let rest = downstreams[v].h2s.outEnd - head.length
+            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + head.length, byteCount: rest)
+            downstreams[v].h2s.outEnd = rest
+            responseParsers.parsers[p].reset()
+            responseParsers.parsers[p].respondingToHEAD = exchanges[x].method == .head
+            if interim { continue }
+            responseParsers.give(downstreams[v].h2s.parser)
+            downstreams[v].h2s.parser = -1
+            downstreams[v].h2s.headSubmitted = true
+            downstreams[v].h2s.framing = head.framing
+            switch head.framing {
+            case .none: downstreams[v].h2s.responseEnded = true
+            case .contentLength(let n):
+                downstreams[v].h2s.remaining = n
+                downstreams[v].h2s.responseEnded = n == 0
+            case .chunked: downstreams[v].h2s.decoder.reset()
+            case .untilClose: break
+            }
+            if !hasBody { downstreams[v].h2s.responseEnded = true }
+            unsafe h2ResponseBody(v, buffer, from: 0)
+            return true
+        }
+    }
+
+    /// Body bytes from `from` to the end of `out`: counted, or de-chunked in place; what stays is for nghttp2.
+    private func h2ResponseBody(_ v: DID, _ buffer: UnsafeMutableRawBufferPointer, from: Int) {
+        let end = downstreams[v].h2s.outEnd
+        switch downstreams[v].h2s.framing {
+        case .none:
+            downstreams[v].h2s.outEnd = from
+        case .contentLength:
+            let n = UInt64(end - from)
+            let take = min(n, downstreams[v].h2s.remaining)
+            downstreams[v].h2s.remaining -= take
+            downstreams[v].h2s.outEnd = from + Int(take)
+            if downstreams[v].h2s.remaining == 0 { downstreams[v].h2s.responseEnded = true }
+        case .untilClose:
+            break
+        case .chunked:
+            // The chunks' data moves down over their framing.
+            var read = from, write = from
+            while read < end && !downstreams[v].h2s.responseEnded {
+                let piece = unsafe UnsafeRawBufferPointer(rebasing: buffer[read..<end])
+                let output: ChunkedDecoder.Output
+                do {
+                    output = try unsafe piece.withMemoryRebound(to: UInt8.self) { try unsafe downstreams[v].h2s.decoder.decode($0.span) }
+                } catch {
+                    downstreams[v].h2s.responseEnded = true
+                    break
+                }
+                switch output.event {
+                case .data(let r):
+                    unsafe (buffer.baseAddress! + write).copyMemory(from: buffer.baseAddress! + read + r.lowerBound, byteCount: r.count)
+                    write += r.count
+                case .end, .lastChunk:
+                    if output.event == .end { downstreams[v].h2s.responseEnded = true }
+                case .needMore:
+                    break
+                }
+                read += output.consumed
+                if output.consumed == 0 && output.event == .needMore { break }
+            }
+            downstreams[v].h2s.outEnd = write
+        }
+    }
+
+    /// nghttp2 frames a stream's body: the bytes waiting in its `out`, and its end once the response ended.
+    func h2BodyRead(_ parent: DID, _ stream: Int32, _ into: UnsafeMutableRawBufferPointer) -> HTTP2BodyRead {
+        guard downstreams.isCurrent(parent), let link = downstreams[parent].h2, let v = link.connection(of: stream) else {
+            // A stream whose connection the engine has closed after its response: it ends here.
+            return .bytes(0, end: true)
+        }
+        guard downstreams[v].h2s.out >= 0 else {
+            // Nothing waiting (its buffer went back once drained): the body goes on when the engine sends more.
+            return downstreams[v].h2s.responseEnded ? .bytes(0, end: true) : .wait
+        }
+        let start = downstreams[v].h2s.outStart, end = downstreams[v].h2s.outEnd
+        let n = min(end - start, into.count)
+        if n > 0 {
+            let buffer = unsafe pool.bytes(UInt16(downstreams[v].h2s.out), length: end)
+            unsafe into.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: n)
+            downstreams[v].h2s.outStart += n
+        }
+        let drained = downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd
+        if drained {
+            downstreams[v].h2s.outStart = 0
+            downstreams[v].h2s.outEnd = 0
+            // Nothing waits in `out`: it goes back (at the next iteration), so a stream whose response waits holds
+            // no buffer.
+            downstreams[v].h2s.releaseOut = true
+            h2Ready(v)
+            if downstreams[v].h2s.unreported > 0 || n > 0 { downstreams[v].h2s.reportSent = true }
+            if downstreams[v].h2s.responseEnded { return .bytes(n, end: true) }
+        }
+        return n == 0 ? .wait : .bytes(n, end: false)
+    }
+
+    // MARK: - A stream's end
+
+    /// The engine is done with a stream's connection (`lingerClose` after a response; `closeDownstream`): the
+    /// stream ends there, reset unless both sides ended.
+    func h2StreamClose(_ v: DID, _ reactor: Reactor<Backend>) {
+        guard let parent = downstreams[v].h2s.parent, downstreams.isCurrent(parent), let link = downstreams[parent].h2 else {
+            return
+        }
+        let stream = downstreams[v].h2s.stream
+        // Body bytes gathered and never handed over: off the connection all the same.
+        var gathered = 0
+        for i in 0..<downstreams[v].h2s.bodyCount { gathered += downstreams[v].h2s.bodyLengths[i] }
+        link.session.consumeConnection(gathered)
+        if downstreams[v].h2s.graceful && downstreams[v].h2s.headSubmitted && downstreams[v].h2s.framing == .untilClose
+            && downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd {
+            // A response whose end was its connection's close: END_STREAM (nghttp2 asks for the rest of the body
+            // and, the stream's slot gone, hears it ended).
+            downstreams[v].h2s.responseEnded = true
+            link.session.resume(stream: stream)
+        }
+        if !downstreams[v].h2s.gone {
+            if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.headSubmitted {
+                link.session.reset(stream: stream, code: HTTP2ErrorCode.cancel)
+            } else if !downstreams[v].h2s.requestEnded {
+                // A complete response before the whole request: the client may stop sending (RFC 9113 §8.1).
+                link.session.reset(stream: stream, code: HTTP2ErrorCode.noError)
+            }
+        }
+        if let i = link.streams.firstIndex(where: { $0.connection == v }) { link.streams.remove(at: i) }
+        if link.streams.isEmpty {
+            downstreams[parent].idleSince = System.monotonicNanos()
+            // Draining, the connection's last stream ended: it closes once its frames are out.
+            if draining { link.closing = true }
+        }
+        h2Flush(parent, reactor)
+    }
+
+    /// A stream's connection slot is freed: its buffers go back.
+    func h2StreamFree(_ v: DID, _ reactor: Reactor<Backend>) {
+        for b in [downstreams[v].h2s.head, downstreams[v].h2s.out] where b >= 0 { release(UInt16(b), reactor) }
+        for i in 0..<downstreams[v].h2s.bodyCount { release(UInt16(downstreams[v].h2s.bodies[i]), reactor) }
+        if downstreams[v].h2s.parser >= 0 { responseParsers.give(downstreams[v].h2s.parser) }
+        downstreams[v].h2s = H2StreamState()
+    }
+}

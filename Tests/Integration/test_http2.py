@@ -1,0 +1,354 @@
+"""HTTP/2 from clients (issue 17): h2c with prior knowledge on an HTTP listener, each stream proxied to an HTTP/1.1
+upstream as its own exchange. Real clients: curl (`--http2-prior-knowledge`), Python's h2 at the frame level."""
+import hashlib
+import json
+import socket
+import struct
+import subprocess
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import pytest
+
+from http_peers import HttpUpstream
+from peers import stream_bytes
+from test_http_proxy import proxy, wait_until
+
+
+@pytest.fixture
+def up():
+    u = HttpUpstream()
+    yield u
+    u.stop()
+
+
+def curl2(port, path, *args, timeout=60):
+    """curl over h2c (prior knowledge): (status, HTTP version, body)."""
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-o", "-",
+                        "-w", "\n%{http_code} %{http_version}", *args, f"http://127.0.0.1:{port}{path}"],
+                       capture_output=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    body, _, tail = r.stdout.rpartition(b"\n")
+    status, version = tail.decode().split()
+    return int(status), version, body
+
+
+class H2Client:
+    """A frame-level HTTP/2 client (Python's h2) on one connection, collecting events by stream."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # (Outbound validation off: tests send what a compliant client would not.)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8", validate_outbound_headers=False))
+        self.conn.initiate_connection()
+        self.flush()
+        self.heads, self.bodies, self.ended, self.resets, self.goaways = {}, {}, set(), {}, []
+        self.trailers = {}
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, path, method="GET", authority="svc", headers=(), body=None, end=True):
+        sid = self.conn.get_next_available_stream_id()
+        fields = [(":method", method), (":scheme", "http"), (":authority", authority), (":path", path), *headers]
+        self.conn.send_headers(sid, fields, end_stream=body is None and end)
+        if body is not None:
+            self.send_body(sid, body, end=end)
+        self.flush()
+        return sid
+
+    def send_body(self, sid, body, end=True):
+        """Sends as the windows allow, reading frames (and window updates) meanwhile."""
+        view = memoryview(body)
+        while view:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.pump_once()
+                continue
+            n = min(window, len(view))
+            self.conn.send_data(sid, bytes(view[:n]))
+            self.flush()
+            view = view[n:]
+        if end:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def pump_once(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        for e in self.conn.receive_data(data):
+            if isinstance(e, h2.events.ResponseReceived):
+                self.heads[e.stream_id] = dict(e.headers)
+            elif isinstance(e, h2.events.DataReceived):
+                self.bodies.setdefault(e.stream_id, bytearray()).extend(e.data)
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.TrailersReceived):
+                self.trailers[e.stream_id] = dict(e.headers)
+            elif isinstance(e, h2.events.StreamEnded):
+                self.ended.add(e.stream_id)
+            elif isinstance(e, h2.events.StreamReset):
+                self.resets[e.stream_id] = e.error_code
+            elif isinstance(e, h2.events.ConnectionTerminated):
+                self.goaways.append((e.last_stream_id, e.error_code))
+        self.flush()
+
+    def wait(self, done, what, deadline=20):
+        end = time.monotonic() + deadline
+        while not done():
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            self.pump_once()
+
+    def close(self):
+        self.sock.close()
+
+
+def test_curl_gets_and_posts_over_h2c_and_http11_still_works_on_the_same_listener(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    status, version, body = curl2(t.port, "/a?b=1")
+    assert (status, version, body) == (200, "2", b"/a?b=1")
+    # The upstream got an HTTP/1.1 request: Host from :authority.
+    assert up.requests[-1].header("host") == f"127.0.0.1:{t.port}"
+    # A 2 MB download, whole; a 1 MB upload with its length and one without (chunked upstream).
+    status, _, body = curl2(t.port, "/bytes/2000000")
+    assert status == 200 and body == b"".join(stream_bytes(2_000_000))
+    payload = bytes(range(256)) * 4096
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge", "--data-binary", "@-",
+                        f"http://127.0.0.1:{t.port}/sha256"], input=payload, capture_output=True, timeout=60)
+    assert json.loads(r.stdout) == {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-T", "-",
+                        f"http://127.0.0.1:{t.port}/sha256"], input=payload, capture_output=True, timeout=60)
+    assert json.loads(r.stdout) == {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    assert up.requests[-1].header("transfer-encoding") == "chunked"
+    # HTTP/1.1 on the same listener as before.
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-w", " %{http_version}", f"http://127.0.0.1:{t.port}/h1"],
+                       capture_output=True, timeout=30)
+    assert r.stdout == b"/h1 1.1"
+
+
+def test_concurrent_streams_each_get_their_own_answer(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        sids = [c.request(f"/s{i}", headers=[("x-n", str(i))]) for i in range(20)]
+        c.wait(lambda: all(s in c.ended for s in sids), "20 responses")
+        assert all(c.heads[s][":status"] == "200" for s in sids)
+        assert [bytes(c.bodies[s]) for s in sids] == [f"/s{i}".encode() for i in range(20)]
+        assert sorted(r.header("x-n") for r in up.requests) == sorted(str(i) for i in range(20))
+        # Connection-specific fields the upstream sends do not reach an HTTP/2 client (RFC 9113 §8.2.2).
+        sid = c.request("/hop-by-hop")
+        c.wait(lambda: sid in c.ended, "the hop-by-hop answer")
+        assert not {"connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"} & set(c.heads[sid])
+    finally:
+        c.close()
+
+
+def test_a_stream_reset_by_the_client_ends_its_exchange_and_spares_the_others(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        held = c.request("/hold/a")
+        wait_until(lambda: any(r.path == "/hold/a" for r in up.requests), "the held request upstream")
+        c.conn.reset_stream(held, error_code=8)
+        c.flush()
+        other = c.request("/after")
+        c.wait(lambda: other in c.ended, "the other stream's answer")
+        assert bytes(c.bodies[other]) == b"/after" and held not in c.heads
+    finally:
+        up.release("a")
+        c.close()
+
+
+def test_a_malformed_request_is_reset_and_the_connection_goes_on(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        # :authority and Host naming different hosts (RFC 9113 §8.3.1): the stream is reset.
+        bad = c.request("/x", headers=[("host", "other")])
+        c.wait(lambda: bad in c.resets, "the reset")
+        assert c.resets[bad] == 1  # PROTOCOL_ERROR
+        ok = c.request("/fine")
+        c.wait(lambda: ok in c.ended, "the next answer")
+        assert bytes(c.bodies[ok]) == b"/fine"
+        assert all(r.path != "/x" for r in up.requests)
+    finally:
+        c.close()
+
+
+def test_a_404_from_routing_and_the_access_log_say_http2(start_tern, up, backend, tmp_path):
+    config = tmp_path / "mesh.yaml"
+    config.write_text(f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc}}
+spec:
+  hosts: [svc]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {up.port}}}}}]
+""")
+    log = tmp_path / "access.log"
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--config", str(config), "--io-backend", backend,
+                   "--cores", "1", "--access-log", str(log))
+    c = H2Client(t.port)
+    try:
+        routed = c.request("/r", authority="svc")
+        missing = c.request("/m", authority="nowhere")
+        c.wait(lambda: routed in c.ended and missing in c.ended, "both answers")
+        assert c.heads[routed][":status"] == "200" and c.heads[missing][":status"] == "404"
+    finally:
+        c.close()
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {line["protocol"] for line in lines} == {"HTTP/2"}
+    assert sorted(line["response_code"] for line in lines) == [200, 404]
+
+
+def test_drain_sends_goaway_and_lets_open_streams_finish(start_tern, up, backend):
+    """SIGTERM: an idle HTTP/2 connection gets GOAWAY (NO_ERROR, no stream processed); a stream in flight on
+    another connection (curl's) still gets its answer."""
+    t = proxy(start_tern, up, backend, "--drain-timeout", "10s")
+    idle = H2Client(t.port)
+    held = subprocess.Popen(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-o", "-", "-w", " %{http_code}",
+                             f"http://127.0.0.1:{t.port}/hold/d"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: any(r.path == "/hold/d" for r in up.requests), "the held request upstream")
+        t.signal(15)
+        idle.wait(lambda: idle.goaways, "GOAWAY")
+        assert idle.goaways[0] == (0, 0)
+        up.release("d")
+        out, err = held.communicate(timeout=20)
+        assert out == b"/hold/d 200", err
+    finally:
+        held.kill()
+        idle.close()
+
+
+def test_an_idle_connection_gets_goaway_before_it_closes(start_tern, up, backend):
+    t = proxy(start_tern, up, backend, "--idle-timeout", "1s")
+    c = H2Client(t.port)
+    try:
+        sid = c.request("/one")
+        c.wait(lambda: sid in c.ended, "the answer")
+        # No stream for the idle timeout: GOAWAY naming the last stream processed, then the close.
+        c.wait(lambda: c.goaways, "GOAWAY")
+        assert c.goaways[0] == (sid, 0)
+        with pytest.raises(ConnectionError):
+            c.wait(lambda: False, "the close")
+    finally:
+        c.close()
+
+
+def test_rapid_reset_closes_the_connection_with_enhance_your_calm(start_tern, up, backend):
+    """Rapid reset (CVE-2023-44487): HEADERS then RST_STREAM at once, stream after stream. Envoy's rule: once 500
+    streams ended and more than half were reset within a second of opening, GOAWAY ENHANCE_YOUR_CALM and close."""
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    sent = 0
+    try:
+        while not c.goaways and sent < 2000:
+            try:
+                for _ in range(50):
+                    sid = c.request("/r")
+                    c.conn.reset_stream(sid, error_code=8)
+                    sent += 1
+                c.flush()
+            except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
+                break  # closed after its GOAWAY
+            c.sock.settimeout(0.05)
+            try:
+                c.pump_once()
+            except (socket.timeout, TimeoutError):
+                pass
+            except (ConnectionError, h2.exceptions.ProtocolError):
+                break
+        c.sock.settimeout(10)
+        try:
+            c.wait(lambda: c.goaways, "GOAWAY")
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        assert c.goaways and c.goaways[0][1] == 11, (sent, c.goaways)  # ENHANCE_YOUR_CALM
+        assert sent >= 500
+    finally:
+        c.close()
+
+
+def test_many_ordinary_streams_on_one_connection_are_no_flood(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        for batch in range(6):
+            sids = [c.request(f"/{batch}/{i}") for i in range(100)]
+            c.wait(lambda: all(s in c.ended for s in sids), f"batch {batch}")
+        assert not c.goaways and len(c.ended) == 600
+    finally:
+        c.close()
+
+
+def test_a_client_gone_with_streams_open_ends_them_and_tern_serves_on(start_tern, up, backend):
+    """A client that closes its connection while streams wait for their answers (FIN, then a reset): their
+    exchanges end as client disconnects, and the next client is served."""
+    t = proxy(start_tern, up, backend)
+    for how in ("fin", "reset"):
+        c = H2Client(t.port)
+        for i in range(3):
+            c.request(f"/hold/{how}{i}")
+        wait_until(lambda: sum(r.path.startswith(f"/hold/{how}") for r in up.requests) == 3, "the held requests")
+        if how == "reset":
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        for i in range(3):
+            up.release(f"{how}{i}")
+        assert curl2(t.port, f"/after-{how}")[:2] == (200, "2")
+
+
+def test_many_uploads_on_one_connection_keep_its_window_open(start_tern, up, backend):
+    """Ten 100 KB uploads one after the other on one connection (2 MB, four times its window): each is answered,
+    so what the engine took of each is given back to the connection's window."""
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        payload = bytes(range(256)) * 400
+        for i in range(10):
+            sid = c.request("/sha256", method="POST", body=payload)
+            c.wait(lambda: sid in c.ended, f"upload {i}")
+            assert json.loads(bytes(c.bodies[sid])) == {"length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    finally:
+        c.close()
+
+
+def test_a_header_list_over_the_limit_resets_its_stream_only(start_tern, up, backend):
+    """A head of more than --max-request-headers-kb (by RFC 9113's measure) is reset, its fields dropped as they
+    arrive (nghttp2 announces the limit but does not enforce it); the connection goes on."""
+    t = proxy(start_tern, up, backend, "--max-request-headers-kb", "16")
+    c = H2Client(t.port)
+    try:
+        big = c.request("/big", headers=[(f"x-{i}", "v" * 1000) for i in range(20)])
+        c.wait(lambda: big in c.resets, "the reset")
+        ok = c.request("/small")
+        c.wait(lambda: ok in c.ended, "the next answer")
+        assert all(r.path != "/big" for r in up.requests)
+    finally:
+        c.close()
+
+
+def test_a_close_delimited_response_ends_with_end_stream_and_connect_is_not_served(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    status, _, body = curl2(t.port, "/bytes/100000?framing=close")
+    assert status == 200 and body == b"".join(stream_bytes(100_000))
+    c = H2Client(t.port)
+    try:
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "db:5432")])
+        c.flush()
+        c.wait(lambda: sid in c.heads, "the answer to CONNECT")
+        assert c.heads[sid][":status"] == "501"
+    finally:
+        c.close()
