@@ -177,6 +177,11 @@ public enum HTTP2ErrorCode {
     /// CONTINUATION frames may come in a later `receive`, are kept).
     public func clearEvents() {
         events.removeAll(keepingCapacity: true)
+        // An arena grown far past one head's limit (many heads in one receive) is not kept for the session's life.
+        if headStart == nil && headerBytes.capacity > 4 * Int(settings.maxHeaderListSize) {
+            headerBytes = []
+            fields = []
+        }
         guard let start = headStart else {
             fields.removeAll(keepingCapacity: true)
             headerBytes.removeAll(keepingCapacity: true)
@@ -383,6 +388,9 @@ public enum HTTP2ErrorCode {
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
             let known = HTTP1Parser.knownField(me.headerBytes.span, n..<v)
             me.fields.append(HeadField(name: n..<v, value: v..<me.headerBytes.count, known: known))
+            // Heads within the limit one by one, but many of them in one receive (an HPACK bomb over many streams):
+            // beyond 16 heads' worth at once the connection ends.
+            if me.headerBytes.count > 16 * Int(me.settings.maxHeaderListSize) { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
             return 0
         }
         unsafe nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in

@@ -43,6 +43,13 @@ final class H2Link {
     var lastClientReset: Int32 = 0
     /// Waiting for a spare buffer (on `HTTPProxy.h2Starved`).
     var starved = false
+    /// The connection is ended for a protocol failure or a reset flood: its streams end with it at once (a
+    /// drain or an idle close waits for them).
+    var abort = false
+    /// Spare buffers its streams hold for request bodies and responses (which a client's windows can keep
+    /// waiting): at most `H2Wire.buffersPerConnection`, so one client cannot take the reactor's spare buffers
+    /// from everyone else.
+    var buffersHeld = 0
     /// `h2Flush` is filling a buffer (a stream closed meanwhile does not flush again inside it); `h2Events` is
     /// handling the session's events.
     var flushing = false
@@ -107,6 +114,8 @@ struct H2StreamState {
     var releaseOut = false
     var starved = false
     var starvedSend = false
+    /// The response body could not be read back (a chunking error): the stream is reset, never ended.
+    var broken = false
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -120,7 +129,10 @@ enum H2Wire {
     /// more than half of them were reset by the client within a second of opening (or made the session reset
     /// them for a protocol error), it is closed with GOAWAY ENHANCE_YOUR_CALM.
     static let prematureResetMinimumStreams = 500
+    /// Spare buffers one HTTP/2 connection's streams may hold at once (1 MiB with 32 KiB buffers).
+    static let buffersPerConnection = 32
     static let status: [UInt8] = Array(":status".utf8), notImplemented: [UInt8] = Array("501".utf8)
+    static let headersTooLarge: [UInt8] = Array("431".utf8)
     static let method: [UInt8] = Array(":method".utf8), connect: [UInt8] = Array("CONNECT".utf8)
     static let prematureLifetime: UInt64 = 1_000_000_000
 }
@@ -185,6 +197,7 @@ extension HTTPProxy {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
             counters.h2ProtocolErrors.add(1, ordering: .relaxed)
             link.closing = true
+            link.abort = true
         }
         h2Flush(id, reactor)
         if downstreams.isCurrent(id) && downstreams[id].phase == .open && !link.closing { receiveFromClient(id, reactor) }
@@ -219,10 +232,11 @@ extension HTTPProxy {
                 h2CountReset(link, e)
                 guard let v = link.connection(of: stream) else { continue }
                 downstreams[v].h2s.gone = true
-                if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.requestEnded {
-                    // The client gave up on it (or the session reset it): the exchange ends as a client disconnect.
-                    closeDownstream(v, reset: false, reactor)
-                }
+                // nghttp2 reads nothing more of a closed stream: unless its whole response was taken (the engine
+                // hears so at the next iteration), the client gave up on it, or the session reset it, and the
+                // exchange ends as a client disconnect.
+                let s = downstreams[v].h2s
+                if !(s.responseEnded && s.requestEnded && s.outStart == s.outEnd) { closeDownstream(v, reset: false, reactor) }
             case .goaway:
                 break
             }
@@ -234,6 +248,7 @@ extension HTTPProxy {
             counters.h2ResetFloods.add(1, ordering: .relaxed)
             link.session.goaway(code: HTTP2ErrorCode.enhanceYourCalm)
             link.closing = true
+            link.abort = true
         }
     }
 
@@ -245,7 +260,7 @@ extension HTTPProxy {
         case .reset(let stream, _):
             link.lastClientReset = stream
             guard let v = link.connection(of: stream) else { return }
-            if !downstreams[v].h2s.responseEnded && System.monotonicNanos() &- downstreams[v].h2s.openedAt < H2Wire.prematureLifetime {
+            if !downstreams[v].h2s.headSubmitted && System.monotonicNanos() &- downstreams[v].h2s.openedAt < H2Wire.prematureLifetime {
                 link.prematureResets += 1
             }
         case .closed(let stream, let code):
@@ -266,7 +281,7 @@ extension HTTPProxy {
         guard downstreams[id].phase == .open else { return }
         link.flushing = true
         defer { link.flushing = false }
-        guard let b = reactor.backend.takeBuffer() else {
+        guard let b = h2TakeBuffer(reactor) else {
             if !link.starved {
                 link.starved = true
                 h2Starved.append(id)
@@ -281,20 +296,29 @@ extension HTTPProxy {
             link.overflow.removeSubrange(0..<k)
             n = k
         }
-        while n < room.count && link.overflow.isEmpty {
-            let chunk = unsafe link.session.nextOutput()
-            if unsafe chunk.isEmpty { break }
-            let k = min(chunk.count, room.count - n)
-            unsafe (room.baseAddress! + n).copyMemory(from: chunk.baseAddress!, byteCount: k)
-            n += k
-            if k < chunk.count { unsafe link.overflow.append(contentsOf: chunk[k...]) }
+        while true {
+            while n < room.count && link.overflow.isEmpty {
+                let chunk = unsafe link.session.nextOutput()
+                if unsafe chunk.isEmpty { break }
+                let k = min(chunk.count, room.count - n)
+                unsafe (room.baseAddress! + n).copyMemory(from: chunk.baseAddress!, byteCount: k)
+                n += k
+                if k < chunk.count { unsafe link.overflow.append(contentsOf: chunk[k...]) }
+            }
+            // Streams that closed as their last frames went into the buffer; handling them may queue more frames
+            // (a GOAWAY), which go into this buffer too.
+            // (Inside `h2Events` already, the loop there handles them.)
+            guard !link.session.events.isEmpty && !link.inEvents else { break }
+            unsafe h2Events(id, link, UnsafeRawBufferPointer(start: nil, count: 0), reactor)
+            guard downstreams.isCurrent(id) else { return release(b, reactor) }
         }
-        // Streams that closed as their last frames went into the buffer.
-        if !link.session.events.isEmpty { unsafe h2Events(id, link, UnsafeRawBufferPointer(start: nil, count: 0), reactor) }
         guard n > 0 else {
             release(b, reactor)
-            // All said (a GOAWAY last): the connection ends, unless `h2Close` is ending it already.
-            if (link.closing || link.session.isDone) && !link.ended { h2Finish(id, reactor) }
+            // All said (a GOAWAY last): the connection ends once its streams have, at once when it is aborted,
+            // unless `h2Close` is ending it already.
+            if (link.closing || link.session.isDone) && !link.ended && (link.abort || link.streams.isEmpty) {
+                h2Finish(id, reactor)
+            }
             return
         }
         link.out = Int32(b)
@@ -420,9 +444,17 @@ extension HTTPProxy {
             counters.h2ProtocolErrors.add(1, ordering: .relaxed)
             return link.session.reset(stream: stream, code: HTTP2ErrorCode.protocolError)
         }
-        guard h2Scratch.count <= pool.size, let head = h2TakeBuffer(reactor) else {
-            // Beyond a buffer (the header list is limited to --max-request-headers-kb) or no buffer free: refused,
-            // so the client may try again.
+        guard h2Scratch.count <= pool.size else {
+            // Beyond a buffer once written as HTTP/1.1 (the header list is limited to --max-request-headers-kb): 431.
+            link.session.beginHead()
+            link.session.addField(H2Wire.status, H2Wire.headersTooLarge)
+            _ = link.session.submitResponse(stream: stream, hasBody: false)
+            return
+        }
+        // (A head's buffer is handed to the engine at the next iteration: not counted in the connection's share,
+        // which nghttp2's limit of concurrent streams bounds already.)
+        guard let head = h2TakeBuffer(reactor) else {
+            // No buffer free: refused, so the client may try again.
             return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
         }
         guard let x = exchanges.insert(Exchange(downstream: DID(index: 0, generation: 0))) else {
@@ -479,8 +511,10 @@ extension HTTPProxy {
             // Room in the last buffer: its chunk-size line before the data, and CRLF and the last chunk after.
             let room = last < 0 ? 0 : pool.size - H2Wire.chunkRoom - downstreams[v].h2s.bodyLengths[last] - 8
             if room <= 0 {
-                guard downstreams[v].h2s.bodyCount < 4, let b = h2TakeBuffer(reactor) else {
-                    // Beyond the stream's window (nghttp2 ends the connection first), or no buffer free.
+                guard downstreams[v].h2s.bodyCount < 4, let b = h2TakeBuffer(reactor, link) else {
+                    // Beyond the stream's window (nghttp2 ends the connection first), or no buffer free: what is
+                    // left of this DATA is off the connection all the same.
+                    link.session.consumeConnection(rest.count)
                     link.session.reset(stream: downstreams[v].h2s.stream, code: HTTP2ErrorCode.internalError)
                     return closeDownstream(v, reset: false, reactor)
                 }
@@ -521,10 +555,14 @@ extension HTTPProxy {
     /// buffers are free, connections and streams that waited for one. What this adds goes to the next iteration
     /// (kicked by a timer due at once), so a stream that cannot progress never spins inside one.
     func h2Iteration(_ reactor: Reactor<Backend>) {
+        h2IterateReady(reactor)
+        // Then what waited for a spare buffer (those just released by the streams above included).
         if !h2Starved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
-            let waiting = h2Starved
-            h2Starved.removeAll(keepingCapacity: true)
-            for id in waiting where downstreams.isCurrent(id) {
+            // Those waiting now; any that must wait again join the list behind them.
+            let count = h2Starved.count
+            for k in 0..<count {
+                let id = h2Starved[k]
+                guard downstreams.isCurrent(id) else { continue }
                 if let link = downstreams[id].h2 {
                     link.starved = false
                     h2Flush(id, reactor)
@@ -538,7 +576,16 @@ extension HTTPProxy {
                     }
                 }
             }
+            h2Starved.removeSubrange(0..<count)
         }
+        if !h2ReadyList.isEmpty && !h2KickArmed {
+            h2KickArmed = reactor.timers.schedule(Token(op: Op.h2Kick.rawValue, slot: 0, generation: 0),
+                                                  at: System.monotonicNanos()) != nil
+        }
+    }
+
+    /// The streams on `h2ReadyList` when it begins; those it adds wait for the next iteration.
+    private func h2IterateReady(_ reactor: Reactor<Backend>) {
         let count = h2ReadyList.count
         var i = 0
         while i < count {
@@ -551,6 +598,7 @@ extension HTTPProxy {
                 let s = downstreams[v].h2s
                 if s.out >= 0 && s.headSubmitted && s.outStart == s.outEnd {
                     release(UInt16(s.out), reactor)
+                    h2GaveBuffer(s.parent)
                     downstreams[v].h2s.out = -1
                     downstreams[v].h2s.outStart = 0
                     downstreams[v].h2s.outEnd = 0
@@ -566,15 +614,23 @@ extension HTTPProxy {
             if downstreams[v].h2s.wanting && !downstreams[v].h2s.starved { h2Deliver(v, reactor) }
         }
         h2ReadyList.removeSubrange(0..<count)
-        if !h2ReadyList.isEmpty && !h2KickArmed {
-            h2KickArmed = reactor.timers.schedule(Token(op: Op.h2Kick.rawValue, slot: 0, generation: 0),
-                                                  at: System.monotonicNanos()) != nil
-        }
     }
 
-    /// A spare buffer for HTTP/2's own use, leaving TLS its reserve of record buffers (nil: none to spare).
-    func h2TakeBuffer(_ reactor: Reactor<Backend>) -> UInt16? {
-        reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve ? reactor.backend.takeBuffer() : nil
+    /// A spare buffer for HTTP/2's own use, leaving TLS its reserve of record buffers, and for a stream of
+    /// `link`, within the connection's share (nil: none to spare).
+    func h2TakeBuffer(_ reactor: Reactor<Backend>, _ link: H2Link? = nil) -> UInt16? {
+        if let link, link.buffersHeld >= H2Wire.buffersPerConnection { return nil }
+        guard reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve, let b = reactor.backend.takeBuffer() else {
+            return nil
+        }
+        if let link { link.buffersHeld += 1 }
+        return b
+    }
+
+    /// A stream of `parent` no longer holds one of its buffers (handed to the engine, or released).
+    private func h2GaveBuffer(_ parent: DID?) {
+        guard let parent, downstreams.isCurrent(parent), let link = downstreams[parent].h2 else { return }
+        link.buffersHeld -= 1
     }
 
     /// A stream waits for a spare buffer: it goes on once one is free.
@@ -593,6 +649,7 @@ extension HTTPProxy {
             link.session.consumeStream(stream, downstreams[v].h2s.consumable)
             downstreams[v].h2s.consumable = 0
             h2Flush(parent, reactor)
+            guard downstreams.isCurrent(v), downstreams[v].transport == .h2stream else { return }
         }
         let token = token(.clientReceive, v)
         if downstreams[v].h2s.head >= 0 {
@@ -611,6 +668,7 @@ extension HTTPProxy {
             }
             downstreams[v].h2s.bodies[3] = -1
             downstreams[v].h2s.bodyCount = count - 1
+            h2GaveBuffer(parent)
             downstreams[v].h2s.consumable = n
             // Off the connection (into the stream's own buffers, bounded by its window): the connection's window
             // reopens now, so a stream whose body waits for its response holds no other stream back.
@@ -668,7 +726,7 @@ extension HTTPProxy {
         guard let parent = downstreams[v].h2s.parent, let link = downstreams[parent].h2 else { return }
         let stream = downstreams[v].h2s.stream
         if downstreams[v].h2s.out < 0 {
-            guard let b = h2TakeBuffer(reactor) else {
+            guard let b = h2TakeBuffer(reactor, link) else {
                 // The engine's bytes stay where they are until a buffer is free.
                 downstreams[v].h2s.starvedSend = true
                 return h2Starve(v)
@@ -791,7 +849,9 @@ extension HTTPProxy {
                 do {
                     output = try unsafe piece.withMemoryRebound(to: UInt8.self) { try unsafe downstreams[v].h2s.decoder.decode($0.span) }
                 } catch {
-                    downstreams[v].h2s.responseEnded = true
+                    // (The engine forwards chunking it checked: a body it cannot have sent.) The stream is reset
+                    // when the engine ends it.
+                    downstreams[v].h2s.broken = true
                     break
                 }
                 switch output.event {
@@ -854,17 +914,22 @@ extension HTTPProxy {
         var gathered = 0
         for i in 0..<downstreams[v].h2s.bodyCount { gathered += downstreams[v].h2s.bodyLengths[i] }
         link.session.consumeConnection(gathered)
+        let drained = downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd
+        var endsByClose = false
         if downstreams[v].h2s.graceful && downstreams[v].h2s.headSubmitted && downstreams[v].h2s.framing == .untilClose
-            && downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd {
+            && drained && !downstreams[v].h2s.broken {
             // A response whose end was its connection's close: END_STREAM (nghttp2 asks for the rest of the body
             // and, the stream's slot gone, hears it ended).
             downstreams[v].h2s.responseEnded = true
+            endsByClose = true
             link.session.resume(stream: stream)
         }
         if !downstreams[v].h2s.gone {
-            if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.headSubmitted {
+            if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.headSubmitted || !drained || downstreams[v].h2s.broken {
+                // Cut short (by a timeout, an upstream failure, the stop), or bytes nghttp2 has not taken yet: the
+                // client must not take what it got for the whole response.
                 link.session.reset(stream: stream, code: HTTP2ErrorCode.cancel)
-            } else if !downstreams[v].h2s.requestEnded {
+            } else if !downstreams[v].h2s.requestEnded && !endsByClose {
                 // A complete response before the whole request: the client may stop sending (RFC 9113 §8.1).
                 link.session.reset(stream: stream, code: HTTP2ErrorCode.noError)
             }
@@ -880,8 +945,16 @@ extension HTTPProxy {
 
     /// A stream's connection slot is freed: its buffers go back.
     func h2StreamFree(_ v: DID, _ reactor: Reactor<Backend>) {
-        for b in [downstreams[v].h2s.head, downstreams[v].h2s.out] where b >= 0 { release(UInt16(b), reactor) }
-        for i in 0..<downstreams[v].h2s.bodyCount { release(UInt16(downstreams[v].h2s.bodies[i]), reactor) }
+        let parent = downstreams[v].h2s.parent
+        if downstreams[v].h2s.head >= 0 { release(UInt16(downstreams[v].h2s.head), reactor) }
+        if downstreams[v].h2s.out >= 0 {
+            release(UInt16(downstreams[v].h2s.out), reactor)
+            h2GaveBuffer(parent)
+        }
+        for i in 0..<downstreams[v].h2s.bodyCount {
+            release(UInt16(downstreams[v].h2s.bodies[i]), reactor)
+            h2GaveBuffer(parent)
+        }
         if downstreams[v].h2s.parser >= 0 { responseParsers.give(downstreams[v].h2s.parser) }
         downstreams[v].h2s = H2StreamState()
     }
