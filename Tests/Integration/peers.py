@@ -165,6 +165,10 @@ def free_port(wildcard=False):
     (a CI run failed on EADDRINUSE for --health this way). With `wildcard`, free on 0.0.0.0 and [::] too."""
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
     for port in random.sample(range(max(1024, low - 12000), low), 200):
+        # A port handed out before in this run is never handed out again: the Tern an earlier test started on
+        # it may still hold it while it drains (a CI run failed on EADDRINUSE for --health this way too).
+        if port in _handed_out:
+            continue
         try:
             if wildcard:
                 with socket.socket(socket.AF_INET) as a, socket.socket(socket.AF_INET6) as b:
@@ -174,10 +178,14 @@ def free_port(wildcard=False):
             else:
                 with socket.socket() as a:
                     a.bind(("127.0.0.1", port))
+            _handed_out.add(port)
             return port
         except OSError:
             continue
     raise RuntimeError("no free port below the ephemeral range")
+
+
+_handed_out = set()
 
 
 def dead_port():
