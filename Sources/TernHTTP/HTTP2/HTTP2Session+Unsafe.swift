@@ -219,8 +219,6 @@ public enum HTTP2ErrorCode {
 
     /// Whether the session still wants to read or write; when neither, the connection is done.
     public var isDone: Bool { unsafe nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
-    /// Whether output is waiting (`nextOutput`).
-    public var wantsToWrite: Bool { unsafe nghttp2_session_want_write(session) != 0 }
 
     /// Starts a head to send: add its fields (`addField`), pseudo-header fields first, then submit it.
     public func beginHead() {
@@ -311,11 +309,6 @@ public enum HTTP2ErrorCode {
     public func sendWindow(stream: Int32) -> Int {
         Int(min(unsafe nghttp2_session_get_stream_remote_window_size(session, stream),
                 unsafe nghttp2_session_get_remote_window_size(session)))
-    }
-
-    /// Streams the peer may still open at once, as it announced (client: how many more requests fit now).
-    public var peerMaxConcurrentStreams: UInt32 {
-        unsafe nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
     }
 
     // MARK: nghttp2's name/value arrays and data providers

@@ -121,7 +121,6 @@ struct H2StreamState {
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 enum H2Wire {
     static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
-    static let crlf: [UInt8] = [0x0D, 0x0A]
     static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
     /// Bytes kept at the front of a stream's body buffer for the chunk-size line written before it.
     static let chunkRoom = 16
