@@ -67,8 +67,9 @@ let package = Package(
         // I/O-free TLS sessions and contexts over OpenSSL (issue 16).
         .target(name: "TernTLS", dependencies: ["CTernOpenSSL"], swiftSettings: strict + functionSections),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict + functionSections),
-        // nghttp2 (Debian's libnghttp2-dev) for TernHTTP's HTTP/2 sessions (issue 17): a module map, no C code.
-        .systemLibrary(name: "CTernNghttp2"),
+        // nghttp2 for TernHTTP's HTTP/2 sessions (issue 17; headers from Debian's libnghttp2-dev): libnghttp2.so.14
+        // loaded when the first HTTP/2 session is made, so a sidecar that never sees HTTP/2 does not pay for it.
+        .target(name: "CTernNghttp2", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "TernHTTP", dependencies: ["TernCore", "CTernNghttp2"], swiftSettings: strict + functionSections),
         // Metrics shards and exposition, access-log formatting, trace context (issue 6): no system calls.
         .target(name: "TernTelemetry", dependencies: ["TernCore"], swiftSettings: strict + functionSections),

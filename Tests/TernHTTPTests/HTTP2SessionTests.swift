@@ -13,7 +13,7 @@ import Testing
         var log: [String] = []
 
         init(_ role: HTTP2Session.Role, _ settings: HTTP2Session.Settings = .init()) {
-            session = HTTP2Session(role: role, settings: settings)!
+            session = try! HTTP2Session(role: role, settings: settings)
             session.bodySource = { [unowned self] stream, buffer in
                 guard var body = self.bodies[stream] else { return .wait }
                 let n = min(buffer.count, body.count)

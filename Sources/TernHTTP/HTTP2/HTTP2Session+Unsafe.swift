@@ -43,6 +43,13 @@ public enum HTTP2BodyRead: Equatable, Sendable {
     case wait
 }
 
+/// Why no HTTP/2 session could be made: nghttp2 could not be loaded (the first session loads it), or it could not
+/// allocate one.
+public struct HTTP2SessionError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
 /// HTTP/2 error codes (RFC 9113 §7).
 public enum HTTP2ErrorCode {
     public static let noError: UInt32 = 0x0
@@ -75,7 +82,7 @@ public enum HTTP2ErrorCode {
 
     public let role: Role
     public let settings: Settings
-    /// nghttp2's session (set once at init; nil only if its creation failed).
+    /// nghttp2's session (set once at init; nil only if its creation failed, and then `init` threw).
     private var created: OpaquePointer? = nil
     private var session: OpaquePointer { unsafe created! }
     /// The input of the `receive` call in progress (data events' ranges are offsets into it).
@@ -109,32 +116,49 @@ public enum HTTP2ErrorCode {
     private var nv: UnsafeMutablePointer<nghttp2_nv>
     private var nvCapacity = 16
 
+    /// Why nghttp2 could not be loaded (nil: it was). Computed by the first session, once per process (a Swift
+    /// global's lazy initialisation: later sessions pay one load of its once-flag, not a dlopen).
+    private static let loadFailure: String? = {
+        // SAFETY: `error` is a local array alive for the call; the shim writes at most `count` bytes into it,
+        // terminated, and reads it back only after.
+        var error = [CChar](repeating: 0, count: 256)
+        let ok = unsafe error.withUnsafeMutableBufferPointer { unsafe tern_nghttp2_load($0.baseAddress, $0.count) }
+        return ok == 1 ? nil : unsafe error.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }
+    }()
+
     /// A session for one connection. A server session expects the client's connection preface first; both send
-    /// their SETTINGS with their first output.
-    public init?(role: Role, settings: Settings = Settings()) {
+    /// their SETTINGS with their first output. The first session of the process loads nghttp2.
+    public init(role: Role, settings: Settings = Settings()) throws(HTTP2SessionError) {
+        if let failure = Self.loadFailure { throw HTTP2SessionError(failure) }
         self.role = role
         self.settings = settings
         var callbacks: OpaquePointer? = nil
-        guard unsafe nghttp2_session_callbacks_new(&callbacks) == 0, let cbs = unsafe callbacks else { return nil }
-        defer { unsafe nghttp2_session_callbacks_del(cbs) }
+        guard unsafe tern_nghttp2_session_callbacks_new(&callbacks) == 0, let cbs = unsafe callbacks else {
+            throw HTTP2SessionError("nghttp2 cannot allocate its callbacks: out of memory")
+        }
+        defer { unsafe tern_nghttp2_session_callbacks_del(cbs) }
         unsafe Self.install(cbs)
         var option: OpaquePointer? = nil
-        guard unsafe nghttp2_option_new(&option) == 0, let opt = unsafe option else { return nil }
-        defer { unsafe nghttp2_option_del(opt) }
+        guard unsafe tern_nghttp2_option_new(&option) == 0, let opt = unsafe option else {
+            throw HTTP2SessionError("nghttp2 cannot allocate its options: out of memory")
+        }
+        defer { unsafe tern_nghttp2_option_del(opt) }
         // Windows open only as the caller consumes (`consume`).
-        unsafe nghttp2_option_set_no_auto_window_update(opt, 1)
-        unsafe nghttp2_option_set_peer_max_concurrent_streams(opt, 100)
-        unsafe nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024)
+        unsafe tern_nghttp2_option_set_no_auto_window_update(opt, 1)
+        unsafe tern_nghttp2_option_set_peer_max_concurrent_streams(opt, 100)
+        unsafe tern_nghttp2_option_set_max_send_header_block_length(opt, 64 * 1024)
         // SETTINGS entries in one frame, and frames (SETTINGS and PING acknowledgements) queued and unsent: floods
         // of either end the connection (nghttp2's flood protection, NGHTTP2_ERR_FLOODED).
-        unsafe nghttp2_option_set_max_settings(opt, 32)
-        unsafe nghttp2_option_set_max_outbound_ack(opt, 1000)
+        unsafe tern_nghttp2_option_set_max_settings(opt, 32)
+        unsafe tern_nghttp2_option_set_max_outbound_ack(opt, 1000)
         unsafe nv = UnsafeMutablePointer<nghttp2_nv>.allocate(capacity: 16)
         var made: OpaquePointer? = nil
         let me = unsafe Unmanaged.passUnretained(self).toOpaque()
-        let rc = role == .server ? unsafe nghttp2_session_server_new2(&made, cbs, me, opt)
-            : unsafe nghttp2_session_client_new2(&made, cbs, me, opt)
-        guard rc == 0, let s = unsafe made else { return nil }
+        let rc = role == .server ? unsafe tern_nghttp2_session_server_new2(&made, cbs, me, opt)
+            : unsafe tern_nghttp2_session_client_new2(&made, cbs, me, opt)
+        guard rc == 0, let s = unsafe made else {
+            throw HTTP2SessionError("nghttp2 cannot make a session: \(unsafe String(cString: tern_nghttp2_strerror(rc)))")
+        }
         unsafe created = s
         var iv = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: settings.maxConcurrentStreams),
@@ -146,14 +170,14 @@ public enum HTTP2ErrorCode {
             iv.append(nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
         }
         unsafe iv.withUnsafeBufferPointer { b in
-            _ = unsafe nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), b.baseAddress, b.count)
+            _ = unsafe tern_nghttp2_submit_settings(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), b.baseAddress, b.count)
         }
         // The connection window beyond the 65,535 bytes every connection starts with.
-        _ = unsafe nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: settings.connectionWindow))
+        _ = unsafe tern_nghttp2_session_set_local_window_size(s, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(clamping: settings.connectionWindow))
     }
 
     deinit {
-        if let s = unsafe created { unsafe nghttp2_session_del(s) }
+        if let s = unsafe created { unsafe tern_nghttp2_session_del(s) }
         unsafe nv.deallocate()
     }
 
@@ -165,9 +189,9 @@ public enum HTTP2ErrorCode {
         assert(events.isEmpty, "HTTP/2 events not cleared before receive")
         unsafe input = bytes
         defer { unsafe input = nil }
-        let n = unsafe nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
+        let n = unsafe tern_nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
         guard n >= 0 else {
-            failure = unsafe String(cString: nghttp2_strerror(Int32(n)))
+            failure = unsafe String(cString: tern_nghttp2_strerror(Int32(n)))
             return false
         }
         return true
@@ -209,16 +233,16 @@ public enum HTTP2ErrorCode {
     /// The next bytes to send (valid until the next call or until the session goes), empty when there are none.
     public func nextOutput() -> UnsafeRawBufferPointer {
         var data: UnsafePointer<UInt8>? = nil
-        let n = unsafe nghttp2_session_mem_send(session, &data)
+        let n = unsafe tern_nghttp2_session_mem_send(session, &data)
         guard n > 0, let d = unsafe data else {
-            if n < 0 { failure = unsafe String(cString: nghttp2_strerror(Int32(n))) }
+            if n < 0 { failure = unsafe String(cString: tern_nghttp2_strerror(Int32(n))) }
             return unsafe UnsafeRawBufferPointer(start: nil, count: 0)
         }
         return unsafe UnsafeRawBufferPointer(start: d, count: n)
     }
 
     /// Whether the session still wants to read or write; when neither, the connection is done.
-    public var isDone: Bool { unsafe nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
+    public var isDone: Bool { unsafe tern_nghttp2_session_want_read(session) == 0 && tern_nghttp2_session_want_write(session) == 0 }
 
     /// Starts a head to send: add its fields (`addField`), pseudo-header fields first, then submit it.
     public func beginHead() {
@@ -239,8 +263,8 @@ public enum HTTP2ErrorCode {
     /// `bodySource`. Returns the stream's id, or nil when no stream can be opened (out of ids, or going away).
     public func submitRequest(hasBody: Bool) -> Int32? {
         let id = unsafe withNameValues { nva, count in
-            hasBody ? unsafe withBodyProvider { unsafe nghttp2_submit_request(session, nil, nva, count, $0, nil) }
-                : unsafe nghttp2_submit_request(session, nil, nva, count, nil, nil)
+            hasBody ? unsafe withBodyProvider { unsafe tern_nghttp2_submit_request(session, nil, nva, count, $0, nil) }
+                : unsafe tern_nghttp2_submit_request(session, nil, nva, count, nil, nil)
         }
         return id > 0 ? id : nil
     }
@@ -250,10 +274,10 @@ public enum HTTP2ErrorCode {
     public func submitResponse(stream: Int32, hasBody: Bool, interim: Bool = false) -> Bool {
         let rc = unsafe withNameValues { nva, count in
             if interim {
-                return unsafe nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil)
+                return unsafe tern_nghttp2_submit_headers(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, nil, nva, count, nil)
             }
-            return hasBody ? unsafe withBodyProvider { unsafe nghttp2_submit_response(session, stream, nva, count, $0) }
-                : unsafe nghttp2_submit_response(session, stream, nva, count, nil)
+            return hasBody ? unsafe withBodyProvider { unsafe tern_nghttp2_submit_response(session, stream, nva, count, $0) }
+                : unsafe tern_nghttp2_submit_response(session, stream, nva, count, nil)
         }
         return rc == 0
     }
@@ -262,53 +286,53 @@ public enum HTTP2ErrorCode {
     /// `endWithTrailers`).
     @discardableResult
     public func submitTrailers(stream: Int32) -> Bool {
-        unsafe withNameValues { nva, count in unsafe nghttp2_submit_trailer(session, stream, nva, count) } == 0
+        unsafe withNameValues { nva, count in unsafe tern_nghttp2_submit_trailer(session, stream, nva, count) } == 0
     }
 
     /// Resets `stream` with `code` (RST_STREAM).
     public func reset(stream: Int32, code: UInt32) {
-        _ = unsafe nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
+        _ = unsafe tern_nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
     }
 
     /// Sends GOAWAY: with `graceful`, first the notice (last stream id 2^31-1, as Envoy's two-step drain begins),
     /// else with the last stream this side processed and `code`.
     public func goaway(code: UInt32 = HTTP2ErrorCode.noError, graceful: Bool = false) {
         if graceful, role == .server {
-            _ = unsafe nghttp2_submit_shutdown_notice(session)
+            _ = unsafe tern_nghttp2_submit_shutdown_notice(session)
             return
         }
-        let last = unsafe nghttp2_session_get_last_proc_stream_id(session)
-        _ = unsafe nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
+        let last = unsafe tern_nghttp2_session_get_last_proc_stream_id(session)
+        _ = unsafe tern_nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
     }
 
     /// The body of `stream` has more to give: nghttp2 asks `bodySource` again.
-    public func resume(stream: Int32) { _ = unsafe nghttp2_session_resume_data(session, stream) }
+    public func resume(stream: Int32) { _ = unsafe tern_nghttp2_session_resume_data(session, stream) }
 
     /// `count` bytes of `stream`'s body were passed on: the peer may send that much more on the stream and the
     /// connection.
     public func consume(stream: Int32, _ count: Int) {
         guard count > 0 else { return }
-        _ = unsafe nghttp2_session_consume(session, stream, count)
+        _ = unsafe tern_nghttp2_session_consume(session, stream, count)
     }
 
     /// `count` bytes received on the connection were taken off it: the peer may send that much more on the
     /// connection (the stream's window is left as it is).
     public func consumeConnection(_ count: Int) {
         guard count > 0 else { return }
-        _ = unsafe nghttp2_session_consume_connection(session, count)
+        _ = unsafe tern_nghttp2_session_consume_connection(session, count)
     }
 
     /// `count` bytes of `stream`'s body were passed on: the peer may send that much more on the stream (its
     /// connection-level share was given back with `consumeConnection`).
     public func consumeStream(_ stream: Int32, _ count: Int) {
         guard count > 0 else { return }
-        _ = unsafe nghttp2_session_consume_stream(session, stream, count)
+        _ = unsafe tern_nghttp2_session_consume_stream(session, stream, count)
     }
 
     /// How many body bytes this side may send on `stream` now (the smaller of its window and the connection's).
     public func sendWindow(stream: Int32) -> Int {
-        Int(min(unsafe nghttp2_session_get_stream_remote_window_size(session, stream),
-                unsafe nghttp2_session_get_remote_window_size(session)))
+        Int(min(unsafe tern_nghttp2_session_get_stream_remote_window_size(session, stream),
+                unsafe tern_nghttp2_session_get_remote_window_size(session)))
     }
 
     // MARK: nghttp2's name/value arrays and data providers
@@ -355,13 +379,13 @@ public enum HTTP2ErrorCode {
     }
 
     private static func install(_ cbs: OpaquePointer) {
-        unsafe nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, _, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, _, user in
             let me = unsafe HTTP2Session.me(user)
             me.headStart = me.fields.count
             me.headSize = 0
             return 0
         }
-        unsafe nghttp2_session_callbacks_set_on_header_callback(cbs) { _, _, name, nameLength, value, valueLength, _, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_header_callback(cbs) { _, _, name, nameLength, value, valueLength, _, user in
             let me = unsafe HTTP2Session.me(user)
             guard me.headStart != nil else { return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue }  // refused
             me.headSize += nameLength + valueLength + 32
@@ -386,7 +410,7 @@ public enum HTTP2ErrorCode {
             if me.headerBytes.count > 16 * Int(me.settings.maxHeaderListSize) { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
             return 0
         }
-        unsafe nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
             let hd = unsafe frame!.pointee.hd
             let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
@@ -414,7 +438,7 @@ public enum HTTP2ErrorCode {
             }
             return 0
         }
-        unsafe nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, stream, data, length, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, stream, data, length, user in
             let me = unsafe HTTP2Session.me(user)
             guard let input = unsafe me.input, let base = input.baseAddress, let d = unsafe data else { return 0 }
             let offset = unsafe UnsafeRawPointer(d) - base
@@ -423,7 +447,7 @@ public enum HTTP2ErrorCode {
             me.events.append(.data(stream: stream, bytes: offset..<(offset + length)))
             return 0
         }
-        unsafe nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, stream, code, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_stream_close_callback(cbs) { _, stream, code, user in
             let me = unsafe HTTP2Session.me(user)
             me.events.append(.closed(stream: stream, code: code))
             return 0

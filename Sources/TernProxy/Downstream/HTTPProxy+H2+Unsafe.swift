@@ -159,7 +159,13 @@ extension HTTPProxy {
         settings.maxConcurrentStreams = self.settings.http2MaxConcurrentStreams
         settings.maxFrameSize = self.settings.http2MaxFrameSize
         settings.maxHeaderListSize = UInt32(self.settings.limits.maxHeaderBytes)
-        guard let session = HTTP2Session(role: .server, settings: settings) else {
+        let session: HTTP2Session
+        do throws(HTTP2SessionError) {
+            session = try HTTP2Session(role: .server, settings: settings)
+        } catch {
+            // nghttp2 missing (loaded by the first session) or out of memory: this connection cannot be served,
+            // the process and its other connections go on.
+            Log.error("HTTP/2 connection refused: \(error.description)")
             release(c.bufferID, reactor)
             return closeDownstream(id, reset: true, reactor)
         }
