@@ -2,6 +2,8 @@
 upstream as its own exchange. Real clients: curl (`--http2-prior-knowledge`), Python's h2 at the frame level."""
 import hashlib
 import json
+import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -14,9 +16,10 @@ import h2.exceptions
 import h2.settings
 import pytest
 
+from conftest import ROOT
 from http_peers import HttpUpstream
 from peers import stream_bytes
-from test_http_proxy import proxy, wait_until
+from test_http_proxy import curl, proxy, wait_until
 
 
 @pytest.fixture
@@ -352,3 +355,49 @@ def test_a_close_delimited_response_ends_with_end_stream_and_connect_is_not_serv
         assert c.heads[sid][":status"] == "501"
     finally:
         c.close()
+
+
+def nghttp2_mapped(t):
+    """Whether libnghttp2 is mapped into Tern's serving process (`tern proxy` execs tern-engine in place)."""
+    with open(f"/proc/{t.proc.pid}/maps") as maps:
+        return "libnghttp2.so" in maps.read()
+
+
+def test_libnghttp2_is_loaded_by_the_first_http2_connection_not_at_start(start_tern, up, backend):
+    t = proxy(start_tern, up, backend)
+    status, _ = curl(t.port, "/h1")
+    assert status == 200
+    assert not nghttp2_mapped(t), "libnghttp2 mapped before any HTTP/2 connection"
+    status, version, _ = curl2(t.port, "/h2")
+    assert (status, version) == (200, "2")
+    assert nghttp2_mapped(t)
+
+
+def test_without_a_usable_libnghttp2_an_http2_connection_is_closed_and_http11_still_served(start_tern, up, backend,
+                                                                                             tmp_path):
+    """A libnghttp2.so.14 that is not nghttp2 found first (LD_LIBRARY_PATH): the HTTP/2 connection is closed with one
+    error line saying why, and Tern goes on serving HTTP/1.1."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the stand-in libnghttp2")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(tmp_path / "libnghttp2.so.14"),
+                    os.path.join(ROOT, "Tests", "CShimTests", "fake_nghttp2.c")], check=True)
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up.address, "--io-backend", backend,
+                   "--cores", "1", env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)})
+    c = H2Client(t.port)
+    try:
+        c.request("/h2")
+        try:
+            answer = c.sock.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b"", "the HTTP/2 connection was answered, not closed"
+    finally:
+        c.close()
+    status, body = curl(t.port, "/h1")
+    assert (status, body) == (200, b"/h1")
+    t.stop()
+    log = t.log() + t.rest()
+    refused = [line for line in log.splitlines() if "HTTP/2 connection refused" in line]
+    assert len(refused) == 1, log
+    assert " error " in refused[0] and "libnghttp2.so.14 lacks nghttp2_session_callbacks_new" in refused[0], log
