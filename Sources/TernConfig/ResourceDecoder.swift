@@ -943,10 +943,8 @@ final class ResourceDecoder {
                                                            "maxRequestsPerConnection", "maxRetries", "idleTimeout",
                                                            "h2UpgradePolicy", "useClientProtocol",
                                                            "maxConcurrentStreams", "http2KeepAlive"]) {
-            // HTTP/2 upstream connections come with the HTTP/2 issue: until then these change nothing.
-            for name in ["h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams", "http2KeepAlive"] {
-                if let field = ho[name] { notActedOn(field) }
-            }
+            // HTTP/2 keepalive PINGs are not sent yet: the block is read and checked, and warns.
+            if let field = ho["http2KeepAlive"] { notActedOn(field) }
             if let k = ho["http2KeepAlive"], let ko = object(k, allowed: ["interval", "timeout"]) {
                 _ = ko["interval"].flatMap { duration($0, minimum: .milliseconds(1)) }
                 _ = ko["timeout"].flatMap { duration($0, minimum: .milliseconds(1)) }

@@ -255,7 +255,8 @@ struct RouteCompiler {
         clusters.append(Cluster(name: name, host: host, subset: subset, port: port, endpoints: endpoints,
                                 policy: policy, retryBudget: subsetDef?.trafficPolicy?.retryBudget ?? rule?.trafficPolicy?.retryBudget,
                                 loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
-                                originalDestination: se.resolution == .NONE, resolution: se.resolution))
+                                originalDestination: se.resolution == .NONE, resolution: se.resolution,
+                                upstreamProtocol: UpstreamProtocol(portProtocol: sePort?.protocol, pool: policy.connectionPool)))
         clusterIndex[name] = clusters.count - 1
         return clusters.count - 1
     }

@@ -228,6 +228,37 @@ public struct Cluster: Sendable {
     /// (`needsResolution`) are replaced by their DNS answers in the tables a resolver publishes
     /// (`RouteTable.resolved`).
     public var resolution: ServiceEntry.Resolution = .STATIC
+    /// The protocol requests go upstream in (Istio's cluster builder: `upstreamProtocol(port:policy:)`).
+    public var upstreamProtocol: UpstreamProtocol = .http1
+}
+
+/// How an HTTP cluster's requests travel to its endpoints.
+public enum UpstreamProtocol: Sendable, Equatable {
+    /// HTTP/1.1 connections, one request at a time.
+    case http1
+    /// HTTP/2 connections, many streams each (upgrade requests, WebSocket and CONNECT, still go over HTTP/1.1).
+    case http2
+    /// The protocol the client spoke (`useClientProtocol`, or a port of unknown protocol, as Istio sniffs it).
+    case client
+
+    /// Istio's choice for a ServiceEntry port of protocol `portProtocol` (nil: none declared) under a merged
+    /// `connectionPool`: `useClientProtocol` first (it replaces every other protocol option); an `HTTP2`, `GRPC`
+    /// or `GRPC-WEB` port is HTTP/2; an `HTTP` port is upgraded under `h2UpgradePolicy: UPGRADE` (the mesh's
+    /// default policy, DO_NOT_UPGRADE, otherwise); a port with no protocol keeps the client's (sniffed).
+    public init(portProtocol: String?, pool: ConnectionPoolSettings?) {
+        let p = portProtocol?.uppercased()
+        if pool?.useClientProtocol == true {
+            self = .client
+        } else if p == "HTTP2" || p == "GRPC" || p == "GRPC-WEB" {
+            self = .http2
+        } else if (p == "HTTP" || p == nil) && pool?.h2UpgradePolicy == "UPGRADE" {
+            self = .http2
+        } else if p == nil {
+            self = .client
+        } else {
+            self = .http1
+        }
+    }
 }
 
 public struct Endpoint: Sendable, Equatable {

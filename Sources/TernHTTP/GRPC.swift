@@ -49,4 +49,38 @@ public enum GRPC {
         let rest = contentType.dropFirst(prefix.count)
         return rest.isEmpty || rest.first == UInt8(ascii: "+")
     }
+
+    /// The `grpc-status` of an HTTP/1.1 trailer section (`name: value` lines), nil when it has none or it is not a
+    /// number.
+    public static func status(inTrailerSection section: [UInt8]) -> Int? {
+        var at = 0
+        while at < section.count {
+            guard let cr = section[at...].firstIndex(of: 0x0D) else { return nil }
+            let line = section[at..<cr]
+            if line.count > statusName.count, let colon = line.firstIndex(of: UInt8(ascii: ":")),
+               colon - at == statusName.count, zip(line, statusName).allSatisfy({ $0 | 0x20 == $1 }) {
+                return decimal(line[(colon + 1)...])
+            }
+            at = cr + 2
+        }
+        return nil
+    }
+
+    /// The `grpc-status` among HTTP/2 fields `fields` of `session` (lower-case names), nil when absent.
+    public static func status(_ session: HTTP2Session, _ fields: Range<Int>) -> Int? {
+        for i in fields where session.name(i).elementsEqual(statusName) { return decimal(session.value(i)) }
+        return nil
+    }
+
+    private static let statusName: [UInt8] = Array("grpc-status".utf8)
+
+    private static func decimal<C: Collection<UInt8>>(_ bytes: C) -> Int? {
+        var n = 0, digits = 0
+        for b in bytes where b != 0x20 && b != 0x09 {
+            guard b >= 0x30 && b <= 0x39, digits < 9 else { return nil }
+            n = n * 10 + Int(b - 0x30)
+            digits += 1
+        }
+        return digits > 0 ? n : nil
+    }
 }

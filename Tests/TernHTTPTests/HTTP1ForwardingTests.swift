@@ -56,9 +56,18 @@ private func forwardResponse(_ raw: String, _ p: HTTP1Forwarding.Persistence = .
 
     @Test func hopByHopFieldsAndTheFieldsConnectionNamesAreRemoved() throws {
         let out = try forwardRequest("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: 5\r\n"
-            + "X-Hop: secret\r\nProxy-Connection: close\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Keep: 1\r\nx-request-id: r1\r\n\r\n")
+            + "X-Hop: secret\r\nProxy-Connection: close\r\nTE: deflate\r\nUpgrade: h2c\r\nX-Keep: 1\r\nx-request-id: r1\r\n\r\n")
         #expect(out == "GET / HTTP/1.1\r\nHost: a\r\nX-Keep: 1\r\nx-request-id: r1\r\nx-forwarded-for: 10.0.0.7\r\n"
             + "x-forwarded-proto: http\r\n\r\n")
+    }
+
+    @Test func teTrailersGoesOnAsEnvoySanitizesIt() throws {
+        // gRPC servers require "te: trailers"; any other TE value is hop-by-hop and goes.
+        let out = try forwardRequest("POST /s/M HTTP/1.1\r\nHost: a\r\nTE: Trailers\r\nContent-Length: 0\r\nx-request-id: r1\r\n\r\n")
+        #expect(out == "POST /s/M HTTP/1.1\r\nHost: a\r\nTE: Trailers\r\nContent-Length: 0\r\nx-request-id: r1\r\n"
+            + "x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: http\r\n\r\n")
+        let gzip = try forwardRequest("GET / HTTP/1.1\r\nHost: a\r\nTE: trailers, gzip\r\nx-request-id: r1\r\n\r\n")
+        #expect(!gzip.contains("TE:"))
     }
 
     @Test func tracedRequestsLoseEveryReceivedTraceFieldAndGainTheProxys() throws {

@@ -126,4 +126,43 @@ import Testing
         #expect(try h2("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n")
                 == "head 1 end [\":method: CONNECT\", \":authority: db:5432\"]")
     }
+
+    @Test func trailerSectionsCrossBothWaysWithoutTheFieldsTrailersMayNotCarry() {
+        #expect(HTTP2Translation.forbiddenInTrailers(Array("Content-Length".utf8)))
+        #expect(HTTP2Translation.forbiddenInTrailers(Array("host".utf8)))
+        #expect(HTTP2Translation.forbiddenInTrailers(Array("transfer-encoding".utf8)))
+        #expect(!HTTP2Translation.forbiddenInTrailers(Array("grpc-status".utf8)))
+        // HTTP/1.1 → HTTP/2: an engine's chunked trailer section becomes trailers a peer reads, names lower-cased.
+        let client = Side(.client), server = Side(.server)
+        let id = HTTP2SessionTests.request(client, HTTP2SessionTests.get)
+        HTTP2SessionTests.settle(client, server)
+        server.session.beginHead()
+        server.session.addField(":status".utf8, "200".utf8)
+        server.bodies[id] = Array("x".utf8)
+        server.trailers.insert(id)
+        #expect(server.session.submitResponse(stream: id, hasBody: true))
+        server.session.beginHead()
+        let section = Array("Grpc-Status: 0\r\ncontent-length: 5\r\ngrpc-message:  all good \r\n\r\n".utf8)
+        #expect(HTTP2Translation.http2Trailers(section, into: server.session) == 2)
+        #expect(server.session.submitTrailers(stream: id))
+        var trailers: [String] = []
+        client.onHead = { _, f, end in if end { trailers = client.fields(f) } }
+        HTTP2SessionTests.settle(client, server)
+        #expect(trailers == ["grpc-status: 0", "grpc-message: all good"])
+        // HTTP/2 → HTTP/1.1: trailers received become a chunked body's end, without forbidden fields.
+        let c2 = Side(.client), s2 = Side(.server)
+        let post = [(":method", "POST"), (":scheme", "http"), (":authority", "svc"), (":path", "/p")]
+        let id2 = HTTP2SessionTests.request(c2, post, body: Array("abc".utf8), trailers: true)
+        HTTP2SessionTests.settle(c2, s2)
+        c2.session.beginHead()
+        c2.session.addField("x-sum".utf8, "6".utf8)
+        c2.session.addField("host".utf8, "evil".utf8)
+        #expect(c2.session.submitTrailers(stream: id2))
+        var out: [UInt8] = []
+        s2.onHead = { _, f, end in
+            if end && s2.fields(f).first?.hasPrefix(":") == false { HTTP2Translation.http1Trailers(s2.session, f, into: &out) }
+        }
+        HTTP2SessionTests.settle(c2, s2)
+        #expect(String(decoding: out, as: UTF8.self) == "0\r\nx-sum: 6\r\n\r\n")
+    }
 }

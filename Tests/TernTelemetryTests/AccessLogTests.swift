@@ -64,6 +64,7 @@ final class TestThread: @unchecked Sendable {
         "upstream_service_time", "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host",
         "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
         "requested_server_name", "downstream_tls_version", "downstream_tls_cipher", "upstream_transport_failure_reason",
+        "grpc_status",
     ]
 
     @Test func textLineIsIstiosDefaultFormat() throws {
@@ -87,7 +88,7 @@ final class TestThread: @unchecked Sendable {
             "upstream_cluster":"outbound|80||cart.shop.svc.cluster.local","upstream_local_address":"10.0.0.1:40000",\
             "downstream_local_address":"127.0.0.1:15006","downstream_remote_address":"127.0.0.1:51000",\
             "requested_server_name":null,"downstream_tls_version":null,"downstream_tls_cipher":null,\
-            "upstream_transport_failure_reason":null}
+            "upstream_transport_failure_reason":null,"grpc_status":null}
 
             """)
         let v = try LogJSON.parse(String(line.dropLast()))

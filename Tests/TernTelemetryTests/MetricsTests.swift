@@ -21,6 +21,11 @@ import Testing
         #expect(k.requestProtocol == .grpc)
         #expect(SeriesKey(service: 0, code: 0, flags: [], protocol: .http).raw != 0)
         #expect(SeriesKey(service: 1, code: 1200, flags: [], protocol: .http).code == 0)
+        #expect(k.grpcStatus == nil)
+        let g = SeriesKey(service: 0xFFFF, code: 200, flags: [.upstreamConnectionFailure], protocol: .grpc, mutualTLS: true, grpcStatus: 14)
+        #expect(g.grpcStatus == 14 && g.service == 0xFFFF && g.code == 200 && g.mutualTLS && g.requestProtocol == .grpc)
+        #expect(SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc, grpcStatus: 0).grpcStatus == 0)
+        #expect(SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc, grpcStatus: 0) != SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc))
     }
 
     @Test func bucketIndexIsFirstBoundNotBelow() {

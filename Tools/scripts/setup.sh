@@ -10,7 +10,7 @@ set -euo pipefail
 # (test_tls.py), not started as services.
 packages=(liburing-dev libyaml-dev libre2-dev libnghttp2-dev libssl-dev zlib1g-dev pkg-config cmake gcc g++ libc6-dev curl iproute2 iptables procps util-linux strace python3 python3-pip nginx haproxy)
 if [[ ${1:-} == --bench ]]; then
-    packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client caddy tcpdump valgrind)
+    packages+=(iperf3 haproxy nginx libnginx-mod-stream wrk nghttp2-client nghttp2-server caddy tcpdump valgrind)
 fi
 
 missing=()
@@ -40,7 +40,7 @@ fi
 # PyPI packages the integration tests import, as module=requirement; only the missing ones are installed.
 pip_missing=()
 for pair in "pytest=pytest>=7" "httpx=httpx>=0.24" "h11=h11>=0.14" "h2=h2>=4.1" "websockets=websockets>=13" \
-    "prometheus_client=prometheus-client>=0.17"; do
+    "prometheus_client=prometheus-client>=0.17" "grpc=grpcio>=1.60"; do
     python3 -c "import ${pair%%=*}" 2>/dev/null || pip_missing+=("${pair#*=}")
 done
 if ((${#pip_missing[@]})); then

@@ -31,6 +31,8 @@
     X(int, nghttp2_session_consume_stream, (nghttp2_session *session, int32_t stream_id, size_t size), (session, stream_id, size)) \
     X(int, nghttp2_session_set_local_window_size, (nghttp2_session *session, uint8_t flags, int32_t stream_id, int32_t window_size), (session, flags, stream_id, window_size)) \
     X(int32_t, nghttp2_session_get_last_proc_stream_id, (nghttp2_session *session), (session)) \
+    X(uint32_t, nghttp2_session_get_remote_settings, (nghttp2_session *session, nghttp2_settings_id id), (session, id)) \
+    X(int, nghttp2_session_check_request_allowed, (nghttp2_session *session), (session)) \
     X(int32_t, nghttp2_session_get_remote_window_size, (nghttp2_session *session), (session)) \
     X(int32_t, nghttp2_session_get_stream_remote_window_size, (nghttp2_session *session, int32_t stream_id), (session, stream_id)) \
     X(int, nghttp2_submit_settings, (nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv, size_t niv), (session, flags, iv, niv)) \

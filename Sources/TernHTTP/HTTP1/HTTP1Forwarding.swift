@@ -94,7 +94,9 @@ public enum HTTP1Forwarding {
             let field = head.fields[i]
             let keep: Bool
             switch field.known {
-            case .connection, .keepAlive, .proxyConnection, .te: keep = false
+            case .connection, .keepAlive, .proxyConnection: keep = false
+            // TE is hop-by-hop, but "trailers" goes on, as Envoy sanitizes it: gRPC servers require it.
+            case .te: keep = HTTPGrammar.equalsIgnoringCase(bytes, field.value, Self.trailers)
             case .upgrade: keep = head.upgrade
             case .xForwardedFor: keep = false  // re-added below with the client's address appended
             case .xForwardedProto:
@@ -244,6 +246,7 @@ public enum HTTP1Forwarding {
 
     /// Whether a Connection field names `name` (RFC 9110 §7.6.1: those fields are hop-by-hop too).
     static let attemptCount = StaticBytes("x-envoy-attempt-count")
+    static let trailers = StaticBytes("trailers")
 
     private static func namedByConnection(_ head: HTTP1Head, _ bytes: borrowing Span<UInt8>, _ name: Range<Int>) -> Bool {
         for field in head.fields where field.known == .connection {

@@ -305,6 +305,15 @@ public enum HTTP2ErrorCode {
         _ = unsafe tern_nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
     }
 
+    /// The streams the peer lets this side open at once (its SETTINGS_MAX_CONCURRENT_STREAMS; until its SETTINGS
+    /// arrive, HTTP/2's recommended 100).
+    public var peerMaxConcurrentStreams: UInt32 {
+        unsafe tern_nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+    }
+
+    /// Whether a request may be submitted now (client): stream ids are left and no GOAWAY came or went.
+    public var canOpenStream: Bool { unsafe tern_nghttp2_session_check_request_allowed(session) != 0 }
+
     /// The body of `stream` has more to give: nghttp2 asks `bodySource` again.
     public func resume(stream: Int32) { _ = unsafe tern_nghttp2_session_resume_data(session, stream) }
 

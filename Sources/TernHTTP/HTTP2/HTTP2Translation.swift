@@ -148,8 +148,42 @@ public enum HTTP2Translation {
     public static func http1Trailers(_ session: HTTP2Session, _ fields: Range<Int>, into out: inout [UInt8]) {
         let f = session.fields, b = session.headerBytes
         out.append(contentsOf: Names.lastChunk)
-        for i in fields where b[f[i].name.lowerBound] != colon { line(b[f[i].name], b[f[i].value], into: &out) }
+        for i in fields where b[f[i].name.lowerBound] != colon && !forbiddenInTrailers(b[f[i].name]) {
+            line(b[f[i].name], b[f[i].value], into: &out)
+        }
         out.append(contentsOf: crlf)
+    }
+
+    /// Adds the fields of an HTTP/1.1 trailer section (`name: value` lines, each ending in CRLF, as a chunked body's
+    /// decoder checked them; the empty line that ends the section may be there) to the head `session` is building,
+    /// names lower-cased, leaving out those a trailer section must not carry (RFC 9110 §6.5.1: framing, routing,
+    /// authentication, request modifiers, response control, content metadata) and connection-specific ones.
+    /// Returns how many fields it added.
+    @discardableResult
+    public static func http2Trailers(_ section: [UInt8], into session: HTTP2Session) -> Int {
+        var added = 0, at = 0
+        while at < section.count {
+            guard let colonAt = section[at...].firstIndex(of: colon),
+                  let cr = section[at...].firstIndex(of: 0x0D), colonAt < cr else { break }
+            let name = section[at..<colonAt]
+            var lo = colonAt + 1, hi = cr
+            while lo < hi && (section[lo] == space || section[lo] == tab) { lo += 1 }
+            while hi > lo && (section[hi - 1] == space || section[hi - 1] == tab) { hi -= 1 }
+            if !forbiddenInTrailers(name) {
+                session.addField(name.lazy.map(lowercased), section[lo..<hi])
+                added += 1
+            }
+            at = cr + 2
+        }
+        return added
+    }
+
+    /// Whether a field may not be sent in trailers (RFC 9110 §6.5.1, and the connection-specific fields HTTP/2
+    /// forbids everywhere, RFC 9113 §8.2.2), whatever the letter case.
+    public static func forbiddenInTrailers<C: Collection<UInt8>>(_ name: C) -> Bool {
+        let lower = name.lazy.map(lowercased)
+        for f in Names.forbiddenTrailers where f.count == name.count && f.elementsEqual(lower) { return true }
+        return false
     }
 
     /// Appends a field line: `name: value` and CRLF.
@@ -284,5 +318,12 @@ public enum HTTP2Translation {
         static let hostColon = Array("host: ".utf8), chunkedLine = Array("transfer-encoding: chunked\r\n".utf8)
         static let contentLengthZeroLine = Array("content-length: 0\r\n".utf8), lastChunk = Array("0\r\n".utf8)
         static let slashPath = Array("/".utf8), asterisk = Array("*".utf8)
+        static let forbiddenTrailers: [[UInt8]] = [
+            "content-length", "transfer-encoding", "host", "te", "trailer", "connection", "keep-alive",
+            "proxy-connection", "upgrade", "authorization", "proxy-authorization", "proxy-authenticate",
+            "www-authenticate", "cookie", "set-cookie", "cache-control", "expect", "max-forwards", "pragma", "range",
+            "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range", "age", "expires",
+            "date", "location", "retry-after", "vary", "warning", "content-encoding", "content-type", "content-range",
+        ].map { Array($0.utf8) }
     }
 }

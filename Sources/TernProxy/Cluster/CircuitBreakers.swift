@@ -44,6 +44,8 @@ struct CircuitLimits: Equatable {
     var idleTimeout: UInt64 = 0
     var maxRequestsPerConnection = 0
     var maxConnectionDuration: UInt64 = 0
+    /// Streams one HTTP/2 connection carries at once (`http.maxConcurrentStreams`; Int.max: the peer's limit).
+    var maxConcurrentStreams = Int.max
     var keepalive = false
     var keepaliveTime = 0, keepaliveInterval = 0, keepaliveProbes = 0
     /// TCP routes: a relayed connection with no bytes either way for this long is closed (0: never).
@@ -89,6 +91,7 @@ extension CircuitLimits {
         idleTimeout = (pool?.idleTimeout ?? pool?.tcpIdleTimeout ?? defaults.upstreamIdleTimeout).nanoseconds
         maxRequestsPerConnection = pool?.maxRequestsPerConnection ?? 0
         maxConnectionDuration = pool?.maxConnectionDuration?.nanoseconds ?? 0
+        maxConcurrentStreams = limit(pool?.maxConcurrentStreams, 0)
         keepalive = pool?.tcpKeepalive ?? false
         keepaliveTime = Self.seconds(pool?.tcpKeepaliveTime)
         keepaliveInterval = Self.seconds(pool?.tcpKeepaliveInterval)
@@ -112,6 +115,8 @@ struct ConnectionSettings {
     /// 0: no limit.
     var maxRequestsPerConnection: Int
     var maxConnectionDuration: UInt64
+    /// Int.max: no limit but the peer's.
+    var maxConcurrentStreams: Int
     var keepalive: Bool
     var keepaliveTime: Int, keepaliveInterval: Int, keepaliveProbes: Int
 }
@@ -139,6 +144,7 @@ final class ClusterCircuit: Sendable {
     private let tcpIdleTimeout = Atomic<UInt64>(0)
     private let maxRequestsPerConnection = Atomic<Int>(0)
     private let maxConnectionDuration = Atomic<UInt64>(0)
+    private let maxConcurrentStreams = Atomic<Int>(Int.max)
     private let keepalive = Atomic<Bool>(false)
     private let keepaliveTime = Atomic<Int>(0)
     private let keepaliveInterval = Atomic<Int>(0)
@@ -161,6 +167,7 @@ final class ClusterCircuit: Sendable {
                            tcpIdleTimeout: tcpIdleTimeout.load(ordering: .relaxed),
                            maxRequestsPerConnection: maxRequestsPerConnection.load(ordering: .relaxed),
                            maxConnectionDuration: maxConnectionDuration.load(ordering: .relaxed),
+                           maxConcurrentStreams: maxConcurrentStreams.load(ordering: .relaxed),
                            keepalive: keepalive.load(ordering: .relaxed),
                            keepaliveTime: keepaliveTime.load(ordering: .relaxed), keepaliveInterval: keepaliveInterval.load(ordering: .relaxed),
                            keepaliveProbes: keepaliveProbes.load(ordering: .relaxed))
@@ -180,6 +187,7 @@ final class ClusterCircuit: Sendable {
         tcpIdleTimeout.store(l.tcpIdleTimeout, ordering: .relaxed)
         maxRequestsPerConnection.store(l.maxRequestsPerConnection, ordering: .relaxed)
         maxConnectionDuration.store(l.maxConnectionDuration, ordering: .relaxed)
+        maxConcurrentStreams.store(l.maxConcurrentStreams, ordering: .relaxed)
         keepalive.store(l.keepalive, ordering: .relaxed)
         keepaliveTime.store(l.keepaliveTime, ordering: .relaxed)
         keepaliveInterval.store(l.keepaliveInterval, ordering: .relaxed)

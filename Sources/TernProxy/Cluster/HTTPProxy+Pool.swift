@@ -16,6 +16,16 @@ extension HTTPProxy {
             // Perhaps still waiting in the queue: it is skipped when popped (no longer waiting).
             return
         }
+        if upstreams[u].http2 && upstreams[u].transport != .h2stream {
+            // An HTTP/2 connection still on its way: it carries on, for the requests queued for it.
+            exchanges[x].attempt.connection = nil
+            upstreams[u].exchange = nil
+            return
+        }
+        if upstreams[u].transport == .h2stream {
+            // A stream ends with its exchange (ended cleanly when its response did, else reset).
+            return closeUpstream(u, reactor)
+        }
         exchanges[x].attempt.connection = nil
         upstreams[u].exchange = nil
         if reusable && upstreams[u].state == .bound && !upstreams[u].sending && mayServeAgain(u) {
@@ -46,7 +56,7 @@ extension HTTPProxy {
         // A request waiting for a descriptor to open its own connection to this endpoint takes this one.
         // (Not a relayed TCP connection: it has an upstream connection of its own, never an HTTP one.)
         while let i = descriptorWaiters.firstIndex(where: {
-            isWaiting($0.exchange, for: e) && exchanges[$0.exchange].relayed == nil
+            isWaiting($0.exchange, for: e) && exchanges[$0.exchange].relayed == nil && !exchanges[$0.exchange].attempt.http2
                 && exchanges[$0.exchange].attempt.serverName == upstreams[u].serverName
         }) {
             let next = descriptorWaiters.remove(at: i).exchange
@@ -71,6 +81,25 @@ extension HTTPProxy {
 
     func closeUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
         if upstreams[u].state == .closing { return }
+        if upstreams[u].transport == .h2stream {
+            // An HTTP/2 stream's slot: no socket; the stream ends and the slot goes at once.
+            if let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u { exchanges[x].attempt.connection = nil }
+            upstreams[u].exchange = nil
+            upstreams[u].state = .closing
+            h2uStreamClose(u, reactor)
+            upstreams.remove(u)
+            return
+        }
+        if upstreams[u].http2 {
+            if let link = upstreams[u].h2 {
+                // Its streams end with it.
+                link.goingAway = true
+                link.ended = true
+                for s in link.streams where upstreams.isCurrent(s.connection) { h2uStreamGone(s.connection, refused: s.id == 0, reactor) }
+            } else {
+                h2uConnectEnded(u, reactor)
+            }
+        }
         keepResumption(u)
         if let x = upstreams[u].exchange, exchanges.isCurrent(x), exchanges[x].attempt.connection == u { exchanges[x].attempt.connection = nil }
         upstreams[u].exchange = nil
@@ -102,6 +131,7 @@ extension HTTPProxy {
             tlsFree(.upstream(u), reactor)
             upstreams[u].transport = .plain
         }
+        if upstreams[u].http2 { h2uFree(u, reactor) }
         reactor.backend.unregister(fd: upstreams[u].fd)
         System.close(upstreams[u].fd)
         counters.descriptors.subtract(1, ordering: .relaxed)
@@ -112,6 +142,7 @@ extension HTTPProxy {
         metrics?.endpoint(pools.slots[e].key, EndpointWords.connections, -1)
         pools.connectionClosed(e)
         connectWaiting(e, reactor)
+        h2uServePending(e, reactor)
     }
 
     /// Requests wait for connections to endpoint `e`: the oldest get new connections, in order, while their

@@ -89,6 +89,11 @@ struct UpstreamPools {
         var name: String
         var idle: [UID] = []
         var pending = PendingQueue()
+        /// HTTP/2 connections to it (made, or on their way: `h2Connecting` of them), and the requests waiting for
+        /// a stream on one.
+        var h2Links: [UID] = []
+        var h2Connecting = 0
+        var h2Pending = PendingQueue()
         /// Connections open to it (connecting, idle or bound).
         var connections = 0
         /// Exchanges routed to it and not finished.
@@ -190,6 +195,8 @@ struct UpstreamPools {
         slots[e].serverNames = [:]
         slots[e].idle = []
         slots[e].pending = PendingQueue()
+        slots[e].h2Links = []
+        slots[e].h2Pending = PendingQueue()
         slots[e].name = ""
         free.append(e)
     }

@@ -21,17 +21,10 @@ import TernIO
 import TernTelemetry
 
 /// An HTTP/2 client connection's session and its open streams.
-final class H2Link {
-    let session: HTTP2Session
+final class H2Link: H2Connection {
     /// Open streams: the HTTP/2 stream id and the stream's own connection (at most the streams the session
     /// allows at once, so a scan is short).
     var streams: [(id: Int32, connection: DID)] = []
-    /// The spare buffer being sent (-1: none) and how much of it is filled.
-    var out: Int32 = -1
-    /// Frames nghttp2 gave that did not fit the buffer being filled: sent next (capacity kept).
-    var overflow: [UInt8] = []
-    /// The connection is closing: no stream is opened any more, and it closes once its output is out.
-    var closing = false
     /// Its streams were ended with it (`h2Close`).
     var ended = false
     /// Streams ended on this connection, and those a client reset before their response, within a second of
@@ -41,22 +34,12 @@ final class H2Link {
     var streamsEnded = 0
     var prematureResets = 0
     var lastClientReset: Int32 = 0
-    /// Waiting for a spare buffer (on `HTTPProxy.h2Starved`).
-    var starved = false
     /// The connection is ended for a protocol failure or a reset flood: its streams end with it at once (a
     /// drain or an idle close waits for them).
     var abort = false
-    /// Spare buffers its streams hold for request bodies and responses (which a client's windows can keep
-    /// waiting): at most `H2Wire.buffersPerConnection`, so one client cannot take the reactor's spare buffers
-    /// from everyone else.
-    var buffersHeld = 0
-    /// `h2Flush` is filling a buffer (a stream closed meanwhile does not flush again inside it); `h2Events` is
-    /// handling the session's events.
-    var flushing = false
-    var inEvents = false
 
-    init(session: HTTP2Session) {
-        self.session = session
+    override init(session: HTTP2Session) {
+        super.init(session: session)
         streams.reserveCapacity(16)
     }
 
@@ -90,17 +73,11 @@ struct H2StreamState {
     var queued = false
     /// DATA bytes the engine was given: the stream's window reopens by them when it asks again.
     var consumable = 0
-    // The response, as the engine writes it (HTTP/1.1): its head parsed in `out`, then its body bytes there until
-    // nghttp2 frames them.
+    // The response, as the engine writes it (HTTP/1.1): its head parsed in `send.out`, then its body bytes there
+    // until nghttp2 frames them.
     var parser: Int32 = -1
     var headSubmitted = false
-    var out: Int32 = -1
-    var outStart = 0
-    var outEnd = 0
-    var framing = BodyFraming.none
-    var remaining: UInt64 = 0
-    var decoder = ChunkedDecoder()
-    var responseEnded = false
+    var send = H2Send()
     /// Bytes of the engine's send to report once nghttp2 has taken them (0: none).
     var unreported = 0
     var reportSent = false
@@ -114,14 +91,13 @@ struct H2StreamState {
     var releaseOut = false
     var starved = false
     var starvedSend = false
-    /// The response body could not be read back (a chunking error): the stream is reset, never ended.
-    var broken = false
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 enum H2Wire {
     static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
     static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
+    static let crlf: [UInt8] = [0x0D, 0x0A]
     /// Bytes kept at the front of a stream's body buffer for the chunk-size line written before it.
     static let chunkRoom = 16
     /// Envoy's premature-reset rule (its runtime defaults): once a connection has ended this many streams, and
@@ -241,7 +217,7 @@ extension HTTPProxy {
                 // hears so at the next iteration), the client gave up on it, or the session reset it, and the
                 // exchange ends as a client disconnect.
                 let s = downstreams[v].h2s
-                if !(s.responseEnded && s.requestEnded && s.outStart == s.outEnd) { closeDownstream(v, reset: false, reactor) }
+                if !(s.send.body.ended && s.requestEnded && s.send.start == s.send.end) { closeDownstream(v, reset: false, reactor) }
             case .goaway:
                 break
             }
@@ -295,21 +271,8 @@ extension HTTPProxy {
         }
         let room = unsafe pool.mutableBytes(b, length: pool.size)
         var n = 0
-        if !link.overflow.isEmpty {
-            let k = min(link.overflow.count, room.count)
-            unsafe link.overflow.withUnsafeBytes { unsafe room.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: k) }
-            link.overflow.removeSubrange(0..<k)
-            n = k
-        }
         while true {
-            while n < room.count && link.overflow.isEmpty {
-                let chunk = unsafe link.session.nextOutput()
-                if unsafe chunk.isEmpty { break }
-                let k = min(chunk.count, room.count - n)
-                unsafe (room.baseAddress! + n).copyMemory(from: chunk.baseAddress!, byteCount: k)
-                n += k
-                if k < chunk.count { unsafe link.overflow.append(contentsOf: chunk[k...]) }
-            }
+            n = unsafe link.fill(room, from: n)
             // Streams that closed as their last frames went into the buffer; handling them may queue more frames
             // (a GOAWAY), which go into this buffer too.
             // (Inside `h2Events` already, the loop there handles them.)
@@ -561,6 +524,7 @@ extension HTTPProxy {
     /// (kicked by a timer due at once), so a stream that cannot progress never spins inside one.
     func h2Iteration(_ reactor: Reactor<Backend>) {
         h2IterateReady(reactor)
+        if !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2uIteration(reactor) }
         // Then what waited for a spare buffer (those just released by the streams above included).
         if !h2Starved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
             // Those waiting now; any that must wait again join the list behind them.
@@ -583,7 +547,7 @@ extension HTTPProxy {
             }
             h2Starved.removeSubrange(0..<count)
         }
-        if !h2ReadyList.isEmpty && !h2KickArmed {
+        if (!h2ReadyList.isEmpty || !h2uReadyList.isEmpty) && !h2KickArmed {
             h2KickArmed = reactor.timers.schedule(Token(op: Op.h2Kick.rawValue, slot: 0, generation: 0),
                                                   at: System.monotonicNanos()) != nil
         }
@@ -601,12 +565,12 @@ extension HTTPProxy {
             if downstreams[v].h2s.releaseOut {
                 downstreams[v].h2s.releaseOut = false
                 let s = downstreams[v].h2s
-                if s.out >= 0 && s.headSubmitted && s.outStart == s.outEnd {
-                    release(UInt16(s.out), reactor)
+                if s.send.out >= 0 && s.headSubmitted && s.send.start == s.send.end {
+                    release(UInt16(s.send.out), reactor)
                     h2GaveBuffer(s.parent)
-                    downstreams[v].h2s.out = -1
-                    downstreams[v].h2s.outStart = 0
-                    downstreams[v].h2s.outEnd = 0
+                    downstreams[v].h2s.send.out = -1
+                    downstreams[v].h2s.send.start = 0
+                    downstreams[v].h2s.send.end = 0
                 }
             }
             if downstreams[v].h2s.reportSent {
@@ -623,7 +587,7 @@ extension HTTPProxy {
 
     /// A spare buffer for HTTP/2's own use, leaving TLS its reserve of record buffers, and for a stream of
     /// `link`, within the connection's share (nil: none to spare).
-    func h2TakeBuffer(_ reactor: Reactor<Backend>, _ link: H2Link? = nil) -> UInt16? {
+    func h2TakeBuffer(_ reactor: Reactor<Backend>, _ link: H2Connection? = nil) -> UInt16? {
         if let link, link.buffersHeld >= H2Wire.buffersPerConnection { return nil }
         guard reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve, let b = reactor.backend.takeBuffer() else {
             return nil
@@ -730,31 +694,21 @@ extension HTTPProxy {
     func h2Send(_ v: DID, _ reactor: Reactor<Backend>) {
         guard let parent = downstreams[v].h2s.parent, let link = downstreams[parent].h2 else { return }
         let stream = downstreams[v].h2s.stream
-        if downstreams[v].h2s.out < 0 {
+        if downstreams[v].h2s.send.out < 0 {
             guard let b = h2TakeBuffer(reactor, link) else {
                 // The engine's bytes stay where they are until a buffer is free.
                 downstreams[v].h2s.starvedSend = true
                 return h2Starve(v)
             }
-            downstreams[v].h2s.out = Int32(b)
-            downstreams[v].h2s.outStart = 0
-            downstreams[v].h2s.outEnd = 0
+            downstreams[v].h2s.send.out = Int32(b)
+            downstreams[v].h2s.send.start = 0
+            downstreams[v].h2s.send.end = 0
         }
-        let entry = Int(v.index)
-        let buffer = unsafe pool.mutableBytes(UInt16(downstreams[v].h2s.out), length: pool.size)
-        // Compact what nghttp2 has not taken yet to the front, and copy in as much of the send as fits.
-        let start = downstreams[v].h2s.outStart, end = downstreams[v].h2s.outEnd
-        if start > 0 {
-            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: end - start)
-            downstreams[v].h2s.outStart = 0
-            downstreams[v].h2s.outEnd = end - start
-        }
-        let from = downstreams[v].h2s.outEnd
-        let copied = unsafe toClient.copy(entry, into: UnsafeMutableRawBufferPointer(rebasing: buffer[from...]))
-        downstreams[v].h2s.outEnd += copied
+        let buffer = unsafe pool.mutableBytes(UInt16(downstreams[v].h2s.send.out), length: pool.size)
+        let (from, copied) = unsafe downstreams[v].h2s.send.take(toClient, Int(v.index), into: buffer)
         if !downstreams[v].h2s.headSubmitted {
             guard unsafe h2ResponseHead(v, link, stream, buffer, reactor) else { return }
-            if !downstreams[v].h2s.headSubmitted && downstreams[v].h2s.outEnd == pool.size {
+            if !downstreams[v].h2s.headSubmitted && downstreams[v].h2s.send.end == pool.size {
                 // A response head larger than a buffer (the engine's heads may be up to 60 KiB): the stream cannot
                 // carry it. Reset.
                 Log.debug("HTTP/2 stream \(stream): response head over \(pool.size) bytes: reset")
@@ -763,13 +717,14 @@ extension HTTPProxy {
                 return h2Flush(parent, reactor)
             }
         } else {
-            unsafe h2ResponseBody(v, buffer, from: from)
+            downstreams[v].h2s.send.end = unsafe downstreams[v].h2s.send.body.absorb(buffer, from: from, end: downstreams[v].h2s.send.end)
+            h2TrailerStatus(v)
         }
         downstreams[v].h2s.unreported = copied
-        if downstreams[v].h2s.outEnd == downstreams[v].h2s.outStart {
+        if downstreams[v].h2s.send.isDrained {
             // Nothing waits for nghttp2 (a head, framing, or the body's end): the send is done.
-            downstreams[v].h2s.outStart = 0
-            downstreams[v].h2s.outEnd = 0
+            downstreams[v].h2s.send.start = 0
+            downstreams[v].h2s.send.end = 0
             downstreams[v].h2s.reportSent = true
             h2Ready(v)
         }
@@ -789,7 +744,7 @@ extension HTTPProxy {
                 downstreams[v].h2s.parser = p
             }
             let p = Int(downstreams[v].h2s.parser)
-            let bytes = unsafe UnsafeRawBufferPointer(rebasing: buffer[0..<downstreams[v].h2s.outEnd])
+            let bytes = unsafe UnsafeRawBufferPointer(rebasing: buffer[0..<downstreams[v].h2s.send.end])
             let progress: HTTP1Parser.Progress
             do {
                 progress = try unsafe bytes.withMemoryRebound(to: UInt8.self) { try unsafe responseParsers.parsers[p].parse($0.span) }
@@ -807,71 +762,20 @@ extension HTTPProxy {
             let interim = head.isInterim && head.status != 101
             _ = link.session.submitResponse(stream: stream, hasBody: hasBody, interim: interim)
             // The head's bytes are done with: what follows moves to the front.
-            let rest = downstreams[v].h2s.outEnd - head.length
+            let rest = downstreams[v].h2s.send.end - head.length
             unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + head.length, byteCount: rest)
-            downstreams[v].h2s.outEnd = rest
+            downstreams[v].h2s.send.end = rest
             responseParsers.parsers[p].reset()
             responseParsers.parsers[p].respondingToHEAD = exchanges[x].method == .head
             if interim { continue }
             responseParsers.give(downstreams[v].h2s.parser)
             downstreams[v].h2s.parser = -1
             downstreams[v].h2s.headSubmitted = true
-            downstreams[v].h2s.framing = head.framing
-            switch head.framing {
-            case .none: downstreams[v].h2s.responseEnded = true
-            case .contentLength(let n):
-                downstreams[v].h2s.remaining = n
-                downstreams[v].h2s.responseEnded = n == 0
-            case .chunked: downstreams[v].h2s.decoder.reset()
-            case .untilClose: break
-            }
-            if !hasBody { downstreams[v].h2s.responseEnded = true }
-            unsafe h2ResponseBody(v, buffer, from: 0)
+            downstreams[v].h2s.send.body.begin(head.framing)
+            if !hasBody { downstreams[v].h2s.send.body.ended = true }
+            downstreams[v].h2s.send.end = unsafe downstreams[v].h2s.send.body.absorb(buffer, from: 0, end: downstreams[v].h2s.send.end)
+            h2TrailerStatus(v)
             return true
-        }
-    }
-
-    /// Body bytes from `from` to the end of `out`: counted, or de-chunked in place; what stays is for nghttp2.
-    private func h2ResponseBody(_ v: DID, _ buffer: UnsafeMutableRawBufferPointer, from: Int) {
-        let end = downstreams[v].h2s.outEnd
-        switch downstreams[v].h2s.framing {
-        case .none:
-            downstreams[v].h2s.outEnd = from
-        case .contentLength:
-            let n = UInt64(end - from)
-            let take = min(n, downstreams[v].h2s.remaining)
-            downstreams[v].h2s.remaining -= take
-            downstreams[v].h2s.outEnd = from + Int(take)
-            if downstreams[v].h2s.remaining == 0 { downstreams[v].h2s.responseEnded = true }
-        case .untilClose:
-            break
-        case .chunked:
-            // The chunks' data moves down over their framing.
-            var read = from, write = from
-            while read < end && !downstreams[v].h2s.responseEnded {
-                let piece = unsafe UnsafeRawBufferPointer(rebasing: buffer[read..<end])
-                let output: ChunkedDecoder.Output
-                do {
-                    output = try unsafe piece.withMemoryRebound(to: UInt8.self) { try unsafe downstreams[v].h2s.decoder.decode($0.span) }
-                } catch {
-                    // (The engine forwards chunking it checked: a body it cannot have sent.) The stream is reset
-                    // when the engine ends it.
-                    downstreams[v].h2s.broken = true
-                    break
-                }
-                switch output.event {
-                case .data(let r):
-                    unsafe (buffer.baseAddress! + write).copyMemory(from: buffer.baseAddress! + read + r.lowerBound, byteCount: r.count)
-                    write += r.count
-                case .end, .lastChunk:
-                    if output.event == .end { downstreams[v].h2s.responseEnded = true }
-                case .needMore:
-                    break
-                }
-                read += output.consumed
-                if output.consumed == 0 && output.event == .needMore { break }
-            }
-            downstreams[v].h2s.outEnd = write
         }
     }
 
@@ -881,29 +785,31 @@ extension HTTPProxy {
             // A stream whose connection the engine has closed after its response: it ends here.
             return .bytes(0, end: true)
         }
-        guard downstreams[v].h2s.out >= 0 else {
+        guard downstreams[v].h2s.send.out >= 0 else {
             // Nothing waiting (its buffer went back once drained): the body goes on when the engine sends more.
-            return downstreams[v].h2s.responseEnded ? .bytes(0, end: true) : .wait
+            return downstreams[v].h2s.send.body.ended ? link.endBody(stream, downstreams[v].h2s.send.body, 0) : .wait
         }
-        let start = downstreams[v].h2s.outStart, end = downstreams[v].h2s.outEnd
-        let n = min(end - start, into.count)
-        if n > 0 {
-            let buffer = unsafe pool.bytes(UInt16(downstreams[v].h2s.out), length: end)
-            unsafe into.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: n)
-            downstreams[v].h2s.outStart += n
-        }
-        let drained = downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd
+        let buffer = unsafe pool.bytes(UInt16(downstreams[v].h2s.send.out), length: pool.size)
+        let (n, drained) = unsafe downstreams[v].h2s.send.read(buffer, into: into)
         if drained {
-            downstreams[v].h2s.outStart = 0
-            downstreams[v].h2s.outEnd = 0
             // Nothing waits in `out`: it goes back (at the next iteration), so a stream whose response waits holds
             // no buffer.
             downstreams[v].h2s.releaseOut = true
             h2Ready(v)
             if downstreams[v].h2s.unreported > 0 || n > 0 { downstreams[v].h2s.reportSent = true }
-            if downstreams[v].h2s.responseEnded { return .bytes(n, end: true) }
+            if downstreams[v].h2s.send.body.ended { return link.endBody(stream, downstreams[v].h2s.send.body, n) }
         }
         return n == 0 ? .wait : .bytes(n, end: false)
+    }
+
+    /// A gRPC response's trailers came through the engine (from an HTTP/1.1 upstream's chunked body, or an HTTP/2
+    /// one's written as such): its `grpc-status` is the exchange's.
+    private func h2TrailerStatus(_ v: DID) {
+        guard downstreams[v].h2s.send.body.ended && downstreams[v].h2s.send.body.hasTrailers else { return }
+        let x = downstreams[v].exchange
+        guard exchanges.isCurrent(x), exchanges[x].report.grpc,
+              let g = GRPC.status(inTrailerSection: downstreams[v].h2s.send.body.trailers) else { return }
+        exchanges[x].report.grpcStatus = Int16(clamping: g)
     }
 
     // MARK: - A stream's end
@@ -919,18 +825,18 @@ extension HTTPProxy {
         var gathered = 0
         for i in 0..<downstreams[v].h2s.bodyCount { gathered += downstreams[v].h2s.bodyLengths[i] }
         link.session.consumeConnection(gathered)
-        let drained = downstreams[v].h2s.outStart == downstreams[v].h2s.outEnd
+        let drained = downstreams[v].h2s.send.start == downstreams[v].h2s.send.end
         var endsByClose = false
-        if downstreams[v].h2s.graceful && downstreams[v].h2s.headSubmitted && downstreams[v].h2s.framing == .untilClose
-            && drained && !downstreams[v].h2s.broken {
+        if downstreams[v].h2s.graceful && downstreams[v].h2s.headSubmitted && downstreams[v].h2s.send.body.framing == .untilClose
+            && drained && !downstreams[v].h2s.send.body.broken {
             // A response whose end was its connection's close: END_STREAM (nghttp2 asks for the rest of the body
             // and, the stream's slot gone, hears it ended).
-            downstreams[v].h2s.responseEnded = true
+            downstreams[v].h2s.send.body.ended = true
             endsByClose = true
             link.session.resume(stream: stream)
         }
         if !downstreams[v].h2s.gone {
-            if !downstreams[v].h2s.responseEnded || !downstreams[v].h2s.headSubmitted || !drained || downstreams[v].h2s.broken {
+            if !downstreams[v].h2s.send.body.ended || !downstreams[v].h2s.headSubmitted || !drained || downstreams[v].h2s.send.body.broken {
                 // Cut short (by a timeout, an upstream failure, the stop), or bytes nghttp2 has not taken yet: the
                 // client must not take what it got for the whole response.
                 link.session.reset(stream: stream, code: HTTP2ErrorCode.cancel)
@@ -952,8 +858,8 @@ extension HTTPProxy {
     func h2StreamFree(_ v: DID, _ reactor: Reactor<Backend>) {
         let parent = downstreams[v].h2s.parent
         if downstreams[v].h2s.head >= 0 { release(UInt16(downstreams[v].h2s.head), reactor) }
-        if downstreams[v].h2s.out >= 0 {
-            release(UInt16(downstreams[v].h2s.out), reactor)
+        if downstreams[v].h2s.send.out >= 0 {
+            release(UInt16(downstreams[v].h2s.send.out), reactor)
             h2GaveBuffer(parent)
         }
         for i in 0..<downstreams[v].h2s.bodyCount {

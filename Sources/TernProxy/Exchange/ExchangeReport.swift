@@ -35,4 +35,9 @@ struct ExchangeReport {
     /// Why the upstream connection failed below HTTP (a TLS handshake), in Envoy's words: the 503's body and the
     /// access log's upstream_transport_failure_reason.
     var transportFailure = ""
+    /// The request is gRPC (a POST whose Content-Type is `application/grpc` or `application/grpc+…`): Istio's
+    /// `request_protocol` "grpc"; and the response's `grpc-status` (its head's, a trailers-only response's, or its
+    /// trailers'; -1: none seen).
+    var grpc = false
+    var grpcStatus: Int16 = -1
 }

@@ -30,8 +30,53 @@ extension HTTPProxy {
             exchanges[x].reply = reply
             return
         }
+        if exchanges[x].report.grpc { return sendGRPCReply(x, reply, reactor) }
         if reply == .connectFailure && !exchanges[x].report.transportFailure.isEmpty { return sendTransportFailure(x, reactor) }
         sendReply(x, reply, reactor)
+    }
+
+    /// Answers a gRPC request as Envoy answers one locally: trailers-only (HTTP 200, `content-type:
+    /// application/grpc`, no body), `grpc-status` mapped from the reply's HTTP status (`GRPC.status(forHTTP:)`:
+    /// 503 and 504 → 14 UNAVAILABLE, …) and its body text as `grpc-message`.
+    func sendGRPCReply(_ x: XID, _ reply: LocalReply, _ reactor: Reactor<Backend>) {
+        let id = exchanges[x].downstream
+        let code = GRPC.status(forHTTP: reply.status)
+        Log.debug("local reply \(reply.status) \(reply.flag) as gRPC status \(code)")
+        cancel(&downstreams[id].headerTimer, reactor)
+        cancel(&exchanges[x].timer, reactor)
+        let keep = exchanges[x].request.state == .done && downstreams[id].keepAlive && !draining
+        let failure = exchanges[x].report.transportFailure
+        guard let composed = bytes.compose({ w in
+            w.append("HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: ")
+            w.append(decimal: code)
+            w.append("\r\ngrpc-message: ")
+            // (Envoy's reply texts and OpenSSL's reasons are printable ASCII without "%": nothing to percent-encode.)
+            w.append(reply.body)
+            if reply == .connectFailure && !failure.isEmpty {
+                w.append(", transport failure reason: ")
+                w.append(failure)
+            }
+            w.append("\r\ncontent-length: 0\r\n")
+            if reply == .overflow { w.append("x-envoy-overloaded: true\r\n") }
+            if !keep { w.append("connection: close\r\n") }
+            w.append("\r\n")
+        }) else {
+            return sendReply(x, reply, reactor)
+        }
+        exchanges[x].reply = reply
+        downstreams[id].keepAlive = keep
+        exchanges[x].responseStarted = true
+        exchanges[x].response.state = .reply
+        exchanges[x].request.state = .done
+        exchanges[x].report.status = 200
+        exchanges[x].report.grpcStatus = Int16(code)
+        dropHeld(&exchanges[x].response.held, reactor)
+        exchanges[x].response.held = composed
+        exchanges[x].report.responseHeads &+= UInt64(composed.count)
+        let entry = Int(id.index)
+        toClient.reset(entry)
+        _ = bytes.append(toClient, entry, composed, composed.start..<composed.end)
+        sendToClient(id, reactor)
     }
 
     func sendReply(_ x: XID, _ reply: LocalReply, _ reactor: Reactor<Backend>) {

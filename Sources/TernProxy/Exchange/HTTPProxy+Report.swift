@@ -15,7 +15,9 @@ extension HTTPProxy {
         let micros = (System.monotonicNanos() &- exchanges[x].headStart) / 1000
         if let metrics {
             let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags,
-                                protocol: .http, mutualTLS: downstreams[exchanges[x].downstream].mutualTLS)
+                                protocol: exchanges[x].report.grpc ? .grpc : .http,
+                                mutualTLS: downstreams[exchanges[x].downstream].mutualTLS,
+                                grpcStatus: Int(exchanges[x].report.grpcStatus))
             metrics.request(key, durationMicros: micros, requestBytes: exchanges[x].report.requestWire, responseBytes: exchanges[x].report.responseWire)
         }
         if let spans = reporting.spans, let capture, exchanges[x].report.trace.sampled == true {
@@ -52,6 +54,7 @@ extension HTTPProxy {
             r.bytesReceived = exchanges[x].report.requestWire &- min(exchanges[x].report.requestHeadLength, exchanges[x].report.requestWire)
             r.bytesSent = exchanges[x].report.responseWire &- min(exchanges[x].report.responseHeads, exchanges[x].report.responseWire)
             r.protocol = exchanges[x].http2 ? .http2 : exchanges[x].http10 ? .http10 : .http11
+            r.grpcStatus = Int(exchanges[x].report.grpcStatus)
             let e = exchanges[x].attempt.endpoint
             if e >= 0 { r.upstreamHost = pools.slots[e].name }
             if let outstanding = exchanges[x].attempt.outstanding {

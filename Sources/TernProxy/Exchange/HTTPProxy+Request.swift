@@ -56,6 +56,8 @@ extension HTTPProxy {
         exchanges[x].http10 = head.version == .http10
         exchanges[x].method = head.method
         exchanges[x].upgrade = head.upgrade || head.method == .connect
+        // (gRPC is always a POST: other requests skip the Content-Type lookup.)
+        exchanges[x].report.grpc = head.method == .post && bytes.isGRPC(head, held: exchanges[x].request.held)
         exchanges[x].responseStarted = false
         exchanges[x].lastActivity = System.monotonicNanos()
         armExchangeTimer(x, at: saturatingAdd(exchanges[x].lastActivity, settings.streamIdleTimeout.nanoseconds), reactor)
@@ -201,10 +203,10 @@ extension HTTPProxy {
     /// How far a body extends in the held bytes from `from` (`end`, updating what remains of it: a
     /// Content-Length count, or the chunked decoder's state; a body ending at close takes everything) and what of
     /// it is forwarded: [from, `forwardEnd`), then, when `closesTrailers`, the empty line that ends a chunked
-    /// body. A chunked body's trailer section is dropped, as Envoy's HTTP/1 codec drops trailers by default
+    /// body. A chunked body's trailer section is dropped (unless `keepTrailers`: for an HTTP/2 client), as Envoy's HTTP/1 codec drops trailers by default
     /// (none of the fields RFC 9110 §6.5.1 forbids there, Content-Length or Host among them, reaches a peer).
     func bodyExtent(_ body: inout MessageBody, _ decoder: inout ChunkedDecoder, _ inTrailers: inout Bool, _ held: Held,
-                    from: Int) throws(HTTPParseError) -> BodyExtent
+                    from: Int, keepTrailers: Bool = false) throws(HTTPParseError) -> BodyExtent
     {
         switch body {
         case .none:
@@ -233,11 +235,14 @@ extension HTTPProxy {
                     break
                 }
             }
+            // To an HTTP/2 client the trailer section goes on (its stream sends it as trailers: gRPC's status).
+            if keepTrailers { return BodyExtent(end: at, forwardEnd: at, closesTrailers: false) }
             return BodyExtent(end: at, forwardEnd: min(forwardEnd, at), closesTrailers: closes)
         }
     }
 
     func sendToUpstream(_ x: XID, _ u: UID, _ reactor: Reactor<Backend>) {
+        if upstreams[u].transport == .h2stream { return h2uSend(u, reactor) }
         if toUpstream.remaining(Int(u.index)) == 0 {
             upstreamSent(u, 0, reactor, nothing: true)
             return
@@ -253,6 +258,7 @@ extension HTTPProxy {
             finishUpstreamIfQuiet(u, reactor)
             return
         }
+        if upstreams[u].h2 != nil { return h2uSent(u, result, reactor) }
         guard let x = servedExchange(u) else { return }
         let id = exchanges[x].downstream
         if result < 0 {

@@ -8,6 +8,7 @@ import TernTelemetry
 
 extension HTTPProxy {
     func receiveFromUpstream(_ u: UID, _ reactor: Reactor<Backend>) {
+        if upstreams[u].transport == .h2stream { return h2uWants(u, reactor) }
         if upstreams[u].transport == .tls { return tlsWantsBytes(.upstream(u), reactor) }
         guard !upstreams[u].receiving else { return }
         upstreams[u].receiving = true
@@ -27,7 +28,7 @@ extension HTTPProxy {
             closeUpstream(u, reactor)
             return
         case .bound:
-            break
+            if upstreams[u].h2 != nil { return h2uReceived(u, c, reactor) }
         }
         guard let x = servedExchange(u) else {
             release(c.bufferID, reactor)
@@ -135,6 +136,10 @@ extension HTTPProxy {
         if !head.isInterim || head.status == 101 {
             exchanges[x].report.status = head.status
             exchanges[x].report.upstreamHead = System.monotonicNanos()
+            if exchanges[x].report.grpc, let g = bytes.decimalField(head, held: held, bytes.names.grpcStatus).value {
+                // A trailers-only gRPC response: its status is in its head.
+                exchanges[x].report.grpcStatus = Int16(clamping: g)
+            }
         }
         if head.isInterim && head.status != 101 {
             exchanges[x].interimLength = head.length
@@ -246,7 +251,8 @@ extension HTTPProxy {
             }
         }
         do {
-            return try bodyExtent(&body, &decoder, &inTrailers, exchanges[x].response.held, from: from)
+            return try bodyExtent(&body, &decoder, &inTrailers, exchanges[x].response.held, from: from,
+                                  keepTrailers: downstreams[exchanges[x].downstream].transport == .h2stream)
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
             attemptFailed(x, .malformedResponse, responseBytesSeen: true, reactor)
@@ -423,6 +429,8 @@ extension HTTPProxy {
         exchanges[x].report.requestHeadLength = 0
         exchanges[x].report.answeredBy = nil
         exchanges[x].report.failedAfterResponseStarted = false
+        exchanges[x].report.grpc = false
+        exchanges[x].report.grpcStatus = -1
         if !exchanges[x].report.routeName.isEmpty { exchanges[x].report.routeName = "" }
         exchanges[x].report.trace = TraceContext()
         if capture != nil {

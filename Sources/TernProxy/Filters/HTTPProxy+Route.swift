@@ -60,6 +60,11 @@ extension HTTPProxy {
         guard let cluster = forwarding.cluster(entry, port: port) else { return routeFailed(x, .clusterNotFound, reactor) }
         let facts = forwarding.entries[entry]
         if facts.timeout >= 0 { exchanges[x].timeout = UInt64(facts.timeout) }
+        if exchanges[x].report.grpc, let deadline = bytes.grpcTimeout(head, held: exchanges[x].request.held) {
+            // A gRPC client's deadline replaces the route's timeout, with no cap, as Istio configures Envoy
+            // (max_grpc_timeout 0s). (0: no timeout, as the route's 0s means.)
+            exchanges[x].timeout = deadline
+        }
         if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
         exchanges[x].retry = facts.retry
         exchanges[x].retriesLeft = facts.retry.retries

@@ -21,6 +21,7 @@ struct FieldNames {
     let contentType: [UInt8] = Array("content-type".utf8)
     let applicationGRPC: [UInt8] = Array("application/grpc".utf8)
     let grpcStatus: [UInt8] = Array("grpc-status".utf8)
+    let grpcTimeout: [UInt8] = Array("grpc-timeout".utf8)
     let envoyRateLimited: [UInt8] = Array("x-envoy-ratelimited".utf8)
     let origin: [UInt8] = Array("origin".utf8)
     let accessControlRequestMethod: [UInt8] = Array("access-control-request-method".utf8)
@@ -355,6 +356,16 @@ enum HeadRefusal: Error {
 
     /// The value of the first field of a held head named `lowercaseName` as a decimal number (nil: absent, or
     /// not a number of at most 9 digits), and whether such a field is present at all.
+    /// The nanoseconds a held request head's `grpc-timeout` asks for (nil: none, or not a valid value, which sets
+    /// no deadline, as in Envoy).
+    func grpcTimeout(_ head: HTTP1Head, held: Held) -> UInt64? {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let request = RequestView(http1: head, bytes: bytes)
+        guard let v = request.header(names.grpcTimeout) else { return nil }
+        return unsafe GRPC.timeoutNanos(UnsafeRawBufferPointer(rebasing: whole[v]))
+    }
+
     func decimalField(_ head: HTTP1Head, held: Held, _ lowercaseName: [UInt8]) -> (present: Bool, value: Int?) {
         let whole = unsafe view(held, held.start..<held.end)
         let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span

@@ -196,6 +196,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var h2Starved: [DID] = []
     var h2StreamCount = 0
     var h2KickArmed = false
+    /// Upstream HTTP/2 streams with bytes for an engine that asked, or sends to report; and those waiting for a
+    /// spare buffer (Upstream/HTTPProxy+H2Upstream+Unsafe.swift).
+    var h2uReadyList: [UID] = []
+    var h2uStarved: [UID] = []
+    /// Each cluster's upstream protocol (by the bound table's cluster index).
+    var clusterProtocols: [UpstreamProtocol] = []
     let toClient: IOVecTable
     let toUpstream: IOVecTable
     var requestParsers: ParserPool
@@ -333,7 +339,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
-        let tlsKeys = table.clusters.map { TLSOriginationKey($0.policy.tls) }
+        let tlsKeys = table.clusters.map { TLSOriginationKey($0.policy.tls, http2: $0.upstreamProtocol == .http2) }
         let (endpoints, retired) = pools.bind(clusters: table.clusters.map { $0.endpoints.map(\.socketAddress) }, tls: tlsKeys)
         if originations != nil {
             // Published before this table: its contexts are there. A key without one (ISTIO_MUTUAL is not a key)
@@ -348,6 +354,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
         }
         clusterEndpoints = endpoints
+        clusterProtocols = table.clusters.map(\.upstreamProtocol)
         while mirrorIdle.count < pools.slots.count {
             mirrorIdle.append([])
             mirrorIdle[mirrorIdle.count - 1].reserveCapacity(Self.idleMirrorsPerEndpoint)
@@ -358,6 +365,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             while let u = pools.slots[e].idle.popLast() {
                 if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
             }
+            for u in pools.slots[e].h2Links { h2uIdleCheck(u, reactor) }
         }
         closeIdleMirrors(of: retired, reactor)
     }
@@ -374,7 +382,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         tunnels.iteration(reactor)
         if let tlsPolicy { _ = tlsPolicy.refresh() }
         if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
-        if !h2ReadyList.isEmpty || !h2Starved.isEmpty { h2Iteration(reactor) }
+        if !h2ReadyList.isEmpty || !h2Starved.isEmpty || !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2Iteration(reactor) }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
         // a table is bound when its epoch is not the one bound last.
@@ -397,6 +405,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 while let u = pools.slots[e].idle.popLast() {
                     if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
                 }
+                // HTTP/2 connections with no stream close now; the others once their last stream ends.
+                for u in pools.slots[e].h2Links { h2uIdleCheck(u, reactor) }
             }
             closeAllMirrors(reactor)
         }
@@ -638,6 +648,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 }
             } else {
                 upstreams[u].poolTimer = nil
+                if upstreams[u].h2 != nil { return h2uPoolTimer(u, reactor) }
                 guard upstreams[u].state == .idle, let due = poolDue(u) else { return }
                 if System.monotonicNanos() >= due {
                     closeUpstream(u, reactor)

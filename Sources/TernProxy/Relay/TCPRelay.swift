@@ -57,6 +57,9 @@ public final class RelayCounters: Sendable {
     public let h2ProtocolErrors = Atomic<UInt64>(0)
     /// HTTP/2 connections closed for resetting too many streams early (Envoy's premature-reset rule).
     public let h2ResetFloods = Atomic<UInt64>(0)
+    /// HTTP/2 connections made to upstreams, and the streams sent on them.
+    public let h2UpstreamConnections = Atomic<UInt64>(0)
+    public let h2UpstreamStreams = Atomic<UInt64>(0)
     public let accepted = Atomic<Int>(0)
     /// Connections closed at once because --max-connections was reached.
     public let rejectedOverLimit = Atomic<Int>(0)

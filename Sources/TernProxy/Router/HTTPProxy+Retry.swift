@@ -57,7 +57,9 @@ extension HTTPProxy {
                 detachUpstream(x, reusable: false, reactor)
                 rewind(x, to: from, reactor)
                 let e = exchanges[x].attempt.endpoint
-                if pools.slots[e].pending.count == 0 && mayConnect(x, e) && admitPending(x) {
+                // (An HTTP/2 stream the upstream refused goes again as any request would: on a connection with
+                // room, which may be the same one.)
+                if !exchanges[x].attempt.http2 && pools.slots[e].pending.count == 0 && mayConnect(x, e) && admitPending(x) {
                     connect(for: x, reactor)
                 } else {
                     acquireUpstream(x, reactor)  // waits its turn (or is refused) as any request would

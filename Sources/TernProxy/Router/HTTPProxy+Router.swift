@@ -11,6 +11,8 @@ extension HTTPProxy {
     func acquireUpstream(_ x: XID, _ reactor: Reactor<Backend>) {
         // A relayed TCP connection has an upstream connection of its own, never a pooled HTTP one.
         if exchanges[x].relayed != nil { return connect(for: x, reactor) }
+        if wantsHTTP2(x) { return h2uAcquire(x, reactor) }
+        exchanges[x].attempt.http2 = false
         let e = exchanges[x].attempt.endpoint
         if pools.slots[e].tls != nil && pools.slots[e].tls?.sni == nil {
             // Auto SNI: only a connection made for the same server name serves it; those of other names stay
@@ -67,7 +69,8 @@ extension HTTPProxy {
     /// this only bounds the queue's memory when that limit is very large.
     static var pendingQueueLimit: Int { 1 << 20 }
 
-    func connect(for x: XID, _ reactor: Reactor<Backend>) {
+    /// Opens a connection to exchange `x`'s endpoint for it (to speak HTTP/2 once made, with `http2`).
+    func connect(for x: XID, http2: Bool = false, _ reactor: Reactor<Backend>) {
         let e = exchanges[x].attempt.endpoint
         // Upstream sockets may use part of the reserve beyond the descriptor cap, never the descriptors kept for
         // the side listeners, pipes and logs: past that the request waits for one (closing idle connections at
@@ -97,6 +100,10 @@ extension HTTPProxy {
         reactor.backend.register(fd: fd)
         upstreams[u].exchange = x
         upstreams[u].serverName = exchanges[x].attempt.serverName
+        if http2 {
+            upstreams[u].http2 = true
+            pools.slots[e].h2Connecting += 1
+        }
         exchanges[x].attempt.connection = u
         upstreams[u].connectTimer = reactor.timers.schedule(token(.connectTimer, u), at: saturatingAdd(System.monotonicNanos(), connectTimeout))
         upstreams[u].inflight += 1
@@ -189,6 +196,7 @@ extension HTTPProxy {
 
     /// The connection is made (and its TLS handshake done): it serves the request it was made for.
     func upstreamReady(_ u: UID, _ reactor: Reactor<Backend>) {
+        if upstreams[u].http2 { return h2uReady(u, reactor) }
         cancel(&upstreams[u].connectTimer, reactor)
         // The exchange slot of an HTTP/1.1 connection serves request after request: the one connected for must
         // still be the one waiting for this connection.

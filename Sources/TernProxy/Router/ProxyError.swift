@@ -31,6 +31,9 @@ struct ProxyError: Equatable {
     static let malformedResponse = ProxyError(reply: .badGateway, source: .upstreamProtocol, retryable: false)
     static let timeout = ProxyError(reply: .upstreamTimeout, source: .upstreamTimeout, retryable: false)
     static let perTryTimeout = ProxyError(reply: .upstreamTimeout, source: .upstreamPerTryTimeout, retryable: false)
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above the last stream of its GOAWAY): it was not
+    /// processed, so it may go again (Envoy's `refused-stream`).
+    static let refusedStream = ProxyError(reply: .connectionTermination, source: .upstreamReset, retryable: true)
 
     /// The upstream connection ended before the response did; `reusedConnection`: it had served an exchange
     /// before this one.

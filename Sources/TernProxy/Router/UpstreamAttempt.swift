@@ -17,4 +17,6 @@ struct UpstreamAttempt {
     /// With TLS origination and no fixed SNI: the hash of the request's Host (without port), the SNI its
     /// connection must have been made with (0: none). Its text is in the pool's `serverNames`.
     var serverName: UInt64 = 0
+    /// It goes over HTTP/2 (a stream on one of its endpoint's HTTP/2 connections).
+    var http2 = false
 }

@@ -17,10 +17,13 @@ public struct TLSOriginationKey: Hashable, Sendable {
     public var sni: String?
     public var subjectAltNames: [String]
     public var insecureSkipVerify: Bool
+    /// The connections speak HTTP/2 (ALPN `h2`), not HTTP/1.1 (`http/1.1`): the cluster's upstream protocol.
+    public var http2 = false
 
     /// The key of settings that originate TLS (SIMPLE, MUTUAL); nil for DISABLE and for ISTIO_MUTUAL (mesh
-    /// identity comes with the mesh-security work: `TLSOriginations.build` warns).
-    public init?(_ t: ClientTLSSettings?) {
+    /// identity comes with the mesh-security work: `TLSOriginations.build` warns). `http2`: the cluster's requests
+    /// go over HTTP/2 (`UpstreamProtocol.http2`; a cluster of the client's protocol keeps HTTP/1.1 over TLS).
+    public init?(_ t: ClientTLSSettings?, http2: Bool = false) {
         guard let t, t.mode == .SIMPLE || t.mode == .MUTUAL else { return nil }
         mutual = t.mode == .MUTUAL
         clientCertificate = mutual ? t.clientCertificate : nil
@@ -30,6 +33,7 @@ public struct TLSOriginationKey: Hashable, Sendable {
         sni = t.sni
         subjectAltNames = t.subjectAltNames
         insecureSkipVerify = t.insecureSkipVerify ?? false
+        self.http2 = http2
     }
 }
 
@@ -70,7 +74,8 @@ public final class TLSOriginations: Sendable {
             if let t = cluster.policy.tls, t.caCrl != nil, TLSOriginationKey(t) != nil {
                 warnings.append("DestinationRule for \(cluster.host): tls.caCrl is not checked yet")
             }
-            guard let key = TLSOriginationKey(cluster.policy.tls), policies[key] == nil else { continue }
+            guard let key = TLSOriginationKey(cluster.policy.tls, http2: cluster.upstreamProtocol == .http2),
+                  policies[key] == nil else { continue }
             do throws(TLSSetupError) {
                 policies[key] = try policy(key, credentialsDir: credentialsDir)
             } catch {
@@ -86,7 +91,8 @@ public final class TLSOriginations: Sendable {
         s.certificateFile = key.clientCertificate
         s.keyFile = key.privateKey
         s.insecureSkipVerify = key.insecureSkipVerify
-        s.alpn = ["http/1.1"]
+        // As Envoy offers it for the cluster's protocol.
+        s.alpn = key.http2 ? ["h2"] : ["http/1.1"]
         if let name = key.credentialName {
             guard let dir = credentialsDir else {
                 throw TLSSetupError("credentialName \(name) needs --credentials-dir (where DIR/\(name)/tls.crt, tls.key and ca.crt are)")

@@ -1,10 +1,12 @@
 import TernCore
+import TernHTTP
 import TernIO
 
 /// A connection to an upstream endpoint (one slot of `HTTPProxy.upstreams`): connecting, idle in its endpoint's
 /// pool (a receive stays armed so a close by the upstream is noticed at once), bound to one exchange's attempt,
 /// or closing until its operations in flight complete. HTTP/1.1 carries one exchange at a time on it; an
-/// HTTP/2 upstream connection will carry many streams and live in an HTTP/2 pool beside this one.
+/// HTTP/2 connection (`h2`) carries many streams, each of which has a slot of its own, with transport `.h2stream`
+/// and no socket, bound to its exchange as an HTTP/1.1 connection would be (Upstream/HTTPProxy+H2Upstream+Unsafe.swift).
 struct UpstreamConnection {
     enum State { case connecting, idle, bound, closing }
 
@@ -41,6 +43,10 @@ struct UpstreamConnection {
     var idleTimeout: UInt64 = 0
     var expires: UInt64 = 0
     var requestsLeft = Int.max
+    /// Made to speak HTTP/2 (its session, once connected, in `h2`); a stream's state, for a `.h2stream` slot.
+    var http2 = false
+    var h2: H2UpLink? = nil
+    var h2s = H2UpStream()
 
     init(fd: Int32, endpoint: Int) {
         self.fd = fd
@@ -49,3 +55,65 @@ struct UpstreamConnection {
 }
 
 typealias UID = Slab<UpstreamConnection>.ID
+
+/// An HTTP/2 connection to an upstream: its session and open streams.
+final class H2UpLink: H2Connection {
+    /// Open streams: the HTTP/2 stream id (0 until its head is submitted) and the stream's slot.
+    var streams: [(id: Int32, connection: UID)] = []
+    /// Streams opened on it so far.
+    var opened = 0
+    /// The peer said GOAWAY (or the connection failed): no new stream goes on it.
+    var goingAway = false
+    /// The connection ended for good: its streams ended with it.
+    var ended = false
+    /// Streams it may carry at once: the cluster's `maxConcurrentStreams` (the peer's SETTINGS may lower it).
+    var maxConcurrent = Int.max
+
+    override init(session: HTTP2Session) {
+        super.init(session: session)
+        streams.reserveCapacity(16)
+    }
+
+    func connection(of stream: Int32) -> UID? {
+        for s in streams where s.id == stream { return s.connection }
+        return nil
+    }
+}
+
+/// An upstream HTTP/2 stream's state, in its slot: the request the engine writes (HTTP/1.1) going out as HEADERS
+/// and DATA, and the response coming back written as HTTP/1.1 bytes for the engine.
+struct H2UpStream {
+    var parent: UID? = nil
+    var stream: Int32 = 0
+    // The request: the engine's bytes in `send.out` (a spare buffer) until its head is read and submitted, then
+    // its body's there until nghttp2 frames it.
+    var parser: Int32 = -1
+    var headSubmitted = false
+    var send = H2Send()
+    /// Bytes of the engine's send to report once nghttp2 has taken them.
+    var unreported = 0
+    var reportSent = false
+    var releaseOut = false
+    var starvedSend = false
+    // The response, as HTTP/1.1 bytes in up to `H2Wire.upstreamBuffers` spare buffers, handed to the engine a
+    // buffer at a time as it asks; `dataBytes`: the DATA payload bytes in each (its window's share).
+    var buffers = InlineArray<6, Int32>(repeating: -1)
+    var lengths = InlineArray<6, Int>(repeating: 0)
+    var dataBytes = InlineArray<6, Int>(repeating: 0)
+    var count = 0
+    /// The response's final head came (its body is chunked unless it had a Content-Length: `chunked`), and its end.
+    var headSeen = false
+    var chunked = false
+    var responseEnded = false
+    /// The engine asked for bytes; the stream is on the reactor's ready list; DATA bytes it took (its window reopens
+    /// by them when it asks again).
+    var wanting = false
+    var queued = false
+    var consumable = 0
+    /// The stream is gone on the HTTP/2 side: refused (never processed: GOAWAY, REFUSED_STREAM), or reset or closed
+    /// before its response ended.
+    var gone = false
+    var refused = false
+    var failed = false
+    var starved = false
+}

@@ -96,6 +96,8 @@ public enum AccessLogLine {
         jsonCaptured(capture, slot, .tlsCipher, &line)
         line.append(",\"upstream_transport_failure_reason\":")
         jsonString(r.upstreamTransportFailureReason, &line)
+        line.append(",\"grpc_status\":")
+        if r.grpcStatus >= 0 { line.appendDecimal(UInt64(r.grpcStatus)) } else { line.append("null") }
         line.append("}\n")
     }
 

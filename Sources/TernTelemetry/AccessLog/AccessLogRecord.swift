@@ -29,6 +29,9 @@ public struct AccessLogRecord: Sendable {
     public var upstreamTransportFailureReason = ""
     /// The TLS SNI the client asked for.
     public var requestedServerName = ""
+    /// A gRPC response's status (`grpc_status`, Envoy's %GRPC_STATUS(NUMBER)%); -1: none (not gRPC, or no status
+    /// seen).
+    public var grpcStatus = -1
 
     public init() {}
 }

@@ -87,7 +87,7 @@ public final class Telemetry: Sendable {
         ]
         if key.requestProtocol != .tcp {
             l.append(("response_code", String(key.code)))
-            l.append(("grpc_response_status", ""))
+            l.append(("grpc_response_status", key.grpcStatus.map { String($0) } ?? ""))
             l.append(("response_flags", key.flags.description))
         } else {
             l.append(("response_flags", key.flags.description))

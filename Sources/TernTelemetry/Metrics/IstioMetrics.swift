@@ -18,21 +18,28 @@ public enum RequestProtocol: UInt64, Sendable {
     }
 }
 
-/// The key of one series: flags in bits 0–28, response code in 29–38, protocol in 39–40, service in 41–62,
-/// bit 63 always set (a key is never 0).
+/// The key of one series: flags in bits 0–28, response code in 29–38, protocol in 39–40, service in 41–56, gRPC
+/// status plus one in 57–61 (0: none), mutual TLS in 62, bit 63 always set (a key is never 0).
 public struct SeriesKey: Hashable, Sendable {
     public let raw: UInt64
 
     @inlinable
-    public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol, mutualTLS: Bool = false) {
+    public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol, mutualTLS: Bool = false,
+                grpcStatus: Int = -1) {
         let c = UInt64(code >= 0 && code <= 999 ? code : 0)
-        raw = (1 << 63) | (mutualTLS ? 1 << 62 : 0) | (UInt64(service & 0x1F_FFFF) << 41) | (p.rawValue << 39) | (c << 29)
-            | UInt64(flags.rawValue)
+        let g = UInt64(grpcStatus >= 0 && grpcStatus < 31 ? grpcStatus + 1 : 0)
+        raw = (1 << 63) | (mutualTLS ? 1 << 62 : 0) | (g << 57) | (UInt64(service & 0xFFFF) << 41) | (p.rawValue << 39)
+            | (c << 29) | UInt64(flags.rawValue)
     }
 
     public init(raw: UInt64) { self.raw = raw }
 
-    public var service: UInt32 { UInt32((raw >> 41) & 0x1F_FFFF) }
+    public var service: UInt32 { UInt32((raw >> 41) & 0xFFFF) }
+    /// The response's gRPC status (nil: none, or not gRPC).
+    public var grpcStatus: Int? {
+        let g = Int((raw >> 57) & 0x1F)
+        return g == 0 ? nil : g - 1
+    }
     /// The client connection was mutual TLS (a client certificate verified): Istio's connection_security_policy
     /// `mutual_tls` on the destination's side.
     public var mutualTLS: Bool { (raw >> 62) & 1 == 1 }
@@ -190,11 +197,11 @@ public final class ServiceRegistry: Sendable {
 
     public init() {}
 
-    /// The id of `service`, given now if new. Ids beyond the key's 22 bits share id 0.
+    /// The id of `service`, given now if new. Ids beyond the key's 16 bits share id 0.
     public func id(_ service: Service) -> UInt32 {
         state.withLock { s in
             if let id = s.ids[service] { return id }
-            guard s.list.count < 0x1F_FFFF else { return 0 }
+            guard s.list.count < 0xFFFF else { return 0 }
             let id = UInt32(s.list.count)
             s.list.append(service)
             s.ids[service] = id

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""HTTP/2 and gRPC (issue 17), Tern beside nginx and HAProxy in one run, each proxy on one core (CPU 0: `tern proxy
+--cores 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`) in front of the same HTTP/2 origin; the load and the
+origins on CPU 1. Proxy CPU is read from /proc (user + system, all of its processes) around each measurement and
+divided by the requests done.
+
+    python3 Benchmarks/http2.py [--only tern,nginx,haproxy] [--seconds 5] [--rounds 3] [--skip-grpc]
+
+Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means):
+  h2-h2    h2load over h2c (prior knowledge), 8 connections x 16 streams, to the proxy, which speaks h2c to an nginx
+           origin (`listen ... http2`; 100-byte answers): requests/s, proxy CPU per request, mean request time
+  h1-h2    wrk over HTTP/1.1, 32 connections, to the proxy, which speaks h2c to the same origin
+  h2-h1    h2load over h2c to the proxy, which speaks HTTP/1.1 to a plaintext nginx origin
+  grpc     a grpcio client calling a grpcio server's unary method in a closed loop (one call at a time, 3 s):
+           p50 and p99 per call through each proxy, and direct (no proxy) for the floor
+
+Peers: nginx proxies HTTP/2 upstreams with `grpc_pass` (its only HTTP/2 client; it forwards any request as HTTP/2),
+HAProxy with `proto h2` on the server line. Needs h2load and wrk (`bash Tools/scripts/setup.sh --bench`),
+grpcio, and a release build (.build/release/tern).
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import proxies  # noqa: E402
+
+PROXY_CPU, LOAD_CPU = "0", "1"
+
+
+def nginx_conf(d, body):
+    return f"""daemon off; master_process on; worker_processes 1;
+worker_rlimit_nofile {proxies.nofile_limit()};
+pid {d}/nginx.pid; error_log {d}/error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off; tcp_nodelay on; keepalive_requests 100000000; keepalive_timeout 300s;
+    http2_max_requests 100000000; http2_max_concurrent_streams 1000;
+{proxies._nginx_paths(d)}
+{body}
+}}
+"""
+
+
+def run_nginx(d, port):
+    p = proxies.spawn(LOAD_CPU if "origin" in d else PROXY_CPU,
+                      ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxies.wait_listening(port, p)
+    return p
+
+
+def start_origins(work):
+    """nginx on CPU 1: 100 bytes on every path, over h2c on one port and HTTP/1.1 on another."""
+    d = os.path.join(work, "origin")
+    os.makedirs(d)
+    h2, h1 = proxies.free_port(), proxies.free_port()
+    answer = f'location / {{ return 200 "{"s" * 100}"; }}'
+    open(f"{d}/nginx.conf", "w").write(nginx_conf(d, f"""
+    server {{ listen 127.0.0.1:{h2} http2; {answer} }}
+    server {{ listen 127.0.0.1:{h1}; {answer} }}"""))
+    return run_nginx(d, h2), h2, h1
+
+
+def mesh(work, port, protocol):
+    path = os.path.join(work, f"mesh-{port}-{protocol}.yaml")
+    open(path, "w").write(f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: origin}}
+spec:
+  hosts: [origin]
+  ports: [{{number: 80, name: p, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]
+""")
+    return path
+
+
+def start_tern(work, origin, protocol):
+    port = proxies.free_port()
+    log = open(os.path.join(work, "tern.log"), "ab")
+    p = proxies.spawn(PROXY_CPU, [proxies.TERN, "proxy", "--http", "--cores", "1", "--listen", f"127.0.0.1:{port}",
+                                  "--config", mesh(work, origin, protocol), "--admin", "off", "--health", "off",
+                                  "--prometheus", "off", "--max-pending-requests", "100000"], stderr=log)
+    proxies.wait_listening(port, p)
+    return p, port
+
+
+def start_nginx(work, origin, protocol, front_h2):
+    d = os.path.join(work, f"nginx-{time.monotonic_ns()}")
+    os.makedirs(d)
+    port = proxies.free_port()
+    if protocol == "HTTP":
+        to = f"proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    else:
+        to = "grpc_pass grpc://origin;"
+    open(f"{d}/nginx.conf", "w").write(nginx_conf(d, f"""
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; keepalive_requests 100000000; keepalive_timeout 300s; }}
+    server {{ listen 127.0.0.1:{port}{" http2" if front_h2 else ""}; location / {{ {to} }} }}"""))
+    return run_nginx(d, port), port
+
+
+def start_haproxy(work, origin, protocol, front_h2):
+    port = proxies.free_port()
+    cfg = os.path.join(work, f"haproxy-{port}.cfg")
+    open(cfg, "w").write(f"""global
+    nbthread 1
+    maxconn {proxies.haproxy_maxconn()}
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{port}{" proto h2" if front_h2 else ""}
+    default_backend origin
+backend origin
+    server origin 127.0.0.1:{origin}{" proto h2" if protocol != "HTTP" else ""}
+""")
+    p = proxies.spawn(PROXY_CPU, ["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxies.wait_listening(port, p)
+    return p, port
+
+
+def start(name, work, origin, protocol, front_h2):
+    if name == "tern":
+        return start_tern(work, origin, protocol)
+    if name == "nginx":
+        return start_nginx(work, origin, protocol, front_h2)
+    return start_haproxy(work, origin, protocol, front_h2)
+
+
+def h2load(port, seconds):
+    """h2load over h2c for `seconds` (after 1 s of warm-up): requests/s, answered, failed, mean request time (ms)."""
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "8", "-m", "16", "-D", str(seconds),
+                          "--warm-up-time", "1", "-H", "host: origin", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
+    return rps, int(done.group(2)), int(done.group(3)), to_ms(mean)
+
+
+def wrk(port, seconds):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", "32", "-d", f"{seconds}s",
+                          "-H", "Host: origin", f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    mean = re.search(r"Latency\s+(\S+)", out).group(1)
+    return rps, total, int(bad.group(1)) if bad else 0, to_ms(mean)
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    n = float(m.group(1))
+    return n / 1000 if m.group(2) == "us" else n * 1000 if m.group(2) == "s" else n
+
+
+def grpc_latency(port, authority, seconds=3):
+    """A closed loop of unary calls (one at a time) for `seconds`: p50 and p99 in ms, and the count."""
+    import grpc
+    ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", authority),
+                                                             ("grpc.enable_http_proxy", 0)])
+    call = ch.unary_unary("/bench.Echo/Unary")
+    for _ in range(200):
+        call(b"x" * 100, timeout=10)
+    times = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        call(b"x" * 100, timeout=10)
+        times.append((time.perf_counter() - t) * 1000)
+    ch.close()
+    times.sort()
+    return times[len(times) // 2], times[int(len(times) * 0.99)], len(times)
+
+
+def grpc_server():
+    import grpc
+    from concurrent import futures
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Unary": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="tern,nginx,haproxy")
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-grpc", action="store_true")
+    args = ap.parse_args()
+    names = args.only.split(",")
+    work = tempfile.mkdtemp(prefix="tern-h2-bench-")
+    os.chmod(work, 0o755)
+    origin, h2port, h1port = start_origins(work)
+    results = {}
+    try:
+        for scenario, protocol, front_h2, load, port in [("h2-h2", "HTTP2", True, h2load, h2port),
+                                                        ("h1-h2", "HTTP2", False, wrk, h2port),
+                                                        ("h2-h1", "HTTP", True, h2load, h1port)]:
+            for r in range(args.rounds):
+                for name in names:
+                    p, pport = start(name, work, port, protocol, front_h2)
+                    try:
+                        before = proxies.cpu_seconds(p.pid)
+                        rps, ok, failed, mean = load(pport, args.seconds)
+                        cpu = proxies.cpu_seconds(p.pid) - before
+                        # (h2load's and wrk's counts include the warm-up's; CPU is over the whole run.)
+                        results.setdefault((scenario, name), []).append((rps, cpu * 1e6 / max(ok, 1), mean, failed))
+                        print(f"{scenario} round {r + 1} {name}: {rps:,.0f} req/s, {cpu * 1e6 / max(ok, 1):.1f} us CPU/req, "
+                              f"mean {mean:.2f} ms, {failed} failed", flush=True)
+                    finally:
+                        proxies.stop(p)
+        if not args.skip_grpc:
+            server, gport = grpc_server()
+            try:
+                for r in range(args.rounds):
+                    p50, p99, n = grpc_latency(gport, "origin")
+                    results.setdefault(("grpc", "direct"), []).append((p50, p99, n))
+                    print(f"grpc round {r + 1} direct: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({n} calls)", flush=True)
+                    for name in names:
+                        p, pport = start(name, work, gport, "GRPC", True)
+                        try:
+                            p50, p99, n = grpc_latency(pport, "origin")
+                            results.setdefault(("grpc", name), []).append((p50, p99, n))
+                            print(f"grpc round {r + 1} {name}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({n} calls)", flush=True)
+                        finally:
+                            proxies.stop(p)
+            finally:
+                server.stop(0)
+    finally:
+        proxies.stop(origin)
+    print("\nmedians over rounds")
+    for (scenario, name), rows in sorted(results.items()):
+        cols = list(zip(*rows))
+        if scenario == "grpc":
+            print(f"{scenario:6} {name:8} p50 {statistics.median(cols[0]):.3f} ms  p99 {statistics.median(cols[1]):.3f} ms")
+        else:
+            print(f"{scenario:6} {name:8} {statistics.median(cols[0]):>10,.0f} req/s  {statistics.median(cols[1]):6.1f} us CPU/req  "
+                  f"mean {statistics.median(cols[2]):.2f} ms  failed {max(cols[3])}")
+    for scenario in ["h2-h2", "h1-h2", "h2-h1"]:
+        t = results.get((scenario, "tern"))
+        for peer in ["nginx", "haproxy"]:
+            q = results.get((scenario, peer))
+            if t and q:
+                tc, qc = statistics.median(r[1] for r in t), statistics.median(r[1] for r in q)
+                tr, qr = statistics.median(r[0] for r in t), statistics.median(r[0] for r in q)
+                print(f"{scenario}: tern/{peer} CPU per request {tc / qc:.2f}, requests/s {tr / qr:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+// What HTTP/2 connections on both sides share (issue 17): the session, the spare buffer frames go out in, the
+// frames that did not fit it, and the spare buffers its streams hold; and the engine's HTTP/1.1 body bytes read
+// back as an HTTP/2 body (`H2BodyOut`). Downstream/HTTPProxy+H2+Unsafe.swift serves clients,
+// Upstream/HTTPProxy+H2Upstream+Unsafe.swift talks to upstreams.
+import TernCore
+import TernHTTP
+import TernIO
+
+/// An HTTP/2 connection's session and output, either side.
+class H2Connection {
+    let session: HTTP2Session
+    /// The spare buffer being sent (-1: none).
+    var out: Int32 = -1
+    /// Frames nghttp2 gave that did not fit the buffer being filled: sent next (capacity kept).
+    var overflow: [UInt8] = []
+    /// The connection is closing: no stream is opened on it any more, and it closes once its output is out.
+    var closing = false
+    /// Waiting for a spare buffer.
+    var starved = false
+    /// Spare buffers its streams hold (request or response bodies a peer's windows can keep waiting): at most
+    /// `H2Wire.buffersPerConnection`, so one connection cannot take the reactor's spare buffers from everyone else.
+    var buffersHeld = 0
+    /// A buffer is being filled (a stream closed meanwhile does not flush again inside it); the session's events
+    /// are being handled.
+    var flushing = false
+    var inEvents = false
+
+    init(session: HTTP2Session) {
+        self.session = session
+    }
+
+    /// Fills `room` from `filled` on with the frames waiting (those that did not fit last time first, then the
+    /// session's), keeping what does not fit for next time. Returns how far it is filled.
+    func fill(_ room: UnsafeMutableRawBufferPointer, from filled: Int) -> Int {
+        var n = filled
+        if !overflow.isEmpty {
+            let k = min(overflow.count, room.count - n)
+            unsafe overflow.withUnsafeBytes { unsafe (room.baseAddress! + n).copyMemory(from: $0.baseAddress!, byteCount: k) }
+            overflow.removeSubrange(0..<k)
+            n += k
+        }
+        while n < room.count && overflow.isEmpty {
+            let chunk = unsafe session.nextOutput()
+            if unsafe chunk.isEmpty { break }
+            let k = min(chunk.count, room.count - n)
+            unsafe (room.baseAddress! + n).copyMemory(from: chunk.baseAddress!, byteCount: k)
+            n += k
+            if k < chunk.count { unsafe overflow.append(contentsOf: chunk[k...]) }
+        }
+        return n
+    }
+}
+
+/// What the engine sends into an HTTP/2 stream (a response to a client, a request to an upstream), as HTTP/1.1
+/// bytes: copied into a spare buffer (`out`), its head read there, then its body's bytes, de-framed, waiting in
+/// [start, end) until nghttp2 frames them.
+struct H2Send {
+    var out: Int32 = -1
+    var start = 0
+    var end = 0
+    var body = H2BodyOut()
+
+    /// Nothing waits for nghttp2.
+    var isDrained: Bool { start == end }
+
+    /// Moves what nghttp2 has not taken yet to the front of `buffer` (`out`'s bytes) and copies after it as much of
+    /// entry `entry` of `table` as fits. Returns where the new bytes begin and how many were copied.
+    mutating func take(_ table: IOVecTable, _ entry: Int, into buffer: UnsafeMutableRawBufferPointer) -> (from: Int, copied: Int) {
+        if start > 0 {
+            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: end - start)
+            end -= start
+            start = 0
+        }
+        let from = end
+        let copied = unsafe table.copy(entry, into: UnsafeMutableRawBufferPointer(rebasing: buffer[from...]))
+        end += copied
+        return (from, copied)
+    }
+
+    /// Gives nghttp2 up to `into.count` of the waiting bytes of `buffer`. Returns how many, and whether nothing waits
+    /// any more (then the buffer is empty from its start).
+    mutating func read(_ buffer: UnsafeRawBufferPointer, into: UnsafeMutableRawBufferPointer) -> (n: Int, drained: Bool) {
+        let n = min(end - start, into.count)
+        if n > 0 {
+            unsafe into.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: n)
+            start += n
+        }
+        guard start == end else { return (n, false) }
+        start = 0
+        end = 0
+        return (n, true)
+    }
+}
+
+extension H2Connection {
+    /// The end of a body nghttp2 is reading for `stream`: with its trailers (a chunked body's trailer section,
+    /// fields a trailer section may carry) when it has any.
+    func endBody(_ stream: Int32, _ body: H2BodyOut, _ n: Int) -> HTTP2BodyRead {
+        guard body.hasTrailers else { return .bytes(n, end: true) }
+        session.beginHead()
+        guard HTTP2Translation.http2Trailers(body.trailers, into: session) > 0, session.submitTrailers(stream: stream) else {
+            return .bytes(n, end: true)
+        }
+        return .endWithTrailers(n)
+    }
+}
+
+/// A message body the engine writes as HTTP/1.1 (a response to a client stream, a request to an upstream
+/// stream), read back as an HTTP/2 body: its framing's bytes removed, a chunked body's trailer section kept to be
+/// sent as HTTP/2 trailers.
+struct H2BodyOut {
+    var framing = BodyFraming.none
+    /// Content-Length bytes still to come.
+    var remaining: UInt64 = 0
+    var decoder = ChunkedDecoder()
+    /// The body's end was read (what waits in the buffer is the last of it).
+    var ended = false
+    /// The chunking could not be read (the stream is reset, never ended).
+    var broken = false
+    /// Past the last chunk: the trailer section's bytes as they came (its field lines and the empty line), once
+    /// there are any (an array only for a body that has trailers).
+    var inTrailers = false
+    var trailers: [UInt8] = []
+
+    /// Begins a body of `framing`.
+    mutating func begin(_ framing: BodyFraming) {
+        self.framing = framing
+        remaining = 0
+        ended = false
+        broken = false
+        inTrailers = false
+        if !trailers.isEmpty { trailers = [] }
+        switch framing {
+        case .none: ended = true
+        case .contentLength(let n):
+            remaining = n
+            ended = n == 0
+        case .chunked: decoder.reset()
+        case .untilClose: break
+        }
+    }
+
+    /// Whether the trailer section holds a field (more than its empty line).
+    var hasTrailers: Bool { trailers.count > 2 }
+
+    /// Takes the body bytes in `buffer[from..<end]`: counted, or de-chunked in place (the data moves down over its
+    /// framing; trailer bytes are copied out). Returns where the data ends.
+    mutating func absorb(_ buffer: UnsafeMutableRawBufferPointer, from: Int, end: Int) -> Int {
+        switch framing {
+        case .none:
+            return from
+        case .contentLength:
+            let take = min(UInt64(end - from), remaining)
+            remaining -= take
+            if remaining == 0 { ended = true }
+            return from + Int(take)
+        case .untilClose:
+            return end
+        case .chunked:
+            var read = from, write = from
+            while read < end && !ended {
+                let piece = unsafe UnsafeRawBufferPointer(rebasing: buffer[read..<end])
+                let output: ChunkedDecoder.Output
+                do {
+                    output = try unsafe piece.withMemoryRebound(to: UInt8.self) { try unsafe decoder.decode($0.span) }
+                } catch {
+                    broken = true
+                    break
+                }
+                switch output.event {
+                case .data(let r):
+                    unsafe (buffer.baseAddress! + write).copyMemory(from: buffer.baseAddress! + read + r.lowerBound, byteCount: r.count)
+                    write += r.count
+                case .lastChunk:
+                    inTrailers = true
+                case .end, .needMore:
+                    if inTrailers { unsafe trailers.append(contentsOf: piece[0..<output.consumed]) }
+                    if output.event == .end { ended = true }
+                }
+                read += output.consumed
+                if output.consumed == 0 && output.event == .needMore { break }
+            }
+            return write
+        }
+    }
+}

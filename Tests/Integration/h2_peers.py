@@ -1,0 +1,233 @@
+"""HTTP/2 upstreams for the tests (issue 17): a plaintext h2c server over Python's h2 that records what it got and
+answers by path, and a gRPC server (grpcio) with raw-bytes methods of every kind."""
+import socket
+import threading
+import time
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+
+
+class H2Upstream:
+    """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
+    `x-t: done` follow it); `/slow` answers after 0.2 s; `/big?n=N` answers N bytes; anything else its path.
+    `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
+    stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
+    Records, per connection, the most streams open at once, and every request's head and body."""
+
+    def __init__(self, max_streams=100, refuse_first=0, goaway_after=0):
+        self.max_streams, self.refuse_left, self.goaway_after = max_streams, refuse_first, goaway_after
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.requests = []  # (headers dict, body bytes)
+        self.connections = 0
+        self.max_open = []  # per connection
+        self.refused = 0
+        self.stopped = False
+        self.conns = []
+        self.errors = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                index = len(self.max_open)
+                self.max_open.append(0)
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c, index), daemon=True).start()
+
+    def _serve(self, sock, index):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        # (Set as initial values: a change made through local_settings is sent only once acknowledged.)
+        conn.local_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
+        conn.initiate_connection()
+        # The limit is kept here, not by h2 (which ends the connection on a stream over it): a stream over it is
+        # refused, as RFC 9113 §5.1.2 allows (and as a client that sent it before the SETTINGS arrived expects).
+        conn.local_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1 << 20})
+        send_lock = threading.Lock()
+        heads, bodies, open_streams, answered = {}, {}, set(), [0]
+
+        def send():
+            data = conn.data_to_send()
+            if data:
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    pass
+
+        with send_lock:
+            send()
+
+        def answer(sid):
+            head, body = heads[sid], bytes(bodies.get(sid, b""))
+            path = head.get(":path", "/")
+            if path == "/slow":
+                time.sleep(0.2)
+            trailers = None
+            if path == "/echo":
+                out = body
+                if head.get("x-trailers") == "1":
+                    trailers = [("x-t", "done")]
+            elif path.startswith("/big?n="):
+                out = b"b" * int(path.split("=")[1])
+            else:
+                out = path.encode()
+            with send_lock:
+                try:
+                    conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain"),
+                                            ("x-proto", "h2")], end_stream=False)
+                    view = memoryview(out)
+                    while view:
+                        window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                        if window <= 0:
+                            send()
+                            send_lock.release()
+                            time.sleep(0.005)
+                            send_lock.acquire()
+                            continue
+                        n = min(window, len(view))
+                        conn.send_data(sid, bytes(view[:n]))
+                        view = view[n:]
+                    if trailers:
+                        conn.send_headers(sid, trailers, end_stream=True)
+                    else:
+                        conn.end_stream(sid)
+                    send()
+                except Exception:
+                    return
+                open_streams.discard(sid)
+                answered[0] += 1
+                if self.goaway_after and answered[0] == self.goaway_after:
+                    conn.close_connection(last_stream_id=sid)
+                    send()
+
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            with send_lock:
+                try:
+                    events = conn.receive_data(data)
+                except Exception as e:
+                    self.errors.append(repr(e))
+                    break
+                for e in events:
+                    if isinstance(e, h2.events.RequestReceived):
+                        heads[e.stream_id] = dict(e.headers)
+                        over = len(open_streams) >= self.max_streams
+                        if not over:
+                            open_streams.add(e.stream_id)
+                        with self.lock:
+                            self.max_open[index] = max(self.max_open[index], len(open_streams))
+                            refuse = over or self.refuse_left > 0
+                            if refuse and not over:
+                                self.refuse_left -= 1
+                            if refuse:
+                                self.refused += 1
+                        if refuse:
+                            conn.reset_stream(e.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                            open_streams.discard(e.stream_id)
+                            heads.pop(e.stream_id)
+                    elif isinstance(e, h2.events.DataReceived):
+                        bodies.setdefault(e.stream_id, bytearray()).extend(e.data)
+                        conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    elif isinstance(e, h2.events.StreamEnded) and e.stream_id in heads:
+                        with self.lock:
+                            self.requests.append((heads[e.stream_id], bytes(bodies.get(e.stream_id, b""))))
+                        threading.Thread(target=answer, args=(e.stream_id,), daemon=True).start()
+                    elif isinstance(e, h2.events.StreamReset):
+                        open_streams.discard(e.stream_id)
+                send()
+        sock.close()
+
+    def stop(self):
+        self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # (a close alone does not end an accept blocked in a thread)
+        except OSError:
+            pass
+        self.sock.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class GRPCUpstream:
+    """A grpcio server (plaintext, or TLS with `tls` = (certificate chain file, key file)) with raw-bytes methods of every kind under `/test.Echo/`: Unary (echoes),
+    ServerStream (the request three times), ClientStream (the requests joined), Bidi (each request back), Fail
+    (NOT_FOUND "nope"), Slow (answers after two seconds); records the metadata it saw."""
+
+    def __init__(self, tls=None):
+        import grpc
+        from concurrent import futures
+        self.grpc = grpc
+        self.metadata = []
+
+        def record(context):
+            self.metadata.append(dict(context.invocation_metadata()))
+
+        def unary(request, context):
+            record(context)
+            return request
+
+        def server_stream(request, context):
+            record(context)
+            for _ in range(3):
+                yield request
+
+        def client_stream(requests, context):
+            record(context)
+            return b"".join(requests)
+
+        def bidi(requests, context):
+            record(context)
+            for r in requests:
+                yield r
+
+        def fail(request, context):
+            record(context)
+            context.abort(grpc.StatusCode.NOT_FOUND, "nope")
+
+        def slow(request, context):
+            time.sleep(2)
+            return request
+
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        }
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+        if tls:
+            chain, key = (open(f, "rb").read() for f in tls)
+            self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, chain)]))
+        else:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self):
+        self.server.stop(0)

@@ -1,0 +1,310 @@
+"""HTTP/2 to upstreams and gRPC (issue 17): clusters whose ServiceEntry port is HTTP2 or GRPC, or whose rule says
+`h2UpgradePolicy: UPGRADE` or `useClientProtocol`, send their requests as streams on multiplexed connections.
+Real peers: an h2c server over Python's h2, grpcio's server and client, curl over HTTP/1.1 and h2c."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from h2_peers import GRPCUpstream, H2Upstream
+from http_peers import HttpUpstream
+from test_http2 import H2Client, curl2
+from test_http_proxy import curl, wait_until
+from test_tls import certs  # noqa: F401 (a fixture)
+
+
+def mesh(tmp_path, port, protocol="HTTP2", pool="", host="svc"):
+    config = tmp_path / "mesh.yaml"
+    text = f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {host}}}
+spec:
+  hosts: [{host}]
+  ports: [{{number: 80, name: p, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]
+"""
+    if pool:
+        text += f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}}}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      {pool}
+"""
+    config.write_text(text)
+    return config
+
+
+def start(start_tern, backend, config, *extra):
+    return start_tern("--http", "--listen", "127.0.0.1:0", "--config", str(config), "--io-backend", backend,
+                      "--cores", "1", *extra)
+
+
+@pytest.fixture
+def h2up():
+    started = []
+
+    def make(**kw):
+        u = H2Upstream(**kw)
+        started.append(u)
+        return u
+
+    yield make
+    for u in started:
+        u.stop()
+
+
+def test_http11_and_h2c_clients_reach_an_http2_port_over_one_multiplexed_connection(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    assert curl(t.port, "/a?b=1", "-H", "Host: svc") == (200, b"/a?b=1")
+    body = b"x" * 200_000
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Host: svc", "--data-binary", "@-", "-o", "-",
+                        f"http://127.0.0.1:{t.port}/echo"], input=body, capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == body
+    # A chunked HTTP/1.1 upload goes as DATA without its chunk framing.
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Host: svc", "-H", "Transfer-Encoding: chunked",
+                        "--data-binary", "@-", "-o", "-", f"http://127.0.0.1:{t.port}/echo"],
+                       input=body[:70_000], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == body[:70_000]
+    status, version, got = curl2(t.port, "/h2", "-H", "Host: svc")
+    assert (status, version, got) == (200, "2", b"/h2")
+    # One upstream connection carried them all; the upstream saw HTTP/2 heads with :authority from Host.
+    assert up.connections == 1
+    heads = [h for h, _ in up.requests]
+    assert [h[":path"] for h in heads] == ["/a?b=1", "/echo", "/echo", "/h2"]
+    assert all(h[":authority"] == "svc" and h[":scheme"] == "http" for h in heads)
+    assert all("host" not in h and "connection" not in h for h in heads)
+    assert len(up.requests[1][1]) == 200_000 and up.requests[2][1] == body[:70_000]
+    assert "transfer-encoding" not in up.requests[2][0]
+
+
+def test_concurrent_requests_share_connections_within_the_peers_stream_limit(start_tern, h2up, backend, tmp_path):
+    up = h2up(max_streams=2)
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    c = H2Client(t.port)
+    try:
+        # Let the upstream's SETTINGS arrive first (a connection's first requests assume 100 streams until then).
+        sid = c.request("/warm", authority="svc")
+        c.wait(lambda: sid in c.ended, "the first answer")
+        ids = [c.request("/slow", authority="svc") for _ in range(6)]
+        c.wait(lambda: all(i in c.ended for i in ids), "six answers")
+        assert [(c.heads[i][":status"], bytes(c.bodies.get(i, b""))) for i in ids] == [("200", b"/slow")] * 6
+    finally:
+        c.close()
+    assert max(up.max_open) <= 2
+    assert len(up.requests) == 7
+
+
+def test_max_concurrent_streams_of_the_rule_limits_each_connection(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port, pool="http: {maxConcurrentStreams: 1}"))
+    c = H2Client(t.port)
+    try:
+        ids = [c.request("/slow", authority="svc") for _ in range(4)]
+        c.wait(lambda: all(i in c.ended for i in ids), "four answers")
+        assert all(c.heads[i][":status"] == "200" for i in ids)
+    finally:
+        c.close()
+    assert max(up.max_open) == 1
+
+
+def test_refused_streams_are_sent_again(start_tern, h2up, backend, tmp_path):
+    up = h2up(refuse_first=1)
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    assert curl(t.port, "/r", "-H", "Host: svc") == (200, b"/r")
+    assert up.refused == 1
+    assert [h[":path"] for h, _ in up.requests] == ["/r"]
+
+
+def test_after_goaway_new_requests_open_a_new_connection(start_tern, h2up, backend, tmp_path):
+    up = h2up(goaway_after=2)
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    for i in range(5):
+        assert curl(t.port, f"/g{i}", "-H", "Host: svc") == (200, f"/g{i}".encode())
+    assert up.connections >= 2
+    assert [h[":path"] for h, _ in up.requests] == [f"/g{i}" for i in range(5)]
+
+
+def test_trailers_reach_an_h2_client_and_not_an_http11_one(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    c = H2Client(t.port)
+    try:
+        sid = c.request("/echo", method="POST", authority="svc", headers=[("x-trailers", "1")], body=b"hello")
+        c.wait(lambda: sid in c.ended, "the answer")
+        assert bytes(c.bodies[sid]) == b"hello"
+        assert c.trailers[sid] == {"x-t": "done"}
+    finally:
+        c.close()
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Host: svc", "-H", "x-trailers: 1", "-D", "-",
+                        "--data-binary", "hi", f"http://127.0.0.1:{t.port}/echo"], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.endswith(b"hi") and b"x-t" not in r.stdout
+
+
+def test_upgrade_policy_and_client_protocol_choose_the_upstream_protocol(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port, protocol="HTTP", pool="http: {h2UpgradePolicy: UPGRADE}"))
+    assert curl(t.port, "/u", "-H", "Host: svc") == (200, b"/u")
+    assert up.connections == 1 and up.requests[0][0][":path"] == "/u"
+    # useClientProtocol: an HTTP/1.1 client's request goes over HTTP/1.1, an h2c client's over HTTP/2.
+    h1 = HttpUpstream()
+    try:
+        config = mesh(tmp_path, h1.port, protocol="HTTP", pool="http: {useClientProtocol: true}")
+        t2 = start(start_tern, backend, config)
+        assert curl(t2.port, "/one", "-H", "Host: svc")[0] == 200
+        assert [r.path for r in h1.requests] == ["/one"]
+    finally:
+        h1.stop()
+    config = mesh(tmp_path, up.port, protocol="HTTP", pool="http: {useClientProtocol: true}")
+    t3 = start(start_tern, backend, config)
+    assert curl2(t3.port, "/two", "-H", "Host: svc")[:2] == (200, "2")
+    assert up.requests[-1][0][":path"] == "/two"
+
+
+def test_an_upstream_gone_mid_stream_is_a_503_uc_and_the_next_request_works(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    log = tmp_path / "access.log"
+    t = start(start_tern, backend, mesh(tmp_path, up.port), "--access-log", str(log))
+    assert curl(t.port, "/first", "-H", "Host: svc") == (200, b"/first")
+    up.stop()
+    status, _ = curl(t.port, "/second", "-H", "Host: svc")
+    assert status == 503
+    up2 = h2up()
+    config = mesh(tmp_path, up2.port)
+    t2 = start(start_tern, backend, config)
+    assert curl(t2.port, "/third", "-H", "Host: svc") == (200, b"/third")
+
+
+@pytest.fixture
+def grpc_up():
+    u = GRPCUpstream()
+    yield u
+    u.stop()
+
+
+def grpc_channel(port):
+    import grpc
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "svc"),
+                                                                ("grpc.enable_http_proxy", 0)])
+
+
+def test_grpc_unary_streaming_and_status_through_tern(start_tern, grpc_up, backend, tmp_path):
+    import grpc
+    log = tmp_path / "access.log"
+    t = start(start_tern, backend, mesh(tmp_path, grpc_up.port, protocol="GRPC"), "--access-log", str(log))
+    ch = grpc_channel(t.port)
+    try:
+        unary = ch.unary_unary("/test.Echo/Unary")
+        assert unary(b"ping", timeout=30) == b"ping"
+        big = b"z" * 300_000
+        assert unary(big, timeout=30) == big
+        assert list(ch.unary_stream("/test.Echo/ServerStream")(b"s", timeout=30)) == [b"s", b"s", b"s"]
+        assert ch.stream_unary("/test.Echo/ClientStream")(iter([b"a", b"b", b"c"]), timeout=30) == b"abc"
+        assert list(ch.stream_stream("/test.Echo/Bidi")(iter([b"1", b"2"]), timeout=30)) == [b"1", b"2"]
+        with pytest.raises(grpc.RpcError) as failed:
+            ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND and failed.value.details() == "nope"
+        with pytest.raises(grpc.RpcError) as late:
+            ch.unary_unary("/test.Echo/Slow")(b"x", timeout=0.5)
+        # The client's deadline is Tern's timeout too (grpc-timeout): whichever fires first answers.
+        assert late.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    finally:
+        ch.close()
+    # The server saw the client's metadata with te: trailers intact (grpcio refuses requests without it).
+    assert grpc_up.metadata and all("user-agent" in m for m in grpc_up.metadata)
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 7, "seven access-log lines")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {line["protocol"] for line in lines} == {"HTTP/2"}
+
+
+def test_grpc_status_reaches_the_metrics_and_access_log_and_local_replies_speak_grpc(start_tern, grpc_up, backend, tmp_path):
+    import grpc
+    from peers import dead_port
+    from test_telemetry import families, samples, side_args, side_ports
+    config = tmp_path / "mesh.yaml"
+    dead = dead_port()
+    config.write_text(mesh(tmp_path, grpc_up.port, protocol="GRPC").read_text() + f"""---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: down}}
+spec:
+  hosts: [down]
+  ports: [{{number: 80, name: p, protocol: GRPC}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{p: {dead}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow}}
+spec:
+  hosts: [svc]
+  http: [{{route: [{{destination: {{host: svc}}}}], timeout: 1s}}]
+""")
+    log = tmp_path / "access.log"
+    ports = side_ports()
+    t = start(start_tern, backend, config, "--access-log", str(log), *side_args(ports))
+    ch = grpc_channel(t.port)
+    try:
+        assert ch.unary_unary("/test.Echo/Unary")(b"ok", timeout=30) == b"ok"
+        with pytest.raises(grpc.RpcError) as failed:
+            ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        # The client's deadline (5 s) replaces the route's 1 s timeout: a 2 s answer comes through.
+        assert ch.unary_unary("/test.Echo/Slow")(b"late", timeout=5) == b"late"
+    finally:
+        ch.close()
+    down = grpc.insecure_channel(f"127.0.0.1:{t.port}", options=[("grpc.default_authority", "down"),
+                                                                             ("grpc.enable_http_proxy", 0)])
+    try:
+        with pytest.raises(grpc.RpcError) as unavailable:
+            down.unary_unary("/test.Echo/Unary")(b"x", timeout=30)
+        # Envoy's local reply to a gRPC client: trailers-only, 503 mapped to UNAVAILABLE, its body as the message.
+        assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "upstream connect error" in unavailable.value.details()
+    finally:
+        down.close()
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 4, "four access-log lines")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted((line["response_code"], line["grpc_status"], line["response_flags"]) for line in lines) == [
+        (200, 0, "-"), (200, 0, "-"), (200, 5, "-"), (200, 14, "UF,URX")]  # (Istio's default retries: URX)
+    fams = families(ports[2])
+    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="0")[0].value == 2
+    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="5")[0].value == 1
+    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="14",
+                   response_flags="UF,URX")[0].value == 1
+    assert samples(fams, "tern_http2_upstream_connections_total")[0].value >= 1
+
+
+def test_grpc_to_a_tls_upstream_offers_alpn_h2(start_tern, backend, certs, tmp_path):
+    """A GRPC port under a DestinationRule with tls SIMPLE: the connection offers ALPN h2 (grpcio's TLS server
+    refuses any other), its certificate verified against the Host."""
+    import grpc
+    up = GRPCUpstream(tls=(os.path.join(certs, "server-chain.crt"), os.path.join(certs, "server.key")))
+    try:
+        config = mesh(tmp_path, up.port, protocol="GRPC", host="localhost")
+        config.write_text(config.read_text() + f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tls}}
+spec:
+  host: localhost
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {certs}/ca.crt}}
+""")
+        t = start(start_tern, backend, config)
+        ch = grpc.insecure_channel(f"127.0.0.1:{t.port}", options=[("grpc.default_authority", "localhost"),
+                                                                   ("grpc.enable_http_proxy", 0)])
+        try:
+            assert ch.unary_unary("/test.Echo/Unary")(b"secure", timeout=30) == b"secure"
+            assert list(ch.stream_stream("/test.Echo/Bidi")(iter([b"a", b"b"]), timeout=30)) == [b"a", b"b"]
+        finally:
+            ch.close()
+    finally:
+        up.stop()
