@@ -13,6 +13,11 @@ let strict: [SwiftSetting] = [
 /// the code start-up runs next to each other (`engineLinking`). SwiftPM does not rebuild objects when unsafe flags
 /// change: after changing these, remove the scratch directory's *.build folders of these targets.
 let functionSections: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-function-sections"])]
+// Release builds of the modules on the request path check exclusive access statically only: the dynamic checks
+// (every access to a class's stored property: the engine's slabs, the HTTP/2 session's arenas) cost 10 to 15 % of a
+// request's instructions (Benchmarks/README.md, "HTTP/2 and gRPC"). Debug builds, which run every test, keep them,
+// so a violation on a tested path still traps.
+let releaseExclusivityUnchecked: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 /// How tern-engine, the serving process, is linked, to keep an idle sidecar small (Benchmarks/README.md, "Idle
 /// memory"). Most of its idle resident memory is its own file's pages touched at start, and the kernel maps file
@@ -70,12 +75,14 @@ let package = Package(
         // nghttp2 for TernHTTP's HTTP/2 sessions (issue 17; headers from Debian's libnghttp2-dev): libnghttp2.so.14
         // loaded when the first HTTP/2 session is made, so a sidecar that never sees HTTP/2 does not pay for it.
         .target(name: "CTernNghttp2", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "TernHTTP", dependencies: ["TernCore", "CTernNghttp2"], swiftSettings: strict + functionSections),
+        // (The HTTP/2 session is a class whose properties nghttp2's callbacks touch one by one.)
+        .target(name: "TernHTTP", dependencies: ["TernCore", "CTernNghttp2"],
+                swiftSettings: strict + functionSections + releaseExclusivityUnchecked),
         // Metrics shards and exposition, access-log formatting, trace context (issue 6): no system calls.
         .target(name: "TernTelemetry", dependencies: ["TernCore"], swiftSettings: strict + functionSections),
         .target(
             name: "TernProxy", dependencies: ["TernCore", "TernIO", "TernHTTP", "TernConfig", "TernTelemetry", "TernTLS"],
-            swiftSettings: strict + functionSections + [.enableExperimentalFeature("Lifetimes")]
+            swiftSettings: strict + functionSections + [.enableExperimentalFeature("Lifetimes")] + releaseExclusivityUnchecked
         ),
         // libyaml (Debian's libyaml-dev) for the config service: a module map, no C code.
         .systemLibrary(name: "CTernYAML"),

@@ -6,17 +6,19 @@ divided by the requests done.
 
     python3 Benchmarks/http2.py [--only tern,nginx,haproxy] [--seconds 5] [--rounds 3] [--skip-grpc]
 
-Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means):
-  h2-h2    h2load over h2c (prior knowledge), 8 connections x 16 streams, to the proxy, which speaks h2c to an nginx
-           origin (`listen ... http2`; 100-byte answers): requests/s, proxy CPU per request, mean request time
-  h1-h2    wrk over HTTP/1.1, 32 connections, to the proxy, which speaks h2c to the same origin
-  h2-h1    h2load over h2c to the proxy, which speaks HTTP/1.1 to a plaintext nginx origin
-  grpc     a grpcio client calling a grpcio server's unary method in a closed loop (one call at a time, 3 s):
-           p50 and p99 per call through each proxy, and direct (no proxy) for the floor
+Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means), the origin answering 1 KiB:
+  h2-h1    h2load over h2c (prior knowledge), 10 connections x 5 streams (`-c10 -m5`), to the proxy, which speaks
+           HTTP/1.1 to an nginx origin: requests/s, proxy CPU per request, mean request time
+  h2-h2    the same load; the proxy speaks h2c to the origin (`listen ... http2`)
+  h1-h2    wrk over HTTP/1.1, 32 connections, to the proxy, which speaks h2c to the origin
+  h1-h1    the same wrk load, HTTP/1.1 on both sides (the figure h1-h2 is read beside)
+  grpc     h2load sending gRPC unary calls (a 100-byte message) open loop at 1,000 calls/s for 5 s over one
+           connection, to a grpcio server through each proxy and directly: p50 and p99 of the call time, and the
+           latency each proxy adds (its p50 and p99 minus the direct ones)
 
 Peers: nginx proxies HTTP/2 upstreams with `grpc_pass` (its only HTTP/2 client; it forwards any request as HTTP/2),
 HAProxy with `proto h2` on the server line. Needs h2load and wrk (`bash Tools/scripts/setup.sh --bench`),
-grpcio, and a release build (.build/release/tern).
+grpcio (the gRPC server), and a release build (.build/release/tern).
 """
 import argparse
 import os
@@ -56,11 +58,11 @@ def run_nginx(d, port):
 
 
 def start_origins(work):
-    """nginx on CPU 1: 100 bytes on every path, over h2c on one port and HTTP/1.1 on another."""
+    """nginx on CPU 1: 1 KiB on every path, over h2c on one port and HTTP/1.1 on another."""
     d = os.path.join(work, "origin")
     os.makedirs(d)
     h2, h1 = proxies.free_port(), proxies.free_port()
-    answer = f'location / {{ return 200 "{"s" * 100}"; }}'
+    answer = f'location / {{ return 200 "{"s" * 1024}"; }}'
     open(f"{d}/nginx.conf", "w").write(nginx_conf(d, f"""
     server {{ listen 127.0.0.1:{h2} http2; {answer} }}
     server {{ listen 127.0.0.1:{h1}; {answer} }}"""))
@@ -139,8 +141,8 @@ def start(name, work, origin, protocol, front_h2):
 
 def h2load(port, seconds):
     """h2load over h2c for `seconds` (after 1 s of warm-up): requests/s, answered, failed, mean request time (ms)."""
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "8", "-m", "16", "-D", str(seconds),
-                          "--warm-up-time", "1", "-H", "host: origin", f"http://127.0.0.1:{port}/"],
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "10", "-m", "5", "-D", str(seconds),
+                          "--warm-up-time", "1", "-H", ":authority: origin", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
@@ -165,23 +167,21 @@ def to_ms(v):
     return n / 1000 if m.group(2) == "us" else n * 1000 if m.group(2) == "s" else n
 
 
-def grpc_latency(port, authority, seconds=3):
-    """A closed loop of unary calls (one at a time) for `seconds`: p50 and p99 in ms, and the count."""
-    import grpc
-    ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", authority),
-                                                             ("grpc.enable_http_proxy", 0)])
-    call = ch.unary_unary("/bench.Echo/Unary")
-    for _ in range(200):
-        call(b"x" * 100, timeout=10)
-    times = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        t = time.perf_counter()
-        call(b"x" * 100, timeout=10)
-        times.append((time.perf_counter() - t) * 1000)
-    ch.close()
-    times.sort()
-    return times[len(times) // 2], times[int(len(times) * 0.99)], len(times)
+def grpc_open_loop(work, port, seconds=5, rate=1000):
+    """h2load sending gRPC unary calls open loop at `rate` a second over one connection: p50 and p99 of the call
+    time in ms (from h2load's per-request log), and the calls that did not answer 200."""
+    body = os.path.join(work, "grpc-body")
+    with open(body, "wb") as f:
+        f.write(b"\x00\x00\x00\x00\x64" + b"x" * 100)
+    log = os.path.join(work, f"grpc-{port}.log")
+    subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "1", "--rps", str(rate), "-D", str(seconds),
+                    "--warm-up-time", "1", "-d", body, "-H", ":authority: origin", "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", "--log-file", log, f"http://127.0.0.1:{port}/bench.Echo/Unary"],
+                   capture_output=True, text=True, timeout=seconds + 60)
+    rows = [line.split("\t") for line in open(log).read().splitlines() if line.strip()]
+    times = sorted(int(r[2]) / 1000 for r in rows)
+    bad = sum(1 for r in rows if r[1] != "200")
+    return times[len(times) // 2], times[int(len(times) * 0.99)], bad
 
 
 def grpc_server():
@@ -201,6 +201,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-grpc", action="store_true")
+    ap.add_argument("--scenarios", default="h2-h1,h2-h2,h1-h2,h1-h1", help="which of h2-h1, h2-h2, h1-h2, h1-h1 to run")
     args = ap.parse_args()
     names = args.only.split(",")
     work = tempfile.mkdtemp(prefix="tern-h2-bench-")
@@ -208,9 +209,12 @@ def main():
     origin, h2port, h1port = start_origins(work)
     results = {}
     try:
-        for scenario, protocol, front_h2, load, port in [("h2-h2", "HTTP2", True, h2load, h2port),
+        for scenario, protocol, front_h2, load, port in [("h2-h1", "HTTP", True, h2load, h1port),
+                                                        ("h2-h2", "HTTP2", True, h2load, h2port),
                                                         ("h1-h2", "HTTP2", False, wrk, h2port),
-                                                        ("h2-h1", "HTTP", True, h2load, h1port)]:
+                                                        ("h1-h1", "HTTP", False, wrk, h1port)]:
+            if scenario not in args.scenarios.split(","):
+                continue
             for r in range(args.rounds):
                 for name in names:
                     p, pport = start(name, work, port, protocol, front_h2)
@@ -228,15 +232,15 @@ def main():
             server, gport = grpc_server()
             try:
                 for r in range(args.rounds):
-                    p50, p99, n = grpc_latency(gport, "origin")
-                    results.setdefault(("grpc", "direct"), []).append((p50, p99, n))
-                    print(f"grpc round {r + 1} direct: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({n} calls)", flush=True)
+                    p50, p99, bad = grpc_open_loop(work, gport)
+                    results.setdefault(("grpc", "direct"), []).append((p50, p99, bad))
+                    print(f"grpc round {r + 1} direct: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({bad} not 200)", flush=True)
                     for name in names:
                         p, pport = start(name, work, gport, "GRPC", True)
                         try:
-                            p50, p99, n = grpc_latency(pport, "origin")
-                            results.setdefault(("grpc", name), []).append((p50, p99, n))
-                            print(f"grpc round {r + 1} {name}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({n} calls)", flush=True)
+                            p50, p99, bad = grpc_open_loop(work, pport)
+                            results.setdefault(("grpc", name), []).append((p50, p99, bad))
+                            print(f"grpc round {r + 1} {name}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({bad} not 200)", flush=True)
                         finally:
                             proxies.stop(p)
             finally:
@@ -247,11 +251,16 @@ def main():
     for (scenario, name), rows in sorted(results.items()):
         cols = list(zip(*rows))
         if scenario == "grpc":
-            print(f"{scenario:6} {name:8} p50 {statistics.median(cols[0]):.3f} ms  p99 {statistics.median(cols[1]):.3f} ms")
+            direct = results.get(("grpc", "direct"))
+            d50 = statistics.median(r[0] for r in direct) if direct else 0
+            d99 = statistics.median(r[1] for r in direct) if direct else 0
+            p50, p99 = statistics.median(cols[0]), statistics.median(cols[1])
+            added = "" if name == "direct" else f"  added p50 {p50 - d50:+.3f} ms  p99 {p99 - d99:+.3f} ms"
+            print(f"{scenario:6} {name:8} p50 {p50:.3f} ms  p99 {p99:.3f} ms  not 200 {max(cols[2])}{added}")
         else:
             print(f"{scenario:6} {name:8} {statistics.median(cols[0]):>10,.0f} req/s  {statistics.median(cols[1]):6.1f} us CPU/req  "
                   f"mean {statistics.median(cols[2]):.2f} ms  failed {max(cols[3])}")
-    for scenario in ["h2-h2", "h1-h2", "h2-h1"]:
+    for scenario in ["h2-h1", "h2-h2", "h1-h2", "h1-h1"]:
         t = results.get((scenario, "tern"))
         for peer in ["nginx", "haproxy"]:
             q = results.get((scenario, peer))

@@ -34,4 +34,11 @@ public enum HTTPReason {
         default: ""
         }
     }
+
+    /// `phrase(status)` as bytes, for statuses 100 to 599 (made once; empty outside them).
+    public static func phraseBytes(_ status: Int) -> ArraySlice<UInt8> {
+        status >= 100 && status < 600 ? table[status - 100][...] : []
+    }
+
+    private static let table: [[UInt8]] = (100..<600).map { Array(String(describing: phrase($0)).utf8) }
 }

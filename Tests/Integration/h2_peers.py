@@ -13,7 +13,8 @@ import h2.settings
 
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
-    `x-t: done` follow it); `/slow` answers after 0.2 s; `/big?n=N` answers N bytes; anything else its path.
+    `x-t: done` follow it); `/slow` answers after 0.2 s, `/slower` after 2 s; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
+    N DATA frames of one byte; anything else its path.
     `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
     stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
     Records, per connection, the most streams open at once, and every request's head and body."""
@@ -33,6 +34,8 @@ class H2Upstream:
         self.stopped = False
         self.conns = []
         self.errors = []
+        self.hanging = threading.Event()
+        self.refused_on = []  # per connection
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -45,6 +48,7 @@ class H2Upstream:
                 self.connections += 1
                 index = len(self.max_open)
                 self.max_open.append(0)
+                self.refused_on.append(0)
                 self.conns.append(c)
             threading.Thread(target=self._serve, args=(c, index), daemon=True).start()
 
@@ -77,13 +81,25 @@ class H2Upstream:
             path = head.get(":path", "/")
             if path == "/slow":
                 time.sleep(0.2)
-            trailers = None
+            elif path == "/slower":
+                time.sleep(2)
+            trailers, frame = None, 1 << 20
             if path == "/echo":
                 out = body
                 if head.get("x-trailers") == "1":
                     trailers = [("x-t", "done")]
             elif path.startswith("/big?n="):
                 out = b"b" * int(path.split("=")[1])
+            elif path == "/hang":
+                # Headers and a little of the body, then nothing until the connection is dropped.
+                with send_lock:
+                    conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")], end_stream=False)
+                    conn.send_data(sid, b"partial")
+                    send()
+                self.hanging.set()
+                return
+            elif path.startswith("/tiny?n="):
+                out, frame = bytes(i % 251 for i in range(int(path.split("=")[1]))), 1
             else:
                 out = path.encode()
             with send_lock:
@@ -99,7 +115,7 @@ class H2Upstream:
                             time.sleep(0.005)
                             send_lock.acquire()
                             continue
-                        n = min(window, len(view))
+                        n = min(window, len(view), frame)
                         conn.send_data(sid, bytes(view[:n]))
                         view = view[n:]
                     if trailers:
@@ -141,6 +157,7 @@ class H2Upstream:
                                 self.refuse_left -= 1
                             if refuse:
                                 self.refused += 1
+                                self.refused_on[index] += 1
                         if refuse:
                             conn.reset_stream(e.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                             open_streams.discard(e.stream_id)
@@ -156,6 +173,16 @@ class H2Upstream:
                         open_streams.discard(e.stream_id)
                 send()
         sock.close()
+
+    def drop_connections(self):
+        """Closes every connection it accepted (the listener stays)."""
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
 
     def stop(self):
         self.stopped = True

@@ -98,6 +98,9 @@ def test_concurrent_requests_share_connections_within_the_peers_stream_limit(sta
         assert [(c.heads[i][":status"], bytes(c.bodies.get(i, b""))) for i in ids] == [("200", b"/slow")] * 6
     finally:
         c.close()
+    # On the connection whose SETTINGS Tern knew, it never went over the limit (a second connection's first
+    # streams, sent before its SETTINGS arrived, may be refused and sent again).
+    assert up.refused_on[0] == 0
     assert max(up.max_open) <= 2
     assert len(up.requests) == 7
 
@@ -121,6 +124,19 @@ def test_refused_streams_are_sent_again(start_tern, h2up, backend, tmp_path):
     assert curl(t.port, "/r", "-H", "Host: svc") == (200, b"/r")
     assert up.refused == 1
     assert [h[":path"] for h, _ in up.requests] == ["/r"]
+
+
+def test_an_upstream_refusing_every_stream_gets_the_route_retries_and_no_more(start_tern, h2up, backend, tmp_path):
+    up = h2up(refuse_first=1_000_000)
+    log = tmp_path / "access.log"
+    t = start(start_tern, backend, mesh(tmp_path, up.port), "--access-log", str(log))
+    status, _ = curl(t.port, "/r", "-H", "Host: svc")
+    assert status == 503
+    # Istio's default policy: refused-stream, 2 retries: three tries in all, then the answer.
+    assert up.refused == 3
+    wait_until(lambda: log.exists() and log.read_text().strip(), "the access-log line")
+    line = json.loads(log.read_text().splitlines()[0])
+    assert (line["response_code"], line["response_flags"]) == (503, "UC,URX")
 
 
 def test_after_goaway_new_requests_open_a_new_connection(start_tern, h2up, backend, tmp_path):
@@ -168,18 +184,44 @@ def test_upgrade_policy_and_client_protocol_choose_the_upstream_protocol(start_t
     assert up.requests[-1][0][":path"] == "/two"
 
 
-def test_an_upstream_gone_mid_stream_is_a_503_uc_and_the_next_request_works(start_tern, h2up, backend, tmp_path):
+def test_an_upstream_connection_lost_mid_response_resets_the_client_and_the_next_request_reconnects(
+        start_tern, h2up, backend, tmp_path):
     up = h2up()
     log = tmp_path / "access.log"
     t = start(start_tern, backend, mesh(tmp_path, up.port), "--access-log", str(log))
     assert curl(t.port, "/first", "-H", "Host: svc") == (200, b"/first")
-    up.stop()
-    status, _ = curl(t.port, "/second", "-H", "Host: svc")
-    assert status == 503
-    up2 = h2up()
-    config = mesh(tmp_path, up2.port)
-    t2 = start(start_tern, backend, config)
-    assert curl(t2.port, "/third", "-H", "Host: svc") == (200, b"/third")
+    got = {}
+
+    def hang():
+        r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Host: svc", "-o", "-", "-w", "\n%{http_code}",
+                            f"http://127.0.0.1:{t.port}/hang"], capture_output=True, timeout=60)
+        got["rc"], got["out"] = r.returncode, r.stdout
+
+    import threading
+    client = threading.Thread(target=hang)
+    client.start()
+    assert up.hanging.wait(30), "the upstream never got /hang"
+    up.drop_connections()
+    client.join(60)
+    # The response had started: the client's transfer is cut, not answered.
+    assert got["rc"] != 0 and got["out"].startswith(b"partial")
+    # The same Tern makes a new connection for the next request.
+    assert curl(t.port, "/third", "-H", "Host: svc") == (200, b"/third")
+    assert up.connections == 2
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 3, "three access-log lines")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    cut = next(line for line in lines if line["path"] == "/hang")
+    assert cut["response_code"] == 200 and "UC" in cut["response_flags"]
+
+
+def test_tiny_data_frames_are_framed_a_chunk_per_buffer(start_tern, h2up, backend, tmp_path):
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    # 30,000 DATA frames of one byte: framed one by one they would not fit a stream's buffers.
+    status, body = curl(t.port, "/tiny?n=30000", "-H", "Host: svc")
+    assert status == 200 and body == bytes(i % 251 for i in range(30000))
+    status, version, body = curl2(t.port, "/tiny?n=30000", "-H", "Host: svc")
+    assert (status, version) == (200, "2") and body == bytes(i % 251 for i in range(30000))
 
 
 @pytest.fixture
@@ -211,15 +253,11 @@ def test_grpc_unary_streaming_and_status_through_tern(start_tern, grpc_up, backe
         with pytest.raises(grpc.RpcError) as failed:
             ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND and failed.value.details() == "nope"
-        with pytest.raises(grpc.RpcError) as late:
-            ch.unary_unary("/test.Echo/Slow")(b"x", timeout=0.5)
-        # The client's deadline is Tern's timeout too (grpc-timeout): whichever fires first answers.
-        assert late.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
     finally:
         ch.close()
     # The server saw the client's metadata with te: trailers intact (grpcio refuses requests without it).
     assert grpc_up.metadata and all("user-agent" in m for m in grpc_up.metadata)
-    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 7, "seven access-log lines")
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 6, "six access-log lines")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert {line["protocol"] for line in lines} == {"HTTP/2"}
 
@@ -256,8 +294,11 @@ spec:
         with pytest.raises(grpc.RpcError) as failed:
             ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND
-        # The client's deadline (5 s) replaces the route's 1 s timeout: a 2 s answer comes through.
-        assert ch.unary_unary("/test.Echo/Slow")(b"late", timeout=5) == b"late"
+        # The route's timeout (1 s) caps the client's deadline (5 s), as Istio's max_grpc_timeout does: a method
+        # that answers after 2 s is answered by Tern, as gRPC (504 UT → 14 UNAVAILABLE).
+        with pytest.raises(grpc.RpcError) as capped:
+            ch.unary_unary("/test.Echo/Slow")(b"late", timeout=5)
+        assert capped.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         ch.close()
     down = grpc.insecure_channel(f"127.0.0.1:{t.port}", options=[("grpc.default_authority", "down"),
@@ -273,12 +314,14 @@ spec:
     wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 4, "four access-log lines")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted((line["response_code"], line["grpc_status"], line["response_flags"]) for line in lines) == [
-        (200, 0, "-"), (200, 0, "-"), (200, 5, "-"), (200, 14, "UF,URX")]  # (Istio's default retries: URX)
+        (200, 0, "-"), (200, 5, "-"), (200, 14, "UF,URX"), (200, 14, "UT")]  # (Istio's default retries: URX)
     fams = families(ports[2])
-    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="0")[0].value == 2
+    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="0")[0].value == 1
     assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="5")[0].value == 1
     assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="14",
                    response_flags="UF,URX")[0].value == 1
+    assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="14",
+                   response_flags="UT")[0].value == 1
     assert samples(fams, "tern_http2_upstream_connections_total")[0].value >= 1
 
 
@@ -308,3 +351,26 @@ spec:
             ch.close()
     finally:
         up.stop()
+
+
+def test_grpc_timeout_is_the_requests_timeout(start_tern, h2up, backend, tmp_path):
+    """A gRPC request's grpc-timeout (300 ms) is its timeout: an upstream that takes 2 s and ignores the field is
+    cut by Tern, whose answer is gRPC's (504 UT → 14); without the field the answer comes through."""
+    up = h2up()
+    log = tmp_path / "access.log"
+    t = start(start_tern, backend, mesh(tmp_path, up.port, protocol="GRPC"), "--access-log", str(log))
+    c = H2Client(t.port)
+    grpc_head = [("content-type", "application/grpc"), ("te", "trailers")]
+    try:
+        cut = c.request("/slower", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x",
+                        headers=[*grpc_head, ("grpc-timeout", "300m")])
+        whole = c.request("/slower", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x", headers=grpc_head)
+        c.wait(lambda: cut in c.ended and whole in c.ended, "both answers")
+        assert (c.heads[cut][":status"], c.heads[cut]["grpc-status"]) == ("200", "14")
+        assert c.heads[whole][":status"] == "200" and "grpc-status" not in c.heads[whole]
+        assert bytes(c.bodies[whole]) == b"/slower"
+    finally:
+        c.close()
+    wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")
+    flags = sorted(json.loads(line)["response_flags"] for line in log.read_text().splitlines())
+    assert flags == ["-", "UT"]

@@ -147,6 +147,16 @@ import Testing
         #expect(decide(.overflow, on: [.serverError, .reset, .gatewayError]) == .answer)
     }
 
+    @Test func aRefusedHTTP2StreamIsACountedRetryOfRefusedStreamNeverTheUncountedReplay() {
+        for on: RetryOn in [.refusedStream, .reset, .serverError, .gatewayError] {
+            #expect(decide(.refusedStream, on: on) == .retry(from: 0, counted: true), "\(on)")
+        }
+        // Without a policy that names it, answered: an upstream refusing every stream cannot make a loop.
+        #expect(decide(.refusedStream, on: [.connectFailure, .grpcUnavailable]) == .answer)
+        #expect(decide(.refusedStream) == .answer)
+        #expect(decide(.refusedStream, on: .refusedStream, left: 0) == .limitExceeded)
+    }
+
     @Test func noRetryOnceTheResponseReachedTheClientOrTheRequestIsNotHeldWhole() {
         #expect(decide(.reset(reusedConnection: false), started: true, on: .reset) == .answer)
         #expect(decide(.connectFailure, replayFrom: nil, on: .connectFailure) == .answer)

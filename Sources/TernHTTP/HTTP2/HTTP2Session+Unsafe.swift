@@ -259,6 +259,29 @@ public enum HTTP2ErrorCode {
         outFields.append((n..<v, v..<outBytes.count))
     }
 
+    /// Adds a field whose name is lower-cased as it is copied (HTTP/2 field names are lower case).
+    public func addFieldLowercasingName<N: Collection<UInt8>, V: Collection<UInt8>>(_ name: N, _ value: V) {
+        let n = outBytes.count
+        outBytes.append(contentsOf: name)
+        let v = outBytes.count
+        unsafe outBytes.withUnsafeMutableBufferPointer { b in
+            for i in n..<v where unsafe b[i] >= 0x41 && b[i] <= 0x5A { unsafe b[i] |= 0x20 }
+        }
+        outBytes.append(contentsOf: value)
+        outFields.append((n..<v, v..<outBytes.count))
+    }
+
+    /// Adds `:status` with a three-digit status (100 to 999) to the head being built, without allocating.
+    public func addStatus(_ status: Int) {
+        let n = outBytes.count
+        outBytes.append(contentsOf: statusName)
+        let v = outBytes.count
+        outBytes.append(UInt8(0x30 + (status / 100) % 10))
+        outBytes.append(UInt8(0x30 + (status / 10) % 10))
+        outBytes.append(UInt8(0x30 + status % 10))
+        outFields.append((n..<v, v..<outBytes.count))
+    }
+
     /// Sends the head built as a request on a new stream (client); the body, if `hasBody`, is read through
     /// `bodySource`. Returns the stream's id, or nil when no stream can be opened (out of ids, or going away).
     public func submitRequest(hasBody: Bool) -> Int32? {
@@ -412,7 +435,7 @@ public enum HTTP2ErrorCode {
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: name, count: nameLength))
             let v = me.headerBytes.count
             unsafe me.headerBytes.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
-            let known = HTTP1Parser.knownField(me.headerBytes.span, n..<v)
+            let known = unsafe HTTP1Parser.knownField(UnsafeBufferPointer(start: name, count: nameLength).span, 0..<nameLength)
             me.fields.append(HeadField(name: n..<v, value: v..<me.headerBytes.count, known: known))
             // Heads within the limit one by one, but many of them in one receive (an HPACK bomb over many streams):
             // beyond 16 heads' worth at once the connection ends.

@@ -116,9 +116,9 @@ public enum HTTP2Translation {
         guard status >= 100 else { return .failure(.badStatus) }
         out.append(contentsOf: Names.http11)
         out.append(space)
-        out.append(contentsOf: String(status).utf8)
+        appendDecimal(status, into: &out)
         out.append(space)
-        out.append(contentsOf: String(describing: HTTPReason.phrase(status)).utf8)
+        out.append(contentsOf: HTTPReason.phraseBytes(status))
         out.append(contentsOf: crlf)
         for i in fields where b[f[i].name.lowerBound] != colon {
             if f[i].known == .contentLength {
@@ -170,7 +170,7 @@ public enum HTTP2Translation {
             while lo < hi && (section[lo] == space || section[lo] == tab) { lo += 1 }
             while hi > lo && (section[hi - 1] == space || section[hi - 1] == tab) { hi -= 1 }
             if !forbiddenInTrailers(name) {
-                session.addField(name.lazy.map(lowercased), section[lo..<hi])
+                session.addFieldLowercasingName(name, section[lo..<hi])
                 added += 1
             }
             at = cr + 2
@@ -196,8 +196,23 @@ public enum HTTP2Translation {
 
     /// Appends the chunk-size line for `count` bytes of body (RFC 9112 §7.1); the chunk ends with `crlf`.
     public static func chunkHeader(_ count: Int, into out: inout [UInt8]) {
-        out.append(contentsOf: String(count, radix: 16).utf8)
+        var digits = 1
+        while count >> (4 * digits) > 0 { digits += 1 }
+        for d in (0..<digits).reversed() {
+            let nibble = (count >> (4 * d)) & 0xF
+            out.append(UInt8(nibble < 10 ? 0x30 + nibble : 0x57 + nibble))
+        }
         out.append(contentsOf: crlf)
+    }
+
+    /// Appends `n` (not negative) in decimal, without allocating.
+    static func appendDecimal(_ n: Int, into out: inout [UInt8]) {
+        var divisor = 1
+        while n / divisor >= 10 { divisor *= 10 }
+        while divisor > 0 {
+            out.append(UInt8(0x30 + (n / divisor) % 10))
+            divisor /= 10
+        }
     }
 
     // MARK: HTTP/1.1 → HTTP/2
@@ -207,6 +222,8 @@ public enum HTTP2Translation {
     /// authority), `:path` (origin form; an absolute-form target's path, `/` when it has none, `*` for an OPTIONS
     /// without one; `*`), then the fields. CONNECT carries
     /// `:method` and `:authority` only.
+    @_specialize(exported: true, where B == UnsafeRawBufferPointer)
+    @_specialize(exported: true, where B == [UInt8])
     public static func http2Request<B: RandomAccessCollection<UInt8>>(_ head: HTTP1Head, _ bytes: B, scheme: String,
                                                                       into session: HTTP2Session) where B.Index == Int {
         session.addField(Names.method, bytes[head.methodBytes])
@@ -239,9 +256,11 @@ public enum HTTP2Translation {
 
     /// Adds the HTTP/2 form of an HTTP/1.1 response head to the head `session` is building: `:status`, then the
     /// fields. Returns whether a body follows (`hasBody` for `submitResponse`).
+    @_specialize(exported: true, where B == UnsafeRawBufferPointer)
+    @_specialize(exported: true, where B == [UInt8])
     public static func http2Response<B: RandomAccessCollection<UInt8>>(_ head: HTTP1Head, _ bytes: B,
                                                                        into session: HTTP2Session) -> Bool where B.Index == Int {
-        session.addField(Names.status, String(head.status).utf8)
+        session.addStatus(head.status)
         addFields(head, bytes, into: session)
         switch head.framing {
         case .none, .contentLength(0): return false
@@ -266,7 +285,7 @@ public enum HTTP2Translation {
             default:
                 if namedByConnection(field.name, head, bytes) { continue }
             }
-            session.addField(bytes[field.name].lazy.map(lowercased), bytes[field.value])
+            session.addFieldLowercasingName(bytes[field.name], bytes[field.value])
         }
     }
 

@@ -13,6 +13,11 @@ extension HTTPProxy {
         exchanges[x].report.recorded = true
         if downstreams[exchanges[x].downstream].relaysTCP { return recordRelayed(x) }
         let micros = (System.monotonicNanos() &- exchanges[x].headStart) / 1000
+        if exchanges[x].report.grpc && exchanges[x].report.grpcStatus < 0 && exchanges[x].report.status > 0 {
+            // A gRPC response without a status (an HTTP error from a server or proxy that is not gRPC's, or cut
+            // short): its HTTP status mapped, as Envoy's gRPC status formatter and Istio's label fall back to.
+            exchanges[x].report.grpcStatus = Int16(GRPC.status(forHTTP: exchanges[x].report.status))
+        }
         if let metrics {
             let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags,
                                 protocol: exchanges[x].report.grpc ? .grpc : .http,

@@ -238,6 +238,15 @@ extension HTTPProxy {
         responseParsers.parsers[p].respondingToCONNECT = method == .connect
     }
 
+    /// Whether the response's trailer section goes on to the client: from an HTTP/2 upstream to an HTTP/2 client
+    /// (an HTTP/1.1 upstream's trailers are dropped, as Envoy's HTTP/1 codec drops them by default).
+    func keepsTrailers(_ x: XID) -> Bool {
+        guard downstreams[exchanges[x].downstream].transport == .h2stream, let u = exchanges[x].attempt.connection else {
+            return false
+        }
+        return upstreams[u].transport == .h2stream
+    }
+
     func takeResponseBody(_ x: XID, from: Int, _ reactor: Reactor<Backend>) -> BodyExtent? {
         var body = exchanges[x].response.body
         var decoder = exchanges[x].response.decoder
@@ -252,7 +261,7 @@ extension HTTPProxy {
         }
         do {
             return try bodyExtent(&body, &decoder, &inTrailers, exchanges[x].response.held, from: from,
-                                  keepTrailers: downstreams[exchanges[x].downstream].transport == .h2stream)
+                                  keepTrailers: keepsTrailers(x))
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
             attemptFailed(x, .malformedResponse, responseBytesSeen: true, reactor)
@@ -345,7 +354,7 @@ extension HTTPProxy {
         }
         if let reply = exchanges[x].pendingReply {
             exchanges[x].pendingReply = nil
-            sendReply(x, reply, reactor)
+            if exchanges[x].report.grpc { sendGRPCReply(x, reply, reactor) } else { sendReply(x, reply, reactor) }
             return
         }
         exchanges[x].response.held.start = exchanges[x].response.sentTo

@@ -61,9 +61,11 @@ extension HTTPProxy {
         let facts = forwarding.entries[entry]
         if facts.timeout >= 0 { exchanges[x].timeout = UInt64(facts.timeout) }
         if exchanges[x].report.grpc, let deadline = bytes.grpcTimeout(head, held: exchanges[x].request.held) {
-            // A gRPC client's deadline replaces the route's timeout, with no cap, as Istio configures Envoy
-            // (max_grpc_timeout 0s). (0: no timeout, as the route's 0s means.)
-            exchanges[x].timeout = deadline
+            // A gRPC client's deadline is the request's timeout, capped by the route's own, as Istio configures
+            // Envoy (max_grpc_timeout: the VirtualService's timeout; 0, no cap, when it sets none). A deadline of 0
+            // means none: the route's cap, if any.
+            let cap = facts.timeout > 0 ? UInt64(facts.timeout) : 0
+            exchanges[x].timeout = cap == 0 ? deadline : deadline == 0 ? cap : min(deadline, cap)
         }
         if !facts.fault.isEmpty { exchanges[x].fault = facts.fault }
         exchanges[x].retry = facts.retry

@@ -200,6 +200,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// spare buffer (Upstream/HTTPProxy+H2Upstream+Unsafe.swift).
     var h2uReadyList: [UID] = []
     var h2uStarved: [UID] = []
+    /// Upstream slots that are HTTP/2 streams, not connections (for the connection gauges).
+    var h2uStreamCount = 0
     /// Each cluster's upstream protocol (by the bound table's cluster index).
     var clusterProtocols: [UpstreamProtocol] = []
     let toClient: IOVecTable
@@ -423,7 +425,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             closeAllMirrors(reactor)
         }
         if let m = metrics {
-            m.reactor.set(ReactorWord.upstreamConnections, UInt64(upstreams.count))
+            m.reactor.set(ReactorWord.upstreamConnections, UInt64(upstreams.count - h2uStreamCount))
             m.reactor.set(ReactorWord.idleUpstreamConnections, UInt64(idleUpstreams))
         }
         // Once per loop iteration, before the reactor waits: client connections open on this reactor, those

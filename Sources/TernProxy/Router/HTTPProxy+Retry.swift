@@ -20,7 +20,7 @@ extension HTTPProxy {
         discharge(x, .pending)
         switch error.source {
         case .upstreamConnect: recordOutcome(x, .connectFailed)
-        case .upstreamReset, .upstreamProtocol: recordOutcome(x, .reset)
+        case .upstreamReset, .upstreamProtocol, .upstreamRefused: recordOutcome(x, .reset)
         case .upstreamTimeout, .upstreamPerTryTimeout:
             // Only a try that reached an upstream and awaits its response head is the endpoint's timeout (not a
             // back-off, a queue, a connect, nor a response already under way), as Envoy counts it.

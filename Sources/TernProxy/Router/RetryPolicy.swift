@@ -43,6 +43,9 @@ struct RetryPolicy {
             return !on.isDisjoint(with: [.connectFailure, .resetBeforeRequest, .reset, .serverError, .gatewayError])
         case .upstreamReset, .upstreamProtocol:
             return !on.isDisjoint(with: [.reset, .serverError, .gatewayError])
+        case .upstreamRefused:
+            // Envoy: a remote refused-stream reset is retried under refused-stream, and as any reset.
+            return !on.isDisjoint(with: [.refusedStream, .reset, .serverError, .gatewayError])
         case .upstreamPerTryTimeout:
             // Envoy resets the try (a local reset): 5xx, gateway-error and reset retry it.
             return !on.isDisjoint(with: [.serverError, .gatewayError, .reset])

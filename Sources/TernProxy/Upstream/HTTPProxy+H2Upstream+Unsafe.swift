@@ -26,6 +26,8 @@ import TernTelemetry
 extension H2Wire {
     /// Spare buffers an upstream stream's response may wait in: its window (65,535 bytes) and a head, framed.
     static let upstreamBuffers = 6
+    /// A chunk-size line written for an upstream's DATA: eight hex digits (leading zeros), CRLF.
+    static let chunkLine = 10
     static let errorReset: Int32 = -104  // ECONNRESET
 }
 
@@ -84,7 +86,8 @@ extension HTTPProxy {
     }
 
     private func h2uHasRoom(_ u: UID, _ link: H2UpLink) -> Bool {
-        guard !link.goingAway && !link.closing && upstreams[u].state == .bound && mayServeAgain(u) else { return false }
+        guard !link.goingAway && !link.closing && upstreams[u].state == .bound && mayServeAgain(u),
+              link.buffersHeld < H2Wire.buffersPerConnection else { return false }
         let peer = Int(link.session.peerMaxConcurrentStreams)
         return link.streams.count < min(peer, link.maxConcurrent) && link.session.canOpenStream
     }
@@ -133,6 +136,8 @@ extension HTTPProxy {
             session = try HTTP2Session(role: .client, settings: settings)
         } catch {
             Log.error("HTTP/2: no session for an upstream connection: \(error)")
+            // (Its count among the connections on their way was taken off above.)
+            upstreams[u].http2 = false
             if let x, exchanges.isCurrent(x), exchanges[x].attempt.connection == u {
                 exchanges[x].attempt.connection = nil
                 attemptFailed(x, .connectFailure, responseBytesSeen: false, reactor)
@@ -169,6 +174,7 @@ extension HTTPProxy {
         upstreams[v].h2s.parent = u
         upstreams[v].serverName = upstreams[u].serverName
         upstreams[v].state = .connecting
+        h2uStreamCount += 1
         link.streams.append((0, v))
         link.opened += 1
         if upstreams[u].requestsLeft != Int.max { upstreams[u].requestsLeft -= 1 }
@@ -202,8 +208,10 @@ extension HTTPProxy {
             h2uFailStreams(link, reactor)
             return
         }
+        // A GOAWAY on a connection without streams: it closes now, not at its idle timeout.
+        if link.goingAway && link.streams.isEmpty { h2uIdleCheck(u, reactor) }
         h2uFlush(u, reactor)
-        if upstreams.isCurrent(u) && upstreams[u].state == .bound && !link.ended { receiveFromUpstream(u, reactor) }
+        if upstreams.isCurrent(u) && upstreams[u].state == .bound && !link.ended && !link.closing { receiveFromUpstream(u, reactor) }
     }
 
     /// What the session's last call produced, stream by stream.
@@ -425,6 +433,9 @@ extension HTTPProxy {
         }
         upstreams[v].h2s.unreported = copied
         if upstreams[v].h2s.send.isDrained {
+            // Nothing waits for nghttp2 (a request without a body, or its end): the buffer goes back at the next
+            // iteration, so a long-lived stream (a watch, a stream of server messages) holds none.
+            if upstreams[v].h2s.send.body.ended { upstreams[v].h2s.releaseOut = true }
             // Nothing waits for nghttp2: the send is done.
             upstreams[v].h2s.send.start = 0
             upstreams[v].h2s.send.end = 0
@@ -542,41 +553,90 @@ extension HTTPProxy {
             return
         }
         if upstreams[v].h2s.chunked {
-            h2Scratch.removeAll(keepingCapacity: true)
-            HTTP2Translation.chunkHeader(data.count, into: &h2Scratch)
-            unsafe h2Scratch.withUnsafeBytes { unsafe h2uGather(v, link, $0, data: 0, reactor) }
-            unsafe h2uGather(v, link, data, data: data.count, reactor)
-            unsafe H2Wire.crlf.withUnsafeBytes { unsafe h2uGather(v, link, $0, data: 0, reactor) }
+            unsafe h2uGatherChunked(v, link, data, reactor)
         } else {
             unsafe h2uGather(v, link, data, data: data.count, reactor)
         }
         h2uReady(v)
     }
 
+    /// DATA for a chunked response: added to the chunk open at the end of the stream's last buffer (its size line
+    /// of fixed width rewritten), or to a new chunk there, so framing costs one chunk per buffer however small the
+    /// peer's frames (DATA frames of one byte would otherwise take nine times their size).
+    private func h2uGatherChunked(_ v: UID, _ link: H2UpLink, _ data: UnsafeRawBufferPointer, _ reactor: Reactor<Backend>) {
+        var rest = unsafe data
+        while unsafe !rest.isEmpty && !upstreams[v].h2s.failed {
+            let last = upstreams[v].h2s.count - 1
+            let open = upstreams[v].h2s.openChunk >= 0
+            // A new chunk needs its size line and CRLF, and at least a byte of data.
+            let need = open ? 1 : H2Wire.chunkLine + 2 + 1
+            if last < 0 || pool.size - upstreams[v].h2s.lengths[last] < need {
+                // (A buffer of its own: `h2uGather` takes it; nothing is appended.)
+                unsafe h2uGather(v, link, UnsafeRawBufferPointer(start: nil, count: 0), data: 0, reactor, newBuffer: true)
+                if upstreams[v].h2s.failed { link.session.consumeConnection(rest.count) }
+                continue
+            }
+            let buffer = unsafe pool.mutableBytes(UInt16(upstreams[v].h2s.buffers[last]), length: pool.size)
+            if !open {
+                let at = upstreams[v].h2s.lengths[last]
+                upstreams[v].h2s.openChunk = at
+                upstreams[v].h2s.openChunkSize = 0
+                unsafe buffer[at + H2Wire.chunkLine - 2] = 0x0D
+                unsafe buffer[at + H2Wire.chunkLine - 1] = 0x0A
+                unsafe buffer[at + H2Wire.chunkLine] = 0x0D
+                unsafe buffer[at + H2Wire.chunkLine + 1] = 0x0A
+                upstreams[v].h2s.lengths[last] = at + H2Wire.chunkLine + 2
+            }
+            // The data goes before the chunk's closing CRLF, which moves after it.
+            let at = upstreams[v].h2s.lengths[last] - 2
+            let k = min(rest.count, pool.size - upstreams[v].h2s.lengths[last])
+            unsafe (buffer.baseAddress! + at).copyMemory(from: rest.baseAddress!, byteCount: k)
+            unsafe buffer[at + k] = 0x0D
+            unsafe buffer[at + k + 1] = 0x0A
+            upstreams[v].h2s.lengths[last] = at + k + 2
+            upstreams[v].h2s.dataBytes[last] += k
+            upstreams[v].h2s.openChunkSize += k
+            var size = upstreams[v].h2s.openChunkSize
+            let line = upstreams[v].h2s.openChunk
+            for d in (0..<(H2Wire.chunkLine - 2)).reversed() {
+                let nibble = size & 0xF
+                unsafe buffer[line + d] = UInt8(nibble < 10 ? 0x30 + nibble : 0x57 + nibble)
+                size >>= 4
+            }
+            unsafe rest = unsafe UnsafeRawBufferPointer(rebasing: rest[k...])
+        }
+    }
+
     /// Appends bytes for the engine to the stream's buffers (`data` of them DATA payload). Beyond its buffers (a
     /// peer past its window, or no spare buffer), the stream is reset and fails.
-    private func h2uGather(_ v: UID, _ link: H2UpLink, _ bytes: UnsafeRawBufferPointer, data: Int, _ reactor: Reactor<Backend>) {
+    private func h2uGather(_ v: UID, _ link: H2UpLink, _ bytes: UnsafeRawBufferPointer, data: Int, _ reactor: Reactor<Backend>,
+                           newBuffer: Bool = false) {
         guard !upstreams[v].h2s.failed else {
             link.session.consumeConnection(data)
             return
         }
+        // Anything but a chunk's data ends the chunk open at the end of the last buffer (it is complete as it is).
+        upstreams[v].h2s.openChunk = -1
         var rest = unsafe bytes
+        if newBuffer {
+            guard upstreams[v].h2s.count < H2Wire.upstreamBuffers, let b = h2TakeBuffer(reactor) else {
+                return h2uNoRoom(v, link, data)
+            }
+            upstreams[v].h2s.buffers[upstreams[v].h2s.count] = Int32(b)
+            upstreams[v].h2s.lengths[upstreams[v].h2s.count] = 0
+            upstreams[v].h2s.dataBytes[upstreams[v].h2s.count] = 0
+            upstreams[v].h2s.count += 1
+        }
         var dataLeft = data
         while unsafe !rest.isEmpty {
             let last = upstreams[v].h2s.count - 1
             let room = last < 0 ? 0 : pool.size - upstreams[v].h2s.lengths[last]
             if room == 0 {
-                // (Not within the connection's share of spare buffers: what the upstream may send is bounded by
-                // the windows Tern gave, 64 KiB a stream and the connection's window in all.)
+                // (Not within the connection's share of spare buffers, which bounds what its streams hold to send:
+                // what the upstream may send is bounded by the windows Tern gave, 64 KiB a stream.)
                 guard upstreams[v].h2s.count < H2Wire.upstreamBuffers, let b = h2TakeBuffer(reactor) else {
-                    Log.debug("HTTP/2 upstream stream \(upstreams[v].h2s.stream): no room for its response")
-                    link.session.consumeConnection(dataLeft)
-                    link.session.reset(stream: upstreams[v].h2s.stream, code: HTTP2ErrorCode.internalError)
-                    upstreams[v].h2s.gone = true
-                    upstreams[v].h2s.failed = true
-                    return
+                    return h2uNoRoom(v, link, dataLeft)
                 }
-                link.buffersHeld += 1
                 upstreams[v].h2s.buffers[last + 1] = Int32(b)
                 upstreams[v].h2s.lengths[last + 1] = 0
                 upstreams[v].h2s.dataBytes[last + 1] = 0
@@ -593,6 +653,16 @@ extension HTTPProxy {
             dataLeft -= d
             unsafe rest = unsafe UnsafeRawBufferPointer(rebasing: rest[k...])
         }
+    }
+
+    /// No room for what came for a stream (a peer past its window, or no spare buffer in the reactor): its DATA
+    /// (`data` bytes not stored) are off the connection, and the stream is reset and fails.
+    private func h2uNoRoom(_ v: UID, _ link: H2UpLink, _ data: Int) {
+        Log.debug("HTTP/2 upstream stream \(upstreams[v].h2s.stream): no room for its response")
+        link.session.consumeConnection(data)
+        link.session.reset(stream: upstreams[v].h2s.stream, code: HTTP2ErrorCode.internalError)
+        upstreams[v].h2s.gone = true
+        upstreams[v].h2s.failed = true
     }
 
     /// The stream is gone before its response ended: refused (never processed) or failed.
@@ -650,7 +720,8 @@ extension HTTPProxy {
                 upstreamSent(v, Int32(n), reactor)
                 guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream else { continue }
             }
-            if upstreams[v].h2s.wanting && !upstreams[v].h2s.starved { h2uDeliver(v, reactor) }
+            // (`starved` is about a buffer to send in: what came back is handed over all the same.)
+            if upstreams[v].h2s.wanting { h2uDeliver(v, reactor) }
         }
         h2uReadyList.removeSubrange(0..<count)
         if !h2uStarved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
@@ -702,7 +773,7 @@ extension HTTPProxy {
             }
             upstreams[v].h2s.buffers[H2Wire.upstreamBuffers - 1] = -1
             upstreams[v].h2s.count = count - 1
-            h2uGaveBuffer(parent)
+            if count == 1 { upstreams[v].h2s.openChunk = -1 }
             upstreams[v].h2s.consumable = d
             // Off the connection (bounded by the stream's window): the connection's window reopens now.
             link?.session.consumeConnection(d)
@@ -729,12 +800,13 @@ extension HTTPProxy {
     func h2uStreamClose(_ v: UID, _ reactor: Reactor<Backend>) {
         let parent = upstreams[v].h2s.parent
         let s = upstreams[v].h2s
+        h2uStreamCount -= 1
         if s.send.out >= 0 { release(UInt16(s.send.out), reactor) }
         for k in 0..<s.count { release(UInt16(s.buffers[k]), reactor) }
         if s.parser >= 0 { requestParsers.give(s.parser) }
         upstreams[v].h2s = H2UpStream()
         guard let u = parent, upstreams.isCurrent(u), let link = upstreams[u].h2 else { return }
-        link.buffersHeld -= (s.send.out >= 0 ? 1 : 0) + s.count
+        if s.send.out >= 0 { link.buffersHeld -= 1 }
         if s.stream > 0 && !s.gone {
             let requestDone = s.send.body.ended && s.send.start == s.send.end
             if !s.responseEnded || !requestDone {

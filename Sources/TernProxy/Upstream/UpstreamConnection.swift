@@ -104,6 +104,9 @@ struct H2UpStream {
     /// The response's final head came (its body is chunked unless it had a Content-Length: `chunked`), and its end.
     var headSeen = false
     var chunked = false
+    /// The chunk still open at the end of the last buffer (where its size line starts; -1: none), and its size.
+    var openChunk = -1
+    var openChunkSize = 0
     var responseEnded = false
     /// The engine asked for bytes; the stream is on the reactor's ready list; DATA bytes it took (its window reopens
     /// by them when it asks again).
