@@ -283,6 +283,41 @@ def test_rapid_reset_closes_the_connection_with_enhance_your_calm(start_tern, up
         c.close()
 
 
+@pytest.mark.parametrize("flood", ["empty DATA", "PRIORITY", "WINDOW_UPDATE"])
+def test_frame_floods_end_the_connection_with_enhance_your_calm(start_tern, up, backend, flood):
+    """Envoy's limits on frames that cost work and carry nothing (nghttp2 1.52 has none of them): two frames with an
+    empty payload in a row, more than 100 PRIORITY frames per stream the client opened, more than 5 + 2 × (streams
+    + 10 × DATA frames sent) WINDOW_UPDATEs. The connection gets GOAWAY ENHANCE_YOUR_CALM and closes; it is counted;
+    other connections are served."""
+    from test_telemetry import families, samples, side_args, side_ports
+    ports = side_ports()
+    t = proxy(start_tern, up, backend, *side_args(ports))
+    c = H2Client(t.port)
+    try:
+        first = c.request("/before")
+        c.wait(lambda: first in c.ended, "the first answer")
+        try:
+            if flood == "empty DATA":
+                sid = c.request("/upload", method="POST", end=False)
+                for _ in range(3):
+                    c.conn.send_data(sid, b"")
+            elif flood == "PRIORITY":
+                for _ in range(300):
+                    c.conn.prioritize(first, weight=16)
+            else:
+                for _ in range(100):
+                    c.conn.increment_flow_control_window(1)
+            c.flush()
+            c.wait(lambda: c.goaways, "GOAWAY")
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        assert c.goaways and c.goaways[0][1] == 11, c.goaways  # ENHANCE_YOUR_CALM
+    finally:
+        c.close()
+    assert curl2(t.port, "/after") == (200, "2", b"/after")
+    assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
+
+
 def test_many_ordinary_streams_on_one_connection_are_no_flood(start_tern, up, backend):
     t = proxy(start_tern, up, backend)
     c = H2Client(t.port)

@@ -105,6 +105,16 @@ public enum HTTP2ErrorCode {
     public private(set) var headsTooLarge = 0
     /// Why `receive` failed (nghttp2's error name), after a failure.
     public private(set) var failure: String? = nil
+    /// The peer flooded the session with frames that cost work and carry nothing (Envoy's limits, which nghttp2
+    /// 1.52 does not have): what it sent. The session has queued GOAWAY ENHANCE_YOUR_CALM and reads nothing more.
+    public private(set) var flood: String? = nil
+    // Envoy's counters: frames with an empty payload in a row (DATA, HEADERS, CONTINUATION without END_STREAM),
+    // PRIORITY frames, WINDOW_UPDATE frames, the streams the peer opened and the DATA frames sent.
+    private var emptyInARow = 0
+    private var priorityFrames = 0
+    private var windowUpdates = 0
+    private var peerStreams = 0
+    private var dataFramesSent = 0
 
     /// Called as nghttp2 frames a stream's body: write up to the buffer's count of bytes into it.
     public var bodySource: ((Int32, UnsafeMutableRawBufferPointer) -> HTTP2BodyRead)? = nil
@@ -328,6 +338,43 @@ public enum HTTP2ErrorCode {
         _ = unsafe tern_nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
     }
 
+    /// Envoy's defaults: `max_consecutive_inbound_frames_with_empty_payload` (1),
+    /// `max_inbound_priority_frames_per_stream` (100), `max_inbound_window_update_frames_per_data_frame_sent` (10).
+    public static let maxEmptyFramesInARow = 1
+    public static let maxPriorityFramesPerStream = 100
+    public static let maxWindowUpdatesPerDataFrameSent = 10
+
+    /// Ends the session for a flood: GOAWAY ENHANCE_YOUR_CALM queued, nothing more read.
+    private func flooded(_ what: String) {
+        guard flood == nil else { return }
+        flood = what
+        _ = unsafe tern_nghttp2_session_terminate_session(session, 0xb)
+    }
+
+    /// Counts a frame received against Envoy's flood limits.
+    fileprivate func countReceived(type: UInt8, length: Int, flags: UInt8) {
+        let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch UInt32(type) {
+        case NGHTTP2_DATA.rawValue, NGHTTP2_HEADERS.rawValue, NGHTTP2_CONTINUATION.rawValue:
+            if length == 0 && !endStream {
+                emptyInARow += 1
+                if emptyInARow > Self.maxEmptyFramesInARow { flooded("frames with an empty payload") }
+            } else {
+                emptyInARow = 0
+            }
+        case NGHTTP2_PRIORITY.rawValue:
+            priorityFrames += 1
+            if priorityFrames > Self.maxPriorityFramesPerStream * (1 + peerStreams) { flooded("PRIORITY frames") }
+        case NGHTTP2_WINDOW_UPDATE.rawValue:
+            windowUpdates += 1
+            if windowUpdates > 5 + 2 * (peerStreams + Self.maxWindowUpdatesPerDataFrameSent * dataFramesSent) {
+                flooded("WINDOW_UPDATE frames")
+            }
+        default:
+            break
+        }
+    }
+
     /// The streams the peer lets this side open at once (its SETTINGS_MAX_CONCURRENT_STREAMS; until its SETTINGS
     /// arrive, HTTP/2's recommended 100).
     public var peerMaxConcurrentStreams: UInt32 {
@@ -411,8 +458,10 @@ public enum HTTP2ErrorCode {
     }
 
     private static func install(_ cbs: OpaquePointer) {
-        unsafe tern_nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, _, user in
+        unsafe tern_nghttp2_session_callbacks_set_on_begin_headers_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
+            let category = unsafe frame!.pointee.headers.cat
+            if category == NGHTTP2_HCAT_REQUEST || category == NGHTTP2_HCAT_RESPONSE { me.peerStreams += 1 }
             me.headStart = me.fields.count
             me.headSize = 0
             return 0
@@ -442,9 +491,15 @@ public enum HTTP2ErrorCode {
             if me.headerBytes.count > 16 * Int(me.settings.maxHeaderListSize) { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
             return 0
         }
+        unsafe tern_nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
+            let me = unsafe HTTP2Session.me(user)
+            if unsafe UInt32(frame!.pointee.hd.type) == NGHTTP2_DATA.rawValue { me.dataFramesSent += 1 }
+            return 0
+        }
         unsafe tern_nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
             let hd = unsafe frame!.pointee.hd
+            me.countReceived(type: hd.type, length: hd.length, flags: hd.flags)
             let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
             switch UInt32(hd.type) {
             case NGHTTP2_HEADERS.rawValue:

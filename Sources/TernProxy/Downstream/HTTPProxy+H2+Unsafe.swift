@@ -110,6 +110,8 @@ enum H2Wire {
     static let headersTooLarge: [UInt8] = Array("431".utf8)
     static let method: [UInt8] = Array(":method".utf8), connect: [UInt8] = Array("CONNECT".utf8)
     static let prematureLifetime: UInt64 = 1_000_000_000
+    /// Rounds over the ready streams in one loop iteration (`h2Iteration`).
+    static let roundsPerIteration = 16
 }
 
 extension HTTPProxy {
@@ -177,6 +179,11 @@ extension HTTPProxy {
         if !ok {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
             counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            link.closing = true
+            link.abort = true
+        } else if let what = link.session.flood, !link.abort {
+            Log.debug("HTTP/2 connection: a flood of \(what): GOAWAY ENHANCE_YOUR_CALM")
+            counters.h2Floods.add(1, ordering: .relaxed)
             link.closing = true
             link.abort = true
         }
@@ -519,12 +526,20 @@ extension HTTPProxy {
         h2ReadyList.append(v)
     }
 
-    /// Once per loop iteration: streams with bytes for an engine that asked, sends to report, and, once spare
-    /// buffers are free, connections and streams that waited for one. What this adds goes to the next iteration
-    /// (kicked by a timer due at once), so a stream that cannot progress never spins inside one.
+    /// Once per loop iteration: streams with bytes for an engine that asked, sends to report (in rounds), and, once
+    /// spare buffers are free, connections and streams that waited for one. What is still ready after the rounds
+    /// goes to the next iteration (kicked by a timer due at once).
     func h2Iteration(_ reactor: Reactor<Backend>) {
-        h2IterateReady(reactor)
-        if !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2uIteration(reactor) }
+        // Rounds over the streams ready at each round's start: what a round adds (a response the engine sent, a
+        // send to report) goes in the next, so a request's hand-offs finish in this pass, not a timer tick
+        // (1 ms) later each; a bounded number of rounds, so a stream that cannot progress never spins.
+        var rounds = 0
+        repeat {
+            h2IterateReady(reactor)
+            if !h2uReadyList.isEmpty { h2uIterateReady(reactor) }
+            rounds += 1
+        } while (!h2ReadyList.isEmpty || !h2uReadyList.isEmpty) && rounds < H2Wire.roundsPerIteration
+        if !h2uStarved.isEmpty { h2uServeStarved(reactor) }
         // Then what waited for a spare buffer (those just released by the streams above included).
         if !h2Starved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
             // Those waiting now; any that must wait again join the list behind them.

@@ -605,6 +605,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.h2UpstreamConnections.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_upstream_streams_total", help: "Requests sent to upstreams as HTTP/2 streams.", kind: .counter,
                          samples: one(Double(counters.h2UpstreamStreams.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed with GOAWAY ENHANCE_YOUR_CALM for a flood of empty frames, PRIORITY or WINDOW_UPDATE frames (Envoy's limits).", kind: .counter,
+                         samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_protocol_errors_total", help: "HTTP/2 connections that broke the protocol (nghttp2 ended the session) and streams reset for a malformed request head.", kind: .counter,
                          samples: one(Double(counters.h2ProtocolErrors.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_reset_floods_total", help: "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting more than half of 500 or more streams early (Envoy's premature-reset rule).", kind: .counter,

@@ -198,9 +198,15 @@ extension HTTPProxy {
         unsafe h2uEvents(u, link, input, reactor)
         release(buffer, reactor)
         guard upstreams.isCurrent(u), upstreams[u].h2 === link else { return }
-        if !ok {
-            Log.debug("HTTP/2 upstream connection failed: \(link.session.failure ?? "?")")
-            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+        if ok, let what = link.session.flood, !link.closing {
+            Log.debug("HTTP/2 upstream connection: a flood of \(what): GOAWAY ENHANCE_YOUR_CALM")
+            counters.h2Floods.add(1, ordering: .relaxed)
+        }
+        if !ok || link.session.flood != nil {
+            if !ok {
+                Log.debug("HTTP/2 upstream connection failed: \(link.session.failure ?? "?")")
+                counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            }
             link.goingAway = true
             link.closing = true
             h2uFlush(u, reactor)
@@ -694,9 +700,9 @@ extension HTTPProxy {
         h2uStarved.append(v)
     }
 
-    /// Once per loop iteration (from `h2Iteration`): upstream streams with bytes for an engine that asked, sends to
-    /// report, and, once spare buffers are free, connections and streams that waited for one.
-    func h2uIteration(_ reactor: Reactor<Backend>) {
+    /// A round of `h2Iteration`: the upstream streams ready when it begins (bytes for an engine that asked, sends to
+    /// report); those it adds wait for the next round.
+    func h2uIterateReady(_ reactor: Reactor<Backend>) {
         let count = h2uReadyList.count
         var i = 0
         while i < count {
@@ -724,7 +730,11 @@ extension HTTPProxy {
             if upstreams[v].h2s.wanting { h2uDeliver(v, reactor) }
         }
         h2uReadyList.removeSubrange(0..<count)
-        if !h2uStarved.isEmpty && reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
+    }
+
+    /// Once spare buffers are free: upstream connections and streams that waited for one.
+    func h2uServeStarved(_ reactor: Reactor<Backend>) {
+        if reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve {
             let waiting = h2uStarved.count
             for k in 0..<waiting {
                 let u = h2uStarved[k]
