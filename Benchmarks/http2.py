@@ -12,9 +12,10 @@ Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means), the o
   h2-h2    the same load; the proxy speaks h2c to the origin (`listen ... http2`)
   h1-h2    wrk over HTTP/1.1, 32 connections, to the proxy, which speaks h2c to the origin
   h1-h1    the same wrk load, HTTP/1.1 on both sides (the figure h1-h2 is read beside)
-  grpc     h2load sending gRPC unary calls (a 100-byte message) open loop at 1,000 calls/s for 5 s over one
-           connection, to a grpcio server through each proxy and directly: p50 and p99 of the call time, and the
-           latency each proxy adds (its p50 and p99 minus the direct ones)
+  grpc     h2load sending gRPC unary calls (a 100-byte message) at 1,000 calls/s for 5 s over one connection, up
+           to 100 in flight, to a grpcio server (on the load's CPU) through each proxy and directly: p50 and p99 of
+           the call time as h2load measures it (from when it sends a call), and the latency each proxy adds; one
+           grpcio call through each proxy first checks the path (h2load does not read gRPC's status)
 
 Peers: nginx proxies HTTP/2 upstreams with `grpc_pass` (its only HTTP/2 client; it forwards any request as HTTP/2),
 HAProxy with `proto h2` on the server line. Needs h2load and wrk (`bash Tools/scripts/setup.sh --bench`),
@@ -139,26 +140,34 @@ def start(name, work, origin, protocol, front_h2):
     return start_haproxy(work, origin, protocol, front_h2)
 
 
-def h2load(port, seconds):
-    """h2load over h2c for `seconds` (after 1 s of warm-up): requests/s, answered, failed, mean request time (ms)."""
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "10", "-m", "5", "-D", str(seconds),
+def h2load(port, seconds, pid):
+    """h2load over h2c for `seconds` after 1 s of warm-up (which it does not count): requests/s, answered, failed,
+    mean request time (ms), and the proxy's CPU seconds over the counted part only."""
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU, "h2load", "-c", "10", "-m", "5", "-D", str(seconds),
                           "--warm-up-time", "1", "-H", ":authority: origin", f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1)
+    before = proxies.cpu_seconds(pid)
+    out = p.communicate(timeout=seconds + 60)[0]
+    cpu = proxies.cpu_seconds(pid) - before
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
-    return rps, int(done.group(2)), int(done.group(3)), to_ms(mean)
+    return rps, int(done.group(2)), int(done.group(3)), to_ms(mean), cpu
 
 
-def wrk(port, seconds):
+def wrk(port, seconds, pid):
+    """wrk over HTTP/1.1 for `seconds` (no warm-up): as `h2load`, CPU over the whole run."""
+    before = proxies.cpu_seconds(pid)
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t", "1", "-c", "32", "-d", f"{seconds}s",
                           "-H", "Host: origin", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = proxies.cpu_seconds(pid) - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     mean = re.search(r"Latency\s+(\S+)", out).group(1)
-    return rps, total, int(bad.group(1)) if bad else 0, to_ms(mean)
+    return rps, total, int(bad.group(1)) if bad else 0, to_ms(mean), cpu
 
 
 def to_ms(v):
@@ -174,7 +183,11 @@ def grpc_open_loop(work, port, seconds=5, rate=1000):
     with open(body, "wb") as f:
         f.write(b"\x00\x00\x00\x00\x64" + b"x" * 100)
     log = os.path.join(work, f"grpc-{port}.log")
-    subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "1", "--rps", str(rate), "-D", str(seconds),
+    if os.path.exists(log):
+        os.unlink(log)  # (h2load appends)
+    # Up to 100 calls in flight, so a slow call does not hold the next ones back (h2load still times a call from
+    # when it sends it).
+    subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", "1", "-m", "100", "--rps", str(rate), "-D", str(seconds),
                     "--warm-up-time", "1", "-d", body, "-H", ":authority: origin", "-H", "content-type: application/grpc",
                     "-H", "te: trailers", "--log-file", log, f"http://127.0.0.1:{port}/bench.Echo/Unary"],
                    capture_output=True, text=True, timeout=seconds + 60)
@@ -182,6 +195,17 @@ def grpc_open_loop(work, port, seconds=5, rate=1000):
     times = sorted(int(r[2]) / 1000 for r in rows)
     bad = sum(1 for r in rows if r[1] != "200")
     return times[len(times) // 2], times[int(len(times) * 0.99)], bad
+
+
+def grpc_check(port):
+    """One call through with grpcio, which reads the status in the trailers (h2load does not): the path works."""
+    import grpc
+    ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.default_authority", "origin"),
+                                                             ("grpc.enable_http_proxy", 0)])
+    try:
+        assert ch.unary_unary("/bench.Echo/Unary")(b"check", timeout=10) == b"check"
+    finally:
+        ch.close()
 
 
 def grpc_server():
@@ -204,6 +228,8 @@ def main():
     ap.add_argument("--scenarios", default="h2-h1,h2-h2,h1-h2,h1-h1", help="which of h2-h1, h2-h2, h1-h2, h1-h1 to run")
     args = ap.parse_args()
     names = args.only.split(",")
+    # This process runs the gRPC server's threads: with the load, on the load's CPU.
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
     work = tempfile.mkdtemp(prefix="tern-h2-bench-")
     os.chmod(work, 0o755)
     origin, h2port, h1port = start_origins(work)
@@ -219,10 +245,7 @@ def main():
                 for name in names:
                     p, pport = start(name, work, port, protocol, front_h2)
                     try:
-                        before = proxies.cpu_seconds(p.pid)
-                        rps, ok, failed, mean = load(pport, args.seconds)
-                        cpu = proxies.cpu_seconds(p.pid) - before
-                        # (h2load's and wrk's counts include the warm-up's; CPU is over the whole run.)
+                        rps, ok, failed, mean, cpu = load(pport, args.seconds, p.pid)
                         results.setdefault((scenario, name), []).append((rps, cpu * 1e6 / max(ok, 1), mean, failed))
                         print(f"{scenario} round {r + 1} {name}: {rps:,.0f} req/s, {cpu * 1e6 / max(ok, 1):.1f} us CPU/req, "
                               f"mean {mean:.2f} ms, {failed} failed", flush=True)
@@ -238,6 +261,7 @@ def main():
                     for name in names:
                         p, pport = start(name, work, gport, "GRPC", True)
                         try:
+                            grpc_check(pport)
                             p50, p99, bad = grpc_open_loop(work, pport)
                             results.setdefault(("grpc", name), []).append((p50, p99, bad))
                             print(f"grpc round {r + 1} {name}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({bad} not 200)", flush=True)

@@ -283,7 +283,8 @@ def test_rapid_reset_closes_the_connection_with_enhance_your_calm(start_tern, up
         c.close()
 
 
-@pytest.mark.parametrize("flood", ["empty DATA", "PRIORITY", "WINDOW_UPDATE"])
+@pytest.mark.parametrize("flood", ["empty DATA", "padded empty DATA", "PRIORITY", "WINDOW_UPDATE",
+                                   "WINDOW_UPDATE on a closed stream"])
 def test_frame_floods_end_the_connection_with_enhance_your_calm(start_tern, up, backend, flood):
     """Envoy's limits on frames that cost work and carry nothing (nghttp2 1.52 has none of them): two frames with an
     empty payload in a row, more than 100 PRIORITY frames per stream the client opened, more than 5 + 2 × (streams
@@ -297,10 +298,16 @@ def test_frame_floods_end_the_connection_with_enhance_your_calm(start_tern, up, 
         first = c.request("/before")
         c.wait(lambda: first in c.ended, "the first answer")
         try:
-            if flood == "empty DATA":
+            if flood in ("empty DATA", "padded empty DATA"):
+                # (Padding is not payload: a frame of padding alone is as empty, as Envoy counts it.)
                 sid = c.request("/upload", method="POST", end=False)
                 for _ in range(3):
-                    c.conn.send_data(sid, b"")
+                    c.conn.send_data(sid, b"", pad_length=0 if flood.startswith("padded") else None)
+            elif flood == "WINDOW_UPDATE on a closed stream":
+                # Frames nghttp2 drops without handing them on (the stream is closed) count all the same.
+                for _ in range(100):
+                    c.sock.sendall(struct.pack(">I", 4)[1:] + bytes([8, 0]) + struct.pack(">I", first)
+                                   + struct.pack(">I", 1))
             elif flood == "PRIORITY":
                 for _ in range(300):
                     c.conn.prioritize(first, weight=16)

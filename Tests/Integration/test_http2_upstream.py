@@ -136,7 +136,9 @@ def test_an_upstream_refusing_every_stream_gets_the_route_retries_and_no_more(st
     assert up.refused == 3
     wait_until(lambda: log.exists() and log.read_text().strip(), "the access-log line")
     line = json.loads(log.read_text().splitlines()[0])
-    assert (line["response_code"], line["response_flags"]) == (503, "UC,URX")
+    # Envoy's words for it: UR, remote refused stream reset.
+    assert (line["response_code"], line["response_flags"]) == (503, "UR,URX")
+    assert line["response_code_details"] == "upstream_reset_before_response_started{remote_refused_stream_reset}"
 
 
 def test_after_goaway_new_requests_open_a_new_connection(start_tern, h2up, backend, tmp_path):

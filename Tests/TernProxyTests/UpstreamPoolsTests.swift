@@ -148,7 +148,7 @@ import Testing
     }
 
     @Test func aRefusedHTTP2StreamIsACountedRetryOfRefusedStreamNeverTheUncountedReplay() {
-        for on: RetryOn in [.refusedStream, .reset, .serverError, .gatewayError] {
+        for on: RetryOn in [.refusedStream, .reset, .resetBeforeRequest, .serverError, .gatewayError] {
             #expect(decide(.refusedStream, on: on) == .retry(from: 0, counted: true), "\(on)")
         }
         // Without a policy that names it, answered: an upstream refusing every stream cannot make a loop.

@@ -10,6 +10,7 @@
     X(void, nghttp2_session_callbacks_set_on_header_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_header_callback callback), (cbs, callback)) \
     X(void, nghttp2_session_callbacks_set_on_frame_recv_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_frame_recv_callback callback), (cbs, callback)) \
     X(void, nghttp2_session_callbacks_set_on_data_chunk_recv_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_data_chunk_recv_callback callback), (cbs, callback)) \
+    X(void, nghttp2_session_callbacks_set_on_begin_frame_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_begin_frame_callback callback), (cbs, callback)) \
     X(void, nghttp2_session_callbacks_set_on_frame_send_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_frame_send_callback callback), (cbs, callback)) \
     X(int, nghttp2_session_terminate_session, (nghttp2_session *session, uint32_t error_code), (session, error_code)) \
     X(void, nghttp2_session_callbacks_set_on_stream_close_callback, (nghttp2_session_callbacks *cbs, nghttp2_on_stream_close_callback callback), (cbs, callback)) \

@@ -108,8 +108,9 @@ public enum HTTP2ErrorCode {
     /// The peer flooded the session with frames that cost work and carry nothing (Envoy's limits, which nghttp2
     /// 1.52 does not have): what it sent. The session has queued GOAWAY ENHANCE_YOUR_CALM and reads nothing more.
     public private(set) var flood: String? = nil
-    // Envoy's counters: frames with an empty payload in a row (DATA, HEADERS, CONTINUATION without END_STREAM),
-    // PRIORITY frames, WINDOW_UPDATE frames, the streams the peer opened and the DATA frames sent.
+    // Envoy's counters: frames with an empty payload in a row (DATA or HEADERS without END_STREAM, padding not
+    // counted as payload), PRIORITY frames and WINDOW_UPDATE frames (every one whose header arrives, on closed
+    // streams too), the streams the peer opened and the DATA frames sent.
     private var emptyInARow = 0
     private var priorityFrames = 0
     private var windowUpdates = 0
@@ -351,17 +352,20 @@ public enum HTTP2ErrorCode {
         _ = unsafe tern_nghttp2_session_terminate_session(session, 0xb)
     }
 
-    /// Counts a frame received against Envoy's flood limits.
-    fileprivate func countReceived(type: UInt8, length: Int, flags: UInt8) {
-        let endStream = flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+    /// Counts a DATA or HEADERS frame received (`payload`: its length without padding) against the limit of empty
+    /// frames in a row.
+    fileprivate func countReceived(payload: Int, flags: UInt8) {
+        if payload == 0 && flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0 {
+            emptyInARow += 1
+            if emptyInARow > Self.maxEmptyFramesInARow { flooded("frames with an empty payload") }
+        } else {
+            emptyInARow = 0
+        }
+    }
+
+    /// Counts a frame whose header arrived against the PRIORITY and WINDOW_UPDATE limits.
+    fileprivate func countBegun(type: UInt8) {
         switch UInt32(type) {
-        case NGHTTP2_DATA.rawValue, NGHTTP2_HEADERS.rawValue, NGHTTP2_CONTINUATION.rawValue:
-            if length == 0 && !endStream {
-                emptyInARow += 1
-                if emptyInARow > Self.maxEmptyFramesInARow { flooded("frames with an empty payload") }
-            } else {
-                emptyInARow = 0
-            }
         case NGHTTP2_PRIORITY.rawValue:
             priorityFrames += 1
             if priorityFrames > Self.maxPriorityFramesPerStream * (1 + peerStreams) { flooded("PRIORITY frames") }
@@ -491,6 +495,11 @@ public enum HTTP2ErrorCode {
             if me.headerBytes.count > 16 * Int(me.settings.maxHeaderListSize) { return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue }
             return 0
         }
+        unsafe tern_nghttp2_session_callbacks_set_on_begin_frame_callback(cbs) { _, hd, user in
+            let me = unsafe HTTP2Session.me(user)
+            unsafe me.countBegun(type: hd!.pointee.type)
+            return 0
+        }
         unsafe tern_nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
             if unsafe UInt32(frame!.pointee.hd.type) == NGHTTP2_DATA.rawValue { me.dataFramesSent += 1 }
@@ -499,7 +508,18 @@ public enum HTTP2ErrorCode {
         unsafe tern_nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
             let hd = unsafe frame!.pointee.hd
-            me.countReceived(type: hd.type, length: hd.length, flags: hd.flags)
+            // (After a flood nothing more is read, and what triggered it is not handed on.)
+            guard me.flood == nil else { return 0 }
+            switch UInt32(hd.type) {
+            case NGHTTP2_DATA.rawValue:
+                let padding = unsafe frame!.pointee.data.padlen
+                me.countReceived(payload: hd.length - padding, flags: hd.flags)
+            case NGHTTP2_HEADERS.rawValue:
+                let padding = unsafe frame!.pointee.headers.padlen
+                me.countReceived(payload: hd.length - padding, flags: hd.flags)
+            default: break
+            }
+            guard me.flood == nil else { return 0 }
             let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
             switch UInt32(hd.type) {
             case NGHTTP2_HEADERS.rawValue:

@@ -174,16 +174,18 @@ extension HTTPProxy {
         }
         let input = unsafe pool.bytes(buffer, length: Int(c.result))
         let ok = unsafe link.session.receive(input)
+        if ok, let what = link.session.flood, !link.abort {
+            // Before the events: a head that came with the flood opens no stream (the connection is closing).
+            Log.debug("HTTP/2 connection: a flood of \(what): GOAWAY ENHANCE_YOUR_CALM")
+            counters.h2Floods.add(1, ordering: .relaxed)
+            link.closing = true
+            link.abort = true
+        }
         unsafe h2Events(id, link, input, reactor)
         release(buffer, reactor)
         if !ok {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
             counters.h2ProtocolErrors.add(1, ordering: .relaxed)
-            link.closing = true
-            link.abort = true
-        } else if let what = link.session.flood, !link.abort {
-            Log.debug("HTTP/2 connection: a flood of \(what): GOAWAY ENHANCE_YOUR_CALM")
-            counters.h2Floods.add(1, ordering: .relaxed)
             link.closing = true
             link.abort = true
         }

@@ -86,6 +86,8 @@ struct Exchange {
     var tunnelNext = false
     /// A chunked response to an HTTP/1.0 client: only the chunks' data is forwarded, ended by the close.
     var dechunk = false
+    /// The response's trailer section goes on to the client (`keepsTrailers`, decided at its final head).
+    var keepTrailers = false
     /// The local response being sent, and one waiting for an interim response to finish.
     var reply: LocalReply? = nil
     var pendingReply: LocalReply? = nil

@@ -167,6 +167,7 @@ extension HTTPProxy {
                 exchanges[x].response.decoder.reset()
                 exchanges[x].response.inTrailers = false
                 exchanges[x].dechunk = http10
+                exchanges[x].keepTrailers = keepsTrailers(x)
             case .untilClose: exchanges[x].response.body = .untilClose
             }
             exchanges[x].attempt.reusable = head.keepAlive && head.framing != .untilClose && !exchanges[x].tunnelNext
@@ -261,7 +262,7 @@ extension HTTPProxy {
         }
         do {
             return try bodyExtent(&body, &decoder, &inTrailers, exchanges[x].response.held, from: from,
-                                  keepTrailers: keepsTrailers(x))
+                                  keepTrailers: exchanges[x].keepTrailers)
         } catch {
             Log.debug("malformed upstream chunked body (UPE): \(error)")
             attemptFailed(x, .malformedResponse, responseBytesSeen: true, reactor)

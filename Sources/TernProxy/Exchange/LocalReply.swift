@@ -10,6 +10,9 @@ enum LocalReply: Int, CaseIterable {
     case badRequest, uriTooLong, headersTooLarge, notImplemented, versionNotSupported
     case requestHeaderTimeout, streamTimeoutRequest, streamTimeoutResponse
     case connectFailure, connectionTermination, overflow, upstreamTimeout, badGateway
+    /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream id): Envoy's
+    /// `remote_refused_stream_reset`, flag UR.
+    case remoteRefusedStream
     /// Routing from Istio configuration: no virtual host or route matched (NR), the destination names a host
     /// no ServiceEntry declares (NC), no endpoint to send to (UH), a route action this build does not apply.
     case routeNotFound, clusterNotFound, noHealthyUpstream, unsupportedRoute
@@ -35,7 +38,7 @@ enum LocalReply: Int, CaseIterable {
         case .notImplemented: 501
         case .versionNotSupported: 505
         case .requestHeaderTimeout, .streamTimeoutRequest: 408
-        case .connectFailure, .connectionTermination, .overflow, .overloaded: 503
+        case .connectFailure, .connectionTermination, .overflow, .overloaded, .remoteRefusedStream: 503
         case .upstreamTimeout, .streamTimeoutResponse: 504
         case .badGateway: 502
         case .routeNotFound: 404
@@ -68,6 +71,7 @@ enum LocalReply: Int, CaseIterable {
         switch self {
         case .connectFailure: "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
         case .connectionTermination: "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        case .remoteRefusedStream: "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
         case .overflow: "upstream connect error or disconnect/reset before headers. reset reason: overflow"
         case .upstreamTimeout: "upstream request timeout"
         case .streamTimeoutRequest, .streamTimeoutResponse: "stream timeout"
@@ -90,6 +94,7 @@ enum LocalReply: Int, CaseIterable {
         switch self {
         case .connectFailure: "UF"
         case .connectionTermination: "UC"
+        case .remoteRefusedStream: "UR"
         case .overflow: "UO"
         case .upstreamTimeout: "UT"
         case .streamTimeoutRequest, .streamTimeoutResponse: "SI"
@@ -122,6 +127,7 @@ enum LocalReply: Int, CaseIterable {
         case .streamTimeoutRequest, .streamTimeoutResponse: "stream_idle_timeout"
         case .connectFailure: "upstream_reset_before_response_started{connection_failure}"
         case .connectionTermination: "upstream_reset_before_response_started{connection_termination}"
+        case .remoteRefusedStream: "upstream_reset_before_response_started{remote_refused_stream_reset}"
         case .overflow: "upstream_reset_before_response_started{overflow}"
         case .upstreamTimeout: "upstream_response_timeout"
         case .badGateway: "upstream_reset_before_response_started{protocol_error}"

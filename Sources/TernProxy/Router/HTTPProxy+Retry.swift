@@ -57,8 +57,7 @@ extension HTTPProxy {
                 detachUpstream(x, reusable: false, reactor)
                 rewind(x, to: from, reactor)
                 let e = exchanges[x].attempt.endpoint
-                // (An HTTP/2 stream the upstream refused goes again as any request would: on a connection with
-                // room, which may be the same one.)
+                // (An HTTP/2 request replayed so goes again as any request would: on a connection with room.)
                 if !exchanges[x].attempt.http2 && pools.slots[e].pending.count == 0 && mayConnect(x, e) && admitPending(x) {
                     connect(for: x, reactor)
                 } else {

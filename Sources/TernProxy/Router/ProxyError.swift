@@ -12,7 +12,7 @@ struct ProxyError: Equatable {
         /// The upstream connection closed or reset before the response ended (UC).
         case upstreamReset
         /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream id): not
-        /// processed (UC; Envoy's `remote_refused_stream_reset`).
+        /// processed (UR; Envoy's `remote_refused_stream_reset`).
         case upstreamRefused
         /// The upstream sent something that is not HTTP/1.1 (UPE).
         case upstreamProtocol
@@ -37,7 +37,7 @@ struct ProxyError: Equatable {
     /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above the last stream of its GOAWAY): it was not
     /// processed, so the retry policy may send it again (`refused-stream`, in Istio's default), as a counted retry
     /// with its back-off, never the uncounted keep-alive replay (an upstream refusing every stream would loop).
-    static let refusedStream = ProxyError(reply: .connectionTermination, source: .upstreamRefused, retryable: false)
+    static let refusedStream = ProxyError(reply: .remoteRefusedStream, source: .upstreamRefused, retryable: false)
 
     /// The upstream connection ended before the response did; `reusedConnection`: it had served an exchange
     /// before this one.

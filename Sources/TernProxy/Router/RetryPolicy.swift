@@ -44,8 +44,9 @@ struct RetryPolicy {
         case .upstreamReset, .upstreamProtocol:
             return !on.isDisjoint(with: [.reset, .serverError, .gatewayError])
         case .upstreamRefused:
-            // Envoy: a remote refused-stream reset is retried under refused-stream, and as any reset.
-            return !on.isDisjoint(with: [.refusedStream, .reset, .serverError, .gatewayError])
+            // Envoy: a remote refused-stream reset is retried under refused-stream, and as any reset (it came before
+            // the request was processed: reset-before-request too).
+            return !on.isDisjoint(with: [.refusedStream, .reset, .resetBeforeRequest, .serverError, .gatewayError])
         case .upstreamPerTryTimeout:
             // Envoy resets the try (a local reset): 5xx, gateway-error and reset retry it.
             return !on.isDisjoint(with: [.serverError, .gatewayError, .reset])

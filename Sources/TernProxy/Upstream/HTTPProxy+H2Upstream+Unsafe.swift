@@ -715,7 +715,7 @@ extension HTTPProxy {
                 let s = upstreams[v].h2s
                 if s.send.out >= 0 && s.headSubmitted && s.send.start == s.send.end {
                     release(UInt16(s.send.out), reactor)
-                    h2uGaveBuffer(s.parent)
+                    h2uGaveBuffer(s.parent, reactor)
                     upstreams[v].h2s.send.out = -1
                 }
             }
@@ -756,9 +756,11 @@ extension HTTPProxy {
         }
     }
 
-    private func h2uGaveBuffer(_ parent: UID?) {
+    private func h2uGaveBuffer(_ parent: UID?, _ reactor: Reactor<Backend>) {
         guard let parent, upstreams.isCurrent(parent), let link = upstreams[parent].h2 else { return }
         link.buffersHeld -= 1
+        // Below its share again: it may take the requests that waited for a connection with room.
+        if link.buffersHeld == H2Wire.buffersPerConnection - 1 { h2uServePending(upstreams[parent].endpoint, reactor) }
     }
 
     /// Hands the engine what a stream has: the response's bytes a buffer at a time, or its failure.
