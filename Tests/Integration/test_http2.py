@@ -325,6 +325,41 @@ def test_frame_floods_end_the_connection_with_enhance_your_calm(start_tern, up, 
     assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
 
 
+@pytest.mark.parametrize("frame", ["PING", "SETTINGS"])
+def test_a_client_that_floods_frames_to_acknowledge_and_never_reads_is_closed(start_tern, up, backend, frame):
+    """PING and SETTINGS each ask for an acknowledgement. A client that sends them without end and reads nothing
+    fills the socket, and the acknowledgements queue in nghttp2: at 1,000 it ends the session (its flood
+    protection), so Tern's memory for the connection stays bounded, the connection is closed and counted, and
+    other connections are served. At most 1,000,000 frames are sent (17 MB)."""
+    from test_telemetry import families, samples, side_args, side_ports
+    ports = side_ports()
+    t = proxy(start_tern, up, backend, *side_args(ports))
+    sock = socket.socket()
+    # A small receive buffer: what Tern sends back fills it soon (the loopback's own buffers hold megabytes).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", t.port))
+    ping = struct.pack(">I", 8)[1:] + bytes([6, 0]) + struct.pack(">I", 0) + b"12345678"
+    settings = struct.pack(">I", 6)[1:] + bytes([4, 0]) + struct.pack(">I", 0) + struct.pack(">HI", 3, 100)
+    one = ping if frame == "PING" else settings
+    batch = one * 4096
+    try:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + struct.pack(">I", 0)[1:] + bytes([4, 0]) + struct.pack(">I", 0))
+        for _ in range(1_000_000 // 4096):
+            sock.sendall(batch)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        # (The kernel's buffers may take all of it after Tern stopped reading.) Still reading nothing, the client
+        # holds its socket: Tern's side closes all the same, not waiting for its last send to be taken.
+        wait_until(lambda: sum(s.value for s in samples(families(ports[2]), "tern_active_connections")) == 0,
+                   "Tern's side of the connection closed")
+    finally:
+        sock.close()
+    assert curl2(t.port, "/after") == (200, "2", b"/after")
+    wait_until(lambda: samples(families(ports[2]), "tern_http2_protocol_errors_total")[0].value >= 1, "the count")
+
+
 def test_many_ordinary_streams_on_one_connection_are_no_flood(start_tern, up, backend):
     t = proxy(start_tern, up, backend)
     c = H2Client(t.port)

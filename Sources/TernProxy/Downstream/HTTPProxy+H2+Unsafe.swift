@@ -189,6 +189,11 @@ extension HTTPProxy {
             link.closing = true
             link.abort = true
         }
+        if link.abort && link.out >= 0 && downstreams.isCurrent(id) {
+            // Ended while a send is still out (a client that floods and does not read may never take it): no
+            // GOAWAY can follow it in time; the connection is reset now, not left holding its buffer.
+            return h2Close(id, reset: true, reactor)
+        }
         h2Flush(id, reactor)
         if downstreams.isCurrent(id) && downstreams[id].phase == .open && !link.closing { receiveFromClient(id, reactor) }
     }

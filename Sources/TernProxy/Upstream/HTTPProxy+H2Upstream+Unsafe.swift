@@ -209,9 +209,11 @@ extension HTTPProxy {
             }
             link.goingAway = true
             link.closing = true
-            h2uFlush(u, reactor)
-            // Its streams fail now; the connection closes once its GOAWAY is out.
+            // Its streams fail now; the connection closes once its GOAWAY is out (at once when a send is still
+            // out: an upstream that does not read may never take it).
             h2uFailStreams(link, reactor)
+            if link.out >= 0 { return closeUpstream(u, reactor) }
+            h2uFlush(u, reactor)
             return
         }
         // A GOAWAY on a connection without streams: it closes now, not at its idle timeout.
