@@ -14,7 +14,7 @@ import h2.settings
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
     `x-t: done` follow it); `/slow` answers after 0.2 s, `/slower` after 2 s; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
-    N DATA frames of one byte; anything else its path.
+    N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; anything else its path.
     `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
     stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
     Records, per connection, the most streams open at once, and every request's head and body."""
@@ -90,6 +90,15 @@ class H2Upstream:
                     trailers = [("x-t", "done")]
             elif path.startswith("/big?n="):
                 out = b"b" * int(path.split("=")[1])
+            elif path == "/empties":
+                # A flood of empty DATA frames (a misbehaving upstream), then the body.
+                with send_lock:
+                    conn.send_headers(sid, [(":status", "200")], end_stream=False)
+                    for _ in range(3):
+                        conn.send_data(sid, b"")
+                    conn.send_data(sid, b"late", end_stream=True)
+                    send()
+                return
             elif path == "/hang":
                 # Headers and a little of the body, then nothing until the connection is dropped.
                 with send_lock:

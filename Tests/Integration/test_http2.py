@@ -360,6 +360,40 @@ def test_a_client_that_floods_frames_to_acknowledge_and_never_reads_is_closed(st
     wait_until(lambda: samples(families(ports[2]), "tern_http2_protocol_errors_total")[0].value >= 1, "the count")
 
 
+def test_a_client_that_never_opens_its_window_holds_a_stream_to_its_window_until_the_idle_timeout(start_tern, up, backend):
+    """A zero window held for ever (§7): a client asks for 4 MiB and never sends WINDOW_UPDATE. Tern sends what the
+    window allows (65,535 bytes) and holds the rest back (the upstream connection waits, Tern's buffers for the
+    stream bounded by the connection's share); after --stream-idle-timeout with nothing moving the stream is reset,
+    and the same connection serves the next request."""
+    t = proxy(start_tern, up, backend, "--stream-idle-timeout", "1s")
+    c = H2Client(t.port)
+    try:
+        # No automatic window updates: the event loop below never acknowledges DATA for this stream.
+        stuck = c.request("/bytes/4194304")
+        got = 0
+        deadline = time.monotonic() + 30
+        while stuck not in c.resets and stuck not in c.ended:
+            assert time.monotonic() < deadline, "the stream was never reset"
+            data = c.sock.recv(65536)
+            assert data, "the connection closed"
+            for e in c.conn.receive_data(data):
+                if isinstance(e, h2.events.DataReceived):
+                    got += len(e.data)  # (not acknowledged: the window stays shut)
+                elif isinstance(e, h2.events.StreamReset):
+                    c.resets[e.stream_id] = e.error_code
+                elif isinstance(e, h2.events.StreamEnded):
+                    c.ended.add(e.stream_id)
+            c.flush()
+        assert stuck in c.resets and got <= 65_535
+        ok = c.request("/after")
+        c.conn.increment_flow_control_window(1 << 20)
+        c.flush()
+        c.wait(lambda: ok in c.ended, "the next answer")
+        assert bytes(c.bodies[ok]) == b"/after"
+    finally:
+        c.close()
+
+
 def test_many_ordinary_streams_on_one_connection_are_no_flood(start_tern, up, backend):
     t = proxy(start_tern, up, backend)
     c = H2Client(t.port)

@@ -376,3 +376,21 @@ def test_grpc_timeout_is_the_requests_timeout(start_tern, h2up, backend, tmp_pat
     wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")
     flags = sorted(json.loads(line)["response_flags"] for line in log.read_text().splitlines())
     assert flags == ["-", "UT"]
+
+
+def test_an_upstream_that_floods_empty_frames_loses_its_connection(start_tern, h2up, backend, tmp_path):
+    """The flood limits hold for upstreams too (§7: an upstream that misbehaves): empty DATA frames in a row end
+    the connection with GOAWAY ENHANCE_YOUR_CALM; its request fails, is counted, and the next request is served
+    on a new connection."""
+    from test_telemetry import families, samples, side_args, side_ports
+    up = h2up()
+    ports = side_ports()
+    t = start(start_tern, backend, mesh(tmp_path, up.port), *side_args(ports))
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Host: svc", "-o", "-", "-w", "\n%{http_code}",
+                        f"http://127.0.0.1:{t.port}/empties"], capture_output=True, timeout=60)
+    # The response had started (its head came first): the client's transfer is cut, and nothing after the flood
+    # reaches it.
+    assert r.returncode != 0 and b"late" not in r.stdout, (r.returncode, r.stdout)
+    assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
+    assert curl(t.port, "/next", "-H", "Host: svc") == (200, b"/next")
+    assert up.connections == 2

@@ -466,6 +466,8 @@ public enum HTTP2ErrorCode {
             let me = unsafe HTTP2Session.me(user)
             let category = unsafe frame!.pointee.headers.cat
             if category == NGHTTP2_HCAT_REQUEST || category == NGHTTP2_HCAT_RESPONSE { me.peerStreams += 1 }
+            // After a flood no head is taken (its fields are refused, and its stream reset).
+            guard me.flood == nil else { return 0 }
             me.headStart = me.fields.count
             me.headSize = 0
             return 0
@@ -547,7 +549,8 @@ public enum HTTP2ErrorCode {
         }
         unsafe tern_nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs) { _, _, stream, data, length, user in
             let me = unsafe HTTP2Session.me(user)
-            guard let input = unsafe me.input, let base = input.baseAddress, let d = unsafe data else { return 0 }
+            // (After a flood nothing more is handed on: nghttp2 may still parse the rest of the input.)
+            guard me.flood == nil, let input = unsafe me.input, let base = input.baseAddress, let d = unsafe data else { return 0 }
             let offset = unsafe UnsafeRawPointer(d) - base
             // nghttp2 hands DATA payloads out of the input as it is (not copied).
             precondition(offset >= 0 && offset + length <= input.count, "DATA payload outside the input")
