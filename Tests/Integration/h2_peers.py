@@ -2,7 +2,6 @@
 answers by path, and a gRPC server (grpcio) with raw-bytes methods of every kind."""
 import socket
 import threading
-import time
 
 import h2.config
 import h2.connection
@@ -13,7 +12,7 @@ import h2.settings
 
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
-    `x-t: done` follow it); `/slow` answers after 0.2 s, `/slower` after 2 s; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
+    `x-t: done` follow it); `/held` answers once `gate` is set; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
     N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; anything else its path.
     `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
     stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -35,6 +34,7 @@ class H2Upstream:
         self.conns = []
         self.errors = []
         self.hanging = threading.Event()
+        self.gate = threading.Event()
         self.refused_on = []  # per connection
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -63,6 +63,7 @@ class H2Upstream:
         conn.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1 << 20})
         send_lock = threading.Lock()
+        window_moved = threading.Condition(send_lock)
         heads, bodies, open_streams, answered = {}, {}, set(), [0]
 
         def send():
@@ -79,10 +80,9 @@ class H2Upstream:
         def answer(sid):
             head, body = heads[sid], bytes(bodies.get(sid, b""))
             path = head.get(":path", "/")
-            if path == "/slow":
-                time.sleep(0.2)
-            elif path == "/slower":
-                time.sleep(2)
+            if path == "/held":
+                # Answered once the test opens the gate (bounded: a test that forgets gets the answer in 60 s).
+                self.gate.wait(60)
             trailers, frame = None, 1 << 20
             if path == "/echo":
                 out = body
@@ -120,9 +120,8 @@ class H2Upstream:
                         window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
                         if window <= 0:
                             send()
-                            send_lock.release()
-                            time.sleep(0.005)
-                            send_lock.acquire()
+                            # (Woken when a WINDOW_UPDATE or a close comes; bounded in case neither does.)
+                            window_moved.wait(5)
                             continue
                         n = min(window, len(view), frame)
                         conn.send_data(sid, bytes(view[:n]))
@@ -146,6 +145,8 @@ class H2Upstream:
             except OSError:
                 break
             if not data:
+                with send_lock:
+                    window_moved.notify_all()
                 break
             with send_lock:
                 try:
@@ -180,8 +181,13 @@ class H2Upstream:
                         threading.Thread(target=answer, args=(e.stream_id,), daemon=True).start()
                     elif isinstance(e, h2.events.StreamReset):
                         open_streams.discard(e.stream_id)
+                    if isinstance(e, (h2.events.WindowUpdated, h2.events.StreamReset, h2.events.RemoteSettingsChanged)):
+                        window_moved.notify_all()
                 send()
         sock.close()
+
+    def open_gate(self):
+        self.gate.set()
 
     def drop_connections(self):
         """Closes every connection it accepted (the listener stays)."""
@@ -195,6 +201,7 @@ class H2Upstream:
 
     def stop(self):
         self.stopped = True
+        self.gate.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # (a close alone does not end an accept blocked in a thread)
         except OSError:
@@ -211,13 +218,14 @@ class H2Upstream:
 class GRPCUpstream:
     """A grpcio server (plaintext, or TLS with `tls` = (certificate chain file, key file)) with raw-bytes methods of every kind under `/test.Echo/`: Unary (echoes),
     ServerStream (the request three times), ClientStream (the requests joined), Bidi (each request back), Fail
-    (NOT_FOUND "nope"), Slow (answers after two seconds); records the metadata it saw."""
+    (NOT_FOUND "nope"), Slow (answers only once `release` is set); records the metadata it saw."""
 
     def __init__(self, tls=None):
         import grpc
         from concurrent import futures
         self.grpc = grpc
         self.metadata = []
+        self.release = threading.Event()
 
         def record(context):
             self.metadata.append(dict(context.invocation_metadata()))
@@ -245,7 +253,8 @@ class GRPCUpstream:
             context.abort(grpc.StatusCode.NOT_FOUND, "nope")
 
         def slow(request, context):
-            time.sleep(2)
+            # Answers only once released (at stop at the latest): a deadline always comes first.
+            self.release.wait(60)
             return request
 
         handlers = {
@@ -266,4 +275,5 @@ class GRPCUpstream:
         self.server.start()
 
     def stop(self):
+        self.release.set()
         self.server.stop(0)

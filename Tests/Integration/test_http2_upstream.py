@@ -93,9 +93,12 @@ def test_concurrent_requests_share_connections_within_the_peers_stream_limit(sta
         # Let the upstream's SETTINGS arrive first (a connection's first requests assume 100 streams until then).
         sid = c.request("/warm", authority="svc")
         c.wait(lambda: sid in c.ended, "the first answer")
-        ids = [c.request("/slow", authority="svc") for _ in range(6)]
+        # Six requests the upstream holds: two fill the first connection; then they are answered.
+        ids = [c.request("/held", authority="svc") for _ in range(6)]
+        wait_until(lambda: up.max_open[0] == 2, "the first connection full")
+        up.open_gate()
         c.wait(lambda: all(i in c.ended for i in ids), "six answers")
-        assert [(c.heads[i][":status"], bytes(c.bodies.get(i, b""))) for i in ids] == [("200", b"/slow")] * 6
+        assert [(c.heads[i][":status"], bytes(c.bodies.get(i, b""))) for i in ids] == [("200", b"/held")] * 6
     finally:
         c.close()
     # On the connection whose SETTINGS Tern knew, it never went over the limit (a second connection's first
@@ -110,7 +113,10 @@ def test_max_concurrent_streams_of_the_rule_limits_each_connection(start_tern, h
     t = start(start_tern, backend, mesh(tmp_path, up.port, pool="http: {maxConcurrentStreams: 1}"))
     c = H2Client(t.port)
     try:
-        ids = [c.request("/slow", authority="svc") for _ in range(4)]
+        # Four requests the upstream holds, all at once: a connection each.
+        ids = [c.request("/held", authority="svc") for _ in range(4)]
+        wait_until(lambda: len(up.requests) == 4, "four requests at the upstream")
+        up.open_gate()
         c.wait(lambda: all(i in c.ended for i in ids), "four answers")
         assert all(c.heads[i][":status"] == "200" for i in ids)
     finally:
@@ -297,7 +303,7 @@ spec:
             ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
         assert failed.value.code() == grpc.StatusCode.NOT_FOUND
         # The route's timeout (1 s) caps the client's deadline (5 s), as Istio's max_grpc_timeout does: a method
-        # that answers after 2 s is answered by Tern, as gRPC (504 UT → 14 UNAVAILABLE).
+        # that holds its answer is answered by Tern, as gRPC (504 UT → 14 UNAVAILABLE).
         with pytest.raises(grpc.RpcError) as capped:
             ch.unary_unary("/test.Echo/Slow")(b"late", timeout=5)
         assert capped.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -356,21 +362,23 @@ spec:
 
 
 def test_grpc_timeout_is_the_requests_timeout(start_tern, h2up, backend, tmp_path):
-    """A gRPC request's grpc-timeout (300 ms) is its timeout: an upstream that takes 2 s and ignores the field is
-    cut by Tern, whose answer is gRPC's (504 UT → 14); without the field the answer comes through."""
+    """A gRPC request's grpc-timeout (300 ms) is its timeout: an upstream that holds its answer and ignores the field
+    is cut by Tern, whose answer is gRPC's (504 UT → 14); without the field the answer comes through once given."""
     up = h2up()
     log = tmp_path / "access.log"
     t = start(start_tern, backend, mesh(tmp_path, up.port, protocol="GRPC"), "--access-log", str(log))
     c = H2Client(t.port)
     grpc_head = [("content-type", "application/grpc"), ("te", "trailers")]
     try:
-        cut = c.request("/slower", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x",
+        cut = c.request("/held", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x",
                         headers=[*grpc_head, ("grpc-timeout", "300m")])
-        whole = c.request("/slower", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x", headers=grpc_head)
-        c.wait(lambda: cut in c.ended and whole in c.ended, "both answers")
+        whole = c.request("/held", method="POST", authority="svc", body=b"\x00\x00\x00\x00\x01x", headers=grpc_head)
+        c.wait(lambda: cut in c.ended, "Tern's answer to the request with a deadline")
+        up.open_gate()
+        c.wait(lambda: whole in c.ended, "the upstream's answer")
         assert (c.heads[cut][":status"], c.heads[cut]["grpc-status"]) == ("200", "14")
         assert c.heads[whole][":status"] == "200" and "grpc-status" not in c.heads[whole]
-        assert bytes(c.bodies[whole]) == b"/slower"
+        assert bytes(c.bodies[whole]) == b"/held"
     finally:
         c.close()
     wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")

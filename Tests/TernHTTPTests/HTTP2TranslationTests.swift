@@ -42,9 +42,6 @@ import Testing
         let sized = http1(post + [("content-length", "5")], body: Array("hello".utf8))
         #expect(sized.text == "POST /up HTTP/1.1\r\nhost: svc\r\ncontent-length: 5\r\n\r\n")
         #expect(sized.framing == .contentLength(5))
-        var out: [UInt8] = []
-        HTTP2Translation.chunkHeader(255, into: &out)
-        #expect(out == Array("ff\r\n".utf8))
     }
 
     @Test func connectAndAuthorityRules() {

@@ -194,17 +194,6 @@ public enum HTTP2Translation {
         out.append(contentsOf: crlf)
     }
 
-    /// Appends the chunk-size line for `count` bytes of body (RFC 9112 §7.1); the chunk ends with `crlf`.
-    public static func chunkHeader(_ count: Int, into out: inout [UInt8]) {
-        var digits = 1
-        while count >> (4 * digits) > 0 { digits += 1 }
-        for d in (0..<digits).reversed() {
-            let nibble = (count >> (4 * d)) & 0xF
-            out.append(UInt8(nibble < 10 ? 0x30 + nibble : 0x57 + nibble))
-        }
-        out.append(contentsOf: crlf)
-    }
-
     /// Appends `n` (not negative) in decimal, without allocating.
     static func appendDecimal(_ n: Int, into out: inout [UInt8]) {
         var divisor = 1

@@ -78,19 +78,14 @@ struct H2StreamState {
     var parser: Int32 = -1
     var headSubmitted = false
     var send = H2Send()
-    /// Bytes of the engine's send to report once nghttp2 has taken them (0: none).
-    var unreported = 0
-    var reportSent = false
     /// The stream is gone on the HTTP/2 side (closed, or reset by either end).
     var gone = false
     /// The engine ended the stream's connection after a complete response (`lingerClose`): a response whose
     /// length was its connection's close ends with END_STREAM, not a reset.
     var graceful = false
-    /// `out` was drained by nghttp2 and goes back to the pool (at the next iteration); the stream waits for a
-    /// spare buffer (on `HTTPProxy.h2Starved`) to send into (`starvedSend`) or to end its body in.
-    var releaseOut = false
+    /// The stream waits for a spare buffer (on `HTTPProxy.h2Starved`), to send into (`send.starvedSend`) or to end
+    /// its body in.
     var starved = false
-    var starvedSend = false
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -559,8 +554,8 @@ extension HTTPProxy {
                     h2Flush(id, reactor)
                 } else if downstreams[id].transport == .h2stream {
                     downstreams[id].h2s.starved = false
-                    if downstreams[id].h2s.starvedSend {
-                        downstreams[id].h2s.starvedSend = false
+                    if downstreams[id].h2s.send.starvedSend {
+                        downstreams[id].h2s.send.starvedSend = false
                         h2Send(id, reactor)
                     } else {
                         h2Ready(id)
@@ -584,8 +579,8 @@ extension HTTPProxy {
             i += 1
             guard downstreams.isCurrent(v), downstreams[v].transport == .h2stream else { continue }
             downstreams[v].h2s.queued = false
-            if downstreams[v].h2s.releaseOut {
-                downstreams[v].h2s.releaseOut = false
+            if downstreams[v].h2s.send.releaseOut {
+                downstreams[v].h2s.send.releaseOut = false
                 let s = downstreams[v].h2s
                 if s.send.out >= 0 && s.headSubmitted && s.send.start == s.send.end {
                     release(UInt16(s.send.out), reactor)
@@ -595,10 +590,10 @@ extension HTTPProxy {
                     downstreams[v].h2s.send.end = 0
                 }
             }
-            if downstreams[v].h2s.reportSent {
-                downstreams[v].h2s.reportSent = false
-                let n = downstreams[v].h2s.unreported
-                downstreams[v].h2s.unreported = 0
+            if downstreams[v].h2s.send.reportSent {
+                downstreams[v].h2s.send.reportSent = false
+                let n = downstreams[v].h2s.send.unreported
+                downstreams[v].h2s.send.unreported = 0
                 clientSent(v, Int32(n), reactor)
                 guard downstreams.isCurrent(v), downstreams[v].transport == .h2stream else { continue }
             }
@@ -719,7 +714,7 @@ extension HTTPProxy {
         if downstreams[v].h2s.send.out < 0 {
             guard let b = h2TakeBuffer(reactor, link) else {
                 // The engine's bytes stay where they are until a buffer is free.
-                downstreams[v].h2s.starvedSend = true
+                downstreams[v].h2s.send.starvedSend = true
                 return h2Starve(v)
             }
             downstreams[v].h2s.send.out = Int32(b)
@@ -742,12 +737,12 @@ extension HTTPProxy {
             downstreams[v].h2s.send.end = unsafe downstreams[v].h2s.send.body.absorb(buffer, from: from, end: downstreams[v].h2s.send.end)
             h2TrailerStatus(v)
         }
-        downstreams[v].h2s.unreported = copied
+        downstreams[v].h2s.send.unreported = copied
         if downstreams[v].h2s.send.isDrained {
             // Nothing waits for nghttp2 (a head, framing, or the body's end): the send is done.
             downstreams[v].h2s.send.start = 0
             downstreams[v].h2s.send.end = 0
-            downstreams[v].h2s.reportSent = true
+            downstreams[v].h2s.send.reportSent = true
             h2Ready(v)
         }
         if downstreams[v].h2s.headSubmitted { link.session.resume(stream: stream) }
@@ -816,9 +811,9 @@ extension HTTPProxy {
         if drained {
             // Nothing waits in `out`: it goes back (at the next iteration), so a stream whose response waits holds
             // no buffer.
-            downstreams[v].h2s.releaseOut = true
+            downstreams[v].h2s.send.releaseOut = true
             h2Ready(v)
-            if downstreams[v].h2s.unreported > 0 || n > 0 { downstreams[v].h2s.reportSent = true }
+            if downstreams[v].h2s.send.unreported > 0 || n > 0 { downstreams[v].h2s.send.reportSent = true }
             if downstreams[v].h2s.send.body.ended { return link.endBody(stream, downstreams[v].h2s.send.body, n) }
         }
         return n == 0 ? .wait : .bytes(n, end: false)

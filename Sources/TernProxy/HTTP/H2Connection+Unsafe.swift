@@ -59,6 +59,14 @@ struct H2Send {
     var start = 0
     var end = 0
     var body = H2BodyOut()
+    /// Bytes of the engine's send to report once nghttp2 has taken them (`reportSent`: at the next iteration).
+    var unreported = 0
+    var reportSent = false
+    /// `out` was drained by nghttp2 and goes back to the pool at the next iteration (a stream whose message
+    /// waits holds no buffer).
+    var releaseOut = false
+    /// The engine's bytes wait for a spare buffer to be copied into.
+    var starvedSend = false
 
     /// Nothing waits for nghttp2.
     var isDrained: Bool { start == end }

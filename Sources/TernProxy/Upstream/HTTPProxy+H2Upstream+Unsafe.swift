@@ -416,7 +416,7 @@ extension HTTPProxy {
         }
         if upstreams[v].h2s.send.out < 0 {
             guard let b = h2TakeBuffer(reactor, link) else {
-                upstreams[v].h2s.starvedSend = true
+                upstreams[v].h2s.send.starvedSend = true
                 return h2uStarve(v)
             }
             upstreams[v].h2s.send.out = Int32(b)
@@ -439,15 +439,15 @@ extension HTTPProxy {
             let stop = unsafe upstreams[v].h2s.send.body.absorb(buffer, from: from, end: upstreams[v].h2s.send.end)
             upstreams[v].h2s.send.end = stop
         }
-        upstreams[v].h2s.unreported = copied
+        upstreams[v].h2s.send.unreported = copied
         if upstreams[v].h2s.send.isDrained {
             // Nothing waits for nghttp2 (a request without a body, or its end): the buffer goes back at the next
             // iteration, so a long-lived stream (a watch, a stream of server messages) holds none.
-            if upstreams[v].h2s.send.body.ended { upstreams[v].h2s.releaseOut = true }
+            if upstreams[v].h2s.send.body.ended { upstreams[v].h2s.send.releaseOut = true }
             // Nothing waits for nghttp2: the send is done.
             upstreams[v].h2s.send.start = 0
             upstreams[v].h2s.send.end = 0
-            upstreams[v].h2s.reportSent = true
+            upstreams[v].h2s.send.reportSent = true
             h2uReady(v)
         }
         if upstreams[v].h2s.headSubmitted && upstreams[v].h2s.stream > 0 { link.session.resume(stream: upstreams[v].h2s.stream) }
@@ -510,8 +510,8 @@ extension HTTPProxy {
         let buffer = unsafe pool.bytes(UInt16(upstreams[v].h2s.send.out), length: pool.size)
         let (n, drained) = unsafe upstreams[v].h2s.send.read(buffer, into: into)
         guard drained else { return .bytes(n, end: false) }
-        upstreams[v].h2s.releaseOut = true
-        if upstreams[v].h2s.unreported > 0 || n > 0 { upstreams[v].h2s.reportSent = true }
+        upstreams[v].h2s.send.releaseOut = true
+        if upstreams[v].h2s.send.unreported > 0 || n > 0 { upstreams[v].h2s.send.reportSent = true }
         h2uReady(v)
         if upstreams[v].h2s.send.body.ended { return link.endBody(stream, upstreams[v].h2s.send.body, n) }
         return n == 0 ? .wait : .bytes(n, end: false)
@@ -712,8 +712,8 @@ extension HTTPProxy {
             i += 1
             guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream else { continue }
             upstreams[v].h2s.queued = false
-            if upstreams[v].h2s.releaseOut {
-                upstreams[v].h2s.releaseOut = false
+            if upstreams[v].h2s.send.releaseOut {
+                upstreams[v].h2s.send.releaseOut = false
                 let s = upstreams[v].h2s
                 if s.send.out >= 0 && s.headSubmitted && s.send.start == s.send.end {
                     release(UInt16(s.send.out), reactor)
@@ -721,10 +721,10 @@ extension HTTPProxy {
                     upstreams[v].h2s.send.out = -1
                 }
             }
-            if upstreams[v].h2s.reportSent && !upstreams[v].h2s.failed {
-                upstreams[v].h2s.reportSent = false
-                let n = upstreams[v].h2s.unreported
-                upstreams[v].h2s.unreported = 0
+            if upstreams[v].h2s.send.reportSent && !upstreams[v].h2s.failed {
+                upstreams[v].h2s.send.reportSent = false
+                let n = upstreams[v].h2s.send.unreported
+                upstreams[v].h2s.send.unreported = 0
                 upstreamSent(v, Int32(n), reactor)
                 guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream else { continue }
             }
@@ -746,8 +746,8 @@ extension HTTPProxy {
                     h2uFlush(u, reactor)
                 } else if upstreams[u].transport == .h2stream {
                     upstreams[u].h2s.starved = false
-                    if upstreams[u].h2s.starvedSend {
-                        upstreams[u].h2s.starvedSend = false
+                    if upstreams[u].h2s.send.starvedSend {
+                        upstreams[u].h2s.send.starvedSend = false
                         h2uSend(u, reactor)
                     } else {
                         h2uReady(u)

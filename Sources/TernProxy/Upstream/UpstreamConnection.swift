@@ -90,11 +90,6 @@ struct H2UpStream {
     var parser: Int32 = -1
     var headSubmitted = false
     var send = H2Send()
-    /// Bytes of the engine's send to report once nghttp2 has taken them.
-    var unreported = 0
-    var reportSent = false
-    var releaseOut = false
-    var starvedSend = false
     // The response, as HTTP/1.1 bytes in up to `H2Wire.upstreamBuffers` spare buffers, handed to the engine a
     // buffer at a time as it asks; `dataBytes`: the DATA payload bytes in each (its window's share).
     var buffers = InlineArray<6, Int32>(repeating: -1)
