@@ -14,6 +14,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
+import hyperframe.frame
 import pytest
 
 from conftest import ROOT
@@ -52,6 +54,7 @@ class H2Client:
         self.flush()
         self.heads, self.bodies, self.ended, self.resets, self.goaways = {}, {}, set(), {}, []
         self.trailers = {}
+        self.pings = []
 
     def flush(self):
         data = self.conn.data_to_send()
@@ -101,6 +104,8 @@ class H2Client:
                 self.resets[e.stream_id] = e.error_code
             elif isinstance(e, h2.events.ConnectionTerminated):
                 self.goaways.append((e.last_stream_id, e.error_code))
+            elif isinstance(e, h2.events.PingReceived):
+                self.pings.append(e.ping_data)
         self.flush()
 
     def wait(self, done, what, deadline=20):
@@ -214,24 +219,57 @@ spec:
     assert sorted(line["response_code"] for line in lines) == [200, 404]
 
 
-def test_drain_sends_goaway_and_lets_open_streams_finish(start_tern, up, backend):
-    """SIGTERM: an idle HTTP/2 connection gets GOAWAY (NO_ERROR, no stream processed); a stream in flight on
-    another connection (curl's) still gets its answer."""
-    t = proxy(start_tern, up, backend, "--drain-timeout", "10s")
-    idle = H2Client(t.port)
+def test_drain_sends_goaway_in_two_steps_and_lets_open_streams_finish(start_tern, up, backend):
+    """SIGTERM, as Envoy drains HTTP/2: GOAWAY with the last stream id 2^31-1 and a PING first; a stream the client
+    opened before it read that notice is still served; once the PING comes back, the final GOAWAY names the last
+    stream processed, and the connection closes when its streams have. A client that never answers the PING gets
+    the final GOAWAY anyway (within a second). A stream in flight on another connection (curl's) gets its answer."""
+    t = proxy(start_tern, up, backend, "--drain-timeout", "20s")
+    late = H2Client(t.port)
+    silent = H2Client(t.port)
     held = subprocess.Popen(["curl", "-sS", "--noproxy", "*", "--http2-prior-knowledge", "-o", "-", "-w", " %{http_code}",
                              f"http://127.0.0.1:{t.port}/hold/d"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
+        # The request that crosses the notice: encoded now, sent after the notice arrived but before the PING's
+        # answer (h2 itself would not send after a GOAWAY).
+        late.conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "svc"), (":path", "/late")],
+                               end_stream=True)
+        crossing = late.conn.data_to_send()
         wait_until(lambda: any(r.path == "/hold/d" for r in up.requests), "the held request upstream")
         t.signal(15)
-        idle.wait(lambda: idle.goaways, "GOAWAY")
-        assert idle.goaways[0] == (0, 0)
+        late.wait(lambda: late.goaways, "the drain notice")
+        assert late.goaways[0] == (2**31 - 1, 0)
+        assert late.pings, "the notice comes with a PING"
+        late.sock.sendall(crossing)
+        # (h2 drops what it had to send, its PING answer too, when a GOAWAY arrives: the answer is made here.)
+        late.sock.sendall(hyperframe.frame.PingFrame(0, flags=["ACK"], opaque_data=late.pings[-1]).serialize())
+        # (h2 reads nothing after a GOAWAY: the frames are read here, up to the close.)
+        frames, decoder, buffered = [], hpack.Decoder(), b""
+        while chunk := late.sock.recv(65536):
+            buffered += chunk
+            while len(buffered) >= 9:
+                frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buffered[:9]))
+                if len(buffered) < 9 + length:
+                    break
+                frame.parse_body(memoryview(buffered[9:9 + length]))
+                buffered = buffered[9 + length:]
+                frames.append(frame)
+        heads = [dict(decoder.decode(f.data)) for f in frames if isinstance(f, hyperframe.frame.HeadersFrame)]
+        body = b"".join(f.data for f in frames if isinstance(f, hyperframe.frame.DataFrame) and f.stream_id == 1)
+        assert [h[":status"] for h in heads] == ["200"] and body == b"/late"
+        assert [(f.last_stream_id, f.error_code) for f in frames if isinstance(f, hyperframe.frame.GoAwayFrame)] == [(1, 0)]
+        # The client that never answers the PING: the final GOAWAY comes without it, then the close.
+        silent.wait(lambda: len(silent.goaways) == 2, "the final GOAWAY to a client that does not answer")
+        assert silent.goaways == [(2**31 - 1, 0), (0, 0)]
+        with pytest.raises(ConnectionError):
+            silent.wait(lambda: False, "the close")
         up.release("d")
         out, err = held.communicate(timeout=20)
         assert out == b"/hold/d 200", err
     finally:
         held.kill()
-        idle.close()
+        late.close()
+        silent.close()
 
 
 def test_an_idle_connection_gets_goaway_before_it_closes(start_tern, up, backend):

@@ -177,13 +177,22 @@ import Testing
         server.session.goaway(code: HTTP2ErrorCode.noError)
         Self.settle(client, server)
         #expect(client.log.contains("goaway 3 0"))
-        // A graceful drain starts with the notice: the client may still finish what it sent.
+        #expect(server.session.drain == .final)
+        // A graceful drain (Envoy's two steps) starts with the notice and a PING: a stream the client opens before
+        // it reads the notice is still served; once the PING comes back, the final GOAWAY names it.
         let drained = Side(.server), c2 = Side(.client)
         _ = Self.request(c2, Self.get)
         Self.settle(c2, drained)
-        drained.session.goaway(graceful: true)
+        drained.session.beginDrain()
+        #expect(drained.session.drain == .notice)
+        let late = Self.request(c2, Self.get)
         Self.settle(c2, drained)
         #expect(c2.log.contains("goaway 2147483647 0"))
+        #expect(drained.log.contains { $0.hasPrefix("head \(late) ") })
+        #expect(drained.session.drain == .acknowledged)
+        drained.session.finishDrain()
+        Self.settle(c2, drained)
+        #expect(c2.log.last == "goaway \(late) 0" && drained.session.drain == .final)
     }
 
     @Test func aHeaderListOverTheLimitIsDroppedAsItArrivesAndItsStreamReset() {

@@ -45,5 +45,6 @@
     X(int, nghttp2_submit_trailer, (nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen), (session, stream_id, nva, nvlen)) \
     X(int, nghttp2_submit_rst_stream, (nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code), (session, flags, stream_id, error_code)) \
     X(int, nghttp2_submit_shutdown_notice, (nghttp2_session *session), (session)) \
+    X(int, nghttp2_submit_ping, (nghttp2_session *session, uint8_t flags, const uint8_t *opaque_data), (session, flags, opaque_data)) \
     X(int, nghttp2_submit_goaway, (nghttp2_session *session, uint8_t flags, int32_t last_stream_id, uint32_t error_code, const uint8_t *opaque_data, size_t opaque_data_len), (session, flags, last_stream_id, error_code, opaque_data, opaque_data_len)) \
     X(const char *, nghttp2_strerror, (int lib_error_code), (lib_error_code))

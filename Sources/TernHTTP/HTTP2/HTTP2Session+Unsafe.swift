@@ -328,15 +328,39 @@ public enum HTTP2ErrorCode {
         _ = unsafe tern_nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream, code)
     }
 
-    /// Sends GOAWAY: with `graceful`, first the notice (last stream id 2^31-1, as Envoy's two-step drain begins),
-    /// else with the last stream this side processed and `code`.
-    public func goaway(code: UInt32 = HTTP2ErrorCode.noError, graceful: Bool = false) {
-        if graceful, role == .server {
-            _ = unsafe tern_nghttp2_submit_shutdown_notice(session)
-            return
-        }
+    /// Sends GOAWAY with the last stream this side processed and `code`: no stream above it will be served.
+    public func goaway(code: UInt32 = HTTP2ErrorCode.noError) {
         let last = unsafe tern_nghttp2_session_get_last_proc_stream_id(session)
         _ = unsafe tern_nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, code, nil, 0)
+        drain = .final
+    }
+
+    /// A graceful close (Envoy's two-step GOAWAY): `notice` sent GOAWAY with the last stream id 2^31-1 (open no new
+    /// streams, those on their way are still served) and a PING; `acknowledged` its PING came back, so every stream
+    /// the client opened before it read the notice has arrived; `final` the GOAWAY with the last stream processed
+    /// went (also after any `goaway`).
+    public enum Drain: Sendable { case none, notice, acknowledged, final }
+    public private(set) var drain = Drain.none
+
+    /// The PING sent with the drain notice (its acknowledgement tells that notice from any other PING).
+    private static let drainPing: [UInt8] = Array("terndrn1".utf8)
+
+    /// Begins a graceful close (server): the notice and its PING. Call `finishDrain` once `drain` is
+    /// `acknowledged`, or when the client has had long enough to answer.
+    public func beginDrain() {
+        guard drain == .none else { return }
+        guard role == .server else { return goaway() }
+        _ = unsafe tern_nghttp2_submit_shutdown_notice(session)
+        unsafe Self.drainPing.withUnsafeBufferPointer { p in
+            _ = unsafe tern_nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), p.baseAddress)
+        }
+        drain = .notice
+    }
+
+    /// Ends a graceful close: GOAWAY NO_ERROR with the last stream processed (nothing above it is served).
+    public func finishDrain() {
+        guard drain != .final else { return }
+        goaway()
     }
 
     /// Envoy's defaults: `max_consecutive_inbound_frames_with_empty_payload` (1),
@@ -539,6 +563,10 @@ public enum HTTP2ErrorCode {
                 if endStream { me.events.append(.endStream(stream: hd.stream_id)) }
             case NGHTTP2_RST_STREAM.rawValue:
                 me.events.append(.reset(stream: hd.stream_id, code: unsafe frame!.pointee.rst_stream.error_code))
+            case NGHTTP2_PING.rawValue:
+                guard me.drain == .notice, hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 else { break }
+                let echoed = unsafe withUnsafeBytes(of: frame!.pointee.ping.opaque_data) { unsafe $0.elementsEqual(HTTP2Session.drainPing) }
+                if echoed { me.drain = .acknowledged }
             case NGHTTP2_GOAWAY.rawValue:
                 let g = unsafe frame!.pointee.goaway
                 unsafe me.events.append(.goaway(lastStream: g.last_stream_id, code: g.error_code))

@@ -105,6 +105,10 @@ enum H2Wire {
     static let headersTooLarge: [UInt8] = Array("431".utf8)
     static let method: [UInt8] = Array(":method".utf8), connect: [UInt8] = Array("CONNECT".utf8)
     static let prematureLifetime: UInt64 = 1_000_000_000
+    /// The longest the drain waits between its notice and the final GOAWAY for a client that does not answer the
+    /// notice's PING (nghttp2 asks for at least a round trip; a --drain-timeout shorter than this may end such a
+    /// connection before its final GOAWAY).
+    static let drainNoticeWait: UInt64 = 1_000_000_000
     /// Rounds over the ready streams in one loop iteration (`h2Iteration`).
     static let roundsPerIteration = 16
 }
@@ -232,6 +236,11 @@ extension HTTPProxy {
             }
         }
         link.session.clearEvents()
+        if link.session.drain == .acknowledged {
+            // The drain notice's PING came back: every stream opened before the notice was read has arrived.
+            link.session.finishDrain()
+            if link.streams.isEmpty { link.closing = true }
+        }
         if link.streamsEnded >= H2Wire.prematureResetMinimumStreams && link.prematureResets * 2 > link.streamsEnded
             && !link.closing {
             Log.debug("HTTP/2 connection: \(link.prematureResets) of \(link.streamsEnded) streams reset early: GOAWAY ENHANCE_YOUR_CALM")
@@ -379,14 +388,28 @@ extension HTTPProxy {
         h2Flush(id, reactor)
     }
 
-    /// The drain (SIGTERM): every HTTP/2 connection is told to open no new stream (GOAWAY with the last stream it
-    /// processed); those open finish, and the connection closes when it has none (or at the drain timeout).
+    /// The drain (SIGTERM), in Envoy's two steps: every HTTP/2 connection is told to open no new stream (GOAWAY
+    /// with the last stream id 2^31-1, and a PING); streams the client opened before it read that are still served.
+    /// Once the PING comes back (one round trip: every such stream has arrived), or at the latest after
+    /// `H2Wire.drainNoticeWait`, the final GOAWAY names the last stream processed; the streams open finish, and the
+    /// connection closes when it has none (or at the drain timeout).
     func h2Drain(_ reactor: Reactor<Backend>) {
         downstreams.forEachID { id in
-            guard let link = downstreams[id].h2 else { return }
-            link.session.goaway(code: HTTP2ErrorCode.noError)
+            guard let link = downstreams[id].h2, !link.closing else { return }
+            link.session.beginDrain()
             h2Flush(id, reactor)
+        }
+        _ = reactor.timers.schedule(Token(op: Op.h2Drain.rawValue, slot: 0, generation: 0),
+                                    at: System.monotonicNanos() &+ H2Wire.drainNoticeWait)
+    }
+
+    /// The drain's second step on every HTTP/2 connection whose client has not answered the notice's PING yet.
+    func h2DrainNoticeExpired(_ reactor: Reactor<Backend>) {
+        downstreams.forEachID { id in
+            guard let link = downstreams[id].h2, !link.closing, link.session.drain != .final else { return }
+            link.session.finishDrain()
             if link.streams.isEmpty { link.closing = true }
+            h2Flush(id, reactor)
         }
     }
 
@@ -402,7 +425,9 @@ extension HTTPProxy {
             link.session.reset(stream: stream, code: HTTP2ErrorCode.protocolError)
             return closeDownstream(v, reset: false, reactor)
         }
-        if link.closing || draining {
+        // (Draining, streams that arrive before the final GOAWAY are served: the client opened them before it
+        // read the notice. nghttp2 ignores those above the final GOAWAY's last stream.)
+        if link.closing {
             return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
         }
         if h2IsConnect(link, fields) {
@@ -866,7 +891,7 @@ extension HTTPProxy {
         if link.streams.isEmpty {
             downstreams[parent].idleSince = System.monotonicNanos()
             // Draining, the connection's last stream ended: it closes once its frames are out.
-            if draining { link.closing = true }
+            if draining && link.session.drain == .final { link.closing = true }
         }
         h2Flush(parent, reactor)
     }

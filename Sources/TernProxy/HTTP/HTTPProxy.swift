@@ -113,6 +113,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case mirrorConnect, mirrorSend, mirrorReceive, mirrorTimer
         /// Wakes the loop at once for HTTP/2 streams that have work left for the next iteration (slot 0).
         case h2Kick
+        /// The drain's second step: the final GOAWAY to HTTP/2 clients that have not answered the notice (slot 0).
+        case h2Drain
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -631,6 +633,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             break  // the iteration that follows decides
         case .h2Kick:
             h2KickArmed = false  // the iteration that follows does the work
+        case .h2Drain:
+            h2DrainNoticeExpired(reactor)
         case .descriptorRetry:
             descriptorRetryArmed = false
             retryDescriptorWaiters(reactor)
