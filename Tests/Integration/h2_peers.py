@@ -1,6 +1,7 @@
 """HTTP/2 upstreams for the tests (issue 17): a plaintext h2c server over Python's h2 that records what it got and
 answers by path, and a gRPC server (grpcio) with raw-bytes methods of every kind."""
 import socket
+import struct
 import threading
 
 import h2.config
@@ -13,7 +14,8 @@ import h2.settings
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
     `x-t: done` follow it); `/held` answers once `gate` is set; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
-    N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; anything else its path.
+    N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; `/flood?KIND` floods PING,
+    SETTINGS (reading nothing), PRIORITY or WINDOW_UPDATE frames before its answer (`flood_ended` set when Tern cut it); anything else its path.
     `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
     stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
     Records, per connection, the most streams open at once, and every request's head and body."""
@@ -34,6 +36,7 @@ class H2Upstream:
         self.conns = []
         self.errors = []
         self.hanging = threading.Event()
+        self.flood_ended = threading.Event()
         self.gate = threading.Event()
         self.refused_on = []  # per connection
         threading.Thread(target=self._accept, daemon=True).start()
@@ -98,6 +101,33 @@ class H2Upstream:
                         conn.send_data(sid, b"")
                     conn.send_data(sid, b"late", end_stream=True)
                     send()
+                return
+            elif path.startswith("/flood?"):
+                # A misbehaving upstream, before its answer: `ping` and `settings` frames asking for an
+                # acknowledgement while it reads nothing (the reader waits on the lock held here), `priority` and
+                # `window` frames that cost work and carry nothing. Bounded: at most 400,000 frames, stopping once
+                # Tern closes the connection.
+                kind = path.split("?")[1]
+                with send_lock:
+                    try:
+                        for i in range(400_000 if kind in ("ping", "settings") else 300):
+                            if kind == "ping":
+                                conn.ping(struct.pack(">Q", i))
+                            elif kind == "settings":
+                                sock.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # (h2 allows one unacknowledged)
+                            elif kind == "priority":
+                                # (h2 will not send PRIORITY from a server: the frame is written here.)
+                                sock.sendall(b"\x00\x00\x05\x02\x00" + struct.pack(">I", sid) + b"\x00\x00\x00\x00\x0f")
+                            else:
+                                conn.increment_flow_control_window(1)
+                            if i % 100 == 99:
+                                sock.sendall(conn.data_to_send())
+                        sock.sendall(conn.data_to_send())
+                        conn.send_headers(sid, [(":status", "200")], end_stream=False)
+                        conn.send_data(sid, b"late", end_stream=True)
+                        send()
+                    except OSError:
+                        self.flood_ended.set()
                 return
             elif path == "/hang":
                 # Headers and a little of the body, then nothing until the connection is dropped.
