@@ -321,6 +321,58 @@ def test_rapid_reset_closes_the_connection_with_enhance_your_calm(start_tern, up
         c.close()
 
 
+@pytest.mark.parametrize("provoke", ["WINDOW_UPDATE overflowing a stream's window", "DATA beyond its content-length",
+                                     "a malformed head"])
+def test_made_you_reset_closes_the_connection_with_enhance_your_calm(start_tern, up, backend, provoke):
+    """MadeYouReset (CVE-2025-8671): the client never resets a stream itself but sends, stream after stream, a frame
+    that makes the server reset it (a stream error). nghttp2 1.52 does not count those; Tern counts them with the
+    client's own early resets under Envoy's premature-reset rule (once 500 streams ended and more than half were
+    reset early): GOAWAY ENHANCE_YOUR_CALM, the close, counted; other connections are served. At most 2,000
+    streams are sent."""
+    from test_telemetry import families, samples, side_args, side_ports
+    ports = side_ports()
+    t = proxy(start_tern, up, backend, *side_args(ports))
+    c = H2Client(t.port)
+    sent = 0
+    try:
+        while not c.goaways and sent < 2000:
+            try:
+                for _ in range(50):
+                    if provoke.startswith("WINDOW_UPDATE"):
+                        sid = c.request("/r", method="POST", end=False)
+                        # (Raw: h2 would refuse to overflow a window.)
+                        c.sock.sendall(struct.pack(">I", 4)[1:] + bytes([8, 0]) + struct.pack(">I", sid)
+                                       + struct.pack(">I", 0x7FFFFFFF))
+                    elif provoke.startswith("DATA"):
+                        c.request("/r", method="POST", headers=[("content-length", "1")], body=b"too long")
+                    else:
+                        c.request("/r", headers=[(":unknown", "x")])  # (h2 strips connection-specific fields)
+                    sent += 1
+            except (BrokenPipeError, ConnectionResetError, h2.exceptions.ProtocolError):
+                break  # closed after its GOAWAY
+            c.sock.settimeout(0.05)
+            try:
+                while True:
+                    c.pump_once()
+            except (socket.timeout, TimeoutError):
+                pass
+            except (ConnectionError, h2.exceptions.ProtocolError):
+                break
+        c.sock.settimeout(10)
+        try:
+            c.wait(lambda: c.goaways, "GOAWAY")
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        assert c.goaways and c.goaways[-1][1] == 11, (sent, c.goaways)  # ENHANCE_YOUR_CALM
+        assert 500 <= sent < 2000
+        # The client reset nothing: every reset was the server's.
+        assert c.resets and all(code in (1, 3, 5) for code in c.resets.values()), set(c.resets.values())
+    finally:
+        c.close()
+    assert curl2(t.port, "/after") == (200, "2", b"/after")
+    assert samples(families(ports[2]), "tern_http2_reset_floods_total")[0].value == 1
+
+
 @pytest.mark.parametrize("flood", ["empty DATA", "padded empty DATA", "PRIORITY", "WINDOW_UPDATE",
                                    "WINDOW_UPDATE on a closed stream"])
 def test_frame_floods_end_the_connection_with_enhance_your_calm(start_tern, up, backend, flood):
