@@ -447,7 +447,7 @@ def test_a_client_that_floods_frames_to_acknowledge_and_never_reads_is_closed(st
     finally:
         sock.close()
     assert curl2(t.port, "/after") == (200, "2", b"/after")
-    wait_until(lambda: samples(families(ports[2]), "tern_http2_protocol_errors_total")[0].value >= 1, "the count")
+    wait_until(lambda: samples(families(ports[2]), "tern_http2_floods_total")[0].value >= 1, "the count")
 
 
 def test_a_client_that_never_opens_its_window_holds_a_stream_to_its_window_until_the_idle_timeout(start_tern, up, backend):
@@ -539,6 +539,63 @@ def test_a_header_list_over_the_limit_resets_its_stream_only(start_tern, up, bac
         ok = c.request("/small")
         c.wait(lambda: ok in c.ended, "the next answer")
         assert all(r.path != "/big" for r in up.requests)
+    finally:
+        c.close()
+
+
+def test_a_continuation_flood_ends_the_connection_with_enhance_your_calm(start_tern, up, backend):
+    """CONTINUATION floods (the 2024 class, CVE-2024-28182): a HEADERS frame without END_HEADERS followed by
+    CONTINUATION frames without end. nghttp2 (with Debian's fix) stops after 8 of them; Tern sends GOAWAY
+    ENHANCE_YOUR_CALM (nghttp2 stops without one), closes the connection and counts it; other connections are
+    served, and nothing of the flooded head reaches the upstream."""
+    from test_telemetry import families, samples, side_args, side_ports
+    ports = side_ports()
+    t = proxy(start_tern, up, backend, *side_args(ports))
+    c = H2Client(t.port)
+    try:
+        first = c.request("/before")
+        c.wait(lambda: first in c.ended, "the first answer")
+        sid = c.conn.get_next_available_stream_id()
+        block = c.conn.encoder.encode([(":method", "GET"), (":scheme", "http"), (":authority", "svc"), (":path", "/c")])
+        out = hyperframe.frame.HeadersFrame(sid, data=block, flags=["END_STREAM"]).serialize()
+        for i in range(1000):
+            out += hyperframe.frame.ContinuationFrame(sid, data=c.conn.encoder.encode([(f"x-{i}", "v")])).serialize()
+        try:
+            c.sock.sendall(out)
+            c.wait(lambda: c.goaways, "GOAWAY")
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+        # ENHANCE_YOUR_CALM; the last stream: nghttp2 counts the flooded one's as begun.
+        assert len(c.goaways) == 1 and c.goaways[0][1] == 11 and c.goaways[0][0] in (first, sid), c.goaways
+        with pytest.raises((ConnectionError, h2.exceptions.ProtocolError)):
+            c.wait(lambda: False, "the close")
+    finally:
+        c.close()
+    assert curl2(t.port, "/after") == (200, "2", b"/after")
+    assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
+    assert all(r.path != "/c" for r in up.requests)
+
+
+def test_an_hpack_bomb_resets_its_streams_and_memory_stays_bounded(start_tern, up, backend):
+    """An HPACK bomb: a 4,000-byte field enters the dynamic table, then header blocks name it 1,000 times at one
+    byte each (1 KB on the wire, 4 MB decoded). Each such head is dropped as it grows past --max-request-headers-kb
+    and its stream reset; 60 of them (240 MB decoded) leave Tern's memory within 16 MiB of where it began, nothing
+    reaches the upstream, and the connection serves on."""
+    from test_http_proxy import PeakRSS, vm_rss
+    t = proxy(start_tern, up, backend)
+    c = H2Client(t.port)
+    try:
+        seed = c.request("/seed", headers=[("x-bomb", "A" * 4000)])
+        c.wait(lambda: seed in c.ended, "the seed's answer")
+        before = vm_rss(t.proc.pid)
+        with PeakRSS(t.proc.pid) as rss:
+            bombs = [c.request("/bomb", headers=[("x-bomb", "A" * 4000)] * 1000) for _ in range(60)]
+            c.wait(lambda: all(b in c.resets for b in bombs), "every bomb's reset", deadline=60)
+            after = c.request("/after")
+            c.wait(lambda: after in c.ended, "the next answer")
+        assert bytes(c.bodies[after]) == b"/after"
+        assert all(r.path != "/bomb" for r in up.requests)
+        assert rss.peak - before < 16 << 20, f"grew {(rss.peak - before) >> 20} MiB"
     finally:
         c.close()
 

@@ -33,7 +33,7 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIO = 0x4, 0x8, 0x20
 ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x2, 0x3, 0x4, 0x5
 MAX_WINDOW = 2**31 - 1
-TIMEOUT = 10  # seconds a read may wait: the bound of every wait
+TIMEOUT = 5  # seconds a read may wait for Tern: the bound of every wait
 AFTER = 1001  # the stream of the request that proves the connection serves on (above any a case uses)
 REQ = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "svc")]
 
@@ -62,6 +62,14 @@ def literal(index, value):
 
 # `GET /` as a field block of static entries and literals only (it leaves the dynamic table as it is).
 STATIC_GET = b"\x82\x86\x84" + literal(1, b"svc")
+
+
+class Silence(AssertionError):
+    """Tern sent nothing more, and did not close, within TIMEOUT."""
+
+
+class NotClosed(AssertionError):
+    """The connection stayed open after a GOAWAY for an error."""
 
 
 class H2Raw:
@@ -106,7 +114,7 @@ class H2Raw:
             except ConnectionResetError:
                 chunk = b""
             except (socket.timeout, TimeoutError):
-                pytest.fail(f"nothing from Tern within {TIMEOUT}s; frames read: {self.seen}")
+                raise Silence(f"nothing from Tern within {TIMEOUT}s; frames read: {self.seen}") from None
             if not chunk:
                 return None
             buf += chunk
@@ -142,8 +150,11 @@ class H2Raw:
 
     def closed(self):
         """Reads until the close (what comes after GOAWAY does not matter)."""
-        while self.frame() is not None:
-            pass
+        try:
+            while self.frame() is not None:
+                pass
+        except Silence as e:
+            raise NotClosed(f"not closed after GOAWAY: {e}") from None
 
     def answer(self, sid):
         """The response head on `sid` (a reset of it fails)."""
@@ -195,8 +206,19 @@ def answered(sid, status="200"):
     return check
 
 
-def deviation(reason):
-    return pytest.mark.xfail(strict=True, reason=reason)
+def deviation(reason, raises=AssertionError):
+    """A case where Tern deviates from the RFC: it must fail, and with `raises` only."""
+    return pytest.mark.xfail(strict=True, raises=raises, reason=reason)
+
+
+# The one deviation most cases meet: nghttp2 ends the session itself (its GOAWAY right), but Tern closes a
+# connection only once its exchanges have ended, and one whose request or answer is still under way cannot end.
+NOT_CLOSED = deviation(
+    "Tern sends the right GOAWAY, then keeps the connection open while an exchange is under way on it: the "
+    "connection waits for its streams, which nghttp2 no longer reads or writes (one with its request body open "
+    "was still open 70 s later under --stream-idle-timeout 2s, one with its answer held closed at the stream idle "
+    "timeout). RFC 9113 §5.4.1: after a GOAWAY for an error the endpoint MUST close the TCP connection.",
+    raises=NotClosed)
 
 
 def run(start_tern, up, backend, send, check, *args, **kw):
@@ -226,11 +248,16 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [raw(DATA, 0, 0, b"x")], PROTOCOL, id="DATA on stream 0"),
     pytest.param(lambda c: [DataFrame(1, b"x")], PROTOCOL, id="DATA on an idle stream"),
     pytest.param(lambda c: [c.post(1), raw(DATA, PADDED, 1, b"\x03ab")], PROTOCOL,
-                 id="DATA with padding as long as its payload"),
+                 id="DATA with padding as long as its payload",
+                 marks=NOT_CLOSED),
     # §6.2 HEADERS; §5.1.1 stream identifiers: odd from a client, increasing.
     pytest.param(lambda c: [c.req(0)], PROTOCOL, id="HEADERS on stream 0"),
     pytest.param(lambda c: [c.req(2)], PROTOCOL, id="HEADERS on an even stream"),
-    pytest.param(lambda c: [c.req(5), c.req(3)], PROTOCOL, id="HEADERS on a decreasing stream id"),
+    pytest.param(lambda c: [c.req(5), c.req(3)], PROTOCOL, id="HEADERS on a decreasing stream id",
+                 marks=deviation("nghttp2 1.52 ignores HEADERS on a stream below the last one opened (stream 3 after "
+                                 "5; on purpose, see its session_on_request_headers_received): stream 5 is answered, "
+                                 "stream 3 gets nothing, no GOAWAY, the connection stays open. RFC 9113 §5.1.1: a "
+                                 "connection error of type PROTOCOL_ERROR.", raises=Silence)),
     pytest.param(lambda c: [raw(HEADERS, END_HEADERS | END_STREAM | PADDED, 1, b"\xff" + c.block(REQ))], PROTOCOL,
                  id="HEADERS with padding longer than its payload"),
     # §6.3 PRIORITY, §6.4 RST_STREAM.
@@ -238,7 +265,8 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [raw(RST_STREAM, 0, 0, struct.pack(">I", CANCEL))], PROTOCOL, id="RST_STREAM on stream 0"),
     pytest.param(lambda c: [RstStreamFrame(1, error_code=CANCEL)], PROTOCOL, id="RST_STREAM on an idle stream"),
     pytest.param(lambda c: [c.post(1), raw(RST_STREAM, 0, 1, b"\x00\x00\x08")], FRAME_SIZE,
-                 id="RST_STREAM of length 3"),
+                 id="RST_STREAM of length 3",
+                 marks=NOT_CLOSED),
     # §6.5 SETTINGS, §6.5.2 their values.
     pytest.param(lambda c: [settings((MAX_CONCURRENT_STREAMS, 10), flags=ACK)], FRAME_SIZE,
                  id="SETTINGS ACK with a payload"),
@@ -251,7 +279,8 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [settings((MAX_FRAME_SIZE, 2**24))], PROTOCOL, id="SETTINGS_MAX_FRAME_SIZE 2^24"),
     # §8.4: a client cannot push.
     pytest.param(lambda c: [c.post(1), raw(PUSH_PROMISE, END_HEADERS, 1, struct.pack(">I", 2) + c.block(REQ))],
-                 PROTOCOL, id="PUSH_PROMISE from the client"),
+                 PROTOCOL, id="PUSH_PROMISE from the client",
+                 marks=NOT_CLOSED),
     # §6.7 PING, §6.8 GOAWAY.
     pytest.param(lambda c: [raw(PING, 0, 1, b"12345678")], PROTOCOL, id="PING on stream 1"),
     pytest.param(lambda c: [raw(PING, 0, 0, b"123456")], FRAME_SIZE, id="PING of length 6"),
@@ -267,18 +296,25 @@ CONNECTION_ERRORS = [
     # §6.9.2: a change of SETTINGS_INITIAL_WINDOW_SIZE taking an open stream's window over 2^31-1.
     pytest.param(lambda c: [c.req(1, path="/hold/w"), WindowUpdateFrame(1, window_increment=MAX_WINDOW - 65_535),
                             settings((INITIAL_WINDOW_SIZE, 65_536))], FLOW_CONTROL,
-                 id="SETTINGS_INITIAL_WINDOW_SIZE taking a stream window over 2^31-1"),
+                 id="SETTINGS_INITIAL_WINDOW_SIZE taking a stream window over 2^31-1",
+                 marks=deviation("Tern (nghttp2) resets only the stream (RST_STREAM FLOW_CONTROL_ERROR on stream 1) "
+                                 "and keeps the connection, no GOAWAY. RFC 9113 §6.9.2: a change of "
+                                 "SETTINGS_INITIAL_WINDOW_SIZE taking any window over 2^31-1 MUST be a connection "
+                                 "error of type FLOW_CONTROL_ERROR.", raises=Silence)),
     # §6.10 CONTINUATION: only right after HEADERS, PUSH_PROMISE or CONTINUATION without END_HEADERS, same stream.
     pytest.param(lambda c: [ContinuationFrame(1, c.block(REQ), flags=["END_HEADERS"])], PROTOCOL,
                  id="CONTINUATION without HEADERS"),
     pytest.param(lambda c: [c.req(1), ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after END_HEADERS"),
+                 id="CONTINUATION after END_HEADERS",
+                 marks=NOT_CLOSED),
     pytest.param(lambda c: [raw(HEADERS, END_STREAM, 1, c.block(REQ[:2])),
                             ContinuationFrame(1, c.block(REQ[2:]), flags=["END_HEADERS"]),
                             ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after a CONTINUATION with END_HEADERS"),
+                 id="CONTINUATION after a CONTINUATION with END_HEADERS",
+                 marks=NOT_CLOSED),
     pytest.param(lambda c: [c.post(1), DataFrame(1, b"x"), ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after DATA"),
+                 id="CONTINUATION after DATA",
+                 marks=NOT_CLOSED),
     pytest.param(interrupted(raw(CONTINUATION, END_HEADERS, 0)), PROTOCOL, id="CONTINUATION on stream 0 in a block"),
     pytest.param(interrupted(raw(CONTINUATION, END_HEADERS, 3)), PROTOCOL,
                  id="CONTINUATION of another stream in a block"),
@@ -303,12 +339,15 @@ def test_connection_errors(start_tern, up, backend, send, code):
 
 STREAM_ERRORS = [
     # §4.2: DATA over SETTINGS_MAX_FRAME_SIZE (16,384; checked in the test).
-    pytest.param(lambda c: [c.post(1), DataFrame(1, b"x" * 16_385)], 1, [FRAME_SIZE], id="DATA over max frame size"),
+    pytest.param(lambda c: [c.post(1), DataFrame(1, b"x" * 16_385)], 1, [FRAME_SIZE], id="DATA over max frame size",
+                 marks=NOT_CLOSED),
     # §5.1 half-closed (remote): frames other than WINDOW_UPDATE, PRIORITY, RST_STREAM (the answer is held).
     pytest.param(lambda c: [c.req(1, path="/hold/d"), DataFrame(1, b"x")], 1, [STREAM_CLOSED],
-                 id="DATA on a half-closed stream"),
+                 id="DATA on a half-closed stream",
+                 marks=NOT_CLOSED),
     pytest.param(lambda c: [c.req(1, path="/hold/h"), c.req(1, [("x-trailer", "1")])], 1, [STREAM_CLOSED],
-                 id="HEADERS on a half-closed stream"),
+                 id="HEADERS on a half-closed stream",
+                 marks=NOT_CLOSED),
     # §5.1 closed: any frame but PRIORITY after the RST_STREAM that closed it.
     pytest.param(lambda c: [c.post(1), RstStreamFrame(1, error_code=CANCEL), DataFrame(1, b"x")], 1,
                  [STREAM_CLOSED], id="DATA after RST_STREAM"),
@@ -319,16 +358,19 @@ STREAM_ERRORS = [
                  id="PRIORITY depending on itself"),
     # §6.3: a PRIORITY frame of a length other than 5.
     pytest.param(lambda c: [c.post(1), raw(PRIORITY, 0, 1, struct.pack(">I", 0))], 1, [FRAME_SIZE],
-                 id="PRIORITY of length 4"),
+                 id="PRIORITY of length 4",
+                 marks=NOT_CLOSED),
     # §6.9: an increment of 0 on a stream; §6.9.1: a stream window over 2^31-1 (filled exactly first: legal).
     pytest.param(lambda c: [c.post(1), raw(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0))], 1, [PROTOCOL],
-                 id="WINDOW_UPDATE of 0 on a stream"),
+                 id="WINDOW_UPDATE of 0 on a stream",
+                 marks=NOT_CLOSED),
     pytest.param(lambda c: [c.req(1, path="/hold/o"), WindowUpdateFrame(1, window_increment=MAX_WINDOW - 65_535),
                             WindowUpdateFrame(1, window_increment=1)], 1, [FLOW_CONTROL],
                  id="WINDOW_UPDATE over 2^31-1 on a stream"),
     # §5.1.2: one stream over SETTINGS_MAX_CONCURRENT_STREAMS (3 here: streams 1, 3 and 5 are open).
     pytest.param(lambda c: [c.post(1), c.post(3), c.post(5), c.post(7)], 7, [PROTOCOL, REFUSED],
-                 id="a stream over SETTINGS_MAX_CONCURRENT_STREAMS"),
+                 id="a stream over SETTINGS_MAX_CONCURRENT_STREAMS",
+                 marks=NOT_CLOSED),
 ]
 
 

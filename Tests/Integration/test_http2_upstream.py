@@ -404,12 +404,9 @@ def test_an_upstream_that_floods_empty_frames_loses_its_connection(start_tern, h
     assert up.connections == 2
 
 
-@pytest.mark.parametrize("kind,counter", [("ping", "tern_http2_protocol_errors_total"),
-                                          ("settings", "tern_http2_protocol_errors_total"),
-                                          ("priority", "tern_http2_floods_total"),
-                                          ("window", "tern_http2_floods_total")])
+@pytest.mark.parametrize("kind", ["ping", "settings", "priority", "window"])
 def test_an_upstream_that_floods_frames_before_its_answer_loses_its_connection(start_tern, h2up, backend, tmp_path,
-                                                                                kind, counter):
+                                                                                kind):
     """§7, an upstream that misbehaves as a flooding client would: PING or SETTINGS frames (each asking for an
     acknowledgement) while it reads nothing, whose acknowledgements queue in nghttp2 until its bound of 1,000 ends
     the session; PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits (GOAWAY ENHANCE_YOUR_CALM). Each way the
@@ -421,7 +418,7 @@ def test_an_upstream_that_floods_frames_before_its_answer_loses_its_connection(s
     t = start(start_tern, backend, mesh(tmp_path, up.port), *side_args(ports))
     status, body = curl(t.port, f"/flood?{kind}", "-H", "Host: svc")
     assert status == 503 and b"late" not in body, (status, body)
-    assert samples(families(ports[2]), counter)[0].value == 1
+    assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
     if kind in ("ping", "settings"):
         assert up.flood_ended.wait(30), "the flood cut by Tern's close"
     assert curl(t.port, "/next", "-H", "Host: svc") == (200, b"/next")

@@ -189,6 +189,7 @@ public enum HTTP2ErrorCode {
 
     deinit {
         if let s = unsafe created { unsafe tern_nghttp2_session_del(s) }
+        unsafe lastWordsOut?.deallocate()
         unsafe nv.deallocate()
     }
 
@@ -202,10 +203,42 @@ public enum HTTP2ErrorCode {
         defer { unsafe input = nil }
         let n = unsafe tern_nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
         guard n >= 0 else {
-            failure = unsafe String(cString: tern_nghttp2_strerror(Int32(n)))
+            let code = Int32(n)
+            failure = unsafe String(cString: tern_nghttp2_strerror(code))
+            // The peer gets GOAWAY: ENHANCE_YOUR_CALM for a flood (CONTINUATION frames beyond nghttp2's bound,
+            // acknowledgements it does not read, heads beyond the arena's cap), else PROTOCOL_ERROR. After a fatal
+            // error nghttp2 sends nothing more: the frame is written here (it needs no state but the last stream).
+            let calm = code == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue || code == NGHTTP2_ERR_FLOODED.rawValue
+                || code == NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
+            failedForFlood = calm
+            let why = calm ? HTTP2ErrorCode.enhanceYourCalm : HTTP2ErrorCode.protocolError
+            if code <= NGHTTP2_ERR_FATAL.rawValue {
+                if code != NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue && code != NGHTTP2_ERR_FLOODED.rawValue {
+                    // (Not to a peer that does not speak HTTP/2, nor to one that reads nothing.)
+                    lastWords = Self.goawayFrame(lastStream: unsafe tern_nghttp2_session_get_last_proc_stream_id(session), code: why)
+                }
+                broken = true
+            } else {
+                _ = unsafe tern_nghttp2_session_terminate_session(session, why)
+            }
             return false
         }
         return true
+    }
+
+    /// The session failed for a flood (`failure` says of what): counted as one.
+    public private(set) var failedForFlood = false
+    /// nghttp2 failed fatally: it is not called again, and `nextOutput` gives `lastWords` (a GOAWAY) once.
+    private var broken = false
+    private var lastWords: [UInt8] = []
+    private var lastWordsOut: UnsafeMutableRawBufferPointer? = nil
+
+    /// A GOAWAY frame (RFC 9113 §6.8) with no debug data.
+    static func goawayFrame(lastStream: Int32, code: UInt32) -> [UInt8] {
+        var f: [UInt8] = [0, 0, 8, 0x7, 0, 0, 0, 0, 0]
+        for shift in stride(from: 24, through: 0, by: -8) { f.append(UInt8(truncatingIfNeeded: UInt32(bitPattern: lastStream) >> UInt32(shift))) }
+        for shift in stride(from: 24, through: 0, by: -8) { f.append(UInt8(truncatingIfNeeded: code >> UInt32(shift))) }
+        return f
     }
 
     /// Forgets the events handled, and the fields of their heads (those of a head still arriving, whose
@@ -243,6 +276,15 @@ public enum HTTP2ErrorCode {
 
     /// The next bytes to send (valid until the next call or until the session goes), empty when there are none.
     public func nextOutput() -> UnsafeRawBufferPointer {
+        if broken {
+            guard !lastWords.isEmpty else { return unsafe UnsafeRawBufferPointer(start: nil, count: 0) }
+            // (Kept until the session goes: the caller may read it until its next call.)
+            let out = UnsafeMutableRawBufferPointer.allocate(byteCount: lastWords.count, alignment: 1)
+            unsafe out.copyBytes(from: lastWords)
+            lastWords = []
+            unsafe lastWordsOut = out
+            return UnsafeRawBufferPointer(out)
+        }
         var data: UnsafePointer<UInt8>? = nil
         let n = unsafe tern_nghttp2_session_mem_send(session, &data)
         guard n > 0, let d = unsafe data else {
@@ -253,7 +295,10 @@ public enum HTTP2ErrorCode {
     }
 
     /// Whether the session still wants to read or write; when neither, the connection is done.
-    public var isDone: Bool { unsafe tern_nghttp2_session_want_read(session) == 0 && tern_nghttp2_session_want_write(session) == 0 }
+    public var isDone: Bool {
+        broken ? lastWords.isEmpty
+            : unsafe tern_nghttp2_session_want_read(session) == 0 && tern_nghttp2_session_want_write(session) == 0
+    }
 
     /// Starts a head to send: add its fields (`addField`), pseudo-header fields first, then submit it.
     public func beginHead() {

@@ -184,7 +184,11 @@ extension HTTPProxy {
         release(buffer, reactor)
         if !ok {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
-            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            if link.session.failedForFlood {
+                counters.h2Floods.add(1, ordering: .relaxed)
+            } else {
+                counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            }
             link.closing = true
             link.abort = true
         }

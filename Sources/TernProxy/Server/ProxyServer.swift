@@ -605,7 +605,7 @@ public final class ProxyServer {
                          samples: one(Double(counters.h2UpstreamConnections.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_upstream_streams_total", help: "Requests sent to upstreams as HTTP/2 streams.", kind: .counter,
                          samples: one(Double(counters.h2UpstreamStreams.load(ordering: .relaxed)))),
-            MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed with GOAWAY ENHANCE_YOUR_CALM for a flood of empty frames, PRIORITY or WINDOW_UPDATE frames (Envoy's limits).", kind: .counter,
+            MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed for a flood: empty frames, PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits, CONTINUATION frames beyond nghttp2's, PING or SETTINGS frames whose acknowledgements the peer does not read, or more header bytes at once than 16 heads' limit.", kind: .counter,
                          samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_protocol_errors_total", help: "HTTP/2 connections that broke the protocol (nghttp2 ended the session) and streams reset for a malformed request head.", kind: .counter,
                          samples: one(Double(counters.h2ProtocolErrors.load(ordering: .relaxed)))),

@@ -205,7 +205,11 @@ extension HTTPProxy {
         if !ok || link.session.flood != nil {
             if !ok {
                 Log.debug("HTTP/2 upstream connection failed: \(link.session.failure ?? "?")")
-                counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+                if link.session.failedForFlood {
+                    counters.h2Floods.add(1, ordering: .relaxed)
+                } else {
+                    counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+                }
             }
             link.goingAway = true
             link.closing = true
