@@ -341,6 +341,10 @@ public struct ConnectionPoolSettings: Sendable, Equatable {
     public var h2UpgradePolicy: String?
     public var useClientProtocol: Bool?
     public var maxConcurrentStreams: Int?
+    /// `http.http2KeepAlive`: PINGs to HTTP/2 upstreams every `interval`, the connection closed when one is not
+    /// answered within `timeout` (Envoy's `connection_keepalive`).
+    public var http2KeepAliveInterval: TernDuration?
+    public var http2KeepAliveTimeout: TernDuration?
     public init() {}
 }
 

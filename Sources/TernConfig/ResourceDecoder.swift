@@ -943,11 +943,9 @@ final class ResourceDecoder {
                                                            "maxRequestsPerConnection", "maxRetries", "idleTimeout",
                                                            "h2UpgradePolicy", "useClientProtocol",
                                                            "maxConcurrentStreams", "http2KeepAlive"]) {
-            // HTTP/2 keepalive PINGs are not sent yet: the block is read and checked, and warns.
-            if let field = ho["http2KeepAlive"] { notActedOn(field) }
             if let k = ho["http2KeepAlive"], let ko = object(k, allowed: ["interval", "timeout"]) {
-                _ = ko["interval"].flatMap { duration($0, minimum: .milliseconds(1)) }
-                _ = ko["timeout"].flatMap { duration($0, minimum: .milliseconds(1)) }
+                c.http2KeepAliveInterval = ko["interval"].flatMap { duration($0, minimum: .milliseconds(1)) }
+                c.http2KeepAliveTimeout = ko["timeout"].flatMap { duration($0, minimum: .milliseconds(1)) }
             }
             c.http1MaxPendingRequests = ho["http1MaxPendingRequests"].flatMap { integer($0, min: 0, max: maxInt) }
             c.http2MaxRequests = ho["http2MaxRequests"].flatMap { integer($0, min: 0, max: maxInt) }

@@ -423,3 +423,99 @@ def test_an_upstream_that_floods_frames_before_its_answer_loses_its_connection(s
         assert up.flood_ended.wait(30), "the flood cut by Tern's close"
     assert curl(t.port, "/next", "-H", "Host: svc") == (200, b"/next")
     assert up.connections == 2
+
+
+class PingUpstream:
+    """An h2c upstream for keepalive PINGs: it answers every PING (h2 does), and `/after-pings?n=N` once N PINGs
+    came on the request's connection; `/freeze` makes it read nothing more on that connection (its PINGs go
+    unanswered) until `stop`. Counts PINGs per connection."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.pings, self.conns, self.stopped = [], [], threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while not self.stopped.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            self.pings.append(0)
+            threading.Thread(target=self._serve, args=(c, len(self.pings) - 1), daemon=True).start()
+
+    def _serve(self, sock, index):
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        waiting = {}  # stream -> PINGs wanted
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for e in conn.receive_data(data):
+                if isinstance(e, h2.events.PingReceived):
+                    self.pings[index] += 1
+                elif isinstance(e, h2.events.RequestReceived):
+                    path = dict(e.headers)[":path"]
+                    if path == "/freeze":
+                        sock.sendall(conn.data_to_send())
+                        self.stopped.wait(60)
+                        return
+                    waiting[e.stream_id] = int(path.split("=")[1]) if "=" in path else 0
+            for sid, n in list(waiting.items()):
+                if self.pings[index] >= n:
+                    del waiting[sid]
+                    conn.send_headers(sid, [(":status", "200")])
+                    conn.send_data(sid, f"pings {self.pings[index]}".encode(), end_stream=True)
+            sock.sendall(conn.data_to_send())
+
+    def stop(self):
+        import socket
+        self.stopped.set()
+        for s in [self.sock, *self.conns]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_keepalive_pings_go_to_http2_upstreams_and_one_unanswered_closes_the_connection(start_tern, backend, tmp_path):
+    """`http2KeepAlive` (Envoy's connection_keepalive): a PING every `interval` on each HTTP/2 upstream connection,
+    busy or idle; a request held until the upstream saw three of them is answered on the same connection. An
+    upstream that stops reading leaves a PING unanswered: after `timeout` its connection is closed and counted,
+    the request on it fails (503 UC, not the route's timeout), and the next request goes on a new connection."""
+    from test_telemetry import families, samples, side_args, side_ports
+    up = PingUpstream()
+    try:
+        ports = side_ports()
+        log = tmp_path / "access.log"
+        t = start(start_tern, backend,
+                  mesh(tmp_path, up.port, pool="http: {http2KeepAlive: {interval: 100ms, timeout: 300ms}}"),
+                  "--access-log", str(log), "--upstream-timeout", "60s", *side_args(ports))
+        assert curl(t.port, "/after-pings?n=3", "-H", "Host: svc") == (200, b"pings 3")
+        assert len(up.pings) == 1
+        status, _ = curl(t.port, "/freeze", "-H", "Host: svc")
+        assert status == 503
+        assert samples(families(ports[2]), "tern_http2_keepalive_timeouts_total")[0].value == 1
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")
+        assert json.loads(log.read_text().splitlines()[1])["response_flags"] == "UC"
+        assert curl(t.port, "/after-pings?n=1", "-H", "Host: svc") == (200, b"pings 1")
+        assert len(up.pings) == 2
+    finally:
+        up.stop()

@@ -76,7 +76,6 @@ import Testing
         #expect(!d.contains { !$0.contains("warning:") }, "\(d)")
         let said = " not acted on by Tern yet: decoded and checked, but it has no effect"
         #expect(d == [
-            "f.yaml:17: warning: DestinationRule default/s: spec.trafficPolicy.connectionPool.http.http2KeepAlive:" + said,
             "f.yaml:19: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.zoneAwareLbSetting:" + said,
             "f.yaml:20: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.backendUtilization:" + said,
             "f.yaml:21: warning: DestinationRule default/s: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes:" + said,

@@ -195,6 +195,17 @@ import Testing
         #expect(c2.log.last == "goaway \(late) 0" && drained.session.drain == .final)
     }
 
+    @Test func aKeepalivePingIsOutstandingUntilItsAnswerComes() {
+        let client = Side(.client), server = Side(.server)
+        Self.settle(client, server)
+        client.session.ping()
+        #expect(client.session.pingOutstanding)
+        // (The answer to another PING does not count.)
+        server.session.ping()
+        Self.settle(client, server)
+        #expect(!client.session.pingOutstanding && !server.session.pingOutstanding)
+    }
+
     @Test func aHeaderListOverTheLimitIsDroppedAsItArrivesAndItsStreamReset() {
         var small = HTTP2Session.Settings()
         small.maxHeaderListSize = 4096

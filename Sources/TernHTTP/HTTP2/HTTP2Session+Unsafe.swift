@@ -402,6 +402,18 @@ public enum HTTP2ErrorCode {
         drain = .notice
     }
 
+    /// A keepalive PING is out and not answered yet.
+    public private(set) var pingOutstanding = false
+    private static let keepalivePing: [UInt8] = Array("ternkeep".utf8)
+
+    /// Sends a keepalive PING (`pingOutstanding` until its acknowledgement comes).
+    public func ping() {
+        unsafe Self.keepalivePing.withUnsafeBufferPointer { p in
+            _ = unsafe tern_nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), p.baseAddress)
+        }
+        pingOutstanding = true
+    }
+
     /// Ends a graceful close: GOAWAY NO_ERROR with the last stream processed (nothing above it is served).
     public func finishDrain() {
         guard drain != .final else { return }
@@ -609,9 +621,12 @@ public enum HTTP2ErrorCode {
             case NGHTTP2_RST_STREAM.rawValue:
                 me.events.append(.reset(stream: hd.stream_id, code: unsafe frame!.pointee.rst_stream.error_code))
             case NGHTTP2_PING.rawValue:
-                guard me.drain == .notice, hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 else { break }
-                let echoed = unsafe withUnsafeBytes(of: frame!.pointee.ping.opaque_data) { unsafe $0.elementsEqual(HTTP2Session.drainPing) }
-                if echoed { me.drain = .acknowledged }
+                guard hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 else { break }
+                unsafe withUnsafeBytes(of: frame!.pointee.ping.opaque_data) { echoed in
+                    let drainPing = unsafe echoed.elementsEqual(HTTP2Session.drainPing)
+                    if me.drain == .notice && drainPing { me.drain = .acknowledged }
+                    if unsafe echoed.elementsEqual(HTTP2Session.keepalivePing) { me.pingOutstanding = false }
+                }
             case NGHTTP2_GOAWAY.rawValue:
                 let g = unsafe frame!.pointee.goaway
                 unsafe me.events.append(.goaway(lastStream: g.last_stream_id, code: g.error_code))

@@ -48,6 +48,10 @@ struct CircuitLimits: Equatable {
     var maxConcurrentStreams = Int.max
     var keepalive = false
     var keepaliveTime = 0, keepaliveInterval = 0, keepaliveProbes = 0
+    /// HTTP/2 keepalive PINGs (`http.http2KeepAlive`): every `pingInterval` (0: none), the connection closed when
+    /// one is not answered within `pingTimeout`.
+    var pingInterval: UInt64 = 0
+    var pingTimeout: UInt64 = 0
     /// TCP routes: a relayed connection with no bytes either way for this long is closed (0: never).
     var tcpIdleTimeout: UInt64 = 0
 }
@@ -92,12 +96,18 @@ extension CircuitLimits {
         maxRequestsPerConnection = pool?.maxRequestsPerConnection ?? 0
         maxConnectionDuration = pool?.maxConnectionDuration?.nanoseconds ?? 0
         maxConcurrentStreams = limit(pool?.maxConcurrentStreams, 0)
+        pingInterval = pool?.http2KeepAliveInterval?.nanoseconds ?? 0
+        pingTimeout = pool?.http2KeepAliveTimeout?.nanoseconds ?? Self.defaultPingTimeout
         keepalive = pool?.tcpKeepalive ?? false
         keepaliveTime = Self.seconds(pool?.tcpKeepaliveTime)
         keepaliveInterval = Self.seconds(pool?.tcpKeepaliveInterval)
         keepaliveProbes = pool?.tcpKeepaliveProbes ?? 0
         tcpIdleTimeout = (pool?.tcpIdleTimeout ?? relay.idleTimeout).nanoseconds
     }
+
+    /// How long a keepalive PING may go unanswered when `http2KeepAlive` names no timeout (Envoy requires one;
+    /// gRPC's clients wait 20 s).
+    static let defaultPingTimeout: UInt64 = 20_000_000_000
 
     /// Whole seconds, at least one (TCP_KEEPIDLE and TCP_KEEPINTVL count seconds); 0 for none.
     private static func seconds(_ d: TernDuration?) -> Int {
@@ -119,6 +129,8 @@ struct ConnectionSettings {
     var maxConcurrentStreams: Int
     var keepalive: Bool
     var keepaliveTime: Int, keepaliveInterval: Int, keepaliveProbes: Int
+    /// HTTP/2 keepalive PINGs: 0 interval, none.
+    var pingInterval: UInt64, pingTimeout: UInt64
 }
 
 /// One cluster's circuit breakers for the whole process: counts, limits and overflow counters (Envoy's
@@ -149,6 +161,8 @@ final class ClusterCircuit: Sendable {
     private let keepaliveTime = Atomic<Int>(0)
     private let keepaliveInterval = Atomic<Int>(0)
     private let keepaliveProbes = Atomic<Int>(0)
+    private let pingInterval = Atomic<UInt64>(0)
+    private let pingTimeout = Atomic<UInt64>(0)
 
     /// The epoch of the table whose limits it has (written under the registry's lock).
     let epoch = Atomic<UInt64>(0)
@@ -170,7 +184,8 @@ final class ClusterCircuit: Sendable {
                            maxConcurrentStreams: maxConcurrentStreams.load(ordering: .relaxed),
                            keepalive: keepalive.load(ordering: .relaxed),
                            keepaliveTime: keepaliveTime.load(ordering: .relaxed), keepaliveInterval: keepaliveInterval.load(ordering: .relaxed),
-                           keepaliveProbes: keepaliveProbes.load(ordering: .relaxed))
+                           keepaliveProbes: keepaliveProbes.load(ordering: .relaxed),
+                           pingInterval: pingInterval.load(ordering: .relaxed), pingTimeout: pingTimeout.load(ordering: .relaxed))
     }
 
     /// The limits of the table bound last (every reactor binding it writes the same values).
@@ -192,6 +207,8 @@ final class ClusterCircuit: Sendable {
         keepaliveTime.store(l.keepaliveTime, ordering: .relaxed)
         keepaliveInterval.store(l.keepaliveInterval, ordering: .relaxed)
         keepaliveProbes.store(l.keepaliveProbes, ordering: .relaxed)
+        pingInterval.store(l.pingInterval, ordering: .relaxed)
+        pingTimeout.store(l.pingTimeout, ordering: .relaxed)
     }
 
     /// A TCP route's connection counts in `connections` against `tcp.maxConnections` only.

@@ -115,6 +115,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         case h2Kick
         /// The drain's second step: the final GOAWAY to HTTP/2 clients that have not answered the notice (slot 0).
         case h2Drain
+        /// An HTTP/2 upstream connection's keepalive PING (keyed by its slot).
+        case h2Ping
     }
 
     /// How close to the descriptor cap idle client connections start to be closed for new ones.
@@ -635,6 +637,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             h2KickArmed = false  // the iteration that follows does the work
         case .h2Drain:
             h2DrainNoticeExpired(reactor)
+        case .h2Ping:
+            let u = UID(index: token.slot, generation: token.generation)
+            if upstreams.isCurrent(u) { h2uPingTimer(u, reactor) }
         case .descriptorRetry:
             descriptorRetryArmed = false
             retryDescriptorWaiters(reactor)

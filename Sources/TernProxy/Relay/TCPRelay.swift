@@ -61,6 +61,8 @@ public final class RelayCounters: Sendable {
     public let h2UpstreamConnections = Atomic<UInt64>(0)
     /// HTTP/2 connections (either side) ended for a frame flood (`HTTP2Session.flood`).
     public let h2Floods = Atomic<UInt64>(0)
+    /// HTTP/2 upstream connections closed for a keepalive PING not answered in time.
+    public let h2PingTimeouts = Atomic<UInt64>(0)
     public let h2UpstreamStreams = Atomic<UInt64>(0)
     public let accepted = Atomic<Int>(0)
     /// Connections closed at once because --max-connections was reached.

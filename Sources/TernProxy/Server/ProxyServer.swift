@@ -607,6 +607,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.h2UpstreamStreams.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed for a flood: empty frames, PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits, CONTINUATION frames beyond nghttp2's, PING or SETTINGS frames whose acknowledgements the peer does not read, or more header bytes at once than 16 heads' limit.", kind: .counter,
                          samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_http2_keepalive_timeouts_total", help: "HTTP/2 upstream connections closed because a keepalive PING (DestinationRule http2KeepAlive) was not answered within its timeout.", kind: .counter,
+                         samples: one(Double(counters.h2PingTimeouts.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_protocol_errors_total", help: "HTTP/2 connections that broke the protocol (nghttp2 ended the session) and streams reset for a malformed request head.", kind: .counter,
                          samples: one(Double(counters.h2ProtocolErrors.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_reset_floods_total", help: "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM for resetting more than half of 500 or more streams early (Envoy's premature-reset rule).", kind: .counter,

@@ -146,11 +146,19 @@ extension HTTPProxy {
             return
         }
         let link = H2UpLink(session: session)
-        if let circuit = upstreams[u].circuit { link.maxConcurrent = circuit.connectionSettings.maxConcurrentStreams }
+        if let circuit = upstreams[u].circuit {
+            let c = circuit.connectionSettings
+            link.maxConcurrent = c.maxConcurrentStreams
+            link.pingInterval = c.pingInterval
+            link.pingTimeout = c.pingTimeout
+        }
         unsafe session.bodySource = { [unowned self] stream, buffer in unsafe self.h2uBodyRead(u, stream, buffer) }
         upstreams[u].h2 = link
         upstreams[u].state = .bound
         pools.slots[e].h2Links.append(u)
+        if link.pingInterval > 0 {
+            _ = reactor.timers.schedule(token(.h2Ping, u), at: saturatingAdd(System.monotonicNanos(), link.pingInterval))
+        }
         counters.h2UpstreamConnections.add(1, ordering: .relaxed)
         receiveFromUpstream(u, reactor)
         if let x, exchanges.isCurrent(x), exchanges[x].attempt.connection == u {
@@ -194,6 +202,7 @@ extension HTTPProxy {
             return h2uEnd(u, reactor)
         }
         let input = unsafe pool.bytes(buffer, length: Int(c.result))
+        if link.pingInterval > 0 { link.lastHeard = System.monotonicNanos() }
         let ok = unsafe link.session.receive(input)
         unsafe h2uEvents(u, link, input, reactor)
         release(buffer, reactor)
@@ -386,6 +395,34 @@ extension HTTPProxy {
         } else {
             upstreams[u].poolTimer = reactor.timers.schedule(token(.poolTimer, u), at: due)
         }
+    }
+
+    /// The keepalive timer of an HTTP/2 connection (`http2KeepAlive`): a PING goes out every interval; one not
+    /// answered within the timeout (of it, or of the last bytes the upstream sent) closes the connection, and its
+    /// streams fail as on any connection lost (retried where the route's policy says so).
+    func h2uPingTimer(_ u: UID, _ reactor: Reactor<Backend>) {
+        guard let link = upstreams[u].h2, !link.ended, !link.closing, link.pingInterval > 0 else { return }
+        let now = System.monotonicNanos()
+        var next: UInt64
+        if link.session.pingOutstanding {
+            let deadline = saturatingAdd(max(link.pingSentAt, link.lastHeard), link.pingTimeout)
+            if now >= deadline {
+                Log.debug("HTTP/2 upstream connection: keepalive PING not answered within \(link.pingTimeout / 1_000_000) ms: closed")
+                counters.h2PingTimeouts.add(1, ordering: .relaxed)
+                return h2uEnd(u, reactor)
+            }
+            next = deadline
+        } else if now < saturatingAdd(link.pingSentAt, link.pingInterval) {
+            next = saturatingAdd(link.pingSentAt, link.pingInterval)
+        } else {
+            link.session.ping()
+            link.pingSentAt = now
+            h2uFlush(u, reactor)
+            guard upstreams.isCurrent(u), upstreams[u].h2 === link else { return }
+            // Looked at again when the answer is due, or for the next PING if that comes first.
+            next = saturatingAdd(now, min(link.pingTimeout, link.pingInterval))
+        }
+        _ = reactor.timers.schedule(token(.h2Ping, u), at: next)
     }
 
     /// The connection's slot is freed (`finishUpstreamIfQuiet`): out of its pool, its buffer back.

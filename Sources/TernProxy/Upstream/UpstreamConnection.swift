@@ -68,6 +68,13 @@ final class H2UpLink: H2Connection {
     var ended = false
     /// Streams it may carry at once: the cluster's `maxConcurrentStreams` (the peer's SETTINGS may lower it).
     var maxConcurrent = Int.max
+    /// Keepalive PINGs (`http2KeepAlive`): every `pingInterval` (0: none), answered within `pingTimeout` of the
+    /// last sent (`pingSentAt`) or of the last bytes heard (`lastHeard`: a peer that sends is alive, as Envoy
+    /// extends the timeout on any frame), else the connection is closed.
+    var pingInterval: UInt64 = 0
+    var pingTimeout: UInt64 = 0
+    var pingSentAt: UInt64 = 0
+    var lastHeard: UInt64 = 0
 
     override init(session: HTTP2Session) {
         super.init(session: session)
