@@ -199,9 +199,9 @@ def ignored(c):
     c.served()
 
 
-def answered(sid, status="200"):
+def answered(sid):
     def check(c):
-        assert c.answer(sid) == status
+        assert c.answer(sid) == "200"
         ignored(c)
     return check
 
@@ -229,7 +229,6 @@ def run(start_tern, up, backend, send, check, *args, **kw):
         check(c)
     finally:
         c.sock.close()
-    return c
 
 
 # --- Connection errors (§5.4.1): GOAWAY with the code, then the close -------------------------------------------
@@ -367,8 +366,10 @@ STREAM_ERRORS = [
     pytest.param(lambda c: [c.req(1, path="/hold/o"), WindowUpdateFrame(1, window_increment=MAX_WINDOW - 65_535),
                             WindowUpdateFrame(1, window_increment=1)], 1, [FLOW_CONTROL],
                  id="WINDOW_UPDATE over 2^31-1 on a stream"),
-    # §5.1.2: one stream over SETTINGS_MAX_CONCURRENT_STREAMS (3 here: streams 1, 3 and 5 are open).
-    pytest.param(lambda c: [c.post(1), c.post(3), c.post(5), c.post(7)], 7, [PROTOCOL, REFUSED],
+    # §5.1.2: one stream over SETTINGS_MAX_CONCURRENT_STREAMS (3 here: streams 1, 3 and 5 are open); then the
+    # client ends stream 1, so that the request proving the connection serves on fits.
+    pytest.param(lambda c: [c.post(1), c.post(3), c.post(5), c.post(7), RstStreamFrame(1, error_code=CANCEL)], 7,
+                 [PROTOCOL, REFUSED],
                  id="a stream over SETTINGS_MAX_CONCURRENT_STREAMS",
                  marks=NOT_CLOSED),
 ]
@@ -379,9 +380,6 @@ def test_stream_errors(start_tern, up, backend, send, sid, codes):
     def check(c):
         assert c.server_settings.get(MAX_FRAME_SIZE, 16_384) == 16_384
         assert c.server_settings.get(MAX_CONCURRENT_STREAMS) == 3
-        if sid == 7:
-            # The client ends one of the three streams; the request that proves the connection serves on fits.
-            c.send(RstStreamFrame(1, error_code=CANCEL))
         stream_error(sid, *codes)(c)
     run(start_tern, up, backend, send, check, "--http2-max-concurrent-streams", "3")
 
@@ -537,34 +535,33 @@ def test_the_server_preface_is_settings_and_a_first_frame_other_than_settings_is
         handshake=False)
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["in one write", "after a valid beginning"])
-def test_an_invalid_preface_closes_the_connection(start_tern, up, backend, split):
-    """§3.4: a connection error of type PROTOCOL_ERROR, whose GOAWAY MAY be left out. The listener serves HTTP/1.1
-    too: bytes that are no HTTP/2 preface may be taken for an HTTP/1.1 request, which may get an HTTP/1.1 error
-    answer before the close. Either way no HTTP/2 frame but GOAWAY (PROTOCOL_ERROR) comes, and the connection
-    closes."""
+def test_an_invalid_preface_after_a_valid_beginning_is_a_connection_error(start_tern, up, backend):
+    """§3.4: an invalid preface is a connection error of type PROTOCOL_ERROR, whose GOAWAY MAY be left out. The
+    preface's first 16 bytes make the connection HTTP/2 (Tern's SETTINGS come); then a wrong rest: the close, with
+    nothing more than Tern's own preface frames and at most a GOAWAY PROTOCOL_ERROR."""
     t = proxy(start_tern, up, backend)
-    bad = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings()
+    c = H2Raw(t.port, handshake=False)
+    try:
+        c.send(PREFACE[:16])
+        c.until(lambda f: isinstance(f, SettingsFrame), "Tern's SETTINGS")
+        c.send(b"\r\nXX\r\n\r\n", settings())
+        c.closed()
+        assert all(isinstance(f, (SettingsFrame, WindowUpdateFrame)) and f.stream_id == 0 or
+                   isinstance(f, GoAwayFrame) and f.error_code == PROTOCOL for f in c.seen), c.seen
+    finally:
+        c.sock.close()
+
+
+def test_an_invalid_preface_in_one_write_is_answered_as_http11_and_closed(start_tern, up, backend):
+    """The listener serves HTTP/1.1 too: bytes that never were an HTTP/2 preface are an HTTP/1.1 request line
+    (`PRI * HTTP/2.0`), answered with an error status and `connection: close`, then the close."""
+    t = proxy(start_tern, up, backend)
     with socket.create_connection(("127.0.0.1", t.port), timeout=TIMEOUT) as s:
-        if split:
-            s.sendall(bad[:16])  # a beginning of the preface: Tern may have taken the connection for HTTP/2
-        s.sendall(bad[16:] if split else bad)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings())
         got = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
+        while chunk := s.recv(65536):
             got += chunk
-    if got.startswith(b"HTTP/1."):
-        assert int(got.split()[1]) >= 400, got
-        return
-    while got:  # HTTP/2 frames: Tern's SETTINGS (its preface), a GOAWAY PROTOCOL_ERROR, nothing else
-        n = 9 + int.from_bytes(got[:3], "big")
-        assert got[3] == SETTINGS or got[3] == GOAWAY and got[13:17] == struct.pack(">I", PROTOCOL), got
-        got = got[n:]
+    assert got.startswith(b"HTTP/1.1 ") and int(got.split()[1]) >= 400 and b"connection: close" in got.lower(), got
 
 
 # --- Flow control (§6.9.1, §6.9.2) ------------------------------------------------------------------------------
