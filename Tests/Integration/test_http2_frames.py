@@ -211,16 +211,6 @@ def deviation(reason, raises=AssertionError):
     return pytest.mark.xfail(strict=True, raises=raises, reason=reason)
 
 
-# The one deviation most cases meet: nghttp2 ends the session itself (its GOAWAY right), but Tern closes a
-# connection only once its exchanges have ended, and one whose request or answer is still under way cannot end.
-NOT_CLOSED = deviation(
-    "Tern sends the right GOAWAY, then keeps the connection open while an exchange is under way on it: the "
-    "connection waits for its streams, which nghttp2 no longer reads or writes (one with its request body open "
-    "was still open 70 s later under --stream-idle-timeout 2s, one with its answer held closed at the stream idle "
-    "timeout). RFC 9113 §5.4.1: after a GOAWAY for an error the endpoint MUST close the TCP connection.",
-    raises=NotClosed)
-
-
 def run(start_tern, up, backend, send, check, *args, **kw):
     t = proxy(start_tern, up, backend, *args)
     c = H2Raw(t.port, **kw)
@@ -247,8 +237,7 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [raw(DATA, 0, 0, b"x")], PROTOCOL, id="DATA on stream 0"),
     pytest.param(lambda c: [DataFrame(1, b"x")], PROTOCOL, id="DATA on an idle stream"),
     pytest.param(lambda c: [c.post(1), raw(DATA, PADDED, 1, b"\x03ab")], PROTOCOL,
-                 id="DATA with padding as long as its payload",
-                 marks=NOT_CLOSED),
+                 id="DATA with padding as long as its payload"),
     # §6.2 HEADERS; §5.1.1 stream identifiers: odd from a client, increasing.
     pytest.param(lambda c: [c.req(0)], PROTOCOL, id="HEADERS on stream 0"),
     pytest.param(lambda c: [c.req(2)], PROTOCOL, id="HEADERS on an even stream"),
@@ -264,8 +253,7 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [raw(RST_STREAM, 0, 0, struct.pack(">I", CANCEL))], PROTOCOL, id="RST_STREAM on stream 0"),
     pytest.param(lambda c: [RstStreamFrame(1, error_code=CANCEL)], PROTOCOL, id="RST_STREAM on an idle stream"),
     pytest.param(lambda c: [c.post(1), raw(RST_STREAM, 0, 1, b"\x00\x00\x08")], FRAME_SIZE,
-                 id="RST_STREAM of length 3",
-                 marks=NOT_CLOSED),
+                 id="RST_STREAM of length 3"),
     # §6.5 SETTINGS, §6.5.2 their values.
     pytest.param(lambda c: [settings((MAX_CONCURRENT_STREAMS, 10), flags=ACK)], FRAME_SIZE,
                  id="SETTINGS ACK with a payload"),
@@ -278,8 +266,7 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [settings((MAX_FRAME_SIZE, 2**24))], PROTOCOL, id="SETTINGS_MAX_FRAME_SIZE 2^24"),
     # §8.4: a client cannot push.
     pytest.param(lambda c: [c.post(1), raw(PUSH_PROMISE, END_HEADERS, 1, struct.pack(">I", 2) + c.block(REQ))],
-                 PROTOCOL, id="PUSH_PROMISE from the client",
-                 marks=NOT_CLOSED),
+                 PROTOCOL, id="PUSH_PROMISE from the client"),
     # §6.7 PING, §6.8 GOAWAY.
     pytest.param(lambda c: [raw(PING, 0, 1, b"12345678")], PROTOCOL, id="PING on stream 1"),
     pytest.param(lambda c: [raw(PING, 0, 0, b"123456")], FRAME_SIZE, id="PING of length 6"),
@@ -304,16 +291,13 @@ CONNECTION_ERRORS = [
     pytest.param(lambda c: [ContinuationFrame(1, c.block(REQ), flags=["END_HEADERS"])], PROTOCOL,
                  id="CONTINUATION without HEADERS"),
     pytest.param(lambda c: [c.req(1), ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after END_HEADERS",
-                 marks=NOT_CLOSED),
+                 id="CONTINUATION after END_HEADERS"),
     pytest.param(lambda c: [raw(HEADERS, END_STREAM, 1, c.block(REQ[:2])),
                             ContinuationFrame(1, c.block(REQ[2:]), flags=["END_HEADERS"]),
                             ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after a CONTINUATION with END_HEADERS",
-                 marks=NOT_CLOSED),
+                 id="CONTINUATION after a CONTINUATION with END_HEADERS"),
     pytest.param(lambda c: [c.post(1), DataFrame(1, b"x"), ContinuationFrame(1, flags=["END_HEADERS"])], PROTOCOL,
-                 id="CONTINUATION after DATA",
-                 marks=NOT_CLOSED),
+                 id="CONTINUATION after DATA"),
     pytest.param(interrupted(raw(CONTINUATION, END_HEADERS, 0)), PROTOCOL, id="CONTINUATION on stream 0 in a block"),
     pytest.param(interrupted(raw(CONTINUATION, END_HEADERS, 3)), PROTOCOL,
                  id="CONTINUATION of another stream in a block"),
@@ -338,15 +322,12 @@ def test_connection_errors(start_tern, up, backend, send, code):
 
 STREAM_ERRORS = [
     # §4.2: DATA over SETTINGS_MAX_FRAME_SIZE (16,384; checked in the test).
-    pytest.param(lambda c: [c.post(1), DataFrame(1, b"x" * 16_385)], 1, [FRAME_SIZE], id="DATA over max frame size",
-                 marks=NOT_CLOSED),
+    pytest.param(lambda c: [c.post(1), DataFrame(1, b"x" * 16_385)], 1, [FRAME_SIZE], id="DATA over max frame size"),
     # §5.1 half-closed (remote): frames other than WINDOW_UPDATE, PRIORITY, RST_STREAM (the answer is held).
     pytest.param(lambda c: [c.req(1, path="/hold/d"), DataFrame(1, b"x")], 1, [STREAM_CLOSED],
-                 id="DATA on a half-closed stream",
-                 marks=NOT_CLOSED),
+                 id="DATA on a half-closed stream"),
     pytest.param(lambda c: [c.req(1, path="/hold/h"), c.req(1, [("x-trailer", "1")])], 1, [STREAM_CLOSED],
-                 id="HEADERS on a half-closed stream",
-                 marks=NOT_CLOSED),
+                 id="HEADERS on a half-closed stream"),
     # §5.1 closed: any frame but PRIORITY after the RST_STREAM that closed it.
     pytest.param(lambda c: [c.post(1), RstStreamFrame(1, error_code=CANCEL), DataFrame(1, b"x")], 1,
                  [STREAM_CLOSED], id="DATA after RST_STREAM"),
@@ -357,12 +338,10 @@ STREAM_ERRORS = [
                  id="PRIORITY depending on itself"),
     # §6.3: a PRIORITY frame of a length other than 5.
     pytest.param(lambda c: [c.post(1), raw(PRIORITY, 0, 1, struct.pack(">I", 0))], 1, [FRAME_SIZE],
-                 id="PRIORITY of length 4",
-                 marks=NOT_CLOSED),
+                 id="PRIORITY of length 4"),
     # §6.9: an increment of 0 on a stream; §6.9.1: a stream window over 2^31-1 (filled exactly first: legal).
     pytest.param(lambda c: [c.post(1), raw(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0))], 1, [PROTOCOL],
-                 id="WINDOW_UPDATE of 0 on a stream",
-                 marks=NOT_CLOSED),
+                 id="WINDOW_UPDATE of 0 on a stream"),
     pytest.param(lambda c: [c.req(1, path="/hold/o"), WindowUpdateFrame(1, window_increment=MAX_WINDOW - 65_535),
                             WindowUpdateFrame(1, window_increment=1)], 1, [FLOW_CONTROL],
                  id="WINDOW_UPDATE over 2^31-1 on a stream"),
@@ -370,8 +349,7 @@ STREAM_ERRORS = [
     # client ends stream 1, so that the request proving the connection serves on fits.
     pytest.param(lambda c: [c.post(1), c.post(3), c.post(5), c.post(7), RstStreamFrame(1, error_code=CANCEL)], 7,
                  [PROTOCOL, REFUSED],
-                 id="a stream over SETTINGS_MAX_CONCURRENT_STREAMS",
-                 marks=NOT_CLOSED),
+                 id="a stream over SETTINGS_MAX_CONCURRENT_STREAMS"),
 ]
 
 

@@ -428,7 +428,8 @@ def test_an_upstream_that_floods_frames_before_its_answer_loses_its_connection(s
 class PingUpstream:
     """An h2c upstream for keepalive PINGs: it answers every PING (h2 does), and `/after-pings?n=N` once N PINGs
     came on the request's connection; `/freeze` makes it read nothing more on that connection (its PINGs go
-    unanswered) until `stop`. Counts PINGs per connection."""
+    unanswered) until `stop`; `/bad-frame` answers with a DATA frame on stream 0 (a connection error). Counts PINGs
+    per connection."""
 
     def __init__(self):
         import socket
@@ -439,6 +440,7 @@ class PingUpstream:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.pings, self.conns, self.stopped = [], [], threading.Event()
+        self.bad_frames = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -472,6 +474,11 @@ class PingUpstream:
                     self.pings[index] += 1
                 elif isinstance(e, h2.events.RequestReceived):
                     path = dict(e.headers)[":path"]
+                    if path == "/bad-frame":
+                        # DATA on stream 0: a connection error (RFC 9113 §6.1); then it keeps reading.
+                        sock.sendall(conn.data_to_send() + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+                        self.bad_frames += 1
+                        continue
                     if path == "/freeze":
                         sock.sendall(conn.data_to_send())
                         self.stopped.wait(60)
@@ -516,6 +523,26 @@ def test_keepalive_pings_go_to_http2_upstreams_and_one_unanswered_closes_the_con
         wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2, "two access-log lines")
         assert json.loads(log.read_text().splitlines()[1])["response_flags"] == "UC"
         assert curl(t.port, "/after-pings?n=1", "-H", "Host: svc") == (200, b"pings 1")
+        assert len(up.pings) == 2
+    finally:
+        up.stop()
+
+
+def test_an_upstream_that_breaks_the_protocol_with_a_stream_open_loses_its_connection_at_once(start_tern, backend,
+                                                                                               tmp_path):
+    """RFC 9113 §5.4.1 from the client side: an upstream sends a frame that is a connection error (DATA on stream
+    0) while a request is open on the connection. Tern's session answers GOAWAY PROTOCOL_ERROR; the request fails
+    at once (503 UC, not at the route's timeout), the connection is closed and counted, and the next request goes
+    on a new connection."""
+    from test_telemetry import families, samples, side_args, side_ports
+    up = PingUpstream()
+    try:
+        ports = side_ports()
+        t = start(start_tern, backend, mesh(tmp_path, up.port), "--upstream-timeout", "60s", *side_args(ports))
+        status, _ = curl(t.port, "/bad-frame", "-H", "Host: svc")
+        assert status == 503 and up.bad_frames == 1
+        assert samples(families(ports[2]), "tern_http2_protocol_errors_total")[0].value == 1
+        assert curl(t.port, "/after-pings?n=0", "-H", "Host: svc") == (200, b"pings 0")
         assert len(up.pings) == 2
     finally:
         up.stop()

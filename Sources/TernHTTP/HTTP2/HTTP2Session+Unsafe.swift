@@ -226,6 +226,9 @@ public enum HTTP2ErrorCode {
         return true
     }
 
+    /// A GOAWAY with an error code went out (nghttp2 ended the session for the peer's protocol error, or a flood
+    /// did): nothing more is served on the connection, which closes once that frame is out (RFC 9113 §5.4.1).
+    public private(set) var endedForError = false
     /// The session failed for a flood (`failure` says of what): counted as one.
     public private(set) var failedForFlood = false
     /// nghttp2 failed fatally: it is not called again, and `nextOutput` gives `lastWords` (a GOAWAY) once.
@@ -585,7 +588,11 @@ public enum HTTP2ErrorCode {
         }
         unsafe tern_nghttp2_session_callbacks_set_on_frame_send_callback(cbs) { _, frame, user in
             let me = unsafe HTTP2Session.me(user)
-            if unsafe UInt32(frame!.pointee.hd.type) == NGHTTP2_DATA.rawValue { me.dataFramesSent += 1 }
+            switch unsafe UInt32(frame!.pointee.hd.type) {
+            case NGHTTP2_DATA.rawValue: me.dataFramesSent += 1
+            case NGHTTP2_GOAWAY.rawValue: if unsafe frame!.pointee.goaway.error_code != 0 { me.endedForError = true }
+            default: break
+            }
             return 0
         }
         unsafe tern_nghttp2_session_callbacks_set_on_frame_recv_callback(cbs) { _, frame, user in

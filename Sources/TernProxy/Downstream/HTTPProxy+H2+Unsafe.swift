@@ -302,6 +302,14 @@ extension HTTPProxy {
             unsafe h2Events(id, link, UnsafeRawBufferPointer(start: nil, count: 0), reactor)
             guard downstreams.isCurrent(id) else { return release(b, reactor) }
         }
+        if link.session.endedForError && !link.abort {
+            // nghttp2 ended the session for the client's protocol error (its GOAWAY is in this buffer): the
+            // connection closes once that is out, its open streams with it, whatever they wait for.
+            Log.debug("HTTP/2 connection: a protocol error of the client's: GOAWAY and the close")
+            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            link.closing = true
+            link.abort = true
+        }
         guard n > 0 else {
             release(b, reactor)
             // All said (a GOAWAY last): the connection ends once its streams have, at once when it is aborted,

@@ -316,6 +316,16 @@ extension HTTPProxy {
             unsafe h2uEvents(u, link, UnsafeRawBufferPointer(start: nil, count: 0), reactor)
             guard upstreams.isCurrent(u), upstreams[u].h2 === link else { return release(b, reactor) }
         }
+        // nghttp2 ended the session for the upstream's protocol error (its GOAWAY is in this buffer): the
+        // connection takes no new stream, its streams fail once the GOAWAY is on its way, and it closes.
+        let endedNow = link.session.endedForError && !link.goingAway
+        if endedNow {
+            Log.debug("HTTP/2 upstream connection: a protocol error of the upstream's: GOAWAY and the close")
+            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+            link.goingAway = true
+            link.closing = true
+        }
+        defer { if endedNow && upstreams.isCurrent(u) && upstreams[u].h2 === link { h2uFailStreams(link, reactor) } }
         guard n > 0 else {
             release(b, reactor)
             if link.closing && (link.streams.isEmpty || link.goingAway) { closeUpstream(u, reactor) }
