@@ -14,7 +14,12 @@
 // is due at OpenLoopSchedule.intendedOffset(i, k); a client that is still busy when its next request is due
 // sends it as soon as it is free, and the latency counts from the due time (coordinated omission, corrected).
 //
-// Steady state allocates nothing per request: the request bytes are built once, parsers and decoders are reset,
+// With --h2 a connection is an HTTP/2 session (H2LoadConnection) carrying --streams lanes, each a client as above
+// (one request in flight, as a stream of its own): a lane's connect, timeout and completion are its own; a stream
+// that times out is reset, not its connection; GOAWAY makes the connection take no new stream, and it is reopened
+// once its streams have ended. The open-loop schedule spreads the rate over every lane.
+//
+// Steady state allocates nothing per request (HTTP/1.1; over HTTP/2 nghttp2 allocates per stream): the request bytes are built once, parsers and decoders are reset,
 // received bytes are read in the pooled buffer they arrived in, timeouts are found by a periodic sweep (no
 // timer per request), due sends wait in a heap of fixed capacity. (--hdr-log takes fresh histograms once a
 // second.)
@@ -132,6 +137,10 @@ final class LoadClient<Backend: IOBackend> {
         var deadline: UInt64 = .max
         /// Open loop: index of the next request in this client's schedule.
         var nextRequest: UInt64 = 0
+        /// --h2: the stream of the request in flight (0: none yet), and whether the server refused it unprocessed
+        /// (it goes again, keeping its first send time).
+        var stream: Int32 = 0
+        var refused = false
     }
 
     private let backend: Backend
@@ -144,6 +153,11 @@ final class LoadClient<Backend: IOBackend> {
     private let isHEAD: Bool
     private let timeoutNanos: UInt64
     private let requests: [RequestBytes]
+    /// --h2: lanes (clients) per connection, each connection's session, and each target's request head.
+    private let http2: Bool
+    private let lanes: Int
+    private var h2: [H2LoadConnection?]
+    private let h2Heads: [[(name: [UInt8], value: [UInt8])]]
 
     private var sockets: [Socket]
     /// https: the sockets' sessions and records, the client context, and per socket the session its next
@@ -194,22 +208,34 @@ final class LoadClient<Backend: IOBackend> {
         self.clock = clock
         let s = plan.settings
         compare = s.compare
+        http2 = s.http2
+        lanes = s.http2 ? s.streams : 1
         if case .openLoop(let rate) = s.mode {
-            schedule = OpenLoopSchedule(rate: rate, connections: s.connections)
+            schedule = OpenLoopSchedule(rate: rate, connections: s.connections * lanes)
         } else {
             schedule = nil
         }
         isHEAD = s.method == "HEAD"
         timeoutNanos = s.timeoutNanos
         requests = s.targets.map { RequestBytes(s.requestBytes(for: $0)) }
-        let n = plan.clients.count
-        // --compare: one socket per target for each client; otherwise client i uses target i mod targets.
+        // --compare: one socket per target for each client; otherwise client i uses target i mod targets. --h2:
+        // one socket per connection, carrying `lanes` clients.
         let socketsPerClient = compare ? 2 : 1
-        sockets = [Socket](repeating: Socket(), count: n * socketsPerClient)
+        let socketCount = plan.clients.count * socketsPerClient
+        sockets = [Socket](repeating: Socket(), count: socketCount)
         tlsContext = s.tlsContext
-        tls = s.tlsContext == nil ? nil : TLSClientIO(sockets: n * socketsPerClient, largestRequest: requests.map(\.count).max() ?? 0)
-        resumptions = [TLSResumption?](repeating: nil, count: s.tlsContext == nil ? 0 : n * socketsPerClient)
-        clients = plan.clients.map { Client(global: $0, target: s.compare ? 0 : $0 % s.targets.count) }
+        let largest = max(requests.map(\.count).max() ?? 0, s.http2 ? H2LoadConnection.capacity : 0)
+        tls = s.tlsContext == nil ? nil : TLSClientIO(sockets: socketCount, largestRequest: largest)
+        resumptions = [TLSResumption?](repeating: nil, count: s.tlsContext == nil ? 0 : socketCount)
+        if s.http2 {
+            let lanes = s.streams
+            clients = plan.clients.flatMap { g in (0..<lanes).map { Client(global: g * lanes + $0, target: g % s.targets.count) } }
+        } else {
+            clients = plan.clients.map { Client(global: $0, target: s.compare ? 0 : $0 % s.targets.count) }
+        }
+        h2 = [H2LoadConnection?](repeating: nil, count: s.http2 ? socketCount : 0)
+        h2Heads = s.http2 ? s.targets.map { s.http2Head(for: $0) } : []
+        let n = clients.count
         parsers = [HTTP1Parser](repeating: HTTP1Parser(kind: .response), count: n)
         decoders = [ChunkedDecoder](repeating: ChunkedDecoder(), count: n)
         staging = [[UInt8]](repeating: [], count: n)
@@ -222,7 +248,7 @@ final class LoadClient<Backend: IOBackend> {
         bytesSent = [UInt64](repeating: 0, count: perTarget)
         bytesReceived = [UInt64](repeating: 0, count: perTarget)
         // A reconnect per socket at most.
-        timers = TimerWheel(capacity: n * socketsPerClient + 16, now: System.monotonicNanos())
+        timers = TimerWheel(capacity: socketCount + 16, now: System.monotonicNanos())
         sweepInterval = max(1_000_000, min(s.timeoutNanos / 10, 100_000_000))
     }
 
@@ -329,7 +355,7 @@ final class LoadClient<Backend: IOBackend> {
 
     // MARK: - Requests
 
-    private func socketIndex(_ c: Int, _ target: Int) -> Int { compare ? 2 * c + target : c }
+    private func socketIndex(_ c: Int, _ target: Int) -> Int { compare ? 2 * c + target : c / lanes }
 
     /// Which report a target's requests count in: A or B with --compare, else one for all the URLs.
     private func report(_ target: Int) -> Int { compare ? target : 0 }
@@ -349,6 +375,7 @@ final class LoadClient<Backend: IOBackend> {
         }
         let t = target(for: c, at: intendedAt)
         clients[c].busy = true
+        clients[c].refused = false
         clients[c].transmitted = false
         clients[c].target = t
         clients[c].intended = intendedAt
@@ -367,6 +394,7 @@ final class LoadClient<Backend: IOBackend> {
     }
 
     private func transmit(_ c: Int, _ s: Int, now: UInt64) {
+        if http2 { return h2Transmit(c, s, now: now) }
         clients[c].transmitted = true
         clients[c].sent = now
         clients[c].sentBytes = 0
@@ -430,6 +458,8 @@ final class LoadClient<Backend: IOBackend> {
     private func fail(_ c: Int, _ kind: Failure, now: UInt64) {
         let t = clients[c].target, r = report(t)
         clients[c].busy = false
+        let stream = clients[c].stream
+        clients[c].stream = 0
         if now >= measureStart && (clients[c].measured || kind == .connect) {
             switch kind {
             case .connect: errors[r].connect += 1
@@ -439,7 +469,21 @@ final class LoadClient<Backend: IOBackend> {
             failedCount += 1
             link.failed.store(failedCount, ordering: .relaxed)
         }
-        close(socketIndex(c, t), reset: kind == .timeout)
+        let s = socketIndex(c, t)
+        if http2 {
+            // A lane's timeout resets its stream only; the connection fails whole (and is closed by whoever saw
+            // that) only on a connect failure, a reset or a protocol error.
+            if let conn = h2[s], stream != 0 {
+                conn.forget(stream)
+                if kind == .timeout {
+                    conn.session.reset(stream: stream, code: HTTP2ErrorCode.cancel)
+                    h2Flush(s)
+                }
+            }
+            if kind == .connect { close(s, reset: false) }
+        } else {
+            close(s, reset: kind == .timeout)
+        }
         next(c, now: now)
     }
 
@@ -459,10 +503,20 @@ final class LoadClient<Backend: IOBackend> {
         Token(op: op.rawValue, slot: UInt32(s), generation: sockets[s].generation)
     }
 
-    private func clientOf(_ s: Int) -> (client: Int, target: Int) { compare ? (s / 2, s % 2) : (s, clients[s].target) }
+    /// The clients socket `s` carries (one; --h2: its lanes), and the target it connects to.
+    private func lanesOf(_ s: Int) -> (clients: Range<Int>, target: Int) {
+        if compare { return (s / 2 ..< s / 2 + 1, s % 2) }
+        return (s * lanes ..< (s + 1) * lanes, clients[s * lanes].target)
+    }
+
+    /// Whether client `c` has a request waiting to go out on its socket to target `t`.
+    private func waiting(_ c: Int, _ t: Int) -> Bool { clients[c].busy && clients[c].target == t && !clients[c].transmitted }
+
+    /// Whether client `c` has a request out on its socket to target `t`.
+    private func inFlight(_ c: Int, _ t: Int) -> Bool { clients[c].busy && clients[c].target == t && clients[c].transmitted }
 
     private func open(_ s: Int, now: UInt64) {
-        let address = plan.settings.targets[clientOf(s).target].address
+        let address = plan.settings.targets[lanesOf(s).target].address
         let fd: Int32
         do {
             fd = try System.tcpSocket(family: address.family)
@@ -480,8 +534,8 @@ final class LoadClient<Backend: IOBackend> {
 
     private func connectFailed(_ s: Int, now: UInt64) {
         sockets[s].retryAt = now + Self.reconnectBackoffNanos
-        let (c, t) = clientOf(s)
-        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { fail(c, .connect, now: now) }
+        let (cs, t) = lanesOf(s)
+        for c in cs where waiting(c, t) { fail(c, .connect, now: now) }
     }
 
     /// Closes a socket once the kernel has given back every operation on it; with `reset`, the peer gets a RST.
@@ -510,14 +564,16 @@ final class LoadClient<Backend: IOBackend> {
         sockets[s].handshaking = false
         sockets[s].sessionKept = false
         tls?.reset(s)
+        if http2 {
+            h2[s] = nil
+            for c in lanesOf(s).clients { clients[c].stream = 0 }
+        }
         // Tokens carry only so many bits of generation: wrap there, or a slot reused 2^22 times would never again
         // match its completions.
         sockets[s].generation = (sockets[s].generation &+ 1) & Token.generationMask
         // A request issued meanwhile waits for this socket: reopen it.
-        let (c, t) = clientOf(s)
-        if !stopping && clients[c].busy && clients[c].target == t && !clients[c].transmitted {
-            reopen(s, now: System.monotonicNanos())
-        }
+        let (cs, t) = lanesOf(s)
+        if !stopping && cs.contains(where: { waiting($0, t) }) { reopen(s, now: System.monotonicNanos()) }
     }
 
     /// Opens a closed socket now, or once the back-off after a failed connect is over.
@@ -573,7 +629,7 @@ final class LoadClient<Backend: IOBackend> {
         armReceive(s)
         if let tls, let tlsContext {
             // The handshake first: the request goes once it is done.
-            let target = plan.settings.targets[clientOf(s).target]
+            let target = plan.settings.targets[lanesOf(s).target]
             guard tls.sessions.open(s, tlsContext, serverName: target.serverName, verifyName: target.serverName,
                                     resume: plan.settings.resume ? resumptions[s] : nil) else {
                 connectFailed(s, now: now)
@@ -583,8 +639,16 @@ final class LoadClient<Backend: IOBackend> {
             sockets[s].handshaking = true
             return tlsHandshake(s, now: now)
         }
-        let (c, t) = clientOf(s)
-        if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
+        startRequests(s, now: now)
+    }
+
+    /// The socket is ready for requests (connected, and its handshake done): those waiting go (--h2: once its
+    /// session is made).
+    private func startRequests(_ s: Int, now: UInt64) {
+        if http2 && !h2Start(s, now: now) { return }
+        let (cs, t) = lanesOf(s)
+        for c in cs where waiting(c, t) { transmit(c, s, now: now) }
+        if http2 { h2Flush(s) }
     }
 
     private func armReceive(_ s: Int) {
@@ -594,17 +658,22 @@ final class LoadClient<Backend: IOBackend> {
     }
 
     private func sent(_ s: Int, _ result: Int32, now: UInt64) {
-        let (c, t) = clientOf(s)
+        if http2 && tls == nil { return h2Sent(s, result, now: now) }
+        let (cs, t) = lanesOf(s)
+        let c = cs.lowerBound
         if let tls {
             guard sockets[s].phase == .open else { return }
             if result <= 0 {
                 if result == -Errno.EAGAIN { return tlsFlush(s) }
-                if clients[c].busy && clients[c].target == t { fail(c, sockets[s].handshaking ? .connect : .reset, now: now) }
+                for c in cs where clients[c].busy && clients[c].target == t && (clients[c].transmitted || sockets[s].handshaking) {
+                    fail(c, sockets[s].handshaking ? .connect : .reset, now: now)
+                }
                 return close(s, reset: false)
             }
             if now >= measureStart { bytesSent[report(t)] += UInt64(result) }
             _ = tls.sent(s, Int(result))
             tlsFlush(s)
+            if http2 && !sockets[s].sending { h2Flush(s) }
             // A handshake that filled the buffer (a long client-certificate chain) goes on now there is room.
             if sockets[s].handshaking && !sockets[s].sending { tlsHandshake(s, now: now) }
             return
@@ -621,7 +690,9 @@ final class LoadClient<Backend: IOBackend> {
     }
 
     private func received(_ s: Int, _ completion: Completion, now: UInt64) {
-        let (c, t) = clientOf(s)
+        if http2 && tls == nil { return h2Received(s, completion, now: now) }
+        let (cs, t) = lanesOf(s)
+        let c = cs.lowerBound
         let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
         let result = completion.result
         if tls != nil, result > 0, let buffer = completion.bufferID {
@@ -675,8 +746,8 @@ final class LoadClient<Backend: IOBackend> {
             guard s < sockets.count, tok.generation == sockets[s].generation else { return }
             sockets[s].reconnectScheduled = false
             guard sockets[s].phase == .closed else { return }
-            let (c, t) = clientOf(s)
-            if clients[c].busy && clients[c].target == t && !clients[c].transmitted { open(s, now: now) }
+            let (cs, t) = lanesOf(s)
+            if cs.contains(where: { waiting($0, t) }) { open(s, now: now) }
         default:
             bug("tern-load: unknown timer \(tok.op)")
         }
@@ -692,13 +763,19 @@ final class LoadClient<Backend: IOBackend> {
         switch step {
         case .done:
             sockets[s].handshaking = false
-            let (c, t) = clientOf(s)
-            if clients[c].busy && clients[c].target == t && !clients[c].transmitted { transmit(c, s, now: now) }
+            if http2 && tls.sessions.alpn(s) != "h2" {
+                if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+                    System.writeStderr("tern-load: \(plan.settings.targets[lanesOf(s).target].url) did not choose h2 by ALPN (it chose \(tls.sessions.alpn(s) ?? "nothing")): --h2 needs HTTP/2 (counted as connect errors)")
+                }
+                connectFailed(s, now: now)
+                return close(s, reset: false)
+            }
+            startRequests(s, now: now)
         case .wantRead, .wantWrite:
             break
         case .closed, .failed:
             if case .failed(let f) = step, !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
-                System.writeStderr("tern-load: TLS handshake with \(plan.settings.targets[clientOf(s).target].url) failed: \(f.detail) (counted as connect errors)")
+                System.writeStderr("tern-load: TLS handshake with \(plan.settings.targets[lanesOf(s).target].url) failed: \(f.detail) (counted as connect errors)")
             }
             connectFailed(s, now: now)
             close(s, reset: false)
@@ -714,16 +791,23 @@ final class LoadClient<Backend: IOBackend> {
             tlsHandshake(s, now: now)
             if sockets[s].handshaking || sockets[s].phase != .open { return }
         }
-        let (c, t) = clientOf(s)
+        let (cs, t) = lanesOf(s)
+        let c = cs.lowerBound
         let step = tls.read(s) { piece in
-            let mine = clients[c].busy && clients[c].target == t && clients[c].transmitted
-            if mine { consume(c, piece, now: now) }
+            if http2 { return h2Feed(s, piece, now: now) }
+            if inFlight(c, t) { consume(c, piece, now: now) }
             return sockets[s].phase == .open
         }
         tlsFlush(s)
+        if http2 && sockets[s].phase == .open {
+            h2Flush(s)
+            h2Recycle(s)
+        }
         switch step {
         case .closed:
-            if clients[c].busy && clients[c].target == t && clients[c].transmitted {
+            if http2 {
+                for c in cs where inFlight(c, t) { fail(c, .reset, now: now) }
+            } else if inFlight(c, t) {
                 if case .untilClose = clients[c].reading {
                     clients[c].keepAlive = false
                     complete(c, now: now)
@@ -736,7 +820,7 @@ final class LoadClient<Backend: IOBackend> {
             if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
                 System.writeStderr("tern-load: TLS connection to \(plan.settings.targets[t].url) failed: \(f.detail) (counted as reset)")
             }
-            if clients[c].busy && clients[c].target == t { fail(c, .reset, now: now) }
+            for c in cs where clients[c].busy && clients[c].target == t { fail(c, .reset, now: now) }
             close(s, reset: false)
         default:
             break
@@ -842,4 +926,186 @@ final class LoadClient<Backend: IOBackend> {
         }
         fail(c, .reset, now: now)
     }
+
+    // MARK: - HTTP/2 (--h2)
+
+    /// Makes socket `s`'s session (its preface and SETTINGS go with the first flush); false when it cannot be
+    /// made (nghttp2 missing: explained once, counted as connect errors).
+    private func h2Start(_ s: Int, now: UInt64) -> Bool {
+        if h2[s] != nil { return true }
+        do throws(HTTP2SessionError) {
+            h2[s] = try H2LoadConnection(body: plan.settings.body, streams: lanes)
+            return true
+        } catch {
+            if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+                System.writeStderr("tern-load: --h2: \(error.description) (counted as connect errors)")
+            }
+            connectFailed(s, now: now)
+            close(s, reset: false)
+            return false
+        }
+    }
+
+    /// Lane `c`'s request as a stream on its connection (once the connection takes new streams).
+    private func h2Transmit(_ c: Int, _ s: Int, now: UInt64) {
+        guard let conn = h2[s] else { return }  // the session comes with the connection
+        guard !conn.goingAway && conn.session.canOpenStream else { return h2Recycle(s) }
+        if !clients[c].refused { clients[c].sent = now }
+        clients[c].refused = false
+        clients[c].transmitted = true
+        clients[c].status = 0
+        conn.session.beginHead()
+        for f in h2Heads[clients[c].target] { conn.session.addField(f.name, f.value) }
+        guard let id = conn.submit() else { return fail(c, .reset, now: now) }
+        clients[c].stream = id
+        h2Flush(s)
+    }
+
+    /// The lane of socket `s` whose request is stream `stream`.
+    private func h2Lane(_ s: Int, _ stream: Int32) -> Int? {
+        for c in lanesOf(s).clients where clients[c].busy && clients[c].stream == stream { return c }
+        return nil
+    }
+
+    /// Sends what the session has to send, unless a send is out (the rest follows it).
+    private func h2Flush(_ s: Int) {
+        guard let conn = h2[s], sockets[s].phase == .open, !sockets[s].sending, !sockets[s].handshaking else { return }
+        if let tls {
+            guard !tls.hasPending(s), conn.fill() > 0 else { return }
+            guard case .done = conn.write(to: tls, s) else {
+                return h2Lost(s, "TLS write failed", now: System.monotonicNanos())
+            }
+            return tlsFlush(s)
+        }
+        guard conn.fill() > 0 else { return }
+        sockets[s].sending = true
+        sockets[s].pending += 1
+        conn.send(on: backend, fd: sockets[s].fd, token: token(.send, s))
+    }
+
+    private func h2Sent(_ s: Int, _ result: Int32, now: UInt64) {
+        guard sockets[s].phase == .open, let conn = h2[s] else { return }
+        if result <= 0 {
+            if result == -Errno.EAGAIN {
+                sockets[s].sending = true
+                sockets[s].pending += 1
+                return conn.send(on: backend, fd: sockets[s].fd, token: token(.send, s))
+            }
+            return h2Lost(s, nil, now: now)
+        }
+        if now >= measureStart { bytesSent[report(lanesOf(s).target)] += UInt64(result) }
+        conn.sent(Int(result))
+        if conn.pending {
+            sockets[s].sending = true
+            sockets[s].pending += 1
+            return conn.send(on: backend, fd: sockets[s].fd, token: token(.send, s))
+        }
+        h2Flush(s)
+    }
+
+    private func h2Received(_ s: Int, _ completion: Completion, now: UInt64) {
+        let result = completion.result
+        if result > 0, let buffer = completion.bufferID {
+            if sockets[s].phase == .open, let conn = h2[s] {
+                if now >= measureStart { bytesReceived[report(lanesOf(s).target)] += UInt64(result) }
+                let ok = conn.receive(backend.buffers, buffer, length: Int(result))
+                backend.releaseBuffer(buffer)
+                h2Events(s, now: now)
+                if !ok { return h2Lost(s, conn.session.failure, now: now) }
+                h2Flush(s)
+                h2Recycle(s)
+            } else {
+                backend.releaseBuffer(buffer)
+            }
+            if sockets[s].phase == .open && !completion.more { armReceive(s) }
+            return
+        }
+        if let buffer = completion.bufferID { backend.releaseBuffer(buffer) }
+        if sockets[s].phase != .open { return }
+        if result == -ENOBUFS {
+            if !completion.more { armReceive(s) }
+            return
+        }
+        h2Lost(s, nil, now: now)
+    }
+
+    /// https: a piece of plaintext for socket `s`'s session; false once the socket is done for.
+    private func h2Feed(_ s: Int, _ piece: borrowing Span<UInt8>, now: UInt64) -> Bool {
+        guard sockets[s].phase == .open, let conn = h2[s] else { return false }
+        let ok = conn.receive(piece)
+        h2Events(s, now: now)
+        if !ok { h2Lost(s, conn.session.failure, now: now) }
+        return sockets[s].phase == .open
+    }
+
+    /// What the session's last receive produced: heads, ends, resets, GOAWAY.
+    private func h2Events(_ s: Int, now: UInt64) {
+        guard let conn = h2[s] else { return }
+        let session = conn.session
+        var i = 0
+        while i < session.events.count {
+            let e = session.events[i]
+            i += 1
+            switch e {
+            case .head(let stream, let fields, let endStream):
+                guard let c = h2Lane(s, stream) else { continue }
+                var status = 0
+                for f in fields where session.name(f).elementsEqual(h2StatusName) {
+                    for d in session.value(f) { status = status &* 10 &+ Int(d &- 0x30) }
+                }
+                guard status >= 200 else { continue }  // interim: the final head follows
+                clients[c].status = status
+                if endStream { h2Complete(c, now: now) }
+            case .data(let stream, let bytes):
+                session.consume(stream: stream, bytes.count)
+            case .trailers(let stream, _), .endStream(let stream):
+                if let c = h2Lane(s, stream) { h2Complete(c, now: now) }
+            case .reset(let stream, let code), .closed(let stream, let code):
+                // (A stream that ended closes after its lane completed, by when the lane moved on.)
+                conn.forget(stream)
+                guard let c = h2Lane(s, stream) else { continue }
+                if code == HTTP2ErrorCode.refusedStream {
+                    // Not processed (refused, or above the server's GOAWAY): sent again, on this connection if it
+                    // still takes streams, else on a new one; its latency counts from its first send.
+                    clients[c].stream = 0
+                    clients[c].transmitted = false
+                    clients[c].refused = true
+                    continue
+                }
+                fail(c, .reset, now: now)
+            case .goaway:
+                conn.goingAway = true
+            }
+        }
+        session.clearEvents()
+        let (cs, t) = lanesOf(s)
+        for c in cs where waiting(c, t) && h2[s] != nil && sockets[s].phase == .open { h2Transmit(c, s, now: now) }
+    }
+
+    private func h2Complete(_ c: Int, now: UInt64) {
+        clients[c].stream = 0
+        complete(c, now: now)
+    }
+
+    /// A connection that takes no new stream (GOAWAY, stream ids used up) is closed once its streams ended;
+    /// lanes waiting reopen it.
+    private func h2Recycle(_ s: Int) {
+        guard let conn = h2[s], sockets[s].phase == .open, conn.goingAway || !conn.session.canOpenStream else { return }
+        let (cs, t) = lanesOf(s)
+        if !cs.contains(where: { inFlight($0, t) }) { close(s, reset: false) }
+    }
+
+    /// The connection is lost (closed, reset, or its session failed): every stream on it fails as a reset.
+    private func h2Lost(_ s: Int, _ why: String?, now: UInt64) {
+        if let why, !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
+            System.writeStderr("tern-load: HTTP/2 connection to \(plan.settings.targets[lanesOf(s).target].url) failed: \(why) (counted as reset)")
+        }
+        let (cs, t) = lanesOf(s)
+        for c in cs where inFlight(c, t) { fail(c, .reset, now: now) }
+        close(s, reset: false)
+    }
+
 }
+
+/// The name of HTTP/2's status pseudo-header field.
+private let h2StatusName: [UInt8] = Array(":status".utf8)

@@ -6,12 +6,14 @@ import TernTLS
 struct LoadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern-load",
-        abstract: "Load an HTTP/1.1 server and measure its latency honestly (open loop with --rate, HDR histograms).",
+        abstract: "Load an HTTP/1.1 or HTTP/2 server and measure its latency honestly (open loop with --rate, HDR histograms).",
         discussion: """
             Closed loop (default): each connection sends its next request when the last completes.
             Open loop (--rate R): R requests per second spread over the connections; latency counts from each
             request's intended send time, so a stalling server cannot hide its stall (coordinated omission).
             --compare A B: measures two targets in alternating 250 ms slices and reports the latency B adds.
+            --h2: HTTP/2 (h2c with prior knowledge for http://, h2 by ALPN for https://), --streams requests at once
+            on each connection (each a client of its own, as a connection is without --h2).
             """
     )
 
@@ -84,6 +86,12 @@ struct LoadCommand: ParsableCommand {
     @Flag(name: .customLong("no-resume"), help: "https: every handshake in full (by default a connection resumes the session of the one before it).")
     var noResume = false
 
+    @Flag(name: .customLong("h2"), help: "HTTP/2: h2c with prior knowledge for http:// URLs, h2 by ALPN for https://.")
+    var http2 = false
+
+    @Option(help: "--h2: requests in flight at once on each connection, each as its own stream (default 1; h2load's -m).")
+    var streams: Int?
+
     func settings() throws(ValidationError) -> LoadSettings {
         var s = LoadSettings()
         let texts: [String]
@@ -106,6 +114,18 @@ struct LoadCommand: ParsableCommand {
         }
         s.reconnect = reconnect
         s.resume = !noResume
+        if let streams {
+            guard http2 else { throw ValidationError("--streams is for HTTP/2: give --h2 too") }
+            guard streams >= 1 && streams <= 1000 else {
+                throw ValidationError("--streams must be a whole number from 1 to 1000, got \(streams)")
+            }
+            s.streams = streams
+        }
+        if http2 {
+            guard compare.isEmpty else { throw ValidationError("--compare measures HTTP/1.1 only: drop --h2 or --compare") }
+            guard !reconnect else { throw ValidationError("--reconnect is for HTTP/1.1: HTTP/2 connections carry many requests") }
+            s.http2 = true
+        }
         if s.targets.contains(where: \.tls) {
             guard s.targets.allSatisfy(\.tls) else { throw ValidationError("URLs must be all http:// or all https://") }
             guard (cert == nil) == (key == nil) else { throw ValidationError("--cert and --key go together") }
@@ -114,7 +134,7 @@ struct LoadCommand: ParsableCommand {
             t.certificateFile = cert
             t.keyFile = key
             t.insecureSkipVerify = insecure
-            t.alpn = ["http/1.1"]
+            t.alpn = http2 ? ["h2"] : ["http/1.1"]
             do throws(TLSSetupError) {
                 s.tlsContext = try TLSContext.client(t)
             } catch {

@@ -39,6 +39,10 @@ struct LoadSettings: Sendable {
     /// `--no-resume`).
     var reconnect = false
     var resume = true
+    /// `--h2`: HTTP/2 (h2c with prior knowledge for http://, by ALPN for https://), `--streams` requests at once
+    /// on each connection.
+    var http2 = false
+    var streams = 1
 
     var targetRate: UInt64? {
         if case .openLoop(let rate) = mode { return rate }
@@ -124,6 +128,26 @@ struct TargetError: Error, CustomStringConvertible {
 }
 
 extension LoadSettings {
+    /// --h2: the fields of the request sent to `target`, built once (pseudo-header fields first; names lower-cased;
+    /// Host becomes `:authority`; connection-specific fields are not sent in HTTP/2).
+    func http2Head(for target: Target) -> [(name: [UInt8], value: [UInt8])] {
+        let host = headers.last { $0.name.lowercased() == "host" }?.value ?? target.authority
+        var fields: [(name: [UInt8], value: [UInt8])] = [
+            (Array(":method".utf8), Array(method.utf8)), (Array(":scheme".utf8), Array((target.tls ? "https" : "http").utf8)),
+            (Array(":authority".utf8), Array(host.utf8)), (Array(":path".utf8), Array(target.path.utf8)),
+        ]
+        let names = Set(headers.map { $0.name.lowercased() })
+        if !names.contains("user-agent") { fields.append((Array("user-agent".utf8), Array("tern-load".utf8))) }
+        let dropped: Set<String> = ["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
+        for h in headers where !dropped.contains(h.name.lowercased()) {
+            fields.append((Array(h.name.lowercased().utf8), Array(h.value.utf8)))
+        }
+        if !body.isEmpty || ["POST", "PUT", "PATCH"].contains(method) {
+            fields.append((Array("content-length".utf8), Array(String(body.count).utf8)))
+        }
+        return fields
+    }
+
     /// The bytes of the request sent to `target`, built once: every request of the run reuses them.
     func requestBytes(for target: Target) -> [UInt8] {
         var head = "\(method) \(target.path) HTTP/1.1\r\n"

@@ -79,6 +79,11 @@ import TernTLS
         unsafe request.withBytes { bytes in run(s) { unsafe $0.write(s, bytes) } }
     }
 
+    /// Encrypts `bytes` whole into the socket's records (--h2: frames gathered by H2LoadConnection).
+    func write(_ s: Int, bytes: UnsafeRawBufferPointer) -> TLSStep {
+        run(s) { unsafe $0.write(s, bytes) }
+    }
+
     /// Whether records wait to be sent.
     func hasPending(_ s: Int) -> Bool { outSent[s] < outLength[s] }
 
