@@ -10,6 +10,9 @@ seconds=${FUZZ_SECONDS:-20}
 cd "$root/Tools/fuzz"
 swift build --sanitize=fuzzer
 bindir="$(swift build --sanitize=fuzzer --show-bin-path)"
+# Swift's crash backtracer handles SIGILL (a failed precondition), SIGABRT and the like, and libFuzzer leaves a
+# signal that already has a handler alone: a crash would end the run without writing its input. Off.
+export SWIFT_BACKTRACE=enable=no
 work=$(mktemp -d /tmp/tern-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
