@@ -4,6 +4,7 @@
 # 20). A new crasher is written to Tools/fuzz/crashers/ and fails the run: minimise it, keep it, fix the bug.
 #   FuzzHTTP1        the HTTP/1.1 head parser and chunked decoder    corpus/http1
 #   FuzzClientHello  the ClientHello reader of SNI routing (TernTLS)  corpus/clienthello
+#   FuzzHTTP2        HTTP/2 sessions (both roles), HTTP2Translation   corpus/http2
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 seconds=${FUZZ_SECONDS:-20}
@@ -36,3 +37,4 @@ run() {  # target corpus-dir max-len
 
 run FuzzHTTP1 corpus/http1 4096
 run FuzzClientHello corpus/clienthello 4096
+run FuzzHTTP2 corpus/http2 16384
