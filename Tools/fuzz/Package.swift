@@ -18,5 +18,10 @@ let package = Package(
             dependencies: [.product(name: "TernTLS", package: "tern")],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ),
+        .executableTarget(
+            name: "FuzzHTTP2",
+            dependencies: [.product(name: "TernHTTP", package: "tern")],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
     ]
 )

@@ -4,12 +4,16 @@
 # 20). A new crasher is written to Tools/fuzz/crashers/ and fails the run: minimise it, keep it, fix the bug.
 #   FuzzHTTP1        the HTTP/1.1 head parser and chunked decoder    corpus/http1
 #   FuzzClientHello  the ClientHello reader of SNI routing (TernTLS)  corpus/clienthello
+#   FuzzHTTP2        HTTP/2 sessions (both roles), HTTP2Translation   corpus/http2
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 seconds=${FUZZ_SECONDS:-20}
 cd "$root/Tools/fuzz"
 swift build --sanitize=fuzzer
 bindir="$(swift build --sanitize=fuzzer --show-bin-path)"
+# Swift's crash backtracer handles SIGILL (a failed precondition), SIGABRT and the like, and libFuzzer leaves a
+# signal that already has a handler alone: a crash would end the run without writing its input. Off.
+export SWIFT_BACKTRACE=enable=no
 work=$(mktemp -d /tmp/tern-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -33,3 +37,4 @@ run() {  # target corpus-dir max-len
 
 run FuzzHTTP1 corpus/http1 4096
 run FuzzClientHello corpus/clienthello 4096
+run FuzzHTTP2 corpus/http2 16384

@@ -6,7 +6,8 @@
 #   3. one debug build and every Swift unit test (swift test), then the allocation counts: the table and
 #      telemetry halves in that build, the whole HTTP request path in a release build,
 #   4. the thread sanitizer on the cross-thread primitives (a small filtered run),
-#   5. the HTTP/1.1 parser's fuzz target: corpus and past crashers replayed, then a bounded fuzz run,
+#   5. the fuzz targets (the HTTP/1.1 parser, the ClientHello reader, HTTP/2 sessions): corpus and past
+#      crashers replayed, then a bounded fuzz run of each,
 #   6. the integration tests: the real `tern` binary with real sockets and peers (pytest).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -49,7 +50,7 @@ step "thread sanitizer (cross-thread primitives)"
 swift test --scratch-path .build-tsan --sanitize=thread --filter 'CrossThreadTests/(epoll|uring)LoopStopsOnRequest|SnapshotCellTests|SpanShardTests|AccessLogTests/producerAndConsumerOnTwoThreads|AccessLogWriterTests|SchedulingTests'
 
 
-step "fuzzing the HTTP/1.1 parser and the ClientHello reader (bounded)"
+step "fuzzing the HTTP/1.1 parser, the ClientHello reader and HTTP/2 sessions (bounded)"
 bash Tools/scripts/fuzz.sh
 
 step "integration tests"
