@@ -195,6 +195,27 @@ import Testing
         #expect(c2.log.last == "goaway \(late) 0" && drained.session.drain == .final)
     }
 
+    @Test func aFloodThenAFrameOfAWrongSizeInOneReadEndsTheSessionWithoutAnAbort() {
+        // FuzzHTTP2's first crasher (Tools/fuzz/crashers/FuzzHTTP2-crash-6945783b…): SETTINGS, HEADERS on stream 1,
+        // two empty DATA frames (the flood), then a SETTINGS ACK with a 67-byte payload, in one read. nghttp2 1.52,
+        // terminated from inside a callback, went on parsing and abort()ed on its own assertion.
+        let hex = "0000000400000000000000130104000000018286418847722f522e3c07814485607fe47007000000000000000001000000000000000001000043040105000000"
+        var bytes = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+        var i = hex.startIndex
+        while i < hex.endIndex {
+            let j = hex.index(i, offsetBy: 2)
+            bytes.append(UInt8(hex[i..<j], radix: 16)!)
+            i = j
+        }
+        let server = Side(.server)
+        #expect(server.take(bytes))
+        #expect(server.session.flood == "frames with an empty payload")
+        // Its GOAWAY ENHANCE_YOUR_CALM goes out, naming stream 1.
+        let out = server.output()
+        let goaway = HTTP2Session.goawayFrame(lastStream: 1, code: HTTP2ErrorCode.enhanceYourCalm)
+        #expect(out.count >= goaway.count && Array(out.suffix(goaway.count)) == goaway)
+    }
+
     @Test func aKeepalivePingIsOutstandingUntilItsAnswerComes() {
         let client = Side(.client), server = Side(.server)
         Self.settle(client, server)
