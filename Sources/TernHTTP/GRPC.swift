@@ -53,18 +53,42 @@ public enum GRPC {
     /// The `grpc-status` of an HTTP/1.1 trailer section (`name: value` lines), nil when it has none or it is not a
     /// number.
     public static func status(inTrailerSection section: [UInt8]) -> Int? {
+        field(statusName, inTrailerSection: section).flatMap(decimal)
+    }
+
+    /// The `grpc-message` of an HTTP/1.1 trailer section, without the spaces around it; nil when it has none.
+    public static func message(inTrailerSection section: [UInt8]) -> ArraySlice<UInt8>? {
+        field(messageName, inTrailerSection: section).map(trimmed)
+    }
+
+    /// The `grpc-message` of an HTTP/2 head or trailers (`fields`, a range of the session's), nil when none.
+    public static func message(_ session: HTTP2Session, _ fields: Range<Int>) -> ArraySlice<UInt8>? {
+        for i in fields where session.name(i).elementsEqual(messageName) { return session.value(i) }
+        return nil
+    }
+
+    private static func field(_ name: [UInt8], inTrailerSection section: [UInt8]) -> ArraySlice<UInt8>? {
         var at = 0
         while at < section.count {
             guard let cr = section[at...].firstIndex(of: 0x0D) else { return nil }
             let line = section[at..<cr]
-            if line.count > statusName.count, let colon = line.firstIndex(of: UInt8(ascii: ":")),
-               colon - at == statusName.count, zip(line, statusName).allSatisfy({ $0 | 0x20 == $1 }) {
-                return decimal(line[(colon + 1)...])
+            if line.count > name.count, let colon = line.firstIndex(of: UInt8(ascii: ":")),
+               colon - at == name.count, zip(line, name).allSatisfy({ $0 | 0x20 == $1 }) {
+                return section[(colon + 1)..<cr]
             }
             at = cr + 2
         }
         return nil
     }
+
+    private static func trimmed(_ v: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var v = v
+        while let f = v.first, f == 0x20 || f == 0x09 { v.removeFirst() }
+        while let l = v.last, l == 0x20 || l == 0x09 { v.removeLast() }
+        return v
+    }
+
+    private static let messageName: [UInt8] = Array("grpc-message".utf8)
 
     /// The `grpc-status` among HTTP/2 fields `fields` of `session` (lower-case names), nil when absent.
     public static func status(_ session: HTTP2Session, _ fields: Range<Int>) -> Int? {

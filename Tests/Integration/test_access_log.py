@@ -23,7 +23,7 @@ KEYS = ["start_time", "route_name", "method", "path", "protocol", "response_code
         "upstream_service_time", "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host",
         "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
         "requested_server_name", "downstream_tls_version", "downstream_tls_cipher", "upstream_transport_failure_reason",
-        "grpc_status"]
+        "grpc_status", "grpc_message"]
 
 START_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

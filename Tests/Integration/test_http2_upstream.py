@@ -323,6 +323,11 @@ spec:
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted((line["response_code"], line["grpc_status"], line["response_flags"]) for line in lines) == [
         (200, 0, "-"), (200, 5, "-"), (200, 14, "UF,URX"), (200, 14, "UT")]  # (Istio's default retries: URX)
+    # grpc_message: the upstream's (its trailers), Tern's own replies' (their body text), none on success.
+    messages = {line["grpc_status"] if line["grpc_status"] != 14 else line["response_flags"]: line["grpc_message"]
+                for line in lines}
+    assert messages[0] is None and messages[5] == "nope" and messages["UT"] == "upstream request timeout"
+    assert messages["UF,URX"].startswith("upstream connect error or disconnect/reset before headers")
     fams = families(ports[2])
     assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="0")[0].value == 1
     assert samples(fams, "istio_requests_total", request_protocol="grpc", grpc_response_status="5")[0].value == 1

@@ -64,7 +64,7 @@ final class TestThread: @unchecked Sendable {
         "upstream_service_time", "x_forwarded_for", "user_agent", "request_id", "authority", "upstream_host",
         "upstream_cluster", "upstream_local_address", "downstream_local_address", "downstream_remote_address",
         "requested_server_name", "downstream_tls_version", "downstream_tls_cipher", "upstream_transport_failure_reason",
-        "grpc_status",
+        "grpc_status", "grpc_message",
     ]
 
     @Test func textLineIsIstiosDefaultFormat() throws {
@@ -88,13 +88,23 @@ final class TestThread: @unchecked Sendable {
             "upstream_cluster":"outbound|80||cart.shop.svc.cluster.local","upstream_local_address":"10.0.0.1:40000",\
             "downstream_local_address":"127.0.0.1:15006","downstream_remote_address":"127.0.0.1:51000",\
             "requested_server_name":null,"downstream_tls_version":null,"downstream_tls_cipher":null,\
-            "upstream_transport_failure_reason":null,"grpc_status":null}
+            "upstream_transport_failure_reason":null,"grpc_status":null,"grpc_message":null}
 
             """)
         let v = try LogJSON.parse(String(line.dropLast()))
         #expect(v.keys == Self.jsonKeys)
         #expect(v["response_code"] == .number(200))
         #expect(v["x_forwarded_for"] == .null)
+    }
+
+    @Test func aGRPCMessageIsEscapedAndCutAt128Bytes() throws {
+        var r = knownRecord()
+        r.grpcStatus = 5
+        r.grpcMessage.set(Array("not \"found\"\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 200))
+        let line = try #require(AccessLogLine.render(.json, r, capture: knownCapture(), slot: 2))
+        let v = try LogJSON.parse(String(line.dropLast()))
+        #expect(v["grpc_status"] == .number(5))
+        #expect(v["grpc_message"] == .string("not \"found\"\n" + String(repeating: "x", count: 128 - 12)))
     }
 
     @Test func failedRequestWithoutUpstreamAnswer() throws {

@@ -864,6 +864,7 @@ extension HTTPProxy {
         guard exchanges.isCurrent(x), exchanges[x].report.grpc,
               let g = GRPC.status(inTrailerSection: downstreams[v].h2s.send.body.trailers) else { return }
         exchanges[x].report.grpcStatus = Int16(clamping: g)
+        if let m = GRPC.message(inTrailerSection: downstreams[v].h2s.send.body.trailers) { exchanges[x].report.grpcMessage.set(m) }
     }
 
     // MARK: - A stream's end

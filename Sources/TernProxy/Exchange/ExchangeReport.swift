@@ -1,3 +1,4 @@
+import TernCore
 import TernTelemetry
 
 /// What an exchange reports when it ends (istio_requests_total and its histograms, the access-log line, the
@@ -40,4 +41,6 @@ struct ExchangeReport {
     /// trailers'; -1: none seen).
     var grpc = false
     var grpcStatus: Int16 = -1
+    /// Its `grpc-message`, from the same place (empty: none).
+    var grpcMessage = ShortText()
 }

@@ -70,6 +70,11 @@ extension HTTPProxy {
         exchanges[x].request.state = .done
         exchanges[x].report.status = 200
         exchanges[x].report.grpcStatus = Int16(code)
+        exchanges[x].report.grpcMessage.set(reply.body.utf8)
+        if reply == .connectFailure && !failure.isEmpty {
+            exchanges[x].report.grpcMessage.append(", transport failure reason: ".utf8)
+            exchanges[x].report.grpcMessage.append(failure.utf8)
+        }
         dropHeld(&exchanges[x].response.held, reactor)
         exchanges[x].response.held = composed
         exchanges[x].report.responseHeads &+= UInt64(composed.count)

@@ -60,6 +60,7 @@ extension HTTPProxy {
             r.bytesSent = exchanges[x].report.responseWire &- min(exchanges[x].report.responseHeads, exchanges[x].report.responseWire)
             r.protocol = exchanges[x].http2 ? .http2 : exchanges[x].http10 ? .http10 : .http11
             r.grpcStatus = Int(exchanges[x].report.grpcStatus)
+            r.grpcMessage = exchanges[x].report.grpcMessage
             let e = exchanges[x].attempt.endpoint
             if e >= 0 { r.upstreamHost = pools.slots[e].name }
             if let outstanding = exchanges[x].attempt.outstanding {

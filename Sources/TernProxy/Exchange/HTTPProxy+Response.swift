@@ -139,6 +139,7 @@ extension HTTPProxy {
             if exchanges[x].report.grpc, let g = bytes.decimalField(head, held: held, bytes.names.grpcStatus).value {
                 // A trailers-only gRPC response: its status is in its head.
                 exchanges[x].report.grpcStatus = Int16(clamping: g)
+                bytes.textField(head, held: held, bytes.names.grpcMessage, into: &exchanges[x].report.grpcMessage)
             }
         }
         if head.isInterim && head.status != 101 {
@@ -441,6 +442,7 @@ extension HTTPProxy {
         exchanges[x].report.failedAfterResponseStarted = false
         exchanges[x].report.grpc = false
         exchanges[x].report.grpcStatus = -1
+        if !exchanges[x].report.grpcMessage.isEmpty { exchanges[x].report.grpcMessage = ShortText() }
         if !exchanges[x].report.routeName.isEmpty { exchanges[x].report.routeName = "" }
         exchanges[x].report.trace = TraceContext()
         if capture != nil {

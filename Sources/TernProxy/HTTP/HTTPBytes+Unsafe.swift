@@ -21,6 +21,7 @@ struct FieldNames {
     let contentType: [UInt8] = Array("content-type".utf8)
     let applicationGRPC: [UInt8] = Array("application/grpc".utf8)
     let grpcStatus: [UInt8] = Array("grpc-status".utf8)
+    let grpcMessage: [UInt8] = Array("grpc-message".utf8)
     let grpcTimeout: [UInt8] = Array("grpc-timeout".utf8)
     let envoyRateLimited: [UInt8] = Array("x-envoy-ratelimited".utf8)
     let origin: [UInt8] = Array("origin".utf8)
@@ -364,6 +365,16 @@ enum HeadRefusal: Error {
         let request = RequestView(http1: head, bytes: bytes)
         guard let v = request.header(names.grpcTimeout) else { return nil }
         return unsafe GRPC.timeoutNanos(UnsafeRawBufferPointer(rebasing: whole[v]))
+    }
+
+    /// The value of the first field of a held head named `lowercaseName`, copied into `text` (left as it is when
+    /// there is none).
+    func textField(_ head: HTTP1Head, held: Held, _ lowercaseName: [UInt8], into text: inout ShortText) {
+        let whole = unsafe view(held, held.start..<held.end)
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        let request = RequestView(http1: head, bytes: bytes)
+        guard let v = request.header(lowercaseName) else { return }
+        unsafe text.set(UnsafeRawBufferPointer(rebasing: whole[v]))
     }
 
     func decimalField(_ head: HTTP1Head, held: Held, _ lowercaseName: [UInt8]) -> (present: Bool, value: Int?) {

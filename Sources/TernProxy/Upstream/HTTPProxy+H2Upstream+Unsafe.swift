@@ -253,6 +253,7 @@ extension HTTPProxy {
                 if let x = upstreams[v].exchange, exchanges.isCurrent(x), exchanges[x].report.grpc,
                    let g = GRPC.status(link.session, fields) {
                     exchanges[x].report.grpcStatus = Int16(clamping: g)
+                    if let m = GRPC.message(link.session, fields) { exchanges[x].report.grpcMessage.set(m) }
                 }
                 h2Scratch.removeAll(keepingCapacity: true)
                 if upstreams[v].h2s.chunked {

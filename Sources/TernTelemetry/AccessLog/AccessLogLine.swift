@@ -98,6 +98,16 @@ public enum AccessLogLine {
         jsonString(r.upstreamTransportFailureReason, &line)
         line.append(",\"grpc_status\":")
         if r.grpcStatus >= 0 { line.appendDecimal(UInt64(r.grpcStatus)) } else { line.append("null") }
+        line.append(",\"grpc_message\":")
+        if r.grpcMessage.isEmpty {
+            line.append("null")
+        } else {
+            line.append(UInt8(ascii: "\""))
+            var e = ValueEscaper(.json)
+            for i in 0..<r.grpcMessage.count { e.put(r.grpcMessage[i], &line) }
+            e.finish(&line)
+            line.append(UInt8(ascii: "\""))
+        }
         line.append("}\n")
     }
 

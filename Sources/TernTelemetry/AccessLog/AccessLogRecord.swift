@@ -1,3 +1,5 @@
+import TernCore
+
 /// What one access-log line reports besides the request's captured bytes (those come from a `RequestCapture`
 /// slot): times, sizes, outcome, and the upstream side. The proxy fills one when an HTTP exchange or a TCP
 /// connection ends. Its strings are rendered by the proxy ahead of time (per endpoint, per cluster, per route,
@@ -32,6 +34,8 @@ public struct AccessLogRecord: Sendable {
     /// A gRPC response's status (`grpc_status`, Envoy's %GRPC_STATUS(NUMBER)%); -1: none (not gRPC, or no status
     /// seen).
     public var grpcStatus = -1
+    /// Its `grpc-message`, as sent (percent-encoded, cut at 128 bytes; `grpc_message`); empty: none.
+    public var grpcMessage = ShortText()
 
     public init() {}
 }
