@@ -659,3 +659,40 @@ def test_without_a_usable_libnghttp2_an_http2_connection_is_closed_and_http11_st
     refused = [line for line in log.splitlines() if "HTTP/2 connection refused" in line]
     assert len(refused) == 1, log
     assert " error " in refused[0] and "libnghttp2.so.14 lacks nghttp2_session_callbacks_new" in refused[0], log
+
+
+def test_idle_http2_connections_make_room_at_the_descriptor_cap(start_tern, up, backend):
+    """Under `ulimit -n 600` (a descriptor cap of 438), 300 HTTP/2 clients each served one stream and holding
+    their connection idle, then 250 HTTP/1.1 clients that each make a request and stay: every request is served,
+    room being made by closing idle HTTP/2 connections (GOAWAY naming their last stream, then the close) as idle
+    HTTP/1.1 keep-alive connections are closed, counted in tern_idle_connections_evicted_total."""
+    from test_http_proxy import RawClient, need_descriptors, prometheus_value, tern_with_descriptors
+    need_descriptors(2000, "600 client sockets here")
+    t, prom = tern_with_descriptors(start_tern, up, backend, nofile=600)
+    idle, clients = [], []
+    try:
+        for i in range(300):
+            c = H2Client(t.port)
+            sid = c.request(f"/h2/{i}")
+            c.wait(lambda: sid in c.ended, "the answer")
+            idle.append(c)
+        for i in range(250):
+            c = RawClient(t.port, timeout=30)
+            assert c.exchange("GET", f"/h1/{i}").status == 200, i
+            clients.append(c)
+        gone = 0
+        for c in idle:
+            c.sock.settimeout(0.01)
+            try:
+                while not c.goaways:
+                    c.pump_once()
+            except (socket.timeout, TimeoutError):
+                continue
+            except (ConnectionError, h2.exceptions.ProtocolError):
+                pass
+            gone += bool(c.goaways) and c.goaways[0] == (1, 0)
+        assert gone >= 100, gone
+        assert prometheus_value(prom, "tern_idle_connections_evicted_total") >= 100
+    finally:
+        for c in idle + clients:
+            c.sock.close()

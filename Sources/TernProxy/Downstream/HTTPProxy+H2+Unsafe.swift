@@ -395,6 +395,7 @@ extension HTTPProxy {
     /// Says GOAWAY (NO_ERROR, with the last stream processed) and closes once it is out: an idle connection.
     func h2GoAway(_ id: DID, _ reactor: Reactor<Backend>) {
         guard let link = downstreams[id].h2 else { return }
+        idle.remove(id, downstreams)
         link.session.goaway(code: HTTP2ErrorCode.noError)
         link.closing = true
         h2Flush(id, reactor)
@@ -442,6 +443,7 @@ extension HTTPProxy {
         if link.closing {
             return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
         }
+        idle.remove(id, downstreams)
         if h2IsConnect(link, fields) {
             // CONNECT over HTTP/2 (a tunnel on a stream) is not served yet: 501, as to an unknown method.
             link.session.beginHead()
@@ -903,6 +905,8 @@ extension HTTPProxy {
         if let i = link.streams.firstIndex(where: { $0.connection == v }) { link.streams.remove(at: i) }
         if link.streams.isEmpty {
             downstreams[parent].idleSince = System.monotonicNanos()
+            // Idle as a keep-alive connection between requests is: the first to go at the descriptor cap.
+            if !link.closing && downstreams[parent].phase == .open { idle.append(parent, downstreams) }
             // Draining, the connection's last stream ended: it closes once its frames are out.
             if draining && link.session.drain == .final { link.closing = true }
         }

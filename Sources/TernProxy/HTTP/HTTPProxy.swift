@@ -456,6 +456,18 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                     closed += 1
                 }
             }
+            // HTTP/2 upstream connections without a stream are idle too: GOAWAY, then the close.
+            for e in pools.slots.indices where used - closed >= room && closed < 16 {
+                for u in pools.slots[e].h2Links where closed < 16 && used - closed >= room {
+                    guard let link = upstreams[u].h2, link.streams.isEmpty, !link.closing, !upstreams[u].closingForRoom else { continue }
+                    Log.debug("descriptor cap reached: closing an idle HTTP/2 upstream connection")
+                    upstreams[u].closingForRoom = true
+                    closingForRoom += 1
+                    link.goingAway = true
+                    h2uIdleCheck(u, reactor)
+                    closed += 1
+                }
+            }
             var evicted = 0
             while closed < 16, used - closed >= room, let oldest = idle.oldest {
                 idle.remove(oldest, downstreams)
@@ -464,7 +476,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 Log.debug("descriptor cap reached: closing the oldest idle client connection")
                 downstreams[oldest].closingForRoom = true
                 closingForRoom += 1
-                closeDownstream(oldest, reset: false, reactor)
+                // (An HTTP/2 connection without a stream is told first: GOAWAY naming its last stream.)
+                if downstreams[oldest].h2 != nil { h2GoAway(oldest, reactor) } else { closeDownstream(oldest, reset: false, reactor) }
                 closed += 1
                 evicted += 1
             }
