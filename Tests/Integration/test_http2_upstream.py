@@ -551,3 +551,44 @@ def test_an_upstream_that_breaks_the_protocol_with_a_stream_open_loses_its_conne
         assert len(up.pings) == 2
     finally:
         up.stop()
+
+
+def test_idle_http2_upstream_connections_make_room_at_the_descriptor_cap(start_tern, h2up, backend, tmp_path):
+    """Under `ulimit -n 600` (a descriptor cap of 438): 150 held requests to an HTTP/2 upstream whose rule allows one
+    stream per connection (`maxConcurrentStreams: 1`), so Tern opens 150 connections to it; once answered they idle in the pool with no
+    stream. 250 more HTTP/1.1 clients then each make a request and stay: room is made by closing idle HTTP/2
+    upstream connections (GOAWAY, then the close), and not one idle client is closed."""
+    import resource
+    from test_http_proxy import RawClient, need_descriptors, prometheus_value
+    from test_telemetry import families, samples
+    need_descriptors(2000, "550 client sockets here")
+    up = h2up()
+    prom = __import__("peers").free_port()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+    t = start_tern("--http", "--listen", "127.0.0.1:0", "--config",
+                   str(mesh(tmp_path, up.port, pool="http: {maxConcurrentStreams: 1}")), "--io-backend", backend,
+                   "--cores", "1", "--admin", "off", "--health", "off", "--prometheus", f"127.0.0.1:{prom}",
+                   "--upstream-timeout", "0s", preexec_fn=limit)
+    clients = []
+    try:
+        for i in range(150):
+            c = RawClient(t.port, timeout=30)
+            c.send(f"GET /held HTTP/1.1\r\nHost: svc\r\n\r\n".encode())
+            clients.append(c)
+        wait_until(lambda: len(up.requests) >= 150, "the 150 held requests at the upstream", timeout=30)
+        assert up.connections == 150
+        up.open_gate()
+        assert [c.read_response().status for c in clients] == [200] * 150
+        for i in range(250):
+            c = RawClient(t.port, timeout=30)
+            assert c.exchange("GET", f"/more/{i}", headers=[("Host", "svc")]).status == 200, i
+            clients.append(c)
+        assert prometheus_value(prom, "tern_idle_connections_evicted_total") == 0
+        wait_until(lambda: samples(families(prom), "tern_upstream_connections")[0].value <= 60,
+                   "idle HTTP/2 upstream connections closed for room", timeout=30)
+        assert all(c.exchange("GET", "/again", headers=[("Host", "svc")]).status == 200 for c in clients[:150])
+    finally:
+        for c in clients:
+            c.sock.close()
