@@ -518,7 +518,7 @@ def test_keepalive_pings_go_to_http2_upstreams_and_one_unanswered_closes_the_con
         ports = side_ports()
         log = tmp_path / "access.log"
         t = start(start_tern, backend,
-                  mesh(tmp_path, up.port, pool="http: {http2KeepAlive: {interval: 100ms, timeout: 300ms}}"),
+                  mesh(tmp_path, up.port, pool="http: {http2KeepAlive: {interval: 100ms, timeout: 2s}}"),
                   "--access-log", str(log), "--upstream-timeout", "60s", *side_args(ports))
         assert curl(t.port, "/after-pings?n=3", "-H", "Host: svc") == (200, b"pings 3")
         assert len(up.pings) == 1

@@ -216,6 +216,23 @@ import Testing
         #expect(out.count >= goaway.count && Array(out.suffix(goaway.count)) == goaway)
     }
 
+    @Test func moreHeadBytesInOneReadThanSixteenListsEndTheSessionAsAFlood() {
+        // Heads within the limit one by one, but more than 16 lists' worth decoded from one read (an HPACK bomb over
+        // many streams): the session fails, counted as a flood, and its last words are GOAWAY ENHANCE_YOUR_CALM.
+        var small = HTTP2Session.Settings()
+        small.maxHeaderListSize = 4096
+        small.maxConcurrentStreams = 100
+        let client = Side(.client), server = Side(.server, small)
+        Self.settle(client, server)
+        let fields = Self.get + (0..<3).map { ("x-\($0)", String(repeating: "v", count: 1200)) }
+        for _ in 0..<20 { _ = Self.request(client, fields) }
+        #expect(!server.take(client.output()))
+        #expect(server.session.failedForFlood && server.session.flood == nil)
+        let out = server.output()
+        #expect(out.count == 17 && out[3] == 0x7 && Array(out.suffix(4)) == [0, 0, 0, 0xb], "\(out)")
+        #expect(server.session.isDone)
+    }
+
     @Test func aKeepalivePingIsOutstandingUntilItsAnswerComes() {
         let client = Side(.client), server = Side(.server)
         Self.settle(client, server)

@@ -105,10 +105,6 @@ enum H2Wire {
     static let headersTooLarge: [UInt8] = Array("431".utf8)
     static let method: [UInt8] = Array(":method".utf8), connect: [UInt8] = Array("CONNECT".utf8)
     static let prematureLifetime: UInt64 = 1_000_000_000
-    /// The longest the drain waits between its notice and the final GOAWAY for a client that does not answer the
-    /// notice's PING (nghttp2 asks for at least a round trip; a --drain-timeout shorter than this may end such a
-    /// connection before its final GOAWAY).
-    static let drainNoticeWait: UInt64 = 1_000_000_000
     /// Rounds over the ready streams in one loop iteration (`h2Iteration`).
     static let roundsPerIteration = 16
 }
@@ -152,6 +148,11 @@ extension HTTPProxy {
         downstreams[id].keepAlive = false
         cancel(&downstreams[id].headerTimer, reactor)
         counters.h2Connections.add(1, ordering: .relaxed)
+        if draining {
+            // Its preface came after the drain began: it is drained as the others were.
+            session.beginDrain()
+            h2DrainTimer(reactor)
+        }
         h2Received(id, c, reactor)
     }
 
@@ -173,15 +174,13 @@ extension HTTPProxy {
         }
         let input = unsafe pool.bytes(buffer, length: Int(c.result))
         let ok = unsafe link.session.receive(input)
+        // Before the events: a head that came with a flood or a failure opens no stream (the connection is closing).
         if ok, let what = link.session.flood, !link.abort {
-            // Before the events: a head that came with the flood opens no stream (the connection is closing).
             Log.debug("HTTP/2 connection: a flood of \(what): GOAWAY ENHANCE_YOUR_CALM")
             counters.h2Floods.add(1, ordering: .relaxed)
             link.closing = true
             link.abort = true
         }
-        unsafe h2Events(id, link, input, reactor)
-        release(buffer, reactor)
         if !ok {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
             if link.session.failedForFlood {
@@ -192,6 +191,8 @@ extension HTTPProxy {
             link.closing = true
             link.abort = true
         }
+        unsafe h2Events(id, link, input, reactor)
+        release(buffer, reactor)
         if link.abort && link.out >= 0 && downstreams.isCurrent(id) {
             // Ended while a send is still out (a client that floods and does not read may never take it): no
             // GOAWAY can follow it in time; the connection is reset now, not left holding its buffer.
@@ -404,7 +405,7 @@ extension HTTPProxy {
     /// The drain (SIGTERM), in Envoy's two steps: every HTTP/2 connection is told to open no new stream (GOAWAY
     /// with the last stream id 2^31-1, and a PING); streams the client opened before it read that are still served.
     /// Once the PING comes back (one round trip: every such stream has arrived), or at the latest after
-    /// `H2Wire.drainNoticeWait`, the final GOAWAY names the last stream processed; the streams open finish, and the
+    /// `settings.drainNoticeWait`, the final GOAWAY names the last stream processed; the streams open finish, and the
     /// connection closes when it has none (or at the drain timeout).
     func h2Drain(_ reactor: Reactor<Backend>) {
         downstreams.forEachID { id in
@@ -412,8 +413,13 @@ extension HTTPProxy {
             link.session.beginDrain()
             h2Flush(id, reactor)
         }
+        h2DrainTimer(reactor)
+    }
+
+    /// Arms the drain's second step (`h2DrainNoticeExpired`) `settings.drainNoticeWait` from now.
+    private func h2DrainTimer(_ reactor: Reactor<Backend>) {
         _ = reactor.timers.schedule(Token(op: Op.h2Drain.rawValue, slot: 0, generation: 0),
-                                    at: System.monotonicNanos() &+ H2Wire.drainNoticeWait)
+                                    at: deadline(after: settings.drainNoticeWait))
     }
 
     /// The drain's second step on every HTTP/2 connection whose client has not answered the notice's PING yet.

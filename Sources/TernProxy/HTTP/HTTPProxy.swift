@@ -58,6 +58,9 @@ public struct HTTPSettings: Sendable {
     /// How long a closing client connection is read and discarded after the last response, so that unread
     /// request bytes do not turn the close into a reset that destroys the response (lingering close).
     public var lingerTimeout = TernDuration.seconds(2)
+    /// How long the drain waits between its HTTP/2 notice and the final GOAWAY for a client that does not answer
+    /// the notice's PING (a quarter of --drain-timeout, 1 s to half of it; set by the server, not a flag).
+    public var drainNoticeWait = TernDuration.seconds(1)
     /// `--tls-handshake-timeout`: from the accept of a TLS connection to the end of its handshake.
     public var tlsHandshakeTimeout = TernDuration.seconds(10)
     /// HTTP/2 from clients (Downstream/HTTPProxy+H2+Unsafe.swift): `--http2-max-concurrent-streams` (Envoy's

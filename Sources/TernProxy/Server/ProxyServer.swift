@@ -297,7 +297,13 @@ public final class ProxyServer {
             let listeners = perReactor[r], tcpListeners = perReactorTCP[r]
             let control = controls[r]
             let relay = relaySettings
-            let http = settings.http
+            // The drain's notice waits a quarter of --drain-timeout (1 s to half of it) for clients to answer its PING.
+            let http: HTTPSettings? = settings.http.map { h in
+                var h = h
+                let drain = settings.drainTimeout.nanoseconds
+                h.drainNoticeWait = TernDuration(nanoseconds: min(drain / 2, max(1_000_000_000, drain / 4)))
+                return h
+            }
             // HTTP: a 16 KiB response and its head fit one 32 KiB buffer, so it moves in one receive and one
             // send instead of two of each. Buffers are committed as first used (address space, not memory).
             var backendSettings = settings.backend

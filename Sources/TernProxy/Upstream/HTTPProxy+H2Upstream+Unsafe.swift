@@ -319,8 +319,9 @@ extension HTTPProxy {
         }
         // nghttp2 ended the session for the upstream's protocol error (its GOAWAY is in this buffer): the
         // connection takes no new stream, its streams fail once the GOAWAY is on its way, and it closes.
-        let endedNow = link.session.endedForError && !link.goingAway
+        let endedNow = link.session.endedForError && !link.endedForError
         if endedNow {
+            link.endedForError = true
             Log.debug("HTTP/2 upstream connection: a protocol error of the upstream's: GOAWAY and the close")
             counters.h2ProtocolErrors.add(1, ordering: .relaxed)
             link.goingAway = true

@@ -66,6 +66,8 @@ final class H2UpLink: H2Connection {
     var goingAway = false
     /// The connection ended for good: its streams ended with it.
     var ended = false
+    /// Its session sent GOAWAY for the upstream's error, and its streams were failed for it.
+    var endedForError = false
     /// Streams it may carry at once: the cluster's `maxConcurrentStreams` (the peer's SETTINGS may lower it).
     var maxConcurrent = Int.max
     /// Keepalive PINGs (`http2KeepAlive`): every `pingInterval` (0: none), answered within `pingTimeout` of the

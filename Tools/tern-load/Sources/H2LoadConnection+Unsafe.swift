@@ -15,8 +15,10 @@ import TernTLS
     private(set) var sentCount = 0
     /// Output nghttp2 gave that did not fit the buffer (a very large head), sent after what is there.
     private var carry: [UInt8] = []
-    /// The server said GOAWAY: no new stream goes on this connection.
+    /// The server said GOAWAY (or the connection is lost): no new stream goes on this connection.
     var goingAway = false
+    /// Its events are being walked (LoadClient.h2Events): a flush inside leaves new ones to that walk.
+    var inEvents = false
     /// The request body every stream sends, and how far each stream with a body still open got.
     private let body: [UInt8]
     private var uploads: [(stream: Int32, sent: Int)] = []

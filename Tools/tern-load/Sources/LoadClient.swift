@@ -480,7 +480,7 @@ final class LoadClient<Backend: IOBackend> {
                     h2Flush(s)
                 }
             }
-            if kind == .connect { close(s, reset: false) }
+            if kind == .connect && sockets[s].phase != .open { close(s, reset: false) }
         } else {
             close(s, reset: kind == .timeout)
         }
@@ -665,6 +665,7 @@ final class LoadClient<Backend: IOBackend> {
             guard sockets[s].phase == .open else { return }
             if result <= 0 {
                 if result == -Errno.EAGAIN { return tlsFlush(s) }
+                if http2 && !sockets[s].handshaking { return h2Lost(s, nil, now: now) }
                 for c in cs where clients[c].busy && clients[c].target == t && (clients[c].transmitted || sockets[s].handshaking) {
                     fail(c, sockets[s].handshaking ? .connect : .reset, now: now)
                 }
@@ -717,6 +718,7 @@ final class LoadClient<Backend: IOBackend> {
             if !completion.more { armReceive(s) }
             return
         }
+        if http2 { return h2Lost(s, nil, now: now) }
         // End of stream or an error: a close-delimited body ends here; any other response in flight failed.
         if mine {
             if result == 0, case .untilClose = clients[c].reading {
@@ -805,9 +807,8 @@ final class LoadClient<Backend: IOBackend> {
         }
         switch step {
         case .closed:
-            if http2 {
-                for c in cs where inFlight(c, t) { fail(c, .reset, now: now) }
-            } else if inFlight(c, t) {
+            if http2 { return h2Lost(s, nil, now: now) }
+            if inFlight(c, t) {
                 if case .untilClose = clients[c].reading {
                     clients[c].keepAlive = false
                     complete(c, now: now)
@@ -820,6 +821,7 @@ final class LoadClient<Backend: IOBackend> {
             if !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
                 System.writeStderr("tern-load: TLS connection to \(plan.settings.targets[t].url) failed: \(f.detail) (counted as reset)")
             }
+            if http2 { return h2Lost(s, nil, now: now) }
             for c in cs where clients[c].busy && clients[c].target == t { fail(c, .reset, now: now) }
             close(s, reset: false)
         default:
@@ -956,7 +958,12 @@ final class LoadClient<Backend: IOBackend> {
         clients[c].status = 0
         conn.session.beginHead()
         for f in h2Heads[clients[c].target] { conn.session.addField(f.name, f.value) }
-        guard let id = conn.submit() else { return fail(c, .reset, now: now) }
+        guard let id = conn.submit() else {
+            // nghttp2 refused the stream (out of memory, or stream ids used up): the lane waits for a new connection.
+            clients[c].transmitted = false
+            conn.goingAway = true
+            return h2Recycle(s)
+        }
         clients[c].stream = id
         h2Flush(s)
     }
@@ -970,6 +977,11 @@ final class LoadClient<Backend: IOBackend> {
     /// Sends what the session has to send, unless a send is out (the rest follows it).
     private func h2Flush(_ s: Int) {
         guard let conn = h2[s], sockets[s].phase == .open, !sockets[s].sending, !sockets[s].handshaking else { return }
+        defer {
+            // Streams that closed as their frames went out (a reset): handled here unless the event loop that
+            // called this is already walking the events.
+            if h2[s] === conn && !conn.session.events.isEmpty && !conn.inEvents { h2Events(s, now: System.monotonicNanos()) }
+        }
         if let tls {
             guard !tls.hasPending(s), conn.fill() > 0 else { return }
             guard case .done = conn.write(to: tls, s) else {
@@ -1012,6 +1024,7 @@ final class LoadClient<Backend: IOBackend> {
                 backend.releaseBuffer(buffer)
                 h2Events(s, now: now)
                 if !ok { return h2Lost(s, conn.session.failure, now: now) }
+                if let what = conn.session.flood { return h2Lost(s, "the server flooded it with \(what)", now: now) }
                 h2Flush(s)
                 h2Recycle(s)
             } else {
@@ -1035,12 +1048,15 @@ final class LoadClient<Backend: IOBackend> {
         let ok = conn.receive(piece)
         h2Events(s, now: now)
         if !ok { h2Lost(s, conn.session.failure, now: now) }
+        if sockets[s].phase == .open, let what = conn.session.flood { h2Lost(s, "the server flooded it with \(what)", now: now) }
         return sockets[s].phase == .open
     }
 
     /// What the session's last receive produced: heads, ends, resets, GOAWAY.
     private func h2Events(_ s: Int, now: UInt64) {
-        guard let conn = h2[s] else { return }
+        guard let conn = h2[s], !conn.inEvents else { return }
+        conn.inEvents = true
+        defer { conn.inEvents = false }
         let session = conn.session
         var i = 0
         while i < session.events.count {
@@ -1100,6 +1116,9 @@ final class LoadClient<Backend: IOBackend> {
         if let why, !clock.explainedMalformed.exchange(true, ordering: .relaxed) {
             System.writeStderr("tern-load: HTTP/2 connection to \(plan.settings.targets[lanesOf(s).target].url) failed: \(why) (counted as reset)")
         }
+        // (Lanes failed here issue their next request at once: with the connection marked gone it waits for the
+        // reopen, rather than going out on the dead session.)
+        h2[s]?.goingAway = true
         let (cs, t) = lanesOf(s)
         for c in cs where inFlight(c, t) { fail(c, .reset, now: now) }
         close(s, reset: false)
