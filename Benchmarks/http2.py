@@ -5,6 +5,7 @@ origins on CPU 1. Proxy CPU is read from /proc (user + system, all of its proces
 divided by the requests done.
 
     python3 Benchmarks/http2.py [--only tern,nginx,haproxy] [--seconds 5] [--rounds 3] [--skip-grpc]
+                                [--scenarios h2-h1,h2-h2,h1-h2,h1-h1,h2tls-h1,h2-h1-tl]
 
 Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means), the origin answering 1 KiB:
   h2-h1    h2load over h2c (prior knowledge), 10 connections x 5 streams (`-c10 -m5`), to the proxy, which speaks
@@ -12,6 +13,10 @@ Scenarios (Benchmarks/README.md, "HTTP/2 and gRPC", says what each means), the o
   h2-h2    the same load; the proxy speaks h2c to the origin (`listen ... http2`)
   h1-h2    wrk over HTTP/1.1, 32 connections, to the proxy, which speaks h2c to the origin
   h1-h1    the same wrk load, HTTP/1.1 on both sides (the figure h1-h2 is read beside)
+  h2tls-h1 as h2-h1, but h2 over TLS (ALPN) to the proxy (ECDSA P-256, Tests/Fixtures/tls/make-certs.sh; one
+           handshake per connection, then the same 10 x 5 streams)
+  h2-h1-tl as h2-h1, with tern-load --h2 (`-c 10 --streams 5`, closed loop) as the load instead of h2load: its
+           req/s and p50 beside h2load's for the same proxies
   grpc     h2load sending gRPC unary calls (a 100-byte message) at 1,000 calls/s for 5 s over one connection, up
            to 100 in flight, to a grpcio server (on the load's CPU) through each proxy and directly: p50 and p99 of
            the call time as h2load measures it (from when it sends a call), and the latency each proxy adds; one
@@ -84,17 +89,28 @@ spec:
     return path
 
 
-def start_tern(work, origin, protocol):
+def make_certs(work):
+    d = os.path.join(work, "certs")
+    if not os.path.exists(d):
+        subprocess.run(["bash", os.path.join(proxies.ROOT, "Tests/Fixtures/tls/make-certs.sh"), d], check=True,
+                       capture_output=True)
+        with open(os.path.join(d, "server-combined.pem"), "w") as f:
+            f.write(open(os.path.join(d, "server-chain.crt")).read() + open(os.path.join(d, "server.key")).read())
+    return d
+
+
+def start_tern(work, origin, protocol, certs=None):
     port = proxies.free_port()
     log = open(os.path.join(work, "tern.log"), "ab")
+    tls = ["--tls-cert", f"{certs}/server-chain.crt", "--tls-key", f"{certs}/server.key"] if certs else []
     p = proxies.spawn(PROXY_CPU, [proxies.TERN, "proxy", "--http", "--cores", "1", "--listen", f"127.0.0.1:{port}",
                                   "--config", mesh(work, origin, protocol), "--admin", "off", "--health", "off",
-                                  "--prometheus", "off", "--max-pending-requests", "100000"], stderr=log)
+                                  "--prometheus", "off", "--max-pending-requests", "100000", *tls], stderr=log)
     proxies.wait_listening(port, p)
     return p, port
 
 
-def start_nginx(work, origin, protocol, front_h2):
+def start_nginx(work, origin, protocol, front_h2, certs=None):
     d = os.path.join(work, f"nginx-{time.monotonic_ns()}")
     os.makedirs(d)
     port = proxies.free_port()
@@ -102,13 +118,15 @@ def start_nginx(work, origin, protocol, front_h2):
         to = f"proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";"
     else:
         to = "grpc_pass grpc://origin;"
+    tls = (f"ssl_certificate {certs}/server-chain.crt; ssl_certificate_key {certs}/server.key; ssl_session_tickets on;"
+           if certs else "")
     open(f"{d}/nginx.conf", "w").write(nginx_conf(d, f"""
     upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; keepalive_requests 100000000; keepalive_timeout 300s; }}
-    server {{ listen 127.0.0.1:{port}{" http2" if front_h2 else ""}; location / {{ {to} }} }}"""))
+    server {{ listen 127.0.0.1:{port}{" ssl" if certs else ""}{" http2" if front_h2 else ""}; {tls} location / {{ {to} }} }}"""))
     return run_nginx(d, port), port
 
 
-def start_haproxy(work, origin, protocol, front_h2):
+def start_haproxy(work, origin, protocol, front_h2, certs=None):
     port = proxies.free_port()
     cfg = os.path.join(work, f"haproxy-{port}.cfg")
     open(cfg, "w").write(f"""global
@@ -122,7 +140,7 @@ defaults
     timeout client 300s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:{port}{" proto h2" if front_h2 else ""}
+    bind 127.0.0.1:{port}{f" ssl crt {certs}/server-combined.pem alpn h2,http/1.1" if certs else " proto h2" if front_h2 else ""}
     default_backend origin
 backend origin
     server origin 127.0.0.1:{origin}{" proto h2" if protocol != "HTTP" else ""}
@@ -132,19 +150,20 @@ backend origin
     return p, port
 
 
-def start(name, work, origin, protocol, front_h2):
+def start(name, work, origin, protocol, front_h2, certs=None):
     if name == "tern":
-        return start_tern(work, origin, protocol)
+        return start_tern(work, origin, protocol, certs)
     if name == "nginx":
-        return start_nginx(work, origin, protocol, front_h2)
-    return start_haproxy(work, origin, protocol, front_h2)
+        return start_nginx(work, origin, protocol, front_h2, certs)
+    return start_haproxy(work, origin, protocol, front_h2, certs)
 
 
-def h2load(port, seconds, pid):
-    """h2load over h2c for `seconds` after 1 s of warm-up (which it does not count): requests/s, answered, failed,
-    mean request time (ms), and the proxy's CPU seconds over the counted part only."""
+def h2load(port, seconds, pid, tls=False):
+    """h2load over h2c (or h2 over TLS) for `seconds` after 1 s of warm-up (which it does not count): requests/s,
+    answered, failed, mean request time (ms), and the proxy's CPU seconds over the counted part only."""
+    url = f"https://localhost:{port}/" if tls else f"http://127.0.0.1:{port}/"
     p = subprocess.Popen(["taskset", "-c", LOAD_CPU, "h2load", "-c", "10", "-m", "5", "-D", str(seconds),
-                          "--warm-up-time", "1", "-H", ":authority: origin", f"http://127.0.0.1:{port}/"],
+                          "--warm-up-time", "1", "-H", ":authority: origin", url],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(1)
     before = proxies.cpu_seconds(pid)
@@ -154,6 +173,28 @@ def h2load(port, seconds, pid):
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
     return rps, int(done.group(2)), int(done.group(3)), to_ms(mean), cpu
+
+
+def h2load_tls(port, seconds, pid):
+    return h2load(port, seconds, pid, tls=True)
+
+
+def ternload(port, seconds, pid):
+    """tern-load --h2 with h2load's shape (10 connections x 5 streams, closed loop) for `seconds` after 1 s of
+    warm-up: requests/s, answered, failed, p50 (ms; tern-load reports percentiles, not a mean), proxy CPU over the
+    measured part."""
+    import json
+    p = subprocess.Popen(["taskset", "-c", LOAD_CPU, proxies.TERN_LOAD, "--json", "--h2", "--connections", "10",
+                          "--streams", "5", "--cores", "1", "--warmup", "1s", "--duration", f"{seconds}s",
+                          "--header", "Host: origin", f"http://127.0.0.1:{port}/"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1)
+    before = proxies.cpu_seconds(pid)
+    out = p.communicate(timeout=seconds + 60)[0]
+    cpu = proxies.cpu_seconds(pid) - before
+    doc = json.loads(out)
+    failed = sum(doc["errors"][k] for k in ("connect", "timeout", "reset", "status_4xx", "status_5xx"))
+    return doc["requests_per_second"], doc["requests"], failed, doc["latency_us"]["p50"] / 1000, cpu
 
 
 def wrk(port, seconds, pid):
@@ -225,7 +266,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-grpc", action="store_true")
-    ap.add_argument("--scenarios", default="h2-h1,h2-h2,h1-h2,h1-h1", help="which of h2-h1, h2-h2, h1-h2, h1-h1 to run")
+    ap.add_argument("--scenarios", default="h2-h1,h2-h2,h1-h2,h1-h1,h2tls-h1,h2-h1-tl",
+                    help="which of h2-h1, h2-h2, h1-h2, h1-h1, h2tls-h1, h2-h1-tl to run")
     args = ap.parse_args()
     names = args.only.split(",")
     # This process runs the gRPC server's threads: with the load, on the load's CPU.
@@ -235,15 +277,18 @@ def main():
     origin, h2port, h1port = start_origins(work)
     results = {}
     try:
+        certs = make_certs(work) if "h2tls-h1" in args.scenarios.split(",") else None
         for scenario, protocol, front_h2, load, port in [("h2-h1", "HTTP", True, h2load, h1port),
                                                         ("h2-h2", "HTTP2", True, h2load, h2port),
                                                         ("h1-h2", "HTTP2", False, wrk, h2port),
-                                                        ("h1-h1", "HTTP", False, wrk, h1port)]:
+                                                        ("h1-h1", "HTTP", False, wrk, h1port),
+                                                        ("h2tls-h1", "HTTP", True, h2load_tls, h1port),
+                                                        ("h2-h1-tl", "HTTP", True, ternload, h1port)]:
             if scenario not in args.scenarios.split(","):
                 continue
             for r in range(args.rounds):
                 for name in names:
-                    p, pport = start(name, work, port, protocol, front_h2)
+                    p, pport = start(name, work, port, protocol, front_h2, certs if scenario == "h2tls-h1" else None)
                     try:
                         rps, ok, failed, mean, cpu = load(pport, args.seconds, p.pid)
                         results.setdefault((scenario, name), []).append((rps, cpu * 1e6 / max(ok, 1), mean, failed))
@@ -284,7 +329,7 @@ def main():
         else:
             print(f"{scenario:6} {name:8} {statistics.median(cols[0]):>10,.0f} req/s  {statistics.median(cols[1]):6.1f} us CPU/req  "
                   f"mean {statistics.median(cols[2]):.2f} ms  failed {max(cols[3])}")
-    for scenario in ["h2-h1", "h2-h2", "h1-h2", "h1-h1"]:
+    for scenario in ["h2-h1", "h2-h2", "h1-h2", "h1-h1", "h2tls-h1", "h2-h1-tl"]:
         t = results.get((scenario, "tern"))
         for peer in ["nginx", "haproxy"]:
             q = results.get((scenario, peer))

@@ -93,9 +93,12 @@ def cpu_seconds(pid):
 
 
 def spawn(cpus, args, **kw):
-    """Starts `args` on `cpus` (a taskset list, or None for any) with the raised descriptor limit."""
+    """Starts `args` on `cpus` (a taskset list, or None for any) with the raised descriptor limit (raised in this
+    process, which the child inherits: no Python runs in the child between fork and exec, where the threads of an
+    in-process gRPC server made it abort)."""
+    raise_nofile()
     prefix = ["taskset", "-c", cpus] if cpus else []
-    return subprocess.Popen([*prefix, *args], preexec_fn=raise_nofile, **kw)
+    return subprocess.Popen([*prefix, *args], **kw)
 
 
 def _nginx_paths(d):
