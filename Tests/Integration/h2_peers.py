@@ -1,5 +1,7 @@
 """HTTP/2 upstreams for the tests (issue 17): a plaintext h2c server over Python's h2 that records what it got and
 answers by path, and a gRPC server (grpcio) with raw-bytes methods of every kind."""
+import hashlib
+import json
 import socket
 import struct
 import threading
@@ -10,18 +12,39 @@ import h2.errors
 import h2.events
 import h2.settings
 
+from peers import stream_bytes
+
+
+def lazy(block, n):
+    """Yields n bytes made of `block` repeated, a block at a time."""
+    while n > 0:
+        piece = block[:n]
+        n -= len(piece)
+        yield piece
+
 
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
     `x-t: done` follow it); `/held` answers once `gate` is set; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
     N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; `/flood?KIND` floods PING,
     SETTINGS (reading nothing), PRIORITY or WINDOW_UPDATE frames before its answer (`flood_ended` set when Tern cut it); anything else its path.
+    `/bytes/N` answers N bytes of the deterministic stream (peers.stream_bytes) with their content-length;
+    `/sha256` hashes the request body as it arrives (never holding it) and answers JSON {"length", "sha256"}; with
+    `?withhold=1` it acknowledges none of the body's DATA (no WINDOW_UPDATE) until the test calls `open_gate()`.
+    Large bodies (`/bytes`, `/big`) are made as they are sent, a block at a time, never held whole.
     `refuse_first`: the first N streams are reset REFUSED_STREAM; `goaway_after`: a connection says GOAWAY (last
     stream: the last one it answered) once it answered that many. `max_streams`: its SETTINGS_MAX_CONCURRENT_STREAMS.
-    Records, per connection, the most streams open at once, and every request's head and body."""
+    Records, per connection, the most streams open at once, and every request's head and body (a `/sha256` body as
+    b"": it is hashed, not kept). Flow-control counts for tests of slow peers: `body_received` (request DATA bytes,
+    all connections), `withheld` (those not yet acknowledged), `sent` (response DATA bytes), and `stalled`, set
+    whenever an answer waited `stall_seconds` for a WINDOW_UPDATE that did not come."""
 
-    def __init__(self, max_streams=100, refuse_first=0, goaway_after=0):
+    # An answer waiting for a window gives up (its stream left as it is) after this long without one.
+    WINDOW_GIVE_UP = 120
+
+    def __init__(self, max_streams=100, refuse_first=0, goaway_after=0, stall_seconds=0.3):
         self.max_streams, self.refuse_left, self.goaway_after = max_streams, refuse_first, goaway_after
+        self.stall_seconds = stall_seconds
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -39,6 +62,9 @@ class H2Upstream:
         self.flood_ended = threading.Event()
         self.gate = threading.Event()
         self.refused_on = []  # per connection
+        self.body_received, self.withheld, self.sent = 0, 0, 0
+        self.stalled = threading.Event()
+        self._on_gate = []  # per connection: acknowledges what it withheld
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -47,6 +73,8 @@ class H2Upstream:
                 c, _ = self.sock.accept()
             except OSError:
                 return
+            # (As HttpUpstream: without it, Nagle holds back the tail of a window's DATA until Tern's delayed ACK.)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.connections += 1
                 index = len(self.max_open)
@@ -68,6 +96,9 @@ class H2Upstream:
         send_lock = threading.Lock()
         window_moved = threading.Condition(send_lock)
         heads, bodies, open_streams, answered = {}, {}, set(), [0]
+        hashes = {}  # stream → [sha256, length] of a /sha256 body
+        withheld = {}  # stream → DATA bytes not acknowledged yet (`?withhold=1` before the gate opens)
+        closed = [False]  # the peer closed (or the server stopped): answers waiting for a window give up
 
         def send():
             data = conn.data_to_send()
@@ -80,19 +111,45 @@ class H2Upstream:
         with send_lock:
             send()
 
+        def release_withheld():
+            # (On the gate's opening: every byte withheld so far is acknowledged, and the window updates sent.)
+            with send_lock:
+                total = 0
+                for sid, n in withheld.items():
+                    try:
+                        conn.acknowledge_received_data(n, sid)
+                    except Exception:
+                        pass  # (a stream reset meanwhile)
+                    total += n
+                withheld.clear()
+                with self.lock:
+                    self.withheld -= total
+                send()
+
+        with self.lock:
+            self._on_gate.append(release_withheld)
+
         def answer(sid):
             head, body = heads[sid], bytes(bodies.get(sid, b""))
             path = head.get(":path", "/")
             if path == "/held":
                 # Answered once the test opens the gate (bounded: a test that forgets gets the answer in 60 s).
                 self.gate.wait(60)
-            trailers, frame = None, 1 << 20
+            trailers, frame, fields = None, 1 << 20, [("content-type", "text/plain")]
             if path == "/echo":
                 out = body
                 if head.get("x-trailers") == "1":
                     trailers = [("x-t", "done")]
             elif path.startswith("/big?n="):
-                out = b"b" * int(path.split("=")[1])
+                out = lazy(b"b" * 65536, int(path.split("=")[1]))
+            elif path.startswith("/bytes/"):
+                n = int(path.split("/")[2].split("?")[0])
+                out, fields = stream_bytes(n), [("content-type", "application/octet-stream"),
+                                                ("content-length", str(n))]
+            elif path.startswith("/sha256"):
+                digest, length = hashes.pop(sid, (hashlib.sha256(), 0))
+                out = json.dumps({"length": length, "sha256": digest.hexdigest()}).encode()
+                fields = [("content-type", "application/json"), ("content-length", str(len(out)))]
             elif path == "/empties":
                 # A flood of empty DATA frames (a misbehaving upstream), then the body.
                 with send_lock:
@@ -143,19 +200,36 @@ class H2Upstream:
                 out = path.encode()
             with send_lock:
                 try:
-                    conn.send_headers(sid, [(":status", "200"), ("content-type", "text/plain"),
-                                            ("x-proto", "h2")], end_stream=False)
-                    view = memoryview(out)
-                    while view:
-                        window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                        if window <= 0:
-                            send()
-                            # (Woken when a WINDOW_UPDATE or a close comes; bounded in case neither does.)
-                            window_moved.wait(5)
-                            continue
-                        n = min(window, len(view), frame)
-                        conn.send_data(sid, bytes(view[:n]))
-                        view = view[n:]
+                    conn.send_headers(sid, [(":status", "200"), *fields, ("x-proto", "h2")], end_stream=False)
+                    for chunk in ([out] if isinstance(out, bytes) else out):
+                        view = memoryview(chunk)
+                        waited, unsent = 0.0, 0
+                        while view:
+                            if closed[0]:
+                                return
+                            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                            if window <= 0:
+                                send()
+                                # (Woken when a WINDOW_UPDATE or a close comes. A wait of `stall_seconds` with
+                                # neither marks the answer stalled; after WINDOW_GIVE_UP seconds it is given up.)
+                                if not window_moved.wait(self.stall_seconds):
+                                    waited += self.stall_seconds
+                                    if conn.local_flow_control_window(sid) <= 0:
+                                        self.stalled.set()
+                                    if waited >= self.WINDOW_GIVE_UP:
+                                        return
+                                continue
+                            waited = 0.0
+                            n = min(window, len(view), frame)
+                            conn.send_data(sid, bytes(view[:n]))
+                            view = view[n:]
+                            with self.lock:
+                                self.sent += n
+                            unsent += n
+                            if unsent >= 1 << 16:
+                                # (Out a window's worth at a time, so what waits in h2 stays small.)
+                                send()
+                                unsent = 0
                     if trailers:
                         conn.send_headers(sid, trailers, end_stream=True)
                     else:
@@ -175,8 +249,6 @@ class H2Upstream:
             except OSError:
                 break
             if not data:
-                with send_lock:
-                    window_moved.notify_all()
                 break
             with send_lock:
                 try:
@@ -187,6 +259,8 @@ class H2Upstream:
                 for e in events:
                     if isinstance(e, h2.events.RequestReceived):
                         heads[e.stream_id] = dict(e.headers)
+                        if heads[e.stream_id].get(":path", "").startswith("/sha256"):
+                            hashes[e.stream_id] = [hashlib.sha256(), 0]
                         over = len(open_streams) >= self.max_streams
                         if not over:
                             open_streams.add(e.stream_id)
@@ -203,8 +277,21 @@ class H2Upstream:
                             open_streams.discard(e.stream_id)
                             heads.pop(e.stream_id)
                     elif isinstance(e, h2.events.DataReceived):
-                        bodies.setdefault(e.stream_id, bytearray()).extend(e.data)
-                        conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                        if e.stream_id in hashes:
+                            hashes[e.stream_id][0].update(e.data)
+                            hashes[e.stream_id][1] += len(e.data)
+                        else:
+                            bodies.setdefault(e.stream_id, bytearray()).extend(e.data)
+                        withhold = ("withhold=1" in heads.get(e.stream_id, {}).get(":path", "")
+                                    and not self.gate.is_set())
+                        with self.lock:
+                            self.body_received += len(e.data)
+                            if withhold:
+                                self.withheld += e.flow_controlled_length
+                        if withhold:
+                            withheld[e.stream_id] = withheld.get(e.stream_id, 0) + e.flow_controlled_length
+                        else:
+                            conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                     elif isinstance(e, h2.events.StreamEnded) and e.stream_id in heads:
                         with self.lock:
                             self.requests.append((heads[e.stream_id], bytes(bodies.get(e.stream_id, b""))))
@@ -214,10 +301,21 @@ class H2Upstream:
                     if isinstance(e, (h2.events.WindowUpdated, h2.events.StreamReset, h2.events.RemoteSettingsChanged)):
                         window_moved.notify_all()
                 send()
+        with send_lock:
+            closed[0] = True
+            window_moved.notify_all()
+        with self.lock:
+            self._on_gate.remove(release_withheld)
         sock.close()
 
     def open_gate(self):
+        """Answers `/held` and acknowledges what `?withhold=1` streams withheld (and goes on acknowledging)."""
         self.gate.set()
+        with self.lock:
+            releases = list(self._on_gate)
+        for release in releases:
+            # (On a thread of its own: an answer holding the connection's lock in a send does not hold up the test.)
+            threading.Thread(target=release, daemon=True).start()
 
     def drop_connections(self):
         """Closes every connection it accepted (the listener stays)."""
