@@ -6,7 +6,7 @@ slowly or not at all for a while, on either side and in either direction:
     c. an HTTP/1.1 client downloads from an h2 upstream, reading nothing for a while, then slowly, then at full speed;
     d. an HTTP/1.1 client uploads to an h2 upstream that withholds its WINDOW_UPDATEs until the test opens a gate;
     e. ten h2c connections open 100 streams each and read nothing, while other clients must still be served
-       (xfail: today they starve the reactor's buffers and wedge it).
+       (they wedged the reactor until streams under way were bounded: `h2MayOpen`).
 
 A stream's window (65,535 bytes) reopens only as Tern forwards what it got, so Tern's memory stays bounded
 whichever side is slow. Each test checks the bytes (length and sha256 of what arrived), that the slow side held
@@ -386,13 +386,6 @@ def test_d_an_http11_upload_to_an_h2_upstream_that_withholds_its_window_updates(
     assert rss.peak < RSS_LIMIT, f"tern reached {mib(rss.peak)} resident"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Tern bug: streams whose client reads nothing hold the reactor's 256 buffers (the connection's share of 32 "
-    "spare buffers does not bound them): hundreds of the 1,000 streams are forwarded (300-570 in runs here) and "
-    "their upstream answers read and held, the rest refused with REFUSED_STREAM, and no other client is served: a "
-    "new h2c stream gets no answer and an HTTP/1.1 request none either (reset after --first-byte-timeout), on both "
-    "backends; closing the ten connections does not free it: the reactor stays wedged (upstream connections "
-    "established) until --stream-idle-timeout (5 min) ends the streams"))
 def test_e_streams_nobody_reads_do_not_starve_other_clients(start_tern, http_up, backend):
     """Ten h2c connections each open 100 streams asking for 1 MiB and read nothing (no window ever reopened). Tern
     holds each stream to its window and each connection to its share of buffers, so a client that reads nothing

@@ -143,6 +143,7 @@ extension HTTPProxy {
             return closeDownstream(id, reset: true, reactor)
         }
         let link = H2Link(session: session)
+        link.shares = h2Shares
         unsafe session.bodySource = { [unowned self] stream, buffer in unsafe self.h2BodyRead(id, stream, buffer) }
         downstreams[id].h2 = link
         downstreams[id].keepAlive = false
@@ -449,6 +450,12 @@ extension HTTPProxy {
         if link.closing {
             return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
         }
+        if !h2MayOpen(link) {
+            // Streams the reactor holds already take too many of its receive buffers: refused, so the client may
+            // send it again (on this connection once its streams move, or elsewhere).
+            Log.debug("HTTP/2 stream \(stream): the reactor's streams hold their share of buffers: REFUSED_STREAM")
+            return link.session.reset(stream: stream, code: HTTP2ErrorCode.refusedStream)
+        }
         idle.remove(id, downstreams)
         if h2IsConnect(link, fields) {
             // CONNECT over HTTP/2 (a tunnel on a stream) is not served yet: 501, as to an unknown method.
@@ -647,10 +654,21 @@ extension HTTPProxy {
         h2ReadyList.removeSubrange(0..<count)
     }
 
+    /// Whether `link` may start another stream. Each stream under way may keep one of the reactor's receive buffers
+    /// while its client's window is closed (the engine's bytes wait for it), so streams whose clients read nothing
+    /// could otherwise take every one, and then nothing at all is read (other clients, closes): once streams are
+    /// under way for half the receive buffers, only a connection with none under way starts one (so each
+    /// connection is still served), and past three quarters none does.
+    private func h2MayOpen(_ link: H2Link) -> Bool {
+        let streams = h2StreamCount, buffers = pool.count
+        if streams < buffers / 2 { return true }
+        return streams < buffers * 3 / 4 && link.streams.isEmpty
+    }
+
     /// A spare buffer for HTTP/2's own use, leaving TLS its reserve of record buffers, and for a stream of
     /// `link`, within the connection's share (nil: none to spare).
     func h2TakeBuffer(_ reactor: Reactor<Backend>, _ link: H2Connection? = nil) -> UInt16? {
-        if let link, link.buffersHeld >= H2Wire.buffersPerConnection { return nil }
+        if let link, link.buffersHeld >= H2Wire.buffersPerConnection || h2Shares.held >= h2Shares.limit { return nil }
         guard reactor.backend.buffers.spareAvailable > Self.tlsRecordReserve, let b = reactor.backend.takeBuffer() else {
             return nil
         }

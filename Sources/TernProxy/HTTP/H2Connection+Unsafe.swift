@@ -6,6 +6,14 @@ import TernCore
 import TernHTTP
 import TernIO
 
+/// The spare buffers all HTTP/2 connections of a reactor hold for their streams: at most half the spare pool, so
+/// that streams whose peers read nothing (or send nothing) leave the rest to new heads, frames and TLS records.
+final class H2Shares {
+    var held = 0
+    let limit: Int
+    init(limit: Int) { self.limit = limit }
+}
+
 /// An HTTP/2 connection's session and output, either side.
 class H2Connection {
     let session: HTTP2Session
@@ -18,8 +26,13 @@ class H2Connection {
     /// Waiting for a spare buffer.
     var starved = false
     /// Spare buffers its streams hold (request or response bodies a peer's windows can keep waiting): at most
-    /// `H2Wire.buffersPerConnection`, so one connection cannot take the reactor's spare buffers from everyone else.
-    var buffersHeld = 0
+    /// `H2Wire.buffersPerConnection`, so one connection cannot take the reactor's spare buffers from everyone else,
+    /// and, all connections of the reactor together, at most `H2Shares.limit` (`shares`).
+    var buffersHeld = 0 {
+        didSet { shares?.held += buffersHeld - oldValue }
+    }
+    /// What every HTTP/2 connection of the reactor holds (set when the connection is made).
+    var shares: H2Shares? = nil
     /// A buffer is being filled (a stream closed meanwhile does not flush again inside it); the session's events
     /// are being handled.
     var flushing = false

@@ -201,6 +201,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     var h2Scratch: [UInt8] = []
     var h2ReadyList: [DID] = []
     var h2Starved: [DID] = []
+    /// The spare buffers HTTP/2 streams hold, all connections together (at most half the spare pool).
+    lazy var h2Shares = H2Shares(limit: pool.spare / 2)
     var h2StreamCount = 0
     var h2KickArmed = false
     /// Upstream HTTP/2 streams with bytes for an engine that asked, or sends to report; and those waiting for a

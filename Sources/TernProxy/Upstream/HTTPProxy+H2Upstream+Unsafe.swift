@@ -87,7 +87,7 @@ extension HTTPProxy {
 
     private func h2uHasRoom(_ u: UID, _ link: H2UpLink) -> Bool {
         guard !link.goingAway && !link.closing && upstreams[u].state == .bound && mayServeAgain(u),
-              link.buffersHeld < H2Wire.buffersPerConnection else { return false }
+              link.buffersHeld < H2Wire.buffersPerConnection, h2Shares.held < h2Shares.limit else { return false }
         let peer = Int(link.session.peerMaxConcurrentStreams)
         return link.streams.count < min(peer, link.maxConcurrent) && link.session.canOpenStream
     }
@@ -146,6 +146,7 @@ extension HTTPProxy {
             return
         }
         let link = H2UpLink(session: session)
+        link.shares = h2Shares
         if let circuit = upstreams[u].circuit {
             let c = circuit.connectionSettings
             link.maxConcurrent = c.maxConcurrentStreams
