@@ -111,6 +111,10 @@ enum H2Wire {
     static let drainNoticeWait: UInt64 = 1_000_000_000
     /// Rounds over the ready streams in one loop iteration (`h2Iteration`).
     static let roundsPerIteration = 16
+    /// Trailer-section arrays a reactor keeps for its streams to reuse (`HTTPProxy.h2TrailerArrays`), and the
+    /// largest kept.
+    static let trailerArraysKept = 256
+    static let trailerArrayCapacity = 1024
 }
 
 extension HTTPProxy {
@@ -823,6 +827,7 @@ extension HTTPProxy {
             responseParsers.give(downstreams[v].h2s.parser)
             downstreams[v].h2s.parser = -1
             downstreams[v].h2s.headSubmitted = true
+            if framing == .chunked { h2LendTrailers(&downstreams[v].h2s.send.body) }
             downstreams[v].h2s.send.body.begin(framing)
             if !hasBody { downstreams[v].h2s.send.body.ended = true }
             downstreams[v].h2s.send.end = unsafe downstreams[v].h2s.send.body.absorb(buffer, from: 0, end: downstreams[v].h2s.send.end)
@@ -932,6 +937,7 @@ extension HTTPProxy {
             h2GaveBuffer(parent)
         }
         if downstreams[v].h2s.parser >= 0 { responseParsers.give(downstreams[v].h2s.parser) }
+        h2TakeBackTrailers(&downstreams[v].h2s.send.body)
         downstreams[v].h2s = H2StreamState()
     }
 }

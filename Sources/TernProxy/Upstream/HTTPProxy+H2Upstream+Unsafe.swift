@@ -527,6 +527,7 @@ extension HTTPProxy {
         // (What the rest needs of the head, read before the parser is reset: a copy of the head alive across the
         // reset would share its field array, and the reset would then allocate a new one.)
         let (length, framing) = unsafe h2uHeadToSubmit(u, link, p, bytes)
+        if framing == .chunked { h2LendTrailers(&upstreams[v].h2s.send.body) }
         upstreams[v].h2s.send.body.begin(framing == .untilClose ? .none : framing)
         let hasBody = !upstreams[v].h2s.send.body.ended
         guard let stream = link.session.submitRequest(hasBody: hasBody) else {
@@ -874,6 +875,8 @@ extension HTTPProxy {
     /// ended; its buffers go back; its connection may serve a waiting request, or go idle.
     func h2uStreamClose(_ v: UID, _ reactor: Reactor<Backend>) {
         let parent = upstreams[v].h2s.parent
+        // (Before the copy below, which would share the array.)
+        h2TakeBackTrailers(&upstreams[v].h2s.send.body)
         let s = upstreams[v].h2s
         h2uStreamCount -= 1
         if s.send.out >= 0 { release(UInt16(s.send.out), reactor) }
