@@ -44,7 +44,7 @@ static void test_wrappers_reach_nghttp2(void) {
     nghttp2_session_callbacks *callbacks = NULL;
     CHECK_EQ(tern_nghttp2_session_callbacks_new(&callbacks), 0);
     nghttp2_session *session = NULL;
-    CHECK_EQ(tern_nghttp2_session_client_new2(&session, callbacks, NULL, NULL), 0);
+    CHECK_EQ(tern_nghttp2_session_client_new3(&session, callbacks, NULL, NULL, NULL), 0);
     tern_nghttp2_session_callbacks_del(callbacks);
     CHECK_EQ(tern_nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, NULL, 0), 0);
     const uint8_t *data = NULL;

@@ -13,57 +13,6 @@ import TernTestSupport
 import Testing
 import TernProxy
 
-/// Runs the engine's handler and, after every event it handles, stores how many mallocs the reactor thread
-/// has made so far.
-private final class CountingHandler<Inner: ReactorHandler>: ReactorHandler {
-    typealias Backend = Inner.Backend
-    let inner: Inner
-    let counter: MallocCounter?
-    let mallocs = Atomic<UInt>(0)
-
-    init(_ inner: Inner, counter: MallocCounter?) {
-        self.inner = inner
-        self.counter = counter
-    }
-
-    private func sample() { if let counter { mallocs.store(counter.count(), ordering: .releasing) } }
-    func iteration(_ reactor: Reactor<Backend>) {
-        inner.iteration(reactor)
-        sample()
-    }
-    func handle(_ completion: Completion, _ reactor: Reactor<Backend>) {
-        inner.handle(completion, reactor)
-        sample()
-    }
-    func timerFired(_ token: Token, _ reactor: Reactor<Backend>) {
-        inner.timerFired(token, reactor)
-        sample()
-    }
-    var finished: Bool { inner.finished }
-}
-
-private enum RigSockets {
-    static func listener() throws -> (Int32, SocketAddress) {
-        let l = try System.listen(on: SocketAddress(parsing: "127.0.0.1:0")!)
-        return (l, try System.localAddress(l))
-    }
-
-    static func connect(_ address: SocketAddress) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var s = address.storage
-        _ = withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, address.length) } }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        return fd
-    }
-}
-
-private let body = String(repeating: "x", count: 100)
-private let upstreamResponse = Array("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
-private let unavailableResponse = Array("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\nContent-Type: text/plain\r\n\r\n\(body)".utf8)
-
 /// Tern's HTTP proxy on a reactor thread between this thread (the client) and an upstream thread.
 private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
     let control = ReactorControl()
@@ -89,11 +38,11 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         let (ul, ua) = try RigSockets.listener()
         upstreamListener = ul
         let (pl, pa) = try RigSockets.listener()
-        threads.append(Self.upstream(ul, name: "test-upstream", failEveryOther: failEveryOther))
+        threads.append(TestUpstream.http1(ul, name: "test-upstream", failEveryOther: failEveryOther))
         // The mirror's upstream (mirroring: every request is mirrored to it, on a connection of its own).
         let (ml, ma) = try RigSockets.listener()
         mirrorListener = ml
-        if mirroring { threads.append(Self.upstream(ml, name: "test-mirror", failEveryOther: false, concurrent: true)) }
+        if mirroring { threads.append(TestUpstream.http1(ml, name: "test-mirror", failEveryOther: false, concurrent: true)) }
         var routes: SnapshotCell<RouteTable>? = nil
         if routed {
             // The route the requests take matches by regex and rewrites the path with uriRegexRewrite, with the
@@ -177,65 +126,6 @@ private final class ProxyRig<B: IOBackend>: @unchecked Sendable {
         while !started.load(ordering: .acquiring) { sched_yield() }
         handler = made!
         client = RigSockets.connect(pa)
-    }
-
-    /// An upstream on `ul`: accepts connections one after the other until its listener is shut down, and answers
-    /// each complete request head (requests carry no body) with the 100-byte response (`failEveryOther`: every
-    /// other one 503).
-    static func upstream(_ ul: Int32, name: String, failEveryOther: Bool, concurrent: Bool = false) -> ReactorThread {
-        _ = fcntl(ul, F_SETFL, fcntl(ul, F_GETFL) & ~O_NONBLOCK)
-        return ReactorThread.start(name: name) {
-            var served: [ReactorThread] = []
-            var answered = 0  // over every connection (a retry comes on a new one)
-            while true {
-                let fd = accept(ul, nil, nil)
-                if fd < 0 {
-                    if errno == EINTR { continue }
-                    break
-                }
-                // `concurrent` (the mirror's upstream): each connection on a thread of its own, so a second
-                // connection Tern opens while the first is busy is served too.
-                if concurrent {
-                    if let t = ReactorThread.start(name: name, {
-                        var own = 0
-                        serve(fd, failEveryOther: failEveryOther, answered: &own)
-                    }) { served.append(t) }
-                } else {
-                    serve(fd, failEveryOther: failEveryOther, answered: &answered)
-                }
-            }
-            served.forEach { $0.join() }
-        }!
-    }
-
-    /// Answers each complete request head on `fd` until the peer closes it.
-    static func serve(_ fd: Int32, failEveryOther: Bool, answered: inout Int) {
-        var buf = [UInt8](repeating: 0, count: 65536)
-        var have = 0
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress! + have, $0.count - have) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            have += n
-            var start = 0
-            var i = 3
-            while i < have {
-                if buf[i] == 10 && buf[i - 1] == 13 && buf[i - 2] == 10 && buf[i - 3] == 13 {
-                    answered += 1
-                    let response = failEveryOther && answered % 2 == 1 ? unavailableResponse : upstreamResponse
-                    _ = response.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                    start = i + 1
-                    i += 4
-                } else {
-                    i += 1
-                }
-            }
-            if start > 0 {
-                buf.withUnsafeMutableBytes { _ = memmove($0.baseAddress!, $0.baseAddress! + start, have - start) }
-                have -= start
-            }
-        }
-        close(fd)
     }
 
     /// The reactor thread's malloc calls so far (as of the last event it handled).

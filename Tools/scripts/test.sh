@@ -36,9 +36,10 @@ gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$counter" Tools/malloc-count/cou
 # (unspecialised generics, iterator boxes), so ProxyAllocationTests counts only when optimised.
 TERN_REQUIRE_MALLOC_COUNTER=1 LD_PRELOAD="$counter" swift test --skip-build --filter AllocationTests --skip ProxyAllocationTests
 
-step "the HTTP request path allocates nothing (release build, 10,000 requests after 1,000, per-thread malloc counter)"
+step "the HTTP request path allocates nothing (release build, 10,000 requests or HTTP/2 streams after 1,000, per-thread malloc counter)"
 # A real HTTPProxy on its reactor thread between a client and an upstream on loopback; the reactor thread's
-# own malloc calls are counted. -enable-testing: the other test targets import their modules @testable.
+# own malloc calls are counted: ProxyAllocationTests (HTTP/1.1) and HTTP2ProxyAllocationTests (HTTP/2 streams,
+# nghttp2's allocations included). -enable-testing: the other test targets import their modules @testable.
 swift build -c release --build-tests -Xswiftc -enable-testing --scratch-path .build-release
 TERN_REQUIRE_MALLOC_COUNTER=1 LD_PRELOAD="$counter" swift test -c release -Xswiftc -enable-testing \
     --scratch-path .build-release --skip-build --filter ProxyAllocationTests

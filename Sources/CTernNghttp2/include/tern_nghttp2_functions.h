@@ -21,8 +21,8 @@
     X(void, nghttp2_option_set_max_send_header_block_length, (nghttp2_option *option, size_t val), (option, val)) \
     X(void, nghttp2_option_set_max_settings, (nghttp2_option *option, size_t val), (option, val)) \
     X(void, nghttp2_option_set_max_outbound_ack, (nghttp2_option *option, size_t val), (option, val)) \
-    X(int, nghttp2_session_server_new2, (nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data, const nghttp2_option *option), (session_ptr, callbacks, user_data, option)) \
-    X(int, nghttp2_session_client_new2, (nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data, const nghttp2_option *option), (session_ptr, callbacks, user_data, option)) \
+    X(int, nghttp2_session_server_new3, (nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data, const nghttp2_option *option, nghttp2_mem *mem), (session_ptr, callbacks, user_data, option, mem)) \
+    X(int, nghttp2_session_client_new3, (nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data, const nghttp2_option *option, nghttp2_mem *mem), (session_ptr, callbacks, user_data, option, mem)) \
     X(void, nghttp2_session_del, (nghttp2_session *session), (session)) \
     X(ssize_t, nghttp2_session_mem_recv, (nghttp2_session *session, const uint8_t *in, size_t inlen), (session, in, inlen)) \
     X(ssize_t, nghttp2_session_mem_send, (nghttp2_session *session, const uint8_t **data_ptr), (session, data_ptr)) \

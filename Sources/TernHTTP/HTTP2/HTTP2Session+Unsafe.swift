@@ -165,12 +165,15 @@ public enum HTTP2ErrorCode {
         unsafe nv = UnsafeMutablePointer<nghttp2_nv>.allocate(capacity: 16)
         var made: OpaquePointer? = nil
         let me = unsafe Unmanaged.passUnretained(self).toOpaque()
-        let rc = role == .server ? unsafe tern_nghttp2_session_server_new2(&made, cbs, me, opt)
-            : unsafe tern_nghttp2_session_client_new2(&made, cbs, me, opt)
+        // nghttp2's blocks come from the shim's per-thread free lists (mem.c), so a stream reuses what the streams
+        // before it freed instead of calling malloc.
+        let rc = role == .server ? unsafe tern_nghttp2_session_server_new3(&made, cbs, me, opt, tern_nghttp2_mem())
+            : unsafe tern_nghttp2_session_client_new3(&made, cbs, me, opt, tern_nghttp2_mem())
         guard rc == 0, let s = unsafe made else {
             throw HTTP2SessionError("nghttp2 cannot make a session: \(unsafe String(cString: tern_nghttp2_strerror(rc)))")
         }
         unsafe created = s
+        tern_nghttp2_mem_hold()
         var iv = [
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: settings.maxConcurrentStreams),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: settings.initialStreamWindow),
@@ -188,7 +191,11 @@ public enum HTTP2ErrorCode {
     }
 
     deinit {
-        if let s = unsafe created { unsafe tern_nghttp2_session_del(s) }
+        if let s = unsafe created {
+            unsafe tern_nghttp2_session_del(s)
+            // (The thread's last session gone, its cached blocks go back to malloc.)
+            tern_nghttp2_mem_release()
+        }
         unsafe lastWordsOut?.deallocate()
         unsafe nv.deallocate()
     }

@@ -107,6 +107,10 @@ enum H2Wire {
     static let prematureLifetime: UInt64 = 1_000_000_000
     /// Rounds over the ready streams in one loop iteration (`h2Iteration`).
     static let roundsPerIteration = 16
+    /// Trailer-section arrays a reactor keeps for its streams to reuse (`HTTPProxy.h2TrailerArrays`), and the
+    /// largest kept.
+    static let trailerArraysKept = 256
+    static let trailerArrayCapacity = 1024
 }
 
 extension HTTPProxy {
@@ -836,14 +840,12 @@ extension HTTPProxy {
                 return false
             }
             guard progress == .complete else { return true }  // the rest of the head comes with the next send
-            let head = responseParsers.parsers[p].head
-            link.session.beginHead()
-            let hasBody = unsafe HTTP2Translation.http2Response(head, bytes, into: link.session)
-            let interim = head.isInterim && head.status != 101
-            _ = link.session.submitResponse(stream: stream, hasBody: hasBody, interim: interim)
+            // (What the rest needs of the head, read before the parser is reset: a copy of the head alive across
+            // the reset would share its field array, and the reset would then allocate a new one.)
+            let (hasBody, interim, length, framing) = unsafe h2SubmitResponseHead(link, stream, p, bytes)
             // The head's bytes are done with: what follows moves to the front.
-            let rest = downstreams[v].h2s.send.end - head.length
-            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + head.length, byteCount: rest)
+            let rest = downstreams[v].h2s.send.end - length
+            unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + length, byteCount: rest)
             downstreams[v].h2s.send.end = rest
             responseParsers.parsers[p].reset()
             responseParsers.parsers[p].respondingToHEAD = exchanges[x].method == .head
@@ -851,12 +853,25 @@ extension HTTPProxy {
             responseParsers.give(downstreams[v].h2s.parser)
             downstreams[v].h2s.parser = -1
             downstreams[v].h2s.headSubmitted = true
-            downstreams[v].h2s.send.body.begin(head.framing)
+            if framing == .chunked { h2LendTrailers(&downstreams[v].h2s.send.body) }
+            downstreams[v].h2s.send.body.begin(framing)
             if !hasBody { downstreams[v].h2s.send.body.ended = true }
             downstreams[v].h2s.send.end = unsafe downstreams[v].h2s.send.body.absorb(buffer, from: 0, end: downstreams[v].h2s.send.end)
             h2TrailerStatus(v)
             return true
         }
+    }
+
+    /// Submits the response head parser `p` holds (read from `bytes`) on `stream`: whether a body follows, whether
+    /// it was interim, its length and its body's framing.
+    private func h2SubmitResponseHead(_ link: H2Link, _ stream: Int32, _ p: Int, _ bytes: UnsafeRawBufferPointer)
+        -> (hasBody: Bool, interim: Bool, length: Int, framing: BodyFraming) {
+        let head = responseParsers.parsers[p].head
+        link.session.beginHead()
+        let hasBody = unsafe HTTP2Translation.http2Response(head, bytes, into: link.session)
+        let interim = head.isInterim && head.status != 101
+        _ = link.session.submitResponse(stream: stream, hasBody: hasBody, interim: interim)
+        return (hasBody, interim, head.length, head.framing)
     }
 
     /// nghttp2 frames a stream's body: the bytes waiting in its `out`, and its end once the response ended.
@@ -950,6 +965,7 @@ extension HTTPProxy {
             h2GaveBuffer(parent)
         }
         if downstreams[v].h2s.parser >= 0 { responseParsers.give(downstreams[v].h2s.parser) }
+        h2TakeBackTrailers(&downstreams[v].h2s.send.body)
         downstreams[v].h2s = H2StreamState()
     }
 }

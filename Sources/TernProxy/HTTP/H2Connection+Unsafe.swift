@@ -113,6 +113,26 @@ struct H2Send {
     }
 }
 
+extension HTTPProxy {
+    /// Lends `body` (about to begin a chunked body) an array for its trailer section from those kept, so that the
+    /// trailers it may carry are stored without allocating.
+    func h2LendTrailers(_ body: inout H2BodyOut) {
+        guard body.trailers.capacity == 0, let kept = h2TrailerArrays.popLast() else { return }
+        body.trailers = kept
+    }
+
+    /// Takes back the array `body` kept its trailer section in (its stream ends), emptied with its capacity: at most
+    /// `H2Wire.trailerArraysKept` of them, each at most `H2Wire.trailerArrayCapacity` bytes (a larger one is freed).
+    func h2TakeBackTrailers(_ body: inout H2BodyOut) {
+        var array: [UInt8] = []
+        swap(&array, &body.trailers)
+        guard array.capacity > 0 && array.capacity <= H2Wire.trailerArrayCapacity
+              && h2TrailerArrays.count < H2Wire.trailerArraysKept else { return }
+        array.removeAll(keepingCapacity: true)
+        h2TrailerArrays.append(array)
+    }
+}
+
 extension H2Connection {
     /// The end of a body nghttp2 is reading for `stream`: with its trailers (a chunked body's trailer section,
     /// fields a trailer section may carry) when it has any.
@@ -143,14 +163,14 @@ struct H2BodyOut {
     var inTrailers = false
     var trailers: [UInt8] = []
 
-    /// Begins a body of `framing`.
+    /// Begins a body of `framing` (the trailer array keeps its capacity: see `HTTPProxy.h2LendTrailers`).
     mutating func begin(_ framing: BodyFraming) {
         self.framing = framing
         remaining = 0
         ended = false
         broken = false
         inTrailers = false
-        if !trailers.isEmpty { trailers = [] }
+        trailers.removeAll(keepingCapacity: true)
         switch framing {
         case .none: ended = true
         case .contentLength(let n):
@@ -195,7 +215,11 @@ struct H2BodyOut {
                 case .lastChunk:
                     inTrailers = true
                 case .end, .needMore:
-                    if inTrailers { unsafe trailers.append(contentsOf: piece[0..<output.consumed]) }
+                    // (A section that is only its empty line is not kept: a body without trailers stores nothing.)
+                    let emptyLine = unsafe piece[0..<output.consumed].allSatisfy { $0 == 0x0D || $0 == 0x0A }
+                    if inTrailers && !(trailers.isEmpty && emptyLine) {
+                        unsafe trailers.append(contentsOf: piece[0..<output.consumed])
+                    }
                     if output.event == .end { ended = true }
                 }
                 read += output.consumed

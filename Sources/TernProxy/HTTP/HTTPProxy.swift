@@ -205,6 +205,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     lazy var h2Shares = H2Shares(limit: pool.spare / 2)
     var h2StreamCount = 0
     var h2KickArmed = false
+    /// Arrays a chunked body's trailer section is kept in (`H2BodyOut.trailers`), lent to a stream when it sends
+    /// such a body and taken back, emptied with their capacity, when it ends: gRPC's trailers allocate nothing.
+    var h2TrailerArrays: [[UInt8]] = []
     /// Upstream HTTP/2 streams with bytes for an engine that asked, or sends to report; and those waiting for a
     /// spare buffer (Upstream/HTTPProxy+H2Upstream+Unsafe.swift).
     var h2uReadyList: [UID] = []
@@ -317,6 +320,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         pool = bufferPool
         h2Scratch.reserveCapacity(bufferPool.size)
         h2ReadyList.reserveCapacity(256)
+        h2TrailerArrays.reserveCapacity(H2Wire.trailerArraysKept)
         bytes = HTTPBytes(pool: bufferPool, assemblySize: settings.limits.maxHeaderBytes + bufferPool.receiveLength, slots: capacity,
                           headMemory: settings.maxHeadMemoryBytes)
         // A forwarded head: start-line (2), runs of kept lines between removed ones, ~10 added pieces, body.

@@ -526,10 +526,11 @@ extension HTTPProxy {
             return false
         }
         guard progress == .complete else { return true }
-        let head = requestParsers.parsers[p].head
-        link.session.beginHead()
-        unsafe HTTP2Translation.http2Request(head, bytes, scheme: upstreams[u].transport == .tls ? "https" : "http", into: link.session)
-        upstreams[v].h2s.send.body.begin(head.framing == .untilClose ? .none : head.framing)
+        // (What the rest needs of the head, read before the parser is reset: a copy of the head alive across the
+        // reset would share its field array, and the reset would then allocate a new one.)
+        let (length, framing) = unsafe h2uHeadToSubmit(u, link, p, bytes)
+        if framing == .chunked { h2LendTrailers(&upstreams[v].h2s.send.body) }
+        upstreams[v].h2s.send.body.begin(framing == .untilClose ? .none : framing)
         let hasBody = !upstreams[v].h2s.send.body.ended
         guard let stream = link.session.submitRequest(hasBody: hasBody) else {
             // No stream id left on this connection, or it is going away: refused, so the router tries again.
@@ -547,10 +548,19 @@ extension HTTPProxy {
         upstreams[v].h2s.headSubmitted = true
         for k in link.streams.indices where link.streams[k].connection == v { link.streams[k].id = stream }
         counters.h2UpstreamStreams.add(1, ordering: .relaxed)
-        let rest = upstreams[v].h2s.send.end - head.length
-        unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + head.length, byteCount: rest)
+        let rest = upstreams[v].h2s.send.end - length
+        unsafe buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + length, byteCount: rest)
         upstreams[v].h2s.send.end = unsafe upstreams[v].h2s.send.body.absorb(buffer, from: 0, end: rest)
         return true
+    }
+
+    /// Builds the request head parser `p` holds (read from `bytes`) as the session's head to submit on connection
+    /// `u`: its length, and its body's framing.
+    private func h2uHeadToSubmit(_ u: UID, _ link: H2UpLink, _ p: Int, _ bytes: UnsafeRawBufferPointer) -> (length: Int, framing: BodyFraming) {
+        let head = requestParsers.parsers[p].head
+        link.session.beginHead()
+        unsafe HTTP2Translation.http2Request(head, bytes, scheme: upstreams[u].transport == .tls ? "https" : "http", into: link.session)
+        return (head.length, head.framing)
     }
 
     /// nghttp2 frames a stream's request body: the bytes waiting in its `out`, and its end once the body ended.
@@ -867,6 +877,8 @@ extension HTTPProxy {
     /// ended; its buffers go back; its connection may serve a waiting request, or go idle.
     func h2uStreamClose(_ v: UID, _ reactor: Reactor<Backend>) {
         let parent = upstreams[v].h2s.parent
+        // (Before the copy below, which would share the array.)
+        h2TakeBackTrailers(&upstreams[v].h2s.send.body)
         let s = upstreams[v].h2s
         h2uStreamCount -= 1
         if s.send.out >= 0 { release(UInt16(s.send.out), reactor) }
