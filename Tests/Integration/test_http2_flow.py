@@ -302,8 +302,8 @@ def read_head(sock, deadline):
 def test_c_an_http11_download_from_an_h2_upstream_read_late_then_slowly(start_tern, h2_up, backend, tmp_path):
     """An HTTP/1.1 client asks for 1 GiB from an h2 upstream and reads nothing: Tern stops reopening the upstream
     stream's window once the client's socket is full, so the upstream waits for a WINDOW_UPDATE (STALL s with none)
-    having sent a bounded part of the body; then the client reads slowly (64 reads of at most 64 KiB, 10 ms apart),
-    then at full speed, and gets the whole body intact."""
+    having sent a bounded part of the body; then the client reads slowly (64 reads of at most 4 KiB), then at full
+    speed, and gets the whole body intact."""
     t = start(start_tern, backend, mesh(tmp_path, h2_up.port))
     deadline = Deadline()
     with PeakRSS(t.proc.pid) as rss:
@@ -315,12 +315,11 @@ def test_c_an_http11_download_from_an_h2_upstream_read_late_then_slowly(start_te
             status, fields, body = read_head(sock, deadline)
             assert status == 200 and fields.get("content-length") == str(GiB), (status, fields)
             digest, count = hashlib.sha256(body), len(body)
-            for _ in range(64):  # slowly
-                chunk = sock.recv(65536)
+            for _ in range(64):  # slowly: small reads
+                chunk = sock.recv(4096)
                 assert chunk, f"closed after {count} bytes"
                 digest.update(chunk)
                 count += len(chunk)
-                time.sleep(0.01)
             while count < GiB:  # at full speed
                 chunk = sock.recv(min(1 << 20, GiB - count))
                 assert chunk, f"closed after {count} bytes"
@@ -395,7 +394,7 @@ def test_e_streams_nobody_reads_do_not_starve_other_clients(start_tern, http_up,
     t = proxy(start_tern, up, backend, "--upstream-timeout", "0s")
     deadline = Deadline()
     with PeakRSS(t.proc.pid) as rss:
-        stalled = []
+        stalled, conns = [], []
         try:
             for _ in range(10):
                 s = socket.create_connection(("127.0.0.1", t.port), timeout=10)
@@ -405,16 +404,23 @@ def test_e_streams_nobody_reads_do_not_starve_other_clients(start_tern, http_up,
                     conn.send_headers(conn.get_next_available_stream_id(),
                                       [(":method", "GET"), (":scheme", "http"), (":authority", "svc"),
                                        (":path", f"/bytes/{MiB}")], end_stream=True)
-                s.sendall(conn.data_to_send())  # and nothing more read or written
+                s.sendall(conn.data_to_send())  # and nothing more written
                 stalled.append(s)
-            # Tern has dealt with every stream it will: the upstream's count of requests stays still for 1 s.
-            seen, still = -1, 0
-            while still < 10:
-                time.sleep(0.1)
-                now = len(up.requests)
-                still = still + 1 if now == seen else 0
-                seen = now
-                deadline.check(lambda: f"the upstream's requests settling ({now})")
+                conns.append(conn)
+            # Tern has dealt with every stream: each is at the upstream or was reset (REFUSED_STREAM). The
+            # connections' frames are read to count the resets; no window is reopened (nothing is sent).
+            resets = [0] * len(stalled)
+            while sum(resets) + len(up.requests) < 1000:
+                for i, s in enumerate(stalled):
+                    s.settimeout(0.05)
+                    try:
+                        data = s.recv(1 << 20)
+                    except (socket.timeout, TimeoutError):
+                        continue
+                    assert data, "Tern closed a connection whose streams it held"
+                    resets[i] += sum(isinstance(e, h2.events.StreamReset) for e in conns[i].receive_data(data))
+                deadline.check(lambda: f"every stream at the upstream or reset ({len(up.requests)} + {sum(resets)})")
+            seen = len(up.requests)
             rss_held = vm_rss(t.proc.pid)
             report("e", backend, f"{seen} of 1,000 streams at the upstream", rss_held, rss.peak)
             assert served_h2(t.port, "/h2-meanwhile"), "another h2c client was not served"

@@ -188,11 +188,7 @@ extension HTTPProxy {
         }
         if !ok {
             Log.debug("HTTP/2 connection failed: \(link.session.failure ?? "?")")
-            if link.session.failedForFlood {
-                counters.h2Floods.add(1, ordering: .relaxed)
-            } else {
-                counters.h2ProtocolErrors.add(1, ordering: .relaxed)
-            }
+            h2CountFailure(link.session)
             link.closing = true
             link.abort = true
         }
@@ -656,6 +652,15 @@ extension HTTPProxy {
             if downstreams[v].h2s.wanting && !downstreams[v].h2s.starved { h2Deliver(v, reactor) }
         }
         h2ReadyList.removeSubrange(0..<count)
+    }
+
+    /// Counts a session nghttp2 gave up on (either side): as a flood when it failed for one, else as a protocol error.
+    func h2CountFailure(_ session: HTTP2Session) {
+        if session.failedForFlood {
+            counters.h2Floods.add(1, ordering: .relaxed)
+        } else {
+            counters.h2ProtocolErrors.add(1, ordering: .relaxed)
+        }
     }
 
     /// Whether `link` may start another stream. Each stream under way may keep one of the reactor's receive buffers

@@ -215,11 +215,7 @@ extension HTTPProxy {
         if !ok || link.session.flood != nil {
             if !ok {
                 Log.debug("HTTP/2 upstream connection failed: \(link.session.failure ?? "?")")
-                if link.session.failedForFlood {
-                    counters.h2Floods.add(1, ordering: .relaxed)
-                } else {
-                    counters.h2ProtocolErrors.add(1, ordering: .relaxed)
-                }
+                h2CountFailure(link.session)
             }
             link.goingAway = true
             link.closing = true
