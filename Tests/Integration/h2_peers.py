@@ -25,7 +25,7 @@ def lazy(block, n):
 
 class H2Upstream:
     """An h2c server (prior knowledge). Paths: `/echo` answers the request body (with `x-trailers: 1`, trailers
-    `x-t: done` follow it); `/held` answers once `gate` is set; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
+    `x-t: done` follow it; with `x-length: 1` too, the body has its content-length); `/held` answers once `gate` is set; `/big?n=N` answers N bytes; `/tiny?n=N` answers N bytes in
     N DATA frames of one byte; `/empties` sends three empty DATA frames before its body; `/flood?KIND` floods PING,
     SETTINGS (reading nothing), PRIORITY or WINDOW_UPDATE frames before its answer (`flood_ended` set when Tern cut it); anything else its path.
     `/bytes/N` answers N bytes of the deterministic stream (peers.stream_bytes) with their content-length;
@@ -52,6 +52,7 @@ class H2Upstream:
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.requests = []  # (headers dict, body bytes)
+        self.request_trailers = []  # (path, trailers dict) of each request that had trailers
         self.connections = 0
         self.max_open = []  # per connection
         self.refused = 0
@@ -140,6 +141,8 @@ class H2Upstream:
                 out = body
                 if head.get("x-trailers") == "1":
                     trailers = [("x-t", "done")]
+                if head.get("x-length") == "1":
+                    fields = [*fields, ("content-length", str(len(out)))]
             elif path.startswith("/big?n="):
                 out = lazy(b"b" * 65536, int(path.split("=")[1]))
             elif path.startswith("/bytes/"):
@@ -296,6 +299,9 @@ class H2Upstream:
                             withheld[e.stream_id] = withheld.get(e.stream_id, 0) + e.flow_controlled_length
                         else:
                             conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    elif isinstance(e, h2.events.TrailersReceived) and e.stream_id in heads:
+                        with self.lock:
+                            self.request_trailers.append((heads[e.stream_id].get(":path"), dict(e.headers)))
                     elif isinstance(e, h2.events.StreamEnded) and e.stream_id in heads:
                         with self.lock:
                             self.requests.append((heads[e.stream_id], bytes(bodies.get(e.stream_id, b""))))

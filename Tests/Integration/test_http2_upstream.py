@@ -172,6 +172,58 @@ def test_trailers_reach_an_h2_client_and_not_an_http11_one(start_tern, h2up, bac
     assert r.returncode == 0 and r.stdout.endswith(b"hi") and b"x-t" not in r.stdout
 
 
+@pytest.mark.parametrize("length", [False, True], ids=["chunked", "content-length"])
+def test_trailers_cross_h2_to_h2_both_ways_whatever_the_framing(start_tern, h2up, backend, tmp_path, length):
+    # HTTP/2 to HTTP/2, as Envoy forwards them: the client's trailers reach the upstream and the upstream's reach
+    # the client, with or without a Content-Length on either message (an HTTP/1.1 body with one cannot carry them:
+    # they go beside it); fields a trailer section must not carry are left out.
+    up = h2up()
+    t = start(start_tern, backend, mesh(tmp_path, up.port))
+    c = H2Client(t.port)
+    try:
+        sids = []
+        for i in range(3):
+            head = [("x-trailers", "1")] + ([("x-length", "1"), ("content-length", "5")] if length else [])
+            sid = c.request("/echo", method="POST", authority="svc", headers=head, body=b"hello", end=False)
+            c.conn.send_headers(sid, [("x-req", f"t{i}"), ("authorization", "secret")], end_stream=True)
+            c.flush()
+            sids.append(sid)
+        c.wait(lambda: all(s in c.ended for s in sids), "the answers")
+        for sid in sids:
+            assert c.heads[sid][":status"] == "200" and bytes(c.bodies[sid]) == b"hello"
+            assert c.heads[sid].get("content-length") == ("5" if length else None)
+            assert c.trailers[sid] == {"x-t": "done"}
+    finally:
+        c.close()
+    assert sorted(t["x-req"] for _, t in up.request_trailers) == ["t0", "t1", "t2"]
+    assert all(t == {"x-req": t["x-req"]} for _, t in up.request_trailers)
+    assert [b for _, b in up.requests] == [b"hello"] * 3
+
+
+def test_request_trailers_to_an_http11_upstream_are_dropped_and_the_request_served(start_tern, backend, tmp_path):
+    # Over HTTP/1.1 they go nowhere (Envoy's HTTP/1 codec drops them): a Content-Length body still ends, once its
+    # stream ends, and a chunked one ends with an empty trailer section.
+    h1 = HttpUpstream()
+    try:
+        t = start(start_tern, backend, mesh(tmp_path, h1.port, protocol="HTTP"))
+        c = H2Client(t.port)
+        try:
+            sids = []
+            for head in ([("content-length", "5")], []):
+                sid = c.request("/echo", method="POST", authority="svc", headers=head, body=b"hello", end=False)
+                c.conn.send_headers(sid, [("x-req", "t")], end_stream=True)
+                c.flush()
+                sids.append(sid)
+            c.wait(lambda: all(s in c.ended for s in sids), "the answers")
+            assert [c.heads[s][":status"] for s in sids] == ["200", "200"]
+        finally:
+            c.close()
+        assert len(h1.requests) == 2 and all(bytes(r.body_prefix) == b"hello" for r in h1.requests)
+        assert b"x-req:" not in h1.all_raw()
+    finally:
+        h1.stop()
+
+
 def test_upgrade_policy_and_client_protocol_choose_the_upstream_protocol(start_tern, h2up, backend, tmp_path):
     up = h2up()
     t = start(start_tern, backend, mesh(tmp_path, up.port, protocol="HTTP", pool="http: {h2UpgradePolicy: UPGRADE}"))

@@ -146,8 +146,15 @@ public enum HTTP2Translation {
     /// Appends HTTP/2 trailers `fields` of `session` as the end of a chunked body: the last chunk, the trailer
     /// fields, the empty line.
     public static func http1Trailers(_ session: HTTP2Session, _ fields: Range<Int>, into out: inout [UInt8]) {
-        let f = session.fields, b = session.headerBytes
         out.append(contentsOf: Names.lastChunk)
+        http1TrailerSection(session, fields, into: &out)
+    }
+
+    /// Appends HTTP/2 trailers `fields` of `session` as an HTTP/1.1 trailer section (its field lines, leaving out
+    /// those a trailer section must not carry, then the empty line): what a body whose framing cannot carry them (a
+    /// Content-Length) keeps beside it for an HTTP/2 peer.
+    public static func http1TrailerSection(_ session: HTTP2Session, _ fields: Range<Int>, into out: inout [UInt8]) {
+        let f = session.fields, b = session.headerBytes
         for i in fields where b[f[i].name.lowerBound] != colon && !forbiddenInTrailers(b[f[i].name]) {
             line(b[f[i].name], b[f[i].value], into: &out)
         }

@@ -65,6 +65,10 @@ struct H2StreamState {
     var bodyLengths = InlineArray<4, Int>(repeating: 0)
     var bodyCount = 0
     var chunked = false
+    /// Content-Length bytes still to come (`UInt64.max`: not a Content-Length body). Once all have come, the last
+    /// of them waits for the stream's end, so that trailers after them are kept before the engine sees the body
+    /// complete.
+    var lengthLeft = UInt64.max
     /// END_STREAM came from the client; the end of a chunked body was handed over.
     var requestEnded = false
     var lastChunkSent = false
@@ -217,9 +221,16 @@ extension HTTPProxy {
             switch e {
             case .head(let stream, let fields, let endStream):
                 h2Open(id, link, stream, fields, endStream: endStream, reactor)
-            case .trailers(let stream, _):
-                // Request trailers end the body (the HTTP/1.1 side drops them, as Envoy's HTTP/1 codec does).
-                if let v = link.connection(of: stream) { h2RequestEnded(v, reactor) }
+            case .trailers(let stream, let fields):
+                // Request trailers end the body; they are kept beside it for an HTTP/2 upstream (an HTTP/1.1 one
+                // goes without, as with Envoy's HTTP/1 codec).
+                if let v = link.connection(of: stream) {
+                    let x = downstreams[v].exchange
+                    if exchanges.isCurrent(x) && downstreams[v].phase == .open {
+                        h2KeepTrailers(link.session, fields, in: &exchanges[x].requestTrailers)
+                    }
+                    h2RequestEnded(v, reactor)
+                }
             case .data(let stream, let range):
                 guard let v = link.connection(of: stream) else {
                     link.session.consume(stream: stream, range.count)
@@ -507,6 +518,7 @@ extension HTTPProxy {
         downstreams[v].h2s.head = Int32(head)
         downstreams[v].h2s.headLength = h2Scratch.count
         downstreams[v].h2s.chunked = framing == .chunked
+        if case .contentLength(let n) = framing { downstreams[v].h2s.lengthLeft = n }
         downstreams[v].h2s.requestEnded = endStream
         link.streams.append((stream, v))
         downstreams[v].mutualTLS = downstreams[id].mutualTLS
@@ -533,6 +545,9 @@ extension HTTPProxy {
             // Nobody reads it any more: the window reopens at once.
             link.session.consume(stream: downstreams[v].h2s.stream, data.count)
             return
+        }
+        if downstreams[v].h2s.lengthLeft != .max {
+            downstreams[v].h2s.lengthLeft -= min(downstreams[v].h2s.lengthLeft, UInt64(data.count))
         }
         var rest = unsafe data
         while unsafe !rest.isEmpty {
@@ -717,6 +732,8 @@ extension HTTPProxy {
             return clientReceived(v, Completion(token: token, result: Int32(n), buffer: b), reactor)
         }
         let ended = downstreams[v].h2s.requestEnded, chunked = downstreams[v].h2s.chunked
+        // The last of a Content-Length body waits for the stream's end (trailers may come before it).
+        if downstreams[v].h2s.bodyCount == 1 && downstreams[v].h2s.lengthLeft == 0 && !ended { return }
         if downstreams[v].h2s.bodyCount > 0 {
             let b = UInt16(downstreams[v].h2s.bodies[0]), n = downstreams[v].h2s.bodyLengths[0]
             let count = downstreams[v].h2s.bodyCount
@@ -904,9 +921,16 @@ extension HTTPProxy {
 
     /// A gRPC response's trailers came through the engine (from an HTTP/1.1 upstream's chunked body, or an HTTP/2
     /// one's written as such): its `grpc-status` is the exchange's.
+    /// Trailers the upstream sent beside a body whose framing could not carry them (an HTTP/2 upstream's response
+    /// with a Content-Length) join its end here, before the exchange may end.
     private func h2TrailerStatus(_ v: DID) {
-        guard downstreams[v].h2s.send.body.ended && downstreams[v].h2s.send.body.hasTrailers else { return }
+        guard downstreams[v].h2s.send.body.ended else { return }
         let x = downstreams[v].exchange
+        if !downstreams[v].h2s.send.body.hasTrailers && exchanges.isCurrent(x) && !exchanges[x].responseTrailers.isEmpty {
+            h2TakeBackTrailers(&downstreams[v].h2s.send.body)
+            swap(&downstreams[v].h2s.send.body.trailers, &exchanges[x].responseTrailers)
+        }
+        guard downstreams[v].h2s.send.body.hasTrailers else { return }
         guard exchanges.isCurrent(x), exchanges[x].report.grpc,
               let g = GRPC.status(inTrailerSection: downstreams[v].h2s.send.body.trailers) else { return }
         exchanges[x].report.grpcStatus = Int16(clamping: g)

@@ -88,6 +88,11 @@ struct Exchange {
     var dechunk = false
     /// The response's trailer section goes on to the client (`keepsTrailers`, decided at its final head).
     var keepTrailers = false
+    /// HTTP/2 trailers of a body whose HTTP/1.1 framing cannot carry them (a Content-Length; a request's always),
+    /// kept beside it as an HTTP/1.1 trailer section for an HTTP/2 peer (`HTTPProxy.h2KeepTrailers`): the client's
+    /// for an HTTP/2 upstream, the upstream's for an HTTP/2 client. Empty (no storage) for most exchanges.
+    var requestTrailers: [UInt8] = []
+    var responseTrailers: [UInt8] = []
     /// The local response being sent, and one waiting for an interim response to finish.
     var reply: LocalReply? = nil
     var pendingReply: LocalReply? = nil

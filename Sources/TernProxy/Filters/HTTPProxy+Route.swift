@@ -237,6 +237,7 @@ extension HTTPProxy {
     /// Reports a routed request finished to the balancer and endpoint that counted it, also when the table it
     /// was routed with has been replaced since (the balancers keep its slot until then). Once per request.
     func requestFinished(_ x: XID) {
+        if exchanges[x].requestTrailers.capacity > 0 || exchanges[x].responseTrailers.capacity > 0 { h2TakeBackExchangeTrailers(x) }
         if exchanges[x].circuit != nil { leaveCircuit(x) }
         if exchanges[x].report.activeKey != 0 {
             metrics?.endpoint(exchanges[x].report.activeKey, EndpointWords.activeRequests, -1)

@@ -124,22 +124,44 @@ extension HTTPProxy {
     /// Takes back the array `body` kept its trailer section in (its stream ends), emptied with its capacity: at most
     /// `H2Wire.trailerArraysKept` of them, each at most `H2Wire.trailerArrayCapacity` bytes (a larger one is freed).
     func h2TakeBackTrailers(_ body: inout H2BodyOut) {
+        h2TakeBackTrailers(&body.trailers)
+    }
+
+    func h2TakeBackTrailers(_ trailers: inout [UInt8]) {
+        guard trailers.capacity > 0 else { return }
         var array: [UInt8] = []
-        swap(&array, &body.trailers)
-        guard array.capacity > 0 && array.capacity <= H2Wire.trailerArrayCapacity
-              && h2TrailerArrays.count < H2Wire.trailerArraysKept else { return }
+        swap(&array, &trailers)
+        guard array.capacity <= H2Wire.trailerArrayCapacity && h2TrailerArrays.count < H2Wire.trailerArraysKept else { return }
         array.removeAll(keepingCapacity: true)
         h2TrailerArrays.append(array)
+    }
+
+    /// Keeps HTTP/2 trailers `fields` of `session` in `trailers` (an exchange's `requestTrailers` or
+    /// `responseTrailers`, in an array lent from those kept) as an HTTP/1.1 trailer section.
+    func h2KeepTrailers(_ session: HTTP2Session, _ fields: Range<Int>, in trailers: inout [UInt8]) {
+        if trailers.capacity == 0, let kept = h2TrailerArrays.popLast() { trailers = kept }
+        trailers.removeAll(keepingCapacity: true)
+        HTTP2Translation.http1TrailerSection(session, fields, into: &trailers)
+        // (Only its empty line: none at all.)
+        if trailers.count <= 2 { trailers.removeAll(keepingCapacity: true) }
+    }
+
+    /// The exchange's kept trailers go back (its request is finished).
+    func h2TakeBackExchangeTrailers(_ x: XID) {
+        h2TakeBackTrailers(&exchanges[x].requestTrailers)
+        h2TakeBackTrailers(&exchanges[x].responseTrailers)
     }
 }
 
 extension H2Connection {
     /// The end of a body nghttp2 is reading for `stream`: with its trailers (a chunked body's trailer section,
     /// fields a trailer section may carry) when it has any.
-    func endBody(_ stream: Int32, _ body: H2BodyOut, _ n: Int) -> HTTP2BodyRead {
-        guard body.hasTrailers else { return .bytes(n, end: true) }
+    /// `kept`: trailers kept beside the body (an exchange's), sent when the body itself has none.
+    func endBody(_ stream: Int32, _ body: H2BodyOut, _ n: Int, kept: [UInt8] = []) -> HTTP2BodyRead {
+        guard body.hasTrailers || !kept.isEmpty else { return .bytes(n, end: true) }
         session.beginHead()
-        guard HTTP2Translation.http2Trailers(body.trailers, into: session) > 0, session.submitTrailers(stream: stream) else {
+        guard HTTP2Translation.http2Trailers(body.hasTrailers ? body.trailers : kept, into: session) > 0,
+              session.submitTrailers(stream: stream) else {
             return .bytes(n, end: true)
         }
         return .endWithTrailers(n)

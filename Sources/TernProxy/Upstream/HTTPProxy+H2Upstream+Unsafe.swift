@@ -255,6 +255,9 @@ extension HTTPProxy {
                 h2Scratch.removeAll(keepingCapacity: true)
                 if upstreams[v].h2s.chunked {
                     HTTP2Translation.http1Trailers(link.session, fields, into: &h2Scratch)
+                } else if upstreams[v].h2s.headSeen, let x = upstreams[v].exchange, exchanges.isCurrent(x) {
+                    // A Content-Length body cannot carry them: kept beside it for an HTTP/2 client.
+                    h2KeepTrailers(link.session, fields, in: &exchanges[x].responseTrailers)
                 }
                 unsafe h2Scratch.withUnsafeBytes { unsafe h2uGather(v, link, $0, data: 0, reactor) }
                 upstreams[v].h2s.responseEnded = true
@@ -559,13 +562,19 @@ extension HTTPProxy {
         return (head.length, head.framing)
     }
 
+    /// The client's HTTP/2 trailers kept beside the request an upstream stream sends (none: empty).
+    private func keptRequestTrailers(_ v: UID) -> [UInt8] {
+        guard let x = upstreams[v].exchange, exchanges.isCurrent(x) else { return [] }
+        return exchanges[x].requestTrailers
+    }
+
     /// nghttp2 frames a stream's request body: the bytes waiting in its `out`, and its end once the body ended.
     func h2uBodyRead(_ u: UID, _ stream: Int32, _ into: UnsafeMutableRawBufferPointer) -> HTTP2BodyRead {
         guard upstreams.isCurrent(u), let link = upstreams[u].h2, let v = link.connection(of: stream) else {
             return .bytes(0, end: true)
         }
         guard upstreams[v].h2s.send.out >= 0 else {
-            return upstreams[v].h2s.send.body.ended ? link.endBody(stream, upstreams[v].h2s.send.body, 0) : .wait
+            return upstreams[v].h2s.send.body.ended ? link.endBody(stream, upstreams[v].h2s.send.body, 0, kept: keptRequestTrailers(v)) : .wait
         }
         let buffer = unsafe pool.bytes(UInt16(upstreams[v].h2s.send.out), length: pool.size)
         let (n, drained) = unsafe upstreams[v].h2s.send.read(buffer, into: into)
@@ -573,7 +582,7 @@ extension HTTPProxy {
         upstreams[v].h2s.send.releaseOut = true
         if upstreams[v].h2s.send.unreported > 0 || n > 0 { upstreams[v].h2s.send.reportSent = true }
         h2uReady(v)
-        if upstreams[v].h2s.send.body.ended { return link.endBody(stream, upstreams[v].h2s.send.body, n) }
+        if upstreams[v].h2s.send.body.ended { return link.endBody(stream, upstreams[v].h2s.send.body, n, kept: keptRequestTrailers(v)) }
         return n == 0 ? .wait : .bytes(n, end: false)
     }
 
@@ -590,6 +599,9 @@ extension HTTPProxy {
             if !interim {
                 upstreams[v].h2s.headSeen = true
                 upstreams[v].h2s.chunked = framing == .chunked
+                if case .contentLength(let n) = framing { upstreams[v].h2s.lengthLeft = n }
+                // (Trailers an earlier try's response left are not this one's.)
+                if let x = upstreams[v].exchange, exchanges.isCurrent(x) { h2TakeBackTrailers(&exchanges[x].responseTrailers) }
                 if framing != .chunked && framing != .none {
                     // A Content-Length body: its DATA go as they are.
                 } else if framing == .none && !endStream {
@@ -624,6 +636,9 @@ extension HTTPProxy {
             unsafe h2uGatherChunked(v, link, data, reactor)
         } else {
             unsafe h2uGather(v, link, data, data: data.count, reactor)
+            if upstreams[v].h2s.lengthLeft != .max {
+                upstreams[v].h2s.lengthLeft -= min(upstreams[v].h2s.lengthLeft, UInt64(data.count))
+            }
         }
         h2uReady(v)
     }
@@ -837,6 +852,9 @@ extension HTTPProxy {
             if let parent { h2uFlush(parent, reactor) }
             guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream else { return }
         }
+        // The last of a Content-Length body waits for the stream's end (trailers may come before it).
+        if upstreams[v].h2s.count == 1 && upstreams[v].h2s.lengthLeft == 0 && !upstreams[v].h2s.responseEnded
+            && !upstreams[v].h2s.failed { return }
         if upstreams[v].h2s.count > 0 {
             let b = UInt16(upstreams[v].h2s.buffers[0]), n = upstreams[v].h2s.lengths[0], d = upstreams[v].h2s.dataBytes[0]
             let count = upstreams[v].h2s.count

@@ -108,6 +108,10 @@ struct H2UpStream {
     /// The response's final head came (its body is chunked unless it had a Content-Length: `chunked`), and its end.
     var headSeen = false
     var chunked = false
+    /// Content-Length bytes still to come (`UInt64.max`: not a Content-Length body). Once all have come, the last
+    /// of them waits for the stream's end, so that trailers after them are kept before the engine sees the body
+    /// complete.
+    var lengthLeft = UInt64.max
     /// The chunk still open at the end of the last buffer (where its size line starts; -1: none), and its size.
     var openChunk = -1
     var openChunkSize = 0
