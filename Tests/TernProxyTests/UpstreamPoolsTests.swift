@@ -157,6 +157,23 @@ import Testing
         #expect(decide(.refusedStream, on: .refusedStream, left: 0) == .limitExceeded)
     }
 
+    @Test func aRequestItsHTTP2ConnectionNeverSentMovesOnceUncountedThenCountsAsRefused() {
+        // Whatever the policy, with no retries left too: nothing reached the upstream.
+        for on: RetryOn in [[], .refusedStream, .connectFailure] {
+            #expect(decide(.notSent, replayFrom: 3, on: on, left: 0) == .retry(from: 3, counted: false), "\(on)")
+        }
+        #expect(decide(.notSent, replayFrom: nil) == .answer)
+        var moved = attempt(replayFrom: 0)
+        moved.movedNotSent = true
+        func again(_ on: RetryOn, left: Int32 = 2) -> RetryPolicy.Decision {
+            RetryPolicy.decide(.notSent, moved, responseStarted: false, responseBytesSeen: false,
+                               policy: RetryFacts(retries: 2, on: on, codes: 0..<0), retriesLeft: left)
+        }
+        #expect(again(.refusedStream) == .retry(from: 0, counted: true))
+        #expect(again(.refusedStream, left: 0) == .limitExceeded)
+        #expect(again([]) == .answer)
+    }
+
     @Test func noRetryOnceTheResponseReachedTheClientOrTheRequestIsNotHeldWhole() {
         #expect(decide(.reset(reusedConnection: false), started: true, on: .reset) == .answer)
         #expect(decide(.connectFailure, replayFrom: nil, on: .connectFailure) == .answer)

@@ -95,7 +95,9 @@ extension HTTPProxy {
                 // Its streams end with it.
                 link.goingAway = true
                 link.ended = true
-                for s in link.streams where upstreams.isCurrent(s.connection) { h2uStreamGone(s.connection, refused: s.id == 0, reactor) }
+                for s in link.streams where upstreams.isCurrent(s.connection) {
+                    h2uStreamGone(s.connection, refused: s.id == 0, notSent: s.id == 0, reactor)
+                }
             } else {
                 h2uConnectEnded(u, reactor)
             }

@@ -459,6 +459,7 @@ extension HTTPProxy {
         dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].active = false
         exchanges[x].attempt.replayFrom = nil
+        exchanges[x].attempt.movedNotSent = false
         // While draining, a connection whose response still promised keep-alive waits for one more request,
         // answered with "connection: close" (closing now could lose a request already sent).
         if !downstreams[id].keepAlive {

@@ -28,7 +28,7 @@ extension HTTPProxy {
                 && exchanges[x].response.state == .head && !exchanges[x].responseStarted {
                 recordOutcome(x, .timeout)
             }
-        case .local: break
+        case .local, .upstreamNotSent: break
         }
         var attempt = exchanges[x].attempt
         if attempt.replayFrom == nil && exchanges[x].request.state == .waiting {
@@ -53,7 +53,12 @@ extension HTTPProxy {
                 retry(x, from: from, reactor)
             } else {
                 // The keep-alive replay: at once, on a new connection to the same endpoint.
-                Log.debug("\(error.reply.flag) on a reused upstream connection; sending the request again on a new one")
+                if error.source == .upstreamNotSent {
+                    exchanges[x].attempt.movedNotSent = true
+                    Log.debug("sending the request again on another HTTP/2 connection (the first went away before it was sent)")
+                } else {
+                    Log.debug("\(error.reply.flag) on a reused upstream connection; sending the request again on a new one")
+                }
                 detachUpstream(x, reusable: false, reactor)
                 rewind(x, to: from, reactor)
                 let e = exchanges[x].attempt.endpoint

@@ -14,6 +14,9 @@ struct ProxyError: Equatable {
         /// An HTTP/2 upstream refused the stream (REFUSED_STREAM, or above its GOAWAY's last stream id): not
         /// processed (UR; Envoy's `remote_refused_stream_reset`).
         case upstreamRefused
+        /// The HTTP/2 connection the request was given went away (GOAWAY, or its end) before any of the request
+        /// was submitted on it: nothing reached the upstream.
+        case upstreamNotSent
         /// The upstream sent something that is not HTTP/1.1 (UPE).
         case upstreamProtocol
         /// No response in time (UT): the route's timeout, which bounds the request and all its retries.
@@ -38,6 +41,10 @@ struct ProxyError: Equatable {
     /// processed, so the retry policy may send it again (`refused-stream`, in Istio's default), as a counted retry
     /// with its back-off, never the uncounted keep-alive replay (an upstream refusing every stream would loop).
     static let refusedStream = ProxyError(reply: .remoteRefusedStream, source: .upstreamRefused, retryable: false)
+    /// Its HTTP/2 connection went away before the request was submitted on it: sent again on another connection at
+    /// once and uncounted, as Envoy's pool moves a request that is not yet on a connection (no flag, no retry, no
+    /// outlier outcome); once: a second time it is a refused stream (`RetryPolicy.decide`).
+    static let notSent = ProxyError(reply: .remoteRefusedStream, source: .upstreamNotSent, retryable: true)
 
     /// The upstream connection ended before the response did; `reusedConnection`: it had served an exchange
     /// before this one.

@@ -27,6 +27,8 @@ struct RetryPolicy {
     static func decide(_ error: ProxyError, _ attempt: UpstreamAttempt, responseStarted: Bool, responseBytesSeen: Bool,
                        policy: RetryFacts, retriesLeft: Int32) -> Decision {
         guard !responseStarted, let from = attempt.replayFrom else { return .answer }
+        // Moved once uncounted; a second time it is what a refused stream is (so nothing can loop).
+        if error.source == .upstreamNotSent && !attempt.movedNotSent { return .retry(from: from, counted: false) }
         if wouldRetry(error, policy.on) { return retriesLeft > 0 ? .retry(from: from, counted: true) : .limitExceeded }
         if error.retryable && error.source == .upstreamReset && !responseBytesSeen { return .retry(from: from, counted: false) }
         return .answer
@@ -43,7 +45,7 @@ struct RetryPolicy {
             return !on.isDisjoint(with: [.connectFailure, .resetBeforeRequest, .reset, .serverError, .gatewayError])
         case .upstreamReset, .upstreamProtocol:
             return !on.isDisjoint(with: [.reset, .serverError, .gatewayError])
-        case .upstreamRefused:
+        case .upstreamRefused, .upstreamNotSent:
             // Envoy: a remote refused-stream reset is retried under refused-stream, and as any reset (it came before
             // the request was processed: reset-before-request too).
             return !on.isDisjoint(with: [.refusedStream, .reset, .resetBeforeRequest, .serverError, .gatewayError])

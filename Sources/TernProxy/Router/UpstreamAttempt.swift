@@ -19,4 +19,7 @@ struct UpstreamAttempt {
     var serverName: UInt64 = 0
     /// It goes over HTTP/2 (a stream on one of its endpoint's HTTP/2 connections).
     var http2 = false
+    /// The request was moved once, uncounted, off an HTTP/2 connection that went away before it was sent
+    /// (`ProxyError.notSent`); again, it counts as a refused stream.
+    var movedNotSent = false
 }

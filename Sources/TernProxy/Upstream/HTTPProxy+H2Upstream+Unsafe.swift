@@ -15,7 +15,8 @@
 //   cluster's `maxConcurrentStreams`, `maxRequestsPerConnection`, `maxConnectionDuration`), else waits for one on its
 //   way, else opens a connection (within the cluster's connection limit), else waits for a stream to free.
 //   GOAWAY stops new streams on a connection; those above its last stream id, and streams the upstream refused,
-//   are failed as refused, which the router sends again (`ProxyError.refusedStream`).
+//   are failed as refused, which the router's policy may send again (`ProxyError.refusedStream`); a request not yet
+//   submitted when its connection goes away is sent again on another at once, uncounted (`ProxyError.notSent`).
 // - Upgrade requests (WebSocket, CONNECT) and mirrored copies go over HTTP/1.1 always.
 import TernConfig
 import TernCore
@@ -290,7 +291,9 @@ extension HTTPProxy {
                 Log.debug("HTTP/2 upstream said GOAWAY (last stream \(last), error \(code))")
                 link.goingAway = true
                 // Streams not yet submitted wait in nghttp2 for a stream id it will not give: refused now.
-                for s in link.streams where s.id == 0 || s.id > last { h2uStreamGone(s.connection, refused: true, reactor) }
+                for s in link.streams where s.id == 0 || s.id > last {
+                    h2uStreamGone(s.connection, refused: true, notSent: s.id == 0, reactor)
+                }
             }
         }
         link.session.clearEvents()
@@ -376,7 +379,7 @@ extension HTTPProxy {
     /// Every stream of `link` not yet ended fails (a stream never submitted as refused).
     private func h2uFailStreams(_ link: H2UpLink, _ reactor: Reactor<Backend>) {
         for s in link.streams where upstreams.isCurrent(s.connection) && !upstreams[s.connection].h2s.responseEnded {
-            h2uStreamGone(s.connection, refused: s.id == 0, reactor)
+            h2uStreamGone(s.connection, refused: s.id == 0, notSent: s.id == 0, reactor)
         }
     }
 
@@ -537,6 +540,7 @@ extension HTTPProxy {
             upstreams[v].h2s.gone = true
             upstreams[v].h2s.failed = true
             upstreams[v].h2s.refused = true
+            upstreams[v].h2s.notSent = true
             h2uReady(v)
             return false
         }
@@ -749,11 +753,12 @@ extension HTTPProxy {
     }
 
     /// The stream is gone before its response ended: refused (never processed) or failed.
-    func h2uStreamGone(_ v: UID, refused: Bool, _ reactor: Reactor<Backend>) {
+    func h2uStreamGone(_ v: UID, refused: Bool, notSent: Bool = false, _ reactor: Reactor<Backend>) {
         guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream, !upstreams[v].h2s.failed else { return }
         upstreams[v].h2s.gone = true
         upstreams[v].h2s.failed = true
         upstreams[v].h2s.refused = refused
+        upstreams[v].h2s.notSent = notSent
         h2uReady(v)
     }
 
@@ -877,10 +882,11 @@ extension HTTPProxy {
         if upstreams[v].h2s.refused, let x = upstreams[v].exchange, exchanges.isCurrent(x),
            exchanges[x].attempt.connection == v, exchanges[x].response.state == .head, exchanges[x].response.held.isEmpty {
             // Never processed: the router may send it again.
-            Log.debug("HTTP/2 upstream refused the stream")
+            let notSent = upstreams[v].h2s.notSent
+            Log.debug(notSent ? "HTTP/2 upstream connection went away before the stream was sent" : "HTTP/2 upstream refused the stream")
             closeUpstream(v, reactor)
             exchanges[x].attempt.connection = nil
-            return attemptFailed(x, .refusedStream, responseBytesSeen: false, reactor)
+            return attemptFailed(x, notSent ? .notSent : .refusedStream, responseBytesSeen: false, reactor)
         }
         upstreamReceived(v, Completion(token: token, result: H2Wire.errorReset), reactor)
     }

@@ -125,6 +125,8 @@ struct H2UpStream {
     /// before its response ended.
     var gone = false
     var refused = false
+    /// Refused before any of its request was submitted (its connection went away first): sent again uncounted.
+    var notSent = false
     var failed = false
     var starved = false
 }
