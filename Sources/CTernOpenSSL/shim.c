@@ -358,6 +358,7 @@ long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
 #define PEM_write_bio_PrivateKey p_PEM_write_bio_PrivateKey
 #define PEM_read_bio_X509 p_PEM_read_bio_X509
 #define PEM_read_bio_PrivateKey p_PEM_read_bio_PrivateKey
+#define ASN1_TIME_print_ex p_ASN1_TIME_print_ex
 #define X509_STORE_new p_X509_STORE_new
 #define X509_STORE_free p_X509_STORE_free
 #define X509_STORE_add_cert p_X509_STORE_add_cert
@@ -599,6 +600,13 @@ long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacit
     }
     GENERAL_NAMES_free(names);
     return result;
+}
+
+long tern_cert_time_text(X509 *cert, int which, uint8_t *out, size_t capacity) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio) return -1;
+    const ASN1_TIME *t = which ? X509_get0_notAfter(cert) : X509_get0_notBefore(cert);
+    return take_bio(bio, ASN1_TIME_print_ex(bio, t, ASN1_DTFLGS_ISO8601) == 1, out, capacity);
 }
 
 long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity) {

@@ -79,6 +79,10 @@ import Glibc
         return out
     }
 
+    /// notBefore and notAfter as ISO 8601 in UTC ("2026-12-07 20:28:48Z").
+    public var notBeforeText: String { String(decoding: unsafe Self.text { unsafe tern_cert_time_text(pointer, 0, $0, $1) }, as: UTF8.self) }
+    public var notAfterText: String { String(decoding: unsafe Self.text { unsafe tern_cert_time_text(pointer, 1, $0, $1) }, as: UTF8.self) }
+
     /// The serial number in hexadecimal.
     public var serialNumber: String { String(decoding: unsafe Self.text { unsafe tern_cert_serial_hex(pointer, $0, $1) }, as: UTF8.self) }
 

@@ -171,6 +171,8 @@ long tern_cert_subject_entry(X509 *cert, int nid, uint8_t *out, size_t capacity)
 // whole length returned, copied up to `capacity`), or -1 when there is no such entry.
 int tern_cert_san_count(X509 *cert, int type);
 long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacity);
+// notBefore (`which` 0) or notAfter (1) as ISO 8601 in UTC, "2026-12-07 20:28:48Z", into out (as tern_cert_pem).
+long tern_cert_time_text(X509 *cert, int which, uint8_t *out, size_t capacity);
 // The serial number in hexadecimal, into out (as tern_cert_pem).
 long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity);
 

@@ -140,6 +140,7 @@
     X(ASN1_IA5STRING *, ASN1_IA5STRING_new, (void), ()) \
     X(int, ASN1_STRING_set, (ASN1_STRING *str, const void *data, int len), (str, data, len)) \
     X(void, ASN1_STRING_free, (ASN1_STRING *a), (a)) \
+    X(int, ASN1_TIME_print_ex, (BIO *bp, const ASN1_TIME *tm, unsigned long flags), (bp, tm, flags)) \
     X(ASN1_TIME *, ASN1_TIME_set, (ASN1_TIME *s, time_t t), (s, t)) \
     X(ASN1_INTEGER *, BN_to_ASN1_INTEGER, (const BIGNUM *bn, ASN1_INTEGER *ai), (bn, ai)) \
     X(BIGNUM *, ASN1_INTEGER_to_BN, (const ASN1_INTEGER *ai, BIGNUM *bn), (ai, bn)) \
