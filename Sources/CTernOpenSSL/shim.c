@@ -288,3 +288,358 @@ long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
     GENERAL_NAMES_free(names);
     return result;
 }
+
+// MARK: - Keys and certificates
+
+#define ERR_clear_error p_ERR_clear_error
+#define ERR_peek_last_error p_ERR_peek_last_error
+#define ASN1_TIME_to_tm p_ASN1_TIME_to_tm
+#define EVP_PKEY_CTX_new_from_name p_EVP_PKEY_CTX_new_from_name
+#define EVP_PKEY_CTX_free p_EVP_PKEY_CTX_free
+#define EVP_PKEY_keygen_init p_EVP_PKEY_keygen_init
+#define EVP_PKEY_CTX_set_group_name p_EVP_PKEY_CTX_set_group_name
+#define EVP_PKEY_CTX_set_rsa_keygen_bits p_EVP_PKEY_CTX_set_rsa_keygen_bits
+#define EVP_PKEY_generate p_EVP_PKEY_generate
+#define EVP_PKEY_free p_EVP_PKEY_free
+#define EVP_PKEY_get_base_id p_EVP_PKEY_get_base_id
+#define EVP_PKEY_get_bits p_EVP_PKEY_get_bits
+#define EVP_PKEY_get_group_name p_EVP_PKEY_get_group_name
+#define EVP_sha256 p_EVP_sha256
+#define X509_new p_X509_new
+#define X509_free p_X509_free
+#define X509_set_version p_X509_set_version
+#define X509_get_serialNumber p_X509_get_serialNumber
+#define X509_getm_notBefore p_X509_getm_notBefore
+#define X509_getm_notAfter p_X509_getm_notAfter
+#define X509_get0_notBefore p_X509_get0_notBefore
+#define X509_get0_notAfter p_X509_get0_notAfter
+#define X509_get_subject_name p_X509_get_subject_name
+#define X509_get_issuer_name p_X509_get_issuer_name
+#define X509_set_issuer_name p_X509_set_issuer_name
+#define X509_NAME_add_entry_by_txt p_X509_NAME_add_entry_by_txt
+#define X509_NAME_entry_count p_X509_NAME_entry_count
+#define X509_NAME_get_index_by_NID p_X509_NAME_get_index_by_NID
+#define X509_NAME_get_entry p_X509_NAME_get_entry
+#define X509_NAME_ENTRY_get_data p_X509_NAME_ENTRY_get_data
+#define X509_NAME_print_ex p_X509_NAME_print_ex
+#define X509_set_pubkey p_X509_set_pubkey
+#define X509_get0_pubkey p_X509_get0_pubkey
+#define X509V3_set_ctx p_X509V3_set_ctx
+#define X509V3_EXT_conf_nid p_X509V3_EXT_conf_nid
+#define X509_add_ext p_X509_add_ext
+#define X509_EXTENSION_free p_X509_EXTENSION_free
+#define X509_add1_ext_i2d p_X509_add1_ext_i2d
+#define X509_sign p_X509_sign
+#define X509_get_extension_flags p_X509_get_extension_flags
+#define X509_get_key_usage p_X509_get_key_usage
+#define X509_get_extended_key_usage p_X509_get_extended_key_usage
+#define GENERAL_NAME_new p_GENERAL_NAME_new
+#define GENERAL_NAME_free p_GENERAL_NAME_free
+#define GENERAL_NAME_set0_value p_GENERAL_NAME_set0_value
+#define ASN1_IA5STRING_new p_ASN1_IA5STRING_new
+#define ASN1_STRING_set p_ASN1_STRING_set
+#define ASN1_STRING_free p_ASN1_STRING_free
+#define ASN1_TIME_set p_ASN1_TIME_set
+#define BN_to_ASN1_INTEGER p_BN_to_ASN1_INTEGER
+#define ASN1_INTEGER_to_BN p_ASN1_INTEGER_to_BN
+#define BN_new p_BN_new
+#define BN_free p_BN_free
+#define BN_rand p_BN_rand
+#define BN_bn2hex p_BN_bn2hex
+#define CRYPTO_free p_CRYPTO_free
+#define OPENSSL_sk_new_null p_OPENSSL_sk_new_null
+#define OPENSSL_sk_push p_OPENSSL_sk_push
+#define OPENSSL_sk_free p_OPENSSL_sk_free
+#define BIO_s_mem p_BIO_s_mem
+#define BIO_new_mem_buf p_BIO_new_mem_buf
+#define BIO_free p_BIO_free
+#define BIO_ctrl p_BIO_ctrl
+#define PEM_write_bio_X509 p_PEM_write_bio_X509
+#define PEM_write_bio_PrivateKey p_PEM_write_bio_PrivateKey
+#define PEM_read_bio_X509 p_PEM_read_bio_X509
+#define PEM_read_bio_PrivateKey p_PEM_read_bio_PrivateKey
+#define ASN1_TIME_print_ex p_ASN1_TIME_print_ex
+#define X509_STORE_new p_X509_STORE_new
+#define X509_STORE_free p_X509_STORE_free
+#define X509_STORE_add_cert p_X509_STORE_add_cert
+#define X509_STORE_CTX_new p_X509_STORE_CTX_new
+#define X509_STORE_CTX_free p_X509_STORE_CTX_free
+#define X509_STORE_CTX_init p_X509_STORE_CTX_init
+#define X509_STORE_CTX_set_flags p_X509_STORE_CTX_set_flags
+#define X509_STORE_CTX_set_purpose p_X509_STORE_CTX_set_purpose
+#define X509_verify_cert p_X509_verify_cert
+#define X509_STORE_CTX_get_error p_X509_STORE_CTX_get_error
+#define X509_STORE_CTX_get_error_depth p_X509_STORE_CTX_get_error_depth
+
+EVP_PKEY *tern_key_generate(int kind) {
+    if (kind != TERN_KEY_EC_P256 && kind != TERN_KEY_RSA_2048) return NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, kind == TERN_KEY_RSA_2048 ? "RSA" : "EC", NULL);
+    if (!ctx) return NULL;
+    EVP_PKEY *key = NULL;
+    int ok = EVP_PKEY_keygen_init(ctx) > 0 &&
+             (kind == TERN_KEY_RSA_2048 ? EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048)
+                                        : EVP_PKEY_CTX_set_group_name(ctx, "P-256")) > 0 &&
+             EVP_PKEY_generate(ctx, &key) > 0;
+    EVP_PKEY_CTX_free(ctx);
+    if (!ok) {
+        EVP_PKEY_free(key);
+        return NULL;
+    }
+    return key;
+}
+
+static int add_extension(X509 *cert, X509V3_CTX *v3, int nid, const char *value) {
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, v3, nid, value);
+    if (!ext) return 0;
+    int ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+static int add_names(GENERAL_NAMES *names, int type, const char *const *values, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        size_t n = strlen(values[i]);
+        GENERAL_NAME *g = GENERAL_NAME_new();
+        ASN1_IA5STRING *s = ASN1_IA5STRING_new();
+        if (!g || !s || n > INT32_MAX || !ASN1_STRING_set(s, values[i], (int)n)) {
+            GENERAL_NAME_free(g);
+            ASN1_STRING_free(s);
+            return 0;
+        }
+        GENERAL_NAME_set0_value(g, type, s);
+        if (sk_GENERAL_NAME_push(names, g) <= 0) {
+            GENERAL_NAME_free(g);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int add_entry(X509_NAME *name, const char *field, const char *value) {
+    return !value || X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, (const unsigned char *)value, -1, -1, 0);
+}
+
+X509 *tern_cert_sign(const tern_cert_spec *spec, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key) {
+    X509 *cert = X509_new();
+    BIGNUM *serial = BN_new();
+    int ok = cert && serial && X509_set_version(cert, X509_VERSION_3) &&
+             BN_rand(serial, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) &&
+             BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert)) &&
+             ASN1_TIME_set(X509_getm_notBefore(cert), (time_t)spec->not_before) &&
+             ASN1_TIME_set(X509_getm_notAfter(cert), (time_t)spec->not_after) && X509_set_pubkey(cert, key);
+    BN_free(serial);
+    X509_NAME *subject = ok ? X509_get_subject_name(cert) : NULL;
+    ok = ok && add_entry(subject, "O", spec->organization) && add_entry(subject, "CN", spec->common_name) &&
+         X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer) : subject);
+    X509V3_CTX v3;
+    memset(&v3, 0, sizeof v3);
+    if (ok) X509V3_set_ctx(&v3, issuer ? issuer : cert, cert, NULL, NULL, 0);
+    ok = ok && add_extension(cert, &v3, NID_basic_constraints, spec->is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE") &&
+         (!spec->key_usage || add_extension(cert, &v3, NID_key_usage, spec->key_usage)) &&
+         (!spec->extended_key_usage || add_extension(cert, &v3, NID_ext_key_usage, spec->extended_key_usage)) &&
+         add_extension(cert, &v3, NID_subject_key_identifier, "hash") &&
+         (!issuer || add_extension(cert, &v3, NID_authority_key_identifier, "keyid:always"));
+    if (ok && spec->uri_count + spec->dns_count > 0) {
+        GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
+        ok = names && add_names(names, GEN_URI, spec->uris, spec->uri_count) &&
+             add_names(names, GEN_DNS, spec->dns_names, spec->dns_count) &&
+             X509_add1_ext_i2d(cert, NID_subject_alt_name, names, X509_NAME_entry_count(subject) == 0,
+                           X509V3_ADD_DEFAULT) == 1;
+        GENERAL_NAMES_free(names);
+    }
+    ok = ok && X509_sign(cert, issuer_key, EVP_sha256()) > 0;
+    if (!ok) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+// Hands a memory BIO's contents to the caller (as tern_cert_pem describes) and frees it.
+static long take_bio(BIO *bio, int ok, uint8_t *out, size_t capacity) {
+    long result = -1;
+    char *data = NULL;
+    long n = ok ? BIO_get_mem_data(bio, &data) : -1;
+    if (n >= 0) {
+        if (n > 0 && (size_t)n <= capacity) memcpy(out, data, (size_t)n);
+        result = n;
+    }
+    BIO_free(bio);
+    return result;
+}
+
+long tern_cert_pem(X509 *cert, uint8_t *out, size_t capacity) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    return bio ? take_bio(bio, PEM_write_bio_X509(bio, cert), out, capacity) : -1;
+}
+
+long tern_key_pem(EVP_PKEY *key, uint8_t *out, size_t capacity) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    return bio ? take_bio(bio, PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL), out, capacity) : -1;
+}
+
+long tern_cert_read_pem(const uint8_t *pem, size_t length, X509 **out, size_t capacity) {
+    if (length > INT32_MAX) return -1;
+    BIO *bio = BIO_new_mem_buf(pem, (int)length);
+    if (!bio) return -1;
+    ERR_clear_error();
+    size_t n = 0;
+    while (n < capacity) {
+        X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (!cert) break;
+        out[n++] = cert;
+    }
+    long result = (long)n;
+    if (n < capacity) {
+        // The loop ends at the first block that is not a certificate; only "no more PEM blocks" is a clean end.
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+            ERR_clear_error();
+        } else {
+            for (size_t i = 0; i < n; i++) X509_free(out[i]);
+            result = -1;
+        }
+    }
+    BIO_free(bio);
+    return result;
+}
+
+// An encrypted key is refused rather than prompting on the terminal (OpenSSL's default callback would).
+static int no_password(char *buffer, int size, int rw, void *u) {
+    (void)buffer;
+    (void)size;
+    (void)rw;
+    (void)u;
+    return -1;
+}
+
+EVP_PKEY *tern_key_read_pem(const uint8_t *pem, size_t length) {
+    if (length > INT32_MAX) return NULL;
+    BIO *bio = BIO_new_mem_buf(pem, (int)length);
+    if (!bio) return NULL;
+    EVP_PKEY *key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+    BIO_free(bio);
+    return key;
+}
+
+static int64_t epoch_seconds(const ASN1_TIME *t, int *ok) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) {
+        *ok = 0;
+        return 0;
+    }
+    return (int64_t)timegm(&tm);
+}
+
+int tern_cert_get_facts(X509 *cert, tern_cert_facts *facts) {
+    memset(facts, 0, sizeof *facts);
+    uint32_t flags = X509_get_extension_flags(cert);
+    if (flags & EXFLAG_INVALID) return 0;
+    facts->is_ca = (flags & EXFLAG_CA) != 0;
+    facts->has_basic_constraints = (flags & EXFLAG_BCONS) != 0;
+    facts->self_signed = (flags & EXFLAG_SS) != 0;
+    facts->has_key_usage = (flags & EXFLAG_KUSAGE) != 0;
+    facts->key_usage = facts->has_key_usage ? X509_get_key_usage(cert) : 0;
+    facts->has_extended_key_usage = (flags & EXFLAG_XKUSAGE) != 0;
+    facts->extended_key_usage = facts->has_extended_key_usage ? X509_get_extended_key_usage(cert) : 0;
+    int ok = 1;
+    facts->not_before = epoch_seconds(X509_get0_notBefore(cert), &ok);
+    facts->not_after = epoch_seconds(X509_get0_notAfter(cert), &ok);
+    EVP_PKEY *key = X509_get0_pubkey(cert);
+    if (key) {
+        int id = EVP_PKEY_get_base_id(key);
+        facts->key_kind = id == EVP_PKEY_EC ? 1 : id == EVP_PKEY_RSA ? 2 : 0;
+        facts->key_bits = EVP_PKEY_get_bits(key);
+        size_t n = 0;
+        if (id == EVP_PKEY_EC && !EVP_PKEY_get_group_name(key, facts->key_group, sizeof facts->key_group, &n))
+            facts->key_group[0] = 0;
+    }
+    return ok;
+}
+
+long tern_cert_name_text(X509 *cert, int issuer, uint8_t *out, size_t capacity) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio) return -1;
+    // "O=cluster.local, CN=Intermediate CA": the one-line form without spaces around '=', UTF-8 kept as it is.
+    unsigned long flags = (XN_FLAG_ONELINE & ~XN_FLAG_SPC_EQ & ~ASN1_STRFLGS_ESC_MSB) | ASN1_STRFLGS_UTF8_CONVERT;
+    X509_NAME *name = issuer ? X509_get_issuer_name(cert) : X509_get_subject_name(cert);
+    return take_bio(bio, X509_NAME_print_ex(bio, name, 0, flags) >= 0, out, capacity);
+}
+
+long tern_cert_subject_entry(X509 *cert, int nid, uint8_t *out, size_t capacity) {
+    X509_NAME *name = X509_get_subject_name(cert);
+    int index = X509_NAME_get_index_by_NID(name, nid, -1);
+    if (index < 0) return -1;
+    const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+    size_t n = (size_t)ASN1_STRING_length(s);
+    memcpy(out, ASN1_STRING_get0_data(s), n < capacity ? n : capacity);
+    return (long)n;
+}
+
+int tern_cert_san_count(X509 *cert, int type) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) return 0;
+    int count = 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) count += sk_GENERAL_NAME_value(names, i)->type == type;
+    GENERAL_NAMES_free(names);
+    return count;
+}
+
+long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacity) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) return -1;
+    long result = -1;
+    for (int i = 0, seen = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != type || seen++ != index) continue;
+        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
+        memcpy(out, ASN1_STRING_get0_data(g->d.ia5), n < capacity ? n : capacity);
+        result = (long)n;
+        break;
+    }
+    GENERAL_NAMES_free(names);
+    return result;
+}
+
+long tern_cert_time_text(X509 *cert, int which, uint8_t *out, size_t capacity) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio) return -1;
+    const ASN1_TIME *t = which ? X509_get0_notAfter(cert) : X509_get0_notBefore(cert);
+    return take_bio(bio, ASN1_TIME_print_ex(bio, t, ASN1_DTFLGS_ISO8601) == 1, out, capacity);
+}
+
+long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity) {
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    BN_free(bn);
+    if (!hex) return -1;
+    size_t n = strlen(hex);
+    memcpy(out, hex, n < capacity ? n : capacity);
+    OPENSSL_free(hex);
+    return (long)n;
+}
+
+int tern_cert_verify(X509 *leaf, X509 *const *untrusted, size_t untrusted_count, X509 *const *roots,
+                     size_t root_count, int purpose, unsigned long flags, int *depth) {
+    *depth = 0;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    int ok = store && ctx && chain;
+    for (size_t i = 0; ok && i < root_count; i++) ok = X509_STORE_add_cert(store, roots[i]);
+    for (size_t i = 0; ok && i < untrusted_count; i++) ok = sk_X509_push(chain, untrusted[i]) > 0;
+    int result = X509_V_ERR_OUT_OF_MEM;
+    if (ok && X509_STORE_CTX_init(ctx, store, leaf, chain)) {
+        X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT | flags);
+        if (purpose) X509_STORE_CTX_set_purpose(ctx, purpose);
+        int verified = X509_verify_cert(ctx);
+        result = verified == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+        if (verified != 1 && result == X509_V_OK) result = X509_V_ERR_UNSPECIFIED;
+        if (verified != 1) *depth = X509_STORE_CTX_get_error_depth(ctx);
+    }
+    X509_STORE_CTX_free(ctx);
+    sk_X509_free(chain);  // the certificates stay the caller's
+    X509_STORE_free(store);
+    return result;
+}

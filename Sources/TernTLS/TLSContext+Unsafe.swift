@@ -49,8 +49,8 @@ import Synchronization
     }
 }
 
-/// OpenSSL's error queue as text (and emptied), prefixed by `what`.
-func openSSLErrors() -> String {
+/// OpenSSL's error queue as text (and emptied). Public for TernControl's certificate authority.
+public func openSSLErrors() -> String {
     var parts: [String] = []
     var buffer = [CChar](repeating: 0, count: 256)
     while true {
@@ -132,8 +132,8 @@ public struct TLSClientSettings: Sendable, Hashable {
     /// OpenSSL's (AES-GCM and ChaCha20-Poly1305).
     static let cipherList = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-    /// Loads OpenSSL (once per process: a sidecar without TLS never does).
-    static func loadOpenSSL() throws(TLSSetupError) {
+    /// Loads OpenSSL (once per process: a sidecar without TLS never does). Public for TernControl.
+    public static func loadOpenSSL() throws(TLSSetupError) {
         var error = [CChar](repeating: 0, count: 256)
         let ok = unsafe error.withUnsafeMutableBufferPointer { unsafe tern_openssl_load($0.baseAddress, $0.count) }
         guard ok == 1 else { throw TLSSetupError(unsafe error.withUnsafeBufferPointer { unsafe String(cString: $0.baseAddress!) }) }

@@ -9,7 +9,7 @@ struct Tern: ParsableCommand {
         commandName: "tern",
         abstract: "Tern, a service-mesh sidecar proxy.",
         version: TernVersion.string,
-        subcommands: [ProxyCommand.self, ValidateCommand.self]
+        subcommands: [ProxyCommand.self, ValidateCommand.self, CertCommand.self]
     )
 }
 
@@ -24,6 +24,9 @@ do {
     }
     if let validate = command as? ValidateCommand {
         exit(validate.runValidate())
+    }
+    if let cert = command as? any CertSubcommand {
+        exit(cert.runAndReport())
     }
     try command.run()
 } catch {

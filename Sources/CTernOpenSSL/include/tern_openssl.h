@@ -1,4 +1,5 @@
-// OpenSSL 3 (Debian's libssl-dev headers; libssl.so.3 loaded at run time) for TernTLS. The shim exists for what
+// OpenSSL 3 (Debian's libssl-dev headers; libssl.so.3 loaded at run time) for TernTLS and the mesh CA of TernControl.
+// The shim exists for what
 // Swift cannot import cleanly: the macros OpenSSL's API is partly made of (SSL_CTX_set_min_proto_version,
 // SSL_set_tlsext_host_name, BIO retry flags), the C callbacks a custom BIO, ALPN selection and session-ticket keys
 // need, the walk over a certificate's subjectAltNames, and loading OpenSSL only when TLS is first needed (every
@@ -100,5 +101,85 @@ long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity);
 
 // SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name).
 const char *tern_servername(const SSL *ssl);
+
+// MARK: - Keys and certificates (the mesh CA, X.509-SVID checks)
+// Each does one whole job that would otherwise take Swift a dozen calls and OpenSSL's macros; what goes into a
+// certificate (which usages, which names, how long) is the caller's decision. Failures return NULL or -1 with
+// OpenSSL's error queue set.
+
+enum { TERN_KEY_EC_P256 = 1, TERN_KEY_RSA_2048 = 2 };
+
+// A new private key of `kind` (TERN_KEY_*).
+EVP_PKEY *tern_key_generate(int kind);
+
+typedef struct {
+    const char *organization;        // subject O, or NULL
+    const char *common_name;         // subject CN, or NULL
+    const char *const *uris;         // URI subjectAltNames
+    size_t uri_count;
+    const char *const *dns_names;    // DNS subjectAltNames
+    size_t dns_count;
+    int is_ca;                       // basicConstraints, always present and critical: CA:TRUE or CA:FALSE
+    const char *key_usage;           // X509v3 configuration text ("critical,digitalSignature"), or NULL: none
+    const char *extended_key_usage;  // the same ("serverAuth,clientAuth"), or NULL: none
+    int64_t not_before;              // seconds since the epoch
+    int64_t not_after;
+} tern_cert_spec;
+
+// A version 3 certificate of `key`'s public half as `spec` says, with a random positive 127-bit serial and a
+// subjectKeyIdentifier, signed with SHA-256 by `issuer_key`: issued by `issuer` (with an authorityKeyIdentifier
+// naming its key) or, when `issuer` is NULL, self-signed (`issuer_key` is then `key`). The subjectAltName is
+// critical when the subject is empty, as RFC 5280 §4.2.1.6 requires (and Go, so Istio, does).
+X509 *tern_cert_sign(const tern_cert_spec *spec, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key);
+
+// PEM text of a certificate, or of a private key (PKCS #8, unencrypted), into out[0, capacity): returns its
+// length (copied only when it fits, so a caller with too small a buffer calls again), or -1.
+long tern_cert_pem(X509 *cert, uint8_t *out, size_t capacity);
+long tern_key_pem(EVP_PKEY *key, uint8_t *out, size_t capacity);
+
+// The certificates of PEM text, in order, into out[0, capacity) (each owned by the caller): returns how many, 0
+// when there is none, or -1 when a PEM block is malformed (the ones read before it are freed).
+long tern_cert_read_pem(const uint8_t *pem, size_t length, X509 **out, size_t capacity);
+// The first private key of PEM text (PKCS #8, or traditional RSA / EC), or NULL.
+EVP_PKEY *tern_key_read_pem(const uint8_t *pem, size_t length);
+
+// What a certificate says of itself, for `tern cert inspect` and the X.509-SVID rule.
+typedef struct {
+    int is_ca;                        // basicConstraints CA:TRUE
+    int has_basic_constraints;
+    int self_signed;                  // subject = issuer and its own key verifies its signature
+    int has_key_usage;
+    uint32_t key_usage;               // KU_* bits of x509v3.h (KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN, ...)
+    int has_extended_key_usage;
+    uint32_t extended_key_usage;      // XKU_* bits (XKU_SSL_SERVER, XKU_SSL_CLIENT, ...)
+    int64_t not_before;               // seconds since the epoch
+    int64_t not_after;
+    int key_kind;                     // TERN_KEY_EC_P256 / TERN_KEY_RSA_2048 family: 1 EC, 2 RSA, 0 other
+    int key_bits;
+    char key_group[32];               // an EC key's curve ("prime256v1"), else empty
+} tern_cert_facts;
+
+// Fills `facts`; 1, or 0 when the certificate's dates or extensions cannot be decoded.
+int tern_cert_get_facts(X509 *cert, tern_cert_facts *facts);
+
+// The subject (`issuer` 0) or issuer (1) as one line, "O=cluster.local, CN=Intermediate CA", into out (as
+// tern_cert_pem); an empty name is "".
+long tern_cert_name_text(X509 *cert, int issuer, uint8_t *out, size_t capacity);
+// The first subject entry of `nid` (NID_organizationName, ...) as UTF-8, into out (as tern_cert_pem), or -1.
+long tern_cert_subject_entry(X509 *cert, int nid, uint8_t *out, size_t capacity);
+// How many subjectAltNames of `type` (GEN_URI, GEN_DNS) the certificate has; the index-th of them into out (its
+// whole length returned, copied up to `capacity`), or -1 when there is no such entry.
+int tern_cert_san_count(X509 *cert, int type);
+long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacity);
+// notBefore (`which` 0) or notAfter (1) as ISO 8601 in UTC, "2026-12-07 20:28:48Z", into out (as tern_cert_pem).
+long tern_cert_time_text(X509 *cert, int which, uint8_t *out, size_t capacity);
+// The serial number in hexadecimal, into out (as tern_cert_pem).
+long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity);
+
+// X509_verify_cert of `leaf`, with `untrusted` as the intermediates it may chain through, against a store holding
+// exactly `roots`, under X509_V_FLAG_X509_STRICT | `flags`, for `purpose` (X509_PURPOSE_*, or 0: any). Returns
+// X509_V_OK, or the X.509 error with the depth of the certificate it concerns in *depth.
+int tern_cert_verify(X509 *leaf, X509 *const *untrusted, size_t untrusted_count, X509 *const *roots,
+                     size_t root_count, int purpose, unsigned long flags, int *depth);
 
 #endif

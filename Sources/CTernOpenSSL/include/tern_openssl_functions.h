@@ -87,4 +87,87 @@
     X(uint64_t, SSL_CTX_set_options, (SSL_CTX *ctx, uint64_t op), (ctx, op)) \
     X(void *, X509_get_ext_d2i, (const X509 *x, int nid, int *crit, int *idx), (x, nid, crit, idx)) \
     X(int, OPENSSL_sk_num, (const OPENSSL_STACK *s), (s)) \
-    X(void *, OPENSSL_sk_value, (const OPENSSL_STACK *s, int i), (s, i))
+    X(void *, OPENSSL_sk_value, (const OPENSSL_STACK *s, int i), (s, i)) \
+    TERN_OPENSSL_CA_FUNCTIONS(X)
+
+// What the mesh CA (TernControl) and the X.509-SVID checks (TernTLS) use: keys, certificates, PEM, verification.
+// All in libcrypto, found through libssl's handle (dlsym searches the libraries a handle depends on).
+#define TERN_OPENSSL_CA_FUNCTIONS(X) \
+    X(EVP_PKEY_CTX *, EVP_PKEY_CTX_new_from_name, (OSSL_LIB_CTX *ctx, const char *name, const char *propq), (ctx, name, propq)) \
+    X(void, EVP_PKEY_CTX_free, (EVP_PKEY_CTX *ctx), (ctx)) \
+    X(int, EVP_PKEY_keygen_init, (EVP_PKEY_CTX *ctx), (ctx)) \
+    X(int, EVP_PKEY_CTX_set_group_name, (EVP_PKEY_CTX *ctx, const char *name), (ctx, name)) \
+    X(int, EVP_PKEY_CTX_set_rsa_keygen_bits, (EVP_PKEY_CTX *ctx, int bits), (ctx, bits)) \
+    X(int, EVP_PKEY_generate, (EVP_PKEY_CTX *ctx, EVP_PKEY **pkey), (ctx, pkey)) \
+    X(void, EVP_PKEY_free, (EVP_PKEY *pkey), (pkey)) \
+    X(int, EVP_PKEY_get_base_id, (const EVP_PKEY *pkey), (pkey)) \
+    X(int, EVP_PKEY_get_bits, (const EVP_PKEY *pkey), (pkey)) \
+    X(int, EVP_PKEY_get_group_name, (const EVP_PKEY *pkey, char *name, size_t size, size_t *len), (pkey, name, size, len)) \
+    X(const EVP_MD *, EVP_sha256, (void), ()) \
+    X(X509 *, X509_new, (void), ()) \
+    X(void, X509_free, (X509 *x), (x)) \
+    X(int, X509_up_ref, (X509 *x), (x)) \
+    X(int, X509_set_version, (X509 *x, long version), (x, version)) \
+    X(ASN1_INTEGER *, X509_get_serialNumber, (X509 *x), (x)) \
+    X(ASN1_TIME *, X509_getm_notBefore, (const X509 *x), (x)) \
+    X(ASN1_TIME *, X509_getm_notAfter, (const X509 *x), (x)) \
+    X(const ASN1_TIME *, X509_get0_notBefore, (const X509 *x), (x)) \
+    X(X509_NAME *, X509_get_subject_name, (const X509 *x), (x)) \
+    X(X509_NAME *, X509_get_issuer_name, (const X509 *x), (x)) \
+    X(int, X509_set_issuer_name, (X509 *x, const X509_NAME *name), (x, name)) \
+    X(int, X509_NAME_add_entry_by_txt, (X509_NAME *name, const char *field, int type, const unsigned char *bytes, int len, int loc, int set), (name, field, type, bytes, len, loc, set)) \
+    X(int, X509_NAME_entry_count, (const X509_NAME *name), (name)) \
+    X(int, X509_NAME_get_index_by_NID, (const X509_NAME *name, int nid, int lastpos), (name, nid, lastpos)) \
+    X(X509_NAME_ENTRY *, X509_NAME_get_entry, (const X509_NAME *name, int loc), (name, loc)) \
+    X(ASN1_STRING *, X509_NAME_ENTRY_get_data, (const X509_NAME_ENTRY *ne), (ne)) \
+    X(int, X509_NAME_print_ex, (BIO *out, const X509_NAME *nm, int indent, unsigned long flags), (out, nm, indent, flags)) \
+    X(int, X509_set_pubkey, (X509 *x, EVP_PKEY *pkey), (x, pkey)) \
+    X(EVP_PKEY *, X509_get0_pubkey, (const X509 *x), (x)) \
+    X(int, X509_check_private_key, (const X509 *x, const EVP_PKEY *pkey), (x, pkey)) \
+    X(void, X509V3_set_ctx, (X509V3_CTX *ctx, X509 *issuer, X509 *subject, X509_REQ *req, X509_CRL *crl, int flags), (ctx, issuer, subject, req, crl, flags)) \
+    X(X509_EXTENSION *, X509V3_EXT_conf_nid, (LHASH_OF(CONF_VALUE) *conf, X509V3_CTX *ctx, int ext_nid, const char *value), (conf, ctx, ext_nid, value)) \
+    X(int, X509_add_ext, (X509 *x, X509_EXTENSION *ex, int loc), (x, ex, loc)) \
+    X(void, X509_EXTENSION_free, (X509_EXTENSION *ex), (ex)) \
+    X(int, X509_add1_ext_i2d, (X509 *x, int nid, void *value, int crit, unsigned long flags), (x, nid, value, crit, flags)) \
+    X(int, X509_sign, (X509 *x, EVP_PKEY *pkey, const EVP_MD *md), (x, pkey, md)) \
+    X(uint32_t, X509_get_extension_flags, (X509 *x), (x)) \
+    X(uint32_t, X509_get_key_usage, (X509 *x), (x)) \
+    X(uint32_t, X509_get_extended_key_usage, (X509 *x), (x)) \
+    X(int, X509_digest, (const X509 *data, const EVP_MD *type, unsigned char *md, unsigned int *len), (data, type, md, len)) \
+    X(GENERAL_NAME *, GENERAL_NAME_new, (void), ()) \
+    X(void, GENERAL_NAME_free, (GENERAL_NAME *a), (a)) \
+    X(void, GENERAL_NAME_set0_value, (GENERAL_NAME *a, int type, void *value), (a, type, value)) \
+    X(ASN1_IA5STRING *, ASN1_IA5STRING_new, (void), ()) \
+    X(int, ASN1_STRING_set, (ASN1_STRING *str, const void *data, int len), (str, data, len)) \
+    X(void, ASN1_STRING_free, (ASN1_STRING *a), (a)) \
+    X(int, ASN1_TIME_print_ex, (BIO *bp, const ASN1_TIME *tm, unsigned long flags), (bp, tm, flags)) \
+    X(ASN1_TIME *, ASN1_TIME_set, (ASN1_TIME *s, time_t t), (s, t)) \
+    X(ASN1_INTEGER *, BN_to_ASN1_INTEGER, (const BIGNUM *bn, ASN1_INTEGER *ai), (bn, ai)) \
+    X(BIGNUM *, ASN1_INTEGER_to_BN, (const ASN1_INTEGER *ai, BIGNUM *bn), (ai, bn)) \
+    X(BIGNUM *, BN_new, (void), ()) \
+    X(void, BN_free, (BIGNUM *a), (a)) \
+    X(int, BN_rand, (BIGNUM *rnd, int bits, int top, int bottom), (rnd, bits, top, bottom)) \
+    X(char *, BN_bn2hex, (const BIGNUM *a), (a)) \
+    X(void, CRYPTO_free, (void *ptr, const char *file, int line), (ptr, file, line)) \
+    X(OPENSSL_STACK *, OPENSSL_sk_new_null, (void), ()) \
+    X(int, OPENSSL_sk_push, (OPENSSL_STACK *st, const void *data), (st, data)) \
+    X(void, OPENSSL_sk_free, (OPENSSL_STACK *st), (st)) \
+    X(const BIO_METHOD *, BIO_s_mem, (void), ()) \
+    X(BIO *, BIO_new_mem_buf, (const void *buf, int len), (buf, len)) \
+    X(int, BIO_free, (BIO *a), (a)) \
+    X(long, BIO_ctrl, (BIO *bp, int cmd, long larg, void *parg), (bp, cmd, larg, parg)) \
+    X(int, PEM_write_bio_X509, (BIO *bp, const X509 *x), (bp, x)) \
+    X(int, PEM_write_bio_PrivateKey, (BIO *bp, const EVP_PKEY *x, const EVP_CIPHER *enc, const unsigned char *kstr, int klen, pem_password_cb *cb, void *u), (bp, x, enc, kstr, klen, cb, u)) \
+    X(X509 *, PEM_read_bio_X509, (BIO *bp, X509 **x, pem_password_cb *cb, void *u), (bp, x, cb, u)) \
+    X(EVP_PKEY *, PEM_read_bio_PrivateKey, (BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u), (bp, x, cb, u)) \
+    X(X509_STORE *, X509_STORE_new, (void), ()) \
+    X(void, X509_STORE_free, (X509_STORE *v), (v)) \
+    X(int, X509_STORE_add_cert, (X509_STORE *ctx, X509 *x), (ctx, x)) \
+    X(X509_STORE_CTX *, X509_STORE_CTX_new, (void), ()) \
+    X(void, X509_STORE_CTX_free, (X509_STORE_CTX *ctx), (ctx)) \
+    X(int, X509_STORE_CTX_init, (X509_STORE_CTX *ctx, X509_STORE *store, X509 *x509, STACK_OF(X509) *chain), (ctx, store, x509, chain)) \
+    X(void, X509_STORE_CTX_set_flags, (X509_STORE_CTX *ctx, unsigned long flags), (ctx, flags)) \
+    X(int, X509_STORE_CTX_set_purpose, (X509_STORE_CTX *ctx, int purpose), (ctx, purpose)) \
+    X(int, X509_verify_cert, (X509_STORE_CTX *ctx), (ctx)) \
+    X(int, X509_STORE_CTX_get_error, (const X509_STORE_CTX *ctx), (ctx)) \
+    X(int, X509_STORE_CTX_get_error_depth, (const X509_STORE_CTX *ctx), (ctx))
