@@ -24,7 +24,9 @@ public struct Resource: Sendable {
         case serviceEntry(ServiceEntry)
         case virtualService(VirtualService)
         case destinationRule(DestinationRule)
-        /// Gateway, Sidecar, PeerAuthentication, AuthorizationPolicy: accepted and kept, not compiled yet.
+        case peerAuthentication(PeerAuthentication)
+        case authorizationPolicy(AuthorizationPolicy)
+        /// Gateway, Sidecar: accepted and kept, not compiled yet.
         case other(YAMLNode?)
     }
 

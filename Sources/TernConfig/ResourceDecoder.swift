@@ -90,10 +90,19 @@ final class ResourceDecoder {
         var resource = Resource(apiVersion: apiVersion, kind: kind, name: name, namespace: namespace, file: file,
                                 line: document.line, nameLine: nameLine, spec: .other(top["spec"]?.node),
                                 document: document)
+        if kind == "AuthorizationPolicy" {
+            // (Without a spec too: it is then an ALLOW policy matching nothing, which denies all.)
+            guard let ap = authorizationPolicy(top["spec"], metadata: top["metadata"], documentLine: document.line) else { return nil }
+            resource.spec = .authorizationPolicy(ap)
+            return resource
+        }
         guard let spec = top["spec"] else {
             if kind == "ServiceEntry" || kind == "VirtualService" || kind == "DestinationRule" {
                 error(document.line, "spec", "required field missing")
                 return nil
+            }
+            if kind == "PeerAuthentication" {
+                resource.spec = .peerAuthentication(PeerAuthentication(selector: nil, mode: nil, portLevel: [:]))
             }
             return resource
         }
@@ -107,6 +116,9 @@ final class ResourceDecoder {
         case "DestinationRule":
             guard let dr = destinationRule(spec) else { return nil }
             resource.spec = .destinationRule(dr)
+        case "PeerAuthentication":
+            guard let pa = peerAuthentication(spec) else { return nil }
+            resource.spec = .peerAuthentication(pa)
         default:
             _ = object(spec, allowed: nil)  // kept as written; checked when compiled
         }
@@ -1030,10 +1042,10 @@ final class ResourceDecoder {
         subscript(_ key: String) -> Field? { byKey[key] }
     }
 
-    private func child(_ parent: String, _ key: String) -> String { parent.isEmpty ? key : parent + "." + key }
+    func child(_ parent: String, _ key: String) -> String { parent.isEmpty ? key : parent + "." + key }
 
     /// The fields of a mapping; `allowed` nil accepts any key. Unknown and repeated keys are errors at their line.
-    private func object(_ f: Field, allowed: Set<String>?) -> Fields? {
+    func object(_ f: Field, allowed: Set<String>?) -> Fields? {
         guard case .mapping(let pairs) = f.node.kind else {
             if f.node.isNull, allowed != nil { return Fields(byKey: [:]) }
             typeError(f, expected: "a map")
@@ -1056,12 +1068,12 @@ final class ResourceDecoder {
         return Fields(byKey: out)
     }
 
-    private func items(_ f: Field?) -> [Field] { f.map { list($0) } ?? [] }
-    private func pairs(_ f: Field?) -> [(key: (name: String, line: Int, path: String), value: Field)] {
+    func items(_ f: Field?) -> [Field] { f.map { list($0) } ?? [] }
+    func pairs(_ f: Field?) -> [(key: (name: String, line: Int, path: String), value: Field)] {
         f.map { map($0) } ?? []
     }
 
-    private func list(_ f: Field) -> [Field] {
+    func list(_ f: Field) -> [Field] {
         guard case .sequence(let items) = f.node.kind else {
             if f.node.isNull { return [] }
             typeError(f, expected: "a list")
@@ -1071,7 +1083,7 @@ final class ResourceDecoder {
     }
 
     /// A map with arbitrary keys (labels, header matches), in order.
-    private func map(_ f: Field) -> [(key: (name: String, line: Int, path: String), value: Field)] {
+    func map(_ f: Field) -> [(key: (name: String, line: Int, path: String), value: Field)] {
         guard case .mapping(let pairs) = f.node.kind else {
             if f.node.isNull { return [] }
             typeError(f, expected: "a map")
@@ -1091,7 +1103,7 @@ final class ResourceDecoder {
         return out
     }
 
-    private func string(_ f: Field) -> String? {
+    func string(_ f: Field) -> String? {
         guard case .scalar(let s, _) = f.node.kind, !f.node.isNull else {
             typeError(f, expected: "a string")
             return nil
@@ -1099,9 +1111,9 @@ final class ResourceDecoder {
         return s
     }
 
-    private func stringList(_ f: Field) -> [String] { list(f).compactMap { string($0) } }
+    func stringList(_ f: Field) -> [String] { list(f).compactMap { string($0) } }
 
-    private func stringMap(_ f: Field) -> [String: String] {
+    func stringMap(_ f: Field) -> [String: String] {
         var out: [String: String] = [:]
         for (k, v) in map(f) {
             if let s = string(v) { out[k.name] = s }
@@ -1109,7 +1121,7 @@ final class ResourceDecoder {
         return out
     }
 
-    private func integer(_ f: Field, min: Int, max: Int) -> Int? {
+    func integer(_ f: Field, min: Int, max: Int) -> Int? {
         guard case .scalar(let s, let style) = f.node.kind, style == .plain, let v = Int(s) else {
             typeError(f, expected: "an integer")
             return nil
@@ -1121,9 +1133,9 @@ final class ResourceDecoder {
         return v
     }
 
-    private func port(_ f: Field) -> UInt16? { integer(f, min: 1, max: 65535).map { UInt16($0) } }
+    func port(_ f: Field) -> UInt16? { integer(f, min: 1, max: 65535).map { UInt16($0) } }
 
-    private func double(_ f: Field) -> Double? {
+    func double(_ f: Field) -> Double? {
         guard case .scalar(let s, let style) = f.node.kind, style == .plain, let v = Double(s), v.isFinite else {
             typeError(f, expected: "a number")
             return nil
@@ -1131,7 +1143,7 @@ final class ResourceDecoder {
         return v
     }
 
-    private func bool(_ f: Field) -> Bool? {
+    func bool(_ f: Field) -> Bool? {
         if case .scalar(let s, .plain) = f.node.kind {
             if ["true", "True", "TRUE"].contains(s) { return true }
             if ["false", "False", "FALSE"].contains(s) { return false }
@@ -1141,7 +1153,7 @@ final class ResourceDecoder {
     }
 
     /// A Go-style duration string ("30s", "1.5s", "100ms", "1h30m"), at least `minimum`.
-    private func duration(_ f: Field, minimum: TernDuration) -> TernDuration? {
+    func duration(_ f: Field, minimum: TernDuration) -> TernDuration? {
         guard case .scalar(let s, _) = f.node.kind, !f.node.isNull else {
             typeError(f, expected: "a duration such as \"30s\"")
             return nil
@@ -1157,7 +1169,7 @@ final class ResourceDecoder {
         return d
     }
 
-    private func enumeration<E: RawRepresentable>(_ f: Field, _ type: E.Type) -> E? where E.RawValue == String {
+    func enumeration<E: RawRepresentable>(_ f: Field, _ type: E.Type) -> E? where E.RawValue == String {
         guard let s = string(f) else { return nil }
         guard let e = E(rawValue: s) else {
             error(f, "unknown value \"\(s)\"")
@@ -1168,22 +1180,22 @@ final class ResourceDecoder {
 
     // MARK: Diagnostics
 
-    private func typeError(_ f: Field, expected: String) {
+    func typeError(_ f: Field, expected: String) {
         error(f, "expected \(expected), got \(f.node.typeName)")
     }
 
-    private func error(_ f: Field, _ message: String) { error(f.line, f.path, message) }
+    func error(_ f: Field, _ message: String) { error(f.line, f.path, message) }
     /// A field Tern decodes and checks but does not act on yet (the resilience issue's): said, never silent.
-    private func notActedOn(_ f: Field) {
+    func notActedOn(_ f: Field) {
         warning(f, "not acted on by Tern yet: decoded and checked, but it has no effect")
     }
 
-    private func warning(_ f: Field, _ message: String) {
+    func warning(_ f: Field, _ message: String) {
         diagnostics.append(Diagnostic(.warning, file: file, line: f.line, resource: resourceLabel, path: f.path,
                                       message: message))
     }
 
-    private func error(_ line: Int, _ path: String, _ message: String) {
+    func error(_ line: Int, _ path: String, _ message: String) {
         diagnostics.append(Diagnostic(.error, file: file, line: line, resource: resourceLabel, path: path,
                                       message: message))
     }

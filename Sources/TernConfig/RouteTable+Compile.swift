@@ -5,16 +5,22 @@ extension RouteTable {
     /// `namespace` is the sidecar's: a bare `Host: cart` prefers `cart.<namespace>.svc.cluster.local`.
     /// `reactors`: how many reactors will match requests against the table; each regex is compiled once per
     /// reactor, and reactor i matches with copy i (`CompiledRegex` says why).
-    public static func compile(_ set: ConfigSet, namespace: String, reactors: Int = 1) throws(ConfigError) -> RouteTable {
+    /// `workload`: the workload the security policies are resolved for (default: one in `namespace` without
+    /// labels); what Tern cannot enforce of them is in the table's `compileWarnings`.
+    public static func compile(_ set: ConfigSet, namespace: String, reactors: Int = 1,
+                               workload: SecurityWorkload? = nil) throws(ConfigError) -> RouteTable {
         if set.hasErrors { throw ConfigError(set.errors) }
         var compiler = RouteCompiler(resources: set.resources, namespace: namespace, reactors: reactors)
+        compiler.workload = workload ?? SecurityWorkload(namespace: namespace)
         return compiler.run()
     }
 
     /// Loads, validates and compiles PATH in one go (what `tern validate` checks).
-    public static func load(path: String, namespace: String, reactors: Int = 1) throws(ConfigError) -> (RouteTable, warnings: [Diagnostic]) {
+    public static func load(path: String, namespace: String, reactors: Int = 1,
+                            workload: SecurityWorkload? = nil) throws(ConfigError) -> (RouteTable, warnings: [Diagnostic]) {
         let set = ConfigLoader.load(path: path, namespace: namespace)
-        return (try compile(set, namespace: namespace, reactors: reactors), set.warnings)
+        let table = try compile(set, namespace: namespace, reactors: reactors, workload: workload)
+        return (table, set.warnings + table.compileWarnings)
     }
 }
 
@@ -23,6 +29,7 @@ struct RouteCompiler {
     let namespace: String
     /// Copies of each regex, one per reactor.
     let reactors: Int
+    var workload = SecurityWorkload(namespace: "default")
     var services: [String: ServiceEntry] = [:]
     var rules: [String: DestinationRule] = [:]
     var clusters: [Cluster] = []
@@ -100,9 +107,21 @@ struct RouteCompiler {
         }
         for a in aliases.sorted(by: { $0.priority < $1.priority }) { exact.insert(a.key, value: a.value) }
         let (sniRoutes, sniPorts) = compileSNI(hostOwner: hostOwner)
+        var (authorization, warnings) = AuthorizationTable.compile(resources, workload: workload)
+        for r in resources {
+            switch r.spec {
+            case .authorizationPolicy, .peerAuthentication:
+                // (Checked and compiled for this workload, but no listener of Tern's enforces them yet.)
+                warnings.append(Diagnostic(.warning, file: r.file, line: r.line, resource: r.label, path: "kind",
+                                           message: "not enforced by Tern yet: checked and compiled, but no listener applies it until inbound listeners (--inbound) come"))
+            default: break
+            }
+        }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts, clusters: clusters,
                           exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll, sniRoutes: sniRoutes,
-                          sniPorts: sniPorts)
+                          sniPorts: sniPorts, workload: workload, authorization: authorization,
+                          peerAuthentication: PeerAuthenticationPolicy.resolve(resources, workload: workload),
+                          compileWarnings: warnings)
     }
 
     /// The service a ServiceEntry declares as exactly `host`, as a destination (all its ports); nil when none does.

@@ -40,6 +40,8 @@ extension RouteTable {
         }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts,
                           clusters: resolvedClusters, exactHosts: exactHosts, wildcardHosts: wildcardHosts,
-                          catchAll: catchAll, forwarding: forwarding, sniRoutes: sniRoutes, sniPorts: sniPorts)
+                          catchAll: catchAll, forwarding: forwarding, sniRoutes: sniRoutes, sniPorts: sniPorts,
+                          workload: workload, authorization: authorization, peerAuthentication: peerAuthentication,
+                          compileWarnings: compileWarnings)
     }
 }

@@ -12,9 +12,16 @@ import TernCore
 public final class RouteTable: Sendable {
     /// The namespace of the sidecar: bare short names in requests (`Host: cart`) prefer its services.
     public let namespace: String
-    /// Every resource the table was compiled from, as decoded (for /config_dump); Gateway, Sidecar,
-    /// PeerAuthentication and AuthorizationPolicy are kept here but not compiled yet.
+    /// Every resource the table was compiled from, as decoded (for /config_dump); Gateway and Sidecar are kept
+    /// here but not compiled yet.
     public let resources: [Resource]
+    /// The workload the security policies were resolved for, the AuthorizationPolicies that apply to it
+    /// (AuthorizationTable.swift) and its PeerAuthentication mode (PeerAuthenticationPolicy.swift).
+    public let workload: SecurityWorkload
+    public let authorization: AuthorizationTable
+    public let peerAuthentication: PeerAuthenticationPolicy
+    /// What compiling found that the configuration's own checks do not: security policies Tern cannot enforce.
+    public let compileWarnings: [Diagnostic]
     public let virtualHosts: [VirtualHost]
     public let clusters: [Cluster]
     let exactHosts: HostIndex
@@ -30,7 +37,13 @@ public final class RouteTable: Sendable {
 
     init(namespace: String, resources: [Resource], virtualHosts: [VirtualHost], clusters: [Cluster],
          exactHosts: HostIndex, wildcardHosts: HostIndex, catchAll: Int?, forwarding: Forwarding? = nil,
-         sniRoutes: [SNIRoute] = [], sniPorts: [UInt16] = []) {
+         sniRoutes: [SNIRoute] = [], sniPorts: [UInt16] = [], workload: SecurityWorkload? = nil,
+         authorization: AuthorizationTable = .empty, peerAuthentication: PeerAuthenticationPolicy = .permissive,
+         compileWarnings: [Diagnostic] = []) {
+        self.compileWarnings = compileWarnings
+        self.workload = workload ?? SecurityWorkload(namespace: namespace)
+        self.authorization = authorization
+        self.peerAuthentication = peerAuthentication
         self.sniRoutes = sniRoutes
         self.sniPorts = sniPorts
         self.namespace = namespace

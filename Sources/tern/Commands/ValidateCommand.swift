@@ -28,9 +28,10 @@ struct ValidateCommand: ParsableCommand {
         }
         do {
             let table = try RouteTable.compile(set, namespace: ns)
+            for d in table.compileWarnings { System.writeStderr(d.description) }
             let routes = table.virtualHosts.reduce(0) { $0 + $1.routes.count }
             System.writeStderr(
-                "tern validate: ok: \(set.resources.count) resource(s), \(table.virtualHosts.count) virtual host(s), \(routes) route(s), \(table.clusters.count) cluster(s), \(set.warnings.count) warning(s)")
+                "tern validate: ok: \(set.resources.count) resource(s), \(table.virtualHosts.count) virtual host(s), \(routes) route(s), \(table.clusters.count) cluster(s), \(set.warnings.count + table.compileWarnings.count) warning(s)")
             return 0
         } catch {
             for d in error.diagnostics { System.writeStderr(d.description) }

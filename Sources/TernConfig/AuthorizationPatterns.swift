@@ -1,0 +1,173 @@
+import TernCore
+
+// The value forms of an AuthorizationPolicy (istio.io/latest/docs/reference/config/security/authorization-policy):
+// every string is exact `abc`, prefix `abc*`, suffix `*abc` or presence `*` (any non-empty value); a path may also
+// be a template where `{*}` is one whole segment and `{**}` the rest of the path (last only). Compiled to bytes, so
+// a request is matched over its own bytes without allocating.
+
+/// One string value of a rule, compiled.
+public struct StringPattern: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable { case exact, prefix, suffix, presence }
+    public let kind: Kind
+    /// The literal part (without its `*`); lower-cased when the pattern ignores case.
+    public let bytes: [UInt8]
+    public let ignoresCase: Bool
+
+    public init(_ text: String, ignoringCase: Bool = false) {
+        var b = Array(text.utf8)
+        if ignoringCase { b = b.map(asciiLower) }
+        ignoresCase = ignoringCase
+        if b == [UInt8(ascii: "*")] {
+            kind = .presence
+            bytes = []
+        } else if b.first == UInt8(ascii: "*") {
+            kind = .suffix
+            bytes = Array(b.dropFirst())
+        } else if b.last == UInt8(ascii: "*") {
+            kind = .prefix
+            bytes = Array(b.dropLast())
+        } else {
+            kind = .exact
+            bytes = b
+        }
+    }
+
+    /// Whether `value` matches. No allocation.
+    public func matches(_ value: Span<UInt8>) -> Bool {
+        let n = value.count, m = bytes.count
+        switch kind {
+        case .presence: return n > 0
+        case .exact: return n == m && equal(value, at: 0)
+        case .prefix: return n >= m && equal(value, at: 0)
+        case .suffix: return n >= m && equal(value, at: n - m)
+        }
+    }
+
+    private func equal(_ value: Span<UInt8>, at offset: Int) -> Bool {
+        var i = 0
+        while i < bytes.count {
+            let c = value[offset + i]
+            if (ignoresCase ? asciiLower(c) : c) != bytes[i] { return false }
+            i += 1
+        }
+        return true
+    }
+}
+
+/// A `paths` value: a plain pattern, or a template of segments (`/a/{*}/b/{**}`).
+public struct AuthorizationPathPattern: Sendable, Equatable {
+    enum Segment: Sendable, Equatable {
+        case literal([UInt8])
+        /// `{*}`: exactly one non-empty segment.
+        case one
+        /// `{**}`: whatever follows (one segment or more), last only.
+        case rest
+    }
+
+    let plain: StringPattern?
+    let segments: [Segment]
+
+    public init(_ text: String) {
+        guard text.contains("{") else {
+            plain = StringPattern(text)
+            segments = []
+            return
+        }
+        plain = nil
+        segments = text.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { s in
+            s == "{*}" ? .one : s == "{**}" ? .rest : .literal(Array(s.utf8))
+        }
+    }
+
+    /// Why `text` is not a valid path value (Istio's `validatePathTemplate` and string rules), or nil.
+    public static func problem(_ text: String) -> String? {
+        guard text.contains("{") || text.contains("}") else { return nil }
+        guard text.hasPrefix("/") else { return "a path template must begin with \"/\", got \"\(text)\"" }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        for (i, p) in parts.enumerated() {
+            if p == "{*}" || p == "{**}" {
+                if p == "{**}" && i != parts.count - 1 { return "{**} must be the last segment of \"\(text)\"" }
+                continue
+            }
+            if p.contains("{") || p.contains("}") || p.contains("*") {
+                return "a segment of a path template is {*}, {**} or plain text without '*', '{' or '}', got \"\(p)\" in \"\(text)\""
+            }
+        }
+        return nil
+    }
+
+    /// Whether the (normalised, query-less) path matches. No allocation.
+    public func matches(_ path: Span<UInt8>) -> Bool {
+        if let plain { return plain.matches(path) }
+        guard path.count > 0, path[0] == UInt8(ascii: "/") else { return false }
+        var at = 1
+        for k in 0..<segments.count {
+            // The segment of the path starting at `at`: up to the next "/".
+            var end = at
+            while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
+            switch segments[k] {
+            case .rest:
+                return at < path.count
+            case .one:
+                if end == at { return false }
+            case .literal(let l):
+                if end - at != l.count { return false }
+                var i = 0
+                while i < l.count {
+                    if path[at + i] != l[i] { return false }
+                    i += 1
+                }
+            }
+            if k == segments.count - 1 { return end == path.count }
+            guard end < path.count else { return false }
+            at = end + 1
+        }
+        return at == path.count
+    }
+}
+
+/// A `when` condition's key.
+public enum AuthorizationAttribute: Sendable, Equatable {
+    case requestHeader([UInt8])
+    case sourceIP, remoteIP, destinationIP, destinationPort
+    case sourceNamespace, sourcePrincipal, sourceServiceAccount
+    case connectionSNI
+    /// `request.auth.*` (JWT claims): Tern validates no JWT, so a policy using one fails closed.
+    case requestAuth
+    /// `experimental.envoy.filters.*`: never holds.
+    case experimental
+
+    public init?(key: String) {
+        switch key {
+        case "source.ip": self = .sourceIP
+        case "remote.ip": self = .remoteIP
+        case "destination.ip": self = .destinationIP
+        case "destination.port": self = .destinationPort
+        case "source.namespace": self = .sourceNamespace
+        case "source.principal": self = .sourcePrincipal
+        case "source.serviceAccount": self = .sourceServiceAccount
+        case "connection.sni": self = .connectionSNI
+        case "request.auth.principal", "request.auth.audiences", "request.auth.presenter": self = .requestAuth
+        default:
+            if key.hasPrefix("request.auth.claims[") && key.hasSuffix("]") && key.count > "request.auth.claims[]".count {
+                self = .requestAuth
+            } else if key.hasPrefix("request.headers[") && key.hasSuffix("]") {
+                let name = key.dropFirst("request.headers[".count).dropLast()
+                guard !name.isEmpty, !name.contains(" ") else { return nil }
+                self = .requestHeader(Array(name.utf8).map(asciiLower))
+            } else if key.hasPrefix("experimental.envoy.filters.") {
+                self = .experimental
+            } else {
+                return nil
+            }
+        }
+    }
+
+    /// Whether it reads the HTTP request (dropped from ALLOW rules and ignored in DENY on TCP ports).
+    var isHTTPOnly: Bool {
+        switch self {
+        case .requestHeader, .requestAuth: return true
+        default: return false
+        }
+    }
+}

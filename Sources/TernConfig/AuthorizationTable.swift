@@ -1,0 +1,551 @@
+import TernCore
+
+// AuthorizationPolicy as Istio evaluates it for one workload (istio/istio pilot/pkg/security/authz and Envoy's
+// RBAC filter): the policies that select the workload, compiled once per configuration, then per request or
+// connection:
+//   1. a CUSTOM policy (or one needing a JWT) selects the workload → denied (Tern has neither an external
+//      authorizer nor JWT validation: it fails closed, and said so when the configuration loaded);
+//   2. any enforced DENY policy matches → denied;
+//   3. no enforced ALLOW policy selects the workload → allowed;
+//   4. any enforced ALLOW policy matches → allowed; otherwise denied.
+// AUDIT policies never change the decision (a match is reported). `istio.io/dry-run` policies are evaluated
+// beside, as Envoy's shadow rules are, and only reported.
+//
+// Scope: a policy in the root namespace without a selector applies to every workload; with one, to the workloads
+// of any namespace it selects; elsewhere, to its own namespace's workloads (all, or those its selector selects).
+// Within a rule, `from` entries are ORed, `to` entries ORed, `when` conditions ANDed, and the three ANDed; inside a
+// source or operation the fields are ANDed and each field's values ORed; `notX` holds when no value matches.
+// `rules` absent matches nothing; a rule `{}` matches everything.
+//
+// On a TCP port (no HTTP request) the HTTP-only fields (hosts, methods, paths, requestPrincipals,
+// request.headers / request.auth conditions) cannot be checked: in an ALLOW policy the rules using one are dropped
+// (allowing less); in DENY and AUDIT the fields are ignored (denying more), as Istio builds its TCP filters.
+
+/// The workload whose sidecar this is, as policies select it.
+public struct SecurityWorkload: Sendable, Equatable {
+    public var namespace: String
+    public var labels: [String: String]
+    public var serviceAccount: String
+    /// Istio's root namespace (MeshConfig `rootNamespace`, `istio-system` by default).
+    public var rootNamespace: String
+
+    public init(namespace: String, labels: [String: String] = [:], serviceAccount: String = "default",
+                rootNamespace: String = "istio-system") {
+        self.namespace = namespace
+        self.labels = labels
+        self.serviceAccount = serviceAccount
+        self.rootNamespace = rootNamespace
+    }
+
+    /// Whether a policy in `namespace` with `selector` applies to this workload (`peerAuthentication`: selector
+    /// policies in the root namespace are ignored, as Istio ignores them for PeerAuthentication).
+    public func isSelected(by selector: LabelSelector?, in namespace: String, peerAuthentication: Bool = false) -> Bool {
+        if let selector, !selector.isEmpty {
+            if namespace == rootNamespace { return !peerAuthentication && matches(selector) }
+            return namespace == self.namespace && matches(selector)
+        }
+        return namespace == rootNamespace || namespace == self.namespace
+    }
+
+    private func matches(_ selector: LabelSelector) -> Bool {
+        selector.allSatisfy { labels[$0.key] == $0.value }
+    }
+}
+
+/// What a request or connection is, as the policies read it (a connection's facts, found once when it opens).
+public struct AuthorizationFacts: Sendable {
+    /// The peer's address (`source.ip`, `ipBlocks`), and the client's as forwarding fields tell it (`remote.ip`,
+    /// `remoteIpBlocks`: the peer's without trusted proxies).
+    public var source: IPAddress?
+    public var remote: IPAddress?
+    /// The address and port the connection was made to.
+    public var destination: IPAddress?
+    public var destinationPort: UInt16
+    /// The peer's SPIFFE ID without `spiffe://` (`cluster.local/ns/NS/sa/SA`); empty: none (plaintext, or a
+    /// certificate without one).
+    public var principal: [UInt8]
+    /// The TLS server name the client asked for (empty: none).
+    public var serverName: [UInt8]
+
+    public init(source: IPAddress? = nil, remote: IPAddress? = nil, destination: IPAddress? = nil,
+                destinationPort: UInt16 = 0, principal: [UInt8] = [], serverName: [UInt8] = []) {
+        self.source = source
+        self.remote = remote ?? source
+        self.destination = destination
+        self.destinationPort = destinationPort
+        self.principal = principal
+        self.serverName = serverName
+    }
+}
+
+public struct AuthorizationDecision: Sendable, Equatable {
+    public var allowed: Bool
+    /// The policy that decided (index into `AuthorizationTable.policyNames`): the DENY or fail-closed policy that
+    /// denied, the ALLOW policy that allowed; -1: none (no ALLOW policy, or none matched).
+    public var policy: Int32
+    /// An AUDIT policy matched (index, or -1).
+    public var audit: Int32
+    /// What the dry-run policies would have decided, had they been enforced with the others (nil: none apply), and
+    /// the dry-run policy that decided it.
+    public var dryRunAllowed: Bool?
+    public var dryRunPolicy: Int32
+
+    static let allowedByDefault = AuthorizationDecision(allowed: true, policy: -1, audit: -1, dryRunAllowed: nil, dryRunPolicy: -1)
+}
+
+/// The AuthorizationPolicies that apply to one workload, compiled; immutable, shared by the reactors.
+public final class AuthorizationTable: Sendable {
+    /// `namespace/name` of each policy applying, for logs and the denial counters (`ns[NS]-policy[NAME]` as
+    /// Envoy's RBAC reports it is `envoyName`).
+    public let policyNames: [String]
+    let failClosed: Int32
+    let http: Policies
+    let tcp: Policies
+    /// Whether any policy applies at all (none: every request is allowed without looking).
+    public let isEmpty: Bool
+
+    struct Policies: Sendable {
+        var deny: [CompiledPolicy] = []
+        var allow: [CompiledPolicy] = []
+        var audit: [CompiledPolicy] = []
+        /// Enforced ALLOW policies select the workload (then one must match).
+        var hasAllow = false
+        var dryRunDeny: [CompiledPolicy] = []
+        var dryRunAllow: [CompiledPolicy] = []
+        var hasDryRunAllow = false
+    }
+
+    init(policyNames: [String], failClosed: Int32, http: Policies, tcp: Policies) {
+        self.policyNames = policyNames
+        self.failClosed = failClosed
+        self.http = http
+        self.tcp = tcp
+        isEmpty = policyNames.isEmpty
+    }
+
+    public static let empty = AuthorizationTable(policyNames: [], failClosed: -1, http: Policies(), tcp: Policies())
+
+    /// Envoy's name for policy `i` in its RBAC reports (`ns[NS]-policy[NAME]-rule[0]`).
+    public func envoyName(_ i: Int32) -> String {
+        guard i >= 0 && Int(i) < policyNames.count else { return "" }
+        let parts = policyNames[Int(i)].split(separator: "/", maxSplits: 1)
+        return "ns[\(parts.first ?? "")]-policy[\(parts.count > 1 ? parts[1] : "")]-rule[0]"
+    }
+
+    // MARK: Compile
+
+    /// The policies among `resources` that apply to `workload`, compiled; warnings for what Tern cannot enforce.
+    public static func compile(_ resources: [Resource], workload: SecurityWorkload) -> (AuthorizationTable, [Diagnostic]) {
+        var names: [String] = [], diagnostics: [Diagnostic] = []
+        var failClosed: Int32 = -1
+        var http = Policies(), tcp = Policies()
+        for r in resources {
+            guard case .authorizationPolicy(let p) = r.spec, !p.hasTargetRefs,
+                  workload.isSelected(by: p.selector, in: r.namespace) else { continue }
+            let index = Int32(names.count)
+            names.append("\(r.namespace)/\(r.name)")
+            let jwt = p.rules?.contains(where: usesJWT) ?? false
+            if p.action == .CUSTOM || jwt {
+                let why = p.action == .CUSTOM
+                    ? "action CUSTOM needs an external authorizer (provider \"\(p.provider ?? "")\"), which Tern does not have"
+                    : "requestPrincipals and request.auth conditions need JWT validation (RequestAuthentication), which Tern does not have"
+                diagnostics.append(Diagnostic(.warning, file: r.file, line: p.mark.line, resource: r.label, path: p.mark.path,
+                                              message: "\(why): every request to this workload is denied (failing closed)"))
+                if failClosed < 0 { failClosed = index }
+                continue
+            }
+            for tcpPort in [false, true] {
+                let compiled = CompiledPolicy(p, index: index, namespace: r.namespace, tcp: tcpPort)
+                var set = tcpPort ? tcp : http
+                switch (p.action, p.dryRun) {
+                case (.DENY, false): set.deny.append(compiled)
+                case (.ALLOW, false):
+                    set.allow.append(compiled)
+                    set.hasAllow = true
+                case (.AUDIT, _): set.audit.append(compiled)
+                case (.DENY, true): set.dryRunDeny.append(compiled)
+                case (.ALLOW, true):
+                    set.dryRunAllow.append(compiled)
+                    set.hasDryRunAllow = true
+                case (.CUSTOM, _): break
+                }
+                if tcpPort { tcp = set } else { http = set }
+            }
+        }
+        return (AuthorizationTable(policyNames: names, failClosed: failClosed, http: http, tcp: tcp), diagnostics)
+    }
+
+    private static func usesJWT(_ rule: AuthorizationPolicy.Rule) -> Bool {
+        if rule.from?.contains(where: { $0.requestPrincipals != nil || $0.notRequestPrincipals != nil }) == true { return true }
+        return rule.when?.contains(where: { AuthorizationAttribute(key: $0.key) == .requestAuth }) == true
+    }
+
+    // MARK: Evaluate
+
+    /// The decision for an HTTP request (`request` read through its view; its path already normalised), on a
+    /// connection with `facts`. `scratch` holds a header's values joined when it came more than once (its
+    /// capacity kept by the caller: no allocation once it has grown).
+    public func evaluate(_ facts: AuthorizationFacts, request: RequestView, scratch: inout [UInt8]) -> AuthorizationDecision {
+        guard !isEmpty else { return .allowedByDefault }
+        return decide(http, facts, request: request, scratch: &scratch)
+    }
+
+    /// The decision for a TCP connection.
+    public func evaluate(_ facts: AuthorizationFacts) -> AuthorizationDecision {
+        guard !isEmpty else { return .allowedByDefault }
+        var scratch: [UInt8] = []
+        return decide(tcp, facts, request: nil, scratch: &scratch)
+    }
+
+    private func decide(_ set: Policies, _ facts: AuthorizationFacts, request: RequestView?,
+                        scratch: inout [UInt8]) -> AuthorizationDecision {
+        var d = AuthorizationDecision.allowedByDefault
+        if let m = Self.first(set.audit, facts, request, &scratch) { d.audit = m }
+        if failClosed >= 0 {
+            d.allowed = false
+            d.policy = failClosed
+        } else if let m = Self.first(set.deny, facts, request, &scratch) {
+            d.allowed = false
+            d.policy = m
+        } else if set.hasAllow {
+            if let m = Self.first(set.allow, facts, request, &scratch) {
+                d.policy = m
+            } else {
+                d.allowed = false
+            }
+        }
+        if !set.dryRunDeny.isEmpty || set.hasDryRunAllow {
+            // As if the dry-run policies were enforced beside the others.
+            if !d.allowed {
+                d.dryRunAllowed = false
+                d.dryRunPolicy = d.policy
+            } else if let m = Self.first(set.dryRunDeny, facts, request, &scratch) {
+                d.dryRunAllowed = false
+                d.dryRunPolicy = m
+            } else if set.hasDryRunAllow || set.hasAllow {
+                if d.policy >= 0 {
+                    d.dryRunAllowed = true
+                    d.dryRunPolicy = d.policy
+                } else if let m = Self.first(set.dryRunAllow, facts, request, &scratch) {
+                    d.dryRunAllowed = true
+                    d.dryRunPolicy = m
+                } else {
+                    d.dryRunAllowed = false
+                }
+            } else {
+                d.dryRunAllowed = true
+            }
+        }
+        return d
+    }
+
+    private static func first(_ policies: [CompiledPolicy], _ facts: AuthorizationFacts, _ request: RequestView?,
+                              _ scratch: inout [UInt8]) -> Int32? {
+        var i = 0
+        while i < policies.count {
+            if policies[i].matches(facts, request, &scratch) { return policies[i].index }
+            i += 1
+        }
+        return nil
+    }
+}
+
+// MARK: - Compiled policies
+
+struct CompiledPolicy: Sendable {
+    let index: Int32
+    let rules: [CompiledRule]
+
+    init(_ p: AuthorizationPolicy, index: Int32, namespace: String, tcp: Bool) {
+        self.index = index
+        var rules: [CompiledRule] = []
+        for r in p.rules ?? [] {
+            // On a TCP port an ALLOW rule that needs the HTTP request is dropped; DENY and AUDIT ignore those fields.
+            if tcp && p.action == .ALLOW && CompiledRule.readsHTTP(r) { continue }
+            rules.append(CompiledRule(r, namespace: namespace, tcp: tcp))
+        }
+        self.rules = rules
+    }
+
+    func matches(_ facts: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Bool {
+        var i = 0
+        while i < rules.count {
+            if rules[i].matches(facts, request, &scratch) { return true }
+            i += 1
+        }
+        return false
+    }
+}
+
+struct CompiledRule: Sendable {
+    let from: [CompiledSource]?
+    let to: [CompiledOperation]?
+    let when: [CompiledCondition]
+
+    init(_ r: AuthorizationPolicy.Rule, namespace: String, tcp: Bool) {
+        from = r.from.map { $0.map { CompiledSource($0, namespace: namespace) } }
+        to = r.to.map { $0.map { CompiledOperation($0, tcp: tcp) } }
+        when = (r.when ?? []).compactMap { c in
+            guard let a = AuthorizationAttribute(key: c.key), !(tcp && a.isHTTPOnly) else { return nil }
+            return CompiledCondition(c, attribute: a, namespace: namespace)
+        }
+    }
+
+    static func readsHTTP(_ r: AuthorizationPolicy.Rule) -> Bool {
+        if let to = r.to, to.contains(where: { $0.hosts != nil || $0.notHosts != nil || $0.methods != nil
+            || $0.notMethods != nil || $0.paths != nil || $0.notPaths != nil }) { return true }
+        return r.when?.contains(where: { AuthorizationAttribute(key: $0.key)?.isHTTPOnly == true }) == true
+    }
+
+    func matches(_ facts: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Bool {
+        if let from {
+            var any = false, i = 0
+            while i < from.count && !any {
+                any = from[i].matches(facts)
+                i += 1
+            }
+            if !any { return false }
+        }
+        if let to {
+            var any = false, i = 0
+            while i < to.count && !any {
+                any = to[i].matches(facts, request)
+                i += 1
+            }
+            if !any { return false }
+        }
+        var i = 0
+        while i < when.count {
+            if !when[i].holds(facts, request, &scratch) { return false }
+            i += 1
+        }
+        return true
+    }
+}
+
+/// A field's values and its `not` form's: nil when absent.
+struct Either<T: Sendable>: Sendable {
+    var values: [T]?
+    var notValues: [T]?
+    var isAbsent: Bool { values == nil && notValues == nil }
+
+    /// The field holds: some value matches (when given) and no `not` value does.
+    @inline(__always)
+    func holds(_ match: (T) -> Bool) -> Bool {
+        if let values {
+            var any = false, i = 0
+            while i < values.count && !any {
+                any = match(values[i])
+                i += 1
+            }
+            if !any { return false }
+        }
+        if let notValues {
+            var i = 0
+            while i < notValues.count {
+                if match(notValues[i]) { return false }
+                i += 1
+            }
+        }
+        return true
+    }
+}
+
+/// The parts of a principal (`TD/ns/NS/sa/SA`) the rules read, as ranges of it.
+struct PrincipalParts {
+    var namespace: Range<Int>? = nil
+
+    init(_ p: [UInt8]) {
+        // "/ns/" then the namespace up to the next "/".
+        var i = 0
+        while i + 4 <= p.count {
+            if p[i] == UInt8(ascii: "/") && p[i + 1] == UInt8(ascii: "n") && p[i + 2] == UInt8(ascii: "s")
+                && p[i + 3] == UInt8(ascii: "/") {
+                var end = i + 4
+                while end < p.count && p[end] != UInt8(ascii: "/") { end += 1 }
+                namespace = (i + 4)..<end
+                return
+            }
+            i += 1
+        }
+    }
+}
+
+struct CompiledSource: Sendable {
+    var principals = Either<StringPattern>()
+    var namespaces = Either<StringPattern>()
+    /// `serviceAccounts` as the principal suffix `/ns/NS/sa/SA` each stands for.
+    var accounts = Either<[UInt8]>()
+    var ipBlocks = Either<CIDRRange>()
+    var remoteIpBlocks = Either<CIDRRange>()
+
+    init(_ s: AuthorizationPolicy.Source, namespace: String) {
+        func strings(_ v: [AuthorizationPolicy.Value]?) -> [StringPattern]? { v.map { $0.map { StringPattern($0.text) } } }
+        func cidrs(_ v: [AuthorizationPolicy.Value]?) -> [CIDRRange]? { v.map { $0.compactMap { try? CIDRRange(parsing: $0.text) } } }
+        principals = Either(values: strings(s.principals), notValues: strings(s.notPrincipals))
+        namespaces = Either(values: strings(s.namespaces), notValues: strings(s.notNamespaces))
+        accounts = Either(values: Self.accountSuffixes(s.serviceAccounts, namespace: namespace),
+                          notValues: Self.accountSuffixes(s.notServiceAccounts, namespace: namespace))
+        ipBlocks = Either(values: cidrs(s.ipBlocks), notValues: cidrs(s.notIpBlocks))
+        remoteIpBlocks = Either(values: cidrs(s.remoteIpBlocks), notValues: cidrs(s.notRemoteIpBlocks))
+    }
+
+    func matches(_ f: AuthorizationFacts) -> Bool {
+        if !principals.isAbsent && !principals.holds({ $0.matches(f.principal.span) }) { return false }
+        if !namespaces.isAbsent {
+            let ns = PrincipalParts(f.principal).namespace
+            let ok = namespaces.holds { p in ns.map { p.matches(f.principal.span.extracting($0)) } ?? false }
+            if !ok { return false }
+        }
+        if !accounts.isAbsent && !accounts.holds({ Self.endsWithAccount(f.principal, $0) }) { return false }
+        if !ipBlocks.isAbsent && !ipBlocks.holds({ c in f.source.map { c.contains($0) } ?? false }) { return false }
+        if !remoteIpBlocks.isAbsent && !remoteIpBlocks.holds({ c in f.remote.map { c.contains($0) } ?? false }) { return false }
+        return true
+    }
+
+    /// Service accounts (`ns/sa`, or `sa` of the policy's namespace) as the principal suffixes `/ns/NS/sa/SA`.
+    static func accountSuffixes(_ v: [AuthorizationPolicy.Value]?, namespace: String) -> [[UInt8]]? {
+        v.map { $0.map { value in
+            let parts = value.text.split(separator: "/", maxSplits: 1)
+            let (ns, sa) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : (namespace, value.text)
+            return Array("/ns/\(ns)/sa/\(sa)".utf8)
+        } }
+    }
+
+    /// The principal is `TD/ns/NS/sa/SA` for the account's `/ns/NS/sa/SA` (any trust domain, without "/").
+    static func endsWithAccount(_ principal: [UInt8], _ suffix: [UInt8]) -> Bool {
+        let n = principal.count, m = suffix.count
+        guard n > m else { return false }
+        for i in 0..<m where principal[n - m + i] != suffix[i] { return false }
+        for i in 0..<(n - m) where principal[i] == UInt8(ascii: "/") { return false }
+        return true
+    }
+}
+
+struct CompiledOperation: Sendable {
+    var hosts = Either<StringPattern>()
+    var ports = Either<UInt16>()
+    var methods = Either<StringPattern>()
+    var paths = Either<AuthorizationPathPattern>()
+
+    init(_ o: AuthorizationPolicy.Operation, tcp: Bool) {
+        func strings(_ v: [AuthorizationPolicy.Value]?, ignoringCase: Bool = false) -> [StringPattern]? {
+            v.map { $0.map { StringPattern($0.text, ignoringCase: ignoringCase) } }
+        }
+        func ports(_ v: [AuthorizationPolicy.Value]?) -> [UInt16]? { v.map { $0.compactMap { UInt16($0.text) } } }
+        self.ports = Either(values: ports(o.ports), notValues: ports(o.notPorts))
+        guard !tcp else { return }  // (HTTP-only fields: ignored on a TCP port)
+        hosts = Either(values: strings(o.hosts, ignoringCase: true), notValues: strings(o.notHosts, ignoringCase: true))
+        methods = Either(values: strings(o.methods), notValues: strings(o.notMethods))
+        paths = Either(values: o.paths.map { $0.map { AuthorizationPathPattern($0.text) } },
+                       notValues: o.notPaths.map { $0.map { AuthorizationPathPattern($0.text) } })
+    }
+
+    func matches(_ f: AuthorizationFacts, _ request: RequestView?) -> Bool {
+        if !ports.isAbsent && !ports.holds({ $0 == f.destinationPort }) { return false }
+        guard let request else { return true }
+        if !methods.isAbsent && !methods.holds({ $0.matches(request.bytes.extracting(request.method)) }) { return false }
+        if !paths.isAbsent && !paths.holds({ $0.matches(request.bytes.extracting(request.path)) }) { return false }
+        if !hosts.isAbsent {
+            guard let host = request.header(HostName.bytes) else { return hosts.values == nil }
+            let full = request.bytes.extracting(host)
+            let bare = request.bytes.extracting(host.lowerBound..<HostName.withoutPort(request.bytes, host))
+            // A pattern without a port matches the Host without its port too.
+            if !hosts.holds({ $0.matches(full) || (!$0.bytes.contains(UInt8(ascii: ":")) && $0.matches(bare)) }) { return false }
+        }
+        return true
+    }
+}
+
+enum HostName {
+    static let bytes: [UInt8] = Array("host".utf8)
+
+    /// Where the host of a Host value ends (before ":port"; an IPv6 literal keeps its colons).
+    static func withoutPort(_ b: Span<UInt8>, _ r: Range<Int>) -> Int {
+        var i = r.upperBound
+        while i > r.lowerBound {
+            let c = b[i - 1]
+            if c == UInt8(ascii: ":") { return i - 1 }
+            if c < UInt8(ascii: "0") || c > UInt8(ascii: "9") { return r.upperBound }
+            i -= 1
+        }
+        return r.upperBound
+    }
+}
+
+struct CompiledCondition: Sendable {
+    let attribute: AuthorizationAttribute
+    var strings = Either<StringPattern>()
+    var cidrs = Either<CIDRRange>()
+    var ports = Either<UInt16>()
+    /// `source.serviceAccount` values as principal suffixes.
+    var accounts = Either<[UInt8]>()
+
+    init(_ c: AuthorizationPolicy.Condition, attribute: AuthorizationAttribute, namespace: String) {
+        self.attribute = attribute
+        switch attribute {
+        case .sourceIP, .remoteIP, .destinationIP:
+            cidrs = Either(values: c.values.map { $0.compactMap { try? CIDRRange(parsing: $0.text) } },
+                           notValues: c.notValues.map { $0.compactMap { try? CIDRRange(parsing: $0.text) } })
+        case .destinationPort:
+            ports = Either(values: c.values.map { $0.compactMap { UInt16($0.text) } },
+                           notValues: c.notValues.map { $0.compactMap { UInt16($0.text) } })
+        case .sourceServiceAccount:
+            accounts = Either(values: CompiledSource.accountSuffixes(c.values, namespace: namespace),
+                              notValues: CompiledSource.accountSuffixes(c.notValues, namespace: namespace))
+        default:
+            strings = Either(values: c.values.map { $0.map { StringPattern($0.text) } },
+                             notValues: c.notValues.map { $0.map { StringPattern($0.text) } })
+        }
+    }
+
+    func holds(_ f: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Bool {
+        switch attribute {
+        case .sourceIP: return cidrs.holds { c in f.source.map { c.contains($0) } ?? false }
+        case .remoteIP: return cidrs.holds { c in f.remote.map { c.contains($0) } ?? false }
+        case .destinationIP: return cidrs.holds { c in f.destination.map { c.contains($0) } ?? false }
+        case .destinationPort: return ports.holds { $0 == f.destinationPort }
+        case .sourcePrincipal: return strings.holds { $0.matches(f.principal.span) }
+        case .sourceNamespace:
+            let ns = PrincipalParts(f.principal).namespace
+            return strings.holds { p in ns.map { p.matches(f.principal.span.extracting($0)) } ?? false }
+        case .sourceServiceAccount: return accounts.holds { CompiledSource.endsWithAccount(f.principal, $0) }
+        case .connectionSNI: return strings.holds { $0.matches(f.serverName.span) }
+        case .requestAuth, .experimental: return false
+        case .requestHeader(let name):
+            guard let request else { return true }  // (not on TCP ports: dropped when compiled)
+            // The field's values joined with "," when it came more than once (Envoy's view of it).
+            var count = 0, only: Range<Int>? = nil
+            scratch.removeAll(keepingCapacity: true)
+            for n in 0..<request.fields.count where Self.named(request, n, name) {
+                let v = request.fields[n].value
+                if count == 0 {
+                    only = v
+                } else {
+                    if count == 1, let o = only {
+                        for i in o { scratch.append(request.bytes[i]) }
+                    }
+                    scratch.append(UInt8(ascii: ","))
+                    for i in v { scratch.append(request.bytes[i]) }
+                }
+                count += 1
+            }
+            if count == 0 { return strings.holds { _ in false } }
+            if count == 1, let only { return strings.holds { $0.matches(request.bytes.extracting(only)) } }
+            return strings.holds { $0.matches(scratch.span) }
+        }
+    }
+
+    private static func named(_ request: RequestView, _ n: Int, _ lower: [UInt8]) -> Bool {
+        let name = request.fields[n].name
+        guard name.count == lower.count else { return false }
+        var j = 0
+        var i = name.lowerBound
+        while i < name.upperBound {
+            if asciiLower(request.bytes[i]) != lower[j] { return false }
+            i += 1
+            j += 1
+        }
+        return true
+    }
+}
