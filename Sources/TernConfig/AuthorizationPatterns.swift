@@ -60,7 +60,8 @@ public struct AuthorizationPathPattern: Sendable, Equatable {
         case literal([UInt8])
         /// `{*}`: exactly one non-empty segment.
         case one
-        /// `{**}`: whatever follows (one segment or more), last only.
+        /// `{**}`: anything, slashes included, possibly nothing (Envoy's `**`); the last operator of a template,
+        /// literal segments may follow it.
         case rest
     }
 
@@ -79,21 +80,32 @@ public struct AuthorizationPathPattern: Sendable, Equatable {
         }
     }
 
-    /// Why `text` is not a valid path value (Istio's `validatePathTemplate` and string rules), or nil.
+    /// Why `text` is not a valid path value (Istio's `CheckValidPathTemplate`), or nil.
     public static func problem(_ text: String) -> String? {
         guard text.contains("{") || text.contains("}") else { return nil }
         guard text.hasPrefix("/") else { return "a path template must begin with \"/\", got \"\(text)\"" }
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        let parts = Array(text.split(separator: "/", omittingEmptySubsequences: false).dropFirst())
+        var afterRest = false
         for (i, p) in parts.enumerated() {
             if p == "{*}" || p == "{**}" {
-                if p == "{**}" && i != parts.count - 1 { return "{**} must be the last segment of \"\(text)\"" }
+                if afterRest { return "{**} must be the last operator of \"\(text)\"" }
+                afterRest = p == "{**}"
                 continue
             }
-            if p.contains("{") || p.contains("}") || p.contains("*") {
-                return "a segment of a path template is {*}, {**} or plain text without '*', '{' or '}', got \"\(p)\" in \"\(text)\""
+            if p.isEmpty && i != parts.count - 1 { return "empty segment in path template \"\(text)\"" }
+            if !p.utf8.allSatisfy(isPathCharacter) {
+                return "a segment of a path template is {*}, {**} or path characters (RFC 3986 pchar, without '*', '{', '}'), got \"\(p)\" in \"\(text)\""
             }
         }
         return nil
+    }
+
+    /// RFC 3986 pchar: unreserved, "%" (of pct-encoded), sub-delims but "*", ":" and "@".
+    static func isPathCharacter(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+        default: return Array("-._~%!$&'()+,;=:@".utf8).contains(c)
+        }
     }
 
     /// Whether the (normalised, query-less) path matches. No allocation.
@@ -102,21 +114,16 @@ public struct AuthorizationPathPattern: Sendable, Equatable {
         guard path.count > 0, path[0] == UInt8(ascii: "/") else { return false }
         var at = 1
         for k in 0..<segments.count {
+            if case .rest = segments[k] { return matchesAfterRest(path, from: at, segment: k + 1) }
             // The segment of the path starting at `at`: up to the next "/".
             var end = at
             while end < path.count && path[end] != UInt8(ascii: "/") { end += 1 }
             switch segments[k] {
-            case .rest:
-                return at < path.count
+            case .rest: return false
             case .one:
                 if end == at { return false }
             case .literal(let l):
-                if end - at != l.count { return false }
-                var i = 0
-                while i < l.count {
-                    if path[at + i] != l[i] { return false }
-                    i += 1
-                }
+                if !Self.equal(path, at, end, l) { return false }
             }
             if k == segments.count - 1 { return end == path.count }
             guard end < path.count else { return false }
@@ -124,13 +131,42 @@ public struct AuthorizationPathPattern: Sendable, Equatable {
         }
         return at == path.count
     }
+
+    /// `{**}` at `at` (anything, possibly nothing), then the literal segments from `segment` on: they must end
+    /// the path, "/"-separated, after whatever `{**}` took.
+    private func matchesAfterRest(_ path: Span<UInt8>, from at: Int, segment: Int) -> Bool {
+        // The literal tail "/a/b" (each later segment preceded by "/").
+        var tail = 0
+        for k in segment..<segments.count {
+            guard case .literal(let l) = segments[k] else { return false }
+            tail += 1 + l.count
+        }
+        guard path.count - at >= tail else { return false }
+        var p = path.count - tail
+        for k in segment..<segments.count {
+            guard case .literal(let l) = segments[k], path[p] == UInt8(ascii: "/") else { return false }
+            if !Self.equal(path, p + 1, p + 1 + l.count, l) { return false }
+            p += 1 + l.count
+        }
+        return true
+    }
+
+    private static func equal(_ path: Span<UInt8>, _ from: Int, _ to: Int, _ l: [UInt8]) -> Bool {
+        guard to - from == l.count else { return false }
+        var i = 0
+        while i < l.count {
+            if path[from + i] != l[i] { return false }
+            i += 1
+        }
+        return true
+    }
 }
 
 /// A `when` condition's key.
 public enum AuthorizationAttribute: Sendable, Equatable {
     case requestHeader([UInt8])
     case sourceIP, remoteIP, destinationIP, destinationPort
-    case sourceNamespace, sourcePrincipal, sourceServiceAccount
+    case sourceNamespace, sourcePrincipal, sourceServiceAccount, sourceTrustDomain
     case connectionSNI
     /// `request.auth.*` (JWT claims): Tern validates no JWT, so a policy using one fails closed.
     case requestAuth
@@ -146,6 +182,7 @@ public enum AuthorizationAttribute: Sendable, Equatable {
         case "source.namespace": self = .sourceNamespace
         case "source.principal": self = .sourcePrincipal
         case "source.serviceAccount": self = .sourceServiceAccount
+        case "source.trustDomain": self = .sourceTrustDomain
         case "connection.sni": self = .connectionSNI
         case "request.auth.principal", "request.auth.audiences", "request.auth.presenter": self = .requestAuth
         default:
@@ -153,13 +190,22 @@ public enum AuthorizationAttribute: Sendable, Equatable {
                 self = .requestAuth
             } else if key.hasPrefix("request.headers[") && key.hasSuffix("]") {
                 let name = key.dropFirst("request.headers[".count).dropLast()
-                guard !name.isEmpty, !name.contains(" ") else { return nil }
+                guard !name.isEmpty else { return nil }
                 self = .requestHeader(Array(name.utf8).map(asciiLower))
-            } else if key.hasPrefix("experimental.envoy.filters.") {
+            } else if key.hasPrefix("experimental.envoy.filters.") && key.hasSuffix("]") && key.contains("[") {
                 self = .experimental
             } else {
                 return nil
             }
+        }
+    }
+
+    /// Whether it reads the peer's identity (what Istio refuses in a CUSTOM policy: an external authorizer sees the
+    /// request before Envoy's own checks).
+    var readsIdentity: Bool {
+        switch self {
+        case .sourceNamespace, .sourcePrincipal, .sourceServiceAccount, .sourceTrustDomain, .requestAuth: return true
+        default: return false
         }
     }
 

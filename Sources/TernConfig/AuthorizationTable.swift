@@ -354,8 +354,15 @@ struct Either<T: Sendable>: Sendable {
 /// The parts of a principal (`TD/ns/NS/sa/SA`) the rules read, as ranges of it.
 struct PrincipalParts {
     var namespace: Range<Int>? = nil
+    /// Before the first "/" (none: no principal).
+    var trustDomain: Range<Int>? = nil
 
     init(_ p: [UInt8]) {
+        if !p.isEmpty {
+            var slash = 0
+            while slash < p.count && p[slash] != UInt8(ascii: "/") { slash += 1 }
+            trustDomain = 0..<slash
+        }
         // "/ns/" then the namespace up to the next "/".
         var i = 0
         while i + 4 <= p.count {
@@ -378,6 +385,7 @@ struct CompiledSource: Sendable {
     var accounts = Either<[UInt8]>()
     var ipBlocks = Either<CIDRRange>()
     var remoteIpBlocks = Either<CIDRRange>()
+    var trustDomains = Either<StringPattern>()
 
     init(_ s: AuthorizationPolicy.Source, namespace: String) {
         func strings(_ v: [AuthorizationPolicy.Value]?) -> [StringPattern]? { v.map { $0.map { StringPattern($0.text) } } }
@@ -388,6 +396,7 @@ struct CompiledSource: Sendable {
                           notValues: Self.accountSuffixes(s.notServiceAccounts, namespace: namespace))
         ipBlocks = Either(values: cidrs(s.ipBlocks), notValues: cidrs(s.notIpBlocks))
         remoteIpBlocks = Either(values: cidrs(s.remoteIpBlocks), notValues: cidrs(s.notRemoteIpBlocks))
+        trustDomains = Either(values: strings(s.trustDomains), notValues: strings(s.notTrustDomains))
     }
 
     func matches(_ f: AuthorizationFacts) -> Bool {
@@ -398,6 +407,10 @@ struct CompiledSource: Sendable {
             if !ok { return false }
         }
         if !accounts.isAbsent && !accounts.holds({ Self.endsWithAccount(f.principal, $0) }) { return false }
+        if !trustDomains.isAbsent {
+            let td = PrincipalParts(f.principal).trustDomain
+            if !trustDomains.holds({ p in td.map { p.matches(f.principal.span.extracting($0)) } ?? false }) { return false }
+        }
         if !ipBlocks.isAbsent && !ipBlocks.holds({ c in f.source.map { c.contains($0) } ?? false }) { return false }
         if !remoteIpBlocks.isAbsent && !remoteIpBlocks.holds({ c in f.remote.map { c.contains($0) } ?? false }) { return false }
         return true
@@ -510,6 +523,9 @@ struct CompiledCondition: Sendable {
             let ns = PrincipalParts(f.principal).namespace
             return strings.holds { p in ns.map { p.matches(f.principal.span.extracting($0)) } ?? false }
         case .sourceServiceAccount: return accounts.holds { CompiledSource.endsWithAccount(f.principal, $0) }
+        case .sourceTrustDomain:
+            let td = PrincipalParts(f.principal).trustDomain
+            return strings.holds { p in td.map { p.matches(f.principal.span.extracting($0)) } ?? false }
         case .connectionSNI: return strings.holds { $0.matches(f.serverName.span) }
         case .requestAuth, .experimental: return false
         case .requestHeader(let name):

@@ -7,10 +7,24 @@ extension ResourceDecoder {
     static let sourceKeys: Set<String> = [
         "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
         "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
+        "trustDomains", "notTrustDomains",
+    ]
+    /// Source fields that read the peer's identity: a CUSTOM policy may not use them (Istio's rule).
+    static let identityKeys: Set<String> = [
+        "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces",
+        "serviceAccounts", "notServiceAccounts", "trustDomains", "notTrustDomains",
     ]
     static let operationKeys: Set<String> = ["hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths"]
 
     // MARK: PeerAuthentication
+
+    /// Istio refuses the dry-run annotation on anything but an AuthorizationPolicy.
+    func refuseDryRun(_ metadata: Field?) {
+        guard let meta = metadata, let mo = object(meta, allowed: nil), let a = mo["annotations"] else { return }
+        for (key, _) in pairs(a) where key.name == "istio.io/dry-run" {
+            error(key.line, key.path, "the istio.io/dry-run annotation is only for AuthorizationPolicy")
+        }
+    }
 
     func peerAuthentication(_ f: Field) -> PeerAuthentication? {
         guard let o = object(f, allowed: ["selector", "mtls", "portLevelMtls"]) else { return nil }
@@ -21,27 +35,29 @@ extension ResourceDecoder {
         }
         var portLevel: [UInt16: PeerAuthentication.Mode] = [:]
         if let p = o["portLevelMtls"] {
-            if selector == nil { error(p, "portLevelMtls requires a selector (Istio applies it to a workload's ports only)") }
+            if selector?.isEmpty ?? true {
+                error(p, "portLevelMtls requires a selector with labels (a mesh or namespace policy cannot have port level mTLS)")
+            }
             for (key, value) in pairs(p) {
                 guard let n = UInt16(key.name), n > 0 else {
                     error(key.line, key.path, "port must be a number between 1 and 65535, got \"\(key.name)\"")
                     continue
                 }
                 guard let vo = object(value, allowed: ["mode"]) else { continue }
-                guard let v = vo["mode"] else {
-                    error(value, "mode: required field missing")
-                    continue
-                }
-                if let m = enumeration(v, PeerAuthentication.Mode.self) { portLevel[n] = m }
+                // (No mode: UNSET, as the API's default.)
+                portLevel[n] = vo["mode"].flatMap { enumeration($0, PeerAuthentication.Mode.self) } ?? .UNSET
             }
             if pairs(p).isEmpty { error(p, "portLevelMtls must name at least one port") }
         }
         return PeerAuthentication(selector: selector, mode: mode, portLevel: portLevel)
     }
 
-    /// `selector: {matchLabels: {…}}` (an empty one selects as an absent one would).
+    /// `selector: {matchLabels: {…}}` (an empty one selects as an absent one would, with Istio's warning).
     private func labelSelector(_ f: Field) -> LabelSelector {
-        guard let o = object(f, allowed: ["matchLabels"]), let m = o["matchLabels"] else { return [:] }
+        guard let o = object(f, allowed: ["matchLabels"]), let m = o["matchLabels"], !pairs(m).isEmpty else {
+            warning(f, "workload selector specified without labels: it selects every workload of the namespace")
+            return [:]
+        }
         var out: LabelSelector = [:]
         for (key, value) in pairs(m) {
             if let why = WorkloadLabels.keyProblem(key.name) {
@@ -63,14 +79,17 @@ extension ResourceDecoder {
     /// `spec` nil: a policy written without one (as `spec: {}`: ALLOW matching nothing, so it denies all).
     func authorizationPolicy(_ f: Field?, metadata: Field?, documentLine: Int) -> AuthorizationPolicy? {
         var dryRun = false
+        var dryRunField: Field? = nil
         if let meta = metadata, let mo = object(meta, allowed: nil), let a = mo["annotations"] {
             for (key, value) in pairs(a) where key.name == "istio.io/dry-run" {
                 guard let v = string(value) else { continue }
-                switch v.lowercased() {
-                case "true": dryRun = true
-                case "false": dryRun = false
-                default: error(value, "istio.io/dry-run must be \"true\" or \"false\", got \"\(v)\"")
+                // (Go's strconv.ParseBool, as Istio reads it.)
+                switch v {
+                case "1", "t", "T", "true", "True", "TRUE": dryRun = true
+                case "0", "f", "F", "false", "False", "FALSE": dryRun = false
+                default: error(value, "istio.io/dry-run must be true or false, got \"\(v)\"")
                 }
+                dryRunField = value
             }
         }
         let mark = f?.mark ?? Mark(line: documentLine, path: "spec")
@@ -86,6 +105,7 @@ extension ResourceDecoder {
         if let refs {
             if o["targetRef"] != nil && o["targetRefs"] != nil { error(refs, "only one of targetRef and targetRefs may be set") }
             if o["selector"] != nil { error(refs, "selector and targetRef(s) are mutually exclusive") }
+            for ref in o["targetRefs"].map({ list($0) }) ?? [refs] { targetRef(ref) }
             warning(refs, "targets Gateway or Service resources (waypoints, gateways): a sidecar is neither, so this policy applies to none")
         }
         let action = o["action"].flatMap { enumeration($0, AuthorizationPolicy.Action.self) } ?? .ALLOW
@@ -93,18 +113,21 @@ extension ResourceDecoder {
         if let p = o["provider"] {
             if let po = object(p, allowed: ["name"]) {
                 provider = po["name"].flatMap { string($0) }
-                if po["name"] == nil { error(p, "name: required field missing") }
+                if po["name"] == nil || provider?.isEmpty == true { error(p, "provider.name must not be empty") }
             }
             if action != .CUSTOM { error(p, "provider is only for action CUSTOM") }
         } else if action == .CUSTOM {
             error(o["action"]!, "action CUSTOM requires a provider")
         }
-        if dryRun && action == .CUSTOM, let a = o["action"] {
-            error(a, "the istio.io/dry-run annotation is not supported with action CUSTOM")
+        if let d = dryRunField, action != .ALLOW && action != .DENY {
+            error(d, "the istio.io/dry-run annotation is only for actions ALLOW and DENY")
         }
         var rules: [AuthorizationPolicy.Rule]? = nil
-        if let r = o["rules"] {
+        if let r = o["rules"], !list(r).isEmpty {
             rules = list(r).compactMap { rule($0, action: action) }
+        }
+        if rules == nil && (action == .DENY || action == .CUSTOM) {
+            error(o["action"] ?? f, "\(action.rawValue) action without rules is meaningless (it matches nothing)")
         }
         return AuthorizationPolicy(selector: selector, hasTargetRefs: refs != nil, action: action, provider: provider,
                                    rules: rules, dryRun: dryRun, mark: mark)
@@ -112,8 +135,9 @@ extension ResourceDecoder {
 
     private func rule(_ f: Field, action: AuthorizationPolicy.Action) -> AuthorizationPolicy.Rule? {
         guard let o = object(f, allowed: Self.ruleKeys) else { return nil }
+        // (An empty list is an absent one, as Istio's decoding makes it.)
         var from: [AuthorizationPolicy.Source]? = nil
-        if let fr = o["from"] {
+        if let fr = o["from"], !list(fr).isEmpty {
             from = list(fr).compactMap { item in
                 guard let io = object(item, allowed: ["source"]) else { return nil }
                 guard let s = io["source"] else {
@@ -124,7 +148,7 @@ extension ResourceDecoder {
             }
         }
         var to: [AuthorizationPolicy.Operation]? = nil
-        if let t = o["to"] {
+        if let t = o["to"], !list(t).isEmpty {
             to = list(t).compactMap { item in
                 guard let io = object(item, allowed: ["operation"]) else { return nil }
                 guard let op = io["operation"] else {
@@ -135,30 +159,34 @@ extension ResourceDecoder {
             }
         }
         var when: [AuthorizationPolicy.Condition]? = nil
-        if let w = o["when"] {
-            when = list(w).compactMap { condition($0) }
+        if let w = o["when"], !list(w).isEmpty {
+            when = list(w).compactMap { condition($0, custom: action == .CUSTOM) }
         }
-        if action == .CUSTOM, from?.contains(where: { $0.requestPrincipals != nil || $0.notRequestPrincipals != nil }) == true {
-            // (Istio's rule too: an external authorizer sees the request before any JWT is checked.)
-            error(f, "a CUSTOM policy cannot use requestPrincipals")
+        if action == .CUSTOM, let fr = o["from"] {
+            // (Istio's rule: an external authorizer sees the request before the peer's identity or a JWT is checked.)
+            for item in list(fr) {
+                guard let io = object(item, allowed: nil), let s = io["source"], let so = object(s, allowed: nil) else { continue }
+                for key in so.byKey.keys.sorted() where Self.identityKeys.contains(key) {
+                    error(so[key]!, "a CUSTOM policy cannot use \(key)")
+                }
+            }
         }
         return AuthorizationPolicy.Rule(from: from, to: to, when: when, mark: f.mark)
     }
 
     private func source(_ f: Field) -> AuthorizationPolicy.Source? {
         guard let o = object(f, allowed: Self.sourceKeys) else { return nil }
-        if o.byKey.isEmpty { error(f, "a source must set at least one field") }
         func values(_ key: String, _ check: ((Field, String) -> Void)? = nil) -> [AuthorizationPolicy.Value]? {
-            guard let v = o[key] else { return nil }
+            guard let v = o[key], !list(v).isEmpty else { return nil }
             return valueList(v, check)
         }
-        let ip = checkCIDR
-        let account: (Field, String) -> Void = { f, s in
-            let parts = s.split(separator: "/", omittingEmptySubsequences: false)
-            if s.contains("*") || parts.count > 2 || parts.contains(where: { $0.isEmpty }) {
-                self.error(f, "a service account is \"namespace/name\" or \"name\" (no wildcards), got \"\(s)\"")
-            }
+        if !o.byKey.values.contains(where: { !list($0).isEmpty }) { error(f, "a source must set at least one field") }
+        for key in ["serviceAccounts", "notServiceAccounts"] {
+            if let v = o[key], list(v).count > 16 { error(v, "at most 16 service accounts, got \(list(v).count)") }
         }
+        let domain = checkTrustDomain
+        let ip = checkCIDR
+        let account = checkAccount
         let source = AuthorizationPolicy.Source(
             principals: values("principals"), notPrincipals: values("notPrincipals"),
             requestPrincipals: values("requestPrincipals"), notRequestPrincipals: values("notRequestPrincipals"),
@@ -166,6 +194,7 @@ extension ResourceDecoder {
             serviceAccounts: values("serviceAccounts", account), notServiceAccounts: values("notServiceAccounts", account),
             ipBlocks: values("ipBlocks", ip), notIpBlocks: values("notIpBlocks", ip),
             remoteIpBlocks: values("remoteIpBlocks", ip), notRemoteIpBlocks: values("notRemoteIpBlocks", ip),
+            trustDomains: values("trustDomains", domain), notTrustDomains: values("notTrustDomains", domain),
             mark: f.mark)
         if (source.serviceAccounts != nil || source.notServiceAccounts != nil)
             && (source.principals != nil || source.notPrincipals != nil || source.namespaces != nil || source.notNamespaces != nil) {
@@ -176,9 +205,9 @@ extension ResourceDecoder {
 
     private func operation(_ f: Field) -> AuthorizationPolicy.Operation? {
         guard let o = object(f, allowed: Self.operationKeys) else { return nil }
-        if o.byKey.isEmpty { error(f, "an operation must set at least one field") }
+        if !o.byKey.values.contains(where: { !list($0).isEmpty }) { error(f, "an operation must set at least one field") }
         func values(_ key: String, _ check: ((Field, String) -> Void)? = nil) -> [AuthorizationPolicy.Value]? {
-            guard let v = o[key] else { return nil }
+            guard let v = o[key], !list(v).isEmpty else { return nil }
             return valueList(v, check)
         }
         let port = checkPort
@@ -191,7 +220,7 @@ extension ResourceDecoder {
             paths: values("paths", path), notPaths: values("notPaths", path), mark: f.mark)
     }
 
-    private func condition(_ f: Field) -> AuthorizationPolicy.Condition? {
+    private func condition(_ f: Field, custom: Bool) -> AuthorizationPolicy.Condition? {
         guard let o = object(f, allowed: ["key", "values", "notValues"]) else { return nil }
         guard let k = o["key"], let key = string(k) else {
             if o["key"] == nil { error(f, "key: required field missing") }
@@ -201,17 +230,49 @@ extension ResourceDecoder {
             error(k, "unknown attribute \"\(key)\" (request.headers[NAME], source.ip, remote.ip, source.namespace, source.principal, source.serviceAccount, destination.ip, destination.port, connection.sni, request.auth.*)")
             return nil
         }
-        if o["values"] == nil && o["notValues"] == nil { error(f, "at least one of values or notValues must be set") }
+        if custom && attribute.readsIdentity { error(k, "a CUSTOM policy cannot use \(key)") }
+        let values = o["values"].flatMap { list($0).isEmpty ? nil : $0 }, notValues = o["notValues"].flatMap { list($0).isEmpty ? nil : $0 }
+        if values == nil && notValues == nil { error(f, "at least one of values or notValues must be set") }
         let check: ((Field, String) -> Void)?
         switch attribute {
         case .sourceIP, .remoteIP, .destinationIP: check = checkCIDR
         case .destinationPort: check = checkPort
+        case .sourceServiceAccount: check = checkAccount
+        case .sourceTrustDomain: check = checkTrustDomain
         default:
             check = nil
         }
         if case .experimental = attribute { warning(k, "an Envoy filter-state attribute: Tern has no such state, so this condition never holds") }
-        return AuthorizationPolicy.Condition(key: key, values: o["values"].map { valueList($0, check) },
-                                             notValues: o["notValues"].map { valueList($0, check) }, mark: f.mark)
+        return AuthorizationPolicy.Condition(key: key, values: values.map { valueList($0, check) },
+                                             notValues: notValues.map { valueList($0, check) }, mark: f.mark)
+    }
+
+    private func checkTrustDomain(_ f: Field, _ s: String) {
+        if s.contains("/") { error(f, "a trust domain has no \"/\", got \"\(s)\"") }
+        if s.dropFirst().dropLast().contains("*") { error(f, "a '*' in a trust domain is only allowed at its start or end, got \"\(s)\"") }
+    }
+
+    private func checkAccount(_ f: Field, _ s: String) {
+        let parts = s.split(separator: "/", omittingEmptySubsequences: false)
+        if s.contains("*") || parts.count > 2 || parts.contains(where: { $0.isEmpty }) {
+            error(f, "a service account is \"namespace/name\" or \"name\" (no wildcards), got \"\(s)\"")
+        }
+    }
+
+    /// A `targetRef(s)` entry: a Service, ServiceEntry, Gateway or GatewayClass of the policy's namespace.
+    private func targetRef(_ f: Field) {
+        guard let o = object(f, allowed: ["group", "kind", "name", "namespace"]) else { return }
+        let kind = o["kind"].flatMap { string($0) } ?? ""
+        let group = o["group"].flatMap { string($0) } ?? ""
+        let groups = ["Service": "", "ServiceEntry": "networking.istio.io", "Gateway": "gateway.networking.k8s.io",
+                      "GatewayClass": "gateway.networking.k8s.io"]
+        if let want = groups[kind] {
+            if group != want { error(o["group"] ?? f, "group of a \(kind) target must be \"\(want)\", got \"\(group)\"") }
+        } else {
+            error(o["kind"] ?? f, "kind must be Service, ServiceEntry, Gateway or GatewayClass, got \"\(kind)\"")
+        }
+        if (o["name"].flatMap { string($0) } ?? "").isEmpty { error(f, "name: required field missing") }
+        if let n = o["namespace"], !(string(n) ?? "").isEmpty { error(n, "namespace must not be set (a policy targets its own namespace)") }
     }
 
     /// A list of non-empty strings, each checked by `check`.
@@ -238,11 +299,12 @@ extension ResourceDecoder {
     }
 
     private func checkPort(_ f: Field, _ s: String) {
-        if !Self.isPort(s) { error(f, "invalid port \"\(s)\" (a number between 1 and 65535)") }
+        if !Self.isPort(s) { error(f, "invalid port \"\(s)\" (a number between 0 and 65535)") }
     }
 
+    /// A port as Istio checks it in policies (0 to 65535: ValidatePorts only refuses what is above).
     static func isPort(_ s: String) -> Bool {
         guard let n = Int(s), s.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return false }
-        return n >= 1 && n <= 65535
+        return n <= 65535
     }
 }

@@ -117,6 +117,7 @@ final class ResourceDecoder {
             guard let dr = destinationRule(spec) else { return nil }
             resource.spec = .destinationRule(dr)
         case "PeerAuthentication":
+            refuseDryRun(top["metadata"])
             guard let pa = peerAuthentication(spec) else { return nil }
             resource.spec = .peerAuthentication(pa)
         default:

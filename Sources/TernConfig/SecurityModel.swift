@@ -47,6 +47,9 @@ public struct AuthorizationPolicy: Sendable {
         public var notIpBlocks: [Value]?
         public var remoteIpBlocks: [Value]?
         public var notRemoteIpBlocks: [Value]?
+        /// The trust domain of the peer's SPIFFE ID (`cluster.local`).
+        public var trustDomains: [Value]?
+        public var notTrustDomains: [Value]?
         public var mark: Mark
     }
 

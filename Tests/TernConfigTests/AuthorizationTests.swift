@@ -148,6 +148,11 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         #expect(try !decide(t, get("/index.php", host: "shop.example.com"), prod).allowed)
         #expect(try !decide(t, get("/x", host: "shop.example.com"), facts(principal: "cluster.local/ns/prod/sa/blocked")).allowed)
         #expect(try !decide(t, get("/x", host: "shop.example.com"), facts(principal: "cluster.local/ns/dev/sa/web")).allowed)
+        // Trust domains: the part of the principal before its first "/".
+        let (td, _) = try table(policy("p", "rules:\n- from:\n  - source: {trustDomains: [\"cluster.local\"], notTrustDomains: [\"bad*\"]}"))
+        #expect(try decide(td, get("/"), prod).allowed)
+        #expect(try !decide(td, get("/"), facts(principal: "other.local/ns/a/sa/b")).allowed)
+        #expect(try !decide(td, get("/")).allowed)
         // Presence: any authenticated peer.
         let (any, _) = try table(policy("p", "rules:\n- from:\n  - source: {principals: [\"*\"]}"))
         #expect(try decide(any, get("/"), prod).allowed)
@@ -199,6 +204,10 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         let yaml = policy("dry-deny", "action: DENY\nrules:\n- to:\n  - operation: {paths: [/secret]}",
                           annotations: "  annotations: {istio.io/dry-run: \"true\"}")
         let (t, _) = try table(yaml)
+        for bad in ["tRuE", "yes"] {
+            #expect(diagnostics(policy("p", "action: DENY\nrules:\n- {}", annotations: "  annotations: {istio.io/dry-run: \"\(bad)\"}")).contains { $0.contains("must be true or false") })
+        }
+        #expect(diagnostics(policy("p", "action: AUDIT\nrules:\n- {}", annotations: "  annotations: {istio.io/dry-run: \"1\"}")).contains { $0.contains("only for actions ALLOW and DENY") })
         let d = try decide(t, get("/secret"))
         #expect(d.allowed && d.dryRunAllowed == false && t.policyNames[Int(d.dryRunPolicy)] == "default/dry-deny")
         let ok = try decide(t, get("/open"))
@@ -221,11 +230,22 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         func errors(_ spec: String) -> [String] {
             diagnostics(policy("bad", spec)).filter { !$0.contains("warning: ") }
         }
-        #expect(errors("action: DENY\nrules:\n- to:\n  - operation: {paths: [\"/a/{**}/b\"]}").first?.contains("spec.rules[0].to[0].operation.paths[0]") == true)
+        #expect(errors("action: DENY\nrules:\n- to:\n  - operation: {paths: [\"/a/{**}/{*}\"]}").first?.contains("spec.rules[0].to[0].operation.paths[0]") == true)
+        #expect(errors("rules:\n- to:\n  - operation: {paths: [\"/a//{*}\", \"/{*}/foo/?abc\"]}").count == 2)
+        #expect(errors("action: DENY").first?.contains("DENY action without rules") == true)
+        #expect(errors("action: DENY\nrules: []").first?.contains("DENY action without rules") == true)
+        #expect(errors("action: CUSTOM\nprovider: {name: x}\nrules:\n- from:\n  - source: {namespaces: [a]}").first?.contains("cannot use namespaces") == true)
+        #expect(errors("action: CUSTOM\nprovider: {name: x}\nrules:\n- when:\n  - key: source.principal\n    values: [a]").first?.contains("cannot use source.principal") == true)
+        #expect(errors("action: CUSTOM\nprovider: {name: \"\"}\nrules:\n- {}").first?.contains("provider.name must not be empty") == true)
+        #expect(errors("rules:\n- from:\n  - source: {principals: []}").first?.contains("at least one field") == true)
+        #expect(errors("rules:\n- when:\n  - key: source.ip\n    values: []").first?.contains("at least one of values") == true)
+        #expect(errors("rules:\n- from:\n  - source: {trustDomains: [\"a/b\"]}").first?.contains("a trust domain has no") == true)
+        #expect(errors("targetRef: {kind: Deployment, name: x}").first?.contains("kind must be Service") == true)
         #expect(errors("rules:\n- when:\n  - key: source.ipp\n    values: [a]").first?.contains("unknown attribute") == true)
         #expect(errors("rules:\n- when:\n  - key: source.ip").first?.contains("at least one of values or notValues") == true)
         #expect(errors("rules:\n- from:\n  - source: {ipBlocks: [\"10.0.0.0/33\"]}").first?.contains("invalid IP address or CIDR") == true)
-        #expect(errors("rules:\n- to:\n  - operation: {ports: [\"0\"]}").first?.contains("invalid port") == true)
+        #expect(errors("rules:\n- to:\n  - operation: {ports: [\"65536\"]}").first?.contains("invalid port") == true)
+        #expect(errors("rules:\n- to:\n  - operation: {ports: [\"0\"]}").isEmpty)
         #expect(errors("rules:\n- from:\n  - source: {serviceAccounts: [a], principals: [b]}").first?.contains("cannot be combined") == true)
         #expect(errors("action: CUSTOM\nrules:\n- {}").first?.contains("requires a provider") == true)
         #expect(errors("provider: {name: x}").first?.contains("only for action CUSTOM") == true)
@@ -246,14 +266,19 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         #expect(!m("/a/{*}/c", "/a/b/x/c"))
         #expect(m("/a/{**}", "/a/b/c/d"))
         #expect(m("/a/{**}", "/a/b"))
-        #expect(!m("/a/{**}", "/a/"))
+        #expect(m("/a/{**}", "/a/"))  // zero or more
         #expect(!m("/a/{**}", "/a"))
+        // Literal segments may follow {**} (Istio's examples).
+        #expect(m("/foo/{**}/", "/foo/bar/") && m("/foo/{**}/", "/foo//") && !m("/foo/{**}/", "/foo/bar"))
+        #expect(m("/foo/{*}/bar/{**}", "/foo/buzz/bar/") && m("/foo/{*}/bar/{**}", "/foo/buzz/bar/baz"))
+        #expect(m("/store/{**}/cart", "/store/a/b/cart") && !m("/store/{**}/cart", "/store/cart2"))
         #expect(m("/{*}", "/x"))
         #expect(!m("/{*}", "/x/"))
         #expect(m("*", "/x"))
         #expect(m("/api*", "/api/v1"))
         #expect(m("*.js", "/app.js"))
-        #expect(AuthorizationPathPattern.problem("/a/{**}/b") != nil)
+        #expect(AuthorizationPathPattern.problem("/a/{**}/b") == nil)
+        #expect(AuthorizationPathPattern.problem("/a/{**}/{*}") != nil)
         #expect(AuthorizationPathPattern.problem("/a/b{*}") != nil)
         #expect(AuthorizationPathPattern.problem("/a/{*}/b/{**}") == nil)
     }

@@ -73,7 +73,7 @@ import Testing
         for (v, k) in [("networking.istio.io/v1alpha3", "Gateway"), ("networking.istio.io/v1", "Sidecar"),
                        ("security.istio.io/v1", "PeerAuthentication"), ("security.istio.io/v1beta1", "AuthorizationPolicy")] {
             // (The security kinds are decoded now: their specs here are ones they accept.)
-            let spec = k == "PeerAuthentication" ? "{mtls: {mode: STRICT}}" : k == "AuthorizationPolicy" ? "{action: DENY}" : "{anything: {}}"
+            let spec = k == "PeerAuthentication" ? "{mtls: {mode: STRICT}}" : k == "AuthorizationPolicy" ? "{action: DENY, rules: [{}]}" : "{anything: {}}"
             yaml += "---\napiVersion: \(v)\nkind: \(k)\nmetadata: {name: x}\nspec: \(spec)\n"
         }
         let set = ConfigLoader.load(yaml: yaml)
