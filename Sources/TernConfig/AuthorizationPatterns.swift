@@ -2,8 +2,8 @@ import TernCore
 
 // The value forms of an AuthorizationPolicy (istio.io/latest/docs/reference/config/security/authorization-policy):
 // every string is exact `abc`, prefix `abc*`, suffix `*abc` or presence `*` (any non-empty value); a path may also
-// be a template where `{*}` is one whole segment and `{**}` the rest of the path (last only). Compiled to bytes, so
-// a request is matched over its own bytes without allocating.
+// be a template where `{*}` is one whole segment and `{**}` anything, possibly nothing (the last operator; literal
+// segments may follow it). Compiled to bytes, so a request is matched over its own bytes without allocating.
 
 /// One string value of a rule, compiled.
 public struct StringPattern: Sendable, Equatable {

@@ -137,6 +137,16 @@ public struct HTTP1Parser: Sendable {
     }
 
     /// Prepares for the next message on the connection, keeping the field table's storage.
+    /// The request-line was rewritten in place with its target's path `delta` bytes shorter, right-aligned: the
+    /// path ends where it ended and what came before it in the line (method, space, an absolute-form target's
+    /// scheme and authority) moved `delta` bytes right (`PathNormalization`). Every later range is unchanged.
+    public mutating func startLineShortened(by delta: Int) {
+        head.startLineOffset += delta
+        head.methodBytes = (head.methodBytes.lowerBound + delta)..<(head.methodBytes.upperBound + delta)
+        head.target = (head.target.lowerBound + delta)..<head.target.upperBound
+        if head.hostFromTarget, let h = head.host { head.host = (h.lowerBound + delta)..<(h.upperBound + delta) }
+    }
+
     public mutating func reset() {
         head.fields.removeAll(keepingCapacity: true)
         let fields = head.fields

@@ -34,6 +34,13 @@ extension HTTPProxy {
             receiveFromClient(id, reactor)
             return
         }
+        // The path as routes, policies and the upstream see it (Istio's path normalisation); "%00" is refused.
+        if bytes.normalizePath(&requestParsers.parsers[p], held: exchanges[x].request.held, mode: settings.pathNormalization,
+                               scratch: &pathScratch) == .refused {
+            Log.debug("refused request: %00 in its path")
+            fail(x, .badRequest, reactor)
+            return
+        }
         let head = requestParsers.parsers[p].head
         beginExchange(x)
         exchanges[x].report.requestWire = UInt64(head.length)

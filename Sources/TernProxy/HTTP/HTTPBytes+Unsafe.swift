@@ -438,6 +438,33 @@ enum HeadRefusal: Error {
         unsafe w.append(view(held, (held.start + range.lowerBound)..<(held.start + range.upperBound)))
     }
 
+    /// Normalises the path of the request whose head `parser` parsed from `held` (Istio's path normalisation,
+    /// `mode`), in place: the normal path, never longer, ends where the received one ended, and what came before it
+    /// in the request-line moves right by the bytes saved (`HTTP1Parser.startLineShortened`), so the fields stay
+    /// where they are. `scratch` keeps its capacity (no allocation once grown).
+    func normalizePath(_ parser: inout HTTP1Parser, held: Held, mode: PathNormalization, scratch: inout [UInt8]) -> PathNormalization.Outcome {
+        let head = parser.head
+        guard mode != .none, head.targetForm == .origin || head.targetForm == .absolute else { return .unchanged }
+        let path = pathExtent(head, held: held)
+        guard !path.isEmpty else { return .unchanged }
+        let line = unsafe base(held) + held.start
+        // SAFETY: the path lies inside the held head (its ranges are the parser's over these bytes).
+        let received = unsafe UnsafeRawBufferPointer(start: line + path.lowerBound, count: path.count)
+        let outcome = unsafe received.withMemoryRebound(to: UInt8.self) { unsafe mode.normalize($0.span, into: &scratch) }
+        guard outcome == .normalized else { return outcome }
+        let delta = path.count - scratch.count
+        guard delta >= 0 else {
+            bug("path normalisation lengthened a path")
+            return .unchanged
+        }
+        let start = head.startLineOffset
+        // SAFETY: both ranges lie inside the request-line of the held head; memmove allows the overlap.
+        unsafe (line + start + delta).copyMemory(from: line + start, byteCount: path.lowerBound - start)
+        unsafe scratch.withUnsafeBytes { unsafe (line + path.lowerBound + delta).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        parser.startLineShortened(by: delta)
+        return .normalized
+    }
+
     /// The path of the request-target in the held head (`RequestView.pathExtent`), in the head's coordinates.
     func pathExtent(_ head: HTTP1Head, held: Held) -> Range<Int> {
         let t = head.target

@@ -38,6 +38,9 @@ public struct HTTPSettings: Sendable {
     /// `--accept-http-10`: HTTP/1.0 requests are proxied (with a Host field); without it they are answered 426
     /// Upgrade Required, as Envoy and Istio answer them by default.
     public var acceptHTTP10 = false
+    /// `--path-normalization`: how request paths are normalised before routing, policies and forwarding (Istio's
+    /// MeshConfig pathNormalization; BASE by default, as Istio's).
+    public var pathNormalization = PathNormalization.base
     /// A mirrored request's Host gets `-shadow` appended (Envoy's default); off with `--no-shadow-host-suffix`.
     public var shadowHostSuffix = true
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
@@ -199,6 +202,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// HTTP/2 (Downstream/HTTPProxy+H2+Unsafe.swift): where a stream's head is written as HTTP/1.1, streams with
     /// bytes or a send to report this iteration, connections waiting for a spare buffer, and the streams open.
     var h2Scratch: [UInt8] = []
+    /// A normalised request path is written here first (`HTTPBytes.normalizePath`).
+    var pathScratch: [UInt8] = []
     var h2ReadyList: [DID] = []
     var h2Starved: [DID] = []
     /// The spare buffers HTTP/2 streams hold, all connections together (at most half the spare pool).

@@ -6,6 +6,7 @@
 // code runs). So once the flags are valid, `tern proxy` executes `tern-engine __serve-proxy key=value ...`
 // (same PID, same descriptors), a binary that links no argument parser and decodes these arguments.
 import TernCore
+import TernHTTP
 import TernIO
 import TernTelemetry
 
@@ -73,6 +74,7 @@ extension ProxySettings {
             out.append("max-head-memory-bytes=\(http.maxHeadMemoryBytes)")
             out.append("per-request-buffer-bytes=\(http.perRequestBufferBytes)")
             out.append("accept-http-10=\(http.acceptHTTP10 ? 1 : 0)")
+            out.append("path-normalization=\(PathNormalization.allCases.firstIndex(of: http.pathNormalization) ?? 1)")
             out.append("shadow-host-suffix=\(http.shadowHostSuffix ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
@@ -179,6 +181,9 @@ extension ProxySettings {
         case "max-head-memory-bytes": h.maxHeadMemoryBytes = i
         case "per-request-buffer-bytes": h.perRequestBufferBytes = i
         case "accept-http-10": h.acceptHTTP10 = n == 1
+        case "path-normalization":
+            guard n < PathNormalization.allCases.count else { throw SetupError(description: "path-normalization \(n) is not a mode") }
+            h.pathNormalization = PathNormalization.allCases[Int(n)]
         case "shadow-host-suffix": h.shadowHostSuffix = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-idle-upstream": h.maxIdleUpstream = i

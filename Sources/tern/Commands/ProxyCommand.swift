@@ -1,6 +1,7 @@
 import ArgumentParser
 import TernConfig
 import TernCore
+import TernHTTP
 import TernIO
 import TernProxy
 import TernTelemetry
@@ -37,6 +38,9 @@ struct ProxyCommand: ParsableCommand {
 
     @Option(name: .customLong("request-header-timeout"), help: "--http: from the first byte of a request head to its end (408 beyond).")
     var requestHeaderTimeout: String = "10s"
+
+    @Option(name: .customLong("path-normalization"), help: "--http: how request paths are normalised before routing, AuthorizationPolicy and forwarding, as Istio's MeshConfig pathNormalization: BASE (RFC 3986 dot segments, backslashes, unreserved %XX decoded; Istio's default), MERGE_SLASHES, DECODE_AND_MERGE_SLASHES or NONE. A %00 is refused (400).")
+    var pathNormalization = "BASE"
 
     @Flag(name: .customLong("accept-http-10"), help: "--http: proxy HTTP/1.0 requests (they need a Host field); without it they are answered 426 Upgrade Required, as Envoy and Istio answer them by default.")
     var acceptHTTP10 = false
@@ -351,6 +355,10 @@ struct ProxyCommand: ParsableCommand {
         guard perRequestBufferKB >= 0 && perRequestBufferKB <= 1024 else { throw ValidationError("--per-request-buffer-kb must be from 0 to 1024, got \(perRequestBufferKB)") }
         h.perRequestBufferBytes = perRequestBufferKB << 10
         h.acceptHTTP10 = acceptHTTP10
+        guard let normalization = PathNormalization(rawValue: pathNormalization.uppercased()) else {
+            throw ValidationError("--path-normalization must be NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES, got \(pathNormalization)")
+        }
+        h.pathNormalization = normalization
         h.shadowHostSuffix = !noShadowHostSuffix
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
