@@ -12,16 +12,17 @@ public enum X509SVID {
     /// The leaf rules alone, for a certificate whose chain the handshake already verified: its SPIFFE ID, or why
     /// it is not an SVID of `trustDomain`.
     public static func identity(of leaf: X509Certificate, trustDomain: String) -> Result<SPIFFEID, X509SVIDRejection> {
-        let uris = leaf.uris
-        guard !uris.isEmpty else { return .failure(X509SVIDRejection(.noURISAN, "the certificate has no URI subjectAltName")) }
-        guard uris.count == 1 else {
-            return .failure(X509SVIDRejection(.multipleURISANs, "the certificate has \(uris.count) URI subjectAltNames; an X.509-SVID has exactly one"))
+        // One pass over the subjectAltNames, whatever their number: this runs before the chain is verified.
+        let (count, sole) = leaf.soleURI
+        guard count > 0 else { return .failure(X509SVIDRejection(.noURISAN, "the certificate has no URI subjectAltName")) }
+        guard count == 1, let uri = sole else {
+            return .failure(X509SVIDRejection(.multipleURISANs, "the certificate has \(count) URI subjectAltNames; an X.509-SVID has exactly one"))
         }
         let id: SPIFFEID
         do {
-            id = try SPIFFEID(parsing: uris[0])
+            id = try SPIFFEID(parsing: uri)
         } catch {
-            return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(quoted(uris[0])): \(error)"))
+            return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(quoted(uri)): \(error)"))
         }
         guard !id.path.isEmpty else {
             return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(id): a workload's SPIFFE ID needs a path"))

@@ -83,10 +83,35 @@ struct X509SVIDTests {
     }
 
     @Test func anEmptySubjectWithANonCriticalSANFailsStrictVerification() throws {
-        // A subject present: the SAN is not critical; strict verification accepts that. With no subject the shim
-        // marks it critical, as RFC 5280 requires and X509_V_FLAG_X509_STRICT checks.
-        let named = try Self.leaf { $0.commonName = "web" }
-        #expect(Self.reason(named) == nil)
+        let cert = try Self.leaf { $0.subjectAltNameCritical = false }
+        #expect(cert.subject == "")
+        #expect(Self.reason(cert) == .certificateVerifyFailed)
+        guard case .failed(_, let reason, let depth) = X509Certificate.verify(cert, roots: [Self.root.certificate]) else {
+            Issue.record("a non-critical SAN with an empty subject verified")
+            return
+        }
+        #expect(depth == 0 && reason.lowercased().contains("critical"), "\(reason)")
+        // The same leaf with its SAN critical (the default for an empty subject) is accepted; with a subject, a
+        // non-critical SAN is fine.
+        #expect(Self.reason(try Self.leaf { $0.subjectAltNameCritical = true }) == nil)
+        #expect(Self.reason(try Self.leaf { $0.commonName = "web"; $0.subjectAltNameCritical = false }) == nil)
+    }
+
+    @Test func thousandsOfURISANsAreCountedInOnePass() throws {
+        // Read before the chain is verified, so a hostile peer chooses the count: one decoding, not one per name.
+        let many = (0..<5000).map { "spiffe://cluster.local/ns/default/sa/w\($0)" }
+        let cert = try Self.leaf { $0.uris = many; $0.dnsNames = ["a.example", "b.example"] }
+        let clock = ContinuousClock()
+        var rejection: X509SVIDRejection?
+        let elapsed = clock.measure {
+            if case .failure(let r) = X509SVID.identity(of: cert, trustDomain: "cluster.local") { rejection = r }
+        }
+        #expect(rejection?.reason == .multipleURISANs)
+        #expect(rejection?.detail.contains("5000 URI") == true)
+        #expect(elapsed < .seconds(1), "\(elapsed)")
+        #expect(cert.soleURI.count == 5000 && cert.soleURI.uri == nil)
+        #expect(cert.uris == many)
+        #expect(cert.dnsNames == ["a.example", "b.example"])
     }
 
     @Test func reasonsAreMetricLabels() {
