@@ -5,7 +5,9 @@ import CTernOpenSSL
 /// - it has exactly one URI subjectAltName, and it is a well-formed SPIFFE ID with a path (§2: a leaf's ID is
 ///   never the trust domain's own) in the expected trust domain;
 /// - it is not a CA: basicConstraints CA:TRUE is refused (§4.1; OpenSSL itself accepts a CA certificate as a leaf);
-/// - its keyUsage is present and has digitalSignature (§4.3);
+/// - its keyUsage is present and has digitalSignature (§4.3), and has neither keyCertSign nor cRLSign (§4.3: a leaf
+///   MUST NOT sign certificates or CRLs; §5.2: validators MUST check it; OpenSSL's strict checks see keyCertSign
+///   on a CA:FALSE certificate but not cRLSign, and `identity(of:)` runs on chains verified without them);
 /// - it chains to the mesh's root under OpenSSL's strict checks (`X509Certificate.verify`).
 /// The leaf's own rules are checked first, so a certificate that breaks one reports that and not the chain.
 public enum X509SVID {
@@ -38,6 +40,10 @@ public enum X509SVID {
         }
         guard let usage = facts.keyUsage, usage.contains(.digitalSignature) else {
             return .failure(X509SVIDRejection(.noDigitalSignature, "\(id): keyUsage lacks digitalSignature"))
+        }
+        let signing = usage.intersection([.keyCertSign, .cRLSign])
+        guard signing.isEmpty else {
+            return .failure(X509SVIDRejection(.leafSigningUsage, "\(id): a leaf's keyUsage must not have \(signing.names.joined(separator: " or "))"))
         }
         return .success(id)
     }
@@ -79,6 +85,7 @@ public struct X509SVIDRejection: Error, Sendable, Equatable, CustomStringConvert
         case trustDomainMismatch = "trust_domain_mismatch"
         case certificateAuthority = "ca_certificate"
         case noDigitalSignature = "no_digital_signature"
+        case leafSigningUsage = "leaf_signing_usage"
         case malformed = "malformed_certificate"
         /// The same labels as `TLSFailureReason`'s for a chain that fails during a handshake.
         case certificateExpired = "certificate_expired"

@@ -82,6 +82,27 @@ struct X509SVIDTests {
         #expect(Self.reason(cert, roots: [other.certificate]) == nil)
     }
 
+    @Test func aLeafThatMaySignCertificatesOrCRLsIsRefused() throws {
+        // CA:FALSE, so not a CA; keyCertSign or cRLSign still make it no X.509-SVID (X509-SVID.md §4.3, §5.2).
+        for usage: KeyUsage in [[.digitalSignature, .keyCertSign], [.digitalSignature, .cRLSign],
+                                [.digitalSignature, .keyEncipherment, .keyCertSign, .cRLSign]] {
+            let cert = try Self.leaf { $0.keyUsage = usage }
+            #expect(cert.facts?.isCA == false)
+            #expect(Self.reason(cert) == .leafSigningUsage, "\(usage.names)")
+            if case .failure(let rejection) = X509SVID.identity(of: cert, trustDomain: "cluster.local") {
+                #expect(rejection.reason == .leafSigningUsage)
+                #expect(rejection.detail.contains(usage.contains(.keyCertSign) ? "keyCertSign" : "cRLSign"), "\(rejection.detail)")
+            } else {
+                Issue.record("identity accepted a leaf with \(usage.names)")
+            }
+        }
+        // cRLSign on a CA:FALSE certificate with a subject gets past OpenSSL's strict chain checks (which refuse
+        // keyCertSign without CA:TRUE, and cRLSign with an empty subject): only the SVID rule stops it.
+        let crl = try Self.leaf { $0.keyUsage = [.digitalSignature, .cRLSign]; $0.commonName = "web" }
+        #expect(Self.reason(crl) == .leafSigningUsage)
+        #expect(X509Certificate.verify(crl, roots: [Self.root.certificate]) == .verified)
+    }
+
     @Test func anEmptySubjectWithANonCriticalSANFailsStrictVerification() throws {
         let cert = try Self.leaf { $0.subjectAltNameCritical = false }
         #expect(cert.subject == "")
