@@ -50,6 +50,7 @@ int tern_openssl_load(char *error, size_t capacity) {
 #define SSL_get_servername p_SSL_get_servername
 #define SSL_CTX_set_options p_SSL_CTX_set_options
 #define X509_get_ext_d2i p_X509_get_ext_d2i
+#define ERR_clear_error p_ERR_clear_error
 #define OPENSSL_sk_num p_OPENSSL_sk_num
 #define OPENSSL_sk_value p_OPENSSL_sk_value
 #define GENERAL_NAMES_free p_GENERAL_NAMES_free
@@ -252,8 +253,16 @@ static int dns_matches(const unsigned char *pattern, size_t pattern_length, cons
     return 0;
 }
 
-int tern_cert_has_san(X509 *cert, int type, const uint8_t *name, size_t length) {
+// X509_get_ext_d2i decodes the whole extension on every call, and leaves errors queued when it is malformed (then
+// NULL, as when it is absent: the caller sees no names, and the certificate's EXFLAG_INVALID says why).
+static GENERAL_NAMES *decode_sans(X509 *cert) {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    if (!names) ERR_clear_error();
+    return names;
+}
+
+int tern_cert_has_san(X509 *cert, int type, const uint8_t *name, size_t length) {
+    GENERAL_NAMES *names = decode_sans(cert);
     if (!names) return 0;
     int found = 0;
     for (int i = 0; i < sk_GENERAL_NAME_num(names) && !found; i++) {
@@ -273,7 +282,7 @@ int tern_cert_has_san(X509 *cert, int type, const uint8_t *name, size_t length) 
 }
 
 long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    GENERAL_NAMES *names = decode_sans(cert);
     if (!names) return -1;
     long result = -1;
     for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
@@ -291,7 +300,6 @@ long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
 
 // MARK: - Keys and certificates
 
-#define ERR_clear_error p_ERR_clear_error
 #define ERR_peek_last_error p_ERR_peek_last_error
 #define ASN1_TIME_to_tm p_ASN1_TIME_to_tm
 #define EVP_PKEY_CTX_new_from_name p_EVP_PKEY_CTX_new_from_name
@@ -370,6 +378,7 @@ long tern_cert_first_uri(X509 *cert, uint8_t *out, size_t capacity) {
 #define X509_verify_cert p_X509_verify_cert
 #define X509_STORE_CTX_get_error p_X509_STORE_CTX_get_error
 #define X509_STORE_CTX_get_error_depth p_X509_STORE_CTX_get_error_depth
+#define X509_STORE_CTX_get1_chain p_X509_STORE_CTX_get1_chain
 
 EVP_PKEY *tern_key_generate(int kind) {
     if (kind != TERN_KEY_EC_P256 && kind != TERN_KEY_RSA_2048) return NULL;
@@ -443,8 +452,9 @@ X509 *tern_cert_sign(const tern_cert_spec *spec, EVP_PKEY *key, X509 *issuer, EV
         GENERAL_NAMES *names = sk_GENERAL_NAME_new_null();
         ok = names && add_names(names, GEN_URI, spec->uris, spec->uri_count) &&
              add_names(names, GEN_DNS, spec->dns_names, spec->dns_count) &&
-             X509_add1_ext_i2d(cert, NID_subject_alt_name, names, X509_NAME_entry_count(subject) == 0,
-                           X509V3_ADD_DEFAULT) == 1;
+             X509_add1_ext_i2d(cert, NID_subject_alt_name, names,
+                               spec->san_critical < 0 ? X509_NAME_entry_count(subject) == 0 : spec->san_critical != 0,
+                               X509V3_ADD_DEFAULT) == 1;
         GENERAL_NAMES_free(names);
     }
     ok = ok && X509_sign(cert, issuer_key, EVP_sha256()) > 0;
@@ -535,9 +545,13 @@ static int64_t epoch_seconds(const ASN1_TIME *t, int *ok) {
 int tern_cert_get_facts(X509 *cert, tern_cert_facts *facts) {
     memset(facts, 0, sizeof *facts);
     uint32_t flags = X509_get_extension_flags(cert);
-    if (flags & EXFLAG_INVALID) return 0;
+    if (flags & EXFLAG_INVALID) {
+        ERR_clear_error();
+        return 0;
+    }
     facts->is_ca = (flags & EXFLAG_CA) != 0;
     facts->has_basic_constraints = (flags & EXFLAG_BCONS) != 0;
+    // EXFLAG_SS: self-issued and its key identifiers (when present) match; the signature is not checked.
     facts->self_signed = (flags & EXFLAG_SS) != 0;
     facts->has_key_usage = (flags & EXFLAG_KUSAGE) != 0;
     facts->key_usage = facts->has_key_usage ? X509_get_key_usage(cert) : 0;
@@ -555,6 +569,8 @@ int tern_cert_get_facts(X509 *cert, tern_cert_facts *facts) {
         if (id == EVP_PKEY_EC && !EVP_PKEY_get_group_name(key, facts->key_group, sizeof facts->key_group, &n))
             facts->key_group[0] = 0;
     }
+    // Decoding the extensions (on the first call) or the dates may have queued errors; the result says it all.
+    ERR_clear_error();
     return ok;
 }
 
@@ -577,26 +593,41 @@ long tern_cert_subject_entry(X509 *cert, int nid, uint8_t *out, size_t capacity)
     return (long)n;
 }
 
-int tern_cert_san_count(X509 *cert, int type) {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+long tern_cert_sans(X509 *cert, int type, uint8_t *out, size_t capacity) {
+    GENERAL_NAMES *names = decode_sans(cert);
     if (!names) return 0;
-    int count = 0;
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) count += sk_GENERAL_NAME_value(names, i)->type == type;
+    size_t total = 0;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != type) continue;
+        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
+        if (total + 4 + n <= capacity) {
+            uint8_t *p = out + total;
+            p[0] = (uint8_t)(n >> 24), p[1] = (uint8_t)(n >> 16), p[2] = (uint8_t)(n >> 8), p[3] = (uint8_t)n;
+            memcpy(p + 4, ASN1_STRING_get0_data(g->d.ia5), n);
+        }
+        total += 4 + n;
+    }
     GENERAL_NAMES_free(names);
-    return count;
+    return (long)total;
 }
 
-long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacity) {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+long tern_cert_sole_uri(X509 *cert, uint8_t *out, size_t capacity, int *count) {
+    *count = 0;
+    GENERAL_NAMES *names = decode_sans(cert);
     if (!names) return -1;
-    long result = -1;
-    for (int i = 0, seen = 0; i < sk_GENERAL_NAME_num(names); i++) {
+    const GENERAL_NAME *uri = NULL;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-        if (g->type != type || seen++ != index) continue;
-        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
-        memcpy(out, ASN1_STRING_get0_data(g->d.ia5), n < capacity ? n : capacity);
+        if (g->type != GEN_URI) continue;
+        ++*count;
+        uri = g;
+    }
+    long result = -1;
+    if (*count == 1) {
+        size_t n = (size_t)ASN1_STRING_length(uri->d.uniformResourceIdentifier);
+        memcpy(out, ASN1_STRING_get0_data(uri->d.uniformResourceIdentifier), n < capacity ? n : capacity);
         result = (long)n;
-        break;
     }
     GENERAL_NAMES_free(names);
     return result;
@@ -621,8 +652,9 @@ long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity) {
 }
 
 int tern_cert_verify(X509 *leaf, X509 *const *untrusted, size_t untrusted_count, X509 *const *roots,
-                     size_t root_count, int purpose, unsigned long flags, int *depth) {
+                     size_t root_count, int purpose, unsigned long flags, int *depth, STACK_OF(X509) **built) {
     *depth = 0;
+    if (built) *built = NULL;
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     STACK_OF(X509) *chain = sk_X509_new_null();
@@ -637,7 +669,12 @@ int tern_cert_verify(X509 *leaf, X509 *const *untrusted, size_t untrusted_count,
         result = verified == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
         if (verified != 1 && result == X509_V_OK) result = X509_V_ERR_UNSPECIFIED;
         if (verified != 1) *depth = X509_STORE_CTX_get_error_depth(ctx);
+        if (verified == 1 && built) {
+            *built = X509_STORE_CTX_get1_chain(ctx);
+            if (!*built) result = X509_V_ERR_OUT_OF_MEM;
+        }
     }
+    ERR_clear_error();  // a failure is in `result`; what OpenSSL queued on the way would only mislead a later message
     X509_STORE_CTX_free(ctx);
     sk_X509_free(chain);  // the certificates stay the caller's
     X509_STORE_free(store);

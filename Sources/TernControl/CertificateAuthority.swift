@@ -21,7 +21,8 @@ public final class CertificateAuthority: Sendable {
     public let intermediates: [X509Certificate]
     public let roots: [X509Certificate]
     public let trustDomain: String
-    /// The earliest notAfter of the CA's chain: no certificate it issues outlives it.
+    /// The earliest notAfter of the chain from the CA to the root it verifies against: no certificate it issues
+    /// outlives it.
     public let notAfter: Int
 
     /// Istio's allowance for clocks behind the CA's: certificates start two minutes before they are made.
@@ -31,9 +32,20 @@ public final class CertificateAuthority: Sendable {
     /// The common name (CN) of an intermediate's subject, beside O=<trust domain> (a root and an intermediate must not
     /// share a subject, or OpenSSL takes the intermediate for self-issued).
     public static let intermediateCommonName = "Intermediate CA"
+    /// The longest trust domain a CA can carry: it is the subject's organization (O), which X.520 (RFC 5280
+    /// ub-organization-name) limits to 64 characters, though a SPIFFE trust domain may have 255.
+    public static let maximumCATrustDomainLength = 64
+
+    /// Why `trustDomain` cannot be written into a CA certificate, or nil.
+    public static func caTrustDomainProblem(_ trustDomain: String) -> String? {
+        let n = trustDomain.utf8.count
+        guard n > maximumCATrustDomainLength else { return nil }
+        return "is \(n) characters long; a CA's trust domain is its certificate's organization (O), at most \(maximumCATrustDomainLength) characters (X.520)"
+    }
 
     /// A CA from its parts, checked: the key is the certificate's, the certificate is a CA that may sign
-    /// certificates, it chains to a root through `chain` under strict X.509 rules, and it has not expired. The
+    /// certificates, it chains to a root through `chain` under strict X.509 rules (the root's self-signature
+    /// included), and it has not expired. The
     /// trust domain is `trustDomain` or, without one, the certificate's organization (O), as Istio's self-signed
     /// CA writes it. `names` name the files in messages.
     public init(certificate: X509Certificate, key: PrivateKey, chain: [X509Certificate], roots: [X509Certificate],
@@ -51,11 +63,18 @@ public final class CertificateAuthority: Sendable {
         } else if above.first?.sha256Fingerprint != certificate.sha256Fingerprint {
             above.insert(certificate, at: 0)
         }
-        if case .failed(_, let reason, let depth) = X509Certificate.verify(certificate, intermediates: Array(above.dropFirst()), roots: roots) {
+        // A root CA is checked against itself in the bundle: beside another root of the same subject (a rotation
+        // bundle), OpenSSL may take that one for the issuer of a root without an authorityKeyIdentifier.
+        let anchors = facts.selfSigned ? roots.filter { $0.sha256Fingerprint == certificate.sha256Fingerprint } : roots
+        // The roots come from a file: a root's own signature is checked too (OpenSSL trusts an anchor's unchecked).
+        let (result, built) = X509Certificate.verifiedChain(certificate, intermediates: Array(above.dropFirst()), roots: anchors,
+                                                            checkRootSignature: true)
+        if case .failed(_, let reason, let depth) = result {
             throw CAError("\(names.certificate) does not verify against \(names.root): \(reason) (certificate \(depth) of the chain)")
         }
-        let ends = ([certificate] + above + roots).compactMap { $0.facts?.notAfter }
-        let end = ends.min() ?? facts.notAfter
+        // The chain verification built (the CA, the intermediates it went through, the one root it ends at): another
+        // root of a rotation bundle, or a spare certificate in cert-chain.pem, does not cut the CA's life short.
+        let end = built.compactMap { $0.facts?.notAfter }.min() ?? facts.notAfter
         let domain = trustDomain ?? certificate.organization ?? ""
         do {
             try SPIFFEID.validate(trustDomain: domain)
@@ -76,6 +95,7 @@ public final class CertificateAuthority: Sendable {
     /// A self-signed root as Istio's self-signed CA makes one: subject O=<trust domain>, CA:TRUE (critical),
     /// keyUsage keyCertSign and cRLSign (critical).
     public static func makeRoot(trustDomain: String, ttlSeconds: Int, keyType: KeyType, now: Int) throws(CAError) -> (certificate: X509Certificate, key: PrivateKey) {
+        if let problem = caTrustDomainProblem(trustDomain) { throw CAError("trust domain '\(trustDomain)' \(problem)") }
         let key = try PrivateKey.generate(keyType)
         var template = CertificateTemplate(notBefore: now - clockSkewSeconds, notAfter: now + ttlSeconds)
         template.organization = trustDomain
@@ -87,6 +107,7 @@ public final class CertificateAuthority: Sendable {
     /// An intermediate CA signed by `root` (O=<trust domain>, CN=Intermediate CA), living at most as long as it.
     public static func makeIntermediate(root: X509Certificate, rootKey: PrivateKey, trustDomain: String, ttlSeconds: Int,
                                         keyType: KeyType, now: Int) throws(CAError) -> (certificate: X509Certificate, key: PrivateKey) {
+        if let problem = caTrustDomainProblem(trustDomain) { throw CAError("trust domain '\(trustDomain)' \(problem)") }
         let key = try PrivateKey.generate(keyType)
         let rootEnd = root.facts?.notAfter ?? now
         var template = CertificateTemplate(notBefore: now - clockSkewSeconds, notAfter: min(now + ttlSeconds, rootEnd))

@@ -10,6 +10,9 @@ public struct CertificateTemplate: Sendable {
     public var commonName: String? = nil
     public var uris: [String] = []
     public var dnsNames: [String] = []
+    /// nil: the subjectAltName is critical exactly when the subject is empty (RFC 5280 §4.2.1.6); true or false
+    /// force it, to make a certificate that breaks the rule.
+    public var subjectAltNameCritical: Bool? = nil
     public var isCA = false
     /// nil: no keyUsage extension. Critical when present.
     public var keyUsage: KeyUsage? = nil
@@ -43,7 +46,8 @@ public struct CertificateTemplate: Sendable {
                 var spec = unsafe tern_cert_spec(
                     organization: strings[0], common_name: strings[1], uris: u.baseAddress, uri_count: u.count,
                     dns_names: d.baseAddress, dns_count: d.count, is_ca: isCA ? 1 : 0, key_usage: strings[2],
-                    extended_key_usage: strings[3], not_before: Int64(notBefore), not_after: Int64(notAfter))
+                    extended_key_usage: strings[3], not_before: Int64(notBefore), not_after: Int64(notAfter),
+                    san_critical: subjectAltNameCritical.map { $0 ? 1 : 0 } ?? -1)
                 return unsafe tern_cert_sign(&spec, key.evp, issuer?.certificate.x509, issuer?.key.evp ?? key.evp)
             }
         }

@@ -1,8 +1,8 @@
 /// A SPIFFE ID, `spiffe://<trust domain><path>` (SPIFFE-ID.md §2), parsed as strictly as the standard asks and
 /// as go-spiffe's `spiffeid.FromString` does: the scheme and trust domain lower-case, the trust domain of
 /// `[a-z0-9.-_]` only (so no port, userinfo or percent-encoding), the path a sequence of `/segment`, each of
-/// `[A-Za-z0-9.-_]`, none empty, `.` or `..`, no trailing slash, no query or fragment, 2048 bytes in all at most
-/// (X509-SVID.md §2). Istio's workload identities are `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+/// `[A-Za-z0-9.-_]`, none empty, `.` or `..`, no trailing slash, no query or fragment, the trust domain 255 bytes
+/// at most (SPIFFE-ID.md §2.3), 2048 bytes in all (X509-SVID.md §2). Istio's workload identities are `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
 public struct SPIFFEID: Hashable, Sendable, CustomStringConvertible {
     /// "cluster.local".
     public let trustDomain: String
@@ -11,6 +11,8 @@ public struct SPIFFEID: Hashable, Sendable, CustomStringConvertible {
 
     /// The most bytes a SPIFFE ID may have (X509-SVID.md §2: URI SANs of up to 2048 bytes must be supported).
     public static let maximumLength = 2048
+    /// The most bytes a trust domain may have (SPIFFE-ID.md §2.3: implementations must reject longer ones).
+    public static let maximumTrustDomainLength = 255
 
     public var description: String { "spiffe://" + trustDomain + path }
 
@@ -61,6 +63,7 @@ public struct SPIFFEID: Hashable, Sendable, CustomStringConvertible {
 
     private static func check(trustDomain domain: ArraySlice<UInt8>) throws(SPIFFEIDError) {
         if domain.isEmpty { throw .missingTrustDomain }
+        if domain.count > maximumTrustDomainLength { throw .trustDomainTooLong(domain.count) }
         for b in domain {
             switch b {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
@@ -116,6 +119,7 @@ public enum SPIFFEIDError: Error, Equatable, Sendable, CustomStringConvertible {
     case wrongScheme
     case uppercaseScheme
     case missingTrustDomain
+    case trustDomainTooLong(Int)
     case uppercaseTrustDomain
     case badTrustDomainCharacter
     case port
@@ -135,6 +139,8 @@ public enum SPIFFEIDError: Error, Equatable, Sendable, CustomStringConvertible {
         case .wrongScheme: return "scheme is missing or invalid (must be spiffe://)"
         case .uppercaseScheme: return "scheme must be lower-case spiffe://"
         case .missingTrustDomain: return "trust domain is missing"
+        case .trustDomainTooLong(let n):
+            return "trust domain is \(n) bytes long, more than the \(SPIFFEID.maximumTrustDomainLength) it may have"
         case .uppercaseTrustDomain: return "trust domain must be lower-case"
         case .badTrustDomainCharacter:
             return "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"

@@ -28,17 +28,22 @@ import Glibc
     /// block is not a readable certificate.
     public static func chain(pem: [UInt8]) throws(TLSSetupError) -> [X509Certificate] {
         try TLSContext.loadOpenSSL()
-        let capacity = 64
-        var found = unsafe [OpaquePointer?](repeating: nil, count: capacity)
-        // SAFETY: `found` has `capacity` slots and lives for the call; the C side writes at most that many.
-        let n = unsafe pem.withUnsafeBufferPointer { p in
-            unsafe found.withUnsafeMutableBufferPointer { out in
-                unsafe tern_cert_read_pem(p.baseAddress, p.count, out.baseAddress, capacity)
+        var capacity = 64
+        while true {
+            var found = unsafe [OpaquePointer?](repeating: nil, count: capacity)
+            // SAFETY: `found` has `capacity` slots and lives for the call; the C side writes at most that many.
+            let n = unsafe pem.withUnsafeBufferPointer { p in
+                unsafe found.withUnsafeMutableBufferPointer { out in
+                    unsafe tern_cert_read_pem(p.baseAddress, p.count, out.baseAddress, capacity)
+                }
             }
+            guard n >= 0 else { throw TLSSetupError("not a readable PEM certificate: \(openSSLErrors())") }
+            guard n > 0 else { throw TLSSetupError("holds no PEM certificate") }
+            let certificates = unsafe found[0..<n].map { unsafe X509Certificate(owning: $0!) }
+            // A full array may not be all of them: read again with room for twice as many (these are freed).
+            if n < capacity { return certificates }
+            capacity *= 2
         }
-        guard n >= 0 else { throw TLSSetupError("not a readable PEM certificate: \(openSSLErrors())") }
-        guard n > 0 else { throw TLSSetupError("holds no PEM certificate") }
-        return unsafe found[0..<n].map { unsafe X509Certificate(owning: $0!) }
     }
 
     /// PEM text ("-----BEGIN CERTIFICATE-----…").
@@ -68,15 +73,29 @@ import Glibc
     static let maximumNameLength = SPIFFEID.maximumLength + 1
 
     private func names(_ type: Int32) -> [String] {
-        let count = unsafe tern_cert_san_count(pointer, type)
+        // One decoding of the extension for all of them (records: a 4-byte big-endian length, then the bytes).
+        let records = unsafe Self.text { unsafe tern_cert_sans(pointer, type, $0, $1) }
         var out: [String] = []
-        var buffer = [UInt8](repeating: 0, count: Self.maximumNameLength)
-        for i in 0..<count {
-            // SAFETY: the C side copies at most buffer.count bytes into the buffer, alive for the call.
-            let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe tern_cert_san(pointer, type, i, $0.baseAddress, $0.count) }
-            if n >= 0 { out.append(String(decoding: buffer[0..<min(n, buffer.count)], as: UTF8.self)) }
+        var i = 0
+        while i + 4 <= records.count {
+            let n = records[i..<i + 4].reduce(0) { $0 << 8 | Int($1) }
+            let start = i + 4
+            guard n <= records.count - start else { break }
+            out.append(String(decoding: records[start..<start + min(n, Self.maximumNameLength)], as: UTF8.self))
+            i = start + n
         }
         return out
+    }
+
+    /// The URI subjectAltNames counted, and the one there is when there is exactly one (cut at
+    /// `maximumNameLength` bytes): one pass over the extension, whatever a hostile certificate holds.
+    public var soleURI: (count: Int, uri: String?) {
+        var buffer = [UInt8](repeating: 0, count: Self.maximumNameLength)
+        var count: Int32 = 0
+        // SAFETY: the C side copies at most buffer.count bytes into the buffer, alive for the call.
+        let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe tern_cert_sole_uri(pointer, $0.baseAddress, $0.count, &count) }
+        guard n >= 0 else { return (Int(count), nil) }
+        return (Int(count), String(decoding: buffer[0..<min(n, buffer.count)], as: UTF8.self))
     }
 
     /// notBefore and notAfter as ISO 8601 in UTC ("2026-12-07 20:28:48Z").
@@ -119,23 +138,55 @@ import Glibc
 
     /// Verifies `leaf` against a store holding exactly `roots`, through `intermediates` (the rest of a chain), with
     /// OpenSSL's strict X.509 checks (X509_V_FLAG_X509_STRICT: an empty subject needs a critical subjectAltName, a
-    /// CA needs key usage and key identifiers, …) and the current time.
+    /// CA needs key usage and key identifiers, …) and the current time. OpenSSL does not check a self-signed
+    /// root's own signature (it is trusted by being in `roots`) unless `checkRootSignature` is set.
     public static func verify(_ leaf: X509Certificate, intermediates: [X509Certificate] = [], roots: [X509Certificate],
-                              purpose: VerifyPurpose = .any) -> VerifyResult {
+                              purpose: VerifyPurpose = .any, checkRootSignature: Bool = false) -> VerifyResult {
+        run(leaf, intermediates: intermediates, roots: roots, purpose: purpose, checkRootSignature: checkRootSignature,
+            wantChain: false).result
+    }
+
+    /// As `verify`, with the chain verification built when it verifies: `leaf`, the intermediates it went through
+    /// and the one root it ended at (not every root of `roots`, nor intermediates it did not need).
+    public static func verifiedChain(_ leaf: X509Certificate, intermediates: [X509Certificate] = [], roots: [X509Certificate],
+                                     purpose: VerifyPurpose = .any, checkRootSignature: Bool = false) -> (result: VerifyResult, chain: [X509Certificate]) {
+        run(leaf, intermediates: intermediates, roots: roots, purpose: purpose, checkRootSignature: checkRootSignature,
+            wantChain: true)
+    }
+
+    private static func run(_ leaf: X509Certificate, intermediates: [X509Certificate], roots: [X509Certificate],
+                            purpose: VerifyPurpose, checkRootSignature: Bool, wantChain: Bool) -> (result: VerifyResult, chain: [X509Certificate]) {
         let untrusted: [OpaquePointer?] = unsafe intermediates.map { unsafe $0.pointer }
         let anchors: [OpaquePointer?] = unsafe roots.map { unsafe $0.pointer }
+        let flags = checkRootSignature ? UInt(X509_V_FLAG_CHECK_SS_SIGNATURE) : 0
         var depth: Int32 = 0
+        var built: OpaquePointer? = nil
         // SAFETY: both arrays live for the call; the certificates they point at are kept alive by `intermediates`
         // and `roots`; OpenSSL takes references of its own for its store and copies nothing it keeps.
         let code = unsafe untrusted.withUnsafeBufferPointer { u in
             unsafe anchors.withUnsafeBufferPointer { r in
-                unsafe tern_cert_verify(leaf.pointer, u.baseAddress, u.count, r.baseAddress, r.count, purpose.code, 0, &depth)
+                guard wantChain else {
+                    return unsafe tern_cert_verify(leaf.pointer, u.baseAddress, u.count, r.baseAddress, r.count, purpose.code,
+                                                   flags, &depth, nil)
+                }
+                return unsafe tern_cert_verify(leaf.pointer, u.baseAddress, u.count, r.baseAddress, r.count, purpose.code,
+                                               flags, &depth, &built)
             }
         }
         withExtendedLifetime((leaf, intermediates, roots)) {}
-        if code == X509_V_OK { return .verified }
+        var chain: [X509Certificate] = []
+        if let stack = unsafe built {
+            // SAFETY: the stack holds one reference of ours to each certificate (X509_STORE_CTX_get1_chain), each
+            // handed to an X509Certificate; the stack itself is freed here, once, after the last read.
+            let count = unsafe tern_OPENSSL_sk_num(stack)
+            for i in 0..<count {
+                if let x509 = unsafe tern_OPENSSL_sk_value(stack, i) { chain.append(unsafe X509Certificate(owning: OpaquePointer(x509))) }
+            }
+            unsafe tern_OPENSSL_sk_free(stack)
+        }
+        if code == X509_V_OK { return (.verified, chain) }
         let text = unsafe tern_X509_verify_cert_error_string(Int(code)).map { unsafe String(cString: $0) } ?? "error \(code)"
-        return .failed(code: Int(code), reason: text, depth: Int(depth))
+        return (.failed(code: Int(code), reason: text, depth: Int(depth)), [])
     }
 
     @unsafe private static func text(_ write: (UnsafeMutablePointer<UInt8>?, Int) -> Int) -> [UInt8] {
@@ -164,7 +215,8 @@ public struct CertificateFacts: Sendable, Equatable {
     /// basicConstraints CA:TRUE.
     public var isCA: Bool
     public var hasBasicConstraints: Bool
-    /// Issued by itself, and its own key verifies its signature (a root).
+    /// Issued by itself: subject and issuer the same, and the key identifiers (when present) match, as OpenSSL's
+    /// EXFLAG_SS says; its signature is not checked (`X509Certificate.verify(checkRootSignature:)` does that).
     public var selfSigned: Bool
     /// nil: no keyUsage extension (any use allowed).
     public var keyUsage: KeyUsage?

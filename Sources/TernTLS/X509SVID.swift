@@ -5,23 +5,26 @@ import CTernOpenSSL
 /// - it has exactly one URI subjectAltName, and it is a well-formed SPIFFE ID with a path (§2: a leaf's ID is
 ///   never the trust domain's own) in the expected trust domain;
 /// - it is not a CA: basicConstraints CA:TRUE is refused (§4.1; OpenSSL itself accepts a CA certificate as a leaf);
-/// - its keyUsage is present and has digitalSignature (§4.3);
+/// - its keyUsage is present and has digitalSignature (§4.3), and has neither keyCertSign nor cRLSign (§4.3: a leaf
+///   MUST NOT sign certificates or CRLs; §5.2: validators MUST check it; OpenSSL's strict checks see keyCertSign
+///   on a CA:FALSE certificate but not cRLSign, and `identity(of:)` runs on chains verified without them);
 /// - it chains to the mesh's root under OpenSSL's strict checks (`X509Certificate.verify`).
 /// The leaf's own rules are checked first, so a certificate that breaks one reports that and not the chain.
 public enum X509SVID {
     /// The leaf rules alone, for a certificate whose chain the handshake already verified: its SPIFFE ID, or why
     /// it is not an SVID of `trustDomain`.
     public static func identity(of leaf: X509Certificate, trustDomain: String) -> Result<SPIFFEID, X509SVIDRejection> {
-        let uris = leaf.uris
-        guard !uris.isEmpty else { return .failure(X509SVIDRejection(.noURISAN, "the certificate has no URI subjectAltName")) }
-        guard uris.count == 1 else {
-            return .failure(X509SVIDRejection(.multipleURISANs, "the certificate has \(uris.count) URI subjectAltNames; an X.509-SVID has exactly one"))
+        // One pass over the subjectAltNames, whatever their number: this runs before the chain is verified.
+        let (count, sole) = leaf.soleURI
+        guard count > 0 else { return .failure(X509SVIDRejection(.noURISAN, "the certificate has no URI subjectAltName")) }
+        guard count == 1, let uri = sole else {
+            return .failure(X509SVIDRejection(.multipleURISANs, "the certificate has \(count) URI subjectAltNames; an X.509-SVID has exactly one"))
         }
         let id: SPIFFEID
         do {
-            id = try SPIFFEID(parsing: uris[0])
+            id = try SPIFFEID(parsing: uri)
         } catch {
-            return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(quoted(uris[0])): \(error)"))
+            return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(quoted(uri)): \(error)"))
         }
         guard !id.path.isEmpty else {
             return .failure(X509SVIDRejection(.invalidSPIFFEID, "\(id): a workload's SPIFFE ID needs a path"))
@@ -37,6 +40,10 @@ public enum X509SVID {
         }
         guard let usage = facts.keyUsage, usage.contains(.digitalSignature) else {
             return .failure(X509SVIDRejection(.noDigitalSignature, "\(id): keyUsage lacks digitalSignature"))
+        }
+        let signing = usage.intersection([.keyCertSign, .cRLSign])
+        guard signing.isEmpty else {
+            return .failure(X509SVIDRejection(.leafSigningUsage, "\(id): a leaf's keyUsage must not have \(signing.names.joined(separator: " or "))"))
         }
         return .success(id)
     }
@@ -78,6 +85,7 @@ public struct X509SVIDRejection: Error, Sendable, Equatable, CustomStringConvert
         case trustDomainMismatch = "trust_domain_mismatch"
         case certificateAuthority = "ca_certificate"
         case noDigitalSignature = "no_digital_signature"
+        case leafSigningUsage = "leaf_signing_usage"
         case malformed = "malformed_certificate"
         /// The same labels as `TLSFailureReason`'s for a chain that fails during a handshake.
         case certificateExpired = "certificate_expired"

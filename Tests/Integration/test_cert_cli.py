@@ -3,6 +3,8 @@ command: chains verify (strictly), the SPIFFE URI SAN is there and alone, keys a
 and plug-in CA layouts both work as `--ca`, bad flags exit 64 and broken CAs exit 1 with a line naming the file,
 and two workloads' certificates carry a mutual TLS handshake between `openssl s_server` and `s_client`.
 """
+import base64
+import calendar
 import os
 import re
 import select
@@ -104,7 +106,7 @@ def test_issue_from_root_verifies_with_openssl_and_carries_one_spiffe_uri(tmp_pa
     assert pub_cert == pub_key
     # 24 h by default, starting two minutes back (Istio's clock-skew allowance).
     dates = openssl("x509", "-in", chain, "-noout", "-startdate", "-enddate").stdout
-    start, end = (time.mktime(time.strptime(m, "%b %d %H:%M:%S %Y GMT")) for m in
+    start, end = (calendar.timegm(time.strptime(m, "%b %d %H:%M:%S %Y GMT")) for m in
                   re.findall(r"=(\w+ +\d+ [\d:]+ \d+ GMT)", dates))
     assert end - start == 24 * 3600 + 120
 
@@ -144,15 +146,117 @@ def test_intermediate_ca_is_istios_plug_in_layout_and_issues_through_it(tmp_path
     assert openssl("verify", "-CAfile", out / "root-cert.pem", leaf, check=False).returncode != 0
 
 
+def snapshot(directory):
+    return {name: open(directory / name, "rb").read() for name in sorted(os.listdir(directory))}
+
+
+def assert_refused(r, name):
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], r.stderr
+
+
 def test_existing_ca_key_is_not_overwritten_without_force(root_ca):
     before = open(root_ca / "root-key.pem").read()
     r = tern_cert("ca", "--out", root_ca)
-    assert r.returncode == 1
-    assert "root-key.pem" in r.stderr and "--force" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert_refused(r, "root-key.pem")
+    assert "--force" in r.stderr
     assert open(root_ca / "root-key.pem").read() == before
     ok("ca", "--out", root_ca, "--force")
     assert open(root_ca / "root-key.pem").read() != before
     assert mode(root_ca / "root-key.pem") == 0o600
+
+
+def test_ca_refuses_any_file_it_would_write_and_another_cas_key(tmp_path, root_ca, intermediate_ca):
+    root_files, intermediate_files = snapshot(root_ca), snapshot(intermediate_ca)
+    root_args = ["--root-cert", root_ca / "root-cert.pem", "--root-key", root_ca / "root-key.pem"]
+    # Only a certificate left (the key moved away): still refused, root-cert.pem unchanged.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "root-cert.pem").write_bytes(root_files["root-cert.pem"])
+    assert_refused(tern_cert("ca", "--out", lone), "root-cert.pem")
+    assert snapshot(lone) == {"root-cert.pem": root_files["root-cert.pem"]}
+    # An intermediate over a workload's directory (its root-cert.pem, cert-chain.pem).
+    web = tmp_path / "web"
+    ok("issue", "--ca", root_ca, "--namespace", "default", "--service-account", "web", "--out", web)
+    web_files = snapshot(web)
+    assert_refused(tern_cert("ca", "--out", web, *root_args), "exists")
+    assert snapshot(web) == web_files
+    # The other layout's CA: an intermediate into the root's directory, a root into the intermediate's.
+    r = tern_cert("ca", "--out", root_ca, *root_args)
+    assert_refused(r, "root-key.pem")
+    assert snapshot(root_ca) == root_files
+    r = tern_cert("ca", "--out", intermediate_ca)
+    assert_refused(r, "ca-key.pem")
+    assert snapshot(intermediate_ca) == intermediate_files
+    only_key = tmp_path / "only-key"
+    only_key.mkdir()
+    (only_key / "ca-key.pem").write_bytes(intermediate_files["ca-key.pem"])
+    assert_refused(tern_cert("ca", "--out", only_key), "ca-key.pem")
+    assert sorted(os.listdir(only_key)) == ["ca-key.pem"]
+    assert_refused(tern_cert("ca", "--out", intermediate_ca, *root_args), "ca-key.pem")
+    assert snapshot(intermediate_ca) == intermediate_files
+    # --force replaces them.
+    ok("ca", "--out", intermediate_ca, *root_args, "--force")
+    assert snapshot(intermediate_ca)["ca-key.pem"] != intermediate_files["ca-key.pem"]
+
+
+def test_issue_never_writes_into_a_ca_directory_but_rotates_its_own_files(tmp_path, root_ca, intermediate_ca):
+    for ca_dir, key in ((root_ca, "root-key.pem"), (intermediate_ca, "ca-key.pem")):
+        before = snapshot(ca_dir)
+        r = tern_cert("issue", "--ca", root_ca, "--namespace", "default", "--service-account", "web", "--out", ca_dir)
+        assert_refused(r, key)
+        assert snapshot(ca_dir) == before  # root-cert.pem (and the plug-in CA's cert-chain.pem) untouched
+    out = tmp_path / "web"
+    ok("issue", "--ca", intermediate_ca, "--namespace", "default", "--service-account", "web", "--out", out)
+    first = snapshot(out)
+    ok("issue", "--ca", intermediate_ca, "--namespace", "default", "--service-account", "web", "--out", out)
+    second = snapshot(out)
+    assert second["key.pem"] != first["key.pem"] and second["cert-chain.pem"] != first["cert-chain.pem"]
+    assert verify_chain(out).returncode == 0
+
+
+def corrupt_signature(pem_path, out_path):
+    """The certificate of `pem_path` with the last byte of its signature changed: it still parses."""
+    body = "".join(line for line in open(pem_path).read().splitlines() if not line.startswith("-----"))
+    der = bytearray(base64.b64decode(body))
+    der[-1] ^= 0x01
+    text = base64.encodebytes(bytes(der)).decode().replace("\n", "")
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    open(out_path, "w").write("-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n")
+
+
+def test_a_root_whose_own_signature_is_wrong_is_refused(tmp_path, root_ca):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    corrupt_signature(root_ca / "root-cert.pem", bad / "root-cert.pem")
+    (bad / "root-key.pem").write_bytes(open(root_ca / "root-key.pem", "rb").read())
+    os.chmod(bad / "root-key.pem", 0o600)
+    # OpenSSL trusts an anchor's signature unchecked unless asked: the premise of the test.
+    assert openssl("verify", "-CAfile", bad / "root-cert.pem", bad / "root-cert.pem", check=False).returncode == 0
+    assert openssl("verify", "-check_ss_sig", "-CAfile", bad / "root-cert.pem", bad / "root-cert.pem", check=False).returncode != 0
+    r = tern_cert("issue", "--ca", bad, "--namespace", "default", "--service-account", "web", "--out", tmp_path / "w")
+    assert r.returncode == 1 and "does not verify" in r.stderr and "signature" in r.stderr, r.stderr
+    r = tern_cert("ca", "--out", tmp_path / "i", "--root-cert", bad / "root-cert.pem", "--root-key", bad / "root-key.pem")
+    assert r.returncode == 1 and "signature" in r.stderr, r.stderr
+    assert not (tmp_path / "w").exists() and not (tmp_path / "i").exists()
+
+
+def test_a_rotation_bundle_does_not_cut_the_ca_short(tmp_path, root_ca):
+    # root-cert.pem of a plug-in CA with its root and an unrelated one that expires in an hour.
+    other = tmp_path / "other"
+    ok("ca", "--out", other, "--ttl", "1h")
+    ca = tmp_path / "ca"
+    ok("ca", "--out", ca, "--root-cert", root_ca / "root-cert.pem", "--root-key", root_ca / "root-key.pem", "--ttl", "720h")
+    os.chmod(ca / "root-cert.pem", 0o644)
+    (ca / "root-cert.pem").write_text(open(other / "root-cert.pem").read() + open(root_ca / "root-cert.pem").read())
+    out = tmp_path / "web"
+    r = ok("issue", "--ca", ca, "--namespace", "default", "--service-account", "web", "--out", out, "--ttl", "48h")
+    assert "shortened" not in r.stdout, r.stdout
+    dates = openssl("x509", "-in", out / "cert-chain.pem", "-noout", "-startdate", "-enddate").stdout
+    start, end = (calendar.timegm(time.strptime(m, "%b %d %H:%M:%S %Y GMT")) for m in
+                  re.findall(r"=(\w+ +\d+ [\d:]+ \d+ GMT)", dates))
+    assert end - start == 48 * 3600 + 120
 
 
 @pytest.mark.parametrize("args,flag", [
@@ -165,6 +269,9 @@ def test_existing_ca_key_is_not_overwritten_without_force(root_ca):
     (["issue", "--namespace", "default", "--service-account", "web", "--trust-domain", "Cluster.Local"], "--trust-domain"),
     (["ca", "--root-cert", "x.pem"], "--root-key"),
     (["ca", "--ttl", "10"], "--ttl"),
+    (["ca", "--trust-domain", "a" * 65], "--trust-domain"),
+    (["ca", "--trust-domain", "a" * 256], "--trust-domain"),
+    (["issue", "--namespace", "default", "--service-account", "web", "--trust-domain", "a" * 256], "--trust-domain"),
 ])
 def test_bad_flags_exit_64_with_one_line_naming_the_flag(tmp_path, root_ca, args, flag):
     if args[0] == "issue":
@@ -183,7 +290,9 @@ def test_missing_flag_exits_64():
 
 def test_unusable_ca_exits_1_naming_the_file(tmp_path, root_ca):
     def issue(ca):
-        return tern_cert("issue", "--ca", ca, "--namespace", "default", "--service-account", "web", "--out", tmp_path / "w")
+        r = tern_cert("issue", "--ca", ca, "--namespace", "default", "--service-account", "web", "--out", tmp_path / "w")
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # every failure: one line
+        return r
 
     r = issue(tmp_path / "nowhere")
     assert r.returncode == 1 and "nowhere" in r.stderr and "no CA there" in r.stderr
@@ -202,8 +311,6 @@ def test_unusable_ca_exits_1_naming_the_file(tmp_path, root_ca):
     (broken / "root-cert.pem").write_text("nothing\n")
     r = issue(broken)
     assert r.returncode == 1 and "root-cert.pem" in r.stderr and "no PEM certificate" in r.stderr, r.stderr
-    for line in (r.stderr,):
-        assert len(line.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
 
 
@@ -237,18 +344,35 @@ def test_inspect_describes_the_chain_and_verifies_against_the_root_beside_it(tmp
     assert r.returncode == 1 and "missing.pem" in r.stderr
 
 
+def test_inspect_escapes_control_characters_in_names(tmp_path):
+    # A certificate anyone could hand over: escape sequences in its subject and subjectAltNames (ESC, BEL, C1 CSI,
+    # a right-to-left override) must reach the terminal as text.
+    cert = tmp_path / "evil.pem"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            tmp_path / "k.pem", "-out", cert, "-days", "1", "-utf8", "-subj", "/CN=evil\x1b[31mred\u009b2J\u202e",
+            "-addext", "subjectAltName=DNS:a\x1b]0;x\x07.example,URI:spiffe://td/\x1b[2J")
+    r = tern_cert("inspect", cert)
+    assert r.returncode == 0, r.stderr
+    assert not any(c in r.stdout for c in "\x1b\x07\u009b\u202e"), repr(r.stdout)
+    assert "\\u{9B}2J\\u{202E}" in r.stdout and "a\\u{1B}]0;x\\u{7}.example" in r.stdout, r.stdout
+    assert "spiffe://td/\\u{1B}[2J (not a SPIFFE ID" in r.stdout, r.stdout
+
+
 def wait_for_line(proc, needle, deadline):
-    seen = ""
+    """Reads `proc`'s unbuffered stdout until `needle` appears (select on a buffered reader would miss lines
+    already in its buffer)."""
+    seen = b""
+    fd = proc.stdout.fileno()
     while time.time() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 4096)
+            if not chunk:
                 break
-            seen += line
-            if needle in line:
-                return seen
-    raise AssertionError(f"never saw {needle!r}: {seen}")
+            seen += chunk
+            if needle.encode() in seen:
+                return seen.decode(errors="replace")
+    raise AssertionError(f"never saw {needle!r}: {seen.decode(errors='replace')}")
 
 
 def mutual_handshake(server, client, root):
@@ -259,7 +383,7 @@ def mutual_handshake(server, client, root):
         ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "1",
          "-cert", server / "cert-chain.pem", "-key", server / "key.pem", "-cert_chain", server / "cert-chain.pem",
          "-CAfile", root, "-Verify", "3", "-verify_return_error", "-x509_strict"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     try:
         wait_for_line(srv, "ACCEPT", time.time() + 15)
         cli = subprocess.run(
@@ -272,7 +396,7 @@ def mutual_handshake(server, client, root):
         except subprocess.TimeoutExpired:
             srv.kill()
             out, _ = srv.communicate()
-        return cli, out
+        return cli, out.decode(errors="replace")
     finally:
         if srv.poll() is None:
             srv.kill()

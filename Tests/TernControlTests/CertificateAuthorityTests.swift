@@ -85,6 +85,45 @@ struct CertificateAuthorityTests {
         #expect(issued.certificate.facts?.notAfter == ca.notAfter)
     }
 
+    @Test func anUnrelatedRootInTheBundleDoesNotLimitTheCA() throws {
+        // A rotation bundle: the CA's root and another that ends sooner (or has ended already). Only the chain
+        // verification builds, to the CA's own root, bounds the CA.
+        let root = try Self.root()
+        let (soon, _) = try CertificateAuthority.makeRoot(trustDomain: "cluster.local", ttlSeconds: 3600, keyType: .ecP256, now: Self.now)
+        let (gone, _) = try CertificateAuthority.makeRoot(trustDomain: "cluster.local", ttlSeconds: 3600, keyType: .ecP256, now: Self.now - 7200)
+        let (cert, key) = try CertificateAuthority.makeIntermediate(
+            root: root.certificate, rootKey: root.key, trustDomain: "cluster.local", ttlSeconds: 86_400 * 30, keyType: .ecP256, now: Self.now)
+        let expected = try #require(cert.facts?.notAfter)
+        for bundle in [[soon, root.certificate], [root.certificate, soon], [gone, soon, root.certificate]] {
+            let ca = try CertificateAuthority(certificate: cert, key: key, chain: [cert, root.certificate], roots: bundle,
+                                              trustDomain: nil, now: Self.now, names: ("ca-cert.pem", "ca-key.pem", "root-cert.pem"))
+            #expect(ca.notAfter == expected)
+            let issued = try ca.issue(namespace: "default", serviceAccount: "web", ttlSeconds: 86_400, keyType: .ecP256, now: Self.now)
+            #expect(!issued.shortened)
+        }
+        // The root itself as the CA, beside an unrelated root that ends sooner.
+        let selfSigned = try CertificateAuthority(certificate: root.certificate, key: root.key, chain: [], roots: [soon, root.certificate],
+                                                  trustDomain: nil, now: Self.now, names: ("root-cert.pem", "root-key.pem", "root-cert.pem"))
+        #expect(selfSigned.notAfter == root.notAfter)
+        // The CA's own root ending first still bounds it.
+        let (short, shortKey) = try CertificateAuthority.makeRoot(trustDomain: "cluster.local", ttlSeconds: 7200, keyType: .ecP256, now: Self.now)
+        let (under, underKey) = try CertificateAuthority.makeIntermediate(
+            root: short, rootKey: shortKey, trustDomain: "cluster.local", ttlSeconds: 86_400, keyType: .ecP256, now: Self.now)
+        let bounded = try CertificateAuthority(certificate: under, key: underKey, chain: [under, short], roots: [root.certificate, short],
+                                               trustDomain: nil, now: Self.now, names: ("ca-cert.pem", "ca-key.pem", "root-cert.pem"))
+        #expect(bounded.notAfter == short.facts?.notAfter)
+    }
+
+    @Test func aTrustDomainLongerThanAnOrganizationIsRefusedForACA() throws {
+        let long = String(repeating: "a", count: 65)
+        try SPIFFEID.validate(trustDomain: long)
+        #expect(throws: CAError.self) {
+            try CertificateAuthority.makeRoot(trustDomain: long, ttlSeconds: 3600, keyType: .ecP256, now: Self.now)
+        }
+        #expect(CertificateAuthority.caTrustDomainProblem(String(repeating: "a", count: 64)) == nil)
+        _ = try CertificateAuthority.makeRoot(trustDomain: String(repeating: "a", count: 64), ttlSeconds: 3600, keyType: .ecP256, now: Self.now)
+    }
+
     @Test func aKeyThatIsNotTheCertificatesIsRefused() throws {
         let ca = try Self.root()
         let other = try PrivateKey.generate(.ecP256)
@@ -110,6 +149,12 @@ struct CertificateAuthorityTests {
         let back = try X509Certificate.chain(pem: pem)
         #expect(back.map(\.sha256Fingerprint) == [ca.certificate.sha256Fingerprint, root.certificate.sha256Fingerprint])
         #expect(throws: TLSSetupError.self) { try X509Certificate.chain(pem: Array("no PEM here".utf8)) }
+        // More than the first read's room: every one of them, in order.
+        for count in [63, 64, 65, 200] {
+            let many = try X509Certificate.chain(pem: Array((0..<count).map { $0 % 2 == 0 ? ca.certificate.pem : root.certificate.pem }.joined()))
+            #expect(many.count == count)
+            #expect(many.last?.sha256Fingerprint == (count % 2 == 1 ? ca : root).certificate.sha256Fingerprint)
+        }
         #expect(throws: TLSSetupError.self) { try X509Certificate.chain(pem: Array("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".utf8)) }
     }
 }

@@ -66,6 +66,14 @@ struct SPIFFEIDTests {
         #expect(throws: SPIFFEIDError.tooLong(2049)) { try SPIFFEID(parsing: longest + "a") }
     }
 
+    @Test func aTrustDomainOf255BytesIsTheLongestAccepted() throws {
+        let longest = String(repeating: "a", count: SPIFFEID.maximumTrustDomainLength)
+        try SPIFFEID.validate(trustDomain: longest)
+        #expect(try SPIFFEID(parsing: "spiffe://" + longest + "/ns/a").trustDomain == longest)
+        #expect(throws: SPIFFEIDError.trustDomainTooLong(256)) { try SPIFFEID.validate(trustDomain: longest + "a") }
+        #expect(throws: SPIFFEIDError.trustDomainTooLong(256)) { try SPIFFEID(parsing: "spiffe://" + longest + "a/ns/a") }
+    }
+
     @Test func istioWorkloadIdentitiesRoundTrip() throws {
         let id = try SPIFFEID.workload(trustDomain: "cluster.local", namespace: "default", serviceAccount: "sleep")
         #expect(id.description == "spiffe://cluster.local/ns/default/sa/sleep")

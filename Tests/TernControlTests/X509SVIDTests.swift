@@ -82,11 +82,57 @@ struct X509SVIDTests {
         #expect(Self.reason(cert, roots: [other.certificate]) == nil)
     }
 
+    @Test func aLeafThatMaySignCertificatesOrCRLsIsRefused() throws {
+        // CA:FALSE, so not a CA; keyCertSign or cRLSign still make it no X.509-SVID (X509-SVID.md §4.3, §5.2).
+        for usage: KeyUsage in [[.digitalSignature, .keyCertSign], [.digitalSignature, .cRLSign],
+                                [.digitalSignature, .keyEncipherment, .keyCertSign, .cRLSign]] {
+            let cert = try Self.leaf { $0.keyUsage = usage }
+            #expect(cert.facts?.isCA == false)
+            #expect(Self.reason(cert) == .leafSigningUsage, "\(usage.names)")
+            if case .failure(let rejection) = X509SVID.identity(of: cert, trustDomain: "cluster.local") {
+                #expect(rejection.reason == .leafSigningUsage)
+                #expect(rejection.detail.contains(usage.contains(.keyCertSign) ? "keyCertSign" : "cRLSign"), "\(rejection.detail)")
+            } else {
+                Issue.record("identity accepted a leaf with \(usage.names)")
+            }
+        }
+        // cRLSign on a CA:FALSE certificate with a subject gets past OpenSSL's strict chain checks (which refuse
+        // keyCertSign without CA:TRUE, and cRLSign with an empty subject): only the SVID rule stops it.
+        let crl = try Self.leaf { $0.keyUsage = [.digitalSignature, .cRLSign]; $0.commonName = "web" }
+        #expect(Self.reason(crl) == .leafSigningUsage)
+        #expect(X509Certificate.verify(crl, roots: [Self.root.certificate]) == .verified)
+    }
+
     @Test func anEmptySubjectWithANonCriticalSANFailsStrictVerification() throws {
-        // A subject present: the SAN is not critical; strict verification accepts that. With no subject the shim
-        // marks it critical, as RFC 5280 requires and X509_V_FLAG_X509_STRICT checks.
-        let named = try Self.leaf { $0.commonName = "web" }
-        #expect(Self.reason(named) == nil)
+        let cert = try Self.leaf { $0.subjectAltNameCritical = false }
+        #expect(cert.subject == "")
+        #expect(Self.reason(cert) == .certificateVerifyFailed)
+        guard case .failed(_, let reason, let depth) = X509Certificate.verify(cert, roots: [Self.root.certificate]) else {
+            Issue.record("a non-critical SAN with an empty subject verified")
+            return
+        }
+        #expect(depth == 0 && reason.lowercased().contains("critical"), "\(reason)")
+        // The same leaf with its SAN critical (the default for an empty subject) is accepted; with a subject, a
+        // non-critical SAN is fine.
+        #expect(Self.reason(try Self.leaf { $0.subjectAltNameCritical = true }) == nil)
+        #expect(Self.reason(try Self.leaf { $0.commonName = "web"; $0.subjectAltNameCritical = false }) == nil)
+    }
+
+    @Test func thousandsOfURISANsAreCountedInOnePass() throws {
+        // Read before the chain is verified, so a hostile peer chooses the count: one decoding, not one per name.
+        let many = (0..<5000).map { "spiffe://cluster.local/ns/default/sa/w\($0)" }
+        let cert = try Self.leaf { $0.uris = many; $0.dnsNames = ["a.example", "b.example"] }
+        let clock = ContinuousClock()
+        var rejection: X509SVIDRejection?
+        let elapsed = clock.measure {
+            if case .failure(let r) = X509SVID.identity(of: cert, trustDomain: "cluster.local") { rejection = r }
+        }
+        #expect(rejection?.reason == .multipleURISANs)
+        #expect(rejection?.detail.contains("5000 URI") == true)
+        #expect(elapsed < .seconds(1), "\(elapsed)")
+        #expect(cert.soleURI.count == 5000 && cert.soleURI.uri == nil)
+        #expect(cert.uris == many)
+        #expect(cert.dnsNames == ["a.example", "b.example"])
     }
 
     @Test func reasonsAreMetricLabels() {

@@ -124,12 +124,14 @@ typedef struct {
     const char *extended_key_usage;  // the same ("serverAuth,clientAuth"), or NULL: none
     int64_t not_before;              // seconds since the epoch
     int64_t not_after;
+    int san_critical;                // subjectAltName critical: 1 yes, 0 no, -1 when the subject is empty (RFC 5280)
 } tern_cert_spec;
 
 // A version 3 certificate of `key`'s public half as `spec` says, with a random positive 127-bit serial and a
 // subjectKeyIdentifier, signed with SHA-256 by `issuer_key`: issued by `issuer` (with an authorityKeyIdentifier
 // naming its key) or, when `issuer` is NULL, self-signed (`issuer_key` is then `key`). The subjectAltName is
-// critical when the subject is empty, as RFC 5280 §4.2.1.6 requires (and Go, so Istio, does).
+// critical as `san_critical` says: -1, when the subject is empty, as RFC 5280 §4.2.1.6 requires (and Go, so Istio,
+// does); 0 or 1 make a certificate that breaks the rule on purpose (tests).
 X509 *tern_cert_sign(const tern_cert_spec *spec, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key);
 
 // PEM text of a certificate, or of a private key (PKCS #8, unencrypted), into out[0, capacity): returns its
@@ -138,7 +140,8 @@ long tern_cert_pem(X509 *cert, uint8_t *out, size_t capacity);
 long tern_key_pem(EVP_PKEY *key, uint8_t *out, size_t capacity);
 
 // The certificates of PEM text, in order, into out[0, capacity) (each owned by the caller): returns how many, 0
-// when there is none, or -1 when a PEM block is malformed (the ones read before it are freed).
+// when there is none, or -1 when a PEM block is malformed (the ones read before it are freed). `capacity` of them
+// means there may be more: the caller frees those and calls again with more room.
 long tern_cert_read_pem(const uint8_t *pem, size_t length, X509 **out, size_t capacity);
 // The first private key of PEM text (PKCS #8, or traditional RSA / EC), or NULL.
 EVP_PKEY *tern_key_read_pem(const uint8_t *pem, size_t length);
@@ -147,7 +150,8 @@ EVP_PKEY *tern_key_read_pem(const uint8_t *pem, size_t length);
 typedef struct {
     int is_ca;                        // basicConstraints CA:TRUE
     int has_basic_constraints;
-    int self_signed;                  // subject = issuer and its own key verifies its signature
+    int self_signed;                  // EXFLAG_SS: subject = issuer and the key identifiers match; the signature
+                                      // is NOT checked (X509_V_FLAG_CHECK_SS_SIGNATURE on tern_cert_verify does)
     int has_key_usage;
     uint32_t key_usage;               // KU_* bits of x509v3.h (KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN, ...)
     int has_extended_key_usage;
@@ -167,10 +171,13 @@ int tern_cert_get_facts(X509 *cert, tern_cert_facts *facts);
 long tern_cert_name_text(X509 *cert, int issuer, uint8_t *out, size_t capacity);
 // The first subject entry of `nid` (NID_organizationName, ...) as UTF-8, into out (as tern_cert_pem), or -1.
 long tern_cert_subject_entry(X509 *cert, int nid, uint8_t *out, size_t capacity);
-// How many subjectAltNames of `type` (GEN_URI, GEN_DNS) the certificate has; the index-th of them into out (its
-// whole length returned, copied up to `capacity`), or -1 when there is no such entry.
-int tern_cert_san_count(X509 *cert, int type);
-long tern_cert_san(X509 *cert, int type, int index, uint8_t *out, size_t capacity);
+// Every subjectAltName of `type` (GEN_URI, GEN_DNS), from one decoding of the extension, into out (as
+// tern_cert_pem): each as its length in 4 bytes, big-endian, then its bytes. 0 when there is none (or the
+// extension is absent or malformed). One call, so a certificate with thousands of names costs one pass.
+long tern_cert_sans(X509 *cert, int type, uint8_t *out, size_t capacity);
+// The certificate's URI subjectAltNames counted in one pass into *count and, when there is exactly one (an
+// X.509-SVID's), that one into out (its whole length returned, copied up to `capacity`); else -1.
+long tern_cert_sole_uri(X509 *cert, uint8_t *out, size_t capacity, int *count);
 // notBefore (`which` 0) or notAfter (1) as ISO 8601 in UTC, "2026-12-07 20:28:48Z", into out (as tern_cert_pem).
 long tern_cert_time_text(X509 *cert, int which, uint8_t *out, size_t capacity);
 // The serial number in hexadecimal, into out (as tern_cert_pem).
@@ -178,8 +185,11 @@ long tern_cert_serial_hex(X509 *cert, uint8_t *out, size_t capacity);
 
 // X509_verify_cert of `leaf`, with `untrusted` as the intermediates it may chain through, against a store holding
 // exactly `roots`, under X509_V_FLAG_X509_STRICT | `flags`, for `purpose` (X509_PURPOSE_*, or 0: any). Returns
-// X509_V_OK, or the X.509 error with the depth of the certificate it concerns in *depth.
+// X509_V_OK, or the X.509 error with the depth of the certificate it concerns in *depth. A self-signed root's own
+// signature is checked only with X509_V_FLAG_CHECK_SS_SIGNATURE in `flags`. When `built` is not NULL and the
+// chain verifies, *built is the chain verification built (leaf first, its trust anchor last; the caller frees the
+// stack with OPENSSL_sk_free and owns a reference to each certificate). Leaves OpenSSL's error queue empty.
 int tern_cert_verify(X509 *leaf, X509 *const *untrusted, size_t untrusted_count, X509 *const *roots,
-                     size_t root_count, int purpose, unsigned long flags, int *depth);
+                     size_t root_count, int purpose, unsigned long flags, int *depth, STACK_OF(X509) **built);
 
 #endif

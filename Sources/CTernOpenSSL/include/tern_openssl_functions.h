@@ -170,4 +170,5 @@
     X(int, X509_STORE_CTX_set_purpose, (X509_STORE_CTX *ctx, int purpose), (ctx, purpose)) \
     X(int, X509_verify_cert, (X509_STORE_CTX *ctx), (ctx)) \
     X(int, X509_STORE_CTX_get_error, (const X509_STORE_CTX *ctx), (ctx)) \
-    X(int, X509_STORE_CTX_get_error_depth, (const X509_STORE_CTX *ctx), (ctx))
+    X(int, X509_STORE_CTX_get_error_depth, (const X509_STORE_CTX *ctx), (ctx)) \
+    X(STACK_OF(X509) *, X509_STORE_CTX_get1_chain, (const X509_STORE_CTX *ctx), (ctx))

@@ -28,13 +28,16 @@ struct CertCACommand: CertSubcommand {
     @Option(name: .customLong("root-key"), help: "The private key (PEM) of --root-cert.")
     var rootKey: String?
 
-    @Flag(help: "Replace key files that already exist in --out (without it, an existing key is never overwritten).")
+    @Flag(help: "Replace a CA's files that already exist in --out (without it, tern cert ca writes nothing when any file it would write, or another CA's key, is there).")
     var force = false
 
     func validate() throws {
         _ = try CertFiles.ttl(ttl, limit: 1000 * 365 * 86_400, limitText: "1000 years (8760000h)")
         _ = try CertFiles.keyType(keyType)
         try CertFiles.checkTrustDomain(trustDomain)
+        if let trustDomain, let problem = CertificateAuthority.caTrustDomainProblem(trustDomain) {
+            throw ValidationError("--trust-domain \(problem), got '\(trustDomain)'")
+        }
         if (rootCert == nil) != (rootKey == nil) { throw ValidationError("--root-cert and --root-key go together") }
         if out.isEmpty { throw ValidationError("--out must be a directory, got ''") }
     }
@@ -44,9 +47,20 @@ struct CertCACommand: CertSubcommand {
         let type = (try? CertFiles.keyType(keyType)) ?? .ecP256
         let now = CertFiles.now
         let intermediate = rootCert != nil
-        let keyName = CertFiles.path(out, intermediate ? CAFiles.caKey : CAFiles.rootKey)
-        if !force && System.pathExists(keyName) {
-            throw CertFailure("\(keyName) exists: a CA key is never overwritten without --force")
+        // Key first, so that it is the one named when the whole CA is there.
+        let layout = intermediate
+            ? [CAFiles.caKey, CAFiles.caCertificate, CAFiles.certificateChain, CAFiles.rootCertificate]
+            : [CAFiles.rootKey, CAFiles.rootCertificate]
+        if !force {
+            // The other layout's key: two CAs in one directory (and `--ca` would take the plug-in one).
+            let other = CertFiles.path(out, intermediate ? CAFiles.rootKey : CAFiles.caKey)
+            if System.pathExists(other) {
+                throw CertFailure("\(other) exists: \(out) holds another CA; tern cert ca never mixes two in one directory without --force (nothing written)")
+            }
+            // Any file of its own: a root-cert.pem is the trust bundle of all the CA issued, as precious as the key.
+            if let existing = layout.map({ CertFiles.path(out, $0) }).first(where: { System.pathExists($0) }) {
+                throw CertFailure("\(existing) exists: tern cert ca never overwrites a CA's files without --force (nothing written)")
+            }
         }
         var files: [(String, [UInt8], Bool)]
         let made: X509Certificate
@@ -84,6 +98,7 @@ struct CertCACommand: CertSubcommand {
                 throw CertFailure(error)
             }
         }
+        precondition(Set(files.map(\.0)) == Set(layout), "the files written are the ones checked")
         try CertFiles.makeDirectory(out, mode: 0o700)
         // Keys first: a refusal (another `tern cert ca` got there first) leaves the directory as it was.
         files.sort { $0.2 && !$1.2 }

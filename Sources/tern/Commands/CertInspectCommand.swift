@@ -42,9 +42,10 @@ struct CertInspectCommand: CertSubcommand {
     private func describe(_ index: Int, _ certificate: X509Certificate, now: Int) {
         func line(_ label: String, _ value: String) { print("  " + (label + ":").padding(20) + value) }
         print("certificate \(index)")
-        let subject = certificate.subject
+        // Names come from the certificate, whoever made it: shown escaped, never as terminal control sequences.
+        let subject = Self.printable(certificate.subject)
         line("subject", subject.isEmpty ? "(empty)" : subject)
-        line("issuer", certificate.issuer)
+        line("issuer", Self.printable(certificate.issuer))
         let uris = certificate.uris
         if uris.isEmpty { line("spiffe id", "(none)") }
         for uri in uris {
@@ -52,10 +53,10 @@ struct CertInspectCommand: CertSubcommand {
                 _ = try SPIFFEID(parsing: uri)
                 line("spiffe id", uri)
             } catch {
-                line("uri", "\(uri) (not a SPIFFE ID: \(error))")
+                line("uri", "\(Self.printable(uri)) (not a SPIFFE ID: \(error))")
             }
         }
-        let dns = certificate.dnsNames
+        let dns = certificate.dnsNames.map(Self.printable)
         line("dns names", dns.isEmpty ? "(none)" : dns.joined(separator: ", "))
         guard let facts = certificate.facts else {
             line("extensions", "cannot be decoded")
@@ -69,6 +70,21 @@ struct CertInspectCommand: CertSubcommand {
         line("extended key usage", facts.extendedKeyUsage.map { $0.names.joined(separator: ", ") } ?? "(no extension)")
         line("serial", certificate.serialNumber)
         line("sha256", certificate.sha256Fingerprint)
+    }
+
+    /// `text` with every control or format character (C0, DEL, C1 such as CSI, bidirectional overrides, line
+    /// separators) written as `\u{XX}`, so that what a certificate holds cannot drive the terminal or fake a line.
+    static func printable(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate, .unassigned:
+                out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            default:
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     /// "valid for 23 more hours", "valid for 87599 more hours (3649 days)", "expired 2 hours ago".

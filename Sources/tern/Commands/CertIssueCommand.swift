@@ -1,5 +1,6 @@
 import ArgumentParser
 import TernControl
+import TernIO
 import TernTLS
 
 /// `tern cert issue`: a workload certificate for a namespace and service account, written as Istio mounts one.
@@ -18,7 +19,7 @@ struct CertIssueCommand: CertSubcommand {
     @Option(name: .customLong("service-account"), help: "The workload's Kubernetes service account.")
     var serviceAccount: String
 
-    @Option(name: .customLong("out"), help: "Directory to write the workload's files into (created if missing); files there are replaced, as a rotation replaces them.")
+    @Option(name: .customLong("out"), help: "Directory to write the workload's files into (created if missing); files there are replaced, as a rotation replaces them, but never a CA's directory (one holding ca-key.pem or root-key.pem).")
     var out: String
 
     @Option(help: "How long the certificate is valid, at most 2160h (Istio's 90-day MAX_WORKLOAD_CERT_TTL), and never past the CA's own end.")
@@ -47,6 +48,11 @@ struct CertIssueCommand: CertSubcommand {
         let seconds = (try? CertFiles.ttl(ttl, limit: Int.max, limitText: "")) ?? 0
         let type = (try? CertFiles.keyType(keyType)) ?? .ecP256
         let now = CertFiles.now
+        // A CA's directory is never a workload's: its cert-chain.pem and root-cert.pem would be replaced. (A
+        // workload's own files are replaced freely: that is rotation.)
+        for key in [CAFiles.caKey, CAFiles.rootKey] where System.pathExists(CertFiles.path(out, key)) {
+            throw CertFailure("\(CertFiles.path(out, key)) exists: \(out) is a CA directory, and a workload's files would overwrite the CA's; choose another --out (nothing written)")
+        }
         let authority = try CertFiles.loadCA(ca, trustDomain: trustDomain, now: now)
         let issued: WorkloadCertificate
         do {
