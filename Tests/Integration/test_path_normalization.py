@@ -3,6 +3,7 @@ receives, what routes match, over HTTP/1.1 and HTTP/2, with the query left as it
 import pytest
 
 from test_http2 import H2Client
+from test_http2_upstream import mesh, start
 from test_http_proxy import RawClient, http_upstream, proxy  # noqa: F401 (a fixture)
 
 CASES = [
@@ -63,28 +64,20 @@ def test_the_other_modes(start_tern, http_upstream, backend, mode, want):
 def test_routes_match_the_normalised_path(start_tern, http_upstream, backend, tmp_path):
     # A route for /admin answers the request whatever dot segments or encodings spelled it.
     up = http_upstream()
-    config = tmp_path / "mesh.yaml"
-    config.write_text(f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {up.port}}}}}]
+    config = mesh(tmp_path, up.port, protocol="HTTP")
+    config.write_text(config.read_text() + """\
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: svc}}
+metadata: {name: svc}
 spec:
   hosts: [svc]
   http:
-  - match: [{{uri: {{exact: /admin}}}}]
-    directResponse: {{status: 418}}
-  - route: [{{destination: {{host: svc}}}}]
+  - match: [{uri: {exact: /admin}}]
+    directResponse: {status: 418}
+  - route: [{destination: {host: svc}}]
 """)
-    t = start_tern("--http", "--listen", "127.0.0.1:0", "--config", str(config), "--io-backend", backend, "--cores", "1")
+    t = start(start_tern, backend, config)
     c = RawClient(t.port)
     try:
         for target in ["/admin", "/public/../admin", "/%2e%2e/admin", "/x/%2E%2E/admin"]:
