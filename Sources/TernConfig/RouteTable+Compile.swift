@@ -109,13 +109,10 @@ struct RouteCompiler {
         let (sniRoutes, sniPorts) = compileSNI(hostOwner: hostOwner)
         var (authorization, warnings) = AuthorizationTable.compile(resources, workload: workload)
         for r in resources {
-            switch r.spec {
-            case .authorizationPolicy, .peerAuthentication:
-                // (Checked and compiled for this workload, but no listener of Tern's enforces them yet.)
-                warnings.append(Diagnostic(.warning, file: r.file, line: r.line, resource: r.label, path: "kind",
-                                           message: "not enforced by Tern yet: checked and compiled, but no listener applies it until inbound listeners (--inbound) come"))
-            default: break
-            }
+            // (Checked and resolved for this workload, but no listener of Tern's requires mTLS by it yet.)
+            guard case .peerAuthentication = r.spec else { continue }
+            warnings.append(Diagnostic(.warning, file: r.file, line: r.line, resource: r.label, path: "kind",
+                                       message: "not enforced by Tern yet: checked and resolved for this workload, but no listener requires or refuses mTLS by it"))
         }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts, clusters: clusters,
                           exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll, sniRoutes: sniRoutes,

@@ -274,6 +274,19 @@ import Glibc
         return false
     }
 
+    /// The peer's SPIFFE ID (`spiffe://…`): its certificate's only URI subjectAltName when that is a well-formed
+    /// SPIFFE ID with a path; nil otherwise (none, several, or not one).
+    public func peerSPIFFEID(_ i: Int) -> String? {
+        guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return nil }
+        var buffer = [UInt8](repeating: 0, count: SPIFFEID.maximumLength + 1)
+        var count: Int32 = 0
+        let n = unsafe buffer.withUnsafeMutableBufferPointer { unsafe tern_cert_sole_uri(cert, $0.baseAddress, $0.count, &count) }
+        guard count == 1, n > 0, n <= SPIFFEID.maximumLength else { return nil }
+        let text = String(decoding: buffer[0..<n], as: UTF8.self)
+        guard let id = try? SPIFFEID(parsing: text), !id.path.isEmpty else { return nil }
+        return id.description
+    }
+
     /// The first URI subjectAltName of the peer's certificate (a SPIFFE ID), if any.
     public func peerURI(_ i: Int) -> String? {
         guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return nil }

@@ -1,4 +1,5 @@
 import TernCore
+import TernConfig
 import TernIO
 
 /// A client connection of the HTTP engine (one slot of `HTTPProxy.downstreams`): its descriptor and transport,
@@ -29,6 +30,10 @@ struct DownstreamConnection {
     var spoke = false
     /// A TLS connection whose client presented a certificate that verified (`--tls-client-ca`): mutual TLS.
     var mutualTLS = false
+    /// The peer's address, and its SPIFFE ID without "spiffe://" from a verified client certificate (empty:
+    /// none), as AuthorizationPolicies read them.
+    var peerIP: IPAddress? = nil
+    var principal: [UInt8] = []
     /// Accepted on a TLS-terminating TCP listener: its decrypted stream is relayed, not read as HTTP
     /// (Relay/HTTPProxy+TCP.swift).
     var relaysTCP = false

@@ -47,6 +47,9 @@ extension HTTPProxy {
         let peer = try? System.peerAddress(fd)
         if let peer {
             peer.withText(withPort: false) { bytes.setClientAddress(Int(id.index), $0) }
+            if policies != nil {
+                downstreams[id].peerIP = peer.ipv4.map { IPAddress(v4: $0) } ?? peer.ipv6.map { IPAddress(v6High: $0.high, low: $0.low) }
+            }
         } else {
             bytes.setClientAddress(Int(id.index), "unknown")
         }

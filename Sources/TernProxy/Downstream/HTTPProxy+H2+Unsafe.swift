@@ -522,6 +522,8 @@ extension HTTPProxy {
         downstreams[v].h2s.requestEnded = endStream
         link.streams.append((stream, v))
         downstreams[v].mutualTLS = downstreams[id].mutualTLS
+        downstreams[v].peerIP = downstreams[id].peerIP
+        downstreams[v].principal = downstreams[id].principal
         bytes.copyClientAddress(from: Int(id.index), to: Int(v.index))
         if let capture {
             // The connection's fields (addresses, TLS version, cipher, server name) are the stream's too.

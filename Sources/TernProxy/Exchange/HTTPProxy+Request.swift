@@ -97,7 +97,7 @@ extension HTTPProxy {
         exchanges[x].replayBody = exchanges[x].request.body
         exchanges[x].gathering = false
         if !exchanges[x].fault.isEmpty { exchanges[x].fault = FaultFacts() }
-        guard let endpoint = route(x, head, reactor) else { return }
+        guard authorized(x, head, reactor), let endpoint = route(x, head, reactor) else { return }
         exchanges[x].attempt.endpoint = endpoint
         pools.exchangeStarted(endpoint)
         if let metrics {

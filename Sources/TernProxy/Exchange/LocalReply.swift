@@ -29,6 +29,8 @@ enum LocalReply: Int, CaseIterable {
     case faultAbort
     /// A route's CORS filter answered a preflight (200, composed per request).
     case corsResponse
+    /// An AuthorizationPolicy denied the request (Envoy's RBAC filter: 403 "RBAC: access denied", no flag).
+    case accessDenied
 
     var status: Int {
         switch self {
@@ -47,12 +49,14 @@ enum LocalReply: Int, CaseIterable {
         case .upgradeRequired: 426
         case .missingHost: 400
         case .routeResponse, .faultAbort, .corsResponse: 200
+        case .accessDenied: 403
         }
     }
 
     var reason: String {
         switch status {
         case 400: "Bad Request"
+        case 403: "Forbidden"
         case 404: "Not Found"
         case 408: "Request Timeout"
         case 414: "URI Too Long"
@@ -85,6 +89,7 @@ enum LocalReply: Int, CaseIterable {
         case .missingHost: "missing host header"
         case .overloaded: "overloaded"
         case .faultAbort: "fault filter abort"
+        case .accessDenied: "RBAC: access denied"
         default: reason
         }
     }
@@ -113,7 +118,7 @@ enum LocalReply: Int, CaseIterable {
     /// action carry none).
     var responseFlags: ResponseFlags {
         switch self {
-        case .routeResponse, .corsResponse, .unsupportedRoute, .upgradeRequired: []
+        case .routeResponse, .corsResponse, .unsupportedRoute, .upgradeRequired, .accessDenied: []
         default: ResponseFlags(name: flag) ?? []
         }
     }
@@ -141,6 +146,7 @@ enum LocalReply: Int, CaseIterable {
         case .routeResponse: "direct_response"
         case .faultAbort: "fault_filter_abort"
         case .corsResponse: "cors_response"
+        case .accessDenied: "rbac_access_denied"
         }
     }
 

@@ -367,6 +367,15 @@ enum HeadRefusal: Error {
         return unsafe GRPC.timeoutNanos(UnsafeRawBufferPointer(rebasing: whole[v]))
     }
 
+    /// The AuthorizationPolicies' decision for a held request head on a connection with `facts`.
+    func authorize(_ table: AuthorizationTable, _ facts: AuthorizationFacts, _ head: HTTP1Head, held: Held,
+                   scratch: inout [UInt8]) -> AuthorizationDecision {
+        let whole = unsafe view(held, held.start..<held.end)
+        // SAFETY: the view lies inside the held buffer (checked by `view`), which stays allocated while held.
+        let bytes = unsafe whole.assumingMemoryBound(to: UInt8.self).span
+        return table.evaluate(facts, request: RequestView(http1: head, bytes: bytes), scratch: &scratch)
+    }
+
     /// The value of the first field of a held head named `lowercaseName`, copied into `text` (left as it is when
     /// there is none).
     func textField(_ head: HTTP1Head, held: Held, _ lowercaseName: [UInt8], into text: inout ShortText) {

@@ -167,6 +167,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// Routing from Istio configuration (`--config`): this reactor's view of the published route tables, the
     /// load-balancer state per cluster (kept across swaps) and each cluster's endpoints as pool indexes.
     let routes: SnapshotReader<RouteTable>?
+    /// An inbound side (`--upstream` with `--config`): the configuration's AuthorizationPolicies for this workload,
+    /// decided for each request before it goes to the upstream (Filters/HTTPProxy+Authorization.swift); routing
+    /// stays the listener's upstream.
+    let policies: SnapshotReader<RouteTable>?
+    /// A request field's values joined (AuthorizationTable.evaluate's scratch; capacity kept), and each listener's
+    /// upstream port (the workload port policies see as `destination.port`).
+    var authorizationScratch: [UInt8] = []
+    let listenerUpstreamPorts: [UInt16]
     var balancers = LoadBalancers()
     /// The route tables live exchanges were routed with (their routes are read in place, never copied).
     var routedTables = RoutedTables()
@@ -280,7 +288,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// which the embedded relay routes and splices as the TCP proxy does.
     public init(listeners: [RelayListener], tcpListeners: [RelayListener] = [], settings: HTTPSettings, relay: RelaySettings, counters: RelayCounters,
                 capacity: Int, bufferPool: BufferPool, routes: SnapshotReader<RouteTable>? = nil,
-                telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting(),
+                policies: SnapshotReader<RouteTable>? = nil, telemetry: Telemetry? = nil, reactorIndex: Int = 0, reporting: ProxyReporting = ProxyReporting(),
                 tls: SnapshotReader<TLSServerPolicy>? = nil, originations: SnapshotReader<TLSOriginations>? = nil)
     {
         tlsPolicy = tls
@@ -303,6 +311,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.relay = relay
         self.counters = counters
         self.routes = routes
+        self.policies = policies
+        listenerUpstreamPorts = listeners.map(\.upstream.port)
         self.reactorIndex = reactorIndex
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
         pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
@@ -401,6 +411,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
         if let tlsPolicy { _ = tlsPolicy.refresh() }
+        if let policies { _ = policies.refresh() }
         if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
         if !h2ReadyList.isEmpty || !h2Starved.isEmpty || !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2Iteration(reactor) }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }

@@ -61,6 +61,9 @@ public final class RelayCounters: Sendable {
     public let h2UpstreamConnections = Atomic<UInt64>(0)
     /// HTTP/2 connections (either side) ended for a frame flood (`HTTP2Session.flood`).
     public let h2Floods = Atomic<UInt64>(0)
+    /// Requests an AuthorizationPolicy denied (403), and those a dry-run policy would have denied.
+    public let authorizationDenied = Atomic<UInt64>(0)
+    public let authorizationDryRunDenied = Atomic<UInt64>(0)
     /// HTTP/2 upstream connections closed for a keepalive PING not answered in time.
     public let h2PingTimeouts = Atomic<UInt64>(0)
     public let h2UpstreamStreams = Atomic<UInt64>(0)

@@ -33,6 +33,19 @@ public struct ProxySettings: Sendable {
     /// namespace of resources that name none (`--namespace`).
     public var configPath: String? = nil
     public var namespace = "default"
+    /// The workload's service account (`--service-account`) and Istio's root namespace (`--root-namespace`), with
+    /// `namespace` and `relay.labels` what AuthorizationPolicy and PeerAuthentication selectors are resolved for.
+    public var serviceAccount = "default"
+    public var rootNamespace = "istio-system"
+
+    /// `--config` beside `--upstream`: an inbound side, whose configuration gives only the security policies it
+    /// enforces; requests still go to each listener's upstream.
+    public var policiesOnly: Bool { configPath != nil && !upstreams.isEmpty }
+
+    /// The workload policies are resolved for.
+    public var workload: SecurityWorkload {
+        SecurityWorkload(namespace: namespace, labels: relay.labels, serviceAccount: serviceAccount, rootNamespace: rootNamespace)
+    }
     public var drainTimeout = TernDuration.seconds(5)
     public var logLevel = LogLevel.info
     /// Metrics, the admin, health and Prometheus listeners, access log and tracing.
@@ -143,7 +156,7 @@ public final class ProxyServer {
         let cpus = Self.resolveCores(settings.cores)
         var publisher: RoutePublisher? = nil
         if let path = settings.configPath {
-            guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: cpus.count) else {
+            guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: cpus.count, workload: settings.workload) else {
                 Log.error("configuration \(path) refused; not starting")
                 Log.shared.flush()
                 return 1
@@ -157,6 +170,10 @@ public final class ProxyServer {
                 }
                 originationCell = SnapshotCell(o, readers: cpus.count)
                 if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
+            }
+            if !settings.policiesOnly, let r = table.resources.first(where: { if case .authorizationPolicy = $0.spec { true } else { false } }) {
+                // (As in Istio, a sidecar's outbound side never applies its own workload's policies.)
+                Log.warn("\(r.file):\(r.line): \(r.label): AuthorizationPolicy applies to requests an inbound side receives (--http --upstream APP with --config); this process has none, so no policy is enforced here")
             }
             publisher = RoutePublisher(template: table, readers: cpus.count)
             admin.applied(version: 1, table: table)
@@ -250,7 +267,7 @@ public final class ProxyServer {
             }
         }
         let startup = Startup()
-        let reporter = settings.telemetry.reporter ?? (settings.configPath != nil ? .source : .destination)
+        let reporter = settings.telemetry.reporter ?? (settings.configPath != nil && !settings.policiesOnly ? .source : .destination)
         let telemetry = Telemetry(reactors: cpus.count, workload: settings.telemetry.workload, reporter: reporter)
         let metrics = settings.telemetry.metrics ? telemetry : nil
         guard let sideListeners = AdminServer.bind(settings.telemetry) else {
@@ -324,6 +341,7 @@ public final class ProxyServer {
             let tls = tlsCell
             let backend = backendSettings
             let counters = self.counters
+            let policiesOnly = settings.policiesOnly
             var reporting = ProxyReporting()
             if let exporter, let tracing {
                 reporting.spans = exporter.shards[r]
@@ -337,9 +355,9 @@ public final class ProxyServer {
                 let error: IOError?
                 switch kind {
                 case .io_uring:
-                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
+                    error = Self.runReactor(URingBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, policiesOnly: policiesOnly, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
                 case .epoll:
-                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
+                    error = Self.runReactor(EpollBackend.self, index: r, listeners: listeners, tcpListeners: tcpListeners, control: control, backend: backend, relay: relay, http: http, routes: routes, policiesOnly: policiesOnly, counters: counters, capacity: capacity, startup: startup, telemetry: metrics, reporting: reactorReporting, tls: tls, originations: originations)
                 }
                 if let error {
                     startup.failure.withLock { $0 = $0 ?? "reactor \(r): \(error)" }
@@ -470,9 +488,9 @@ public final class ProxyServer {
 
     /// Reads and compiles the configuration, each regex once per reactor; logs every error (and warning) as
     /// FILE:LINE: … and returns nil when there is any error.
-    static func loadConfig(_ path: String, namespace: String, reactors: Int) -> RouteTable? {
+    static func loadConfig(_ path: String, namespace: String, reactors: Int, workload: SecurityWorkload) -> RouteTable? {
         do {
-            let (table, warnings) = try RouteTable.load(path: path, namespace: namespace, reactors: reactors)
+            let (table, warnings) = try RouteTable.load(path: path, namespace: namespace, reactors: reactors, workload: workload)
             for w in warnings { Log.warn(w.description) }
             return table
         } catch {
@@ -509,7 +527,7 @@ public final class ProxyServer {
 
     private func reloadNow(_ publisher: RoutePublisher, path: String) {
         let started = System.monotonicNanos()
-        guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: publisher.readers) else {
+        guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: publisher.readers, workload: settings.workload) else {
             admin.rejected()
             Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
             return
@@ -611,6 +629,10 @@ public final class ProxyServer {
                          samples: one(Double(counters.h2UpstreamConnections.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_upstream_streams_total", help: "Requests sent to upstreams as HTTP/2 streams.", kind: .counter,
                          samples: one(Double(counters.h2UpstreamStreams.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_authorization_denied_total", help: "Requests an AuthorizationPolicy denied (403 RBAC: access denied) on an inbound side (--upstream with --config).", kind: .counter,
+                         samples: one(Double(counters.authorizationDenied.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_authorization_dry_run_denied_total", help: "Requests an istio.io/dry-run AuthorizationPolicy would have denied (allowed all the same).", kind: .counter,
+                         samples: one(Double(counters.authorizationDryRunDenied.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed for a flood: empty frames, PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits, CONTINUATION frames beyond nghttp2's, PING or SETTINGS frames whose acknowledgements the peer does not read, or more header bytes at once than 16 heads' limit.", kind: .counter,
                          samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_keepalive_timeouts_total", help: "HTTP/2 upstream connections closed because a keepalive PING (DestinationRule http2KeepAlive) was not answered within its timeout.", kind: .counter,
@@ -729,7 +751,7 @@ public final class ProxyServer {
     private static func runReactor<B: IOBackend>(
         _ type: B.Type, index: Int, listeners: [RelayListener], tcpListeners: [RelayListener], control: ReactorControl,
         backend: BackendSettings,
-        relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, counters: RelayCounters,
+        relay: RelaySettings, http: HTTPSettings?, routes: SnapshotCell<RouteTable>?, policiesOnly: Bool = false, counters: RelayCounters,
         capacity: Int, startup: Startup, telemetry: Telemetry?, reporting: ProxyReporting,
         tls: SnapshotCell<TLSServerPolicy>?, originations: SnapshotCell<TLSOriginations>?
     ) -> IOError? {
@@ -742,8 +764,11 @@ public final class ProxyServer {
                 // A session holds at most five timers at once; an upstream connection one.
                 // Listeners of both kinds: the HTTP proxy's relay (which splices its tunnels) also accepts on the TCP
                 // ones.
+                // With `--upstream`, a configuration gives only the policies of an inbound side.
+                let reader = routes?.reader(index), inbound = !listeners.isEmpty && policiesOnly
                 let handler = HTTPProxy<B>(listeners: listeners, tcpListeners: tcpListeners, settings: http, relay: relay, counters: counters,
-                                           capacity: capacity, bufferPool: b.buffers, routes: routes?.reader(index),
+                                           capacity: capacity, bufferPool: b.buffers, routes: inbound ? nil : reader,
+                                           policies: inbound ? reader : nil,
                                            telemetry: telemetry, reactorIndex: index, reporting: reporting, tls: tls?.reader(index),
                                            originations: originations?.reader(index))
                 startup.ready.add(1, ordering: .releasing)

@@ -42,6 +42,8 @@ extension ProxySettings {
         if let configPath {
             out.append("config=\(configPath)")
             out.append("namespace=\(namespace)")
+            out.append("service-account=\(serviceAccount)")
+            out.append("root-namespace=\(rootNamespace)")
         }
         let t = telemetry
         out.append("admin=\(TelemetrySettings.encode(t.admin))")
@@ -136,6 +138,8 @@ extension ProxySettings {
             case "http": http = HTTPSettings()
             case "config": configPath = value
             case "namespace": namespace = value
+            case "service-account": serviceAccount = value
+            case "root-namespace": rootNamespace = value
             case "admin", "health", "prometheus":
                 guard let a = TelemetrySettings.decode(value) else { throw SetupError(description: "\(key): '\(value)'") }
                 if key == "admin" { telemetry.admin = a } else if key == "health" { telemetry.health = a } else { telemetry.prometheus = a }

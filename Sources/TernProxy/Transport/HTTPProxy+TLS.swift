@@ -585,6 +585,10 @@ extension HTTPProxy {
         case .client(let id):
             counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
             downstreams[id].mutualTLS = io.sessions.peerVerified(slot)
+            if policies != nil && downstreams[id].mutualTLS, let id2 = io.sessions.peerSPIFFEID(slot) {
+                // The principal AuthorizationPolicies match: the SPIFFE ID without its scheme.
+                downstreams[id].principal = Array(id2.utf8.dropFirst(9))
+            }
             if let capture {
                 let x = Int(downstreams[id].exchange.index)
                 capture.set(x, .tlsVersion, io.sessions.version(slot))

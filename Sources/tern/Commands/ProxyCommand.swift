@@ -18,6 +18,12 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("config"), help: "Route by Istio configuration (a YAML file, or a directory of *.yaml/*.yml) instead of --upstream: HTTP requests by Host with --http, TCP connections by the listener's port without; reloaded on change and on SIGHUP.")
     var config: String?
 
+    @Option(name: .customLong("service-account"), help: "This workload's service account (a pod's in Istio), for AuthorizationPolicy and PeerAuthentication selectors and the workload's identity (default: default).")
+    var serviceAccount = "default"
+
+    @Option(name: .customLong("root-namespace"), help: "Istio's root namespace (MeshConfig rootNamespace): policies there without a selector apply to every workload (default: istio-system).")
+    var rootNamespace = "istio-system"
+
     @Option(name: .customLong("namespace"), help: "--config: namespace of resources that name none (default: $POD_NAMESPACE, else default).")
     var namespace: String?
 
@@ -176,10 +182,18 @@ struct ProxyCommand: ParsableCommand {
         var s = ProxySettings()
         if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
         if let config {
-            guard upstream.isEmpty else { throw ValidationError("--config and --upstream exclude each other: routes come from the configuration") }
+            // With --upstream the configuration gives only the AuthorizationPolicies an inbound side enforces.
+            guard upstream.isEmpty || http else {
+                throw ValidationError("--config with --upstream (an inbound side enforcing AuthorizationPolicy) needs --http")
+            }
+            if !upstream.isEmpty && listen.count != upstream.count {
+                throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
+            }
             s.configPath = config
             let pod = ConfigFiles.environment("POD_NAMESPACE")
             s.namespace = ConfigLoader.defaultNamespace(flag: namespace, environment: pod.map { ["POD_NAMESPACE": $0] } ?? [:])
+            s.serviceAccount = serviceAccount
+            s.rootNamespace = rootNamespace
         } else if listen.count != upstream.count {
             throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
         }
