@@ -109,10 +109,10 @@ struct RouteCompiler {
         let (sniRoutes, sniPorts) = compileSNI(hostOwner: hostOwner)
         var (authorization, warnings) = AuthorizationTable.compile(resources, workload: workload)
         for r in resources {
-            // (Checked and resolved for this workload, but no listener of Tern's requires mTLS by it yet.)
+            // (Checked and resolved for this workload; only an inbound side acts on it.)
             guard case .peerAuthentication = r.spec else { continue }
             warnings.append(Diagnostic(.warning, file: r.file, line: r.line, resource: r.label, path: "kind",
-                                       message: "not enforced by Tern yet: checked and resolved for this workload, but no listener requires or refuses mTLS by it"))
+                                       message: "acted on only by an inbound side (--http --upstream APP with --config): it decides TLS or plaintext there; elsewhere it has no effect"))
         }
         return RouteTable(namespace: namespace, resources: resources, virtualHosts: virtualHosts, clusters: clusters,
                           exactHosts: exact, wildcardHosts: wildcard, catchAll: catchAll, sniRoutes: sniRoutes,

@@ -154,3 +154,56 @@ def test_a_changed_policy_file_applies_to_new_requests(start_tern, http_upstream
     t.stop()
     t.rest()
     assert "policies.yaml:" in t.log() and "spec.action: unknown value" in t.log(), t.log()[-2000:]
+
+
+def peer_authentication(spec):
+    return f"""\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: pa, namespace: default}}
+spec:
+{spec}
+"""
+
+
+def status(args):
+    """curl's HTTP status, or None when the connection failed (a TLS handshake refused, a plaintext reply to TLS)."""
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", *args],
+                       capture_output=True, timeout=60)
+    return int(r.stdout) if r.returncode == 0 else None
+
+
+@pytest.mark.parametrize("mode, tls_ok, plain_ok", [("STRICT", True, False), ("PERMISSIVE", True, True),
+                                                    ("DISABLE", False, True)])
+def test_peer_authentication_decides_tls_or_plaintext(start_tern, http_upstream, backend, certs, mesh_certs, tmp_path,
+                                                      mode, tls_ok, plain_ok):
+    # On an inbound side with a certificate: STRICT takes TLS (mTLS) only, DISABLE plaintext only, PERMISSIVE (and
+    # no policy at all) both, told apart by the first bytes.
+    up = http_upstream()
+    t, _, _ = inbound(start_tern, up, backend, certs, mesh_certs, tmp_path,
+                      peer_authentication(f"  mtls: {{mode: {mode}}}"))
+    mtls = ["--cacert", os.path.join(certs, "ca.crt"), "--cert", str(mesh_certs / "frontend" / "cert-chain.pem"),
+            "--key", str(mesh_certs / "frontend" / "key.pem"), f"https://localhost:{t.port}/tls"]
+    assert status(mtls) == (200 if tls_ok else None)
+    assert status([f"http://127.0.0.1:{t.port}/plain"]) == (200 if plain_ok else None)
+    assert status(["--http2", *mtls]) == (200 if tls_ok else None)
+    assert status(["--http2-prior-knowledge", f"http://127.0.0.1:{t.port}/plain2"]) == (200 if plain_ok else None)
+    want = (["/tls"] if tls_ok else []) + (["/plain"] if plain_ok else []) + (["/tls"] if tls_ok else []) + (["/plain2"] if plain_ok else [])
+    assert [r.path for r in up.requests] == want
+
+
+def test_port_level_mtls_and_strict_without_a_certificate(start_tern, http_upstream, backend, certs, mesh_certs, tmp_path):
+    up = http_upstream()
+    # The workload is STRICT but the app's port PERMISSIVE (portLevelMtls names the app's port).
+    spec = f"  selector:\n    matchLabels: {{app: backend}}\n  mtls: {{mode: STRICT}}\n  portLevelMtls:\n    {up.port}: {{mode: PERMISSIVE}}"
+    t, _, _ = inbound(start_tern, up, backend, certs, mesh_certs, tmp_path, peer_authentication(spec))
+    assert status([f"http://127.0.0.1:{t.port}/plain"]) == 200
+    # STRICT with no certificate to offer: every connection closed at once, counted; the app sees nothing.
+    up2 = http_upstream()
+    config = tmp_path / "strict.yaml"
+    config.write_text(peer_authentication("  mtls: {mode: STRICT}"))
+    prom = dead_port()
+    t2 = start_tern("--http", "--listen", "127.0.0.1:0", "--upstream", up2.address, "--io-backend", backend,
+                    "--cores", "1", "--config", str(config), "--prometheus", f"127.0.0.1:{prom}")
+    assert status([f"http://127.0.0.1:{t2.port}/x"]) is None
+    assert metric(prom, "tern_peer_authentication_refused_total") == 1 and up2.requests == []

@@ -34,6 +34,9 @@ struct DownstreamConnection {
     /// none), as AuthorizationPolicies read them.
     var peerIP: IPAddress? = nil
     var principal: [UInt8] = []
+    /// PeerAuthentication PERMISSIVE on an inbound side with TLS: the first bytes decide whether the connection is
+    /// TLS (a handshake record: terminated, mTLS) or plaintext.
+    var sniffTLS = false
     /// Accepted on a TLS-terminating TCP listener: its decrypted stream is relayed, not read as HTTP
     /// (Relay/HTTPProxy+TCP.swift).
     var relaysTCP = false

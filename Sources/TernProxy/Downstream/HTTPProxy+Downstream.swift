@@ -32,8 +32,16 @@ extension HTTPProxy {
         exchanges[x].downstream = id
         counters.accepted.add(1, ordering: .relaxed)
         counters.descriptors.add(1, ordering: .relaxed)
-        guard tlsAccepted(id, reactor) else {
-            Log.warn("cannot start a TLS session (out of memory): closing the connection")
+        // How the connection is taken (TLS, plaintext, or decided by its first bytes; an inbound side's
+        // PeerAuthentication, Filters/HTTPProxy+Authorization.swift); STRICT with no TLS to offer closes it.
+        let transport = inboundTransport(listener)
+        if transport == .sniff { downstreams[id].sniffTLS = true }
+        if transport == .refuse || (transport == .tls && !tlsAccepted(id, reactor)) {
+            if transport == .refuse {
+                counters.peerAuthenticationRefused.add(1, ordering: .relaxed)
+            } else {
+                Log.warn("cannot start a TLS session (out of memory): closing the connection")
+            }
             exchanges.remove(x)
             downstreams.remove(id)
             counters.active.subtract(1, ordering: .relaxed)
@@ -123,6 +131,11 @@ extension HTTPProxy {
             release(c.bufferID, reactor)
             clientEnded(id, c.result, reactor)
             return
+        }
+        if downstreams[id].sniffTLS {
+            // PERMISSIVE: a TLS handshake record first makes it a TLS connection, anything else plaintext.
+            downstreams[id].sniffTLS = false
+            if tlsRecordFirst(buffer, Int(c.result)) { return tlsAdopt(id, c, reactor) }
         }
         // A connection whose first bytes are the HTTP/2 preface speaks HTTP/2 (Downstream/HTTPProxy+H2+Unsafe.swift).
         if !downstreams[id].spoke && downstreams[id].transport != .h2stream && h2Preface(buffer, Int(c.result)) {

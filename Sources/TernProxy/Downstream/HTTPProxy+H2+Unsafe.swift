@@ -122,6 +122,15 @@ extension HTTPProxy {
 
     /// Whether a connection's first bytes (`count` of pooled buffer `buffer`) begin the HTTP/2 preface (all of
     /// them, when fewer than it).
+    /// Whether received bytes begin a TLS handshake record (content type 22, major version 3): a PERMISSIVE inbound
+    /// connection's first bytes (Filters/HTTPProxy+Authorization.swift), looked at as the HTTP/2 preface is.
+    func tlsRecordFirst(_ buffer: UInt16, _ count: Int) -> Bool {
+        guard count >= 1 else { return false }
+        let b = unsafe pool.bytes(buffer, length: min(count, 2))
+        let first = unsafe b[0], second: UInt8 = count < 2 ? 0x03 : unsafe b[1]
+        return first == 0x16 && second == 0x03
+    }
+
     func h2Preface(_ buffer: UInt16, _ count: Int) -> Bool {
         let n = min(count, H2Wire.preface.count)
         guard n >= 4 else { return false }

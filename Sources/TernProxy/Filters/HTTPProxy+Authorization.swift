@@ -8,7 +8,34 @@ import TernConfig
 import TernHTTP
 import TernIO
 
+/// How an inbound side takes a connection, by the PeerAuthentication mode of its port.
+enum InboundTransport {
+    /// TLS (STRICT; or any listener with `--tls-cert` that is not an inbound side).
+    case tls
+    /// PERMISSIVE with TLS configured: TLS if the first bytes begin a handshake, else plaintext.
+    case sniff
+    /// DISABLE, or no TLS configured and not STRICT; or a listener without `--tls-cert`.
+    case plaintext
+    /// STRICT without TLS configured: closed.
+    case refuse
+}
+
 extension HTTPProxy {
+    /// How listener `listener` takes a new connection: on an inbound side (`policies`), as the workload's
+    /// PeerAuthentication says for the listener's upstream port (the app's port, which `portLevelMtls` names).
+    func inboundTransport(_ listener: Int) -> InboundTransport {
+        // (A TCP listener terminating TLS relays what it decrypts: always TLS. PeerAuthentication on TCP: not yet.)
+        guard let policies, !(listener < listenerRelaysTCP.count && listenerRelaysTCP[listener]) else {
+            return tls != nil ? .tls : .plaintext
+        }
+        let port = listener < listenerUpstreamPorts.count ? listenerUpstreamPorts[listener] : 0
+        switch policies.current.peerAuthentication.mode(port: port) {
+        case .STRICT: return tls != nil ? .tls : .refuse
+        case .DISABLE: return .plaintext
+        case .PERMISSIVE, .UNSET: return tls != nil ? .sniff : .plaintext
+        }
+    }
+
     /// Whether the request may go on; false after answering it 403.
     func authorized(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
         guard let policies else { return true }

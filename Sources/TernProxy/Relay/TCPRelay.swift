@@ -64,6 +64,8 @@ public final class RelayCounters: Sendable {
     /// Requests an AuthorizationPolicy denied (403), and those a dry-run policy would have denied.
     public let authorizationDenied = Atomic<UInt64>(0)
     public let authorizationDryRunDenied = Atomic<UInt64>(0)
+    /// Connections an inbound side closed at once: PeerAuthentication STRICT, and no TLS to offer.
+    public let peerAuthenticationRefused = Atomic<UInt64>(0)
     /// HTTP/2 upstream connections closed for a keepalive PING not answered in time.
     public let h2PingTimeouts = Atomic<UInt64>(0)
     public let h2UpstreamStreams = Atomic<UInt64>(0)

@@ -176,6 +176,21 @@ extension HTTPProxy {
         return true
     }
 
+    /// A PERMISSIVE connection whose first bytes (`c`, received as plaintext) began a TLS handshake: its session
+    /// opens now and takes them as its first ciphertext; the engine's wish for bytes carries over.
+    func tlsAdopt(_ id: DID, _ c: Completion, _ reactor: Reactor<Backend>) {
+        guard let tls, tlsAccepted(id, reactor), let b = c.bufferID else {
+            release(c.bufferID, reactor)
+            return closeDownstream(id, reset: true, reactor)
+        }
+        let slot = Int(id.index)
+        tls[slot].input = Int32(b)
+        tls[slot].inputStart = 0
+        tls[slot].inputEnd = Int(c.result)
+        tlsSetWanted(.client(id), true)
+        tlsRun(.client(id), reactor)
+    }
+
     // MARK: - Receiving
 
     /// The engine asks for the next plaintext of a TLS connection.
