@@ -198,9 +198,12 @@ struct IptablesBinaries {
     /// How long one iptables run may take: restore waits for the xtables lock another writer holds.
     static let timeoutMillis = 30_000
 
-    init(restore: String) {
-        restorePath = restore
-        savePath = String(restore.dropLast("-restore".count)) + "-save"
+    /// The pair from a restore binary's name or path; nil unless both are executables.
+    init?(restore: String) {
+        guard let restorePath = System.findExecutable(restore),
+              let savePath = System.findExecutable(String(restore.dropLast("-restore".count)) + "-save") else { return nil }
+        self.restorePath = restorePath
+        self.savePath = savePath
     }
 
     /// `--iptables-restore` when given; else Istio's choice between the two kinds (dependencies
@@ -208,15 +211,16 @@ struct IptablesBinaries {
     /// others are), else `iptables-restore` as Debian's alternatives point it, else whichever kind is installed.
     static func choose(restore override: String?) throws(IptablesFailure) -> IptablesBinaries {
         if let override {
-            guard System.findExecutable(override) != nil else { throw IptablesFailure("--iptables-restore \(override): no such executable") }
-            return IptablesBinaries(restore: override)
+            guard let binaries = IptablesBinaries(restore: override) else {
+                throw IptablesFailure("--iptables-restore \(override): no such executable, or no *-save beside it")
+            }
+            return binaries
         }
-        if let legacy = System.findExecutable("iptables-legacy-restore"),
-           let rules = try? IptablesBinaries(restore: legacy).save(), rules.contains("\n-A ") {
-            return IptablesBinaries(restore: legacy)
+        if let legacy = IptablesBinaries(restore: "iptables-legacy-restore"), let rules = try? legacy.save(), rules.contains("\n-A ") {
+            return legacy
         }
         for name in ["iptables-restore", "iptables-nft-restore", "iptables-legacy-restore"] {
-            if let path = System.findExecutable(name) { return IptablesBinaries(restore: path) }
+            if let binaries = IptablesBinaries(restore: name) { return binaries }
         }
         throw IptablesFailure("no iptables-restore found in PATH or /usr/sbin, /sbin (install Debian's iptables package, or pass --iptables-restore)")
     }
@@ -232,8 +236,10 @@ struct IptablesBinaries {
             }
             name.insert("6", at: name.index(slash, offsetBy: 2))
         }
-        guard System.findExecutable(name) != nil else { throw IptablesFailure("\(flag)\(name): no such executable (IPv6)") }
-        return IptablesBinaries(restore: name)
+        guard let binaries = IptablesBinaries(restore: name) else {
+            throw IptablesFailure("\(flag)\(name): no such executable, or no *-save beside it (IPv6)")
+        }
+        return binaries
     }
 
     /// The tables as the save binary prints them. All of them, not `-t nat`: naming a table creates it, and
