@@ -38,14 +38,18 @@ struct InterceptionTests {
     static let outboundHead = ["-A OUTPUT -j ISTIO_OUTPUT", "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN"] + owners
         + ["-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN"]
 
+    /// The IPv4 rules: `head`, then `inbound`, `outboundHead` and `tail`.
+    static func expected(inbound: [String] = inboundAll, tail: [String] = ["-A ISTIO_OUTPUT -j ISTIO_REDIRECT"]) -> [String] {
+        head + inbound + outboundHead + tail
+    }
+
     static func block(_ lines: [String]) -> String {
         (["*nat"] + lines + ["COMMIT"]).joined(separator: "\n") + "\n"
     }
 
     @Test func defaultsRedirectAllTCPBothWaysExceptTheProxysOwn() {
-        let expected = Self.head + Self.inboundAll + Self.outboundHead + ["-A ISTIO_OUTPUT -j ISTIO_REDIRECT"]
-        #expect(Interception().rules(.v4) == expected)
-        #expect(Interception().restoreInput(.v4) == Self.block(expected))
+        #expect(Interception().rules(.v4) == Self.expected())
+        #expect(Interception().restoreInput(.v4) == Self.block(Self.expected()))
     }
 
     @Test func ipv6UsesTheIPv6LoopbackAndPassthroughAddresses() {
@@ -92,46 +96,41 @@ struct InterceptionTests {
     @Test func inboundExcludePortsComeAfterTheOnesAlwaysExcluded() throws {
         var rules = Interception()
         rules.inboundExcludePorts = try Interception.ports("22, 15021,8080", flag: "--inbound-exclude-ports")
-        let inbound = Array(Self.inboundAll.dropLast()) + [
-            "-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN",
-            "-A ISTIO_INBOUND -p tcp --dport 8080 -j RETURN",
-            "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
-        ]
-        #expect(rules.rules(.v4) == Self.head + inbound + Self.outboundHead + ["-A ISTIO_OUTPUT -j ISTIO_REDIRECT"])
+        let added = ["-A ISTIO_INBOUND -p tcp --dport 22 -j RETURN", "-A ISTIO_INBOUND -p tcp --dport 8080 -j RETURN"]
+        #expect(rules.rules(.v4) == Self.expected(inbound: Self.inboundAll.dropLast() + added + Self.inboundAll.suffix(1)))
     }
 
     @Test func inboundPortsListRedirectsOnlyThosePorts() throws {
         var rules = Interception()
         rules.inboundPorts = try Interception.ports(includeList: "8080,9090", flag: "--inbound-ports")
-        let inbound = [
+        #expect(rules.rules(.v4) == Self.expected(inbound: [
             "-A PREROUTING -p tcp -j ISTIO_INBOUND",
             "-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT",
             "-A ISTIO_INBOUND -p tcp --dport 9090 -j ISTIO_IN_REDIRECT",
-        ]
-        #expect(rules.rules(.v4) == Self.head + inbound + Self.outboundHead + ["-A ISTIO_OUTPUT -j ISTIO_REDIRECT"])
+        ]))
     }
 
     @Test func emptyInboundPortsCaptureNoInbound() throws {
         var rules = Interception()
         rules.inboundPorts = try Interception.ports(includeList: "", flag: "--inbound-ports")
         #expect(rules.inboundPorts == .only([]))
-        #expect(rules.rules(.v4) == Self.head + Self.outboundHead + ["-A ISTIO_OUTPUT -j ISTIO_REDIRECT"])
+        #expect(rules.rules(.v4) == Self.expected(inbound: []))
     }
 
     @Test func outboundIPRangesRedirectOnlyThoseOfTheFamily() throws {
         var rules = Interception()
         rules.outboundIPRanges = try Interception.ranges(includeList: "10.0.0.0/8, 172.16.1.2/12,fd00::/8", flag: "-i")
-        #expect(rules.rules(.v4) == Self.head + Self.inboundAll + Self.outboundHead + [
+        #expect(rules.rules(.v4) == Self.expected(tail: [
             "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT",
             "-A ISTIO_OUTPUT -d 172.16.0.0/12 -j ISTIO_REDIRECT",
-        ])
+        ]))
         #expect(rules.rules(.v6).suffix(2) == ["-A ISTIO_OUTPUT -d ::1/128 -j RETURN", "-A ISTIO_OUTPUT -d fd00::/8 -j ISTIO_REDIRECT"])
     }
 
     @Test func emptyOutboundIPRangesCaptureNoOutbound() throws {
         var rules = Interception()
         rules.outboundIPRanges = try Interception.ranges(includeList: "", flag: "-i")
-        #expect(rules.rules(.v4) == Self.head + Self.inboundAll + Self.outboundHead)
+        #expect(rules.rules(.v4) == Self.expected(tail: []))
     }
 
     @Test func aLoopbackRangeInOutboundIPRangesKeepsTheAppsLoopbackCallsRedirected() throws {
