@@ -72,8 +72,10 @@ let package = Package(
         // I/O-free TLS sessions and contexts over OpenSSL (issue 16).
         .target(name: "TernTLS", dependencies: ["CTernOpenSSL"], swiftSettings: strict + functionSections),
         .target(name: "TernIO", dependencies: ["TernCore", "CTernLinux"], swiftSettings: strict + functionSections),
-        // The control plane (issue 19): the mesh CA behind `tern cert`, issuing SPIFFE workload certificates.
-        .target(name: "TernControl", dependencies: ["CTernOpenSSL", "TernCore", "TernTLS"], swiftSettings: strict + functionSections),
+        // The control plane (issue 19): the mesh CA behind `tern cert`, issuing SPIFFE workload certificates, and
+        // the interception rules behind `tern iptables` (TernConfig for its CIDR ranges).
+        .target(name: "TernControl", dependencies: ["CTernOpenSSL", "TernCore", "TernTLS", "TernConfig"],
+                swiftSettings: strict + functionSections),
         // nghttp2 for TernHTTP's HTTP/2 sessions (issue 17; headers from Debian's libnghttp2-dev): libnghttp2.so.14
         // loaded when the first HTTP/2 session is made, so a sidecar that never sees HTTP/2 does not pay for it.
         .target(name: "CTernNghttp2", linkerSettings: [.linkedLibrary("dl")]),
@@ -141,7 +143,7 @@ let package = Package(
         .testTarget(name: "TernIOTests", dependencies: ["TernIO", "TernCore", "CTernLinux", "TernConfig", "TernTestSupport"]),
         .testTarget(name: "TernHTTPTests", dependencies: ["TernHTTP"]),
         .testTarget(name: "TernTLSTests", dependencies: ["TernTLS", "TernTestSupport"]),
-        .testTarget(name: "TernControlTests", dependencies: ["TernControl", "TernTLS"]),
+        .testTarget(name: "TernControlTests", dependencies: ["TernControl", "TernTLS", "TernConfig"]),
         .testTarget(name: "TernTelemetryTests", dependencies: ["TernTelemetry", "TernTestSupport"]),
         .testTarget(
             name: "TernProxyTests",

@@ -37,6 +37,10 @@ int CTernLinux_pipe_nonblocking(int fds[2]) {
     return pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0 ? 0 : -errno;
 }
 
+int CTernLinux_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
 int CTernLinux_pipe_set_capacity(int fd, int bytes) {
     int r = fcntl(fd, F_SETPIPE_SZ, bytes);
     return r >= 0 ? r : -errno;

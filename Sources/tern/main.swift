@@ -9,7 +9,7 @@ struct Tern: ParsableCommand {
         commandName: "tern",
         abstract: "Tern, a service-mesh sidecar proxy.",
         version: TernVersion.string,
-        subcommands: [ProxyCommand.self, ValidateCommand.self, CertCommand.self]
+        subcommands: [ProxyCommand.self, ValidateCommand.self, CertCommand.self, IptablesCommand.self]
     )
 }
 
@@ -24,6 +24,9 @@ do {
     }
     if let validate = command as? ValidateCommand {
         exit(validate.runValidate())
+    }
+    if let iptables = command as? IptablesCommand {
+        exit(iptables.runIptables())
     }
     if let cert = command as? any CertSubcommand {
         exit(cert.runAndReport())

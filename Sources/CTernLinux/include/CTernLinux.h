@@ -73,6 +73,8 @@ static const unsigned CTernLinux_SPLICE_F_MOVE = 0x01;      // SPLICE_F_MOVE
 static const short CTernLinux_POLLRDHUP = 0x2000;           // POLLRDHUP
 /// pipe2(fds, O_NONBLOCK | O_CLOEXEC); 0 or -errno.
 int CTernLinux_pipe_nonblocking(int fds[2]);
+/// pipe2(fds, O_CLOEXEC), blocking, for a child process's stdin, stdout and stderr; 0 or -errno.
+int CTernLinux_pipe_cloexec(int fds[2]);
 /// fcntl(F_SETPIPE_SZ, bytes); the new capacity or -errno (EPERM beyond the per-user quota).
 int CTernLinux_pipe_set_capacity(int fd, int bytes);
 /// fcntl(F_GETPIPE_SZ); the capacity or -errno.
