@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernProxy", "TernIO", "TernCore", "TernConfig", "TernTelemetry", "TernTLS", "TernControl",
+                "TernProxy", "TernIO", "TernCore", "TernConfig", "TernTelemetry", "TernTLS", "TernControl", "TernHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
