@@ -54,6 +54,88 @@ public struct StringPattern: Sendable, Equatable {
     }
 }
 
+/// A value whose every `*` stands for any bytes, "/" included (Istio's regex `.*`): namespaces, which Istio matches
+/// with a regex over the principal.
+public struct GlobPattern: Sendable, Equatable {
+    /// The literal parts between the `*`s (the first and last anchored at the ends).
+    let parts: [[UInt8]]
+
+    public init(_ text: String) {
+        parts = text.split(separator: "*", omittingEmptySubsequences: false).map { Array($0.utf8) }
+    }
+
+    /// Whether `s[from..<to]` matches. No allocation.
+    func matches(_ s: Span<UInt8>, from: Int, to: Int) -> Bool {
+        guard parts.count > 1 else { return Self.equal(s, from, to, parts[0]) }
+        let first = parts[0], last = parts[parts.count - 1]
+        guard to - from >= first.count + last.count, Self.equal(s, from, from + first.count, first),
+              Self.equal(s, to - last.count, to, last) else { return false }
+        // The middle parts in order, each at its first place after the one before (enough for `*`).
+        var at = from + first.count
+        let end = to - last.count
+        var k = 1
+        while k < parts.count - 1 {
+            let part = parts[k]
+            var found = false
+            while at + part.count <= end {
+                if Self.equal(s, at, at + part.count, part) {
+                    found = true
+                    break
+                }
+                at += 1
+            }
+            if !found { return false }
+            at += part.count
+            k += 1
+        }
+        return true
+    }
+
+    static func equal(_ s: Span<UInt8>, _ from: Int, _ to: Int, _ l: [UInt8]) -> Bool {
+        guard to - from == l.count else { return false }
+        var i = 0
+        while i < l.count {
+            if s[from + i] != l[i] { return false }
+            i += 1
+        }
+        return true
+    }
+}
+
+/// A `serviceAccounts` value as Istio matches it against a principal: `.+/ns/NS/(.+/|)sa/SA(/.+)?`.
+public struct ServiceAccount: Sendable, Equatable {
+    let namespace: [UInt8]
+    let name: [UInt8]
+    static let ns: [UInt8] = Array("/ns/".utf8), sa: [UInt8] = Array("sa/".utf8)
+
+    /// Whether `principal` (without "spiffe://") names this account. No allocation.
+    func matches(_ p: [UInt8]) -> Bool {
+        let s = p.span, slash = UInt8(ascii: "/")
+        // "/ns/" NS "/" at i ≥ 1 (something before it).
+        let head = 4 + namespace.count + 1
+        var i = 1
+        while i + head <= p.count {
+            if GlobPattern.equal(s, i, i + 4, Self.ns) && GlobPattern.equal(s, i + 4, i + 4 + namespace.count, namespace)
+                && p[i + 4 + namespace.count] == slash {
+                let k = i + head
+                // "sa/" SA at k, or later after a "/" that follows at least one byte.
+                var q = k
+                while q + 3 + name.count <= p.count {
+                    if (q == k || (q >= k + 2 && p[q - 1] == slash)) && GlobPattern.equal(s, q, q + 3, Self.sa)
+                        && GlobPattern.equal(s, q + 3, q + 3 + name.count, name) {
+                        let end = q + 3 + name.count
+                        // The end, or "/" and at least one byte more.
+                        if end == p.count || (p[end] == slash && end + 1 < p.count) { return true }
+                    }
+                    q += 1
+                }
+            }
+            i += 1
+        }
+        return false
+    }
+}
+
 /// A `paths` value: a plain pattern, or a template of segments (`/a/{*}/b/{**}`).
 public struct AuthorizationPathPattern: Sendable, Equatable {
     enum Segment: Sendable, Equatable {
@@ -152,13 +234,7 @@ public struct AuthorizationPathPattern: Sendable, Equatable {
     }
 
     private static func equal(_ path: Span<UInt8>, _ from: Int, _ to: Int, _ l: [UInt8]) -> Bool {
-        guard to - from == l.count else { return false }
-        var i = 0
-        while i < l.count {
-            if path[from + i] != l[i] { return false }
-            i += 1
-        }
-        return true
+        GlobPattern.equal(path, from, to, l)
     }
 }
 

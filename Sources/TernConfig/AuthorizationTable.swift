@@ -145,6 +145,12 @@ public final class AuthorizationTable: Sendable {
             let index = Int32(names.count)
             names.append("\(r.namespace)/\(r.name)")
             let jwt = p.rules?.contains(where: usesJWT) ?? false
+            if jwt && (p.dryRun || p.action == .AUDIT) {
+                // (Reported, never enforced: it cannot fail anything closed; it is left out.)
+                diagnostics.append(Diagnostic(.warning, file: r.file, line: p.mark.line, resource: r.label, path: p.mark.path,
+                                              message: "requestPrincipals and request.auth conditions need JWT validation, which Tern does not have: this \(p.dryRun ? "dry-run" : "AUDIT") policy is left out"))
+                continue
+            }
             if p.action == .CUSTOM || jwt {
                 let why = p.action == .CUSTOM
                     ? "action CUSTOM needs an external authorizer (provider \"\(p.provider ?? "")\"), which Tern does not have"
@@ -351,38 +357,24 @@ struct Either<T: Sendable>: Sendable {
     }
 }
 
-/// The parts of a principal (`TD/ns/NS/sa/SA`) the rules read, as ranges of it.
+/// The trust domain of a principal (`TD/ns/NS/sa/SA`): before its first "/" (nil: no principal).
 struct PrincipalParts {
-    var namespace: Range<Int>? = nil
-    /// Before the first "/" (none: no principal).
     var trustDomain: Range<Int>? = nil
 
     init(_ p: [UInt8]) {
-        if !p.isEmpty {
-            var slash = 0
-            while slash < p.count && p[slash] != UInt8(ascii: "/") { slash += 1 }
-            trustDomain = 0..<slash
-        }
-        // "/ns/" then the namespace up to the next "/".
-        var i = 0
-        while i + 4 <= p.count {
-            if p[i] == UInt8(ascii: "/") && p[i + 1] == UInt8(ascii: "n") && p[i + 2] == UInt8(ascii: "s")
-                && p[i + 3] == UInt8(ascii: "/") {
-                var end = i + 4
-                while end < p.count && p[end] != UInt8(ascii: "/") { end += 1 }
-                namespace = (i + 4)..<end
-                return
-            }
-            i += 1
-        }
+        guard !p.isEmpty else { return }
+        var slash = 0
+        while slash < p.count && p[slash] != UInt8(ascii: "/") { slash += 1 }
+        trustDomain = 0..<slash
     }
 }
 
 struct CompiledSource: Sendable {
     var principals = Either<StringPattern>()
-    var namespaces = Either<StringPattern>()
-    /// `serviceAccounts` as the principal suffix `/ns/NS/sa/SA` each stands for.
-    var accounts = Either<[UInt8]>()
+    /// Namespaces as Istio matches them: its principal regex `.*/ns/<value, * as .*>/.*`.
+    var namespaces = Either<GlobPattern>()
+    /// `serviceAccounts` (namespace, name) as Istio matches them: `.+/ns/NS/(.+/|)sa/SA(/.+)?`.
+    var accounts = Either<ServiceAccount>()
     var ipBlocks = Either<CIDRRange>()
     var remoteIpBlocks = Either<CIDRRange>()
     var trustDomains = Either<StringPattern>()
@@ -390,8 +382,9 @@ struct CompiledSource: Sendable {
     init(_ s: AuthorizationPolicy.Source, namespace: String) {
         func strings(_ v: [AuthorizationPolicy.Value]?) -> [StringPattern]? { v.map { $0.map { StringPattern($0.text) } } }
         func cidrs(_ v: [AuthorizationPolicy.Value]?) -> [CIDRRange]? { v.map { $0.compactMap { try? CIDRRange(parsing: $0.text) } } }
+        func globs(_ v: [AuthorizationPolicy.Value]?) -> [GlobPattern]? { v.map { $0.map { GlobPattern($0.text) } } }
         principals = Either(values: strings(s.principals), notValues: strings(s.notPrincipals))
-        namespaces = Either(values: strings(s.namespaces), notValues: strings(s.notNamespaces))
+        namespaces = Either(values: globs(s.namespaces), notValues: globs(s.notNamespaces))
         accounts = Either(values: Self.accountSuffixes(s.serviceAccounts, namespace: namespace),
                           notValues: Self.accountSuffixes(s.notServiceAccounts, namespace: namespace))
         ipBlocks = Either(values: cidrs(s.ipBlocks), notValues: cidrs(s.notIpBlocks))
@@ -401,12 +394,8 @@ struct CompiledSource: Sendable {
 
     func matches(_ f: AuthorizationFacts) -> Bool {
         if !principals.isAbsent && !principals.holds({ $0.matches(f.principal.span) }) { return false }
-        if !namespaces.isAbsent {
-            let ns = PrincipalParts(f.principal).namespace
-            let ok = namespaces.holds { p in ns.map { p.matches(f.principal.span.extracting($0)) } ?? false }
-            if !ok { return false }
-        }
-        if !accounts.isAbsent && !accounts.holds({ Self.endsWithAccount(f.principal, $0) }) { return false }
+        if !namespaces.isAbsent && !namespaces.holds({ Self.inNamespace(f.principal, $0) }) { return false }
+        if !accounts.isAbsent && !accounts.holds({ $0.matches(f.principal) }) { return false }
         if !trustDomains.isAbsent {
             let td = PrincipalParts(f.principal).trustDomain
             if !trustDomains.holds({ p in td.map { p.matches(f.principal.span.extracting($0)) } ?? false }) { return false }
@@ -416,22 +405,29 @@ struct CompiledSource: Sendable {
         return true
     }
 
-    /// Service accounts (`ns/sa`, or `sa` of the policy's namespace) as the principal suffixes `/ns/NS/sa/SA`.
-    static func accountSuffixes(_ v: [AuthorizationPolicy.Value]?, namespace: String) -> [[UInt8]]? {
+    /// Service accounts (`ns/sa`, or `sa` of the policy's namespace).
+    static func accountSuffixes(_ v: [AuthorizationPolicy.Value]?, namespace: String) -> [ServiceAccount]? {
         v.map { $0.map { value in
             let parts = value.text.split(separator: "/", maxSplits: 1)
             let (ns, sa) = parts.count == 2 ? (String(parts[0]), String(parts[1])) : (namespace, value.text)
-            return Array("/ns/\(ns)/sa/\(sa)".utf8)
+            return ServiceAccount(namespace: Array(ns.utf8), name: Array(sa.utf8))
         } }
     }
 
-    /// The principal is `TD/ns/NS/sa/SA` for the account's `/ns/NS/sa/SA` (any trust domain, without "/").
-    static func endsWithAccount(_ principal: [UInt8], _ suffix: [UInt8]) -> Bool {
-        let n = principal.count, m = suffix.count
-        guard n > m else { return false }
-        for i in 0..<m where principal[n - m + i] != suffix[i] { return false }
-        for i in 0..<(n - m) where principal[i] == UInt8(ascii: "/") { return false }
-        return true
+    /// Istio's namespace match over a principal: `.*/ns/<glob>/.*`, any "/ns/" of it, the glob's `*` crossing "/".
+    static func inNamespace(_ p: [UInt8], _ glob: GlobPattern) -> Bool {
+        var i = 0
+        while i + 4 <= p.count {
+            if p[i] == UInt8(ascii: "/") && p[i + 1] == UInt8(ascii: "n") && p[i + 2] == UInt8(ascii: "s") && p[i + 3] == UInt8(ascii: "/") {
+                var j = i + 4
+                while j < p.count {
+                    if p[j] == UInt8(ascii: "/") && glob.matches(p.span, from: i + 4, to: j) { return true }
+                    j += 1
+                }
+            }
+            i += 1
+        }
+        return false
     }
 }
 
@@ -458,13 +454,21 @@ struct CompiledOperation: Sendable {
         if !ports.isAbsent && !ports.holds({ $0 == f.destinationPort }) { return false }
         guard let request else { return true }
         if !methods.isAbsent && !methods.holds({ $0.matches(request.bytes.extracting(request.method)) }) { return false }
-        if !paths.isAbsent && !paths.holds({ $0.matches(request.bytes.extracting(request.path)) }) { return false }
+        if !paths.isAbsent {
+            // (An absolute-form target without a path goes upstream as "/": it is "/" here too.)
+            let ok = request.path.isEmpty ? paths.holds({ $0.matches(HostName.root.span) })
+                : paths.holds({ $0.matches(request.bytes.extracting(request.path)) })
+            if !ok { return false }
+        }
         if !hosts.isAbsent {
-            guard let host = request.header(HostName.bytes) else { return hosts.values == nil }
+            // The authority routing and the upstream use (an absolute-form target's, else Host's).
+            guard let host = request.authority else { return hosts.values == nil }
             let full = request.bytes.extracting(host)
             let bare = request.bytes.extracting(host.lowerBound..<HostName.withoutPort(request.bytes, host))
-            // A pattern without a port matches the Host without its port too.
-            if !hosts.holds({ $0.matches(full) || (!$0.bytes.contains(UInt8(ascii: ":")) && $0.matches(bare)) }) { return false }
+            // A pattern without a port matches the Host without its port too; `*` is presence (an empty value too).
+            if !hosts.holds({ $0.kind == .presence || $0.matches(full) || (!$0.bytes.contains(UInt8(ascii: ":")) && $0.matches(bare)) }) {
+                return false
+            }
         }
         return true
     }
@@ -472,6 +476,7 @@ struct CompiledOperation: Sendable {
 
 enum HostName {
     static let bytes: [UInt8] = Array("host".utf8)
+    static let root: [UInt8] = [UInt8(ascii: "/")]
 
     /// Where the host of a Host value ends (before ":port"; an IPv6 literal keeps its colons).
     static func withoutPort(_ b: Span<UInt8>, _ r: Range<Int>) -> Int {
@@ -491,8 +496,9 @@ struct CompiledCondition: Sendable {
     var strings = Either<StringPattern>()
     var cidrs = Either<CIDRRange>()
     var ports = Either<UInt16>()
-    /// `source.serviceAccount` values as principal suffixes.
-    var accounts = Either<[UInt8]>()
+    /// `source.namespace` values as Istio matches them (CompiledSource.inNamespace), `source.serviceAccount` ones.
+    var globs = Either<GlobPattern>()
+    var accounts = Either<ServiceAccount>()
 
     init(_ c: AuthorizationPolicy.Condition, attribute: AuthorizationAttribute, namespace: String) {
         self.attribute = attribute
@@ -503,6 +509,9 @@ struct CompiledCondition: Sendable {
         case .destinationPort:
             ports = Either(values: c.values.map { $0.compactMap { UInt16($0.text) } },
                            notValues: c.notValues.map { $0.compactMap { UInt16($0.text) } })
+        case .sourceNamespace:
+            globs = Either(values: c.values.map { $0.map { GlobPattern($0.text) } },
+                           notValues: c.notValues.map { $0.map { GlobPattern($0.text) } })
         case .sourceServiceAccount:
             accounts = Either(values: CompiledSource.accountSuffixes(c.values, namespace: namespace),
                               notValues: CompiledSource.accountSuffixes(c.notValues, namespace: namespace))
@@ -519,15 +528,15 @@ struct CompiledCondition: Sendable {
         case .destinationIP: return cidrs.holds { c in f.destination.map { c.contains($0) } ?? false }
         case .destinationPort: return ports.holds { $0 == f.destinationPort }
         case .sourcePrincipal: return strings.holds { $0.matches(f.principal.span) }
-        case .sourceNamespace:
-            let ns = PrincipalParts(f.principal).namespace
-            return strings.holds { p in ns.map { p.matches(f.principal.span.extracting($0)) } ?? false }
-        case .sourceServiceAccount: return accounts.holds { CompiledSource.endsWithAccount(f.principal, $0) }
+        case .sourceNamespace: return globs.holds { CompiledSource.inNamespace(f.principal, $0) }
+        case .sourceServiceAccount: return accounts.holds { $0.matches(f.principal) }
         case .sourceTrustDomain:
             let td = PrincipalParts(f.principal).trustDomain
             return strings.holds { p in td.map { p.matches(f.principal.span.extracting($0)) } ?? false }
         case .connectionSNI: return strings.holds { $0.matches(f.serverName.span) }
-        case .requestAuth, .experimental: return false
+        case .requestAuth, .experimental:
+            // (Never a value: `values` cannot match, `notValues` hold.)
+            return strings.holds { _ in false }
         case .requestHeader(let name):
             guard let request else { return true }  // (not on TCP ports: dropped when compiled)
             // The field's values joined with "," when it came more than once (Envoy's view of it).
@@ -547,8 +556,9 @@ struct CompiledCondition: Sendable {
                 count += 1
             }
             if count == 0 { return strings.holds { _ in false } }
-            if count == 1, let only { return strings.holds { $0.matches(request.bytes.extracting(only)) } }
-            return strings.holds { $0.matches(scratch.span) }
+            // (`*` is presence: the field is there, even empty, as Envoy's present_match.)
+            if count == 1, let only { return strings.holds { $0.kind == .presence || $0.matches(request.bytes.extracting(only)) } }
+            return strings.holds { $0.kind == .presence || $0.matches(scratch.span) }
         }
     }
 

@@ -16,6 +16,9 @@ public struct RequestView: ~Escapable {
     /// The query after `?`, without it; nil when the target has no `?`.
     public let query: Range<Int>?
     public let scheme: Scheme
+    /// The authority the request is for, as the codec found it (an absolute-form target's, else the Host field's;
+    /// nil: none): what routing and the upstream use, and so what AuthorizationPolicy `hosts` match.
+    public let authority: Range<Int>?
 
     /// - Parameters:
     ///   - fields: the head's field lines (the codec's array, shared: no copy).
@@ -24,8 +27,9 @@ public struct RequestView: ~Escapable {
     ///     starts at the first "/" after the authority.
     @_lifetime(copy bytes)
     public init(bytes: Span<UInt8>, fields: [HeadField], method: Range<Int>, target: Range<Int>,
-                targetHasAuthority: Bool, scheme: Scheme = .http)
+                targetHasAuthority: Bool, scheme: Scheme = .http, authority: Range<Int>? = nil)
     {
+        self.authority = authority
         self.bytes = bytes
         self.fields = fields
         self.method = method

@@ -207,3 +207,45 @@ def test_port_level_mtls_and_strict_without_a_certificate(start_tern, http_upstr
                     "--cores", "1", "--config", str(config), "--prometheus", f"127.0.0.1:{prom}")
     assert status([f"http://127.0.0.1:{t2.port}/x"]) is None
     assert metric(prom, "tern_peer_authentication_refused_total") == 1 and up2.requests == []
+
+
+def test_hosts_server_name_and_destination_address(start_tern, http_upstream, backend, certs, mesh_certs, tmp_path):
+    # `hosts` is the authority the request goes to (an absolute-form target's overrides Host); `connection.sni` the
+    # TLS server name; `destination.ip` the address the connection was made to.
+    up = http_upstream()
+    extra = """\
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation: {hosts: ["admin.internal"]}
+  - when:
+    - key: connection.sni
+      values: ["blocked.test"]
+  - to:
+    - operation: {paths: ["/dest"]}
+    when:
+    - key: destination.ip
+      values: ["127.0.0.0/8"]
+"""
+    t, _, _ = inbound(start_tern, up, backend, certs, mesh_certs, tmp_path, POLICIES + extra)
+    ops = ["--cert", str(mesh_certs / "admin" / "cert-chain.pem"), "--key", str(mesh_certs / "admin" / "key.pem")]
+    base = ["--cacert", os.path.join(certs, "ca.crt"), *ops]
+    assert status([*base, f"https://localhost:{t.port}/ok"]) == 200
+    assert status([*base, "-H", "Host: admin.internal", f"https://localhost:{t.port}/x"]) == 403
+    assert status([*base, "--http1.1", "--request-target", "http://admin.internal/x", "-H", "Host: public", f"https://localhost:{t.port}/"]) == 403
+    assert status(["-k", *ops, "--resolve", f"blocked.test:{t.port}:127.0.0.1", f"https://blocked.test:{t.port}/x"]) == 403
+    assert status(["-k", *ops, "--resolve", f"other.test:{t.port}:127.0.0.1", f"https://other.test:{t.port}/x"]) == 200
+    assert status([*base, f"https://localhost:{t.port}/dest"]) == 403
+    assert [r.path for r in up.requests] == ["/ok", "/x"]
+
+
+def test_an_inbound_side_takes_http_listeners_only():
+    # AuthorizationPolicy on TCP connections is not enforced yet: refused rather than silently not applied.
+    r = subprocess.run([tern_bin(), "proxy", "--http", "--listen", "tcp:127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                        "--config", "/dev/null"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64 and "HTTP listeners only" in r.stderr, r.stderr

@@ -326,3 +326,62 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         #expect(badPort.contains { $0.contains("port must be a number between 1 and 65535") })
     }
 }
+
+@Suite struct AuthorizationIdentityTests {
+    private func ap(_ spec: String) throws -> AuthorizationTable {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: default}\nspec:\n"
+            + spec.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n") + "\n"
+        let set = ConfigLoader.load(yaml: yaml, file: "f.yaml", namespace: "default")
+        #expect(set.errors.isEmpty, "\(set.errors)")
+        return AuthorizationTable.compile(set.resources, workload: SecurityWorkload(namespace: "default")).0
+    }
+
+    private func allowed(_ t: AuthorizationTable, _ principal: String, _ request: String = "GET / HTTP/1.1\r\nHost: app\r\n\r\n") -> Bool {
+        let bytes = Array(request.utf8)
+        var parser = HTTP1Parser(kind: .request)
+        _ = try? parser.parse(bytes.span)
+        let head = parser.head
+        var scratch: [UInt8] = []
+        return t.evaluate(AuthorizationFacts(principal: Array(principal.utf8)), request: RequestView(http1: head, bytes: bytes.span), scratch: &scratch).allowed
+    }
+
+    @Test func namespacesAndServiceAccountsMatchAsIstiosRegexesDo() throws {
+        // Istio: namespaces → `.*/ns/<v>/.*` (any "/ns/", "/" required after it, `*` crossing "/").
+        let deny = try ap("action: DENY\nrules:\n- from:\n  - source: {namespaces: [blocked]}")
+        #expect(!allowed(deny, "cluster.local/ns/prod/sa/x/ns/blocked/sa/y"))
+        #expect(allowed(deny, "cluster.local/ns/blockedx/sa/y"))
+        let allow = try ap("rules:\n- from:\n  - source: {namespaces: [prod]}")
+        #expect(!allowed(allow, "cluster.local/ns/prod"))  // no "/" after the namespace
+        #expect(allowed(allow, "cluster.local/ns/prod/sa/a"))
+        let glob = try ap("action: DENY\nrules:\n- from:\n  - source: {namespaces: [\"*-dev*\"]}")
+        #expect(!allowed(glob, "cluster.local/ns/team-dev-2/sa/a"))
+        #expect(allowed(glob, "cluster.local/ns/team/sa/a"))
+        // serviceAccounts → `.+/ns/NS/(.+/|)sa/SA(/.+)?`.
+        let sa = try ap("action: DENY\nrules:\n- from:\n  - source: {serviceAccounts: [prod/admin]}")
+        #expect(!allowed(sa, "cluster.local/ns/prod/sa/admin"))
+        #expect(!allowed(sa, "cluster.local/ns/prod/sa/admin/v2"))
+        #expect(!allowed(sa, "td/x/ns/prod/extra/sa/admin"))
+        #expect(allowed(sa, "cluster.local/ns/prod/sa/administrator"))
+        #expect(allowed(sa, "cluster.local/ns/prod/sa/admin/"))
+        #expect(allowed(sa, "/ns/prod/sa/admin"))  // ".+" before "/ns/"
+        let cond = try ap("action: DENY\nrules:\n- when:\n  - key: source.namespace\n    values: [\"pr*\"]")
+        #expect(!allowed(cond, "a/ns/prod/sa/b") && allowed(cond, "a/ns/dev/sa/b"))
+    }
+
+    @Test func headerPresenceHostsFromTheAuthorityAndTheRootPath() throws {
+        // `*` on a header is presence: an empty value is there.
+        let present = try ap("action: DENY\nrules:\n- when:\n  - key: request.headers[x-internal]\n    values: [\"*\"]")
+        #expect(!allowed(present, "", "GET / HTTP/1.1\r\nHost: app\r\nx-internal:\r\n\r\n"))
+        #expect(allowed(present, ""))
+        // Hosts: the authority the request goes to (an absolute-form target's), not a Host field it overrides.
+        let hosts = try ap("action: DENY\nrules:\n- to:\n  - operation: {hosts: [admin.internal]}")
+        #expect(!allowed(hosts, "", "GET http://admin.internal/ HTTP/1.1\r\nHost: public\r\n\r\n"))
+        #expect(allowed(hosts, "", "GET http://public/ HTTP/1.1\r\nHost: admin.internal\r\n\r\n"))
+        // An absolute-form target without a path is "/", as it is forwarded.
+        let root = try ap("action: DENY\nrules:\n- to:\n  - operation: {paths: [\"/\"]}")
+        #expect(!allowed(root, "", "GET http://app?x HTTP/1.1\r\nHost: app\r\n\r\n"))
+        // Attributes that never have a value: their notValues hold.
+        let never = try ap("rules:\n- when:\n  - key: experimental.envoy.filters.a.b[c]\n    notValues: [x]")
+        #expect(allowed(never, ""))
+    }
+}

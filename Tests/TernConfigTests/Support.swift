@@ -37,6 +37,6 @@ extension RequestView {
     @_lifetime(copy bytes)
     init(http1 head: borrowing HTTP1Head, bytes: Span<UInt8>, scheme: Scheme = .http) {
         self.init(bytes: bytes, fields: head.fields, method: head.methodBytes, target: head.target,
-                  targetHasAuthority: head.targetForm == .absolute, scheme: scheme)
+                  targetHasAuthority: head.targetForm == .absolute, scheme: scheme, authority: head.host)
     }
 }

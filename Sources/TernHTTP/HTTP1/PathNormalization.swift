@@ -5,7 +5,7 @@
 //
 // BASE, in order: a percent-encoded unreserved character (`%2D` `-`, `%2E` `.`, `%30`–`%39`, `%41`–`%5A`, `%5F`
 // `_`, `%61`–`%7A`, `%7E` `~`, either hex case) is decoded, once (no double decoding); a backslash becomes `/`;
-// dot segments are removed (RFC 3986 §5.2.4; never above the root). `%00` is refused (400). MERGE_SLASHES also
+// dot segments are removed (RFC 3986 §5.2.4; never above the root). `%00` is refused (400). MERGE_SLASHES then
 // merges runs of `/`; DECODE_AND_MERGE_SLASHES first decodes `%2F` to `/` and `%5C` to `\`. NONE leaves the path
 // as received.
 
@@ -47,7 +47,8 @@ public enum PathNormalization: String, Sendable, CaseIterable {
             out.append(c == Self.backslash ? Self.slash : c)
             i += 1
         }
-        // 2. Merged slashes, then 3. dot segments, both in place over `out`.
+        // 2. Dot segments, then 3. merged slashes (Envoy's order: normalize_path, then merge_slashes), in place.
+        Self.removeDotSegments(&out)
         if self == .mergeSlashes || self == .decodeAndMergeSlashes {
             var w = 0
             for r in 0..<out.count where !(out[r] == Self.slash && w > 0 && out[w - 1] == Self.slash) {
@@ -56,7 +57,6 @@ public enum PathNormalization: String, Sendable, CaseIterable {
             }
             out.removeLast(out.count - w)
         }
-        Self.removeDotSegments(&out)
         guard out.count == path.count else { return .normalized }
         for k in 0..<out.count where out[k] != path[k] { return .normalized }
         return .unchanged

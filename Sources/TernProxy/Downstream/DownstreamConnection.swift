@@ -34,6 +34,9 @@ struct DownstreamConnection {
     /// none), as AuthorizationPolicies read them.
     var peerIP: IPAddress? = nil
     var principal: [UInt8] = []
+    /// The address the connection was made to, and the TLS server name the client asked for (empty: none).
+    var localIP: IPAddress? = nil
+    var serverName: [UInt8] = []
     /// PeerAuthentication PERMISSIVE on an inbound side with TLS: the first bytes decide whether the connection is
     /// TLS (a handshake record: terminated, mTLS) or plaintext.
     var sniffTLS = false

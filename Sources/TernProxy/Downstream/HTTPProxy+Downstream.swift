@@ -56,7 +56,8 @@ extension HTTPProxy {
         if let peer {
             peer.withText(withPort: false) { bytes.setClientAddress(Int(id.index), $0) }
             if policies != nil {
-                downstreams[id].peerIP = peer.ipv4.map { IPAddress(v4: $0) } ?? peer.ipv6.map { IPAddress(v6High: $0.high, low: $0.low) }
+                downstreams[id].peerIP = Self.ipAddress(peer)
+                downstreams[id].localIP = (try? System.localAddress(fd)).flatMap(Self.ipAddress)
             }
         } else {
             bytes.setClientAddress(Int(id.index), "unknown")

@@ -533,6 +533,8 @@ extension HTTPProxy {
         downstreams[v].mutualTLS = downstreams[id].mutualTLS
         downstreams[v].peerIP = downstreams[id].peerIP
         downstreams[v].principal = downstreams[id].principal
+        downstreams[v].localIP = downstreams[id].localIP
+        downstreams[v].serverName = downstreams[id].serverName
         bytes.copyClientAddress(from: Int(id.index), to: Int(v.index))
         if let capture {
             // The connection's fields (addresses, TLS version, cipher, server name) are the stream's too.
@@ -743,7 +745,8 @@ extension HTTPProxy {
             return clientReceived(v, Completion(token: token, result: Int32(n), buffer: b), reactor)
         }
         let ended = downstreams[v].h2s.requestEnded, chunked = downstreams[v].h2s.chunked
-        // The last of a Content-Length body waits for the stream's end (trailers may come before it).
+        // The last of a Content-Length body waits for the stream's end (trailers may come before it). (Whether the
+        // upstream speaks HTTP/2, and so could carry them, may not be known yet: it waits whatever the upstream.)
         if downstreams[v].h2s.bodyCount == 1 && downstreams[v].h2s.lengthLeft == 0 && !ended { return }
         if downstreams[v].h2s.bodyCount > 0 {
             let b = UInt16(downstreams[v].h2s.bodies[0]), n = downstreams[v].h2s.bodyLengths[0]

@@ -36,6 +36,11 @@ extension HTTPProxy {
         }
     }
 
+    /// A socket address as policies compare it.
+    static func ipAddress(_ a: SocketAddress) -> IPAddress? {
+        a.ipv4.map { IPAddress(v4: $0) } ?? a.ipv6.map { IPAddress(v6High: $0.high, low: $0.low) }
+    }
+
     /// Whether the request may go on; false after answering it 403.
     func authorized(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
         guard let policies else { return true }
@@ -43,9 +48,9 @@ extension HTTPProxy {
         guard !table.isEmpty else { return true }
         let id = exchanges[x].downstream
         let listener = downstreams[id].listener
-        let facts = AuthorizationFacts(source: downstreams[id].peerIP,
+        let facts = AuthorizationFacts(source: downstreams[id].peerIP, destination: downstreams[id].localIP,
                                        destinationPort: listener < listenerUpstreamPorts.count ? listenerUpstreamPorts[listener] : 0,
-                                       principal: downstreams[id].principal)
+                                       principal: downstreams[id].principal, serverName: downstreams[id].serverName)
         let decision = bytes.authorize(table, facts, head, held: exchanges[x].request.held, scratch: &authorizationScratch)
         if decision.dryRunAllowed == false && decision.allowed {
             counters.authorizationDryRunDenied.add(1, ordering: .relaxed)

@@ -248,6 +248,8 @@ extension HTTPProxy {
     /// The exchange goes back to the state before its request was sent: the held request from `from` again, its
     /// body framing as the head announced it, and no response.
     func rewind(_ x: XID, to from: Int, _ reactor: Reactor<Backend>) {
+        // (Trailers a failed try's response left are not the next try's.)
+        if exchanges[x].responseTrailers.capacity > 0 { h2TakeBackTrailers(&exchanges[x].responseTrailers) }
         exchanges[x].attempt.replayFrom = nil
         exchanges[x].request.held.start = from
         exchanges[x].request.body = exchanges[x].replayBody

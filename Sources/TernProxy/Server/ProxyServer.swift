@@ -767,7 +767,7 @@ public final class ProxyServer {
                 // Listeners of both kinds: the HTTP proxy's relay (which splices its tunnels) also accepts on the TCP
                 // ones.
                 // With `--upstream`, a configuration gives only the policies of an inbound side.
-                let reader = routes?.reader(index), inbound = !listeners.isEmpty && policiesOnly
+                let reader = routes?.reader(index), inbound = policiesOnly
                 let handler = HTTPProxy<B>(listeners: listeners, tcpListeners: tcpListeners, settings: http, relay: relay, counters: counters,
                                            capacity: capacity, bufferPool: b.buffers, routes: inbound ? nil : reader,
                                            policies: inbound ? reader : nil,

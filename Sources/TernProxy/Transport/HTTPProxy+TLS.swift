@@ -600,9 +600,13 @@ extension HTTPProxy {
         case .client(let id):
             counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
             downstreams[id].mutualTLS = io.sessions.peerVerified(slot)
-            if policies != nil && downstreams[id].mutualTLS, let id2 = io.sessions.peerSPIFFEID(slot) {
-                // The principal AuthorizationPolicies match: the SPIFFE ID without its scheme.
-                downstreams[id].principal = Array(id2.utf8.dropFirst(9))
+            if policies != nil {
+                // What AuthorizationPolicies read of the handshake: the principal (the SPIFFE ID without its
+                // scheme) and the server name.
+                if downstreams[id].mutualTLS, let spiffe = io.sessions.peerSPIFFEID(slot) {
+                    downstreams[id].principal = Array(spiffe.utf8.dropFirst(9))
+                }
+                if let name = io.sessions.serverName(slot) { downstreams[id].serverName = Array(name.utf8) }
             }
             if let capture {
                 let x = Int(downstreams[id].exchange.index)

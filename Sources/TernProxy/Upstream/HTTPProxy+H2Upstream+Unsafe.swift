@@ -857,9 +857,10 @@ extension HTTPProxy {
             if let parent { h2uFlush(parent, reactor) }
             guard upstreams.isCurrent(v), upstreams[v].transport == .h2stream else { return }
         }
-        // The last of a Content-Length body waits for the stream's end (trailers may come before it).
+        // The last of a Content-Length body waits for the stream's end when the client is HTTP/2 and so could get
+        // trailers that may come before it (an HTTP/1.1 client's are dropped: nothing waits).
         if upstreams[v].h2s.count == 1 && upstreams[v].h2s.lengthLeft == 0 && !upstreams[v].h2s.responseEnded
-            && !upstreams[v].h2s.failed { return }
+            && !upstreams[v].h2s.failed, let x = upstreams[v].exchange, exchanges.isCurrent(x), exchanges[x].http2 { return }
         if upstreams[v].h2s.count > 0 {
             let b = UInt16(upstreams[v].h2s.buffers[0]), n = upstreams[v].h2s.lengths[0], d = upstreams[v].h2s.dataBytes[0]
             let count = upstreams[v].h2s.count

@@ -186,6 +186,9 @@ struct ProxyCommand: ParsableCommand {
             guard upstream.isEmpty || http else {
                 throw ValidationError("--config with --upstream (an inbound side enforcing AuthorizationPolicy) needs --http")
             }
+            if !upstream.isEmpty && (listen.contains { $0.hasPrefix("tcp:") } || (!http && listen.allSatisfy { !$0.hasPrefix("http:") })) {
+                throw ValidationError("--config with --upstream (an inbound side) takes HTTP listeners only: AuthorizationPolicy on TCP connections is not enforced yet")
+            }
             if !upstream.isEmpty && listen.count != upstream.count {
                 throw ValidationError("--listen and --upstream pair by position: got \(listen.count) --listen and \(upstream.count) --upstream")
             }
