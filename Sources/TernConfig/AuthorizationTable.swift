@@ -105,14 +105,49 @@ public final class AuthorizationTable: Sendable {
     public let isEmpty: Bool
 
     struct Policies: Sendable {
-        var deny: [CompiledPolicy] = []
-        var allow: [CompiledPolicy] = []
-        var audit: [CompiledPolicy] = []
+        var deny = PolicyList()
+        var allow = PolicyList()
+        var audit = PolicyList()
         /// Enforced ALLOW policies select the workload (then one must match).
         var hasAllow = false
-        var dryRunDeny: [CompiledPolicy] = []
-        var dryRunAllow: [CompiledPolicy] = []
+        var dryRunDeny = PolicyList()
+        var dryRunAllow = PolicyList()
         var hasDryRunAllow = false
+    }
+
+    /// Policies of one action, in reading order, with those that only peers of given principals can match (every
+    /// rule names exact `principals`) indexed by those principals: a request looks only at the others and at
+    /// those of its own principal, not at every policy (none of them for a peer without one).
+    struct PolicyList: Sendable {
+        var open: [CompiledPolicy] = []
+        var byPrincipal: [[UInt8]: [CompiledPolicy]] = [:]
+        var isEmpty = true
+
+        mutating func append(_ p: CompiledPolicy) {
+            isEmpty = false
+            guard let gate = p.principalGate else { return open.append(p) }
+            for principal in gate where byPrincipal[principal]?.last !== p { byPrincipal[principal, default: []].append(p) }
+        }
+
+        /// The first policy (in reading order) that matches, or nil.
+        func first(_ facts: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Int32? {
+            var found: Int32? = nil
+            var i = 0
+            while i < open.count {
+                if open[i].matches(facts, request, &scratch) {
+                    found = open[i].index
+                    break
+                }
+                i += 1
+            }
+            guard !facts.principal.isEmpty, !byPrincipal.isEmpty, let gated = byPrincipal[facts.principal] else { return found }
+            i = 0
+            while i < gated.count && gated[i].index < (found ?? Int32.max) {
+                if gated[i].matches(facts, request, &scratch) { return gated[i].index }
+                i += 1
+            }
+            return found
+        }
     }
 
     init(policyNames: [String], failClosed: Int32, http: Policies, tcp: Policies) {
@@ -206,15 +241,15 @@ public final class AuthorizationTable: Sendable {
     private func decide(_ set: Policies, _ facts: AuthorizationFacts, request: RequestView?,
                         scratch: inout [UInt8]) -> AuthorizationDecision {
         var d = AuthorizationDecision.allowedByDefault
-        if let m = Self.first(set.audit, facts, request, &scratch) { d.audit = m }
+        if let m = set.audit.first(facts, request, &scratch) { d.audit = m }
         if failClosed >= 0 {
             d.allowed = false
             d.policy = failClosed
-        } else if let m = Self.first(set.deny, facts, request, &scratch) {
+        } else if let m = set.deny.first(facts, request, &scratch) {
             d.allowed = false
             d.policy = m
         } else if set.hasAllow {
-            if let m = Self.first(set.allow, facts, request, &scratch) {
+            if let m = set.allow.first(facts, request, &scratch) {
                 d.policy = m
             } else {
                 d.allowed = false
@@ -225,14 +260,14 @@ public final class AuthorizationTable: Sendable {
             if !d.allowed {
                 d.dryRunAllowed = false
                 d.dryRunPolicy = d.policy
-            } else if let m = Self.first(set.dryRunDeny, facts, request, &scratch) {
+            } else if let m = set.dryRunDeny.first(facts, request, &scratch) {
                 d.dryRunAllowed = false
                 d.dryRunPolicy = m
             } else if set.hasDryRunAllow || set.hasAllow {
                 if d.policy >= 0 {
                     d.dryRunAllowed = true
                     d.dryRunPolicy = d.policy
-                } else if let m = Self.first(set.dryRunAllow, facts, request, &scratch) {
+                } else if let m = set.dryRunAllow.first(facts, request, &scratch) {
                     d.dryRunAllowed = true
                     d.dryRunPolicy = m
                 } else {
@@ -245,32 +280,44 @@ public final class AuthorizationTable: Sendable {
         return d
     }
 
-    private static func first(_ policies: [CompiledPolicy], _ facts: AuthorizationFacts, _ request: RequestView?,
-                              _ scratch: inout [UInt8]) -> Int32? {
-        var i = 0
-        while i < policies.count {
-            if policies[i].matches(facts, request, &scratch) { return policies[i].index }
-            i += 1
-        }
-        return nil
-    }
 }
 
 // MARK: - Compiled policies
 
-struct CompiledPolicy: Sendable {
+/// Compiled forms are classes: a request walks them without copying their arrays (a struct element read from an
+/// array is copied, retaining each array it holds).
+final class CompiledPolicy: Sendable {
     let index: Int32
     let rules: [CompiledRule]
+    /// The principals that alone can match it, when every rule names exact ones in every source (nil: any peer may).
+    let principalGate: [[UInt8]]?
 
     init(_ p: AuthorizationPolicy, index: Int32, namespace: String, tcp: Bool) {
         self.index = index
-        var rules: [CompiledRule] = []
+        var rules: [CompiledRule] = [], kept: [AuthorizationPolicy.Rule] = []
         for r in p.rules ?? [] {
             // On a TCP port an ALLOW rule that needs the HTTP request is dropped; DENY and AUDIT ignore those fields.
             if tcp && p.action == .ALLOW && CompiledRule.readsHTTP(r) { continue }
             rules.append(CompiledRule(r, namespace: namespace, tcp: tcp))
+            kept.append(r)
         }
         self.rules = rules
+        principalGate = Self.gate(kept)
+    }
+
+    /// Every rule has sources, each of which names exact principals: their union; else nil.
+    static func gate(_ rules: [AuthorizationPolicy.Rule]) -> [[UInt8]]? {
+        guard !rules.isEmpty else { return nil }
+        var out: [[UInt8]] = []
+        for r in rules {
+            guard let from = r.from, !from.isEmpty else { return nil }
+            for source in from {
+                guard let values = source.principals, !values.isEmpty,
+                      values.allSatisfy({ StringPattern($0.text).kind == .exact }) else { return nil }
+                out += values.map { Array($0.text.utf8) }
+            }
+        }
+        return out
     }
 
     func matches(_ facts: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Bool {
@@ -283,7 +330,7 @@ struct CompiledPolicy: Sendable {
     }
 }
 
-struct CompiledRule: Sendable {
+final class CompiledRule: Sendable {
     let from: [CompiledSource]?
     let to: [CompiledOperation]?
     let when: [CompiledCondition]
@@ -369,15 +416,15 @@ struct PrincipalParts {
     }
 }
 
-struct CompiledSource: Sendable {
-    var principals = Either<StringPattern>()
+final class CompiledSource: Sendable {
+    let principals: Either<StringPattern>
     /// Namespaces as Istio matches them: its principal regex `.*/ns/<value, * as .*>/.*`.
-    var namespaces = Either<GlobPattern>()
+    let namespaces: Either<GlobPattern>
     /// `serviceAccounts` (namespace, name) as Istio matches them: `.+/ns/NS/(.+/|)sa/SA(/.+)?`.
-    var accounts = Either<ServiceAccount>()
-    var ipBlocks = Either<CIDRRange>()
-    var remoteIpBlocks = Either<CIDRRange>()
-    var trustDomains = Either<StringPattern>()
+    let accounts: Either<ServiceAccount>
+    let ipBlocks: Either<CIDRRange>
+    let remoteIpBlocks: Either<CIDRRange>
+    let trustDomains: Either<StringPattern>
 
     init(_ s: AuthorizationPolicy.Source, namespace: String) {
         func strings(_ v: [AuthorizationPolicy.Value]?) -> [StringPattern]? { v.map { $0.map { StringPattern($0.text) } } }
@@ -431,11 +478,11 @@ struct CompiledSource: Sendable {
     }
 }
 
-struct CompiledOperation: Sendable {
-    var hosts = Either<StringPattern>()
-    var ports = Either<UInt16>()
-    var methods = Either<StringPattern>()
-    var paths = Either<AuthorizationPathPattern>()
+final class CompiledOperation: Sendable {
+    let hosts: Either<StringPattern>
+    let ports: Either<UInt16>
+    let methods: Either<StringPattern>
+    let paths: Either<AuthorizationPathPattern>
 
     init(_ o: AuthorizationPolicy.Operation, tcp: Bool) {
         func strings(_ v: [AuthorizationPolicy.Value]?, ignoringCase: Bool = false) -> [StringPattern]? {
@@ -443,7 +490,13 @@ struct CompiledOperation: Sendable {
         }
         func ports(_ v: [AuthorizationPolicy.Value]?) -> [UInt16]? { v.map { $0.compactMap { UInt16($0.text) } } }
         self.ports = Either(values: ports(o.ports), notValues: ports(o.notPorts))
-        guard !tcp else { return }  // (HTTP-only fields: ignored on a TCP port)
+        guard !tcp else {
+            // (HTTP-only fields: ignored on a TCP port)
+            hosts = Either()
+            methods = Either()
+            paths = Either()
+            return
+        }
         hosts = Either(values: strings(o.hosts, ignoringCase: true), notValues: strings(o.notHosts, ignoringCase: true))
         methods = Either(values: strings(o.methods), notValues: strings(o.notMethods))
         paths = Either(values: o.paths.map { $0.map { AuthorizationPathPattern($0.text) } },
@@ -491,17 +544,19 @@ enum HostName {
     }
 }
 
-struct CompiledCondition: Sendable {
+final class CompiledCondition: Sendable {
     let attribute: AuthorizationAttribute
-    var strings = Either<StringPattern>()
-    var cidrs = Either<CIDRRange>()
-    var ports = Either<UInt16>()
+    let strings: Either<StringPattern>
+    let cidrs: Either<CIDRRange>
+    let ports: Either<UInt16>
     /// `source.namespace` values as Istio matches them (CompiledSource.inNamespace), `source.serviceAccount` ones.
-    var globs = Either<GlobPattern>()
-    var accounts = Either<ServiceAccount>()
+    let globs: Either<GlobPattern>
+    let accounts: Either<ServiceAccount>
 
     init(_ c: AuthorizationPolicy.Condition, attribute: AuthorizationAttribute, namespace: String) {
         self.attribute = attribute
+        var strings = Either<StringPattern>(), cidrs = Either<CIDRRange>(), ports = Either<UInt16>()
+        var globs = Either<GlobPattern>(), accounts = Either<ServiceAccount>()
         switch attribute {
         case .sourceIP, .remoteIP, .destinationIP:
             cidrs = Either(values: c.values.map { $0.compactMap { try? CIDRRange(parsing: $0.text) } },
@@ -519,6 +574,11 @@ struct CompiledCondition: Sendable {
             strings = Either(values: c.values.map { $0.map { StringPattern($0.text) } },
                              notValues: c.notValues.map { $0.map { StringPattern($0.text) } })
         }
+        self.strings = strings
+        self.cidrs = cidrs
+        self.ports = ports
+        self.globs = globs
+        self.accounts = accounts
     }
 
     func holds(_ f: AuthorizationFacts, _ request: RequestView?, _ scratch: inout [UInt8]) -> Bool {

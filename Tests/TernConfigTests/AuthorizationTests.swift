@@ -385,3 +385,58 @@ private func policy(_ name: String, ns: String = "default", _ spec: String, anno
         #expect(allowed(never, ""))
     }
 }
+
+@Suite struct AuthorizationIndexTests {
+    @Test func policiesIndexedByPrincipalDecideAsInReadingOrder() throws {
+        // Policies whose every rule names exact principals are looked at only for those peers; the first match in
+        // reading order still decides, whichever list it sits in.
+        let yaml = """
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: a, namespace: default}
+            spec:
+              rules:
+              - from:
+                - source: {principals: [cluster.local/ns/default/sa/x, cluster.local/ns/default/sa/y]}
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: b, namespace: default}
+            spec:
+              rules:
+              - to:
+                - operation: {methods: [GET]}
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {name: c, namespace: default}
+            spec:
+              action: DENY
+              rules:
+              - from:
+                - source: {principals: [cluster.local/ns/default/sa/bad]}
+                to:
+                - operation: {paths: ["/secret"]}
+            """
+        let set = ConfigLoader.load(yaml: yaml, file: "f.yaml", namespace: "default")
+        #expect(set.errors.isEmpty)
+        let t = AuthorizationTable.compile(set.resources, workload: SecurityWorkload(namespace: "default")).0
+        func decide(_ principal: String, _ request: String) -> AuthorizationDecision {
+            let bytes = Array(request.utf8)
+            var parser = HTTP1Parser(kind: .request)
+            _ = try? parser.parse(bytes.span)
+            let head = parser.head
+            var scratch: [UInt8] = []
+            return t.evaluate(AuthorizationFacts(principal: Array(principal.utf8)), request: RequestView(http1: head, bytes: bytes.span), scratch: &scratch)
+        }
+        let get = "GET /secret HTTP/1.1\r\nHost: h\r\n\r\n", post = "POST /secret HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n"
+        #expect(decide("cluster.local/ns/default/sa/y", get).policy == 0)  // a, before b
+        #expect(decide("cluster.local/ns/default/sa/z", get).policy == 1)  // b
+        #expect(decide("", get).policy == 1)
+        #expect(decide("cluster.local/ns/default/sa/x", post).allowed && decide("cluster.local/ns/default/sa/x", post).policy == 0)
+        #expect(!decide("cluster.local/ns/default/sa/z", post).allowed)
+        let bad = decide("cluster.local/ns/default/sa/bad", get)
+        #expect(!bad.allowed && bad.policy == 2)
+        #expect(decide("cluster.local/ns/default/sa/bad", "GET /open HTTP/1.1\r\nHost: h\r\n\r\n").allowed)
+    }
+}
