@@ -390,18 +390,31 @@ private final class H2ProxyRig<B: IOBackend>: @unchecked Sendable {
         defer { rig.stop() }
         var failed: [Int] = []
         for i in 0..<warm where !rig.roundTrip(streams: streams) { failed.append(i) }
-        let before = rig.reactorMallocs
-        for i in warm..<(warm + counted) where !rig.roundTrip(streams: streams) { failed.append(i) }
-        // One more exchange, so the tail of the last counted one (its stream's close, buffers back, the report) has
-        // run before the second sample: both samples fall at the same phase.
-        if !rig.roundTrip(streams: streams) { failed.append(warm + counted) }
-        let after = rig.reactorMallocs
+        // A counted phase: `counted` round trips between two samples of the reactor thread's count. One more exchange
+        // after them, so the tail of the last counted one (its stream's close, buffers back, the report) has run
+        // before the second sample: both samples fall at the same phase.
+        func phase(_ first: Int) -> UInt {
+            let before = rig.reactorMallocs
+            for i in first..<(first + counted) where !rig.roundTrip(streams: streams) { failed.append(i) }
+            if !rig.roundTrip(streams: streams) { failed.append(first + counted) }
+            #expect(before > 0 || counter == nil, "the reactor thread's count was sampled")
+            return rig.reactorMallocs - before
+        }
+        var allocations = phase(warm)
+        var phases = 1
+        if allocations > 0 && allocations < UInt(counted / 100) && counter != nil {
+            // A one-off growth (a list reaching a length the warm-up never needed, as timing on a busy machine may
+            // make it: seen once in a few runs of the whole suite, 1 allocation in 10,000 streams, before any change
+            // of this suite's subject) is not a steady state: a second phase must then allocate nothing. Anything a
+            // stream allocates shows in both.
+            allocations = phase(warm + counted + 1)
+            phases = 2
+        }
         #expect(failed.count == 0, "round trips not answered 200 with their bodies: \(failed.prefix(10))")
         if counter != nil {
-            #expect(before > 0, "the reactor thread's count was sampled")
             // nghttp2's blocks come from the shim's per-thread free lists (CTernNghttp2/mem.c) and the engine's
             // HTTP/2 glue reuses its arrays and buffers: no stream allocates.
-            #expect(after - before == 0, "\(after - before) allocations on the reactor thread over \(counted * streams) HTTP/2 streams")
+            #expect(allocations == 0, "\(allocations) allocations on the reactor thread over \(counted * streams) HTTP/2 streams (phase \(phases))")
         }
     }
 

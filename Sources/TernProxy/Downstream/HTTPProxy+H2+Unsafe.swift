@@ -115,6 +115,9 @@ enum H2Wire {
     /// largest kept.
     static let trailerArraysKept = 256
     static let trailerArrayCapacity = 1024
+    /// Arrays made at once when none is kept, and the capacity each starts with (a gRPC status and message).
+    static let trailerArraysMadeAtOnce = 8
+    static let trailerArrayFirstCapacity = 256
 }
 
 extension HTTPProxy {

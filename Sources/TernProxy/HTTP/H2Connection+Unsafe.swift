@@ -117,8 +117,22 @@ extension HTTPProxy {
     /// Lends `body` (about to begin a chunked body) an array for its trailer section from those kept, so that the
     /// trailers it may carry are stored without allocating.
     func h2LendTrailers(_ body: inout H2BodyOut) {
-        guard body.trailers.capacity == 0, let kept = h2TrailerArrays.popLast() else { return }
-        body.trailers = kept
+        guard body.trailers.capacity == 0 else { return }
+        body.trailers = h2TakeTrailerArray()
+    }
+
+    /// An array for a trailer section from those kept. When none is left, `H2Wire.trailerArraysMadeAtOnce` are made
+    /// at once, so that streams with trailers overlapping a little more than before (a stream freed an iteration after
+    /// the next began) find one without allocating in steady state.
+    private func h2TakeTrailerArray() -> [UInt8] {
+        if h2TrailerArrays.isEmpty {
+            for _ in 0..<H2Wire.trailerArraysMadeAtOnce {
+                var array: [UInt8] = []
+                array.reserveCapacity(H2Wire.trailerArrayFirstCapacity)
+                h2TrailerArrays.append(array)
+            }
+        }
+        return h2TrailerArrays.removeLast()
     }
 
     /// Takes back the array `body` kept its trailer section in (its stream ends), emptied with its capacity: at most
@@ -139,7 +153,7 @@ extension HTTPProxy {
     /// Keeps HTTP/2 trailers `fields` of `session` in `trailers` (an exchange's `requestTrailers` or
     /// `responseTrailers`, in an array lent from those kept) as an HTTP/1.1 trailer section.
     func h2KeepTrailers(_ session: HTTP2Session, _ fields: Range<Int>, in trailers: inout [UInt8]) {
-        if trailers.capacity == 0, let kept = h2TrailerArrays.popLast() { trailers = kept }
+        if trailers.capacity == 0 { trailers = h2TakeTrailerArray() }
         trailers.removeAll(keepingCapacity: true)
         HTTP2Translation.http1TrailerSection(session, fields, into: &trailers)
         // (Only its empty line: none at all.)
