@@ -157,7 +157,9 @@ def test_bad_config_at_start_exits_1_naming_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("args", [
-    ["--http", "--config", "x.yaml", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"],
+    # (--http --config with --upstream is an inbound side, docs/security.md: HTTP listeners only, paired by position.)
+    ["--http", "--config", "x.yaml", "--listen", "tcp:127.0.0.1:0", "--upstream", "127.0.0.1:1"],
+    ["--http", "--config", "x.yaml", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"],
     ["--config", "x.yaml", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"],
 ])
 def test_config_flag_misuse_exits_64(args):
