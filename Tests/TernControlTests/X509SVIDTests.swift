@@ -122,14 +122,12 @@ struct X509SVIDTests {
         // Read before the chain is verified, so a hostile peer chooses the count: one decoding, not one per name.
         let many = (0..<5000).map { "spiffe://cluster.local/ns/default/sa/w\($0)" }
         let cert = try Self.leaf { $0.uris = many; $0.dnsNames = ["a.example", "b.example"] }
-        let clock = ContinuousClock()
+        // (One pass is how `soleURI` reads them: the shim counts the URI names of one decoding. No timing here:
+        // the count and the refusal are what is asserted.)
         var rejection: X509SVIDRejection?
-        let elapsed = clock.measure {
-            if case .failure(let r) = X509SVID.identity(of: cert, trustDomain: "cluster.local") { rejection = r }
-        }
+        if case .failure(let r) = X509SVID.identity(of: cert, trustDomain: "cluster.local") { rejection = r }
         #expect(rejection?.reason == .multipleURISANs)
         #expect(rejection?.detail.contains("5000 URI") == true)
-        #expect(elapsed < .seconds(1), "\(elapsed)")
         #expect(cert.soleURI.count == 5000 && cert.soleURI.uri == nil)
         #expect(cert.uris == many)
         #expect(cert.dnsNames == ["a.example", "b.example"])
