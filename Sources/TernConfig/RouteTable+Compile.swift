@@ -31,6 +31,8 @@ struct RouteCompiler {
     let reactors: Int
     var workload = SecurityWorkload(namespace: "default")
     var services: [String: ServiceEntry] = [:]
+    /// The namespace of the ServiceEntry that declares each host (its endpoints' service accounts live there).
+    var serviceNamespaces: [String: String] = [:]
     var rules: [String: DestinationRule] = [:]
     var clusters: [Cluster] = []
     var clusterIndex: [String: Int] = [:]
@@ -45,7 +47,11 @@ struct RouteCompiler {
     mutating func run() -> RouteTable {
         for r in resources {
             switch r.spec {
-            case .serviceEntry(let se): for h in se.hosts where services[h] == nil { services[h] = se }
+            case .serviceEntry(let se):
+                for h in se.hosts where services[h] == nil {
+                    services[h] = se
+                    serviceNamespaces[h] = r.namespace
+                }
             case .destinationRule(let dr): if rules[dr.host] == nil { rules[dr.host] = dr }
             default: break
             }
@@ -251,9 +257,13 @@ struct RouteCompiler {
         let dns = se.resolution == .DNS || se.resolution == .DNS_ROUND_ROBIN
         for e in se.endpoints where labels.allSatisfy({ e.labels[$0.key] == $0.value }) {
             let p = sePort.flatMap { e.ports[$0.name] } ?? sePort?.targetPort ?? port
-            endpoints.append(Endpoint(address: e.address, port: p, weight: max(e.weight ?? 1, 1), labels: e.labels,
-                                      needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? "",
-                                      network: e.network ?? ""))
+            var endpoint = Endpoint(address: e.address, port: p, weight: max(e.weight ?? 1, 1), labels: e.labels,
+                                    needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? "",
+                                    network: e.network ?? "")
+            if let sa = e.serviceAccount, !sa.isEmpty {
+                endpoint.serviceAccountPath = "/ns/\(serviceNamespace(se))/sa/\(sa)"
+            }
+            endpoints.append(endpoint)
         }
         if se.endpoints.isEmpty, dns, labels.isEmpty {
             endpoints.append(Endpoint(address: host, port: sePort?.targetPort ?? port, weight: 1, labels: [:],
@@ -272,9 +282,15 @@ struct RouteCompiler {
                                 policy: policy, retryBudget: subsetDef?.trafficPolicy?.retryBudget ?? rule?.trafficPolicy?.retryBudget,
                                 loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
                                 originalDestination: se.resolution == .NONE, resolution: se.resolution,
-                                upstreamProtocol: UpstreamProtocol(portProtocol: sePort?.protocol, pool: policy.connectionPool)))
+                                upstreamProtocol: UpstreamProtocol(portProtocol: sePort?.protocol, pool: policy.connectionPool),
+                                subjectAltNames: se.subjectAltNames))
         clusterIndex[name] = clusters.count - 1
         return clusters.count - 1
+    }
+
+    /// The namespace of the ServiceEntry `se` (the sidecar's when it cannot be told).
+    func serviceNamespace(_ se: ServiceEntry) -> String {
+        se.hosts.lazy.compactMap { serviceNamespaces[$0] }.first ?? namespace
     }
 
     func wildcardRule(_ host: String) -> DestinationRule? {

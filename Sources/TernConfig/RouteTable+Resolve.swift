@@ -31,8 +31,10 @@ extension RouteTable {
                 }
                 let addresses = answers[e.address] ?? []
                 for a in clusters[i].resolution == .DNS_ROUND_ROBIN ? Array(addresses.prefix(1)) : addresses {
-                    endpoints.append(Endpoint(address: a, port: e.port, weight: e.weight, labels: e.labels,
-                                              needsResolution: false, locality: e.locality, network: e.network))
+                    var answered = e
+                    answered.address = a
+                    answered.needsResolution = false
+                    endpoints.append(answered)
                 }
             }
             resolvedClusters[i].endpoints = endpoints

@@ -243,6 +243,9 @@ public struct Cluster: Sendable {
     public var resolution: ServiceEntry.Resolution = .STATIC
     /// The protocol requests go upstream in (Istio's cluster builder: `upstreamProtocol(port:policy:)`).
     public var upstreamProtocol: UpstreamProtocol = .http1
+    /// The ServiceEntry's `subjectAltNames`: the identities mutual TLS to the service accepts (with its endpoints'
+    /// service accounts).
+    public var subjectAltNames: [String] = []
 }
 
 /// How an HTTP cluster's requests travel to its endpoints.
@@ -285,6 +288,12 @@ public struct Endpoint: Sendable, Equatable {
     public var locality: String
     /// The ServiceEntry endpoint's `network` ("" for none).
     public var network: String
+    /// The SPIFFE ID path of the endpoint's `serviceAccount`, `/ns/<the ServiceEntry's namespace>/sa/<name>`
+    /// ("" for none): automatic mTLS accepts the peer's certificate for it (with the trust domain in front).
+    public var serviceAccountPath = ""
+    /// Labelled `security.istio.io/tlsMode: istio`: the endpoint has a sidecar, so automatic mTLS reaches it over
+    /// mutual TLS.
+    public var meshTLS: Bool { labels["security.istio.io/tlsMode"] == "istio" }
 
     public init(address: String, port: UInt16, weight: UInt32, labels: [String: String], needsResolution: Bool,
                 locality: String = "", network: String = "") {

@@ -287,6 +287,12 @@ import Glibc
         return id.description
     }
 
+    /// The peer's leaf certificate (a reference of its own, kept past the session), if it presented one.
+    public func peerCertificate(_ i: Int) -> X509Certificate? {
+        guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return nil }
+        return unsafe X509Certificate(retaining: cert)
+    }
+
     /// The first URI subjectAltName of the peer's certificate (a SPIFFE ID), if any.
     public func peerURI(_ i: Int) -> String? {
         guard let cert = unsafe tern_SSL_get0_peer_certificate(session(i)) else { return nil }

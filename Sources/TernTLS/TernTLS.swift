@@ -16,6 +16,12 @@ public enum TLSFailureReason: String, Sendable, CaseIterable {
     case certificateNotYetValid = "certificate_not_yet_valid"
     /// The certificate does not name the host or identity it must (subjectAltNames).
     case sanMismatch = "san_mismatch"
+    /// The peer's certificate verified but is not an X.509-SVID of the mesh's trust domain (no single well-formed
+    /// SPIFFE ID, another trust domain, a CA, no digitalSignature usage).
+    case invalidSVID = "invalid_svid"
+    /// Our own workload certificate (`--identity-dir`) expired with no replacement: it is never presented, so the
+    /// connection is closed (inbound) or not made (outbound).
+    case identityExpired = "identity_expired"
     /// No protocol version or cipher suite in common.
     case noSharedParameters = "no_shared_parameters"
     /// The peer sent a fatal alert.

@@ -106,14 +106,25 @@ import Glibc
     public var serialNumber: String { String(decoding: unsafe Self.text { unsafe tern_cert_serial_hex(pointer, $0, $1) }, as: UTF8.self) }
 
     /// SHA-256 of the DER certificate, as "AB:CD:…" (what `openssl x509 -fingerprint -sha256` prints).
-    public var sha256Fingerprint: String {
+    public var sha256Fingerprint: String { hex(sha256, digits: "0123456789ABCDEF", separator: ":") }
+
+    /// SHA-256 of the DER certificate in lower-case hexadecimal without separators (the `Hash` of Envoy's
+    /// X-Forwarded-Client-Cert).
+    public var sha256Hex: String { hex(sha256, digits: "0123456789abcdef", separator: "") }
+
+    /// SHA-256 of the DER certificate (empty when OpenSSL cannot compute it).
+    public var sha256: [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         // SAFETY: X509_digest writes at most EVP_MAX_MD_SIZE (64) bytes; SHA-256 writes 32, the buffer's size.
         let ok = unsafe digest.withUnsafeMutableBufferPointer { unsafe tern_X509_digest(pointer, tern_EVP_sha256(), $0.baseAddress, &length) }
-        guard ok == 1 else { return "" }
-        let hex = Array("0123456789ABCDEF".utf8)
-        return digest.prefix(Int(length)).map { String(decoding: [hex[Int($0 >> 4)], hex[Int($0 & 15)]], as: UTF8.self) }.joined(separator: ":")
+        guard ok == 1 else { return [] }
+        return Array(digest.prefix(Int(length)))
+    }
+
+    private func hex(_ bytes: [UInt8], digits: String, separator: String) -> String {
+        let d = Array(digits.utf8)
+        return bytes.map { String(decoding: [d[Int($0 >> 4)], d[Int($0 & 15)]], as: UTF8.self) }.joined(separator: separator)
     }
 
     /// What the certificate says of itself; nil when its dates or extensions cannot be decoded.

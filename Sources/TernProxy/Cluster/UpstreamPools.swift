@@ -131,12 +131,14 @@ struct UpstreamPools {
     /// Binds a newly published table's endpoints: each cluster's endpoints as pool indexes (-1 for an endpoint
     /// with no address), and the pools that the table no longer names (their idle connections should be closed;
     /// each is freed once unused). Runs when a snapshot arrives, never per request.
-    mutating func bind(clusters: [[SocketAddress?]], tls: [TLSOriginationKey?] = []) -> (endpoints: [[Int]], retired: [Int]) {
+    /// `tls`: each endpoint's origination settings, by cluster and endpoint (nil, or missing: plaintext).
+    mutating func bind(clusters: [[SocketAddress?]], tls: [[TLSOriginationKey?]] = []) -> (endpoints: [[Int]], retired: [Int]) {
         var named = [Bool](repeating: false, count: slots.count)
         let endpoints = clusters.indices.map { c in
-            clusters[c].map { address -> Int in
+            clusters[c].enumerated().map { i, address -> Int in
                 guard let address else { return -1 }
-                let e = index(for: PoolKey(address: address, tls: c < tls.count ? tls[c] : nil))
+                let key = c < tls.count && i < tls[c].count ? tls[c][i] : nil
+                let e = index(for: PoolKey(address: address, tls: key))
                 if e < named.count { named[e] = true }
                 return e
             }

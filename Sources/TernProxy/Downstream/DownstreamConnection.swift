@@ -34,6 +34,9 @@ struct DownstreamConnection {
     /// none), as AuthorizationPolicies read them.
     var peerIP: IPAddress? = nil
     var principal: [UInt8] = []
+    /// With a mesh identity (`--identity-dir`), the SHA-256 of the peer's certificate in hexadecimal, for the
+    /// X-Forwarded-Client-Cert the app gets (empty: not mutual TLS).
+    var clientCertHash: [UInt8] = []
     /// The address the connection was made to, and the TLS server name the client asked for (empty: none).
     var localIP: IPAddress? = nil
     var serverName: [UInt8] = []

@@ -536,6 +536,7 @@ extension HTTPProxy {
         downstreams[v].mutualTLS = downstreams[id].mutualTLS
         downstreams[v].peerIP = downstreams[id].peerIP
         downstreams[v].principal = downstreams[id].principal
+        downstreams[v].clientCertHash = downstreams[id].clientCertHash
         downstreams[v].localIP = downstreams[id].localIP
         downstreams[v].serverName = downstreams[id].serverName
         bytes.copyClientAddress(from: Int(id.index), to: Int(v.index))

@@ -163,7 +163,8 @@ extension HTTPProxy {
         var trace = 0..<0
         let traced = reporting.spans != nil
         // Routed by Istio configuration, every request carries x-envoy-attempt-count, as Istio has Envoy send it.
-        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced || routes != nil {
+        if exchanges[x].request.edited || exchanges[x].targetRewrite != .none || traced || routes != nil
+            || !downstreams[id].clientCertHash.isEmpty {
             guard let extras = composeRequestExtras(x, head, &target, &fields, &trace) else { return false }
             exchanges[x].request.extras = extras
         }

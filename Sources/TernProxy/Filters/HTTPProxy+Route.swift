@@ -149,6 +149,7 @@ extension HTTPProxy {
         // The fields read, not the whole session: copying a Session retains every reference it holds.
         let rewriteTarget = exchanges[x].targetRewrite, held = exchanges[x].request.held
         let edited = exchanges[x].request.edited, context = exchanges[x].report.trace, tries = exchanges[x].tries
+        let id = exchanges[x].downstream
         var targetEnd = 0
         var fieldsEnd = 0
         let extras = bytes.compose { w in
@@ -179,6 +180,18 @@ extension HTTPProxy {
             if routes != nil {
                 w.append("x-envoy-attempt-count: ")
                 w.append(decimal: Int(tries))
+                w.append("\r\n")
+            }
+            if !downstreams[id].clientCertHash.isEmpty, let mesh = tlsPolicy?.current.mesh {
+                // A mesh peer's request, as Istio's sidecar hands it to the app (Envoy's APPEND_FORWARD with
+                // subject, URI and DNS): who forwarded it (us), the peer certificate's hash, its subject (empty
+                // in a mesh certificate) and SPIFFE ID. A client's own field was removed (an untrusted client's).
+                w.append("x-forwarded-client-cert: ")
+                w.append(mesh.forwardedBy)
+                w.append("Hash=")
+                w.append(downstreams[id].clientCertHash)
+                w.append(";Subject=\"\";URI=spiffe://")
+                w.append(downstreams[id].principal)
                 w.append("\r\n")
             }
             fieldsEnd = w.count

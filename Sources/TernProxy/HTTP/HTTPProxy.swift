@@ -369,18 +369,21 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }
         }
-        let tlsKeys = table.clusters.map { TLSOriginationKey($0.policy.tls, http2: $0.upstreamProtocol == .http2) }
+        // Published before this table: its contexts (and the identity's trust domain) are there.
+        _ = originations?.refresh()
+        let current = originations?.current
+        let tlsKeys = table.clusters.map { TLSOriginationKey.endpointKeys($0, trustDomain: current?.trustDomain) }
         let (endpoints, retired) = pools.bind(clusters: table.clusters.map { $0.endpoints.map(\.socketAddress) }, tls: tlsKeys)
         if originations != nil {
-            // Published before this table: its contexts are there. A key without one (ISTIO_MUTUAL is not a key)
-            // cannot happen; such a pool would have no policy and stay plaintext, which bind never lets it be.
-            _ = originations?.refresh()
-            let current = originations?.current
+            // A key without a policy cannot happen; such a pool would have no context, and `upstreamStartTLS`
+            // fails its connections rather than let them go out in plaintext.
             for c in endpoints.indices {
-                guard let key = tlsKeys[c] else { continue }
-                let policy = current?.policies[key]
-                if policy == nil { bug("no TLS origination policy published for cluster \(table.clusters[c].name)") }
-                for e in endpoints[c] where e >= 0 { pools.slots[e].tls = policy }
+                for (i, e) in endpoints[c].enumerated() where e >= 0 {
+                    guard let key = tlsKeys[c][i] else { continue }
+                    let policy = current?.policies[key]
+                    if policy == nil { bug("no TLS origination policy published for cluster \(table.clusters[c].name)") }
+                    pools.slots[e].tls = policy
+                }
             }
         }
         clusterEndpoints = endpoints

@@ -55,6 +55,10 @@ public struct ProxySettings: Sendable {
     public var tls: TLSServerFiles? = nil
     /// `--credentials-dir`: where DestinationRule `credentialName` secrets are (DIR/NAME/tls.crt, tls.key, ca.crt).
     public var credentialsDir: String? = nil
+    /// `--identity-dir` (and `--trust-domain`): the workload's mesh identity. On an inbound side it terminates
+    /// mutual TLS (`tls` is set from it: peers must present X.509-SVIDs chaining to its root); with `--config` it
+    /// originates mutual TLS to mesh endpoints (ISTIO_MUTUAL, automatic mTLS).
+    public var identity: MeshIdentityFiles? = nil
     public init() {}
 
     /// The kind of listener `i`.
@@ -154,6 +158,19 @@ public final class ProxyServer {
             return 1
         }
         let cpus = Self.resolveCores(settings.cores)
+        // The workload's mesh identity: checked before anything uses it (a bad or expired one exits 1 naming it).
+        if let files = settings.identity {
+            do throws(TLSSetupError) {
+                let identity = try MeshIdentity.load(files, now: MeshIdentity.nowSeconds)
+                self.identity = identity
+                counters.tls.configured.store(true, ordering: .relaxed)
+                Log.info("identity: \(identity.id) (trust domain \(identity.trustDomain)) from \(files.directory), valid \((identity.notAfter - MeshIdentity.nowSeconds) / 60) more minutes")
+            } catch {
+                Log.error("identity: \(error.description)")
+                Log.shared.flush()
+                return 1
+            }
+        }
         var publisher: RoutePublisher? = nil
         if let path = settings.configPath {
             guard let table = Self.loadConfig(path, namespace: settings.namespace, reactors: cpus.count, workload: settings.workload) else {
@@ -163,7 +180,7 @@ public final class ProxyServer {
             }
             if settings.http != nil {
                 // TLS origination: the contexts its DestinationRules need, before any reactor binds the table.
-                guard let o = Self.originations(table, credentialsDir: settings.credentialsDir) else {
+                guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity) else {
                     Log.error("configuration \(path) refused; not starting")
                     Log.shared.flush()
                     return 1
@@ -176,6 +193,7 @@ public final class ProxyServer {
                 Log.warn("\(r.file):\(r.line): \(r.label): AuthorizationPolicy applies to requests an inbound side receives (--http --upstream APP with --config); this process has none, so no policy is enforced here")
             }
             publisher = RoutePublisher(template: table, readers: cpus.count)
+            template = table
             admin.applied(version: 1, table: table)
             Log.info("config applied version=1 resources=\(table.resources.count) path=\(path)")
         }
@@ -187,10 +205,11 @@ public final class ProxyServer {
         if let files = settings.tls {
             do {
                 let context = try files.context(alpn: settings.serverALPN)
-                tlsCell = SnapshotCell(TLSServerPolicy(context: context), readers: cpus.count)
+                tlsCell = SnapshotCell(TLSServerPolicy(context: context, mesh: identity), readers: cpus.count)
                 counters.tls.configured.store(true, ordering: .relaxed)
-                Log.info("tls: serving \(files.certificate)\(files.clientCA.map { " (client certificates verified against \($0))" } ?? "")")
-                warnIfExpiring(context, files.certificate)
+                Log.info("tls: serving \(files.certificate)\(files.clientCA.map { " (client certificates verified against \($0)\(identity != nil ? ", X.509-SVIDs of \(identity!.trustDomain) required" : ""))" } ?? "")")
+                // (A workload certificate lives a day: its lifetime is watched apart, `watchIdentityLifetime`.)
+                if identity == nil { warnIfExpiring(context, files.certificate) }
             } catch {
                 Log.error("tls: \(error.description)")
                 Log.shared.flush()
@@ -384,8 +403,10 @@ public final class ProxyServer {
         // Watching starts before the listeners are announced: a change made once they are is seen.
         let watcher = settings.configPath.flatMap { FileWatcher(path: $0, directoryEntries: ConfigFiles.isConfigurationEntry) }
         if settings.configPath != nil && watcher == nil { Log.warn("cannot watch the configuration (inotify); SIGHUP reloads it") }
-        let tlsWatchers = (settings.tls?.paths ?? []).compactMap { FileWatcher(path: $0, directoryEntries: { _ in false }) }
-        if settings.tls != nil && tlsWatchers.count != settings.tls?.paths.count { Log.warn("cannot watch the TLS files (inotify); SIGHUP reloads them") }
+        // (With a mesh identity, its three files: they give the server context too.)
+        let tlsPaths = settings.identity?.paths ?? settings.tls?.paths ?? []
+        let tlsWatchers = tlsPaths.compactMap { FileWatcher(path: $0, directoryEntries: { _ in false }) }
+        if !tlsPaths.isEmpty && tlsWatchers.count != tlsPaths.count { Log.warn("cannot watch the TLS files (inotify); SIGHUP reloads them") }
         var tlsReloadDue: UInt64? = nil
         for b in bound { Log.info("listening kind=\(b.kind.announced) addr=\(b.address)") }
         let info = ServerInfo(
@@ -423,17 +444,26 @@ public final class ProxyServer {
                 reload(publisher, path: path)
             }
             if tlsWatchers.contains(where: { $0.changed() }) { tlsReloadDue = System.monotonicNanos() + 200_000_000 }
-            if let due = tlsReloadDue, System.monotonicNanos() >= due, let tlsCell, let files = settings.tls {
+            if let due = tlsReloadDue, System.monotonicNanos() >= due {
                 tlsReloadDue = nil
-                reloadTLS(tlsCell, files)
+                if settings.identity != nil {
+                    reloadIdentity(tlsCell, publisher)
+                } else if let tlsCell, let files = settings.tls {
+                    reloadTLS(tlsCell, files)
+                }
             }
+            if identity != nil { watchIdentityLifetime() }
             tlsCell?.reclaim()
             originationCell?.reclaim()
             if let sig = signals.wait(milliseconds: reloadDue == nil && tlsReloadDue == nil ? 200 : 50) {
                 guard Signals.isStop(sig) else {
                     if Signals.name(sig) == "SIGHUP" && (settings.configPath != nil || tlsCell != nil) {
                         if let publisher, let path = settings.configPath { reload(publisher, path: path) }
-                        if let tlsCell, let files = settings.tls { reloadTLS(tlsCell, files) }
+                        if settings.identity != nil {
+                            reloadIdentity(tlsCell, publisher)
+                        } else if let tlsCell, let files = settings.tls {
+                            reloadTLS(tlsCell, files)
+                        }
                         continue
                     }
                     if Signals.name(sig) == "SIGUSR1" {
@@ -502,11 +532,18 @@ public final class ProxyServer {
     private var version = 1
     /// TLS origination contexts (HTTP with --config), published before each route table.
     private var originationCell: SnapshotCell<TLSOriginations>? = nil
+    /// The configuration applied last (before DNS answers): published again when the identity rotates, so the
+    /// reactors bind the new contexts.
+    private var template: RouteTable? = nil
+    /// The workload's mesh identity (`--identity-dir`) being served, and what was said of its lifetime.
+    private var identity: MeshIdentity? = nil
+    private var warnedHalfLife = false
+    private var warnedExpired = false
 
     /// Builds the TLS origination contexts `table` needs; logs its warnings, or the error and returns nil.
-    static func originations(_ table: RouteTable, credentialsDir: String?) -> TLSOriginations? {
+    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil) -> TLSOriginations? {
         do throws(TLSSetupError) {
-            let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir)
+            let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir, identity: identity)
             for w in warnings { Log.warn(w) }
             return o
         } catch {
@@ -534,7 +571,7 @@ public final class ProxyServer {
         }
         if let cell = originationCell {
             // The table's TLS contexts go out first: a reactor that binds the table finds them.
-            guard let o = Self.originations(table, credentialsDir: settings.credentialsDir) else {
+            guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity) else {
                 admin.rejected()
                 Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
                 return
@@ -543,6 +580,7 @@ public final class ProxyServer {
             cell.publish(o)
         }
         version += 1
+        template = table
         publisher.apply(table)
         admin.applied(version: version, table: table)
         let micros = (System.monotonicNanos() - started) / 1000
@@ -564,6 +602,56 @@ public final class ProxyServer {
                 counters.tls.reloadsRefused.add()
                 Log.error("tls: reload refused: \(error.description); the previous certificate keeps serving")
             }
+        }
+    }
+
+    /// The identity's files changed (or SIGHUP): read and checked again; a usable identity replaces the old one
+    /// for new handshakes both ways (the inbound side's server context, then the origination contexts, with the
+    /// configuration published again so every reactor binds them); connections already up keep theirs. One that
+    /// cannot be used (unreadable, not an X.509-SVID, expired, a key that does not match) is refused with an error
+    /// line, and the old identity keeps serving until it expires.
+    private func reloadIdentity(_ tlsCell: SnapshotCell<TLSServerPolicy>?, _ publisher: RoutePublisher?) {
+        guard let files = settings.identity else { return }
+        System.atIdlePriority {
+            do throws(TLSSetupError) {
+                let next = try MeshIdentity.load(files, now: MeshIdentity.nowSeconds)
+                // Every context is built before any is published: a key that does not match refuses them all.
+                let server = try tlsCell.map { _ throws(TLSSetupError) in
+                    TLSServerPolicy(context: try files.serverFiles.context(alpn: settings.serverALPN), mesh: next)
+                }
+                var origination: TLSOriginations? = nil
+                if originationCell != nil, let template {
+                    let (o, _) = try TLSOriginations.build(template, credentialsDir: settings.credentialsDir, identity: next)
+                    origination = o
+                }
+                if let tlsCell, let server { tlsCell.publish(server) }
+                if let cell = originationCell, let origination, let publisher, let template {
+                    cell.publish(origination)
+                    publisher.apply(template)
+                }
+                identity = next
+                warnedHalfLife = false
+                warnedExpired = false
+                counters.tls.reloads.add()
+                Log.info("identity: rotated to \(next.id), valid \((next.notAfter - MeshIdentity.nowSeconds) / 60) more minutes: new handshakes use it")
+            } catch {
+                counters.tls.reloadsRefused.add()
+                Log.error("identity: rotation refused: \(error.description); the previous certificate keeps serving")
+            }
+        }
+    }
+
+    /// Past half its lifetime with no replacement, the identity is warned about once (Istio's agent would have
+    /// rotated it); once expired, it is never presented again, and that is said once.
+    private func watchIdentityLifetime() {
+        guard let identity, !warnedExpired else { return }
+        let now = MeshIdentity.nowSeconds
+        if !identity.presentable(now: now) {
+            warnedExpired = true
+            Log.error("identity: \(identity.id) expired and no replacement was written to \(identity.files.directory): it is no longer presented, so mutual TLS fails both ways until one is")
+        } else if !warnedHalfLife && identity.pastHalfLife(now: now) {
+            warnedHalfLife = true
+            Log.warn("identity: \(identity.id) is past half its lifetime with no replacement (expires in \((identity.notAfter - now) / 60) minutes)")
         }
     }
 

@@ -58,6 +58,10 @@ extension ProxySettings {
         if let c = t.traceCollector { out.append("trace-collector=\(c)") }
         out.append("trace-sampling=\(t.traceSampling)")
         if let credentialsDir { out.append("credentials-dir=\(credentialsDir)") }
+        if let identity {
+            out.append("identity-dir=\(identity.directory)")
+            if let td = identity.trustDomain { out.append("trust-domain=\(td)") }
+        }
         if let tls {
             out.append("tls-cert=\(tls.certificate)")
             out.append("tls-key=\(tls.key)")
@@ -155,6 +159,8 @@ extension ProxySettings {
             case "access-log-format": telemetry.accessLogFormat = value
             case "trace-collector": telemetry.traceCollector = value
             case "credentials-dir": credentialsDir = value
+            case "identity-dir": identity = MeshIdentityFiles(directory: value, trustDomain: identity?.trustDomain)
+            case "trust-domain": identity = MeshIdentityFiles(directory: identity?.directory ?? "", trustDomain: value)
             case "tls-cert": tls = TLSServerFiles(certificate: value, key: tls?.key ?? "", clientCA: tls?.clientCA)
             case "tls-key": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: value, clientCA: tls?.clientCA)
             case "tls-client-ca": tls = TLSServerFiles(certificate: tls?.certificate ?? "", key: tls?.key ?? "", clientCA: value)

@@ -19,8 +19,13 @@ extension HTTPProxy {
         }
         let slot = Int(u.index)
         let name = upstreamServerName(u)
-        let verifyName = policy.verify && policy.subjectAltNames.isEmpty ? name : nil
-        if policy.verify && policy.subjectAltNames.isEmpty && name == nil {
+        if let mesh = policy.mesh, !mesh.presentable(now: MeshIdentity.nowSeconds) {
+            upstreamHandshakeFailed(u, TLSFailure(.identityExpired, "the workload certificate \(mesh.files.certificateChain) expired and is never presented"), reactor)
+            return true
+        }
+        // (Between sidecars the peer's SPIFFE ID is checked once the handshake is done, not its names.)
+        let verifyName = policy.verify && policy.subjectAltNames.isEmpty && policy.mesh == nil ? name : nil
+        if policy.verify && policy.subjectAltNames.isEmpty && policy.mesh == nil && name == nil {
             // Nothing to check the certificate's names against: refused rather than accepting any name.
             upstreamHandshakeFailed(u, TLSFailure(.sanMismatch, "no server name to verify the upstream's certificate against (no sni, no subjectAltNames, no Host)"), reactor)
             return true
@@ -52,7 +57,18 @@ extension HTTPProxy {
     func upstreamHandshakeDone(_ u: UID, _ reactor: Reactor<Backend>) {
         guard let io = upstreamTLS else { return }
         let slot = Int(u.index), e = upstreams[u].endpoint
-        if let policy = pools.slots[e].tls, policy.verify, !policy.subjectAltNames.isEmpty,
+        if let policy = pools.slots[e].tls, let mesh = policy.mesh {
+            // Between sidecars: the peer's certificate chained to the mesh root (the handshake checked it); it must
+            // be an X.509-SVID of the trust domain whose SPIFFE ID is one the service may run as.
+            switch mesh.peerIdentity(io.sessions.peerCertificate(slot)) {
+            case .failure(let f):
+                return tlsFailed(.upstream(u), f, reactor)
+            case .success(let id):
+                if !policy.subjectAltNames.isEmpty && !policy.subjectAltNames.contains(id.description) {
+                    return tlsFailed(.upstream(u), TLSFailure(.sanMismatch, "the upstream's SPIFFE ID \(id) is none of \(policy.subjectAltNames)"), reactor)
+                }
+            }
+        } else if let policy = pools.slots[e].tls, policy.verify, !policy.subjectAltNames.isEmpty,
            !io.sessions.peerMatches(slot, anyOf: policy.subjectAltNames) {
             return tlsFailed(.upstream(u), TLSFailure(.sanMismatch, "the upstream's certificate has none of the subjectAltNames \(policy.subjectAltNames)"), reactor)
         }

@@ -168,6 +168,10 @@ extension HTTPProxy {
     /// `--tls-handshake-timeout` of now. False when no session could be made (the connection is then closed).
     func tlsAccepted(_ id: DID, _ reactor: Reactor<Backend>) -> Bool {
         guard let tls, let policy = tlsPolicy?.current else { return true }
+        if let mesh = policy.mesh, !mesh.presentable(now: MeshIdentity.nowSeconds) {
+            counters.tls.failed(.downstream, .identityExpired)
+            return false
+        }
         let slot = Int(id.index)
         guard tls.sessions.open(slot, policy.context) else { return false }
         tls.open(slot)
@@ -598,12 +602,24 @@ extension HTTPProxy {
         io[slot].handshakeTimer = nil
         switch end {
         case .client(let id):
+            if let mesh = tlsPolicy?.current.mesh {
+                // A sidecar's inbound side: the peer's certificate chained to the mesh root (OpenSSL checked that);
+                // it must also be an X.509-SVID of the trust domain, whose SPIFFE ID is the source principal.
+                let leaf = io.sessions.peerCertificate(slot)
+                switch mesh.peerIdentity(leaf) {
+                case .failure(let f):
+                    return tlsFailed(end, f, sendPending: false, reactor)
+                case .success(let peer):
+                    downstreams[id].principal = Array(peer.principal.utf8)
+                    downstreams[id].clientCertHash = Array((leaf?.sha256Hex ?? "").utf8)
+                }
+            }
             counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
             downstreams[id].mutualTLS = io.sessions.peerVerified(slot)
             if policies != nil {
                 // What AuthorizationPolicies read of the handshake: the principal (the SPIFFE ID without its
-                // scheme) and the server name.
-                if downstreams[id].mutualTLS, let spiffe = io.sessions.peerSPIFFEID(slot) {
+                // scheme; with a mesh identity, found above) and the server name.
+                if tlsPolicy?.current.mesh == nil, downstreams[id].mutualTLS, let spiffe = io.sessions.peerSPIFFEID(slot) {
                     downstreams[id].principal = Array(spiffe.utf8.dropFirst(9))
                 }
                 if let name = io.sessions.serverName(slot) { downstreams[id].serverName = Array(name.utf8) }
@@ -622,10 +638,17 @@ extension HTTPProxy {
 
     /// A handshake failed or timed out: counted by reason, the alert OpenSSL wrote sent if the socket takes it at
     /// once, and the connection closed (an upstream attempt fails with the reason, 503 UF).
-    func tlsFailed(_ end: TLSEnd, _ f: TLSFailure, _ reactor: Reactor<Backend>) {
+    /// `sendPending` false: what OpenSSL wrote last is not sent (a peer refused after its handshake must not get
+    /// the session ticket that followed it).
+    func tlsFailed(_ end: TLSEnd, _ f: TLSFailure, sendPending: Bool = true, _ reactor: Reactor<Backend>) {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
         counters.tls.failed(end.side, f.reason)
+        if !sendPending && io[slot].fill >= 0 {
+            release(UInt16(io[slot].fill), reactor)
+            io[slot].fill = -1
+            io[slot].fillLength = 0
+        }
         if io[slot].flight < 0 && io[slot].fill >= 0 {
             // The alert, if the socket takes it now; the close that follows does not send it again.
             io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)

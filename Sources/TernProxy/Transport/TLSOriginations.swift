@@ -19,6 +19,10 @@ public struct TLSOriginationKey: Hashable, Sendable {
     public var insecureSkipVerify: Bool
     /// The connections speak HTTP/2 (ALPN `h2`), not HTTP/1.1 (`http/1.1`): the cluster's upstream protocol.
     public var http2 = false
+    /// Istio's mutual TLS between sidecars (ISTIO_MUTUAL, or automatic mTLS): the workload's identity is the client
+    /// certificate and the mesh root the CA; the peer must present an X.509-SVID of the trust domain and, when
+    /// `subjectAltNames` is not empty, one of them; `sni` is the cluster's name, as Istio sends it.
+    public var mesh = false
 
     /// The key of settings that originate TLS (SIMPLE, MUTUAL); nil for DISABLE and for ISTIO_MUTUAL (mesh
     /// identity comes with the mesh-security work: `TLSOriginations.build` warns). `http2`: the cluster's requests
@@ -35,6 +39,42 @@ public struct TLSOriginationKey: Hashable, Sendable {
         insecureSkipVerify = t.insecureSkipVerify ?? false
         self.http2 = http2
     }
+
+    /// Mutual TLS between sidecars to `cluster` in trust domain `trustDomain`: the SPIFFE IDs accepted are the
+    /// DestinationRule's `subjectAltNames` when it sets them, else the ServiceEntry's and its endpoints' service
+    /// accounts (empty: any identity of the trust domain).
+    init(mesh cluster: Cluster, trustDomain: String) {
+        mutual = true
+        insecureSkipVerify = false
+        http2 = cluster.upstreamProtocol == .http2
+        mesh = true
+        sni = "outbound_.\(cluster.port)_.\(cluster.subset ?? "")_.\(cluster.host)"
+        var names = cluster.policy.tls?.subjectAltNames ?? []
+        if names.isEmpty {
+            names = cluster.subjectAltNames
+            for e in cluster.endpoints where !e.serviceAccountPath.isEmpty {
+                let id = "spiffe://" + trustDomain + e.serviceAccountPath
+                if !names.contains(id) { names.append(id) }
+            }
+        }
+        subjectAltNames = names
+    }
+
+    /// How each endpoint of `cluster` is reached (nil: plaintext): a DestinationRule's SIMPLE or MUTUAL settings
+    /// for every endpoint; ISTIO_MUTUAL for every endpoint; DISABLE for none; and with no `tls` at all, Istio's
+    /// automatic mTLS: mutual TLS to the endpoints labelled `security.istio.io/tlsMode: istio` (they have a
+    /// sidecar), plaintext to the others. Mutual TLS between sidecars needs the workload's identity
+    /// (`trustDomain`, from `--identity-dir`): without one it stays plaintext (`TLSOriginations.build` warns).
+    public static func endpointKeys(_ cluster: Cluster, trustDomain: String?) -> [TLSOriginationKey?] {
+        let t = cluster.policy.tls
+        if let key = TLSOriginationKey(t, http2: cluster.upstreamProtocol == .http2) {
+            return cluster.endpoints.map { _ in key }
+        }
+        guard let trustDomain, t?.mode != .DISABLE else { return cluster.endpoints.map { _ in nil } }
+        let key = TLSOriginationKey(mesh: cluster, trustDomain: trustDomain)
+        if t?.mode == .ISTIO_MUTUAL { return cluster.endpoints.map { _ in key } }
+        return cluster.endpoints.map { $0.meshTLS ? key : nil }
+    }
 }
 
 /// How connections of one origination key are made: the client context (CA, client certificate), the SNI (nil:
@@ -45,47 +85,80 @@ public final class TLSClientPolicy: Sendable {
     public let sni: String?
     public let subjectAltNames: [String]
     public let verify: Bool
+    /// Mutual TLS between sidecars: the identity presented (its trust domain is the peer's; an expired one is never
+    /// presented), and the peer's SPIFFE ID checked against `subjectAltNames` rather than its names.
+    public let mesh: MeshIdentity?
 
-    init(context: TLSContext, sni: String?, subjectAltNames: [String], verify: Bool) {
+    init(context: TLSContext, sni: String?, subjectAltNames: [String], verify: Bool, mesh: MeshIdentity? = nil) {
         self.context = context
         self.sni = sni
         self.subjectAltNames = subjectAltNames
         self.verify = verify
+        self.mesh = mesh
     }
 }
 
 /// Every origination policy a route table needs.
 public final class TLSOriginations: Sendable {
     public let policies: [TLSOriginationKey: TLSClientPolicy]
+    /// The workload identity's trust domain (nil: no `--identity-dir`, so no mutual TLS between sidecars): which
+    /// endpoints are reached over it is decided with it (`TLSOriginationKey.endpointKeys`).
+    public let trustDomain: String?
 
-    public init(policies: [TLSOriginationKey: TLSClientPolicy] = [:]) { self.policies = policies }
+    public init(policies: [TLSOriginationKey: TLSClientPolicy] = [:], trustDomain: String? = nil) {
+        self.policies = policies
+        self.trustDomain = trustDomain
+    }
 
     /// Builds the client context of every TLS setting `table`'s clusters use; `credentialsDir` holds the
-    /// `credentialName` secrets (`DIR/NAME/tls.crt`, `tls.key`, `ca.crt`, as a mounted Kubernetes TLS secret).
+    /// `credentialName` secrets (`DIR/NAME/tls.crt`, `tls.key`, `ca.crt`, as a mounted Kubernetes TLS secret);
+    /// `identity` is the workload's mesh identity (`--identity-dir`), for mutual TLS between sidecars.
     /// Throws with the cluster and file at the first that cannot be used; warnings say what is not acted on.
-    public static func build(_ table: RouteTable, credentialsDir: String?) throws(TLSSetupError) -> (TLSOriginations, [String]) {
+    public static func build(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil) throws(TLSSetupError) -> (TLSOriginations, [String]) {
         var policies: [TLSOriginationKey: TLSClientPolicy] = [:]
         var warnings: [String] = []
         var warnedMesh = Set<String>()
         for cluster in table.clusters {
-            if cluster.policy.tls?.mode == .ISTIO_MUTUAL, warnedMesh.insert(cluster.host).inserted {
-                warnings.append("DestinationRule for \(cluster.host): tls mode ISTIO_MUTUAL needs the mesh's identities, which Tern does not have yet; its connections stay plaintext")
+            if identity == nil, warnedMesh.insert(cluster.host).inserted {
+                if cluster.policy.tls?.mode == .ISTIO_MUTUAL {
+                    warnings.append("DestinationRule for \(cluster.host): tls mode ISTIO_MUTUAL needs the workload's mesh identity (--identity-dir); its connections stay plaintext")
+                } else if cluster.policy.tls == nil, cluster.endpoints.contains(where: \.meshTLS) {
+                    warnings.append("\(cluster.host): endpoints labelled security.istio.io/tlsMode: istio are reached over mutual TLS with the workload's mesh identity, and this sidecar has none (--identity-dir); they get plaintext")
+                }
             }
             if let t = cluster.policy.tls, t.caCrl != nil, TLSOriginationKey(t) != nil {
                 warnings.append("DestinationRule for \(cluster.host): tls.caCrl is not checked yet")
             }
-            guard let key = TLSOriginationKey(cluster.policy.tls, http2: cluster.upstreamProtocol == .http2),
-                  policies[key] == nil else { continue }
-            do throws(TLSSetupError) {
-                policies[key] = try policy(key, credentialsDir: credentialsDir)
-            } catch {
-                throw TLSSetupError("DestinationRule for \(cluster.host) (\(cluster.name)): tls: \(error.description)")
+            for key in TLSOriginationKey.endpointKeys(cluster, trustDomain: identity?.trustDomain) {
+                guard let key, policies[key] == nil else { continue }
+                do throws(TLSSetupError) {
+                    policies[key] = try policy(key, credentialsDir: credentialsDir, identity: identity)
+                } catch {
+                    throw TLSSetupError("DestinationRule for \(cluster.host) (\(cluster.name)): tls: \(error.description)")
+                }
             }
         }
-        return (TLSOriginations(policies: policies), warnings)
+        return (TLSOriginations(policies: policies, trustDomain: identity?.trustDomain), warnings)
     }
 
-    static func policy(_ key: TLSOriginationKey, credentialsDir: String?) throws(TLSSetupError) -> TLSClientPolicy {
+    /// Istio's ALPN values between sidecars (what its inbound listeners match to tell mesh mTLS from an app's own
+    /// TLS), then the protocol itself for a peer that knows none of them; never `istio-peer-exchange`, whose
+    /// metadata exchange Tern does not speak.
+    static func meshALPN(http2: Bool) -> [String] {
+        http2 ? ["istio-h2", "istio", "h2"] : ["istio-http/1.1", "istio", "http/1.1"]
+    }
+
+    static func policy(_ key: TLSOriginationKey, credentialsDir: String?, identity: MeshIdentity? = nil) throws(TLSSetupError) -> TLSClientPolicy {
+        if key.mesh {
+            guard let identity else { throw TLSSetupError("mutual TLS between sidecars needs the workload's identity (--identity-dir)") }
+            var s = TLSClientSettings()
+            s.caFile = identity.files.root
+            s.certificateFile = identity.files.certificateChain
+            s.keyFile = identity.files.key
+            s.alpn = meshALPN(http2: key.http2)
+            let context = try TLSContext.client(s)
+            return TLSClientPolicy(context: context, sni: key.sni, subjectAltNames: key.subjectAltNames, verify: true, mesh: identity)
+        }
         var s = TLSClientSettings()
         s.caFile = key.caCertificates
         s.certificateFile = key.clientCertificate

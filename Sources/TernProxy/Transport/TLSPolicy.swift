@@ -28,10 +28,16 @@ public struct TLSServerFiles: Sendable, Hashable {
     }
 }
 
-/// What a reactor reads at accept: the current server context.
+/// What a reactor reads at accept: the current server context and, on a sidecar's inbound side with
+/// `--identity-dir`, the workload's mesh identity (peers' certificates must be X.509-SVIDs of its trust domain; an
+/// expired identity is never presented).
 public final class TLSServerPolicy: Sendable {
     public let context: TLSContext
-    public init(context: TLSContext) { self.context = context }
+    public let mesh: MeshIdentity?
+    public init(context: TLSContext, mesh: MeshIdentity? = nil) {
+        self.context = context
+        self.mesh = mesh
+    }
 }
 
 /// A counter shared by reactors (relaxed, one per label set).

@@ -4,6 +4,7 @@ import TernCore
 import TernHTTP
 import TernIO
 import TernProxy
+import TernTLS
 import TernTelemetry
 
 struct ProxyCommand: ParsableCommand {
@@ -110,6 +111,12 @@ struct ProxyCommand: ParsableCommand {
 
     @Option(name: .customLong("tls-handshake-timeout"), help: "From the accept of a TLS connection to the end of its handshake (closed beyond).")
     var tlsHandshakeTimeout: String = "10s"
+
+    @Option(name: .customLong("identity-dir"), help: "The workload's mesh identity: DIR/cert-chain.pem, key.pem and root-cert.pem, as Istio mounts them and `tern cert issue` writes them; watched and rotated. An inbound side (--http --upstream APP, with --config) then terminates mutual TLS: peers present X.509-SVIDs of the trust domain chaining to the root, their SPIFFE ID is the source principal, and the app gets X-Forwarded-Client-Cert. With --config alone, requests to endpoints labelled security.istio.io/tlsMode: istio (or under DestinationRule tls mode ISTIO_MUTUAL) go over mutual TLS with it.")
+    var identityDir: String?
+
+    @Option(name: .customLong("trust-domain"), help: "--identity-dir: the mesh's trust domain; peers' SPIFFE IDs must be in it (default: the workload certificate's).")
+    var trustDomain: String?
 
     @Option(name: .customLong("credentials-dir"), help: "--config: where DestinationRule tls credentialName secrets are, DIR/NAME/tls.crt, tls.key and ca.crt (a mounted Kubernetes TLS secret).")
     var credentialsDir: String?
@@ -280,7 +287,30 @@ struct ProxyCommand: ParsableCommand {
             guard s.configPath != nil else { throw ValidationError("--credentials-dir holds DestinationRule credentials: it needs --config") }
             s.credentialsDir = credentialsDir
         }
+        if let trustDomain {
+            guard identityDir != nil else { throw ValidationError("--trust-domain is the trust domain of --identity-dir: it needs --identity-dir") }
+            guard let id = try? SPIFFEID(parsing: "spiffe://" + trustDomain), id.trustDomain == trustDomain, id.path.isEmpty else {
+                throw ValidationError("--trust-domain must be a trust domain such as cluster.local (lower-case letters, digits, '.', '-' and '_'), got '\(trustDomain)'")
+            }
+        }
+        if let identityDir {
+            guard tlsCert == nil && tlsKey == nil && tlsClientCA == nil else {
+                throw ValidationError("--identity-dir gives the certificate, key and CA of mutual TLS between sidecars: it excludes --tls-cert, --tls-key and --tls-client-ca")
+            }
+            guard http || s.listenKinds.contains(.http) else {
+                throw ValidationError("--identity-dir needs HTTP listeners (--http, or --listen http:ADDR): mutual TLS for TCP listeners is not supported yet")
+            }
+            let files = MeshIdentityFiles(directory: identityDir, trustDomain: trustDomain)
+            s.identity = files
+            if s.configPath == nil || s.policiesOnly {
+                // An inbound side: its listeners terminate mutual TLS with the identity.
+                s.tls = files.serverFiles
+                s.http?.tlsHandshakeTimeout = try duration(tlsHandshakeTimeout, flag: "--tls-handshake-timeout")
+            }
+        }
         switch (tlsCert, tlsKey) {
+        case _ where identityDir != nil:
+            break
         case (let cert?, let key?):
             // TCP listeners terminating TLS are served by the HTTP engine, which holds the TLS code: it runs with
             // its settings even when no listener speaks HTTP (every listener's kind is explicit by now).

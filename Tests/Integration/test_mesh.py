@@ -1,0 +1,287 @@
+"""Mutual TLS between sidecars (issue 19): workload identities from `tern cert` (`--identity-dir`), an inbound side
+that takes only X.509-SVIDs of the mesh's trust domain chaining to its root and hands the app Istio's
+X-Forwarded-Client-Cert, and an outbound side whose requests to endpoints labelled
+`security.istio.io/tlsMode: istio` go over mutual TLS (automatic mTLS), checking the peer's SPIFFE ID against the
+service's accounts. Real curl and openssl clients; both sidecars on loopback."""
+import hashlib
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+
+import httpx
+import pytest
+
+from conftest import Tern, tern_bin
+from peers import dead_port
+from test_http_proxy import http_upstream, wait_until  # noqa: F401 (a fixture)
+from test_tls import metric
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAKE_MESH_CERTS = os.path.join(ROOT, "Tests", "Fixtures", "tls", "make-mesh-certs.sh")
+
+
+@pytest.fixture(scope="module")
+def ids(tmp_path_factory):
+    """The identities of make-mesh-certs.sh (made once per module)."""
+    d = tmp_path_factory.mktemp("mesh-ids")
+    subprocess.run(["bash", MAKE_MESH_CERTS, str(d), tern_bin()], check=True, timeout=180)
+    return d
+
+
+def identity_copy(ids, name, tmp_path):
+    """A private copy of identity `name` (a rotation rewrites it)."""
+    d = tmp_path / f"id-{name}"
+    shutil.copytree(ids / name, d)
+    return d
+
+
+def sha256_of(pem_path):
+    """SHA-256 of the first certificate in a PEM file, in lower-case hex (X-Forwarded-Client-Cert's Hash)."""
+    text = open(pem_path).read()
+    first = text[:text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(first)).hexdigest()
+
+
+def sidecar(start_tern, backend, *args, prom=None):
+    """`tern proxy --http` with Prometheus on `prom`, one reactor."""
+    return start_tern("--http", "--io-backend", backend, "--cores", "1", "--admin", "off", "--health", "off",
+                      "--prometheus", f"127.0.0.1:{prom}", *args)
+
+
+def inbound(start_tern, backend, up, identity, tmp_path, policies="# no policies\n"):
+    """App B's inbound side: its identity, the policies given, forwarding to `up`. Returns (tern, prometheus)."""
+    config = tmp_path / "inbound"
+    config.mkdir(exist_ok=True)
+    (config / "policies.yaml").write_text(policies)
+    prom = dead_port()
+    t = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--upstream", up.address, "--config", str(config),
+                "--labels", "app=backend", "--service-account", "backend", "--identity-dir", str(identity), prom=prom)
+    return t, prom
+
+
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: default}}
+spec:
+  hosts: [backend.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.0.1
+    labels: {{app: backend{labels}}}
+    serviceAccount: {account}
+"""
+
+
+def outbound(start_tern, backend, inbound_port, identity, tmp_path, labels=", security.istio.io/tlsMode: istio",
+             account="backend", extra=""):
+    """App A's outbound side: routes backend.default.svc.cluster.local to the inbound side's port."""
+    config = tmp_path / "outbound"
+    config.mkdir(exist_ok=True)
+    (config / "service.yaml").write_text(SERVICE.format(port=inbound_port, labels=labels, account=account) + extra)
+    prom = dead_port()
+    t = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--config", str(config),
+                "--identity-dir", str(identity), prom=prom)
+    return t, prom
+
+
+def call(port, path="/", timeout=30):
+    """App A's call, plain HTTP to its sidecar: (status, body)."""
+    r = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"host": "backend.default.svc.cluster.local"},
+                  timeout=timeout, trust_env=False)
+    return r.status_code, r.content
+
+
+def curl_mtls(port, identity, path="/", *args):
+    """curl straight to an inbound side presenting `identity`: (curl exit code, status)."""
+    r = subprocess.run(["curl", "-sS", "--noproxy", "*", "-k", "--cert", str(identity / "cert-chain.pem"),
+                        "--key", str(identity / "key.pem"), "-o", "/dev/null", "-w", "%{http_code}", *args,
+                        f"https://127.0.0.1:{port}{path}"], capture_output=True, timeout=60)
+    return r.returncode, int(r.stdout or b"0")
+
+
+def failures(prom, side, reason):
+    return metric(prom, "tern_tls_handshake_failures_total", side=side, reason=reason)
+
+
+def test_inbound_takes_only_mesh_identities_and_tells_the_app_who_called(start_tern, http_upstream, backend, ids,
+                                                                         tmp_path):
+    """Mutual TLS with a workload certificate of the mesh gets through, and the app gets Istio's
+    X-Forwarded-Client-Cert (By us, the peer certificate's hash, its SPIFFE ID); every certificate that is not an
+    X.509-SVID of the trust domain chaining to the mesh root fails the handshake, counted by reason, and the app
+    sees nothing of it. PERMISSIVE (no PeerAuthentication) takes plaintext too, whose own X-Forwarded-Client-Cert
+    never reaches the app."""
+    up = http_upstream()
+    t, prom = inbound(start_tern, backend, up, ids / "backend", tmp_path)
+    assert curl_mtls(t.port, ids / "frontend", "/ok") == (0, 200)
+    assert curl_mtls(t.port, ids / "frontend", "/ok-h2", "--http2") == (0, 200)
+    refused = {"foreign": "certificate_verify_failed", "expired": "certificate_expired", "otherdomain": "invalid_svid",
+               "nospiffe": "invalid_svid", "twoids": "invalid_svid", "caleaf": "invalid_svid"}
+    for name in refused:
+        code, status = curl_mtls(t.port, ids / name, "/" + name)
+        assert status == 0 and code != 0, name
+    wait_until(lambda: failures(prom, "downstream", "invalid_svid") == 4, "the four non-SVIDs counted")
+    assert failures(prom, "downstream", "certificate_verify_failed") == 1
+    assert failures(prom, "downstream", "certificate_expired") == 1
+    # Plaintext under PERMISSIVE: served, with the client's forged X-Forwarded-Client-Cert removed.
+    r = httpx.get(f"http://127.0.0.1:{t.port}/plain", headers={"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/admin"},
+                  trust_env=False, timeout=30)
+    assert r.status_code == 200
+    assert up.paths() == ["/ok", "/ok-h2", "/plain"]
+    expected = (f'By=spiffe://cluster.local/ns/default/sa/backend;Hash={sha256_of(ids / "frontend" / "cert-chain.pem")};'
+                f'Subject="";URI=spiffe://cluster.local/ns/default/sa/frontend')
+    assert up.requests[0].header_values("x-forwarded-client-cert") == [expected]
+    assert up.requests[1].header_values("x-forwarded-client-cert") == [expected]
+    assert up.requests[2].header_values("x-forwarded-client-cert") == []
+
+
+STRICT = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+"""
+
+FRONTEND_ONLY = """\
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: frontend-reads, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: backend}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/frontend"]
+    to:
+    - operation:
+        methods: ["GET"]
+        paths: ["/api/*"]
+"""
+
+
+def test_two_sidecars_speak_mutual_tls_and_the_policy_sees_the_caller(start_tern, http_upstream, backend, ids,
+                                                                     tmp_path):
+    """App A → its sidecar (plain HTTP) → mutual TLS → B's sidecar (STRICT, an AuthorizationPolicy for A's
+    identity) → App B: A's calls under /api/ reach B with A's identity; others are denied by B's sidecar (403
+    RBAC); the link between the sidecars is TLS both sides counted."""
+    up = http_upstream()
+    b, bprom = inbound(start_tern, backend, up, ids / "backend", tmp_path, STRICT + FRONTEND_ONLY)
+    a, aprom = outbound(start_tern, backend, b.port, ids / "frontend", tmp_path)
+    assert call(a.port, "/api/orders")[0] == 200
+    assert up.paths() == ["/api/orders"]
+    assert call(a.port, "/admin") == (403, b"RBAC: access denied")
+    assert call(a.port, "/api/../admin") == (403, b"RBAC: access denied")
+    assert up.paths() == ["/api/orders"]
+    assert up.requests[0].header_values("x-forwarded-client-cert")[0].endswith(";URI=spiffe://cluster.local/ns/default/sa/frontend")
+    assert metric(aprom, "tern_tls_handshakes_total", side="upstream") >= 1
+    assert metric(bprom, "tern_tls_handshakes_total", side="downstream") >= 1
+    assert metric(bprom, "tern_authorization_denied_total") == 2
+    # Another mesh identity straight to B: its handshake succeeds, the policy denies it.
+    code, status = curl_mtls(b.port, ids / "other", "/api/orders")
+    assert (code, status) == (0, 403)
+    assert up.paths() == ["/api/orders"]
+
+
+def test_plaintext_to_a_strict_inbound_side_is_refused(start_tern, http_upstream, backend, ids, tmp_path):
+    """An endpoint without the tlsMode label gets plaintext (Istio's automatic mTLS sends mTLS only to endpoints
+    known to have a sidecar): a STRICT inbound side closes it, so A gets 503 and B's app nothing."""
+    up = http_upstream()
+    b, bprom = inbound(start_tern, backend, up, ids / "backend", tmp_path, STRICT)
+    a, _ = outbound(start_tern, backend, b.port, ids / "frontend", tmp_path, labels="")
+    status, _ = call(a.port, "/plain")
+    assert status == 503
+    assert up.paths() == []
+    assert metric(bprom, "tern_tls_handshakes_total", side="downstream") == 0
+
+
+def test_an_upstream_identity_the_service_may_not_run_as_is_refused(start_tern, http_upstream, backend, ids,
+                                                                    tmp_path):
+    """The ServiceEntry says its endpoint runs as service account `payments`: B presents `backend`, so A's sidecar
+    ends the handshake (SAN mismatch, 503 UF with the transport failure reason) and B's app sees nothing."""
+    up = http_upstream()
+    b, _ = inbound(start_tern, backend, up, ids / "backend", tmp_path)
+    a, aprom = outbound(start_tern, backend, b.port, ids / "frontend", tmp_path, account="payments")
+    status, body = call(a.port, "/x")
+    assert status == 503
+    assert b"transport failure reason: TLS_error:|the upstream's SPIFFE ID spiffe://cluster.local/ns/default/sa/backend is none of" in body, body
+    assert failures(aprom, "upstream", "san_mismatch") >= 1
+    assert up.paths() == []
+
+
+def test_an_upstream_of_another_trust_domain_is_refused(start_tern, http_upstream, backend, ids, tmp_path):
+    """B's certificate chains to the mesh root but names trust domain other.local: not an SVID of the mesh."""
+    up = http_upstream()
+    # (B's trust domain is its certificate's, other.local.)
+    b, _ = inbound(start_tern, backend, up, ids / "otherdomain", tmp_path)
+    a, aprom = outbound(start_tern, backend, b.port, ids / "frontend", tmp_path)
+    status, _ = call(a.port, "/x")
+    assert status == 503
+    assert failures(aprom, "upstream", "invalid_svid") >= 1
+    assert up.paths() == []
+
+
+def test_identity_rotation_under_load_drops_nothing(start_tern, http_upstream, backend, ids, tmp_path):
+    """Both identities are rewritten (as Istio's agent rotates them) while A calls B without pause: no request
+    fails; both sidecars apply the rotation; a new connection to B is served the new certificate; a rotation to
+    files that cannot be used is refused and the previous identity keeps serving."""
+    up = http_upstream()
+    bid, aid = identity_copy(ids, "backend", tmp_path), identity_copy(ids, "frontend", tmp_path)
+    b, bprom = inbound(start_tern, backend, up, bid, tmp_path, STRICT)
+    a, aprom = outbound(start_tern, backend, b.port, aid, tmp_path)
+    stop, failed, done = threading.Event(), [], [0]
+
+    def load():
+        with httpx.Client(trust_env=False, timeout=30) as c:
+            for _ in range(20000):
+                if stop.is_set():
+                    return
+                r = c.get(f"http://127.0.0.1:{a.port}/load", headers={"host": "backend.default.svc.cluster.local"})
+                if r.status_code != 200:
+                    failed.append(r.status_code)
+                done[0] += 1
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        wait_until(lambda: done[0] >= 50, "load under way", timeout=60)
+        for name, target in (("backend-next", bid), ("frontend-next", aid)):
+            for f in ("key.pem", "cert-chain.pem", "root-cert.pem"):
+                tmp = target / (f + ".new")
+                shutil.copy(ids / name / f, tmp)
+                os.replace(tmp, target / f)
+        wait_until(lambda: metric(bprom, "tern_tls_certificate_reloads_total") >= 1, "B rotated", timeout=30)
+        wait_until(lambda: metric(aprom, "tern_tls_certificate_reloads_total") >= 1, "A rotated", timeout=30)
+        seen = done[0]
+        wait_until(lambda: done[0] >= seen + 50, "load after the rotation", timeout=60)
+        # A file that cannot be used: refused, and the rotated identity keeps serving.
+        (bid / "cert-chain.pem").write_text("not a certificate\n")
+        wait_until(lambda: metric(bprom, "tern_tls_certificate_reloads_refused_total") >= 1, "bad rotation refused", timeout=30)
+        seen = done[0]
+        wait_until(lambda: done[0] >= seen + 50, "load after the refused rotation", timeout=60)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert failed == []
+    served = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{b.port}", "-cert", str(ids / "frontend" / "cert-chain.pem"),
+                             "-key", str(ids / "frontend" / "key.pem")], input=b"", capture_output=True, timeout=30)
+    pem = served.stdout.decode()
+    pem = pem[pem.index("-----BEGIN CERTIFICATE-----"):pem.index("-----END CERTIFICATE-----") + 25]
+    assert hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest() == sha256_of(ids / "backend-next" / "cert-chain.pem")
+
+
+def test_an_unusable_identity_at_start_exits_naming_it(backend, ids, tmp_path):
+    """An expired workload certificate is never presented: the sidecar does not start, and says why."""
+    for name, words in (("expired", "expired"), ("nospiffe", "no single SPIFFE ID")):
+        t = Tern(["--http", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--io-backend", backend,
+                  "--admin", "off", "--health", "off", "--prometheus", "off", "--identity-dir", str(ids / name)],
+                 expect_listen=False)
+        assert t.wait() == 1
+        assert words in t.log() and str(ids / name / "cert-chain.pem") in t.log(), t.log()
