@@ -76,14 +76,14 @@ class Tern:
         self.lines = []
         self.ports = []
         if expect_listen:
-            want = sum(1 for a in args if a == "--listen")
+            want = sum(1 for a in args if a in ("--listen", "--inbound"))
             deadline = time.time() + 20
             while len(self.ports) < want and time.time() < deadline:
                 line = self.proc.stderr.readline().decode()
                 if not line:
                     break
                 self.lines.append(line)
-                m = re.search(r"listening kind=(?:proxy|http) addr=(\S+):(\d+)$", line.strip())
+                m = re.search(r"listening kind=(?:proxy|http|inbound) addr=(\S+):(\d+)$", line.strip())
                 if m:
                     self.ports.append(int(m.group(2)))
             if len(self.ports) < want:

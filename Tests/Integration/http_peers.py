@@ -114,6 +114,7 @@ class UpstreamConnection:
         self.error = None
         self.end = None
         self.closed = threading.Event()  # the handler is done with this connection
+        self.peer = None  # the client's address, as accepted
 
     def recv(self, n=1 << 20):
         """Receives and records; b"" at the peer's FIN. A reset is recorded and raised."""
@@ -181,7 +182,7 @@ class ThreadedServer:
     def _accept(self):
         while not self.stopping.is_set():
             try:
-                sock, _ = self.listener.accept()
+                sock, peer = self.listener.accept()
             except socket.timeout:
                 continue
             except OSError:
@@ -189,6 +190,7 @@ class ThreadedServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 conn = UpstreamConnection(sock, len(self.connections) + 1)
+                conn.peer = peer
                 self.connections.append(conn)
             t = threading.Thread(target=self._run, args=(conn,), daemon=True)
             self.threads.append(t)

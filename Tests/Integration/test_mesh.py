@@ -285,3 +285,66 @@ def test_an_unusable_identity_at_start_exits_naming_it(backend, ids, tmp_path):
                  expect_listen=False)
         assert t.wait() == 1
         assert words in t.log() and str(ids / name / "cert-chain.pem") in t.log(), t.log()
+
+
+def test_one_process_per_sidecar_outbound_and_inbound_listeners(start_tern, http_upstream, backend, ids, tmp_path):
+    """Each sidecar in one process, as Istio's: `--listen` (outbound, routed by `--config`) beside `--inbound`
+    (the workload's inbound side, its policies from the same configuration, requests to `--inbound-app`). A's app
+    calls B through both sidecars over mutual TLS; B's policies apply on B's inbound listener only (A's outbound
+    listener does not enforce A's own workload's policies, and takes A's plaintext); B's app sees A's identity."""
+    app_a, app_b = http_upstream(), http_upstream()
+    bconf, aconf = tmp_path / "b", tmp_path / "a"
+    bconf.mkdir()
+    aconf.mkdir()
+    (bconf / "policies.yaml").write_text(STRICT + FRONTEND_ONLY)
+    bprom, aprom = dead_port(), dead_port()
+    b = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--inbound-app", app_b.address,
+                "--config", str(bconf), "--labels", "app=backend", "--service-account", "backend",
+                "--identity-dir", str(ids / "backend"), prom=bprom)
+    b_inbound = b.ports[1]
+    # A's own policies would deny everything to A: they apply to A's inbound side, not to what A's app sends.
+    (aconf / "service.yaml").write_text(SERVICE.format(port=b_inbound, labels=", security.istio.io/tlsMode: istio", account="backend")
+                                        + "---\n" + STRICT.replace("istio-system", "default").replace("name: default", "name: a-strict")
+                                        + """---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: default}
+spec: {}
+""")
+    a = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--inbound-app", app_a.address,
+                "--config", str(aconf), "--labels", "app=frontend", "--service-account", "frontend",
+                "--identity-dir", str(ids / "frontend"), prom=aprom)
+    assert call(a.port, "/api/orders")[0] == 200
+    assert call(a.port, "/admin") == (403, b"RBAC: access denied")
+    assert app_b.paths() == ["/api/orders"]
+    assert app_b.requests[0].header_values("x-forwarded-client-cert")[0].endswith(";URI=spiffe://cluster.local/ns/default/sa/frontend")
+    # B's outbound listener is plaintext for its app; its inbound one STRICT: plaintext refused there.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{b_inbound}/api/orders", trust_env=False, timeout=10)
+    # A's inbound side applies A's deny-all to B calling A with B's identity.
+    assert curl_mtls(a.ports[1], ids / "backend", "/x") == (0, 403)
+    assert app_a.paths() == []
+    # Our own SPIFFE ID is the workload's principal in the metrics.
+    text = httpx.get(f"http://127.0.0.1:{aprom}/stats/prometheus", timeout=10).text
+    assert 'source_principal="spiffe://cluster.local/ns/default/sa/frontend"' in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--inbound", "127.0.0.1:0"], "--inbound is the inbound side of a sidecar whose outbound side --config routes"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--inbound-app", "127.0.0.1:9"], "--inbound-app is where --inbound listeners send requests"),
+    (["--listen", "127.0.0.1:0", "--config", "/nonexistent", "--inbound", "127.0.0.1:0", "--tls-cert", "c", "--tls-key", "k"],
+     "--inbound listeners take mutual TLS from --identity-dir"),
+    (["--listen", "127.0.0.1:0", "--config", "/nonexistent", "--inbound", "127.0.0.1:0", "--inbound-app", "127.0.0.1:0"],
+     "--inbound-app must be IP:PORT"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--trust-domain", "cluster.local"], "--trust-domain is the trust domain of --identity-dir"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--identity-dir", "/x", "--trust-domain", "Cluster.Local"],
+     "--trust-domain must be a trust domain"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--identity-dir", "/x", "--tls-cert", "c", "--tls-key", "k"],
+     "--identity-dir gives the certificate, key and CA"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--identity-dir", "/x"], "--identity-dir needs HTTP listeners"),
+])
+def test_misused_mesh_flags_exit_64_saying_why(args, words):
+    r = subprocess.run([tern_bin(), "proxy", "--http" if "--identity-dir needs" not in words else "--cores=1", *args],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64, r.stderr
+    assert words in r.stderr, r.stderr

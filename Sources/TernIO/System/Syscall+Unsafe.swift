@@ -181,6 +181,14 @@ public enum System {
         return fd
     }
 
+    /// Binds a socket about to connect to the source address `address` (port 0: any): a sidecar's inbound side
+    /// sends intercepted connections on to the app from 127.0.0.6, as Istio's does, so its own iptables rules let
+    /// them through.
+    public static func bindSource(_ fd: Int32, _ address: SocketAddress) throws(IOError) {
+        let bound = unsafe address.withSockAddr { (sa, len) in syscallResult { unsafe Int(Glibc.bind(fd, sa, len)) } }
+        if bound < 0 { throw IOError("bind \(address)", errno: Int32(-bound)) }
+    }
+
     /// The local address a socket is bound to (learns the port chosen for port 0).
     public static func localAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
         try socketName(fd, peer: false)

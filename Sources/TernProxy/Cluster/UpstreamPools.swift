@@ -20,6 +20,8 @@ import TernTelemetry
 struct PoolKey: Hashable {
     var address: SocketAddress
     var tls: TLSOriginationKey?
+    /// An inbound side's connections to an intercepted connection's original destination (sent from 127.0.0.6).
+    var passthrough = false
 }
 
 struct UpstreamPools {
@@ -102,6 +104,10 @@ struct UpstreamPools {
         var configured = true
         /// The slot holds a pool (false: freed, waiting for reuse).
         var live = true
+        /// Its connections are bound to this source address before they connect (an inbound side's passthrough
+        /// to the app: 127.0.0.6), else none.
+        var source: SocketAddress? = nil
+        var passthrough = false
 
         init(address: SocketAddress, tls: TLSOriginationKey? = nil) {
             self.address = address
@@ -169,6 +175,28 @@ struct UpstreamPools {
         return e
     }
 
+    /// The pool of an inbound side's connections to `address`, an intercepted connection's original destination:
+    /// made on first use, not named by any table, and freed once nothing uses it. Its connections come from
+    /// 127.0.0.6 (IPv4; ::6 is not assigned to lo by default, so IPv6 ones leave from any address), as Istio's.
+    mutating func passthrough(_ address: SocketAddress) -> Int {
+        let key = PoolKey(address: address, tls: nil, passthrough: true)
+        if let e = byKey[key] { return e }
+        var pool = Pool(address: address)
+        pool.configured = false
+        pool.passthrough = true
+        if address.ipv4 != nil { pool.source = SocketAddress(parsing: "127.0.0.6:0") }
+        let e: Int
+        if let reused = free.popLast() {
+            e = reused
+            slots[e] = pool
+        } else {
+            e = slots.count
+            slots.append(pool)
+        }
+        byKey[key] = e
+        return e
+    }
+
     mutating func exchangeStarted(_ e: Int) { slots[e].exchanges += 1 }
 
     mutating func exchangeFinished(_ e: Int) {
@@ -190,7 +218,7 @@ struct UpstreamPools {
     private mutating func freeIfUnused(_ e: Int) {
         guard e >= permanent, slots[e].live, !slots[e].configured, slots[e].connections == 0,
               slots[e].exchanges == 0 else { return }
-        byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey)] = nil
+        byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey, passthrough: slots[e].passthrough)] = nil
         slots[e].live = false
         slots[e].tls = nil
         slots[e].resumptions = [:]

@@ -40,6 +40,11 @@ struct DownstreamConnection {
     /// The address the connection was made to, and the TLS server name the client asked for (empty: none).
     var localIP: IPAddress? = nil
     var serverName: [UInt8] = []
+    /// On an inbound side: the app's port the connection is for (`destination.port`, `portLevelMtls`), and, for an
+    /// `--inbound` listener without `--inbound-app`, the intercepted connection's original destination (where its
+    /// requests go, from 127.0.0.6).
+    var destinationPort: UInt16 = 0
+    var originalDestination: SocketAddress? = nil
     /// PeerAuthentication PERMISSIVE on an inbound side with TLS: the first bytes decide whether the connection is
     /// TLS (a handshake record: terminated, mTLS) or plaintext.
     var sniffTLS = false

@@ -34,10 +34,30 @@ extension HTTPProxy {
         counters.descriptors.add(1, ordering: .relaxed)
         // How the connection is taken (TLS, plaintext, or decided by its first bytes; an inbound side's
         // PeerAuthentication, Filters/HTTPProxy+Authorization.swift); STRICT with no TLS to offer closes it.
-        let transport = inboundTransport(listener)
+        var port: UInt16 = 0
+        var routable = true
+        if isInbound(listener) {
+            port = listener < listenerUpstreamPorts.count ? listenerUpstreamPorts[listener] : 0
+            if port == 0 && listenerInbound[listener] {
+                // An `--inbound` listener without `--inbound-app`: iptables redirected the connection here, and
+                // its original destination (the app's address and port) is where it goes. One made straight to
+                // the listener has none.
+                if let original = System.originalDestination(fd), original.port != listenerPorts[listener] {
+                    downstreams[id].originalDestination = original
+                    port = original.port
+                } else {
+                    routable = false
+                }
+            }
+            downstreams[id].destinationPort = port
+        }
+        let transport = routable ? inboundTransport(listener, port: port) : .refuse
         if transport == .sniff { downstreams[id].sniffTLS = true }
         if transport == .refuse || (transport == .tls && !tlsAccepted(id, reactor)) {
-            if transport == .refuse {
+            if !routable {
+                counters.inboundWithoutDestination.add(1, ordering: .relaxed)
+                Log.debug("inbound connection not redirected by iptables (no original destination) and no --inbound-app: closed")
+            } else if transport == .refuse {
                 counters.peerAuthenticationRefused.add(1, ordering: .relaxed)
             } else {
                 Log.warn("cannot start a TLS session (out of memory): closing the connection")
@@ -55,7 +75,7 @@ extension HTTPProxy {
         let peer = try? System.peerAddress(fd)
         if let peer {
             peer.withText(withPort: false) { bytes.setClientAddress(Int(id.index), $0) }
-            if policies != nil {
+            if isInbound(listener) {
                 downstreams[id].peerIP = Self.ipAddress(peer)
                 downstreams[id].localIP = (try? System.localAddress(fd)).flatMap(Self.ipAddress)
             }

@@ -539,6 +539,8 @@ extension HTTPProxy {
         downstreams[v].clientCertHash = downstreams[id].clientCertHash
         downstreams[v].localIP = downstreams[id].localIP
         downstreams[v].serverName = downstreams[id].serverName
+        downstreams[v].destinationPort = downstreams[id].destinationPort
+        downstreams[v].originalDestination = downstreams[id].originalDestination
         bytes.copyClientAddress(from: Int(id.index), to: Int(v.index))
         if let capture {
             // The connection's fields (addresses, TLS version, cipher, server name) are the stream's too.

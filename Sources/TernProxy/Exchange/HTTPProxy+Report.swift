@@ -39,7 +39,7 @@ extension HTTPProxy {
             if let outstanding = exchanges[x].attempt.outstanding {
                 span.operation = balancers.operation(of: outstanding)
                 span.upstreamCluster = balancers.clusterName(of: outstanding)
-            } else if routes == nil, exchanges[x].attempt.endpoint >= 0 {
+            } else if exchanges[x].cluster < 0, exchanges[x].attempt.endpoint >= 0 {
                 span.operation = pools.slots[exchanges[x].attempt.endpoint].name
                 span.upstreamCluster = pools.slots[exchanges[x].attempt.endpoint].name
             } else {

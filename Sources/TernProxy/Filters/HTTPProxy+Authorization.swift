@@ -21,15 +21,27 @@ enum InboundTransport {
 }
 
 extension HTTPProxy {
-    /// How listener `listener` takes a new connection: on an inbound side (`policies`), as the workload's
-    /// PeerAuthentication says for the listener's upstream port (the app's port, which `portLevelMtls` names).
-    func inboundTransport(_ listener: Int) -> InboundTransport {
+    /// Whether listener `l` is an inbound side's: every listener of a process with `--upstream` and `--config`
+    /// (`policies`), or an `--inbound` listener beside outbound ones.
+    func isInbound(_ l: Int) -> Bool { policies != nil || (l < listenerInbound.count && listenerInbound[l]) }
+
+    /// The table whose security policies apply to listener `l`'s connections (nil: none, an outbound listener).
+    func securityTable(_ l: Int) -> RouteTable? {
+        if let policies { return policies.current }
+        guard l < listenerInbound.count && listenerInbound[l], let routes else { return nil }
+        return routes.current
+    }
+
+    /// How listener `listener` takes a new connection: on an inbound side, as the workload's PeerAuthentication
+    /// says for `port`, the app's port the connection is for (which `portLevelMtls` names).
+    func inboundTransport(_ listener: Int, port: UInt16) -> InboundTransport {
         // (A TCP listener terminating TLS relays what it decrypts: always TLS. PeerAuthentication on TCP: not yet.)
-        guard let policies, !(listener < listenerRelaysTCP.count && listenerRelaysTCP[listener]) else {
-            return tls != nil ? .tls : .plaintext
+        if listener < listenerRelaysTCP.count && listenerRelaysTCP[listener] { return tls != nil ? .tls : .plaintext }
+        guard let table = securityTable(listener) else {
+            // An outbound listener beside inbound ones takes its app's plaintext; TLS is the inbound side's.
+            return tls != nil && !listenerInbound.contains(true) ? .tls : .plaintext
         }
-        let port = listener < listenerUpstreamPorts.count ? listenerUpstreamPorts[listener] : 0
-        switch policies.current.peerAuthentication.mode(port: port) {
+        switch table.peerAuthentication.mode(port: port) {
         case .STRICT: return tls != nil ? .tls : .refuse
         case .DISABLE: return .plaintext
         case .PERMISSIVE, .UNSET: return tls != nil ? .sniff : .plaintext
@@ -43,13 +55,12 @@ extension HTTPProxy {
 
     /// Whether the request may go on; false after answering it 403.
     func authorized(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
-        guard let policies else { return true }
-        let table = policies.current.authorization
-        guard !table.isEmpty else { return true }
         let id = exchanges[x].downstream
-        let listener = downstreams[id].listener
+        guard let policies = securityTable(downstreams[id].listener) else { return true }
+        let table = policies.authorization
+        guard !table.isEmpty else { return true }
         let facts = AuthorizationFacts(source: downstreams[id].peerIP, destination: downstreams[id].localIP,
-                                       destinationPort: listener < listenerUpstreamPorts.count ? listenerUpstreamPorts[listener] : 0,
+                                       destinationPort: downstreams[id].destinationPort,
                                        principal: downstreams[id].principal, serverName: downstreams[id].serverName)
         let decision = bytes.authorize(table, facts, head, held: exchanges[x].request.held, scratch: &authorizationScratch)
         if decision.dryRunAllowed == false && decision.allowed {

@@ -13,9 +13,13 @@ extension HTTPProxy {
     /// as indexes (`RoutedRoute`): copying it would retain each of its strings and arrays.
     func route(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Int? {
         let id = exchanges[x].downstream
-        guard let routes else {
-            exchanges[x].circuit = clusterCircuits[downstreams[id].listener]
-            return downstreams[id].listener
+        let listener = downstreams[id].listener
+        guard let routes, !listenerInbound[listener] else {
+            // The listener's upstream (`--upstream`, `--inbound-app`), or an intercepted connection's original
+            // destination.
+            exchanges[x].circuit = listenerCircuits[listener]
+            guard let original = downstreams[id].originalDestination else { return listener }
+            return pools.passthrough(original)
         }
         dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].corsPreflight = false

@@ -175,6 +175,13 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// upstream port (the workload port policies see as `destination.port`).
     var authorizationScratch: [UInt8] = []
     let listenerUpstreamPorts: [UInt16]
+    /// Per listener: a sidecar's inbound listener beside its outbound ones (`--inbound`: the bound table's policies
+    /// apply to it, its requests go to its upstream or their original destination), the port it listens on, and
+    /// its circuit (the `--upstream` and `--inbound` listeners').
+    let listenerInbound: [Bool]
+    let listenerPorts: [UInt16]
+    var listenerCircuits: [ClusterCircuit] = []
+    private let listenerCircuitNames: Set<String>
     var balancers = LoadBalancers()
     /// The route tables live exchanges were routed with (their routes are read in place, never copied).
     var routedTables = RoutedTables()
@@ -313,14 +320,24 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         self.routes = routes
         self.policies = policies
         listenerUpstreamPorts = listeners.map(\.upstream.port)
+        listenerInbound = listeners.map(\.inbound)
+        listenerPorts = listeners.map { (try? System.localAddress($0.fd))?.port ?? 0 }
         self.reactorIndex = reactorIndex
         random = SplitMix.seeded(stream: UInt64(reactorIndex))
-        pools = UpstreamPools(listenerUpstreams: routes == nil ? listeners.map(\.upstream) : [])
-        if routes == nil {
-            // Each `--upstream` is a cluster of its own, named by its address, limited by the flags.
+        let ownPools = routes == nil || listeners.contains(where: \.inbound)
+        pools = UpstreamPools(listenerUpstreams: ownPools ? listeners.map(\.upstream) : [])
+        var names: [String] = []
+        if ownPools {
+            // Each `--upstream` is a cluster of its own, named by its address, limited by the flags; an inbound
+            // listener's is Istio's inbound cluster (`inbound|PORT||`, or its passthrough for original
+            // destinations).
             let limits = CircuitLimits(nil, budget: nil, relay: relay)
-            clusterCircuits = listeners.map { counters.circuits.circuit($0.upstream.description, limits) }
+            names = listeners.map { l in
+                !l.inbound ? l.upstream.description : l.upstream.port == 0 ? "InboundPassthroughCluster" : "inbound|\(l.upstream.port)||"
+            }
+            listenerCircuits = names.map { counters.circuits.circuit($0, limits) }
         }
+        listenerCircuitNames = routes == nil ? [] : Set(names.indices.filter { listeners[$0].inbound }.map { names[$0] })
         balancers = LoadBalancers(registry: counters.outliers, locality: Locality(relay.locality), labels: relay.labels)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)
@@ -364,7 +381,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         clusterCircuits = table.clusters.map {
             counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: boundEpoch)
         }
-        counters.circuits.keep(Set(table.clusters.map(\.name)), epoch: boundEpoch)
+        counters.circuits.keep(Set(table.clusters.map(\.name)).union(listenerCircuitNames), epoch: boundEpoch)
         if let routes { routedTables.bind(routes) }
         if let services {
             clusterServices = table.clusters.map { services.id(.init(host: $0.host, namespace: table.namespace)) }

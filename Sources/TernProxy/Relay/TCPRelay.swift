@@ -66,6 +66,9 @@ public final class RelayCounters: Sendable {
     public let authorizationDryRunDenied = Atomic<UInt64>(0)
     /// Connections an inbound side closed at once: PeerAuthentication STRICT, and no TLS to offer.
     public let peerAuthenticationRefused = Atomic<UInt64>(0)
+    /// Connections to an `--inbound` listener without `--inbound-app` that were not redirected to it (no original
+    /// destination to send them to): closed.
+    public let inboundWithoutDestination = Atomic<UInt64>(0)
     /// HTTP/2 upstream connections closed for a keepalive PING not answered in time.
     public let h2PingTimeouts = Atomic<UInt64>(0)
     public let h2UpstreamStreams = Atomic<UInt64>(0)
@@ -120,10 +123,15 @@ public struct RelayListener: Sendable {
     /// A TCP listener that terminates TLS: the HTTP engine accepts on it (it holds the TLS glue) and relays each
     /// connection's decrypted stream to the upstream the TCP routes pick (HTTPProxy+TCP.swift), not HTTP.
     public var relaysTCP: Bool
-    public init(fd: Int32, upstream: SocketAddress, relaysTCP: Bool = false) {
+    /// A sidecar's inbound listener (`--inbound`) in a process whose other listeners are its outbound side: its
+    /// requests go to `upstream` (`--inbound-app`), or, when that is port 0, to each connection's original
+    /// destination (iptables REDIRECT), under the workload's AuthorizationPolicy and PeerAuthentication.
+    public var inbound: Bool
+    public init(fd: Int32, upstream: SocketAddress, relaysTCP: Bool = false, inbound: Bool = false) {
         self.fd = fd
         self.upstream = upstream
         self.relaysTCP = relaysTCP
+        self.inbound = inbound
     }
 }
 

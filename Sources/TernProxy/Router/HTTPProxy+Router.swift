@@ -87,6 +87,16 @@ extension HTTPProxy {
             fail(x, .connectFailure, reactor)
             return
         }
+        if let source = pools.slots[e].source {
+            do {
+                try System.bindSource(fd, source)
+            } catch {
+                Log.debug("upstream socket: \(error)")
+                System.close(fd)
+                fail(x, .connectFailure, reactor)
+                return
+            }
+        }
         guard let u = upstreams.insert(UpstreamConnection(fd: fd, endpoint: e)) else {
             System.close(fd)
             fail(x, .overflow, reactor)

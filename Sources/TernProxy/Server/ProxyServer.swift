@@ -55,6 +55,11 @@ public struct ProxySettings: Sendable {
     public var tls: TLSServerFiles? = nil
     /// `--credentials-dir`: where DestinationRule `credentialName` secrets are (DIR/NAME/tls.crt, tls.key, ca.crt).
     public var credentialsDir: String? = nil
+    /// `--inbound ADDR` (repeatable): a sidecar's inbound listeners beside its outbound ones (`--listen` with
+    /// `--config`), under the bound table's PeerAuthentication and AuthorizationPolicy; their requests go to
+    /// `--inbound-app`, or, when it is nil, to each connection's original destination (iptables REDIRECT).
+    public var inbound: [SocketAddress] = []
+    public var inboundApp: SocketAddress? = nil
     /// `--identity-dir` (and `--trust-domain`): the workload's mesh identity. On an inbound side it terminates
     /// mutual TLS (`tls` is set from it: peers must present X.509-SVIDs chaining to its root); with `--config` it
     /// originates mutual TLS to mesh endpoints (ISTIO_MUTUAL, automatic mTLS).
@@ -70,7 +75,8 @@ public struct ProxySettings: Sendable {
     /// served as HTTP/2 when it begins with the HTTP/2 preface); http/1.1 alone when a TCP listener shares the
     /// certificate (its decrypted stream is relayed as it is).
     public var serverALPN: [String] {
-        (0..<listen.count).allSatisfy { kind($0) == .http } ? ["h2", "http/1.1"] : ["http/1.1"]
+        // (Beside `--inbound` listeners, TLS is theirs alone: HTTP.)
+        !inbound.isEmpty || (0..<listen.count).allSatisfy { kind($0) == .http } ? ["h2", "http/1.1"] : ["http/1.1"]
     }
 }
 
@@ -188,7 +194,7 @@ public final class ProxyServer {
                 originationCell = SnapshotCell(o, readers: cpus.count)
                 if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
             }
-            if !settings.policiesOnly, let r = table.resources.first(where: { if case .authorizationPolicy = $0.spec { true } else { false } }) {
+            if !settings.policiesOnly && settings.inbound.isEmpty, let r = table.resources.first(where: { if case .authorizationPolicy = $0.spec { true } else { false } }) {
                 // (As in Istio, a sidecar's outbound side never applies its own workload's policies.)
                 Log.warn("\(r.file):\(r.line): \(r.label): AuthorizationPolicy applies to requests an inbound side receives (--http --upstream APP with --config); this process has none, so no policy is enforced here")
             }
@@ -220,9 +226,11 @@ public final class ProxyServer {
         // Bind every listener once per reactor. Port 0 is resolved by the first bind; the others reuse it.
         var perReactor = [[RelayListener]](repeating: [], count: cpus.count)
         var perReactorTCP = [[RelayListener]](repeating: [], count: cpus.count)
-        var bound: [(kind: ListenerKind, address: SocketAddress)] = []
-        for (i, address) in settings.listen.enumerated() {
+        var bound: [(kind: String, address: SocketAddress)] = []
+        // (`--inbound` listeners after the `--listen` ones: HTTP, an inbound side's.)
+        for (i, address) in (settings.listen + settings.inbound).enumerated() {
             var address = address
+            let inbound = i >= settings.listen.count
             // The reactors' listeners share the address (SO_REUSEPORT), and so would another process's: one that
             // holds it already is found first, and Tern exits rather than split its traffic.
             if address.port != 0 {
@@ -240,10 +248,16 @@ public final class ProxyServer {
                     let fd = try System.listen(on: address)
                     if r == 0 {
                         address = try System.localAddress(fd)
-                        bound.append((settings.kind(i), address))
+                        bound.append((inbound ? "inbound" : settings.kind(i).announced, address))
+                    }
+                    if inbound {
+                        // Port 0: each connection's original destination.
+                        let app = settings.inboundApp ?? SocketAddress(parsing: "0.0.0.0:0") ?? address
+                        perReactor[r].append(RelayListener(fd: fd, upstream: app, inbound: true))
+                        continue
                     }
                     let upstream = i < settings.upstreams.count ? settings.upstreams[i] : address
-                    if settings.kind(i) == .tcp && settings.tls != nil {
+                    if settings.kind(i) == .tcp && settings.tls != nil && settings.inbound.isEmpty {
                         // TLS terminated, then relayed by the HTTP engine (Relay/HTTPProxy+TCP.swift).
                         perReactor[r].append(RelayListener(fd: fd, upstream: upstream, relaysTCP: true))
                     } else if settings.kind(i) == .tcp && settings.http != nil {
@@ -287,7 +301,11 @@ public final class ProxyServer {
         }
         let startup = Startup()
         let reporter = settings.telemetry.reporter ?? (settings.configPath != nil && !settings.policiesOnly ? .source : .destination)
-        let telemetry = Telemetry(reactors: cpus.count, workload: settings.telemetry.workload, reporter: reporter)
+        var workload = settings.telemetry.workload
+        // Our own principal in the metrics (source_principal as a source, destination_principal as a destination),
+        // as Istio reports the workload's SPIFFE ID.
+        if let identity { workload.principal = identity.id.description }
+        let telemetry = Telemetry(reactors: cpus.count, workload: workload, reporter: reporter)
         let metrics = settings.telemetry.metrics ? telemetry : nil
         guard let sideListeners = AdminServer.bind(settings.telemetry) else {
             Log.shared.flush()
@@ -408,11 +426,11 @@ public final class ProxyServer {
         let tlsWatchers = tlsPaths.compactMap { FileWatcher(path: $0, directoryEntries: { _ in false }) }
         if !tlsPaths.isEmpty && tlsWatchers.count != tlsPaths.count { Log.warn("cannot watch the TLS files (inotify); SIGHUP reloads them") }
         var tlsReloadDue: UInt64? = nil
-        for b in bound { Log.info("listening kind=\(b.kind.announced) addr=\(b.address)") }
+        for b in bound { Log.info("listening kind=\(b.kind) addr=\(b.address)") }
         let info = ServerInfo(
             version: Self.version, ioBackend: kind.rawValue, cores: cpus.count,
             ringDepth: Int(settings.backend.ringDepth),
-            listeners: bound.map { ($0.kind.announced, $0.address.description) } + sideListeners.map { ($0.kind.rawValue, $0.address.description) },
+            listeners: bound.map { ($0.kind, $0.address.description) } + sideListeners.map { ($0.kind.rawValue, $0.address.description) },
             options: settings.encoded().map { item in
                 let parts = item.split(separator: "=", maxSplits: 1)
                 return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")

@@ -20,6 +20,8 @@ extension ProxySettings {
         for a in listen { out.append("listen=\(a)") }
         if !listenKinds.isEmpty { out.append("listen-kinds=\(listenKinds.map(\.rawValue).joined(separator: ","))") }
         for a in upstreams { out.append("upstream=\(a)") }
+        for a in inbound { out.append("inbound=\(a)") }
+        if let inboundApp { out.append("inbound-app=\(inboundApp)") }
         if let cores { out.append("cores=\(cores)") }
         out.append("io-backend=\(ioBackend.rawValue)")
         out.append("ring-depth=\(backend.ringDepth)")
@@ -115,6 +117,8 @@ extension ProxySettings {
                     return kind
                 }
             case "upstream": upstreams.append(try address())
+            case "inbound": inbound.append(try address())
+            case "inbound-app": inboundApp = try address()
             case "cores": cores = Int(try number())
             case "io-backend":
                 guard let b = IOBackendChoice(rawValue: value) else { throw SetupError(description: "io-backend: '\(value)'") }

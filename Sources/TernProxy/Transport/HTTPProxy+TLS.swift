@@ -616,7 +616,7 @@ extension HTTPProxy {
             }
             counters.tls.handshake(.downstream, resumed: io.sessions.resumed(slot))
             downstreams[id].mutualTLS = io.sessions.peerVerified(slot)
-            if policies != nil {
+            if isInbound(downstreams[id].listener) {
                 // What AuthorizationPolicies read of the handshake: the principal (the SPIFFE ID without its
                 // scheme; with a mesh identity, found above) and the server name.
                 if tlsPolicy?.current.mesh == nil, downstreams[id].mutualTLS, let spiffe = io.sessions.peerSPIFFEID(slot) {

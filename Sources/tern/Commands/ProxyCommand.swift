@@ -127,6 +127,12 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("upstream"), help: "Address to relay to, paired with --listen by position. Repeatable.")
     var upstream: [String] = []
 
+    @Option(name: .customLong("inbound"), help: "A sidecar's inbound listener (Istio's 15006), IP:PORT, beside the outbound --listen ones --config routes: HTTP requests for the local app, under the workload's PeerAuthentication and AuthorizationPolicy (mutual TLS with --identity-dir), sent to --inbound-app, or without it to the original destination of each connection `tern iptables` redirected, from 127.0.0.6. Repeatable.")
+    var inbound: [String] = []
+
+    @Option(name: .customLong("inbound-app"), help: "--inbound: the app's address, IP:PORT, where inbound requests go (default: each redirected connection's original destination).")
+    var inboundApp: String?
+
     @Option(help: "Reactor threads, one pinned per CPU (default: the CPUs of the inherited affinity mask, capped by the cgroup CPU quota).")
     var cores: Int?
 
@@ -187,7 +193,28 @@ struct ProxyCommand: ParsableCommand {
     /// Checks every flag and builds the settings; each failure names the flag and what it accepts.
     func settings() throws(ValidationError) -> ProxySettings {
         var s = ProxySettings()
-        if listen.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
+        if listen.isEmpty && inbound.isEmpty { throw ValidationError("--listen is required (IP:PORT or [IPv6]:PORT)") }
+        if !inbound.isEmpty {
+            guard config != nil && upstream.isEmpty else {
+                throw ValidationError("--inbound is the inbound side of a sidecar whose outbound side --config routes: it needs --config and no --upstream (--upstream with --config is an inbound side alone)")
+            }
+            guard tlsCert == nil && tlsKey == nil && tlsClientCA == nil else {
+                throw ValidationError("--inbound listeners take mutual TLS from --identity-dir; --tls-cert, --tls-key and --tls-client-ca are for a proxy outside a mesh")
+            }
+            for a in inbound {
+                guard let address = SocketAddress(parsing: a) else {
+                    throw ValidationError("--inbound must be IP:PORT or [IPv6]:PORT with a port from 0 to 65535, got '\(a)'")
+                }
+                s.inbound.append(address)
+            }
+        }
+        if let inboundApp {
+            guard !inbound.isEmpty else { throw ValidationError("--inbound-app is where --inbound listeners send requests: it needs --inbound") }
+            guard let a = SocketAddress(parsing: inboundApp), a.port != 0 else {
+                throw ValidationError("--inbound-app must be IP:PORT or [IPv6]:PORT with a port from 1 to 65535, got '\(inboundApp)'")
+            }
+            s.inboundApp = a
+        }
         if let config {
             // With --upstream the configuration gives only the AuthorizationPolicies an inbound side enforces.
             guard upstream.isEmpty || http else {
@@ -282,7 +309,7 @@ struct ProxyCommand: ParsableCommand {
         }
         s.logLevel = level
         // HTTP settings (the --http flags) apply to every HTTP listener, given by --http or by http:ADDR.
-        if http || s.listenKinds.contains(.http) { s.http = try httpSettings() }
+        if http || s.listenKinds.contains(.http) || !s.inbound.isEmpty { s.http = try httpSettings() }
         if let credentialsDir {
             guard s.configPath != nil else { throw ValidationError("--credentials-dir holds DestinationRule credentials: it needs --config") }
             s.credentialsDir = credentialsDir
@@ -297,13 +324,14 @@ struct ProxyCommand: ParsableCommand {
             guard tlsCert == nil && tlsKey == nil && tlsClientCA == nil else {
                 throw ValidationError("--identity-dir gives the certificate, key and CA of mutual TLS between sidecars: it excludes --tls-cert, --tls-key and --tls-client-ca")
             }
-            guard http || s.listenKinds.contains(.http) else {
-                throw ValidationError("--identity-dir needs HTTP listeners (--http, or --listen http:ADDR): mutual TLS for TCP listeners is not supported yet")
+            guard s.http != nil else {
+                throw ValidationError("--identity-dir needs HTTP listeners (--http, --listen http:ADDR or --inbound): mutual TLS for TCP listeners is not supported yet")
             }
             let files = MeshIdentityFiles(directory: identityDir, trustDomain: trustDomain)
             s.identity = files
-            if s.configPath == nil || s.policiesOnly {
-                // An inbound side: its listeners terminate mutual TLS with the identity.
+            if s.configPath == nil || s.policiesOnly || !s.inbound.isEmpty {
+                // An inbound side: its listeners (the `--inbound` ones beside outbound ones) terminate mutual TLS
+                // with the identity.
                 s.tls = files.serverFiles
                 s.http?.tlsHandshakeTimeout = try duration(tlsHandshakeTimeout, flag: "--tls-handshake-timeout")
             }
