@@ -348,3 +348,17 @@ def test_misused_mesh_flags_exit_64_saying_why(args, words):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 64, r.stderr
     assert words in r.stderr, r.stderr
+
+
+def test_a_connection_not_redirected_to_an_inbound_listener_without_an_app_is_closed(start_tern, backend, ids, tmp_path):
+    """Without --inbound-app an inbound listener sends each connection to its original destination; one made
+    straight to it (not redirected by iptables) has none: closed and counted, never looped back to itself."""
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "empty.yaml").write_text("# nothing\n")
+    prom = dead_port()
+    t = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--config", str(conf),
+                "--identity-dir", str(ids / "backend"), prom=prom)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{t.ports[1]}/", trust_env=False, timeout=10)
+    wait_until(lambda: metric(prom, "tern_inbound_without_destination_total") == 1, "the connection counted")

@@ -741,6 +741,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.authorizationDryRunDenied.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_peer_authentication_refused_total", help: "Connections an inbound side closed at once because its PeerAuthentication is STRICT and it has no TLS certificate (--tls-cert) to offer.", kind: .counter,
                          samples: one(Double(counters.peerAuthenticationRefused.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_inbound_without_destination_total", help: "Connections to an --inbound listener without --inbound-app that iptables had not redirected (no original destination to send them to): closed.", kind: .counter,
+                         samples: one(Double(counters.inboundWithoutDestination.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed for a flood: empty frames, PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits, CONTINUATION frames beyond nghttp2's, PING or SETTINGS frames whose acknowledgements the peer does not read, or more header bytes at once than 16 heads' limit.", kind: .counter,
                          samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_keepalive_timeouts_total", help: "HTTP/2 upstream connections closed because a keepalive PING (DestinationRule http2KeepAlive) was not answered within its timeout.", kind: .counter,
