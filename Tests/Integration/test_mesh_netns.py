@@ -90,7 +90,7 @@ def private_copy(ids, name, work):
     return d
 
 
-def sidecar(ns, backend, work, name, identity, config):
+def sidecar(ns, backend, work, name, identity, config, *extra):
     """Tern as a pod's sidecar: uid 1337 in the pod's namespace, 15001 and 15006, Prometheus on 127.0.0.1:15090."""
     conf = os.path.join(work, name + "-config")
     os.makedirs(conf)
@@ -101,7 +101,7 @@ def sidecar(ns, backend, work, name, identity, config):
     return Tern(["--http", "--listen", "0.0.0.0:15001", "--inbound", "0.0.0.0:15006", "--config", conf,
                  "--identity-dir", identity, "--io-backend", backend, "--cores", "1", "--admin", "off",
                  "--health", "off", "--prometheus", "127.0.0.1:15090", "--labels", f"app={name}",
-                 "--service-account", name],
+                 "--service-account", name, *extra],
                 wrapper=("ip", "netns", "exec", ns.name, "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}",
                          "--clear-groups"))
 
@@ -122,27 +122,33 @@ def metrics(ns):
 
 
 @pytest.fixture
-def mesh(pod, ids, backend):
-    """Pods A and B with their apps, sidecars and interception: (a, b, app_b, b_port)."""
+def mesh(request, pod, ids, backend):
+    """Pods A and B with their apps, sidecars and interception: (a, b, app_b, b_port). Pod B also runs an app
+    outside the mesh, `outside` (a port `tern iptables -d` leaves alone, no ServiceEntry). A's sidecar gets the
+    flags the test passes as the fixture's parameter."""
     a, b = pod
     work = tempfile.mkdtemp(prefix="tern-mesh-")
     os.chmod(work, 0o755)
     started = []
     with b.inside():
         app_b = HttpUpstream(B_IP)
+        outside = HttpUpstream(B_IP)
     try:
         port = app_b.port
         config_a = SERVICE.format(host=HOST, port=port, ip=B_IP, label=", security.istio.io/tlsMode: istio")
         config_b = STRICT + FRONTEND_ONLY + DENY_EVIL
-        started.append(sidecar(a, backend, work, "frontend", private_copy(ids, "frontend", work), config_a))
+        started.append(sidecar(a, backend, work, "frontend", private_copy(ids, "frontend", work), config_a,
+                               *getattr(request, "param", [])))
         started.append(sidecar(b, backend, work, "backend", private_copy(ids, "backend", work), config_b))
         tern_iptables(a)
-        tern_iptables(b)
+        tern_iptables(b, "-d", str(outside.port))
+        app_b.outside = outside
         yield a, b, app_b, port
     finally:
         for t in started:
             t.stop()
         app_b.stop()
+        outside.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -183,3 +189,24 @@ def test_plaintext_that_bypasses_a_sidecar_is_refused_by_strict(mesh):
     status, _ = app_call(a, f"http://{HOST}:{port}/api/sneak", uid=PROXY_UID)
     assert status == 0
     assert app_b.paths() == []
+
+
+def test_a_host_no_service_names_passes_through_under_allow_any(mesh):
+    """Istio's default outboundTrafficPolicy, ALLOW_ANY: App A's call to an address and Host no ServiceEntry names
+    goes on from A's sidecar to where it was going (plaintext: nothing says the destination has a sidecar)."""
+    a, b, app_b, port = mesh
+    outside = app_b.outside
+    assert app_call(a, f"http://{B_IP}:{outside.port}/outside")[0] == 200
+    assert outside.paths() == ["/outside"]
+    assert app_b.paths() == []
+
+
+@pytest.mark.parametrize("mesh", [["--outbound-traffic-policy", "REGISTRY_ONLY"]], indirect=True)
+def test_registry_only_answers_502_for_a_host_no_service_names(mesh):
+    """REGISTRY_ONLY: the same call is answered 502 by A's sidecar, and nothing reaches the outside app; calls to
+    the mesh's own services still work."""
+    a, b, app_b, port = mesh
+    outside = app_b.outside
+    assert app_call(a, f"http://{B_IP}:{outside.port}/outside")[0] == 502
+    assert outside.paths() == []
+    assert app_call(a, f"http://{HOST}:{port}/api/in-registry")[0] == 200

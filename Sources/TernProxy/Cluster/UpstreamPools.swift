@@ -20,8 +20,10 @@ import TernTelemetry
 struct PoolKey: Hashable {
     var address: SocketAddress
     var tls: TLSOriginationKey?
-    /// An inbound side's connections to an intercepted connection's original destination (sent from 127.0.0.6).
+    /// Connections to an intercepted connection's original destination (an inbound side's from `source`,
+    /// 127.0.0.6; an outbound side's, Istio's PassthroughCluster, from any address).
     var passthrough = false
+    var source: SocketAddress? = nil
 }
 
 struct UpstreamPools {
@@ -175,16 +177,17 @@ struct UpstreamPools {
         return e
     }
 
-    /// The pool of an inbound side's connections to `address`, an intercepted connection's original destination:
-    /// made on first use, not named by any table, and freed once nothing uses it. Its connections come from
-    /// 127.0.0.6 (IPv4; ::6 is not assigned to lo by default, so IPv6 ones leave from any address), as Istio's.
-    mutating func passthrough(_ address: SocketAddress) -> Int {
-        let key = PoolKey(address: address, tls: nil, passthrough: true)
+    /// The pool of connections to `address`, an intercepted connection's original destination: made on first use,
+    /// not named by any table, and freed once nothing uses it. An inbound side's (`inbound`) come from 127.0.0.6
+    /// (IPv4; ::6 is not assigned to lo by default, so IPv6 ones leave from any address), as Istio's.
+    mutating func passthrough(_ address: SocketAddress, inbound: Bool) -> Int {
+        let source = inbound && address.ipv4 != nil ? SocketAddress(parsing: "127.0.0.6:0") : nil
+        let key = PoolKey(address: address, tls: nil, passthrough: true, source: source)
         if let e = byKey[key] { return e }
         var pool = Pool(address: address)
         pool.configured = false
         pool.passthrough = true
-        if address.ipv4 != nil { pool.source = SocketAddress(parsing: "127.0.0.6:0") }
+        pool.source = source
         let e: Int
         if let reused = free.popLast() {
             e = reused
@@ -218,7 +221,7 @@ struct UpstreamPools {
     private mutating func freeIfUnused(_ e: Int) {
         guard e >= permanent, slots[e].live, !slots[e].configured, slots[e].connections == 0,
               slots[e].exchanges == 0 else { return }
-        byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey, passthrough: slots[e].passthrough)] = nil
+        byKey[PoolKey(address: slots[e].address, tls: slots[e].tlsKey, passthrough: slots[e].passthrough, source: slots[e].source)] = nil
         slots[e].live = false
         slots[e].tls = nil
         slots[e].resumptions = [:]

@@ -50,6 +50,9 @@ extension HTTPProxy {
                 }
             }
             downstreams[id].destinationPort = port
+        } else if routes != nil, let original = System.originalDestination(fd), original.port != listenerPorts[listener] {
+            // An outbound listener: where a connection iptables redirected was going (outboundTrafficPolicy).
+            downstreams[id].originalDestination = original
         }
         let transport = routable ? inboundTransport(listener, port: port) : .refuse
         if transport == .sniff { downstreams[id].sniffTLS = true }

@@ -31,6 +31,9 @@ enum LocalReply: Int, CaseIterable {
     case corsResponse
     /// An AuthorizationPolicy denied the request (Envoy's RBAC filter: 403 "RBAC: access denied", no flag).
     case accessDenied
+    /// `--outbound-traffic-policy REGISTRY_ONLY`: a request for a host no service of the configuration names, on a
+    /// redirected connection (Istio's BlackHole): 502, flag NR.
+    case registryOnly
 
     var status: Int {
         switch self {
@@ -42,7 +45,7 @@ enum LocalReply: Int, CaseIterable {
         case .requestHeaderTimeout, .streamTimeoutRequest: 408
         case .connectFailure, .connectionTermination, .overflow, .overloaded, .remoteRefusedStream: 503
         case .upstreamTimeout, .streamTimeoutResponse: 504
-        case .badGateway: 502
+        case .badGateway, .registryOnly: 502
         case .routeNotFound: 404
         case .clusterNotFound, .noHealthyUpstream: 503
         case .unsupportedRoute: 501
@@ -81,7 +84,7 @@ enum LocalReply: Int, CaseIterable {
         case .streamTimeoutRequest, .streamTimeoutResponse: "stream timeout"
         case .requestHeaderTimeout: "request header timeout"
         case .badGateway: "upstream sent a malformed response"
-        case .routeNotFound: ""
+        case .routeNotFound, .registryOnly: ""
         case .clusterNotFound: "cluster not found"
         case .noHealthyUpstream: "no healthy upstream"
         case .unsupportedRoute: "route action not supported yet"
@@ -105,7 +108,7 @@ enum LocalReply: Int, CaseIterable {
         case .streamTimeoutRequest, .streamTimeoutResponse: "SI"
         case .badGateway: "UPE"
         case .requestHeaderTimeout: "DPE"
-        case .routeNotFound: "NR"
+        case .routeNotFound, .registryOnly: "NR"
         case .clusterNotFound: "NC"
         case .noHealthyUpstream: "UH"
         case .overloaded: "OM"
@@ -136,7 +139,7 @@ enum LocalReply: Int, CaseIterable {
         case .overflow: "upstream_reset_before_response_started{overflow}"
         case .upstreamTimeout: "upstream_response_timeout"
         case .badGateway: "upstream_reset_before_response_started{protocol_error}"
-        case .routeNotFound: "route_not_found"
+        case .routeNotFound, .registryOnly: "route_not_found"
         case .clusterNotFound: "cluster_not_found"
         case .noHealthyUpstream: "no_healthy_upstream"
         case .unsupportedRoute: "route_action_not_supported"

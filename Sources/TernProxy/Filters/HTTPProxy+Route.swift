@@ -19,14 +19,21 @@ extension HTTPProxy {
             // destination.
             exchanges[x].circuit = listenerCircuits[listener]
             guard let original = downstreams[id].originalDestination else { return listener }
-            return pools.passthrough(original)
+            return pools.passthrough(original, inbound: true)
         }
         dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].corsPreflight = false
         let table = routes.current
         let port = hostPort(head, x) ?? 80
         let match = bytes.select(table, head: head, held: exchanges[x].request.held, port: port, reactor: reactorIndex)
-        guard match.found else { return routeFailed(x, .routeNotFound, reactor) }
+        guard match.found else {
+            // A Host no service of the configuration names, on a connection iptables redirected: Istio's
+            // outboundTrafficPolicy decides (ALLOW_ANY: on to where it was going; REGISTRY_ONLY: 502).
+            guard let original = downstreams[id].originalDestination else { return routeFailed(x, .routeNotFound, reactor) }
+            guard settings.allowAnyOutbound, let passthrough = passthroughCircuit else { return routeFailed(x, .registryOnly, reactor) }
+            exchanges[x].circuit = passthrough
+            return pools.passthrough(original, inbound: false)
+        }
         let v = Int(match.virtualHost), r = Int(match.route)
         if capture != nil, let name = table.virtualHosts[v].routes[r].name { exchanges[x].report.routeName = name }
         let forwarding = table.forwarding

@@ -43,6 +43,10 @@ public struct HTTPSettings: Sendable {
     public var pathNormalization = PathNormalization.base
     /// A mirrored request's Host gets `-shadow` appended (Envoy's default); off with `--no-shadow-host-suffix`.
     public var shadowHostSuffix = true
+    /// `--outbound-traffic-policy` (Istio's MeshConfig outboundTrafficPolicy.mode): with ALLOW_ANY (true) a request
+    /// whose Host names no service of the configuration goes to the intercepted connection's original destination
+    /// (Istio's PassthroughCluster); with REGISTRY_ONLY (false) it is answered 502 (flag NR).
+    public var allowAnyOutbound = true
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
     /// is not kept for the idle timeout).
     public var firstByteTimeout = TernDuration.seconds(10)
@@ -181,6 +185,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     let listenerInbound: [Bool]
     let listenerPorts: [UInt16]
     var listenerCircuits: [ClusterCircuit] = []
+    /// Istio's PassthroughCluster: requests of an outbound listener to an original destination no service names.
+    let passthroughCircuit: ClusterCircuit?
     private let listenerCircuitNames: Set<String>
     var balancers = LoadBalancers()
     /// The route tables live exchanges were routed with (their routes are read in place, never copied).
@@ -337,7 +343,8 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             }
             listenerCircuits = names.map { counters.circuits.circuit($0, limits) }
         }
-        listenerCircuitNames = routes == nil ? [] : Set(names.indices.filter { listeners[$0].inbound }.map { names[$0] })
+        passthroughCircuit = routes == nil ? nil : counters.circuits.circuit("PassthroughCluster", CircuitLimits(nil, budget: nil, relay: relay))
+        listenerCircuitNames = routes == nil ? [] : Set(names.indices.filter { listeners[$0].inbound }.map { names[$0] } + ["PassthroughCluster"])
         balancers = LoadBalancers(registry: counters.outliers, locality: Locality(relay.locality), labels: relay.labels)
         acceptor = Acceptor(fds: listeners.map(\.fd), acceptOp: Op.accept.rawValue, backoffOp: Op.acceptBackoff.rawValue, counters: counters)
         downstreams = Slab(capacity: capacity)

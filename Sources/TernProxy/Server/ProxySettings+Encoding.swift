@@ -84,6 +84,7 @@ extension ProxySettings {
             out.append("accept-http-10=\(http.acceptHTTP10 ? 1 : 0)")
             out.append("path-normalization=\(PathNormalization.allCases.firstIndex(of: http.pathNormalization) ?? 1)")
             out.append("shadow-host-suffix=\(http.shadowHostSuffix ? 1 : 0)")
+            out.append("allow-any-outbound=\(http.allowAnyOutbound ? 1 : 0)")
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
             out.append("http2-max-concurrent-streams=\(http.http2MaxConcurrentStreams)")
@@ -199,6 +200,7 @@ extension ProxySettings {
             guard n < PathNormalization.allCases.count else { throw SetupError(description: "path-normalization \(n) is not a mode") }
             h.pathNormalization = PathNormalization.allCases[Int(n)]
         case "shadow-host-suffix": h.shadowHostSuffix = n == 1
+        case "allow-any-outbound": h.allowAnyOutbound = n == 1
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-idle-upstream": h.maxIdleUpstream = i
         case "http2-max-concurrent-streams": h.http2MaxConcurrentStreams = UInt32(truncatingIfNeeded: n)

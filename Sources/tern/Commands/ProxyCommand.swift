@@ -46,6 +46,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("request-header-timeout"), help: "--http: from the first byte of a request head to its end (408 beyond).")
     var requestHeaderTimeout: String = "10s"
 
+    @Option(name: .customLong("outbound-traffic-policy"), help: "--config: what a request whose Host names no service gets on a connection iptables redirected (Istio's MeshConfig outboundTrafficPolicy): ALLOW_ANY sends it on to its original destination (Istio's default), REGISTRY_ONLY answers 502.")
+    var outboundTrafficPolicy = "ALLOW_ANY"
+
     @Option(name: .customLong("path-normalization"), help: "--http: how request paths are normalised before routing, AuthorizationPolicy and forwarding, as Istio's MeshConfig pathNormalization: BASE (RFC 3986 dot segments, backslashes, unreserved %XX decoded; Istio's default), MERGE_SLASHES, DECODE_AND_MERGE_SLASHES or NONE. A %00 is refused (400).")
     var pathNormalization = "BASE"
 
@@ -435,6 +438,11 @@ struct ProxyCommand: ParsableCommand {
         }
         h.pathNormalization = normalization
         h.shadowHostSuffix = !noShadowHostSuffix
+        switch outboundTrafficPolicy.uppercased() {
+        case "ALLOW_ANY": h.allowAnyOutbound = true
+        case "REGISTRY_ONLY": h.allowAnyOutbound = false
+        default: throw ValidationError("--outbound-traffic-policy must be ALLOW_ANY or REGISTRY_ONLY, got '\(outboundTrafficPolicy)'")
+        }
         h.streamIdleTimeout = try duration(streamIdleTimeout, flag: "--stream-idle-timeout")
         guard maxIdleUpstream >= 0 && maxIdleUpstream <= 1 << 20 else { throw ValidationError("--max-idle-upstream must be from 0 to 1048576, got \(maxIdleUpstream)") }
         h.maxIdleUpstream = maxIdleUpstream
