@@ -257,13 +257,9 @@ struct RouteCompiler {
         let dns = se.resolution == .DNS || se.resolution == .DNS_ROUND_ROBIN
         for e in se.endpoints where labels.allSatisfy({ e.labels[$0.key] == $0.value }) {
             let p = sePort.flatMap { e.ports[$0.name] } ?? sePort?.targetPort ?? port
-            var endpoint = Endpoint(address: e.address, port: p, weight: max(e.weight ?? 1, 1), labels: e.labels,
-                                    needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? "",
-                                    network: e.network ?? "")
-            if let sa = e.serviceAccount, !sa.isEmpty {
-                endpoint.serviceAccountPath = "/ns/\(serviceNamespace(se))/sa/\(sa)"
-            }
-            endpoints.append(endpoint)
+            endpoints.append(Endpoint(address: e.address, port: p, weight: max(e.weight ?? 1, 1), labels: e.labels,
+                                      needsResolution: dns && IPAddress(parsing: e.address) == nil, locality: e.locality ?? "",
+                                      network: e.network ?? ""))
         }
         if se.endpoints.isEmpty, dns, labels.isEmpty {
             endpoints.append(Endpoint(address: host, port: sePort?.targetPort ?? port, weight: 1, labels: [:],
@@ -283,7 +279,11 @@ struct RouteCompiler {
                                 loadBalancing: LoadBalancingPolicy(policy, endpoints: endpoints),
                                 originalDestination: se.resolution == .NONE, resolution: se.resolution,
                                 upstreamProtocol: UpstreamProtocol(portProtocol: sePort?.protocol, pool: policy.connectionPool),
-                                subjectAltNames: se.subjectAltNames))
+                                subjectAltNames: se.subjectAltNames,
+                                serviceAccounts: Array(Set(se.endpoints.compactMap { e in
+                                    e.serviceAccount.flatMap { $0.isEmpty ? nil : "/ns/\(serviceNamespace(se))/sa/\($0)" }
+                                })).sorted(),
+                                meshExternal: se.location == .MESH_EXTERNAL))
         clusterIndex[name] = clusters.count - 1
         return clusters.count - 1
     }

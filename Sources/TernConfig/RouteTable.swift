@@ -246,6 +246,12 @@ public struct Cluster: Sendable {
     /// The ServiceEntry's `subjectAltNames`: the identities mutual TLS to the service accepts (with its endpoints'
     /// service accounts).
     public var subjectAltNames: [String] = []
+    /// The SPIFFE ID paths of the service accounts of every endpoint of the service (all subsets; sorted, each
+    /// once), `/ns/<the ServiceEntry's namespace>/sa/<name>`: taken per service as Istio takes them, and kept when
+    /// DNS answers replace the endpoints, so a cluster's mutual TLS settings do not change with them.
+    public var serviceAccounts: [String] = []
+    /// The ServiceEntry's `location` is MESH_EXTERNAL (its default): Istio's automatic mTLS never applies to it.
+    public var meshExternal = false
 }
 
 /// How an HTTP cluster's requests travel to its endpoints.
@@ -288,9 +294,6 @@ public struct Endpoint: Sendable, Equatable {
     public var locality: String
     /// The ServiceEntry endpoint's `network` ("" for none).
     public var network: String
-    /// The SPIFFE ID path of the endpoint's `serviceAccount`, `/ns/<the ServiceEntry's namespace>/sa/<name>`
-    /// ("" for none): automatic mTLS accepts the peer's certificate for it (with the trust domain in front).
-    public var serviceAccountPath = ""
     /// Labelled `security.istio.io/tlsMode: istio`: the endpoint has a sidecar, so automatic mTLS reaches it over
     /// mutual TLS.
     public var meshTLS: Bool { labels["security.istio.io/tlsMode"] == "istio" }

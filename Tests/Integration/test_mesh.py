@@ -9,6 +9,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 
 import httpx
 import pytest
@@ -200,6 +201,8 @@ def test_plaintext_to_a_strict_inbound_side_is_refused(start_tern, http_upstream
     assert status == 503
     assert up.paths() == []
     assert metric(bprom, "tern_tls_handshakes_total", side="downstream") == 0
+    # B was up and refused it: plaintext HTTP where its STRICT side speaks only TLS.
+    assert failures(bprom, "downstream", "http_request") >= 1
 
 
 def test_an_upstream_identity_the_service_may_not_run_as_is_refused(start_tern, http_upstream, backend, ids,
@@ -239,9 +242,11 @@ def test_identity_rotation_under_load_drops_nothing(start_tern, http_upstream, b
     stop, failed, done = threading.Event(), [], [0]
 
     def load():
+        # Bounded in time and count; stopped by the test well before either.
+        deadline = time.time() + 300
         with httpx.Client(trust_env=False, timeout=30) as c:
-            for _ in range(20000):
-                if stop.is_set():
+            for _ in range(1_000_000):
+                if stop.is_set() or time.time() > deadline:
                     return
                 r = c.get(f"http://127.0.0.1:{a.port}/load", headers={"host": "backend.default.svc.cluster.local"})
                 if r.status_code != 200:
@@ -261,9 +266,21 @@ def test_identity_rotation_under_load_drops_nothing(start_tern, http_upstream, b
         wait_until(lambda: metric(aprom, "tern_tls_certificate_reloads_total") >= 1, "A rotated", timeout=30)
         seen = done[0]
         wait_until(lambda: done[0] >= seen + 50, "load after the rotation", timeout=60)
+        # A new connection from A to B presents A's new identity: a request held open at B's app takes the pooled
+        # connection, so the next one needs a new connection.
+        held = threading.Thread(target=lambda: call(a.port, "/hold/rotation"))
+        held.start()
+        wait_until(lambda: "/hold/rotation" in up.paths(), "the held request at B's app")
+        before = len(up.requests)
+        assert call(a.port, "/fresh")[0] == 200
+        up.release("rotation")
+        held.join(30)
+        fresh = [r for r in up.requests[before:] if r.path == "/fresh"][0]
+        assert f"Hash={sha256_of(ids / 'frontend-next' / 'cert-chain.pem')};" in fresh.header_values("x-forwarded-client-cert")[0]
         # A file that cannot be used: refused, and the rotated identity keeps serving.
+        refused = metric(bprom, "tern_tls_certificate_reloads_refused_total")
         (bid / "cert-chain.pem").write_text("not a certificate\n")
-        wait_until(lambda: metric(bprom, "tern_tls_certificate_reloads_refused_total") >= 1, "bad rotation refused", timeout=30)
+        wait_until(lambda: metric(bprom, "tern_tls_certificate_reloads_refused_total") >= refused + 1, "bad rotation refused", timeout=30)
         seen = done[0]
         wait_until(lambda: done[0] >= seen + 50, "load after the refused rotation", timeout=60)
     finally:
@@ -362,3 +379,17 @@ def test_a_connection_not_redirected_to_an_inbound_listener_without_an_app_is_cl
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{t.ports[1]}/", trust_env=False, timeout=10)
     wait_until(lambda: metric(prom, "tern_inbound_without_destination_total") == 1, "the connection counted")
+
+
+def test_a_sidecar_with_only_an_inbound_listener_and_its_trust_domain_flag_runs(start_tern, http_upstream, backend, ids,
+                                                                                tmp_path):
+    """`--inbound` without `--listen`, and `--trust-domain` given, pass through to the serving process."""
+    up = http_upstream()
+    conf = tmp_path / "c"
+    conf.mkdir()
+    (conf / "empty.yaml").write_text("# nothing\n")
+    prom = dead_port()
+    t = sidecar(start_tern, backend, "--inbound", "127.0.0.1:0", "--inbound-app", up.address, "--config", str(conf),
+                "--identity-dir", str(ids / "backend"), "--trust-domain", "cluster.local", prom=prom)
+    assert curl_mtls(t.port, ids / "frontend", "/only-inbound") == (0, 200)
+    assert up.paths() == ["/only-inbound"]

@@ -210,3 +210,16 @@ def test_registry_only_answers_502_for_a_host_no_service_names(mesh):
     assert app_call(a, f"http://{B_IP}:{outside.port}/outside")[0] == 502
     assert outside.paths() == []
     assert app_call(a, f"http://{HOST}:{port}/api/in-registry")[0] == 200
+
+
+def test_a_sidecars_outbound_listener_serves_no_one_else(mesh):
+    """Another host reaching A's outbound listener (15001) straight, here B's own uid 1337 bypassing B's rules,
+    must not get its requests sent on under A's identity: refused (Istio blackholes 15001), and App B sees nothing."""
+    a, b, app_b, port = mesh
+    r = subprocess.run(["ip", "netns", "exec", b.name, "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}",
+                        "--clear-groups", "curl", "-sS", "--noproxy", "*", "--max-time", "20", "-o", "/dev/null",
+                        "-w", "%{http_code}", "-H", f"Host: {HOST}:{port}", "http://10.2.0.1:15001/api/deputy"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout != "200", r.stdout
+    assert app_b.paths() == []
+    assert "tern_outbound_direct_refused_total 1" in metrics(a)

@@ -7,13 +7,14 @@ import Testing
 /// automatic mTLS by the `security.istio.io/tlsMode` label, a DestinationRule's ISTIO_MUTUAL and DISABLE, and the
 /// identities the peer may present.
 @Suite struct MeshOriginationTests {
-    static func yaml(tls: String? = nil, subjectAltNames: String = "") -> String {
+    static func yaml(tls: String? = nil, subjectAltNames: String = "", location: String = "MESH_INTERNAL") -> String {
         """
         apiVersion: networking.istio.io/v1
         kind: ServiceEntry
         metadata: {name: reviews, namespace: shop}
         spec:
           hosts: [reviews.shop.svc.cluster.local]
+          location: \(location)
           ports: [{number: 9080, name: http, protocol: HTTP}]
           resolution: STATIC
           \(subjectAltNames)
@@ -44,8 +45,11 @@ import Testing
         #expect(k.map { $0?.mesh ?? false } == [true, false, false])
         let key = try #require(k[0])
         #expect(key.sni == "outbound_.9080_._.reviews.shop.svc.cluster.local")
-        // Every endpoint's service account is an identity the service may run as (in the ServiceEntry's namespace).
-        #expect(key.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/reviews", "spiffe://cluster.local/ns/shop/sa/legacy"])
+        // Every endpoint's service account is an identity the service may run as (in the ServiceEntry's namespace),
+        // sorted, whatever subset the cluster is of.
+        #expect(key.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/legacy", "spiffe://cluster.local/ns/shop/sa/reviews"])
+        // A service outside the mesh (MESH_EXTERNAL, the default location) never gets automatic mTLS.
+        #expect(try keys(Self.yaml(location: "MESH_EXTERNAL")).allSatisfy { $0 == nil })
         #expect(key.mutual && !key.insecureSkipVerify && !key.http2)
     }
 
@@ -61,12 +65,60 @@ import Testing
         let rule = try keys(Self.yaml(tls: "{mode: ISTIO_MUTUAL, subjectAltNames: [\"spiffe://cluster.local/ns/shop/sa/x\"]}"))
         #expect(rule.allSatisfy { $0?.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/x"] })
         let entry = try keys(Self.yaml(subjectAltNames: "subjectAltNames: [\"spiffe://cluster.local/ns/shop/sa/y\"]"))
-        #expect(entry[0]?.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/y", "spiffe://cluster.local/ns/shop/sa/reviews",
-                                             "spiffe://cluster.local/ns/shop/sa/legacy"])
+        #expect(entry[0]?.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/y", "spiffe://cluster.local/ns/shop/sa/legacy",
+                                             "spiffe://cluster.local/ns/shop/sa/reviews"])
+        // ISTIO_MUTUAL's own sni replaces the cluster's name.
+        #expect(try keys(Self.yaml(tls: "{mode: ISTIO_MUTUAL, sni: reviews.internal}"))[0]?.sni == "reviews.internal")
     }
 
-    @Test func withoutAnIdentityEverythingStaysPlaintext() throws {
+    @Test func withoutAnIdentityAutomaticMTLSIsPlaintextAndIstioMutualFailsClosed() throws {
         #expect(try keys(Self.yaml(), trustDomain: nil).allSatisfy { $0 == nil })
-        #expect(try keys(Self.yaml(tls: "{mode: ISTIO_MUTUAL}"), trustDomain: nil).allSatisfy { $0 == nil })
+        // ISTIO_MUTUAL demands mutual TLS: mesh keys no policy serves, so its connections fail, never plaintext.
+        let demanded = try keys(Self.yaml(tls: "{mode: ISTIO_MUTUAL}"), trustDomain: nil)
+        #expect(demanded.allSatisfy { $0?.mesh == true })
+        let (o, warnings) = try TLSOriginations.build(try compile(Self.yaml(tls: "{mode: ISTIO_MUTUAL}"), namespace: "shop"), credentialsDir: nil)
+        #expect(o.policies.isEmpty && warnings.contains { $0.contains("ISTIO_MUTUAL") })
+    }
+
+    /// The keys a reactor computes from a table with DNS answers (some not in yet) are the keys the contexts were
+    /// built for from the configuration as written: the service's accounts do not change with its endpoints.
+    @Test func keysOfAResolvedTableAreThoseOfItsTemplate() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: ratings, namespace: shop}
+            spec:
+              hosts: [ratings.shop.svc.cluster.local]
+              location: MESH_INTERNAL
+              ports: [{number: 80, name: http, protocol: HTTP}]
+              resolution: DNS
+              endpoints:
+              - {address: a.ratings.example, labels: {security.istio.io/tlsMode: istio}, serviceAccount: ratings-a}
+              - {address: b.ratings.example, labels: {security.istio.io/tlsMode: istio}, serviceAccount: ratings-b}
+            """, namespace: "shop")
+        let written = Set(t.clusters.flatMap { TLSOriginationKey.endpointKeys($0, trustDomain: "cluster.local").compactMap { $0 } })
+        #expect(written.count == 1)
+        let partly = t.resolved(["a.ratings.example": ["10.1.0.1", "10.1.0.2"]])
+        let bound = Set(partly.clusters.flatMap { TLSOriginationKey.endpointKeys($0, trustDomain: "cluster.local").compactMap { $0 } })
+        #expect(partly.clusters[0].endpoints.count == 2 && bound == written)
+        #expect(written.first?.subjectAltNames == ["spiffe://cluster.local/ns/shop/sa/ratings-a", "spiffe://cluster.local/ns/shop/sa/ratings-b"])
+    }
+
+    /// TCP routes cannot originate TLS yet: the clusters they reach whose endpoints would get mutual TLS are named.
+    @Test func tcpRoutesToMeshEndpointsAreWarnedAbout() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: db, namespace: shop}
+            spec:
+              hosts: [db.shop.svc.cluster.local]
+              location: MESH_INTERNAL
+              ports: [{number: 5432, name: tcp, protocol: TCP}]
+              resolution: STATIC
+              endpoints: [{address: 10.0.0.9, labels: {security.istio.io/tlsMode: istio}}]
+            """, namespace: "shop")
+        let warnings = TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local")
+        #expect(warnings.count == 1 && warnings[0].contains("outbound|5432||db.shop.svc.cluster.local"))
+        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: nil).isEmpty)
     }
 }

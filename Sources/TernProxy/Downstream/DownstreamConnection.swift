@@ -45,6 +45,9 @@ struct DownstreamConnection {
     /// requests go, from 127.0.0.6).
     var destinationPort: UInt16 = 0
     var originalDestination: SocketAddress? = nil
+    /// The pool of `originalDestination`, held (one exchange's count) from the first request that needs it until
+    /// the connection is freed, so that its requests do not make and free it each time (-1: none held).
+    var passthroughPool: Int32 = -1
     /// PeerAuthentication PERMISSIVE on an inbound side with TLS: the first bytes decide whether the connection is
     /// TLS (a handshake record: terminated, mTLS) or plaintext.
     var sniffTLS = false

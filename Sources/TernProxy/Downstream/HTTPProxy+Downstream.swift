@@ -42,7 +42,8 @@ extension HTTPProxy {
                 // An `--inbound` listener without `--inbound-app`: iptables redirected the connection here, and
                 // its original destination (the app's address and port) is where it goes. One made straight to
                 // the listener has none.
-                if let original = System.originalDestination(fd), original.port != listenerPorts[listener] {
+                // (IPv6: its passthrough would need ::6 on lo to leave the pod's own rules alone; not yet.)
+                if let original = System.originalDestination(fd), original.port != listenerPorts[listener], original.ipv4 != nil {
                     downstreams[id].originalDestination = original
                     port = original.port
                 } else {
@@ -50,18 +51,30 @@ extension HTTPProxy {
                 }
             }
             downstreams[id].destinationPort = port
-        } else if routes != nil, let original = System.originalDestination(fd), original.port != listenerPorts[listener] {
+        } else if routes != nil {
             // An outbound listener: where a connection iptables redirected was going (outboundTrafficPolicy).
-            downstreams[id].originalDestination = original
+            if let original = System.originalDestination(fd), original.port != listenerPorts[listener] {
+                downstreams[id].originalDestination = original
+            } else if listenerInbound.contains(true), !((try? System.peerAddress(fd)).map(Self.isAppClient) ?? false) {
+                // A sidecar's outbound listener reached without a redirect by anyone but a local app (another
+                // host, or its own inbound side passing a connection for port 15001 on from 127.0.0.6): refused,
+                // as Istio blackholes 15001, or anyone could send requests on under the workload's identity.
+                counters.outboundDirectRefused.add(1, ordering: .relaxed)
+                routable = false
+            }
         }
         let transport = routable ? inboundTransport(listener, port: port) : .refuse
         if transport == .sniff { downstreams[id].sniffTLS = true }
         if transport == .refuse || (transport == .tls && !tlsAccepted(id, reactor)) {
             if !routable {
-                counters.inboundWithoutDestination.add(1, ordering: .relaxed)
-                Log.debug("inbound connection not redirected by iptables (no original destination) and no --inbound-app: closed")
+                if isInbound(listener) {
+                    counters.inboundWithoutDestination.add(1, ordering: .relaxed)
+                    Log.debug("inbound connection not redirected by iptables (no IPv4 original destination) and no --inbound-app: closed")
+                }
             } else if transport == .refuse {
                 counters.peerAuthenticationRefused.add(1, ordering: .relaxed)
+            } else if tlsPolicy?.current.mesh?.presentable(now: MeshIdentity.nowSeconds) == false {
+                // (Counted as identity_expired; the expiry was logged once.)
             } else {
                 Log.warn("cannot start a TLS session (out of memory): closing the connection")
             }
@@ -96,6 +109,22 @@ extension HTTPProxy {
         }
         if listenerRelaysTCP[listener] && downstreams[id].transport == .tls { return relayAccepted(id, reactor) }
         awaitRequest(id, reactor)
+    }
+
+    /// Whether `peer` may be an app of this pod calling its sidecar's outbound listener straight: a loopback
+    /// address other than 127.0.0.6 (the inbound side's own source).
+    static func isAppClient(_ peer: SocketAddress) -> Bool {
+        if let v4 = peer.ipv4 { return v4 >> 24 == 127 && v4 != 0x7F00_0006 }
+        if let v6 = peer.ipv6 { return v6.high == 0 && v6.low == 1 }
+        return false
+    }
+
+    /// Gives back the passthrough pool a connection held (`passthroughPool`), as it is freed.
+    func releasePassthroughPool(_ id: DID) {
+        let e = Int(downstreams[id].passthroughPool)
+        guard e >= 0 else { return }
+        downstreams[id].passthroughPool = -1
+        pools.exchangeFinished(e)
     }
 
     /// Waits for the next request head on a client connection (idle keep-alive until its first byte).
@@ -334,6 +363,7 @@ extension HTTPProxy {
         if downstreams[id].transport == .h2stream {
             // A stream's slots: no socket, and not a client connection of the counts.
             h2StreamFree(id, reactor)
+            releasePassthroughPool(id)
             exchanges.remove(x)
             downstreams.remove(id)
             h2StreamCount -= 1
@@ -347,6 +377,7 @@ extension HTTPProxy {
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
         if downstreams[id].closingForRoom { closingForRoom -= 1 }
+        releasePassthroughPool(id)
         exchanges.remove(x)
         downstreams.remove(id)
         counters.active.subtract(1, ordering: .relaxed)

@@ -64,6 +64,7 @@ extension HTTPProxy {
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
         idle.remove(id, downstreams)
+        releasePassthroughPool(id)
         exchanges.remove(x)
         downstreams.remove(id)
         connectWaiting(e, reactor)

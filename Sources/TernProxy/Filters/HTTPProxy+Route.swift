@@ -18,8 +18,8 @@ extension HTTPProxy {
             // The listener's upstream (`--upstream`, `--inbound-app`), or an intercepted connection's original
             // destination.
             exchanges[x].circuit = listenerCircuits[listener]
-            guard let original = downstreams[id].originalDestination else { return listener }
-            return pools.passthrough(original, inbound: true)
+            guard downstreams[id].originalDestination != nil else { return listener }
+            return passthroughPool(id, inbound: true)
         }
         dropHeld(&exchanges[x].cors, reactor)
         exchanges[x].corsPreflight = false
@@ -29,10 +29,10 @@ extension HTTPProxy {
         guard match.found else {
             // A Host no service of the configuration names, on a connection iptables redirected: Istio's
             // outboundTrafficPolicy decides (ALLOW_ANY: on to where it was going; REGISTRY_ONLY: 502).
-            guard let original = downstreams[id].originalDestination else { return routeFailed(x, .routeNotFound, reactor) }
+            guard downstreams[id].originalDestination != nil else { return routeFailed(x, .routeNotFound, reactor) }
             guard settings.allowAnyOutbound, let passthrough = passthroughCircuit else { return routeFailed(x, .registryOnly, reactor) }
             exchanges[x].circuit = passthrough
-            return pools.passthrough(original, inbound: false)
+            return passthroughPool(id, inbound: false)
         }
         let v = Int(match.virtualHost), r = Int(match.route)
         if capture != nil, let name = table.virtualHosts[v].routes[r].name { exchanges[x].report.routeName = name }
@@ -113,6 +113,19 @@ extension HTTPProxy {
         let endpoint = clusterEndpoints[cluster][e]
         setServerName(x, endpoint: endpoint, head)
         return endpoint
+    }
+
+    /// The pool of connection `id`'s original destination, held by the connection (an HTTP/2 stream's by its
+    /// connection) from its first request on: later requests find it without a lookup, and it is not made and
+    /// freed again between them.
+    func passthroughPool(_ id: DID, inbound: Bool) -> Int {
+        let holder = downstreams[id].transport == .h2stream ? (downstreams[id].h2s.parent ?? id) : id
+        if downstreams[holder].passthroughPool >= 0 { return Int(downstreams[holder].passthroughPool) }
+        guard let original = downstreams[id].originalDestination else { return -1 }
+        let e = pools.passthrough(original, inbound: inbound)
+        pools.exchangeStarted(e)
+        downstreams[holder].passthroughPool = Int32(e)
+        return e
     }
 
     /// With TLS origination and no fixed SNI, the request's Host names the server of the connection that carries

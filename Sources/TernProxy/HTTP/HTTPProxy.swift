@@ -342,6 +342,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 !l.inbound ? l.upstream.description : l.upstream.port == 0 ? "InboundPassthroughCluster" : "inbound|\(l.upstream.port)||"
             }
             listenerCircuits = names.map { counters.circuits.circuit($0, limits) }
+            // An inbound side's app not on loopback (the pod's own address) is reached from 127.0.0.6, as Istio
+            // 1.10+ does, so the pod's rules let the connection through rather than redirect it back here.
+            for (i, l) in listeners.enumerated() where l.inbound {
+                if let v4 = l.upstream.ipv4, v4 != 0, v4 >> 24 != 127 { pools.slots[i].source = SocketAddress(parsing: "127.0.0.6:0") }
+            }
         }
         passthroughCircuit = routes == nil ? nil : counters.circuits.circuit("PassthroughCluster", CircuitLimits(nil, budget: nil, relay: relay))
         listenerCircuitNames = routes == nil ? [] : Set(names.indices.filter { listeners[$0].inbound }.map { names[$0] } + ["PassthroughCluster"])
@@ -405,7 +410,12 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                 for (i, e) in endpoints[c].enumerated() where e >= 0 {
                     guard let key = tlsKeys[c][i] else { continue }
                     let policy = current?.policies[key]
-                    if policy == nil { bug("no TLS origination policy published for cluster \(table.clusters[c].name)") }
+                    if policy == nil && !(key.mesh && current?.trustDomain == nil) {
+                        bug("no TLS origination policy published for cluster \(table.clusters[c].name)")
+                    }
+                    // Sessions of another policy (an identity rotated since) are never resumed: a resumption would
+                    // present the old certificate again.
+                    if pools.slots[e].tls !== policy { pools.slots[e].resumptions.removeAll() }
                     pools.slots[e].tls = policy
                 }
             }

@@ -69,6 +69,10 @@ public final class RelayCounters: Sendable {
     /// Connections to an `--inbound` listener without `--inbound-app` that were not redirected to it (no original
     /// destination to send them to): closed.
     public let inboundWithoutDestination = Atomic<UInt64>(0)
+    /// Connections made straight to a sidecar's outbound listener (one with `--inbound` beside it) from another
+    /// host, not redirected by iptables: closed, as Istio blackholes its 15001 (it would otherwise send anyone's
+    /// requests on under the workload's identity).
+    public let outboundDirectRefused = Atomic<UInt64>(0)
     /// HTTP/2 upstream connections closed for a keepalive PING not answered in time.
     public let h2PingTimeouts = Atomic<UInt64>(0)
     public let h2UpstreamStreams = Atomic<UInt64>(0)

@@ -186,12 +186,14 @@ public final class ProxyServer {
             }
             if settings.http != nil {
                 // TLS origination: the contexts its DestinationRules need, before any reactor binds the table.
-                guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity) else {
+                guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity,
+                                                tcp: settings.listenKinds.contains(.tcp)) else {
                     Log.error("configuration \(path) refused; not starting")
                     Log.shared.flush()
                     return 1
                 }
                 originationCell = SnapshotCell(o, readers: cpus.count)
+                lastOriginations = o
                 if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
             }
             if !settings.policiesOnly && settings.inbound.isEmpty, let r = table.resources.first(where: { if case .authorizationPolicy = $0.spec { true } else { false } }) {
@@ -550,6 +552,8 @@ public final class ProxyServer {
     private var version = 1
     /// TLS origination contexts (HTTP with --config), published before each route table.
     private var originationCell: SnapshotCell<TLSOriginations>? = nil
+    /// What was published to it last.
+    private var lastOriginations: TLSOriginations? = nil
     /// The configuration applied last (before DNS answers): published again when the identity rotates, so the
     /// reactors bind the new contexts.
     private var template: RouteTable? = nil
@@ -559,10 +563,11 @@ public final class ProxyServer {
     private var warnedExpired = false
 
     /// Builds the TLS origination contexts `table` needs; logs its warnings, or the error and returns nil.
-    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil) -> TLSOriginations? {
+    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil, tcp: Bool = false) -> TLSOriginations? {
         do throws(TLSSetupError) {
             let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir, identity: identity)
             for w in warnings { Log.warn(w) }
+            if tcp { for w in TLSOriginations.tcpMeshWarnings(table, trustDomain: identity?.trustDomain) { Log.warn(w) } }
             return o
         } catch {
             Log.error(error.description)
@@ -589,13 +594,15 @@ public final class ProxyServer {
         }
         if let cell = originationCell {
             // The table's TLS contexts go out first: a reactor that binds the table finds them.
-            guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity) else {
+            guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity,
+                                            tcp: settings.listenKinds.contains(.tcp)) else {
                 admin.rejected()
                 Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
                 return
             }
             if !o.policies.isEmpty { counters.tls.configured.store(true, ordering: .relaxed) }
             cell.publish(o)
+            lastOriginations = o
         }
         version += 1
         template = table
@@ -639,12 +646,14 @@ public final class ProxyServer {
                 }
                 var origination: TLSOriginations? = nil
                 if originationCell != nil, let template {
-                    let (o, _) = try TLSOriginations.build(template, credentialsDir: settings.credentialsDir, identity: next)
+                    let others = (lastOriginations?.policies ?? [:]).filter { !$0.key.mesh }
+                    let (o, _) = try TLSOriginations.build(template, credentialsDir: settings.credentialsDir, identity: next, reuse: others)
                     origination = o
                 }
                 if let tlsCell, let server { tlsCell.publish(server) }
                 if let cell = originationCell, let origination, let publisher, let template {
                     cell.publish(origination)
+                    lastOriginations = origination
                     publisher.apply(template)
                 }
                 identity = next
@@ -743,6 +752,8 @@ public final class ProxyServer {
                          samples: one(Double(counters.peerAuthenticationRefused.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_inbound_without_destination_total", help: "Connections to an --inbound listener without --inbound-app that iptables had not redirected (no original destination to send them to): closed.", kind: .counter,
                          samples: one(Double(counters.inboundWithoutDestination.load(ordering: .relaxed)))),
+            MetricFamily(name: "tern_outbound_direct_refused_total", help: "Connections another host made straight to a sidecar's outbound listener (one with --inbound beside it), not redirected by iptables: closed.", kind: .counter,
+                         samples: one(Double(counters.outboundDirectRefused.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_floods_total", help: "HTTP/2 connections (clients' or upstreams') closed for a flood: empty frames, PRIORITY or WINDOW_UPDATE frames beyond Envoy's limits, CONTINUATION frames beyond nghttp2's, PING or SETTINGS frames whose acknowledgements the peer does not read, or more header bytes at once than 16 heads' limit.", kind: .counter,
                          samples: one(Double(counters.h2Floods.load(ordering: .relaxed)))),
             MetricFamily(name: "tern_http2_keepalive_timeouts_total", help: "HTTP/2 upstream connections closed because a keepalive PING (DestinationRule http2KeepAlive) was not answered within its timeout.", kind: .counter,

@@ -177,7 +177,7 @@ extension ProxySettings {
                 try decodeHTTP(key, try number())
             }
         }
-        guard !listen.isEmpty, listen.count == upstreams.count || (configPath != nil && upstreams.isEmpty) else {
+        guard !listen.isEmpty || !inbound.isEmpty, listen.count == upstreams.count || (configPath != nil && upstreams.isEmpty) else {
             throw SetupError(description: "listen and upstream do not pair")
         }
     }

@@ -14,7 +14,10 @@ extension HTTPProxy {
         guard pools.slots[e].tlsKey != nil else { return false }
         guard let io = upstreamTLS, let policy = pools.slots[e].tls else {
             // A pool keyed for TLS without its context: never plaintext instead.
-            upstreamHandshakeFailed(u, TLSFailure(.internalError, "no TLS context for this upstream"), reactor)
+            let detail = pools.slots[e].tlsKey?.mesh == true
+                ? "mutual TLS between sidecars (ISTIO_MUTUAL) needs the workload's identity (--identity-dir)"
+                : "no TLS context for this upstream"
+            upstreamHandshakeFailed(u, TLSFailure(.internalError, detail), reactor)
             return true
         }
         let slot = Int(u.index)
@@ -60,7 +63,7 @@ extension HTTPProxy {
         if let policy = pools.slots[e].tls, let mesh = policy.mesh {
             // Between sidecars: the peer's certificate chained to the mesh root (the handshake checked it); it must
             // be an X.509-SVID of the trust domain whose SPIFFE ID is one the service may run as.
-            switch mesh.peerIdentity(io.sessions.peerCertificate(slot)) {
+            switch mesh.peerIdentity(io.sessions.peerCertificate(slot), now: MeshIdentity.nowSeconds) {
             case .failure(let f):
                 return tlsFailed(.upstream(u), f, reactor)
             case .success(let id):

@@ -606,9 +606,9 @@ extension HTTPProxy {
                 // A sidecar's inbound side: the peer's certificate chained to the mesh root (OpenSSL checked that);
                 // it must also be an X.509-SVID of the trust domain, whose SPIFFE ID is the source principal.
                 let leaf = io.sessions.peerCertificate(slot)
-                switch mesh.peerIdentity(leaf) {
+                switch mesh.peerIdentity(leaf, now: MeshIdentity.nowSeconds) {
                 case .failure(let f):
-                    return tlsFailed(end, f, sendPending: false, reactor)
+                    return tlsFailed(end, f, reactor)
                 case .success(let peer):
                     downstreams[id].principal = Array(peer.principal.utf8)
                     downstreams[id].clientCertHash = Array((leaf?.sha256Hex ?? "").utf8)
@@ -638,17 +638,10 @@ extension HTTPProxy {
 
     /// A handshake failed or timed out: counted by reason, the alert OpenSSL wrote sent if the socket takes it at
     /// once, and the connection closed (an upstream attempt fails with the reason, 503 UF).
-    /// `sendPending` false: what OpenSSL wrote last is not sent (a peer refused after its handshake must not get
-    /// the session ticket that followed it).
-    func tlsFailed(_ end: TLSEnd, _ f: TLSFailure, sendPending: Bool = true, _ reactor: Reactor<Backend>) {
+    func tlsFailed(_ end: TLSEnd, _ f: TLSFailure, _ reactor: Reactor<Backend>) {
         guard let io = tlsIO(end) else { return }
         let slot = end.slot
         counters.tls.failed(end.side, f.reason)
-        if !sendPending && io[slot].fill >= 0 {
-            release(UInt16(io[slot].fill), reactor)
-            io[slot].fill = -1
-            io[slot].fillLength = 0
-        }
         if io[slot].flight < 0 && io[slot].fill >= 0 {
             // The alert, if the socket takes it now; the close that follows does not send it again.
             io.sendNow(fd: tlsFD(end), buffer: io[slot].fill, count: io[slot].fillLength)

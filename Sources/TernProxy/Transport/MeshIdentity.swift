@@ -101,11 +101,17 @@ public final class MeshIdentity: Sendable {
     public func presentable(now: Int) -> Bool { now < notAfter }
 
     /// The peer certificate of a finished handshake checked as an X.509-SVID of the trust domain (its chain was
-    /// verified against the root during the handshake): its SPIFFE ID, or the handshake failure to report.
-    public func peerIdentity(_ leaf: X509Certificate?) -> Result<SPIFFEID, TLSFailure> {
+    /// verified against the root during a full handshake) and valid at `now`: a resumed session carries the
+    /// certificate of the handshake it resumes, which may have expired since. Its SPIFFE ID, or the handshake
+    /// failure to report.
+    public func peerIdentity(_ leaf: X509Certificate?, now: Int) -> Result<SPIFFEID, TLSFailure> {
         guard let leaf else { return .failure(TLSFailure(.noCertificate, "the peer presented no certificate")) }
         switch X509SVID.identity(of: leaf, trustDomain: trustDomain) {
-        case .success(let id): return .success(id)
+        case .success(let id):
+            guard let facts = leaf.facts else { return .failure(TLSFailure(.invalidSVID, "\(id): the certificate's dates cannot be decoded")) }
+            if facts.notAfter <= now { return .failure(TLSFailure(.certificateExpired, "\(id): the certificate expired at \(leaf.notAfterText)")) }
+            if facts.notBefore > now { return .failure(TLSFailure(.certificateNotYetValid, "\(id): the certificate is not valid before \(leaf.notBeforeText)")) }
+            return .success(id)
         case .failure(let r): return .failure(TLSFailure(.invalidSVID, "the peer's certificate is not an X.509-SVID of \(trustDomain): \(r.description)"))
         }
     }

@@ -40,20 +40,22 @@ public struct TLSOriginationKey: Hashable, Sendable {
         self.http2 = http2
     }
 
-    /// Mutual TLS between sidecars to `cluster` in trust domain `trustDomain`: the SPIFFE IDs accepted are the
-    /// DestinationRule's `subjectAltNames` when it sets them, else the ServiceEntry's and its endpoints' service
-    /// accounts (empty: any identity of the trust domain).
-    init(mesh cluster: Cluster, trustDomain: String) {
+    /// Mutual TLS between sidecars to `cluster` in trust domain `trustDomain` (nil: this sidecar has no identity;
+    /// such a key has no policy, and its connections fail rather than go out in plaintext): the SPIFFE IDs accepted
+    /// are the DestinationRule's `subjectAltNames` when it sets them, else the ServiceEntry's and the service's
+    /// endpoints' accounts (empty: any identity of the trust domain); the SNI is the DestinationRule's `sni`, else
+    /// the cluster's name, as Istio sends it.
+    init(mesh cluster: Cluster, trustDomain: String?) {
         mutual = true
         insecureSkipVerify = false
         http2 = cluster.upstreamProtocol == .http2
         mesh = true
-        sni = "outbound_.\(cluster.port)_.\(cluster.subset ?? "")_.\(cluster.host)"
+        sni = cluster.policy.tls?.sni.flatMap { $0.isEmpty ? nil : $0 } ?? "outbound_.\(cluster.port)_.\(cluster.subset ?? "")_.\(cluster.host)"
         var names = cluster.policy.tls?.subjectAltNames ?? []
-        if names.isEmpty {
+        if names.isEmpty, let trustDomain {
             names = cluster.subjectAltNames
-            for e in cluster.endpoints where !e.serviceAccountPath.isEmpty {
-                let id = "spiffe://" + trustDomain + e.serviceAccountPath
+            for path in cluster.serviceAccounts {
+                let id = "spiffe://" + trustDomain + path
                 if !names.contains(id) { names.append(id) }
             }
         }
@@ -63,16 +65,21 @@ public struct TLSOriginationKey: Hashable, Sendable {
     /// How each endpoint of `cluster` is reached (nil: plaintext): a DestinationRule's SIMPLE or MUTUAL settings
     /// for every endpoint; ISTIO_MUTUAL for every endpoint; DISABLE for none; and with no `tls` at all, Istio's
     /// automatic mTLS: mutual TLS to the endpoints labelled `security.istio.io/tlsMode: istio` (they have a
-    /// sidecar), plaintext to the others. Mutual TLS between sidecars needs the workload's identity
-    /// (`trustDomain`, from `--identity-dir`): without one it stays plaintext (`TLSOriginations.build` warns).
+    /// sidecar) of a service inside the mesh (`location: MESH_INTERNAL`), plaintext to the others. Mutual TLS
+    /// between sidecars needs the workload's identity (`trustDomain`, from `--identity-dir`): without one automatic
+    /// mTLS stays plaintext (`TLSOriginations.build` warns), and ISTIO_MUTUAL, which demands it, fails closed (a
+    /// key no policy serves: its connections fail, 503 UF).
     public static func endpointKeys(_ cluster: Cluster, trustDomain: String?) -> [TLSOriginationKey?] {
         let t = cluster.policy.tls
         if let key = TLSOriginationKey(t, http2: cluster.upstreamProtocol == .http2) {
             return cluster.endpoints.map { _ in key }
         }
-        guard let trustDomain, t?.mode != .DISABLE else { return cluster.endpoints.map { _ in nil } }
+        if t?.mode == .ISTIO_MUTUAL {
+            let key = TLSOriginationKey(mesh: cluster, trustDomain: trustDomain)
+            return cluster.endpoints.map { _ in key }
+        }
+        guard let trustDomain, t == nil, !cluster.meshExternal else { return cluster.endpoints.map { _ in nil } }
         let key = TLSOriginationKey(mesh: cluster, trustDomain: trustDomain)
-        if t?.mode == .ISTIO_MUTUAL { return cluster.endpoints.map { _ in key } }
         return cluster.endpoints.map { $0.meshTLS ? key : nil }
     }
 }
@@ -114,15 +121,18 @@ public final class TLSOriginations: Sendable {
     /// `credentialName` secrets (`DIR/NAME/tls.crt`, `tls.key`, `ca.crt`, as a mounted Kubernetes TLS secret);
     /// `identity` is the workload's mesh identity (`--identity-dir`), for mutual TLS between sidecars.
     /// Throws with the cluster and file at the first that cannot be used; warnings say what is not acted on.
-    public static func build(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil) throws(TLSSetupError) -> (TLSOriginations, [String]) {
+    /// `reuse`: policies already built whose settings are unchanged (an identity rotation rebuilds the mesh's own
+    /// contexts only, so a broken secret of an unrelated DestinationRule cannot hold the rotation back).
+    public static func build(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil,
+                             reuse: [TLSOriginationKey: TLSClientPolicy]? = nil) throws(TLSSetupError) -> (TLSOriginations, [String]) {
         var policies: [TLSOriginationKey: TLSClientPolicy] = [:]
         var warnings: [String] = []
         var warnedMesh = Set<String>()
         for cluster in table.clusters {
             if identity == nil, warnedMesh.insert(cluster.host).inserted {
                 if cluster.policy.tls?.mode == .ISTIO_MUTUAL {
-                    warnings.append("DestinationRule for \(cluster.host): tls mode ISTIO_MUTUAL needs the workload's mesh identity (--identity-dir); its connections stay plaintext")
-                } else if cluster.policy.tls == nil, cluster.endpoints.contains(where: \.meshTLS) {
+                    warnings.append("DestinationRule for \(cluster.host): tls mode ISTIO_MUTUAL needs the workload's mesh identity (--identity-dir), which this sidecar has none of: its connections fail (503 UF) rather than go out in plaintext")
+                } else if cluster.policy.tls == nil, !cluster.meshExternal, cluster.endpoints.contains(where: \.meshTLS) {
                     warnings.append("\(cluster.host): endpoints labelled security.istio.io/tlsMode: istio are reached over mutual TLS with the workload's mesh identity, and this sidecar has none (--identity-dir); they get plaintext")
                 }
             }
@@ -130,7 +140,12 @@ public final class TLSOriginations: Sendable {
                 warnings.append("DestinationRule for \(cluster.host): tls.caCrl is not checked yet")
             }
             for key in TLSOriginationKey.endpointKeys(cluster, trustDomain: identity?.trustDomain) {
-                guard let key, policies[key] == nil else { continue }
+                // (A mesh key without an identity has no policy: its connections fail.)
+                guard let key, policies[key] == nil, !key.mesh || identity != nil else { continue }
+                if let reused = reuse?[key] {
+                    policies[key] = reused
+                    continue
+                }
                 do throws(TLSSetupError) {
                     policies[key] = try policy(key, credentialsDir: credentialsDir, identity: identity)
                 } catch {
@@ -139,6 +154,25 @@ public final class TLSOriginations: Sendable {
             }
         }
         return (TLSOriginations(policies: policies, trustDomain: identity?.trustDomain), warnings)
+    }
+
+    /// Warnings for the clusters TCP routes (and a host's default TCP route) send to whose endpoints would get mutual
+    /// TLS between sidecars: the TCP relay does not originate TLS, so those connections go in plaintext.
+    public static func tcpMeshWarnings(_ table: RouteTable, trustDomain: String?) -> [String] {
+        var warned = Set<Int32>()
+        var out: [String] = []
+        for v in table.virtualHosts {
+            let destinations = v.tcpRoutes.flatMap(\.destinations) + (v.serviceDestination.map { [$0] } ?? [])
+            for d in destinations {
+                for (_, c) in d.clusters where c >= 0 && Int(c) < table.clusters.count && !warned.contains(c) {
+                    let cluster = table.clusters[Int(c)]
+                    guard TLSOriginationKey.endpointKeys(cluster, trustDomain: trustDomain).contains(where: { $0?.mesh == true }) else { continue }
+                    warned.insert(c)
+                    out.append("\(cluster.name): TCP connections to it go in plaintext: mutual TLS between sidecars (automatic mTLS, ISTIO_MUTUAL) is not supported on TCP routes yet")
+                }
+            }
+        }
+        return out
     }
 
     /// Istio's ALPN values between sidecars (what its inbound listeners match to tell mesh mTLS from an app's own
