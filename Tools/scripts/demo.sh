@@ -3,7 +3,9 @@
 # release sidecar (static Swift standard library), starts an iperf3 server as the upstream, runs
 # `tern proxy` in front of it, sends traffic through Tern for a few seconds, and prints what Tern did:
 # throughput, Tern's CPU time per GB relayed and its memory. Then stops Tern with SIGTERM (it drains and
-# exits 0). Everything stays on 127.0.0.1.
+# exits 0). Everything stays on 127.0.0.1. Then the mesh (Tools/scripts/mesh-demo.py): two apps with their
+# sidecars, in network namespaces where it runs as root (else on 127.0.0.1), a canary split and mutual TLS
+# between them: the split observed, what crossed the link, a denied request and the two hops' latency.
 #
 #   bash Tools/scripts/demo.sh            (SECONDS_OF_TRAFFIC=5 by default)
 set -euo pipefail
@@ -20,6 +22,7 @@ fi
 echo "== building the release sidecar"
 swift build -c release --static-swift-stdlib --product tern
 swift build -c release --static-swift-stdlib --product tern-engine
+swift build -c release --static-swift-stdlib --product tern-load
 tern="$root/.build/release/tern"
 
 work=$(mktemp -d /tmp/tern-demo.XXXXXX)
@@ -74,3 +77,7 @@ status=0
 wait "$tern_pid" || status=$?
 tail -n 3 "$work/tern.log"
 echo "tern exited with status $status"
+
+echo
+echo "== the mesh: two apps, their sidecars, mutual TLS between them"
+python3 Tools/scripts/mesh-demo.py --tern "$tern" --tern-load "$root/.build/release/tern-load"
