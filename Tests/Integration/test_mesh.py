@@ -359,6 +359,11 @@ spec: {}
     (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--identity-dir", "/x", "--tls-cert", "c", "--tls-key", "k"],
      "--identity-dir gives the certificate, key and CA"),
     (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--identity-dir", "/x"], "--identity-dir needs HTTP listeners"),
+    (["--listen", "127.0.0.1:0", "--config", "/nonexistent", "--inbound", "127.0.0.1:0", "--inbound-ports", "5432"],
+     "TCP ports (the default protocol) are not served by an inbound side yet"),
+    (["--listen", "127.0.0.1:0", "--config", "/nonexistent", "--inbound", "127.0.0.1:0", "--inbound-ports", "80/SOAP"],
+     "the protocol must be HTTP, HTTP2, GRPC or TCP"),
+    (["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--inbound-ports", "80/GRPC"], "--inbound-ports describes an inbound side's app"),
 ])
 def test_misused_mesh_flags_exit_64_saying_why(args, words):
     r = subprocess.run([tern_bin(), "proxy", "--http" if "--identity-dir needs" not in words else "--cores=1", *args],
@@ -393,3 +398,55 @@ def test_a_sidecar_with_only_an_inbound_listener_and_its_trust_domain_flag_runs(
                 "--identity-dir", str(ids / "backend"), "--trust-domain", "cluster.local", prom=prom)
     assert curl_mtls(t.port, ids / "frontend", "/only-inbound") == (0, 200)
     assert up.paths() == ["/only-inbound"]
+
+
+GRPC_SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: grpc, protocol: GRPC, targetPort: {port}}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, labels: {{app: echo, security.istio.io/tlsMode: istio}}, serviceAccount: backend}}
+"""
+
+
+def test_grpc_between_two_sidecars_over_mutual_tls(start_tern, backend, ids, tmp_path):
+    """A gRPC client → A's sidecar (the ServiceEntry port says GRPC: HTTP/2 to B, ALPN istio-h2) → mutual TLS → B's
+    inbound side (`--inbound-ports PORT/GRPC`: HTTP/2 to its app) → a grpcio server: unary, streaming both ways
+    and a status all arrive; B's app sees A's identity in X-Forwarded-Client-Cert."""
+    import grpc
+    from h2_peers import GRPCUpstream
+    app = GRPCUpstream()
+    try:
+        conf = tmp_path / "b"
+        conf.mkdir()
+        (conf / "p.yaml").write_text(STRICT)
+        bprom = dead_port()
+        b = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{app.port}",
+                    "--config", str(conf), "--service-account", "backend", "--identity-dir", str(ids / "backend"),
+                    "--inbound-ports", f"{app.port}/GRPC", prom=bprom)
+        aconf = tmp_path / "a"
+        aconf.mkdir()
+        (aconf / "s.yaml").write_text(GRPC_SERVICE.format(port=b.port))
+        a = sidecar(start_tern, backend, "--listen", "127.0.0.1:0", "--config", str(aconf),
+                    "--identity-dir", str(ids / "frontend"), prom=dead_port())
+        ch = grpc.insecure_channel(f"127.0.0.1:{a.port}", options=[("grpc.default_authority", "echo.default.svc.cluster.local"),
+                                                                   ("grpc.enable_http_proxy", 0)])
+        try:
+            assert ch.unary_unary("/test.Echo/Unary")(b"ping", timeout=30) == b"ping"
+            assert list(ch.unary_stream("/test.Echo/ServerStream")(b"s", timeout=30)) == [b"s", b"s", b"s"]
+            assert list(ch.stream_stream("/test.Echo/Bidi")(iter([b"1", b"2"]), timeout=30)) == [b"1", b"2"]
+            with pytest.raises(grpc.RpcError) as failed:
+                ch.unary_unary("/test.Echo/Fail")(b"x", timeout=30)
+            assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        finally:
+            ch.close()
+        assert all(m.get("x-forwarded-client-cert", "").endswith(";URI=spiffe://cluster.local/ns/default/sa/frontend")
+                   for m in app.metadata) and len(app.metadata) == 4
+        assert metric(bprom, "tern_tls_handshakes_total", side="downstream") >= 1
+    finally:
+        app.stop()

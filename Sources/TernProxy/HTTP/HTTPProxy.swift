@@ -47,6 +47,10 @@ public struct HTTPSettings: Sendable {
     /// whose Host names no service of the configuration goes to the intercepted connection's original destination
     /// (Istio's PassthroughCluster); with REGISTRY_ONLY (false) it is answered 502 (flag NR).
     public var allowAnyOutbound = true
+    /// `--inbound-ports PORT/HTTP2|GRPC`: the app's ports an inbound side speaks HTTP/2 to (h2c with prior
+    /// knowledge), whatever its client spoke, as Istio's inbound cluster of an HTTP2 or GRPC port; the others get
+    /// HTTP/1.1.
+    public var inboundHTTP2Ports: [UInt16] = []
     /// `--first-byte-timeout`: from the accept to the connection's first byte (a connection that never sends
     /// is not kept for the idle timeout).
     public var firstByteTimeout = TernDuration.seconds(10)

@@ -85,6 +85,7 @@ extension ProxySettings {
             out.append("path-normalization=\(PathNormalization.allCases.firstIndex(of: http.pathNormalization) ?? 1)")
             out.append("shadow-host-suffix=\(http.shadowHostSuffix ? 1 : 0)")
             out.append("allow-any-outbound=\(http.allowAnyOutbound ? 1 : 0)")
+            for p in http.inboundHTTP2Ports { out.append("inbound-http2-port=\(p)") }
             out.append("stream-idle-timeout-ns=\(http.streamIdleTimeout.nanoseconds)")
             out.append("max-idle-upstream=\(http.maxIdleUpstream)")
             out.append("http2-max-concurrent-streams=\(http.http2MaxConcurrentStreams)")
@@ -201,6 +202,7 @@ extension ProxySettings {
             h.pathNormalization = PathNormalization.allCases[Int(n)]
         case "shadow-host-suffix": h.shadowHostSuffix = n == 1
         case "allow-any-outbound": h.allowAnyOutbound = n == 1
+        case "inbound-http2-port": h.inboundHTTP2Ports.append(UInt16(truncatingIfNeeded: n))
         case "stream-idle-timeout-ns": h.streamIdleTimeout = TernDuration(nanoseconds: n)
         case "max-idle-upstream": h.maxIdleUpstream = i
         case "http2-max-concurrent-streams": h.http2MaxConcurrentStreams = UInt32(truncatingIfNeeded: n)

@@ -38,8 +38,17 @@ extension HTTPProxy {
     /// Whether exchange `x`'s next attempt goes over HTTP/2.
     func wantsHTTP2(_ x: XID) -> Bool {
         let c = Int(exchanges[x].cluster)
-        guard c >= 0, c < clusterProtocols.count, !exchanges[x].upgrade, exchanges[x].method != .connect,
-              exchanges[x].relayed == nil else { return false }
+        guard !exchanges[x].upgrade, exchanges[x].method != .connect, exchanges[x].relayed == nil else { return false }
+        if c < 0 {
+            // An inbound side's app: HTTP/2 on the ports `--inbound-ports` declares HTTP2 or GRPC (a few ports,
+            // scanned in place).
+            let id = exchanges[x].downstream
+            guard !settings.inboundHTTP2Ports.isEmpty, isInbound(downstreams[id].listener) else { return false }
+            let port = downstreams[id].destinationPort
+            for p in settings.inboundHTTP2Ports where p == port { return true }
+            return false
+        }
+        guard c < clusterProtocols.count else { return false }
         switch clusterProtocols[c] {
         case .http1: return false
         case .http2: return true

@@ -133,6 +133,9 @@ struct ProxyCommand: ParsableCommand {
     @Option(name: .customLong("inbound"), help: "A sidecar's inbound listener (Istio's 15006), IP:PORT, beside the outbound --listen ones --config routes: HTTP requests for the local app, under the workload's PeerAuthentication and AuthorizationPolicy (mutual TLS with --identity-dir), sent to --inbound-app, or without it to the original destination of each connection `tern iptables` redirected, from 127.0.0.6. Repeatable.")
     var inbound: [String] = []
 
+    @Option(name: .customLong("inbound-ports"), help: "An inbound side's app ports and their protocols, PORT/PROTOCOL[,...] (PORT is the app's, the original destination's or --inbound-app's or --upstream's): HTTP2 or GRPC ports are spoken to in HTTP/2 (h2c), HTTP ones in HTTP/1.1 (the default for ports not named). Repeatable.")
+    var inboundPorts: [String] = []
+
     @Option(name: .customLong("inbound-app"), help: "--inbound: the app's address, IP:PORT, where inbound requests go (default: each redirected connection's original destination).")
     var inboundApp: String?
 
@@ -438,6 +441,21 @@ struct ProxyCommand: ParsableCommand {
         }
         h.pathNormalization = normalization
         h.shadowHostSuffix = !noShadowHostSuffix
+        for item in inboundPorts.flatMap({ $0.split(separator: ",") }) {
+            let parts = item.split(separator: "/", maxSplits: 1)
+            guard let port = UInt16(parts[0]), port > 0 else {
+                throw ValidationError("--inbound-ports takes PORT/PROTOCOL with a port from 1 to 65535, got '\(item)'")
+            }
+            switch parts.count == 2 ? parts[1].uppercased() : "TCP" {
+            case "HTTP": break
+            case "HTTP2", "GRPC": h.inboundHTTP2Ports.append(port)
+            case "TCP": throw ValidationError("--inbound-ports \(item): TCP ports (the default protocol) are not served by an inbound side yet; its listeners speak HTTP: name HTTP, HTTP2 or GRPC")
+            default: throw ValidationError("--inbound-ports \(item): the protocol must be HTTP, HTTP2, GRPC or TCP")
+            }
+        }
+        if !inboundPorts.isEmpty && inbound.isEmpty && (config == nil || upstream.isEmpty) {
+            throw ValidationError("--inbound-ports describes an inbound side's app: it needs --inbound, or --upstream with --config")
+        }
         switch outboundTrafficPolicy.uppercased() {
         case "ALLOW_ANY": h.allowAnyOutbound = true
         case "REGISTRY_ONLY": h.allowAnyOutbound = false
