@@ -27,11 +27,16 @@ def test_the_mesh_demo_shows_the_split_the_tls_link_the_denial_and_the_latency(m
                        capture_output=True, text=True, timeout=300)
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
+    if mode == "netns" and "network namespaces cannot be used here" in out:
+        unavailable(out.splitlines()[0], "TERN_REQUIRE_NETNS")
     assert ("two pods in network namespaces" in out) == (mode == "netns"), out
     split = re.search(r"of 100 calls, (\d+) reached v1 \(\d+ %\) and (\d+) v2", out)
     assert split and int(split[1]) + int(split[2]) == 100 and int(split[1]) > int(split[2]) > 0, out
     assert "other answers" not in out, out
-    link = re.search(r"carried (\d+) TLS application-data records \(\d+ KiB\) and none of the requests", out)
-    assert link and int(link[1]) >= 200, out  # a request and an answer each way at least
+    if os.geteuid() == 0:
+        link = re.search(r"carried (\d+) TLS application-data records \(\d+ KiB\) and none of the requests", out)
+        assert link and int(link[1]) >= 200, out  # a request and an answer each way at least
+    else:
+        assert "the link between the pods was not captured" in out, out
     assert "a POST, which backend's AuthorizationPolicy does not allow: 403 RBAC: access denied" in out, out
     assert re.search(r"through both sidecars with mutual TLS p50 [\d.]+ ms, p99 [\d.]+ ms \(.*; 0 failed\)", out), out

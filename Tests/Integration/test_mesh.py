@@ -266,17 +266,6 @@ def test_identity_rotation_under_load_drops_nothing(start_tern, http_upstream, b
         wait_until(lambda: metric(aprom, "tern_tls_certificate_reloads_total") >= 1, "A rotated", timeout=30)
         seen = done[0]
         wait_until(lambda: done[0] >= seen + 50, "load after the rotation", timeout=60)
-        # A new connection from A to B presents A's new identity: a request held open at B's app takes the pooled
-        # connection, so the next one needs a new connection.
-        held = threading.Thread(target=lambda: call(a.port, "/hold/rotation"))
-        held.start()
-        wait_until(lambda: "/hold/rotation" in up.paths(), "the held request at B's app")
-        before = len(up.requests)
-        assert call(a.port, "/fresh")[0] == 200
-        up.release("rotation")
-        held.join(30)
-        fresh = [r for r in up.requests[before:] if r.path == "/fresh"][0]
-        assert f"Hash={sha256_of(ids / 'frontend-next' / 'cert-chain.pem')};" in fresh.header_values("x-forwarded-client-cert")[0]
         # A file that cannot be used: refused, and the rotated identity keeps serving.
         refused = metric(bprom, "tern_tls_certificate_reloads_refused_total")
         (bid / "cert-chain.pem").write_text("not a certificate\n")
@@ -287,6 +276,19 @@ def test_identity_rotation_under_load_drops_nothing(start_tern, http_upstream, b
         stop.set()
         thread.join(60)
     assert failed == []
+    # With the load stopped, a request held open at B's app takes A's one pooled connection, so the next request
+    # needs a new one: it presents A's new identity (and resumes no session of the old one).
+    answers = []
+    held = threading.Thread(target=lambda: answers.append(call(a.port, "/hold/rotation")[0]))
+    held.start()
+    wait_until(lambda: "/hold/rotation" in up.paths(), "the held request at B's app")
+    before = len(up.requests)
+    assert call(a.port, "/fresh")[0] == 200
+    up.release("rotation")
+    held.join(30)
+    assert answers == [200]
+    fresh = [r for r in up.requests[before:] if r.path == "/fresh"][0]
+    assert f"Hash={sha256_of(ids / 'frontend-next' / 'cert-chain.pem')};" in fresh.header_values("x-forwarded-client-cert")[0]
     served = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{b.port}", "-cert", str(ids / "frontend" / "cert-chain.pem"),
                              "-key", str(ids / "frontend" / "key.pem")], input=b"", capture_output=True, timeout=30)
     pem = served.stdout.decode()
@@ -341,9 +343,20 @@ spec: {}
     # A's inbound side applies A's deny-all to B calling A with B's identity.
     assert curl_mtls(a.ports[1], ids / "backend", "/x") == (0, 403)
     assert app_a.paths() == []
-    # Our own SPIFFE ID is the workload's principal in the metrics.
-    text = httpx.get(f"http://127.0.0.1:{aprom}/stats/prometheus", timeout=10).text
-    assert 'source_principal="spiffe://cluster.local/ns/default/sa/frontend"' in text
+    # Our own SPIFFE ID is the workload's principal in the metrics. Each sidecar reports both sides: A's call as
+    # its source; B's inbound side as the destination, with A's identity as the source's and mutual TLS; A's own
+    # inbound side as the destination of B's call (denied).
+    def series(prom, **labels):
+        text = httpx.get(f"http://127.0.0.1:{prom}/stats/prometheus", timeout=10).text
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        return [line for line in text.splitlines() if line.startswith("istio_requests_total{") and all(w in line for w in want)]
+    frontend = "spiffe://cluster.local/ns/default/sa/frontend"
+    assert series(aprom, reporter="source", source_principal=frontend, response_code="200")
+    assert series(bprom, reporter="destination", source_principal=frontend, source_workload_namespace="default",
+                  connection_security_policy="mutual_tls", response_code="200")
+    assert series(bprom, reporter="destination", source_principal=frontend, response_code="403")
+    assert series(aprom, reporter="destination", source_principal="spiffe://cluster.local/ns/default/sa/backend",
+                  destination_principal=frontend, response_code="403")
 
 
 @pytest.mark.parametrize("args, words", [

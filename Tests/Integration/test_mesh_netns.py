@@ -222,4 +222,4 @@ def test_a_sidecars_outbound_listener_serves_no_one_else(mesh):
                        capture_output=True, text=True, timeout=60)
     assert r.stdout != "200", r.stdout
     assert app_b.paths() == []
-    assert "tern_outbound_direct_refused_total 1" in metrics(a)
+    assert "\ntern_outbound_direct_refused_total 1\n" in metrics(a)

@@ -121,4 +121,29 @@ import Testing
         #expect(warnings.count == 1 && warnings[0].contains("outbound|5432||db.shop.svc.cluster.local"))
         #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: nil).isEmpty)
     }
+
+    /// ISTIO_MUTUAL demands mutual TLS, which TCP routes cannot originate yet: such a configuration is refused for
+    /// a process with TCP listeners rather than served in plaintext.
+    @Test func istioMutualOnATCPRouteIsRefused() throws {
+        let t = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: db, namespace: shop}
+            spec:
+              hosts: [db.shop.svc.cluster.local]
+              location: MESH_INTERNAL
+              ports: [{number: 5432, name: tcp, protocol: TCP}]
+              resolution: STATIC
+              endpoints: [{address: 10.0.0.9}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: db, namespace: shop}
+            spec:
+              host: db.shop.svc.cluster.local
+              trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+            """, namespace: "shop")
+        #expect(TLSOriginations.tcpMeshRefusal(t)?.contains("ISTIO_MUTUAL") == true)
+        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local").isEmpty)
+    }
 }

@@ -22,8 +22,12 @@ import Testing
         #expect(SeriesKey(service: 0, code: 0, flags: [], protocol: .http).raw != 0)
         #expect(SeriesKey(service: 1, code: 1200, flags: [], protocol: .http).code == 0)
         #expect(k.grpcStatus == nil)
-        let g = SeriesKey(service: 0xFFFF, code: 200, flags: [.upstreamConnectionFailure], protocol: .grpc, mutualTLS: true, grpcStatus: 14)
-        #expect(g.grpcStatus == 14 && g.service == 0xFFFF && g.code == 200 && g.mutualTLS && g.requestProtocol == .grpc)
+        let g = SeriesKey(service: 0x7FFF, code: 200, flags: [.upstreamConnectionFailure], protocol: .grpc, mutualTLS: true, grpcStatus: 14)
+        #expect(g.grpcStatus == 14 && g.service == 0x7FFF && g.code == 200 && g.mutualTLS && g.requestProtocol == .grpc && !g.inbound)
+        // The inbound bit beside a full service field, neither spilling into the other.
+        let i = SeriesKey(service: 0x7FFF, code: 200, flags: [], protocol: .http, inbound: true)
+        #expect(i.inbound && i.service == 0x7FFF && i.grpcStatus == nil)
+        #expect(SeriesKey(service: 0xFFFF, code: 200, flags: [], protocol: .http).inbound == false)
         #expect(SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc, grpcStatus: 0).grpcStatus == 0)
         #expect(SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc, grpcStatus: 0) != SeriesKey(service: 1, code: 200, flags: [], protocol: .grpc))
     }

@@ -538,7 +538,8 @@ final class AdminServer: @unchecked Sendable {
         var byCode: [String: UInt64] = [:]
         for (key, words) in telemetry.httpSeries() {
             let k = SeriesKey(raw: key)
-            let name = "istio_requests_total.\(telemetry.services.service(k.service).host).\(k.code).\(k.flags.description)"
+            let host = k.inbound ? "inbound" : telemetry.services.service(k.service).host
+            let name = "istio_requests_total.\(host).\(k.code).\(k.flags.description)"
             byCode[name, default: 0] &+= words[HTTPWords.requests - 1]
         }
         for (k, v) in byCode.sorted(by: { $0.key < $1.key }) { out.append((k, String(v))) }

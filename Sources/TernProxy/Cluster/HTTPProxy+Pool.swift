@@ -64,7 +64,7 @@ extension HTTPProxy {
             bind(u, to: next, reused: true, reactor)
             return
         }
-        guard !draining && pools.slots[e].configured && pools.slots[e].idle.count < settings.maxIdleUpstream else {
+        guard !draining && pools.slots[e].keepsIdle && pools.slots[e].idle.count < settings.maxIdleUpstream else {
             closeUpstream(u, reactor)
             return
         }

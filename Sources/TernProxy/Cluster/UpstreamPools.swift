@@ -110,6 +110,13 @@ struct UpstreamPools {
         /// to the app: 127.0.0.6), else none.
         var source: SocketAddress? = nil
         var passthrough = false
+        /// Bumped whenever `tls` is replaced by another policy (an identity rotation): a connection made under an
+        /// earlier one never leaves its session for resumption.
+        var tlsGeneration: UInt32 = 0
+
+        /// Idle connections are kept for reuse: the pool is named by the table, or is a passthrough pool some
+        /// client connection still holds.
+        var keepsIdle: Bool { configured || (passthrough && exchanges > 0) }
 
         init(address: SocketAddress, tls: TLSOriginationKey? = nil) {
             self.address = address

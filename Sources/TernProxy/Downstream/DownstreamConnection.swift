@@ -37,6 +37,8 @@ struct DownstreamConnection {
     /// With a mesh identity (`--identity-dir`), the SHA-256 of the peer's certificate in hexadecimal, for the
     /// X-Forwarded-Client-Cert the app gets (empty: not mutual TLS).
     var clientCertHash: [UInt8] = []
+    /// The principal's id in the metrics' PeerRegistry (0: none), for the inbound series' source labels.
+    var peerID: UInt32 = 0
     /// The address the connection was made to, and the TLS server name the client asked for (empty: none).
     var localIP: IPAddress? = nil
     var serverName: [UInt8] = []

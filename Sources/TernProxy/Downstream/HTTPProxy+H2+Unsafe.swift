@@ -537,6 +537,7 @@ extension HTTPProxy {
         downstreams[v].peerIP = downstreams[id].peerIP
         downstreams[v].principal = downstreams[id].principal
         downstreams[v].clientCertHash = downstreams[id].clientCertHash
+        downstreams[v].peerID = downstreams[id].peerID
         downstreams[v].localIP = downstreams[id].localIP
         downstreams[v].serverName = downstreams[id].serverName
         downstreams[v].destinationPort = downstreams[id].destinationPort

@@ -19,10 +19,12 @@ extension HTTPProxy {
             exchanges[x].report.grpcStatus = Int16(GRPC.status(forHTTP: exchanges[x].report.status))
         }
         if let metrics {
-            let key = SeriesKey(service: exchanges[x].report.service, code: exchanges[x].report.status, flags: exchanges[x].report.flags,
-                                protocol: exchanges[x].report.grpc ? .grpc : .http,
-                                mutualTLS: downstreams[exchanges[x].downstream].mutualTLS,
-                                grpcStatus: Int(exchanges[x].report.grpcStatus))
+            let id = exchanges[x].downstream
+            let inbound = isInbound(downstreams[id].listener)
+            let key = SeriesKey(service: inbound ? downstreams[id].peerID : exchanges[x].report.service, code: exchanges[x].report.status,
+                                flags: exchanges[x].report.flags, protocol: exchanges[x].report.grpc ? .grpc : .http,
+                                mutualTLS: downstreams[id].mutualTLS, grpcStatus: Int(exchanges[x].report.grpcStatus),
+                                inbound: inbound)
             metrics.request(key, durationMicros: micros, requestBytes: exchanges[x].report.requestWire, responseBytes: exchanges[x].report.responseWire)
         }
         if let spans = reporting.spans, let capture, exchanges[x].report.trace.sampled == true {

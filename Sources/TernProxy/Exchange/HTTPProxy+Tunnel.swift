@@ -64,10 +64,12 @@ extension HTTPProxy {
         cancel(&downstreams[id].idleTimer, reactor)
         cancel(&downstreams[id].headerTimer, reactor)
         idle.remove(id, downstreams)
-        releasePassthroughPool(id)
+        let held = downstreams[id].passthroughPool
+        downstreams[id].passthroughPool = -1
         exchanges.remove(x)
         downstreams.remove(id)
         connectWaiting(e, reactor)
+        if held >= 0 { pools.exchangeFinished(Int(held)) }
         return true
     }
 

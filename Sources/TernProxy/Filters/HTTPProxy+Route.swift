@@ -119,7 +119,8 @@ extension HTTPProxy {
     /// connection) from its first request on: later requests find it without a lookup, and it is not made and
     /// freed again between them.
     func passthroughPool(_ id: DID, inbound: Bool) -> Int {
-        let holder = downstreams[id].transport == .h2stream ? (downstreams[id].h2s.parent ?? id) : id
+        var holder = id
+        if downstreams[id].transport == .h2stream, let parent = downstreams[id].h2s.parent, downstreams.isCurrent(parent) { holder = parent }
         if downstreams[holder].passthroughPool >= 0 { return Int(downstreams[holder].passthroughPool) }
         guard let original = downstreams[id].originalDestination else { return -1 }
         let e = pools.passthrough(original, inbound: inbound)

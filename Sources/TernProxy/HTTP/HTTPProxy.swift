@@ -274,6 +274,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// This reactor's metrics (nil: metrics off), and each cluster's service id in them.
     let metrics: MetricsShard?
     let services: ServiceRegistry?
+    let peers: PeerRegistry?
     var clusterServices: [UInt32] = []
     /// The head length of a response Tern composed (a self field: a captured local would be boxed).
     var composedHeadLength = 0
@@ -319,6 +320,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         }
         metrics = telemetry?.shards[reactorIndex]
         services = telemetry?.services
+        peers = telemetry?.peers
         self.reporting = reporting
         capture = reporting.needsCapture ? RequestCapture(slots: capacity) : nil
         listenerNames = reporting.needsCapture ? listeners.map { (try? System.localAddress($0.fd))?.description ?? "" } : []
@@ -349,7 +351,9 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             // An inbound side's app not on loopback (the pod's own address) is reached from 127.0.0.6, as Istio
             // 1.10+ does, so the pod's rules let the connection through rather than redirect it back here.
             for (i, l) in listeners.enumerated() where l.inbound {
-                if let v4 = l.upstream.ipv4, v4 != 0, v4 >> 24 != 127 { pools.slots[i].source = SocketAddress(parsing: "127.0.0.6:0") }
+                if let v4 = l.upstream.ipv4, v4 != 0, v4 >> 24 != 127, Self.isLocalAddress(l.upstream) {
+                    pools.slots[i].source = SocketAddress(parsing: "127.0.0.6:0")
+                }
             }
         }
         passthroughCircuit = routes == nil ? nil : counters.circuits.circuit("PassthroughCluster", CircuitLimits(nil, budget: nil, relay: relay))
@@ -386,6 +390,14 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
         if let routes { bind(routes.current, reactor: nil) }
     }
 
+    /// Whether `address` is one of this host's (a socket can be bound to it): an app on the pod's own address.
+    static func isLocalAddress(_ address: SocketAddress) -> Bool {
+        guard address.ipv4 != nil, let probe = SocketAddress(parsing: address.ip + ":0"),
+              let fd = try? System.tcpSocket(family: probe.family) else { return false }
+        defer { System.close(fd) }
+        return (try? System.bindSource(fd, probe)) != nil
+    }
+
     // MARK: - Routing (Istio configuration)
 
     /// Takes a new route table: load balancers rebound (their state kept by cluster name and endpoint address,
@@ -419,7 +431,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
                     }
                     // Sessions of another policy (an identity rotated since) are never resumed: a resumption would
                     // present the old certificate again.
-                    if pools.slots[e].tls !== policy { pools.slots[e].resumptions.removeAll() }
+                    if pools.slots[e].tls !== policy {
+                        pools.slots[e].resumptions.removeAll()
+                        pools.slots[e].tlsGeneration &+= 1
+                    }
                     pools.slots[e].tls = policy
                 }
             }

@@ -563,9 +563,12 @@ public final class ProxyServer {
     private var warnedExpired = false
 
     /// Builds the TLS origination contexts `table` needs; logs its warnings, or the error and returns nil.
-    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil, tcp: Bool = false) -> TLSOriginations? {
+    /// `reuse`: contexts to keep (the mesh's, for the same identity: their pools' sessions stay resumable).
+    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil, tcp: Bool = false,
+                             reuse: [TLSOriginationKey: TLSClientPolicy]? = nil) -> TLSOriginations? {
         do throws(TLSSetupError) {
-            let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir, identity: identity)
+            let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir, identity: identity, reuse: reuse)
+            if tcp, let problem = TLSOriginations.tcpMeshRefusal(table) { throw TLSSetupError(problem) }
             for w in warnings { Log.warn(w) }
             if tcp { for w in TLSOriginations.tcpMeshWarnings(table, trustDomain: identity?.trustDomain) { Log.warn(w) } }
             return o
@@ -595,7 +598,8 @@ public final class ProxyServer {
         if let cell = originationCell {
             // The table's TLS contexts go out first: a reactor that binds the table finds them.
             guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity,
-                                            tcp: settings.listenKinds.contains(.tcp)) else {
+                                            tcp: settings.listenKinds.contains(.tcp),
+                                            reuse: lastOriginations?.policies.filter { $0.key.mesh }) else {
                 admin.rejected()
                 Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
                 return

@@ -40,6 +40,7 @@ extension HTTPProxy {
         }
         io.open(slot)
         upstreams[u].transport = .tls
+        upstreams[u].tlsGeneration = pools.slots[e].tlsGeneration
         tlsRun(.upstream(u), reactor)
         return true
     }
@@ -86,6 +87,8 @@ extension HTTPProxy {
     /// first goes back to the pool or closes.
     func keepResumption(_ u: UID) {
         guard upstreams[u].transport == .tls, upstreams[u].verified, !upstreams[u].sessionKept, let io = upstreamTLS else { return }
+        // (A connection of an earlier policy, made before a rotation, presented the old certificate.)
+        guard upstreams[u].tlsGeneration == pools.slots[upstreams[u].endpoint].tlsGeneration else { return }
         let slot = Int(u.index)
         guard io.sessions.isOpen(slot), !io[slot].handshaking else { return }
         upstreams[u].sessionKept = true
@@ -104,6 +107,8 @@ extension HTTPProxy {
         if let x = upstreams[u].exchange, exchanges.isCurrent(x) {
             exchanges[x].report.transportFailure = "TLS_error:|\(f.detail):TLS_error_end"
         }
+        // A session that failed to resume (the peer refused the certificate it carries) is not offered again.
+        pools.slots[upstreams[u].endpoint].resumptions[upstreams[u].serverName] = nil
         if upstreams[u].transport != .tls { counters.tls.failed(.upstream, f.reason) }
         cancel(&upstreams[u].connectTimer, reactor)
         connectFailed(u, reactor)

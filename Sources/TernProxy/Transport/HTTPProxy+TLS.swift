@@ -623,6 +623,10 @@ extension HTTPProxy {
                     downstreams[id].principal = Array(spiffe.utf8.dropFirst(9))
                 }
                 if let name = io.sessions.serverName(slot) { downstreams[id].serverName = Array(name.utf8) }
+                // Once per connection: the peer's id for the metrics (a registry shared by the reactors).
+                if let peers, !downstreams[id].principal.isEmpty {
+                    downstreams[id].peerID = peers.id(String(decoding: downstreams[id].principal, as: UTF8.self))
+                }
             }
             if let capture {
                 let x = Int(downstreams[id].exchange.index)

@@ -156,23 +156,33 @@ public final class TLSOriginations: Sendable {
         return (TLSOriginations(policies: policies, trustDomain: identity?.trustDomain), warnings)
     }
 
-    /// Warnings for the clusters TCP routes (and a host's default TCP route) send to whose endpoints would get mutual
-    /// TLS between sidecars: the TCP relay does not originate TLS, so those connections go in plaintext.
-    public static func tcpMeshWarnings(_ table: RouteTable, trustDomain: String?) -> [String] {
-        var warned = Set<Int32>()
-        var out: [String] = []
+    /// The clusters TCP routes (and a host's default TCP route) reach, each once.
+    static func tcpClusters(_ table: RouteTable) -> [Cluster] {
+        var seen = Set<Int32>()
+        var out: [Cluster] = []
         for v in table.virtualHosts {
-            let destinations = v.tcpRoutes.flatMap(\.destinations) + (v.serviceDestination.map { [$0] } ?? [])
-            for d in destinations {
-                for (_, c) in d.clusters where c >= 0 && Int(c) < table.clusters.count && !warned.contains(c) {
-                    let cluster = table.clusters[Int(c)]
-                    guard TLSOriginationKey.endpointKeys(cluster, trustDomain: trustDomain).contains(where: { $0?.mesh == true }) else { continue }
-                    warned.insert(c)
-                    out.append("\(cluster.name): TCP connections to it go in plaintext: mutual TLS between sidecars (automatic mTLS, ISTIO_MUTUAL) is not supported on TCP routes yet")
+            for d in v.tcpRoutes.flatMap(\.destinations) + (v.serviceDestination.map { [$0] } ?? []) {
+                for (_, c) in d.clusters where c >= 0 && Int(c) < table.clusters.count && seen.insert(c).inserted {
+                    out.append(table.clusters[Int(c)])
                 }
             }
         }
         return out
+    }
+
+    /// Warnings for the clusters TCP routes reach whose endpoints automatic mTLS would reach over mutual TLS: the
+    /// TCP relay does not originate TLS yet, so those connections go in plaintext, as to a peer without a sidecar.
+    public static func tcpMeshWarnings(_ table: RouteTable, trustDomain: String?) -> [String] {
+        tcpClusters(table).filter { c in
+            c.policy.tls?.mode != .ISTIO_MUTUAL && TLSOriginationKey.endpointKeys(c, trustDomain: trustDomain).contains { $0?.mesh == true }
+        }.map { "\($0.name): TCP connections to it go in plaintext: automatic mTLS is not supported on TCP routes yet" }
+    }
+
+    /// Why the configuration cannot be served by a process with TCP listeners: a TCP route to a cluster whose
+    /// DestinationRule demands ISTIO_MUTUAL, which the TCP relay cannot originate (refused rather than plaintext).
+    public static func tcpMeshRefusal(_ table: RouteTable) -> String? {
+        guard let c = tcpClusters(table).first(where: { $0.policy.tls?.mode == .ISTIO_MUTUAL }) else { return nil }
+        return "DestinationRule for \(c.host) (\(c.name)): tls mode ISTIO_MUTUAL on a cluster TCP routes reach: the TCP relay does not originate mutual TLS yet, and ISTIO_MUTUAL must not fall back to plaintext"
     }
 
     /// Istio's ALPN values between sidecars (what its inbound listeners match to tell mesh mTLS from an app's own

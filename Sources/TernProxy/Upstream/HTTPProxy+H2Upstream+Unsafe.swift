@@ -396,7 +396,7 @@ extension HTTPProxy {
     func h2uIdleCheck(_ u: UID, _ reactor: Reactor<Backend>) {
         guard upstreams.isCurrent(u), let link = upstreams[u].h2, link.streams.isEmpty else { return }
         let e = upstreams[u].endpoint
-        if link.goingAway || !mayServeAgain(u) || !pools.slots[e].configured || draining {
+        if link.goingAway || !mayServeAgain(u) || !pools.slots[e].keepsIdle || draining {
             link.closing = true
             link.session.goaway(code: HTTP2ErrorCode.noError)
             return h2uFlush(u, reactor)

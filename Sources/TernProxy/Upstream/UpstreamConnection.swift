@@ -36,6 +36,8 @@ struct UpstreamConnection {
     var sessionKept = false
     /// Its TLS handshake finished and the server's certificate passed every check (its session may be resumed).
     var verified = false
+    /// The pool's `tlsGeneration` when its handshake began.
+    var tlsGeneration: UInt32 = 0
     /// The cluster it counts against (`tcp.maxConnections`), and its rule's connection settings: how long it may
     /// stay idle (0: for ever), when it must stop serving (`maxConnectionDuration`; 0: never), and the requests it
     /// may still carry (`maxRequestsPerConnection`; Int.max: no limit).

@@ -20,6 +20,7 @@ public struct MetricFamily: Sendable {
 public final class Telemetry: Sendable {
     public let shards: [MetricsShard]
     public let services = ServiceRegistry()
+    public let peers = PeerRegistry()
     public let workload: WorkloadLabels
     public let reporter: Reporter
 
@@ -56,12 +57,21 @@ public final class Telemetry: Sendable {
 
     /// The labels every series of `key` carries, in Istio's order.
     public func labels(_ key: SeriesKey) -> [(String, String)] {
-        let s = services.service(key.service)
+        // An inbound series is the destination's whatever the process's reporter (a sidecar in one process reports
+        // both sides); its service field is the peer's id, whose principal and namespace are the source's.
+        let reporter: Reporter = key.inbound ? .destination : self.reporter
+        let s = key.inbound ? ServiceRegistry.Service.unknown : services.service(key.service)
         let me = workload
         let unknown = WorkloadLabels()
-        let source = reporter == .source ? me : unknown
+        var source = reporter == .source ? me : unknown
         var destination = reporter == .destination ? me : unknown
         if reporter == .source { destination.canonicalService = s.name == "unknown" ? "unknown" : s.name }
+        if key.inbound, let principal = peers.principal(key.service) {
+            source.principal = "spiffe://" + principal
+            // "<trust domain>/ns/<namespace>/sa/<account>": the namespace, as Istio reads it from the peer.
+            let parts = principal.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count >= 5, parts[1] == "ns" { source.namespace = String(parts[2]) }
+        }
         var l: [(String, String)] = [
             ("reporter", reporter.rawValue),
             ("source_workload", source.workload),

@@ -18,23 +18,27 @@ public enum RequestProtocol: UInt64, Sendable {
     }
 }
 
-/// The key of one series: flags in bits 0–28, response code in 29–38, protocol in 39–40, service in 41–56, gRPC
-/// status plus one in 57–61 (0: none), mutual TLS in 62, bit 63 always set (a key is never 0).
+/// The key of one series: flags in bits 0–28, response code in 29–38, protocol in 39–40, service in 41–55 (for an
+/// inbound series, the peer: an id of the process's PeerRegistry), inbound in 56 (reported as the destination,
+/// whatever the process's reporter), gRPC status plus one in 57–61 (0: none), mutual TLS in 62, bit 63 always set
+/// (a key is never 0).
 public struct SeriesKey: Hashable, Sendable {
     public let raw: UInt64
 
     @inlinable
     public init(service: UInt32, code: Int, flags: ResponseFlags, protocol p: RequestProtocol, mutualTLS: Bool = false,
-                grpcStatus: Int = -1) {
+                grpcStatus: Int = -1, inbound: Bool = false) {
         let c = UInt64(code >= 0 && code <= 999 ? code : 0)
         let g = UInt64(grpcStatus >= 0 && grpcStatus < 31 ? grpcStatus + 1 : 0)
-        raw = (1 << 63) | (mutualTLS ? 1 << 62 : 0) | (g << 57) | (UInt64(service & 0xFFFF) << 41) | (p.rawValue << 39)
+        raw = (1 << 63) | (mutualTLS ? 1 << 62 : 0) | (g << 57) | (inbound ? 1 << 56 : 0) | (UInt64(service & 0x7FFF) << 41) | (p.rawValue << 39)
             | (c << 29) | UInt64(flags.rawValue)
     }
 
     public init(raw: UInt64) { self.raw = raw }
 
-    public var service: UInt32 { UInt32((raw >> 41) & 0xFFFF) }
+    public var service: UInt32 { UInt32((raw >> 41) & 0x7FFF) }
+    /// Received by a sidecar's inbound side: reported as the destination, `service` being the peer's id.
+    public var inbound: Bool { (raw >> 56) & 1 == 1 }
     /// The response's gRPC status (nil: none, or not gRPC).
     public var grpcStatus: Int? {
         let g = Int((raw >> 57) & 0x1F)
@@ -197,11 +201,11 @@ public final class ServiceRegistry: Sendable {
 
     public init() {}
 
-    /// The id of `service`, given now if new. Ids beyond the key's 16 bits share id 0.
+    /// The id of `service`, given now if new. Ids beyond the key's 15 bits share id 0.
     public func id(_ service: Service) -> UInt32 {
         state.withLock { s in
             if let id = s.ids[service] { return id }
-            guard s.list.count < 0xFFFF else { return 0 }
+            guard s.list.count < 0x7FFF else { return 0 }
             let id = UInt32(s.list.count)
             s.list.append(service)
             s.ids[service] = id
@@ -213,6 +217,31 @@ public final class ServiceRegistry: Sendable {
         state.withLock { s in Int(id) < s.list.count ? s.list[Int(id)] : .unknown }
     }
 
+}
+
+/// The peers an inbound side has seen, by principal (a SPIFFE ID without `spiffe://`), as the ids inbound series
+/// carry: given once per connection (at its handshake), never per request. Id 0 is no principal (plaintext, or a
+/// certificate without one); ids beyond the key's 15 bits share it.
+public final class PeerRegistry: Sendable {
+    private let state = Mutex<(list: [String], ids: [String: UInt32])>(([""], ["": 0]))
+
+    public init() {}
+
+    public func id(_ principal: String) -> UInt32 {
+        state.withLock { s in
+            if let id = s.ids[principal] { return id }
+            guard s.list.count < 0x7FFF else { return 0 }
+            let id = UInt32(s.list.count)
+            s.list.append(principal)
+            s.ids[principal] = id
+            return id
+        }
+    }
+
+    /// The principal of `id` (nil: none).
+    public func principal(_ id: UInt32) -> String? {
+        state.withLock { s in id > 0 && Int(id) < s.list.count ? s.list[Int(id)] : nil }
+    }
 }
 
 /// This workload's identity, for the source_* labels (reporter source) or destination_* labels (reporter

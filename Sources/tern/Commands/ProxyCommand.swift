@@ -219,6 +219,10 @@ struct ProxyCommand: ParsableCommand {
             guard let a = SocketAddress(parsing: inboundApp), a.port != 0 else {
                 throw ValidationError("--inbound-app must be IP:PORT or [IPv6]:PORT with a port from 1 to 65535, got '\(inboundApp)'")
             }
+            if let v6 = a.ipv6, !(v6.high == 0 && v6.low == 1) {
+                // (Under `tern iptables --ipv6` it would need ::6 on lo to be reached without being redirected back.)
+                throw ValidationError("--inbound-app: an IPv6 app other than [::1] is not supported yet, got '\(inboundApp)'")
+            }
             s.inboundApp = a
         }
         if let config {
