@@ -109,6 +109,10 @@ def test_policies_decide_by_principal_namespace_path_method_and_header(start_ter
     assert [r.path for r in up.requests] == [p for _, p, _ in allowed]
     assert metric(prom, "tern_authorization_denied_total") == len(denied)
     assert metric(prom, "tern_authorization_dry_run_denied_total") == 1
+    # By the policy that decided: the DENY twice, no ALLOW matching for the rest; the dry run by its own name.
+    assert metric(prom, "tern_authorization_policy_denied_total", policy="default/no-evil") == 2
+    assert metric(prom, "tern_authorization_policy_denied_total", policy="(no ALLOW policy matched)") == len(denied) - 2
+    assert metric(prom, "tern_authorization_policy_dry_run_denied_total", policy="default/would-deny-debug") == 1
 
 
 def test_without_a_client_certificate_there_is_no_principal(start_tern, http_upstream, backend, certs, mesh_certs,

@@ -53,6 +53,19 @@ extension HTTPProxy {
         a.ipv4.map { IPAddress(v4: $0) } ?? a.ipv6.map { IPAddress(v6High: $0.high, low: $0.low) }
     }
 
+    /// Looks up the denial counters of `table`'s policies (when a table is bound: never per request).
+    func bindDenials(_ table: AuthorizationTable) {
+        guard denialTable !== table else { return }
+        denialTable = table
+        denialCounters = (table.policyNames + [PolicyDenials.noAllowMatched]).map { counters.policyDenials.counters($0) }
+    }
+
+    /// The denial counters of policy `i` of the bound table (-1: no ALLOW policy matched).
+    private func denials(_ i: Int32, _ table: AuthorizationTable) -> (enforced: SharedCounter, dryRun: SharedCounter)? {
+        guard denialTable === table, !denialCounters.isEmpty else { return nil }
+        return i >= 0 && Int(i) < denialCounters.count - 1 ? denialCounters[Int(i)] : denialCounters[denialCounters.count - 1]
+    }
+
     /// Whether the request may go on; false after answering it 403.
     func authorized(_ x: XID, _ head: HTTP1Head, _ reactor: Reactor<Backend>) -> Bool {
         let id = exchanges[x].downstream
@@ -65,10 +78,12 @@ extension HTTPProxy {
         let decision = bytes.authorize(table, facts, head, held: exchanges[x].request.held, scratch: &authorizationScratch)
         if decision.dryRunAllowed == false && decision.allowed {
             counters.authorizationDryRunDenied.add(1, ordering: .relaxed)
+            denials(decision.dryRunPolicy, table)?.dryRun.add()
             Log.debug("authorization: dry-run policy \(table.policyNames[Int(max(decision.dryRunPolicy, 0))]) would deny")
         }
         guard !decision.allowed else { return true }
         counters.authorizationDenied.add(1, ordering: .relaxed)
+        denials(decision.policy, table)?.enforced.add()
         Log.debug("authorization: denied by \(decision.policy >= 0 ? table.policyNames[Int(decision.policy)] : "no ALLOW policy matching")")
         _ = routeFailed(x, .accessDenied, reactor)
         return false

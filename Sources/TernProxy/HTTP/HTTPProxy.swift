@@ -182,6 +182,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     /// A request field's values joined (AuthorizationTable.evaluate's scratch; capacity kept), and each listener's
     /// upstream port (the workload port policies see as `destination.port`).
     var authorizationScratch: [UInt8] = []
+    /// The denial counters of the policies of the table bound last (by its `policyNames` index; the last one for
+    /// "no ALLOW policy matched"), and that table.
+    var denialCounters: [(enforced: SharedCounter, dryRun: SharedCounter)] = []
+    var denialTable: AuthorizationTable? = nil
     let listenerUpstreamPorts: [UInt16]
     /// Per listener: a sidecar's inbound listener beside its outbound ones (`--inbound`: the bound table's policies
     /// apply to it, its requests go to its upstream or their original destination), the port it listens on, and
@@ -406,6 +410,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
         boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
+        bindDenials(table.authorization)
         clusterCircuits = table.clusters.map {
             counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: boundEpoch)
         }
@@ -467,7 +472,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
         if let tlsPolicy { _ = tlsPolicy.refresh() }
-        if let policies { _ = policies.refresh() }
+        if let policies, policies.refresh() || denialTable == nil { bindDenials(policies.current.authorization) }
         if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
         if !h2ReadyList.isEmpty || !h2Starved.isEmpty || !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2Iteration(reactor) }
         if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }

@@ -64,6 +64,8 @@ public final class RelayCounters: Sendable {
     /// Requests an AuthorizationPolicy denied (403), and those a dry-run policy would have denied.
     public let authorizationDenied = Atomic<UInt64>(0)
     public let authorizationDryRunDenied = Atomic<UInt64>(0)
+    /// The same, by policy (`namespace/name`).
+    public let policyDenials = PolicyDenials()
     /// Connections an inbound side closed at once: PeerAuthentication STRICT, and no TLS to offer.
     public let peerAuthenticationRefused = Atomic<UInt64>(0)
     /// Connections to an `--inbound` listener without `--inbound-app` that were not redirected to it (no original

@@ -787,6 +787,20 @@ public final class ProxyServer {
             MetricFamily(name: "tern_metric_series_overflowed_total", help: "Requests not recorded because a reactor's series table was full.", kind: .counter,
                          samples: one(Double(telemetry.seriesOverflowed))),
         ] + tlsMetrics(counters.tls) + outlierMetrics(counters.outliers) + circuitMetrics(counters.circuits)
+            + denialMetrics(counters.policyDenials)
+    }
+
+    /// AuthorizationPolicy denials by policy (`namespace/name`; "(no ALLOW policy matched)" when ALLOW policies
+    /// exist and none matched), enforced and dry-run. Present once a policy has denied something.
+    static func denialMetrics(_ d: PolicyDenials) -> [MetricFamily] {
+        let figures = d.figures()
+        guard !figures.isEmpty else { return [] }
+        return [
+            MetricFamily(name: "tern_authorization_policy_denied_total", help: "Requests denied (403 RBAC: access denied), by the AuthorizationPolicy that decided.", kind: .counter,
+                         samples: figures.map { ([("policy", $0.policy)], Double($0.enforced)) }),
+            MetricFamily(name: "tern_authorization_policy_dry_run_denied_total", help: "Requests an istio.io/dry-run AuthorizationPolicy would have denied, by policy.", kind: .counter,
+                         samples: figures.map { ([("policy", $0.policy)], Double($0.dryRun)) }),
+        ]
     }
 
     /// Outlier detection per cluster, under Envoy's names (what Istio users scrape): hosts ejected now, ejections

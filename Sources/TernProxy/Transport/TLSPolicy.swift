@@ -48,6 +48,34 @@ public final class SharedCounter: Sendable {
     public var count: Int { value.load(ordering: .relaxed) }
 }
 
+/// Requests denied (and would-be denials of dry-run policies) by AuthorizationPolicy, per policy, for the whole
+/// process: each reactor looks its table's counters up when it binds a table (never per request) and adds to them
+/// with a relaxed atomic.
+public final class PolicyDenials: Sendable {
+    /// What decided a denial that no single policy did: ALLOW policies exist and none matched.
+    public static let noAllowMatched = "(no ALLOW policy matched)"
+    private let counters = Mutex<[String: (enforced: SharedCounter, dryRun: SharedCounter)]>([:])
+
+    public init() {}
+
+    /// The counters of `policy` (made on first use).
+    func counters(_ policy: String) -> (enforced: SharedCounter, dryRun: SharedCounter) {
+        counters.withLock { all in
+            if let c = all[policy] { return c }
+            let c = (SharedCounter(), SharedCounter())
+            all[policy] = c
+            return c
+        }
+    }
+
+    /// Every policy with a denial, by name.
+    public func figures() -> [(policy: String, enforced: Int, dryRun: Int)] {
+        counters.withLock { all in
+            all.map { ($0.key, $0.value.enforced.count, $0.value.dryRun.count) }.sorted { $0.policy < $1.policy }
+        }
+    }
+}
+
 /// TLS handshakes by side (downstream: connections Tern terminates; upstream: connections it originates).
 public final class TLSCounters: Sendable {
     public enum Side: Int, Sendable, CaseIterable {
