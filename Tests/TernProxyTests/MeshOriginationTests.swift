@@ -117,9 +117,11 @@ import Testing
               resolution: STATIC
               endpoints: [{address: 10.0.0.9, labels: {security.istio.io/tlsMode: istio}}]
             """, namespace: "shop")
-        let warnings = TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local")
+        let warnings = TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local", ports: [5432])
         #expect(warnings.count == 1 && warnings[0].contains("outbound|5432||db.shop.svc.cluster.local"))
-        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: nil).isEmpty)
+        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: nil, ports: [5432]).isEmpty)
+        // Only what a TCP listener's port reaches.
+        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local", ports: [9999]).isEmpty)
     }
 
     /// ISTIO_MUTUAL demands mutual TLS, which TCP routes cannot originate yet: such a configuration is refused for
@@ -143,7 +145,27 @@ import Testing
               host: db.shop.svc.cluster.local
               trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
             """, namespace: "shop")
-        #expect(TLSOriginations.tcpMeshRefusal(t)?.contains("ISTIO_MUTUAL") == true)
-        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local").isEmpty)
+        #expect(TLSOriginations.tcpMeshRefusal(t, ports: [5432])?.contains("ISTIO_MUTUAL") == true)
+        #expect(TLSOriginations.tcpMeshWarnings(t, trustDomain: "cluster.local", ports: [5432]).isEmpty)
+        // An HTTP service under a mesh-wide ISTIO_MUTUAL rule, beside a TCP listener on another port: served.
+        let http = try compile("""
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {name: web, namespace: shop}
+            spec:
+              hosts: [web.shop.svc.cluster.local]
+              location: MESH_INTERNAL
+              ports: [{number: 80, name: http, protocol: HTTP}]
+              resolution: STATIC
+              endpoints: [{address: 10.0.0.8}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {name: mesh-wide, namespace: istio-system}
+            spec:
+              host: "*.local"
+              trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+            """, namespace: "shop")
+        #expect(TLSOriginations.tcpMeshRefusal(http, ports: [5432]) == nil)
     }
 }

@@ -120,11 +120,22 @@ extension HTTPProxy {
     }
 
     /// Gives back the passthrough pool a connection held (`passthroughPool`), as it is freed.
-    func releasePassthroughPool(_ id: DID) {
+    func releasePassthroughPool(_ id: DID, _ reactor: Reactor<Backend>) {
         let e = Int(downstreams[id].passthroughPool)
         guard e >= 0 else { return }
         downstreams[id].passthroughPool = -1
+        passthroughReleased(e, reactor)
+    }
+
+    /// A passthrough pool lost a holder: once no client connection holds it, its idle connections close (the pool
+    /// is freed with the last of them), as a retired pool's do.
+    func passthroughReleased(_ e: Int, _ reactor: Reactor<Backend>) {
         pools.exchangeFinished(e)
+        guard pools.slots[e].live, !pools.slots[e].keepsIdle else { return }
+        while let u = pools.slots[e].idle.popLast() {
+            if upstreams.isCurrent(u) { closeUpstream(u, reactor) }
+        }
+        for u in pools.slots[e].h2Links { h2uIdleCheck(u, reactor) }
     }
 
     /// Waits for the next request head on a client connection (idle keep-alive until its first byte).
@@ -363,7 +374,7 @@ extension HTTPProxy {
         if downstreams[id].transport == .h2stream {
             // A stream's slots: no socket, and not a client connection of the counts.
             h2StreamFree(id, reactor)
-            releasePassthroughPool(id)
+            releasePassthroughPool(id, reactor)
             exchanges.remove(x)
             downstreams.remove(id)
             h2StreamCount -= 1
@@ -377,7 +388,7 @@ extension HTTPProxy {
         reactor.backend.unregister(fd: downstreams[id].fd)
         System.close(downstreams[id].fd)
         if downstreams[id].closingForRoom { closingForRoom -= 1 }
-        releasePassthroughPool(id)
+        releasePassthroughPool(id, reactor)
         exchanges.remove(x)
         downstreams.remove(id)
         counters.active.subtract(1, ordering: .relaxed)

@@ -69,7 +69,7 @@ extension HTTPProxy {
         exchanges.remove(x)
         downstreams.remove(id)
         connectWaiting(e, reactor)
-        if held >= 0 { pools.exchangeFinished(Int(held)) }
+        if held >= 0 { passthroughReleased(Int(held), reactor) }
         return true
     }
 

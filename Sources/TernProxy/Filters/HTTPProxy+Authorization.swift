@@ -60,9 +60,10 @@ extension HTTPProxy {
         denialCounters = (table.policyNames + [PolicyDenials.noAllowMatched]).map { counters.policyDenials.counters($0) }
     }
 
-    /// The denial counters of policy `i` of the bound table (-1: no ALLOW policy matched).
-    private func denials(_ i: Int32, _ table: AuthorizationTable) -> (enforced: SharedCounter, dryRun: SharedCounter)? {
-        guard denialTable === table, !denialCounters.isEmpty else { return nil }
+    /// The denial counters of policy `i` of `table` (-1: no ALLOW policy matched); a table not bound yet (swapped in
+    /// within this loop iteration) is bound now.
+    private func denials(_ i: Int32, _ table: AuthorizationTable) -> (enforced: SharedCounter, dryRun: SharedCounter) {
+        if denialTable !== table { bindDenials(table) }
         return i >= 0 && Int(i) < denialCounters.count - 1 ? denialCounters[Int(i)] : denialCounters[denialCounters.count - 1]
     }
 
@@ -78,12 +79,12 @@ extension HTTPProxy {
         let decision = bytes.authorize(table, facts, head, held: exchanges[x].request.held, scratch: &authorizationScratch)
         if decision.dryRunAllowed == false && decision.allowed {
             counters.authorizationDryRunDenied.add(1, ordering: .relaxed)
-            denials(decision.dryRunPolicy, table)?.dryRun.add()
-            Log.debug("authorization: dry-run policy \(table.policyNames[Int(max(decision.dryRunPolicy, 0))]) would deny")
+            denials(decision.dryRunPolicy, table).dryRun.add()
+            Log.debug("authorization: dry-run policy \(decision.dryRunPolicy >= 0 ? table.policyNames[Int(decision.dryRunPolicy)] : PolicyDenials.noAllowMatched) would deny")
         }
         guard !decision.allowed else { return true }
         counters.authorizationDenied.add(1, ordering: .relaxed)
-        denials(decision.policy, table)?.enforced.add()
+        denials(decision.policy, table).enforced.add()
         Log.debug("authorization: denied by \(decision.policy >= 0 ? table.policyNames[Int(decision.policy)] : "no ALLOW policy matching")")
         _ = routeFailed(x, .accessDenied, reactor)
         return false

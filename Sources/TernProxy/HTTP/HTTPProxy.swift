@@ -410,7 +410,7 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
     func bind(_ table: RouteTable, reactor: Reactor<Backend>?) {
         boundEpoch = routes?.currentEpoch ?? 0
         balancers.bind(table)
-        bindDenials(table.authorization)
+        if listenerInbound.contains(true) { bindDenials(table.authorization) }
         clusterCircuits = table.clusters.map {
             counters.circuits.circuit($0.name, CircuitLimits($0.policy.connectionPool, budget: $0.retryBudget, relay: relay), epoch: boundEpoch)
         }

@@ -66,6 +66,11 @@ public struct ProxySettings: Sendable {
     public var identity: MeshIdentityFiles? = nil
     public init() {}
 
+    /// The ports of the TCP listeners (a port 0 one routes by the port it gets, unknown here: left out).
+    public var tcpListenerPorts: Set<UInt16> {
+        Set(listen.indices.filter { kind($0) == .tcp }.map { listen[$0].port }.filter { $0 != 0 })
+    }
+
     /// The kind of listener `i`.
     public func kind(_ i: Int) -> ListenerKind {
         i < listenKinds.count ? listenKinds[i] : (http != nil ? .http : .tcp)
@@ -187,7 +192,7 @@ public final class ProxyServer {
             if settings.http != nil {
                 // TLS origination: the contexts its DestinationRules need, before any reactor binds the table.
                 guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity,
-                                                tcp: settings.listenKinds.contains(.tcp)) else {
+                                                tcpPorts: settings.tcpListenerPorts) else {
                     Log.error("configuration \(path) refused; not starting")
                     Log.shared.flush()
                     return 1
@@ -564,13 +569,14 @@ public final class ProxyServer {
 
     /// Builds the TLS origination contexts `table` needs; logs its warnings, or the error and returns nil.
     /// `reuse`: contexts to keep (the mesh's, for the same identity: their pools' sessions stay resumable).
-    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil, tcp: Bool = false,
+    /// `tcpPorts`: the ports of the process's TCP listeners (the clusters they reach cannot originate TLS yet).
+    static func originations(_ table: RouteTable, credentialsDir: String?, identity: MeshIdentity? = nil, tcpPorts: Set<UInt16> = [],
                              reuse: [TLSOriginationKey: TLSClientPolicy]? = nil) -> TLSOriginations? {
         do throws(TLSSetupError) {
             let (o, warnings) = try TLSOriginations.build(table, credentialsDir: credentialsDir, identity: identity, reuse: reuse)
-            if tcp, let problem = TLSOriginations.tcpMeshRefusal(table) { throw TLSSetupError(problem) }
+            if let problem = TLSOriginations.tcpMeshRefusal(table, ports: tcpPorts) { throw TLSSetupError(problem) }
             for w in warnings { Log.warn(w) }
-            if tcp { for w in TLSOriginations.tcpMeshWarnings(table, trustDomain: identity?.trustDomain) { Log.warn(w) } }
+            for w in TLSOriginations.tcpMeshWarnings(table, trustDomain: identity?.trustDomain, ports: tcpPorts) { Log.warn(w) }
             return o
         } catch {
             Log.error(error.description)
@@ -598,7 +604,7 @@ public final class ProxyServer {
         if let cell = originationCell {
             // The table's TLS contexts go out first: a reactor that binds the table finds them.
             guard let o = Self.originations(table, credentialsDir: settings.credentialsDir, identity: identity,
-                                            tcp: settings.listenKinds.contains(.tcp),
+                                            tcpPorts: settings.tcpListenerPorts,
                                             reuse: lastOriginations?.policies.filter { $0.key.mesh }) else {
                 admin.rejected()
                 Log.warn("config rejected path=\(path): the running configuration (version \(version)) keeps serving")
@@ -793,7 +799,7 @@ public final class ProxyServer {
     /// AuthorizationPolicy denials by policy (`namespace/name`; "(no ALLOW policy matched)" when ALLOW policies
     /// exist and none matched), enforced and dry-run. Present once a policy has denied something.
     static func denialMetrics(_ d: PolicyDenials) -> [MetricFamily] {
-        let figures = d.figures()
+        let figures = d.figures().filter { $0.enforced > 0 || $0.dryRun > 0 }
         guard !figures.isEmpty else { return [] }
         return [
             MetricFamily(name: "tern_authorization_policy_denied_total", help: "Requests denied (403 RBAC: access denied), by the AuthorizationPolicy that decided.", kind: .counter,

@@ -156,13 +156,14 @@ public final class TLSOriginations: Sendable {
         return (TLSOriginations(policies: policies, trustDomain: identity?.trustDomain), warnings)
     }
 
-    /// The clusters TCP routes (and a host's default TCP route) reach, each once.
-    static func tcpClusters(_ table: RouteTable) -> [Cluster] {
+    /// The clusters TCP listeners on `ports` reach (TCP routes, and a host's default TCP route, pick a cluster by
+    /// the listener's port), each once.
+    static func tcpClusters(_ table: RouteTable, ports: Set<UInt16>) -> [Cluster] {
         var seen = Set<Int32>()
         var out: [Cluster] = []
         for v in table.virtualHosts {
             for d in v.tcpRoutes.flatMap(\.destinations) + (v.serviceDestination.map { [$0] } ?? []) {
-                for (_, c) in d.clusters where c >= 0 && Int(c) < table.clusters.count && seen.insert(c).inserted {
+                for (port, c) in d.clusters where ports.contains(port) && c >= 0 && Int(c) < table.clusters.count && seen.insert(c).inserted {
                     out.append(table.clusters[Int(c)])
                 }
             }
@@ -172,16 +173,16 @@ public final class TLSOriginations: Sendable {
 
     /// Warnings for the clusters TCP routes reach whose endpoints automatic mTLS would reach over mutual TLS: the
     /// TCP relay does not originate TLS yet, so those connections go in plaintext, as to a peer without a sidecar.
-    public static func tcpMeshWarnings(_ table: RouteTable, trustDomain: String?) -> [String] {
-        tcpClusters(table).filter { c in
+    public static func tcpMeshWarnings(_ table: RouteTable, trustDomain: String?, ports: Set<UInt16>) -> [String] {
+        tcpClusters(table, ports: ports).filter { c in
             c.policy.tls?.mode != .ISTIO_MUTUAL && TLSOriginationKey.endpointKeys(c, trustDomain: trustDomain).contains { $0?.mesh == true }
         }.map { "\($0.name): TCP connections to it go in plaintext: automatic mTLS is not supported on TCP routes yet" }
     }
 
     /// Why the configuration cannot be served by a process with TCP listeners: a TCP route to a cluster whose
     /// DestinationRule demands ISTIO_MUTUAL, which the TCP relay cannot originate (refused rather than plaintext).
-    public static func tcpMeshRefusal(_ table: RouteTable) -> String? {
-        guard let c = tcpClusters(table).first(where: { $0.policy.tls?.mode == .ISTIO_MUTUAL }) else { return nil }
+    public static func tcpMeshRefusal(_ table: RouteTable, ports: Set<UInt16>) -> String? {
+        guard let c = tcpClusters(table, ports: ports).first(where: { $0.policy.tls?.mode == .ISTIO_MUTUAL }) else { return nil }
         return "DestinationRule for \(c.host) (\(c.name)): tls mode ISTIO_MUTUAL on a cluster TCP routes reach: the TCP relay does not originate mutual TLS yet, and ISTIO_MUTUAL must not fall back to plaintext"
     }
 
