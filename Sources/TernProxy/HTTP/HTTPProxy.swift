@@ -471,13 +471,10 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
 
     public func iteration(_ reactor: Reactor<Backend>) {
         tunnels.iteration(reactor)
-        if let tlsPolicy { _ = tlsPolicy.refresh() }
-        if let policies, policies.refresh() || denialTable == nil { bindDenials(policies.current.authorization) }
-        if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
-        if !h2ReadyList.isEmpty || !h2Starved.isEmpty || !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2Iteration(reactor) }
-        if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         // The reader may have been refreshed already this iteration by the embedded relay (TCP listeners share it):
-        // a table is bound when its epoch is not the one bound last.
+        // a table is bound when its epoch is not the one bound last. Bound before anything below routes a request
+        // (TLS and HTTP/2 hand requests over from here), so no request reads a table its pools and balancers are not
+        // bound to.
         if let routes, routes.refresh() || routes.currentEpoch != boundEpoch {
             bind(routes.current, reactor: reactor)
             // Relayed TCP connections are routed with the same table (its cluster and endpoint indexes are the
@@ -485,6 +482,11 @@ public final class HTTPProxy<Backend: IOBackend>: ReactorHandler {
             relayRouter?.refresh(reader: false)
             Log.debug("reactor \(reactor.index) serves route table \(routes.currentEpoch) with \(pools.liveCount) upstream pools, \(routedTables.heldCount) route tables in use")
         }
+        if let tlsPolicy { _ = tlsPolicy.refresh() }
+        if let policies, policies.refresh() || denialTable == nil { bindDenials(policies.current.authorization) }
+        if tls != nil || upstreamTLS != nil { tlsIteration(reactor) }
+        if !h2ReadyList.isEmpty || !h2Starved.isEmpty || !h2uReadyList.isEmpty || !h2uStarved.isEmpty { h2Iteration(reactor) }
+        if capture != nil { wallOffsetNanos = System.wallClockMicros() &* 1000 &- System.monotonicNanos() }
         if !draining && reactor.control.drainRequested.load(ordering: .acquiring) {
             draining = true
             acceptor.closeAll(reactor)
