@@ -9,6 +9,7 @@ over the direct call at a fixed open-loop rate, side by side in one run:
   tern-plain   the same two Terns with plaintext between them (no identity, no label)
   tern-mtls-authz  tern-mtls with 100 ALLOW AuthorizationPolicies on B (each a distinct principal and path; only
                the last matches the caller)
+  tern-mtls-aa a second tern-mtls pair, identical: the A/A spread of a run (`--only tern-mtls,tern-mtls-aa,tern-mtls-authz`)
   tcp-floor    the floor of two hops on this rig: two Tern TCP relays (`tern proxy` without --http: splice, no
                HTTP, no TLS) chained; what any two processes in the path cost in wake-ups and loopback TCP
   nginx-mtls   two nginx: A proxy_pass https:// to B with a client certificate (keep-alive upstream, sessions
