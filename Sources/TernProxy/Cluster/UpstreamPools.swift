@@ -172,13 +172,18 @@ struct UpstreamPools {
             slots[e].configured = true
             return e
         }
+        return place(Pool(address: key.address, tls: key.tls), key)
+    }
+
+    /// Puts a new pool in a freed slot, or a new one, under `key`.
+    private mutating func place(_ pool: Pool, _ key: PoolKey) -> Int {
         let e: Int
         if let reused = free.popLast() {
             e = reused
-            slots[e] = Pool(address: key.address, tls: key.tls)
+            slots[e] = pool
         } else {
             e = slots.count
-            slots.append(Pool(address: key.address, tls: key.tls))
+            slots.append(pool)
         }
         byKey[key] = e
         return e
@@ -195,16 +200,7 @@ struct UpstreamPools {
         pool.configured = false
         pool.passthrough = true
         pool.source = source
-        let e: Int
-        if let reused = free.popLast() {
-            e = reused
-            slots[e] = pool
-        } else {
-            e = slots.count
-            slots.append(pool)
-        }
-        byKey[key] = e
-        return e
+        return place(pool, key)
     }
 
     mutating func exchangeStarted(_ e: Int) { slots[e].exchanges += 1 }

@@ -197,25 +197,14 @@ public final class ServiceRegistry: Sendable {
         }
     }
 
-    private let state = Mutex<(list: [Service], ids: [Service: UInt32])>(([.unknown], [.unknown: 0]))
+    private let ids = SeriesIDs<Service>(zero: .unknown)
 
     public init() {}
 
     /// The id of `service`, given now if new. Ids beyond the key's 15 bits share id 0.
-    public func id(_ service: Service) -> UInt32 {
-        state.withLock { s in
-            if let id = s.ids[service] { return id }
-            guard s.list.count < 0x7FFF else { return 0 }
-            let id = UInt32(s.list.count)
-            s.list.append(service)
-            s.ids[service] = id
-            return id
-        }
-    }
+    public func id(_ service: Service) -> UInt32 { ids.id(service) }
 
-    public func service(_ id: UInt32) -> Service {
-        state.withLock { s in Int(id) < s.list.count ? s.list[Int(id)] : .unknown }
-    }
+    public func service(_ id: UInt32) -> Service { ids.value(id) ?? .unknown }
 
 }
 
@@ -223,24 +212,37 @@ public final class ServiceRegistry: Sendable {
 /// carry: given once per connection (at its handshake), never per request. Id 0 is no principal (plaintext, or a
 /// certificate without one); ids beyond the key's 15 bits share it.
 public final class PeerRegistry: Sendable {
-    private let state = Mutex<(list: [String], ids: [String: UInt32])>(([""], ["": 0]))
+    private let ids = SeriesIDs<String>(zero: "")
 
     public init() {}
 
-    public func id(_ principal: String) -> UInt32 {
+    public func id(_ principal: String) -> UInt32 { ids.id(principal) }
+
+    /// The principal of `id` (nil: none).
+    public func principal(_ id: UInt32) -> String? { id > 0 ? ids.value(id) : nil }
+}
+
+/// Values numbered for a series key's 15-bit field, in the order first seen (id 0: `zero`; values beyond the field
+/// share it). Shared by the reactors; used when a table is bound or a connection's handshake ends, never per request.
+final class SeriesIDs<Value: Hashable & Sendable>: Sendable {
+    private let state: Mutex<(list: [Value], ids: [Value: UInt32])>
+
+    init(zero: Value) { state = Mutex(([zero], [zero: 0])) }
+
+    func id(_ value: Value) -> UInt32 {
         state.withLock { s in
-            if let id = s.ids[principal] { return id }
+            if let id = s.ids[value] { return id }
             guard s.list.count < 0x7FFF else { return 0 }
             let id = UInt32(s.list.count)
-            s.list.append(principal)
-            s.ids[principal] = id
+            s.list.append(value)
+            s.ids[value] = id
             return id
         }
     }
 
-    /// The principal of `id` (nil: none).
-    public func principal(_ id: UInt32) -> String? {
-        state.withLock { s in id > 0 && Int(id) < s.list.count ? s.list[Int(id)] : nil }
+    /// The value of `id` (nil: never given).
+    func value(_ id: UInt32) -> Value? {
+        state.withLock { s in Int(id) < s.list.count ? s.list[Int(id)] : nil }
     }
 }
 
